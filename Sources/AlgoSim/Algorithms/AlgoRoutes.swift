@@ -1,0 +1,156 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// `POST /v1/algo/{owner}/{name}[/{version}]`: runs an algorithm the way Algorithmia does.
+struct AlgoRoutes: Sendable {
+    /// Algorithmia caps algorithm input at 10 MB.
+    static let maxInputBytes = 10 << 20
+    /// Algorithmia's default and maximum `timeout` query values, in seconds.
+    static let defaultTimeout = 300
+    static let maxTimeout = 3000
+
+    let registry: AlgorithmRegistry
+    let stats: SimStats
+
+    func handle(_ request: Request, context: SimRequestContext, path: Substring) async throws -> Response {
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if segments.last == "" { segments.removeLast() }  // `/v1/algo/o/n/` is `/v1/algo/o/n`
+        guard (2...3).contains(segments.count), segments.allSatisfy({ !$0.isEmpty }) else {
+            throw SimError.notFound("algorithm algo://\(path) not found")
+        }
+        guard request.method == .post else {
+            throw SimError(.methodNotAllowed, "algorithms are called with POST")
+        }
+        let (owner, name) = (segments[0], segments[1])
+        let versionText = segments.count == 3 ? segments[2] : nil
+        let reference = "algo://\(owner)/\(name)" + (versionText.map { "/\($0)" } ?? "")
+        stats.recordAlgoCall(segments.joined(separator: "/"))
+
+        let options = try Options(request.uri.queryParameters)
+        let input = try await readInput(request, context: context)
+        guard let version = registry.resolve(owner: owner, name: name, version: versionText) else {
+            throw SimError.notFound("algorithm \(reference) not found")
+        }
+
+        if options.output == "void" {
+            let algorithm = version.algorithm
+            let sendableInput = SendableBox(input)
+            Task.detached { _ = try? await algorithm.run(sendableInput.value, AlgoRun()) }
+            return Self.json(["async": "void", "request_id": "req-" + UUID().uuidString.lowercased()])
+        }
+
+        let started = ContinuousClock.now
+        let run = AlgoRun()
+        let outcome: Result<AlgoOutput, AlgoFailure>
+        do {
+            outcome = .success(try await Self.run(version.algorithm, input, run, timeoutSeconds: options.timeout))
+        } catch let failure as AlgoFailure {
+            outcome = .failure(failure)
+        }
+        let elapsed = ContinuousClock.now - started
+        let duration = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+
+        switch outcome {
+        case .failure(let failure):
+            var error: [String: Any] = ["message": failure.message, "error_type": failure.errorType]
+            if let trace = failure.stackTrace { error["stack_trace"] = trace }
+            // The official Python client (2.0.5) only turns an error into AlgorithmException, with
+            // its error_type and stack trace, when it arrives in a 2xx; raw output reads 400 as an error.
+            if options.output == "raw" {
+                return Self.json(["error": error], status: .badRequest)
+            }
+            return Self.json(["error": error, "metadata": ["duration": duration]])
+        case .success(let output):
+            if options.output == "raw" { return Self.raw(output) }
+            var metadata: [String: Any] = ["content_type": output.contentType, "duration": duration]
+            if options.stdout { metadata["stdout"] = run.stdout }
+            let result: Any = switch output {
+            case .json(let value): value
+            case .text(let text): text
+            case .binary(let bytes): Data(bytes).base64EncodedString()
+            }
+            return Self.json(["result": result, "metadata": metadata])
+        }
+    }
+
+    struct Options {
+        var timeout = AlgoRoutes.defaultTimeout
+        var stdout = false
+        var output: String?
+
+        init(_ query: Parameters) throws {
+            if let text = query.get("timeout") {
+                guard let value = Int(text), (1...AlgoRoutes.maxTimeout).contains(value) else {
+                    throw SimError.badRequest("timeout must be a whole number of seconds from 1 to \(AlgoRoutes.maxTimeout)")
+                }
+                timeout = value
+            }
+            if let text = query.get("stdout") {
+                guard let value = Bool(text.lowercased()) else { throw SimError.badRequest("stdout must be true or false") }
+                stdout = value
+            }
+            if let text = query.get("output") {
+                guard ["raw", "void", "default"].contains(text) else { throw SimError.badRequest("output must be raw or void") }
+                output = text == "default" ? nil : text
+            }
+        }
+    }
+
+    private func readInput(_ request: Request, context: SimRequestContext) async throws -> AlgoInput {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: Self.maxInputBytes)
+        } catch is NIOTooManyBytesError {
+            throw SimError(.contentTooLarge, "algorithm input exceeds the 10 MB limit", errorType: "InputError")
+        }
+        let mediaType = request.headers[.contentType]?.split(separator: ";").first?
+            .trimmingCharacters(in: .whitespaces).lowercased() ?? "application/octet-stream"
+        switch mediaType {
+        case "application/json":
+            guard let value = JSON.parse(body) else { throw SimError.badRequest("input is not valid JSON") }
+            return .json(value)
+        case "text/plain":
+            return .text(String(buffer: body))
+        case "application/octet-stream":
+            return .binary(Array(body.readableBytesView))
+        default:
+            throw SimError(.unsupportedMediaType, "unsupported Content-Type \(mediaType): use application/json, text/plain or application/octet-stream", errorType: "InputError")
+        }
+    }
+
+    private static func run(_ algorithm: any SimAlgorithm, _ input: AlgoInput, _ run: AlgoRun, timeoutSeconds: Int) async throws -> AlgoOutput {
+        let box = SendableBox(input)
+        return try await withThrowingTaskGroup(of: SendableBox<AlgoOutput>.self) { group in
+            group.addTask { SendableBox(try await algorithm.run(box.value, run)) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(timeoutSeconds))
+                throw AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next() else { throw CancellationError() }
+            return first.value
+        }
+    }
+
+    static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSON.buffer(object)))
+    }
+
+    private static func raw(_ output: AlgoOutput) -> Response {
+        switch output {
+        case .json(let value): json(value)
+        case .text(let text):
+            Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        case .binary(let bytes):
+            Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+    }
+}
+
+/// Carries an algorithm's JSON-shaped (`Any`) value into or out of a child task.
+/// `@unchecked` is sound here: the value is built before the task starts and never mutated after.
+struct SendableBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// The data API: `/v1/data/{path}` and `/v1/connector/{type}/{path}`. File bodies stream to and
+/// from disk, so an upload or download of any size uses a bounded amount of memory.
+struct DataRoutes: Sendable {
+    let store: DataStore
+    let pageSize: Int
+    let fileIO = FileIO()
+
+    func handle(_ request: Request, context: SimRequestContext, path: DataPath) async throws -> Response {
+        switch request.method {
+        case .get: return try await get(request, context: context, path: path)
+        case .head: return try head(path)
+        case .put: return try await put(request, context: context, path: path)
+        case .post: return try await createDirectory(request, context: context, parent: path)
+        case .patch: return try await updatePermissions(request, context: context, path: path)
+        case .delete: return try delete(request, path: path)
+        default: throw SimError(.methodNotAllowed, "method \(request.method) is not supported on data paths")
+        }
+    }
+
+    private func notFound(_ path: DataPath) -> SimError {
+        SimError.notFound("\(path.uri) does not exist")
+    }
+
+    private func get(_ request: Request, context: SimRequestContext, path: DataPath) async throws -> Response {
+        switch store.kind(path) {
+        case nil: throw notFound(path)
+        case .file(let size, _):
+            let body = try await fileIO.loadFile(path: store.url(path).path, context: context)
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size)], body: body)
+        case .directory:
+            return try listing(request, path: path)
+        }
+    }
+
+    private func listing(_ request: Request, path: DataPath) throws -> Response {
+        let listing = try store.list(path)
+        // The marker is the offset of the next entry (folders first, then files), opaque to clients.
+        let entries = listing.folders.count + listing.files.count
+        var start = 0
+        if let marker = request.uri.queryParameters.get("marker") {
+            guard marker.hasPrefix("o-"), let offset = Int(marker.dropFirst(2)), (0...entries).contains(offset) else {
+                throw SimError.badRequest("invalid marker '\(marker)'")
+            }
+            start = offset
+        }
+        let end = min(entries, start + pageSize)
+        var folders: [[String: Any]] = []
+        var files: [[String: Any]] = []
+        for index in start..<end {
+            if index < listing.folders.count {
+                folders.append(["name": listing.folders[index]])
+            } else {
+                let file = listing.files[index - listing.folders.count]
+                files.append(["filename": file.name, "size": file.size, "last_modified": Self.timestamp(file.modified)])
+            }
+        }
+        var object: [String: Any] = ["folders": folders, "files": files, "marker": end < entries ? "o-\(end)" : NSNull()]
+        if request.uri.queryParameters.get("acl") == "true" { object["acl"] = store.acl(path) }
+        return AlgoRoutes.json(object)
+    }
+
+    private func head(_ path: DataPath) throws -> Response {
+        switch store.kind(path) {
+        case nil: throw notFound(path)
+        case .file(let size, let modified):
+            return Response(status: .ok, headers: [
+                .contentType: "application/octet-stream", .contentLength: String(size),
+                .lastModified: Self.timestamp(modified),
+            ])
+        case .directory:
+            return Response(status: .ok, headers: [SimHeaders.dataType: "directory"])
+        }
+    }
+
+    private func put(_ request: Request, context: SimRequestContext, path: DataPath) async throws -> Response {
+        guard !path.segments.isEmpty, let parent = path.parent else { throw SimError.badRequest("cannot write to a connector root") }
+        if case .directory = store.kind(path) { throw SimError(.conflict, "\(path.uri) is a directory") }
+        if path.connector == "data" {
+            guard case .directory = store.kind(parent) else { throw SimError.notFound("directory \(parent.uri) does not exist") }
+        } else {
+            try store.ensureParents(path)
+        }
+        let upload = store.uploadURL(for: path)
+        do {
+            try await fileIO.writeFile(contents: request.body, path: upload.path, context: context)
+            try store.commitUpload(upload, to: path)
+        } catch {
+            try? FileManager.default.removeItem(at: upload)
+            throw error
+        }
+        return AlgoRoutes.json(["result": path.uri])
+    }
+
+    private func createDirectory(_ request: Request, context: SimRequestContext, parent: DataPath) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        guard let object = JSON.object(body), let name = object["name"] as? String else {
+            throw SimError.badRequest("expected {\"name\": string, \"acl\": {\"read\": [...]}}")
+        }
+        let path = try DataPath.parse(dataPath: Substring(parent.uri + "/" + name))
+        guard path.segments.count == parent.segments.count + 1 else { throw SimError.badRequest("invalid directory name '\(name)'") }
+        guard case .directory = store.kind(parent) else { throw SimError.notFound("directory \(parent.uri) does not exist") }
+        guard store.kind(path) == nil else { throw SimError(.conflict, "\(path.uri) already exists") }
+        try store.createDirectory(path, acl: try Self.acl(from: object))
+        return AlgoRoutes.json(["result": path.uri])
+    }
+
+    private func updatePermissions(_ request: Request, context: SimRequestContext, path: DataPath) async throws -> Response {
+        guard case .directory = store.kind(path) else { throw notFound(path) }
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        guard let object = JSON.object(body), let acl = try Self.acl(from: object) else {
+            throw SimError.badRequest("expected {\"acl\": {\"read\": [...]}}")
+        }
+        try store.setACL(path, acl)
+        return AlgoRoutes.json(["acl": acl])
+    }
+
+    private func delete(_ request: Request, path: DataPath) throws -> Response {
+        guard !path.segments.isEmpty else { throw SimError.badRequest("cannot delete a connector root") }
+        switch store.kind(path) {
+        case nil: throw notFound(path)
+        case .directory:
+            let force = request.uri.queryParameters.get("force") == "true"
+            if !force, !(try store.list(path)).isEmpty {
+                throw SimError.badRequest("directory \(path.uri) is not empty; delete with force=true")
+            }
+        case .file: break
+        }
+        return AlgoRoutes.json(["result": ["deleted": try store.delete(path)]])
+    }
+
+    static func acl(from object: [String: Any]) throws -> [String: [String]]? {
+        guard let acl = object["acl"] else { return nil }
+        guard let dictionary = acl as? [String: Any], let read = dictionary["read"] as? [String],
+              read.allSatisfy({ ["user://*", "algo://.my/*"].contains($0) }) else {
+            throw SimError.badRequest("acl must be {\"read\": []}, {\"read\": [\"user://*\"]} or {\"read\": [\"algo://.my/*\"]}")
+        }
+        return ["read": read]
+    }
+
+    /// Algorithmia's timestamp form, which the Python client parses with `%Y-%m-%dT%H:%M:%S.%fZ`.
+    static func timestamp(_ date: Date) -> String {
+        let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+        return date.formatted(format)
+    }
+}
+
+extension DataStore.Listing {
+    var isEmpty: Bool { folders.isEmpty && files.isEmpty }
+}
+
+extension SimHeaders {
+    static let dataType = HTTPField.Name("X-Data-Type")!
+}

@@ -1,0 +1,40 @@
+import Hummingbird
+
+/// Dispatches `/v1/...` to the algorithm, data and management APIs. Paths are taken raw rather
+/// than through the router, because data paths may carry a URI (`/v1/data/s3://bucket/key`)
+/// whose `//` a router would fold away.
+struct SimAPI: RouterMiddleware {
+    typealias Context = SimRequestContext
+    let algorithms: AlgoRoutes
+    let data: DataRoutes
+    let management: ManagementRoutes
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        if let rest = path.dropPrefix("/v1/algo/") {
+            return try await algorithms.handle(request, context: context, path: rest)
+        }
+        if let rest = path.dropPrefix("/v1/data/") {
+            return try await data.handle(request, context: context, path: try DataPath.parse(dataPath: rest))
+        }
+        if path == "/v1/data" {
+            return try await data.handle(request, context: context, path: DataPath(connector: "data", segments: []))
+        }
+        if let rest = path.dropPrefix("/v1/connector/") {
+            return try await data.handle(request, context: context, path: try DataPath.parse(connectorPath: rest))
+        }
+        if let rest = path.dropPrefix("/v1/algorithms/") {
+            return try await management.handle(request, context: context, path: rest)
+        }
+        if path.hasPrefix("/v1/") {
+            throw SimError.notFound("no such endpoint: \(path)")
+        }
+        return try await next(request, context)
+    }
+}
+
+extension String {
+    func dropPrefix(_ prefix: String) -> Substring? {
+        hasPrefix(prefix) ? dropFirst(prefix.count) : nil
+    }
+}

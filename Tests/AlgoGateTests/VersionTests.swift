@@ -1,0 +1,3 @@
+import Testing
+@testable import AlgoGate
+@Test func versionIsSet() { #expect(!AlgoGateVersion.string.isEmpty) }

@@ -1,0 +1,107 @@
+import AlgoSim
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+@Suite struct DataAPITests {
+    @Test func directoriesFilesAndPermissionsFollowTheClientFlow() async throws {
+        try await withSimulator { http, _ in
+            let created = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "reports", "acl": ["read": ["user://*"]]])
+            #expect(created.status == 200)
+            #expect(canonicalJSON(created.json) == #"{"result":"data://.my/reports"}"#)
+            let again = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "reports"])
+            #expect(again.status == 409)
+
+            let put = try await http.send(.PUT, "/v1/data/.my/reports/a.txt", headers: auth, text: "alpha")
+            #expect(put.status == 200)
+            #expect(canonicalJSON(put.json) == #"{"result":"data://.my/reports/a.txt"}"#)
+            let get = try await http.send(.GET, "/v1/data/.my/reports/a.txt", headers: auth)
+            #expect(get.text == "alpha")
+            #expect(get.header("Content-Type") == "application/octet-stream")
+
+            let head = try await http.send(.HEAD, "/v1/data/.my/reports/a.txt", headers: auth)
+            #expect(head.status == 200)
+            #expect(head.header("Content-Length") == "5")
+            let missingHead = try await http.send(.HEAD, "/v1/data/.my/reports/none.txt", headers: auth)
+            #expect(missingHead.status == 404)
+            #expect(missingHead.header("X-Error-Message") == "data://.my/reports/none.txt does not exist")
+            let missingGet = try await http.send(.GET, "/v1/data/.my/reports/none.txt", headers: auth)
+            #expect(canonicalJSON(missingGet.json) == canonicalJSON(literal: #"{"error":{"message":"data://.my/reports/none.txt does not exist","error_type":"EntityNotFoundError"}}"#))
+
+            let acl = try await http.send(.GET, "/v1/data/.my/reports?acl=true", headers: auth)
+            #expect(canonicalJSON(acl.object["acl"]) == #"{"read":["user://*"]}"#)
+            let patched = try await http.send(.PATCH, "/v1/data/.my/reports", headers: auth, json: ["acl": ["read": []]])
+            #expect(patched.status == 200)
+            let after = try await http.send(.GET, "/v1/data/.my/reports?acl=true", headers: auth)
+            #expect(canonicalJSON(after.object["acl"]) == #"{"read":[]}"#)
+
+            let refused = try await http.send(.DELETE, "/v1/data/.my/reports", headers: auth)
+            #expect(refused.status == 400)
+            #expect((refused.object["error"] as? [String: Any])?["message"] as? String == "directory data://.my/reports is not empty; delete with force=true")
+            let deleted = try await http.send(.DELETE, "/v1/data/.my/reports?force=true", headers: auth)
+            #expect(canonicalJSON(deleted.json) == #"{"result":{"deleted":1}}"#)
+            let gone = try await http.send(.GET, "/v1/data/.my/reports", headers: auth)
+            #expect(gone.status == 404)
+        }
+    }
+
+    @Test func listingsPaginateWithAMarker() async throws {
+        try await withSimulator(pageSize: 2) { http, _ in
+            _ = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "many"])
+            _ = try await http.send(.POST, "/v1/data/.my/many", headers: auth, json: ["name": "sub"])
+            for index in 0..<4 {
+                _ = try await http.send(.PUT, "/v1/data/.my/many/f\(index)", headers: auth, text: String(repeating: "x", count: index))
+            }
+            var marker: String?
+            var folders: [String] = []
+            var files: [String] = []
+            var pages = 0
+            repeat {
+                let page = try await http.send(.GET, "/v1/data/.my/many" + (marker.map { "?marker=\($0)" } ?? ""), headers: auth)
+                #expect(page.status == 200)
+                folders += (page.object["folders"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+                for file in page.object["files"] as? [[String: Any]] ?? [] {
+                    files.append(file["filename"] as? String ?? "")
+                    #expect((file["last_modified"] as? String)?.hasSuffix("Z") == true)
+                }
+                marker = page.object["marker"] as? String
+                pages += 1
+            } while marker != nil
+            #expect(pages == 3)
+            #expect(folders == ["sub"])
+            #expect(files == ["f0", "f1", "f2", "f3"])
+        }
+    }
+
+    @Test func connectorPathsAndURIStylePathsNameTheSameFile() async throws {
+        try await withSimulator { http, _ in
+            let put = try await http.send(.PUT, "/v1/connector/s3/bucket/team/k.bin", headers: auth, body: [0, 1, 2, 255])
+            #expect(canonicalJSON(put.json) == #"{"result":"s3://bucket/team/k.bin"}"#)
+            let viaData = try await http.send(.GET, "/v1/data/s3://bucket/team/k.bin", headers: auth)
+            #expect(viaData.bytes == [0, 1, 2, 255])
+            let labelled = try await http.send(.PUT, "/v1/connector/dropbox+work/notes.txt", headers: auth, text: "n")
+            #expect(canonicalJSON(labelled.json) == #"{"result":"dropbox+work://notes.txt"}"#)
+            let unknown = try await http.send(.GET, "/v1/connector/ftp/x", headers: auth)
+            #expect(unknown.status == 400)
+            let traversal = try await http.send(.GET, "/v1/data/.my/%2e%2e/secret", headers: auth)
+            #expect(traversal.status == 400)
+        }
+    }
+
+    @Test func putIntoAMissingDirectoryIs404() async throws {
+        try await withSimulator { http, _ in
+            let put = try await http.send(.PUT, "/v1/data/.my/nowhere/a.txt", headers: auth, text: "a")
+            #expect(put.status == 404)
+            #expect((put.object["error"] as? [String: Any])?["message"] as? String == "directory data://.my/nowhere does not exist")
+        }
+    }
+
+    @Test func theDataRootListsTheAccountUser() async throws {
+        try await withSimulator { http, _ in
+            let root = try await http.send(.GET, "/v1/data/", headers: auth)
+            #expect(canonicalJSON(root.object["folders"]) == #"[{"name":"sim"}]"#)
+        }
+    }
+}

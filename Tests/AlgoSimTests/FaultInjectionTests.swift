@@ -1,0 +1,50 @@
+import AlgoSim
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct FaultInjectionTests {
+    @Test func aHeaderChoosesTheStatus() async throws {
+        try await withSimulator { http, sim in
+            let reply = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: auth + textType + [("X-Sim-Fault", "status=503")], text: "HAL")
+            #expect(reply.status == 503)
+            #expect(canonicalJSON(reply.json) == canonicalJSON(literal: #"{"error":{"message":"injected fault: status 503","error_type":"SystemError"}}"#))
+            #expect(sim.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
+    @Test func aHeaderAddsLatency() async throws {
+        try await withSimulator { http, _ in
+            let started = ContinuousClock.now
+            let reply = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: auth + textType + [("X-Sim-Fault", "delay=300")], text: "HAL")
+            #expect(reply.status == 200)
+            #expect(ContinuousClock.now - started >= .milliseconds(300))
+        }
+    }
+
+    @Test func aHeaderDropsTheConnection() async throws {
+        try await withSimulator { http, _ in
+            await #expect(throws: (any Error).self) {
+                _ = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: auth + textType + [("X-Sim-Fault", "drop")], text: "HAL")
+            }
+            let after = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: auth + textType, text: "HAL")
+            #expect(after.status == 200)
+        }
+    }
+
+    @Test func aDefaultFaultAppliesToEveryRequestAndBadHeadersAre400() async throws {
+        try await withSimulator(fault: Fault(status: 502)) { http, _ in
+            let reply = try await http.send(.GET, "/v1/data/.my", headers: auth)
+            #expect(reply.status == 502)
+            let bad = try await http.send(.GET, "/v1/data/.my", headers: auth + [("X-Sim-Fault", "explode")])
+            #expect(bad.status == 400)
+        }
+    }
+
+    @Test func faultTermsParseAndPrint() {
+        #expect(Fault(parsing: "delay=100,status=502,drop") == Fault(delayMilliseconds: 100, status: 502, dropConnection: true))
+        #expect(Fault(parsing: "delay=100,status=502,drop")?.description == "delay=100,status=502,drop")
+        #expect(Fault(parsing: "status=200") == nil)
+        #expect(Fault(parsing: "drop=1") == nil)
+    }
+}

@@ -1,0 +1,70 @@
+import AlgoSim
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct ManagementAPITests {
+    @Test func createCompilePublishAndCallAnAlgorithm() async throws {
+        try await withSimulator { http, _ in
+            let create = try await http.send(.POST, "/v1/algorithms/sim", headers: auth, json: [
+                "name": "Greeter",
+                "details": ["label": "Greeter"],
+                "settings": ["language": "python3", "source_visibility": "closed"],
+                "version_info": ["sample_input": "hi"],
+            ])
+            #expect(create.status == 200)
+            #expect(create.object["name"] as? String == "Greeter")
+            #expect(create.object["resource_type"] as? String == "algorithm")
+            #expect((create.object["id"] as? String)?.count == 36)
+
+            let duplicate = try await http.send(.POST, "/v1/algorithms/sim", headers: auth, json: ["name": "Greeter", "details": [:], "settings": [:]])
+            #expect(duplicate.status == 409)
+            let conflict = duplicate.object["error"] as? [String: Any]
+            #expect(conflict?["code"] as? String == "409")
+            #expect(conflict?["message"] as? String == "Algorithm sim/Greeter already exists")
+
+            let update = try await http.send(.PUT, "/v1/algorithms/sim/Greeter", headers: auth, json: ["details": ["label": "Greeter 2"], "settings": [:]])
+            #expect((update.object["details"] as? [String: Any])?["label"] as? String == "Greeter 2")
+
+            let compile = try await http.send(.POST, "/v1/algorithms/sim/Greeter/compile", headers: auth, json: [:])
+            let hash = (compile.object["version_info"] as? [String: Any])?["git_hash"] as? String
+            #expect(hash?.count == 40)
+
+            let first = try await http.send(.POST, "/v1/algorithms/sim/Greeter/versions", headers: auth, json: ["version_info": ["type": "minor", "release_notes": "first"]])
+            #expect(first.status == 200)
+            #expect((first.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "0.1.0")
+            #expect((first.object["version_info"] as? [String: Any])?["git_hash"] as? String == hash)
+            let second = try await http.send(.POST, "/v1/algorithms/sim/Greeter/versions", headers: auth, json: ["version_info": ["type": "revision"]])
+            #expect((second.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "0.1.1")
+
+            let versions = try await http.send(.GET, "/v1/algorithms/sim/Greeter/versions", headers: auth)
+            let semvers = (versions.object["results"] as? [[String: Any]] ?? []).compactMap { ($0["version_info"] as? [String: Any])?["semantic_version"] as? String }
+            #expect(semvers == ["0.1.1", "0.1.0"])
+
+            let builds = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds", headers: auth)
+            let results = builds.object["results"] as? [[String: Any]] ?? []
+            #expect(results.count == 3)
+            #expect(results.allSatisfy { $0["status"] as? String == "succeeded" })
+            let buildID = results.first?["build_id"] as? String ?? ""
+            let logs = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds/\(buildID)/logs", headers: auth)
+            #expect((logs.object["logs"] as? String)?.contains("Build succeeded") == true)
+
+            let call = try await http.send(.POST, "/v1/algo/sim/Greeter/0.1.1", headers: auth + textType, text: "hi")
+            #expect(call.object["result"] as? String == "hi")
+            let latest = try await http.send(.POST, "/v1/algo/sim/Greeter", headers: auth + textType, text: "hey")
+            #expect(latest.object["result"] as? String == "hey")
+        }
+    }
+
+    @Test func unknownAlgorithmsUseTheManagementEnvelope() async throws {
+        try await withSimulator { http, _ in
+            let missing = try await http.send(.GET, "/v1/algorithms/sim/Nope", headers: auth)
+            #expect(missing.status == 404)
+            let error = missing.object["error"] as? [String: Any] ?? [:]
+            #expect(Set(missing.object.keys) == ["error"])
+            #expect(Set(error.keys) == ["id", "code", "message"])
+            #expect(error["code"] as? String == "404")
+            #expect(error["message"] as? String == "No such algorithm: sim/Nope")
+        }
+    }
+}

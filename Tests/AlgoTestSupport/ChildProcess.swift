@@ -1,0 +1,84 @@
+import AsyncHTTPClient
+import Foundation
+
+/// A process of the built `algogate` executable, for tests that need a separate address space
+/// (memory bounds) or signals (shutdown, reload).
+public final class ChildProcess: @unchecked Sendable {
+    // `@unchecked`: `process` and `output` are set once in init and only read afterwards;
+    // Foundation's Process is thread-safe for the calls used here (pid, terminate, waitUntilExit).
+    public let process = Process()
+    public let output: URL
+
+    /// The `algogate` binary built beside the test bundle.
+    public static var executable: URL {
+        let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let beside = bundleDirectory.appendingPathComponent("algogate")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/algogate")
+    }
+
+    public init(arguments: [String], environment: [String: String] = [:]) throws {
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-child-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Everything the process has written to stdout and stderr so far.
+    public var log: String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+
+    /// Peak resident memory (VmHWM) in bytes, read from /proc.
+    public var peakResidentBytes: Int? { Self.procStatus(pid: pid, field: "VmHWM") }
+    public var residentBytes: Int? { Self.procStatus(pid: pid, field: "VmRSS") }
+
+    static func procStatus(pid: Int32, field: String) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            let kib = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
+            return kib.map { $0 * 1024 }
+        }
+        return nil
+    }
+
+    public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    public func stop() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: output)
+    }
+
+    /// Waits until `url` answers at all (any status), up to `seconds`.
+    public static func waitForHTTP(_ url: String, seconds: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(1))) != nil { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError.notListening(url)
+    }
+
+    /// A free loopback TCP port (bound then released).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+public enum ChildProcessError: Error { case notListening(String) }

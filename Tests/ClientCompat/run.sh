@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
+# straight at the simulator, then through the gateway when the gateway's `serve` command exists.
+# Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
+# into .build/clientcompat-venv.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN="$ROOT/.build/debug/algogate"
+[ -x "$BIN" ] || swift build --product algogate
+VENV="$ROOT/.build/clientcompat-venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import Algorithmia' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'algorithmia==2.0.5'
+fi
+
+WORK=$(mktemp -d /tmp/clientcompat.XXXXXX)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not listening: $1" >&2; return 1; }
+
+SIM_KEY="sim-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+SIM_PORT=$(free_port)
+"$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" >"$WORK/sim.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"
+
+echo "== official Python client -> simulator"
+ALGORITHMIA_API="http://127.0.0.1:$SIM_PORT" ALGORITHMIA_API_KEY="$SIM_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
+
+if "$BIN" --help 2>/dev/null | grep -qE "^ +serve "; then
+  echo "== official Python client -> gateway -> simulator"
+  GW_PORT=$(free_port)
+  CLIENT_KEY="team-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  HASH=$(printf '%s' "$CLIENT_KEY" | sha256sum | cut -d' ' -f1)
+  cat >"$WORK/gateway.yaml" <<YAML
+server: {host: 127.0.0.1, port: $GW_PORT}
+upstream:
+  url: http://127.0.0.1:$SIM_PORT
+  key_env: CLIENTCOMPAT_UPSTREAM_KEY
+cache: {path: $WORK/cache.sqlite}
+clients:
+  - name: compat
+    key_sha256: "$HASH"
+    scopes: [algo, data:read, data:write, manage]
+YAML
+  CLIENTCOMPAT_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$GW_PORT/healthz"
+  ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
+  if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" "$WORK/gateway.log"; then
+    echo "FAIL: a key appears in the gateway's log" >&2; exit 1
+  fi
+  # the simulator must have seen only its own key, never the client's
+  curl -s "http://127.0.0.1:$SIM_PORT/__sim/stats" | python3 -c '
+import json, sys
+stats = json.load(sys.stdin)
+bad = [a for a in stats["authorizations"] if a != "Simple " + sys.argv[1]]
+sys.exit("FAIL: upstream saw other Authorization values: %d" % len(bad) if bad else 0)' "$SIM_KEY"
+  echo "gateway: upstream saw only the server key; no key in the gateway log"
+fi
