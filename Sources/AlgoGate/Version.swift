@@ -1,1 +1,4 @@
-public enum AlgoGateVersion { public static let string = "0.1.0" }
+/// algogate's version, shown by `algogate --version` and in the `Server` header.
+public enum AlgoGateVersion {
+    public static let string = "0.1.0"
+}

@@ -1,10 +1,12 @@
+import AlgoGate
 import ArgumentParser
 
 @main
 struct AlgoGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "algogate",
-        abstract: "A gateway in front of the Algorithmia API: key isolation, caching, compression, quotas.",
-        subcommands: [Sim.self]
+        abstract: "A gateway in front of the Algorithmia API: one server-held key, per-team keys, scopes and data prefixes.",
+        version: AlgoGateVersion.string,
+        subcommands: [Serve.self, CheckConfig.self, Keygen.self, Demo.self, Sim.self]
     )
 }

@@ -1,0 +1,62 @@
+import Crypto
+import Foundation
+
+/// A configured client as the pipeline sees it once its key has matched.
+public struct ClientIdentity: Sendable, Equatable {
+    public let name: String
+    public let scopes: Set<Scope>
+    /// Parsed `data_prefixes`; nil means every data path.
+    public let dataPrefixes: [DataURI]?
+    public let quota: GatewayConfig.Quota
+    /// Whether this is the operator (admin key) rather than a team.
+    public let isOperator: Bool
+}
+
+/// Maps presented keys to clients by SHA-256, comparing digests in constant time so the response
+/// time does not reveal how much of a hash matched.
+public struct ClientRegistry: Sendable {
+    private let entries: [(digest: [UInt8], client: ClientIdentity)]
+
+    public init(config: GatewayConfig) throws {
+        var entries: [([UInt8], ClientIdentity)] = []
+        for client in config.clients {
+            let prefixes = try client.dataPrefixes.map { try $0.map(DataURI.parse(uri:)) }
+            entries.append((Self.bytes(hex: client.keySHA256), ClientIdentity(
+                name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
+                quota: client.quota ?? config.quota, isOperator: false)))
+        }
+        if let admin = config.admin {
+            entries.append((Self.bytes(hex: admin.keySHA256), ClientIdentity(
+                name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true)))
+        }
+        self.entries = entries
+    }
+
+    /// The client whose key hash matches, checking every entry whatever the outcome.
+    public func client(for key: Secret) -> ClientIdentity? {
+        let digest = Array(SHA256.hash(data: Data(key.revealed.utf8)))
+        var found: ClientIdentity?
+        for entry in entries {
+            var difference: UInt8 = 0
+            for index in 0..<32 { difference |= entry.digest[index] ^ digest[index] }
+            if difference == 0 { found = entry.client }
+        }
+        return found
+    }
+
+    static func bytes(hex: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            bytes.append(UInt8(hex[index..<next], radix: 16) ?? 0)
+            index = next
+        }
+        return bytes
+    }
+
+    /// Lowercase hex SHA-256 of a key, as `key_sha256` holds it.
+    public static func hash(of key: String) -> String {
+        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Yams
+
+/// Reads and validates the YAML configuration and the upstream key it points at.
+public enum ConfigLoader {
+    /// A validated configuration with the upstream key it names, read from its variable or file.
+    public struct Loaded: Sendable {
+        public let config: GatewayConfig
+        public let upstreamKey: Secret
+    }
+
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Loaded {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
+        }
+        return try load(yaml: text, environment: environment)
+    }
+
+    public static func load(yaml: String, environment: [String: String]) throws -> Loaded {
+        let config = try decode(yaml: yaml)
+        try validate(config)
+        return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment))
+    }
+
+    static func decode(yaml: String) throws -> GatewayConfig {
+        do {
+            return try YAMLDecoder().decode(GatewayConfig.self, from: yaml)
+        } catch let error as DecodingError {
+            throw ConfigError.from(error)
+        } catch let error as ConfigError {
+            throw error
+        } catch {
+            throw ConfigError(field: "", message: "not valid YAML: \(error)")
+        }
+    }
+
+    /// Checks what Codable cannot: ranges, formats, uniqueness, consistency.
+    static func validate(_ config: GatewayConfig) throws {
+        func require(_ condition: Bool, _ field: String, _ message: String) throws {
+            if !condition { throw ConfigError(field: field, message: message) }
+        }
+        try require((0...65535).contains(config.server.port), "server.port", "must be from 0 to 65535")
+        try require(!config.server.host.isEmpty, "server.host", "must not be empty")
+
+        let upstream = config.upstream
+        let url = URL(string: upstream.url)
+        try require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false,
+                    "upstream.url", "must be an http:// or https:// URL with a host")
+        try require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
+        try require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
+        try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
+        try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
+        try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
+
+        try require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")
+        try require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")
+        try require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
+        try require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
+        try require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
+        try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
+        if let admin = config.admin {
+            try require(isSHA256Hex(admin.keySHA256), "admin.key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")
+        }
+        try validate(config.quota, field: "quota")
+
+        try require(!config.clients.isEmpty, "clients", "list at least one client")
+        var names: Set<String> = []
+        var hashes: Set<String> = [config.admin?.keySHA256].compactMap { $0 }.reduce(into: []) { $0.insert($1) }
+        for (index, client) in config.clients.enumerated() {
+            let field = "clients[\(index)]"
+            try require(!client.name.isEmpty && client.name.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) },
+                        "\(field).name", "use letters, digits, '-', '_' and '.'")
+            try require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
+            try require(isSHA256Hex(client.keySHA256), "\(field).key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")
+            try require(hashes.insert(client.keySHA256).inserted, "\(field).key_sha256", "the same key hash is used twice")
+            try require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
+            for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
+                do {
+                    _ = try DataURI.parse(uri: prefix)
+                } catch let error as GatewayError {
+                    throw ConfigError(field: "\(field).data_prefixes[\(prefixIndex)]", message: error.message)
+                }
+            }
+            if let quota = client.quota { try validate(quota, field: "\(field).quota") }
+        }
+    }
+
+    static func validate(_ quota: GatewayConfig.Quota, field: String) throws {
+        for (name, value) in [("requests_per_minute", quota.requestsPerMinute), ("requests_per_day", quota.requestsPerDay),
+                              ("max_concurrent", quota.maxConcurrent), ("bytes_per_day", quota.bytesPerDay)] {
+            if let value, value <= 0 { throw ConfigError(field: "\(field).\(name)", message: "must be positive") }
+        }
+    }
+
+    static func upstreamKey(_ upstream: GatewayConfig.Upstream, environment: [String: String]) throws -> Secret {
+        let raw: String
+        if let variable = upstream.keyEnv {
+            guard let value = environment[variable], !value.isEmpty else {
+                throw ConfigError(field: "upstream.key_env", message: "environment variable \(variable) is not set")
+            }
+            raw = value
+        } else if let path = upstream.keyFile {
+            guard let value = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ConfigError(field: "upstream.key_file", message: "cannot read \(path)")
+            }
+            raw = value
+        } else {
+            throw ConfigError(field: "upstream", message: "set exactly one of key_env and key_file")
+        }
+        let key = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace && !$0.isNewline }) else {
+            throw ConfigError(field: upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file",
+                              message: "the upstream key is empty or has spaces or non-ASCII characters")
+        }
+        return Secret(key)
+    }
+
+    static func isSHA256Hex(_ text: String) -> Bool {
+        text.count == 64 && text.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) }
+    }
+}

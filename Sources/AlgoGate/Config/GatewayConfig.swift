@@ -1,0 +1,191 @@
+import Foundation
+
+/// The gateway's configuration, as written in YAML (`config/algogate.yaml` documents every field).
+/// Every block but `upstream` and `clients` is optional; absent fields take the defaults below.
+public struct GatewayConfig: Sendable, Equatable, Decodable {
+    public var server = Server()
+    public var upstream: Upstream
+    public var limits = Limits()
+    public var cache = Cache()
+    public var compression = Compression()
+    public var admin: Admin?
+    /// Default quota for clients that do not set their own.
+    public var quota = Quota()
+    public var clients: [Client]
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case server, upstream, limits, cache, compression, admin, quota, clients
+    }
+
+    public init(upstream: Upstream, clients: [Client]) {
+        self.upstream = upstream
+        self.clients = clients
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        server = try c.decodeIfPresent(Server.self, forKey: .server) ?? Server()
+        upstream = try c.decode(Upstream.self, forKey: .upstream)
+        limits = try c.decodeIfPresent(Limits.self, forKey: .limits) ?? Limits()
+        cache = try c.decodeIfPresent(Cache.self, forKey: .cache) ?? Cache()
+        compression = try c.decodeIfPresent(Compression.self, forKey: .compression) ?? Compression()
+        admin = try c.decodeIfPresent(Admin.self, forKey: .admin)
+        quota = try c.decodeIfPresent(Quota.self, forKey: .quota) ?? Quota()
+        clients = try c.decode([Client].self, forKey: .clients)
+    }
+
+    public struct Server: Sendable, Equatable, Decodable {
+        public var host = "0.0.0.0"
+        public var port = 8080
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case host, port }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decodeIfPresent(String.self, forKey: .host) ?? host
+            port = try c.decodeIfPresent(Int.self, forKey: .port) ?? port
+        }
+    }
+
+    public struct Upstream: Sendable, Equatable, Decodable {
+        public var url = "https://api.algorithmia.com"
+        /// Environment variable holding the server-held Simple key.
+        public var keyEnv: String?
+        /// File holding the key (e.g. a mounted Kubernetes secret); one of `key_env`/`key_file`.
+        public var keyFile: String?
+        /// The account's concurrent-request limit (Algorithmia: 80).
+        public var maxConcurrency = 80
+        public var timeoutSeconds = 300
+        /// How long a request may wait for an upstream slot before a 503.
+        public var queueTimeoutSeconds = 30
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
+            case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
+        }
+        public init(url: String, keyEnv: String) {
+            self.url = url
+            self.keyEnv = keyEnv
+        }
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            url = try c.decodeIfPresent(String.self, forKey: .url) ?? url
+            keyEnv = try c.decodeIfPresent(String.self, forKey: .keyEnv)
+            keyFile = try c.decodeIfPresent(String.self, forKey: .keyFile)
+            maxConcurrency = try c.decodeIfPresent(Int.self, forKey: .maxConcurrency) ?? maxConcurrency
+            timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
+            queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
+        }
+    }
+
+    public struct Limits: Sendable, Equatable, Decodable {
+        /// Algorithmia caps algorithm input at 10 MB …
+        public var maxRequestBytes = 10_485_760
+        /// … and output at 15 MB.
+        public var maxResponseBytes = 15_728_640
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            maxRequestBytes = try c.decodeIfPresent(Int.self, forKey: .maxRequestBytes) ?? maxRequestBytes
+            maxResponseBytes = try c.decodeIfPresent(Int.self, forKey: .maxResponseBytes) ?? maxResponseBytes
+        }
+    }
+
+    public struct Cache: Sendable, Equatable, Decodable {
+        public var path = "var/algogate.sqlite"
+        public var maxBytes = 1_073_741_824
+        public var ttlSeconds = 604_800
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case path, maxBytes = "max_bytes", ttlSeconds = "ttl_seconds"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            path = try c.decodeIfPresent(String.self, forKey: .path) ?? path
+            maxBytes = try c.decodeIfPresent(Int.self, forKey: .maxBytes) ?? maxBytes
+            ttlSeconds = try c.decodeIfPresent(Int.self, forKey: .ttlSeconds) ?? ttlSeconds
+        }
+    }
+
+    public struct Compression: Sendable, Equatable, Decodable {
+        public var minBytes = 1024
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case minBytes = "min_bytes" }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            minBytes = try c.decodeIfPresent(Int.self, forKey: .minBytes) ?? minBytes
+        }
+    }
+
+    public struct Admin: Sendable, Equatable, Decodable {
+        public var keySHA256: String
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case keySHA256 = "key_sha256" }
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            keySHA256 = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .keySHA256)
+        }
+    }
+
+    public struct Quota: Sendable, Equatable, Decodable {
+        public var requestsPerMinute: Int?
+        public var requestsPerDay: Int?
+        public var maxConcurrent: Int?
+        public var bytesPerDay: Int?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
+            case maxConcurrent = "max_concurrent", bytesPerDay = "bytes_per_day"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            requestsPerMinute = try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute)
+            requestsPerDay = try c.decodeIfPresent(Int.self, forKey: .requestsPerDay)
+            maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent)
+            bytesPerDay = try c.decodeIfPresent(Int.self, forKey: .bytesPerDay)
+        }
+    }
+
+    public struct Client: Sendable, Equatable, Decodable {
+        public var name: String
+        /// Lowercase hex SHA-256 of the client's key; the key itself is never configured.
+        public var keySHA256: String
+        public var scopes: [Scope]
+        /// Data URIs this client may touch (`data://.my/team-a/`); nil means every path.
+        public var dataPrefixes: [String]?
+        public var quota: Quota?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, keySHA256 = "key_sha256", scopes, dataPrefixes = "data_prefixes", quota
+        }
+        public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
+            self.name = name
+            self.keySHA256 = keySHA256
+            self.scopes = scopes
+            self.dataPrefixes = dataPrefixes
+        }
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            keySHA256 = try c.decode(String.self, forKey: .keySHA256)
+            scopes = try c.decode([Scope].self, forKey: .scopes)
+            dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
+            quota = try c.decodeIfPresent(Quota.self, forKey: .quota)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+/// Codable helpers that make config decoding refuse what it does not know, naming the field.
+
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { self.stringValue = String(intValue); self.intValue = intValue }
+}
+
+extension Decoder {
+    /// Throws for any key of this mapping that `Keys` does not list, so a typo in the config
+    /// (`max_concurency`) stops start-up instead of silently falling back to a default.
+    func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_: Keys.Type) throws {
+        let container = try container(keyedBy: AnyCodingKey.self)
+        let known = Set(Keys.allCases.map(\.stringValue))
+        for key in container.allKeys where !known.contains(key.stringValue) {
+            throw ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field")
+        }
+    }
+}
+
+/// Why a configuration was refused, naming the field as a dotted path (`clients[1].key_sha256`).
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let field: String
+    public let message: String
+
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String { field.isEmpty ? message : "\(field): \(message)" }
+
+    static func describe(_ path: [any CodingKey]) -> String {
+        var text = ""
+        for key in path {
+            if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+        }
+        return text
+    }
+
+    /// Turns a Codable decoding error into a message that names the field.
+    static func from(_ error: DecodingError) -> ConfigError {
+        switch error {
+        case .typeMismatch(let type, let context):
+            return ConfigError(field: describe(context.codingPath), message: "expected \(typeName(type))")
+        case .valueNotFound(let type, let context):
+            return ConfigError(field: describe(context.codingPath), message: "expected \(typeName(type)), found nothing")
+        case .keyNotFound(let key, let context):
+            return ConfigError(field: describe(context.codingPath + [key]), message: "required field is missing")
+        case .dataCorrupted(let context):
+            if let underlying = context.underlyingError as? ConfigError { return underlying }
+            return ConfigError(field: describe(context.codingPath), message: context.debugDescription)
+        @unknown default:
+            return ConfigError(field: "", message: "\(error)")
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type: "a whole number"
+        case is Bool.Type: "true or false"
+        case is Double.Type: "a number"
+        default:
+            String(describing: type).hasPrefix("Array") ? "a list" : "a mapping"
+        }
+    }
+}

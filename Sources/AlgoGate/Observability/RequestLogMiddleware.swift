@@ -1,0 +1,88 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+
+/// One structured log line per request, written when the response body has been sent: request
+/// id, client, route class, method, path, status, duration and bytes in and out. Never a key
+/// (Authorization is not read here), a query string or a body.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        let bytesIn = ByteCounter()
+        var request = request
+        let body = request.body
+        request.body = RequestBody(asyncSequence: body.map { buffer in
+            bytesIn.add(buffer.readableBytes)
+            return buffer
+        })
+        var response = try await next(request, context)
+        let bytesOut = ByteCounter()
+        let status = response.status.code
+        let logger = logger
+        let requestID = context.requestID
+        let client = context.client?.name ?? "-"
+        let route = context.route?.name ?? Self.routeName(request.uri.path)
+        let method = request.method.rawValue
+        let path = request.uri.path
+        response.body = response.body.observed(counting: bytesOut) {
+            let elapsed = ContinuousClock.now - started
+            logger.info("request", metadata: [
+                "request_id": .string(requestID), "client": .string(client), "route": .string(route),
+                "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
+                "duration_ms": .string(String(format: "%.3f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+                "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut.value),
+            ])
+        }
+        return response
+    }
+
+    static func routeName(_ path: String) -> String {
+        if path.hasPrefix("/_admin/") { return "operator" }
+        if path.hasPrefix("/_gateway/") { return "gateway" }
+        return AuthenticationMiddleware.openPaths.contains(path) ? "health" : "unknown"
+    }
+}
+
+/// A thread-safe byte count.
+final class ByteCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func add(_ bytes: Int) { count.add(bytes, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
+
+extension ResponseBody {
+    /// The same body, counting the bytes written and calling `done` once writing ends (or fails).
+    func observed(counting counter: ByteCounter, done: @escaping @Sendable () -> Void) -> ResponseBody {
+        let body = self
+        return ResponseBody(contentLength: body.contentLength) { writer in
+            do {
+                try await body.write(CountingWriter(base: writer, counter: counter))
+                done()
+            } catch {
+                done()
+                throw error
+            }
+        }
+    }
+}
+
+struct CountingWriter: ResponseBodyWriter {
+    var base: any ResponseBodyWriter
+    let counter: ByteCounter
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        counter.add(buffer.readableBytes)
+        try await base.write(buffer)
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        try await base.finish(trailingHeaders)
+    }
+}
+
+import HTTPTypes

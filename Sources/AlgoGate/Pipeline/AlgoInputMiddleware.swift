@@ -1,0 +1,37 @@
+import Hummingbird
+import NIOCore
+
+/// Reads an algorithm call's input, bounded by `limits.max_request_bytes` (413 before anything
+/// reaches the upstream, chunked bodies included), and keeps data URIs inside it within the
+/// client's `data_prefixes`, so an algorithm cannot be used to read another team's files.
+struct AlgoInputMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let limits: @Sendable () -> GatewayConfig.Limits
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard case .algo = context.route else { return try await next(request, context) }
+        let limit = limits().maxRequestBytes
+        let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge
+        }
+        if let prefixes = context.client?.dataPrefixes {
+            for reference in DataReferences.find(in: body, contentType: request.headers[.contentType]) {
+                let uri: DataURI
+                do { uri = try DataURI.parse(uri: reference) } catch {
+                    throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely")
+                }
+                guard prefixes.contains(where: uri.isWithin) else {
+                    throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(context.client?.name ?? "")' data prefixes")
+                }
+            }
+        }
+        request.body = .init(buffer: body)
+        return try await next(request, context)
+    }
+}

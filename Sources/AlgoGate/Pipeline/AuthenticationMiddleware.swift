@@ -1,0 +1,23 @@
+import Hummingbird
+
+/// Matches the request's key to a configured client. The gateway's open routes (`/healthz`,
+/// `/readyz`, `/metrics`) need no key; everything else does.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let registry: @Sendable () -> ClientRegistry
+    static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard !Self.openPaths.contains(path) else { return try await next(request, context) }
+        guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") else {
+            throw GatewayError.notFound("no such endpoint: \(path)")
+        }
+        let key = try Credentials.key(from: request.headers)
+        guard let client = registry().client(for: key) else {
+            throw GatewayError.unauthorized("authorization failed: unknown algogate key")
+        }
+        context.client = client
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,29 @@
+import Synchronization
+
+/// The configuration in force and what is derived from it, swapped whole on reload so a request
+/// sees one consistent version from start to end of each step.
+public final class GatewayState: Sendable {
+    public struct Snapshot: Sendable {
+        public let config: GatewayConfig
+        public let upstreamKey: Secret
+        public let registry: ClientRegistry
+    }
+
+    private let current: Mutex<Snapshot>
+
+    public init(_ loaded: ConfigLoader.Loaded) throws {
+        current = Mutex(try Self.snapshot(loaded))
+    }
+
+    public var snapshot: Snapshot { current.withLock { $0 } }
+
+    /// Replaces the configuration; on error the old one stays in force.
+    public func replace(with loaded: ConfigLoader.Loaded) throws {
+        let next = try Self.snapshot(loaded)
+        current.withLock { $0 = next }
+    }
+
+    private static func snapshot(_ loaded: ConfigLoader.Loaded) throws -> Snapshot {
+        Snapshot(config: loaded.config, upstreamKey: loaded.upstreamKey, registry: try ClientRegistry(config: loaded.config))
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+
+/// A normalised data location: a connector (`data`, `s3`, `dropbox+work`, …) and path segments.
+///
+/// Every way of writing a path that a server might resolve differently is folded here before any
+/// prefix check: percent-encoding (including `%2e` and `%2f`), backslashes, repeated slashes,
+/// `.` and `..`. What cannot be folded safely (double encoding, NUL or control characters, `..`
+/// above the root) is refused, so the path that is checked is the path that is forwarded.
+public struct DataURI: Sendable, Equatable, CustomStringConvertible {
+    public let connector: String
+    public let segments: [String]
+
+    public static let connectors: Set<String> = ["data", "s3", "azureblob", "gs", "dropbox"]
+
+    public var description: String { "\(connector)://" + segments.joined(separator: "/") }
+
+    /// Whether this location is `prefix` itself or lies below it.
+    public func isWithin(_ prefix: DataURI) -> Bool {
+        connector == prefix.connector && segments.count >= prefix.segments.count
+            && Array(segments.prefix(prefix.segments.count)) == prefix.segments
+    }
+
+    public func appending(_ name: String) throws -> DataURI {
+        let child = try DataURI.normalise(connector: connector, rawPath: segments.map(Self.encode).joined(separator: "/") + "/" + name)
+        guard child.segments.count == segments.count + 1 else {
+            throw GatewayError.badRequest("invalid directory name: it must be a single path segment")
+        }
+        return child
+    }
+
+    /// Parses a URI such as `data://.my/team-a/` or `s3://bucket/key` (config prefixes, algo inputs).
+    public static func parse(uri: String) throws -> DataURI {
+        guard let range = uri.range(of: "://") else {
+            throw GatewayError.badRequest("'\(uri)' is not a data URI such as data://.my/dir/")
+        }
+        return try normalise(connector: String(uri[..<range.lowerBound]), rawPath: String(uri[range.upperBound...]))
+    }
+
+    /// Parses the path after `/v1/data/`, which may itself be a URI (`s3://bucket/key`).
+    public static func parse(dataPath raw: Substring) throws -> DataURI {
+        let decoded = try decodeOnce(String(raw))
+        if let range = decoded.range(of: "://") {
+            return try normalise(connector: String(decoded[..<range.lowerBound]), decodedPath: String(decoded[range.upperBound...]))
+        }
+        return try normalise(connector: "data", decodedPath: decoded)
+    }
+
+    /// Parses `{type}/{path}` after `/v1/connector/`.
+    public static func parse(connectorPath raw: Substring) throws -> DataURI {
+        let type = raw.prefix { $0 != "/" }
+        return try normalise(connector: String(type), rawPath: String(raw.dropFirst(type.count)))
+    }
+
+    /// The upstream path that names this location, in the form the client used:
+    /// `/v1/data/a/b`, `/v1/connector/s3/b/k`, or `/v1/data/s3://b/k` (keeping its `//`).
+    public func upstreamPath(connectorForm: Bool) -> String {
+        let encoded = segments.map(Self.encode).joined(separator: "/")
+        if connector == "data" { return "/v1/data/" + encoded }
+        return connectorForm ? "/v1/connector/\(connector)/" + encoded : "/v1/data/\(connector)://" + encoded
+    }
+
+    static func normalise(connector: String, rawPath: String) throws -> DataURI {
+        try normalise(connector: connector, decodedPath: try decodeOnce(rawPath))
+    }
+
+    static func normalise(connector rawConnector: String, decodedPath: String) throws -> DataURI {
+        let connector = rawConnector.lowercased()
+        let base = connector.split(separator: "+", maxSplits: 1).first.map(String.init) ?? ""
+        guard connectors.contains(base),
+              connector.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-_".contains($0)) }) else {
+            throw GatewayError.badRequest("unknown data connector '\(rawConnector)'; use data, s3, azureblob, gs or dropbox (optionally +label)")
+        }
+        // Backslashes are path separators to some servers: fold them rather than let one slip past.
+        let path = decodedPath.replacingOccurrences(of: "\\", with: "/")
+        var segments: [String] = []
+        for segment in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch segment {
+            case ".": continue
+            case "..":
+                guard !segments.isEmpty else { throw GatewayError.badRequest("data path climbs above its root with '..'") }
+                segments.removeLast()
+            default: segments.append(String(segment))
+            }
+        }
+        return DataURI(connector: connector, segments: segments)
+    }
+
+    /// Percent-decodes exactly once; a result that still holds an escape (double encoding such as
+    /// `%252e`) or a control character is refused rather than guessed at.
+    static func decodeOnce(_ raw: String) throws -> String {
+        guard let decoded = raw.removingPercentEncoding else {
+            throw GatewayError.badRequest("data path has invalid percent-encoding")
+        }
+        if decoded != raw, decoded.range(of: "%[0-9A-Fa-f]{2}", options: .regularExpression) != nil {
+            throw GatewayError.badRequest("data path is percent-encoded twice")
+        }
+        guard !decoded.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw GatewayError.badRequest("data path contains control characters")
+        }
+        return decoded
+    }
+
+    private static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@")
+
+    static func encode(_ segment: String) -> String {
+        segment.addingPercentEncoding(withAllowedCharacters: unreserved) ?? segment
+    }
+}

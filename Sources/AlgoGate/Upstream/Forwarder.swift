@@ -1,0 +1,147 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import NIOHTTP1
+
+/// Sends a request to the upstream with the server-held key and turns the answer (or the failure)
+/// into a response. One shared `HTTPClient` keeps pooled keep-alive connections to the origin.
+/// Redirects are never followed, so the key only ever goes to the configured origin.
+public struct Forwarder: Sendable {
+    /// Time the gateway waits beyond an algorithm's own `timeout`, for the upstream to report it.
+    static let timeoutGrace: TimeAmount = .seconds(5)
+    /// Algorithmia's default `timeout` for algorithm calls, in seconds.
+    static let algorithmDefaultTimeout = 300
+
+    let client: HTTPClient
+    let settings: @Sendable () -> Settings
+
+    /// What the forwarder reads from the (reloadable) configuration.
+    public struct Settings: Sendable {
+        public var origin: String
+        public var key: Secret
+        public var timeoutSeconds: Int
+        public var maxResponseBytes: Int
+    }
+
+    public init(client: HTTPClient, settings: @escaping @Sendable () -> Settings) {
+        self.client = client
+        self.settings = settings
+    }
+
+    /// The shared client's configuration: no redirects, no automatic decompression, pooled connections.
+    public static func clientConfiguration(maxConcurrency: Int) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(10))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConcurrency)
+        configuration.decompression = .disabled
+        return configuration
+    }
+
+    /// Forwards an algorithm call whose input has been read; its answer is read whole, bounded by
+    /// `max_response_bytes`, so later steps (cache, compression) can work on it.
+    func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext) async throws -> Response {
+        let settings = settings()
+        let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
+        var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
+        upstream.body = .bytes(input)
+        let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace)
+        let body: ByteBuffer
+        do {
+            body = try await response.body.collect(upTo: settings.maxResponseBytes)
+        } catch is NIOTooManyBytesError {
+            throw GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
+        } catch {
+            throw Self.translate(error, timeoutSeconds: query.timeout)
+        }
+        var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
+        headers[.contentLength] = nil
+        return Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
+                        headers: headers, body: .init(byteBuffer: body))
+    }
+
+    /// Forwards any other request with its body streaming in both directions.
+    func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext) async throws -> Response {
+        let settings = settings()
+        var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
+        let length = request.headers[.contentLength].flatMap(Int64.init)
+        if (length ?? 0) > 0 || request.headers[.transferEncoding] != nil {
+            upstream.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
+        }
+        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)))
+        var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
+        let contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
+        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        if request.method == .head {
+            // A HEAD answer has no body but reports the size the GET would have.
+            if let contentLength { headers[.contentLength] = String(contentLength) }
+            return Response(status: status, headers: headers, body: .init())
+        }
+        let stream = response.body
+        let body = ResponseBody(contentLength: contentLength) { writer in
+            for try await part in stream { try await writer.write(part) }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    private func makeRequest(_ request: Request, path: String, query: String?, settings: Settings, context: GatewayRequestContext) -> HTTPClientRequest {
+        var url = settings.origin + path
+        if let query, !query.isEmpty { url += "?" + query }
+        var upstream = HTTPClientRequest(url: url)
+        upstream.method = HTTPMethod(rawValue: request.method.rawValue)
+        for (name, value) in HeaderPolicy.upstreamRequest(request.headers, requestID: context.requestID, key: settings.key) {
+            upstream.headers.add(name: name, value: value)
+        }
+        return upstream
+    }
+
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        do {
+            return try await client.execute(request, timeout: timeout)
+        } catch {
+            throw Self.translate(error, timeoutSeconds: Int(timeout.nanoseconds / 1_000_000_000))
+        }
+    }
+
+    /// Maps transport failures to 502/504 with messages that name no host, key or body.
+    static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
+        if let error = error as? GatewayError { return error }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
+                return .gatewayTimeout("the upstream did not answer within \(timeoutSeconds) seconds")
+            case .connectTimeout:
+                return .badGateway("the upstream is unreachable")
+            case .remoteConnectionClosed:
+                return .badGateway("the upstream closed the connection before answering")
+            default:
+                break
+            }
+        }
+        if error is NIOConnectionError || error is ChannelError || error is IOError || "\(type(of: error))".contains("Connect") {
+            return .badGateway("the upstream is unreachable")
+        }
+        return .badGateway("the upstream request failed")
+    }
+
+    /// The query to send upstream, with `timeout` clamped to the configured maximum, and that timeout.
+    static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
+        var parts = (raw ?? "").split(separator: "&").map(String.init)
+        var timeout = min(algorithmDefaultTimeout, maximum)
+        if let index = parts.firstIndex(where: { $0.hasPrefix("timeout=") }) {
+            let requested = Int(parts[index].dropFirst("timeout=".count)) ?? timeout
+            timeout = max(1, min(requested, maximum))
+            parts[index] = "timeout=\(timeout)"
+            parts.removeAll { $0.hasPrefix("timeout=") && $0 != "timeout=\(timeout)" }
+        } else if maximum < algorithmDefaultTimeout {
+            // Without a timeout the upstream would wait its default 300 s; tell it the gateway's bound.
+            parts.append("timeout=\(timeout)")
+        }
+        return (parts.joined(separator: "&"), timeout)
+    }
+}

@@ -1,0 +1,52 @@
+import HTTPTypes
+
+/// Which headers cross the gateway. Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every
+/// field it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
+/// `Upgrade`) stay on their own connection; the client's credentials and cookies never go
+/// upstream; framing headers are recomputed for the new message.
+enum HeaderPolicy {
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    ]
+    /// Dropped from requests on their way upstream, besides hop-by-hop and `Proxy-*` fields.
+    static let requestOnly: Set<String> = ["authorization", "cookie", "host", "content-length", "x-request-id", "expect"]
+    /// Dropped from upstream responses on their way back, besides hop-by-hop fields.
+    static let responseOnly: Set<String> = ["content-length", "set-cookie", "x-request-id", "server", "date"]
+
+    static func upstreamRequest(_ fields: HTTPFields, requestID: String, key: Secret) -> [(String, String)] {
+        let named = connectionTokens(fields)
+        var out: [(String, String)] = []
+        for field in fields {
+            let name = field.name.canonicalName
+            if hopByHop.contains(name) || named.contains(name) || requestOnly.contains(name) || name.hasPrefix("proxy-") { continue }
+            out.append((field.name.rawName, field.value))
+        }
+        out.append(("Authorization", "Simple " + key.revealed))
+        out.append(("X-Request-ID", requestID))
+        return out
+    }
+
+    static func downstreamResponse(_ fields: [(name: String, value: String)]) -> HTTPFields {
+        var connection: Set<String> = []
+        for field in fields where field.name.lowercased() == "connection" {
+            for token in field.value.split(separator: ",") { connection.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+        }
+        var out = HTTPFields()
+        for field in fields {
+            let name = field.name.lowercased()
+            if hopByHop.contains(name) || connection.contains(name) || responseOnly.contains(name) { continue }
+            if let fieldName = HTTPField.Name(field.name) { out.append(HTTPField(name: fieldName, value: field.value)) }
+        }
+        return out
+    }
+
+    private static func connectionTokens(_ fields: HTTPFields) -> Set<String> {
+        var tokens: Set<String> = []
+        for value in fields[values: .connection] {
+            for token in value.split(separator: ",") { tokens.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+        }
+        return tokens
+    }
+}
+
+import Foundation

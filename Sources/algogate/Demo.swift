@@ -1,0 +1,54 @@
+import AlgoGate
+import AlgoSim
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// `algogate demo`: the simulator and the gateway in one process, with demo client keys.
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway in front of the simulator, with config/demo.yaml and its demo keys."
+    )
+
+    /// The demo keys whose hashes config/demo.yaml lists. Demo only: never use them elsewhere.
+    static let demoKeys = ["team-a": "demo-team-a-key", "team-b": "demo-team-b-key", "operator": "demo-admin-key"]
+
+    @Option(help: "The demo configuration.")
+    var config = "config/demo.yaml"
+
+    @Option(help: "Port for the simulator (the demo config's upstream.url must point at it).")
+    var simPort = 9000
+
+    func run() async throws {
+        // The simulator's account key is made up fresh, handed to the gateway like a real secret.
+        let upstreamKey = "sim-" + UUID().uuidString.lowercased()
+        var environment = ProcessInfo.processInfo.environment
+        environment["ALGOGATE_DEMO_UPSTREAM_KEY"] = upstreamKey
+        let loaded = try loadOrExit(path: config, environment: environment)
+        let logger = Logger(label: "algogate", factory: { StreamLogHandler.standardOutput(label: $0) })
+        let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
+        let gateway = try GatewayRunner(loaded: loaded, logger: logger).application()
+        let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
+        print("""
+
+        algogate demo: gateway \(base)  ->  simulator http://127.0.0.1:\(simPort)
+        demo keys: team-a = \(Self.demoKeys["team-a"]!) (all scopes, data://.my/team-a/), team-b = \(Self.demoKeys["team-b"]!) (algo only)
+
+          curl -s -H 'Authorization: Simple \(Self.demoKeys["team-a"]!)' -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0
+          curl -s -H 'Authorization: Simple \(Self.demoKeys["team-b"]!)' \(base)/v1/data/.my/team-a    # 403: team-b has no data scope
+
+          pip install algorithmia==2.0.5
+          ALGORITHMIA_API=\(base) ALGORITHMIA_API_KEY=\(Self.demoKeys["team-a"]!) python3 -c 'import Algorithmia; print(Algorithmia.client().algo("demo/Hello/0.1.0").pipe("HAL").result)'
+
+        Ctrl-C stops both.
+
+        """)
+        let group = ServiceGroup(configuration: .init(
+            services: [simulator.application(logger: logger), gateway],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

@@ -1,0 +1,63 @@
+import AlgoGate
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+
+/// `algogate serve`: runs the gateway with a configuration file.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway.",
+        discussion: "The upstream key is read from the variable named by upstream.key_env (or the file upstream.key_file), never from the config file."
+    )
+
+    @Option(help: "The YAML configuration file.")
+    var config: String
+
+    @Option(help: "Log format: json (one object per line) or text.")
+    var logFormat: LogFormat = .json
+
+    func run() async throws {
+        let loaded = try loadOrExit(path: config)
+        try await GatewayRunner(loaded: loaded, logger: logFormat.logger(label: "algogate")).run()
+    }
+}
+
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case json, text
+
+    func logger(label: String) -> Logger {
+        switch self {
+        case .json: Logger(label: label, factory: { JSONLogHandler(label: $0) })
+        case .text: Logger(label: label, factory: { StreamLogHandler.standardOutput(label: $0) })
+        }
+    }
+}
+
+/// Loads a configuration, or prints why it cannot and exits 1 (no usage text: the flags were fine).
+func loadOrExit(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ConfigLoader.Loaded {
+    do {
+        return try ConfigLoader.load(path: path, environment: environment)
+    } catch let error as ConfigError {
+        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+/// Builds and runs a gateway from a loaded configuration until SIGTERM or SIGINT.
+struct GatewayRunner {
+    let loaded: ConfigLoader.Loaded
+    let logger: Logger
+
+    func application() throws -> some ApplicationProtocol {
+        let state = try GatewayState(loaded)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton,
+                                configuration: Forwarder.clientConfiguration(maxConcurrency: loaded.config.upstream.maxConcurrency))
+        return GatewayApp(state: state, httpClient: client, logger: logger).application()
+    }
+
+    func run() async throws {
+        try await application().runService()
+    }
+}

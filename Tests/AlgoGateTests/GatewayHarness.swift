@@ -1,0 +1,110 @@
+import AlgoGate
+import AlgoSim
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Synchronization
+
+/// Keys used across the gateway tests. Each is checked never to appear in a response or a log.
+enum Keys {
+    static let upstream = "upstream-secret-\(UUID().uuidString)"
+    static let teamA = "team-a-key-\(UUID().uuidString)"
+    static let teamB = "team-b-key-\(UUID().uuidString)"
+    static let reader = "reader-key-\(UUID().uuidString)"
+    static let admin = "admin-key-\(UUID().uuidString)"
+    static var all: [String] { [upstream, teamA, teamB, reader, admin] }
+}
+
+/// Collects every log record as a rendered line, for tests that read the logs.
+final class LogCapture: Sendable {
+    private let lines = Mutex<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    var logger: Logger {
+        let capture = self
+        var logger = Logger(label: "algogate-test", factory: { _ in CaptureHandler(capture: capture) })
+        logger.logLevel = .trace
+        return logger
+    }
+
+    struct CaptureHandler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            capture.append("\(event.level) \(event.message) \(fields)")
+        }
+    }
+}
+
+/// The gateway in front of a live simulator, both on ephemeral loopback ports.
+struct GatewayHarness {
+    let gateway: TestHTTP
+    let sim: TestHTTP
+    let simulator: Simulator
+    let logs: LogCapture
+
+    /// Standard clients: team-a (all scopes, confined to data://.my/team-a/), team-b (algo only),
+    /// reader (data:read, no prefixes), and the admin key.
+    static func clientsYAML() -> String {
+        """
+        admin: {key_sha256: "\(ClientRegistry.hash(of: Keys.admin))"}
+        clients:
+          - name: team-a
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))"
+            scopes: [algo, data:read, data:write, manage]
+            data_prefixes: ["data://.my/team-a/", "s3://bucket/team-a/"]
+          - name: team-b
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))"
+            scopes: [algo]
+          - name: reader
+            key_sha256: "\(ClientRegistry.hash(of: Keys.reader))"
+            scopes: [data:read]
+        """
+    }
+
+    static func run<Value: Sendable>(
+        extraYAML: String = "",
+        upstreamURL: ((Int) -> String)? = nil,
+        _ body: (GatewayHarness) async throws -> Value
+    ) async throws -> Value {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let simulator = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory.appendingPathComponent("sim")))
+        return try await LiveServer.run({ simulator.application(onServerRunning: $0) }) { simPort in
+            let yaml = """
+            server: {host: 127.0.0.1, port: 0}
+            upstream:
+              url: \(upstreamURL?(simPort) ?? "http://127.0.0.1:\(simPort)")
+              key_env: TEST_UPSTREAM_KEY
+            \(extraYAML)
+            \(clientsYAML())
+            """
+            let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
+            let logs = LogCapture()
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(maxConcurrency: 80))
+            let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger)
+            return try await LiveServer.run({ app.application(onServerRunning: $0) }) { gatewayPort in
+                try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs))
+            }
+        }
+    }
+}
+
+func simple(_ key: String) -> [(String, String)] { [("Authorization", "Simple \(key)")] }
+let textType = [("Content-Type", "text/plain")]
+let jsonType = [("Content-Type", "application/json")]
+
+/// The error envelope's message and type, for exact assertions.
+func envelope(_ reply: TestHTTP.Reply) -> (message: String?, type: String?) {
+    let error = reply.object["error"] as? [String: Any]
+    return (error?["message"] as? String, error?["error_type"] as? String)
+}

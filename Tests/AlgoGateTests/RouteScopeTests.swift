@@ -1,0 +1,60 @@
+import AlgoGate
+import AlgoTestSupport
+import Testing
+
+@Suite struct RouteScopeTests {
+    @Test func everyRouteClassNeedsItsScope() async throws {
+        try await GatewayHarness.run { h in
+            // algo: team-b has it, reader does not
+            let algoOK = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "x")
+            #expect(algoOK.status == 200)
+            let algoNo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.reader) + textType, text: "x")
+            #expect(algoNo.status == 403)
+            #expect(algoNo.text == #"{"error":{"error_type":"PermissionDenied","message":"client 'reader' lacks the 'algo' scope for POST algo requests"}}"#)
+
+            // data:read for GET/HEAD, data:write for the rest
+            let readOK = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader))
+            #expect(readOK.status == 200)
+            let headOK = try await h.gateway.send(.HEAD, "/v1/data/.my", headers: simple(Keys.reader))
+            #expect(headOK.status == 200)
+            for (method, body) in [(HTTPMethod.PUT, "x"), (.POST, #"{"name":"d"}"#), (.PATCH, #"{"acl":{"read":[]}}"#), (.DELETE, "")] {
+                let denied = try await h.gateway.send(method, "/v1/data/.my/d", headers: simple(Keys.reader) + jsonType, text: body)
+                #expect(denied.status == 403, "\(method)")
+                #expect(envelope(denied).message == "client 'reader' lacks the 'data:write' scope for \(method.rawValue) data requests")
+            }
+            let dataNo = try await h.gateway.send(.GET, "/v1/connector/s3/bucket/x", headers: simple(Keys.teamB))
+            #expect(dataNo.status == 403)
+
+            // manage
+            let manageOK = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamA))
+            #expect(manageOK.status == 200)
+            #expect(manageOK.object["name"] as? String == "Hello")
+            let manageNo = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamB))
+            #expect(manageNo.status == 403)
+            #expect(envelope(manageNo).message == "client 'team-b' lacks the 'manage' scope for GET manage requests")
+
+            // admin: any other /v1 path
+            let adminNo = try await h.gateway.send(.GET, "/v1/users/someone", headers: simple(Keys.teamA))
+            #expect(adminNo.status == 403)
+            let adminYes = try await h.gateway.send(.GET, "/v1/users/someone", headers: simple(Keys.admin))
+            #expect(adminYes.status == 404)  // forwarded: the simulator has no such endpoint
+            #expect(envelope(adminYes).message == "no such endpoint: /v1/users/someone")
+            #expect(h.simulator.stats.snapshot.requestsByClass["other"] == 1)
+        }
+    }
+
+    @Test func aTrailingSlashNamesTheSameAlgorithm() async throws {
+        try await GatewayHarness.run { h in
+            let plain = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
+            let slash = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0/", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(plain.object["result"] as? String == "Hello HAL")
+            #expect(slash.object["result"] as? String == "Hello HAL")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            let bad = try await h.gateway.send(.POST, "/v1/algo/demo", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(bad.status == 404)
+            let get = try await h.gateway.send(.GET, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB))
+            #expect(get.status == 405)
+            #expect(envelope(get).message == "algorithms are called with POST")
+        }
+    }
+}

@@ -1,3 +1,0 @@
-import Testing
-@testable import AlgoGate
-@Test func versionIsSet() { #expect(!AlgoGateVersion.string.isEmpty) }
