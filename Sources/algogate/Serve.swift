@@ -53,7 +53,7 @@ struct GatewayRunner {
     func application() throws -> some ApplicationProtocol {
         let state = try GatewayState(loaded)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
-                                configuration: Forwarder.clientConfiguration(maxConcurrency: loaded.config.upstream.maxConcurrency))
+                                configuration: Forwarder.clientConfiguration(loaded.config.upstream))
         return GatewayApp(state: state, httpClient: client, logger: logger).application()
     }
 

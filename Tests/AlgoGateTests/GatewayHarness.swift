@@ -72,6 +72,7 @@ struct GatewayHarness {
     }
 
     static func run<Value: Sendable>(
+        upstreamYAML: String = "",
         extraYAML: String = "",
         upstreamURL: ((Int) -> String)? = nil,
         _ body: (GatewayHarness) async throws -> Value
@@ -85,12 +86,13 @@ struct GatewayHarness {
             upstream:
               url: \(upstreamURL?(simPort) ?? "http://127.0.0.1:\(simPort)")
               key_env: TEST_UPSTREAM_KEY
+              \(upstreamYAML)
             \(extraYAML)
             \(clientsYAML())
             """
             let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
             let logs = LogCapture()
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(maxConcurrency: 80))
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger)
             return try await LiveServer.run({ app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs))

@@ -20,7 +20,7 @@ import Testing
         var put = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/data/.my/big.bin")
         put.method = .PUT
         put.headers.add(name: "Authorization", value: "Simple \(simKey)")
-        put.body = .stream(ChunkSequence(chunk: chunk, count: size >> 20), length: .known(Int64(size)))
+        put.body = .stream(RepeatedChunks(chunk: chunk, count: size >> 20), length: .known(Int64(size)))
         let putReply = try await HTTPClient.shared.execute(put, timeout: .seconds(120))
         #expect(putReply.status.code == 200)
         _ = try await putReply.body.collect(upTo: 1 << 16)
@@ -42,23 +42,4 @@ import Testing
         print("simulator: 200 MiB up and down; RSS at start \(baseline >> 20) MiB, peak \(peak >> 20) MiB")
         #expect(peak - baseline < 64 << 20)
     }
-}
-
-/// `count` copies of one buffer, as an async sequence, so the upload is never held whole.
-struct ChunkSequence: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    let chunk: ByteBuffer
-    let count: Int
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let chunk: ByteBuffer
-        var remaining: Int
-        mutating func next() async -> ByteBuffer? {
-            guard remaining > 0 else { return nil }
-            remaining -= 1
-            return chunk
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(chunk: chunk, remaining: count) }
 }

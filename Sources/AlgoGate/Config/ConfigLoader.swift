@@ -53,6 +53,7 @@ public enum ConfigLoader {
         try require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
         try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
         try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
+        try require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
         try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
 
         try require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")

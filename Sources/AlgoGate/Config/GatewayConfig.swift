@@ -60,10 +60,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var timeoutSeconds = 300
         /// How long a request may wait for an upstream slot before a 503.
         public var queueTimeoutSeconds = 30
+        /// How long to keep trying to open a connection (the pool retries within this bound).
+        public var connectTimeoutSeconds = 5
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
+            case connectTimeoutSeconds = "connect_timeout_seconds"
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -78,6 +81,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxConcurrency = try c.decodeIfPresent(Int.self, forKey: .maxConcurrency) ?? maxConcurrency
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
+            connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
         }
     }
 

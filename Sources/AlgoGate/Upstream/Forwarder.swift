@@ -33,11 +33,11 @@ public struct Forwarder: Sendable {
     }
 
     /// The shared client's configuration: no redirects, no automatic decompression, pooled connections.
-    public static func clientConfiguration(maxConcurrency: Int) -> HTTPClient.Configuration {
+    public static func clientConfiguration(_ upstream: GatewayConfig.Upstream) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(10))
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConcurrency)
+        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
         return configuration
     }
@@ -130,7 +130,7 @@ public struct Forwarder: Sendable {
     }
 
     /// The query to send upstream, with `timeout` clamped to the configured maximum, and that timeout.
-    static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
+    public static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
         var parts = (raw ?? "").split(separator: "&").map(String.init)
         var timeout = min(algorithmDefaultTimeout, maximum)
         if let index = parts.firstIndex(where: { $0.hasPrefix("timeout=") }) {

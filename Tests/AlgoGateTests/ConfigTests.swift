@@ -1,0 +1,95 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    static let hashA = String(repeating: "a", count: 64)
+    static let hashB = String(repeating: "b", count: 64)
+    static let env = ["UP_KEY": "upstream-key"]
+
+    static func yaml(_ body: String) -> String {
+        """
+        upstream:
+          url: http://127.0.0.1:9000
+          key_env: UP_KEY
+        \(body)
+        """
+    }
+
+    static func refusal(_ yaml: String, environment: [String: String] = env) -> ConfigError? {
+        do {
+            _ = try ConfigLoader.load(yaml: yaml, environment: environment)
+            return nil
+        } catch let error as ConfigError {
+            return error
+        } catch {
+            return ConfigError(field: "?", message: "\(error)")
+        }
+    }
+
+    @Test func aMinimalConfigTakesTheDocumentedDefaults() throws {
+        let loaded = try ConfigLoader.load(yaml: Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), environment: Self.env)
+        let config = loaded.config
+        #expect(config.server.host == "0.0.0.0" && config.server.port == 8080)
+        #expect(config.upstream.maxConcurrency == 80 && config.upstream.timeoutSeconds == 300)
+        #expect(config.limits.maxRequestBytes == 10_485_760 && config.limits.maxResponseBytes == 15_728_640)
+        #expect(config.cache.path == "var/algogate.sqlite" && config.cache.maxBytes == 1_073_741_824 && config.cache.ttlSeconds == 604_800)
+        #expect(config.compression.minBytes == 1024)
+        #expect(config.clients[0].dataPrefixes == nil)
+        #expect(loaded.upstreamKey.revealed == "upstream-key")
+        #expect("\(loaded.upstreamKey)" == "<redacted>")
+    }
+
+    @Test func theDocumentedExampleAndTheDemoConfigAreValid() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let example = try ConfigLoader.load(path: root.appendingPathComponent("config/algogate.yaml").path, environment: ["ALGOGATE_UPSTREAM_KEY": "k"])
+        #expect(example.config.clients.map(\.name) == ["team-a"])
+        let demo = try ConfigLoader.load(path: root.appendingPathComponent("config/demo.yaml").path, environment: ["ALGOGATE_DEMO_UPSTREAM_KEY": "k"])
+        #expect(demo.config.clients.map(\.name) == ["team-a", "team-b"])
+    }
+
+    @Test func mistakesAreRefusedNamingTheField() {
+        let client = "clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"
+        let cases: [(String, String, [String: String])] = [
+            (Self.yaml("upstream_typo: 1\n" + client), "upstream_typo: unknown field", Self.env),
+            (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field", Self.env),
+            (Self.yaml("server: {port: eighty}\n" + client), "server.port: expected a whole number", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"ABC\", scopes: [algo]}]"), "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: a, key_sha256: \"\(Self.hashB)\", scopes: [algo]}]"), "clients[1].name: duplicate client name 'a'", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "clients[1].key_sha256: the same key hash is used twice", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data_prefixes: [\"ftp://x/\"]}]"), "clients[0].data_prefixes[0]: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)", Self.env),
+            (Self.yaml(client), "upstream.key_env: environment variable UP_KEY is not set", [:]),
+            ("upstream: {url: http://x, key_env: UP_KEY}", "clients: required field is missing", Self.env),
+            ("clients: []", "upstream: required field is missing", Self.env),
+            (Self.yaml("clients: []"), "clients: list at least one client", Self.env),
+            ("upstream: {url: 'ftp://x', key_env: UP_KEY}\n" + client, "upstream.url: must be an http:// or https:// URL with a host", Self.env),
+            ("upstream: {url: 'http://x', key_env: UP_KEY, key_file: /k}\n" + client, "upstream: set exactly one of key_env and key_file", Self.env),
+            (Self.yaml("upstream_timeout: 1\n" + client).replacingOccurrences(of: "upstream_timeout: 1\n", with: "quota: {requests_per_minute: 0}\n"), "quota.requests_per_minute: must be positive", Self.env),
+        ]
+        for (yaml, expected, environment) in cases {
+            #expect(Self.refusal(yaml, environment: environment)?.description == expected, "\(expected)")
+        }
+    }
+
+    @Test func checkConfigExitsZeroOrOneWithTheReason() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let good = directory.appendingPathComponent("good.yaml")
+        try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]").write(to: good, atomically: true, encoding: .utf8)
+        let bad = directory.appendingPathComponent("bad.yaml")
+        try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
+
+        let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
+        ok.process.waitUntilExit()
+        #expect(ok.process.terminationStatus == 0)
+        #expect(ok.log.contains("configuration OK"))
+        let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
+        refused.process.waitUntilExit()
+        #expect(refused.process.terminationStatus == 1)
+        #expect(refused.log.contains("clients[0].extra: unknown field"))
+    }
+}

@@ -1,0 +1,74 @@
+import AlgoGate
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+@Suite struct FailureTests {
+    @Test func oversizedAlgorithmInputIs413BeforeTheUpstream() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {max_request_bytes: 1000}") { h in
+            let big = [UInt8](repeating: 0x61, count: 1001)
+            let known = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, body: big)
+            #expect(known.status == 413)
+            #expect(known.text == #"{"error":{"error_type":"RequestTooLarge","message":"algorithm input exceeds the 1000-byte limit (limits.max_request_bytes)"}}"#)
+
+            var chunked = HTTPClientRequest(url: h.gateway.base + "/v1/algo/util/Echo/1.0.0")
+            chunked.method = .POST
+            chunked.headers.add(name: "Authorization", value: "Simple \(Keys.teamB)")
+            chunked.headers.add(name: "Content-Type", value: "text/plain")
+            let parts = (0..<5).map { _ in ByteBuffer(repeating: 0x62, count: 300) }
+            chunked.body = .stream(parts.async, length: .unknown)
+            let response = try await HTTPClient.shared.execute(chunked, timeout: .seconds(30))
+            #expect(response.status.code == 413)
+            let body = try await response.body.collect(upTo: 1 << 16)
+            #expect(String(buffer: body).contains("RequestTooLarge"))
+
+            let fits = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, body: Array(big.dropLast()))
+            #expect(fits.status == 200)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 1])
+        }
+    }
+
+    @Test func oversizedAlgorithmOutputIs502() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 10000}") { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "20000")
+            #expect(reply.status == 502)
+            #expect(reply.text == #"{"error":{"error_type":"UpstreamError","message":"the algorithm's response exceeds the gateway's 10000-byte limit (limits.max_response_bytes)"}}"#)
+            let small = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "100")
+            #expect(small.status == 200)
+        }
+    }
+
+    @Test func anUnreachableUpstreamIs502() async throws {
+        let closedPort = ChildProcess.freePort()
+        try await GatewayHarness.run(upstreamYAML: "connect_timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(closedPort)" }) { h in
+            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(algo.status == 502)
+            #expect(algo.text == #"{"error":{"error_type":"UpstreamError","message":"the upstream is unreachable"}}"#)
+            let data = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+            #expect(data.status == 502)
+        }
+    }
+
+    @Test func aDroppedUpstreamConnectionIs502() async throws {
+        try await GatewayHarness.run { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "drop")], text: "HAL")
+            #expect(reply.status == 502)
+            #expect(envelope(reply).type == "UpstreamError")
+            #expect(envelope(reply).message == "the upstream closed the connection before answering")
+        }
+    }
+
+    @Test func aSlowUpstreamIs504() async throws {
+        try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
+            let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])
+            #expect(data.status == 504)
+            #expect(data.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+            // algorithm calls get the algorithm's own timeout plus a grace period to report it
+            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "delay=7000")], text: "HAL")
+            #expect(algo.status == 504)
+            #expect(envelope(algo).type == "UpstreamTimeout")
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct ForwardingTests {
+    @Test func theUpstreamSeesOnlyTheServerKeyAndEndToEndHeaders() async throws {
+        try await GatewayHarness.run { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + textType + [
+                ("Connection", "keep-alive, X-Hop-Secret"), ("X-Hop-Secret", "1"), ("Keep-Alive", "timeout=5"),
+                ("Cookie", "session=abc"), ("Proxy-Authorization", "Basic eDp5"), ("Proxy-Connection", "keep-alive"),
+                ("TE", "trailers"), ("X-Team-Trace", "t-1"),
+            ], text: "HAL")
+            #expect(reply.status == 200)
+            let stats = h.simulator.stats.snapshot
+            #expect(stats.authorizations == ["Simple \(Keys.upstream)"])
+            let names = Set(stats.headerNames)
+            for stripped in ["x-hop-secret", "keep-alive", "cookie", "proxy-authorization", "proxy-connection", "te"] {
+                #expect(!names.contains(stripped), "\(stripped) reached the upstream")
+            }
+            #expect(names.isSuperset(of: ["x-team-trace", "content-type", "x-request-id", "authorization"]))
+        }
+    }
+
+    @Test func requestIDsAreKeptOrMadeAndReachTheUpstream() async throws {
+        try await GatewayHarness.run { h in
+            let given = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Request-ID", "trace-123")], text: "HAL")
+            #expect(given.header("X-Request-ID") == "trace-123")
+            let made = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(made.header("X-Request-ID")?.count == 36)
+            let hostile = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", "a b\" injected=1")])
+            #expect(hostile.header("X-Request-ID") != "a b\" injected=1")
+            let denied = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.teamB) + [("X-Request-ID", "denied-1")])
+            #expect(denied.header("X-Request-ID") == "denied-1")
+            #expect(h.logs.all.contains { $0.contains("request_id=trace-123") })
+        }
+    }
+
+    @Test func upstreamErrorsPassThroughVerbatim() async throws {
+        try await GatewayHarness.run { h in
+            let direct = try await h.sim.send(.GET, "/v1/algorithms/nobody/Nothing", headers: simple(Keys.upstream))
+            let through = try await h.gateway.send(.GET, "/v1/algorithms/nobody/Nothing", headers: simple(Keys.teamA))
+            #expect(through.status == 404)
+            let strip: (String) -> String = { $0.replacingOccurrences(of: #""id":"[^"]+""#, with: "", options: .regularExpression) }
+            #expect(strip(through.text) == strip(direct.text))
+
+            let injected = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "status=503")], text: "HAL")
+            #expect(injected.status == 503)
+            #expect(canonicalJSON(injected.json) == canonicalJSON(literal: #"{"error":{"message":"injected fault: status 503","error_type":"SystemError"}}"#))
+
+            let failed = try await h.gateway.send(.POST, "/v1/algo/test/Fail/1.0.0", headers: simple(Keys.teamB) + textType, text: "boom")
+            #expect(failed.status == 200)
+            #expect(envelope(failed).type == "AlgorithmError")
+        }
+    }
+
+    @Test func optionsAndBinaryBodiesRoundTrip() async throws {
+        try await GatewayHarness.run { h in
+            let bytes: [UInt8] = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let raw = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: simple(Keys.teamB) + [("Content-Type", "application/octet-stream")], body: bytes)
+            #expect(raw.bytes == bytes)
+            #expect(raw.header("Content-Type") == "application/octet-stream")
+            let stdout = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?stdout=true&timeout=20", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect((stdout.object["metadata"] as? [String: Any])?["stdout"] as? String == "Saying hello to HAL\n")
+            let void = try await h.gateway.send(.POST, "/v1/algo/demo/Hello?output=void", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(void.object["async"] as? String == "void")
+        }
+    }
+
+    @Test func theClientTimeoutIsClampedToTheConfiguredOne() async throws {
+        try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0?timeout=3000", headers: simple(Keys.teamB) + jsonType, text: "1500")
+            #expect(reply.status == 200)
+            #expect(envelope(reply).message == "algorithm timed out after 1 seconds")
+        }
+        #expect(Forwarder.query("timeout=3000&stdout=true", clampingTimeoutTo: 60) == ("timeout=60&stdout=true", 60))
+        #expect(Forwarder.query("stdout=true", clampingTimeoutTo: 600) == ("stdout=true", 300))
+        #expect(Forwarder.query(nil, clampingTimeoutTo: 30) == ("timeout=30", 30))
+        #expect(Forwarder.query("timeout=0", clampingTimeoutTo: 30) == ("timeout=1", 1))
+    }
+}

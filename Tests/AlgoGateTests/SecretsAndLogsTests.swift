@@ -1,0 +1,61 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct SecretsAndLogsTests {
+    @Test func noKeyAppearsInAnyResponseOrLogLine() async throws {
+        try await GatewayHarness.run { h in
+            var replies: [TestHTTP.Reply] = []
+            replies.append(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + textType, text: "HAL"))
+            replies.append(try await h.gateway.send(.POST, "/v1/algo/test/Fail/1.0.0", headers: [("Authorization", Keys.teamB)] + textType, text: Keys.teamB))
+            replies.append(try await h.gateway.send(.GET, "/v1/data/.my/team-b/x", headers: simple(Keys.teamA)))
+            replies.append(try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.upstream)))
+            replies.append(try await h.gateway.send(.GET, "/v1/users/x", headers: simple(Keys.admin)))
+            replies.append(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + simple(Keys.teamB), text: "x"))
+            replies.append(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "status=500")], text: "x"))
+            replies.append(try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: [("Authorization", "Bearer \(Keys.teamA)")]))
+            #expect(replies.map(\.status) == [200, 200, 403, 401, 404, 400, 500, 200])
+
+            // The Fail algorithm echoes its input (here team-b's own key) in its message: that is the
+            // client's own data coming back, not a leak, so it is the one body allowed to hold it.
+            for (index, reply) in replies.enumerated() {
+                let headerText = reply.headers.map { "\($0.name): \($0.value)" }.joined(separator: "\n")
+                for key in Keys.all where !(index == 1 && key == Keys.teamB) {
+                    #expect(!reply.text.contains(key), "reply \(index) body holds a key")
+                    #expect(!headerText.contains(key), "reply \(index) headers hold a key")
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))  // log lines are written as bodies finish
+            let lines = h.logs.all
+            #expect(lines.filter { $0.contains("request ") }.count == replies.count)
+            for line in lines {
+                for key in Keys.all { #expect(!line.contains(key), "a log line holds a key: \(line.prefix(60))") }
+            }
+        }
+    }
+
+    @Test func eachRequestLogsOneStructuredLine() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?secret=1", headers: simple(Keys.teamA) + textType + [("X-Request-ID", "log-1")], text: "HAL")
+            _ = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamB) + [("X-Request-ID", "log-2")])
+            try await Task.sleep(for: .milliseconds(50))
+            let first = h.logs.all.first { $0.contains("request_id=log-1") } ?? ""
+            for field in ["info request", "client=team-a", "route=algo", "method=POST", "path=/v1/algo/demo/Hello/0.1.0 ", "status=200", "bytes_in=3", "bytes_out=79", "duration_ms="] {
+                #expect(first.contains(field), "\(field) missing from: \(first)")
+            }
+            #expect(!first.contains("secret=1"))
+            #expect(!first.contains("Hello HAL"))
+            let second = h.logs.all.first { $0.contains("request_id=log-2") } ?? ""
+            #expect(second.contains("client=team-b") && second.contains("route=manage") && second.contains("status=403"))
+        }
+    }
+
+    @Test func secretsDescribeThemselvesRedacted() {
+        let secret = Secret("hunter2")
+        #expect("\(secret)" == "<redacted>")
+        #expect(String(reflecting: secret) == "<redacted>")
+        #expect(!"\(Mirror(reflecting: secret).children.map { "\($0.value)" })".contains("hunter2"))
+        #expect(secret.revealed == "hunter2")
+    }
+}
