@@ -41,8 +41,14 @@ import Testing
             let direct = try await h.sim.send(.GET, "/v1/algorithms/nobody/Nothing", headers: simple(Keys.upstream))
             let through = try await h.gateway.send(.GET, "/v1/algorithms/nobody/Nothing", headers: simple(Keys.teamA))
             #expect(through.status == 404)
-            let strip: (String) -> String = { $0.replacingOccurrences(of: #""id":"[^"]+""#, with: "", options: .regularExpression) }
-            #expect(strip(through.text) == strip(direct.text))
+            // The same envelope but for its per-response id.
+            let withoutID: (TestHTTP.Reply) -> String = { reply in
+                var error = reply.object["error"] as? [String: Any] ?? [:]
+                #expect(error.removeValue(forKey: "id") != nil)
+                return canonicalJSON(["error": error])
+            }
+            #expect(withoutID(through) == withoutID(direct))
+            #expect(withoutID(through) == #"{"error":{"code":"404","message":"No such algorithm: nobody/Nothing"}}"#)
 
             let injected = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "status=503")], text: "HAL")
             #expect(injected.status == 503)

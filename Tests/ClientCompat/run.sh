@@ -50,6 +50,7 @@ YAML
   CLIENTCOMPAT_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
+  curl -s -X POST "http://127.0.0.1:$SIM_PORT/__sim/reset" >/dev/null   # forget the direct run's bare key
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
   if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1

@@ -61,6 +61,12 @@ public enum ConfigLoader {
         try require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         try require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         try require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
+        try require(config.cache.memoryBytes >= 0, "cache.memory_bytes", "must not be negative")
+        for (index, rule) in config.cache.rules.enumerated() {
+            let parts = rule.algo.split(separator: "/", omittingEmptySubsequences: false)
+            try require((1...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty }, "cache.rules[\(index)].algo", "use owner/name/version with * for any segment, e.g. owner/name/*")
+            if let ttl = rule.ttlSeconds { try require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
+        }
         try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
         if let admin = config.admin {
             try require(isSHA256Hex(admin.keySHA256), "admin.key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")

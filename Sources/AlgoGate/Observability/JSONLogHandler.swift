@@ -1,13 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 
 /// Writes each log record as one JSON object per line on standard output, for log pipelines.
+/// Built by hand rather than through `JSONSerialization`: it runs once per request.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
     private let label: String
-    private static let lock = Mutex(())
 
     public init(label: String) { self.label = label }
 
@@ -17,24 +16,71 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var object: [String: Any] = [
-            "ts": Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)),
-            "level": event.level.rawValue, "logger": label, "msg": event.message.description,
-        ]
-        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
-            object[key] = Self.plain(value)
+        var line = "{\"ts\":\""
+        line += Self.timestamp()
+        line += "\",\"level\":\"\(event.level.rawValue)\",\"logger\":"
+        Self.appendQuoted(label, to: &line)
+        line += ",\"msg\":"
+        Self.appendQuoted(event.message.description, to: &line)
+        let fields = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
+        for key in fields.keys.sorted() {
+            line += ","
+            Self.appendQuoted(key, to: &line)
+            line += ":"
+            Self.append(fields[key]!, to: &line)
         }
-        guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
-        data.append(0x0a)
-        Self.lock.withLock { _ in FileHandle.standardOutput.write(data) }
+        line += "}\n"
+        // One write(2) per line: lines from concurrent requests never interleave.
+        line.withUTF8 { bytes in _ = write(STDOUT_FILENO, bytes.baseAddress, bytes.count) }
     }
 
-    static func plain(_ value: Logger.Metadata.Value) -> Any {
+    static func append(_ value: Logger.Metadata.Value, to line: inout String) {
         switch value {
-        case .string(let text): text
-        case .stringConvertible(let value): value.description
-        case .array(let values): values.map(plain)
-        case .dictionary(let values): values.mapValues(plain)
+        case .string(let text): appendQuoted(text, to: &line)
+        case .stringConvertible(let value): appendQuoted(value.description, to: &line)
+        case .array(let values):
+            line += "["
+            for (index, element) in values.enumerated() {
+                if index > 0 { line += "," }
+                append(element, to: &line)
+            }
+            line += "]"
+        case .dictionary(let values):
+            line += "{"
+            for (index, key) in values.keys.sorted().enumerated() {
+                if index > 0 { line += "," }
+                appendQuoted(key, to: &line)
+                line += ":"
+                append(values[key]!, to: &line)
+            }
+            line += "}"
         }
+    }
+
+    static func appendQuoted(_ text: String, to line: inout String) {
+        line += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": line += "\\\""
+            case "\\": line += "\\\\"
+            case "\n": line += "\\n"
+            case "\r": line += "\\r"
+            case "\t": line += "\\t"
+            case _ where scalar.value < 0x20: line += String(format: "\\u%04x", scalar.value)
+            default: line.unicodeScalars.append(scalar)
+            }
+        }
+        line += "\""
+    }
+
+    /// UTC time with milliseconds, e.g. `2026-11-24T02:17:34.123Z`.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
     }
 }
