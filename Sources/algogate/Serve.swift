@@ -54,7 +54,8 @@ struct GatewayRunner {
         let state = try GatewayState(loaded)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-        return GatewayApp(state: state, httpClient: client, logger: logger).application()
+        let cache = try GatewayApp.openCache(loaded.config)
+        return GatewayApp(state: state, httpClient: client, logger: logger, cache: cache).application()
     }
 
     func run() async throws {

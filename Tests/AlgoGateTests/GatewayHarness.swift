@@ -73,8 +73,10 @@ struct GatewayHarness {
 
     static func run<Value: Sendable>(
         upstreamYAML: String = "",
+        cacheYAML: String = "",
         extraYAML: String = "",
         upstreamURL: ((Int) -> String)? = nil,
+        now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -87,13 +89,17 @@ struct GatewayHarness {
               url: \(upstreamURL?(simPort) ?? "http://127.0.0.1:\(simPort)")
               key_env: TEST_UPSTREAM_KEY
               \(upstreamYAML)
+            cache:
+              path: \(directory.appendingPathComponent("cache.sqlite").path)
+              \(cacheYAML)
             \(extraYAML)
             \(clientsYAML())
             """
             let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
             let logs = LogCapture()
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-            let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger)
+            let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
+                                 cache: try GatewayApp.openCache(loaded.config), now: now)
             return try await LiveServer.run({ app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs))
             }

@@ -49,7 +49,9 @@ import Testing
             let slash = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0/", headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(plain.object["result"] as? String == "Hello HAL")
             #expect(slash.object["result"] as? String == "Hello HAL")
-            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            // The same call, so the second is answered from the cache.
+            #expect(slash.header("X-Cache") == "HIT")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
             let bad = try await h.gateway.send(.POST, "/v1/algo/demo", headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(bad.status == 404)
             let get = try await h.gateway.send(.GET, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB))

@@ -25,6 +25,20 @@ public enum ConfigLoader {
         return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment))
     }
 
+    /// The validated configuration without its upstream key: for operator commands (cache stats,
+    /// purges) that open the gateway's storage but never call the upstream.
+    public static func loadWithoutKey(path: String) throws -> GatewayConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
+        }
+        let config = try decode(yaml: text)
+        try validate(config)
+        return config
+    }
+
     static func decode(yaml: String) throws -> GatewayConfig {
         do {
             return try YAMLDecoder().decode(GatewayConfig.self, from: yaml)

@@ -7,16 +7,29 @@ import ServiceLifecycle
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
 /// request id → log → errors → authenticate → authorise route and data paths → read algo input →
-/// forward.
+/// cache → forward.
 public struct GatewayApp: Sendable {
     public let state: GatewayState
     let httpClient: HTTPClient
     let logger: Logger
+    /// The response cache; nil when `cache.enabled` is false.
+    public let cache: ResponseCache?
+    let now: @Sendable () -> Double
 
-    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger) {
+    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, cache: ResponseCache? = nil,
+                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.state = state
         self.httpClient = httpClient
         self.logger = logger
+        self.cache = cache
+        self.now = now
+    }
+
+    /// Opens the cache the configuration describes (nil when disabled).
+    public static func openCache(_ config: GatewayConfig) throws -> ResponseCache? {
+        guard config.cache.enabled else { return nil }
+        return try ResponseCache(path: config.cache.path, settings: .init(
+            maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes, compressMinBytes: config.compression.minBytes))
     }
 
     public func router() -> Router<GatewayRequestContext> {
@@ -28,6 +41,10 @@ public struct GatewayApp: Sendable {
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
         router.add(middleware: AuthorizationMiddleware())
         router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }))
+        if let cache {
+            router.add(middleware: CacheMiddleware(cache: cache, flights: SingleFlight(),
+                                                   policy: { CachePolicy(config: state.snapshot.config.cache) }, now: now))
+        }
         router.add(middleware: ForwardMiddleware(forwarder: Forwarder(client: httpClient) {
             let snapshot = state.snapshot
             return Forwarder.Settings(
@@ -36,7 +53,14 @@ public struct GatewayApp: Sendable {
                 maxResponseBytes: snapshot.config.limits.maxResponseBytes)
         }))
         router.get("/healthz") { _, _ in Self.status("ok") }
-        router.get("/readyz") { _, _ in Self.status("ready") }
+        let cache = self.cache
+        router.get("/readyz") { _, _ in
+            if let cache, await !cache.isReadable() {
+                throw GatewayError.unavailable("the cache database cannot be read")
+            }
+            return Self.status("ready")
+        }
+        OperatorRoutes(cache: cache).register(on: router)
         return router
     }
 
@@ -46,7 +70,8 @@ public struct GatewayApp: Sendable {
         return Application(
             router: router(),
             configuration: .init(address: .hostname(server.host, port: server.port), serverName: "algogate/\(AlgoGateVersion.string)"),
-            services: [HTTPClientService(client: httpClient)],
+            services: [HTTPClientService(client: httpClient)]
+                + (cache.map { [CacheMaintenance(cache: $0, interval: .seconds(2), logger: logger)] } ?? []),
             onServerRunning: onServerRunning,
             logger: logger
         )

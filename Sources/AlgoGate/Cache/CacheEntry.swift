@@ -1,0 +1,73 @@
+import Foundation
+import GRDB
+
+/// One stored algorithm answer, a row of `cache_entry`. `body` is stored gzip-compressed when
+/// `encoding` is `gzip` (bodies of at least `compression.min_bytes`), else as sent.
+struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "cache_entry"
+
+    var key: String
+    /// `owner/name/version`, for stats and purges.
+    var algo: String
+    var status: Int
+    var contentType: String
+    var encoding: String
+    var body: Data
+    /// Bytes of `body` as stored: what `cache.max_bytes` bounds.
+    var size: Int
+    /// SHA-256 of the answer as sent, so a reader can prove an entry whole.
+    var bodySHA256: String
+    var createdAt: Double
+    var expiresAt: Double
+    var lastAccess: Double
+    var hits: Int
+
+    enum CodingKeys: String, CodingKey {
+        case key, algo, status, contentType = "content_type", encoding, body, size
+        case bodySHA256 = "body_sha256", createdAt = "created_at", expiresAt = "expires_at"
+        case lastAccess = "last_access", hits
+    }
+}
+
+/// The schema, as named, append-only migrations.
+enum CacheSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: cache entries and totals") { db in
+            try db.execute(sql: """
+                CREATE TABLE cache_entry (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    algo TEXT NOT NULL,
+                    status INTEGER NOT NULL,
+                    content_type TEXT NOT NULL,
+                    encoding TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    size INTEGER NOT NULL,
+                    body_sha256 TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    expires_at REAL NOT NULL,
+                    last_access REAL NOT NULL,
+                    hits INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX cache_entry_lru ON cache_entry(last_access);
+                CREATE INDEX cache_entry_algo ON cache_entry(algo);
+                CREATE INDEX cache_entry_expiry ON cache_entry(expires_at);
+                -- Totals kept by triggers, in the same transaction as the rows they count, so they
+                -- stay right across crashes and across processes (the CLI purges too).
+                CREATE TABLE cache_totals (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    entries INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                    hits INTEGER NOT NULL, misses INTEGER NOT NULL
+                );
+                INSERT INTO cache_totals VALUES (1, 0, 0, 0, 0);
+                CREATE TRIGGER cache_entry_added AFTER INSERT ON cache_entry BEGIN
+                    UPDATE cache_totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1;
+                END;
+                CREATE TRIGGER cache_entry_removed AFTER DELETE ON cache_entry BEGIN
+                    UPDATE cache_totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1;
+                END;
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,102 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import NIOCore
+
+/// Decides, per algorithm call, whether and how the cache takes part: pinned versions only,
+/// per-algorithm rules, and the client's `Cache-Control` (RFC 9111).
+struct CachePolicy: Sendable {
+    /// What the cache does for one request.
+    struct Decision: Sendable, Equatable {
+        /// Look for a stored answer (false for `no-cache`, `no-store`, non-cacheable calls).
+        var lookup: Bool
+        /// Store a fresh successful answer (false for `no-store`, non-cacheable calls).
+        var store: Bool
+        /// `only-if-cached`: answer 504 rather than go upstream on a miss.
+        var onlyIfCached: Bool
+        var ttlSeconds: Int
+        /// The key, when the call is cacheable at all.
+        var key: String?
+        /// `owner/name/version`, for stats and purges.
+        var algo: String
+        /// Why the cache was not consulted, as RFC 9211's `fwd` parameter.
+        var bypassReason: String?
+    }
+
+    let config: GatewayConfig.Cache
+
+    func decide(ref: AlgoRef, query: String?, headers: HTTPFields, body: ByteBuffer, client: String) -> Decision {
+        let options = Self.options(query)
+        let directives = Self.cacheControl(headers)
+        let algo = ref.description
+        var decision = Decision(lookup: false, store: false, onlyIfCached: directives.contains("only-if-cached"),
+                                ttlSeconds: config.ttlSeconds, key: nil, algo: algo, bypassReason: "uri-miss")
+        guard config.enabled, let version = ref.version, Self.isPinned(version),
+              options["output"] != "void", options["sudo"]?.lowercased() != "true" else { return decision }
+        let rule = config.rules.first { $0.matches(algo) }
+        if rule?.enabled == false { return decision }
+        decision.ttlSeconds = rule?.ttlSeconds ?? config.ttlSeconds
+        let scope = rule?.scope ?? config.scope
+        decision.key = Self.key(ref: ref, output: options["output"] ?? "default", stdout: options["stdout"]?.lowercased() == "true",
+                                contentType: headers[.contentType] ?? "", body: body, client: scope == .client ? client : nil)
+        decision.bypassReason = nil
+        decision.lookup = true
+        decision.store = true
+        if directives.contains("no-store") {
+            decision.lookup = false
+            decision.store = false
+            decision.bypassReason = "request"
+        } else if directives.contains("no-cache") {
+            decision.lookup = false
+            decision.bypassReason = "request"
+        }
+        return decision
+    }
+
+    /// A full semantic version `X.Y.Z` or a 40-hex build hash: the only versions whose answers
+    /// cannot change. `latest`, `latestPrivate`, `1.2` and `1.2.*` move as versions are published.
+    static func isPinned(_ version: String) -> Bool {
+        let parts = version.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) { return true }
+        return version.count == 40 && version.allSatisfy(\.isHexDigit)
+    }
+
+    /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
+    static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
+        var hasher = SHA256()
+        let mediaType = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        for field in ["v1", ref.owner, ref.name, ref.version ?? "", output, stdout ? "stdout" : "-", mediaType, client ?? "*"] {
+            hasher.update(data: Data(field.utf8))
+            hasher.update(data: [0])
+        }
+        body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func options(_ query: String?) -> [String: String] {
+        var options: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            options[name] = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
+        }
+        return options
+    }
+
+    static func cacheControl(_ headers: HTTPFields) -> Set<String> {
+        var directives: Set<String> = []
+        for value in headers[values: .cacheControl] {
+            for directive in value.split(separator: ",") {
+                let name = directive.split(separator: "=").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+                directives.insert(name)
+            }
+        }
+        // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send.
+        if headers[values: .pragma].contains(where: { $0.lowercased().contains("no-cache") }) { directives.insert("no-cache") }
+        return directives
+    }
+}
+
+extension HTTPField.Name {
+    static let pragma = HTTPField.Name("Pragma")!
+}

@@ -1,0 +1,211 @@
+import CompressNIO
+import Crypto
+import Foundation
+import GRDB
+import NIOCore
+import Synchronization
+
+/// An answer as the cache hands it out: decoded body, ready to send.
+struct CachedAnswer: Sendable {
+    let algo: String
+    let status: Int
+    let contentType: String
+    let body: ByteBuffer
+    let createdAt: Double
+    let expiresAt: Double
+}
+
+/// The version-pinned response cache: SQLite through GRDB (WAL, one file), with an in-memory hot
+/// tier in front. All SQL for the cache lives here and in `CacheSchema`.
+///
+/// Writes happen in transactions, so a crash (even `kill -9` mid-write) leaves either the whole
+/// entry or none of it. Hits do not write: access times and hit counts are gathered in memory and
+/// applied in batches by `flush()` (run every few seconds by `CacheMaintenance`).
+public final class ResponseCache: Sendable {
+    public struct Settings: Sendable {
+        public var maxBytes: Int
+        public var memoryBytes: Int
+        /// Bodies at least this long are stored gzip-compressed.
+        public var compressMinBytes: Int
+
+        public init(maxBytes: Int, memoryBytes: Int, compressMinBytes: Int) {
+            self.maxBytes = maxBytes
+            self.memoryBytes = memoryBytes
+            self.compressMinBytes = compressMinBytes
+        }
+    }
+
+    public struct Stats: Sendable, Codable, Equatable {
+        public var entries: Int
+        public var bytes: Int
+        public var hits: Int
+        public var misses: Int
+        public var hitRatio: Double
+        public var topAlgorithms: [AlgoUsage]
+
+        public struct AlgoUsage: Sendable, Codable, Equatable {
+            public var algo: String
+            public var entries: Int
+            public var hits: Int
+            public var bytes: Int
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case entries, bytes, hits, misses, hitRatio = "hit_ratio", topAlgorithms = "top_algorithms"
+        }
+    }
+
+    private struct Pending {
+        var touches: [String: (lastAccess: Double, hits: Int)] = [:]
+        var hits = 0
+        var misses = 0
+    }
+
+    let pool: DatabasePool
+    let settings: Mutex<Settings>
+    let hot: HotTier
+    private let pending = Mutex(Pending())
+
+    /// Opens (creating when needed) the cache file and brings its schema up to date.
+    public init(path: String, settings: Settings) throws {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            // NORMAL is durable against application crashes in WAL mode; only a power loss can
+            // drop the last commits, and a lost cache entry costs one upstream call.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try CacheSchema.migrator.migrate(pool)
+        self.settings = Mutex(settings)
+        self.hot = HotTier(capacity: settings.memoryBytes)
+    }
+
+    /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired.
+    func lookup(_ key: String, now: Double) async throws -> CachedAnswer? {
+        if let answer = hot.get(key), answer.expiresAt > now {
+            touch(key, now: now)
+            return answer
+        }
+        let entry = try await pool.read { db in
+            try CacheEntry.filter(Column("key") == key && Column("expires_at") > now).fetchOne(db)
+        }
+        guard let entry else { return nil }
+        let answer = try Self.decode(entry)
+        hot.put(key, answer)
+        touch(key, now: now)
+        return answer
+    }
+
+    /// Stores an answer, then evicts least recently used entries while over `max_bytes`.
+    func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int, now: Double) async throws {
+        let limits = settings.withLock { $0 }
+        var stored = body
+        var encoding = "identity"
+        if body.readableBytes >= limits.compressMinBytes {
+            var input = body
+            stored = try input.compress(with: .gzip())
+            encoding = "gzip"
+        }
+        let entry = CacheEntry(
+            key: key, algo: algo, status: status, contentType: contentType, encoding: encoding,
+            body: Data(stored.readableBytesView), size: stored.readableBytes,
+            bodySHA256: SHA256.hash(data: Data(body.readableBytesView)).map { String(format: "%02x", $0) }.joined(),
+            createdAt: now, expiresAt: now + Double(ttlSeconds), lastAccess: now, hits: 0)
+        guard entry.size <= limits.maxBytes else { return }
+        try await pool.write { db in
+            try CacheEntry.deleteOne(db, key: key)
+            try entry.insert(db)
+            try Self.evict(db, maxBytes: limits.maxBytes)
+        }
+        hot.put(key, CachedAnswer(algo: algo, status: status, contentType: contentType, body: body,
+                                  createdAt: now, expiresAt: entry.expiresAt))
+    }
+
+    func recordMiss() { pending.withLock { $0.misses += 1 } }
+
+    private func touch(_ key: String, now: Double) {
+        pending.withLock { pending in
+            pending.hits += 1
+            let hits = (pending.touches[key]?.hits ?? 0) + 1
+            pending.touches[key] = (now, hits)
+        }
+    }
+
+    /// Applies gathered access times and counters, and drops expired entries.
+    public func flush(now: Double) async throws {
+        let batch = pending.withLock { pending in
+            let batch = pending
+            pending = Pending()
+            return batch
+        }
+        let touches = batch.touches.map { ($0.key, $0.value.lastAccess, $0.value.hits) }
+        try await pool.write { db in
+            let update = try db.makeStatement(sql: "UPDATE cache_entry SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?")
+            for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
+            try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
+            try db.execute(sql: "DELETE FROM cache_entry WHERE expires_at <= ?", arguments: [now])
+        }
+        hot.remove { _, answer in answer.expiresAt <= now }
+    }
+
+    public func stats(top: Int = 10) async throws -> Stats {
+        let pendingCounts = pending.withLock { ($0.hits, $0.misses) }
+        return try await pool.read { db in
+            let totals = try Row.fetchOne(db, sql: "SELECT entries, bytes, hits, misses FROM cache_totals WHERE id = 1")!
+            let hits: Int = totals["hits"] + pendingCounts.0
+            let misses: Int = totals["misses"] + pendingCounts.1
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT algo, count(*) AS entries, sum(hits) AS hits, sum(size) AS bytes
+                FROM cache_entry GROUP BY algo ORDER BY sum(hits) DESC, count(*) DESC, algo LIMIT ?
+                """, arguments: [top])
+            return Stats(
+                entries: totals["entries"], bytes: totals["bytes"], hits: hits, misses: misses,
+                hitRatio: hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses),
+                topAlgorithms: rows.map { .init(algo: $0["algo"], entries: $0["entries"], hits: $0["hits"], bytes: $0["bytes"]) })
+        }
+    }
+
+    /// Deletes entries of one algorithm (`owner/name`) or one version (`owner/name/version`), or
+    /// everything when `algo` is nil; returns how many went.
+    public func purge(algo: String?) async throws -> Int {
+        let removed = try await pool.write { db -> Int in
+            if let algo {
+                try db.execute(sql: "DELETE FROM cache_entry WHERE algo = ? OR algo LIKE ? ESCAPE '\\'",
+                               arguments: [algo, Self.likeEscaped(algo) + "/%"])
+            } else {
+                try db.execute(sql: "DELETE FROM cache_entry")
+            }
+            return db.changesCount
+        }
+        if let algo { hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") } } else { hot.removeAll() }
+        return removed
+    }
+
+    /// Whether the database answers: what `/readyz` reports.
+    public func isReadable() async -> Bool {
+        (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+    }
+
+    private static func evict(_ db: Database, maxBytes: Int) throws {
+        while let bytes = try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals WHERE id = 1"), bytes > maxBytes {
+            try db.execute(sql: "DELETE FROM cache_entry WHERE key IN (SELECT key FROM cache_entry ORDER BY last_access LIMIT 64)")
+            if db.changesCount == 0 { break }
+        }
+    }
+
+    static func decode(_ entry: CacheEntry) throws -> CachedAnswer {
+        var body = ByteBuffer(data: entry.body)
+        if entry.encoding == "gzip" { body = try body.decompress(with: .gzip()) }
+        return CachedAnswer(algo: entry.algo, status: entry.status, contentType: entry.contentType, body: body,
+                            createdAt: entry.createdAt, expiresAt: entry.expiresAt)
+    }
+
+    static func likeEscaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+    }
+}
+
+import NIOFoundationCompat

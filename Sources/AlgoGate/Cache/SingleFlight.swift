@@ -1,0 +1,43 @@
+import Synchronization
+
+/// Lets concurrent identical cache misses make one upstream call: the first caller leads, the
+/// rest wait for its answer without holding an upstream slot.
+final class SingleFlight<Value: Sendable>: Sendable {
+    enum Outcome: Sendable {
+        /// The leader's answer, shared.
+        case shared(Value)
+        /// The leader finished before this caller could wait; look again (the cache likely has it).
+        case retry
+    }
+
+    private let flights = Mutex<[String: [CheckedContinuation<Outcome, Never>]]>([:])
+
+    /// True when the caller leads and must call `finish`; false when another call is in flight.
+    func lead(_ key: String) -> Bool {
+        flights.withLock { flights in
+            guard flights[key] == nil else { return false }
+            flights[key] = []
+            return true
+        }
+    }
+
+    /// Waits for the leader of `key`.
+    func wait(_ key: String) async -> Outcome {
+        await withCheckedContinuation { continuation in
+            let joined = flights.withLock { flights -> Bool in
+                guard flights[key] != nil else { return false }
+                flights[key]!.append(continuation)
+                return true
+            }
+            if !joined { continuation.resume(returning: .retry) }
+        }
+    }
+
+    /// Ends the flight: waiters get the leader's answer, or `.retry` when it had none to share.
+    func finish(_ key: String, with value: Value?) {
+        let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
+        for waiter in waiters { waiter.resume(returning: value.map { .shared($0) } ?? .retry) }
+    }
+
+    var inFlight: Int { flights.withLock { $0.count } }
+}

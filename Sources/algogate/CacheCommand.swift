@@ -1,0 +1,63 @@
+import AlgoGate
+import ArgumentParser
+import Foundation
+
+/// `algogate cache stats|purge`: the operator's view of the response cache, read straight from
+/// its SQLite file (safe while the gateway runs: WAL lets both work at once).
+struct CacheCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
+        abstract: "Inspect or purge the response cache.",
+        subcommands: [Stats.self, Purge.self]
+    )
+
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Entries, bytes, hit ratio and top algorithms.")
+        @Option(help: "The gateway's YAML configuration file (for cache.path).")
+        var config: String
+        @Option(help: "How many algorithms to list.")
+        var top = 10
+
+        func run() async throws {
+            let stats = try await openCache(config).stats(top: top)
+            print("entries: \(stats.entries)")
+            print("bytes:   \(stats.bytes)")
+            print("hits:    \(stats.hits)   misses: \(stats.misses)   hit ratio: \(String(format: "%.1f%%", stats.hitRatio * 100))")
+            if !stats.topAlgorithms.isEmpty {
+                print("\n\("algorithm".padding(toLength: 40, withPad: " ", startingAt: 0)) \("entries".leftPad(8)) \("hits".leftPad(8)) \("bytes".leftPad(12))")
+                for row in stats.topAlgorithms {
+                    print("\(row.algo.padding(toLength: 40, withPad: " ", startingAt: 0)) \(String(row.entries).leftPad(8)) \(String(row.hits).leftPad(8)) \(String(row.bytes).leftPad(12))")
+                }
+            }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete cached answers: one version, one algorithm, or all.")
+        @Option(help: "The gateway's YAML configuration file (for cache.path).")
+        var config: String
+        @Option(help: "owner/name or owner/name/version; omit to purge everything.")
+        var algo: String?
+
+        func run() async throws {
+            let purged = try await openCache(config).purge(algo: algo)
+            print("purged \(purged) entr\(purged == 1 ? "y" : "ies")\(algo.map { " of \($0)" } ?? "")")
+            print("note: a running gateway may still answer purged entries from its memory tier until restarted; DELETE /_admin/cache purges both")
+        }
+    }
+}
+
+private func openCache(_ path: String) throws -> ResponseCache {
+    let config: GatewayConfig
+    do {
+        config = try ConfigLoader.loadWithoutKey(path: path)
+    } catch let error as ConfigError {
+        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+    return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0, compressMinBytes: config.compression.minBytes))
+}
+
+extension String {
+    func leftPad(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}
