@@ -77,6 +77,7 @@ struct GatewayHarness {
         extraYAML: String = "",
         upstreamURL: ((Int) -> String)? = nil,
         now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
+        cachePath: String? = nil,
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -90,7 +91,7 @@ struct GatewayHarness {
               key_env: TEST_UPSTREAM_KEY
               \(upstreamYAML)
             cache:
-              path: \(directory.appendingPathComponent("cache.sqlite").path)
+              path: \(cachePath ?? directory.appendingPathComponent("cache.sqlite").path)
               \(cacheYAML)
             \(extraYAML)
             \(clientsYAML())
@@ -115,4 +116,11 @@ let jsonType = [("Content-Type", "application/json")]
 func envelope(_ reply: TestHTTP.Reply) -> (message: String?, type: String?) {
     let error = reply.object["error"] as? [String: Any]
     return (error?["message"] as? String, error?["error_type"] as? String)
+}
+
+/// A clock tests move by hand (cache TTLs).
+final class TestClock: Sendable {
+    private let seconds = Mutex<Double>(1_800_000_000)
+    var now: Double { seconds.withLock { $0 } }
+    func advance(by delta: Double) { seconds.withLock { $0 += delta } }
 }

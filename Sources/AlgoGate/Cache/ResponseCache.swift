@@ -191,7 +191,9 @@ public final class ResponseCache: Sendable {
 
     private static func evict(_ db: Database, maxBytes: Int) throws {
         while let bytes = try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals WHERE id = 1"), bytes > maxBytes {
-            try db.execute(sql: "DELETE FROM cache_entry WHERE key IN (SELECT key FROM cache_entry ORDER BY last_access LIMIT 64)")
+            // One at a time, oldest first: an insert overflows by one entry's size, so this runs a
+            // handful of indexed deletes at most.
+            try db.execute(sql: "DELETE FROM cache_entry WHERE key = (SELECT key FROM cache_entry ORDER BY last_access LIMIT 1)")
             if db.changesCount == 0 { break }
         }
     }

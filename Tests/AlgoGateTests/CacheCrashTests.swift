@@ -1,0 +1,87 @@
+import AlgoTestSupport
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import GRDB
+import NIOCore
+import Testing
+@testable import AlgoGate
+
+/// `kill -9` of a gateway that is writing cache entries, then the file is reopened and checked.
+@Suite struct CacheCrashTests {
+    @Test func aKilledWriterLeavesNoCorruptionAndNoPartialEntry() async throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("cache-crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let simPort = ChildProcess.freePort()
+        let gatewayPort = ChildProcess.freePort()
+        let sim = try ChildProcess(arguments: ["sim", "--port", "\(simPort)", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
+        defer { sim.stop() }
+        let cachePath = work.appendingPathComponent("cache.sqlite").path
+        let config = work.appendingPathComponent("gateway.yaml")
+        try """
+        server: {host: 127.0.0.1, port: \(gatewayPort)}
+        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: CRASH_UPSTREAM_KEY}
+        cache: {path: "\(cachePath)"}
+        \(GatewayHarness.clientsYAML())
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let gateway = try ChildProcess(arguments: ["serve", "--config", config.path], environment: ["CRASH_UPSTREAM_KEY": Keys.upstream])
+        defer { gateway.stop() }
+        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(simPort)/__sim/health")
+        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(gatewayPort)/healthz")
+
+        // Distinct calls with 64 kB answers, eight at a time, until the gateway is killed.
+        let load = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for index in 0..<10_000 {
+                            var request = HTTPClientRequest(url: "http://127.0.0.1:\(gatewayPort)/v1/algo/util/Echo/1.0.0")
+                            request.method = .POST
+                            request.headers.add(name: "Authorization", value: "Simple \(Keys.teamB)")
+                            request.headers.add(name: "Content-Type", value: "text/plain")
+                            request.body = .bytes(ByteBuffer(string: "\(worker)-\(index)-" + String(repeating: "x\(index % 7)", count: 32_000)))
+                            guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)) else { return }
+                            _ = try? await response.body.collect(upTo: 1 << 20)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(1500))
+        gateway.signal(SIGKILL)
+        gateway.process.waitUntilExit()
+        load.cancel()
+        _ = await load.result
+
+        let cache = try ResponseCache(path: cachePath, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: 1024))
+        let (integrity, entries, totals) = try await cache.pool.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA integrity_check"),
+             try CacheEntry.fetchAll(db),
+             try Row.fetchOne(db, sql: "SELECT entries, bytes FROM cache_totals")!)
+        }
+        #expect(integrity == "ok")
+        print("cache crash test: \(entries.count) entries survived kill -9 mid-write")
+        #expect(entries.count > 10)
+        for entry in entries {
+            let answer = try ResponseCache.decode(entry)
+            let digest = SHA256.hash(data: Data(answer.body.readableBytesView)).map { String(format: "%02x", $0) }.joined()
+            #expect(digest == entry.bodySHA256, "entry \(entry.key) is partial")
+            #expect(entry.size == entry.body.count)
+        }
+        #expect(totals["entries"] as Int == entries.count)
+        #expect(totals["bytes"] as Int == entries.reduce(0) { $0 + $1.size })
+
+        // The operator CLI reads the same file.
+        let stats = try ChildProcess(arguments: ["cache", "stats", "--config", config.path])
+        stats.process.waitUntilExit()
+        #expect(stats.process.terminationStatus == 0)
+        #expect(stats.log.contains("entries: \(entries.count)"))
+        #expect(stats.log.contains("util/Echo/1.0.0"))
+        let purge = try ChildProcess(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])
+        purge.process.waitUntilExit()
+        #expect(purge.log.contains("purged \(entries.count) entries of util/Echo"))
+        #expect(try await cache.stats().entries == 0)
+    }
+}

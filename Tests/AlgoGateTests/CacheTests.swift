@@ -1,0 +1,261 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+@Suite struct CacheTests {
+    static func call(_ h: GatewayHarness, _ path: String, key: String = Keys.teamB, input: String = "HAL",
+                     headers: [(String, String)] = textType) async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, path, headers: simple(key) + headers, text: input)
+    }
+
+    @Test func pinnedCallsAreStoredAndThenAnsweredFromTheCache() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(now: { clock.now }) { h in
+            let first = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(first.header("X-Cache") == "MISS")
+            clock.advance(by: 10)
+            let second = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?timeout=20")  // timeout is not part of the key
+            #expect(second.status == 200)
+            #expect(second.header("Cache-Status") == "algogate; hit; ttl=604790")
+            #expect(second.header("X-Cache") == "HIT")
+            #expect(second.header("Age") == "10")
+            #expect(second.header("Content-Type") == first.header("Content-Type"))
+            #expect(second.bytes == first.bytes)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
+    @Test func unpinnedAndUncacheableCallsAreNeverCached() async throws {
+        try await GatewayHarness.run { h in
+            let paths = ["/v1/algo/demo/Hello", "/v1/algo/demo/Hello/latest", "/v1/algo/demo/Hello/latestPrivate",
+                         "/v1/algo/demo/Hello/0.1", "/v1/algo/demo/Hello/0.1.*", "/v1/algo/demo/Hello/0.1.0?output=void",
+                         "/v1/algo/demo/Hello/0.1.0?sudo=true"]
+            for path in paths {
+                for _ in 0..<2 {
+                    let reply = try await Self.call(h, path)
+                    #expect(reply.status == 200, "\(path)")
+                    #expect(reply.header("Cache-Status") == "algogate; fwd=uri-miss", "\(path)")
+                    #expect(reply.header("X-Cache") == "BYPASS", "\(path)")
+                }
+            }
+            // (The void calls are counted too: the simulator counts every call it accepts.)
+            let calls = h.simulator.stats.snapshot.algoCalls
+            #expect(calls["demo/Hello"] == 2 && calls["demo/Hello/latest"] == 2 && calls["demo/Hello/0.1"] == 2 && calls["demo/Hello/0.1.0"] == 4)
+        }
+    }
+
+    @Test func errorsAreNeverStored() async throws {
+        try await GatewayHarness.run { h in
+            for _ in 0..<2 {
+                let failed = try await Self.call(h, "/v1/algo/test/Fail/1.0.0")
+                #expect(envelope(failed).type == "AlgorithmError")
+                #expect(failed.header("Cache-Status") == "algogate; fwd=miss")
+                let faulted = try await Self.call(h, "/v1/algo/demo/Hello/0.1.1", headers: textType + [("X-Sim-Fault", "status=503")])
+                #expect(faulted.status == 503)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Fail/1.0.0": 2])
+            let ok = try await Self.call(h, "/v1/algo/demo/Hello/0.1.1")
+            #expect(ok.header("Cache-Status") == "algogate; fwd=miss; stored")
+        }
+    }
+
+    @Test func everythingThatChangesTheAnswerIsInTheKey() async throws {
+        try await GatewayHarness.run { h in
+            let variants: [(String, String, [(String, String)])] = [
+                ("/v1/algo/util/Echo/1.0.0", "a", textType),
+                ("/v1/algo/util/Echo/1.0.0", "b", textType),
+                ("/v1/algo/util/Echo/1.0.0", #""a""#, jsonType),
+                ("/v1/algo/util/Echo/1.0.0?output=raw", "a", textType),
+                ("/v1/algo/util/Echo/1.0.0?stdout=true", "a", textType),
+            ]
+            for (path, input, headers) in variants {
+                let reply = try await Self.call(h, path, input: input, headers: headers)
+                #expect(reply.header("X-Cache") == "MISS", "\(path) \(input)")
+            }
+            for (path, input, headers) in variants {
+                let reply = try await Self.call(h, path, input: input, headers: headers)
+                #expect(reply.header("X-Cache") == "HIT", "\(path) \(input)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == 5)
+        }
+    }
+
+    @Test func hitsAreByteIdenticalForBinaryAnswers() async throws {
+        try await GatewayHarness.run { h in
+            let bytes: [UInt8] = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+            let headers = simple(Keys.teamB) + [("Content-Type", "application/octet-stream")]
+            let first = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: headers, body: bytes)
+            let second = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: headers, body: bytes)
+            #expect(second.header("X-Cache") == "HIT")
+            #expect(first.bytes == bytes && second.bytes == bytes)
+            #expect(second.header("Content-Type") == "application/octet-stream")
+            let wrapped = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: headers, body: bytes)
+            let wrappedHit = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: headers, body: bytes)
+            #expect(wrappedHit.header("X-Cache") == "HIT")
+            #expect(wrappedHit.bytes == wrapped.bytes)
+        }
+    }
+
+    @Test func cacheControlFromTheClientIsHonoured() async throws {
+        try await GatewayHarness.run { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            let miss = try await Self.call(h, path, headers: textType + [("Cache-Control", "only-if-cached")])
+            #expect(miss.status == 504)
+            #expect(miss.text == #"{"error":{"error_type":"NotCached","message":"no cached answer for this call, and Cache-Control: only-if-cached forbids calling the algorithm"}}"#)
+            #expect(miss.header("Cache-Status") == "algogate; fwd=miss")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+
+            let noStore = try await Self.call(h, path, headers: textType + [("Cache-Control", "no-store")])
+            #expect(noStore.header("Cache-Status") == "algogate; fwd=request")
+            #expect(noStore.header("X-Cache") == "BYPASS")
+            let afterNoStore = try await Self.call(h, path)
+            #expect(afterNoStore.header("Cache-Status") == "algogate; fwd=miss; stored")
+
+            let noCache = try await Self.call(h, path, headers: textType + [("Cache-Control", "no-cache")])
+            #expect(noCache.header("Cache-Status") == "algogate; fwd=request; stored")
+            #expect(noCache.header("X-Cache") == "BYPASS")
+            let onlyIfCached = try await Self.call(h, path, headers: textType + [("Cache-Control", "only-if-cached, max-age=5")])
+            #expect(onlyIfCached.header("X-Cache") == "HIT")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 3])
+        }
+    }
+
+    @Test func rulesDisableOrRetimePerAlgorithm() async throws {
+        let rules = """
+        rules:
+            - {algo: "util/Echo/*", enabled: false}
+            - {algo: "demo/*", ttl_seconds: 60}
+        """
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: rules, now: { clock.now }) { h in
+            for _ in 0..<2 {
+                let echo = try await Self.call(h, "/v1/algo/util/Echo/1.0.0")
+                #expect(echo.header("Cache-Status") == "algogate; fwd=uri-miss")
+            }
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            let hit = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(hit.header("Cache-Status") == "algogate; hit; ttl=60")
+            clock.advance(by: 61)
+            let expired = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(expired.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2, "demo/Hello/0.1.0": 2])
+        }
+    }
+
+    @Test func entriesAreSharedUnlessScopedPerClient() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA)
+            let other = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB)
+            #expect(other.header("X-Cache") == "HIT")
+            // The cache is reached only after the checks: a client without the algo scope is refused.
+            let reader = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.reader)
+            #expect(reader.status == 403)
+            let prefixed = try await Self.call(h, "/v1/algo/util/Echo/1.0.0", key: Keys.teamA, input: "data://.my/team-b/x")
+            #expect(prefixed.status == 403)
+        }
+        try await GatewayHarness.run(cacheYAML: "scope: client") { h in
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA)
+            let other = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB)
+            #expect(other.header("X-Cache") == "MISS")
+            let same = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA)
+            #expect(same.header("X-Cache") == "HIT")
+        }
+    }
+
+    @Test func buildHashVersionsAreCacheable() async throws {
+        try await GatewayHarness.run { h in
+            let versions = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello/versions", headers: simple(Keys.teamA))
+            let hash = ((versions.object["results"] as? [[String: Any]])?.first?["version_info"] as? [String: Any])?["git_hash"] as? String ?? ""
+            #expect(hash.count == 40)
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/\(hash)")
+            let hit = try await Self.call(h, "/v1/algo/demo/Hello/\(hash)")
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.object["result"] as? String == "Hello HAL")
+        }
+    }
+
+    @Test func concurrentIdenticalMissesMakeOneUpstreamCall() async throws {
+        try await GatewayHarness.run { h in
+            let statuses = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "400")
+                        #expect(reply.status == 200)
+                        #expect(canonicalJSON(reply.object["result"]) == #"{"slept_ms":400}"#)
+                        return reply.header("Cache-Status") ?? ""
+                    }
+                }
+                var all: [String] = []
+                for try await status in group { all.append(status) }
+                return all
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep/1.0.0": 1])
+            #expect(statuses.filter { $0 == "algogate; fwd=miss; stored" }.count == 1)
+            #expect(statuses.filter { $0 == "algogate; fwd=miss; collapsed" || $0.hasPrefix("algogate; hit") }.count == 49)
+            #expect(statuses.contains("algogate; fwd=miss; collapsed"))
+        }
+    }
+
+    @Test func entriesSurviveARestart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cache-restart-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("cache.sqlite").path
+        let first = try await GatewayHarness.run(cachePath: path) { h in
+            try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+        }
+        #expect(first.header("X-Cache") == "MISS")
+        try await GatewayHarness.run(cachePath: path) { h in
+            let again = try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+            #expect(again.header("X-Cache") == "HIT")
+            #expect(again.bytes == first.bytes)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
+    @Test func leastRecentlyUsedEntriesAreEvictedUnderMaxBytes() async throws {
+        // ~1.1 kB answers, stored uncompressed, in a 4 kB cache: three fit.
+        try await GatewayHarness.run(cacheYAML: "max_bytes: 4000\n  memory_bytes: 0", extraYAML: "compression: {min_bytes: 100000}") { h in
+            for index in 0..<6 {
+                let reply = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: String(1000 + index), headers: jsonType)
+                #expect(reply.header("Cache-Status") == "algogate; fwd=miss; stored")
+            }
+            let stats = try await h.gateway.send(.GET, "/_admin/cache", headers: simple(Keys.admin))
+            #expect(stats.object["entries"] as? Int == 3)
+            #expect((stats.object["bytes"] as? Int ?? .max) <= 4000)
+            let newest = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "1005", headers: jsonType)
+            #expect(newest.header("X-Cache") == "HIT")
+            let oldest = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "1000", headers: jsonType)
+            #expect(oldest.header("X-Cache") == "MISS")
+        }
+    }
+
+    @Test func operatorsSeeStatsAndPurge() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.1")
+            _ = try await Self.call(h, "/v1/algo/util/Echo/1.0.0")
+            let denied = try await h.gateway.send(.GET, "/_admin/cache", headers: simple(Keys.teamA))
+            #expect(denied.status == 403)
+            #expect(envelope(denied).message == "operator endpoints need the admin key")
+            let stats = try await h.gateway.send(.GET, "/_admin/cache", headers: simple(Keys.admin))
+            #expect(stats.object["entries"] as? Int == 3)
+            #expect(stats.object["hits"] as? Int == 1)
+            #expect(stats.object["misses"] as? Int == 3)
+            #expect(stats.object["hit_ratio"] as? Double == 0.25)
+            let purgeVersion = try await h.gateway.send(.DELETE, "/_admin/cache?algo=demo/Hello/0.1.0", headers: simple(Keys.admin))
+            #expect(purgeVersion.text == #"{"purged":1}"#)
+            let purgeAlgo = try await h.gateway.send(.DELETE, "/_admin/cache?algo=demo/Hello", headers: simple(Keys.admin))
+            #expect(purgeAlgo.text == #"{"purged":1}"#)
+            let gone = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(gone.header("X-Cache") == "MISS")
+            let bad = try await h.gateway.send(.DELETE, "/_admin/cache?algo=x", headers: simple(Keys.admin))
+            #expect(bad.status == 400)
+            let all = try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin))
+            #expect(all.text == #"{"purged":2}"#)
+        }
+    }
+}
