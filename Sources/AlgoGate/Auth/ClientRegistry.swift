@@ -57,6 +57,6 @@ public struct ClientRegistry: Sendable {
 
     /// Lowercase hex SHA-256 of a key, as `key_sha256` holds it.
     public static func hash(of key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        Formatting.hex(SHA256.hash(data: Data(key.utf8)))
     }
 }

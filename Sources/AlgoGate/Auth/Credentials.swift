@@ -11,7 +11,7 @@ enum Credentials {
         guard values.count == 1 else {
             throw GatewayError.badRequest("more than one Authorization header")
         }
-        let parts = values[0].trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true)
+        let parts = values[0].split(separator: " ", omittingEmptySubsequences: true)
         switch parts.count {
         case 1:
             return Secret(String(parts[0]))

@@ -61,21 +61,25 @@ struct CachePolicy: Sendable {
         return version.count == 40 && version.allSatisfy(\.isHexDigit)
     }
 
+    private static let separator: [UInt8] = [0]
+
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
     static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
         var hasher = SHA256()
-        let mediaType = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        let mediaType = (contentType.split(separator: ";").first?.trimmedSpaces ?? "").lowercased()
         for field in ["v1", ref.owner, ref.name, ref.version ?? "", output, stdout ? "stdout" : "-", mediaType, client ?? "*"] {
-            hasher.update(data: Data(field.utf8))
-            hasher.update(data: [0])
+            var field = field
+            field.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            hasher.update(data: Self.separator)
         }
         body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Formatting.hex(hasher.finalize())
     }
 
     static func options(_ query: String?) -> [String: String] {
         var options: [String: String] = [:]
-        for pair in (query ?? "").split(separator: "&") {
+        guard let query, !query.isEmpty else { return options }
+        for pair in query.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1)
             let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
             options[name] = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
@@ -87,8 +91,7 @@ struct CachePolicy: Sendable {
         var directives: Set<String> = []
         for value in headers[values: .cacheControl] {
             for directive in value.split(separator: ",") {
-                let name = directive.split(separator: "=").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-                directives.insert(name)
+                directives.insert((directive.split(separator: "=").first?.trimmedSpaces ?? "").lowercased())
             }
         }
         // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send.
@@ -99,4 +102,14 @@ struct CachePolicy: Sendable {
 
 extension HTTPField.Name {
     static let pragma = HTTPField.Name("Pragma")!
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (HTTP's optional whitespace), no Foundation.
+    var trimmedSpaces: Substring {
+        var text = self
+        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
+        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
+        return text
+    }
 }

@@ -112,7 +112,7 @@ public final class ResponseCache: Sendable {
         let entry = CacheEntry(
             key: key, algo: algo, status: status, contentType: contentType, encoding: encoding,
             body: Data(stored.readableBytesView), size: stored.readableBytes,
-            bodySHA256: SHA256.hash(data: Data(body.readableBytesView)).map { String(format: "%02x", $0) }.joined(),
+            bodySHA256: Formatting.hex(SHA256.hash(data: Data(body.readableBytesView))),
             createdAt: now, expiresAt: now + Double(ttlSeconds), lastAccess: now, hits: 0)
         guard entry.size <= limits.maxBytes else { return }
         try await pool.write { db in

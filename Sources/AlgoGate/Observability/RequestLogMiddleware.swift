@@ -34,7 +34,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "client": .string(client), "route": .string(route),
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
-                "duration_ms": .string(String(format: "%.3f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+                "duration_ms": .string(Formatting.milliseconds(elapsed)),
                 "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut.value),
             ])
         }
