@@ -30,7 +30,7 @@ struct Demo: AsyncParsableCommand {
         let loaded = try loadOrExit(path: config, environment: environment)
         let logger = Logger(label: "algogate", factory: { StreamLogHandler.standardOutput(label: $0) })
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
-        let gateway = try GatewayRunner(loaded: loaded, logger: logger).application()
+        let gateway = try GatewayRunner(loaded: loaded, logger: logger).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
         print("""
 
@@ -47,7 +47,7 @@ struct Demo: AsyncParsableCommand {
 
         """)
         let group = ServiceGroup(configuration: .init(
-            services: [simulator.application(logger: logger), gateway],
+            services: [simulator.application(logger: logger)] + gateway,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

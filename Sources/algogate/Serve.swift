@@ -4,6 +4,7 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
 /// `algogate serve`: runs the gateway with a configuration file.
 struct Serve: AsyncParsableCommand {
@@ -20,7 +21,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadOrExit(path: config)
-        try await GatewayRunner(loaded: loaded, logger: logFormat.logger(label: "algogate")).run()
+        try await GatewayRunner(loaded: loaded, logger: logFormat.logger(label: "algogate"), configPath: config).run()
     }
 }
 
@@ -45,20 +46,28 @@ func loadOrExit(path: String, environment: [String: String] = ProcessInfo.proces
     }
 }
 
-/// Builds and runs a gateway from a loaded configuration until SIGTERM or SIGINT.
+/// Builds and runs a gateway from a loaded configuration. SIGTERM or SIGINT: stop accepting,
+/// let in-flight requests finish (up to `server.drain_timeout_seconds`), flush and close the
+/// cache, exit 0. SIGHUP: reload the configuration file (see `ConfigReloader`).
 struct GatewayRunner {
     let loaded: ConfigLoader.Loaded
     let logger: Logger
+    var configPath: String?
 
-    func application() throws -> some ApplicationProtocol {
+    func services() throws -> [any Service] {
         let state = try GatewayState(loaded)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
         let cache = try GatewayApp.openCache(loaded.config)
-        return GatewayApp(state: state, httpClient: client, logger: logger, cache: cache).application()
+        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, cache: cache).application()]
+        if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
+        return services
     }
 
     func run() async throws {
-        try await application().runService()
+        var configuration = ServiceGroupConfiguration(services: try services(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(loaded.config.server.drainTimeoutSeconds)
+        try await ServiceGroup(configuration: configuration).run()
+        logger.info("algogate stopped")
     }
 }

@@ -10,25 +10,13 @@ import Testing
 /// `kill -9` of a gateway that is writing cache entries, then the file is reopened and checked.
 @Suite struct CacheCrashTests {
     @Test func aKilledWriterLeavesNoCorruptionAndNoPartialEntry() async throws {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("cache-crash-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-        let simPort = ChildProcess.freePort()
-        let gatewayPort = ChildProcess.freePort()
-        let sim = try ChildProcess(arguments: ["sim", "--port", "\(simPort)", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
-        defer { sim.stop() }
-        let cachePath = work.appendingPathComponent("cache.sqlite").path
-        let config = work.appendingPathComponent("gateway.yaml")
-        try """
-        server: {host: 127.0.0.1, port: \(gatewayPort)}
-        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: CRASH_UPSTREAM_KEY}
-        cache: {path: "\(cachePath)"}
-        \(GatewayHarness.clientsYAML())
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let gateway = try ChildProcess(arguments: ["serve", "--config", config.path], environment: ["CRASH_UPSTREAM_KEY": Keys.upstream])
-        defer { gateway.stop() }
-        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(simPort)/__sim/health")
-        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(gatewayPort)/healthz")
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        try await pair.waitForGateway()
+        let gateway = pair.gateway
+        let gatewayPort = pair.gatewayPort
+        let cachePath = pair.work.appendingPathComponent("cache.sqlite").path
+        let config = pair.configURL
 
         // Distinct calls with 64 kB answers, eight at a time, until the gateway is killed.
         let load = Task {

@@ -101,7 +101,7 @@ struct GatewayHarness {
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  cache: try GatewayApp.openCache(loaded.config), now: now)
-            return try await LiveServer.run({ app.application(onServerRunning: $0) }) { gatewayPort in
+            return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs))
             }
         }

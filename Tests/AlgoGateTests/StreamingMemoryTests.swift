@@ -8,24 +8,11 @@ import Testing
 /// Gateway and simulator run as their own processes so the gateway's resident memory can be read.
 @Suite struct StreamingMemoryTests {
     @Test func aOneGigabyteUploadAndDownloadStreamThroughInBoundedMemory() async throws {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("gwmem-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-        let simPort = ChildProcess.freePort()
-        let gatewayPort = ChildProcess.freePort()
-        let sim = try ChildProcess(arguments: ["sim", "--port", "\(simPort)", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
-        defer { sim.stop() }
-        let config = work.appendingPathComponent("gateway.yaml")
-        try """
-        server: {host: 127.0.0.1, port: \(gatewayPort)}
-        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: MEM_UPSTREAM_KEY}
-        \(GatewayHarness.clientsYAML())
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let gateway = try ChildProcess(arguments: ["serve", "--config", config.path], environment: ["MEM_UPSTREAM_KEY": Keys.upstream])
-        defer { gateway.stop() }
-        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(simPort)/__sim/health")
-        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(gatewayPort)/healthz")
-        let base = "http://127.0.0.1:\(gatewayPort)"
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        try await pair.waitForGateway()
+        let gateway = pair.gateway
+        let base = pair.gatewayURL
         let auth = "Simple \(Keys.teamA)"
 
         var mkdir = HTTPClientRequest(url: base + "/v1/data/.my")

@@ -17,6 +17,11 @@ struct CacheMaintenance: Service {
             }
         }
         await flush()
+        do {
+            try cache.close()
+        } catch {
+            logger.error("cache close failed", metadata: ["error": "\(error)"])
+        }
     }
 
     private func flush() async {

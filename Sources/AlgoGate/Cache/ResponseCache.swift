@@ -184,6 +184,12 @@ public final class ResponseCache: Sendable {
         return removed
     }
 
+    /// Checkpoints the WAL and closes the database; the last step of a graceful shutdown.
+    public func close() throws {
+        try pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try pool.close()
+    }
+
     /// Whether the database answers: what `/readyz` reports.
     public func isReadable() async -> Bool {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1

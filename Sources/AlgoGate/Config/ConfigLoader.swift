@@ -58,6 +58,14 @@ public enum ConfigLoader {
         }
         try require((0...65535).contains(config.server.port), "server.port", "must be from 0 to 65535")
         try require(!config.server.host.isEmpty, "server.host", "must not be empty")
+        try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
+        if let tls = config.server.tls {
+            try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
+            try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
+        }
+        if let caFile = config.upstream.caFile {
+            try require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")
+        }
 
         let upstream = config.upstream
         let url = URL(string: upstream.url)

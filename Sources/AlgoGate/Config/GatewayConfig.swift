@@ -38,14 +38,33 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
     public struct Server: Sendable, Equatable, Decodable {
         public var host = "0.0.0.0"
         public var port = 8080
+        /// Serve HTTPS with this certificate chain and key (PEM files); absent means plain HTTP.
+        public var tls: TLS?
+        /// On SIGTERM: how long in-flight requests may take to finish before they are cut.
+        public var drainTimeoutSeconds = 30
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case host, port }
+        public struct TLS: Sendable, Equatable, Decodable {
+            public var certFile: String
+            public var keyFile: String
+
+            enum CodingKeys: String, CodingKey, CaseIterable { case certFile = "cert_file", keyFile = "key_file" }
+            public init(from decoder: any Decoder) throws {
+                try decoder.rejectUnknownKeys(CodingKeys.self)
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                certFile = try c.decode(String.self, forKey: .certFile)
+                keyFile = try c.decode(String.self, forKey: .keyFile)
+            }
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             host = try c.decodeIfPresent(String.self, forKey: .host) ?? host
             port = try c.decodeIfPresent(Int.self, forKey: .port) ?? port
+            tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
+            drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
         }
     }
 
@@ -62,11 +81,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var queueTimeoutSeconds = 30
         /// How long to keep trying to open a connection (the pool retries within this bound).
         public var connectTimeoutSeconds = 5
+        /// PEM bundle of the CAs to trust for an https upstream instead of the system's; the
+        /// upstream's certificate is always verified.
+        public var caFile: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
-            case connectTimeoutSeconds = "connect_timeout_seconds"
+            case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file"
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -82,6 +104,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
             connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
+            caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
         }
     }
 

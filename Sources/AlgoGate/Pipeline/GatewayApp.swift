@@ -4,6 +4,9 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import HummingbirdTLS
+import HummingbirdCore
+import NIOSSL
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
 /// request id → log → errors → authenticate → authorise route and data paths → read algo input →
@@ -65,10 +68,17 @@ public struct GatewayApp: Sendable {
     }
 
     /// The runnable server; the HTTP client is shut down after the server has drained.
-    public func application(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> some ApplicationProtocol {
+    public func application(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let server = state.snapshot.config.server
+        var builder: HTTPServerBuilder = .http1()
+        if let tls = server.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certFile).map { NIOSSLCertificateSource.certificate($0) }
+            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(tls.keyFile))
+            builder = try .tls(.http1(), tlsConfiguration: configuration)
+        }
         return Application(
             router: router(),
+            server: builder,
             configuration: .init(address: .hostname(server.host, port: server.port), serverName: "algogate/\(AlgoGateVersion.string)"),
             services: [HTTPClientService(client: httpClient)]
                 + (cache.map { [CacheMaintenance(cache: $0, interval: .seconds(2), logger: logger)] } ?? []),

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import NIOHTTP1
 
 /// Sends a request to the upstream with the server-held key and turns the answer (or the failure)
@@ -39,6 +40,12 @@ public struct Forwarder: Sendable {
         configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
+        if let caFile = upstream.caFile {
+            // Verification stays on (full chain and host name); only the roots change.
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            configuration.tlsConfiguration = tls
+        }
         return configuration
     }
 
@@ -122,6 +129,9 @@ public struct Forwarder: Sendable {
             default:
                 break
             }
+        }
+        if error is NIOSSLError || error is BoringSSLError {
+            return .badGateway("the upstream's TLS certificate could not be verified")
         }
         if error is NIOConnectionError || error is ChannelError || error is IOError || "\(type(of: error))".contains("Connect") {
             return .badGateway("the upstream is unreachable")

@@ -1,0 +1,97 @@
+import AlgoGate
+import Foundation
+import Testing
+import Yams
+
+/// No container engine or cluster runs here, so the deployment files are checked statically:
+/// against each other and against the configuration schema (the ConfigMap's config is loaded by
+/// the real loader).
+@Suite struct DeployTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static func text(_ path: String) throws -> String { try String(contentsOf: root.appendingPathComponent(path), encoding: .utf8) }
+    static func yaml(_ path: String) throws -> [String: Any] { try Yams.load(yaml: text(path)) as? [String: Any] ?? [:] }
+
+    /// Follows a path of keys and list indexes through parsed YAML.
+    static func dig(_ value: Any?, _ path: Any...) -> Any? {
+        var current = value
+        for step in path {
+            if let key = step as? String { current = (current as? [String: Any])?[key] }
+            else if let index = step as? Int, let list = current as? [Any], index < list.count { current = list[index] }
+            else { return nil }
+        }
+        return current
+    }
+
+    static func gatewayConfig() throws -> GatewayConfig {
+        let configMap = try yaml("deploy/kubernetes/configmap.yaml")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cm-\(UUID().uuidString).yaml")
+        try (dig(configMap, "data", "algogate.yaml") as? String ?? "").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        return try ConfigLoader.loadWithoutKey(path: file.path)
+    }
+
+    @Test func theKubernetesManifestsAgreeWithTheConfigAndEachOther() throws {
+        let config = try Self.gatewayConfig()
+        let deployment = try Self.yaml("deploy/kubernetes/deployment.yaml")
+        let pod = Self.dig(deployment, "spec", "template", "spec")
+        let container = Self.dig(pod, "containers", 0)
+
+        #expect(Self.dig(deployment, "kind") as? String == "Deployment")
+        let port = Self.dig(container, "ports", 0)
+        #expect(Self.dig(port, "containerPort") as? Int == config.server.port)
+        #expect(Self.dig(container, "readinessProbe", "httpGet", "path") as? String == "/readyz")
+        #expect(Self.dig(container, "livenessProbe", "httpGet", "path") as? String == "/healthz")
+        #expect(Self.dig(container, "readinessProbe", "httpGet", "port") as? String == Self.dig(port, "name") as? String)
+        #expect(Self.dig(pod, "securityContext", "runAsNonRoot") as? Bool == true)
+        #expect(Self.dig(container, "securityContext", "readOnlyRootFilesystem") as? Bool == true)
+        #expect(Self.dig(container, "resources", "requests", "memory") != nil && Self.dig(container, "resources", "limits", "memory") != nil)
+        #expect((Self.dig(pod, "terminationGracePeriodSeconds") as? Int ?? 0) > config.server.drainTimeoutSeconds)
+
+        let mounts = Dictionary(uniqueKeysWithValues: (Self.dig(container, "volumeMounts") as? [[String: Any]] ?? []).map {
+            ($0["name"] as? String ?? "", $0["mountPath"] as? String ?? "")
+        })
+        let args = Self.dig(container, "args") as? [String] ?? []
+        #expect(args.first == "serve")
+        #expect(args.last == (mounts["config"] ?? "") + "/algogate.yaml")
+        let keyFile = URL(fileURLWithPath: config.upstream.keyFile ?? "")
+        #expect(mounts["upstream-key"] == keyFile.deletingLastPathComponent().path)
+        #expect(mounts["cache"] == URL(fileURLWithPath: config.cache.path).deletingLastPathComponent().path)
+
+        let volumes = Self.dig(pod, "volumes") as? [[String: Any]] ?? []
+        let claim = volumes.compactMap { Self.dig($0, "persistentVolumeClaim", "claimName") as? String }.first
+        #expect(claim == Self.dig(try Self.yaml("deploy/kubernetes/pvc.yaml"), "metadata", "name") as? String)
+        let secret = try Self.yaml("deploy/kubernetes/secret.yaml")
+        #expect(volumes.compactMap { Self.dig($0, "secret", "secretName") as? String }.first == Self.dig(secret, "metadata", "name") as? String)
+        #expect((Self.dig(secret, "stringData") as? [String: Any])?.keys.contains(keyFile.lastPathComponent) == true)
+        let configMapName = volumes.compactMap { Self.dig($0, "configMap", "name") as? String }.first
+        #expect(configMapName == Self.dig(try Self.yaml("deploy/kubernetes/configmap.yaml"), "metadata", "name") as? String)
+
+        let service = try Self.yaml("deploy/kubernetes/service.yaml")
+        #expect(Self.dig(service, "spec", "ports", 0, "targetPort") as? String == Self.dig(port, "name") as? String)
+        #expect(Self.dig(service, "spec", "ports", 0, "port") as? Int == config.server.port)
+    }
+
+    @Test func theDockerfileIsMultiStageNonRootAndChecksHealth() throws {
+        let dockerfile = try Self.text("deploy/Dockerfile")
+        let lines = dockerfile.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.hasPrefix("#") }
+        #expect(lines.filter { $0.hasPrefix("FROM ") }.count == 2)
+        #expect(lines.first { $0.hasPrefix("FROM ") }?.contains("swift:6") == true)
+        let user = lines.last { $0.hasPrefix("USER ") } ?? ""
+        #expect(!user.isEmpty && !user.contains("root") && !user.hasPrefix("USER 0"))
+        let defaultPort = GatewayConfig.Server().port
+        #expect(lines.contains("EXPOSE \(defaultPort)"))
+        #expect(dockerfile.contains("http://127.0.0.1:\(defaultPort)/healthz"))
+        #expect(lines.contains { $0.hasPrefix("HEALTHCHECK") })
+        #expect(dockerfile.contains("libsqlite3-0") && dockerfile.contains("zlib1g") && dockerfile.contains("libsqlite3-dev zlib1g-dev"))
+        #expect(dockerfile.contains("VOLUME [\"/var/lib/algogate\"]"))
+    }
+
+    @Test func theSystemdUnitIsHardenedAndReloads() throws {
+        let unit = try Self.text("deploy/systemd/algogate.service")
+        for directive in ["NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=yes", "DynamicUser=yes",
+                          "StateDirectory=algogate", "KillSignal=SIGTERM", "ExecReload=/bin/kill -HUP $MAINPID",
+                          "ExecStart=/usr/local/bin/algogate serve --config /etc/algogate/algogate.yaml"] {
+            #expect(unit.contains(directive), "\(directive)")
+        }
+    }
+}

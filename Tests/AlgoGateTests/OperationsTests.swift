@@ -1,0 +1,151 @@
+import AlgoGate
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOSSL
+import Testing
+
+@Suite struct OperationsTests {
+    static func post(_ url: String, key: String, input: String, contentType: String = "application/json", client: HTTPClient = .shared) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Simple \(key)")
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = .bytes(ByteBuffer(string: input))
+        let response = try await client.execute(request, timeout: .seconds(30))
+        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+    }
+
+    @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        try await pair.waitForGateway()
+        // Unpinned, so the cache cannot answer it: it really waits on the upstream.
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "1500") }
+        try await Task.sleep(for: .milliseconds(400))
+        pair.gateway.signal(SIGTERM)
+        let (status, body) = try await slow.value
+        #expect(status == 200)
+        #expect(body.contains(#""slept_ms":1500"#))
+        pair.gateway.process.waitUntilExit()
+        #expect(pair.gateway.process.terminationReason == .exit)
+        #expect(pair.gateway.process.terminationStatus == 0)
+        #expect(pair.gateway.log.contains("algogate stopped"))
+    }
+
+    @Test func sighupAddsAClientWithoutDisturbingAnInFlightCall() async throws {
+        let clientA = """
+        clients:
+          - {name: team-a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}
+        """
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, clients: clientA) }
+        defer { pair.stop() }
+        try await pair.waitForGateway()
+        let before = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#)
+        #expect(before.0 == 401)
+
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamA, input: "1500") }
+        try await Task.sleep(for: .milliseconds(300))
+        let bothClients = clientA + """
+
+          - {name: team-b, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
+        """
+        try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: pair.gatewayPort, work: pair.work, clients: bothClients)
+            .write(to: pair.configURL, atomically: true, encoding: .utf8)
+        pair.gateway.signal(SIGHUP)
+        var status = 0
+        for _ in 0..<50 where status != 200 {
+            status = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#).0
+            if status != 200 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(status == 200)
+        let (slowStatus, slowBody) = try await slow.value
+        #expect(slowStatus == 200)
+        #expect(slowBody.contains(#""slept_ms":1500"#))
+        #expect(pair.gateway.log.contains("configuration reloaded"))
+    }
+
+    @Test func aBadConfigOnSighupKeepsTheOldOneServing() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        try await pair.waitForGateway()
+        try "clients: [this is not: valid".write(to: pair.configURL, atomically: true, encoding: .utf8)
+        pair.gateway.signal(SIGHUP)
+        try await Task.sleep(for: .milliseconds(300))
+        let after = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""still here""#)
+        #expect(after.0 == 200)
+        #expect(after.1.contains("Hello still here"))
+        #expect(pair.gateway.log.contains("reload refused: configuration kept as it was"))
+        #expect(pair.gateway.process.isRunning)
+    }
+
+    @Test func tlsRoundTripWithASelfSignedCertificate() async throws {
+        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: certs) }
+        let cert = certs.appendingPathComponent("cert.pem").path
+        let key = certs.appendingPathComponent("key.pem").path
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        openssl.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                             "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0)
+
+        let tlsPair = try await ProcessHarness {
+            ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "") .replacingOccurrences(
+                of: "server: {host: 127.0.0.1, port: \($1)}",
+                with: "server: {host: 127.0.0.1, port: \($1), tls: {cert_file: \"\(cert)\", key_file: \"\(key)\"}}")
+        }
+        defer { tlsPair.stop() }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(cert)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        let url = "https://127.0.0.1:\(tlsPair.gatewayPort)"
+        var answered = false
+        for _ in 0..<100 where !answered {
+            answered = (try? await client.execute(HTTPClientRequest(url: url + "/healthz"), timeout: .seconds(1))) != nil
+            if !answered { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
+        #expect(status == 200)
+        #expect(body.contains("Hello TLS"))
+        // Plain HTTP to the TLS port gets no answer.
+        let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
+        #expect(plain == nil)
+        try await client.shutdown()
+
+        // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.
+        let teamBHash = ClientRegistry.hash(of: Keys.teamB)
+        let front = { (caLine: String) in
+            """
+            server: {host: 127.0.0.1, port: 0}
+            upstream:
+              url: "https://127.0.0.1:\(tlsPair.gatewayPort)"
+              key_env: FRONT_KEY
+              connect_timeout_seconds: 2
+              \(caLine)
+            cache: {enabled: false}
+            clients: [{name: front, key_sha256: "\(teamBHash)", scopes: [algo]}]
+            """
+        }
+        for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
+            let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
+            let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+            let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger)
+            try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { port in
+                let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""chain""#)
+                #expect(reply.status == expected, "\(caLine.isEmpty ? "system roots" : "ca_file")")
+                if expected == 502 {
+                    #expect(envelope(reply).message == "the upstream's TLS certificate could not be verified")
+                } else {
+                    #expect(reply.object["result"] as? String == "Hello chain")
+                }
+            }
+        }
+    }
+}

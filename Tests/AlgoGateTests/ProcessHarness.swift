@@ -1,0 +1,51 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+
+/// The simulator and `algogate serve` as separate processes, for tests that need signals, a
+/// process's own memory figures, or a kill.
+final class ProcessHarness: @unchecked Sendable {
+    // `@unchecked`: every stored property is set in init and never mutated afterwards.
+    let work: URL
+    let simPort = ChildProcess.freePort()
+    let gatewayPort = ChildProcess.freePort()
+    let sim: ChildProcess
+    let gateway: ChildProcess
+    let configURL: URL
+    static let keyVariable = "PROC_UPSTREAM_KEY"
+
+    /// `gatewayYAML` receives the simulator's port and returns the whole gateway configuration
+    /// (use `server(port:)` for its first line).
+    init(gatewayYAML: (_ simPort: Int, _ gatewayPort: Int, _ work: URL) -> String) async throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("proc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        sim = try ChildProcess(arguments: ["sim", "--port", "\(simPort)", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
+        configURL = work.appendingPathComponent("gateway.yaml")
+        try gatewayYAML(simPort, gatewayPort, work).write(to: configURL, atomically: true, encoding: .utf8)
+        gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path], environment: [Self.keyVariable: Keys.upstream])
+        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(simPort)/__sim/health")
+    }
+
+    /// The usual configuration: the gateway on its port, the simulator upstream, the test clients.
+    static func standardYAML(simPort: Int, gatewayPort: Int, work: URL, clients: String = GatewayHarness.clientsYAML(), extra: String = "") -> String {
+        """
+        server: {host: 127.0.0.1, port: \(gatewayPort)}
+        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: \(keyVariable)}
+        cache: {path: "\(work.appendingPathComponent("cache.sqlite").path)"}
+        \(extra)
+        \(clients)
+        """
+    }
+
+    var gatewayURL: String { "http://127.0.0.1:\(gatewayPort)" }
+
+    func waitForGateway(scheme: String = "http") async throws {
+        if scheme == "http" { try await ChildProcess.waitForHTTP(gatewayURL + "/healthz") }
+    }
+
+    func stop() {
+        gateway.stop()
+        sim.stop()
+        try? FileManager.default.removeItem(at: work)
+    }
+}
