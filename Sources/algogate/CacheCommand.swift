@@ -55,7 +55,8 @@ private func openCache(_ path: String) throws -> ResponseCache {
         FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
         throw ExitCode(1)
     }
-    return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0, compressMinBytes: config.compression.minBytes))
+    return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0,
+                                                                 compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level)))
 }
 
 extension String {

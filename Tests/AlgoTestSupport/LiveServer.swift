@@ -55,7 +55,13 @@ public struct TestHTTP: Sendable {
     public let client: HTTPClient
     public let base: String
 
-    public init(port: Int, client: HTTPClient = .shared) {
+    /// A client that sends only the headers a test gives it and never decompresses, so tests see
+    /// the bytes on the wire (`HTTPClient.shared` asks for and inflates gzip by itself).
+    public static let plainClient = HTTPClient(
+        eventLoopGroupProvider: .singleton,
+        configuration: .init(redirectConfiguration: .disallow, decompression: .disabled))
+
+    public init(port: Int, client: HTTPClient = TestHTTP.plainClient) {
         self.client = client
         self.base = "http://127.0.0.1:\(port)"
     }

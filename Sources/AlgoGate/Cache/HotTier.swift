@@ -32,10 +32,10 @@ final class HotTier: Sendable {
     }
 
     func put(_ key: String, _ answer: CachedAnswer) {
-        let size = answer.body.readableBytes
+        let size = answer.size
         guard capacity > 0, size <= capacity / 4 else { return }
         state.withLock { state in
-            if let old = state.items[key] { state.bytes -= old.answer.body.readableBytes }
+            if let old = state.items[key] { state.bytes -= old.answer.size }
             state.tick += 1
             state.items[key] = Item(answer: answer, lastUsed: state.tick)
             state.bytes += size
@@ -44,7 +44,7 @@ final class HotTier: Sendable {
             for (victim, item) in state.items.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }) {
                 guard state.bytes > capacity * 3 / 4 else { break }
                 state.items[victim] = nil
-                state.bytes -= item.answer.body.readableBytes
+                state.bytes -= item.answer.size
             }
         }
     }
@@ -53,7 +53,7 @@ final class HotTier: Sendable {
         state.withLock { state in
             for (key, item) in state.items where shouldRemove(key, item.answer) {
                 state.items[key] = nil
-                state.bytes -= item.answer.body.readableBytes
+                state.bytes -= item.answer.size
             }
         }
     }
@@ -61,4 +61,9 @@ final class HotTier: Sendable {
     func removeAll() {
         state.withLock { $0 = State() }
     }
+}
+
+extension CachedAnswer {
+    /// Bytes this answer holds in memory.
+    var size: Int { body.readableBytes + (gzipBody?.readableBytes ?? 0) }
 }

@@ -5,12 +5,14 @@ import GRDB
 import NIOCore
 import Synchronization
 
-/// An answer as the cache hands it out: decoded body, ready to send.
+/// An answer as the cache hands it out: decoded body, ready to send, and the stored gzip bytes
+/// when it was stored compressed (sent as they are to clients that accept gzip).
 struct CachedAnswer: Sendable {
     let algo: String
     let status: Int
     let contentType: String
     let body: ByteBuffer
+    var gzipBody: ByteBuffer? = nil
     let createdAt: Double
     let expiresAt: Double
 }
@@ -25,13 +27,15 @@ public final class ResponseCache: Sendable {
     public struct Settings: Sendable {
         public var maxBytes: Int
         public var memoryBytes: Int
-        /// Bodies at least this long are stored gzip-compressed.
+        /// Bodies at least this long are stored gzip-compressed, at this zlib level.
         public var compressMinBytes: Int
+        public var compressLevel: Int32
 
-        public init(maxBytes: Int, memoryBytes: Int, compressMinBytes: Int) {
+        public init(maxBytes: Int, memoryBytes: Int, compressMinBytes: Int, compressLevel: Int32 = 6) {
             self.maxBytes = maxBytes
             self.memoryBytes = memoryBytes
             self.compressMinBytes = compressMinBytes
+            self.compressLevel = compressLevel
         }
     }
 
@@ -105,8 +109,7 @@ public final class ResponseCache: Sendable {
         var stored = body
         var encoding = "identity"
         if body.readableBytes >= limits.compressMinBytes {
-            var input = body
-            stored = try input.compress(with: .gzip())
+            stored = try Deflater.compress(body, coding: .gzip, level: limits.compressLevel)
             encoding = "gzip"
         }
         let entry = CacheEntry(
@@ -121,7 +124,7 @@ public final class ResponseCache: Sendable {
             try Self.evict(db, maxBytes: limits.maxBytes)
         }
         hot.put(key, CachedAnswer(algo: algo, status: status, contentType: contentType, body: body,
-                                  createdAt: now, expiresAt: entry.expiresAt))
+                                  gzipBody: encoding == "gzip" ? stored : nil, createdAt: now, expiresAt: entry.expiresAt))
     }
 
     func recordMiss() { pending.withLock { $0.misses += 1 } }
@@ -205,10 +208,11 @@ public final class ResponseCache: Sendable {
     }
 
     static func decode(_ entry: CacheEntry) throws -> CachedAnswer {
-        var body = ByteBuffer(data: entry.body)
+        let stored = ByteBuffer(data: entry.body)
+        var body = stored
         if entry.encoding == "gzip" { body = try body.decompress(with: .gzip()) }
         return CachedAnswer(algo: entry.algo, status: entry.status, contentType: entry.contentType, body: body,
-                            createdAt: entry.createdAt, expiresAt: entry.expiresAt)
+                            gzipBody: entry.encoding == "gzip" ? stored : nil, createdAt: entry.createdAt, expiresAt: entry.expiresAt)
     }
 
     static func likeEscaped(_ text: String) -> String {

@@ -90,6 +90,10 @@ public enum ConfigLoader {
             if let ttl = rule.ttlSeconds { try require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
         }
         try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
+        try require((1...9).contains(config.compression.level), "compression.level", "must be from 1 (fastest) to 9 (smallest)")
+        for (index, type) in config.compression.types.enumerated() {
+            try require(type.split(separator: "/").count == 2, "compression.types[\(index)]", "must be a media type such as text/* or application/json")
+        }
         if let admin = config.admin {
             try require(isSHA256Hex(admin.keySHA256), "admin.key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")
         }

@@ -193,14 +193,29 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
     }
 
     public struct Compression: Sendable, Equatable, Decodable {
+        /// Bodies shorter than this are sent (and cached) as they are.
         public var minBytes = 1024
+        /// zlib level, 1 (fastest) to 9 (smallest).
+        public var level = 6
+        /// Media types worth compressing; `type/*` matches a whole family.
+        public var types = ["application/json", "text/*", "application/xml", "application/javascript", "application/x-ndjson", "image/svg+xml"]
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case minBytes = "min_bytes" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case minBytes = "min_bytes", level, types }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             minBytes = try c.decodeIfPresent(Int.self, forKey: .minBytes) ?? minBytes
+            level = try c.decodeIfPresent(Int.self, forKey: .level) ?? level
+            types = try c.decodeIfPresent([String].self, forKey: .types) ?? types
+        }
+
+        /// Whether a `Content-Type` value names a type worth compressing.
+        public func isCompressible(_ contentType: String?) -> Bool {
+            guard let mediaType = contentType?.split(separator: ";").first?.trimmedSpaces.lowercased(), !mediaType.isEmpty else { return false }
+            return types.contains { pattern in
+                pattern.hasSuffix("/*") ? mediaType.hasPrefix(pattern.dropLast()) : mediaType == pattern.lowercased()
+            }
         }
     }
 

@@ -2,8 +2,10 @@ import Hummingbird
 import NIOCore
 
 /// Reads an algorithm call's input, bounded by `limits.max_request_bytes` (413 before anything
-/// reaches the upstream, chunked bodies included), and keeps data URIs inside it within the
-/// client's `data_prefixes`, so an algorithm cannot be used to read another team's files.
+/// reaches the upstream, chunked bodies included), inflates it when it arrives gzip- or
+/// deflate-encoded (the inflated size counts against the same bound, and inflation stops there),
+/// and keeps data URIs inside it within the client's `data_prefixes`, so an algorithm cannot be
+/// used to read another team's files.
 struct AlgoInputMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let limits: @Sendable () -> GatewayConfig.Limits
@@ -14,11 +16,26 @@ struct AlgoInputMiddleware: RouterMiddleware {
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
         var request = request
-        let body: ByteBuffer
+        let coding = try ContentCoding.of(contentEncoding: request.headers[.contentEncoding])
+        var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw tooLarge
+        }
+        if let coding {
+            do {
+                body = try Inflater.inflateAll(body, coding: coding, limit: limit)
+            } catch is Inflater.LimitExceeded {
+                throw GatewayError.tooLarge("algorithm input inflates past the \(limit)-byte limit (limits.max_request_bytes)")
+            } catch {
+                throw GatewayError.badRequest("algorithm input is not valid \(coding.rawValue) data")
+            }
+            // From here on the input is plain: the upstream expects plain bodies.
+            var head = request.head
+            head.headerFields[.contentEncoding] = nil
+            head.headerFields[.contentLength] = String(body.readableBytes)
+            request = Request(head: head, body: request.body)
         }
         if let prefixes = context.client?.dataPrefixes {
             for reference in DataReferences.find(in: body, contentType: request.headers[.contentType]) {

@@ -36,7 +36,7 @@ struct CacheMiddleware: RouterMiddleware {
         }
         while decision.lookup {
             if let answer = try await cache.lookup(key, now: now()) {
-                return hit(answer)
+                return hit(answer, acceptsGzip: ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip)
             }
             if decision.onlyIfCached { throw Self.notCached }
             if flights.lead(key) { break }
@@ -69,11 +69,18 @@ struct CacheMiddleware: RouterMiddleware {
                          status: stored ? status + "; stored" : status, xCache: decision.lookup ? "MISS" : "BYPASS")
     }
 
-    private func hit(_ answer: CachedAnswer) -> Response {
+    /// A stored answer; stored gzip bytes go as they are to a client that prefers gzip.
+    private func hit(_ answer: CachedAnswer, acceptsGzip: Bool) -> Response {
         let current = now()
         var headers: HTTPFields = [.contentType: answer.contentType]
         headers[.age] = String(max(0, Int(current - answer.createdAt)))
-        let response = Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: answer.body))
+        var body = answer.body
+        if acceptsGzip, let gzip = answer.gzipBody {
+            body = gzip
+            headers[.contentEncoding] = ContentCoding.gzip.rawValue
+            ResponseCompressionMiddleware.addVary(&headers)
+        }
+        let response = Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: body))
         return Self.mark(response, status: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))", xCache: "HIT")
     }
 

@@ -32,7 +32,8 @@ public struct GatewayApp: Sendable {
     public static func openCache(_ config: GatewayConfig) throws -> ResponseCache? {
         guard config.cache.enabled else { return nil }
         return try ResponseCache(path: config.cache.path, settings: .init(
-            maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes, compressMinBytes: config.compression.minBytes))
+            maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes,
+            compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level)))
     }
 
     public func router() -> Router<GatewayRequestContext> {
@@ -41,6 +42,7 @@ public struct GatewayApp: Sendable {
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: ErrorMiddleware())
+        router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
         router.add(middleware: AuthorizationMiddleware())
         router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }))

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import CompressNIO
 import NIOHTTP1
 
 /// Sends a request to the upstream with the server-held key and turns the answer (or the failure)
@@ -57,16 +58,27 @@ public struct Forwarder: Sendable {
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
         let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace)
-        let body: ByteBuffer
+        let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
+        var body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: settings.maxResponseBytes)
         } catch is NIOTooManyBytesError {
-            throw GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
+            throw tooLarge
         } catch {
             throw Self.translate(error, timeoutSeconds: query.timeout)
         }
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
+        if let coding = try? ContentCoding.of(contentEncoding: headers[.contentEncoding]) {
+            do {
+                body = try Inflater.inflateAll(body, coding: coding, limit: settings.maxResponseBytes)
+            } catch is Inflater.LimitExceeded {
+                throw tooLarge
+            } catch {
+                throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body")
+            }
+            headers[.contentEncoding] = nil
+        }
         return Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                         headers: headers, body: .init(byteBuffer: body))
     }
@@ -77,12 +89,23 @@ public struct Forwarder: Sendable {
         var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
         let length = request.headers[.contentLength].flatMap(Int64.init)
         if (length ?? 0) > 0 || request.headers[.transferEncoding] != nil {
-            upstream.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
+            if let coding = try ContentCoding.of(contentEncoding: request.headers[.contentEncoding]) {
+                // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
+                upstream.headers.remove(name: "Content-Encoding")
+                upstream.body = .stream(InflatingSequence(base: request.body, coding: coding, limit: .max), length: .unknown)
+            } else {
+                upstream.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
+            }
         }
         let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)))
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
-        let contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
+        var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        let upstreamCoding = try? ContentCoding.of(contentEncoding: headers[.contentEncoding])
+        if upstreamCoding != nil {
+            headers[.contentEncoding] = nil
+            contentLength = nil
+        }
         if request.method == .head {
             // A HEAD answer has no body but reports the size the GET would have.
             if let contentLength { headers[.contentLength] = String(contentLength) }
@@ -90,7 +113,11 @@ public struct Forwarder: Sendable {
         }
         let stream = response.body
         let body = ResponseBody(contentLength: contentLength) { writer in
-            for try await part in stream { try await writer.write(part) }
+            if let upstreamCoding {
+                for try await part in InflatingSequence(base: stream, coding: upstreamCoding, limit: .max) { try await writer.write(part) }
+            } else {
+                for try await part in stream { try await writer.write(part) }
+            }
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
@@ -118,6 +145,9 @@ public struct Forwarder: Sendable {
     /// Maps transport failures to 502/504 with messages that name no host, key or body.
     static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
         if let error = error as? GatewayError { return error }
+        if error is CompressNIOError {
+            return .badRequest("the request body is not valid compressed data for its Content-Encoding")
+        }
         if let error = error as? HTTPClientError {
             switch error {
             case .deadlineExceeded, .readTimeout, .writeTimeout:

@@ -9,7 +9,7 @@ enum HeaderPolicy {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     ]
     /// Dropped from requests on their way upstream, besides hop-by-hop and `Proxy-*` fields.
-    static let requestOnly: Set<String> = ["authorization", "cookie", "host", "content-length", "x-request-id", "expect"]
+    static let requestOnly: Set<String> = ["authorization", "cookie", "host", "content-length", "x-request-id", "expect", "accept-encoding"]
     /// Dropped from upstream responses on their way back, besides hop-by-hop fields.
     static let responseOnly: Set<String> = ["content-length", "set-cookie", "x-request-id", "server", "date"]
 
@@ -22,6 +22,9 @@ enum HeaderPolicy {
             out.append((field.name.rawName, field.value))
         }
         out.append(("Authorization", "Simple " + key.revealed))
+        // The gateway asks for gzip whatever the client accepts: it inflates, then compresses
+        // for the client as the client prefers.
+        out.append(("Accept-Encoding", "gzip"))
         out.append(("X-Request-ID", requestID))
         return out
     }

@@ -15,6 +15,8 @@ public final class SimStats: Sendable {
         public var peakConcurrency: Int = 0
         /// Requests per path prefix class: algo, data, management, other.
         public var requestsByClass: [String: Int] = [:]
+        /// Algorithm answers sent gzip-compressed (the client asked with Accept-Encoding).
+        public var gzipResponses: Int = 0
     }
 
     private struct State {
@@ -58,6 +60,10 @@ public final class SimStats: Sendable {
 
     func end() {
         state.withLock { $0.snapshot.inFlight -= 1 }
+    }
+
+    func recordGzipResponse() {
+        state.withLock { $0.snapshot.gzipResponses += 1 }
     }
 
     func recordAlgoCall(_ path: String) {

@@ -13,6 +13,7 @@ struct SimAPI: RouterMiddleware {
         let path = request.uri.path
         if let rest = path.dropPrefix("/v1/algo/") {
             return try await algorithms.handle(request, context: context, path: rest)
+                .gzipped(if: request.headers[.acceptEncoding]?.contains("gzip") == true, stats: algorithms.stats)
         }
         if let rest = path.dropPrefix("/v1/data/") {
             return try await data.handle(request, context: context, path: try DataPath.parse(dataPath: rest))
@@ -38,3 +39,37 @@ extension String {
         hasPrefix(prefix) ? dropFirst(prefix.count) : nil
     }
 }
+
+extension Response {
+    /// Algorithmia compresses answers for clients that ask; so does the simulator, for algorithm
+    /// answers of 1 KiB or more, counting each in the stats.
+    func gzipped(if accepted: Bool, stats: SimStats) async throws -> Response {
+        guard accepted, let length = body.contentLength, length >= 1024, headers[.contentEncoding] == nil else { return self }
+        let sink = BodySink()
+        try await body.write(SinkWriter(sink: sink))
+        var plain = sink.buffer.withLock { $0 }
+        var response = self
+        response.body = .init(byteBuffer: try plain.compress(with: .gzip()))
+        response.headers[.contentEncoding] = "gzip"
+        stats.recordGzipResponse()
+        return response
+    }
+}
+
+final class BodySink: Sendable {
+    let buffer = Mutex(ByteBuffer())
+}
+
+struct SinkWriter: ResponseBodyWriter {
+    let sink: BodySink
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        var buffer = buffer
+        sink.buffer.withLock { $0.writeBuffer(&buffer) }
+    }
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
+
+import CompressNIO
+import HTTPTypes
+import NIOCore
+import Synchronization

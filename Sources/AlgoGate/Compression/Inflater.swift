@@ -1,0 +1,126 @@
+import CompressNIO
+import NIOCore
+
+/// Inflates a compressed stream chunk by chunk, refusing to produce more than `limit` bytes in
+/// all, so a decompression bomb stops at the bound with the memory it used bounded too.
+///
+/// compress-nio does not report whether zlib reached the end of the stream, so a truncated body
+/// would inflate to a silently shorter one. The trailer is checked instead: gzip ends with the
+/// inflated size (ISIZE, RFC 1952), zlib with the Adler-32 of the inflated bytes (RFC 1950).
+final class Inflater {
+    private let decompressor: any NIODecompressor
+    private let coding: ContentCoding
+    private let limit: Int
+    private(set) var produced = 0
+    /// The last 8 input bytes seen: where the trailer is once the input ends.
+    private var tail: [UInt8] = []
+    private var adlerA: UInt32 = 1
+    private var adlerB: UInt32 = 0
+
+    /// Thrown when the inflated size would pass the limit.
+    struct LimitExceeded: Error {}
+    /// Thrown when the stream ends without a matching trailer (truncated or corrupt).
+    struct Truncated: Error {}
+
+    init(_ coding: ContentCoding, limit: Int) throws {
+        decompressor = coding.algorithm().decompressor
+        self.coding = coding
+        self.limit = limit
+        try decompressor.startStream()
+    }
+
+    func inflate(_ chunk: ByteBuffer) throws -> ByteBuffer {
+        var input = chunk
+        guard input.readableBytes > 0 else { return ByteBuffer() }
+        tail.append(contentsOf: input.readableBytesView.suffix(8))
+        if tail.count > 8 { tail.removeFirst(tail.count - 8) }
+        let output: ByteBuffer
+        do {
+            output = try input.decompressStream(with: decompressor, maxSize: limit == .max ? .max : limit - produced + 1)
+        } catch let error as CompressNIOError where error == .bufferOverflow {
+            throw LimitExceeded()
+        }
+        produced += output.readableBytes
+        if produced > limit { throw LimitExceeded() }
+        if coding == .deflate { updateAdler(output) }
+        return output
+    }
+
+    /// Checks the stream ended with its trailer (a truncated stream is corrupt).
+    func finish() throws {
+        try decompressor.finishStream()
+        guard tail.count == 8 else { throw Truncated() }
+        switch coding {
+        case .gzip:
+            let size = UInt32(tail[4]) | UInt32(tail[5]) << 8 | UInt32(tail[6]) << 16 | UInt32(tail[7]) << 24
+            guard size == UInt32(truncatingIfNeeded: produced) else { throw Truncated() }
+        case .deflate:
+            let checksum = UInt32(tail[4]) << 24 | UInt32(tail[5]) << 16 | UInt32(tail[6]) << 8 | UInt32(tail[7])
+            guard checksum == (adlerB << 16 | adlerA) else { throw Truncated() }
+        }
+    }
+
+    private func updateAdler(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            var a = adlerA
+            var b = adlerB
+            var index = 0
+            while index < bytes.count {
+                // 5552 is the most bytes that can be summed before the sums must be reduced.
+                let end = min(index + 5552, bytes.count)
+                while index < end {
+                    a &+= UInt32(bytes[index])
+                    b &+= a
+                    index += 1
+                }
+                a %= 65521
+                b %= 65521
+            }
+            adlerA = a
+            adlerB = b
+        }
+    }
+
+    /// The whole of `body`, inflated.
+    static func inflateAll(_ body: ByteBuffer, coding: ContentCoding, limit: Int) throws -> ByteBuffer {
+        let inflater = try Inflater(coding, limit: limit)
+        let output = try inflater.inflate(body)
+        try inflater.finish()
+        return output
+    }
+}
+
+/// A request or response body inflated as it streams.
+struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
+    typealias Element = ByteBuffer
+    let base: Base
+    let coding: ContentCoding
+    let limit: Int
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var base: Base.AsyncIterator
+        let inflater: Inflater?
+        let error: (any Error)?
+        var finished = false
+
+        mutating func next() async throws -> ByteBuffer? {
+            if let error { throw error }
+            guard let inflater, !finished else { return nil }
+            while let chunk = try await base.next() {
+                let output = try inflater.inflate(chunk)
+                if output.readableBytes > 0 { return output }
+            }
+            finished = true
+            try inflater.finish()
+            return nil
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        do {
+            return AsyncIterator(base: base.makeAsyncIterator(), inflater: try Inflater(coding, limit: limit), error: nil)
+        } catch {
+            return AsyncIterator(base: base.makeAsyncIterator(), inflater: nil, error: error)
+        }
+    }
+}

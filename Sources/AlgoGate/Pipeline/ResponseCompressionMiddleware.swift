@@ -1,0 +1,43 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Compresses answers for clients that accept gzip or deflate (q-values honoured, `q=0`
+/// refuses) when the body is at least `compression.min_bytes`, of a compressible type and not
+/// already encoded. Answers up to 16 MiB (every algorithm answer) are compressed whole, with a
+/// Content-Length; larger or unsized ones (data downloads) are compressed as they stream.
+struct ResponseCompressionMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    static let wholeBodyLimit = 16 << 20
+    let settings: @Sendable () -> GatewayConfig.Compression
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        let settings = settings()
+        guard request.method != .head, response.status.code >= 200, response.status != .noContent,
+              response.status != .notModified, response.headers[.contentEncoding] == nil,
+              settings.isCompressible(response.headers[.contentType]) else { return response }
+        let length = response.body.contentLength
+        if let length, length < settings.minBytes { return response }
+        Self.addVary(&response.headers)
+        guard let coding = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) else { return response }
+        let level = Int32(settings.level)
+        if let length, length <= Self.wholeBodyLimit {
+            let compressed = try Deflater.compress(try await response.body.collected(), coding: coding, level: level)
+            response.body = .init(byteBuffer: compressed)
+        } else {
+            response.body = Deflater.stream(response.body, coding: coding, level: level)
+        }
+        response.headers[.contentEncoding] = coding.rawValue
+        response.headers[.contentLength] = nil
+        return response
+    }
+
+    /// The answer depends on Accept-Encoding whether or not this one was compressed.
+    static func addVary(_ headers: inout HTTPFields) {
+        let existing = headers[values: .vary].flatMap { $0.split(separator: ",").map { $0.trimmedSpaces.lowercased() } }
+        if !existing.contains("accept-encoding") && !existing.contains("*") {
+            headers.append(HTTPField(name: .vary, value: "Accept-Encoding"))
+        }
+    }
+}

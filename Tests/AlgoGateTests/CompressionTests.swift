@@ -1,0 +1,153 @@
+import AlgoTestSupport
+import AsyncHTTPClient
+import CompressNIO
+import Foundation
+import GRDB
+import NIOCore
+import Testing
+@testable import AlgoGate
+
+@Suite struct CompressionTests {
+    static func gunzip(_ bytes: [UInt8], _ algorithm: CompressionAlgorithm = .gzip()) throws -> [UInt8] {
+        var buffer = ByteBuffer(bytes: bytes)
+        return Array(try buffer.decompress(with: algorithm).readableBytesView)
+    }
+
+    static func gzip(_ bytes: [UInt8], _ algorithm: CompressionAlgorithm = .gzip()) throws -> [UInt8] {
+        var buffer = ByteBuffer(bytes: bytes)
+        return Array(try buffer.compress(with: algorithm).readableBytesView)
+    }
+
+    static var bigJSON: [String: Any] { ["rows": (0..<400).map { ["id": $0, "name": "row \($0)", "tags": ["a", "b", "c"]] }] }
+
+    @Test func answersRoundTripCompressedAndIdentical() async throws {
+        try await GatewayHarness.run { h in
+            let plain = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Cache-Control", "no-store")], json: Self.bigJSON)
+            #expect(plain.header("Content-Encoding") == nil)
+            #expect(plain.header("Vary") == "Accept-Encoding")
+            let gzip = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Accept-Encoding", "gzip"), ("Cache-Control", "no-store")], json: Self.bigJSON)
+            #expect(gzip.header("Content-Encoding") == "gzip")
+            #expect(gzip.header("Vary") == "Accept-Encoding")
+            #expect(gzip.body.readableBytes < plain.body.readableBytes / 4)
+            #expect(canonicalJSON((try JSONSerialization.jsonObject(with: Data(try Self.gunzip(gzip.bytes))) as? [String: Any])?["result"]) == canonicalJSON(plain.object["result"]))
+
+            let text = String(repeating: "the quick brown fox jumps over the lazy dog\n", count: 200)
+            let deflate = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: simple(Keys.teamB) + textType + [("Accept-Encoding", "br;q=1, deflate;q=0.9, gzip;q=0.5")], text: text)
+            #expect(deflate.header("Content-Encoding") == "deflate")
+            #expect(try Self.gunzip(deflate.bytes, .zlib()) == Array(text.utf8))
+
+            let binary = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let raw = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: simple(Keys.teamB) + [("Content-Type", "application/octet-stream"), ("Accept-Encoding", "gzip")], body: binary)
+            #expect(raw.header("Content-Encoding") == nil)  // not a compressible type
+            #expect(raw.bytes == binary)
+            let wrapped = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "application/octet-stream"), ("Accept-Encoding", "gzip")], body: binary)
+            #expect(wrapped.header("Content-Encoding") == "gzip")  // base64 in JSON is
+            let result = (try JSONSerialization.jsonObject(with: Data(try Self.gunzip(wrapped.bytes))) as? [String: Any])?["result"] as? String
+            #expect(Data(base64Encoded: result ?? "") == Data(binary))
+        }
+    }
+
+    @Test func smallBodiesAndRefusedCodingsStayPlain() async throws {
+        try await GatewayHarness.run { h in
+            let small = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("Accept-Encoding", "gzip")], text: "HAL")
+            #expect(small.header("Content-Encoding") == nil)
+            #expect(small.object["result"] as? String == "Hello HAL")
+            for accept in ["gzip;q=0", "gzip;q=0, deflate;q=0", "*;q=0", "identity", "br"] {
+                let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Accept-Encoding", accept)], text: "5000")
+                #expect(reply.header("Content-Encoding") == nil, "\(accept)")
+                #expect((reply.object["result"] as? String)?.count == 5000, "\(accept)")
+            }
+        }
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0, deflate"]) == .deflate)
+        #expect(ContentCoding.preferred(acceptEncoding: ["deflate;q=0.5, gzip;q=0.8"]) == .gzip)
+        #expect(ContentCoding.preferred(acceptEncoding: ["deflate, gzip"]) == .gzip)
+        #expect(ContentCoding.preferred(acceptEncoding: ["*"]) == .gzip)
+        #expect(ContentCoding.preferred(acceptEncoding: ["*;q=0.1, gzip;q=0"]) == .deflate)
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.000"]) == nil)
+    }
+
+    @Test func compressedInputsAreInflatedBeforeKeyingAndForwarding() async throws {
+        try await GatewayHarness.run { h in
+            let input = Array(try JSONSerialization.data(withJSONObject: Self.bigJSON))
+            let plain = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType, body: input)
+            #expect(plain.header("X-Cache") == "MISS")
+            for (encoding, algorithm) in [("gzip", CompressionAlgorithm.gzip()), ("deflate", .zlib())] {
+                let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", encoding)], body: try Self.gzip(input, algorithm))
+                #expect(reply.status == 200, "\(encoding)")
+                #expect(reply.header("X-Cache") == "HIT", "\(encoding): the key is over the inflated input")
+                #expect(canonicalJSON(reply.object["result"]) == canonicalJSON(Self.bigJSON))
+            }
+            let fresh = ["fresh": String(repeating: "z", count: 3000)]
+            let compressed = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "gzip")],
+                                                      body: try Self.gzip(Array(try JSONSerialization.data(withJSONObject: fresh))))
+            #expect(canonicalJSON(compressed.object["result"]) == canonicalJSON(fresh))
+            #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == 2)
+            #expect(h.simulator.stats.snapshot.headerNames.contains("content-encoding") == false)
+        }
+    }
+
+    @Test func corruptAndUnsupportedEncodingsAreRefused() async throws {
+        try await GatewayHarness.run { h in
+            let corrupt = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "gzip")], body: Array("not gzip at all".utf8))
+            #expect(corrupt.status == 400)
+            #expect(corrupt.text == #"{"error":{"error_type":"InputError","message":"algorithm input is not valid gzip data"}}"#)
+            let truncated = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "gzip")],
+                                                     body: Array(try Self.gzip(Array(String(repeating: "{}", count: 5000).utf8)).prefix(20)))
+            #expect(truncated.status == 400)
+            let brotli = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "br")], body: [1, 2, 3])
+            #expect(brotli.status == 415)
+            #expect(envelope(brotli).message == "Content-Encoding 'br' is not supported; use gzip or deflate")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
+    @Test func theUpstreamIsAskedForGzipAndItsAnswersAreInflated() async throws {
+        try await GatewayHarness.run { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "50000")
+            #expect(reply.header("Content-Encoding") == nil)
+            #expect((reply.object["result"] as? String)?.count == 50000)
+            #expect(h.simulator.stats.snapshot.gzipResponses == 1)
+        }
+        // The bound applies to the inflated size.
+        try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 20000}") { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "50000")
+            #expect(reply.status == 502)
+            #expect(h.simulator.stats.snapshot.gzipResponses == 1)
+        }
+    }
+
+    @Test func gzipCacheHitsAreTheStoredBytes() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gzhit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("cache.sqlite").path
+        try await GatewayHarness.run(cachePath: path) { h in
+            let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip")]
+            let miss = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
+            #expect(miss.header("Content-Encoding") == "gzip")
+            let hit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.header("Content-Encoding") == "gzip")
+            let plainHit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "40000")
+            #expect(plainHit.header("Content-Encoding") == nil)
+            #expect(try Self.gunzip(hit.bytes) == plainHit.bytes)
+            let cache = try ResponseCache(path: path, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: 1024))
+            let stored = try await cache.pool.read { db in try CacheEntry.fetchAll(db) }
+            #expect(stored.count == 1 && stored.first?.encoding == "gzip")
+            #expect(stored.first.map { Array($0.body) } == hit.bytes)
+        }
+    }
+
+    @Test func compressedDataUploadsAreStoredInflated() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+            let text = Array(String(repeating: "line of data\n", count: 10_000).utf8)
+            let put = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/log.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: try Self.gzip(text))
+            #expect(put.status == 200)
+            let direct = try await h.sim.send(.GET, "/v1/data/.my/team-a/log.txt", headers: simple(Keys.upstream))
+            #expect(direct.bytes == text)
+            let corrupt = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: Array("garbage".utf8))
+            #expect(corrupt.status == 400)
+        }
+    }
+}
