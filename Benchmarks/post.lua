@@ -1,5 +1,6 @@
--- wrk script: the 30-byte JSON POST of shared/bench/post.lua, with a key from $BENCH_AUTH.
+-- wrk script: a JSON POST with a key from $BENCH_AUTH; the body is $BENCH_BODY, by default the
+-- 30-byte JSON of shared/bench/post.lua.
 wrk.method = "POST"
-wrk.body = '{"input":"Hello HAL","n":9000}'
+wrk.body = os.getenv("BENCH_BODY") or '{"input":"Hello HAL","n":9000}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")

@@ -154,12 +154,14 @@ public final class ResponseCache: Sendable {
         hot.remove { _, answer in answer.expiresAt <= now }
     }
 
+    /// Totals as of now: gathered counters are flushed first, so nothing is counted twice or
+    /// missed between memory and the database.
     public func stats(top: Int = 10) async throws -> Stats {
-        let pendingCounts = pending.withLock { ($0.hits, $0.misses) }
+        try await flush(now: Date().timeIntervalSince1970)
         return try await pool.read { db in
             let totals = try Row.fetchOne(db, sql: "SELECT entries, bytes, hits, misses FROM cache_totals WHERE id = 1")!
-            let hits: Int = totals["hits"] + pendingCounts.0
-            let misses: Int = totals["misses"] + pendingCounts.1
+            let hits: Int = totals["hits"]
+            let misses: Int = totals["misses"]
             let rows = try Row.fetchAll(db, sql: """
                 SELECT algo, count(*) AS entries, sum(hits) AS hits, sum(size) AS bytes
                 FROM cache_entry GROUP BY algo ORDER BY sum(hits) DESC, count(*) DESC, algo LIMIT ?
