@@ -58,8 +58,8 @@ struct GatewayRunner {
         let state = try GatewayState(loaded)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-        let cache = try GatewayApp.openCache(loaded.config)
-        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, cache: cache).application()]
+        let storage = try GatewayStorage.open(loaded.config)
+        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, storage: storage).application()]
         if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
         return services
     }

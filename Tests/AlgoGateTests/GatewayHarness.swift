@@ -51,6 +51,7 @@ struct GatewayHarness {
     let sim: TestHTTP
     let simulator: Simulator
     let logs: LogCapture
+    let app: GatewayApp
 
     /// Standard clients: team-a (all scopes, confined to data://.my/team-a/), team-b (algo only),
     /// reader (data:read, no prefixes), and the admin key.
@@ -78,6 +79,7 @@ struct GatewayHarness {
         upstreamURL: ((Int) -> String)? = nil,
         now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
         cachePath: String? = nil,
+        usageStore: (any UsageStore)? = nil,
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -99,10 +101,11 @@ struct GatewayHarness {
             let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
             let logs = LogCapture()
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+            let storage = try GatewayStorage.open(loaded.config)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
-                                 cache: try GatewayApp.openCache(loaded.config), now: now)
+                                 storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
-                try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs))
+                try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
             }
         }
     }

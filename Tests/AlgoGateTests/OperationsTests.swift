@@ -129,14 +129,15 @@ import Testing
               key_env: FRONT_KEY
               connect_timeout_seconds: 2
               \(caLine)
-            cache: {enabled: false}
+            cache: {enabled: false, path: "\(certs.appendingPathComponent("front.sqlite").path)"}
             clients: [{name: front, key_sha256: "\(teamBHash)", scopes: [algo]}]
             """
         }
         for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
             let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
             let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-            let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger)
+            let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger,
+                                 storage: try GatewayStorage.open(loaded.config))
             try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { port in
                 let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""chain""#)
                 #expect(reply.status == expected, "\(caLine.isEmpty ? "system roots" : "ca_file")")

@@ -23,13 +23,24 @@ public struct ClientRegistry: Sendable {
             let prefixes = try client.dataPrefixes.map { try $0.map(DataURI.parse(uri:)) }
             entries.append((Self.bytes(hex: client.keySHA256), ClientIdentity(
                 name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
-                quota: client.quota ?? config.quota, isOperator: false)))
+                quota: Self.merge(client.quota, over: config.quota), isOperator: false)))
         }
         if let admin = config.admin {
             entries.append((Self.bytes(hex: admin.keySHA256), ClientIdentity(
                 name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true)))
         }
         self.entries = entries
+    }
+
+    /// A client's quota: each field it sets, else the top-level default's.
+    static func merge(_ own: GatewayConfig.Quota?, over defaults: GatewayConfig.Quota) -> GatewayConfig.Quota {
+        guard let own else { return defaults }
+        var quota = defaults
+        quota.requestsPerMinute = own.requestsPerMinute ?? defaults.requestsPerMinute
+        quota.requestsPerDay = own.requestsPerDay ?? defaults.requestsPerDay
+        quota.maxConcurrent = own.maxConcurrent ?? defaults.maxConcurrent
+        quota.bytesPerDay = own.bytesPerDay ?? defaults.bytesPerDay
+        return quota
     }
 
     /// The client whose key hash matches, checking every entry whatever the outcome.

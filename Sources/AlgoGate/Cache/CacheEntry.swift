@@ -29,10 +29,9 @@ struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
     }
 }
 
-/// The schema, as named, append-only migrations.
+/// The cache's tables, as named, append-only migrations.
 enum CacheSchema {
-    static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
+    static func register(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v1: cache entries and totals") { db in
             try db.execute(sql: """
                 CREATE TABLE cache_entry (
@@ -68,6 +67,5 @@ enum CacheSchema {
                 END;
                 """)
         }
-        return migrator
     }
 }

@@ -70,19 +70,13 @@ public final class ResponseCache: Sendable {
     let hot: HotTier
     private let pending = Mutex(Pending())
 
-    /// Opens (creating when needed) the cache file and brings its schema up to date.
-    public init(path: String, settings: Settings) throws {
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
-        configuration.prepareDatabase { db in
-            // NORMAL is durable against application crashes in WAL mode; only a power loss can
-            // drop the last commits, and a lost cache entry costs one upstream call.
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        }
-        pool = try DatabasePool(path: path, configuration: configuration)
-        try CacheSchema.migrator.migrate(pool)
+    /// Opens (creating when needed) the state file and brings its schema up to date.
+    public convenience init(path: String, settings: Settings) throws {
+        try self.init(pool: try StateDatabase.open(path: path), settings: settings)
+    }
+
+    public init(pool: DatabasePool, settings: Settings) {
+        self.pool = pool
         self.settings = Mutex(settings)
         self.hot = HotTier(capacity: settings.memoryBytes)
     }
@@ -187,17 +181,6 @@ public final class ResponseCache: Sendable {
         }
         if let algo { hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") } } else { hot.removeAll() }
         return removed
-    }
-
-    /// Checkpoints the WAL and closes the database; the last step of a graceful shutdown.
-    public func close() throws {
-        try pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
-        try pool.close()
-    }
-
-    /// Whether the database answers: what `/readyz` reports.
-    public func isReadable() async -> Bool {
-        (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
     }
 
     private static func evict(_ db: Database, maxBytes: Int) throws {

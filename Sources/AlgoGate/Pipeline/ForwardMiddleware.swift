@@ -1,25 +1,66 @@
+import Foundation
 import Hummingbird
 import NIOCore
 
-/// The last step for `/v1` requests: hands them to the forwarder by route class.
+/// The last step for `/v1` requests: takes an upstream slot (fair share of the account's
+/// concurrency), hands the request to the forwarder by route class, and gives the slot back when
+/// the upstream exchange is over (for streamed bodies, when the body has been sent).
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let forwarder: Forwarder
+    let gate: ConcurrencyGate
+    let queueTimeout: @Sendable () -> Duration
+    let metrics: GatewayMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        switch context.route {
-        case .algo(let ref):
-            guard request.method == .post else {
-                throw GatewayError.methodNotAllowed("algorithms are called with POST")
-            }
-            let input = try await request.body.collect(upTo: .max)
-            return try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context)
-        case .data(let uri, let connectorForm):
-            return try await forwarder.forwardStreaming(request, path: uri.upstreamPath(connectorForm: connectorForm), context: context)
-        case .manage, .admin:
-            return try await forwarder.forwardStreaming(request, path: request.uri.path, context: context)
-        case nil:
-            return try await next(request, context)
+        guard let route = context.route else { return try await next(request, context) }
+        if case .algo = route, request.method != .post {
+            throw GatewayError.methodNotAllowed("algorithms are called with POST")
         }
+        let client = context.client?.name ?? "-"
+        try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+        let started = ContinuousClock.now
+        if case .algo(let ref) = route {
+            defer { gate.release(client: client) }
+            let input = try await request.body.collect(upTo: .max)
+            let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context)
+            metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
+            context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
+            return response
+        }
+        let response: Response
+        do {
+            let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
+            response = try await forwarder.forwardStreaming(request, path: path, context: context)
+        } catch {
+            gate.release(client: client)
+            throw error
+        }
+        metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
+        context.facts.markUpstreamCall()
+        var streamed = response
+        let gate = gate
+        // The slot is held until the body has been sent: the upstream is busy until then.
+        streamed.body = response.body.observed(counting: ByteCounter()) { gate.release(client: client) }
+        return streamed
+    }
+
+    private static let durationField = Array(#""duration":"#.utf8)
+
+    /// The answer's `metadata.duration`, read from the tail of the body where Algorithmia puts
+    /// the metadata, so no answer is parsed whole for it.
+    static func computeSeconds(in body: ByteBuffer) -> Double {
+        let view = body.readableBytesView
+        let tail = Array(view.suffix(4096))
+        guard tail.count >= durationField.count else { return 0 }
+        var index = tail.count - durationField.count
+        while index >= 0 {
+            if tail[index..<index + durationField.count].elementsEqual(durationField) {
+                let number = tail[(index + durationField.count)...].prefix { ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2e || $0 == 0x65 || $0 == 0x45 || $0 == 0x2d || $0 == 0x2b }
+                return Double(String(decoding: number, as: UTF8.self)).map { max(0, $0) } ?? 0
+            }
+            index -= 1
+        }
+        return 0
     }
 }

@@ -1,39 +1,62 @@
 import AsyncHTTPClient
 import Foundation
+import GRDB
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
-import ServiceLifecycle
-import HummingbirdTLS
-import HummingbirdCore
 import NIOSSL
+import ServiceLifecycle
+
+/// What the gateway keeps on disk: its SQLite file, the response cache in it (nil when
+/// `cache.enabled` is false), and where usage counters go.
+public struct GatewayStorage: Sendable {
+    public let pool: DatabasePool
+    public let cache: ResponseCache?
+    public let usage: any UsageStore
+
+    public init(pool: DatabasePool, cache: ResponseCache?, usage: any UsageStore) {
+        self.pool = pool
+        self.cache = cache
+        self.usage = usage
+    }
+
+    /// Opens `cache.path` (creating it when needed) with every table brought up to date.
+    public static func open(_ config: GatewayConfig) throws -> GatewayStorage {
+        let pool = try StateDatabase.open(path: config.cache.path)
+        let cache = config.cache.enabled ? ResponseCache(pool: pool, settings: .init(
+            maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes,
+            compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level))) : nil
+        return GatewayStorage(pool: pool, cache: cache, usage: SQLiteUsageStore(pool: pool))
+    }
+}
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
-/// request id → log → errors → authenticate → authorise route and data paths → read algo input →
-/// cache → forward.
+/// request id → log → metrics → errors → compression → authenticate → authorise route and data
+/// paths → read algo input → quota → cache → upstream slot and forward.
 public struct GatewayApp: Sendable {
     public let state: GatewayState
     let httpClient: HTTPClient
     let logger: Logger
-    /// The response cache; nil when `cache.enabled` is false.
-    public let cache: ResponseCache?
+    public let storage: GatewayStorage
+    public let ledger: QuotaLedger
+    public let gate: ConcurrencyGate
+    public let metrics = GatewayMetrics()
     let now: @Sendable () -> Double
 
-    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, cache: ResponseCache? = nil,
+    public var cache: ResponseCache? { storage.cache }
+
+    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, storage: GatewayStorage,
                 now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.state = state
         self.httpClient = httpClient
         self.logger = logger
-        self.cache = cache
+        self.storage = storage
         self.now = now
-    }
-
-    /// Opens the cache the configuration describes (nil when disabled).
-    public static func openCache(_ config: GatewayConfig) throws -> ResponseCache? {
-        guard config.cache.enabled else { return nil }
-        return try ResponseCache(path: config.cache.path, settings: .init(
-            maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes,
-            compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level)))
+        self.ledger = QuotaLedger(store: storage.usage, now: now)
+        // The pool and this cap are sized once; a reload that changes them asks for a restart.
+        self.gate = ConcurrencyGate(capacity: state.snapshot.config.upstream.maxConcurrency)
     }
 
     public func router() -> Router<GatewayRequestContext> {
@@ -41,35 +64,49 @@ public struct GatewayApp: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
         router.add(middleware: AuthorizationMiddleware())
         router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }))
+        router.add(middleware: QuotaMiddleware(ledger: ledger))
         if let cache {
             router.add(middleware: CacheMiddleware(cache: cache, flights: SingleFlight(),
                                                    policy: { CachePolicy(config: state.snapshot.config.cache) }, now: now))
         }
-        router.add(middleware: ForwardMiddleware(forwarder: Forwarder(client: httpClient) {
-            let snapshot = state.snapshot
-            return Forwarder.Settings(
-                origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
-                timeoutSeconds: snapshot.config.upstream.timeoutSeconds,
-                maxResponseBytes: snapshot.config.limits.maxResponseBytes)
-        }))
+        router.add(middleware: ForwardMiddleware(
+            forwarder: Forwarder(client: httpClient) {
+                let snapshot = state.snapshot
+                return Forwarder.Settings(
+                    origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
+                    timeoutSeconds: snapshot.config.upstream.timeoutSeconds,
+                    maxResponseBytes: snapshot.config.limits.maxResponseBytes)
+            },
+            gate: gate,
+            queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
+            metrics: metrics))
         router.get("/healthz") { _, _ in Self.status("ok") }
-        let cache = self.cache
+        let pool = storage.pool
         router.get("/readyz") { _, _ in
-            if let cache, await !cache.isReadable() {
-                throw GatewayError.unavailable("the cache database cannot be read")
+            guard (try? await pool.read({ db in try Int.fetchOne(db, sql: "SELECT 1") })) == 1 else {
+                throw GatewayError.unavailable("the gateway's database cannot be read")
             }
             return Self.status("ready")
         }
-        OperatorRoutes(cache: cache).register(on: router)
+        let metrics = metrics
+        let gate = gate
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate))))
+        }
+        OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router
     }
 
-    /// The runnable server; the HTTP client is shut down after the server has drained.
+    /// The runnable server. The day's usage is read back before it accepts requests; on shutdown
+    /// the server drains first, then counters and cache are flushed and the database closed, then
+    /// the HTTP client is shut down.
     public func application(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let server = state.snapshot.config.server
         var builder: HTTPServerBuilder = .http1()
@@ -78,15 +115,26 @@ public struct GatewayApp: Sendable {
             let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(tls.keyFile))
             builder = try .tls(.http1(), tlsConfiguration: configuration)
         }
-        return Application(
+        var app = Application(
             router: router(),
             server: builder,
             configuration: .init(address: .hostname(server.host, port: server.port), serverName: "algogate/\(AlgoGateVersion.string)"),
-            services: [HTTPClientService(client: httpClient)]
-                + (cache.map { [CacheMaintenance(cache: $0, interval: .seconds(2), logger: logger)] } ?? []),
+            services: [HTTPClientService(client: httpClient),
+                       StateMaintenance(storage: storage, ledger: ledger, interval: .seconds(1), logger: logger)],
             onServerRunning: onServerRunning,
             logger: logger
         )
+        let ledger = ledger
+        let logger = logger
+        app.beforeServerStarts {
+            do {
+                try await ledger.load()
+            } catch {
+                // Fail closed: requests get 503 until the store answers (every flush retries).
+                logger.error("usage counters cannot be read; refusing requests until they can", metadata: ["error": "\(error)"])
+            }
+        }
+        return app
     }
 
     static func status(_ text: String) -> Response {

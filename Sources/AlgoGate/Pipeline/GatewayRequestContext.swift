@@ -30,11 +30,39 @@ public struct GatewayRequestContext: RequestContext {
     public var maxUploadSize: Int { .max }
 }
 
-/// The request's client and route, written once each by the steps that establish them.
+/// What the pipeline learns about a request, shared by every step's copy of the context: the
+/// client and route, whether an upstream call was made, and who wants to hear when it ends.
 final class RequestFacts: Sendable {
     struct State {
         var client: ClientIdentity?
         var route: RouteClass?
+        var upstreamCalled = false
+        var computeSeconds = 0.0
+        var completions: [@Sendable (RequestCompletion) -> Void] = []
     }
     let state = Mutex(State())
+
+    /// Runs `handler` once the response has been sent (or failed), with its figures.
+    func onCompletion(_ handler: @escaping @Sendable (RequestCompletion) -> Void) {
+        state.withLock { $0.completions.append(handler) }
+    }
+
+    func complete(_ completion: RequestCompletion) {
+        for handler in state.withLock({ $0.completions }) { handler(completion) }
+    }
+
+    func markUpstreamCall(computeSeconds: Double = 0) {
+        state.withLock { state in
+            state.upstreamCalled = true
+            state.computeSeconds += computeSeconds
+        }
+    }
+}
+
+/// A finished request's figures, as the log line reports them.
+struct RequestCompletion: Sendable {
+    let status: Int
+    let bytesIn: Int
+    let bytesOut: Int
+    let duration: Duration
 }

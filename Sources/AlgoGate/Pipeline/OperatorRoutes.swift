@@ -2,12 +2,20 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// `/_admin/...`: the operator's endpoints, for the admin key only.
+/// The gateway's own endpoints beside the Algorithmia API.
 ///
+/// For the admin key:
 /// - `GET /_admin/cache`: entries, bytes, hits, misses, hit ratio, top algorithms.
 /// - `DELETE /_admin/cache[?algo=owner/name[/version]]`: purge one version, one algorithm, or all.
+/// - `GET /_admin/usage[?days=N][&client=NAME]`: usage per client per day.
+///
+/// For any client key:
+/// - `GET /_gateway/me`: the client's name, scopes, data prefixes, quotas and what remains today.
 struct OperatorRoutes: Sendable {
     let cache: ResponseCache?
+    let ledger: QuotaLedger
+    let usage: any UsageStore
+    let now: @Sendable () -> Double
 
     func register(on router: Router<GatewayRequestContext>) {
         router.get("/_admin/cache") { _, context -> Response in
@@ -24,12 +32,80 @@ struct OperatorRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: #"{"purged":\#(purged)}"#)))
         }
+        router.get("/_admin/usage") { request, context -> Response in
+            try requireOperator(context)
+            let days = request.uri.queryParameters.get("days").map { Int($0) } ?? 7
+            guard let days, (1...3660).contains(days) else { throw GatewayError.badRequest("days must be a whole number from 1 to 3660") }
+            await ledger.flush()
+            let today = QuotaLedger.day(of: now())
+            let rows = try await usage.report(fromDay: today - days + 1, client: request.uri.queryParameters.get("client"))
+            return try Self.json(["days": rows])
+        }
+        router.get("/_gateway/me") { _, context -> Response in
+            guard let client = context.client, !client.isOperator else {
+                throw GatewayError.forbidden("/_gateway/me describes a client key; the admin key has no quota")
+            }
+            return try Self.json(Me(client: client, standing: ledger.standing(of: client.name)))
+        }
     }
 
-    private func requireCache(_ context: GatewayRequestContext) throws -> ResponseCache {
+    /// The body of `/_gateway/me`.
+    struct Me: Encodable {
+        struct Remaining: Encodable {
+            var requestsThisMinute: Int?
+            var requestsToday: Int?
+            var bytesToday: Int?
+            var secondsToMinuteEnd: Int
+            var secondsToDayEnd: Int
+            enum CodingKeys: String, CodingKey {
+                case requestsThisMinute = "requests_this_minute", requestsToday = "requests_today", bytesToday = "bytes_today"
+                case secondsToMinuteEnd = "seconds_to_minute_end", secondsToDayEnd = "seconds_to_day_end"
+            }
+        }
+        struct Quota: Encodable {
+            var requestsPerMinute: Int?
+            var requestsPerDay: Int?
+            var maxConcurrent: Int?
+            var bytesPerDay: Int?
+            enum CodingKeys: String, CodingKey {
+                case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
+                case maxConcurrent = "max_concurrent", bytesPerDay = "bytes_per_day"
+            }
+        }
+        var name: String
+        var scopes: [String]
+        var dataPrefixes: [String]?
+        var quota: Quota
+        var usedToday: Usage
+        var remaining: Remaining
+        enum CodingKeys: String, CodingKey {
+            case name, scopes, dataPrefixes = "data_prefixes", quota, usedToday = "used_today", remaining
+        }
+
+        init(client: ClientIdentity, standing: QuotaLedger.Standing) {
+            let quota = client.quota
+            name = client.name
+            scopes = client.scopes.map(\.rawValue).sorted()
+            dataPrefixes = client.dataPrefixes?.map(\.description)
+            self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
+                               maxConcurrent: quota.maxConcurrent, bytesPerDay: quota.bytesPerDay)
+            usedToday = standing.today
+            remaining = Remaining(
+                requestsThisMinute: quota.requestsPerMinute.map { max(0, $0 - standing.minuteRequests) },
+                requestsToday: quota.requestsPerDay.map { max(0, $0 - standing.today.requests) },
+                bytesToday: quota.bytesPerDay.map { max(0, $0 - standing.today.bytesIn - standing.today.bytesOut) },
+                secondsToMinuteEnd: standing.secondsToMinuteEnd, secondsToDayEnd: standing.secondsToDayEnd)
+        }
+    }
+
+    private func requireOperator(_ context: GatewayRequestContext) throws {
         guard context.client?.isOperator == true else {
             throw GatewayError.forbidden("operator endpoints need the admin key")
         }
+    }
+
+    private func requireCache(_ context: GatewayRequestContext) throws -> ResponseCache {
+        try requireOperator(context)
         guard let cache else { throw GatewayError.notFound("the cache is disabled (cache.enabled: false)") }
         return cache
     }

@@ -52,7 +52,7 @@ public struct Forwarder: Sendable {
 
     /// Forwards an algorithm call whose input has been read; its answer is read whole, bounded by
     /// `max_response_bytes`, so later steps (cache, compression) can work on it.
-    func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext) async throws -> Response {
+    func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext) async throws -> (Response, ByteBuffer) {
         let settings = settings()
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
@@ -79,8 +79,8 @@ public struct Forwarder: Sendable {
             }
             headers[.contentEncoding] = nil
         }
-        return Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
-                        headers: headers, body: .init(byteBuffer: body))
+        return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
+                         headers: headers, body: .init(byteBuffer: body)), body)
     }
 
     /// Forwards any other request with its body streaming in both directions.

@@ -1,0 +1,34 @@
+import HTTPTypes
+import Hummingbird
+
+/// Admits each team request against its client's quota (429 when over, 503 when usage cannot be
+/// recorded), puts the RateLimit fields on the response, and counts what the request used once
+/// it has been sent. Cache hits count as requests; the operator key is not metered.
+struct QuotaMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let ledger: QuotaLedger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let client = context.client, !client.isOperator, context.route != nil else {
+            return try await next(request, context)
+        }
+        let admission = try ledger.admit(client)
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = try ErrorMiddleware.gatewayError(for: error).response(from: request, context: context)
+        }
+        for field in admission.headers { response.headers[field.name] = field.value }
+        let fromCache = response.headers[.xCache] == "HIT" || (response.headers[.cacheStatus]?.hasSuffix("collapsed") ?? false)
+        let ledger = ledger
+        let facts = context.facts
+        facts.onCompletion { completion in
+            let (upstream, compute) = facts.state.withLock { ($0.upstreamCalled, $0.computeSeconds) }
+            ledger.record(client: client.name, day: admission.day, .init(
+                cacheHit: fromCache, upstreamCall: upstream, error: completion.status >= 400,
+                bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: compute))
+        }
+        return response
+    }
+}

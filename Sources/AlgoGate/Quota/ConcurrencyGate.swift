@@ -1,0 +1,150 @@
+import DequeModule
+import Synchronization
+
+/// Shares the account's concurrent upstream requests (`upstream.max_concurrency`) fairly.
+///
+/// A request takes a slot for the time its upstream call is in flight, within both the global cap
+/// and its client's `max_concurrent`. When none is free it waits in its client's queue; a freed
+/// slot goes to the next client in round-robin order that has a waiter and room under its own
+/// limit, so one team's burst cannot push the others out. A waiter that has not got a slot within
+/// `upstream.queue_timeout_seconds` is refused with 503 and `Retry-After`.
+public final class ConcurrencyGate: Sendable {
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var capacity: Int
+        var inFlight = 0
+        var perClient: [String: Int] = [:]
+        var limits: [String: Int] = [:]
+        var queues: [String: Deque<Waiter>] = [:]
+        /// Clients in the order slots are offered to them.
+        var ring: [String] = []
+        var cursor = 0
+        var queued = 0
+        var nextID: UInt64 = 0
+        /// Waiters whose time ran out (or were cancelled) before they were queued.
+        var expired: Set<UInt64> = []
+        var peakPerClient: [String: Int] = [:]
+        var peak = 0
+    }
+
+    private let state: Mutex<State>
+
+    public init(capacity: Int) {
+        state = Mutex(State(capacity: capacity))
+    }
+
+    public var inFlight: Int { state.withLock { $0.inFlight } }
+    public var queued: Int { state.withLock { $0.queued } }
+    /// The most slots one client has held at once (for tests and operators).
+    public func peak(for client: String) -> Int { state.withLock { $0.peakPerClient[client] ?? 0 } }
+    public var peak: Int { state.withLock { $0.peak } }
+
+    /// Waits for a slot; throws 503 after `timeout`, or the task's cancellation.
+    public func acquire(client: String, limit: Int?, timeout: Duration) async throws {
+        let limit = limit ?? .max
+        let id: UInt64? = state.withLock { state in
+            if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
+                Self.grant(client, in: &state)
+                return nil
+            }
+            state.nextID += 1
+            return state.nextID
+        }
+        guard let id else { return }
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.expire(id, client: client, with: GatewayError(
+                status: .serviceUnavailable, errorType: "UpstreamBusy",
+                message: "all upstream slots stayed busy for \(timeout.components.seconds) s (upstream.queue_timeout_seconds); retry shortly",
+                headers: [.retryAfter: "1"]))
+        }
+        defer { timer.cancel() }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome: Result<Void, any Error>? = state.withLock { state in
+                    if state.expired.remove(id) != nil { return .failure(CancellationError()) }
+                    if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
+                        Self.grant(client, in: &state)
+                        return .success(())
+                    }
+                    state.limits[client] = limit
+                    if state.queues[client] == nil { state.queues[client] = []; state.ring.append(client) }
+                    state.queues[client]!.append(Waiter(id: id, continuation: continuation))
+                    state.queued += 1
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome) }
+            }
+        } onCancel: {
+            self.expire(id, client: client, with: CancellationError())
+        }
+    }
+
+    /// Gives a slot back and hands freed slots to waiting clients in round-robin order.
+    public func release(client: String) {
+        let granted = state.withLock { state -> [Waiter] in
+            state.inFlight -= 1
+            state.perClient[client, default: 1] -= 1
+            return Self.dispatch(&state)
+        }
+        for waiter in granted { waiter.continuation.resume() }
+    }
+
+    private func expire(_ id: UInt64, client: String, with error: any Error) {
+        let waiter: Waiter? = state.withLock { state in
+            guard var queue = state.queues[client], let index = queue.firstIndex(where: { $0.id == id }) else {
+                state.expired.insert(id)
+                return nil
+            }
+            let waiter = queue.remove(at: index)
+            state.queues[client] = queue
+            state.queued -= 1
+            return waiter
+        }
+        // When the waiter was not queued yet, the id left in `expired` turns it away as it arrives.
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    private static func canRun(_ client: String, limit: Int, in state: State) -> Bool {
+        state.inFlight < state.capacity && (state.perClient[client] ?? 0) < limit
+    }
+
+    private static func grant(_ client: String, in state: inout State) {
+        state.inFlight += 1
+        state.perClient[client, default: 0] += 1
+        state.peak = max(state.peak, state.inFlight)
+        state.peakPerClient[client] = max(state.peakPerClient[client] ?? 0, state.perClient[client]!)
+    }
+
+    private static func dispatch(_ state: inout State) -> [Waiter] {
+        var granted: [Waiter] = []
+        var idle = 0
+        while state.inFlight < state.capacity, !state.ring.isEmpty, idle < state.ring.count {
+            if state.cursor >= state.ring.count { state.cursor = 0 }
+            let client = state.ring[state.cursor]
+            state.cursor += 1
+            guard var queue = state.queues[client], !queue.isEmpty,
+                  (state.perClient[client] ?? 0) < (state.limits[client] ?? .max) else {
+                idle += 1
+                continue
+            }
+            idle = 0
+            granted.append(queue.removeFirst())
+            state.queues[client] = queue
+            state.queued -= 1
+            grant(client, in: &state)
+        }
+        // Forget clients with nothing queued, so the ring stays small.
+        let empty = state.ring.filter { state.queues[$0]?.isEmpty ?? true }
+        if !empty.isEmpty {
+            for client in empty { state.queues[client] = nil }
+            state.ring.removeAll { empty.contains($0) }
+            state.cursor = state.ring.isEmpty ? 0 : state.cursor % state.ring.count
+        }
+        return granted
+    }
+}

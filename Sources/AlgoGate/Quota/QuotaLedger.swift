@@ -1,0 +1,208 @@
+import Foundation
+import HTTPTypes
+import Synchronization
+
+/// Per-client request windows and the day's usage: admits or refuses each request (429, with
+/// the IETF RateLimit fields), counts what it used, and persists the day's counters.
+///
+/// Counting happens in memory and reaches the store every second (and at shutdown), so the day's
+/// counters survive a restart. Quotas fail closed: while the store cannot be read or written,
+/// every request is refused with 503 rather than let through uncounted. Minute windows live in
+/// memory only; a restart starts a fresh minute.
+public final class QuotaLedger: Sendable {
+    public struct Admission: Sendable {
+        /// The UTC day the request counts in.
+        public let day: Int
+        /// `RateLimit-Policy` and `RateLimit`, for the response.
+        public let headers: HTTPFields
+    }
+
+    /// What a finished request used, beyond being admitted.
+    public struct Outcome: Sendable {
+        public var cacheHit = false
+        public var upstreamCall = false
+        public var error = false
+        public var bytesIn = 0
+        public var bytesOut = 0
+        public var computeSeconds = 0.0
+    }
+
+    /// A client's standing, for `/_gateway/me`.
+    public struct Standing: Sendable {
+        public let today: Usage
+        public let minuteRequests: Int
+        public let secondsToMinuteEnd: Int
+        public let secondsToDayEnd: Int
+    }
+
+    private struct ClientWindows {
+        var minute: Int64 = -1
+        var minuteCount = 0
+        var day = -1
+        var today = Usage()
+    }
+
+    private struct State {
+        var clients: [String: ClientWindows] = [:]
+        var pending: [UsageKey: Usage] = [:]
+        var healthy = false
+        var loadedDay: Int?
+    }
+
+    private let state = Mutex(State())
+    let store: any UsageStore
+    let now: @Sendable () -> Double
+
+    public init(store: any UsageStore, now: @escaping @Sendable () -> Double) {
+        self.store = store
+        self.now = now
+    }
+
+    static func day(of seconds: Double) -> Int { Int((seconds / 86_400).rounded(.down)) }
+
+    /// Reads the day's counters back from the store; until this succeeds, requests get 503.
+    public func load() async throws {
+        let day = Self.day(of: now())
+        let stored = try await store.load(day: day)
+        state.withLock { state in
+            for (client, usage) in stored {
+                var windows = state.clients[client] ?? ClientWindows()
+                if windows.day != day { windows.day = day; windows.today = Usage() }
+                windows.today.add(usage)
+                state.clients[client] = windows
+            }
+            state.loadedDay = day
+            state.healthy = true
+        }
+    }
+
+    /// Admits a request for `client` and counts it, or throws 429 (over a quota) or 503 (the
+    /// store is failing).
+    public func admit(_ client: ClientIdentity) throws -> Admission {
+        let current = now()
+        let minute = Int64((current / 60).rounded(.down))
+        let day = Self.day(of: current)
+        let toMinuteEnd = max(1, Int((Double(minute + 1) * 60 - current).rounded(.up)))
+        let toDayEnd = max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up)))
+        let quota = client.quota
+        return try state.withLock { state in
+            guard state.healthy else {
+                throw GatewayError(status: .serviceUnavailable, errorType: "QuotaStoreUnavailable",
+                                   message: "usage cannot be recorded right now, so requests are refused; retry shortly",
+                                   headers: [.retryAfter: "1"])
+            }
+            var windows = state.clients[client.name] ?? ClientWindows()
+            if windows.minute != minute { windows.minute = minute; windows.minuteCount = 0 }
+            if windows.day != day { windows.day = day; windows.today = Usage() }
+            func refuse(_ name: String, _ limit: Int, retry: Int) -> GatewayError {
+                var headers = Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd)
+                headers[.retryAfter] = String(retry)
+                return GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
+                                    message: "client '\(client.name)' is over its \(name) quota (\(limit)); retry in \(retry) s",
+                                    headers: headers)
+            }
+            if let limit = quota.requestsPerMinute, windows.minuteCount >= limit {
+                state.clients[client.name] = windows
+                throw refuse("requests_per_minute", limit, retry: toMinuteEnd)
+            }
+            if let limit = quota.requestsPerDay, windows.today.requests >= limit {
+                state.clients[client.name] = windows
+                throw refuse("requests_per_day", limit, retry: toDayEnd)
+            }
+            if let limit = quota.bytesPerDay, windows.today.bytesIn + windows.today.bytesOut >= limit {
+                state.clients[client.name] = windows
+                throw refuse("bytes_per_day", limit, retry: toDayEnd)
+            }
+            windows.minuteCount += 1
+            windows.today.requests += 1
+            state.clients[client.name] = windows
+            state.pending[UsageKey(client: client.name, day: day), default: Usage()].requests += 1
+            return Admission(day: day, headers: Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd))
+        }
+    }
+
+    /// Counts what an admitted request used once it has finished.
+    public func record(client: String, day: Int, _ outcome: Outcome) {
+        var delta = Usage()
+        delta.cacheHits = outcome.cacheHit ? 1 : 0
+        delta.upstreamCalls = outcome.upstreamCall ? 1 : 0
+        delta.errors = outcome.error ? 1 : 0
+        delta.bytesIn = outcome.bytesIn
+        delta.bytesOut = outcome.bytesOut
+        delta.computeSeconds = outcome.computeSeconds
+        state.withLock { state in
+            if var windows = state.clients[client], windows.day == day {
+                windows.today.add(delta)
+                state.clients[client] = windows
+            }
+            state.pending[UsageKey(client: client, day: day), default: Usage()].add(delta)
+        }
+    }
+
+    /// Writes the counted deltas to the store; on failure keeps them and refuses requests until
+    /// a later flush succeeds. Returns whether the store is healthy.
+    @discardableResult
+    public func flush() async -> Bool {
+        if state.withLock({ $0.loadedDay == nil }) {
+            do { try await load() } catch { return false }
+        }
+        let batch = state.withLock { state in
+            let batch = state.pending
+            state.pending = [:]
+            return batch
+        }
+        do {
+            try await store.add(batch)
+            state.withLock { $0.healthy = true }
+            return true
+        } catch {
+            state.withLock { state in
+                for (key, usage) in batch { state.pending[key, default: Usage()].add(usage) }
+                state.healthy = false
+            }
+            return false
+        }
+    }
+
+    public func standing(of client: String) -> Standing {
+        let current = now()
+        let minute = Int64((current / 60).rounded(.down))
+        let day = Self.day(of: current)
+        let windows = state.withLock { $0.clients[client] } ?? ClientWindows()
+        return Standing(
+            today: windows.day == day ? windows.today : Usage(),
+            minuteRequests: windows.minute == minute ? windows.minuteCount : 0,
+            secondsToMinuteEnd: max(1, Int((Double(minute + 1) * 60 - current).rounded(.up))),
+            secondsToDayEnd: max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up))))
+    }
+
+    /// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers) for a client's quota.
+    private static func headers(_ quota: GatewayConfig.Quota, windows: ClientWindows, toMinuteEnd: Int, toDayEnd: Int) -> HTTPFields {
+        var policies: [String] = []
+        var limits: [String] = []
+        if let limit = quota.requestsPerMinute {
+            policies.append("\"minute\";q=\(limit);w=60")
+            limits.append("\"minute\";r=\(max(0, limit - windows.minuteCount));t=\(toMinuteEnd)")
+        }
+        if let limit = quota.requestsPerDay {
+            policies.append("\"day\";q=\(limit);w=86400")
+            limits.append("\"day\";r=\(max(0, limit - windows.today.requests));t=\(toDayEnd)")
+        }
+        if let limit = quota.bytesPerDay {
+            policies.append("\"bytes\";q=\(limit);w=86400;qu=\"octets\"")
+            limits.append("\"bytes\";r=\(max(0, limit - windows.today.bytesIn - windows.today.bytesOut));t=\(toDayEnd)")
+        }
+        if let limit = quota.maxConcurrent {
+            policies.append("\"parallel\";q=\(limit);qu=\"concurrent-requests\"")
+        }
+        var fields = HTTPFields()
+        if !policies.isEmpty { fields[.rateLimitPolicy] = policies.joined(separator: ", ") }
+        if !limits.isEmpty { fields[.rateLimit] = limits.joined(separator: ", ") }
+        return fields
+    }
+}
+
+extension HTTPField.Name {
+    static let rateLimitPolicy = HTTPField.Name("RateLimit-Policy")!
+    static let rateLimit = HTTPField.Name("RateLimit")!
+}

@@ -1,0 +1,144 @@
+import Foundation
+import GRDB
+
+/// What one client used on one UTC day.
+public struct Usage: Sendable, Codable, Equatable {
+    public var requests = 0
+    public var cacheHits = 0
+    public var upstreamCalls = 0
+    public var errors = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    /// Upstream compute, from the answers' `metadata.duration`.
+    public var computeSeconds = 0.0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case requests, cacheHits = "cache_hits", upstreamCalls = "upstream_calls", errors
+        case bytesIn = "bytes_in", bytesOut = "bytes_out", computeSeconds = "compute_seconds"
+    }
+
+    mutating func add(_ other: Usage) {
+        requests += other.requests
+        cacheHits += other.cacheHits
+        upstreamCalls += other.upstreamCalls
+        errors += other.errors
+        bytesIn += other.bytesIn
+        bytesOut += other.bytesOut
+        computeSeconds += other.computeSeconds
+    }
+}
+
+/// One row of a usage report.
+public struct UsageRow: Sendable, Codable, Equatable {
+    public var client: String
+    /// `YYYY-MM-DD` (UTC).
+    public var day: String
+    public var usage: Usage
+
+    enum CodingKeys: String, CodingKey { case client, day, usage }
+}
+
+/// Where usage counters persist: the day's counters survive a restart.
+public protocol UsageStore: Sendable {
+    /// Every client's counters for `day` (days since 1970-01-01, UTC).
+    func load(day: Int) async throws -> [String: Usage]
+    /// Adds deltas to the stored counters, in one transaction.
+    func add(_ deltas: [UsageKey: Usage]) async throws
+    /// The last `days` days (today included), newest first; one client or all.
+    func report(fromDay: Int, client: String?) async throws -> [UsageRow]
+}
+
+public struct UsageKey: Sendable, Hashable {
+    public var client: String
+    public var day: Int
+}
+
+/// The `usage_day` table, next to the cache in the gateway's SQLite file.
+enum UsageSchema {
+    static func register(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v2: usage per client per day") { db in
+            try db.execute(sql: """
+                CREATE TABLE usage_day (
+                    client TEXT NOT NULL,
+                    day INTEGER NOT NULL,
+                    requests INTEGER NOT NULL DEFAULT 0,
+                    cache_hits INTEGER NOT NULL DEFAULT 0,
+                    upstream_calls INTEGER NOT NULL DEFAULT 0,
+                    errors INTEGER NOT NULL DEFAULT 0,
+                    bytes_in INTEGER NOT NULL DEFAULT 0,
+                    bytes_out INTEGER NOT NULL DEFAULT 0,
+                    compute_seconds REAL NOT NULL DEFAULT 0,
+                    PRIMARY KEY (client, day)
+                )
+                """)
+        }
+    }
+}
+
+/// `UsageStore` on the gateway's SQLite file. All SQL for `usage_day` is here.
+public struct SQLiteUsageStore: UsageStore {
+    let pool: DatabasePool
+
+    public init(pool: DatabasePool) { self.pool = pool }
+
+    public func load(day: Int) async throws -> [String: Usage] {
+        try await pool.read { db in
+            var result: [String: Usage] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM usage_day WHERE day = ?", arguments: [day]) {
+                result[row["client"]] = Self.usage(row)
+            }
+            return result
+        }
+    }
+
+    public func add(_ deltas: [UsageKey: Usage]) async throws {
+        guard !deltas.isEmpty else { return }
+        try await pool.write { db in
+            let statement = try db.makeStatement(sql: """
+                INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (client, day) DO UPDATE SET
+                    requests = requests + excluded.requests, cache_hits = cache_hits + excluded.cache_hits,
+                    upstream_calls = upstream_calls + excluded.upstream_calls, errors = errors + excluded.errors,
+                    bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out,
+                    compute_seconds = compute_seconds + excluded.compute_seconds
+                """)
+            for (key, usage) in deltas {
+                try statement.execute(arguments: [key.client, key.day, usage.requests, usage.cacheHits, usage.upstreamCalls,
+                                                  usage.errors, usage.bytesIn, usage.bytesOut, usage.computeSeconds])
+            }
+        }
+    }
+
+    public func report(fromDay: Int, client: String?) async throws -> [UsageRow] {
+        try await pool.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT * FROM usage_day WHERE day >= ? AND (? IS NULL OR client = ?) ORDER BY day DESC, client
+                """, arguments: [fromDay, client, client])
+            return rows.map { UsageRow(client: $0["client"], day: Self.dayString($0["day"]), usage: Self.usage($0)) }
+        }
+    }
+
+    static func usage(_ row: Row) -> Usage {
+        var usage = Usage()
+        usage.requests = row["requests"]
+        usage.cacheHits = row["cache_hits"]
+        usage.upstreamCalls = row["upstream_calls"]
+        usage.errors = row["errors"]
+        usage.bytesIn = row["bytes_in"]
+        usage.bytesOut = row["bytes_out"]
+        usage.computeSeconds = row["compute_seconds"]
+        return usage
+    }
+
+    /// `YYYY-MM-DD` for a day number (days since 1970-01-01, UTC).
+    public static func dayString(_ day: Int) -> String {
+        var seconds = time_t(day * 86_400)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let p = Formatting.padded
+        return "\(p(Int(parts.tm_year) + 1900, 4))-\(p(Int(parts.tm_mon) + 1, 2))-\(p(Int(parts.tm_mday), 2))"
+    }
+}
