@@ -80,6 +80,7 @@ struct GatewayHarness {
         now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
         cachePath: String? = nil,
         usageStore: (any UsageStore)? = nil,
+        clientsYAML: String? = nil,
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -96,7 +97,7 @@ struct GatewayHarness {
               path: \(cachePath ?? directory.appendingPathComponent("cache.sqlite").path)
               \(cacheYAML)
             \(extraYAML)
-            \(clientsYAML())
+            \(clientsYAML ?? Self.clientsYAML())
             """
             let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
             let logs = LogCapture()

@@ -19,7 +19,7 @@ public struct Usage: Sendable, Codable, Equatable {
         case bytesIn = "bytes_in", bytesOut = "bytes_out", computeSeconds = "compute_seconds"
     }
 
-    mutating func add(_ other: Usage) {
+    public mutating func add(_ other: Usage) {
         requests += other.requests
         cacheHits += other.cacheHits
         upstreamCalls += other.upstreamCalls

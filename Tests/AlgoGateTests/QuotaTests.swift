@@ -1,0 +1,187 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@Suite struct QuotaTests {
+    static func call(_ h: GatewayHarness, key: String = Keys.teamB, path: String = "/v1/algo/demo/Hello/0.1.0") async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, path, headers: simple(key) + textType, text: "HAL")
+    }
+
+    static let quotaYAML = "quota: {requests_per_minute: 3, requests_per_day: 100, max_concurrent: 2}"
+
+    @Test func minuteWindowsAdmitCountAndRefuseWithExactHeaders() async throws {
+        let clock = TestClock()  // 1_800_000_000: a minute boundary, 57_600 s before a UTC midnight
+        try await GatewayHarness.run(extraYAML: Self.quotaYAML, now: { clock.now }) { h in
+            for remaining in [2, 1, 0] {
+                let reply = try await Self.call(h)
+                #expect(reply.status == 200)
+                #expect(reply.header("RateLimit-Policy") == #""minute";q=3;w=60, "day";q=100;w=86400, "parallel";q=2;qu="concurrent-requests""#)
+                #expect(reply.header("RateLimit") == #""minute";r=\#(remaining);t=60, "day";r=\#(97 + remaining);t=57600"#)
+            }
+            clock.advance(by: 18)
+            let refused = try await Self.call(h)
+            #expect(refused.status == 429)
+            #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"client 'team-b' is over its requests_per_minute quota (3); retry in 42 s"}}"#)
+            #expect(refused.header("Retry-After") == "42")
+            #expect(refused.header("RateLimit") == #""minute";r=0;t=42, "day";r=97;t=57582"#)
+            // Each client has its own windows.
+            let other = try await Self.call(h, key: Keys.teamA)
+            #expect(other.status == 200)
+            clock.advance(by: 42)
+            let again = try await Self.call(h)
+            #expect(again.status == 200)
+            #expect(again.header("RateLimit") == #""minute";r=2;t=60, "day";r=96;t=57540"#)
+            // Three of team-b's four admitted calls were cache hits: they count all the same.
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
+    @Test func dayAndByteQuotasRefuseUntilMidnight() async throws {
+        let clock = TestClock()
+        let yaml = """
+        clients:
+          - {name: daily, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], quota: {requests_per_day: 2}}
+          - {name: bytes, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo], quota: {bytes_per_day: 300}}
+        """
+        try await GatewayHarness.run(upstreamYAML: "", extraYAML: "", now: { clock.now }, clientsYAML: yaml) { h in
+            #expect(try await Self.call(h, key: Keys.teamA).status == 200)
+            #expect(try await Self.call(h, key: Keys.teamA).status == 200)
+            let day = try await Self.call(h, key: Keys.teamA)
+            #expect(day.status == 429)
+            #expect(envelope(day).message == "client 'daily' is over its requests_per_day quota (2); retry in 57600 s")
+            #expect(day.header("Retry-After") == "57600")
+
+            // ~80 bytes out and 3 in per call: the fourth call finds 300 bytes used.
+            for _ in 0..<4 { _ = try await Self.call(h, key: Keys.teamB) }
+            try await Task.sleep(for: .milliseconds(50))  // bytes count when the body has been sent
+            let bytes = try await Self.call(h, key: Keys.teamB)
+            #expect(bytes.status == 429)
+            #expect(envelope(bytes).type == "QuotaExceeded")
+            clock.advance(by: 57_600)
+            #expect(try await Self.call(h, key: Keys.teamA).status == 200)
+            #expect(try await Self.call(h, key: Keys.teamB).status == 200)
+        }
+    }
+
+    @Test func theDaysCountersSurviveARestart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("quota-restart-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("state.sqlite").path
+        let clock = TestClock()
+        let yaml = "quota: {requests_per_day: 4}"
+        try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+            for _ in 0..<3 {
+                let reply = try await Self.call(h)
+                #expect(reply.status == 200)
+            }
+        }
+        try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            #expect((me.object["used_today"] as? [String: Any])?["requests"] as? Int == 3)
+            #expect((me.object["remaining"] as? [String: Any])?["requests_today"] as? Int == 1)
+            #expect(try await Self.call(h).status == 200)
+            #expect(try await Self.call(h).status == 429)
+        }
+    }
+
+    @Test func quotasFailClosedWhenTheStoreFails() async throws {
+        let store = FlakyUsageStore()
+        store.failLoads.withLock { $0 = true }
+        try await GatewayHarness.run(usageStore: store) { h in
+            let refused = try await Self.call(h)
+            #expect(refused.status == 503)
+            #expect(refused.text == #"{"error":{"error_type":"QuotaStoreUnavailable","message":"usage cannot be recorded right now, so requests are refused; retry shortly"}}"#)
+            #expect(refused.header("Retry-After") == "1")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            store.failLoads.withLock { $0 = false }
+            #expect(await h.app.ledger.flush())
+            #expect(try await Self.call(h).status == 200)
+            store.failWrites.withLock { $0 = true }
+            #expect(await h.app.ledger.flush() == false)
+            #expect(try await Self.call(h).status == 503)
+            store.failWrites.withLock { $0 = false }
+            #expect(await h.app.ledger.flush())
+            #expect(try await Self.call(h).status == 200)
+            // Nothing was lost while the store failed: both admitted calls reached it.
+            #expect(await h.app.ledger.flush())
+            #expect(store.written.withLock { $0.values.reduce(0) { $0 + $1.requests } } == 2)
+        }
+    }
+
+    @Test func usageIsAccountedPerClientPerDay() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await Self.call(h)                                              // miss: upstream call
+            _ = try await Self.call(h)                                              // hit
+            _ = try await Self.call(h, path: "/v1/algo/test/Fail/1.0.0")            // an algorithm error, 200 upstream
+            _ = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.teamB))   // 403: no data scope
+            try await Task.sleep(for: .milliseconds(50))
+            let usage = try await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
+            #expect(usage.status == 200)
+            let rows = usage.object["days"] as? [[String: Any]] ?? []
+            #expect(rows.count == 1)
+            let row = rows.first?["usage"] as? [String: Any] ?? [:]
+            #expect(row["requests"] as? Int == 3)       // the 403 was refused before the quota step
+            #expect(row["cache_hits"] as? Int == 1)
+            #expect(row["upstream_calls"] as? Int == 2)
+            #expect(row["errors"] as? Int == 0)
+            #expect((row["bytes_in"] as? Int) == 3 * 3)
+            #expect((row["bytes_out"] as? Int ?? 0) > 200)
+            #expect((row["compute_seconds"] as? Double ?? 0) > 0)
+            #expect(rows.first?["client"] as? String == "team-b")
+
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            #expect(me.object["name"] as? String == "team-a")
+            #expect(me.object["scopes"] as? [String] == ["algo", "data:read", "data:write", "manage"])
+            #expect(me.object["data_prefixes"] as? [String] == ["data://.my/team-a", "s3://bucket/team-a"])
+            let forbidden = try await h.gateway.send(.GET, "/_admin/usage", headers: simple(Keys.teamA))
+            #expect(forbidden.status == 403)
+        }
+    }
+
+    @Test func metricsAreScrapedInPrometheusText() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await Self.call(h)
+            _ = try await Self.call(h)
+            _ = try await Self.call(h, key: "wrong")
+            try await Task.sleep(for: .milliseconds(50))
+            let scrape = try await h.gateway.send(.GET, "/metrics")
+            #expect(scrape.status == 200)
+            #expect(scrape.header("Content-Type")?.hasPrefix("text/plain") == true)
+            var samples: [String: Double] = [:]
+            for line in scrape.text.split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: " ")
+                if parts.count == 2, let value = Double(parts[1]) { samples[String(parts[0])] = value }
+            }
+            #expect(samples[#"algogate_requests_total{client="team-b",route="algo",status="200"}"#] == 2)
+            #expect(samples[#"algogate_requests_total{client="-",route="none",status="401"}"#] == 1)
+            #expect(samples[#"algogate_cache_requests_total{result="hit"}"#] == 1)
+            #expect(samples[#"algogate_cache_requests_total{result="miss"}"#] == 1)
+            #expect(samples[#"algogate_upstream_duration_seconds_count{route="algo"}"#] == 1)
+            #expect(samples["algogate_upstream_in_flight"] == 0)
+            #expect(samples["algogate_upstream_queued"] == 0)
+        }
+    }
+}
+
+/// A usage store that fails on demand, keeping what it was given.
+final class FlakyUsageStore: UsageStore {
+    let failLoads = Mutex(false)
+    let failWrites = Mutex(false)
+    let written = Mutex<[UsageKey: Usage]>([:])
+    struct Failure: Error {}
+
+    func load(day: Int) async throws -> [String: Usage] {
+        if failLoads.withLock({ $0 }) { throw Failure() }
+        return [:]
+    }
+
+    func add(_ deltas: [UsageKey: Usage]) async throws {
+        if failWrites.withLock({ $0 }) { throw Failure() }
+        written.withLock { written in for (key, usage) in deltas { written[key, default: Usage()].add(usage) } }
+    }
+
+    func report(fromDay: Int, client: String?) async throws -> [UsageRow] { [] }
+}
