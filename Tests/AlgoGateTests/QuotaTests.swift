@@ -65,6 +65,30 @@ import Testing
         }
     }
 
+    @Test func theUsageCommandPrintsTheDaysTable() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usage-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("state.sqlite").path
+        try await GatewayHarness.run(cachePath: path) { h in
+            for _ in 0..<2 { _ = try await Self.call(h) }
+        }
+        let config = directory.appendingPathComponent("gateway.yaml")
+        try """
+        upstream: {url: "http://127.0.0.1:1", key_env: NOT_NEEDED_HERE}
+        cache: {path: "\(path)"}
+        \(GatewayHarness.clientsYAML())
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
+        usage.process.waitUntilExit()
+        #expect(usage.process.terminationStatus == 0)
+        let lines = usage.log.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)
+        let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []
+        #expect(row.count == 9)
+        #expect(row.dropFirst().prefix(5) == ["team-b", "2", "1", "1", "0"])
+    }
+
     @Test func theDaysCountersSurviveARestart() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("quota-restart-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

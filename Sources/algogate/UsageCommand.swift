@@ -1,0 +1,52 @@
+import AlgoGate
+import ArgumentParser
+import Foundation
+
+/// `algogate usage`: what each client used per day, read from the gateway's SQLite file (safe
+/// while the gateway runs; counters reach the file within a second).
+struct UsageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "usage",
+        abstract: "Print usage per client per day: requests, cache hits, upstream calls, errors, bytes, compute."
+    )
+
+    @Option(help: "The gateway's YAML configuration file (for cache.path, where usage is kept).")
+    var config: String
+
+    @Option(help: "Only this client.")
+    var client: String?
+
+    @Option(help: "How many days back, today included.")
+    var days = 7
+
+    func validate() throws {
+        guard (1...3660).contains(days) else { throw ValidationError("--days must be from 1 to 3660") }
+    }
+
+    func run() async throws {
+        let gatewayConfig: GatewayConfig
+        do {
+            gatewayConfig = try ConfigLoader.loadWithoutKey(path: config)
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("algogate: invalid configuration \(config): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let store = SQLiteUsageStore(pool: try StateDatabase.open(path: gatewayConfig.cache.path))
+        let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
+        let rows = try await store.report(fromDay: today - days + 1, client: client)
+        let header = ["day", "client", "requests", "cache hits", "upstream", "errors", "bytes in", "bytes out", "compute s"]
+        var table = [header]
+        for row in rows {
+            let u = row.usage
+            table.append([row.day, row.client, "\(u.requests)", "\(u.cacheHits)", "\(u.upstreamCalls)", "\(u.errors)",
+                          "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds)])
+        }
+        let widths = header.indices.map { column in table.map { $0[column].count }.max() ?? 0 }
+        for line in table {
+            print(line.enumerated().map { index, cell in
+                index < 2 ? cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) : cell.leftPad(widths[index])
+            }.joined(separator: "  "))
+        }
+        if rows.isEmpty { print("(no usage recorded in the last \(days) day\(days == 1 ? "" : "s"))") }
+    }
+}
