@@ -13,11 +13,9 @@ struct MetricsMiddleware: RouterMiddleware {
         case "BYPASS": "bypass"
         default: nil
         }
-        let facts = context.facts
         let metrics = metrics
-        facts.onCompletion { completion in
-            let (client, route) = facts.state.withLock { ($0.client?.name ?? "-", $0.route?.name ?? "none") }
-            metrics.request(client: client, route: route, status: completion.status)
+        context.facts.onCompletion { completion in
+            metrics.request(client: completion.client ?? "-", route: completion.route ?? "none", status: completion.status)
             if let cacheResult { metrics.cache(cacheResult) }
         }
         return response

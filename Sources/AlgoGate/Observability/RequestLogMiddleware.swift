@@ -32,7 +32,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let facts = context.facts
         response.body = response.body.observed(counting: bytesOut) {
             let elapsed = ContinuousClock.now - started
-            facts.complete(RequestCompletion(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut.value, duration: elapsed))
+            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut.value, duration: elapsed)
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "client": .string(client), "route": .string(route),
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),

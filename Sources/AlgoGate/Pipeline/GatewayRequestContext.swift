@@ -47,8 +47,18 @@ final class RequestFacts: Sendable {
         state.withLock { $0.completions.append(handler) }
     }
 
-    func complete(_ completion: RequestCompletion) {
-        for handler in state.withLock({ $0.completions }) { handler(completion) }
+    /// Calls the handlers once, with what the request learnt, and lets them go: they must not
+    /// outlive the request (nor keep it alive through a closure that captured it).
+    func complete(status: Int, bytesIn: Int, bytesOut: Int, duration: Duration) {
+        let (handlers, completion) = state.withLock { state in
+            let handlers = state.completions
+            state.completions = []
+            return (handlers, RequestCompletion(
+                status: status, bytesIn: bytesIn, bytesOut: bytesOut, duration: duration,
+                client: state.client?.name, route: state.route?.name,
+                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds))
+        }
+        for handler in handlers { handler(completion) }
     }
 
     func markUpstreamCall(computeSeconds: Double = 0) {
@@ -59,10 +69,14 @@ final class RequestFacts: Sendable {
     }
 }
 
-/// A finished request's figures, as the log line reports them.
+/// A finished request's figures and what the pipeline learnt about it.
 struct RequestCompletion: Sendable {
     let status: Int
     let bytesIn: Int
     let bytesOut: Int
     let duration: Duration
+    let client: String?
+    let route: String?
+    let upstreamCalled: Bool
+    let computeSeconds: Double
 }

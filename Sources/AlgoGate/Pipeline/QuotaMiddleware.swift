@@ -22,12 +22,10 @@ struct QuotaMiddleware: RouterMiddleware {
         for field in admission.headers { response.headers[field.name] = field.value }
         let fromCache = response.headers[.xCache] == "HIT" || (response.headers[.cacheStatus]?.hasSuffix("collapsed") ?? false)
         let ledger = ledger
-        let facts = context.facts
-        facts.onCompletion { completion in
-            let (upstream, compute) = facts.state.withLock { ($0.upstreamCalled, $0.computeSeconds) }
+        context.facts.onCompletion { completion in
             ledger.record(client: client.name, day: admission.day, .init(
-                cacheHit: fromCache, upstreamCall: upstream, error: completion.status >= 400,
-                bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: compute))
+                cacheHit: fromCache, upstreamCall: completion.upstreamCalled, error: completion.status >= 400,
+                bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: completion.computeSeconds))
         }
         return response
     }
