@@ -41,7 +41,7 @@ import Testing
     }
 
     @Test func anUnreachableUpstreamIs502() async throws {
-        let closedPort = ChildProcess.freePort()
+        let closedPort = 1  // privileged and unused on loopback: nothing listens there
         try await GatewayHarness.run(upstreamYAML: "connect_timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(closedPort)" }) { h in
             let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(algo.status == 502)

@@ -51,7 +51,7 @@ import Testing
 
           - {name: team-b, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
         """
-        try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: pair.gatewayPort, work: pair.work, clients: bothClients)
+        try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: 0, work: pair.work, clients: bothClients)
             .write(to: pair.configURL, atomically: true, encoding: .utf8)
         pair.gateway.signal(SIGHUP)
         var status = 0

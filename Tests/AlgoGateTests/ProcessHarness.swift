@@ -7,23 +7,25 @@ import Foundation
 final class ProcessHarness: @unchecked Sendable {
     // `@unchecked`: every stored property is set in init and never mutated afterwards.
     let work: URL
-    let simPort = ChildProcess.freePort()
-    let gatewayPort = ChildProcess.freePort()
+    let simPort: Int
+    /// The port the gateway bound: both processes start on port 0 and report theirs.
+    let gatewayPort: Int
     let sim: ChildProcess
     let gateway: ChildProcess
     let configURL: URL
     static let keyVariable = "PROC_UPSTREAM_KEY"
 
-    /// `gatewayYAML` receives the simulator's port and returns the whole gateway configuration
-    /// (use `server(port:)` for its first line).
+    /// `gatewayYAML` receives the simulator's port, the gateway's port to configure (0) and the
+    /// work directory, and returns the whole gateway configuration.
     init(gatewayYAML: (_ simPort: Int, _ gatewayPort: Int, _ work: URL) -> String) async throws {
         work = FileManager.default.temporaryDirectory.appendingPathComponent("proc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        sim = try ChildProcess(arguments: ["sim", "--port", "\(simPort)", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
+        sim = try ChildProcess(arguments: ["sim", "--port", "0", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
+        simPort = try await sim.listeningPort()
         configURL = work.appendingPathComponent("gateway.yaml")
-        try gatewayYAML(simPort, gatewayPort, work).write(to: configURL, atomically: true, encoding: .utf8)
+        try gatewayYAML(simPort, 0, work).write(to: configURL, atomically: true, encoding: .utf8)
         gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path], environment: [Self.keyVariable: Keys.upstream])
-        try await ChildProcess.waitForHTTP("http://127.0.0.1:\(simPort)/__sim/health")
+        gatewayPort = try await gateway.listeningPort()
     }
 
     /// The usual configuration: the gateway on its port, the simulator upstream, the test clients.

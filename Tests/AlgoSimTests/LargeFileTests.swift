@@ -7,11 +7,11 @@ import Testing
 /// The simulator runs as its own process here so its peak resident memory can be read from /proc.
 @Suite struct LargeFileTests {
     @Test func a200MBFileStreamsThroughWithBoundedMemory() async throws {
-        let port = ChildProcess.freePort()
         let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("simbig-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dataDir) }
-        let sim = try ChildProcess(arguments: ["sim", "--port", "\(port)", "--key", simKey, "--data-dir", dataDir.path])
+        let sim = try ChildProcess(arguments: ["sim", "--port", "0", "--key", simKey, "--data-dir", dataDir.path])
         defer { sim.stop() }
+        let port = try await sim.listeningPort()
         try await ChildProcess.waitForHTTP("http://127.0.0.1:\(port)/__sim/health")
         let baseline = sim.residentBytes ?? 0
 

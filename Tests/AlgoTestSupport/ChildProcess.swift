@@ -56,6 +56,21 @@ public final class ChildProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(at: output)
     }
 
+    /// The port the process reports listening on (Hummingbird logs "listening on HOST:PORT");
+    /// processes are started on port 0 so two tests can never race for the same port.
+    public func listeningPort(seconds: Double = 60) async throws -> Int {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let range = log.range(of: #"listening on 127\.0\.0\.1:([0-9]+)"#, options: .regularExpression),
+               let port = Int(log[range].split(separator: ":").last ?? "") {
+                return port
+            }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ChildProcessError.notListening("\(process.arguments ?? []): \(log.suffix(500))")
+    }
+
     /// Waits until `url` answers at all (any status), up to `seconds`.
     public static func waitForHTTP(_ url: String, seconds: Double = 30) async throws {
         let deadline = Date().addingTimeInterval(seconds)
