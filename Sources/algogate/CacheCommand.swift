@@ -48,13 +48,7 @@ struct CacheCommand: AsyncParsableCommand {
 }
 
 private func openCache(_ path: String) throws -> ResponseCache {
-    let config: GatewayConfig
-    do {
-        config = try ConfigLoader.loadWithoutKey(path: path)
-    } catch let error as ConfigError {
-        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
-        throw ExitCode(1)
-    }
+    let config = try loadWithoutKeyOrExit(path: path)
     return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0,
                                                                  compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level)))
 }

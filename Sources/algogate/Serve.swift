@@ -46,6 +46,17 @@ func loadOrExit(path: String, environment: [String: String] = ProcessInfo.proces
     }
 }
 
+/// The validated configuration without the upstream key (operator commands that only open the
+/// database), or prints why it is invalid and exits 1.
+func loadWithoutKeyOrExit(path: String) throws -> GatewayConfig {
+    do {
+        return try ConfigLoader.loadWithoutKey(path: path)
+    } catch let error as ConfigError {
+        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
 /// Builds and runs a gateway from a loaded configuration. SIGTERM or SIGINT: stop accepting,
 /// let in-flight requests finish (up to `server.drain_timeout_seconds`), flush and close the
 /// cache, exit 0. SIGHUP: reload the configuration file (see `ConfigReloader`).

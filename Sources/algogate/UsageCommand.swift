@@ -24,13 +24,7 @@ struct UsageCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let gatewayConfig: GatewayConfig
-        do {
-            gatewayConfig = try ConfigLoader.loadWithoutKey(path: config)
-        } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("algogate: invalid configuration \(config): \(error)\n".utf8))
-            throw ExitCode(1)
-        }
+        let gatewayConfig = try loadWithoutKeyOrExit(path: config)
         let store = SQLiteUsageStore(pool: try StateDatabase.open(path: gatewayConfig.cache.path))
         let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
         let rows = try await store.report(fromDay: today - days + 1, client: client)
