@@ -4,11 +4,11 @@ import NIOCore
 
 /// Compresses answers for clients that accept gzip or deflate (q-values honoured, `q=0`
 /// refuses) when the body is at least `compression.min_bytes`, of a compressible type and not
-/// already encoded. Answers up to 16 MiB (every algorithm answer) are compressed whole, with a
-/// Content-Length; larger or unsized ones (data downloads) are compressed as they stream.
+/// already encoded. Algorithm answers (already in memory, at most `max_response_bytes`) are
+/// compressed whole, with a Content-Length; everything else, data downloads above all, is
+/// compressed as it streams and never held whole.
 struct ResponseCompressionMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
-    static let wholeBodyLimit = 16 << 20
     let settings: @Sendable () -> GatewayConfig.Compression
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -22,7 +22,7 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         Self.addVary(&response.headers)
         guard let coding = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) else { return response }
         let level = Int32(settings.level)
-        if let length, length <= Self.wholeBodyLimit {
+        if case .algo = context.route, length != nil {
             let compressed = try Deflater.compress(try await response.body.collected(), coding: coding, level: level)
             response.body = .init(byteBuffer: compressed)
         } else {
