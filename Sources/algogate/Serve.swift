@@ -10,7 +10,12 @@ import ServiceLifecycle
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the gateway.",
-        discussion: "The upstream key is read from the variable named by upstream.key_env (or the file upstream.key_file), never from the config file."
+        discussion: """
+        The upstream key is read from the variable named by upstream.key_env (or the file \
+        upstream.key_file), never from the config file. SIGTERM or SIGINT: stop accepting, let \
+        in-flight requests finish (server.drain_timeout_seconds), exit 0. SIGHUP: reload the config \
+        file; a config that does not load is logged and the old one keeps serving.
+        """
     )
 
     @Option(help: "The YAML configuration file.")

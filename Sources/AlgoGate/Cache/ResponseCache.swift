@@ -22,7 +22,7 @@ struct CachedAnswer: Sendable {
 ///
 /// Writes happen in transactions, so a crash (even `kill -9` mid-write) leaves either the whole
 /// entry or none of it. Hits do not write: access times and hit counts are gathered in memory and
-/// applied in batches by `flush()` (run every few seconds by `CacheMaintenance`).
+/// applied in batches by `flush()` (every second, by `StateMaintenance`).
 public final class ResponseCache: Sendable {
     public struct Settings: Sendable {
         public var maxBytes: Int
