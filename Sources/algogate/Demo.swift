@@ -35,7 +35,7 @@ struct Demo: AsyncParsableCommand {
         print("""
 
         algogate demo: gateway \(base)  ->  simulator http://127.0.0.1:\(simPort)
-        demo keys: team-a = \(Self.demoKeys["team-a"]!) (all scopes, data://.my/team-a/), team-b = \(Self.demoKeys["team-b"]!) (algo only)
+        demo keys: team-a = \(Self.demoKeys["team-a"]!) (all scopes, data://.my/team-a/), team-b = \(Self.demoKeys["team-b"]!) (algo only, 30 requests a minute)
 
           curl -s -H 'Authorization: Simple \(Self.demoKeys["team-a"]!)' -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0
           curl -s -H 'Authorization: Simple \(Self.demoKeys["team-b"]!)' \(base)/v1/data/.my/team-a    # 403: team-b has no data scope
