@@ -12,7 +12,6 @@ import Testing
     @Test func aKilledWriterLeavesNoCorruptionAndNoPartialEntry() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         let gateway = pair.gateway
         let gatewayPort = pair.gatewayPort
         let cachePath = pair.work.appendingPathComponent("cache.sqlite").path

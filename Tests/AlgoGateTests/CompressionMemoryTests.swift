@@ -10,7 +10,6 @@ import Testing
     @Test func aDecompressionBombIs413WithoutMemoryGrowth() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         // 1 GiB of zeros, gzip-compressed to about 1 MiB, against the 10 MiB input limit.
         let compressor = ContentCodingForTests.gzip.compressor
         try compressor.startStream()
@@ -45,7 +44,6 @@ import Testing
             ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "compression: {types: [application/octet-stream]}")
         }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         var mkdir = HTTPClientRequest(url: pair.gatewayURL + "/v1/data/.my")
         mkdir.method = .POST
         mkdir.headers.add(name: "Authorization", value: "Simple \(Keys.teamA)")

@@ -20,7 +20,6 @@ import Testing
     @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         // Unpinned, so the cache cannot answer it: it really waits on the upstream.
         let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "1500") }
         try await Task.sleep(for: .milliseconds(400))
@@ -41,7 +40,6 @@ import Testing
         """
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, clients: clientA) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         let before = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#)
         #expect(before.0 == 401)
 
@@ -69,7 +67,6 @@ import Testing
     @Test func aBadConfigOnSighupKeepsTheOldOneServing() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         try "clients: [this is not: valid".write(to: pair.configURL, atomically: true, encoding: .utf8)
         pair.gateway.signal(SIGHUP)
         try await Task.sleep(for: .milliseconds(300))

@@ -41,10 +41,6 @@ final class ProcessHarness: @unchecked Sendable {
 
     var gatewayURL: String { "http://127.0.0.1:\(gatewayPort)" }
 
-    func waitForGateway(scheme: String = "http") async throws {
-        if scheme == "http" { try await ChildProcess.waitForHTTP(gatewayURL + "/healthz") }
-    }
-
     func stop() {
         gateway.stop()
         sim.stop()

@@ -10,7 +10,6 @@ import Testing
     @Test func aOneGigabyteUploadAndDownloadStreamThroughInBoundedMemory() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        try await pair.waitForGateway()
         let gateway = pair.gateway
         let base = pair.gatewayURL
         let auth = "Simple \(Keys.teamA)"

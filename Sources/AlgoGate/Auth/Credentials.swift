@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 
 /// The key a request presents in its Authorization header, in any of the forms the official
@@ -22,5 +23,3 @@ enum Credentials {
         }
     }
 }
-
-import Foundation

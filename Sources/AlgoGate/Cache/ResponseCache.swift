@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import GRDB
 import NIOCore
+import NIOFoundationCompat
 import Synchronization
 
 /// An answer as the cache hands it out: decoded body, ready to send, and the stored gzip bytes
@@ -204,5 +205,3 @@ public final class ResponseCache: Sendable {
         text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
     }
 }
-
-import NIOFoundationCompat

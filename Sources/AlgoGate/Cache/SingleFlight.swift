@@ -38,6 +38,4 @@ final class SingleFlight<Value: Sendable>: Sendable {
         let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
         for waiter in waiters { waiter.resume(returning: value.map { .shared($0) } ?? .retry) }
     }
-
-    var inFlight: Int { flights.withLock { $0.count } }
 }

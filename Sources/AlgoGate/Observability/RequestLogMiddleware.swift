@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -32,7 +33,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let facts = context.facts
         response.body = response.body.observed(counting: bytesOut) {
             let elapsed = ContinuousClock.now - started
-            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut.value, duration: elapsed)
+            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut.value)
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "client": .string(client), "route": .string(route),
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -86,5 +87,3 @@ struct CountingWriter: ResponseBodyWriter {
         try await base.finish(trailingHeaders)
     }
 }
-
-import HTTPTypes

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// Answers repeated calls of pinned algorithm versions from the cache. Runs after
 /// authentication, authorisation (data prefixes in inputs included) and input reading, so a
@@ -119,7 +120,6 @@ extension ResponseBody {
     }
 }
 
-import Synchronization
 
 final class BufferSink: Sendable {
     let buffer = Mutex(ByteBuffer())

@@ -49,12 +49,12 @@ final class RequestFacts: Sendable {
 
     /// Calls the handlers once, with what the request learnt, and lets them go: they must not
     /// outlive the request (nor keep it alive through a closure that captured it).
-    func complete(status: Int, bytesIn: Int, bytesOut: Int, duration: Duration) {
+    func complete(status: Int, bytesIn: Int, bytesOut: Int) {
         let (handlers, completion) = state.withLock { state in
             let handlers = state.completions
             state.completions = []
             return (handlers, RequestCompletion(
-                status: status, bytesIn: bytesIn, bytesOut: bytesOut, duration: duration,
+                status: status, bytesIn: bytesIn, bytesOut: bytesOut,
                 client: state.client?.name, route: state.route?.name,
                 upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds))
         }
@@ -74,7 +74,6 @@ struct RequestCompletion: Sendable {
     let status: Int
     let bytesIn: Int
     let bytesOut: Int
-    let duration: Duration
     let client: String?
     let route: String?
     let upstreamCalled: Bool

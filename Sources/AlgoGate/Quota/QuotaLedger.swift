@@ -94,6 +94,7 @@ public final class QuotaLedger: Sendable {
             var windows = state.clients[client.name] ?? ClientWindows()
             if windows.minute != minute { windows.minute = minute; windows.minuteCount = 0 }
             if windows.day != day { windows.day = day; windows.today = Usage() }
+            state.clients[client.name] = windows  // rolled over, whether admitted or not
             func refuse(_ name: String, _ limit: Int, retry: Int) -> GatewayError {
                 var headers = Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd)
                 headers[.retryAfter] = String(retry)
@@ -102,15 +103,12 @@ public final class QuotaLedger: Sendable {
                                     headers: headers)
             }
             if let limit = quota.requestsPerMinute, windows.minuteCount >= limit {
-                state.clients[client.name] = windows
                 throw refuse("requests_per_minute", limit, retry: toMinuteEnd)
             }
             if let limit = quota.requestsPerDay, windows.today.requests >= limit {
-                state.clients[client.name] = windows
                 throw refuse("requests_per_day", limit, retry: toDayEnd)
             }
             if let limit = quota.bytesPerDay, windows.today.bytesIn + windows.today.bytesOut >= limit {
-                state.clients[client.name] = windows
                 throw refuse("bytes_per_day", limit, retry: toDayEnd)
             }
             windows.minuteCount += 1

@@ -163,7 +163,7 @@ public struct Forwarder: Sendable {
         if error is NIOSSLError || error is BoringSSLError {
             return .badGateway("the upstream's TLS certificate could not be verified")
         }
-        if error is NIOConnectionError || error is ChannelError || error is IOError || "\(type(of: error))".contains("Connect") {
+        if error is NIOConnectionError || error is ChannelError || error is IOError {
             return .badGateway("the upstream is unreachable")
         }
         return .badGateway("the upstream request failed")

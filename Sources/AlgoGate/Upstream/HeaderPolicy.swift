@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 
 /// Which headers cross the gateway. Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every
@@ -51,5 +52,3 @@ enum HeaderPolicy {
         return tokens
     }
 }
-
-import Foundation

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A data-API location: a connector (`data`, `s3`, `dropbox+label`, …) and path segments.
 struct DataPath: Sendable, Equatable {
     var connector: String
@@ -49,5 +51,3 @@ struct DataPath: Sendable, Equatable {
         return DataPath(connector: connector.lowercased(), segments: segments)
     }
 }
-
-import Foundation

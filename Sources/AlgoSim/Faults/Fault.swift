@@ -1,3 +1,5 @@
+import Foundation
+
 /// A failure the simulator injects, so the gateway's handling of a misbehaving upstream can be
 /// tested: added latency, a chosen 5xx status, or a connection dropped without an answer.
 ///
@@ -35,5 +37,3 @@ public struct Fault: Sendable, Equatable, CustomStringConvertible {
         return terms.joined(separator: ",")
     }
 }
-
-import Foundation

@@ -1,4 +1,8 @@
+import CompressNIO
+import HTTPTypes
 import Hummingbird
+import NIOCore
+import Synchronization
 
 /// Dispatches `/v1/...` to the algorithm, data and management APIs. Paths are taken raw rather
 /// than through the router, because data paths may carry a URI (`/v1/data/s3://bucket/key`)
@@ -68,8 +72,3 @@ struct SinkWriter: ResponseBodyWriter {
     }
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
-
-import CompressNIO
-import HTTPTypes
-import NIOCore
-import Synchronization

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 
 /// Accepts the account key in each form the official clients send: `Simple KEY`, the bare `KEY`
@@ -27,5 +28,3 @@ struct SimAuthMiddleware: RouterMiddleware {
         }
     }
 }
-
-import Foundation
