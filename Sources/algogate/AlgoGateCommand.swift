@@ -1,7 +1,6 @@
 import AlgoGate
 import ArgumentParser
 
-@main
 struct AlgoGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "algogate",

@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
 import Testing
@@ -27,12 +27,24 @@ import Testing
             let given = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Request-ID", "trace-123")], text: "HAL")
             #expect(given.header("X-Request-ID") == "trace-123")
             let made = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
-            #expect(made.header("X-Request-ID")?.count == 36)
+            let madeID = try #require(made.header("X-Request-ID"))
+            #expect(UUID(uuidString: madeID) != nil && madeID == madeID.lowercased())
             let hostile = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", "a b\" injected=1")])
             #expect(hostile.header("X-Request-ID") != "a b\" injected=1")
             let denied = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.teamB) + [("X-Request-ID", "denied-1")])
             #expect(denied.header("X-Request-ID") == "denied-1")
             #expect(h.logs.all.contains { $0.contains("request_id=trace-123") })
+        }
+    }
+
+    /// Generated ids are RFC 9562 version 4 UUIDs in lowercase, and never repeat.
+    @Test func generatedRequestIDsAreDistinctVersion4UUIDs() {
+        let ids = (0..<20_000).map { _ in RequestIDs.next() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(500) {
+            let characters = Array(id)
+            #expect(UUID(uuidString: id) != nil && id == id.lowercased())
+            #expect(characters[14] == "4" && "89ab".contains(characters[19]), "\(id) is not version 4, variant 10")
         }
     }
 

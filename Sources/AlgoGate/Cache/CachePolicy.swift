@@ -38,7 +38,7 @@ struct CachePolicy: Sendable {
         decision.ttlSeconds = rule?.ttlSeconds ?? config.ttlSeconds
         let scope = rule?.scope ?? config.scope
         decision.key = Self.key(ref: ref, output: options["output"] ?? "default", stdout: options["stdout"]?.lowercased() == "true",
-                                contentType: headers[.contentType] ?? "", body: body, client: scope == .client ? client : nil)
+                                contentType: headers.value(.contentType) ?? "", body: body, client: scope == .client ? client : nil)
         decision.bypassReason = nil
         decision.lookup = true
         decision.store = true
@@ -56,9 +56,11 @@ struct CachePolicy: Sendable {
     /// A full semantic version `X.Y.Z` or a 40-hex build hash: the only versions whose answers
     /// cannot change. `latest`, `latestPrivate`, `1.2` and `1.2.*` move as versions are published.
     static func isPinned(_ version: String) -> Bool {
-        let parts = version.split(separator: ".", omittingEmptySubsequences: false)
-        if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) { return true }
-        return version.count == 40 && version.allSatisfy(\.isHexDigit)
+        let bytes = version.utf8
+        let isDigit = { (byte: UInt8) in byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(isDigit) }) { return true }
+        return bytes.count == 40 && bytes.allSatisfy { isDigit($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20) }
     }
 
     private static let separator: [UInt8] = [0]

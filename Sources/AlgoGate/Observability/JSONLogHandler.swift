@@ -17,12 +17,13 @@ public struct JSONLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var line = "{\"ts\":\""
+        line.reserveCapacity(384)
         line += Self.timestamp()
         line += "\",\"level\":\"\(event.level.rawValue)\",\"logger\":"
         Self.appendQuoted(label, to: &line)
         line += ",\"msg\":"
         Self.appendQuoted(event.message.description, to: &line)
-        let fields = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
+        let fields = metadata.isEmpty ? event.metadata ?? [:] : metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
         for key in fields.keys.sorted() {
             line += ","
             Self.appendQuoted(key, to: &line)

@@ -7,9 +7,9 @@ struct MetricsMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let response = try await next(request, context)
-        let cacheResult: String? = switch response.headers[.xCache] {
+        let cacheResult: String? = switch response.headers.value(.xCache) {
         case "HIT": "hit"
-        case "MISS": (response.headers[.cacheStatus]?.hasSuffix("collapsed") ?? false) ? "collapsed" : "miss"
+        case "MISS": (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false) ? "collapsed" : "miss"
         case "BYPASS": "bypass"
         default: nil
         }

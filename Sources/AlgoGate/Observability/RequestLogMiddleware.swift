@@ -5,9 +5,10 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// One structured log line per request, written when the response body has been sent: request
-/// id, client, route class, method, path, status, duration and bytes in and out. Never a key
-/// (Authorization is not read here), a query string or a body.
+/// One structured log line per request: request id, client, route class, method, path, status,
+/// duration and bytes in and out. Never a key (Authorization is not read here), a query string
+/// or a body. Streamed answers (data downloads) are logged once their last byte has been sent;
+/// answers held in memory (algorithm answers, cache hits, errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
@@ -22,7 +23,6 @@ struct RequestLogMiddleware: RouterMiddleware {
             return buffer
         })
         var response = try await next(request, context)
-        let bytesOut = ByteCounter()
         let status = response.status.code
         let logger = logger
         let requestID = context.requestID
@@ -31,16 +31,24 @@ struct RequestLogMiddleware: RouterMiddleware {
         let method = request.method.rawValue
         let path = request.uri.path
         let facts = context.facts
-        response.body = response.body.observed(counting: bytesOut) {
+        let finish = { @Sendable (bytesOut: Int) in
             let elapsed = ContinuousClock.now - started
-            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut.value)
+            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "client": .string(client), "route": .string(route),
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
                 "duration_ms": .string(Formatting.milliseconds(elapsed)),
-                "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut.value),
+                "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut),
             ])
         }
+        guard facts.streamsResponse else {
+            // Every other answer is one buffer in memory: the request is over now. Leaving the body
+            // as it is keeps Hummingbird's single write of head, body and end.
+            finish(response.body.contentLength ?? 0)
+            return response
+        }
+        let bytesOut = ByteCounter()
+        response.body = response.body.observed(counting: bytesOut) { finish(bytesOut.value) }
         return response
     }
 

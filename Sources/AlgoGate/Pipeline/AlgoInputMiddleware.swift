@@ -14,9 +14,9 @@ struct AlgoInputMiddleware: RouterMiddleware {
         guard case .algo = context.route else { return try await next(request, context) }
         let limit = limits().maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
+        if let length = request.headers.value(.contentLength).flatMap(Int.init), length > limit { throw tooLarge }
         var request = request
-        let coding = try ContentCoding.of(contentEncoding: request.headers[.contentEncoding])
+        let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
@@ -38,7 +38,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
             request = Request(head: head, body: request.body)
         }
         if let prefixes = context.client?.dataPrefixes {
-            for reference in DataReferences.find(in: body, contentType: request.headers[.contentType]) {
+            for reference in DataReferences.find(in: body, contentType: request.headers.value(.contentType)) {
                 let uri: DataURI
                 do { uri = try DataURI.parse(uri: reference) } catch {
                     throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely")

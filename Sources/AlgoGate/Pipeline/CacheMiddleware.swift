@@ -61,7 +61,7 @@ struct CacheMiddleware: RouterMiddleware {
         var stored = false
         if decision.store, Self.isCacheable(status: response.status, headers: response.headers, body: body) {
             try await cache.store(key: key, algo: decision.algo, status: response.status.code,
-                                  contentType: response.headers[.contentType] ?? "application/json",
+                                  contentType: response.headers.value(.contentType) ?? "application/json",
                                   body: body, ttlSeconds: decision.ttlSeconds, now: now())
             stored = true
         }
@@ -92,7 +92,7 @@ struct CacheMiddleware: RouterMiddleware {
     /// 2xx with no `error` field: an algorithm error or a failure is never stored.
     static func isCacheable(status: HTTPResponse.Status, headers: HTTPFields, body: ByteBuffer) -> Bool {
         guard (200..<300).contains(status.code) else { return false }
-        guard headers[.contentType]?.lowercased().hasPrefix("application/json") == true else { return true }
+        guard headers.value(.contentType)?.lowercased().hasPrefix("application/json") == true else { return true }
         guard let object = JSON.parse(body) else { return false }
         if let dictionary = object as? [String: Any] { return dictionary["error"] == nil }
         return true

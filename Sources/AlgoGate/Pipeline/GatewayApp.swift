@@ -62,6 +62,7 @@ public struct GatewayApp: Sendable {
     public func router() -> Router<GatewayRequestContext> {
         let state = self.state
         let router = Router(context: GatewayRequestContext.self)
+        router.add(middleware: EventLoopAffinityMiddleware())
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))

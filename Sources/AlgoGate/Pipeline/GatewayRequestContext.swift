@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import Synchronization
 
 /// Per-request state the pipeline fills in as the request passes each step.
@@ -9,8 +10,12 @@ public struct GatewayRequestContext: RequestContext {
     /// What later steps learn, shared by reference so outer steps (the log line) see it too.
     let facts = RequestFacts()
 
+    /// The event loop of the client's connection (see `EventLoopAffinityMiddleware`).
+    let eventLoop: (any EventLoop)?
+
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.eventLoop = source.channel.eventLoop
     }
 
     /// The authenticated client; nil before authentication and on the gateway's own open routes.
@@ -38,6 +43,8 @@ final class RequestFacts: Sendable {
         var route: RouteClass?
         var upstreamCalled = false
         var computeSeconds = 0.0
+        /// The response body streams from the upstream rather than sitting in memory.
+        var streamsResponse = false
         var completions: [@Sendable (RequestCompletion) -> Void] = []
     }
     let state = Mutex(State())
@@ -59,6 +66,12 @@ final class RequestFacts: Sendable {
                 upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds))
         }
         for handler in handlers { handler(completion) }
+    }
+
+    /// The response body is an upstream stream: the request is over only once it has been sent.
+    var streamsResponse: Bool {
+        get { state.withLock { $0.streamsResponse } }
+        set { state.withLock { $0.streamsResponse = newValue } }
     }
 
     func markUpstreamCall(computeSeconds: Double = 0) {

@@ -15,8 +15,8 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         var response = try await next(request, context)
         let settings = settings()
         guard request.method != .head, response.status.code >= 200, response.status != .noContent,
-              response.status != .notModified, response.headers[.contentEncoding] == nil,
-              settings.isCompressible(response.headers[.contentType]) else { return response }
+              response.status != .notModified, response.headers.value(.contentEncoding) == nil,
+              settings.isCompressible(response.headers.value(.contentType)) else { return response }
         let length = response.body.contentLength
         if let length, length < settings.minBytes { return response }
         Self.addVary(&response.headers)

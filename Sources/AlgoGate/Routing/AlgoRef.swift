@@ -18,7 +18,13 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
 
     private static func isValidSegment(_ segment: Substring) -> Bool {
         !segment.isEmpty && segment != "." && segment != ".."
-            && segment.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.*".contains($0)) }
+            && segment.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                     UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "*"): true
+                default: false
+                }
+            }
     }
 
     /// The upstream path for this call.

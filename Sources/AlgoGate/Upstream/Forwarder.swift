@@ -41,6 +41,8 @@ public struct Forwarder: Sendable {
         configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
+        // No tracer is installed; without this the client parses every URL again for span attributes.
+        configuration.tracing.tracer = nil
         if let caFile = upstream.caFile {
             // Verification stays on (full chain and host name); only the roots change.
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -69,7 +71,7 @@ public struct Forwarder: Sendable {
         }
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
-        if let coding = try? ContentCoding.of(contentEncoding: headers[.contentEncoding]) {
+        if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
             do {
                 body = try Inflater.inflateAll(body, coding: coding, limit: settings.maxResponseBytes)
             } catch is Inflater.LimitExceeded {
@@ -87,9 +89,9 @@ public struct Forwarder: Sendable {
     func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext) async throws -> Response {
         let settings = settings()
         var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
-        let length = request.headers[.contentLength].flatMap(Int64.init)
-        if (length ?? 0) > 0 || request.headers[.transferEncoding] != nil {
-            if let coding = try ContentCoding.of(contentEncoding: request.headers[.contentEncoding]) {
+        let length = request.headers.value(.contentLength).flatMap(Int64.init)
+        if (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil {
+            if let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding)) {
                 // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
                 upstream.headers.remove(name: "Content-Encoding")
                 upstream.body = .stream(InflatingSequence(base: request.body, coding: coding, limit: .max), length: .unknown)
@@ -101,7 +103,7 @@ public struct Forwarder: Sendable {
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        let upstreamCoding = try? ContentCoding.of(contentEncoding: headers[.contentEncoding])
+        let upstreamCoding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding))
         if upstreamCoding != nil {
             headers[.contentEncoding] = nil
             contentLength = nil
@@ -112,6 +114,7 @@ public struct Forwarder: Sendable {
             return Response(status: status, headers: headers, body: .init())
         }
         let stream = response.body
+        context.facts.streamsResponse = true
         let body = ResponseBody(contentLength: contentLength) { writer in
             if let upstreamCoding {
                 for try await part in InflatingSequence(base: stream, coding: upstreamCoding, limit: .max) { try await writer.write(part) }

@@ -52,3 +52,16 @@ enum HeaderPolicy {
         return tokens
     }
 }
+
+extension HTTPFields {
+    /// A field's value, as the subscript gives it (repeated fields joined with ", "), without the
+    /// array and join the subscript builds on every read: the pipeline reads a dozen fields a request.
+    func value(_ name: HTTPField.Name) -> String? {
+        var found: String?
+        for field in self where field.name == name {
+            guard found == nil else { return self[name] }
+            found = field.value
+        }
+        return found
+    }
+}
