@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import NIOCore
 import NIOPosix
 
@@ -10,7 +9,7 @@ enum Entry {
         // request is not handed between threads at each await on I/O (SwiftNIO's supported
         // take-over; it must happen on the main thread before other concurrency code runs). Blocking
         // work (SQLite) runs on GRDB's own threads.
-        if getenv("NOTAKE") == nil { _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() }
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         await AlgoGateCommand.main()
     }
 }

@@ -45,14 +45,17 @@ public struct ClientRegistry: Sendable {
 
     /// The client whose key hash matches, checking every entry whatever the outcome.
     public func client(for key: Secret) -> ClientIdentity? {
-        let digest = Array(SHA256.hash(data: Data(key.revealed.utf8)))
-        var found: ClientIdentity?
-        for entry in entries {
-            var difference: UInt8 = 0
-            for index in 0..<32 { difference |= entry.digest[index] ^ digest[index] }
-            if difference == 0 { found = entry.client }
+        var presented = key.revealed
+        let digest = presented.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        return digest.withUnsafeBytes { digest in
+            var found: ClientIdentity?
+            for entry in entries {
+                var difference: UInt8 = 0
+                for (expected, actual) in zip(entry.digest, digest) { difference |= expected ^ actual }
+                if difference == 0 { found = entry.client }
+            }
+            return found
         }
-        return found
     }
 
     static func bytes(hex: String) -> [UInt8] {

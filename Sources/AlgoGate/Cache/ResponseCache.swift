@@ -73,7 +73,7 @@ public final class ResponseCache: Sendable {
 
     /// Opens (creating when needed) the state file and brings its schema up to date.
     public convenience init(path: String, settings: Settings) throws {
-        try self.init(pool: try StateDatabase.open(path: path), settings: settings)
+        self.init(pool: try StateDatabase.open(path: path), settings: settings)
     }
 
     public init(pool: DatabasePool, settings: Settings) {

@@ -1,5 +1,6 @@
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
 /// requests by client, route class and status; cache results; upstream latency by route class;
@@ -13,23 +14,54 @@ public final class GatewayMetrics: Sendable {
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
 
     public init() {
-        inFlight = registry.makeGauge(name: "algogate_upstream_in_flight", help: "Upstream requests in flight")
-        queued = registry.makeGauge(name: "algogate_upstream_queued", help: "Requests waiting for an upstream slot")
+        inFlight = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_in_flight", unitName: "", helpText: "Upstream requests in flight"))
+        queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
     }
 
+    private static var requests: MetricNameDescriptor { .init(
+        metricName: "algogate_requests", unitName: "total", helpText: "Requests answered, by client, route class and status") }
+    private static var cacheRequests: MetricNameDescriptor { .init(
+        metricName: "algogate_cache_requests", unitName: "total", helpText: "Cacheable algorithm calls by cache result: hit, miss, collapsed, bypass") }
+    private static var upstreamDuration: MetricNameDescriptor { .init(
+        metricName: "algogate_upstream_duration", unitName: "seconds", helpText: "Time to the upstream's answer (head), by route class") }
+
+    private struct RequestLabels: Hashable {
+        let client: String
+        let route: String
+        let status: Int
+    }
+
+    /// Collectors already made, so a request costs one dictionary look-up rather than the
+    /// registry's name validation and label matching.
+    private let requestCounters = Mutex<[RequestLabels: Counter]>([:])
+    private let cacheCounters = Mutex<[String: Counter]>([:])
+    private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
+
     func request(client: String, route: String, status: Int) {
-        registry.makeCounter(name: "algogate_requests_total", labels: [("client", client), ("route", route), ("status", String(status))],
-                             help: "Requests answered, by client, route class and status").increment()
+        Self.memoised(requestCounters, RequestLabels(client: client, route: route, status: status)) {
+            registry.makeCounter(descriptor: Self.requests, labels: [("client", client), ("route", route), ("status", String(status))])
+        }.increment()
     }
 
     func cache(_ result: String) {
-        registry.makeCounter(name: "algogate_cache_requests_total", labels: [("result", result)],
-                             help: "Cacheable algorithm calls by cache result: hit, miss, collapsed, bypass").increment()
+        Self.memoised(cacheCounters, result) {
+            registry.makeCounter(descriptor: Self.cacheRequests, labels: [("result", result)])
+        }.increment()
     }
 
     func upstreamLatency(route: String, _ duration: Duration) {
-        registry.makeDurationHistogram(name: "algogate_upstream_duration_seconds", labels: [("route", route)],
-                                       buckets: Self.latencyBuckets, help: "Time to the upstream's answer (head), by route class").record(duration)
+        Self.memoised(upstreamHistograms, route) {
+            registry.makeDurationHistogram(descriptor: Self.upstreamDuration, labels: [("route", route)], buckets: Self.latencyBuckets)
+        }.record(duration)
+    }
+
+    private static func memoised<Key: Hashable & Sendable, Value: Sendable>(_ table: borrowing Mutex<[Key: Value]>, _ key: Key, make: () -> Value) -> Value {
+        table.withLock { entries in
+            if let value = entries[key] { return value }
+            let value = make()
+            entries[key] = value
+            return value
+        }
     }
 
     /// The text exposition, with the gauges read from the gate at scrape time.

@@ -129,7 +129,7 @@ struct CollectingWriter: ResponseBodyWriter {
     let sink: BufferSink
     mutating func write(_ buffer: ByteBuffer) async throws {
         var buffer = buffer
-        sink.buffer.withLock { $0.writeBuffer(&buffer) }
+        _ = sink.buffer.withLock { $0.writeBuffer(&buffer) }
     }
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }

@@ -113,7 +113,7 @@ public struct GatewayApp: Sendable {
         var builder: HTTPServerBuilder = .http1()
         if let tls = server.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certFile).map { NIOSSLCertificateSource.certificate($0) }
-            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(tls.keyFile))
+            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem)))
             builder = try .tls(.http1(), tlsConfiguration: configuration)
         }
         var app = Application(

@@ -20,7 +20,7 @@ struct StateMaintenance: Service {
         }
         await flush()
         do {
-            try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
             try storage.pool.close()
         } catch {
             logger.error("closing the database failed", metadata: ["error": "\(error)"])

@@ -68,7 +68,7 @@ struct SinkWriter: ResponseBodyWriter {
     let sink: BodySink
     mutating func write(_ buffer: ByteBuffer) async throws {
         var buffer = buffer
-        sink.buffer.withLock { $0.writeBuffer(&buffer) }
+        _ = sink.buffer.withLock { $0.writeBuffer(&buffer) }
     }
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
