@@ -1,4 +1,6 @@
 import DequeModule
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Shares the account's concurrent upstream requests (`upstream.max_concurrency`) fairly.
@@ -55,8 +57,9 @@ public final class ConcurrencyGate: Sendable {
             return state.nextID
         }
         guard let id else { return }
-        let timer = Task {
-            try await Task.sleep(for: timeout)
+        // An event loop's scheduled task, removed when cancelled; a sleeping task would keep its
+        // timer alive for the whole timeout after every queued request.
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) {
             self.expire(id, client: client, with: GatewayError(
                 status: .serviceUnavailable, errorType: "UpstreamBusy",
                 message: "all upstream slots stayed busy for \(timeout.components.seconds) s (upstream.queue_timeout_seconds); retry shortly",

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import NIOPosix
+import Synchronization
 
 /// `POST /v1/algo/{owner}/{name}[/{version}]`: runs an algorithm the way Algorithmia does.
 struct AlgoRoutes: Sendable {
@@ -119,17 +121,25 @@ struct AlgoRoutes: Sendable {
         }
     }
 
+    /// Runs the algorithm, cancelled after `timeoutSeconds`. The timer is an event loop's scheduled
+    /// task, which is removed when cancelled: a sleeping task racing each call would keep its
+    /// timer (and about 700 bytes) alive for the whole timeout, 300 s by default, after every call.
     private static func run(_ algorithm: any SimAlgorithm, _ input: AlgoInput, _ run: AlgoRun, timeoutSeconds: Int) async throws -> AlgoOutput {
         let box = SendableBox(input)
-        return try await withThrowingTaskGroup(of: SendableBox<AlgoOutput>.self) { group in
-            group.addTask { SendableBox(try await algorithm.run(box.value, run)) }
-            group.addTask {
-                try await Task.sleep(for: .seconds(timeoutSeconds))
+        let task = Task { SendableBox(try await algorithm.run(box.value, run)) }
+        let timedOut = Atomic<Bool>(false)
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .seconds(Int64(timeoutSeconds))) {
+            timedOut.store(true, ordering: .relaxed)
+            task.cancel()
+        }
+        defer { timer.cancel() }
+        do {
+            return try await withTaskCancellationHandler { try await task.value.value } onCancel: { task.cancel() }
+        } catch {
+            if timedOut.load(ordering: .relaxed) {
                 throw AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next() else { throw CancellationError() }
-            return first.value
+            throw error
         }
     }
 
