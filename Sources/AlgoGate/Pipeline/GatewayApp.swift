@@ -33,8 +33,8 @@ public struct GatewayStorage: Sendable {
 }
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
-/// request id → log → metrics → errors → compression → authenticate → authorise route and data
-/// paths → read algo input → quota → cache → upstream slot and forward.
+/// event-loop affinity → request id → log → metrics → errors → compression → authenticate →
+/// authorise route and data paths → read algo input → quota → cache → upstream slot and forward.
 public struct GatewayApp: Sendable {
     public let state: GatewayState
     let httpClient: HTTPClient

@@ -11,7 +11,7 @@ public struct GatewayRequestContext: RequestContext {
     let facts = RequestFacts()
 
     /// The event loop of the client's connection (see `EventLoopAffinityMiddleware`).
-    let eventLoop: (any EventLoop)?
+    let eventLoop: any EventLoop
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
