@@ -17,16 +17,10 @@ enum Credentials {
         switch parts.count {
         case 1:
             return Secret(String(parts[0]))
-        case 2 where isScheme(parts[0], "simple") || isScheme(parts[0], "bearer"):
+        case 2 where parts[0].utf8.equalsIgnoringASCIICase("simple".utf8) || parts[0].utf8.equalsIgnoringASCIICase("bearer".utf8):
             return Secret(String(parts[1]))
         default:
             throw GatewayError.unauthorized("unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
         }
-    }
-
-    /// ASCII case-insensitive comparison with a lowercase scheme name, without lowercasing a copy.
-    private static func isScheme(_ text: Substring, _ scheme: StaticString) -> Bool {
-        let expected = UnsafeBufferPointer(start: scheme.utf8Start, count: scheme.utf8CodeUnitCount)
-        return text.utf8.count == expected.count && zip(text.utf8, expected).allSatisfy { ($0 | 0x20) == $1 }
     }
 }

@@ -213,19 +213,12 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// Whether a `Content-Type` value names a type worth compressing.
         public func isCompressible(_ contentType: String?) -> Bool {
             guard let contentType else { return false }
-            var mediaType = contentType.utf8[...]
-            if let semicolon = mediaType.firstIndex(of: UInt8(ascii: ";")) { mediaType = mediaType[..<semicolon] }
-            while let first = mediaType.first, first == 0x20 || first == 0x09 { mediaType = mediaType.dropFirst() }
-            while let last = mediaType.last, last == 0x20 || last == 0x09 { mediaType = mediaType.dropLast() }
+            let mediaType = (contentType.firstIndex(of: ";").map { contentType[..<$0] } ?? contentType[...]).trimmedSpaces.utf8
             guard !mediaType.isEmpty else { return false }
-            // ASCII case-insensitive, without lowercased copies: this runs on every answer.
-            let folded = { (byte: UInt8) in (0x41...0x5a).contains(byte) ? byte | 0x20 : byte }
+            // Without lowercased copies: this runs on every answer.
             return types.contains { pattern in
-                if pattern.hasSuffix("/*") {
-                    let prefix = pattern.utf8.dropLast()
-                    return mediaType.count >= prefix.count && zip(mediaType, prefix).allSatisfy { folded($0) == folded($1) }
-                }
-                return mediaType.count == pattern.utf8.count && zip(mediaType, pattern.utf8).allSatisfy { folded($0) == folded($1) }
+                pattern.hasSuffix("/*") ? mediaType.hasPrefixIgnoringASCIICase(pattern.utf8.dropLast())
+                                        : mediaType.equalsIgnoringASCIICase(pattern.utf8)
             }
         }
     }

@@ -27,3 +27,19 @@ enum Formatting {
         return "\(micros / 1000).\(padded(micros % 1000, 3))"
     }
 }
+
+extension Collection<UInt8> {
+    /// ASCII case-insensitive equality on UTF-8 bytes, without lowercased copies (hot-path header
+    /// and scheme checks).
+    func equalsIgnoringASCIICase(_ other: some Collection<UInt8>) -> Bool {
+        count == other.count && hasPrefixIgnoringASCIICase(other)
+    }
+
+    func hasPrefixIgnoringASCIICase(_ prefix: some Collection<UInt8>) -> Bool {
+        count >= prefix.count && zip(self, prefix).allSatisfy { asciiFolded($0) == asciiFolded($1) }
+    }
+}
+
+private func asciiFolded(_ byte: UInt8) -> UInt8 {
+    (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+}
