@@ -1,6 +1,7 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
+import Logging
 import Testing
 
 @Suite struct SecretsAndLogsTests {
@@ -51,11 +52,51 @@ import Testing
         }
     }
 
+    @Test func jsonLogLinesAreOneEscapedObjectEach() throws {
+        var handler = JSONLogHandler(label: "algogate")
+        handler.metadata = ["instance": "a", "path": "overridden"]
+        let tricky = "quote \" backslash \\ newline \n tab \t bell \u{07} é 🦉"
+        let event = LogEvent(level: .info, message: "request \(tricky)", metadata: [
+            "path": .string(tricky), "status": .stringConvertible(200),
+            "list": .array([.string("x"), .stringConvertible(1)]), "nested": .dictionary(["b": "2", "a": "1"]),
+        ], source: nil, file: #fileID, function: #function, line: #line)
+        let line = handler.render(event)
+        #expect(line.last == UInt8(ascii: "\n"))
+        #expect(line.dropLast().allSatisfy { $0 != UInt8(ascii: "\n") }, "one record, one line")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        #expect(object["level"] as? String == "info")
+        #expect(object["logger"] as? String == "algogate")
+        #expect(object["msg"] as? String == "request \(tricky)")
+        #expect(object["path"] as? String == tricky, "event metadata wins over the handler's")
+        #expect(object["instance"] as? String == "a")
+        #expect(object["status"] as? String == "200")
+        #expect(object["list"] as? [String] == ["x", "1"])
+        #expect(object["nested"] as? [String: String] == ["a": "1", "b": "2"])
+        let ts = try #require(object["ts"] as? String)
+        #expect(ts.count == 24 && ts.hasSuffix("Z"), "UTC with milliseconds: \(ts)")
+        let parsed = try #require(ISO8601DateFormatter.withFractionalSeconds.date(from: ts))
+        #expect(abs(parsed.timeIntervalSinceNow) < 5)
+        // A fixed order (the record's own fields, then metadata sorted by key), so lines diff and
+        // grep the same way every time.
+        let text = String(decoding: line, as: UTF8.self)
+        let keys = ["ts", "level", "logger", "msg", "instance", "list", "nested", "path", "status"]
+        let positions = try keys.map { key in try #require(text.range(of: "\"\(key)\":")).lowerBound }
+        #expect(positions == positions.sorted())
+    }
+
     @Test func secretsDescribeThemselvesRedacted() {
         let secret = Secret("hunter2")
         #expect("\(secret)" == "<redacted>")
         #expect(String(reflecting: secret) == "<redacted>")
         #expect(!"\(Mirror(reflecting: secret).children.map { "\($0.value)" })".contains("hunter2"))
         #expect(secret.revealed == "hunter2")
+    }
+}
+
+extension ISO8601DateFormatter {
+    static var withFractionalSeconds: ISO8601DateFormatter {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
     }
 }
