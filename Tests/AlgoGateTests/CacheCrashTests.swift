@@ -43,7 +43,7 @@ import Testing
         _ = await load.result
 
         let cache = try ResponseCache(path: cachePath, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: 1024))
-        let (integrity, entries, totals) = try await cache.pool.read { db in
+        let (integrity, entries, totals) = try cache.pool.read { db in
             (try String.fetchOne(db, sql: "PRAGMA integrity_check"),
              try CacheEntry.fetchAll(db),
              try Row.fetchOne(db, sql: "SELECT entries, bytes FROM cache_totals")!)
