@@ -46,3 +46,4 @@ echo "|---|---|---|---|---|"
 echo "| gzip: the stored bytes as they are | $S_RPS | $S_P50 | $S_P99 | $S_ERR |"
 echo "| deflate: compressed anew on each hit | $R_RPS | $R_P50 | $R_P99 | $R_ERR |"
 awk -v s="$S_RPS" -v r="$R_RPS" 'BEGIN { printf "stored bytes serve %.1fx the rate of recompressing on each hit\n", s / r }'
+steal_summary
