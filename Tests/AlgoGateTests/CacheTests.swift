@@ -199,19 +199,18 @@ import Testing
     }
 
     @Test func entriesSurviveARestart() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cache-restart-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("cache.sqlite").path
-        let first = try await GatewayHarness.run(cachePath: path) { h in
-            try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
-        }
-        #expect(first.header("X-Cache") == "MISS")
-        try await GatewayHarness.run(cachePath: path) { h in
-            let again = try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
-            #expect(again.header("X-Cache") == "HIT")
-            #expect(again.bytes == first.bytes)
-            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        try await withTemporaryDirectory("cache-restart") { directory in
+            let path = directory.appendingPathComponent("cache.sqlite").path
+            let first = try await GatewayHarness.run(cachePath: path) { h in
+                try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+            }
+            #expect(first.header("X-Cache") == "MISS")
+            try await GatewayHarness.run(cachePath: path) { h in
+                let again = try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+                #expect(again.header("X-Cache") == "HIT")
+                #expect(again.bytes == first.bytes)
+                #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            }
         }
     }
 

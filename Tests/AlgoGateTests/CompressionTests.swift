@@ -117,24 +117,23 @@ import Testing
     }
 
     @Test func gzipCacheHitsAreTheStoredBytes() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gzhit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("cache.sqlite").path
-        try await GatewayHarness.run(cachePath: path) { h in
-            let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip")]
-            let miss = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
-            #expect(miss.header("Content-Encoding") == "gzip")
-            let hit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
-            #expect(hit.header("X-Cache") == "HIT")
-            #expect(hit.header("Content-Encoding") == "gzip")
-            let plainHit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "40000")
-            #expect(plainHit.header("Content-Encoding") == nil)
-            #expect(try Self.gunzip(hit.bytes) == plainHit.bytes)
-            let cache = try ResponseCache(path: path, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: 1024))
-            let stored = try await cache.pool.read { db in try CacheEntry.fetchAll(db) }
-            #expect(stored.count == 1 && stored.first?.encoding == "gzip")
-            #expect(stored.first.map { Array($0.body) } == hit.bytes)
+        try await withTemporaryDirectory("gzhit") { directory in
+            let path = directory.appendingPathComponent("cache.sqlite").path
+            try await GatewayHarness.run(cachePath: path) { h in
+                let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip")]
+                let miss = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
+                #expect(miss.header("Content-Encoding") == "gzip")
+                let hit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.header("Content-Encoding") == "gzip")
+                let plainHit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "40000")
+                #expect(plainHit.header("Content-Encoding") == nil)
+                #expect(try Self.gunzip(hit.bytes) == plainHit.bytes)
+                let cache = try ResponseCache(path: path, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: 1024))
+                let stored = try await cache.pool.read { db in try CacheEntry.fetchAll(db) }
+                #expect(stored.count == 1 && stored.first?.encoding == "gzip")
+                #expect(stored.first.map { Array($0.body) } == hit.bytes)
+            }
         }
     }
 

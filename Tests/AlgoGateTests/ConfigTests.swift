@@ -75,21 +75,20 @@ import Testing
     }
 
     @Test func checkConfigExitsZeroOrOneWithTheReason() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let good = directory.appendingPathComponent("good.yaml")
-        try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]").write(to: good, atomically: true, encoding: .utf8)
-        let bad = directory.appendingPathComponent("bad.yaml")
-        try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
+        try await withTemporaryDirectory("cfg") { directory in
+            let good = directory.appendingPathComponent("good.yaml")
+            try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]").write(to: good, atomically: true, encoding: .utf8)
+            let bad = directory.appendingPathComponent("bad.yaml")
+            try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
 
-        let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
-        ok.process.waitUntilExit()
-        #expect(ok.process.terminationStatus == 0)
-        #expect(ok.log.contains("configuration OK"))
-        let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
-        refused.process.waitUntilExit()
-        #expect(refused.process.terminationStatus == 1)
-        #expect(refused.log.contains("clients[0].extra: unknown field"))
+            let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
+            ok.process.waitUntilExit()
+            #expect(ok.process.terminationStatus == 0)
+            #expect(ok.log.contains("configuration OK"))
+            let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
+            refused.process.waitUntilExit()
+            #expect(refused.process.terminationStatus == 1)
+            #expect(refused.log.contains("clients[0].extra: unknown field"))
+        }
     }
 }

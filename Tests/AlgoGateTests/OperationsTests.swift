@@ -78,70 +78,69 @@ import Testing
     }
 
     @Test func tlsRoundTripWithASelfSignedCertificate() async throws {
-        let certs = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: certs) }
-        let cert = certs.appendingPathComponent("cert.pem").path
-        let key = certs.appendingPathComponent("key.pem").path
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        openssl.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                             "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        #expect(openssl.terminationStatus == 0)
+        try await withTemporaryDirectory("tls") { certs in
+            let cert = certs.appendingPathComponent("cert.pem").path
+            let key = certs.appendingPathComponent("key.pem").path
+            let openssl = Process()
+            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            openssl.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                 "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+            openssl.standardError = FileHandle.nullDevice
+            try openssl.run()
+            openssl.waitUntilExit()
+            #expect(openssl.terminationStatus == 0)
 
-        let tlsPair = try await ProcessHarness {
-            ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "") .replacingOccurrences(
-                of: "server: {host: 127.0.0.1, port: \($1)}",
-                with: "server: {host: 127.0.0.1, port: \($1), tls: {cert_file: \"\(cert)\", key_file: \"\(key)\"}}")
-        }
-        defer { tlsPair.stop() }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .file(cert)
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
-        let url = "https://127.0.0.1:\(tlsPair.gatewayPort)"
-        var answered = false
-        for _ in 0..<100 where !answered {
-            answered = (try? await client.execute(HTTPClientRequest(url: url + "/healthz"), timeout: .seconds(1))) != nil
-            if !answered { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
-        #expect(status == 200)
-        #expect(body.contains("Hello TLS"))
-        // Plain HTTP to the TLS port gets no answer.
-        let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
-        #expect(plain == nil)
-        try await client.shutdown()
+            let tlsPair = try await ProcessHarness {
+                ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "") .replacingOccurrences(
+                    of: "server: {host: 127.0.0.1, port: \($1)}",
+                    with: "server: {host: 127.0.0.1, port: \($1), tls: {cert_file: \"\(cert)\", key_file: \"\(key)\"}}")
+            }
+            defer { tlsPair.stop() }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(cert)
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            let url = "https://127.0.0.1:\(tlsPair.gatewayPort)"
+            var answered = false
+            for _ in 0..<100 where !answered {
+                answered = (try? await client.execute(HTTPClientRequest(url: url + "/healthz"), timeout: .seconds(1))) != nil
+                if !answered { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
+            #expect(status == 200)
+            #expect(body.contains("Hello TLS"))
+            // Plain HTTP to the TLS port gets no answer.
+            let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
+            #expect(plain == nil)
+            try await client.shutdown()
 
-        // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.
-        let teamBHash = ClientRegistry.hash(of: Keys.teamB)
-        let front = { (caLine: String) in
-            """
-            server: {host: 127.0.0.1, port: 0}
-            upstream:
-              url: "https://127.0.0.1:\(tlsPair.gatewayPort)"
-              key_env: FRONT_KEY
-              connect_timeout_seconds: 2
-              \(caLine)
-            cache: {enabled: false, path: "\(certs.appendingPathComponent("front.sqlite").path)"}
-            clients: [{name: front, key_sha256: "\(teamBHash)", scopes: [algo]}]
-            """
-        }
-        for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
-            let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
-            let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-            let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger,
-                                 storage: try GatewayStorage.open(loaded.config))
-            try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { port in
-                let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""chain""#)
-                #expect(reply.status == expected, "\(caLine.isEmpty ? "system roots" : "ca_file")")
-                if expected == 502 {
-                    #expect(envelope(reply).message == "the upstream's TLS certificate could not be verified")
-                } else {
-                    #expect(reply.object["result"] as? String == "Hello chain")
+            // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.
+            let teamBHash = ClientRegistry.hash(of: Keys.teamB)
+            let front = { (caLine: String) in
+                """
+                server: {host: 127.0.0.1, port: 0}
+                upstream:
+                  url: "https://127.0.0.1:\(tlsPair.gatewayPort)"
+                  key_env: FRONT_KEY
+                  connect_timeout_seconds: 2
+                  \(caLine)
+                cache: {enabled: false, path: "\(certs.appendingPathComponent("front.sqlite").path)"}
+                clients: [{name: front, key_sha256: "\(teamBHash)", scopes: [algo]}]
+                """
+            }
+            for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
+                let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
+                let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+                let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger,
+                                     storage: try GatewayStorage.open(loaded.config))
+                try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { port in
+                    let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""chain""#)
+                    #expect(reply.status == expected, "\(caLine.isEmpty ? "system roots" : "ca_file")")
+                    if expected == 502 {
+                        #expect(envelope(reply).message == "the upstream's TLS certificate could not be verified")
+                    } else {
+                        #expect(reply.object["result"] as? String == "Hello chain")
+                    }
                 }
             }
         }

@@ -66,48 +66,46 @@ import Testing
     }
 
     @Test func theUsageCommandPrintsTheDaysTable() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usage-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("state.sqlite").path
-        try await GatewayHarness.run(cachePath: path) { h in
-            for _ in 0..<2 { _ = try await Self.call(h) }
+        try await withTemporaryDirectory("usage-cli") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            try await GatewayHarness.run(cachePath: path) { h in
+                for _ in 0..<2 { _ = try await Self.call(h) }
+            }
+            let config = directory.appendingPathComponent("gateway.yaml")
+            try """
+            upstream: {url: "http://127.0.0.1:1", key_env: NOT_NEEDED_HERE}
+            cache: {path: "\(path)"}
+            \(GatewayHarness.clientsYAML())
+            """.write(to: config, atomically: true, encoding: .utf8)
+            let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
+            usage.process.waitUntilExit()
+            #expect(usage.process.terminationStatus == 0)
+            let lines = usage.log.split(separator: "\n")
+            #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)
+            let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []
+            #expect(row.count == 9)
+            #expect(row.dropFirst().prefix(5) == ["team-b", "2", "1", "1", "0"])
         }
-        let config = directory.appendingPathComponent("gateway.yaml")
-        try """
-        upstream: {url: "http://127.0.0.1:1", key_env: NOT_NEEDED_HERE}
-        cache: {path: "\(path)"}
-        \(GatewayHarness.clientsYAML())
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
-        usage.process.waitUntilExit()
-        #expect(usage.process.terminationStatus == 0)
-        let lines = usage.log.split(separator: "\n")
-        #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)
-        let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []
-        #expect(row.count == 9)
-        #expect(row.dropFirst().prefix(5) == ["team-b", "2", "1", "1", "0"])
     }
 
     @Test func theDaysCountersSurviveARestart() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("quota-restart-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("state.sqlite").path
-        let clock = TestClock()
-        let yaml = "quota: {requests_per_day: 4}"
-        try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
-            for _ in 0..<3 {
-                let reply = try await Self.call(h)
-                #expect(reply.status == 200)
+        try await withTemporaryDirectory("quota-restart") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            let clock = TestClock()
+            let yaml = "quota: {requests_per_day: 4}"
+            try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+                for _ in 0..<3 {
+                    let reply = try await Self.call(h)
+                    #expect(reply.status == 200)
+                }
             }
-        }
-        try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
-            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
-            #expect((me.object["used_today"] as? [String: Any])?["requests"] as? Int == 3)
-            #expect((me.object["remaining"] as? [String: Any])?["requests_today"] as? Int == 1)
-            #expect(try await Self.call(h).status == 200)
-            #expect(try await Self.call(h).status == 429)
+            try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+                let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+                #expect((me.object["used_today"] as? [String: Any])?["requests"] as? Int == 3)
+                #expect((me.object["remaining"] as? [String: Any])?["requests_today"] as? Int == 1)
+                #expect(try await Self.call(h).status == 200)
+                #expect(try await Self.call(h).status == 429)
+            }
         }
     }
 
