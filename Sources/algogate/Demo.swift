@@ -28,9 +28,11 @@ struct Demo: AsyncParsableCommand {
         var environment = ProcessInfo.processInfo.environment
         environment["ALGOGATE_DEMO_UPSTREAM_KEY"] = upstreamKey
         let loaded = try loadOrExit(path: config, environment: environment)
-        let logger = Logger(label: "algogate", factory: { StreamLogHandler.standardOutput(label: $0) })
+        let log = StandardOutputLog(format: .text)
+        defer { log.finish() }
+        let logger = log.logger
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
-        let gateway = try GatewayRunner(loaded: loaded, logger: logger).services()
+        let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
         print("""
 
@@ -46,6 +48,7 @@ struct Demo: AsyncParsableCommand {
         Ctrl-C stops both.
 
         """)
+        fflush(nil)  // the banner before the log lines, which the log's own thread writes
         let group = ServiceGroup(configuration: .init(
             services: [simulator.application(logger: logger)] + gateway,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

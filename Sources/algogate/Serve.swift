@@ -21,23 +21,52 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The YAML configuration file.")
     var config: String
 
-    @Option(help: "Log format: json (one object per line) or text.")
-    var logFormat: LogFormat = .json
+    @Option(help: "Log format: json (one object per line) or text (key=value).")
+    var logFormat: LogLineFormat = .json
+
+    @Option(help: ArgumentHelp(
+        "Bytes of log lines that may wait for the reader of standard output.",
+        discussion: "Lines are written by a thread of their own; when the reader falls this far behind, new lines are dropped and counted (algogate_log_lines_dropped_total) rather than stalling requests."))
+    var logBufferBytes = LogWriter.defaultBufferBytes
+
+    func validate() throws {
+        guard logBufferBytes >= LogWriter.minimumBufferBytes else {
+            throw ValidationError("--log-buffer-bytes must be at least \(LogWriter.minimumBufferBytes)")
+        }
+    }
 
     func run() async throws {
         let loaded = try loadOrExit(path: config)
-        try await GatewayRunner(loaded: loaded, logger: logFormat.logger(label: "algogate"), configPath: config).run()
+        let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
+        defer { log.finish() }
+        try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, configPath: config).run()
     }
 }
 
-enum LogFormat: String, ExpressibleByArgument, CaseIterable {
-    case json, text
+extension LogLineFormat: ExpressibleByArgument {}
 
-    func logger(label: String) -> Logger {
-        switch self {
-        case .json: Logger(label: label, factory: { JSONLogHandler(label: $0) })
-        case .text: Logger(label: label, factory: { StreamLogHandler.standardOutput(label: $0) })
+/// The process's log: lines in `format` on standard output, written by a `LogWriter` thread.
+struct StandardOutputLog {
+    let writer: LogWriter
+    let logger: Logger
+
+    init(format: LogLineFormat, bufferBytes: Int = LogWriter.defaultBufferBytes, label: String = "algogate") {
+        // A log reader that goes away (a restarted journald, a closed pipe) must not kill the
+        // gateway: the writer sees EPIPE and counts the lines as dropped (systemd's IgnoreSIGPIPE).
+        signal(SIGPIPE, SIG_IGN)
+        let writer = LogWriter(fileDescriptor: STDOUT_FILENO, bufferBytes: bufferBytes) { dropped in
+            format.render(LogEvent(level: .warning, message: "log lines dropped: the log's reader fell behind",
+                                   metadata: ["dropped": .stringConvertible(dropped)],
+                                   source: nil, file: #fileID, function: #function, line: #line), label: label)
         }
+        self.writer = writer
+        self.logger = Logger(label: label, factory: { LineLogHandler(label: $0, format: format, writer: writer) })
+    }
+
+    /// Writes what is still buffered before the process exits; gives up after a few seconds
+    /// when the reader is not reading.
+    func finish() {
+        writer.finish(timeout: .seconds(5))
     }
 }
 
@@ -68,6 +97,7 @@ func loadWithoutKeyOrExit(path: String) throws -> GatewayConfig {
 struct GatewayRunner {
     let loaded: ConfigLoader.Loaded
     let logger: Logger
+    var logWriter: LogWriter?
     var configPath: String?
 
     func services() throws -> [any Service] {
@@ -75,7 +105,7 @@ struct GatewayRunner {
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
         let storage = try GatewayStorage.open(loaded.config)
-        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, storage: storage).application()]
+        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage).application()]
         if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
         return services
     }

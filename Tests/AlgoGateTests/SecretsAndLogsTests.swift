@@ -52,23 +52,24 @@ import Testing
         }
     }
 
-    @Test func jsonLogLinesAreOneEscapedObjectEach() throws {
-        var handler = JSONLogHandler(label: "algogate")
-        handler.metadata = ["instance": "a", "path": "overridden"]
-        let tricky = "quote \" backslash \\ newline \n tab \t bell \u{07} é 🦉"
-        let event = LogEvent(level: .info, message: "request \(tricky)", metadata: [
-            "path": .string(tricky), "status": .stringConvertible(200),
+    static let trickyText = "quote \" backslash \\ newline \n tab \t bell \u{07} é 🦉"
+    static var trickyEvent: LogEvent {
+        LogEvent(level: .info, message: "request \(trickyText)", metadata: [
+            "path": .string(trickyText), "status": .stringConvertible(200), "client": "team-a",
             "list": .array([.string("x"), .stringConvertible(1)]), "nested": .dictionary(["b": "2", "a": "1"]),
         ], source: nil, file: #fileID, function: #function, line: #line)
-        let line = handler.render(event)
+    }
+
+    @Test func jsonLogLinesAreOneEscapedObjectEach() throws {
+        let line = LogLineFormat.json.render(Self.trickyEvent, label: "algogate")
         #expect(line.last == UInt8(ascii: "\n"))
         #expect(line.dropLast().allSatisfy { $0 != UInt8(ascii: "\n") }, "one record, one line")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
         #expect(object["level"] as? String == "info")
         #expect(object["logger"] as? String == "algogate")
-        #expect(object["msg"] as? String == "request \(tricky)")
-        #expect(object["path"] as? String == tricky, "event metadata wins over the handler's")
-        #expect(object["instance"] as? String == "a")
+        #expect(object["msg"] as? String == "request \(Self.trickyText)")
+        #expect(object["path"] as? String == Self.trickyText)
+        #expect(object["client"] as? String == "team-a")
         #expect(object["status"] as? String == "200")
         #expect(object["list"] as? [String] == ["x", "1"])
         #expect(object["nested"] as? [String: String] == ["a": "1", "b": "2"])
@@ -79,9 +80,26 @@ import Testing
         // A fixed order (the record's own fields, then metadata sorted by key), so lines diff and
         // grep the same way every time.
         let text = String(decoding: line, as: UTF8.self)
-        let keys = ["ts", "level", "logger", "msg", "instance", "list", "nested", "path", "status"]
+        let keys = ["ts", "level", "logger", "msg", "client", "list", "nested", "path", "status"]
         let positions = try keys.map { key in try #require(text.range(of: "\"\(key)\":")).lowerBound }
         #expect(positions == positions.sorted())
+    }
+
+    @Test func textLogLinesAreOneLineWithQuotedValuesWhereNeeded() throws {
+        let line = String(decoding: LogLineFormat.text.render(Self.trickyEvent, label: "algogate"), as: UTF8.self)
+        #expect(line.hasSuffix("\n"))
+        #expect(line.dropLast().allSatisfy { $0 != "\n" }, "one record, one line")
+        let ts = try #require(line.split(separator: " ").first)
+        #expect(ISO8601DateFormatter.withFractionalSeconds.date(from: String(ts)) != nil, "starts with the UTC timestamp: \(line)")
+        // The message has a control character, so it is quoted; plain values are bare; a value
+        // with spaces or quotes is a JSON string; structured values are JSON.
+        let quoted = #""quote \" backslash \\ newline \n tab \t bell \u0007 é 🦉""#
+        let expected = #" info algogate: "request "# + quoted.dropFirst() + #" client=team-a list=["x","1"] nested={"a":"1","b":"2"} path="# + quoted + " status=200\n"
+        #expect(line.dropFirst(ts.count) == expected[...])
+        let plain = String(decoding: LogLineFormat.text.render(LogEvent(
+            level: .notice, message: "listening on 127.0.0.1:8080", metadata: ["key=value": "a b", "empty": ""],
+            source: nil, file: #fileID, function: #function, line: #line), label: "algogate"), as: UTF8.self)
+        #expect(plain.dropFirst(ts.count) == #" notice algogate: listening on 127.0.0.1:8080 empty="" "key=value"="a b""# + "\n")
     }
 
     @Test func secretsDescribeThemselvesRedacted() {

@@ -18,14 +18,16 @@ public final class ChildProcess: @unchecked Sendable {
         return root.appendingPathComponent(".build/debug/algogate")
     }
 
-    public init(arguments: [String], environment: [String: String] = [:]) throws {
+    /// `standardOutput`: where the process's stdout goes instead of the `output` file (stderr
+    /// always goes there).
+    public init(arguments: [String], environment: [String: String] = [:], standardOutput: FileHandle? = nil) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-child-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let handle = try FileHandle(forWritingTo: output)
         process.executableURL = Self.executable
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = handle
+        process.standardOutput = standardOutput ?? handle
         process.standardError = handle
         try process.run()
     }
@@ -50,8 +52,13 @@ public final class ChildProcess: @unchecked Sendable {
 
     public func signal(_ signal: Int32) { kill(pid, signal) }
 
+    /// SIGTERM, and SIGKILL when the process has not exited 10 s later (a test that failed
+    /// because the process hung must not hang itself).
     public func stop() {
         if process.isRunning { process.terminate() }
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(pid, SIGKILL) }
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: output)
     }

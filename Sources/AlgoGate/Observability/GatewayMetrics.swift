@@ -4,11 +4,13 @@ import Synchronization
 
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
 /// requests by client, route class and status; cache results; upstream latency by route class;
-/// upstream requests in flight and waiting for a slot.
+/// upstream requests in flight and waiting for a slot; log lines dropped.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let inFlight: Gauge
     private let queued: Gauge
+    private let logLinesDropped: Counter
+    private let logLinesDroppedCounted = Mutex(0)
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -16,6 +18,8 @@ public final class GatewayMetrics: Sendable {
     public init() {
         inFlight = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_in_flight", unitName: "", helpText: "Upstream requests in flight"))
         queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
+        logLinesDropped = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_log_lines_dropped", unitName: "total", helpText: "Log lines dropped because the log's reader fell behind"))
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -64,10 +68,19 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    /// The text exposition, with the gauges read from the gate at scrape time.
-    func exposition(gate: ConcurrencyGate) -> [UInt8] {
+    /// The text exposition, with the gauges read from the gate and the log writer's drops
+    /// brought up to date at scrape time.
+    func exposition(gate: ConcurrencyGate, logWriter: LogWriter?) -> [UInt8] {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
+        if let logWriter {
+            let total = logWriter.droppedLines
+            let added = logLinesDroppedCounted.withLock { counted in
+                defer { counted = max(counted, total) }
+                return total - counted
+            }
+            if added > 0 { logLinesDropped.increment(by: Int64(added)) }
+        }
         return registry.emitToBuffer()
     }
 }

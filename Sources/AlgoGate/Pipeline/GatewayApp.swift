@@ -43,15 +43,18 @@ public struct GatewayApp: Sendable {
     public let ledger: QuotaLedger
     public let gate: ConcurrencyGate
     public let metrics = GatewayMetrics()
+    /// The writer behind `logger`, when it is one: its dropped lines are a metric.
+    let logWriter: LogWriter?
     let now: @Sendable () -> Double
 
     public var cache: ResponseCache? { storage.cache }
 
-    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, storage: GatewayStorage,
+    public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, logWriter: LogWriter? = nil, storage: GatewayStorage,
                 now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.state = state
         self.httpClient = httpClient
         self.logger = logger
+        self.logWriter = logWriter
         self.storage = storage
         self.now = now
         self.ledger = QuotaLedger(store: storage.usage, now: now)
@@ -97,9 +100,10 @@ public struct GatewayApp: Sendable {
         }
         let metrics = metrics
         let gate = gate
+        let logWriter = logWriter
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, logWriter: logWriter))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router
