@@ -1,5 +1,6 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
+import Foundation
 import Testing
 
 @Suite struct DataPrefixTests {
@@ -98,6 +99,9 @@ import Testing
             #expect(text.status == 403)
             let traversal = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/../team-b/x"])
             #expect(traversal.status == 403)
+            let ambiguous = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/..;/team-b/x"])
+            #expect(ambiguous.status == 403)
+            #expect(envelope(ambiguous).message == "algorithm input holds a data URI that cannot be checked safely: data path segment '..;' is refused: before its ';' it is only dots and spaces")
             let allowed = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/ok.csv", "n": 1])
             #expect(allowed.status == 200)
             #expect(canonicalJSON(allowed.object["result"]) == #"{"f":"data://.my/team-a/ok.csv","n":1}"#)
@@ -118,5 +122,103 @@ import Testing
         #expect(try DataURI.parse(dataPath: "s3://b/k").upstreamPath(connectorForm: false) == "/v1/data/s3://b/k")
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "a/%252e") }
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "../x") }
+    }
+
+    /// 20,000 generated paths built from names and every trick the normalisation knows of. For each one it
+    /// accepts inside the prefix, the forwarded path parses back to the same location, and no
+    /// laxer reading of it (path parameters, decoding first or twice, Windows trimming, Unicode
+    /// compatibility folding) lands outside the prefix.
+    @Test func noReadingOfAForwardedPathLeavesTheCheckedPrefix() throws {
+        let prefix = try DataURI.parse(uri: "data://.my/team-a/")
+        let tokens = ["team-a", "team-b", ".my", "x", "b", "report.csv", "a b", "data", ".", "..", "...", ".. ", ". .", "%2e", "%2E%2e", "%2e.", "%2f", "%2F",
+                      "%5c", "\\", "/", "//", ";", "..;", ";x", "a;b=c", "%3b", "%3B", "%25", "%252e", "%20", " ", "é",
+                      "%C3%A9", "\u{FF0E}", "\u{FF0E}\u{FF0E}", "\u{FF0F}", "\u{FF3C}", "\u{FF05}2e", "\u{FF05}2f", "%EF%BC%8F",
+                      "%EF%BC%8E%EF%BC%8E", "\u{2024}\u{2024}", "~", "%00", "%"]
+        var random = SplitMix64(seed: 2026_11_24)
+        var refused = 0, inside = 0
+        for _ in 0..<20_000 {
+            var path = Int.random(in: 0..<5, using: &random) == 0 ? "" : ".my/team-a/"
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                path += tokens.randomElement(using: &random)!
+                if Int.random(in: 0..<10, using: &random) < 7 { path += "/" }
+            }
+            guard let location = try? DataURI.parse(dataPath: Substring(path)) else { refused += 1; continue }
+            guard location.isWithin(prefix) else { continue }
+            inside += 1
+            let forwarded = String(location.upstreamPath(connectorForm: false).dropFirst("/v1/data/".count))
+            #expect(try DataURI.parse(dataPath: Substring(forwarded)) == location, "\(path) forwarded as \(forwarded)")
+            for reading in LaxReading.allCases {
+                guard let segments = reading.resolve(forwarded) else { continue }  // climbs above the root: an error there
+                #expect(segments.starts(with: prefix.segments), "\(reading) reads \(path), forwarded as \(forwarded), as \(segments)")
+            }
+        }
+        #expect(inside > 2_000 && refused > 2_000, "the generator reaches both sides: \(inside) inside, \(refused) refused")
+    }
+
+    @Test func ambiguousSegmentsAreRefusedWithTheirReason() async throws {
+        try await GatewayHarness.run { h in
+            let cases = [
+                ("/v1/data/.my/team-a/..%20/team-b/x.txt", "data path segment '.. ' is refused: a name made only of dots and spaces"),
+                ("/v1/data/.my/team-a/..;/team-b/x.txt", "data path segment '..;' is refused: before its ';' it is only dots and spaces"),
+                ("/v1/data/.my/team-a/%EF%BC%8E%EF%BC%8E/team-b/x.txt", "data path segment '\u{FF0E}\u{FF0E}' is refused: a name made only of dots and spaces"),
+                ("/v1/data/.my/team-a/..%EF%BC%8F..%EF%BC%8Fteam-b", "data path segment '..\u{FF0F}..\u{FF0F}team-b' is refused: it holds a character that some servers read as '/'"),
+            ]
+            for (path, message) in cases {
+                let reply = try await h.gateway.send(.GET, path, headers: simple(Keys.teamA))
+                #expect(reply.status == 400, "\(path) -> \(reply.status) \(reply.text)")
+                #expect(envelope(reply).message == message)
+            }
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == nil, "nothing reached the upstream")
+            #expect(try DataURI.parse(dataPath: ".my/team-a/a;b").upstreamPath(connectorForm: false) == "/v1/data/.my/team-a/a%3Bb")
+        }
+    }
+}
+
+/// Ways a server might read a path less strictly than algogate does.
+enum LaxReading: CaseIterable {
+    case pathParameters      // RFC 3986 §3.3: `;params` cut from each raw segment, then decoded (Tomcat's `..;`)
+    case decodeFirst         // the whole path decoded, then split, backslash as slash
+    case decodeTwice         // decoded twice
+    case windowsTrimming     // trailing dots and spaces trimmed from each segment
+    case unicodeFolding      // NFKC after decoding (fullwidth dots and slashes)
+    case unicodeFoldingFirst // NFKC before decoding (fullwidth percent signs)
+
+    func resolve(_ raw: String) -> [String]? {
+        let decode = { (text: String) in text.removingPercentEncoding ?? text }
+        let split = { (text: String) in text.replacingOccurrences(of: "\\", with: "/").split(separator: "/").map(String.init) }
+        let parts: [String]
+        switch self {
+        case .pathParameters: parts = raw.split(separator: "/").map { decode(String($0.prefix { $0 != ";" })) }
+        case .decodeFirst: parts = split(decode(raw))
+        case .decodeTwice: parts = split(decode(decode(raw)))
+        case .windowsTrimming:
+            parts = split(decode(raw)).map { part in
+                part == "." || part == ".." ? part : String(part.reversed().drop { $0 == "." || $0 == " " }.reversed())
+            }
+        case .unicodeFolding: parts = split(decode(raw).precomposedStringWithCompatibilityMapping).map { String($0.prefix { $0 != ";" }) }
+        case .unicodeFoldingFirst: parts = split(decode(raw.precomposedStringWithCompatibilityMapping))
+        }
+        var resolved: [String] = []
+        for part in parts {
+            switch part {
+            case "", ".": continue
+            case "..": if resolved.popLast() == nil { return nil }
+            default: resolved.append(part)
+            }
+        }
+        return resolved
+    }
+}
+
+/// A small seeded generator (SplitMix64), so the generated paths are the same on every run.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

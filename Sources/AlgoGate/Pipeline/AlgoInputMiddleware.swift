@@ -41,7 +41,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
             for reference in DataReferences.find(in: body, contentType: request.headers.value(.contentType)) {
                 let uri: DataURI
                 do { uri = try DataURI.parse(uri: reference) } catch {
-                    throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely")
+                    let reason = (error as? GatewayError).map { ": \($0.message)" } ?? ""
+                    throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely\(reason)")
                 }
                 guard prefixes.contains(where: uri.isWithin) else {
                     throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(context.client?.name ?? "")' data prefixes")

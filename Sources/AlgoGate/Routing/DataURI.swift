@@ -5,7 +5,8 @@ import Foundation
 /// Every way of writing a path that a server might resolve differently is folded here before any
 /// prefix check: percent-encoding (including `%2e` and `%2f`), backslashes, repeated slashes,
 /// `.` and `..`. What cannot be folded safely (double encoding, NUL or control characters, `..`
-/// above the root) is refused, so the path that is checked is the path that is forwarded.
+/// above the root, segments that a laxer server would read as `..` or as holding a slash) is
+/// refused, so the path that is checked is the path that is forwarded.
 public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     public let connector: String
     public let segments: [String]
@@ -79,10 +80,30 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
             case "..":
                 guard !segments.isEmpty else { throw GatewayError.badRequest("data path climbs above its root with '..'") }
                 segments.removeLast()
-            default: segments.append(String(segment))
+            default:
+                if let reason = ambiguity(of: segment) {
+                    throw GatewayError.badRequest("data path segment '\(segment)' is refused: \(reason)")
+                }
+                segments.append(String(segment))
             }
         }
         return DataURI(connector: connector, segments: segments)
+    }
+
+    /// Why a segment could mean something else to a server that reads paths less strictly than
+    /// this one, or nil. Some servers fold Unicode compatibility forms (NFKC: fullwidth `．．` is
+    /// `..`, `／` is `/`, `％2e` is `%2e`); some cut a segment at `;` (path parameters: `..;x` is
+    /// `..`); Windows-style servers trim trailing dots and spaces (`.. ` is `..`). A segment that
+    /// any of these could read as `..` or as holding a separator is refused rather than
+    /// forwarded, so no reading of the forwarded path climbs out of the prefix that was checked.
+    static func ambiguity(of segment: Substring) -> String? {
+        let folded = String(segment).precomposedStringWithCompatibilityMapping
+        for mark: Character in ["/", "\\", "%", ";"] where folded.count(where: { $0 == mark }) > segment.count(where: { $0 == mark }) {
+            return "it holds a character that some servers read as '\(mark)'"
+        }
+        let name = folded.prefix { $0 != ";" }
+        guard name.allSatisfy({ $0 == "." || $0 == " " }) else { return nil }
+        return name.count == folded.count ? "a name made only of dots and spaces" : "before its ';' it is only dots and spaces"
     }
 
     /// Percent-decodes exactly once; a result that still holds an escape (double encoding such as
@@ -100,7 +121,9 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
         return decoded
     }
 
-    private static let segmentCharacters = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@")
+    /// RFC 3986 `pchar` without `;`: some servers cut a segment at `;` (path parameters, so `..;` is
+    /// `..` to them), so a `;` in a name is forwarded encoded.
+    private static let segmentCharacters = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")
 
     static func encode(_ segment: String) -> String {
         segment.addingPercentEncoding(withAllowedCharacters: segmentCharacters) ?? segment
