@@ -6,11 +6,11 @@ import Foundation
 /// `write(_:)` copies the line into a bounded buffer and returns. The writer thread lets lines
 /// gather for up to `linger` (or until `batchBytes` are waiting), then takes the whole buffer at
 /// once and writes it with as few write(2) calls as the reader allows: a busy gateway makes one
-/// write, and wakes the log's reader once, per batch instead of per line. When the reader falls behind (a
-/// wedged log shipper, a full pipe) and the buffer is full, new lines are dropped and counted
-/// rather than stalling requests; once the writer can write again it adds one line saying how many
-/// were dropped (`dropNotice`). Lines are never split or interleaved: a line is accepted whole or
-/// not at all.
+/// write, and wakes the log's reader once, per batch instead of per line. When the reader falls
+/// behind (a wedged log shipper, a full pipe) and the buffer is full, new lines are dropped and
+/// counted rather than stalling requests; once the writer can write again it adds one line saying
+/// how many were dropped (`dropNotice`). Lines are never split or interleaved: a line is accepted
+/// whole or not at all.
 public final class LogWriter: @unchecked Sendable {
     // `@unchecked`: every mutable stored property is read and written only with `condition` locked.
     /// 4 MiB: about 14,000 request lines, 0.7 s of cache hits at full speed on 2 cores.
