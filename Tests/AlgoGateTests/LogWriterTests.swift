@@ -220,13 +220,9 @@ final class TestPipe: @unchecked Sendable {
             } else {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            let text = received.withLock { String(decoding: $0, as: UTF8.self) }
-            if let range = text.range(of: #"listening on 127\.0\.0\.1:[0-9]+"#, options: .regularExpression),
-               let port = Int(text[range].split(separator: ":").last ?? "") {
-                return port
-            }
+            if let port = ChildProcess.listeningPort(in: received.withLock { String(decoding: $0, as: UTF8.self) }) { return port }
         }
-        throw TestPipeError.readerDidNotFinish
+        throw ChildProcessError.notListening("no 'listening on' line on the pipe within \(seconds) s")
     }
 
     /// Closes the write end, waits for the reader to reach the end, and returns the lines read

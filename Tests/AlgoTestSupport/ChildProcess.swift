@@ -68,14 +68,17 @@ public final class ChildProcess: @unchecked Sendable {
     public func listeningPort(seconds: Double = 60) async throws -> Int {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let range = log.range(of: #"listening on 127\.0\.0\.1:([0-9]+)"#, options: .regularExpression),
-               let port = Int(log[range].split(separator: ":").last ?? "") {
-                return port
-            }
+            if let port = Self.listeningPort(in: log) { return port }
             guard process.isRunning else { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw ChildProcessError.notListening("\(process.arguments ?? []): \(log.suffix(500))")
+    }
+
+    /// The port in a "listening on 127.0.0.1:PORT" line of `output`, if there is one yet.
+    public static func listeningPort(in output: String) -> Int? {
+        guard let range = output.range(of: #"listening on 127\.0\.0\.1:[0-9]+"#, options: .regularExpression) else { return nil }
+        return Int(output[range].split(separator: ":").last ?? "")
     }
 
     /// Waits until `url` answers at all (any status), up to `seconds`.

@@ -120,7 +120,6 @@ extension ResponseBody {
     }
 }
 
-
 final class BufferSink: Sendable {
     let buffer = Mutex(ByteBuffer())
 }
