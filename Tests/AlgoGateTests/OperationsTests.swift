@@ -17,12 +17,20 @@ import Testing
         return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
     }
 
+    /// The gateway's `algogate_upstream_in_flight` gauge, read from its /metrics.
+    static func upstreamInFlight(_ pair: ProcessHarness) async throws -> Int? {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        return text.split(separator: "\n").first { $0.hasPrefix("algogate_upstream_in_flight ") }
+            .flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+    }
+
     @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
         // Unpinned, so the cache cannot answer it: it really waits on the upstream.
         let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "1500") }
-        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
         pair.gateway.signal(SIGTERM)
         let (status, body) = try await slow.value
         #expect(status == 200)
@@ -69,7 +77,7 @@ import Testing
         defer { pair.stop() }
         try "clients: [this is not: valid".write(to: pair.configURL, atomically: true, encoding: .utf8)
         pair.gateway.signal(SIGHUP)
-        try await Task.sleep(for: .milliseconds(300))
+        #expect(await eventually { pair.gateway.log.contains("reload refused: configuration kept as it was") })
         let after = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""still here""#)
         #expect(after.0 == 200)
         #expect(after.1.contains("Hello still here"))

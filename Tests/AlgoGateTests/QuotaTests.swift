@@ -55,7 +55,8 @@ import Testing
 
             // ~80 bytes out and 3 in per call: the fourth call finds 300 bytes used.
             for _ in 0..<4 { _ = try await Self.call(h, key: Keys.teamB) }
-            try await Task.sleep(for: .milliseconds(50))  // bytes count when the body has been sent
+            // Bytes count when the body has been sent, just after the client has it.
+            #expect(await eventually { h.app.ledger.standing(of: "bytes").today.bytesIn == 4 * 3 })
             let bytes = try await Self.call(h, key: Keys.teamB)
             #expect(bytes.status == 429)
             #expect(envelope(bytes).type == "QuotaExceeded")
@@ -139,7 +140,7 @@ import Testing
             _ = try await Self.call(h)                                              // hit
             _ = try await Self.call(h, path: "/v1/algo/test/Fail/1.0.0")            // an algorithm error, 200 upstream
             _ = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.teamB))   // 403: no data scope
-            try await Task.sleep(for: .milliseconds(50))
+            #expect(await eventually { h.app.ledger.standing(of: "team-b").today.bytesIn == 3 * 3 })  // counted as bodies finish
             let usage = try await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
             #expect(usage.status == 200)
             let rows = usage.object["days"] as? [[String: Any]] ?? []
@@ -168,7 +169,12 @@ import Testing
             _ = try await Self.call(h)
             _ = try await Self.call(h)
             _ = try await Self.call(h, key: "wrong")
-            try await Task.sleep(for: .milliseconds(50))
+            // Counted as bodies finish.
+            #expect(try await eventually {
+                let text = try await h.gateway.send(.GET, "/metrics").text
+                return text.contains(#"algogate_requests_total{client="-",route="none",status="401"} 1"#)
+                    && text.contains(#"algogate_requests_total{client="team-b",route="algo",status="200"} 2"#)
+            })
             let scrape = try await h.gateway.send(.GET, "/metrics")
             #expect(scrape.status == 200)
             #expect(scrape.header("Content-Type")?.hasPrefix("text/plain") == true)

@@ -27,7 +27,8 @@ import Testing
                     #expect(!headerText.contains(key), "reply \(index) headers hold a key")
                 }
             }
-            try await Task.sleep(for: .milliseconds(50))  // log lines are written as bodies finish
+            // Log lines are written as bodies finish.
+            #expect(await eventually { h.logs.all.filter { $0.contains("request ") }.count >= replies.count })
             let lines = h.logs.all
             #expect(lines.filter { $0.contains("request ") }.count == replies.count)
             for line in lines {
@@ -40,7 +41,7 @@ import Testing
         try await GatewayHarness.run { h in
             let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?secret=1", headers: simple(Keys.teamA) + textType + [("X-Request-ID", "log-1")], text: "HAL")
             _ = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamB) + [("X-Request-ID", "log-2")])
-            try await Task.sleep(for: .milliseconds(50))
+            #expect(await eventually { h.logs.all.contains { $0.contains("request_id=log-2") } })
             let first = h.logs.all.first { $0.contains("request_id=log-1") } ?? ""
             for field in ["info request", "client=team-a", "route=algo", "method=POST", "path=/v1/algo/demo/Hello/0.1.0 ", "status=200", "bytes_in=3", "bytes_out=\(reply.body.readableBytes) ", "duration_ms="] {
                 #expect(first.contains(field), "\(field) missing from: \(first)")
