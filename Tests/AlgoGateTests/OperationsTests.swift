@@ -28,13 +28,14 @@ import Testing
     @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        // Unpinned, so the cache cannot answer it: it really waits on the upstream.
-        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "1500") }
-        #expect(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
+        // Unpinned, so the cache cannot answer it: it really waits on the upstream. Four seconds,
+        // so that even a loaded machine's scrapes see it in flight.
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "4000") }
+        try #require(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
         pair.gateway.signal(SIGTERM)
         let (status, body) = try await slow.value
         #expect(status == 200)
-        #expect(body.contains(#""slept_ms":1500"#))
+        #expect(body.contains(#""slept_ms":4000"#))
         pair.gateway.process.waitUntilExit()
         #expect(pair.gateway.process.terminationReason == .exit)
         #expect(pair.gateway.process.terminationStatus == 0)
@@ -51,8 +52,8 @@ import Testing
         let before = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#)
         #expect(before.0 == 401)
 
-        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamA, input: "1500") }
-        try await Task.sleep(for: .milliseconds(300))
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamA, input: "4000") }
+        try #require(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
         let bothClients = clientA + """
 
           - {name: team-b, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
@@ -60,15 +61,12 @@ import Testing
         try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: 0, work: pair.work, clients: bothClients)
             .write(to: pair.configURL, atomically: true, encoding: .utf8)
         pair.gateway.signal(SIGHUP)
-        var status = 0
-        for _ in 0..<50 where status != 200 {
-            status = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#).0
-            if status != 200 { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        #expect(status == 200)
+        #expect(try await eventually {
+            try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#).0 == 200
+        }, "team-b was never admitted")
         let (slowStatus, slowBody) = try await slow.value
         #expect(slowStatus == 200)
-        #expect(slowBody.contains(#""slept_ms":1500"#))
+        #expect(slowBody.contains(#""slept_ms":4000"#))
         #expect(pair.gateway.log.contains("configuration reloaded"))
     }
 

@@ -129,8 +129,8 @@ import Testing
             try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<6 {
                     group.addTask {
-                        // Long enough that all six overlap even on a loaded machine.
-                        try await http.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: auth + jsonType + [("X-Custom", "1")], text: "1500").status
+                        // Long enough that all six overlap even on a loaded machine (1.5 s was not, under 4 CPU hogs).
+                        try await http.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: auth + jsonType + [("X-Custom", "1")], text: "3000").status
                     }
                 }
                 for try await status in group { #expect(status == 200) }
