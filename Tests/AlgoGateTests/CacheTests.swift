@@ -181,9 +181,10 @@ import Testing
             let statuses = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<50 {
                     group.addTask {
-                        let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "400")
+                        // 1.5 s, so that the 50 overlap even when a loaded machine is slow to send them.
+                        let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "1500")
                         #expect(reply.status == 200)
-                        #expect(canonicalJSON(reply.object["result"]) == #"{"slept_ms":400}"#)
+                        #expect(canonicalJSON(reply.object["result"]) == #"{"slept_ms":1500}"#)
                         return reply.header("Cache-Status") ?? ""
                     }
                 }
