@@ -16,5 +16,10 @@ struct CheckConfig: AsyncParsableCommand {
         let loaded = try loadOrExit(path: config)
         let clients = loaded.config.clients.map(\.name).joined(separator: ", ")
         print("configuration OK: upstream \(loaded.config.upstream.url), \(loaded.config.clients.count) client(s): \(clients)")
+        let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)
+            + (loaded.config.admin?.previousKeySHA256 != nil ? ["admin"] : [])
+        if !rotating.isEmpty {
+            print("key rotation under way (previous_key_sha256 still accepted) for: \(rotating.joined(separator: ", "))")
+        }
     }
 }

@@ -6,7 +6,12 @@ import Foundation
 struct Keygen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a new client key (once) and its YAML entry for the clients list.",
-        discussion: "Only the key's SHA-256 goes into the configuration; hand the key itself to the team."
+        discussion: """
+            Only the key's SHA-256 goes into the configuration; hand the key itself to the team.
+
+            To rotate a client's key, pass its current key_sha256 as --previous-key-sha256: the entry \
+            then admits both keys until that line is removed (and the configuration reloaded).
+            """
     )
 
     @Option(help: "The client's name.")
@@ -18,12 +23,18 @@ struct Keygen: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "Data URIs the client is confined to, e.g. data://.my/team-a/")
     var dataPrefixes: [String] = []
 
+    @Option(name: .customLong("previous-key-sha256"), help: "When rotating: the client's current key_sha256, still accepted until removed.")
+    var previousKeySHA256: String?
+
     func validate() throws {
         for scope in scopes where Scope(rawValue: scope) == nil {
             throw ValidationError("unknown scope '\(scope)'; use \(Scope.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw ValidationError("--name: use letters, digits, '-', '_' and '.'")
+        }
+        if let previousKeySHA256, !ConfigLoader.isSHA256Hex(previousKeySHA256) {
+            throw ValidationError("--previous-key-sha256: must be 64 lowercase hex digits (the client's current key_sha256)")
         }
     }
 
@@ -35,6 +46,9 @@ struct Keygen: AsyncParsableCommand {
         print("#   \(key)")
         print("  - name: \(name)")
         print("    key_sha256: \"\(ClientRegistry.hash(of: key))\"")
+        if let previousKeySHA256 {
+            print("    previous_key_sha256: \"\(previousKeySHA256)\"   # remove once the team uses the new key")
+        }
         print("    scopes: [\(scopes.joined(separator: ", "))]")
         if !dataPrefixes.isEmpty {
             print("    data_prefixes: [\(dataPrefixes.map { "\"\($0)\"" }.joined(separator: ", "))]")

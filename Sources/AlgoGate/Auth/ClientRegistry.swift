@@ -10,6 +10,9 @@ public struct ClientIdentity: Sendable, Equatable {
     public let quota: GatewayConfig.Quota
     /// Whether this is the operator (admin key) rather than a team.
     public let isOperator: Bool
+    /// Whether the key presented was the one being rotated out (`previous_key_sha256`): logged,
+    /// counted and shown by `/_gateway/me`, so the operator knows when it can be removed.
+    public var viaPreviousKey = false
 }
 
 /// Maps presented keys to clients by SHA-256, comparing digests in constant time so the response
@@ -19,15 +22,23 @@ public struct ClientRegistry: Sendable {
 
     public init(config: GatewayConfig) throws {
         var entries: [([UInt8], ClientIdentity)] = []
+        func admit(_ identity: ClientIdentity, key: String, previousKey: String?) {
+            entries.append((Self.bytes(hex: key), identity))
+            if let previousKey {
+                var rotating = identity
+                rotating.viaPreviousKey = true
+                entries.append((Self.bytes(hex: previousKey), rotating))
+            }
+        }
         for client in config.clients {
             let prefixes = try client.dataPrefixes.map { try $0.map(DataURI.parse(uri:)) }
-            entries.append((Self.bytes(hex: client.keySHA256), ClientIdentity(
-                name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
-                quota: Self.merge(client.quota, over: config.quota), isOperator: false)))
+            admit(ClientIdentity(name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
+                                 quota: Self.merge(client.quota, over: config.quota), isOperator: false),
+                  key: client.keySHA256, previousKey: client.previousKeySHA256)
         }
         if let admin = config.admin {
-            entries.append((Self.bytes(hex: admin.keySHA256), ClientIdentity(
-                name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true)))
+            admit(ClientIdentity(name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true),
+                  key: admin.keySHA256, previousKey: admin.previousKeySHA256)
         }
         self.entries = entries
     }

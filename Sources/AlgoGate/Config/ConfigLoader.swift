@@ -94,21 +94,28 @@ public enum ConfigLoader {
         for (index, type) in config.compression.types.enumerated() {
             try require(type.split(separator: "/").count == 2, "compression.types[\(index)]", "must be a media type such as text/* or application/json")
         }
+        // Every key hash, current or previous, admits exactly one identity.
+        var hashes: Set<String> = []
+        func checkKeyHashes(_ current: String, _ previous: String?, field: String) throws {
+            for (name, hash) in [("key_sha256", current), ("previous_key_sha256", previous)] {
+                guard let hash else { continue }
+                try require(isSHA256Hex(hash), "\(field).\(name)", "must be 64 lowercase hex digits (sha256sum of the key)")
+                try require(hashes.insert(hash).inserted, "\(field).\(name)", "the same key hash is used twice")
+            }
+        }
         if let admin = config.admin {
-            try require(isSHA256Hex(admin.keySHA256), "admin.key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")
+            try checkKeyHashes(admin.keySHA256, admin.previousKeySHA256, field: "admin")
         }
         try validate(config.quota, field: "quota")
 
         try require(!config.clients.isEmpty, "clients", "list at least one client")
         var names: Set<String> = []
-        var hashes: Set<String> = [config.admin?.keySHA256].compactMap { $0 }.reduce(into: []) { $0.insert($1) }
         for (index, client) in config.clients.enumerated() {
             let field = "clients[\(index)]"
             try require(!client.name.isEmpty && client.name.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) },
                         "\(field).name", "use letters, digits, '-', '_' and '.'")
             try require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
-            try require(isSHA256Hex(client.keySHA256), "\(field).key_sha256", "must be 64 lowercase hex digits (sha256sum of the key)")
-            try require(hashes.insert(client.keySHA256).inserted, "\(field).key_sha256", "the same key hash is used twice")
+            try checkKeyHashes(client.keySHA256, client.previousKeySHA256, field: field)
             try require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
             for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
                 do {
@@ -151,7 +158,7 @@ public enum ConfigLoader {
         return Secret(key)
     }
 
-    static func isSHA256Hex(_ text: String) -> Bool {
+    public static func isSHA256Hex(_ text: String) -> Bool {
         text.count == 64 && text.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) }
     }
 }

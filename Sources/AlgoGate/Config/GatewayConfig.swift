@@ -225,11 +225,15 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
 
     public struct Admin: Sendable, Equatable, Decodable {
         public var keySHA256: String
+        /// The key being replaced, still accepted until it is removed (see `Client`).
+        public var previousKeySHA256: String?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case keySHA256 = "key_sha256" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256" }
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
-            keySHA256 = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .keySHA256)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            keySHA256 = try c.decode(String.self, forKey: .keySHA256)
+            previousKeySHA256 = try c.decodeIfPresent(String.self, forKey: .previousKeySHA256)
         }
     }
 
@@ -258,13 +262,16 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var name: String
         /// Lowercase hex SHA-256 of the client's key; the key itself is never configured.
         public var keySHA256: String
+        /// During a key rotation, the SHA-256 of the key being replaced: both keys are this client
+        /// (one quota, one usage record) until the operator removes this line.
+        public var previousKeySHA256: String?
         public var scopes: [Scope]
         /// Data URIs this client may touch (`data://.my/team-a/`); nil means every path.
         public var dataPrefixes: [String]?
         public var quota: Quota?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, keySHA256 = "key_sha256", scopes, dataPrefixes = "data_prefixes", quota
+            case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", quota
         }
         public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
             self.name = name
@@ -277,6 +284,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.decode(String.self, forKey: .name)
             keySHA256 = try c.decode(String.self, forKey: .keySHA256)
+            previousKeySHA256 = try c.decodeIfPresent(String.self, forKey: .previousKeySHA256)
             scopes = try c.decode([Scope].self, forKey: .scopes)
             dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
             quota = try c.decodeIfPresent(Quota.self, forKey: .quota)

@@ -4,7 +4,8 @@ import Synchronization
 
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
 /// requests by client, route class and status; cache results; upstream latency by route class;
-/// upstream requests in flight and waiting for a slot; log lines dropped.
+/// upstream requests in flight and waiting for a slot; log lines dropped; requests made with a
+/// key being rotated out, by client.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let inFlight: Gauge
@@ -26,6 +27,9 @@ public final class GatewayMetrics: Sendable {
         metricName: "algogate_requests", unitName: "total", helpText: "Requests answered, by client, route class and status") }
     private static var cacheRequests: MetricNameDescriptor { .init(
         metricName: "algogate_cache_requests", unitName: "total", helpText: "Cacheable algorithm calls by cache result: hit, miss, collapsed, bypass") }
+    private static var previousKeyRequests: MetricNameDescriptor { .init(
+        metricName: "algogate_previous_key_requests", unitName: "total",
+        helpText: "Requests made with a client's previous_key_sha256 key (a rotation still under way), by client") }
     private static var upstreamDuration: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_duration", unitName: "seconds", helpText: "Time to the upstream's answer (head), by route class") }
 
@@ -39,6 +43,7 @@ public final class GatewayMetrics: Sendable {
     /// registry's name validation and label matching.
     private let requestCounters = Mutex<[RequestLabels: Counter]>([:])
     private let cacheCounters = Mutex<[String: Counter]>([:])
+    private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
 
     func request(client: String, route: String, status: Int) {
@@ -50,6 +55,12 @@ public final class GatewayMetrics: Sendable {
     func cache(_ result: String) {
         Self.memoised(cacheCounters, result) {
             registry.makeCounter(descriptor: Self.cacheRequests, labels: [("result", result)])
+        }.increment()
+    }
+
+    func previousKeyRequest(client: String) {
+        Self.memoised(previousKeyCounters, client) {
+            registry.makeCounter(descriptor: Self.previousKeyRequests, labels: [("client", client)])
         }.increment()
     }
 

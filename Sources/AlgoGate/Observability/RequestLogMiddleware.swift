@@ -6,7 +6,7 @@ import NIOCore
 import Synchronization
 
 /// One structured log line per request: request id, client, route class, method, path, status,
-/// duration and bytes in and out. Never a key (Authorization is not read here), a query string
+/// duration and bytes in and out, and `key=previous` when the client used a key being rotated out. Never a key (Authorization is not read here), a query string
 /// or a body. Streamed answers (data downloads) are logged once their last byte has been sent;
 /// answers held in memory (algorithm answers, cache hits, errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
@@ -27,6 +27,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let logger = logger
         let requestID = context.requestID
         let client = context.client?.name ?? "-"
+        let viaPreviousKey = context.client?.viaPreviousKey ?? false
         let route = context.route?.name ?? Self.routeName(request.uri.path)
         let method = request.method.rawValue
         let path = request.uri.path
@@ -34,12 +35,14 @@ struct RequestLogMiddleware: RouterMiddleware {
         let finish = { @Sendable (bytesOut: Int) in
             let elapsed = ContinuousClock.now - started
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
-            logger.info("request", metadata: [
+            var metadata: Logger.Metadata = [
                 "request_id": .string(requestID), "client": .string(client), "route": .string(route),
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
                 "duration_ms": .string(Formatting.milliseconds(elapsed)),
                 "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut),
-            ])
+            ]
+            if viaPreviousKey { metadata["key"] = "previous" }
+            logger.info("request", metadata: metadata)
         }
         guard facts.streamsResponse else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body

@@ -73,18 +73,21 @@ struct OperatorRoutes: Sendable {
             }
         }
         var name: String
+        /// `current`, or `previous` for the key a rotation is replacing: time to switch.
+        var key: String
         var scopes: [String]
         var dataPrefixes: [String]?
         var quota: Quota
         var usedToday: Usage
         var remaining: Remaining
         enum CodingKeys: String, CodingKey {
-            case name, scopes, dataPrefixes = "data_prefixes", quota, usedToday = "used_today", remaining
+            case name, key, scopes, dataPrefixes = "data_prefixes", quota, usedToday = "used_today", remaining
         }
 
         init(client: ClientIdentity, standing: QuotaLedger.Standing) {
             let quota = client.quota
             name = client.name
+            key = client.viaPreviousKey ? "previous" : "current"
             scopes = client.scopes.map(\.rawValue).sorted()
             dataPrefixes = client.dataPrefixes?.map(\.description)
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
