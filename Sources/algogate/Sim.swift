@@ -32,7 +32,7 @@ struct Sim: AsyncParsableCommand {
     @Option(help: "Entries per directory-listing page.")
     var pageSize = 1000
 
-    @Option(help: "A fault for every request, e.g. 'delay=50' or 'status=503' or 'drop'.")
+    @Option(help: "A fault for every request, e.g. 'delay=50' or 'status=503' or 'drop' or 'drop-first' (only a request ID's first attempt).")
     var fault: String?
 
     func run() async throws {

@@ -60,6 +60,47 @@ import Testing
         }
     }
 
+    /// A lost connection (a stale keep-alive connection looks the same) costs a bodiless GET or HEAD
+    /// one more attempt on a new connection; an algorithm call or an upload is never sent twice.
+    @Test func lostConnectionsAreRetriedOnceForIdempotentBodilessRequestsOnly() async throws {
+        try await GatewayHarness.run { h in
+            func retries(_ route: String) async throws -> Int {
+                let text = try await h.gateway.send(.GET, "/metrics").text
+                return text.split(separator: "\n").first { $0.hasPrefix("algogate_upstream_retries_total{route=\"\(route)\"} ") }
+                    .flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+            }
+            let dropFirst = [("X-Sim-Fault", "drop-first")]
+            let listing = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + dropFirst + [("X-Request-ID", "retry-get")])
+            #expect(listing.status == 404)  // the directory does not exist: the simulator's own answer, on the second attempt
+            #expect(listing.header("X-Request-ID") == "retry-get")
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == 2)
+
+            let head = try await h.gateway.send(.HEAD, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + dropFirst + [("X-Request-ID", "retry-head")])
+            #expect(head.status == 404)
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == 4)
+            #expect(try await retries("data") == 2)
+
+            // Dropped every time: one retry, then the 502.
+            let always = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamA) + [("X-Sim-Fault", "drop")])
+            #expect(always.status == 502)
+            #expect(envelope(always).message == "the upstream closed the connection before answering")
+            #expect(h.simulator.stats.snapshot.requestsByClass["management"] == 2)
+            #expect(try await retries("manage") == 1)
+
+            // Never replayed: an algorithm call (POST), a data upload (PUT with a body), a DELETE.
+            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + dropFirst, text: "HAL")
+            #expect(algo.status == 502)
+            #expect(h.simulator.stats.snapshot.requestsByClass["algo"] == 1)
+            let put = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA) + dropFirst, text: "x")
+            #expect(put.status == 502)
+            let delete = try await h.gateway.send(.DELETE, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA) + dropFirst)
+            #expect(delete.status == 502)
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == 6)
+            #expect(try await retries("data") == 2)
+            #expect(try await retries("algo") == 0)
+        }
+    }
+
     @Test func aSlowUpstreamIs504() async throws {
         try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])

@@ -32,6 +32,27 @@ import Testing
         }
     }
 
+    @Test func dropFirstDropsOnlyARequestIDsFirstAttempt() async throws {
+        try await withSimulator { http, sim in
+            let fault = [("X-Sim-Fault", "drop-first")]
+            await #expect(throws: (any Error).self) {
+                _ = try await http.send(.GET, "/v1/data/.my", headers: auth + fault + [("X-Request-ID", "r-1")])
+            }
+            for _ in 0..<2 {
+                let again = try await http.send(.GET, "/v1/data/.my", headers: auth + fault + [("X-Request-ID", "r-1")])
+                #expect(again.status == 200)
+            }
+            await #expect(throws: (any Error).self) {
+                _ = try await http.send(.GET, "/v1/data/.my", headers: auth + fault + [("X-Request-ID", "r-2")])
+            }
+            // Without a request ID every attempt is a first one.
+            for _ in 0..<2 {
+                await #expect(throws: (any Error).self) { _ = try await http.send(.GET, "/v1/data/.my", headers: auth + fault) }
+            }
+            #expect(sim.stats.snapshot.requestsByClass["data"] == 6)
+        }
+    }
+
     @Test func aDefaultFaultAppliesToEveryRequestAndBadHeadersAre400() async throws {
         try await withSimulator(fault: Fault(status: 502)) { http, _ in
             let reply = try await http.send(.GET, "/v1/data/.my", headers: auth)
@@ -46,5 +67,7 @@ import Testing
         #expect(Fault(parsing: "delay=100,status=502,drop")?.description == "delay=100,status=502,drop")
         #expect(Fault(parsing: "status=200") == nil)
         #expect(Fault(parsing: "drop=1") == nil)
+        #expect(Fault(parsing: "drop-first,delay=5") == Fault(delayMilliseconds: 5, dropFirstAttempt: true))
+        #expect(Fault(parsing: "drop-first,delay=5")?.description == "delay=5,drop-first")
     }
 }

@@ -4,8 +4,8 @@ import Synchronization
 
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
 /// requests by client, route class and status; cache results; upstream latency by route class;
-/// upstream requests in flight and waiting for a slot; log lines dropped; requests made with a
-/// key being rotated out, by client.
+/// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
+/// connection; log lines dropped; requests made with a key being rotated out, by client.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let inFlight: Gauge
@@ -30,6 +30,9 @@ public final class GatewayMetrics: Sendable {
     private static var previousKeyRequests: MetricNameDescriptor { .init(
         metricName: "algogate_previous_key_requests", unitName: "total",
         helpText: "Requests made with a client's previous_key_sha256 key (a rotation still under way), by client") }
+    private static var upstreamRetries: MetricNameDescriptor { .init(
+        metricName: "algogate_upstream_retries", unitName: "total",
+        helpText: "Bodiless GET, HEAD and OPTIONS requests sent again after their upstream connection was lost, by route class") }
     private static var upstreamDuration: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_duration", unitName: "seconds", helpText: "Time to the upstream's answer (head), by route class") }
 
@@ -44,6 +47,7 @@ public final class GatewayMetrics: Sendable {
     private let requestCounters = Mutex<[RequestLabels: Counter]>([:])
     private let cacheCounters = Mutex<[String: Counter]>([:])
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
+    private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
 
     func request(client: String, route: String, status: Int) {
@@ -61,6 +65,12 @@ public final class GatewayMetrics: Sendable {
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {
             registry.makeCounter(descriptor: Self.previousKeyRequests, labels: [("client", client)])
+        }.increment()
+    }
+
+    func upstreamRetry(route: String) {
+        Self.memoised(retryCounters, route) {
+            registry.makeCounter(descriptor: Self.upstreamRetries, labels: [("route", route)])
         }.increment()
     }
 

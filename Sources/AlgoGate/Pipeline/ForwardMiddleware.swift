@@ -33,8 +33,9 @@ struct ForwardMiddleware: RouterMiddleware {
         let response: Response
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
+            let metrics = metrics, routeName = route.name
             response = try await Self.offTheClientsLoop {
-                try await forwarder.forwardStreaming(request, path: path, context: context)
+                try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
             }
         } catch {
             gate.release(client: client)

@@ -85,12 +85,14 @@ public struct Forwarder: Sendable {
                          headers: headers, body: .init(byteBuffer: body)), body)
     }
 
-    /// Forwards any other request with its body streaming in both directions.
-    func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext) async throws -> Response {
+    /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
+    /// or OPTIONS whose connection was lost before an answer is sent once more (`onRetry` is told).
+    func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext, onRetry: @Sendable () -> Void = {}) async throws -> Response {
         let settings = settings()
         var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
         let length = request.headers.value(.contentLength).flatMap(Int64.init)
-        if (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil {
+        let hasBody = (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil
+        if hasBody {
             if let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding)) {
                 // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
                 upstream.headers.remove(name: "Content-Encoding")
@@ -99,7 +101,8 @@ public struct Forwarder: Sendable {
                 upstream.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
             }
         }
-        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)))
+        let replayable = !hasBody && [.get, .head, .options].contains(request.method)
+        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), replayable: replayable, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
@@ -137,12 +140,38 @@ public struct Forwarder: Sendable {
         return upstream
     }
 
-    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+    /// Sends `request`; when it is `replayable` (idempotent, no body) and its connection was lost
+    /// before an answer came, sends it once more within the same deadline. A pooled keep-alive
+    /// connection that the origin (or a load balancer in front of it) closed just as it was reused
+    /// fails this way, and a second connection is the answer. Anything with a body, and algorithm
+    /// calls (POST: they run, and bill, again), is never replayed.
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, replayable: Bool = false,
+                         onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
+        let deadline = NIODeadline.now() + timeout
+        let seconds = Int(timeout.nanoseconds / 1_000_000_000)
         do {
-            return try await client.execute(request, timeout: timeout)
+            return try await client.execute(request, deadline: deadline)
+        } catch let error where replayable && Self.isLostConnection(error) && !Task.isCancelled {
+            onRetry()
+            do {
+                return try await client.execute(request, deadline: deadline)
+            } catch {
+                throw Self.translate(error, timeoutSeconds: seconds)
+            }
         } catch {
-            throw Self.translate(error, timeoutSeconds: Int(timeout.nanoseconds / 1_000_000_000))
+            throw Self.translate(error, timeoutSeconds: seconds)
         }
+    }
+
+    /// A connection that closed or reset under a sent request, before any answer: not a refused
+    /// connect, a timeout, or a TLS failure, which a second attempt would only repeat.
+    static func isLostConnection(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError { return error == .remoteConnectionClosed }
+        if let error = error as? ChannelError {
+            return error == .ioOnClosedChannel || error == .eof || error == .outputClosed || error == .alreadyClosed
+        }
+        if let error = error as? IOError { return error.errnoCode == ECONNRESET || error.errnoCode == EPIPE }
+        return false
     }
 
     /// Maps transport failures to 502/504 with messages that name no host, key or body.

@@ -49,4 +49,5 @@ public struct SimError: HTTPResponseError {
 enum SimHeaders {
     static let errorMessage = HTTPField.Name("X-Error-Message")!
     static let fault = HTTPField.Name("X-Sim-Fault")!
+    static let requestID = HTTPField.Name("X-Request-ID")!
 }
