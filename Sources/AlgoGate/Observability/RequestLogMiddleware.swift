@@ -26,8 +26,9 @@ struct RequestLogMiddleware: RouterMiddleware {
         let status = response.status.code
         let logger = logger
         let requestID = context.requestID
-        let client = context.client?.name ?? "-"
-        let viaPreviousKey = context.client?.viaPreviousKey ?? false
+        let identity = context.client
+        let client = identity?.name ?? "-"
+        let viaPreviousKey = identity?.viaPreviousKey ?? false
         let route = context.route?.name ?? Self.routeName(request.uri.path)
         let method = request.method.rawValue
         let path = request.uri.path
