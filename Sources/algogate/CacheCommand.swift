@@ -50,7 +50,8 @@ struct CacheCommand: AsyncParsableCommand {
 private func openCache(_ path: String) throws -> ResponseCache {
     let config = try loadWithoutKeyOrExit(path: path)
     return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0,
-                                                                 compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level)))
+                                                                 compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level),
+                                                                 staleIfErrorSeconds: config.cache.staleIfErrorSeconds))
 }
 
 extension String {

@@ -199,6 +199,85 @@ import Testing
         }
     }
 
+    /// A leader that fails shares nothing: its waiters then go upstream together, not one after
+    /// another behind a new leader each (ten 1.5 s timeouts would have taken 15 s).
+    @Test func waitersOfAFailedLeaderGoUpstreamTogether() async throws {
+        try await GatewayHarness.run { h in
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<10 {
+                    group.addTask {
+                        try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "delay=1500,drop")]).status
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 502, count: 10))
+            let seen = h.simulator.stats.snapshot
+            print("single flight: 10 identical calls whose upstream fails; the simulator saw \(seen.requestsByClass["algo"] ?? 0) requests, at most \(seen.peakConcurrency) at once")
+            #expect(seen.requestsByClass["algo"] == 10)
+            #expect(seen.peakConcurrency > 1)
+        }
+    }
+
+    @Test func expiredEntriesAnswerFailedCallsForStaleIfErrorSeconds() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            let first = try await Self.call(h, path)
+            #expect(first.header("X-Cache") == "MISS")
+            clock.advance(by: 90)
+
+            // The upstream answers 503: the entry, 30 s past its freshness, answers instead.
+            let failing = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=503")])
+            #expect(failing.status == 200)
+            #expect(failing.bytes == first.bytes)
+            #expect(failing.header("Content-Type") == first.header("Content-Type"))
+            #expect(failing.header("Cache-Status") == "algogate; hit; ttl=-30; detail=stale-if-error")
+            #expect(failing.header("X-Cache") == "STALE")
+            #expect(failing.header("Age") == "90")
+
+            // The maintenance flush keeps it (only the memory tier lets it go); a dropped
+            // connection (the gateway's own 502) is answered from SQLite the same way.
+            try await h.app.storage.cache!.flush(now: clock.now)
+            let dropped = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "drop")])
+            #expect(dropped.status == 200)
+            #expect(dropped.bytes == first.bytes)
+            #expect(dropped.header("X-Cache") == "STALE")
+
+            // A client that asks for no-cache gets the failure, as it asked.
+            let noCache = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=503"), ("Cache-Control", "no-cache")])
+            #expect(noCache.status == 503)
+
+            // A healthy upstream refreshes the entry.
+            let fresh = try await Self.call(h, path)
+            #expect(fresh.header("Cache-Status") == "algogate; fwd=miss; stored")
+
+            // Past ttl + stale_if_error_seconds it is gone, and the failure passes through.
+            clock.advance(by: 60 + 600 + 1)
+            try await h.app.storage.cache!.flush(now: clock.now)
+            let gone = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=503")])
+            #expect(gone.status == 503)
+            #expect(gone.header("Cache-Status") == "algogate; fwd=miss")
+            #expect(envelope(gone).message == "injected fault: status 503")
+
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            #expect(try await eventually {
+                try await h.gateway.send(.GET, "/metrics").text.contains(#"algogate_cache_requests_total{result="stale"} 2"#)
+            })
+        }
+    }
+
+    @Test func staleAnswersAreOffByDefault() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60", now: { clock.now }) { h in
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            clock.advance(by: 61)
+            let failing = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "status=503")])
+            #expect(failing.status == 503)
+            #expect(failing.header("X-Cache") == "MISS")
+        }
+    }
+
     @Test func entriesSurviveARestart() async throws {
         try await withTemporaryDirectory("cache-restart") { directory in
             let path = directory.appendingPathComponent("cache.sqlite").path

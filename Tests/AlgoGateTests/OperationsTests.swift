@@ -68,6 +68,16 @@ import Testing
         #expect(slowStatus == 200)
         #expect(slowBody.contains(#""slept_ms":4000"#))
         #expect(pair.gateway.log.contains("configuration reloaded"))
+        #expect(pair.gateway.log.contains(#""needs_restart":"none""#))
+
+        // A change the running gateway cannot apply is named in the reload line.
+        let cacheLine = #"cache: {path: "\#(pair.work.appendingPathComponent("cache.sqlite").path)"}"#
+        let resized = ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: 0, work: pair.work, clients: bothClients)
+        #expect(resized.contains(cacheLine))
+        try resized.replacingOccurrences(of: cacheLine, with: cacheLine.dropLast() + ", stale_if_error_seconds: 60}")
+            .write(to: pair.configURL, atomically: true, encoding: .utf8)
+        pair.gateway.signal(SIGHUP)
+        #expect(await eventually { pair.gateway.log.contains(#""needs_restart":"cache.max_bytes/memory_bytes/stale_if_error_seconds""#) })
     }
 
     @Test func aBadConfigOnSighupKeepsTheOldOneServing() async throws {

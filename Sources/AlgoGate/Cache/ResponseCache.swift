@@ -31,12 +31,15 @@ public final class ResponseCache: Sendable {
         /// Bodies at least this long are stored gzip-compressed, at this zlib level.
         public var compressMinBytes: Int
         public var compressLevel: Int32
+        /// How long past expiry an entry is kept, to answer calls whose upstream fails.
+        public var staleIfErrorSeconds: Int
 
-        public init(maxBytes: Int, memoryBytes: Int, compressMinBytes: Int, compressLevel: Int32 = 6) {
+        public init(maxBytes: Int, memoryBytes: Int, compressMinBytes: Int, compressLevel: Int32 = 6, staleIfErrorSeconds: Int = 0) {
             self.maxBytes = maxBytes
             self.memoryBytes = memoryBytes
             self.compressMinBytes = compressMinBytes
             self.compressLevel = compressLevel
+            self.staleIfErrorSeconds = staleIfErrorSeconds
         }
     }
 
@@ -98,6 +101,23 @@ public final class ResponseCache: Sendable {
         return answer
     }
 
+    /// An answer for `key` that is fresh or expired less than `staleIfErrorSeconds` ago; nil
+    /// without one (or when stale answers are off). Only for calls whose upstream failed.
+    func lookupStale(_ key: String, now: Double) async throws -> CachedAnswer? {
+        let window = Double(settings.withLock { $0.staleIfErrorSeconds })
+        guard window > 0 else { return nil }
+        if let answer = hot.get(key), answer.expiresAt > now - window {
+            touch(key, now: now)
+            return answer
+        }
+        let entry = try await pool.read { db in
+            try CacheEntry.filter(Column("key") == key && Column("expires_at") > now - window).fetchOne(db)
+        }
+        guard let entry else { return nil }
+        touch(key, now: now)
+        return try Self.decode(entry)
+    }
+
     /// Stores an answer, then evicts least recently used entries while over `max_bytes`.
     func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int, now: Double) async throws {
         let limits = settings.withLock { $0 }
@@ -132,7 +152,8 @@ public final class ResponseCache: Sendable {
         }
     }
 
-    /// Applies gathered access times and counters, and drops expired entries.
+    /// Applies gathered access times and counters, and drops expired entries (those that may
+    /// still answer a failed call are kept for `staleIfErrorSeconds` more).
     public func flush(now: Double) async throws {
         let batch = pending.withLock { pending in
             let batch = pending
@@ -140,11 +161,12 @@ public final class ResponseCache: Sendable {
             return batch
         }
         let touches = batch.touches.map { ($0.key, $0.value.lastAccess, $0.value.hits) }
+        let keepUntil = now - Double(settings.withLock { $0.staleIfErrorSeconds })
         try await pool.write { db in
             let update = try db.makeStatement(sql: "UPDATE cache_entry SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?")
             for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
             try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
-            try db.execute(sql: "DELETE FROM cache_entry WHERE expires_at <= ?", arguments: [now])
+            try db.execute(sql: "DELETE FROM cache_entry WHERE expires_at <= ?", arguments: [keepUntil])
         }
         hot.remove { _, answer in answer.expiresAt <= now }
     }

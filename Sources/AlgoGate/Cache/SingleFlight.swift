@@ -8,6 +8,9 @@ final class SingleFlight<Value: Sendable>: Sendable {
         case shared(Value)
         /// The leader finished before this caller could wait; look again (the cache likely has it).
         case retry
+        /// The leader failed without an answer (the upstream timed out, say): go upstream on your
+        /// own, rather than one after another behind a new leader each.
+        case leaderFailed
     }
 
     private let flights = Mutex<[String: [CheckedContinuation<Outcome, Never>]]>([:])
@@ -33,9 +36,9 @@ final class SingleFlight<Value: Sendable>: Sendable {
         }
     }
 
-    /// Ends the flight: waiters get the leader's answer, or `.retry` when it had none to share.
+    /// Ends the flight: waiters get the leader's answer, or `.leaderFailed` when it had none.
     func finish(_ key: String, with value: Value?) {
         let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
-        for waiter in waiters { waiter.resume(returning: value.map { .shared($0) } ?? .retry) }
+        for waiter in waiters { waiter.resume(returning: value.map { .shared($0) } ?? .leaderFailed) }
     }
 }

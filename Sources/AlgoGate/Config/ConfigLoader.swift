@@ -83,6 +83,7 @@ public enum ConfigLoader {
         try require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         try require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         try require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
+        try require(config.cache.staleIfErrorSeconds >= 0, "cache.stale_if_error_seconds", "must not be negative (0 turns stale answers off)")
         try require(config.cache.memoryBytes >= 0, "cache.memory_bytes", "must not be negative")
         for (index, rule) in config.cache.rules.enumerated() {
             let parts = rule.algo.split(separator: "/", omittingEmptySubsequences: false)

@@ -138,9 +138,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var memoryBytes = 67_108_864
         /// Per-algorithm overrides; the first rule whose pattern matches wins.
         public var rules: [CacheRule] = []
+        /// How long past expiry an entry may still answer a call whose upstream fails (RFC 5861's
+        /// stale-if-error); 0 turns it off.
+        public var staleIfErrorSeconds = 0
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, path, maxBytes = "max_bytes", ttlSeconds = "ttl_seconds", scope, memoryBytes = "memory_bytes", rules
+            case staleIfErrorSeconds = "stale_if_error_seconds"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -153,6 +157,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope) ?? scope
             memoryBytes = try c.decodeIfPresent(Int.self, forKey: .memoryBytes) ?? memoryBytes
             rules = try c.decodeIfPresent([CacheRule].self, forKey: .rules) ?? rules
+            staleIfErrorSeconds = try c.decodeIfPresent(Int.self, forKey: .staleIfErrorSeconds) ?? staleIfErrorSeconds
         }
     }
 

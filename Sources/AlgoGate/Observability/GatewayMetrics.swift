@@ -26,7 +26,7 @@ public final class GatewayMetrics: Sendable {
     private static var requests: MetricNameDescriptor { .init(
         metricName: "algogate_requests", unitName: "total", helpText: "Requests answered, by client, route class and status") }
     private static var cacheRequests: MetricNameDescriptor { .init(
-        metricName: "algogate_cache_requests", unitName: "total", helpText: "Cacheable algorithm calls by cache result: hit, miss, collapsed, bypass") }
+        metricName: "algogate_cache_requests", unitName: "total", helpText: "Cacheable algorithm calls by cache result: hit, stale, miss, collapsed, bypass") }
     private static var previousKeyRequests: MetricNameDescriptor { .init(
         metricName: "algogate_previous_key_requests", unitName: "total",
         helpText: "Requests made with a client's previous_key_sha256 key (a rotation still under way), by client") }

@@ -9,6 +9,7 @@ struct MetricsMiddleware: RouterMiddleware {
         let response = try await next(request, context)
         let cacheResult: String? = switch response.headers.value(.xCache) {
         case "HIT": "hit"
+        case "STALE": "stale"
         case "MISS": (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false) ? "collapsed" : "miss"
         case "BYPASS": "bypass"
         default: nil

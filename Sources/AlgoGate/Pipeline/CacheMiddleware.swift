@@ -8,7 +8,11 @@ import Synchronization
 /// authentication, authorisation (data prefixes in inputs included) and input reading, so a
 /// client reaches the cache only once every check has passed.
 ///
-/// Headers: `Cache-Status` (RFC 9211, cache name `algogate`) and `X-Cache: HIT|MISS|BYPASS`.
+/// Headers: `Cache-Status` (RFC 9211, cache name `algogate`) and `X-Cache: HIT|MISS|BYPASS|STALE`.
+///
+/// With `cache.stale_if_error_seconds` (RFC 5861's stale-if-error), a call whose upstream fails
+/// (500, 502, 503, 504, or the gateway's own 502/503/504) is answered from an entry that expired
+/// less than that long ago: a pinned version's answer does not change when its entry expires.
 struct CacheMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
@@ -35,27 +39,45 @@ struct CacheMiddleware: RouterMiddleware {
             if decision.onlyIfCached { throw Self.notCached }
             return Self.mark(try await next(request, context), status: "algogate; fwd=\(decision.bypassReason ?? "uri-miss")", xCache: "BYPASS")
         }
-        while decision.lookup {
+        let acceptsGzip = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip
+        var leads = false
+        lookup: while decision.lookup {
             if let answer = try await cache.lookup(key, now: now()) {
-                return hit(answer, acceptsGzip: ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip)
+                return hit(answer, acceptsGzip: acceptsGzip)
             }
             if decision.onlyIfCached { throw Self.notCached }
-            if flights.lead(key) { break }
+            if flights.lead(key) {
+                leads = true
+                break
+            }
             switch await flights.wait(key) {
             case .shared(let shared):
                 return Self.mark(Response(status: shared.status, headers: shared.headers, body: .init(byteBuffer: shared.body)),
                                  status: "algogate; fwd=miss; collapsed", xCache: "MISS")
             case .retry:
                 continue
+            case .leaderFailed:
+                break lookup
             }
         }
         if decision.onlyIfCached { throw Self.notCached }
 
-        // This request leads (or skipped the lookup): it goes upstream, then stores and shares.
+        // This request leads (or skipped the lookup, or its leader failed): it goes upstream, then
+        // stores, and shares when it leads.
         var shared: Shared?
-        defer { if decision.lookup { flights.finish(key, with: shared) } }
+        defer { if leads { flights.finish(key, with: shared) } }
         cache.recordMiss()
-        let response = try await next(request, context)
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
+            if let stale = try await staleHit(key, acceptsGzip: acceptsGzip) { return stale }
+            throw error
+        }
+        if decision.lookup, Self.staleIfError.contains(response.status.code),
+           let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
+            return stale
+        }
         let body = try await response.body.collected()
         shared = Shared(status: response.status, headers: response.headers, body: body)
         var stored = false
@@ -70,8 +92,17 @@ struct CacheMiddleware: RouterMiddleware {
                          status: stored ? status + "; stored" : status, xCache: decision.lookup ? "MISS" : "BYPASS")
     }
 
+    /// Statuses that let an expired entry answer (RFC 5861 §4).
+    static let staleIfError: Set<Int> = [500, 502, 503, 504]
+
+    /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call.
+    private func staleHit(_ key: String, acceptsGzip: Bool) async throws -> Response? {
+        guard let answer = try await cache.lookupStale(key, now: now()) else { return nil }
+        return hit(answer, acceptsGzip: acceptsGzip, stale: true)
+    }
+
     /// A stored answer; stored gzip bytes go as they are to a client that prefers gzip.
-    private func hit(_ answer: CachedAnswer, acceptsGzip: Bool) -> Response {
+    private func hit(_ answer: CachedAnswer, acceptsGzip: Bool, stale: Bool = false) -> Response {
         let current = now()
         var headers: HTTPFields = [.contentType: answer.contentType]
         headers[.age] = String(max(0, Int(current - answer.createdAt)))
@@ -82,6 +113,11 @@ struct CacheMiddleware: RouterMiddleware {
             ResponseCompressionMiddleware.addVary(&headers)
         }
         let response = Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: body))
+        if stale {
+            // RFC 9211: a negative ttl is how far past its freshness the answer is.
+            return Self.mark(response, status: "algogate; hit; ttl=\(min(0, Int((answer.expiresAt - current).rounded(.down)))); detail=stale-if-error",
+                             xCache: "STALE")
+        }
         return Self.mark(response, status: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))", xCache: "HIT")
     }
 

@@ -44,6 +44,10 @@ public struct ConfigReloader: Service {
         var fixed: [String] = []
         if old.server != new.server { fixed.append("server") }
         if old.cache.path != new.cache.path || old.cache.enabled != new.cache.enabled { fixed.append("cache.path/cache.enabled") }
+        if old.cache.maxBytes != new.cache.maxBytes || old.cache.memoryBytes != new.cache.memoryBytes
+            || old.cache.staleIfErrorSeconds != new.cache.staleIfErrorSeconds {
+            fixed.append("cache.max_bytes/memory_bytes/stale_if_error_seconds")
+        }
         if old.upstream.maxConcurrency != new.upstream.maxConcurrency || old.upstream.caFile != new.upstream.caFile
             || old.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds {
             fixed.append("upstream connection settings")

@@ -27,7 +27,8 @@ public struct GatewayStorage: Sendable {
         let pool = try StateDatabase.open(path: config.cache.path)
         let cache = config.cache.enabled ? ResponseCache(pool: pool, settings: .init(
             maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes,
-            compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level))) : nil
+            compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level),
+            staleIfErrorSeconds: config.cache.staleIfErrorSeconds)) : nil
         return GatewayStorage(pool: pool, cache: cache, usage: SQLiteUsageStore(pool: pool))
     }
 }

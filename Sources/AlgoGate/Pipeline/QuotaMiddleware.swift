@@ -20,7 +20,7 @@ struct QuotaMiddleware: RouterMiddleware {
             response = try ErrorMiddleware.gatewayError(for: error).response(from: request, context: context)
         }
         for field in admission.headers { response.headers[field.name] = field.value }
-        let fromCache = response.headers.value(.xCache) == "HIT" || (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false)
+        let fromCache = ["HIT", "STALE"].contains(response.headers.value(.xCache)) || (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false)
         let ledger = ledger
         context.facts.onCompletion { completion in
             ledger.record(client: client.name, day: admission.day, .init(
