@@ -95,10 +95,12 @@ struct CacheMiddleware: RouterMiddleware {
     /// Statuses that let an expired entry answer (RFC 5861 §4).
     static let staleIfError: Set<Int> = [500, 502, 503, 504]
 
-    /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call.
+    /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call (or
+    /// a fresh one, stored by another call meanwhile: an ordinary hit).
     private func staleHit(_ key: String, acceptsGzip: Bool) async throws -> Response? {
-        guard let answer = try await cache.lookupStale(key, now: now()) else { return nil }
-        return hit(answer, acceptsGzip: acceptsGzip, stale: true)
+        let current = now()
+        guard let answer = try await cache.lookupStale(key, now: current) else { return nil }
+        return hit(answer, acceptsGzip: acceptsGzip, stale: answer.expiresAt <= current)
     }
 
     /// A stored answer; stored gzip bytes go as they are to a client that prefers gzip.
