@@ -10,16 +10,31 @@ struct ErrorMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            return try Self.gatewayError(for: error).response(from: request, context: context)
+            return try Self.gatewayError(for: error, request: request).response(from: request, context: context)
         }
     }
 
-    static func gatewayError(for error: any Error) -> GatewayError {
+    /// The gateway's own endpoints and their methods, as `GatewayApp` and `OperatorRoutes` register
+    /// them (a test checks the two agree): another method on one of these paths is a 405 naming
+    /// the right ones, not a 404.
+    static let gatewayEndpoints: [String: [HTTPRequest.Method]] = [
+        "/healthz": [.get, .head], "/readyz": [.get, .head], "/metrics": [.get],
+        "/_admin/cache": [.get, .delete], "/_admin/usage": [.get], "/_gateway/me": [.get],
+    ]
+
+    static func gatewayError(for error: any Error, request: Request) -> GatewayError {
         switch error {
         case let error as GatewayError:
             return error
         case let error as HTTPError where error.status == .notFound:
-            return .notFound("no such endpoint")
+            let path = request.uri.path
+            if let methods = gatewayEndpoints[path] {
+                let names = methods.map(\.rawValue)
+                return GatewayError(status: .methodNotAllowed, errorType: "InputError",
+                                    message: "\(path) takes \(names.joined(separator: " or ")), not \(request.method.rawValue)",
+                                    headers: [.allow: names.joined(separator: ", ")])
+            }
+            return .notFound("no such endpoint: \(path)")
         case let error as HTTPError where error.status == .methodNotAllowed:
             return .methodNotAllowed("method not allowed on this endpoint")
         case let error as HTTPError:

@@ -91,14 +91,19 @@ public struct GatewayApp: Sendable {
             gate: gate,
             queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
             metrics: metrics))
-        router.get("/healthz") { _, _ in Self.status("ok") }
+        // Health probes answer GET and HEAD (some load balancers probe with HEAD).
+        let healthz: @Sendable (Request, GatewayRequestContext) async throws -> Response = { _, _ in Self.status("ok") }
+        router.get("/healthz", use: healthz)
+        router.head("/healthz", use: healthz)
         let pool = storage.pool
-        router.get("/readyz") { _, _ in
+        let readyz: @Sendable (Request, GatewayRequestContext) async throws -> Response = { _, _ in
             guard (try? await pool.read({ db in try Int.fetchOne(db, sql: "SELECT 1") })) == 1 else {
                 throw GatewayError.unavailable("the gateway's database cannot be read")
             }
             return Self.status("ready")
         }
+        router.get("/readyz", use: readyz)
+        router.head("/readyz", use: readyz)
         let metrics = metrics
         let gate = gate
         let logWriter = logWriter
