@@ -74,6 +74,23 @@ import Testing
         }
     }
 
+    /// The server-held key goes in every upstream request: plain http beyond loopback is refused
+    /// unless the operator says the network is trusted.
+    @Test func aPlainHTTPUpstreamBeyondLoopbackNeedsConsent() throws {
+        let client = "clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"
+        func upstream(_ url: String, _ extra: String = "") -> String { "upstream: {url: '\(url)', key_env: UP_KEY\(extra)}\n" + client }
+        #expect(Self.refusal(upstream("http://algorithmia.internal:8080"))?.description
+                == "upstream.url: plain http would send the server-held key unencrypted to algorithmia.internal; use https://, or set upstream.allow_plain_http: true on a network you trust")
+        #expect(Self.refusal(upstream("http://10.0.0.7"))?.description.hasPrefix("upstream.url: plain http would send") == true)
+        #expect(Self.refusal(upstream("http://127.0.0.1.example.com"))?.description.hasPrefix("upstream.url: plain http would send") == true)
+        for allowed in [upstream("http://algorithmia.internal:8080", ", allow_plain_http: true"), upstream("https://algorithmia.internal"),
+                        upstream("http://localhost:9000"), upstream("http://127.0.0.2:9000"), upstream("http://[::1]:9000")] {
+            #expect(Self.refusal(allowed) == nil, "\(allowed)")
+        }
+        let loaded = try ConfigLoader.load(yaml: upstream("http://sim.internal", ", allow_plain_http: true"), environment: Self.env)
+        #expect(loaded.config.upstream.allowPlainHTTP)
+    }
+
     @Test func checkConfigExitsZeroOrOneWithTheReason() async throws {
         try await withTemporaryDirectory("cfg") { directory in
             let good = directory.appendingPathComponent("good.yaml")

@@ -73,6 +73,10 @@ public enum ConfigLoader {
                     "upstream.url", "must be an http:// or https:// URL with a host")
         try require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
         try require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
+        if let url, url.scheme?.lowercased() == "http", let host = url.host, !Self.isLoopback(host) {
+            try require(upstream.allowPlainHTTP, "upstream.url",
+                        "plain http would send the server-held key unencrypted to \(host); use https://, or set upstream.allow_plain_http: true on a network you trust")
+        }
         try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
         try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
         try require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
@@ -157,6 +161,14 @@ public enum ConfigLoader {
                               message: "the upstream key is empty or has spaces or non-ASCII characters")
         }
         return Secret(key)
+    }
+
+    /// `localhost`, 127.0.0.0/8 or ::1: a host whose traffic never leaves the machine.
+    static func isLoopback(_ host: String) -> Bool {
+        let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     public static func isSHA256Hex(_ text: String) -> Bool {

@@ -84,11 +84,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// PEM bundle of the CAs to trust for an https upstream instead of the system's; the
         /// upstream's certificate is always verified.
         public var caFile: String?
+        /// Allows an `http://` upstream beyond loopback, which sends the server key unencrypted.
+        public var allowPlainHTTP = false
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
-            case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file"
+            case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -105,6 +107,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
             connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
             caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
+            allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
         }
     }
 
