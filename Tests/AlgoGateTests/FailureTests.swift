@@ -66,8 +66,7 @@ import Testing
         try await GatewayHarness.run { h in
             func retries(_ route: String) async throws -> Int {
                 let text = try await h.gateway.send(.GET, "/metrics").text
-                return text.split(separator: "\n").first { $0.hasPrefix("algogate_upstream_retries_total{route=\"\(route)\"} ") }
-                    .flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+                return metricSample(text, #"algogate_upstream_retries_total{route="\#(route)"}"#).map { Int($0) } ?? 0
             }
             let dropFirst = [("X-Sim-Fault", "drop-first")]
             let listing = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + dropFirst + [("X-Request-ID", "retry-get")])

@@ -112,6 +112,12 @@ struct GatewayHarness {
     }
 }
 
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text exposition.
+func metricSample(_ exposition: String, _ series: String) -> Double? {
+    exposition.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+        .flatMap { Double($0.dropFirst(series.count + 1)) }
+}
+
 func simple(_ key: String) -> [(String, String)] { [("Authorization", "Simple \(key)")] }
 let textType = [("Content-Type", "text/plain")]
 let jsonType = [("Content-Type", "application/json")]

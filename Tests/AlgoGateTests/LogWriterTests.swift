@@ -138,9 +138,8 @@ import Testing
             }
             #expect(statuses.count == requests && statuses.allSatisfy { $0 == 401 })
             let scrape = try await http.send(.GET, "/metrics")
-            let counted = try #require(scrape.text.split(separator: "\n")
-                .first { $0.hasPrefix("algogate_log_lines_dropped_total ") }
-                .flatMap { Int($0.split(separator: " ")[1]) }, "no dropped-lines counter in: \(scrape.text.prefix(300))")
+            let counted = try #require(metricSample(scrape.text, "algogate_log_lines_dropped_total").map { Int($0) },
+                                       "no dropped-lines counter in: \(scrape.text.prefix(300))")
             #expect(counted > 0)
 
             pipe.startReading()

@@ -21,8 +21,7 @@ import Testing
     static func upstreamInFlight(_ pair: ProcessHarness) async throws -> Int? {
         let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5))
         let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
-        return text.split(separator: "\n").first { $0.hasPrefix("algogate_upstream_in_flight ") }
-            .flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+        return metricSample(text, "algogate_upstream_in_flight").map { Int($0) }
     }
 
     @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {

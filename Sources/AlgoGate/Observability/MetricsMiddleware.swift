@@ -15,11 +15,10 @@ struct MetricsMiddleware: RouterMiddleware {
         default: nil
         }
         let metrics = metrics
-        let viaPreviousKey = context.client?.viaPreviousKey ?? false
         context.facts.onCompletion { completion in
             metrics.request(client: completion.client ?? "-", route: completion.route ?? "none", status: completion.status)
             if let cacheResult { metrics.cache(cacheResult) }
-            if viaPreviousKey, let client = completion.client { metrics.previousKeyRequest(client: client) }
+            if completion.viaPreviousKey, let client = completion.client { metrics.previousKeyRequest(client: client) }
         }
         return response
     }

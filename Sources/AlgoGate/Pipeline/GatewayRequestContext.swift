@@ -62,7 +62,7 @@ final class RequestFacts: Sendable {
             state.completions = []
             return (handlers, RequestCompletion(
                 status: status, bytesIn: bytesIn, bytesOut: bytesOut,
-                client: state.client?.name, route: state.route?.name,
+                client: state.client?.name, viaPreviousKey: state.client?.viaPreviousKey ?? false, route: state.route?.name,
                 upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds))
         }
         for handler in handlers { handler(completion) }
@@ -88,6 +88,8 @@ struct RequestCompletion: Sendable {
     let bytesIn: Int
     let bytesOut: Int
     let client: String?
+    /// The client presented the key being rotated out.
+    let viaPreviousKey: Bool
     let route: String?
     let upstreamCalled: Bool
     let computeSeconds: Double
