@@ -27,10 +27,12 @@ import Testing
         #expect(new.entry.contains("previous_key_sha256: \"\(ClientRegistry.hash(of: old.key))\""))
 
         // One minute window of 2 requests, shared by both keys: they are one client. The operator's
-        // key rotates the same way.
+        // key rotates the same way. The clock stands still: a real minute boundary between the calls
+        // would open a new window and admit the third.
+        let clock = TestClock()
         let oldAdminKey = "old-admin-\(UUID().uuidString)"
         let admin = #"admin: {key_sha256: "\#(ClientRegistry.hash(of: Keys.admin))", previous_key_sha256: "\#(ClientRegistry.hash(of: oldAdminKey))"}"#
-        try await GatewayHarness.run(extraYAML: "quota: {requests_per_minute: 2}", clientsYAML: admin + "\nclients:\n" + new.entry) { h in
+        try await GatewayHarness.run(extraYAML: "quota: {requests_per_minute: 2}", now: { clock.now }, clientsYAML: admin + "\nclients:\n" + new.entry) { h in
             let viaNew = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(new.key) + textType, text: "new")
             #expect(viaNew.status == 200)
             #expect(viaNew.object["result"] as? String == "Hello new")
