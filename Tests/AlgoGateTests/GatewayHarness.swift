@@ -48,6 +48,7 @@ final class LogCapture: Sendable {
 /// The gateway in front of a live simulator, both on ephemeral loopback ports.
 struct GatewayHarness {
     let gateway: TestHTTP
+    let gatewayPort: Int
     let sim: TestHTTP
     let simulator: Simulator
     let logs: LogCapture
@@ -73,6 +74,7 @@ struct GatewayHarness {
     }
 
     static func run<Value: Sendable>(
+        serverYAML: String = "",
         upstreamYAML: String = "",
         cacheYAML: String = "",
         extraYAML: String = "",
@@ -88,7 +90,7 @@ struct GatewayHarness {
         let simulator = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory.appendingPathComponent("sim")))
         return try await LiveServer.run({ simulator.application(onServerRunning: $0) }) { simPort in
             let yaml = """
-            server: {host: 127.0.0.1, port: 0}
+            server: {host: 127.0.0.1, port: 0\(serverYAML.isEmpty ? "" : ", " + serverYAML)}
             upstream:
               url: \(upstreamURL?(simPort) ?? "http://127.0.0.1:\(simPort)")
               key_env: TEST_UPSTREAM_KEY
@@ -106,7 +108,7 @@ struct GatewayHarness {
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
-                try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
+                try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), gatewayPort: gatewayPort, sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
             }
         }
     }

@@ -59,6 +59,7 @@ public enum ConfigLoader {
         try require((0...65535).contains(config.server.port), "server.port", "must be from 0 to 65535")
         try require(!config.server.host.isEmpty, "server.host", "must not be empty")
         try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
+        try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
         if let tls = config.server.tls {
             try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
             try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
@@ -81,6 +82,10 @@ public enum ConfigLoader {
         try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
         try require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
         try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
+        // A streamed upload waiting for an upstream slot reads nothing meanwhile: the idle timeout
+        // would cut it before its wait could end.
+        try require(config.server.idleTimeoutSeconds > upstream.queueTimeoutSeconds, "server.idle_timeout_seconds",
+                    "must be above upstream.queue_timeout_seconds (\(upstream.queueTimeoutSeconds)), or an upload waiting for an upstream slot is cut")
 
         try require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")
         try require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")

@@ -42,6 +42,10 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var tls: TLS?
         /// On SIGTERM: how long in-flight requests may take to finish before they are cut.
         public var drainTimeoutSeconds = 30
+        /// A client connection with no request in progress, or whose request stops arriving, is
+        /// closed after this long. Above the 60 s idle timeout of common load balancers (AWS ALB),
+        /// so they never reuse a connection the gateway is closing.
+        public var idleTimeoutSeconds = 75
 
         public struct TLS: Sendable, Equatable, Decodable {
             public var certFile: String
@@ -56,7 +60,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             }
         }
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -65,6 +69,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             port = try c.decodeIfPresent(Int.self, forKey: .port) ?? port
             tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
             drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
+            idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
         }
     }
 

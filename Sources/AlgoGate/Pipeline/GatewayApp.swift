@@ -120,11 +120,14 @@ public struct GatewayApp: Sendable {
     /// the HTTP client is shut down.
     public func application(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let server = state.snapshot.config.server
-        var builder: HTTPServerBuilder = .http1()
+        // Idle keep-alive connections, and requests whose bytes stop arriving, are closed after
+        // the idle timeout; a request being answered (an algorithm running) is never cut by it.
+        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
+        var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = server.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certFile).map { NIOSSLCertificateSource.certificate($0) }
             let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem)))
-            builder = try .tls(.http1(), tlsConfiguration: configuration)
+            builder = try .tls(.http1(configuration: http1), tlsConfiguration: configuration)
         }
         var app = Application(
             router: router(),

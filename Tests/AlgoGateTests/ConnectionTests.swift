@@ -1,0 +1,81 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// Client connections: `server.idle_timeout_seconds` closes idle keep-alive connections and
+/// requests whose bytes stop arriving, and never a request that is being answered.
+@Suite struct ConnectionTests {
+    static let oneSecond = "idle_timeout_seconds: 1"
+    static let noQueue = "queue_timeout_seconds: 0"  // the idle timeout must be above it
+
+    @Test func aConnectionThatSendsNothingIsClosedAfterTheIdleTimeout() async throws {
+        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+            let silent = try await RawConnection.connect(port: h.gatewayPort)
+            #expect(await silent.waitForClose(within: .seconds(10)))
+            let open = try #require(silent.closedAt) - silent.openedAt
+            #expect(open >= .milliseconds(900), "closed after \(open), before the idle timeout")
+            #expect(silent.text.isEmpty)
+        }
+    }
+
+    @Test func aRequestWhoseHeadStopsArrivingIsClosedWithoutAnAnswer() async throws {
+        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+            let slow = try await RawConnection.connect(port: h.gatewayPort)
+            try await slow.send("POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\n")
+            #expect(await slow.waitForClose(within: .seconds(10)))
+            #expect(slow.text.isEmpty)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
+    @Test func anIdleKeepAliveConnectionIsClosedAfterItsAnswer() async throws {
+        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
+            #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(client.closedAt == nil, "a keep-alive connection stays open at first")
+            #expect(await client.waitForClose(within: .seconds(10)))
+        }
+    }
+
+    @Test func anAnswerTakingLongerThanTheIdleTimeoutIsNotCut() async throws {
+        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            let body = "2500"  // the simulator's test/Sleep runs this many milliseconds
+            try await client.send("""
+                POST /v1/algo/test/Sleep/1.0.0 HTTP/1.1\r
+                Host: 127.0.0.1\r
+                Authorization: Simple \(Keys.teamB)\r
+                Content-Type: application/json\r
+                Content-Length: \(body.utf8.count)\r
+                \r
+                \(body)
+                """)
+            #expect(await eventually(within: .seconds(20)) { client.text.contains(#""result""#) })
+            #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(!client.text.contains("error"))
+            let answered = ContinuousClock.now
+            #expect(answered - client.openedAt >= .milliseconds(2400))
+            #expect(await client.waitForClose(within: .seconds(10)), "and once answered, it idles out")
+        }
+    }
+
+    @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
+        let base = """
+            upstream: {url: "http://127.0.0.1:1", key_env: K}
+            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
+            """
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.idleTimeoutSeconds == 75)
+        #expect(try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 45}", environment: ["K": "k"]).config.server.idleTimeoutSeconds == 45)
+        for bad in ["0", "3601"] {
+            #expect(throws: ConfigError(field: "server.idle_timeout_seconds", message: "must be from 1 to 3600")) {
+                try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: \(bad)}", environment: ["K": "k"])
+            }
+        }
+        #expect(throws: ConfigError(field: "server.idle_timeout_seconds", message: "must be above upstream.queue_timeout_seconds (30), or an upload waiting for an upstream slot is cut")) {
+            try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 30}", environment: ["K": "k"])
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A bare TCP connection, for tests of what a server does with the bytes (or the silence) a client
+/// sends, below what an HTTP client lets a test express: it sends raw text, keeps whatever arrives
+/// and notes when the server closes the connection.
+public final class RawConnection: Sendable {
+    private let channel: any Channel
+    private let box: Received
+
+    /// What the server sent, and when it closed.
+    final class Received: Sendable {
+        let bytes = Mutex<[UInt8]>([])
+        let closedAt = Mutex<ContinuousClock.Instant?>(nil)
+    }
+
+    private final class Collector: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let box: Received
+        init(_ box: Received) { self.box = box }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            box.bytes.withLock { $0.append(contentsOf: buffer.readableBytesView) }
+        }
+        func channelInactive(context: ChannelHandlerContext) {
+            box.closedAt.withLock { $0 = .now }
+            context.fireChannelInactive()
+        }
+    }
+
+    /// When the connection was opened.
+    public let openedAt: ContinuousClock.Instant
+
+    private init(channel: any Channel, box: Received, openedAt: ContinuousClock.Instant) {
+        self.channel = channel
+        self.box = box
+        self.openedAt = openedAt
+    }
+
+    public static func connect(port: Int, host: String = "127.0.0.1") async throws -> RawConnection {
+        let box = Received()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(box)) }
+            }
+            .connect(host: host, port: port).get()
+        return RawConnection(channel: channel, box: box, openedAt: .now)
+    }
+
+    public func send(_ text: String) async throws {
+        try await channel.writeAndFlush(channel.allocator.buffer(string: text)).get()
+    }
+
+    /// Everything received so far, as text.
+    public var text: String { String(decoding: box.bytes.withLock { $0 }, as: UTF8.self) }
+
+    /// When the server closed the connection (nil while it is open).
+    public var closedAt: ContinuousClock.Instant? { box.closedAt.withLock { $0 } }
+
+    /// Waits until the server closes the connection or `limit` passes; says whether it closed.
+    public func waitForClose(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while closedAt == nil, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return closedAt != nil
+    }
+
+    public func close() async {
+        try? await channel.close().get()
+    }
+}
