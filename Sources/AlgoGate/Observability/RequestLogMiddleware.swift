@@ -6,8 +6,9 @@ import NIOCore
 import Synchronization
 
 /// One structured log line per request: request id, client, route class, method, path, status,
-/// duration and bytes in and out, and `key=previous` when the client used a key being rotated out. Never a key (Authorization is not read here), a query string
-/// or a body. Streamed answers (data downloads) are logged once their last byte has been sent;
+/// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
+/// claims, and `key=previous` when the client used a key being rotated out. Never a key
+/// (Authorization is not read here), a query string or a body. Streamed answers (data downloads) are logged once their last byte has been sent;
 /// answers held in memory (algorithm answers, cache hits, errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
@@ -32,6 +33,10 @@ struct RequestLogMiddleware: RouterMiddleware {
         let route = context.route?.name ?? Self.routeName(request.uri.path)
         let method = request.method.rawValue
         let path = request.uri.path
+        let remote = context.remoteAddress?.ipAddress ?? "-"
+        // As the client sent it (behind a load balancer, the real client's address): a claim,
+        // bounded so a client cannot make its own line arbitrarily long.
+        let forwardedFor = request.headers.value(.forwardedFor)?.prefix(Self.maxForwardedFor) ?? ""
         let facts = context.facts
         let finish = { @Sendable (bytesOut: Int) in
             let elapsed = ContinuousClock.now - started
@@ -41,8 +46,10 @@ struct RequestLogMiddleware: RouterMiddleware {
                 "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
                 "duration_ms": .string(Formatting.milliseconds(elapsed)),
                 "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut),
+                "remote": .string(remote),
             ]
             if viaPreviousKey { metadata["key"] = "previous" }
+            if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
             logger.info("request", metadata: metadata)
         }
         guard facts.streamsResponse else {
@@ -56,11 +63,17 @@ struct RequestLogMiddleware: RouterMiddleware {
         return response
     }
 
+    static let maxForwardedFor = 256
+
     static func routeName(_ path: String) -> String {
         if path.hasPrefix("/_admin/") { return "operator" }
         if path.hasPrefix("/_gateway/") { return "gateway" }
         return AuthenticationMiddleware.openPaths.contains(path) ? "health" : "unknown"
     }
+}
+
+extension HTTPField.Name {
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
 }
 
 /// A thread-safe byte count.

@@ -12,10 +12,13 @@ public struct GatewayRequestContext: RequestContext {
 
     /// The event loop of the client's connection (see `EventLoopAffinityMiddleware`).
     let eventLoop: any EventLoop
+    /// The connection's peer (a load balancer's address when one is in front).
+    let remoteAddress: SocketAddress?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.eventLoop = source.channel.eventLoop
+        self.remoteAddress = source.channel.remoteAddress
     }
 
     /// The authenticated client; nil before authentication and on the gateway's own open routes.
