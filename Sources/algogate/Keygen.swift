@@ -23,6 +23,9 @@ struct Keygen: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "Data URIs the client is confined to, e.g. data://.my/team-a/")
     var dataPrefixes: [String] = []
 
+    @Option(parsing: .upToNextOption, help: "Algorithms the client may call and manage (owner/name or owner/*); all when left out.")
+    var algorithms: [String] = []
+
     @Option(name: .customLong("previous-key-sha256"), help: "When rotating: the client's current key_sha256, still accepted until removed.")
     var previousKeySHA256: String?
 
@@ -32,6 +35,11 @@ struct Keygen: AsyncParsableCommand {
         }
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw ValidationError("--name: use letters, digits, '-', '_' and '.'")
+        }
+        for pattern in algorithms {
+            do { _ = try AlgorithmPattern(parsing: pattern) } catch let error as GatewayError {
+                throw ValidationError("--algorithms: \(error.message)")
+            }
         }
         if let previousKeySHA256, !ConfigLoader.isSHA256Hex(previousKeySHA256) {
             throw ValidationError("--previous-key-sha256: must be 64 lowercase hex digits (the client's current key_sha256)")
@@ -52,6 +60,9 @@ struct Keygen: AsyncParsableCommand {
         print("    scopes: [\(scopes.joined(separator: ", "))]")
         if !dataPrefixes.isEmpty {
             print("    data_prefixes: [\(dataPrefixes.map { "\"\($0)\"" }.joined(separator: ", "))]")
+        }
+        if !algorithms.isEmpty {
+            print("    algorithms: [\(algorithms.map { "\"\($0)\"" }.joined(separator: ", "))]")
         }
     }
 }

@@ -7,6 +7,8 @@ public struct ClientIdentity: Sendable, Equatable {
     public let scopes: Set<Scope>
     /// Parsed `data_prefixes`; nil means every data path.
     public let dataPrefixes: [DataURI]?
+    /// Parsed `algorithms`; nil means every algorithm.
+    public var algorithms: [AlgorithmPattern]? = nil
     public let quota: GatewayConfig.Quota
     /// Whether this is the operator (admin key) rather than a team.
     public let isOperator: Bool
@@ -33,6 +35,7 @@ public struct ClientRegistry: Sendable {
         for client in config.clients {
             let prefixes = try client.dataPrefixes.map { try $0.map(DataURI.parse(uri:)) }
             admit(ClientIdentity(name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
+                                 algorithms: try client.algorithms.map { try $0.map(AlgorithmPattern.init(parsing:)) },
                                  quota: Self.merge(client.quota, over: config.quota), isOperator: false),
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }

@@ -134,6 +134,13 @@ public enum ConfigLoader {
                     throw ConfigError(field: "\(field).data_prefixes[\(prefixIndex)]", message: error.message)
                 }
             }
+            for (patternIndex, pattern) in (client.algorithms ?? []).enumerated() {
+                do {
+                    _ = try AlgorithmPattern(parsing: pattern)
+                } catch let error as GatewayError {
+                    throw ConfigError(field: "\(field).algorithms[\(patternIndex)]", message: error.message)
+                }
+            }
             if let quota = client.quota { try validate(quota, field: "\(field).quota") }
         }
     }

@@ -281,10 +281,12 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var scopes: [Scope]
         /// Data URIs this client may touch (`data://.my/team-a/`); nil means every path.
         public var dataPrefixes: [String]?
+        /// Algorithms this client may call and manage (`owner/name`, `owner/*`); nil means every one.
+        public var algorithms: [String]?
         public var quota: Quota?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", quota
+            case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", algorithms, quota
         }
         public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
             self.name = name
@@ -300,6 +302,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             previousKeySHA256 = try c.decodeIfPresent(String.self, forKey: .previousKeySHA256)
             scopes = try c.decode([Scope].self, forKey: .scopes)
             dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
+            algorithms = try c.decodeIfPresent([String].self, forKey: .algorithms)
             quota = try c.decodeIfPresent(Quota.self, forKey: .quota)
         }
     }

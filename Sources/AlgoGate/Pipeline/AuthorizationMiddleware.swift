@@ -1,11 +1,13 @@
 import Hummingbird
 import NIOCore
 
-/// Classifies `/v1` requests, checks the client's scope for the route class, and keeps data paths
-/// inside the client's `data_prefixes` (a directory create is checked for the directory it makes).
+/// Classifies `/v1` requests, checks the client's scope for the route class, keeps data paths
+/// inside the client's `data_prefixes` (a directory create is checked for the directory it makes),
+/// and algorithm calls and management inside its `algorithms` (a create is checked for the
+/// algorithm it makes).
 struct AuthorizationMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
-    /// Directory-create bodies are tiny JSON objects; anything larger is not one.
+    /// Directory- and algorithm-create bodies are small JSON objects; anything larger is not one.
     static let maxCreateBody = 64 * 1024
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -33,6 +35,51 @@ struct AuthorizationMiddleware: RouterMiddleware {
                 throw GatewayError.forbidden("client '\(client.name)' may not access \(target): outside its data prefixes")
             }
         }
+        if let algorithms = client.algorithms {
+            switch route {
+            case .algo(let ref):
+                guard algorithms.permits(owner: ref.owner, name: ref.name) else {
+                    throw GatewayError.forbidden("client '\(client.name)' may not call \(ref.owner)/\(ref.name): not among its algorithms")
+                }
+            case .manage:
+                try await Self.checkManagement(&request, client: client.name, algorithms: algorithms)
+            case .data, .admin:
+                break
+            }
+        }
         return try await next(request, context)
+    }
+
+    /// A management request of a client limited to some algorithms: `/v1/algorithms/{owner}/{name}/...`
+    /// must name one of them; creating one (a POST to `/v1/algorithms/{owner}` with its `name` in
+    /// the body) must make one of them; other owner-wide requests need `owner/*`. Paths whose
+    /// segments are not plain names cannot be checked and are refused.
+    static func checkManagement(_ request: inout Request, client: String, algorithms: [AlgorithmPattern]) async throws {
+        var segments = (request.uri.path.dropPrefix("/v1/algorithms/") ?? "").split(separator: "/", omittingEmptySubsequences: false)
+        if segments.last == "" { segments.removeLast() }
+        guard segments.allSatisfy(AlgorithmPattern.isName) else {
+            throw GatewayError.badRequest("\(request.uri.path) cannot be checked against client '\(client)''s algorithms: use plain names, without encoded characters or dot segments")
+        }
+        switch segments.count {
+        case 0:
+            throw GatewayError.forbidden("client '\(client)' may only manage its own algorithms: name one in the path")
+        case 1 where request.method == .post:
+            let body = try await request.body.collect(upTo: maxCreateBody)
+            guard let name = JSON.object(body)?["name"] as? String else {
+                throw GatewayError.badRequest("a POST to /v1/algorithms/\(segments[0]) must be a JSON object with the new algorithm's \"name\"")
+            }
+            guard algorithms.permits(owner: segments[0], name: name) else {
+                throw GatewayError.forbidden("client '\(client)' may not create \(segments[0])/\(name): not among its algorithms")
+            }
+            request.body = .init(buffer: body)
+        case 1:
+            guard algorithms.contains(where: { $0.coversOwner(segments[0]) }) else {
+                throw GatewayError.forbidden("client '\(client)' may not manage every algorithm of \(segments[0]): its algorithms do not include \(segments[0])/*")
+            }
+        default:
+            guard algorithms.permits(owner: segments[0], name: segments[1]) else {
+                throw GatewayError.forbidden("client '\(client)' may not manage \(segments[0])/\(segments[1]): not among its algorithms")
+            }
+        }
     }
 }

@@ -77,11 +77,12 @@ struct OperatorRoutes: Sendable {
         var key: String
         var scopes: [String]
         var dataPrefixes: [String]?
+        var algorithms: [String]?
         var quota: Quota
         var usedToday: Usage
         var remaining: Remaining
         enum CodingKeys: String, CodingKey {
-            case name, key, scopes, dataPrefixes = "data_prefixes", quota, usedToday = "used_today", remaining
+            case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, quota, usedToday = "used_today", remaining
         }
 
         init(client: ClientIdentity, standing: QuotaLedger.Standing) {
@@ -90,6 +91,7 @@ struct OperatorRoutes: Sendable {
             key = client.viaPreviousKey ? "previous" : "current"
             scopes = client.scopes.map(\.rawValue).sorted()
             dataPrefixes = client.dataPrefixes?.map(\.description)
+            algorithms = client.algorithms?.map(\.description)
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
                                maxConcurrent: quota.maxConcurrent, bytesPerDay: quota.bytesPerDay)
             usedToday = standing.today

@@ -1,0 +1,110 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// `clients[].algorithms`: a client limited to some algorithms calls and manages those only, cached
+/// answers included, and creates only algorithms its list names.
+@Suite struct AlgorithmAllowlistTests {
+    static let clients = """
+        admin: {key_sha256: "\(ClientRegistry.hash(of: Keys.admin))"}
+        clients:
+          - name: team-x
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))"
+            scopes: [algo, manage]
+            algorithms: ["demo/Hello", "team-x/*"]
+          - name: everyone
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))"
+            scopes: [algo, manage]
+        """
+
+    static func post(_ h: GatewayHarness, _ path: String, key: String = Keys.teamA) async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, path, headers: simple(key) + textType, text: "HAL")
+    }
+
+    @Test func callsAreLimitedToTheListedAlgorithmsCachedAnswersIncluded() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            let listed = try await Self.post(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(listed.status == 200)
+            #expect(listed.object["result"] as? String == "Hello HAL")
+
+            // Another team's call leaves util/Echo in the cache; the limited client still gets 403.
+            let primed = try await Self.post(h, "/v1/algo/util/Echo/1.0.0", key: Keys.teamB)
+            #expect(primed.status == 200 && primed.header("X-Cache") == "MISS")
+            #expect(try await Self.post(h, "/v1/algo/util/Echo/1.0.0", key: Keys.teamB).header("X-Cache") == "HIT")
+            for path in ["/v1/algo/util/Echo/1.0.0", "/v1/algo/util/Echo", "/v1/algo/demo/Hello2/0.1.0", "/v1/algo/Demo/Hello/0.1.0"] {
+                let refused = try await Self.post(h, path)
+                let algorithm = path.split(separator: "/")[2...3].joined(separator: "/")
+                #expect(refused.status == 403, "\(path)")
+                #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-x' may not call \#(algorithm): not among its algorithms"}}"#)
+                #expect(refused.header("X-Cache") == nil)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1, "util/Echo/1.0.0": 1])
+
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            #expect(me.object["algorithms"] as? [String] == ["demo/Hello", "team-x/*"])
+            let unlimited = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            #expect(unlimited.object["algorithms"] == nil)
+        }
+    }
+
+    @Test func managementIsLimitedToTheListedAlgorithmsAndCreatesAreChecked() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            func send(_ method: HTTPMethod, _ path: String, _ body: String? = nil) async throws -> TestHTTP.Reply {
+                try await h.gateway.send(method, path, headers: simple(Keys.teamA) + jsonType, body: body.map { Array($0.utf8) })
+            }
+            let create = #"{"name": "Tool", "details": {"label": "Tool"}, "settings": {"language": "python3"}}"#
+            let made = try await send(.POST, "/v1/algorithms/team-x", create)
+            #expect(made.status == 200)
+            #expect(made.object["name"] as? String == "Tool")
+            #expect(try await send(.GET, "/v1/algorithms/team-x/Tool").status == 200)
+            #expect(try await send(.GET, "/v1/algorithms/team-x/Tool/versions").status == 200)
+            #expect(try await send(.GET, "/v1/algorithms/demo/Hello").status == 200)
+            // Owner-wide, with team-x/*: passed to the upstream, which has no such endpoint.
+            let ownerWide = try await send(.GET, "/v1/algorithms/team-x")
+            #expect(ownerWide.status == 404)
+            #expect(ownerWide.text.contains("No such management endpoint"))
+            let managementCalls = h.simulator.stats.snapshot.requestsByClass["management"]
+
+            let refusals: [(HTTPMethod, String, String?, Int, String, String)] = [
+                (.POST, "/v1/algorithms/demo", create, 403, "PermissionDenied", "client 'team-x' may not create demo/Tool: not among its algorithms"),
+                (.DELETE, "/v1/algorithms/demo/Other", nil, 403, "PermissionDenied", "client 'team-x' may not manage demo/Other: not among its algorithms"),
+                (.POST, "/v1/algorithms/demo/Other/compile", nil, 403, "PermissionDenied", "client 'team-x' may not manage demo/Other: not among its algorithms"),
+                (.GET, "/v1/algorithms/demo", nil, 403, "PermissionDenied", "client 'team-x' may not manage every algorithm of demo: its algorithms do not include demo/*"),
+                (.GET, "/v1/algorithms", nil, 403, "PermissionDenied", "client 'team-x' may only manage its own algorithms: name one in the path"),
+                (.GET, "/v1/algorithms/team-x/%2e%2e/demo/Other", nil, 400, "InputError", "/v1/algorithms/team-x/%2e%2e/demo/Other cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
+                (.GET, "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo", nil, 400, "InputError", "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
+                (.POST, "/v1/algorithms/team-x", "not json", 400, "InputError", #"a POST to /v1/algorithms/team-x must be a JSON object with the new algorithm's "name""#),
+            ]
+            for (method, path, body, status, type, message) in refusals {
+                let reply = try await send(method, path, body)
+                #expect(reply.status == status, "\(method) \(path)")
+                #expect(envelope(reply).type == type, "\(method) \(path)")
+                #expect(envelope(reply).message == message, "\(method) \(path)")
+            }
+            #expect(h.simulator.stats.snapshot.requestsByClass["management"] == managementCalls, "no refusal reached the upstream")
+            // The unlimited client manages anything.
+            #expect(try await h.gateway.send(.POST, "/v1/algorithms/demo", headers: simple(Keys.teamB) + jsonType, text: create).status == 200)
+        }
+    }
+
+    @Test func patternsAreValidated() throws {
+        for (pattern, message) in [("demo", "'demo' is not owner/name or owner/*"), ("demo/*/x", "'demo/*/x' is not owner/name or owner/*"),
+                                   ("*/Hello", "'*/Hello' is not owner/name or owner/*"), ("demo/He%6Clo", "'demo/He%6Clo' is not owner/name or owner/*")] {
+            #expect(throws: ConfigError(field: "clients[0].algorithms[1]", message: message)) {
+                try ConfigLoader.load(yaml: """
+                    upstream: {url: "http://127.0.0.1:1", key_env: K}
+                    clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], algorithms: ["demo/Hello", "\(pattern)"]}]
+                    """, environment: ["K": "k"])
+            }
+        }
+    }
+
+    @Test func keygenWritesTheList() throws {
+        let made = try KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo", "--algorithms", "demo/Hello", "team-x/*"])
+        #expect(made.entry.contains(#"algorithms: ["demo/Hello", "team-x/*"]"#))
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let client = try ClientRegistry(config: loaded.config).client(for: Secret(made.key))
+        #expect(client?.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
+    }
+}
