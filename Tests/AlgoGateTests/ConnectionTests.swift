@@ -6,21 +6,22 @@ import Testing
 /// Client connections: `server.idle_timeout_seconds` closes idle keep-alive connections and
 /// requests whose bytes stop arriving, and never a request that is being answered.
 @Suite struct ConnectionTests {
-    static let oneSecond = "idle_timeout_seconds: 1"
+    /// Two seconds: room for a loaded machine's scheduling between the server's clock and the test's.
+    static let twoSeconds = "idle_timeout_seconds: 2"
     static let noQueue = "queue_timeout_seconds: 0"  // the idle timeout must be above it
 
     @Test func aConnectionThatSendsNothingIsClosedAfterTheIdleTimeout() async throws {
-        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+        try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let silent = try await RawConnection.connect(port: h.gatewayPort)
             #expect(await silent.waitForClose(within: .seconds(10)))
             let open = try #require(silent.closedAt) - silent.openedAt
-            #expect(open >= .milliseconds(900), "closed after \(open), before the idle timeout")
+            #expect(open >= .seconds(1), "closed after \(open), well before the idle timeout")
             #expect(silent.text.isEmpty)
         }
     }
 
     @Test func aRequestWhoseHeadStopsArrivingIsClosedWithoutAnAnswer() async throws {
-        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+        try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let slow = try await RawConnection.connect(port: h.gatewayPort)
             try await slow.send("POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\n")
             #expect(await slow.waitForClose(within: .seconds(10)))
@@ -30,7 +31,7 @@ import Testing
     }
 
     @Test func anIdleKeepAliveConnectionIsClosedAfterItsAnswer() async throws {
-        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+        try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let client = try await RawConnection.connect(port: h.gatewayPort)
             try await client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
@@ -41,9 +42,9 @@ import Testing
     }
 
     @Test func anAnswerTakingLongerThanTheIdleTimeoutIsNotCut() async throws {
-        try await GatewayHarness.run(serverYAML: Self.oneSecond, upstreamYAML: Self.noQueue) { h in
+        try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let client = try await RawConnection.connect(port: h.gatewayPort)
-            let body = "2500"  // the simulator's test/Sleep runs this many milliseconds
+            let body = "3500"  // the simulator's test/Sleep runs this many milliseconds
             try await client.send("""
                 POST /v1/algo/test/Sleep/1.0.0 HTTP/1.1\r
                 Host: 127.0.0.1\r
@@ -57,7 +58,7 @@ import Testing
             #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(!client.text.contains("error"))
             let answered = ContinuousClock.now
-            #expect(answered - client.openedAt >= .milliseconds(2400))
+            #expect(answered - client.openedAt >= .milliseconds(3400))
             #expect(await client.waitForClose(within: .seconds(10)), "and once answered, it idles out")
         }
     }

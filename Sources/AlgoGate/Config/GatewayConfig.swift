@@ -91,11 +91,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var caFile: String?
         /// Allows an `http://` upstream beyond loopback, which sends the server key unencrypted.
         public var allowPlainHTTP = false
+        public var circuitBreaker = CircuitBreaker()
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
             case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
+            case circuitBreaker = "circuit_breaker"
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -113,6 +115,24 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
             caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
             allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
+            circuitBreaker = try c.decodeIfPresent(CircuitBreaker.self, forKey: .circuitBreaker) ?? circuitBreaker
+        }
+    }
+
+    /// `upstream.circuit_breaker`: after `failures` upstream requests in a row that got no answer,
+    /// refuse requests at once for `open_seconds`, then let one through to test the upstream.
+    public struct CircuitBreaker: Sendable, Equatable, Decodable {
+        /// 0 turns the breaker off.
+        public var failures = 5
+        public var openSeconds = 10
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case failures, openSeconds = "open_seconds" }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            failures = try c.decodeIfPresent(Int.self, forKey: .failures) ?? failures
+            openSeconds = try c.decodeIfPresent(Int.self, forKey: .openSeconds) ?? openSeconds
         }
     }
 

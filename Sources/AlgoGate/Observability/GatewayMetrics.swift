@@ -5,13 +5,17 @@ import Synchronization
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
 /// requests by client, route class and status; cache results; upstream latency by route class;
 /// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
-/// connection; log lines dropped; requests made with a key being rotated out, by client.
+/// connection; whether the upstream circuit is open and what it refused; log lines dropped;
+/// requests made with a key being rotated out, by client.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let inFlight: Gauge
     private let queued: Gauge
     private let logLinesDropped: Counter
     private let logLinesDroppedCounted = Mutex(0)
+    private let circuitOpen: Gauge
+    private let circuitRefused: Counter
+    private let circuitRefusedCounted = Mutex(0)
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -21,6 +25,10 @@ public final class GatewayMetrics: Sendable {
         queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
             metricName: "algogate_log_lines_dropped", unitName: "total", helpText: "Log lines dropped because the log's reader fell behind"))
+        circuitOpen = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_upstream_circuit_open", unitName: "", helpText: "1 while requests are refused because the upstream could not be reached"))
+        circuitRefused = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_upstream_circuit_refused", unitName: "total", helpText: "Requests refused at once because the upstream circuit was open"))
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -91,17 +99,23 @@ public final class GatewayMetrics: Sendable {
 
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
-    func exposition(gate: ConcurrencyGate, logWriter: LogWriter?) -> [UInt8] {
+    func exposition(gate: ConcurrencyGate, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
+        circuitOpen.set(to: breaker.isOpen ? 1 : 0)
+        Self.catchUp(circuitRefused, counted: circuitRefusedCounted, to: breaker.refusedTotal)
         if let logWriter {
-            let total = logWriter.droppedLines
-            let added = logLinesDroppedCounted.withLock { counted in
-                defer { counted = max(counted, total) }
-                return total - counted
-            }
-            if added > 0 { logLinesDropped.increment(by: Int64(added)) }
+            Self.catchUp(logLinesDropped, counted: logLinesDroppedCounted, to: logWriter.droppedLines)
         }
         return registry.emitToBuffer()
+    }
+
+    /// Brings a counter kept elsewhere (as a running total) up to date at scrape time.
+    private static func catchUp(_ counter: Counter, counted: borrowing Mutex<Int>, to total: Int) {
+        let added = counted.withLock { counted in
+            defer { counted = max(counted, total) }
+            return total - counted
+        }
+        if added > 0 { counter.increment(by: Int64(added)) }
     }
 }

@@ -43,6 +43,8 @@ public struct GatewayApp: Sendable {
     public let storage: GatewayStorage
     public let ledger: QuotaLedger
     public let gate: ConcurrencyGate
+    /// Refuses requests at once while the upstream cannot be reached (`upstream.circuit_breaker`).
+    public let breaker: CircuitBreaker
     public let metrics = GatewayMetrics()
     /// The writer behind `logger`, when it is one: its dropped lines are a metric.
     let logWriter: LogWriter?
@@ -61,6 +63,7 @@ public struct GatewayApp: Sendable {
         self.ledger = QuotaLedger(store: storage.usage, now: now)
         // The pool and this cap are sized once; a reload that changes them asks for a restart.
         self.gate = ConcurrencyGate(capacity: state.snapshot.config.upstream.maxConcurrency)
+        self.breaker = CircuitBreaker(settings: { state.snapshot.config.upstream.circuitBreaker }, now: now, logger: logger)
     }
 
     public func router() -> Router<GatewayRequestContext> {
@@ -81,7 +84,7 @@ public struct GatewayApp: Sendable {
                                                    policy: { CachePolicy(config: state.snapshot.config.cache) }, now: now))
         }
         router.add(middleware: ForwardMiddleware(
-            forwarder: Forwarder(client: httpClient) {
+            forwarder: Forwarder(client: httpClient, breaker: breaker) {
                 let snapshot = state.snapshot
                 return Forwarder.Settings(
                     origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
@@ -106,10 +109,10 @@ public struct GatewayApp: Sendable {
         router.head("/readyz", use: readyz)
         let metrics = metrics
         let gate = gate
-        let logWriter = logWriter
+        let logWriter = logWriter, breaker = breaker
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, logWriter: logWriter))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, breaker: breaker, logWriter: logWriter))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router

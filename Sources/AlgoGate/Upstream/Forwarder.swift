@@ -20,6 +20,7 @@ public struct Forwarder: Sendable {
 
     let client: HTTPClient
     let settings: @Sendable () -> Settings
+    let breaker: CircuitBreaker?
 
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
@@ -29,8 +30,9 @@ public struct Forwarder: Sendable {
         public var maxResponseBytes: Int
     }
 
-    public init(client: HTTPClient, settings: @escaping @Sendable () -> Settings) {
+    public init(client: HTTPClient, breaker: CircuitBreaker? = nil, settings: @escaping @Sendable () -> Settings) {
         self.client = client
+        self.breaker = breaker
         self.settings = settings
     }
 
@@ -147,20 +149,34 @@ public struct Forwarder: Sendable {
     /// calls (POST: they run, and bill, again), is never replayed.
     private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, replayable: Bool = false,
                          onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
+        try breaker?.admit()
         let deadline = NIODeadline.now() + timeout
         let seconds = Int(timeout.nanoseconds / 1_000_000_000)
         do {
-            return try await client.execute(request, deadline: deadline)
-        } catch let error where replayable && Self.isLostConnection(error) && !Task.isCancelled {
-            onRetry()
+            let response: HTTPClientResponse
             do {
-                return try await client.execute(request, deadline: deadline)
-            } catch {
-                throw Self.translate(error, timeoutSeconds: seconds)
+                response = try await client.execute(request, deadline: deadline)
+            } catch let error where replayable && Self.isLostConnection(error) && !Task.isCancelled {
+                onRetry()
+                response = try await client.execute(request, deadline: deadline)
             }
+            breaker?.record(.answered)
+            return response
         } catch {
+            breaker?.record(Self.isUnreachable(error) ? .unreachable : .unknown)
             throw Self.translate(error, timeoutSeconds: seconds)
         }
+    }
+
+    /// A failure that says the upstream cannot be reached: a refused or timed-out connect, a
+    /// connection lost before the answer, a TLS failure. Not a timeout waiting for an answer (a
+    /// slow algorithm) nor the client going away.
+    static func isUnreachable(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError {
+            return error == .connectTimeout || error == .remoteConnectionClosed
+        }
+        return error is NIOConnectionError || error is ChannelError || error is IOError
+            || error is NIOSSLError || error is BoringSSLError
     }
 
     /// A connection that closed or reset under a sent request, before any answer: not a refused

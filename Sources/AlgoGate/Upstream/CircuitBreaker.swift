@@ -1,0 +1,102 @@
+import Foundation
+import HTTPTypes
+import Logging
+import Synchronization
+
+/// Fails fast while the upstream cannot be reached. After `failures` upstream requests in a row
+/// that never got an answer (a refused or timed-out connect, a connection lost before the answer,
+/// a TLS failure) the circuit opens: for `open_seconds` every request is refused at once with 503
+/// and `Retry-After`, rather than each holding an upstream slot while it waits out the connect
+/// timeout. Then one request is let through to test the upstream: an answer, whatever its status,
+/// closes the circuit; another failure opens it again. Slow answers (timeouts), upstream errors and
+/// the client going away say nothing about reachability and do not count.
+public final class CircuitBreaker: Sendable {
+    public enum Outcome: Sendable { case answered, unreachable, unknown }
+
+    private struct State {
+        var consecutiveFailures = 0
+        /// Set while open: until when requests are refused.
+        var openUntil: Double?
+        /// A request is testing the upstream after the open period.
+        var probing = false
+        var refused = 0
+    }
+
+    private let state = Mutex(State())
+    private let settings: @Sendable () -> GatewayConfig.CircuitBreaker
+    private let now: @Sendable () -> Double
+    private let logger: Logger
+
+    public init(settings: @escaping @Sendable () -> GatewayConfig.CircuitBreaker, now: @escaping @Sendable () -> Double, logger: Logger) {
+        self.settings = settings
+        self.now = now
+        self.logger = logger
+    }
+
+    /// Lets a request go upstream, or throws 503 while the circuit is open (and while another
+    /// request is testing the upstream).
+    func admit() throws {
+        guard settings().failures > 0 else { return }
+        let current = now()
+        try state.withLock { state in
+            guard let until = state.openUntil else { return }
+            if current < until {
+                state.refused += 1
+                let seconds = max(1, Int((until - current).rounded(.up)))
+                throw GatewayError(status: .serviceUnavailable, errorType: "UpstreamUnavailable",
+                                   message: "the upstream could not be reached \(state.consecutiveFailures) times in a row; requests are refused for \(seconds) s, then one is let through to test it",
+                                   headers: [.retryAfter: String(seconds)])
+            }
+            if state.probing {
+                state.refused += 1
+                throw GatewayError(status: .serviceUnavailable, errorType: "UpstreamUnavailable",
+                                   message: "the upstream could not be reached and a request is testing it now; retry shortly",
+                                   headers: [.retryAfter: "1"])
+            }
+            state.probing = true
+        }
+    }
+
+    /// What became of a request admitted upstream.
+    func record(_ outcome: Outcome) {
+        let limits = settings()
+        guard limits.failures > 0 else { return }
+        let current = now()
+        enum Change { case opened(Int), closed }
+        let change: Change? = state.withLock { state in
+            switch outcome {
+            case .answered:
+                let wasOpen = state.openUntil != nil
+                state.consecutiveFailures = 0
+                state.openUntil = nil
+                state.probing = false
+                return wasOpen ? .closed : nil
+            case .unreachable:
+                state.consecutiveFailures += 1
+                if state.probing || (state.openUntil == nil && state.consecutiveFailures >= limits.failures) {
+                    state.probing = false
+                    state.openUntil = current + Double(limits.openSeconds)
+                    return .opened(state.consecutiveFailures)
+                }
+                return nil
+            case .unknown:
+                state.probing = false
+                return nil
+            }
+        }
+        switch change {
+        case .opened(let failures):
+            logger.warning("upstream circuit opened: requests are refused until it answers again", metadata: [
+                "failures_in_a_row": .stringConvertible(failures), "open_seconds": .stringConvertible(limits.openSeconds)])
+        case .closed:
+            logger.info("upstream circuit closed: the upstream answers again")
+        case nil:
+            break
+        }
+    }
+
+    /// Whether requests are being refused now.
+    public var isOpen: Bool { state.withLock { $0.openUntil != nil } }
+    /// Requests refused since start.
+    public var refusedTotal: Int { state.withLock { $0.refused } }
+}

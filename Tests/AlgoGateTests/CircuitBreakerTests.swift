@@ -1,0 +1,115 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// `upstream.circuit_breaker`: requests that never got an answer open the circuit; while it is
+/// open every route is refused at once with 503 and Retry-After; then one request tests the upstream.
+@Suite struct CircuitBreakerTests {
+    static let threeFailures = "circuit_breaker: {failures: 3, open_seconds: 10}"
+
+    static func call(_ h: GatewayHarness, fault: String? = nil) async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType + (fault.map { [("X-Sim-Fault", $0)] } ?? []), text: "HAL")
+    }
+
+    @Test func unreachableInARowOpensTheCircuitAndOneRequestTestsTheUpstream() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
+            // Answers of any status say the upstream is there: they never count.
+            for _ in 0..<4 { let reply = try await Self.call(h, fault: "status=503"); #expect(reply.status == 503) }
+            // Two lost connections, then an answer: the count starts again.
+            for _ in 0..<2 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            #expect(try await Self.call(h).status == 200)
+            for _ in 0..<2 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            #expect(!h.app.breaker.isOpen)
+            #expect(try await Self.call(h, fault: "drop").status == 502)  // the third in a row
+            #expect(h.app.breaker.isOpen)
+
+            let upstreamBefore = h.simulator.stats.snapshot.totalRequests
+            let refused = try await Self.call(h)
+            #expect(refused.status == 503)
+            #expect(refused.text == #"{"error":{"error_type":"UpstreamUnavailable","message":"the upstream could not be reached 3 times in a row; requests are refused for 10 s, then one is let through to test it"}}"#)
+            #expect(refused.header("Retry-After") == "10")
+            clock.advance(by: 4)
+            let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader))
+            #expect(data.status == 503)
+            #expect(data.header("Retry-After") == "6")
+            #expect(h.simulator.stats.snapshot.totalRequests == upstreamBefore, "nothing reached the upstream while open")
+            let open = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(open, "algogate_upstream_circuit_open") == 1)
+            #expect(metricSample(open, "algogate_upstream_circuit_refused_total") == 2)
+
+            // After the open period one request tests the upstream: a failure opens it again at once.
+            clock.advance(by: 6)
+            #expect(try await Self.call(h, fault: "drop").status == 502)
+            #expect(try await Self.call(h).status == 503)
+            // An answer closes it.
+            clock.advance(by: 10)
+            #expect(try await Self.call(h).status == 200)
+            #expect(!h.app.breaker.isOpen)
+            #expect(try await Self.call(h).status == 200)
+            let closed = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(closed, "algogate_upstream_circuit_open") == 0)
+            #expect(metricSample(closed, "algogate_upstream_circuit_refused_total") == 3)
+            #expect(h.logs.all.filter { $0.contains("upstream circuit opened") }.count == 2)
+            #expect(h.logs.all.filter { $0.contains("upstream circuit closed") }.count == 1)
+        }
+    }
+
+    @Test func whileOneRequestTestsTheUpstreamOthersAreRefused() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
+            for _ in 0..<3 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            clock.advance(by: 10)
+            let probe = Task { try await Self.call(h, fault: "delay=1500") }
+            #expect(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the test request reached the upstream")
+            let meanwhile = try await Self.call(h)
+            #expect(meanwhile.status == 503)
+            #expect(meanwhile.text == #"{"error":{"error_type":"UpstreamUnavailable","message":"the upstream could not be reached and a request is testing it now; retry shortly"}}"#)
+            #expect(meanwhile.header("Retry-After") == "1")
+            #expect(try await probe.value.status == 200)
+            #expect(try await Self.call(h).status == 200)
+        }
+    }
+
+    @Test func withStaleIfErrorTheCacheAnswersWhileTheCircuitIsOpen() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: Self.threeFailures, cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            let pinned = "/v1/algo/demo/Hello/0.1.0"
+            let fresh = try await h.gateway.send(.POST, pinned, headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(fresh.status == 200 && fresh.header("X-Cache") == "MISS")
+            clock.advance(by: 61)
+            for _ in 0..<3 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            #expect(h.app.breaker.isOpen)
+            let stale = try await h.gateway.send(.POST, pinned, headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(stale.status == 200)
+            #expect(stale.header("X-Cache") == "STALE")
+            #expect(stale.body == fresh.body)
+            #expect(h.simulator.stats.snapshot.algoCalls["demo/Hello/0.1.0"] == 1)
+        }
+    }
+
+    @Test func zeroFailuresTurnsItOff() async throws {
+        try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 0}") { h in
+            for _ in 0..<6 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            #expect(!h.app.breaker.isOpen)
+            #expect(try await Self.call(h).status == 200)
+        }
+    }
+
+    @Test func settingsAreValidated() throws {
+        let base = """
+            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
+            upstream: {url: "http://127.0.0.1:1", key_env: K, circuit_breaker:
+            """
+        #expect(try ConfigLoader.load(yaml: base + " {}}", environment: ["K": "k"]).config.upstream.circuitBreaker == GatewayConfig.CircuitBreaker())
+        #expect(GatewayConfig.CircuitBreaker().failures == 5 && GatewayConfig.CircuitBreaker().openSeconds == 10)
+        for (yaml, field, message) in [(" {failures: -1}}", "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000"),
+                                       (" {open_seconds: 0}}", "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")] {
+            #expect(throws: ConfigError(field: field, message: message)) {
+                try ConfigLoader.load(yaml: base + yaml, environment: ["K": "k"])
+            }
+        }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: base + " {fails: 2}}", environment: ["K": "k"]) }
+    }
+}
