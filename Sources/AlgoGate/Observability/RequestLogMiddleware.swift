@@ -8,8 +8,9 @@ import Synchronization
 /// One structured log line per request: request id, client, route class, method, path, status,
 /// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
 /// claims, and `key=previous` when the client used a key being rotated out. Never a key
-/// (Authorization is not read here), a query string or a body. Streamed answers (data downloads) are logged once their last byte has been sent;
-/// answers held in memory (algorithm answers, cache hits, errors) as soon as they are ready.
+/// (Authorization is not read here), a query string or a body. Streamed answers (data downloads)
+/// are logged once their last byte has been sent; answers held in memory (algorithm answers, cache
+/// hits, errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
