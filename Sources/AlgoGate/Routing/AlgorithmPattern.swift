@@ -20,7 +20,7 @@ public struct AlgorithmPattern: Sendable, Equatable, CustomStringConvertible {
     }
 
     func permits(owner: some StringProtocol, name: some StringProtocol) -> Bool {
-        self.owner == owner && (self.name == nil || self.name! == name)
+        self.owner == owner && (self.name.map { $0 == name } ?? true)
     }
 
     /// Whether this pattern covers every algorithm of `owner` (owner-level management requests).
@@ -28,17 +28,9 @@ public struct AlgorithmPattern: Sendable, Equatable, CustomStringConvertible {
         self.owner == owner && name == nil
     }
 
-    /// Account and algorithm names as Algorithmia spells them: letters, digits, `_`, `-`, `.`, and
-    /// not a dot segment.
+    /// An account or algorithm name (no wildcard): see `AlgoRef.isSegment`.
     static func isName(_ segment: some StringProtocol) -> Bool {
-        !segment.isEmpty && segment != "." && segment != ".."
-            && segment.utf8.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                     UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."): true
-                default: false
-                }
-            }
+        AlgoRef.isSegment(segment, wildcard: false)
     }
 }
 
