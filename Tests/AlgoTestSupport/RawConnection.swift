@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -67,7 +68,41 @@ public final class RawConnection: Sendable {
         return closedAt != nil
     }
 
+    /// Ends the client's side of the connection (a TCP half-close); what the server sends still arrives.
+    public func shutdownOutput() async throws {
+        try await channel.close(mode: .output).get()
+    }
+
     public func close() async {
         try? await channel.close().get()
+    }
+}
+
+/// One HTTP/1.1 response read off a raw connection's text.
+public struct RawResponse: Sendable, Equatable {
+    /// The status line, e.g. `HTTP/1.1 404 Not Found`.
+    public let statusLine: String
+    /// Header fields, names lowercased (a repeated field keeps its last value).
+    public let headers: [String: String]
+    public let body: String
+
+    /// The complete responses at the start of `text`, in order; each needs a Content-Length.
+    public static func parse(_ text: String) -> [RawResponse] {
+        var responses: [RawResponse] = []
+        var rest = Substring(text)
+        while let end = rest.range(of: "\r\n\r\n") {
+            let lines = rest[..<end.lowerBound].components(separatedBy: "\r\n")
+            var headers: [String: String] = [:]
+            for line in lines.dropFirst() {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            let bodyStart = rest[end.upperBound...]
+            guard let length = headers["content-length"].flatMap(Int.init), bodyStart.utf8.count >= length else { break }
+            let bodyEnd = bodyStart.utf8.index(bodyStart.startIndex, offsetBy: length)
+            responses.append(RawResponse(statusLine: lines[0], headers: headers, body: String(bodyStart[..<bodyEnd])))
+            rest = bodyStart[bodyEnd...]
+        }
+        return responses
     }
 }

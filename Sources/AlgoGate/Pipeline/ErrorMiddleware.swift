@@ -1,5 +1,6 @@
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 /// Renders whatever a later step throws as a response in Algorithmia's error envelope, so no
 /// error reaches the client as Hummingbird's empty 500.
@@ -7,11 +8,18 @@ struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
         do {
-            return try await next(request, context)
+            response = try await next(request, context)
         } catch {
-            return try Self.gatewayError(for: error, request: request).response(from: request, context: context)
+            response = try Self.gatewayError(for: error, request: request).response(from: request, context: context)
         }
+        // A request body streaming upstream is handed back to Hummingbird only once the answer,
+        // whichever it is, has been sent (see `UploadRelay`).
+        if let upload = context.facts.upload {
+            response.body = response.body.settling(upload)
+        }
+        return response
     }
 
     /// The gateway's own endpoints and their methods, as `GatewayApp` and `OperatorRoutes` register
@@ -39,6 +47,9 @@ struct ErrorMiddleware: RouterMiddleware {
             return .methodNotAllowed("method not allowed on this endpoint")
         case let error as HTTPError:
             return GatewayError(status: error.status, errorType: "InputError", message: error.body ?? error.status.reasonPhrase)
+        case let error as HTTPParserError:
+            // The body the client was sending is not valid HTTP/1.1, or its connection ended midway.
+            return .malformed(error)
         case is NIOTooManyBytesError:
             return .tooLarge("request body is too large")
         default:

@@ -66,6 +66,9 @@ public struct GatewayApp: Sendable {
         self.breaker = CircuitBreaker(settings: { state.snapshot.config.upstream.circuitBreaker }, now: now, logger: logger)
     }
 
+    /// The `Server` header of every answer.
+    static let serverName = "algogate/\(AlgoGateVersion.string)"
+
     public func router() -> Router<GatewayRequestContext> {
         let state = self.state
         let router = Router(context: GatewayRequestContext.self)
@@ -125,7 +128,11 @@ public struct GatewayApp: Sendable {
         let server = state.snapshot.config.server
         // Idle keep-alive connections, and requests whose bytes stop arriving, are closed after
         // the idle timeout; a request being answered (an algorithm running) is never cut by it.
-        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
+        // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`).
+        let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName)],
+            idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = server.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certFile).map { NIOSSLCertificateSource.certificate($0) }
@@ -135,7 +142,7 @@ public struct GatewayApp: Sendable {
         var app = Application(
             router: router(),
             server: builder,
-            configuration: .init(address: .hostname(server.host, port: server.port), serverName: "algogate/\(AlgoGateVersion.string)"),
+            configuration: .init(address: .hostname(server.host, port: server.port), serverName: Self.serverName),
             services: [HTTPClientService(client: httpClient),
                        StateMaintenance(storage: storage, ledger: ledger, interval: .seconds(1), logger: logger)],
             onServerRunning: onServerRunning,

@@ -48,6 +48,8 @@ final class RequestFacts: Sendable {
         var computeSeconds = 0.0
         /// The response body streams from the upstream rather than sitting in memory.
         var streamsResponse = false
+        /// The request body as it streams upstream, to settle once the answer has been sent.
+        var upload: UploadRelay?
         var completions: [@Sendable (RequestCompletion) -> Void] = []
     }
     let state = Mutex(State())
@@ -75,6 +77,12 @@ final class RequestFacts: Sendable {
     var streamsResponse: Bool {
         get { state.withLock { $0.streamsResponse } }
         set { state.withLock { $0.streamsResponse = newValue } }
+    }
+
+    /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).
+    var upload: UploadRelay? {
+        get { state.withLock { $0.upload } }
+        set { state.withLock { $0.upload = newValue } }
     }
 
     func markUpstreamCall(computeSeconds: Double = 0) {

@@ -95,12 +95,16 @@ public struct Forwarder: Sendable {
         let length = request.headers.value(.contentLength).flatMap(Int64.init)
         let hasBody = (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil
         if hasBody {
-            if let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding)) {
+            let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
+            // Settled by `ErrorMiddleware` once the answer has been sent (see `UploadRelay`).
+            let relay = UploadRelay(request.body)
+            context.facts.upload = relay
+            if let coding {
                 // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
                 upstream.headers.remove(name: "Content-Encoding")
-                upstream.body = .stream(InflatingSequence(base: request.body, coding: coding, limit: .max), length: .unknown)
+                upstream.body = .stream(InflatingSequence(base: relay, coding: coding, limit: .max), length: .unknown)
             } else {
-                upstream.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
+                upstream.body = .stream(relay, length: length.map { .known($0) } ?? .unknown)
             }
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
@@ -193,6 +197,10 @@ public struct Forwarder: Sendable {
     /// Maps transport failures to 502/504 with messages that name no host, key or body.
     static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
         if let error = error as? GatewayError { return error }
+        if let error = error as? HTTPParserError {
+            // The client's streamed body failed on its way in, not the upstream.
+            return .malformed(error)
+        }
         if error is CompressNIOError {
             return .badRequest("the request body is not valid compressed data for its Content-Encoding")
         }

@@ -1,0 +1,101 @@
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+extension GatewayError {
+    /// What a client is told when its request is not valid HTTP/1.1: NIO's parser refused it, in
+    /// its head (the pipeline never saw it) or in its body (the step reading the body got the error).
+    static func malformed(_ error: HTTPParserError) -> GatewayError {
+        switch error {
+        case .headerOverflow:
+            return GatewayError(status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), errorType: "RequestTooLarge",
+                                message: "the request's header section is too large: at most \(MalformedRequestHandler.maxHeaderKiB) KiB and 1000 fields")
+        case .invalidURL, .invalidCharactersUsed, .invalidConstant, .invalidVersion, .invalidMethod:
+            // A space left in a path is the usual cause: the parser then meets the path's rest
+            // where it expects the protocol version (`invalidConstant`).
+            return .badRequest("the request line is not valid HTTP/1.1: it must read METHOD /path HTTP/1.1, with characters such as spaces percent-encoded in the path and query (a space is %20)")
+        case .invalidHeaderToken, .lfExpected:
+            return .badRequest("a header line is not valid HTTP/1.1: a field name is a token followed by ':', and every line ends in CRLF")
+        case .invalidContentLength, .unexpectedContentLength:
+            return .badRequest("the request's Content-Length is invalid, repeated with different values, or sent with Transfer-Encoding")
+        case .invalidChunkSize:
+            return .badRequest("the chunked request body is malformed: every chunk starts with its size in hexadecimal and CRLF")
+        case .invalidEOFState:
+            return .badRequest("the connection ended before the whole request arrived")
+        default:
+            return .badRequest("the request is not valid HTTP/1.1 (\(error.debugDescription))")
+        }
+    }
+}
+
+/// Gives requests that NIO's HTTP parser refuses the gateway's error envelope, and logs and
+/// counts them like any other request.
+///
+/// Such a request never reaches the pipeline: Hummingbird answers it itself with an empty 400 and
+/// `Connection: close`. This handler, between the HTTP codec and Hummingbird, remembers the parser
+/// error as it passes inbound, and when Hummingbird's empty 400 passes outbound after it, writes
+/// in its place the envelope naming what was wrong (431 for an oversized header section), with an
+/// `X-Request-ID`. The shape it replaces is Hummingbird's alone: the gateway's own answers always
+/// carry a body and a Content-Type.
+final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// Hummingbird's default limit on a request's header section (`HTTP1Channel`'s decoder configuration).
+    static let maxHeaderKiB = 80
+
+    private let logger: Logger
+    private let metrics: GatewayMetrics
+    private let serverName: String
+    private var parserError: HTTPParserError?
+
+    init(logger: Logger, metrics: GatewayMetrics, serverName: String) {
+        self.logger = logger
+        self.metrics = metrics
+        self.serverName = serverName
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? HTTPParserError { parserError = error }
+        context.fireErrorCaught(error)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard let parserError, case .head(let head) = unwrapOutboundIn(data), Self.isBareRefusal(head) else {
+            context.write(data, promise: promise)
+            return
+        }
+        self.parserError = nil
+        let error = GatewayError.malformed(parserError)
+        let body = error.body
+        let requestID = RequestIDs.next()
+        var fields = error.headers
+        fields[.contentType] = "application/json"
+        fields[.contentLength] = String(body.readableBytes)
+        fields[.connection] = "close"
+        fields[.requestID] = requestID
+        fields[.server] = serverName
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: error.status, headerFields: fields))), promise: promise)
+        context.write(wrapOutboundOut(.body(body)), promise: nil)
+        // Hummingbird's `.end` follows.
+
+        let status = error.status.code
+        let remote = context.remoteAddress?.ipAddress ?? "-"
+        metrics.request(client: "-", route: "malformed", status: status)
+        logger.info("request", metadata: [
+            "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
+            "status": .stringConvertible(status), "bytes_out": .stringConvertible(body.readableBytes), "remote": .string(remote),
+            "error": .string(parserError.debugDescription),
+        ])
+    }
+
+    /// Hummingbird's answer to a parser error: 400 with `Connection: close`, `Content-Length: 0` and nothing else.
+    static func isBareRefusal(_ head: HTTPResponse) -> Bool {
+        head.status == .badRequest && head.headerFields.count == 2
+            && head.headerFields[.connection] == "close" && head.headerFields[.contentLength] == "0"
+    }
+}

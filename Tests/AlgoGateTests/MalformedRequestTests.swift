@@ -1,0 +1,116 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// Requests that are not valid HTTP/1.1. Those NIO's parser refuses in their head never reach the
+/// pipeline; they get the error envelope from `MalformedRequestHandler` (Hummingbird alone would
+/// send an empty 400), a log line and a count. A body that turns out malformed midway is the
+/// client's error (400), not the gateway's (500) or the upstream's (502).
+@Suite struct MalformedRequestTests {
+    /// Sends `request` on a fresh connection and returns the first answer, once the server has closed.
+    static func exchange(_ h: GatewayHarness, _ request: String) async throws -> (RawResponse, closed: Bool) {
+        let client = try await RawConnection.connect(port: h.gatewayPort)
+        try await client.send(request)
+        let closed = await client.waitForClose(within: .seconds(10))
+        return (try #require(RawResponse.parse(client.text).first), closed)
+    }
+
+    static let requestLine = "the request line is not valid HTTP/1.1: it must read METHOD /path HTTP/1.1, with characters such as spaces percent-encoded in the path and query (a space is %20)"
+
+    @Test func aSpaceInThePathGetsAnEnvelopeSayingToPercentEncodeIt() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, closed) = try await Self.exchange(h, "GET /v1/data/.my/team-a/my file.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"\#(Self.requestLine)"}}"#)
+            #expect(answer.headers["content-type"] == "application/json")
+            #expect(answer.headers["content-length"] == String(answer.body.utf8.count))
+            #expect(answer.headers["connection"] == "close")
+            #expect(answer.headers["server"]?.hasPrefix("algogate/") == true)
+            let requestID = try #require(answer.headers["x-request-id"])
+            #expect(closed)
+            #expect(h.simulator.stats.snapshot.totalRequests == 0)
+
+            // Logged and counted like any request, with the parser's reason.
+            let line = try #require(h.logs.all.first { $0.contains("route=malformed") })
+            #expect(line.contains("request_id=\(requestID)"))
+            #expect(line.contains("status=400") && line.contains("client=-") && line.contains("remote=127.0.0.1"))
+            #expect(line.contains("error=invalid constant string"), "NIO's own words for it")
+            #expect(!line.contains(Keys.teamA))
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_requests_total{client="-",route="malformed",status="400"}"#) == 1)
+        }
+    }
+
+    @Test func anOversizedHeaderSectionIs431() async throws {
+        try await GatewayHarness.run { h in
+            let big = String(repeating: "a", count: 90 * 1024)
+            let (answer, closed) = try await Self.exchange(h, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 431 Request Header Fields Too Large")
+            #expect(answer.body == #"{"error":{"error_type":"RequestTooLarge","message":"the request's header section is too large: at most 80 KiB and 1000 fields"}}"#)
+            #expect(closed)
+        }
+    }
+
+    @Test func aMalformedHeaderLineIsNamed() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, _) = try await Self.exchange(h, "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"a header line is not valid HTTP/1.1: a field name is a token followed by ':', and every line ends in CRLF"}}"#)
+        }
+    }
+
+    @Test func aRequestAfterAGoodOneOnTheSameConnectionIsAnsweredInOrder() async throws {
+        try await GatewayHarness.run { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await client.waitForClose(within: .seconds(10)))
+            let answers = RawResponse.parse(client.text)
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])
+            #expect(answers.last?.body == #"{"error":{"error_type":"InputError","message":"\#(Self.requestLine)"}}"#)
+        }
+    }
+
+    @Test func aMalformedChunkedAlgorithmInputIsTheClientsError() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, _) = try await Self.exchange(h, """
+                POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r
+                Host: x\r
+                Authorization: Simple \(Keys.teamB)\r
+                Content-Type: application/json\r
+                Transfer-Encoding: chunked\r
+                \r
+                5\r
+                "HAL"\r
+                zz\r
+
+                """)
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"the chunked request body is malformed: every chunk starts with its size in hexadecimal and CRLF"}}"#)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            #expect(h.logs.all.contains { $0.contains("route=algo") && $0.contains("status=400") })
+        }
+    }
+
+    @Test func aStreamedUploadWithAMalformedChunkIsTheClientsErrorNotTheUpstreams() async throws {
+        try await GatewayHarness.run { h in
+            let made = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+            #expect(made.status == 200)
+            let (answer, _) = try await Self.exchange(h, """
+                PUT /v1/data/.my/team-a/f.txt HTTP/1.1\r
+                Host: x\r
+                Authorization: Simple \(Keys.teamA)\r
+                Transfer-Encoding: chunked\r
+                \r
+                3\r
+                abc\r
+                zz\r
+
+                """)
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"the chunked request body is malformed: every chunk starts with its size in hexadecimal and CRLF"}}"#)
+            let read = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+            #expect(read.status == 404, "nothing half-written was kept")
+        }
+    }
+}

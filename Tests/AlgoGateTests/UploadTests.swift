@@ -1,0 +1,100 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// Uploads streamed upstream whose answer comes before the body has ended, or which the client
+/// abandons. The upstream may answer a PUT before reading a byte of it (the simulator refuses a
+/// file in a missing directory at once, as Algorithmia does). Before `UploadRelay`, the gateway
+/// then trapped in NIO (two readers of one request body) and the process died, for every team.
+/// These run the gateway as its own process, so such a crash fails a test instead of the suite.
+@Suite struct UploadTests {
+    static func harness() async throws -> ProcessHarness {
+        try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+    }
+
+    static func putHead(_ path: String, length: Int, fields: String = "") -> String {
+        "PUT \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamA)\r\n\(fields)Content-Length: \(length)\r\n\r\n"
+    }
+
+    /// The simulator's answer, passed through as it is (its key order varies: compare canonically).
+    static let missingDirectory = #"{"error":{"error_type":"EntityNotFoundError","message":"directory data://.my/team-a/missing does not exist"}}"#
+
+    @Test func anUploadAnsweredBeforeItEndsGetsTheAnswerAndTheConnectionGoesOn() async throws {
+        let h = try await Self.harness()
+        defer { h.stop() }
+        let client = try await RawConnection.connect(port: h.gatewayPort)
+        try await client.send(Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
+        #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+        let refused = try #require(RawResponse.parse(client.text).first)
+        #expect(refused.statusLine == "HTTP/1.1 404 Not Found")
+        #expect(canonicalJSON(literal: refused.body) == canonicalJSON(literal: Self.missingDirectory))
+        #expect(refused.headers["connection"] == nil)
+
+        // The rest of the body is read and dropped; the connection then serves the next request.
+        try await client.send(String(repeating: "x", count: 99_997))
+        try await client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(await eventually { RawResponse.parse(client.text).count == 2 })
+        let next = try #require(RawResponse.parse(client.text).last)
+        #expect(next.statusLine == "HTTP/1.1 200 OK")
+        #expect(next.body == #"{"status":"ok"}"#)
+        #expect(h.gateway.process.isRunning)
+        await client.close()
+    }
+
+    @Test(arguments: ["", "Content-Encoding: gzip\r\n"])
+    func aClientLeavingAfterAnEarlyAnswerLeavesTheGatewayRunning(encoding: String) async throws {
+        let h = try await Self.harness()
+        defer { h.stop() }
+        for _ in 0..<3 {
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            // A gzip stream's first bytes when compressed, plain text otherwise.
+            try await client.send(Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000, fields: encoding) + "\u{1f}")
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            #expect(canonicalJSON(literal: RawResponse.parse(client.text).first?.body ?? "") == canonicalJSON(literal: Self.missingDirectory))
+            await client.close()
+        }
+        let health = try await TestHTTP(port: h.gatewayPort).send(.GET, "/healthz")
+        #expect(health.status == 200)
+        #expect(h.gateway.process.isRunning)
+    }
+
+    @Test func anUploadCutOffBeforeAnyAnswerIsTheClientsErrorAndStoresNothing() async throws {
+        let h = try await Self.harness()
+        defer { h.stop() }
+        let gateway = TestHTTP(port: h.gatewayPort)
+        let made = try await gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+        #expect(made.status == 200)
+        for _ in 0..<6 {  // more than the circuit breaker's 5: a client's failure says nothing of the upstream
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+            try await Task.sleep(for: .milliseconds(100))
+            await client.close()
+        }
+        #expect(await eventually { h.gateway.log.components(separatedBy: #""method":"PUT""#).count == 7 })
+        let lines = h.gateway.log.split(separator: "\n").filter { $0.contains(#""method":"PUT""#) }
+        #expect(lines.count == 6)
+        #expect(lines.allSatisfy { $0.contains(#""status":"400""#) && $0.contains(#""bytes_in":"3""#) }, "\(lines)")
+        let read = try await gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+        #expect(read.status == 404, "no partial file was committed upstream")
+        let health = try await gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+        #expect(health.status == 200, "the circuit stayed closed")
+        #expect(h.gateway.process.isRunning)
+    }
+
+    @Test func aHalfSentUploadGetsAnEnvelopeNamingWhatHappened() async throws {
+        let h = try await Self.harness()
+        defer { h.stop() }
+        let made = try await TestHTTP(port: h.gatewayPort).send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+        #expect(made.status == 200)
+        let client = try await RawConnection.connect(port: h.gatewayPort)
+        try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+        try await client.shutdownOutput()  // the client's side ends; it still reads the answer
+        #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+        let answer = try #require(RawResponse.parse(client.text).first)
+        #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+        #expect(answer.body == #"{"error":{"error_type":"InputError","message":"the connection ended before the whole request arrived"}}"#)
+        #expect(answer.headers["content-type"] == "application/json")
+        #expect(answer.headers["x-request-id"] != nil)
+    }
+}
