@@ -98,6 +98,21 @@ import Testing
         }
     }
 
+    @Test func aFileCanBeOverwrittenAgainAndAgain() async throws {
+        try await withSimulator { http, _ in
+            #expect(try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "docs"]).status == 200)
+            for version in 1...4 {
+                let put = try await http.send(.PUT, "/v1/data/.my/docs/a.txt", headers: auth, text: "version \(version)")
+                #expect(put.status == 200, "write \(version)")
+                #expect(canonicalJSON(put.json) == #"{"result":"data://.my/docs/a.txt"}"#)
+                let get = try await http.send(.GET, "/v1/data/.my/docs/a.txt", headers: auth)
+                #expect(get.text == "version \(version)")
+            }
+            let listing = try await http.send(.GET, "/v1/data/.my/docs", headers: auth)
+            #expect((listing.object["files"] as? [[String: Any]])?.compactMap { $0["filename"] as? String } == ["a.txt"], "no upload or backup file left beside it")
+        }
+    }
+
     @Test func theDataRootListsTheAccountUser() async throws {
         try await withSimulator { http, _ in
             let root = try await http.send(.GET, "/v1/data/", headers: auth)

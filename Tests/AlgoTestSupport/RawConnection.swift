@@ -86,7 +86,8 @@ public struct RawResponse: Sendable, Equatable {
     public let headers: [String: String]
     public let body: String
 
-    /// The complete responses at the start of `text`, in order; each needs a Content-Length.
+    /// The complete responses at the start of `text`, in order, interim ones (1xx) included; each
+    /// final one needs a Content-Length.
     public static func parse(_ text: String) -> [RawResponse] {
         var responses: [RawResponse] = []
         var rest = Substring(text)
@@ -98,7 +99,9 @@ public struct RawResponse: Sendable, Equatable {
                 headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
             }
             let bodyStart = rest[end.upperBound...]
-            guard let length = headers["content-length"].flatMap(Int.init), bodyStart.utf8.count >= length else { break }
+            // An interim answer (1xx) has no body.
+            let interim = lines[0].split(separator: " ").dropFirst().first?.hasPrefix("1") == true
+            guard let length = interim ? 0 : headers["content-length"].flatMap(Int.init), bodyStart.utf8.count >= length else { break }
             let bodyEnd = bodyStart.utf8.index(bodyStart.startIndex, offsetBy: length)
             responses.append(RawResponse(statusLine: lines[0], headers: headers, body: String(bodyStart[..<bodyEnd])))
             rest = bodyStart[bodyEnd...]

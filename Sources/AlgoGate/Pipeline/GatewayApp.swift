@@ -77,6 +77,7 @@ public struct GatewayApp: Sendable {
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: ErrorMiddleware())
+        router.add(middleware: ExpectContinueMiddleware())
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
         router.add(middleware: AuthorizationMiddleware())
@@ -128,10 +129,11 @@ public struct GatewayApp: Sendable {
         let server = state.snapshot.config.server
         // Idle keep-alive connections, and requests whose bytes stop arriving, are closed after
         // the idle timeout; a request being answered (an algorithm running) is never cut by it.
-        // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`).
+        // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`);
+        // `Expect: 100-continue` is answered when the body is first read (`ExpectContinueMiddleware`).
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName)],
+            additionalChannelHandlers: [MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName), ContinueHandler()],
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = server.tls {

@@ -14,9 +14,12 @@ public struct GatewayRequestContext: RequestContext {
     let eventLoop: any EventLoop
     /// The connection's peer (a load balancer's address when one is in front).
     let remoteAddress: SocketAddress?
+    /// The client's connection (`ExpectContinueMiddleware` sends its interim answer on it).
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.channel = source.channel
         self.eventLoop = source.channel.eventLoop
         self.remoteAddress = source.channel.remoteAddress
     }

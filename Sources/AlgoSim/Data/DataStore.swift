@@ -85,12 +85,12 @@ struct DataStore: Sendable {
         url(path).deletingLastPathComponent().appendingPathComponent(Self.uploadPrefix + UUID().uuidString)
     }
 
+    /// Puts a finished upload in place: rename(2) replaces an existing file atomically, so a
+    /// reader sees the old contents or the new, never neither. (Foundation's `replaceItemAt` on
+    /// Linux failed every other overwrite and removed the file it was replacing.)
     func commitUpload(_ upload: URL, to path: DataPath) throws {
-        let target = url(path)
-        if FileManager.default.fileExists(atPath: target.path) {
-            _ = try FileManager.default.replaceItemAt(target, withItemAt: upload)
-        } else {
-            try FileManager.default.moveItem(at: upload, to: target)
+        guard rename(upload.path, url(path).path) == 0 else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
         }
     }
 
