@@ -60,6 +60,16 @@ import Testing
         }
     }
 
+    @Test func aBodyFramedTwoWaysIsRefused() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, closed) = try await Self.exchange(h, "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"the request is not valid HTTP/1.1: check its request line, header lines and body framing (a Content-Length and a Transfer-Encoding together are refused)"}}"#)
+            #expect(closed)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
     @Test func aRequestAfterAGoodOneOnTheSameConnectionIsAnsweredInOrder() async throws {
         try await GatewayHarness.run { h in
             let client = try await RawConnection.connect(port: h.gatewayPort)

@@ -25,7 +25,9 @@ extension GatewayError {
         case .invalidEOFState:
             return .badRequest("the connection ended before the whole request arrived")
         default:
-            return .badRequest("the request is not valid HTTP/1.1 (\(error.debugDescription))")
+            // NIO reports some refusals only as `unknown`, a Content-Length beside a
+            // Transfer-Encoding among them.
+            return .badRequest("the request is not valid HTTP/1.1: check its request line, header lines and body framing (a Content-Length and a Transfer-Encoding together are refused)")
         }
     }
 }
