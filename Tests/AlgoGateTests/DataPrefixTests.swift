@@ -112,6 +112,39 @@ import Testing
         }
     }
 
+    /// What the gateway's JSON parser refuses, the upstream's may read: Python's reads `NaN`, and
+    /// nesting deeper than Foundation's limit. For a client with data prefixes such an input would
+    /// carry its data URIs past the check, so it is refused; other clients' inputs go on as before.
+    @Test func inputsTheGatewayCannotParseAreRefusedForClientsWithDataPrefixes() async throws {
+        try await GatewayHarness.run { h in
+            let expected = "algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client 'team-a' data prefixes"
+            let nan = #"{"threshold": NaN, "file": "data://.my/team-b/secret.csv"}"#
+            let deep = String(repeating: "[", count: 100_000) + #""data://.my/team-b/secret.csv""# + String(repeating: "]", count: 100_000)
+            for input in [nan, deep] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType, text: input)
+                #expect(refused.status == 400)
+                #expect(envelope(refused).message == expected)
+                #expect(envelope(refused).type == "InputError")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            // team-b has no data prefixes: the upstream judges its input (the simulator's parser refuses it too).
+            let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType, text: nan)
+            #expect(unchecked.status == 400)
+            #expect(envelope(unchecked).message == "input is not valid JSON")
+        }
+    }
+
+    /// With two Content-Type fields, the gateway and the upstream could read an input as two different things.
+    @Test func anAlgorithmInputWithTwoContentTypesIsRefused() async throws {
+        try await GatewayHarness.run { h in
+            let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType + jsonType,
+                                                   text: #"{"file": "data://.my/team-b/secret.csv"}"#)
+            #expect(refused.status == 400)
+            #expect(envelope(refused).message == "send one Content-Type: an algorithm input is application/json, text/plain or application/octet-stream")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
     @Test func normalisationFoldsEveryEquivalentSpelling() throws {
         let base = try DataURI.parse(uri: "data://.my/team-a/")
         #expect(base.description == "data://.my/team-a")

@@ -15,6 +15,10 @@ struct AlgoInputMiddleware: RouterMiddleware {
         let limit = limits().maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
         if let length = request.headers.value(.contentLength).flatMap(Int.init), length > limit { throw tooLarge }
+        // The input's type decides how the upstream reads it and what is checked here: it must be one.
+        if request.headers[values: .contentType].count > 1 {
+            throw GatewayError.badRequest("send one Content-Type: an algorithm input is application/json, text/plain or application/octet-stream")
+        }
         var request = request
         let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
         var body: ByteBuffer
@@ -37,8 +41,15 @@ struct AlgoInputMiddleware: RouterMiddleware {
             head.headerFields[.contentLength] = String(body.readableBytes)
             request = Request(head: head, body: request.body)
         }
-        if let prefixes = context.client?.dataPrefixes {
-            for reference in DataReferences.find(in: body, contentType: request.headers.value(.contentType)) {
+        if let client = context.client, let prefixes = client.dataPrefixes {
+            let references: [String]
+            do {
+                references = try DataReferences.find(in: body, contentType: request.headers.value(.contentType))
+            } catch {
+                // Fail closed: what this parser refuses, the upstream's may still read.
+                throw GatewayError.badRequest("algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client '\(client.name)' data prefixes")
+            }
+            for reference in references {
                 let uri: DataURI
                 do { uri = try DataURI.parse(uri: reference) } catch {
                     let reason = (error as? GatewayError).map { ": \($0.message)" } ?? ""

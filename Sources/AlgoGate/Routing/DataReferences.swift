@@ -4,11 +4,15 @@ import NIOCore
 /// Finds the data URIs an algorithm input mentions: every JSON string (at any depth, keys
 /// included) and a text input that starts with a connector scheme such as `data://` or `s3://`.
 enum DataReferences {
-    static func find(in body: ByteBuffer, contentType: String?) -> [String] {
+    /// A JSON input the gateway cannot parse (invalid, or nested deeper than Foundation reads):
+    /// the data URIs in it cannot be found, and the upstream's parser may be more lenient.
+    struct Unreadable: Error {}
+
+    static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
         switch mediaType {
         case "application/json":
-            guard let value = JSON.parse(body) else { return [] }
+            guard let value = JSON.parse(body) else { throw Unreadable() }
             var found: [String] = []
             collect(value, into: &found)
             return found
