@@ -134,6 +134,34 @@ import Testing
         }
     }
 
+    /// Every string written in the input is checked, not only those a parser keeps: a duplicated
+    /// key's first value is what some parsers upstream would read.
+    @Test func everyStringOfAJSONInputIsCheckedDuplicatedKeysAndEscapesIncluded() async throws {
+        try await GatewayHarness.run { h in
+            let inputs = [
+                #"{"file": "data://.my/team-b/secret.csv", "file": "data://.my/team-a/ok.csv"}"#,
+                #"{"file": "data\u003a//.my/team-b/secret.csv"}"#,
+                #"{"data:\/\/.my\/team-b\/secret.csv": 1}"#,
+            ]
+            for input in inputs {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType, text: input)
+                #expect(refused.status == 403, "\(input)")
+                #expect(envelope(refused).message == "algorithm input references data://.my/team-b/secret.csv, outside client 'team-a' data prefixes")
+            }
+            let utf16 = Array(#"{"file": "data://.my/team-b/secret.csv"}"#.utf16).flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] }
+            let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType, body: utf16)
+            #expect(refused.status == 400, "UTF-16 JSON, which this scan cannot read, is refused")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
+    @Test func theStringScanReadsEveryTokenInOrderWithEscapesDecoded() {
+        let document = #"{"a\"b": ["x\\y", "\u00e9\ud83d\ude00", "tab\there"], "n": 1.5e3, "t": true}"#
+        #expect(DataReferences.strings(inJSON: Array(document.utf8)) == ["a\"b", "x\\y", "é😀", "tab\there", "n", "t"])
+        #expect(DataReferences.strings(inJSON: Array(#"["unterminated"#.utf8)) == nil)
+        #expect(DataReferences.strings(inJSON: [0x22, 0x00, 0x22]) == nil)
+    }
+
     /// With two Content-Type fields, the gateway and the upstream could read an input as two different things.
     @Test func anAlgorithmInputWithTwoContentTypesIsRefused() async throws {
         try await GatewayHarness.run { h in

@@ -3,6 +3,10 @@ import NIOCore
 
 /// Finds the data URIs an algorithm input mentions: every JSON string (at any depth, keys
 /// included) and a text input that starts with a connector scheme such as `data://` or `s3://`.
+///
+/// A JSON input's strings are read off its tokens, not off a parsed value: a parsed object keeps
+/// one value per key, but whoever reads the input upstream (the API, an algorithm's own parser)
+/// may keep another one of a duplicated key. Every string written in the document is checked.
 enum DataReferences {
     /// A JSON input the gateway cannot parse (invalid, or nested deeper than Foundation reads):
     /// the data URIs in it cannot be found, and the upstream's parser may be more lenient.
@@ -12,10 +16,8 @@ enum DataReferences {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
         switch mediaType {
         case "application/json":
-            guard let value = JSON.parse(body) else { throw Unreadable() }
-            var found: [String] = []
-            collect(value, into: &found)
-            return found
+            guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw Unreadable() }
+            return strings.filter(looksLikeDataURI).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         case "text/plain":
             let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
             return looksLikeDataURI(text) ? [text] : []
@@ -24,19 +26,64 @@ enum DataReferences {
         }
     }
 
-    private static func collect(_ value: Any, into found: inout [String]) {
-        switch value {
-        case let text as String:
-            if looksLikeDataURI(text) { found.append(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        case let array as [Any]:
-            for element in array { collect(element, into: &found) }
-        case let object as [String: Any]:
-            for (key, element) in object {
-                if looksLikeDataURI(key) { found.append(key) }
-                collect(element, into: &found)
+    /// Every string token of a UTF-8 JSON document, keys included, escapes decoded. Nil for a
+    /// document in UTF-16 or UTF-32 (Foundation and Python read those too, but this scan would
+    /// miss their strings: UTF-8 JSON never holds a NUL byte) or with a string not well formed.
+    static func strings(inJSON bytes: some Collection<UInt8>) -> [String]? {
+        guard !bytes.contains(0) else { return nil }
+        var found: [String] = []
+        var iterator = bytes.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "\"") else { continue }
+            var utf8: [UInt8] = []
+            var units: [UInt16] = []  // pending \u escapes, joined so surrogate pairs decode
+            func flushUnits() {
+                guard !units.isEmpty else { return }
+                utf8.append(contentsOf: String(decoding: units, as: UTF16.self).utf8)
+                units.removeAll()
             }
-        default:
-            break
+            string: while true {
+                guard let next = iterator.next() else { return nil }
+                switch next {
+                case UInt8(ascii: "\""):
+                    break string
+                case UInt8(ascii: "\\"):
+                    guard let escaped = iterator.next() else { return nil }
+                    if escaped == UInt8(ascii: "u") {
+                        var unit: UInt16 = 0
+                        for _ in 0..<4 {
+                            guard let hex = iterator.next(), let digit = hexValue(hex) else { return nil }
+                            unit = unit << 4 | UInt16(digit)
+                        }
+                        units.append(unit)
+                        continue
+                    }
+                    flushUnits()
+                    switch escaped {
+                    case UInt8(ascii: "b"): utf8.append(0x08)
+                    case UInt8(ascii: "f"): utf8.append(0x0c)
+                    case UInt8(ascii: "n"): utf8.append(0x0a)
+                    case UInt8(ascii: "r"): utf8.append(0x0d)
+                    case UInt8(ascii: "t"): utf8.append(0x09)
+                    default: utf8.append(escaped)  // \" \\ \/
+                    }
+                default:
+                    flushUnits()
+                    utf8.append(next)
+                }
+            }
+            flushUnits()
+            found.append(String(decoding: utf8, as: UTF8.self))
+        }
+        return found
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
         }
     }
 
