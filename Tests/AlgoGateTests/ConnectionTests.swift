@@ -63,6 +63,48 @@ import Testing
         }
     }
 
+    /// HTTP/1.0 without keep-alive, and `Connection: close`: the answer says so and the connection
+    /// closes at once, not after the idle timeout (the default 75 s here).
+    @Test(arguments: ["GET /healthz HTTP/1.0\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
+    func aRequestThatDoesNotPersistIsAnsweredAndClosed(request: String) async throws {
+        try await GatewayHarness.run { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send(request)
+            #expect(await client.waitForClose(within: .seconds(5)))
+            let answers = RawResponse.parse(client.text)
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"])
+            #expect(answers.first?.headers["connection"] == "close")
+            #expect(answers.first?.body == #"{"status":"ok"}"#)
+        }
+    }
+
+    @Test func anHTTP10KeepAliveConnectionIsToldItIsKeptAndServesTheNextRequest() async throws {
+        try await GatewayHarness.run { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            #expect(RawResponse.parse(client.text).first?.headers["connection"] == "keep-alive")
+            #expect(client.closedAt == nil)
+            try await client.send("GET /readyz HTTP/1.0\r\n\r\n")
+            #expect(await client.waitForClose(within: .seconds(5)))
+            let answers = RawResponse.parse(client.text)
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(answers.last?.headers["connection"] == "close")
+        }
+    }
+
+    @Test func anHTTP11ConnectionPersistsWithoutSayingSo() async throws {
+        try await GatewayHarness.run { h in
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            #expect(RawResponse.parse(client.text).first?.headers["connection"] == nil)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(client.closedAt == nil)
+            await client.close()
+        }
+    }
+
     @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
         let base = """
             upstream: {url: "http://127.0.0.1:1", key_env: K}

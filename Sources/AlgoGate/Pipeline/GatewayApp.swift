@@ -130,10 +130,13 @@ public struct GatewayApp: Sendable {
         // Idle keep-alive connections, and requests whose bytes stop arriving, are closed after
         // the idle timeout; a request being answered (an algorithm running) is never cut by it.
         // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`);
-        // `Expect: 100-continue` is answered when the body is first read (`ExpectContinueMiddleware`).
+        // `Expect: 100-continue` is answered when the body is first read (`ExpectContinueMiddleware`);
+        // HTTP/1.0 and `Connection: close` requests are answered on a connection that then closes.
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName), ContinueHandler()],
+            additionalChannelHandlers: [ConnectionPersistenceInstaller(),
+                                        MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
+                                        ContinueHandler()],
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = server.tls {

@@ -1,0 +1,73 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// Whether a connection persists after an answer, as the request asked (RFC 9112 §9.3).
+///
+/// Hummingbird's HTTP types carry no protocol version, so it treats an HTTP/1.0 request as a
+/// persistent HTTP/1.1 one: a 1.0 client that reads its answer until the connection closes
+/// (ApacheBench, older probes) then waits for the idle timeout. This handler sits before the codec
+/// that drops the version. An answer to a request that does not persist (HTTP/1.0 without
+/// `keep-alive`, or `Connection: close`) says `Connection: close` and the connection is closed
+/// once it has been written; an HTTP/1.0 request that asked for `keep-alive` is told it is kept.
+final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private struct Exchange {
+        let http10: Bool
+        let keepAlive: Bool
+    }
+    /// Requests read and not yet answered, oldest first (a client may pipeline).
+    private var exchanges: [Exchange] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) {
+            exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive))
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.code >= 200:
+            guard let exchange = exchanges.first else { break }
+            if !exchange.keepAlive {
+                head.headers.replaceOrAdd(name: "Connection", value: "close")
+            } else if exchange.http10 {
+                head.headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+            }
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+            return
+        case .end:
+            guard !exchanges.isEmpty else { break }
+            let exchange = exchanges.removeFirst()
+            if !exchange.keepAlive {
+                let written = promise ?? context.eventLoop.makePromise()
+                context.writeAndFlush(data, promise: written)
+                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                return
+            }
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Puts a `ConnectionPersistenceHandler` in front of Hummingbird's HTTP codec. Hummingbird adds
+/// extra handlers only behind that codec, where the version is already gone; this one moves its
+/// handler to the right place and leaves the pipeline.
+final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? pipeline.addHandler(ConnectionPersistenceHandler(), position: .before(codec))
+        }
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+}
