@@ -105,6 +105,39 @@ import Testing
         }
     }
 
+    /// Beyond `server.max_connections`, a new connection waits in the listen backlog, unanswered,
+    /// until an open one closes; then it is served.
+    @Test func connectionsBeyondTheMaximumWaitForOneToClose() async throws {
+        try await GatewayHarness.run(serverYAML: "max_connections: 2") { h in
+            let first = try await RawConnection.connect(port: h.gatewayPort)
+            let second = try await RawConnection.connect(port: h.gatewayPort)
+            for open in [first, second] {
+                try await open.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(await eventually { RawResponse.parse(open.text).count == 1 })
+            }
+            let third = try await RawConnection.connect(port: h.gatewayPort)
+            try await third.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(third.text.isEmpty, "not accepted while two are open")
+            await first.close()
+            #expect(await eventually { RawResponse.parse(third.text).count == 1 })
+            #expect(RawResponse.parse(third.text).first?.statusLine == "HTTP/1.1 200 OK")
+            await second.close()
+            await third.close()
+        }
+    }
+
+    @Test func theConnectionLimitIsValidated() throws {
+        let base = """
+            upstream: {url: "http://127.0.0.1:1", key_env: K}
+            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
+            """
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.maxConnections == 10_000)
+        #expect(throws: ConfigError(field: "server.max_connections", message: "must be from 1 to 1000000")) {
+            try ConfigLoader.load(yaml: base + "\nserver: {max_connections: 0}", environment: ["K": "k"])
+        }
+    }
+
     @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
         let base = """
             upstream: {url: "http://127.0.0.1:1", key_env: K}

@@ -60,6 +60,7 @@ public enum ConfigLoader {
         try require(!config.server.host.isEmpty, "server.host", "must not be empty")
         try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
         try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
+        try require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
         if let tls = config.server.tls {
             try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
             try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")

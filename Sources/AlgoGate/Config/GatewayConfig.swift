@@ -46,6 +46,10 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// closed after this long. Above the 60 s idle timeout of common load balancers (AWS ALB),
         /// so they never reuse a connection the gateway is closing.
         public var idleTimeoutSeconds = 75
+        /// Client connections open at once; beyond it, new ones wait in the listen backlog until
+        /// one closes, so a flood of connections cannot use up the process's file descriptors
+        /// (which upstream connections and the SQLite file need too).
+        public var maxConnections = 10_000
 
         public struct TLS: Sendable, Equatable, Decodable {
             public var certFile: String
@@ -60,7 +64,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             }
         }
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds"
+            case maxConnections = "max_connections" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -70,6 +75,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
             drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
             idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
+            maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
         }
     }
 
