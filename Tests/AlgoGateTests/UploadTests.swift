@@ -82,6 +82,30 @@ import Testing
         #expect(h.gateway.process.isRunning)
     }
 
+    /// A client resetting its connection mid-upload (RST, not FIN) fails the upstream exchange
+    /// with a connection error of its own: that is the client's, not a sign the upstream is
+    /// unreachable. Before, five in a row opened the circuit breaker for every team.
+    @Test func uploadsResetByTheClientDoNotOpenTheCircuit() async throws {
+        let h = try await Self.harness()
+        defer { h.stop() }
+        let gateway = TestHTTP(port: h.gatewayPort)
+        #expect(try await gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"]).status == 200)
+        for _ in 0..<6 {
+            let client = try await RawConnection.connect(port: h.gatewayPort)
+            try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+            try await Task.sleep(for: .milliseconds(100))
+            try await client.reset()
+        }
+        #expect(await eventually { h.gateway.log.components(separatedBy: #""method":"PUT""#).count == 7 })
+        let lines = h.gateway.log.split(separator: "\n").filter { $0.contains(#""method":"PUT""#) }
+        #expect(lines.allSatisfy { $0.contains(#""status":"400""#) }, "\(lines)")
+        #expect(!h.gateway.log.contains("upstream circuit opened"))
+        let listing = try await gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+        #expect(listing.status == 200)
+        let metrics = try await gateway.send(.GET, "/metrics").text
+        #expect(metricSample(metrics, "algogate_upstream_circuit_open") == 0)
+    }
+
     @Test func aHalfSentUploadGetsAnEnvelopeNamingWhatHappened() async throws {
         let h = try await Self.harness()
         defer { h.stop() }

@@ -73,6 +73,13 @@ public final class RawConnection: Sendable {
         try await channel.close(mode: .output).get()
     }
 
+    /// Aborts the connection: the server gets a reset (RST), not an orderly close.
+    public func reset() async throws {
+        guard let socket = channel as? any SocketOptionProvider else { throw ChannelError.operationUnsupported }
+        try await socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+        try await channel.close().get()
+    }
+
     public func close() async {
         try? await channel.close().get()
     }

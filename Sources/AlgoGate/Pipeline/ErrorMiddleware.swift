@@ -3,7 +3,8 @@ import NIOCore
 import NIOHTTP1
 
 /// Renders whatever a later step throws as a response in Algorithmia's error envelope, so no
-/// error reaches the client as Hummingbird's empty 500.
+/// error reaches the client as Hummingbird's empty 500. Every answer passes here last before it is
+/// written, errors included, so it is also where an upload streaming upstream is settled.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 

@@ -108,7 +108,8 @@ public struct Forwarder: Sendable {
             }
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
-        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), replayable: replayable, onRetry: onRetry)
+        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), replayable: replayable,
+                                         upload: context.facts.upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
@@ -151,8 +152,11 @@ public struct Forwarder: Sendable {
     /// connection that the origin (or a load balancer in front of it) closed just as it was reused
     /// fails this way, and a second connection is the answer. Anything with a body, and algorithm
     /// calls (POST: they run, and bill, again), is never replayed.
+    ///
+    /// When the client's own body failed (`upload`), the exchange failed on the client's side: it
+    /// is the client's error (400), and says nothing of the upstream to the circuit breaker.
     private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, replayable: Bool = false,
-                         onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
+                         upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
         try breaker?.admit()
         let deadline = NIODeadline.now() + timeout
         let seconds = Int(timeout.nanoseconds / 1_000_000_000)
@@ -167,6 +171,10 @@ public struct Forwarder: Sendable {
             breaker?.record(.answered)
             return response
         } catch {
+            if let failure = upload?.clientFailure {
+                breaker?.record(.unknown)
+                throw (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
+            }
             breaker?.record(Self.isUnreachable(error) ? .unreachable : .unknown)
             throw Self.translate(error, timeoutSeconds: seconds)
         }
@@ -197,10 +205,6 @@ public struct Forwarder: Sendable {
     /// Maps transport failures to 502/504 with messages that name no host, key or body.
     static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
         if let error = error as? GatewayError { return error }
-        if let error = error as? HTTPParserError {
-            // The client's streamed body failed on its way in, not the upstream.
-            return .malformed(error)
-        }
         if error is CompressNIOError {
             return .badRequest("the request body is not valid compressed data for its Content-Encoding")
         }

@@ -21,6 +21,7 @@ final class UploadRelay: AsyncSequence, Sendable {
         var reading = false
         var settled = false
         var settling: CheckedContinuation<Void, Never>?
+        var clientFailure: (any Error)?
     }
     private let state = Mutex(State())
     private let body: RequestBody
@@ -41,7 +42,7 @@ final class UploadRelay: AsyncSequence, Sendable {
                 relay.endRead()
                 return part
             } catch {
-                relay.endRead()
+                relay.endRead(failure: error)
                 throw error
             }
         }
@@ -59,13 +60,20 @@ final class UploadRelay: AsyncSequence, Sendable {
         }
     }
 
-    private func endRead() {
+    private func endRead(failure: (any Error)? = nil) {
         let settling = state.withLock { state in
             state.reading = false
+            if let failure { state.clientFailure = failure }
             defer { state.settling = nil }
             return state.settling
         }
         settling?.resume()
+    }
+
+    /// What reading the client's body threw (a malformed body, the client's connection ending or
+    /// reset), if it did: the upstream exchange then failed on the client's side, not the upstream's.
+    var clientFailure: (any Error)? {
+        state.withLock { $0.clientFailure }
     }
 
     /// Returns once no read of the body is under way, and none will start. A read under way ends
