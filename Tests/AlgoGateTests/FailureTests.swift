@@ -100,6 +100,21 @@ import Testing
         }
     }
 
+    /// An upstream answering with broken HTTP is the upstream's fault: 502, never a 400 that would
+    /// blame the client's request (NIO reports both with the same parser error type).
+    @Test func anUpstreamSpeakingBrokenHTTPIs502() async throws {
+        let broken = try await CannedServer.start(reply: "HTTP/1.1 200 OK\r\nContent-Length: twelve\r\n\r\nhello")
+        try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(broken.port)" }) { h in
+            for (method, path, body) in [("GET", "/v1/data/.my/team-a/f.txt", nil), ("PUT", "/v1/data/.my/team-a/f.txt", "abc"), ("POST", "/v1/algo/util/Echo/1.0.0", "1")] as [(String, String, String?)] {
+                let reply = try await h.gateway.send(.RAW(value: method), path, headers: simple(Keys.teamA) + jsonType, body: body.map { Array($0.utf8) })
+                #expect(reply.status == 502, "\(method) \(path)")
+                #expect(envelope(reply).type == "UpstreamError")
+                #expect(envelope(reply).message == "the upstream request failed")
+            }
+        }
+        await broken.stop()
+    }
+
     @Test func aSlowUpstreamIs504() async throws {
         try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])

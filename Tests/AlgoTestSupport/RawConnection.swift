@@ -116,3 +116,39 @@ public struct RawResponse: Sendable, Equatable {
         return responses
     }
 }
+
+/// A TCP server on an ephemeral loopback port that answers whatever arrives with fixed bytes and
+/// closes: an upstream that speaks broken HTTP.
+public final class CannedServer: Sendable {
+    public let port: Int
+    private let channel: any Channel
+
+    private final class Answer: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let reply: String
+        init(_ reply: String) { self.reply = reply }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: reply))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private init(channel: any Channel, port: Int) {
+        self.channel = channel
+        self.port = port
+    }
+
+    public static func start(reply: String) async throws -> CannedServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { child in
+                child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(Answer(reply)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return CannedServer(channel: channel, port: channel.localAddress?.port ?? 0)
+    }
+
+    public func stop() async {
+        try? await channel.close().get()
+    }
+}
