@@ -8,8 +8,8 @@ import NIOHTTPTypes
 /// whole second before sending anyway; Hummingbird never sends the 100.
 ///
 /// The gateway tells the client to go on when the pipeline first reads the body. A request refused
-/// from its head alone (401, 403, a 413 by its Content-Length, a 429) is answered without the body
-/// ever being sent. The `Expect` field itself is not forwarded (`HeaderPolicy`).
+/// from its head alone (401, 403, a 413 by its Content-Length, a data upload's 429; an algorithm
+/// call's quota is checked after its input is read) is answered without the body ever being sent. The `Expect` field itself is not forwarded (`HeaderPolicy`).
 struct ExpectContinueMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
