@@ -10,17 +10,16 @@ public struct GatewayRequestContext: RequestContext {
     /// What later steps learn, shared by reference so outer steps (the log line) see it too.
     let facts = RequestFacts()
 
-    /// The event loop of the client's connection (see `EventLoopAffinityMiddleware`).
-    let eventLoop: any EventLoop
-    /// The connection's peer (a load balancer's address when one is in front).
-    let remoteAddress: SocketAddress?
     /// The client's connection (`ExpectContinueMiddleware` sends its interim answer on it).
     let channel: any Channel
+    /// The connection's peer (a load balancer's address when one is in front).
+    let remoteAddress: SocketAddress?
+    /// The event loop of the client's connection (see `EventLoopAffinityMiddleware`).
+    var eventLoop: any EventLoop { channel.eventLoop }
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
-        self.eventLoop = source.channel.eventLoop
         self.remoteAddress = source.channel.remoteAddress
     }
 

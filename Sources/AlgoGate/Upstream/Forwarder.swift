@@ -94,11 +94,13 @@ public struct Forwarder: Sendable {
         var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
         let length = request.headers.value(.contentLength).flatMap(Int64.init)
         let hasBody = (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil
+        var upload: UploadRelay?
         if hasBody {
             let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
             // Settled by `ErrorMiddleware` once the answer has been sent (see `UploadRelay`).
             let relay = UploadRelay(request.body)
             context.facts.upload = relay
+            upload = relay
             if let coding {
                 // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
                 upstream.headers.remove(name: "Content-Encoding")
@@ -109,7 +111,7 @@ public struct Forwarder: Sendable {
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
         let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), replayable: replayable,
-                                         upload: context.facts.upload, onRetry: onRetry)
+                                         upload: upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
