@@ -4,7 +4,8 @@
 # never cached), side by side in one run. Targets: hits >= 5x the pass-through rate, hit p99 < 2 ms
 # at 64 connections. Saturated, p50 is mostly queueing (64 / rate), so hits are also measured paced
 # to half their saturated rate (each connection waits between calls): latency under load rather
-# than at the ceiling.
+# than at the ceiling. Hits through the whole request pipeline (a second gateway with
+# cache.fast_hits: false, on a copy of the same file) are measured the same two ways beside them.
 # With ../shared/bench beside the repository, the bare Hummingbird yardstick is measured the same
 # two ways in the same run (SKIP_HB=1 leaves it out).
 # Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 ENTRIES=100000 STEAL_LIMIT_MS=30
@@ -26,17 +27,29 @@ db.executemany("INSERT INTO cache_entry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 db.commit()
 print("stored entries:", db.execute("SELECT entries FROM cache_totals").fetchone()[0], file=sys.stderr)
 PY
+# A second gateway with cache.fast_hits off, on a copy of the same file: hits through the whole
+# request pipeline, side by side with hits answered on the event loop.
+python3 -c 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$WORK/cache.sqlite" "$WORK/cache-pipeline.sqlite"
+GW2_PORT=$(free_port)
+sed -e "s|port: $GW_PORT}|port: $GW2_PORT}|" -e "s|cache: {path: $WORK/cache.sqlite}|cache: {path: $WORK/cache-pipeline.sqlite, fast_hits: false}|" \
+  "$WORK/gateway.yaml" >"$WORK/gateway-pipeline.yaml"
+BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway-pipeline.yaml" > >(cat >/dev/null) 2>"$WORK/gateway-pipeline.err" & PIDS+=($!)
+wait_http "http://127.0.0.1:$GW2_PORT/healthz"
+PINNED2="http://127.0.0.1:$GW2_PORT/v1/algo/util/Echo/1.0.0"
 PINNED="http://127.0.0.1:$GW_PORT/v1/algo/util/Echo/1.0.0"
 UNPINNED="http://127.0.0.1:$GW_PORT/v1/algo/util/Echo"
 BODY='{"input":"Hello HAL","n":9000}'
 curl -s -o /dev/null -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d "$BODY" "$PINNED"
 STATUS=$(curl -s -D - -o /dev/null -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d "$BODY" "$PINNED" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')
 [ "$STATUS" = "HIT" ] || { echo "priming failed: X-Cache=$STATUS" >&2; exit 1; }
+curl -s -o /dev/null -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d "$BODY" "$PINNED2"
 
 read -r P_RPS P_P50 P_P99 P_ERR <<<"$(measure passthrough "$UNPINNED" "Simple $CLIENT_KEY")"
 read -r H_RPS H_P50 H_P99 H_ERR <<<"$(measure hits "$PINNED" "Simple $CLIENT_KEY")"
 PACE=$(pace_ms "$(awk -v r="$H_RPS" 'BEGIN{print r/2}')")
 read -r HP_RPS HP_P50 HP_P99 HP_ERR <<<"$(BENCH_DELAY_MS=$PACE measure hits-paced "$PINNED" "Simple $CLIENT_KEY")"
+read -r Q_RPS Q_P50 Q_P99 Q_ERR <<<"$(measure hits-pipeline "$PINNED2" "Simple $CLIENT_KEY")"
+read -r QP_RPS QP_P50 QP_P99 QP_ERR <<<"$(BENCH_DELAY_MS=$PACE measure hits-pipeline-paced "$PINNED2" "Simple $CLIENT_KEY")"
 
 # The framework's own ceiling at the same load, when the shared yardsticks are beside the repository:
 # the bare Hummingbird server of ../shared/bench/hb-ceiling (a fixed answer, nothing else).
@@ -59,10 +72,14 @@ echo "|---|---|---|---|---|"
 echo "| pass-through (unpinned, never cached) | $P_RPS | $P_P50 | $P_P99 | $P_ERR |"
 echo "| cache hits (pinned) | $H_RPS | $H_P50 | $H_P99 | $H_ERR |"
 echo "| cache hits, paced to half that rate ($PACE ms between calls) | $HP_RPS | $HP_P50 | $HP_P99 | $HP_ERR |"
+echo "| cache hits through the whole pipeline (cache.fast_hits: false) | $Q_RPS | $Q_P50 | $Q_P99 | $Q_ERR |"
+echo "| the same, paced the same | $QP_RPS | $QP_P50 | $QP_P99 | $QP_ERR |"
 [ -z "$HB_ROWS" ] || echo "$HB_ROWS"
 awk -v h="$H_RPS" -v p="$P_RPS" -v hp="$H_P99" -v pp="$HP_P99" 'BEGIN {
   printf "hits/pass-through rps: %.1fx (target >= 5x); hit p99: %.3f ms saturated, %.3f ms paced (target < 2 ms)\n", h/p, hp, pp }'
 [ -z "$HB_ROWS" ] || awk -v h="$H_RPS" -v b="$B_RPS" -v hp="$HP_P99" -v bp="$BP_P99" 'BEGIN {
   printf "hits/bare Hummingbird rps: %.0f%%; paced p99 hits/bare Hummingbird: %.1fx\n", 100*h/b, hp/bp }'
+awk -v h="$H_RPS" -v q="$Q_RPS" -v hp="$HP_P99" -v qp="$QP_P99" 'BEGIN {
+  printf "hits on the event loop / through the pipeline: %.2fx rps, paced p99 %.3f ms against %.3f ms\n", h/q, hp, qp }'
 steal_summary
 echo "gateway peak RSS: $(rss_mib $GW_PID) MiB"

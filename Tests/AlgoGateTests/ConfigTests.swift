@@ -45,6 +45,7 @@ import Testing
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let example = try ConfigLoader.load(path: root.appendingPathComponent("config/algogate.yaml").path, environment: ["ALGOGATE_UPSTREAM_KEY": "k"])
         #expect(example.config.clients.map(\.name) == ["team-a"])
+        #expect(example.config.cache.fastHits && GatewayConfig.Cache().fastHits)
         let demo = try ConfigLoader.load(path: root.appendingPathComponent("config/demo.yaml").path, environment: ["ALGOGATE_DEMO_UPSTREAM_KEY": "k"])
         #expect(demo.config.clients.map(\.name) == ["team-a", "team-b"])
     }
@@ -55,6 +56,7 @@ import Testing
             (Self.yaml("upstream_typo: 1\n" + client), "upstream_typo: unknown field", Self.env),
             (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field", Self.env),
             (Self.yaml("server: {port: eighty}\n" + client), "server.port: expected a whole number", Self.env),
+            (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"ABC\", scopes: [algo]}]"), "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)", Self.env),

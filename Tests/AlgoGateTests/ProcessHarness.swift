@@ -29,10 +29,11 @@ final class ProcessHarness: @unchecked Sendable {
     }
 
     /// The usual configuration: the gateway on its port, the simulator upstream, the test clients.
-    static func standardYAML(simPort: Int, gatewayPort: Int, work: URL, clients: String = GatewayHarness.clientsYAML(), extra: String = "") -> String {
+    static func standardYAML(simPort: Int, gatewayPort: Int, work: URL, clients: String = GatewayHarness.clientsYAML(), extra: String = "",
+                             server: String = "", upstream: String = "") -> String {
         """
-        server: {host: 127.0.0.1, port: \(gatewayPort)}
-        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: \(keyVariable)}
+        server: {host: 127.0.0.1, port: \(gatewayPort)\(server.isEmpty ? "" : ", " + server)}
+        upstream: {url: "http://127.0.0.1:\(simPort)", key_env: \(keyVariable)\(upstream.isEmpty ? "" : ", " + upstream)}
         cache: {path: "\(work.appendingPathComponent("cache.sqlite").path)"}
         \(extra)
         \(clients)

@@ -42,6 +42,34 @@ import Testing
         await client.close()
     }
 
+    /// A body still arriving `server.idle_timeout_seconds` after its early answer is not read
+    /// for ever: the connection is closed (nginx's `lingering_time`). Bytes keep arriving, so the
+    /// idle timeout alone would never close it.
+    @Test func theRestOfAnEarlyAnsweredUploadIsReadForAtMostTheIdleTimeout() async throws {
+        let h = try await ProcessHarness {
+            ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, server: "idle_timeout_seconds: 2", upstream: "queue_timeout_seconds: 0")
+        }
+        defer { h.stop() }
+        let client = try await RawConnection.connect(port: h.gatewayPort)
+        try await client.send(Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
+        #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+        #expect(RawResponse.parse(client.text).first?.statusLine == "HTTP/1.1 404 Not Found")
+        let answered = ContinuousClock.now
+        var sent = 3
+        while client.closedAt == nil, ContinuousClock.now - answered < .seconds(20) {
+            try? await client.send("x")
+            sent += 1
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        // (Without the bound it stays open as long as bytes come. No lower bound is asserted: on a
+        // loaded machine the test may notice the answer late.)
+        #expect(client.closedAt != nil, "still open 20 s after the answer")
+        #expect(sent < 100_000, "the body had ended")
+        #expect(RawResponse.parse(client.text).count == 1)
+        // The gateway goes on serving.
+        #expect(try await TestHTTP(port: h.gatewayPort).send(.GET, "/healthz").status == 200)
+    }
+
     @Test(arguments: ["", "Content-Encoding: gzip\r\n"])
     func aClientLeavingAfterAnEarlyAnswerLeavesTheGatewayRunning(encoding: String) async throws {
         let h = try await Self.harness()

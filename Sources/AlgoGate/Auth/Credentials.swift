@@ -4,6 +4,8 @@ import HTTPTypes
 /// The key a request presents in its Authorization header, in any of the forms the official
 /// clients send: `Simple KEY`, the bare `KEY` (Python client), or `Bearer KEY`.
 enum Credentials {
+    static let unsupported = GatewayError.unauthorized("unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
+
     static func key(from headers: HTTPFields) throws -> Secret {
         var value: Substring?
         for field in headers where field.name == .authorization {
@@ -13,14 +15,15 @@ enum Credentials {
         guard let value else {
             throw GatewayError.unauthorized("authorization required: send your algogate key as 'Authorization: Simple KEY'")
         }
-        let parts = value.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
-        switch parts.count {
-        case 1:
-            return Secret(String(parts[0]))
-        case 2 where parts[0].utf8.equalsIgnoringASCIICase("simple".utf8) || parts[0].utf8.equalsIgnoringASCIICase("bearer".utf8):
-            return Secret(String(parts[1]))
-        default:
-            throw GatewayError.unauthorized("unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
-        }
+        // One or two words separated by runs of spaces, found without an array: this runs per request.
+        let trimmed = value.drop { $0 == " " }
+        let first = trimmed.prefix { $0 != " " }
+        let rest = trimmed[first.endIndex...].drop { $0 == " " }
+        let second = rest.prefix { $0 != " " }
+        let trailing = rest[second.endIndex...].drop { $0 == " " }
+        guard !first.isEmpty, trailing.isEmpty else { throw Self.unsupported }
+        if second.isEmpty { return Secret(String(first)) }
+        guard first.utf8.equalsIgnoringASCIICase("simple".utf8) || first.utf8.equalsIgnoringASCIICase("bearer".utf8) else { throw Self.unsupported }
+        return Secret(String(second))
     }
 }

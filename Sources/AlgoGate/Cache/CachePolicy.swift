@@ -58,8 +58,21 @@ struct CachePolicy: Sendable {
     static func isPinned(_ version: String) -> Bool {
         let bytes = version.utf8
         let isDigit = { (byte: UInt8) in byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
-        let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(isDigit) }) { return true }
+        // X.Y.Z: three non-empty runs of digits, two dots (scanned, no arrays: this runs per call).
+        var dots = 0, run = 0, semantic = true
+        for byte in bytes {
+            if byte == UInt8(ascii: ".") {
+                if run == 0 { semantic = false; break }
+                dots += 1
+                run = 0
+            } else if isDigit(byte) {
+                run += 1
+            } else {
+                semantic = false
+                break
+            }
+        }
+        if semantic, dots == 2, run > 0 { return true }
         return bytes.count == 40 && bytes.allSatisfy { isDigit($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20) }
     }
 
@@ -68,12 +81,14 @@ struct CachePolicy: Sendable {
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
     static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
         var hasher = SHA256()
-        let mediaType = (contentType.split(separator: ";").first?.trimmedSpaces ?? "").lowercased()
-        for field in ["v1", ref.owner, ref.name, ref.version ?? "", output, stdout ? "stdout" : "-", mediaType, client ?? "*"] {
-            var field = field
-            field.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        let mediaType = (contentType.firstIndex(of: ";").map { contentType[..<$0] } ?? contentType[...]).trimmedSpaces
+        func add(_ field: some StringProtocol, lowercasing: Bool = false) {
+            var text = lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) }) ? field.lowercased() : String(field)
+            text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
             hasher.update(data: Self.separator)
         }
+        add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout ? "stdout" : "-")
+        add(mediaType, lowercasing: true); add(client ?? "*")
         body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
         return Formatting.hex(hasher.finalize())
     }

@@ -87,8 +87,8 @@ public final class ResponseCache: Sendable {
 
     /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired.
     func lookup(_ key: String, now: Double) async throws -> CachedAnswer? {
-        if let answer = hot.get(key), answer.expiresAt > now {
-            touch(key, now: now)
+        if let answer = lookupInMemory(key, now: now) {
+            recordHit(key, now: now)
             return answer
         }
         let entry = try await pool.read { db in
@@ -97,7 +97,14 @@ public final class ResponseCache: Sendable {
         guard let entry else { return nil }
         let answer = try Self.decode(entry)
         hot.put(key, answer)
-        touch(key, now: now)
+        recordHit(key, now: now)
+        return answer
+    }
+
+    /// A fresh answer for `key` from the hot tier alone, without counting a hit: the caller
+    /// counts one (`recordHit`) only if it answers with it (`CachedHits`).
+    func lookupInMemory(_ key: String, now: Double) -> CachedAnswer? {
+        guard let answer = hot.get(key), answer.expiresAt > now else { return nil }
         return answer
     }
 
@@ -107,14 +114,14 @@ public final class ResponseCache: Sendable {
         let window = Double(settings.withLock { $0.staleIfErrorSeconds })
         guard window > 0 else { return nil }
         if let answer = hot.get(key), answer.expiresAt > now - window {
-            touch(key, now: now)
+            recordHit(key, now: now)
             return answer
         }
         let entry = try await pool.read { db in
             try CacheEntry.filter(Column("key") == key && Column("expires_at") > now - window).fetchOne(db)
         }
         guard let entry else { return nil }
-        touch(key, now: now)
+        recordHit(key, now: now)
         return try Self.decode(entry)
     }
 
@@ -144,7 +151,8 @@ public final class ResponseCache: Sendable {
 
     func recordMiss() { pending.withLock { $0.misses += 1 } }
 
-    private func touch(_ key: String, now: Double) {
+    /// Counts a hit on `key` and its access time (applied to SQLite by `flush`).
+    func recordHit(_ key: String, now: Double) {
         pending.withLock { pending in
             pending.hits += 1
             let hits = (pending.touches[key]?.hits ?? 0) + 1

@@ -175,10 +175,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// How long past expiry an entry may still answer a call whose upstream fails (RFC 5861's
         /// stale-if-error); 0 turns it off.
         public var staleIfErrorSeconds = 0
+        /// Answer hits held in memory straight from the connection's event loop (`CachedHits`),
+        /// rather than through the whole request pipeline; the answers are the same.
+        public var fastHits = true
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, path, maxBytes = "max_bytes", ttlSeconds = "ttl_seconds", scope, memoryBytes = "memory_bytes", rules
-            case staleIfErrorSeconds = "stale_if_error_seconds"
+            case staleIfErrorSeconds = "stale_if_error_seconds", fastHits = "fast_hits"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -192,6 +195,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             memoryBytes = try c.decodeIfPresent(Int.self, forKey: .memoryBytes) ?? memoryBytes
             rules = try c.decodeIfPresent([CacheRule].self, forKey: .rules) ?? rules
             staleIfErrorSeconds = try c.decodeIfPresent(Int.self, forKey: .staleIfErrorSeconds) ?? staleIfErrorSeconds
+            fastHits = try c.decodeIfPresent(Bool.self, forKey: .fastHits) ?? fastHits
         }
     }
 

@@ -6,9 +6,10 @@ import Synchronization
 /// requests by client, route class and status; cache results; upstream latency by route class;
 /// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
 /// connection; whether the upstream circuit is open and what it refused; log lines dropped;
-/// requests made with a key being rotated out, by client.
+/// requests made with a key being rotated out, by client; cache hits answered on the event loop.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
+    private let eventLoopHits: Counter
     private let inFlight: Gauge
     private let queued: Gauge
     private let logLinesDropped: Counter
@@ -21,6 +22,9 @@ public final class GatewayMetrics: Sendable {
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
 
     public init() {
+        eventLoopHits = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_cache_fast_hits", unitName: "total",
+            helpText: "Cache hits answered from memory on the connection's event loop (cache.fast_hits), also counted as hits"))
         inFlight = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_in_flight", unitName: "", helpText: "Upstream requests in flight"))
         queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
@@ -69,6 +73,8 @@ public final class GatewayMetrics: Sendable {
             registry.makeCounter(descriptor: Self.cacheRequests, labels: [("result", result)])
         }.increment()
     }
+
+    func fastHit() { eventLoopHits.increment() }
 
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {

@@ -53,11 +53,11 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
             Self.appendQuoted(label, to: &line)
             line.append(contentsOf: #","msg":"#.utf8)
             Self.appendQuoted(event.message.description, to: &line)
-            for key in fields.keys.sorted() {
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                 line.append(UInt8(ascii: ","))
                 Self.appendQuoted(key, to: &line)
                 line.append(UInt8(ascii: ":"))
-                Self.append(fields[key]!, to: &line)
+                Self.append(value, to: &line)
             }
             line.append(contentsOf: "}\n".utf8)
         case .text:
@@ -68,11 +68,11 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
             Self.appendBare(label, to: &line)
             line.append(contentsOf: ": ".utf8)
             Self.appendMessage(event.message.description, to: &line)
-            for key in fields.keys.sorted() {
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                 line.append(UInt8(ascii: " "))
                 Self.appendBare(key, to: &line)
                 line.append(UInt8(ascii: "="))
-                switch fields[key]! {
+                switch value {
                 case .string(let text): Self.appendBare(text, to: &line)
                 case .stringConvertible(let value): Self.appendBare(value.description, to: &line)
                 case let structured: Self.append(structured, to: &line)
@@ -125,6 +125,12 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
     /// everything else copied as UTF-8.
     static func appendQuoted(_ text: String, to line: inout [UInt8]) {
         line.append(UInt8(ascii: "\""))
+        // Most values need no escape: copied whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            line.append(contentsOf: text.utf8)
+            line.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): line.append(contentsOf: #"\""#.utf8)

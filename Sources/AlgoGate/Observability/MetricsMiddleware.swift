@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 
 /// Counts every answered request in the metrics once it has been sent.
@@ -7,19 +8,29 @@ struct MetricsMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let response = try await next(request, context)
-        let cacheResult: String? = switch response.headers.value(.xCache) {
+        let cacheResult = Self.cacheResult(response.headers)
+        let metrics = metrics
+        context.facts.onCompletion { completion in
+            Self.count(completion, cacheResult: cacheResult, in: metrics)
+        }
+        return response
+    }
+
+    /// The `algogate_cache_requests_total` result an answer counts under, from its cache headers.
+    static func cacheResult(_ headers: HTTPFields) -> String? {
+        switch headers.value(.xCache) {
         case "HIT": "hit"
         case "STALE": "stale"
-        case "MISS": (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false) ? "collapsed" : "miss"
+        case "MISS": (headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false) ? "collapsed" : "miss"
         case "BYPASS": "bypass"
         default: nil
         }
-        let metrics = metrics
-        context.facts.onCompletion { completion in
-            metrics.request(client: completion.client ?? "-", route: completion.route ?? "none", status: completion.status)
-            if let cacheResult { metrics.cache(cacheResult) }
-            if completion.viaPreviousKey, let client = completion.client { metrics.previousKeyRequest(client: client) }
-        }
-        return response
+    }
+
+    /// Counts a finished request (for cache hits answered on the event loop too, `CachedHits`).
+    static func count(_ completion: RequestCompletion, cacheResult: String?, in metrics: GatewayMetrics) {
+        metrics.request(client: completion.client ?? "-", route: completion.route ?? "none", status: completion.status)
+        if let cacheResult { metrics.cache(cacheResult) }
+        if completion.viaPreviousKey, let client = completion.client { metrics.previousKeyRequest(client: client) }
     }
 }

@@ -35,23 +35,13 @@ struct RequestLogMiddleware: RouterMiddleware {
         let method = request.method.rawValue
         let path = request.uri.path
         let remote = context.remoteAddress?.ipAddress ?? "-"
-        // As the client sent it (behind a load balancer, the real client's address): a claim,
-        // bounded so a client cannot make its own line arbitrarily long.
-        let forwardedFor = request.headers.value(.forwardedFor)?.prefix(Self.maxForwardedFor) ?? ""
+        let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
         let finish = { @Sendable (bytesOut: Int) in
-            let elapsed = ContinuousClock.now - started
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
-            var metadata: Logger.Metadata = [
-                "request_id": .string(requestID), "client": .string(client), "route": .string(route),
-                "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
-                "duration_ms": .string(Formatting.milliseconds(elapsed)),
-                "bytes_in": .stringConvertible(bytesIn.value), "bytes_out": .stringConvertible(bytesOut),
-                "remote": .string(remote),
-            ]
-            if viaPreviousKey { metadata["key"] = "previous" }
-            if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
-            logger.info("request", metadata: metadata)
+            Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
+                     status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
+                     remote: remote, forwardedFor: forwardedFor)
         }
         guard facts.streamsResponse else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body
@@ -65,6 +55,27 @@ struct RequestLogMiddleware: RouterMiddleware {
     }
 
     static let maxForwardedFor = 256
+
+    /// `X-Forwarded-For` as the client sent it (behind a load balancer, the real client's
+    /// address): a claim, bounded so a client cannot make its own line arbitrarily long.
+    static func forwardedFor(_ headers: HTTPFields) -> Substring {
+        headers.value(.forwardedFor)?.prefix(maxForwardedFor) ?? ""
+    }
+
+    /// Writes a request's line (for cache hits answered on the event loop too, `CachedHits`).
+    static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
+                    status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring) {
+        var metadata: Logger.Metadata = [
+            "request_id": .string(requestID), "client": .string(client), "route": .string(route),
+            "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
+            "duration_ms": .string(Formatting.milliseconds(elapsed)),
+            "bytes_in": .stringConvertible(bytesIn), "bytes_out": .stringConvertible(bytesOut),
+            "remote": .string(remote),
+        ]
+        if viaPreviousKey { metadata["key"] = "previous" }
+        if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
+        logger.info("request", metadata: metadata)
+    }
 
     static func routeName(_ path: String) -> String {
         if path.hasPrefix("/_admin/") { return "operator" }

@@ -41,26 +41,32 @@ struct AlgoInputMiddleware: RouterMiddleware {
             head.headerFields[.contentLength] = String(body.readableBytes)
             request = Request(head: head, body: request.body)
         }
-        if let client = context.client, let prefixes = client.dataPrefixes {
-            let references: [String]
-            do {
-                references = try DataReferences.find(in: body, contentType: request.headers.value(.contentType))
-            } catch {
-                // Fail closed: what this parser refuses, the upstream's may still read.
-                throw GatewayError.badRequest("algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client '\(client.name)' data prefixes")
-            }
-            for reference in references {
-                let uri: DataURI
-                do { uri = try DataURI.parse(uri: reference) } catch {
-                    let reason = (error as? GatewayError).map { ": \($0.message)" } ?? ""
-                    throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely\(reason)")
-                }
-                guard prefixes.contains(where: uri.isWithin) else {
-                    throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(context.client?.name ?? "")' data prefixes")
-                }
-            }
+        if let client = context.client {
+            try Self.checkDataReferences(in: body, contentType: request.headers.value(.contentType), client: client)
         }
         request.body = .init(buffer: body)
         return try await next(request, context)
+    }
+
+    /// Keeps the data URIs in a (plain) input within the client's `data_prefixes`, if it has any.
+    static func checkDataReferences(in body: ByteBuffer, contentType: String?, client: ClientIdentity) throws {
+        guard let prefixes = client.dataPrefixes else { return }
+        let references: [String]
+        do {
+            references = try DataReferences.find(in: body, contentType: contentType)
+        } catch {
+            // Fail closed: what this parser refuses, the upstream's may still read.
+            throw GatewayError.badRequest("algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client '\(client.name)' data prefixes")
+        }
+        for reference in references {
+            let uri: DataURI
+            do { uri = try DataURI.parse(uri: reference) } catch {
+                let reason = (error as? GatewayError).map { ": \($0.message)" } ?? ""
+                throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely\(reason)")
+            }
+            guard prefixes.contains(where: uri.isWithin) else {
+                throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(client.name)' data prefixes")
+            }
+        }
     }
 }

@@ -105,7 +105,11 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// A stored answer; stored gzip bytes go as they are to a client that prefers gzip.
     private func hit(_ answer: CachedAnswer, acceptsGzip: Bool, stale: Bool = false) -> Response {
-        let current = now()
+        Self.hit(answer, acceptsGzip: acceptsGzip, now: now(), stale: stale).response
+    }
+
+    /// The answer to a hit at `current`, as the pipeline and `CachedHits` both send it, and its body.
+    static func hit(_ answer: CachedAnswer, acceptsGzip: Bool, now current: Double, stale: Bool = false) -> (response: Response, body: ByteBuffer) {
         var headers: HTTPFields = [.contentType: answer.contentType]
         headers[.age] = String(max(0, Int(current - answer.createdAt)))
         var body = answer.body
@@ -117,10 +121,10 @@ struct CacheMiddleware: RouterMiddleware {
         let response = Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: body))
         if stale {
             // RFC 9211: a negative ttl is how far past its freshness the answer is.
-            return Self.mark(response, status: "algogate; hit; ttl=\(min(0, Int((answer.expiresAt - current).rounded(.down)))); detail=stale-if-error",
-                             xCache: "STALE")
+            return (Self.mark(response, status: "algogate; hit; ttl=\(min(0, Int((answer.expiresAt - current).rounded(.down)))); detail=stale-if-error",
+                              xCache: "STALE"), body)
         }
-        return Self.mark(response, status: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))", xCache: "HIT")
+        return (Self.mark(response, status: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))", xCache: "HIT"), body)
     }
 
     static let notCached = GatewayError(status: .gatewayTimeout, errorType: "NotCached",

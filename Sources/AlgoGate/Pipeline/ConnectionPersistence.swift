@@ -10,6 +10,11 @@ import NIOHTTPTypesHTTP1
 /// that drops the version. An answer to a request that does not persist (HTTP/1.0 without
 /// `keep-alive`, or `Connection: close`) says `Connection: close` and the connection is closed
 /// once it has been written; an HTTP/1.0 request that asked for `keep-alive` is told it is kept.
+///
+/// A request answered before its body has all arrived (an upload the upstream refused at once, an
+/// input over the size limit) has the rest of its body read and dropped, so the connection can
+/// serve the next request. That drain is bounded: a body still arriving `linger` after its answer
+/// was written has its connection closed, as nginx's `lingering_time` does.
 final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -19,15 +24,52 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     private struct Exchange {
         let http10: Bool
         let keepAlive: Bool
+        /// Requests are numbered as they arrive.
+        let number: Int
     }
     /// Requests read and not yet answered, oldest first (a client may pipeline).
     private var exchanges: [Exchange] = []
+    /// How many requests have arrived, and how many of them whole (their body's end read).
+    private var arrived = 0
+    private var ended = 0
+    private let linger: TimeAmount
+    private var lingering: Scheduled<Void>?
+
+    init(linger: TimeAmount) {
+        self.linger = linger
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data) {
-            exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive))
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            arrived += 1
+            exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive, number: arrived))
+        case .end:
+            ended += 1
+            // The answered request's body has all arrived: the drain is over.
+            if ended == arrived {
+                lingering?.cancel()
+                lingering = nil
+            }
+        case .body:
+            break
         }
         context.fireChannelRead(data)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        lingering?.cancel()
+    }
+
+    /// After an answer to request `number` is written while its body is still arriving: closes the
+    /// connection if it is still arriving `linger` later.
+    private func bound(drainOf number: Int, context: ChannelHandlerContext) {
+        guard ended < number, lingering == nil else { return }
+        lingering = context.eventLoop.assumeIsolated().scheduleTask(in: linger) { [weak self] in
+            guard let self, self.ended < number else { return }
+            self.lingering = nil
+            context.close(promise: nil)
+        }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -50,6 +92,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
                 return
             }
+            bound(drainOf: exchange.number, context: context)
         default:
             break
         }
@@ -62,11 +105,18 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
 /// handler to the right place and leaves the pipeline.
 final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
+    let linger: TimeAmount
+
+    /// `linger`: how long the rest of an early-answered request's body is read before the
+    /// connection is closed (`server.idle_timeout_seconds`).
+    init(linger: TimeAmount) {
+        self.linger = linger
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(ConnectionPersistenceHandler(), position: .before(codec))
+            try? pipeline.addHandler(ConnectionPersistenceHandler(linger: linger), position: .before(codec))
         }
         pipeline.removeHandler(context: context, promise: nil)
     }

@@ -131,12 +131,15 @@ public struct GatewayApp: Sendable {
         // the idle timeout; a request being answered (an algorithm running) is never cut by it.
         // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`);
         // `Expect: 100-continue` is answered when the body is first read (`ExpectContinueMiddleware`);
-        // HTTP/1.0 and `Connection: close` requests are answered on a connection that then closes.
+        // HTTP/1.0 and `Connection: close` requests are answered on a connection that then closes;
+        // the rest of a body answered early is read for at most the idle timeout.
+        // Cache hits held in memory are answered on the event loop (`CachedHits`).
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
+        let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName, now: self.now) }
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionPersistenceInstaller(),
+            additionalChannelHandlers: [ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
                                         MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
-                                        ContinueHandler()],
+                                        ContinueHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = server.tls {

@@ -3,10 +3,17 @@ import Synchronization
 /// The configuration in force and what is derived from it, swapped whole on reload so a request
 /// sees one consistent version from start to end of each step.
 public final class GatewayState: Sendable {
-    public struct Snapshot: Sendable {
+    /// A class, so reading the snapshot (several times per request) copies one reference.
+    public final class Snapshot: Sendable {
         public let config: GatewayConfig
         public let upstreamKey: Secret
         public let registry: ClientRegistry
+
+        init(config: GatewayConfig, upstreamKey: Secret, registry: ClientRegistry) {
+            self.config = config
+            self.upstreamKey = upstreamKey
+            self.registry = registry
+        }
     }
 
     private let current: Mutex<Snapshot>

@@ -23,10 +23,15 @@ struct QuotaMiddleware: RouterMiddleware {
         let fromCache = ["HIT", "STALE"].contains(response.headers.value(.xCache)) || (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false)
         let ledger = ledger
         context.facts.onCompletion { completion in
-            ledger.record(client: client.name, day: admission.day, .init(
-                cacheHit: fromCache, upstreamCall: completion.upstreamCalled, error: completion.status >= 400,
-                bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: completion.computeSeconds))
+            Self.record(completion, fromCache: fromCache, client: client.name, admission: admission, in: ledger)
         }
         return response
+    }
+
+    /// Counts what a finished request used (for cache hits answered on the event loop too, `CachedHits`).
+    static func record(_ completion: RequestCompletion, fromCache: Bool, client: String, admission: QuotaLedger.Admission, in ledger: QuotaLedger) {
+        ledger.record(client: client, day: admission.day, .init(
+            cacheHit: fromCache, upstreamCall: completion.upstreamCalled, error: completion.status >= 400,
+            bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: completion.computeSeconds))
     }
 }

@@ -14,11 +14,8 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
         let settings = settings()
-        guard request.method != .head, response.status.code >= 200, response.status != .noContent,
-              response.status != .notModified, response.headers.value(.contentEncoding) == nil,
-              settings.isCompressible(response.headers.value(.contentType)) else { return response }
+        guard !Self.leavesAsIs(response, method: request.method, settings: settings) else { return response }
         let length = response.body.contentLength
-        if let length, length < settings.minBytes { return response }
         Self.addVary(&response.headers)
         guard let coding = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) else { return response }
         let level = Int32(settings.level)
@@ -31,6 +28,16 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         response.headers[.contentEncoding] = coding.rawValue
         response.headers[.contentLength] = nil
         return response
+    }
+
+    /// Whether this step sends `response` as it is, whatever the client accepts: a HEAD answer,
+    /// no body, already encoded, a type not worth compressing, or shorter than `min_bytes`.
+    static func leavesAsIs(_ response: Response, method: HTTPRequest.Method, settings: GatewayConfig.Compression) -> Bool {
+        guard method != .head, response.status.code >= 200, response.status != .noContent,
+              response.status != .notModified, response.headers.value(.contentEncoding) == nil,
+              settings.isCompressible(response.headers.value(.contentType)) else { return true }
+        if let length = response.body.contentLength, length < settings.minBytes { return true }
+        return false
     }
 
     /// The answer depends on Accept-Encoding whether or not this one was compressed.

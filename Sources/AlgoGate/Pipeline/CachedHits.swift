@@ -1,0 +1,258 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Cache hits answered on the connection's event loop, the way nginx serves its cache.
+///
+/// Through the pipeline, a hit costs about twice what Hummingbird's bare request handling does:
+/// each request is handed from the event loop to a task and back, and passes fourteen async
+/// steps. Most of those steps have nothing to do for a hit held in memory. `CachedHitHandler`
+/// holds a small algorithm call until it has arrived, and when it is a hit this type can prove
+/// the pipeline would answer from memory, answers it from there; anything else goes on to the
+/// pipeline exactly as it arrived. The checks are the pipeline's own functions, in its order:
+/// key, scope, algorithms, input limits, data prefixes inside the input, cache policy and
+/// `Cache-Control`, the hot tier, compression, then the quota. Whenever one of them would refuse,
+/// or anything is out of the ordinary (an `Expect`, an encoded input, an answer the compression
+/// step would change), the pipeline answers, so every error comes from one place.
+///
+/// The answer, log line, metrics, usage and cache counters are the pipeline's: the tests run the
+/// same calls both ways and compare. `cache.fast_hits: false` turns this off.
+struct CachedHits: Sendable {
+    /// Inputs up to this size are held to be looked up here; larger ones go straight on.
+    static let maxInput = 64 * 1024
+
+    let state: GatewayState
+    let cache: ResponseCache
+    let ledger: QuotaLedger
+    let metrics: GatewayMetrics
+    let logger: Logger
+    let serverName: String
+    let now: @Sendable () -> Double
+
+    /// Whether the request might be a hit this type can answer: worth holding until its end.
+    func mayAnswer(_ head: HTTPRequest) -> Bool {
+        guard head.method == .post, let path = head.path, path.hasPrefix("/v1/algo/"),
+              head.headerFields[.expect] == nil, head.headerFields[.contentEncoding] == nil else { return false }
+        if let length = head.headerFields[.contentLength] {
+            guard let length = Int(length), length <= Self.maxInput else { return false }
+        }
+        let config = state.snapshot.config.cache
+        return config.enabled && config.fastHits
+    }
+
+    /// The pipeline's answer to this request when it is a hit in memory that every check lets
+    /// through, with the request counted as the pipeline counts it; nil sends it to the pipeline.
+    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: SocketAddress?) -> (head: HTTPResponse, body: ByteBuffer)? {
+        let started = ContinuousClock.now
+        let snapshot = state.snapshot
+        let config = snapshot.config
+        guard config.cache.enabled, config.cache.fastHits else { return nil }
+        let fields = head.headerFields
+        // Authentication and authorisation (`AuthenticationMiddleware`, `AuthorizationMiddleware`).
+        let uri = URI(head.path ?? "")
+        guard let key = try? Credentials.key(from: fields), let client = snapshot.registry.client(for: key), !client.isOperator,
+              case .algo(let ref)? = try? RouteClass.classify(path: uri.path) else { return nil }
+        let route = RouteClass.algo(ref)
+        guard client.scopes.contains(route.requiredScope(for: head.method)),
+              client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
+        // The input (`AlgoInputMiddleware`).
+        guard body.readableBytes <= config.limits.maxRequestBytes, fields[values: .contentType].count <= 1,
+              (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields[.contentType], client: client)) != nil
+        else { return nil }
+        // The cache (`CacheMiddleware`), and what the compression step would do to the answer.
+        let decision = CachePolicy(config: config.cache).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
+        let current = now()
+        guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current) else { return nil }
+        let acceptsGzip = ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding]) == .gzip
+        var (response, answerBody) = CacheMiddleware.hit(stored, acceptsGzip: acceptsGzip, now: current)
+        guard ResponseCompressionMiddleware.leavesAsIs(response, method: head.method, settings: config.compression) else { return nil }
+        // The quota last: from here on the request is answered and counted (`QuotaMiddleware`).
+        guard let admission = try? ledger.admit(client) else { return nil }
+        cache.recordHit(cacheKey, now: current)
+        for field in admission.headers { response.headers[field.name] = field.value }
+        let requestID = RequestIDMiddleware.accept(fields[.requestID]) ?? RequestIDs.next()
+        response.headers[.requestID] = requestID
+        // What Hummingbird adds to every answer.
+        response.headers[.date] = HTTPDate.now()
+        response.headers[.server] = serverName
+
+        let completion = RequestCompletion(status: response.status.code, bytesIn: body.readableBytes, bytesOut: response.body.contentLength ?? 0,
+                                           client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
+                                           upstreamCalled: false, computeSeconds: 0)
+        MetricsMiddleware.count(completion, cacheResult: MetricsMiddleware.cacheResult(response.headers), in: metrics)
+        metrics.fastHit()
+        QuotaMiddleware.record(completion, fromCache: true, client: client.name, admission: admission, in: ledger)
+        RequestLogMiddleware.log(logger, requestID: requestID, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
+                                 method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: ContinuousClock.now - started,
+                                 bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote?.ipAddress ?? "-",
+                                 forwardedFor: RequestLogMiddleware.forwardedFor(fields))
+        return (response.head, answerBody)
+    }
+}
+
+/// Sits behind Hummingbird's connection-state handler (which sees every request and answer, so
+/// idle timeouts and graceful shutdown treat answered hits as any other), in front of the
+/// pipeline. Holds each small algorithm call until its end and lets `CachedHits` answer it, or
+/// hands it on whole. Answers keep the requests' order: a call is held only while every request
+/// handed on before it has been answered.
+final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum State {
+        case idle
+        /// A call that may be a hit, until its end arrives.
+        case holding(HTTPRequest, ByteBuffer)
+        /// A request handed on to the pipeline, until its end has been handed on.
+        case passing
+    }
+
+    private let hits: CachedHits
+    private var state = State.idle
+    /// Requests handed on to the pipeline whose answers have not ended yet.
+    private var unanswered = 0
+
+    init(hits: CachedHits) { self.hits = hits }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (unwrapInboundIn(data), state) {
+        case (.head(let head), .idle) where unanswered == 0 && hits.mayAnswer(head):
+            state = .holding(head, context.channel.allocator.buffer(capacity: 0))
+        case (.head, _):
+            unanswered += 1
+            state = .passing
+            context.fireChannelRead(data)
+        case (.body(var part), .holding(let head, var body)):
+            if body.readableBytes + part.readableBytes > CachedHits.maxInput {
+                handOn(head, body, context: context)
+                state = .passing
+                context.fireChannelRead(data)
+            } else {
+                body.writeBuffer(&part)
+                state = .holding(head, body)
+            }
+        case (.end, .holding(let head, let body)):
+            state = .idle
+            if let answer = hits.answer(head, body: body, remote: context.channel.remoteAddress) {
+                context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+                context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                handOn(head, body, context: context)
+                context.fireChannelRead(data)
+            }
+        case (.end, _):
+            state = .idle
+            context.fireChannelRead(data)
+        case (.body, _):
+            context.fireChannelRead(data)
+        }
+    }
+
+    /// A request that goes wrong while held (a malformed chunk, the connection ending midway) is
+    /// the pipeline's to answer, as it would have been had it never been held.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .holding(let head, let body) = state {
+            handOn(head, body, context: context)
+            state = .passing
+        }
+        context.fireErrorCaught(error)
+    }
+
+    private func handOn(_ head: HTTPRequest, _ body: ByteBuffer, context: ChannelHandlerContext) {
+        unanswered += 1
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { unanswered -= 1 }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Puts a `CachedHitHandler` behind Hummingbird's `HTTPConnectionStateHandler`, which is added
+/// after the extra handlers Hummingbird takes, once the pipeline is complete, and leaves.
+final class CachedHitInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let hits: CachedHits
+
+    init(hits: CachedHits) { self.hits = hits }
+
+    // Hummingbird's pipeline is complete by the time the connection is active; the first read
+    // is the fallback should it ever come first.
+    func channelActive(context: ChannelHandlerContext) {
+        install(context)
+        context.fireChannelActive()
+        leave(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        install(context)
+        context.fireChannelRead(data)
+        leave(context)
+    }
+
+    private var installed = false
+
+    private func install(_ context: ChannelHandlerContext) {
+        guard !installed else { return }
+        installed = true
+        let pipeline = context.pipeline.syncOperations
+        if let connectionState = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
+            try? pipeline.addHandler(CachedHitHandler(hits: hits), position: .after(connectionState))
+        }
+    }
+
+    private func leave(_ context: ChannelHandlerContext) {
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// The `Date` field's value (RFC 9110 §5.6.7), formatted once a second.
+public enum HTTPDate {
+    private static let cached = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        let second = Int(Date().timeIntervalSince1970)
+        return cached.withLock { cached in
+            if cached.second != second { cached = (second, format(second)) }
+            return cached.text
+        }
+    }
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`
+    public static func format(_ seconds: Int) -> String {
+        let days = seconds.quotient(86_400)
+        let secondOfDay = seconds - days * 86_400
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = z.quotient(146_097)
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(weekdays[((days % 7) + 7) % 7]), \(two(day)) \(months[month - 1]) \(year) "
+            + "\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)) GMT"
+    }
+}
+
+extension Int {
+    /// Division rounding towards negative infinity.
+    fileprivate func quotient(_ divisor: Int) -> Int {
+        (self >= 0 ? self : self - divisor + 1) / divisor
+    }
+}
