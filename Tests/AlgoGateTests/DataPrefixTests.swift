@@ -136,6 +136,35 @@ import Testing
 
     /// Every string written in the input is checked, not only those a parser keeps: a duplicated
     /// key's first value is what some parsers upstream would read.
+    /// Algorithmia documents three input types. An input of another type (or none) could be read
+    /// as text or JSON by the upstream or the algorithm, so for a client with data prefixes it is
+    /// refused; other clients' inputs go on for the upstream to judge.
+    @Test func inputsOfOtherMediaTypesAreRefusedForClientsWithDataPrefixes() async throws {
+        try await GatewayHarness.run { h in
+            let input = "data://.my/team-b/secret.csv"
+            for (type, named) in [("text/csv", "of type text/csv"), ("application/x-www-form-urlencoded", "of type application/x-www-form-urlencoded"),
+                                  ("Application/XML; charset=utf-8", "of type application/xml")] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", type)], text: input)
+                #expect(refused.status == 415)
+                #expect(envelope(refused).message == "algorithm input \(named) cannot be checked against client 'team-a' data prefixes: send application/json, text/plain or application/octet-stream")
+                #expect(envelope(refused).type == "InputError")
+            }
+            let untyped = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), body: Array(input.utf8))
+            #expect(untyped.status == 415)
+            #expect(envelope(untyped).message == "algorithm input without a Content-Type cannot be checked against client 'team-a' data prefixes: send application/json, text/plain or application/octet-stream")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            // Bytes go on as bytes.
+            let binary = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")], body: [0, 1, 2])
+            #expect(binary.status == 200)
+            // team-b has no data prefixes: the upstream judges its input.
+            let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "text/csv")], text: input)
+            #expect(unchecked.status == 415)
+            #expect(envelope(unchecked).message == "unsupported Content-Type text/csv: use application/json, text/plain or application/octet-stream")
+            // (The simulator counts both calls that reached it: the binary one and team-b's.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2])
+        }
+    }
+
     @Test func everyStringOfAJSONInputIsCheckedDuplicatedKeysAndEscapesIncluded() async throws {
         try await GatewayHarness.run { h in
             let inputs = [

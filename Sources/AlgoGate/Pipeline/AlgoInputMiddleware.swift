@@ -54,9 +54,12 @@ struct AlgoInputMiddleware: RouterMiddleware {
         let references: [String]
         do {
             references = try DataReferences.find(in: body, contentType: contentType)
-        } catch {
+        } catch .json {
             // Fail closed: what this parser refuses, the upstream's may still read.
             throw GatewayError.badRequest("algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client '\(client.name)' data prefixes")
+        } catch .mediaType(let mediaType) {
+            throw GatewayError(status: .unsupportedMediaType, errorType: "InputError",
+                               message: "algorithm input \(mediaType.map { "of type \($0)" } ?? "without a Content-Type") cannot be checked against client '\(client.name)' data prefixes: send application/json, text/plain or application/octet-stream")
         }
         for reference in references {
             let uri: DataURI

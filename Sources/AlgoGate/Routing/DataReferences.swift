@@ -8,21 +8,30 @@ import NIOCore
 /// one value per key, but whoever reads the input upstream (the API, an algorithm's own parser)
 /// may keep another one of a duplicated key. Every string written in the document is checked.
 enum DataReferences {
-    /// A JSON input the gateway cannot parse (invalid, or nested deeper than Foundation reads):
-    /// the data URIs in it cannot be found, and the upstream's parser may be more lenient.
-    struct Unreadable: Error {}
+    /// Why an input's data URIs cannot be found.
+    enum Unreadable: Error {
+        /// JSON the gateway cannot parse (invalid, or nested deeper than Foundation reads): the
+        /// upstream's parser may be more lenient.
+        case json
+        /// Not one of the three input types Algorithmia documents (or none): how the upstream, or an
+        /// algorithm, reads it is unknown.
+        case mediaType(String?)
+    }
 
     static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
         switch mediaType {
         case "application/json":
-            guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw Unreadable() }
+            guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw .json }
             return strings.filter(looksLikeDataURI).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         case "text/plain":
             let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
             return looksLikeDataURI(text) ? [text] : []
-        default:
+        case "application/octet-stream":
+            // Bytes, handed to the algorithm as bytes.
             return []
+        default:
+            throw .mediaType(mediaType)
         }
     }
 
