@@ -79,6 +79,28 @@ import Testing
         #expect(await eventually { pair.gateway.log.contains(#""needs_restart":"cache.max_bytes/memory_bytes/stale_if_error_seconds""#) })
     }
 
+    /// `cache.fast_hits` applies on reload: hits go on, through the pipeline once it is off.
+    @Test func fastHitsAreSwitchedOffOnReload() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        func fastHits() async throws -> Double? {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5))
+            return metricSample(String(buffer: try await response.body.collect(upTo: 1 << 20)), "algogate_cache_fast_hits_total")
+        }
+        for _ in 0..<3 { #expect(try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""F""#).0 == 200) }
+        #expect(try await fastHits() == 2)
+        let cacheLine = #"cache: {path: "\#(pair.work.appendingPathComponent("cache.sqlite").path)"}"#
+        try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: 0, work: pair.work)
+            .replacingOccurrences(of: cacheLine, with: cacheLine.dropLast() + ", fast_hits: false}")
+            .write(to: pair.configURL, atomically: true, encoding: .utf8)
+        pair.gateway.signal(SIGHUP)
+        #expect(await eventually { pair.gateway.log.contains(#""needs_restart":"none""#) })
+        for _ in 0..<3 { #expect(try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""F""#).1.contains("Hello F")) }
+        #expect(try await fastHits() == 2)
+        let stats = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
+        #expect(metricSample(String(buffer: stats), #"algogate_cache_requests_total{result="hit"}"#) == 5)
+    }
+
     @Test func aBadConfigOnSighupKeepsTheOldOneServing() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
@@ -124,6 +146,11 @@ import Testing
             let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
             #expect(status == 200)
             #expect(body.contains("Hello TLS"))
+            // The repeat is a hit, answered on the event loop behind TLS too.
+            let (hitStatus, hitBody) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
+            #expect(hitStatus == 200 && hitBody == body)
+            let metrics = try await client.execute(HTTPClientRequest(url: url + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
+            #expect(metricSample(String(buffer: metrics), "algogate_cache_fast_hits_total") == 1)
             // Plain HTTP to the TLS port gets no answer.
             let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
             #expect(plain == nil)
