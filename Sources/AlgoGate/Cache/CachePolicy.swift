@@ -83,7 +83,8 @@ struct CachePolicy: Sendable {
         var hasher = SHA256()
         let mediaType = (contentType.firstIndex(of: ";").map { contentType[..<$0] } ?? contentType[...]).trimmedSpaces
         func add(_ field: some StringProtocol, lowercasing: Bool = false) {
-            var text = lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) }) ? field.lowercased() : String(field)
+            // (Lowercased only when it would change: ASCII capitals, or anything beyond ASCII.)
+            var text = lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) || $0 >= 0x80 }) ? field.lowercased() : String(field)
             text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
             hasher.update(data: Self.separator)
         }

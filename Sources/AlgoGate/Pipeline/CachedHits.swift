@@ -10,7 +10,7 @@ import Synchronization
 /// Cache hits answered on the connection's event loop, the way nginx serves its cache.
 ///
 /// Through the pipeline, a hit costs about twice what Hummingbird's bare request handling does:
-/// each request is handed from the event loop to a task and back, and passes fourteen async
+/// each request is handed from the event loop to a task and back, and passes a dozen async
 /// steps. Most of those steps have nothing to do for a hit held in memory. `CachedHitHandler`
 /// holds a small algorithm call until it has arrived, and when it is a hit this type can prove
 /// the pipeline would answer from memory, answers it from there; anything else goes on to the
@@ -62,7 +62,7 @@ struct CachedHits: Sendable {
               client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
         // The input (`AlgoInputMiddleware`).
         guard body.readableBytes <= config.limits.maxRequestBytes, fields[values: .contentType].count <= 1,
-              (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields[.contentType], client: client)) != nil
+              (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields.value(.contentType), client: client)) != nil
         else { return nil }
         // The cache (`CacheMiddleware`), and what the compression step would do to the answer.
         let decision = CachePolicy(config: config.cache).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
@@ -75,7 +75,7 @@ struct CachedHits: Sendable {
         guard let admission = try? ledger.admit(client) else { return nil }
         cache.recordHit(cacheKey, now: current)
         for field in admission.headers { response.headers[field.name] = field.value }
-        let requestID = RequestIDMiddleware.accept(fields[.requestID]) ?? RequestIDs.next()
+        let requestID = RequestIDMiddleware.accept(fields.value(.requestID)) ?? RequestIDs.next()
         response.headers[.requestID] = requestID
         // What Hummingbird adds to every answer.
         response.headers[.date] = HTTPDate.now()
@@ -130,9 +130,9 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .passing
             context.fireChannelRead(data)
         case (.body(var part), .holding(let head, var body)):
+            state = .passing  // lets go of the held buffer, so appending below does not copy it
             if body.readableBytes + part.readableBytes > CachedHits.maxInput {
                 handOn(head, body, context: context)
-                state = .passing
                 context.fireChannelRead(data)
             } else {
                 body.writeBuffer(&part)
