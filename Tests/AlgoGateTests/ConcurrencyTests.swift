@@ -47,8 +47,7 @@ import Testing
     }
 
     @Test func fiveHundredCallsFromThreeClientsStayWithinEveryCap() async throws {
-        let client = Self.wideClient()
-        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 10", clientsYAML: Self.threeClients) { h in
+        try await using(Self.wideClient()) { client in try await GatewayHarness.run(upstreamYAML: "max_concurrency: 10", clientsYAML: Self.threeClients) { h in
             let base = h.gateway.base
             async let alpha = Self.burst(client, base, key: Keys.teamA, count: 150, sleepMs: 30)
             async let beta = Self.burst(client, base, key: Keys.teamB, count: 150, sleepMs: 30)
@@ -63,32 +62,31 @@ import Testing
             #expect(h.app.gate.peak(for: "alpha") <= 3 && h.app.gate.peak(for: "alpha") >= 1)
             #expect(h.app.gate.peak(for: "beta") <= 5 && h.app.gate.peak(for: "beta") >= 1)
             #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
-        }
-        try await client.shutdown()
+        } }
     }
 
     @Test func aSmallClientIsNotStarvedByABigBurst() async throws {
-        let client = Self.wideClient()
         // A cap of 4 makes the upstream slots, not the test machine's CPU, the bottleneck.
-        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 4", clientsYAML: Self.threeClients.replacingOccurrences(of: ", quota: {max_concurrent: 3}", with: "").replacingOccurrences(of: ", quota: {max_concurrent: 5}", with: "")) { h in
+        try await using(Self.wideClient()) { client in try await GatewayHarness.run(upstreamYAML: "max_concurrency: 4", clientsYAML: Self.threeClients.replacingOccurrences(of: ", quota: {max_concurrent: 3}", with: "").replacingOccurrences(of: ", quota: {max_concurrent: 5}", with: "")) { h in
             let base = h.gateway.base
             let (_, solo) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
             let bigAnswered = Tally()
-            async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 100, answered: bigAnswered)
+            // 250 ms each: the 200 drain slowly enough (16 a second) to be seen queued together
+            // even when a loaded machine opens their connections slowly.
+            async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 250, answered: bigAnswered)
             // The big burst is queued first.
-            try #require(await eventually { h.app.gate.queued >= 150 }, "the big burst never queued")
+            try #require(await eventually(within: .seconds(60)) { h.app.gate.queued >= 150 }, "the big burst never queued")
             let (smallStatuses, loaded) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
             let bigBeforeSmall = bigAnswered.count.withLock { $0 }
             let (bigStatuses, bigTime) = try await big
             #expect(smallStatuses.allSatisfy { $0 == 200 } && bigStatuses.allSatisfy { $0 == 200 })
-            print("fairness: 20 calls alone took \(solo); beside 200 queued from another client \(loaded), while \(bigBeforeSmall) of the 200 were answered (the 200 took \(bigTime)); cap 4, 100 ms each")
+            print("fairness: 20 calls alone took \(solo); beside 200 queued from another client \(loaded), while \(bigBeforeSmall) of the 200 were answered (the 200 took \(bigTime)); cap 4, 100 ms and 250 ms each")
             // First come, first served would put the 20 behind the 150+ already queued; round robin
             // gives them every other free slot, so about 20 of the big burst's calls are answered
             // meanwhile. Counted in answers, not seconds: a loaded machine changes the timings, not
             // the order.
             #expect(bigBeforeSmall < 100)
-        }
-        try await client.shutdown()
+        } }
     }
 
     @Test func aFullQueueTimesOutWith503() async throws {

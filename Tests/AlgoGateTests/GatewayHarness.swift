@@ -136,3 +136,18 @@ final class TestClock: Sendable {
     var now: Double { seconds.withLock { $0 } }
     func advance(by delta: Double) { seconds.withLock { $0 += delta } }
 }
+
+/// Runs `body` with `client` and shuts the client down afterwards, also when `body` throws: an
+/// HTTP client dropped without a shutdown is a fatal error that would take the whole test run down
+/// with one failed expectation.
+func using<Value>(_ client: HTTPClient, _ body: (HTTPClient) async throws -> Value) async throws -> Value {
+    let value: Value
+    do {
+        value = try await body(client)
+    } catch {
+        try? await client.shutdown()
+        throw error
+    }
+    try await client.shutdown()
+    return value
+}

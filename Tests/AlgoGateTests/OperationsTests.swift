@@ -136,25 +136,25 @@ import Testing
             defer { tlsPair.stop() }
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(cert)
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
             let url = "https://127.0.0.1:\(tlsPair.gatewayPort)"
-            var answered = false
-            for _ in 0..<100 where !answered {
-                answered = (try? await client.execute(HTTPClientRequest(url: url + "/healthz"), timeout: .seconds(1))) != nil
-                if !answered { try await Task.sleep(for: .milliseconds(100)) }
+            try await using(HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))) { client in
+                var answered = false
+                for _ in 0..<100 where !answered {
+                    answered = (try? await client.execute(HTTPClientRequest(url: url + "/healthz"), timeout: .seconds(1))) != nil
+                    if !answered { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
+                #expect(status == 200)
+                #expect(body.contains("Hello TLS"))
+                // The repeat is a hit, answered on the event loop behind TLS too.
+                let (hitStatus, hitBody) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
+                #expect(hitStatus == 200 && hitBody == body)
+                let metrics = try await client.execute(HTTPClientRequest(url: url + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
+                #expect(metricSample(String(buffer: metrics), "algogate_cache_fast_hits_total") == 1)
+                // Plain HTTP to the TLS port gets no answer.
+                let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
+                #expect(plain == nil)
             }
-            let (status, body) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
-            #expect(status == 200)
-            #expect(body.contains("Hello TLS"))
-            // The repeat is a hit, answered on the event loop behind TLS too.
-            let (hitStatus, hitBody) = try await Self.post(url + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""TLS""#, client: client)
-            #expect(hitStatus == 200 && hitBody == body)
-            let metrics = try await client.execute(HTTPClientRequest(url: url + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
-            #expect(metricSample(String(buffer: metrics), "algogate_cache_fast_hits_total") == 1)
-            // Plain HTTP to the TLS port gets no answer.
-            let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
-            #expect(plain == nil)
-            try await client.shutdown()
 
             // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.
             let teamBHash = ClientRegistry.hash(of: Keys.teamB)

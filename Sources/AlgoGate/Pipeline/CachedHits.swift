@@ -34,9 +34,11 @@ struct CachedHits: Sendable {
     let serverName: String
     let now: @Sendable () -> Double
 
-    /// Whether the request might be a hit this type can answer: worth holding until its end.
+    /// Whether the request might be a hit this type can answer: worth holding until its end. Calls
+    /// of unpinned versions, never cached, go straight on.
     func mayAnswer(_ head: HTTPRequest) -> Bool {
-        guard head.method == .post, let path = head.path, path.hasPrefix("/v1/algo/"),
+        guard head.method == .post, let path = head.path?.dropPrefix("/v1/algo/"),
+              let ref = AlgoRef(path: path.prefix { $0 != "?" }), let version = ref.version, CachePolicy.isPinned(version),
               head.headerFields[.expect] == nil, head.headerFields[.contentEncoding] == nil else { return false }
         if let length = head.headerFields[.contentLength] {
             guard let length = Int(length), length <= Self.maxInput else { return false }
