@@ -36,6 +36,8 @@ public struct GatewayStorage: Sendable {
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
 /// event-loop affinity → request id → log → metrics → errors → compression → authenticate →
 /// authorise route and data paths → read algo input → quota → cache → upstream slot and forward.
+/// Ahead of it all, on the connection, `CachedHits` answers hits held in memory with the same
+/// checks, and hands everything else to this pipeline.
 public struct GatewayApp: Sendable {
     public let state: GatewayState
     let httpClient: HTTPClient
