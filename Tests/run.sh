@@ -5,5 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 swift build --build-tests
-swift test --skip-build
+
+# The suites print as they go; when one fails, its issues are printed again at the end, where
+# a CI log cut to its tail still shows them.
+output=$(mktemp -t algogate-tests.XXXXXX)
+trap 'rm -f "$output"' EXIT
+status=0
+swift test --skip-build 2>&1 | tee "$output" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo
+    echo "=== swift test failed (exit $status); its issues, again ==="
+    awk '/^✘/ { print; keep = /recorded an issue/; next }
+         keep && /^↳/ { print; next }
+         { keep = 0 }
+         /[Ff]atal error|unexpected signal|^error: / { print }' "$output" | head -200 || true
+    exit "$status"
+fi
+
 bash Tests/ClientCompat/run.sh

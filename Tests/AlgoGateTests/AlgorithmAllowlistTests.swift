@@ -100,8 +100,8 @@ import Testing
         }
     }
 
-    @Test func keygenWritesTheList() throws {
-        let made = try KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo", "--algorithms", "demo/Hello", "team-x/*"])
+    @Test func keygenWritesTheList() async throws {
+        let made = try await KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo", "--algorithms", "demo/Hello", "team-x/*"])
         #expect(made.entry.contains(#"algorithms: ["demo/Hello", "team-x/*"]"#))
         let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
         let client = try ClientRegistry(config: loaded.config).client(for: Secret(made.key))

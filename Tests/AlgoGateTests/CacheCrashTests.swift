@@ -51,7 +51,7 @@ import Testing
         }
         #expect(stored >= 20, "the gateway stored only \(stored) entries in 60 s")
         gateway.signal(SIGKILL)
-        gateway.process.waitUntilExit()
+        await gateway.exited()
         load.cancel()
         _ = await load.result
 
@@ -75,12 +75,12 @@ import Testing
 
         // The operator CLI reads the same file.
         let stats = try ChildProcess(arguments: ["cache", "stats", "--config", config.path])
-        stats.process.waitUntilExit()
+        await stats.exited()
         #expect(stats.process.terminationStatus == 0)
         #expect(stats.log.contains("entries: \(entries.count)"))
         #expect(stats.log.contains("util/Echo/1.0.0"))
         let purge = try ChildProcess(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])
-        purge.process.waitUntilExit()
+        await purge.exited()
         #expect(purge.log.contains("purged \(entries.count) entries of util/Echo"))
         #expect(try await cache.stats().entries == 0)
     }

@@ -7,9 +7,11 @@ import Synchronization
 import Testing
 
 @Suite struct ConcurrencyTests {
-    /// Enough connections for hundreds of concurrent calls from one test.
+    /// Enough connections for hundreds of concurrent calls from one test, and time to open them
+    /// all on a loaded machine (a request waits for its connection up to the connect timeout).
     static func wideClient() -> HTTPClient {
         HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+            timeout: .init(connect: .seconds(60)),
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 600),
             decompression: .disabled))
     }

@@ -101,11 +101,11 @@ import Testing
             try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
 
             let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
-            ok.process.waitUntilExit()
+            await ok.exited()
             #expect(ok.process.terminationStatus == 0)
             #expect(ok.log.contains("configuration OK"))
             let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
-            refused.process.waitUntilExit()
+            await refused.exited()
             #expect(refused.process.terminationStatus == 1)
             #expect(refused.log.contains("clients[0].extra: unknown field"))
         }

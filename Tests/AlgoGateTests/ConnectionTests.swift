@@ -22,8 +22,7 @@ import Testing
 
     @Test func aRequestWhoseHeadStopsArrivingIsClosedWithoutAnAnswer() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
-            let slow = try await RawConnection.connect(port: h.gatewayPort)
-            try await slow.send("POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\n")
+            let slow = try await RawConnection.connect(port: h.gatewayPort, sending: "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\n")
             #expect(await slow.waitForClose(within: .seconds(10)))
             #expect(slow.text.isEmpty)
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
@@ -32,8 +31,7 @@ import Testing
 
     @Test func anIdleKeepAliveConnectionIsClosedAfterItsAnswer() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
             #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(client.closedAt == nil, "a keep-alive connection stays open at first")
@@ -43,9 +41,8 @@ import Testing
 
     @Test func anAnswerTakingLongerThanTheIdleTimeoutIsNotCut() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
             let body = "3500"  // the simulator's test/Sleep runs this many milliseconds
-            try await client.send("""
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: """
                 POST /v1/algo/test/Sleep/1.0.0 HTTP/1.1\r
                 Host: 127.0.0.1\r
                 Authorization: Simple \(Keys.teamB)\r
@@ -68,8 +65,7 @@ import Testing
     @Test(arguments: ["GET /healthz HTTP/1.0\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
     func aRequestThatDoesNotPersistIsAnsweredAndClosed(request: String) async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(request)
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: request)
             #expect(await client.waitForClose(within: .seconds(5)))
             let answers = RawResponse.parse(client.text)
             #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"])
@@ -80,8 +76,7 @@ import Testing
 
     @Test func anHTTP10KeepAliveConnectionIsToldItIsKeptAndServesTheNextRequest() async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             #expect(await eventually { RawResponse.parse(client.text).count == 1 })
             #expect(RawResponse.parse(client.text).first?.headers["connection"] == "keep-alive")
             #expect(client.closedAt == nil)
@@ -95,8 +90,7 @@ import Testing
 
     @Test func anHTTP11ConnectionPersistsWithoutSayingSo() async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(await eventually { RawResponse.parse(client.text).count == 1 })
             #expect(RawResponse.parse(client.text).first?.headers["connection"] == nil)
             try await Task.sleep(for: .milliseconds(300))
@@ -115,8 +109,7 @@ import Testing
                 try await open.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 #expect(await eventually { RawResponse.parse(open.text).count == 1 })
             }
-            let third = try await RawConnection.connect(port: h.gatewayPort)
-            try await third.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let third = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             try await Task.sleep(for: .milliseconds(500))
             #expect(third.text.isEmpty, "not accepted while two are open")
             await first.close()

@@ -14,8 +14,7 @@ import Testing
         try await GatewayHarness.run { h in
             #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"]).status == 200)
             let body = String(repeating: "0123456789", count: 1000)
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(Self.head("PUT", "/v1/data/.my/team-a/big.txt", key: Keys.teamA, length: body.utf8.count))
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.head("PUT", "/v1/data/.my/team-a/big.txt", key: Keys.teamA, length: body.utf8.count))
             #expect(await eventually { RawResponse.parse(client.text).count == 1 })
             #expect(client.text == "HTTP/1.1 100 Continue\r\n\r\n", "only the interim answer, before any body byte was sent")
             try await client.send(body)
@@ -32,8 +31,7 @@ import Testing
 
     @Test func anAlgorithmCallIsToldToContinue() async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(Self.head("POST", "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, length: 3, type: "text/plain"))
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.head("POST", "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, length: 3, type: "text/plain"))
             #expect(await eventually { client.text == "HTTP/1.1 100 Continue\r\n\r\n" })
             try await client.send("HAL")
             #expect(await eventually { RawResponse.parse(client.text).count == 2 })
@@ -52,8 +50,7 @@ import Testing
     func aRequestRefusedFromItsHeadIsAnsweredWithoutAskingForTheBody(method: String, path: String, key: String, length: Int, status: String) async throws {
         let keys = ["team-a": Keys.teamA, "team-b": Keys.teamB]
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(Self.head(method, path, key: keys[key] ?? key, length: length))
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.head(method, path, key: keys[key] ?? key, length: length))
             #expect(await eventually { !RawResponse.parse(client.text).isEmpty })
             let answers = RawResponse.parse(client.text)
             #expect(answers.map(\.statusLine) == [status], "no 100 Continue first")

@@ -7,9 +7,9 @@ import Testing
 /// and the old one as the same client, and the old key's use is visible until it stops.
 @Suite struct KeyRotationTests {
     /// Runs `algogate keygen` and returns the key it printed and its YAML client entry.
-    static func keygen(_ arguments: [String]) throws -> (key: String, entry: String) {
+    static func keygen(_ arguments: [String]) async throws -> (key: String, entry: String) {
         let run = try ChildProcess(arguments: ["keygen"] + arguments)
-        run.process.waitUntilExit()
+        await run.exited()
         #expect(run.process.terminationStatus == 0)
         let lines = run.log.split(separator: "\n", omittingEmptySubsequences: false)
         let key = try #require(lines.first { $0.hasPrefix("#   ag_") }).dropFirst(4)
@@ -18,10 +18,10 @@ import Testing
     }
 
     @Test func bothKeysAreOneClientUntilThePreviousOneIsRemoved() async throws {
-        let old = try Self.keygen(["--name", "team-r", "--scopes", "algo"])
+        let old = try await Self.keygen(["--name", "team-r", "--scopes", "algo"])
         #expect(old.entry.contains("key_sha256: \"\(ClientRegistry.hash(of: old.key))\""))
         #expect(!old.entry.contains("previous_key_sha256"))
-        let new = try Self.keygen(["--name", "team-r", "--scopes", "algo", "--previous-key-sha256", ClientRegistry.hash(of: old.key)])
+        let new = try await Self.keygen(["--name", "team-r", "--scopes", "algo", "--previous-key-sha256", ClientRegistry.hash(of: old.key)])
         #expect(new.key != old.key)
         #expect(new.entry.contains("key_sha256: \"\(ClientRegistry.hash(of: new.key))\""))
         #expect(new.entry.contains("previous_key_sha256: \"\(ClientRegistry.hash(of: old.key))\""))
@@ -106,7 +106,7 @@ import Testing
                           {name: y, key_sha256: "\(String(repeating: "e", count: 64))", scopes: [algo]}]
                 """).write(to: file, atomically: true, encoding: .utf8)
             let check = try ChildProcess(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "k"])
-            check.process.waitUntilExit()
+            await check.exited()
             #expect(check.process.terminationStatus == 0)
             #expect(check.log.contains("key rotation under way (previous_key_sha256 still accepted) for: x, admin\n"))
         }

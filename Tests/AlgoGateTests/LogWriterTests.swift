@@ -145,7 +145,7 @@ import Testing
             pipe.startReading()
             try await Task.sleep(for: .milliseconds(300))  // the writer catches up before shutdown logs
             gateway.signal(SIGTERM)
-            gateway.process.waitUntilExit()
+            await gateway.exited()
             #expect(gateway.process.terminationStatus == 0)
             var answered = 0, scrapes = 0, announced = 0
             for line in try pipe.closeAndCollectLines() {

@@ -10,8 +10,7 @@ import Testing
 @Suite struct MalformedRequestTests {
     /// Sends `request` on a fresh connection and returns the first answer, once the server has closed.
     static func exchange(_ h: GatewayHarness, _ request: String) async throws -> (RawResponse, closed: Bool) {
-        let client = try await RawConnection.connect(port: h.gatewayPort)
-        try await client.send(request)
+        let client = try await RawConnection.connect(port: h.gatewayPort, sending: request)
         let closed = await client.waitForClose(within: .seconds(10))
         return (try #require(RawResponse.parse(client.text).first), closed)
     }
@@ -72,8 +71,7 @@ import Testing
 
     @Test func aRequestAfterAGoodOneOnTheSameConnectionIsAnsweredInOrder() async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(await client.waitForClose(within: .seconds(10)))
             let answers = RawResponse.parse(client.text)
             #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])

@@ -27,15 +27,15 @@ import Testing
     @Test func sigtermLetsAnInFlightCallFinishThenExitsZero() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
-        // Unpinned, so the cache cannot answer it: it really waits on the upstream. Four seconds,
+        // Unpinned, so the cache cannot answer it: it really waits on the upstream. Six seconds,
         // so that even a loaded machine's scrapes see it in flight.
-        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "4000") }
-        try #require(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "6000") }
+        try #require(try await eventually(within: .seconds(30)) { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
         pair.gateway.signal(SIGTERM)
         let (status, body) = try await slow.value
         #expect(status == 200)
-        #expect(body.contains(#""slept_ms":4000"#))
-        pair.gateway.process.waitUntilExit()
+        #expect(body.contains(#""slept_ms":6000"#))
+        await pair.gateway.exited()
         #expect(pair.gateway.process.terminationReason == .exit)
         #expect(pair.gateway.process.terminationStatus == 0)
         #expect(pair.gateway.log.contains("algogate stopped"))
@@ -51,8 +51,8 @@ import Testing
         let before = try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#)
         #expect(before.0 == 401)
 
-        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamA, input: "4000") }
-        try #require(try await eventually { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
+        let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamA, input: "6000") }
+        try #require(try await eventually(within: .seconds(30)) { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
         let bothClients = clientA + """
 
           - {name: team-b, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
@@ -65,7 +65,7 @@ import Testing
         }, "team-b was never admitted")
         let (slowStatus, slowBody) = try await slow.value
         #expect(slowStatus == 200)
-        #expect(slowBody.contains(#""slept_ms":4000"#))
+        #expect(slowBody.contains(#""slept_ms":6000"#))
         #expect(pair.gateway.log.contains("configuration reloaded"))
         #expect(pair.gateway.log.contains(#""needs_restart":"none""#))
 
@@ -97,8 +97,12 @@ import Testing
         #expect(await eventually { pair.gateway.log.contains(#""needs_restart":"none""#) })
         for _ in 0..<3 { #expect(try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""F""#).1.contains("Hello F")) }
         #expect(try await fastHits() == 2)
-        let stats = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
-        #expect(metricSample(String(buffer: stats), #"algogate_cache_requests_total{result="hit"}"#) == 5)
+        // The pipeline counts a request once its answer has been sent, so possibly just after the
+        // client has it.
+        #expect(try await eventually {
+            let stats = try await HTTPClient.shared.execute(HTTPClientRequest(url: pair.gatewayURL + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
+            return metricSample(String(buffer: stats), #"algogate_cache_requests_total{result="hit"}"#) == 5
+        })
     }
 
     @Test func aBadConfigOnSighupKeepsTheOldOneServing() async throws {
@@ -125,7 +129,7 @@ import Testing
                                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
             openssl.standardError = FileHandle.nullDevice
             try openssl.run()
-            openssl.waitUntilExit()
+            await openssl.exited()
             #expect(openssl.terminationStatus == 0)
 
             let tlsPair = try await ProcessHarness {

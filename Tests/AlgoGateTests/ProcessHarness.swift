@@ -42,9 +42,12 @@ final class ProcessHarness: @unchecked Sendable {
 
     var gatewayURL: String { "http://127.0.0.1:\(gatewayPort)" }
 
+    /// Stops both processes, the gateway first, and removes the work directory once they have
+    /// exited; returns at once (`ChildProcess.stop`).
     func stop() {
-        gateway.stop()
-        sim.stop()
-        try? FileManager.default.removeItem(at: work)
+        let (sim, work) = (sim, work)
+        gateway.stop {
+            sim.stop { try? FileManager.default.removeItem(at: work) }
+        }
     }
 }

@@ -79,7 +79,7 @@ import Testing
             \(GatewayHarness.clientsYAML())
             """.write(to: config, atomically: true, encoding: .utf8)
             let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
-            usage.process.waitUntilExit()
+            await usage.exited()
             #expect(usage.process.terminationStatus == 0)
             let lines = usage.log.split(separator: "\n")
             #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)

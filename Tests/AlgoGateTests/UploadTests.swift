@@ -23,8 +23,7 @@ import Testing
     @Test func anUploadAnsweredBeforeItEndsGetsTheAnswerAndTheConnectionGoesOn() async throws {
         let h = try await Self.harness()
         defer { h.stop() }
-        let client = try await RawConnection.connect(port: h.gatewayPort)
-        try await client.send(Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
+        let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
         #expect(await eventually { RawResponse.parse(client.text).count == 1 })
         let refused = try #require(RawResponse.parse(client.text).first)
         #expect(refused.statusLine == "HTTP/1.1 404 Not Found")
@@ -50,8 +49,7 @@ import Testing
             ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, server: "idle_timeout_seconds: 2", upstream: "queue_timeout_seconds: 0")
         }
         defer { h.stop() }
-        let client = try await RawConnection.connect(port: h.gatewayPort)
-        try await client.send(Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
+        let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/missing/f.txt", length: 100_000) + "abc")
         #expect(await eventually { RawResponse.parse(client.text).count == 1 })
         #expect(RawResponse.parse(client.text).first?.statusLine == "HTTP/1.1 404 Not Found")
         let answered = ContinuousClock.now
@@ -94,8 +92,7 @@ import Testing
         let made = try await gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
         #expect(made.status == 200)
         for _ in 0..<6 {  // more than the circuit breaker's 5: a client's failure says nothing of the upstream
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
             try await Task.sleep(for: .milliseconds(100))
             await client.close()
         }
@@ -119,8 +116,7 @@ import Testing
         let gateway = TestHTTP(port: h.gatewayPort)
         #expect(try await gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"]).status == 200)
         for _ in 0..<6 {
-            let client = try await RawConnection.connect(port: h.gatewayPort)
-            try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
             try await Task.sleep(for: .milliseconds(100))
             try await client.reset()
         }
@@ -139,8 +135,7 @@ import Testing
         defer { h.stop() }
         let made = try await TestHTTP(port: h.gatewayPort).send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
         #expect(made.status == 200)
-        let client = try await RawConnection.connect(port: h.gatewayPort)
-        try await client.send(Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
+        let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/f.txt", length: 100_000) + "abc")
         try await client.shutdownOutput()  // the client's side ends; it still reads the answer
         #expect(await eventually { RawResponse.parse(client.text).count == 1 })
         let answer = try #require(RawResponse.parse(client.text).first)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 
 /// A process of the built `algogate` executable, for tests that need a separate address space
 /// (memory bounds) or signals (shutdown, reload).
@@ -29,8 +30,23 @@ public final class ChildProcess: @unchecked Sendable {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = standardOutput ?? handle
         process.standardError = handle
-        try process.run()
+        process.terminationHandler = { exited in
+            let pid = exited.processIdentifier
+            Self.running.withLock { $0.removeAll { $0 == pid } }
+        }
+        _ = Self.killRunningAtExit
+        try Self.running.withLock { running in
+            try process.run()
+            running.append(process.processIdentifier)
+        }
     }
+
+    /// Children that have not exited yet. `stop()` returns before they have, so the test run
+    /// may end first: then they are killed as it exits, not left behind.
+    private static let running = Mutex<[Int32]>([])
+    private static let killRunningAtExit: Void = {
+        atexit { ChildProcess.running.withLock { for pid in $0 { kill(pid, SIGKILL) } } }
+    }()
 
     public var pid: Int32 { process.processIdentifier }
 
@@ -53,15 +69,23 @@ public final class ChildProcess: @unchecked Sendable {
     public func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// SIGTERM, and SIGKILL when the process has not exited 10 s later (a test that failed
-    /// because the process hung must not hang itself).
-    public func stop() {
+    /// because the process hung must not hang itself); then `cleanup`. Returns at once: the
+    /// waiting is done on a Dispatch thread, never on one of the few threads Swift's tasks share
+    /// (a test blocking one of them for a shutdown slows every other test in the run).
+    public func stop(then cleanup: @escaping @Sendable () -> Void = {}) {
         if process.isRunning { process.terminate() }
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(pid, SIGKILL) }
-        process.waitUntilExit()
-        try? FileManager.default.removeItem(at: output)
+        DispatchQueue.global().async { [self] in
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(pid, SIGKILL) }
+            process.waitUntilExit()
+            try? FileManager.default.removeItem(at: output)
+            cleanup()
+        }
     }
+
+    /// Waits for the process to exit without blocking a thread.
+    public func exited() async { await process.exited() }
 
     /// The port the process reports listening on (Hummingbird logs "listening on HOST:PORT");
     /// processes are started on port 0 so two tests can never race for the same port.
@@ -93,3 +117,11 @@ public final class ChildProcess: @unchecked Sendable {
 }
 
 public enum ChildProcessError: Error { case notListening(String) }
+
+extension Process {
+    /// Waits for the process to exit, polling, so that no thread Swift's tasks share is blocked
+    /// (as `waitUntilExit()` would block one).
+    public func exited() async {
+        while isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+}

@@ -56,10 +56,17 @@ public struct TestHTTP: Sendable {
     public let base: String
 
     /// A client that sends only the headers a test gives it and never decompresses, so tests see
-    /// the bytes on the wire (`HTTPClient.shared` asks for and inflates gzip by itself).
+    /// the bytes on the wire (`HTTPClient.shared` asks for and inflates gzip by itself). Up to 32
+    /// connections per server, so a test's concurrent calls reach the gateway together rather than
+    /// queueing in the client's pool, where a loaded machine's slow answers ran into the pool's
+    /// wait limit (the connect timeout, 30 s here).
     public static let plainClient = HTTPClient(
         eventLoopGroupProvider: .singleton,
-        configuration: .init(redirectConfiguration: .disallow, decompression: .disabled))
+        configuration: .init(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(30)),
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32),
+            decompression: .disabled))
 
     public init(port: Int, client: HTTPClient = TestHTTP.plainClient) {
         self.client = client

@@ -39,14 +39,25 @@ public final class RawConnection: Sendable {
         self.openedAt = openedAt
     }
 
-    public static func connect(port: Int, host: String = "127.0.0.1") async throws -> RawConnection {
+    /// Connects; `first`, when given, is sent as soon as the connection is up, from the event
+    /// loop, so that a server's idle timeout never sees a pause a loaded machine put between the
+    /// connect and the test's first send.
+    public static func connect(port: Int, host: String = "127.0.0.1", sending first: String? = nil) async throws -> RawConnection {
+        // Taken before connecting, so never later than the server's accept however late this task
+        // resumes on a loaded machine: times measured from it are upper bounds of the server's.
+        let started = ContinuousClock.now
         let box = Received()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(box)) }
             }
-            .connect(host: host, port: port).get()
-        return RawConnection(channel: channel, box: box, openedAt: .now)
+            .connect(host: host, port: port)
+            .flatMap { channel in
+                guard let first else { return channel.eventLoop.makeSucceededFuture(channel) }
+                return channel.writeAndFlush(channel.allocator.buffer(string: first)).map { channel }
+            }
+            .get()
+        return RawConnection(channel: channel, box: box, openedAt: started)
     }
 
     public func send(_ text: String) async throws {
@@ -128,8 +139,9 @@ public final class CannedServer: Sendable {
         let reply: String
         init(_ reply: String) { self.reply = reply }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: reply))).whenComplete { _ in
-                context.close(promise: nil)
+                bound.value.close(promise: nil)
             }
         }
     }
