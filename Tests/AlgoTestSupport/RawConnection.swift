@@ -54,7 +54,10 @@ public final class RawConnection: Sendable {
             .connect(host: host, port: port)
             .flatMap { channel in
                 guard let first else { return channel.eventLoop.makeSucceededFuture(channel) }
-                return channel.writeAndFlush(channel.allocator.buffer(string: first)).map { channel }
+                return channel.writeAndFlush(channel.allocator.buffer(string: first)).map { channel }.flatMapError { error in
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
             }
             .get()
         return RawConnection(channel: channel, box: box, openedAt: started)
