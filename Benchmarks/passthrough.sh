@@ -7,7 +7,10 @@
 # At 64 connections the cores are saturated and p50 is mostly queueing (64 / rate), so the added
 # latency is also measured unloaded, on one connection, and on 64 connections paced to half the
 # gateway's saturated rate (direct and gateway at the same pace).
-# Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0
+# When nginx is installed, nginx proxy_pass in front of the same simulator (keep-alive upstream
+# connections, the key set as the gateway sets it) is measured too: what the best-known proxy
+# reaches here, beside what this stack's barest proxy reaches.
+# Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0 SKIP_NGINX=0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Benchmarks/lib.sh
@@ -23,10 +26,49 @@ if [ "${SKIP_FLOOR:-0}" != 1 ]; then
   wait_http "http://127.0.0.1:$FLOOR_PORT/"
 fi
 
+N_ROW=""
+if command -v nginx >/dev/null && [ "${SKIP_NGINX:-0}" != 1 ]; then
+  NGINX_PORT=$(free_port)
+  mkdir -p "$WORK/nginx/tmp"; chmod 755 "$WORK" "$WORK/nginx"   # nginx's workers (nobody, under root) must reach it
+  cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path tmp/body;
+  proxy_temp_path tmp/proxy;
+  fastcgi_temp_path tmp/fastcgi;
+  uwsgi_temp_path tmp/uwsgi;
+  scgi_temp_path tmp/scgi;
+  upstream simulator { server 127.0.0.1:$SIM_PORT; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://simulator;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Simple $SIM_KEY";
+    }
+  }
+}
+NGINX
+  nginx -p "$WORK/nginx/" -e stderr -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & PIDS+=($!); NGINX_PID=$!
+  wait_http "http://127.0.0.1:$NGINX_PORT/"
+  nginx_rss_mib() { local kib=0 p; for p in $NGINX_PID $(pgrep -P $NGINX_PID); do kib=$((kib + $(awk '/^VmHWM:/{print $2}' /proc/$p/status))); done; echo $((kib / 1024)); }
+fi
+
 read -r D_RPS D_P50 D_P99 D_ERR <<<"$(measure direct "http://127.0.0.1:$SIM_PORT$PATH_UNDER_TEST" "Simple $SIM_KEY")"
 if [ "${SKIP_FLOOR:-0}" != 1 ]; then
   read -r F_RPS F_P50 F_P99 F_ERR <<<"$(measure floor "http://127.0.0.1:$FLOOR_PORT$PATH_UNDER_TEST" "Simple unused")"
   F_ROW="| bare Hummingbird + AsyncHTTPClient proxy | $F_RPS | $F_P50 | $F_P99 | $F_ERR | $(rss_mib $FLOOR_PID) |"
+fi
+if [ -n "${NGINX_PID:-}" ]; then
+  read -r N_RPS N_P50 N_P99 N_ERR <<<"$(measure nginx "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST" "Simple unused")"
+  N_ROW="| nginx proxy_pass (yardstick) | $N_RPS | $N_P50 | $N_P99 | $N_ERR | $(nginx_rss_mib) |"
 fi
 read -r G_RPS G_P50 G_P99 G_ERR <<<"$(measure gateway "http://127.0.0.1:$GW_PORT$PATH_UNDER_TEST" "Simple $CLIENT_KEY")"
 PACE=$(pace_ms "$(awk -v r="$G_RPS" 'BEGIN{print r/2}')")
@@ -39,6 +81,7 @@ echo "pass-through: wrk -t$THREADS -c$CONNS -d$DURATION, 30-byte JSON POST to $P
 echo "| target | rps | p50 ms | p99 ms | errors | peak RSS MiB |"
 echo "|---|---|---|---|---|---|"
 echo "| simulator direct | $D_RPS | $D_P50 | $D_P99 | $D_ERR | $(rss_mib $SIM_PID) |"
+[ -z "$N_ROW" ] || echo "$N_ROW"
 [ -z "$F_ROW" ] || echo "$F_ROW"
 echo "| through algogate | $G_RPS | $G_P50 | $G_P99 | $G_ERR | $(rss_mib $GW_PID) |"
 echo "| simulator direct, paced ($PACE ms between calls) | $DP_RPS | $DP_P50 | $DP_P99 | | |"
@@ -49,4 +92,6 @@ awk -v g="$G_RPS" -v d="$D_RPS" -v gp="$G_P50" -v dp="$D_P50" -v pg="$GP_P50" -v
   printf "gateway/direct rps: %.0f%% (target >= 70%%); added p50 (target < 0.5 ms): %.3f ms at %s connections saturated, %.3f ms paced, %.3f ms on 1\n", 100*g/d, gp-dp, c, pg-pd, g1-d1 }'
 [ -z "$F_ROW" ] || awk -v g="$G_RPS" -v d="$D_RPS" -v f="$F_RPS" 'BEGIN {
   printf "bare proxy/direct rps: %.0f%%; gateway/bare proxy rps: %.0f%%\n", 100*f/d, 100*g/f }'
+[ -z "$N_ROW" ] || awk -v n="$N_RPS" -v d="$D_RPS" -v g="$G_RPS" 'BEGIN {
+  printf "nginx proxy/direct rps: %.0f%%; gateway/nginx proxy rps: %.0f%%\n", 100*n/d, 100*g/n }'
 steal_summary
