@@ -120,8 +120,9 @@ import Testing
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])
             #expect(data.status == 504)
             #expect(data.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
-            // algorithm calls get the algorithm's own timeout plus a grace period to report it
-            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "delay=7000")], text: "HAL")
+            // algorithm calls get the algorithm's own timeout plus a grace period to report it (1 + 5 s;
+            // the upstream answers 3 s after that, so a late timer on a loaded machine still sees no answer)
+            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "delay=9000")], text: "HAL")
             #expect(algo.status == 504)
             #expect(envelope(algo).type == "UpstreamTimeout")
         }

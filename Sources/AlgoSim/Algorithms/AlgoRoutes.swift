@@ -124,7 +124,12 @@ struct AlgoRoutes: Sendable {
     /// Runs the algorithm, cancelled after `timeoutSeconds`. The timer is an event loop's scheduled
     /// task, which is removed when cancelled: a sleeping task racing each call would keep its
     /// timer (and about 700 bytes) alive for the whole timeout, 300 s by default, after every call.
-    private static func run(_ algorithm: any SimAlgorithm, _ input: AlgoInput, _ run: AlgoRun, timeoutSeconds: Int) async throws -> AlgoOutput {
+    /// A run that ends after its time is up is a timeout too, even if the timer fired late (its
+    /// event loop busy, or its CPU taken away by the host): the answer never depends on which
+    /// thread got to run first.
+    static func run(_ algorithm: any SimAlgorithm, _ input: AlgoInput, _ run: AlgoRun, timeoutSeconds: Int) async throws -> AlgoOutput {
+        let timeout = AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
+        let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         let box = SendableBox(input)
         let task = Task { SendableBox(try await algorithm.run(box.value, run)) }
         let timedOut = Atomic<Bool>(false)
@@ -133,14 +138,15 @@ struct AlgoRoutes: Sendable {
             task.cancel()
         }
         defer { timer.cancel() }
+        let output: AlgoOutput
         do {
-            return try await withTaskCancellationHandler { try await task.value.value } onCancel: { task.cancel() }
+            output = try await withTaskCancellationHandler { try await task.value.value } onCancel: { task.cancel() }
         } catch {
-            if timedOut.load(ordering: .relaxed) {
-                throw AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
-            }
+            if timedOut.load(ordering: .relaxed) { throw timeout }
             throw error
         }
+        guard ContinuousClock.now < deadline else { throw timeout }
+        return output
     }
 
     static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
