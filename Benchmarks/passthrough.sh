@@ -56,6 +56,7 @@ http {
   }
 }
 NGINX
+  chmod 600 "$WORK/nginx/nginx.conf"   # it holds the (throwaway) simulator key
   nginx -p "$WORK/nginx/" -e stderr -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & PIDS+=($!); NGINX_PID=$!
   wait_http "http://127.0.0.1:$NGINX_PORT/"
   nginx_rss_mib() { local kib=0 p; for p in $NGINX_PID $(pgrep -P $NGINX_PID); do kib=$((kib + $(awk '/^VmHWM:/{print $2}' /proc/$p/status))); done; echo $((kib / 1024)); }
