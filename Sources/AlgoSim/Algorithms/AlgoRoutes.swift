@@ -128,7 +128,9 @@ struct AlgoRoutes: Sendable {
     /// event loop busy, or its CPU taken away by the host): the answer never depends on which
     /// thread got to run first.
     static func run(_ algorithm: any SimAlgorithm, _ input: AlgoInput, _ run: AlgoRun, timeoutSeconds: Int) async throws -> AlgoOutput {
-        let timeout = AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
+        func timeout() -> AlgoFailure {
+            AlgoFailure(message: "algorithm timed out after \(timeoutSeconds) seconds", errorType: "AlgorithmTimeoutError")
+        }
         let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         let box = SendableBox(input)
         let task = Task { SendableBox(try await algorithm.run(box.value, run)) }
@@ -142,10 +144,10 @@ struct AlgoRoutes: Sendable {
         do {
             output = try await withTaskCancellationHandler { try await task.value.value } onCancel: { task.cancel() }
         } catch {
-            if timedOut.load(ordering: .relaxed) { throw timeout }
+            if timedOut.load(ordering: .relaxed) { throw timeout() }
             throw error
         }
-        guard ContinuousClock.now < deadline else { throw timeout }
+        guard ContinuousClock.now < deadline else { throw timeout() }
         return output
     }
 
