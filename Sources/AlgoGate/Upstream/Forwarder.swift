@@ -83,6 +83,14 @@ public struct Forwarder: Sendable {
             }
             headers[.contentEncoding] = nil
         }
+        let keyGuard = KeyEchoGuard(key: settings.key)
+        do {
+            try keyGuard.check(headers)
+            try keyGuard.check(body)
+        } catch {
+            Self.logWithheld(context)
+            throw error
+        }
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                          headers: headers, body: .init(byteBuffer: body)), body)
     }
@@ -120,6 +128,13 @@ public struct Forwarder: Sendable {
             headers[.contentEncoding] = nil
             contentLength = nil
         }
+        let keyGuard = KeyEchoGuard(key: settings.key)
+        do {
+            try keyGuard.check(headers)
+        } catch {
+            Self.logWithheld(context)
+            throw error
+        }
         if request.method == .head {
             // A HEAD answer has no body but reports the size the GET would have.
             if let contentLength { headers[.contentLength] = String(contentLength) }
@@ -128,14 +143,34 @@ public struct Forwarder: Sendable {
         let stream = response.body
         context.facts.streamsResponse = true
         let body = ResponseBody(contentLength: contentLength) { writer in
+            // Sent a chunk behind the upstream, so a key across two chunks is caught before any of it goes.
+            func relay(_ parts: some AsyncSequence<ByteBuffer, any Error>) async throws {
+                var checked = KeyEchoGuard.Stream(keyGuard)
+                do {
+                    for try await part in parts {
+                        if let ready = try checked.pass(part) { try await writer.write(ready) }
+                    }
+                } catch let error as GatewayError where error == KeyEchoGuard.withheld {
+                    Self.logWithheld(context)
+                    throw error
+                }
+                if let last = checked.finish() { try await writer.write(last) }
+            }
             if let upstreamCoding {
-                for try await part in InflatingSequence(base: stream, coding: upstreamCoding, limit: .max) { try await writer.write(part) }
+                try await relay(InflatingSequence(base: stream, coding: upstreamCoding, limit: .max))
             } else {
-                for try await part in stream { try await writer.write(part) }
+                try await relay(stream)
             }
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
+    }
+
+    /// An answer that held the upstream key was withheld, or its stream cut: the operator needs to
+    /// know why the client got a 502 or a short body (the line names neither the key nor the body).
+    private static func logWithheld(_ context: GatewayRequestContext) {
+        context.logger.error("the upstream's answer contained the upstream key; withheld from the client",
+                             metadata: ["request_id": .string(context.requestID)])
     }
 
     private func makeRequest(_ request: Request, path: String, query: String?, settings: Settings, context: GatewayRequestContext) -> HTTPClientRequest {
