@@ -37,6 +37,8 @@ import Testing
                 #expect(withheld.count == 4)
                 #expect(withheld.allSatisfy { $0.hasPrefix("error ") && $0.contains("request_id=") })
                 for line in h.logs.all { #expect(!line.contains(Keys.upstream)) }
+                let metrics = try await h.gateway.send(.GET, "/metrics").text
+                #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 4)
             }
         }
     }
@@ -78,6 +80,8 @@ import Testing
                     #expect(!text.hasSuffix("0\r\n\r\n"), "\(path)")
                 }
                 #expect(h.logs.all.filter { $0.contains("the upstream's answer contained the upstream key") }.count == 2)
+                let metrics = try await h.gateway.send(.GET, "/metrics").text
+                #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 2)
             }
         }
     }

@@ -6,7 +6,8 @@ import Synchronization
 /// requests by client, route class and status; cache results; upstream latency by route class;
 /// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
 /// connection; whether the upstream circuit is open and what it refused; log lines dropped;
-/// requests made with a key being rotated out, by client; cache hits answered on the event loop.
+/// requests made with a key being rotated out, by client; cache hits answered on the event loop;
+/// upstream answers withheld because they held the server key.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -17,6 +18,7 @@ public final class GatewayMetrics: Sendable {
     private let circuitOpen: Gauge
     private let circuitRefused: Counter
     private let circuitRefusedCounted = Mutex(0)
+    private let keyWithheld: Counter
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -33,6 +35,9 @@ public final class GatewayMetrics: Sendable {
             metricName: "algogate_upstream_circuit_open", unitName: "", helpText: "1 while requests are refused because the upstream could not be reached"))
         circuitRefused = registry.makeCounter(descriptor: .init(
             metricName: "algogate_upstream_circuit_refused", unitName: "total", helpText: "Requests refused at once because the upstream circuit was open"))
+        keyWithheld = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_upstream_key_withheld", unitName: "total",
+            helpText: "Upstream answers withheld (502), or streams cut, because they held the server key"))
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -75,6 +80,8 @@ public final class GatewayMetrics: Sendable {
     }
 
     func fastHit() { eventLoopHits.increment() }
+
+    func upstreamKeyWithheld() { keyWithheld.increment() }
 
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {

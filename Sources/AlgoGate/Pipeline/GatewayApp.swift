@@ -90,7 +90,7 @@ public struct GatewayApp: Sendable {
                                                    policy: { CachePolicy(config: state.snapshot.config.cache) }, now: now))
         }
         router.add(middleware: ForwardMiddleware(
-            forwarder: Forwarder(client: httpClient, breaker: breaker) {
+            forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics) {
                 let snapshot = state.snapshot
                 return Forwarder.Settings(
                     origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,

@@ -21,6 +21,7 @@ public struct Forwarder: Sendable {
     let client: HTTPClient
     let settings: @Sendable () -> Settings
     let breaker: CircuitBreaker?
+    let metrics: GatewayMetrics?
 
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
@@ -30,9 +31,10 @@ public struct Forwarder: Sendable {
         public var maxResponseBytes: Int
     }
 
-    public init(client: HTTPClient, breaker: CircuitBreaker? = nil, settings: @escaping @Sendable () -> Settings) {
+    public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, settings: @escaping @Sendable () -> Settings) {
         self.client = client
         self.breaker = breaker
+        self.metrics = metrics
         self.settings = settings
     }
 
@@ -88,7 +90,7 @@ public struct Forwarder: Sendable {
             try keyGuard.check(headers)
             try keyGuard.check(body)
         } catch {
-            Self.logWithheld(context)
+            withheld(context)
             throw error
         }
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
@@ -132,7 +134,7 @@ public struct Forwarder: Sendable {
         do {
             try keyGuard.check(headers)
         } catch {
-            Self.logWithheld(context)
+            withheld(context)
             throw error
         }
         if request.method == .head {
@@ -151,7 +153,7 @@ public struct Forwarder: Sendable {
                         if let ready = try checked.pass(part) { try await writer.write(ready) }
                     }
                 } catch let error as GatewayError where error == KeyEchoGuard.withheld {
-                    Self.logWithheld(context)
+                    withheld(context)
                     throw error
                 }
                 if let last = checked.finish() { try await writer.write(last) }
@@ -168,7 +170,8 @@ public struct Forwarder: Sendable {
 
     /// An answer that held the upstream key was withheld, or its stream cut: the operator needs to
     /// know why the client got a 502 or a short body (the line names neither the key nor the body).
-    private static func logWithheld(_ context: GatewayRequestContext) {
+    private func withheld(_ context: GatewayRequestContext) {
+        metrics?.upstreamKeyWithheld()
         context.logger.error("the upstream's answer contained the upstream key; withheld from the client",
                              metadata: ["request_id": .string(context.requestID)])
     }
