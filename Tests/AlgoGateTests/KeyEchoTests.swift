@@ -82,6 +82,11 @@ import Testing
                 #expect(h.logs.all.filter { $0.contains("the upstream's answer contained the upstream key") }.count == 2)
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 2)
+                // A cut stream gives its upstream slot back, and is logged as the answer it was.
+                #expect(try await eventually {
+                    metricSample(try await h.gateway.send(.GET, "/metrics").text, "algogate_upstream_in_flight") == 0
+                })
+                #expect(h.logs.all.filter { $0.contains("path=/v1/data/.my/team-a/split") && $0.contains("status=200") }.count == 2)
             }
         }
     }
