@@ -74,8 +74,8 @@ import Testing
                     // Not a byte of the chunk the key starts in was sent (compressed, that chunk is
                     // whatever the inflater made of the first piece), so neither half of the key was.
                     if !path.hasSuffix("gzip=1") { #expect(!text.contains("aaaa")) }
-                    #expect(!text.contains(String(Keys.upstream.prefix(Keys.upstream.count / 2))))
-                    #expect(!text.contains(String(Keys.upstream.suffix(Keys.upstream.count / 2))))
+                    #expect(!text.contains(String(Keys.upstream.prefix(12))), "\(path)")
+                    #expect(!text.contains(String(Keys.upstream.suffix(12))), "\(path)")
                     // Cut short: the chunked body never ends.
                     #expect(!text.hasSuffix("0\r\n\r\n"), "\(path)")
                 }
