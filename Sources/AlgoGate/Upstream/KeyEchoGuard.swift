@@ -13,7 +13,7 @@ import NIOCore
 ///   between chunks is seen before any byte of it is sent; when one turns up, the stream is cut
 ///   there, before the chunk that holds it.
 /// The key is matched as it is sent, byte for byte; an upstream that re-encodes it (base64,
-/// percent-encoding) is not caught.
+/// percent-encoding), or compresses with a coding the gateway does not inflate, is not caught.
 struct KeyEchoGuard: Sendable {
     private let key: Secret
     /// The key's byte to look for first: the one least likely to be common in an answer.
