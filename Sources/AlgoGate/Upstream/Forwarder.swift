@@ -85,14 +85,7 @@ public struct Forwarder: Sendable {
             }
             headers[.contentEncoding] = nil
         }
-        let keyGuard = KeyEchoGuard(key: settings.key)
-        do {
-            try keyGuard.check(headers)
-            try keyGuard.check(body)
-        } catch {
-            withheld(context)
-            throw error
-        }
+        try refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                          headers: headers, body: .init(byteBuffer: body)), body)
     }
@@ -131,12 +124,7 @@ public struct Forwarder: Sendable {
             contentLength = nil
         }
         let keyGuard = KeyEchoGuard(key: settings.key)
-        do {
-            try keyGuard.check(headers)
-        } catch {
-            withheld(context)
-            throw error
-        }
+        try refuseEchoedKey(keyGuard, headers: headers, context: context)
         if request.method == .head {
             // A HEAD answer has no body but reports the size the GET would have.
             if let contentLength { headers[.contentLength] = String(contentLength) }
@@ -166,6 +154,18 @@ public struct Forwarder: Sendable {
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
+    }
+
+    /// Throws `KeyEchoGuard.withheld`, logged and counted, when the answer's headers or its body
+    /// (one read whole) hold the upstream key.
+    private func refuseEchoedKey(_ keyGuard: KeyEchoGuard, headers: HTTPFields, body: ByteBuffer? = nil, context: GatewayRequestContext) throws {
+        do {
+            try keyGuard.check(headers)
+            if let body { try keyGuard.check(body) }
+        } catch {
+            withheld(context)
+            throw error
+        }
     }
 
     /// An answer that held the upstream key was withheld, or its stream cut: the operator needs to
