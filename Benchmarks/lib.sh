@@ -15,6 +15,7 @@ median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 rss_mib() { awk '/^VmHWM:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 
 # start_pair [extra gateway YAML]: the simulator and a gateway in front of it (client key $CLIENT_KEY).
+# CLIENT_SCOPES (default "algo") and CACHE_OPTIONS (more fields of the cache block) shape it.
 start_pair() {
   SIM_KEY="bench-upstream-$RANDOM$RANDOM"; CLIENT_KEY="bench-client-$RANDOM$RANDOM"
   SIM_PORT=$(free_port); GW_PORT=$(free_port)
@@ -22,16 +23,21 @@ start_pair() {
   cat >"$WORK/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: $GW_PORT}
 upstream: {url: "http://127.0.0.1:$SIM_PORT", key_env: BENCH_UPSTREAM_KEY}
-cache: {path: $WORK/cache.sqlite}
+cache: {path: $WORK/cache.sqlite${CACHE_OPTIONS:+, $CACHE_OPTIONS}}
 clients:
   - name: bench
     key_sha256: "$(printf '%s' "$CLIENT_KEY" | sha256sum | cut -d' ' -f1)"
-    scopes: [algo]
+    scopes: [${CLIENT_SCOPES:-algo}]
 ${1:-}
 YAML
   # The log goes through a pipe to a reader, as journald or a container runtime would take it:
   # /dev/null would hide what writing and reading the log lines costs.
-  BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(cat >/dev/null) 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
+  # KEEP_NOTICES=1: lines above info are kept in $WORK/gateway.notices.
+  if [ "${KEEP_NOTICES:-0}" = 1 ]; then
+    BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(grep --line-buffered -v -F -e '"level":"info"' -e ' info ' >"$WORK/gateway.notices") 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
+  else
+    BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(cat >/dev/null) 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
+  fi
   wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"; wait_http "http://127.0.0.1:$GW_PORT/healthz"
 }
 

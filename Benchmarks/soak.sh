@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Soak. Release build, loopback only: the gateway in front of the simulator under a steady mix of
+# everything teams send (Benchmarks/soak.lua: hits, misses with fresh inputs, pass-through, gzip
+# answers and uploads, data writes, reads and listings, upstream faults, and the refusals users
+# cause), with clients walking away mid-answer beside it, for
+# SOAK_SECONDS, with a small cache so entries are stored and evicted throughout. Prints the
+# gateway's resident memory and open file descriptors every SAMPLE_SECONDS, their growth after the
+# first quarter (the warm-up: pools, hot tier and allocator reach their working size), each kind's
+# answers by status, and the gauges once the load has stopped.
+# Exits 1 when an answer's status is not one its kind can have (a 5xx the upstream was not asked
+# for among them), on a socket error, when a line above info is logged, when a gauge
+# is not back to zero, or when the cache holds more than its bound. Memory and descriptor growth is
+# printed and marked, not judged: read it against the run's length.
+# Env: SOAK_SECONDS=300 SAMPLE_SECONDS=10 CONNS=32 THREADS=2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SOAK_SECONDS="${SOAK_SECONDS:-300}"; SAMPLE_SECONDS="${SAMPLE_SECONDS:-10}"; CONNS="${CONNS:-32}"
+CACHE_MAX_BYTES=1048576
+source Benchmarks/lib.sh
+KEEP_NOTICES=1 CLIENT_SCOPES="algo, data:read, data:write" \
+CACHE_OPTIONS="max_bytes: $CACHE_MAX_BYTES, memory_bytes: 262144" \
+  start_pair '    data_prefixes: ["data://.my/soak/"]'
+AUTH="Authorization: Simple $CLIENT_KEY"
+GW="http://127.0.0.1:$GW_PORT"
+curl -sf -o /dev/null -H "$AUTH" -H 'Content-Type: application/json' -d '{"name":"soak"}' "$GW/v1/data/.my"
+printf '{"input":"soak gzip upload"}' | gzip >"$WORK/upload.gz"
+head -c 20000000 /dev/zero | tr '\0' 'a' >"$WORK/large"
+curl -sf -o /dev/null -H "$AUTH" -T "$WORK/large" "$GW/v1/data/.my/soak/large"
+
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+: >"$WORK/samples"
+sample() { echo "$1 $(awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$GW_PID/status") $(fds "$GW_PID")" >>"$WORK/samples"; }
+sample 0
+(
+  for ((t = SAMPLE_SECONDS; t <= SOAK_SECONDS; t += SAMPLE_SECONDS)); do sleep "$SAMPLE_SECONDS"; sample "$t"; done
+) & SAMPLER=$!
+# Clients that walk away: every 0.2 s, one leaves an algorithm call before its answer (the
+# algorithm takes 300 ms) or a 20 MB download part-way through.
+(
+  end=$((SECONDS + SOAK_SECONDS)); i=0
+  while [ "$SECONDS" -lt "$end" ]; do
+    i=$((i + 1))
+    if [ $((i % 2)) = 0 ]; then
+      curl -s -o /dev/null -m 0.1 -H "$AUTH" -H 'Content-Type: application/json' -d 300 "$GW/v1/algo/test/Sleep" || true
+    else
+      curl -s -o /dev/null -m 0.1 --limit-rate 2M -H "$AUTH" "$GW/v1/data/.my/soak/large" || true
+    fi
+    sleep 0.1
+  done
+  echo "$i" >"$WORK/walkaways"
+) & WALKER=$!
+SOAK_KEY="$CLIENT_KEY" SOAK_GZIP_BODY="$WORK/upload.gz" \
+  wrk -t"$THREADS" -c"$CONNS" -d"${SOAK_SECONDS}s" --latency -s Benchmarks/soak.lua "$GW" >"$WORK/wrk.txt"
+wait "$SAMPLER" "$WALKER" || true
+sleep 2   # answers still being logged, usage flushed
+sample end
+
+FAILED=0
+echo "soak: ${SOAK_SECONDS} s of mixed traffic, wrk -t$THREADS -c$CONNS, cache bound $CACHE_MAX_BYTES bytes, $(nproc) cores shared by wrk, gateway and simulator"
+awk '/^Requests\/sec:/{r=$2} $1=="50%"{p50=$2} $1=="99%"{p99=$2} END{printf "requests/s: %s, p50 %s, p99 %s\n", r, p50, p99}' "$WORK/wrk.txt"
+echo
+echo "| seconds | gateway RSS MiB | open fds |"
+echo "|---|---|---|"
+awk '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$WORK/samples"
+awk -v total="$SOAK_SECONDS" '
+  { t[NR] = $1; rss[NR] = $2; fd[NR] = $3 }
+  END {
+    w = 1; while (w < NR && t[w] != "end" && t[w] < total / 4) w++
+    printf "after warm-up (%s s to the end): RSS %+d MiB (%d -> %d), open fds %+d (%d -> %d)\n", t[w], rss[NR] - rss[w], rss[w], rss[NR], fd[NR] - fd[w], fd[w], fd[NR]
+    if (rss[NR] - rss[w] > 16) print "  RSS grew by more than 16 MiB after the warm-up: look for a leak"
+    if (fd[NR] - fd[w] > 8) print "  open fds grew after the warm-up: look for a descriptor leak"
+  }' "$WORK/samples"
+
+# What each kind may answer. get reads the file that the put before it writes; the two may be on
+# different connections, so a read can overtake the first write of its file: a few 404s at the start.
+expected() {
+  case "$1" in
+    hit|miss|pass|big_gzip|gzip_upload|no_cache|put|list) echo "200" ;;
+    get) echo "200 404" ;;
+    fail) echo "200" ;;   # an algorithm's error: 200 with an "error" field, as Algorithmia answers it
+    outside_prefix|input_ref|traversal) echo "403" ;;   # the traversal normalises to data://other/f
+    upstream_500) echo "500" ;;      # passed on as the upstream sent it
+    upstream_drop) echo "502" ;;     # no answer, even on the second attempt
+    upstream_slow) echo "200" ;;
+    wrong_key) echo "401" ;;
+    *) echo "" ;;
+  esac
+}
+echo
+echo "| kind | status | answers | |"
+echo "|---|---|---|---|"
+while read -r _ kind status count; do
+  mark=""
+  case " $(expected "$kind") " in *" $status "*) ;; *) mark="UNEXPECTED"; FAILED=1 ;; esac
+  echo "| $kind | $status | $count | $mark |"
+done < <(grep '^soak ' "$WORK/wrk.txt" | sort -k2,2 -k3,3n)
+echo "clients that walked away mid-answer: $(cat "$WORK/walkaways" 2>/dev/null || echo 0)"
+SOCKET_ERRORS=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' "$WORK/wrk.txt")
+[ -z "$SOCKET_ERRORS" ] || { echo "socket errors: $SOCKET_ERRORS (connect, read, write, timeout)"; FAILED=1; }
+
+echo
+METRICS=$(curl -sf "$GW/metrics")
+for gauge in algogate_upstream_in_flight algogate_upstream_queued; do
+  value=$(awk -v g="$gauge" '$1==g{print $2}' <<<"$METRICS")
+  echo "$gauge after the load: $value"
+  awk -v v="$value" 'BEGIN{exit !(v != "" && v + 0 == 0)}' || FAILED=1
+done
+STATS=$("$BIN" cache stats --config "$WORK/gateway.yaml")
+echo "$STATS" | sed -n '1,4p'
+BYTES=$(awk -F': *' 'tolower($1) ~ /^bytes/{gsub(/[^0-9].*/, "", $2); print $2; exit}' <<<"$STATS")
+[ -n "$BYTES" ] && [ "$BYTES" -le "$CACHE_MAX_BYTES" ] || { echo "cache bytes ($BYTES) above the bound $CACHE_MAX_BYTES"; FAILED=1; }
+NOTICES=$(grep -c . "$WORK/gateway.notices" || true)
+echo "gateway log lines above info: $NOTICES"
+[ "$NOTICES" = 0 ] || FAILED=1
+head -5 "$WORK/gateway.notices" | cut -c1-300 | sed 's/^/  /'
+[ "$FAILED" = 0 ] && echo "soak: passed" || { echo "soak: FAILED"; exit 1; }
