@@ -12,6 +12,9 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public let message: String
     /// Extra response headers (e.g. `Retry-After`).
     public var headers: HTTPFields = [:]
+    /// What went wrong underneath (a transport error's own description), for the operator's log
+    /// line only: never sent to the client.
+    public var cause: String?
 
     public init(status: HTTPResponse.Status, errorType: String, message: String, headers: HTTPFields = [:]) {
         self.status = status
@@ -19,6 +22,32 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
         self.message = message
         self.headers = headers
     }
+
+    /// Two errors are the same answer when status, type, message and headers are; `cause` is
+    /// only what the log says of it.
+    public static func == (lhs: GatewayError, rhs: GatewayError) -> Bool {
+        lhs.status == rhs.status && lhs.errorType == rhs.errorType && lhs.message == rhs.message && lhs.headers == rhs.headers
+    }
+
+    /// The same answer, remembering the error underneath it (at most `maxCause` characters of its
+    /// description).
+    public func caused(by error: any Error) -> GatewayError {
+        var copy = self
+        copy.cause = Self.describe(error)
+        return copy
+    }
+
+    /// What an error says of itself, for a log line: a gateway error's message, else its
+    /// description, at most `maxCause` characters.
+    static func describe(_ error: any Error) -> String {
+        String(((error as? GatewayError)?.message ?? String(describing: error)).prefix(maxCause))
+    }
+
+    static let maxCause = 500
+
+    /// An answer the gateway made because something failed on its side or the upstream's (5xx),
+    /// as opposed to a request it refused or an upstream answer it passed on.
+    public var isGatewayFailure: Bool { status.code >= 500 }
 
     public static func badRequest(_ message: String) -> GatewayError {
         .init(status: .badRequest, errorType: "InputError", message: message)
@@ -47,8 +76,9 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public static func methodNotAllowed(_ message: String) -> GatewayError {
         .init(status: .methodNotAllowed, errorType: "InputError", message: message)
     }
+    static let internalErrorType = "InternalError"
     public static func internalError(_ message: String) -> GatewayError {
-        .init(status: .internalServerError, errorType: "InternalError", message: message)
+        .init(status: .internalServerError, errorType: internalErrorType, message: message)
     }
 
     /// The envelope's bytes.

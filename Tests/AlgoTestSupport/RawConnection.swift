@@ -132,7 +132,9 @@ public struct RawResponse: Sendable, Equatable {
 }
 
 /// A TCP server on an ephemeral loopback port that answers whatever arrives with fixed bytes and
-/// closes: an upstream that speaks broken HTTP.
+/// closes: an upstream that speaks broken HTTP, or stops part-way. With `trickle`, it sends those
+/// bytes every `interval` after the reply instead of closing, until the other side does: an
+/// upstream whose answer is still coming.
 public final class CannedServer: Sendable {
     public let port: Int
     private let channel: any Channel
@@ -140,11 +142,23 @@ public final class CannedServer: Sendable {
     private final class Answer: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let reply: String
-        init(_ reply: String) { self.reply = reply }
+        let trickle: (bytes: String, interval: TimeAmount)?
+        init(_ reply: String, trickle: (bytes: String, interval: TimeAmount)?) {
+            self.reply = reply
+            self.trickle = trickle
+        }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: reply))).whenComplete { _ in
-                bound.value.close(promise: nil)
+                guard let trickle = self.trickle else { return bound.value.close(promise: nil) }
+                let channel = bound.value.channel
+                channel.eventLoop.scheduleRepeatedAsyncTask(initialDelay: trickle.interval, delay: trickle.interval) { task in
+                    guard channel.isActive else {
+                        task.cancel()
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    }
+                    return channel.writeAndFlush(channel.allocator.buffer(string: trickle.bytes)).recover { _ in task.cancel() }
+                }
             }
         }
     }
@@ -154,10 +168,12 @@ public final class CannedServer: Sendable {
         self.port = port
     }
 
-    public static func start(reply: String) async throws -> CannedServer {
+    public static func start(reply: String, trickle: String? = nil, every interval: TimeAmount = .milliseconds(10)) async throws -> CannedServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { child in
-                child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(Answer(reply)) }
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(Answer(reply, trickle: trickle.map { ($0, interval) }))
+                }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         return CannedServer(channel: channel, port: channel.localAddress?.port ?? 0)

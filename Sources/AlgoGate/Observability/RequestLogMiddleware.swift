@@ -7,10 +7,11 @@ import Synchronization
 
 /// One structured log line per request: request id, client, route class, method, path, status,
 /// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
-/// claims, and `key=previous` when the client used a key being rotated out. Never a key
-/// (Authorization is not read here), a query string or a body. Streamed answers (data downloads)
-/// are logged once their last byte has been sent; answers held in memory (algorithm answers, cache
-/// hits, errors) as soon as they are ready.
+/// claims, and `key=previous` when the client used a key being rotated out; for an answer that is
+/// not the one asked for, why (see `log`). Never a key (Authorization is not read here), a query
+/// string or a body. Streamed answers (data downloads) are logged once their last byte has been
+/// sent, or once they stop short (`cut`); answers held in memory (algorithm answers, cache hits,
+/// errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
@@ -37,20 +38,21 @@ struct RequestLogMiddleware: RouterMiddleware {
         let remote = context.remoteAddress?.ipAddress ?? "-"
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
-        let finish = { @Sendable (bytesOut: Int) in
+        let failure = facts.failure
+        let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
-                     remote: remote, forwardedFor: forwardedFor)
+                     remote: remote, forwardedFor: forwardedFor, failure: failure, cut: cut)
         }
         guard facts.streamsResponse else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body
             // as it is keeps Hummingbird's single write of head, body and end.
-            finish(response.body.contentLength ?? 0)
+            finish(response.body.contentLength ?? 0, nil)
             return response
         }
         let bytesOut = ByteCounter()
-        response.body = response.body.observed(counting: bytesOut) { finish(bytesOut.value) }
+        response.body = response.body.observed(counting: bytesOut) { cut in finish(bytesOut.value, cut) }
         return response
     }
 
@@ -63,8 +65,15 @@ struct RequestLogMiddleware: RouterMiddleware {
     }
 
     /// Writes a request's line (for cache hits answered on the event loop too, `CachedHits`).
+    /// An answer rendered from an error adds its `error_type`. When the gateway itself failed to
+    /// get an answer (a 5xx of its own: upstream unreachable or too slow, no slot, a store that
+    /// cannot be read) the line is a `warning`, an `error` for an internal error, and adds the
+    /// message the client got (`error`) and what failed underneath (`cause`): an operator needs
+    /// them, and they hold no key, body or query. A refused request (4xx) stays at `info` with
+    /// its type only, since its message may quote the input.
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
-                    status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring) {
+                    status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
+                    failure: GatewayError? = nil, cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -74,7 +83,30 @@ struct RequestLogMiddleware: RouterMiddleware {
         ]
         if viaPreviousKey { metadata["key"] = "previous" }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
-        logger.info("request", metadata: metadata)
+        switch cut {
+        case nil:
+            break
+        case .client:
+            metadata["cut"] = "client"
+        case .source(let cause):
+            metadata["cut"] = "upstream"
+            metadata["error"] = "the answer was cut short: its stream from the upstream failed"
+            metadata["cause"] = .string(cause)
+            logger.warning("request", metadata: metadata)
+            return
+        }
+        guard let failure else {
+            logger.info("request", metadata: metadata)
+            return
+        }
+        metadata["error_type"] = .string(failure.errorType)
+        guard failure.isGatewayFailure else {
+            logger.info("request", metadata: metadata)
+            return
+        }
+        metadata["error"] = .string(failure.message)
+        if let cause = failure.cause { metadata["cause"] = .string(cause) }
+        logger.log(level: failure.errorType == GatewayError.internalErrorType ? .error : .warning, "request", metadata: metadata)
     }
 
     static func routeName(_ path: String) -> String {
@@ -96,31 +128,60 @@ final class ByteCounter: Sendable {
 }
 
 extension ResponseBody {
-    /// The same body, counting the bytes written and calling `done` once writing ends (or fails).
-    func observed(counting counter: ByteCounter, done: @escaping @Sendable () -> Void) -> ResponseBody {
+    /// The same body, counting the bytes written and calling `done` once writing ends: with nil
+    /// when it was all sent, else with how it stopped short.
+    func observed(counting counter: ByteCounter, done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
         let body = self
         return ResponseBody(contentLength: body.contentLength) { writer in
+            let clientFailed = FailureFlag()
             do {
-                try await body.write(CountingWriter(base: writer, counter: counter))
-                done()
+                try await body.write(CountingWriter(base: writer, counter: counter, clientFailed: clientFailed))
+                done(nil)
             } catch {
-                done()
+                done(clientFailed.isSet ? .client : .source(cause: GatewayError.describe(error)))
                 throw error
             }
         }
     }
 }
 
+/// How a streamed answer stopped short, for its log line.
+enum StreamCut: Sendable, Equatable {
+    /// Writing to the client failed: it went away before the last byte.
+    case client
+    /// The answer's source failed (the upstream's stream broke, or held the key), with what it said.
+    case source(cause: String)
+}
+
+/// Set once, read after: whether a step failed.
+final class FailureFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}
+
+/// Passes writes on, counting their bytes and noting when the client's side fails.
 struct CountingWriter: ResponseBodyWriter {
     var base: any ResponseBodyWriter
     let counter: ByteCounter
+    let clientFailed: FailureFlag
 
     mutating func write(_ buffer: ByteBuffer) async throws {
         counter.add(buffer.readableBytes)
-        try await base.write(buffer)
+        do {
+            try await base.write(buffer)
+        } catch {
+            clientFailed.set()
+            throw error
+        }
     }
 
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
-        try await base.finish(trailingHeaders)
+        do {
+            try await base.finish(trailingHeaders)
+        } catch {
+            clientFailed.set()
+            throw error
+        }
     }
 }

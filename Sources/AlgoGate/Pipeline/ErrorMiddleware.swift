@@ -3,7 +3,8 @@ import NIOCore
 import NIOHTTP1
 
 /// Renders whatever a later step throws as a response in Algorithmia's error envelope, so no
-/// error reaches the client as Hummingbird's empty 500. Every answer passes here last before it is
+/// error reaches the client as Hummingbird's empty 500, and keeps the error for the request's log
+/// line. Every answer passes here last before it is
 /// written, errors included, so it is also where an upload streaming upstream is settled.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
@@ -13,7 +14,7 @@ struct ErrorMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            response = try Self.gatewayError(for: error, request: request).response(from: request, context: context)
+            response = try Self.render(error, request: request, context: context)
         }
         // A request body streaming upstream is handed back to Hummingbird only once the answer,
         // whichever it is, has been sent (see `UploadRelay`).
@@ -30,6 +31,13 @@ struct ErrorMiddleware: RouterMiddleware {
         "/healthz": [.get, .head], "/readyz": [.get, .head], "/metrics": [.get],
         "/_admin/cache": [.get, .delete], "/_admin/usage": [.get], "/_gateway/me": [.get],
     ]
+
+    /// The envelope answer for `error`, which is kept for the request's log line.
+    static func render(_ error: any Error, request: Request, context: Context) throws -> Response {
+        let failure = gatewayError(for: error, request: request)
+        context.facts.failure = failure
+        return try failure.response(from: request, context: context)
+    }
 
     static func gatewayError(for error: any Error, request: Request) -> GatewayError {
         switch error {
@@ -54,7 +62,8 @@ struct ErrorMiddleware: RouterMiddleware {
         case is NIOTooManyBytesError:
             return .tooLarge("request body is too large")
         default:
-            return .internalError("internal gateway error")
+            // The client learns only that it failed; the operator's log line says what failed.
+            return GatewayError.internalError("internal gateway error").caused(by: error)
         }
     }
 }

@@ -46,7 +46,7 @@ struct ForwardMiddleware: RouterMiddleware {
         var streamed = response
         let gate = gate
         // The slot is held until the body has been sent: the upstream is busy until then.
-        streamed.body = response.body.observed(counting: ByteCounter()) { gate.release(client: client) }
+        streamed.body = response.body.observed(counting: ByteCounter()) { _ in gate.release(client: client) }
         return streamed
     }
 

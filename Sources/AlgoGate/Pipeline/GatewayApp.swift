@@ -106,8 +106,10 @@ public struct GatewayApp: Sendable {
         router.head("/healthz", use: healthz)
         let pool = storage.pool
         let readyz: @Sendable (Request, GatewayRequestContext) async throws -> Response = { _, _ in
-            guard (try? await pool.read({ db in try Int.fetchOne(db, sql: "SELECT 1") })) == 1 else {
-                throw GatewayError.unavailable("the gateway's database cannot be read")
+            do {
+                _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+            } catch {
+                throw GatewayError.unavailable("the gateway's database cannot be read").caused(by: error)
             }
             return Self.status("ready")
         }

@@ -53,6 +53,8 @@ final class RequestFacts: Sendable {
         /// The request body as it streams upstream, to settle once the answer has been sent.
         var upload: UploadRelay?
         var completions: [@Sendable (RequestCompletion) -> Void] = []
+        /// The error the answer was rendered from, when it was one (`ErrorMiddleware`).
+        var failure: GatewayError?
     }
     let state = Mutex(State())
 
@@ -79,6 +81,12 @@ final class RequestFacts: Sendable {
     var streamsResponse: Bool {
         get { state.withLock { $0.streamsResponse } }
         set { state.withLock { $0.streamsResponse = newValue } }
+    }
+
+    /// The error the answer was rendered from: its type, and for a 5xx what happened, go in the log line.
+    var failure: GatewayError? {
+        get { state.withLock { $0.failure } }
+        set { state.withLock { $0.failure = newValue } }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).

@@ -17,7 +17,7 @@ struct QuotaMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            response = try ErrorMiddleware.gatewayError(for: error, request: request).response(from: request, context: context)
+            response = try ErrorMiddleware.render(error, request: request, context: context)
         }
         for field in admission.headers { response.headers[field.name] = field.value }
         let fromCache = ["HIT", "STALE"].contains(response.headers.value(.xCache)) || (response.headers.value(.cacheStatus)?.hasSuffix("collapsed") ?? false)

@@ -71,7 +71,7 @@ public struct Forwarder: Sendable {
         } catch is NIOTooManyBytesError {
             throw tooLarge
         } catch {
-            throw Self.translate(error, timeoutSeconds: query.timeout)
+            throw failure(error, timeoutSeconds: query.timeout)
         }
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
@@ -81,7 +81,7 @@ public struct Forwarder: Sendable {
             } catch is Inflater.LimitExceeded {
                 throw tooLarge
             } catch {
-                throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body")
+                throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body").caused(by: error)
             }
             headers[.contentEncoding] = nil
         }
@@ -216,8 +216,18 @@ public struct Forwarder: Sendable {
                 throw (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
             }
             breaker?.record(Self.isUnreachable(error) ? .unreachable : .unknown)
-            throw Self.translate(error, timeoutSeconds: seconds)
+            throw failure(error, timeoutSeconds: seconds)
         }
+    }
+
+    /// `translate`, with a cause that quotes the upstream key (no transport error is known to)
+    /// replaced, since the cause goes to the log.
+    func failure(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
+        var failure = Self.translate(error, timeoutSeconds: timeoutSeconds)
+        if let cause = failure.cause, KeyEchoGuard(key: settings().key).contains(cause) {
+            failure.cause = "(not shown: the description held the upstream key)"
+        }
+        return failure
     }
 
     /// A failure that says the upstream cannot be reached: a refused or timed-out connect, a
@@ -242,9 +252,14 @@ public struct Forwarder: Sendable {
         return false
     }
 
-    /// Maps transport failures to 502/504 with messages that name no host, key or body.
+    /// Maps transport failures to 502/504 with messages that name no host, key or body; what the
+    /// transport said goes in the error's `cause`, for the log line.
     static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
         if let error = error as? GatewayError { return error }
+        return answer(for: error, timeoutSeconds: timeoutSeconds).caused(by: error)
+    }
+
+    private static func answer(for error: any Error, timeoutSeconds: Int) -> GatewayError {
         if error is CompressNIOError {
             return .badRequest("the request body is not valid compressed data for its Content-Encoding")
         }
