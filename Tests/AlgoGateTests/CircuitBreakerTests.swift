@@ -12,6 +12,32 @@ import Testing
         try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType + (fault.map { [("X-Sim-Fault", $0)] } ?? []), text: "HAL")
     }
 
+    /// Three lost connections in a row, the last a second after the first.
+    static func openTheCircuit(_ h: GatewayHarness, _ clock: TestClock) async throws {
+        for _ in 0..<2 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+        clock.advance(by: 1)
+        #expect(try await Self.call(h, fault: "drop").status == 502)
+        #expect(h.app.breaker.isOpen)
+    }
+
+    /// A flaky upstream under load fails a few requests in a row now and then while it answers
+    /// the rest: failures that end within a second of the first, with answers after them, never
+    /// open the circuit, however many times it happens.
+    @Test func aBurstOfFailuresAmongAnswersDoesNotOpenIt() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
+            for _ in 0..<3 {
+                for _ in 0..<5 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+                clock.advance(by: 0.9)
+                #expect(try await Self.call(h, fault: "drop").status == 502)
+                #expect(!h.app.breaker.isOpen)
+                #expect(try await Self.call(h).status == 200)
+                clock.advance(by: 5)
+            }
+            #expect(h.logs.all.filter { $0.contains("upstream circuit opened") }.isEmpty)
+        }
+    }
+
     @Test func unreachableInARowOpensTheCircuitAndOneRequestTestsTheUpstream() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
@@ -23,12 +49,15 @@ import Testing
             for _ in 0..<2 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
             #expect(!h.app.breaker.isOpen)
             #expect(try await Self.call(h, fault: "drop").status == 502)  // the third in a row
+            #expect(!h.app.breaker.isOpen, "three in the same moment: a burst, not yet an outage")
+            clock.advance(by: 1)
+            #expect(try await Self.call(h, fault: "drop").status == 502)  // the fourth, a second after the first
             #expect(h.app.breaker.isOpen)
 
             let upstreamBefore = h.simulator.stats.snapshot.totalRequests
             let refused = try await Self.call(h)
             #expect(refused.status == 503)
-            #expect(refused.text == #"{"error":{"error_type":"UpstreamUnavailable","message":"the upstream could not be reached 3 times in a row; requests are refused for 10 s, then one is let through to test it"}}"#)
+            #expect(refused.text == #"{"error":{"error_type":"UpstreamUnavailable","message":"the upstream could not be reached 4 times in a row; requests are refused for 10 s, then one is let through to test it"}}"#)
             #expect(refused.header("Retry-After") == "10")
             clock.advance(by: 4)
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader))
@@ -59,7 +88,7 @@ import Testing
     @Test func whileOneRequestTestsTheUpstreamOthersAreRefused() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
-            for _ in 0..<3 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
+            try await Self.openTheCircuit(h, clock)
             clock.advance(by: 10)
             let probe = Task { try await Self.call(h, fault: "delay=1500") }
             #expect(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the test request reached the upstream")
@@ -79,8 +108,7 @@ import Testing
             let fresh = try await h.gateway.send(.POST, pinned, headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(fresh.status == 200 && fresh.header("X-Cache") == "MISS")
             clock.advance(by: 61)
-            for _ in 0..<3 { let reply = try await Self.call(h, fault: "drop"); #expect(reply.status == 502) }
-            #expect(h.app.breaker.isOpen)
+            try await Self.openTheCircuit(h, clock)
             let stale = try await h.gateway.send(.POST, pinned, headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(stale.status == 200)
             #expect(stale.header("X-Cache") == "STALE")

