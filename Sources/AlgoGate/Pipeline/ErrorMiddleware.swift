@@ -4,8 +4,8 @@ import NIOHTTP1
 
 /// Renders whatever a later step throws as a response in Algorithmia's error envelope, so no
 /// error reaches the client as Hummingbird's empty 500, and keeps the error for the request's log
-/// line. Every answer passes here last before it is
-/// written, errors included, so it is also where an upload streaming upstream is settled.
+/// line. Every answer passes here last before it is written, errors included, so it is also where
+/// an upload streaming upstream is settled.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
