@@ -32,9 +32,10 @@ ${1:-}
 YAML
   # The log goes through a pipe to a reader, as journald or a container runtime would take it:
   # /dev/null would hide what writing and reading the log lines costs.
-  # KEEP_NOTICES=1: lines above info are kept in $WORK/gateway.notices.
+  # KEEP_NOTICES=1: lines above info, and the info lines of configuration reloads, are kept in
+  # $WORK/gateway.notices.
   if [ "${KEEP_NOTICES:-0}" = 1 ]; then
-    BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(grep --line-buffered -v -F -e '"level":"info"' -e ' info ' >"$WORK/gateway.notices") 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
+    BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(awk '(!/"level":"info"/ && !/ info /) || /configuration reloaded/ { print; fflush() }' >"$WORK/gateway.notices") 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
   else
     BENCH_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" > >(cat >/dev/null) 2>"$WORK/gateway.err" & PIDS+=($!); GW_PID=$!
   fi

@@ -2,15 +2,15 @@
 # Soak. Release build, loopback only: the gateway in front of the simulator under a steady mix of
 # everything teams send (Benchmarks/soak.lua: hits, misses with fresh inputs, pass-through, gzip
 # answers and uploads, data writes, reads and listings, upstream faults, and the refusals users
-# cause), with clients walking away mid-answer beside it, for
+# cause), with clients walking away mid-answer and the configuration reloaded beside it, for
 # SOAK_SECONDS, with a small cache so entries are stored and evicted throughout. Prints the
 # gateway's resident memory and open file descriptors every SAMPLE_SECONDS, their growth after the
 # first quarter (the warm-up: pools, hot tier and allocator reach their working size), each kind's
 # answers by status, and the gauges once the load has stopped.
 # Exits 1 when an answer's status is not one its kind can have (a 5xx the upstream was not asked
 # for among them), on a socket error, when a line above info is logged other than the warnings for
-# the dropped connections asked for, when a gauge
-# is not back to zero, or when the cache holds more than its bound. Memory and descriptor growth is
+# the dropped connections asked for, when a reload asked for is not logged, when a gauge is not
+# back to zero, or when the cache holds more than its bound. Memory and descriptor growth is
 # printed and marked, not judged: read it against the run's length.
 # Env: SOAK_SECONDS=300 SAMPLE_SECONDS=10 CONNS=32 THREADS=2
 set -euo pipefail
@@ -36,11 +36,13 @@ sample 0
   for ((t = SAMPLE_SECONDS; t <= SOAK_SECONDS; t += SAMPLE_SECONDS)); do sleep "$SAMPLE_SECONDS"; sample "$t"; done
 ) & SAMPLER=$!
 # Clients that walk away: every 0.2 s, one leaves an algorithm call before its answer (the
-# algorithm takes 300 ms) or a 20 MB download part-way through.
+# algorithm takes 300 ms) or a 20 MB download part-way through. And every 5 s an operator reloads
+# the configuration (SIGHUP), which swaps it under the requests in flight.
 (
   end=$((SECONDS + SOAK_SECONDS)); i=0
   while [ "$SECONDS" -lt "$end" ]; do
     i=$((i + 1))
+    [ $((i % 25)) != 0 ] || kill -HUP "$GW_PID"
     if [ $((i % 2)) = 0 ]; then
       curl -s -o /dev/null -m 0.1 -H "$AUTH" -H 'Content-Type: application/json' -d 300 "$GW/v1/algo/test/Sleep" || true
     else
@@ -95,7 +97,8 @@ while read -r _ kind status count; do
   case " $(expected "$kind") " in *" $status "*) ;; *) mark="UNEXPECTED"; FAILED=1 ;; esac
   echo "| $kind | $status | $count | $mark |"
 done < <(grep '^soak ' "$WORK/wrk.txt" | sort -k2,2 -k3,3n)
-echo "clients that walked away mid-answer: $(cat "$WORK/walkaways" 2>/dev/null || echo 0)"
+WALKAWAYS=$(cat "$WORK/walkaways" 2>/dev/null || echo 0)
+echo "clients that walked away mid-answer: $WALKAWAYS; configuration reloads asked for: $((WALKAWAYS / 25))"
 SOCKET_ERRORS=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' "$WORK/wrk.txt")
 [ -z "$SOCKET_ERRORS" ] || { echo "socket errors: $SOCKET_ERRORS (connect, read, write, timeout)"; FAILED=1; }
 
@@ -112,17 +115,22 @@ BYTES=$(awk -F': *' 'tolower($1) ~ /^bytes/{gsub(/[^0-9].*/, "", $2); print $2; 
 [ -n "$BYTES" ] && [ "$BYTES" -le "$CACHE_MAX_BYTES" ] || { echo "cache bytes ($BYTES) above the bound $CACHE_MAX_BYTES"; FAILED=1; }
 # Lines above info, by level and what they say. The dropped connections asked of the simulator are
 # the gateway's own 502s, so warnings; any other line above info fails the soak.
-python3 - "$WORK/gateway.notices" <<'PY' || FAILED=1
+python3 - "$WORK/gateway.notices" "$((WALKAWAYS / 25))" <<'PY' || FAILED=1
 import collections, json, sys
-counts, unexpected = collections.Counter(), 0
+counts, unexpected, reloads = collections.Counter(), 0, 0
 for raw in open(sys.argv[1]):
     try:
         line = json.loads(raw)
     except ValueError:
         line = {"level": "?", "msg": raw.strip()[:200]}
+    if line.get("level") == "info" and line.get("msg") == "configuration reloaded":
+        reloads += 1
+        continue
     expected = line.get("level") == "warning" and str(line.get("request_id", "")).startswith("upstream_drop.")
     unexpected += not expected
     counts[(line.get("level"), line.get("msg"), line.get("error_type", "-"), line.get("cause", "-"), "" if expected else "UNEXPECTED")] += 1
+print("configuration reloads logged:", reloads, "" if reloads == int(sys.argv[2]) else "UNEXPECTED")
+unexpected += reloads != int(sys.argv[2])
 print("gateway log lines above info:", sum(counts.values()))
 for (level, msg, error_type, cause, mark), n in sorted(counts.items()):
     print(f"  {n} {level} {msg} error_type={error_type} cause={cause} {mark}")
