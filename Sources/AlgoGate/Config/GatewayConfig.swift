@@ -126,7 +126,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
     }
 
     /// `upstream.circuit_breaker`: after `failures` upstream requests in a row that got no answer,
-    /// refuse requests at once for `open_seconds`, then let one through to test the upstream.
+    /// over at least a second, refuse requests at once for `open_seconds`, then let one through to
+    /// test the upstream.
     public struct CircuitBreaker: Sendable, Equatable, Decodable {
         /// 0 turns the breaker off.
         public var failures = 5
