@@ -236,6 +236,11 @@ import Testing
             #expect(failing.header("Cache-Status") == "algogate; hit; ttl=-30; detail=stale-if-error")
             #expect(failing.header("X-Cache") == "STALE")
             #expect(failing.header("Age") == "90")
+            // The client got its answer; the log says the upstream failed behind it.
+            let failingLine = await FailureLogTests.line(h, failing.header("X-Request-ID") ?? "")
+            #expect(failingLine.hasPrefix("warning request "), "\(failingLine)")
+            #expect(FailureLogTests.field(failingLine, "status") == "200")
+            #expect(FailureLogTests.field(failingLine, "stale") == "the upstream answered 503")
 
             // The maintenance flush keeps it (only the memory tier lets it go); a dropped
             // connection (the gateway's own 502) is answered from SQLite the same way.
@@ -244,6 +249,10 @@ import Testing
             #expect(dropped.status == 200)
             #expect(dropped.bytes == first.bytes)
             #expect(dropped.header("X-Cache") == "STALE")
+            let droppedLine = await FailureLogTests.line(h, dropped.header("X-Request-ID") ?? "")
+            #expect(droppedLine.hasPrefix("warning request "), "\(droppedLine)")
+            #expect(FailureLogTests.field(droppedLine, "stale") == "the upstream closed the connection before answering (HTTPClientError.remoteConnectionClosed)")
+            #expect(FailureLogTests.field(droppedLine, "error") == nil)
 
             // A client that asks for no-cache gets the failure, as it asked.
             let noCache = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=503"), ("Cache-Control", "no-cache")])

@@ -38,12 +38,12 @@ struct RequestLogMiddleware: RouterMiddleware {
         let remote = context.remoteAddress?.ipAddress ?? "-"
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
-        let failure = facts.failure
+        let (failure, staleBecause) = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
-                     remote: remote, forwardedFor: forwardedFor, failure: failure, cut: cut)
+                     remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause, cut: cut)
         }
         guard facts.streamsResponse else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body
@@ -70,10 +70,11 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// cannot be read) the line is a `warning`, an `error` for an internal error, and adds the
     /// message the client got (`error`) and what failed underneath (`cause`): an operator needs
     /// them, and they hold no key, body or query. A refused request (4xx) stays at `info` with
-    /// its type only, since its message may quote the input.
+    /// its type only, since its message may quote the input. An expired entry that answered
+    /// because the upstream failed is a `warning` with what failed (`stale`).
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
                     status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
-                    failure: GatewayError? = nil, cut: StreamCut? = nil) {
+                    failure: GatewayError? = nil, staleBecause: String? = nil, cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -92,6 +93,12 @@ struct RequestLogMiddleware: RouterMiddleware {
             metadata["cut"] = "upstream"
             metadata["error"] = "the answer was cut short: its stream from the upstream failed"
             metadata["cause"] = .string(cause)
+            logger.warning("request", metadata: metadata)
+            return
+        }
+        if let staleBecause {
+            // The client got an answer, but the upstream failed behind it.
+            metadata["stale"] = .string(staleBecause)
             logger.warning("request", metadata: metadata)
             return
         }

@@ -71,11 +71,15 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
-            if let stale = try await staleHit(key, acceptsGzip: acceptsGzip) { return stale }
+            if let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
+                context.facts.staleBecause = error.message + (error.cause.map { " (\($0))" } ?? "")
+                return stale
+            }
             throw error
         }
         if decision.lookup, Self.staleIfError.contains(response.status.code),
            let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
+            context.facts.staleBecause = "the upstream answered \(response.status.code)"
             return stale
         }
         let body = try await response.body.collected()

@@ -55,6 +55,8 @@ final class RequestFacts: Sendable {
         var completions: [@Sendable (RequestCompletion) -> Void] = []
         /// The error the answer was rendered from, when it was one (`ErrorMiddleware`).
         var failure: GatewayError?
+        /// Why an expired cache entry answered instead of the upstream (`stale_if_error_seconds`).
+        var staleBecause: String?
     }
     let state = Mutex(State())
 
@@ -87,6 +89,17 @@ final class RequestFacts: Sendable {
     var failure: GatewayError? {
         get { state.withLock { $0.failure } }
         set { state.withLock { $0.failure = newValue } }
+    }
+
+    /// What failed upstream when an expired entry answered in its place: for the log line.
+    var staleBecause: String? {
+        get { state.withLock { $0.staleBecause } }
+        set { state.withLock { $0.staleBecause = newValue } }
+    }
+
+    /// Why the answer is not the one asked for, read in one go for the log line.
+    var shortfall: (failure: GatewayError?, staleBecause: String?) {
+        state.withLock { ($0.failure, $0.staleBecause) }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).
