@@ -153,7 +153,7 @@ extension ResponseBody {
 }
 
 /// How a streamed answer stopped short, for its log line.
-enum StreamCut: Sendable, Equatable {
+enum StreamCut: Sendable {
     /// Writing to the client failed: it went away before the last byte.
     case client
     /// The answer's source failed (the upstream's stream broke, or held the key), with what it said.

@@ -72,14 +72,14 @@ struct CacheMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
             if let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
-                context.facts.staleBecause = error.message + (error.cause.map { " (\($0))" } ?? "")
+                context.facts.record(staleBecause: error.message + (error.cause.map { " (\($0))" } ?? ""))
                 return stale
             }
             throw error
         }
         if decision.lookup, Self.staleIfError.contains(response.status.code),
            let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
-            context.facts.staleBecause = "the upstream answered \(response.status.code)"
+            context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return stale
         }
         let body = try await response.body.collected()

@@ -35,7 +35,7 @@ struct ErrorMiddleware: RouterMiddleware {
     /// The envelope answer for `error`, which is kept for the request's log line.
     static func render(_ error: any Error, request: Request, context: Context) throws -> Response {
         let failure = gatewayError(for: error, request: request)
-        context.facts.failure = failure
+        context.facts.record(failure: failure)
         return try failure.response(from: request, context: context)
     }
 

@@ -86,15 +86,13 @@ final class RequestFacts: Sendable {
     }
 
     /// The error the answer was rendered from: its type, and for a 5xx what happened, go in the log line.
-    var failure: GatewayError? {
-        get { state.withLock { $0.failure } }
-        set { state.withLock { $0.failure = newValue } }
+    func record(failure: GatewayError) {
+        state.withLock { $0.failure = failure }
     }
 
     /// What failed upstream when an expired entry answered in its place: for the log line.
-    var staleBecause: String? {
-        get { state.withLock { $0.staleBecause } }
-        set { state.withLock { $0.staleBecause = newValue } }
+    func record(staleBecause reason: String) {
+        state.withLock { $0.staleBecause = reason }
     }
 
     /// Why the answer is not the one asked for, read in one go for the log line.
