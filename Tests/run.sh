@@ -11,7 +11,10 @@ swift build --build-tests
 output=$(mktemp -t algogate-tests.XXXXXX)
 trap 'rm -f "$output"' EXIT
 status=0
-swift test --skip-build 2>&1 | tee "$output" || status=$?
+# A crash prints the crashed thread alone, with its source lines: the idle threads of a run
+# that crashed tell nothing and would push the one that did out of a log cut to its tail.
+SWIFT_BACKTRACE=enable=yes,interactive=no,threads=crashed,images=none \
+    swift test --skip-build 2>&1 | tee "$output" || status=$?
 if [ "$status" -ne 0 ]; then
     echo
     echo "=== swift test failed (exit $status); its issues, again ==="
@@ -19,6 +22,11 @@ if [ "$status" -ne 0 ]; then
          keep && /^↳/ { print; next }
          { keep = 0 }
          /[Ff]atal error|unexpected signal|^error: / { print }' "$output" | head -200 || true
+    # After a crash: where, and which tests were running then.
+    awk '/^\*\*\* Program crashed/ { crash = 1 } crash { print } /^Backtrace took/ { crash = 0 }' "$output" | head -80 || true
+    comm -23 <(sed -n 's/^◇ Test \(.*\) started\.$/\1/p' "$output" | sort -u) \
+             <(sed -n -E 's/^[✔✘] Test (.*) (passed|failed).*/\1/p' "$output" | sort -u) \
+        | sed 's/^/running when the suite stopped: /' | head -50 || true
     exit "$status"
 fi
 

@@ -76,7 +76,7 @@ import Testing
         // The operator CLI reads the same file.
         let stats = try ChildProcess(arguments: ["cache", "stats", "--config", config.path])
         await stats.exited()
-        #expect(stats.process.terminationStatus == 0)
+        #expect(stats.termination == .exited(0))
         #expect(stats.log.contains("entries: \(entries.count)"))
         #expect(stats.log.contains("util/Echo/1.0.0"))
         let purge = try ChildProcess(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])

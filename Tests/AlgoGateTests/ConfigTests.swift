@@ -102,11 +102,11 @@ import Testing
 
             let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
             await ok.exited()
-            #expect(ok.process.terminationStatus == 0)
+            #expect(ok.termination == .exited(0))
             #expect(ok.log.contains("configuration OK"))
             let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
             await refused.exited()
-            #expect(refused.process.terminationStatus == 1)
+            #expect(refused.termination == .exited(1))
             #expect(refused.log.contains("clients[0].extra: unknown field"))
         }
     }

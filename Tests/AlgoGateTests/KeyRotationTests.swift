@@ -10,7 +10,7 @@ import Testing
     static func keygen(_ arguments: [String]) async throws -> (key: String, entry: String) {
         let run = try ChildProcess(arguments: ["keygen"] + arguments)
         await run.exited()
-        #expect(run.process.terminationStatus == 0)
+        #expect(run.termination == .exited(0))
         let lines = run.log.split(separator: "\n", omittingEmptySubsequences: false)
         let key = try #require(lines.first { $0.hasPrefix("#   ag_") }).dropFirst(4)
         let entry = lines.drop { !$0.hasPrefix("  - name:") }.joined(separator: "\n")
@@ -107,7 +107,7 @@ import Testing
                 """).write(to: file, atomically: true, encoding: .utf8)
             let check = try ChildProcess(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "k"])
             await check.exited()
-            #expect(check.process.terminationStatus == 0)
+            #expect(check.termination == .exited(0))
             #expect(check.log.contains("key rotation under way (previous_key_sha256 still accepted) for: x, admin\n"))
         }
     }

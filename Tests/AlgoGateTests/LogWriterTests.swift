@@ -146,7 +146,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(300))  // the writer catches up before shutdown logs
             gateway.signal(SIGTERM)
             await gateway.exited()
-            #expect(gateway.process.terminationStatus == 0)
+            #expect(gateway.termination == .exited(0))
             var answered = 0, scrapes = 0, announced = 0
             for line in try pipe.closeAndCollectLines() {
                 let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a whole line: \(line.prefix(80))")

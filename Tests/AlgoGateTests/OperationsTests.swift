@@ -36,8 +36,7 @@ import Testing
         #expect(status == 200)
         #expect(body.contains(#""slept_ms":6000"#))
         await pair.gateway.exited()
-        #expect(pair.gateway.process.terminationReason == .exit)
-        #expect(pair.gateway.process.terminationStatus == 0)
+        #expect(pair.gateway.termination == .exited(0))
         #expect(pair.gateway.log.contains("algogate stopped"))
     }
 
@@ -115,22 +114,21 @@ import Testing
         #expect(after.0 == 200)
         #expect(after.1.contains("Hello still here"))
         #expect(pair.gateway.log.contains("reload refused: configuration kept as it was"))
-        #expect(pair.gateway.process.isRunning)
+        #expect(pair.gateway.isRunning)
     }
 
     @Test func tlsRoundTripWithASelfSignedCertificate() async throws {
         try await withTemporaryDirectory("tls") { certs in
             let cert = certs.appendingPathComponent("cert.pem").path
             let key = certs.appendingPathComponent("key.pem").path
-            let openssl = Process()
-            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            openssl.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                                 "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
-            openssl.standardError = FileHandle.nullDevice
-            try openssl.run()
+            let openssl = try ChildProcess(
+                executable: URL(fileURLWithPath: "/usr/bin/env"),
+                arguments: ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
             await openssl.exited()
-            #expect(openssl.terminationStatus == 0)
+            #expect(openssl.termination == .exited(0), "openssl: \(openssl.log)")
+            openssl.stop()
 
             let tlsPair = try await ProcessHarness {
                 ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "") .replacingOccurrences(

@@ -80,7 +80,7 @@ import Testing
             """.write(to: config, atomically: true, encoding: .utf8)
             let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
             await usage.exited()
-            #expect(usage.process.terminationStatus == 0)
+            #expect(usage.termination == .exited(0))
             let lines = usage.log.split(separator: "\n")
             #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)
             let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []

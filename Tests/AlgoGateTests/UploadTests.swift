@@ -37,7 +37,7 @@ import Testing
         let next = try #require(RawResponse.parse(client.text).last)
         #expect(next.statusLine == "HTTP/1.1 200 OK")
         #expect(next.body == #"{"status":"ok"}"#)
-        #expect(h.gateway.process.isRunning)
+        #expect(h.gateway.isRunning)
         await client.close()
     }
 
@@ -82,7 +82,7 @@ import Testing
         }
         let health = try await TestHTTP(port: h.gatewayPort).send(.GET, "/healthz")
         #expect(health.status == 200)
-        #expect(h.gateway.process.isRunning)
+        #expect(h.gateway.isRunning)
     }
 
     @Test func anUploadCutOffBeforeAnyAnswerIsTheClientsErrorAndStoresNothing() async throws {
@@ -104,7 +104,7 @@ import Testing
         #expect(read.status == 404, "no partial file was committed upstream")
         let health = try await gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
         #expect(health.status == 200, "the circuit stayed closed")
-        #expect(h.gateway.process.isRunning)
+        #expect(h.gateway.isRunning)
     }
 
     /// A client resetting its connection mid-upload (RST, not FIN) fails the upstream exchange
