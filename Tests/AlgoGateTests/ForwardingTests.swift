@@ -94,6 +94,30 @@ import Testing
         #expect(Forwarder.query("timeout=3000&stdout=true", clampingTimeoutTo: 60) == ("timeout=60&stdout=true", 60))
         #expect(Forwarder.query("stdout=true", clampingTimeoutTo: 600) == ("stdout=true", 300))
         #expect(Forwarder.query(nil, clampingTimeoutTo: 30) == ("timeout=30", 30))
-        #expect(Forwarder.query("timeout=0", clampingTimeoutTo: 30) == ("timeout=1", 1))
+        #expect(Forwarder.query("timeout=99999999999999999999999", clampingTimeoutTo: 30) == ("timeout=30", 30))
+    }
+
+    /// A `timeout` the gateway cannot read is refused before the quota, the cache or the upstream
+    /// see the call, hits answered on the event loop included: waiting the default 300 s for a
+    /// caller who meant less is worse than saying so.
+    @Test func anUnreadableTimeoutIsRefused() async throws {
+        try await GatewayHarness.run { h in
+            // A stored answer, so a hit could answer the refused calls below if the check came late.
+            let stored = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(stored.status == 200)
+            let calls = h.simulator.stats.snapshot.algoCalls.values.reduce(0, +)
+            for timeout in ["abc", "", "0", "00", "-5", "1.5", "20s", "%32%30"] {
+                let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?stdout=false&timeout=\(timeout)",
+                                                     headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 400, "timeout=\(timeout)")
+                #expect(reply.header("Content-Type") == "application/json")
+                #expect(reply.text == #"{"error":{"error_type":"InputError","message":"the timeout option must be a whole number of seconds, 1 or more (larger ones are cut to the gateway's upstream.timeout_seconds)"}}"#)
+                #expect(reply.header("X-Cache") == nil)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls.values.reduce(0, +) == calls)
+            let hit = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?timeout=007", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(hit.status == 200)
+            #expect(hit.header("X-Cache") == "HIT")
+        }
     }
 }

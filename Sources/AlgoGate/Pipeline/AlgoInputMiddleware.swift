@@ -12,6 +12,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo = context.route else { return try await next(request, context) }
+        try Self.checkTimeout(request.uri.query)
         let limit = limits().maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
         if let length = request.headers.value(.contentLength).flatMap(Int.init), length > limit { throw tooLarge }
@@ -46,6 +47,20 @@ struct AlgoInputMiddleware: RouterMiddleware {
         }
         request.body = .init(buffer: body)
         return try await next(request, context)
+    }
+
+    /// The `timeout` option, when given, must be a whole number of seconds from 1: the gateway
+    /// refuses what it cannot read rather than wait 300 s for a caller who asked for less. A
+    /// number above `upstream.timeout_seconds` is clamped to it (`Forwarder.query`).
+    static func checkTimeout(_ query: String?) throws {
+        guard let query, query.utf8.contains(UInt8(ascii: "=")) else { return }
+        for pair in query.split(separator: "&") where pair.hasPrefix("timeout=") {
+            let value = pair.dropFirst("timeout=".count)
+            guard !value.isEmpty, value.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                  value.contains(where: { $0 != "0" }) else {
+                throw GatewayError.badRequest("the timeout option must be a whole number of seconds, 1 or more (larger ones are cut to the gateway's upstream.timeout_seconds)")
+            }
+        }
     }
 
     /// Keeps the data URIs in a (plain) input within the client's `data_prefixes`, if it has any.

@@ -63,7 +63,8 @@ struct CachedHits: Sendable {
         guard client.scopes.contains(route.requiredScope(for: head.method)),
               client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
         // The input (`AlgoInputMiddleware`).
-        guard body.readableBytes <= config.limits.maxRequestBytes, fields[values: .contentType].count <= 1,
+        guard (try? AlgoInputMiddleware.checkTimeout(uri.query)) != nil,
+              body.readableBytes <= config.limits.maxRequestBytes, fields[values: .contentType].count <= 1,
               (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields.value(.contentType), client: client)) != nil
         else { return nil }
         // The cache (`CacheMiddleware`), and what the compression step would do to the answer.

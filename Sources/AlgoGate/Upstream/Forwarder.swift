@@ -284,12 +284,13 @@ public struct Forwarder: Sendable {
         return .badGateway("the upstream request failed")
     }
 
-    /// The query to send upstream, with `timeout` clamped to the configured maximum, and that timeout.
+    /// The query to send upstream, with `timeout` clamped to the configured maximum, and that
+    /// timeout. An unreadable `timeout` has been refused before (`AlgoInputMiddleware.checkTimeout`).
     public static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
         var parts = (raw ?? "").split(separator: "&").map(String.init)
         var timeout = min(algorithmDefaultTimeout, maximum)
         if let index = parts.firstIndex(where: { $0.hasPrefix("timeout=") }) {
-            let requested = Int(parts[index].dropFirst("timeout=".count)) ?? timeout
+            let requested = Int(parts[index].dropFirst("timeout=".count)) ?? maximum  // digits too many for an Int
             timeout = max(1, min(requested, maximum))
             parts[index] = "timeout=\(timeout)"
             parts.removeAll { $0.hasPrefix("timeout=") && $0 != "timeout=\(timeout)" }
