@@ -32,7 +32,7 @@ struct Demo: AsyncParsableCommand {
         defer { log.finish() }
         let logger = log.logger
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
-        let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer).services()
+        let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer, redactor: log.redactor).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
         print("""
 

@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
         let loaded = try loadOrExit(path: config)
         let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
         defer { log.finish() }
-        try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, configPath: config).run()
+        try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
     }
 }
 
@@ -49,6 +49,8 @@ extension LogLineFormat: ExpressibleByArgument {}
 struct StandardOutputLog {
     let writer: LogWriter
     let logger: Logger
+    /// Holds the upstream keys once the gateway is told them (`GatewayState`).
+    let redactor = LogRedactor()
 
     init(format: LogLineFormat, bufferBytes: Int = LogWriter.defaultBufferBytes, label: String = "algogate") {
         // A log reader that goes away (a restarted journald, a closed pipe) must not kill the
@@ -60,7 +62,8 @@ struct StandardOutputLog {
                                    source: nil, file: #fileID, function: #function, line: #line), label: label)
         }
         self.writer = writer
-        self.logger = Logger(label: label, factory: { LineLogHandler(label: $0, format: format, writer: writer) })
+        let redactor = redactor
+        self.logger = Logger(label: label, factory: { LineLogHandler(label: $0, format: format, writer: writer, redactor: redactor) })
     }
 
     /// Writes what is still buffered before the process exits; gives up after a few seconds
@@ -98,10 +101,11 @@ struct GatewayRunner {
     let loaded: ConfigLoader.Loaded
     let logger: Logger
     var logWriter: LogWriter?
+    var redactor: LogRedactor?
     var configPath: String?
 
     func services() throws -> [any Service] {
-        let state = try GatewayState(loaded)
+        let state = try GatewayState(loaded, redactor: redactor)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
         let storage = try GatewayStorage.open(loaded.config)

@@ -3,18 +3,21 @@ import Logging
 
 /// Each log record as one line, JSON or text, handed to a `LogWriter`: the request that logs never
 /// waits for the log's reader. Rendered by hand rather than through `JSONSerialization`: it runs
-/// once per request.
+/// once per request. With a `LogRedactor`, the upstream key is written as `[redacted]` wherever a
+/// line would hold it.
 public struct LineLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
     private let label: String
     private let format: LogLineFormat
     private let writer: LogWriter
+    private let redactor: LogRedactor?
 
-    public init(label: String, format: LogLineFormat, writer: LogWriter) {
+    public init(label: String, format: LogLineFormat, writer: LogWriter, redactor: LogRedactor? = nil) {
         self.label = label
         self.format = format
         self.writer = writer
+        self.redactor = redactor
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -25,7 +28,8 @@ public struct LineLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var event = event
         if !metadata.isEmpty { event.metadata = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) }
-        writer.write(format.render(event, label: label))
+        let line = format.render(event, label: label)
+        writer.write(redactor?.redact(line) ?? line)
     }
 }
 

@@ -17,9 +17,13 @@ public final class GatewayState: Sendable {
     }
 
     private let current: Mutex<Snapshot>
+    /// Told of each upstream key before requests can use it, so no log line can quote one unseen.
+    private let redactor: LogRedactor?
 
-    public init(_ loaded: ConfigLoader.Loaded) throws {
+    public init(_ loaded: ConfigLoader.Loaded, redactor: LogRedactor? = nil) throws {
+        redactor?.add(loaded.upstreamKey)
         current = Mutex(try Self.snapshot(loaded))
+        self.redactor = redactor
     }
 
     public var snapshot: Snapshot { current.withLock { $0 } }
@@ -27,6 +31,7 @@ public final class GatewayState: Sendable {
     /// Replaces the configuration; on error the old one stays in force.
     public func replace(with loaded: ConfigLoader.Loaded) throws {
         let next = try Self.snapshot(loaded)
+        redactor?.add(loaded.upstreamKey)
         current.withLock { $0 = next }
     }
 
