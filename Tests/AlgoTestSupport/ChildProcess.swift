@@ -109,9 +109,11 @@ public final class ChildProcess: Sendable {
         state.withLock { $0.gone = true }
         Self.running.withLock { _ = $0.remove(pid) }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        var reaped: pid_t
+        repeat { reaped = waitpid(pid, &status, 0) } while reaped < 0 && errno == EINTR
         let signal = status & 0x7f
-        let termination: Termination = signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
+        // Reaped by someone else (nothing in this run does that): how it ended is not known.
+        let termination: Termination = reaped != pid ? .exited(-1) : signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
         let (waiters, onExit) = state.withLock { state in
             state.termination = termination
             defer { state.waiters = []; state.onExit = [] }

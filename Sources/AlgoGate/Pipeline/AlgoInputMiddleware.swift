@@ -53,8 +53,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
     /// refuses what it cannot read rather than wait 300 s for a caller who asked for less. A
     /// number above `upstream.timeout_seconds` is clamped to it (`Forwarder.query`).
     static func checkTimeout(_ query: String?) throws {
-        guard let query, query.utf8.contains(UInt8(ascii: "=")) else { return }
-        for pair in query.split(separator: "&") where pair.hasPrefix("timeout=") {
+        guard let query, query.contains("timeout") else { return }
+        for pair in query.split(separator: "&") where pair == "timeout" || pair.hasPrefix("timeout=") {
             let value = pair.dropFirst("timeout=".count)
             guard !value.isEmpty, value.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
                   value.contains(where: { $0 != "0" }) else {
