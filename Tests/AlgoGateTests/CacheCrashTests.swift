@@ -74,13 +74,11 @@ import Testing
         #expect(totals["bytes"] as Int == entries.reduce(0) { $0 + $1.size })
 
         // The operator CLI reads the same file.
-        let stats = try ChildProcess(arguments: ["cache", "stats", "--config", config.path])
-        await stats.exited()
+        let stats = try await ChildProcess.run(arguments: ["cache", "stats", "--config", config.path])
         #expect(stats.termination == .exited(0))
         #expect(stats.log.contains("entries: \(entries.count)"))
         #expect(stats.log.contains("util/Echo/1.0.0"))
-        let purge = try ChildProcess(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])
-        await purge.exited()
+        let purge = try await ChildProcess.run(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])
         #expect(purge.log.contains("purged \(entries.count) entries of util/Echo"))
         #expect(try await cache.stats().entries == 0)
     }

@@ -66,6 +66,13 @@ struct ChildProcessTests {
         #expect(!FileManager.default.fileExists(atPath: sleeper.output.path))
     }
 
+    @Test func aOneShotCommandIsRunToItsEndAndLeavesNoFileBehind() async throws {
+        let outcome = try await ChildProcess.run(executable: Self.env, arguments: ["sh", "-c", "echo out; echo err >&2; exit 3"])
+        #expect(outcome.termination == .exited(3))
+        #expect(outcome.log == "out\nerr\n")
+        #expect(!FileManager.default.fileExists(atPath: outcome.output.path))
+    }
+
     @Test func aProgramThatCannotStartIsAnError() throws {
         #expect {
             _ = try ChildProcess(executable: URL(fileURLWithPath: "/nonexistent/program"), arguments: [])

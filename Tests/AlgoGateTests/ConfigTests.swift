@@ -100,12 +100,10 @@ import Testing
             let bad = directory.appendingPathComponent("bad.yaml")
             try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
 
-            let ok = try ChildProcess(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
-            await ok.exited()
+            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
             #expect(ok.termination == .exited(0))
             #expect(ok.log.contains("configuration OK"))
-            let refused = try ChildProcess(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
-            await refused.exited()
+            let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
             #expect(refused.termination == .exited(1))
             #expect(refused.log.contains("clients[0].extra: unknown field"))
         }

@@ -8,8 +8,7 @@ import Testing
 @Suite struct KeyRotationTests {
     /// Runs `algogate keygen` and returns the key it printed and its YAML client entry.
     static func keygen(_ arguments: [String]) async throws -> (key: String, entry: String) {
-        let run = try ChildProcess(arguments: ["keygen"] + arguments)
-        await run.exited()
+        let run = try await ChildProcess.run(arguments: ["keygen"] + arguments)
         #expect(run.termination == .exited(0))
         let lines = run.log.split(separator: "\n", omittingEmptySubsequences: false)
         let key = try #require(lines.first { $0.hasPrefix("#   ag_") }).dropFirst(4)
@@ -105,8 +104,7 @@ import Testing
                 clients: [{name: x, key_sha256: "\(String(repeating: "a", count: 64))", previous_key_sha256: "\(String(repeating: "b", count: 64))", scopes: [algo]},
                           {name: y, key_sha256: "\(String(repeating: "e", count: 64))", scopes: [algo]}]
                 """).write(to: file, atomically: true, encoding: .utf8)
-            let check = try ChildProcess(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "k"])
-            await check.exited()
+            let check = try await ChildProcess.run(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "k"])
             #expect(check.termination == .exited(0))
             #expect(check.log.contains("key rotation under way (previous_key_sha256 still accepted) for: x, admin\n"))
         }

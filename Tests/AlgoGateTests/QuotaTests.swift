@@ -78,8 +78,7 @@ import Testing
             cache: {path: "\(path)"}
             \(GatewayHarness.clientsYAML())
             """.write(to: config, atomically: true, encoding: .utf8)
-            let usage = try ChildProcess(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
-            await usage.exited()
+            let usage = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--client", "team-b", "--days", "1"])
             #expect(usage.termination == .exited(0))
             let lines = usage.log.split(separator: "\n")
             #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)

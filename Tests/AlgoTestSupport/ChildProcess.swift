@@ -47,7 +47,8 @@ public final class ChildProcess: Sendable {
     public init(executable: URL = ChildProcess.executable, arguments: [String], environment: [String: String] = [:],
                 standardOutput: FileHandle? = nil) throws {
         self.arguments = arguments
-        output = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-child-\(UUID().uuidString).log")
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-child-\(UUID().uuidString).log")
+        self.output = output
         let logDescriptor = open(output.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard logDescriptor >= 0 else { throw ChildProcessError.spawn("cannot create \(output.path)", errno: errno) }
         defer { close(logDescriptor) }
@@ -79,11 +80,14 @@ public final class ChildProcess: Sendable {
         let pid = try Self.running.withLock { running in
             var pid: pid_t = 0
             let status = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
-            guard status == 0 else { throw ChildProcessError.spawn("cannot start \(executable.path)", errno: status) }
-            running.insert(pid)
+            guard status == 0 else {
+                try? FileManager.default.removeItem(at: output)
+                throw ChildProcessError.spawn("cannot start \(executable.path)", errno: status)
+            }
             return pid
         }
         self.pid = pid
+        Self.running.withLock { $0[pid] = self }
         _ = Self.killRunningAtExit
         let thread = Thread { [self] in reap() }
         thread.name = "child-\(pid)"
@@ -107,7 +111,7 @@ public final class ChildProcess: Sendable {
         var info = siginfo_t()
         while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
         state.withLock { $0.gone = true }
-        Self.running.withLock { _ = $0.remove(pid) }
+        Self.running.withLock { _ = $0.removeValue(forKey: pid) }
         var status: Int32 = 0
         var reaped: pid_t
         repeat { reaped = waitpid(pid, &status, 0) } while reaped < 0 && errno == EINTR
@@ -123,11 +127,29 @@ public final class ChildProcess: Sendable {
         onExit.forEach { $0() }
     }
 
-    /// Children that have not exited yet. `stop()` returns before they have, so the test run
-    /// may end first: then they are killed as it exits, not left behind.
-    private static let running = Mutex<Set<pid_t>>([])
+    /// Children that have not exited yet. `stop()` returns before they have, so the test run may
+    /// end first: then, as it exits, they are killed, and what `stop` was to do after their exit
+    /// is done (their output files and the tests' directories removed), not left behind. A pass
+    /// may stop more children (a gateway's cleanup stops its simulator), hence a few passes.
+    private static let running = Mutex<[pid_t: ChildProcess]>([:])
     private static let killRunningAtExit: Void = {
-        atexit { ChildProcess.running.withLock { for pid in $0 { kill(pid, SIGKILL) } } }
+        atexit {
+            for _ in 0..<4 {
+                let children = ChildProcess.running.withLock { Array($0.values) }
+                var cleanedUp = false
+                for child in children {
+                    child.signal(SIGKILL)
+                    let pending = child.state.withLock { state in
+                        defer { state.onExit = [] }
+                        return state.onExit
+                    }
+                    pending.forEach { $0() }
+                    cleanedUp = cleanedUp || !pending.isEmpty
+                    unlink(child.output.path)
+                }
+                if !cleanedUp { break }
+            }
+        }
     }()
 
     /// How the child ended; nil while it runs.
@@ -174,6 +196,24 @@ public final class ChildProcess: Sendable {
         guard running else { return afterExit() }
         signal(SIGTERM)
         DispatchQueue.global().asyncAfter(deadline: .now() + 10) { [self] in signal(SIGKILL) }
+    }
+
+    /// What a one-shot command left: how it ended and what it wrote.
+    public struct Outcome: Sendable {
+        public let termination: Termination?
+        public let log: String
+        /// The output file, removed by the time `run` returns.
+        public let output: URL
+    }
+
+    /// Runs a command to its end (a CLI command such as `check-config`), then removes its output file.
+    public static func run(executable: URL = ChildProcess.executable, arguments: [String],
+                           environment: [String: String] = [:]) async throws -> Outcome {
+        let child = try ChildProcess(executable: executable, arguments: arguments, environment: environment)
+        await child.exited()
+        let outcome = Outcome(termination: child.termination, log: child.log, output: child.output)
+        await withCheckedContinuation { done in child.stop { done.resume() } }
+        return outcome
     }
 
     /// Waits for the process to exit, without blocking a thread.
