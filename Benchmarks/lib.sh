@@ -52,14 +52,16 @@ STEAL_LIMIT_MS="${STEAL_LIMIT_MS:-30}"
 # A run during which the host stole more than STEAL_LIMIT_MS is repeated (at most RUNS times in
 # all); what was set aside is written to $WORK/steal.log and printed by steal_summary.
 # BENCH_DELAY_MS (post.lua) paces each connection: it waits that long after each answer.
+# CPU_PIDS: processes whose CPU time per request is recorded for cpu_us NAME.
 measure() {
   local name=$1 url=$2 auth=$3; shift 3
-  local rps=() p50=() p99=() errors=0 f i=0 retries=0 s0 stolen
+  local rps=() p50=() p99=() cpu=() errors=0 f i=0 retries=0 s0 stolen c0 c1
   BENCH_AUTH="$auth" wrk -t"$THREADS" -c"$CONNS" -d2s -s Benchmarks/post.lua "$@" "$url" >/dev/null
   while [ "${#rps[@]}" -lt "$RUNS" ]; do
     i=$((i + 1)); f="$WORK/$name.$i.txt"
-    s0=$(host_steal_ms)
+    s0=$(host_steal_ms); c0=$(cpu_ticks ${CPU_PIDS:-})
     BENCH_AUTH="$auth" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s Benchmarks/post.lua "$@" "$url" >"$f"
+    c1=$(cpu_ticks ${CPU_PIDS:-})
     stolen=$(( $(host_steal_ms) - s0 ))
     if [ "$stolen" -gt "$STEAL_LIMIT_MS" ] && [ "$retries" -lt "$RUNS" ]; then
       retries=$((retries + 1))
@@ -71,9 +73,20 @@ measure() {
     p50+=("$(to_ms "$(awk '$1=="50%"{print $2}' "$f")")")
     p99+=("$(to_ms "$(awk '$1=="99%"{print $2}' "$f")")")
     errors=$((errors + $(awk '/Non-2xx or 3xx responses:/{s+=$NF} /Socket errors:/{gsub(/,/,""); s+=$4+$6+$8+$10} END{print s+0}' "$f")))
+    cpu+=("$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" '/ requests in /{printf "%.0f", t * 1e6 / hz / $1}' "$f")")
   done
+  [ -z "${CPU_PIDS:-}" ] || median "${cpu[@]}" >"$WORK/$name.cpu"
   echo "$(median "${rps[@]}") $(median "${p50[@]}") $(median "${p99[@]}") $errors"
 }
+
+# CPU time (user + system, in clock ticks) the processes PIDS have used so far, summed. Unlike
+# requests/s, CPU time per request is not moved by host steal: a vCPU taken away runs nothing.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { local p s=0; for p in "$@"; do s=$((s + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat"))); done; echo $s; }
+
+# cpu_us NAME: median CPU microseconds per request of the processes in CPU_PIDS during
+# `measure NAME` (set CPU_PIDS for that call); "-" when it was not measured.
+cpu_us() { cat "$WORK/$1.cpu" 2>/dev/null || echo "-"; }
 
 # pace_ms RPS: the per-connection wait that offers about RPS requests/s over CONNS connections.
 pace_ms() { awk -v r="$1" -v c="$CONNS" 'BEGIN{printf "%d", c * 1000 / r}'; }

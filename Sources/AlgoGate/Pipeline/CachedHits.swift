@@ -49,7 +49,8 @@ struct CachedHits: Sendable {
 
     /// The pipeline's answer to this request when it is a hit in memory that every check lets
     /// through, with the request counted as the pipeline counts it; nil sends it to the pipeline.
-    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: SocketAddress?) -> (head: HTTPResponse, body: ByteBuffer)? {
+    /// `remote`: the peer's address as the log line writes it.
+    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: String) -> (head: HTTPResponse, body: ByteBuffer)? {
         let started = ContinuousClock.now
         let snapshot = state.snapshot
         let config = snapshot.config
@@ -92,7 +93,7 @@ struct CachedHits: Sendable {
         QuotaMiddleware.record(completion, fromCache: true, client: client.name, admission: admission, in: ledger)
         RequestLogMiddleware.log(logger, requestID: requestID, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
                                  method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: ContinuousClock.now - started,
-                                 bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote?.ipAddress ?? "-",
+                                 bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote,
                                  forwardedFor: RequestLogMiddleware.forwardedFor(fields))
         return (response.head, answerBody)
     }
@@ -119,6 +120,8 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let hits: CachedHits
     private var state = State.idle
+    /// The peer's address as the log line writes it, formatted once per connection.
+    private var remote: String?
     /// Requests handed on to the pipeline whose answers have not ended yet.
     private var unanswered = 0
 
@@ -143,7 +146,9 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case (.end, .holding(let head, let body)):
             state = .idle
-            if let answer = hits.answer(head, body: body, remote: context.channel.remoteAddress) {
+            let remote = self.remote ?? context.channel.remoteAddress?.ipAddress ?? "-"
+            self.remote = remote
+            if let answer = hits.answer(head, body: body, remote: remote) {
                 context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
                 context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
