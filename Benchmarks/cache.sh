@@ -8,8 +8,8 @@
 # cache.fast_hits: false, on a copy of the same file) are measured the same two ways beside them.
 # With ../shared/bench beside the repository, the bare Hummingbird yardstick is measured the same
 # two ways in the same run (SKIP_HB=1 leaves it out). The server's CPU time per request (user +
-# system, from /proc) is printed beside each saturated row: unlike requests/s, host steal hardly
-# moves it, and it says how many of each a core answers when the upstream is elsewhere.
+# system, from /proc) is printed beside each saturated row: unlike requests/s it does not count
+# host steal, and it says how many of each a core answers when the upstream is elsewhere.
 # Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 ENTRIES=100000 STEAL_LIMIT_MS=30
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +82,7 @@ awk -v h="$H_RPS" -v p="$P_RPS" -v hp="$H_P99" -v pp="$HP_P99" 'BEGIN {
 [ -z "$HB_ROWS" ] || awk -v h="$H_RPS" -v b="$B_RPS" -v hp="$HP_P99" -v bp="$BP_P99" 'BEGIN {
   printf "hits/bare Hummingbird rps: %.0f%%; paced p99 hits/bare Hummingbird: %.1fx\n", 100*h/b, hp/bp }'
 awk -v p="$(cpu_us passthrough)" -v h="$(cpu_us hits)" 'BEGIN {
-  printf "gateway CPU per request: %s µs a pass-through (the simulator'"'"'s not counted), %s µs a hit: one core answers %.1fx as many hits (by CPU time, hardly moved by steal; the upstream elsewhere, as in production)\n", p, h, p/h }'
+  printf "gateway CPU per request: %s µs a pass-through (the simulator'"'"'s not counted), %s µs a hit: one core answers %.1fx as many hits (by CPU time, steal not counted; the upstream elsewhere, as in production)\n", p, h, p/h }'
 awk -v h="$H_RPS" -v q="$Q_RPS" -v hp="$HP_P99" -v qp="$QP_P99" 'BEGIN {
   printf "hits on the event loop / through the pipeline: %.2fx rps, paced p99 %.3f ms against %.3f ms\n", h/q, hp, qp }'
 steal_summary

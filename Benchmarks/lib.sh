@@ -80,8 +80,9 @@ measure() {
 }
 
 # CPU time (user + system, in clock ticks) the processes PIDS have used so far, summed. Unlike
-# requests/s, CPU time per request is hardly moved by host steal: a vCPU taken away runs nothing,
-# and the kernel counts that time as steal, not as the process's.
+# requests/s, CPU time per request does not count host steal (a vCPU taken away runs nothing, and
+# the kernel counts that time as steal); a busy host still slows every instruction, so compare
+# it within a run.
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { local p s=0; for p in "$@"; do s=$((s + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat"))); done; echo $s; }
 

@@ -12,7 +12,7 @@
 # reaches here, beside what this stack's barest proxy reaches.
 # Each saturated row also prints the CPU time (user + system, from /proc) its server used per
 # request, the simulator's for the direct row and the proxy's own for the others: unlike
-# requests/s host steal hardly moves it, and it sizes the gateway's cores.
+# requests/s it does not count host steal, and it sizes the gateway's cores.
 # Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0 SKIP_NGINX=0
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,5 +99,5 @@ awk -v g="$G_RPS" -v d="$D_RPS" -v gp="$G_P50" -v dp="$D_P50" -v pg="$GP_P50" -v
 [ -z "$N_ROW" ] || awk -v n="$N_RPS" -v d="$D_RPS" -v g="$G_RPS" 'BEGIN {
   printf "nginx proxy/direct rps: %.0f%%; gateway/nginx proxy rps: %.0f%%\n", 100*n/d, 100*g/n }'
 awk -v g="$(cpu_us gateway)" -v f="$(cpu_us floor)" -v n="$(cpu_us nginx)" -v d="$(cpu_us direct)" 'BEGIN {
-  printf "CPU per request (hardly moved by steal): algogate %s µs, bare Hummingbird + AsyncHTTPClient proxy %s µs, nginx %s µs, the simulator answering %s µs\n", g, f, n, d }'
+  printf "CPU per request (steal not counted): algogate %s µs, bare Hummingbird + AsyncHTTPClient proxy %s µs, nginx %s µs, the simulator answering %s µs\n", g, f, n, d }'
 steal_summary
