@@ -15,9 +15,7 @@ struct ChildProcessTests {
         var ends: [Int32] = [0, 0]
         try #require(pipe(&ends) == 0)
         defer { ends.forEach { close($0) } }
-        let ls = try ChildProcess(executable: Self.env, arguments: ["ls", "/proc/self/fd"])
-        defer { ls.stop() }
-        await ls.exited()
+        let ls = try await ChildProcess.run(executable: Self.env, arguments: ["ls", "/proc/self/fd"])
         #expect(ls.termination == .exited(0))
         #expect(ls.log == "0\n1\n2\n3\n")
     }
@@ -26,9 +24,7 @@ struct ChildProcessTests {
     /// that, or a test would pass that production (where SIGPIPE kills) fails.
     @Test func aChildStartsWithDefaultUnblockedSignals() async throws {
         signal(SIGPIPE, SIG_IGN)
-        let grep = try ChildProcess(executable: Self.env, arguments: ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"])
-        defer { grep.stop() }
-        await grep.exited()
+        let grep = try await ChildProcess.run(executable: Self.env, arguments: ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"])
         #expect(grep.termination == .exited(0))
         let masks = Dictionary(uniqueKeysWithValues: grep.log.split(separator: "\n").map { line in
             let parts = line.split(separator: "\t")
