@@ -5,7 +5,9 @@ import Testing
 @Suite struct AuthenticationTests {
     @Test func simpleBareAndBearerKeysAreAccepted() async throws {
         try await GatewayHarness.run { h in
-            for value in ["Simple \(Keys.teamB)", Keys.teamB, "Bearer \(Keys.teamB)"] {
+            // Scheme names in any case, and runs of spaces around and between the words.
+            for value in ["Simple \(Keys.teamB)", Keys.teamB, "Bearer \(Keys.teamB)", "simple \(Keys.teamB)", "BEARER \(Keys.teamB)",
+                          "  Simple   \(Keys.teamB)  ", "  \(Keys.teamB) "] {
                 let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: [("Authorization", value)] + textType, text: "HAL")
                 #expect(reply.status == 200, "\(value.prefix(7))")
                 #expect(reply.object["result"] as? String == "Hello HAL")
@@ -35,6 +37,10 @@ import Testing
 
             let scheme = try await h.gateway.send(.GET, "/v1/data/.my", headers: [("Authorization", "Basic dXNlcjpwYXNz")])
             #expect(scheme.status == 401)
+            #expect(envelope(scheme).message == "unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
+            let threeWords = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: [("Authorization", "Simple \(Keys.teamB) x")] + textType, text: "HAL")
+            #expect(threeWords.status == 401)
+            #expect(envelope(threeWords).message == "unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
 
             let query = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?api_key=\(Keys.teamB)", headers: textType, text: "HAL")
             #expect(query.status == 401)

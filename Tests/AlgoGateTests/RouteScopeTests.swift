@@ -59,4 +59,30 @@ import Testing
             #expect(envelope(get).message == "algorithms are called with POST")
         }
     }
+
+    @Test func onlyOwnerNameAndVersionNameAnAlgorithm() async throws {
+        try await GatewayHarness.run { h in
+            // Two or three names of letters, digits, '-', '_' and '.', not dot segments; at most one
+            // trailing slash.
+            for path in ["/v1/algo/demo", "/v1/algo/demo/", "/v1/algo/demo/Hello//", "/v1/algo//Hello", "/v1/algo/demo//0.1.0",
+                         "/v1/algo/demo/Hello/0.1.0/extra", "/v1/algo/demo/../0.1.0", "/v1/algo/demo/Hello/.", "/v1/algo/demo/He%20llo",
+                         "/v1/algo/demo/Hello/0.1.0//"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 404, "\(path)")
+                #expect(envelope(reply).message == "no algorithm at \(path): use /v1/algo/{owner}/{name}[/{version}]", "\(path)")
+                #expect(envelope(reply).type == "EntityNotFoundError", "\(path)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            // Unpinned, pinned, each with its trailing slash, and a name with every allowed character.
+            for path in ["/v1/algo/demo/Hello", "/v1/algo/demo/Hello/", "/v1/algo/demo/Hello/0.1.0", "/v1/algo/demo/Hello/0.1.0/"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 200, "\(path)")
+                #expect(reply.object["result"] as? String == "Hello HAL", "\(path)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello": 2, "demo/Hello/0.1.0": 1])
+            let named = try await h.gateway.send(.POST, "/v1/algo/a-B_9.x/No.Such_algo-1/1.2.3", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(named.status == 404)
+            #expect(h.simulator.stats.snapshot.algoCalls["a-B_9.x/No.Such_algo-1/1.2.3"] == 1)
+        }
+    }
 }

@@ -64,8 +64,11 @@ public struct ClientRegistry: Sendable {
         return digest.withUnsafeBytes { digest in
             var found: ClientIdentity?
             for entry in entries {
-                var difference: UInt8 = 0
-                for (expected, actual) in zip(entry.digest, digest) { difference |= expected ^ actual }
+                let difference = entry.digest.withUnsafeBufferPointer { expected in
+                    var difference: UInt8 = 0
+                    for index in 0..<min(expected.count, digest.count) { difference |= expected[index] ^ digest[index] }
+                    return difference
+                }
                 if difference == 0 { found = entry.client }
             }
             return found

@@ -6,6 +6,8 @@ import HTTPTypes
 enum Credentials {
     static let unsupported = GatewayError.unauthorized("unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
 
+    private static let simple = Array("simple".utf8), bearer = Array("bearer".utf8)
+
     static func key(from headers: HTTPFields) throws -> Secret {
         var value: Substring?
         for field in headers where field.name == .authorization {
@@ -15,15 +17,18 @@ enum Credentials {
         guard let value else {
             throw GatewayError.unauthorized("authorization required: send your algogate key as 'Authorization: Simple KEY'")
         }
-        // One or two words separated by runs of spaces, found without an array: this runs per request.
-        let trimmed = value.drop { $0 == " " }
-        let first = trimmed.prefix { $0 != " " }
-        let rest = trimmed[first.endIndex...].drop { $0 == " " }
-        let second = rest.prefix { $0 != " " }
-        let trailing = rest[second.endIndex...].drop { $0 == " " }
+        // One or two words separated by runs of spaces, found in the bytes without an array: this
+        // runs per request. (Split at ASCII spaces, so each word is whole UTF-8.)
+        let space = UInt8(ascii: " ")
+        let bytes = value.utf8
+        let trimmed = bytes.drop { $0 == space }
+        let first = trimmed.prefix { $0 != space }
+        let rest = trimmed[first.endIndex...].drop { $0 == space }
+        let second = rest.prefix { $0 != space }
+        let trailing = rest[second.endIndex...].drop { $0 == space }
         guard !first.isEmpty, trailing.isEmpty else { throw Self.unsupported }
-        if second.isEmpty { return Secret(String(first)) }
-        guard first.utf8.equalsIgnoringASCIICase("simple".utf8) || first.utf8.equalsIgnoringASCIICase("bearer".utf8) else { throw Self.unsupported }
-        return Secret(String(second))
+        if second.isEmpty { return Secret(String(Substring(first))) }
+        guard first.equalsIgnoringASCIICase(Self.simple) || first.equalsIgnoringASCIICase(Self.bearer) else { throw Self.unsupported }
+        return Secret(String(Substring(second)))
     }
 }

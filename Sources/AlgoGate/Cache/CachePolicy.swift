@@ -81,11 +81,16 @@ struct CachePolicy: Sendable {
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
     static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
         var hasher = SHA256()
-        let mediaType = (contentType.firstIndex(of: ";").map { contentType[..<$0] } ?? contentType[...]).trimmedSpaces
+        let mediaType = contentType.mediaType
         func add(_ field: some StringProtocol, lowercasing: Bool = false) {
             // (Lowercased only when it would change: ASCII capitals, or anything beyond ASCII.)
-            var text = lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) || $0 >= 0x80 }) ? field.lowercased() : String(field)
-            text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            if lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) || $0 >= 0x80 }) {
+                var text = field.lowercased()
+                text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            } else if field.utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
+                var text = String(field)
+                text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            }
             hasher.update(data: Self.separator)
         }
         add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout ? "stdout" : "-")
@@ -122,9 +127,26 @@ extension HTTPField.Name {
     static let pragma = HTTPField.Name("Pragma")!
 }
 
+extension String {
+    /// A `Content-Type` value's media type: what comes before any `;`, without the spaces around
+    /// it, case as sent. Found by bytes when the value is ASCII, as it nearly always is (this runs
+    /// per call); by characters otherwise, which is what both ways mean on ASCII.
+    var mediaType: Substring {
+        let bytes = utf8
+        if bytes.allSatisfy({ $0 < 0x80 }) {
+            return (bytes.firstIndex(of: UInt8(ascii: ";")).map { self[..<$0] } ?? self[...]).trimmedSpaces
+        }
+        return (firstIndex(of: ";").map { self[..<$0] } ?? self[...]).trimmedSpaces
+    }
+}
+
 extension Substring {
     /// Without leading and trailing spaces and tabs (HTTP's optional whitespace), no Foundation.
     var trimmedSpaces: Substring {
+        // Nothing to trim, known from the bytes alone (a character is a space or a tab only when
+        // it is that one byte): the usual case, without walking characters.
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = utf8.first, let last = utf8.last, isBlank(first) || isBlank(last) else { return self }
         var text = self
         while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
         while let last = text.last, last == " " || last == "\t" { text.removeLast() }

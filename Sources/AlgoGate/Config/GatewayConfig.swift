@@ -257,7 +257,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// Whether a `Content-Type` value names a type worth compressing.
         public func isCompressible(_ contentType: String?) -> Bool {
             guard let contentType else { return false }
-            let mediaType = (contentType.firstIndex(of: ";").map { contentType[..<$0] } ?? contentType[...]).trimmedSpaces.utf8
+            let mediaType = contentType.mediaType.utf8
             guard !mediaType.isEmpty else { return false }
             // Without lowercased copies: this runs on every answer.
             return types.contains { pattern in

@@ -1,17 +1,25 @@
+import Foundation
+
 /// Hot-path formatting without Foundation's `String(format:)`, which costs microseconds a call on
 /// Linux and showed up as a fifth of the cache-hit path's CPU.
 enum Formatting {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// Lowercase hex of bytes (SHA-256 digests as keys and `key_sha256` values).
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
+    static func hex(_ bytes: some ContiguousBytes) -> String {
+        bytes.withUnsafeBytes { hex(bytes: $0) }
+    }
+
+    static func hex(bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            var index = 0
+            for byte in bytes {
+                out[index] = digits[Int(byte >> 4)]
+                out[index + 1] = digits[Int(byte & 0x0f)]
+                index += 2
+            }
+            return index
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// A whole number left-padded with zeros to `width`.
@@ -23,8 +31,20 @@ enum Formatting {
     /// Milliseconds with three decimals, e.g. `12.345`.
     static func milliseconds(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components
-        let micros = Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000)
-        return "\(micros / 1000).\(padded(micros % 1000, 3))"
+        let micros = max(0, Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000))
+        // Written backwards into a small buffer: this runs for every log line.
+        let whole = String(micros / 1000)
+        var fraction = micros % 1000
+        return String(unsafeUninitializedCapacity: whole.utf8.count + 4) { out in
+            var index = 0
+            for byte in whole.utf8 { out[index] = byte; index += 1 }
+            out[index] = UInt8(ascii: ".")
+            for position in stride(from: index + 3, to: index, by: -1) {
+                out[position] = UInt8(ascii: "0") + UInt8(fraction % 10)
+                fraction /= 10
+            }
+            return index + 4
+        }
     }
 }
 

@@ -129,8 +129,18 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
     /// everything else copied as UTF-8.
     static func appendQuoted(_ text: String, to line: inout [UInt8]) {
         line.append(UInt8(ascii: "\""))
-        // Most values need no escape: copied whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        // Most values need no escape: copied whole, from their bytes in place.
+        let needsEscape = { (byte: UInt8) in byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") }
+        let copied = text.utf8.withContiguousStorageIfAvailable { bytes in
+            guard !bytes.contains(where: needsEscape) else { return false }
+            line.append(contentsOf: bytes)
+            return true
+        }
+        if copied == true {
+            line.append(UInt8(ascii: "\""))
+            return
+        }
+        if copied == nil && !text.utf8.contains(where: needsEscape) {
             line.append(contentsOf: text.utf8)
             line.append(UInt8(ascii: "\""))
             return

@@ -114,21 +114,26 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// The answer to a hit at `current`, as the pipeline and `CachedHits` both send it, and its body.
     static func hit(_ answer: CachedAnswer, acceptsGzip: Bool, now current: Double, stale: Bool = false) -> (response: Response, body: ByteBuffer) {
-        var headers: HTTPFields = [.contentType: answer.contentType]
-        headers[.age] = String(max(0, Int(current - answer.createdAt)))
+        // Built by appending: every field is new, so none needs looking for first.
+        var headers = HTTPFields()
+        headers.reserveCapacity(12)
+        headers.append(HTTPField(name: .contentType, value: answer.contentType))
+        headers.append(HTTPField(name: .age, value: String(max(0, Int(current - answer.createdAt)))))
         var body = answer.body
         if acceptsGzip, let gzip = answer.gzipBody {
             body = gzip
-            headers[.contentEncoding] = ContentCoding.gzip.rawValue
-            ResponseCompressionMiddleware.addVary(&headers)
+            headers.append(HTTPField(name: .contentEncoding, value: ContentCoding.gzip.rawValue))
+            headers.append(HTTPField(name: .vary, value: "Accept-Encoding"))
         }
-        let response = Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: body))
         if stale {
             // RFC 9211: a negative ttl is how far past its freshness the answer is.
-            return (Self.mark(response, status: "algogate; hit; ttl=\(min(0, Int((answer.expiresAt - current).rounded(.down)))); detail=stale-if-error",
-                              xCache: "STALE"), body)
+            headers.append(HTTPField(name: .cacheStatus, value: "algogate; hit; ttl=\(min(0, Int((answer.expiresAt - current).rounded(.down)))); detail=stale-if-error"))
+            headers.append(HTTPField(name: .xCache, value: "STALE"))
+        } else {
+            headers.append(HTTPField(name: .cacheStatus, value: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))"))
+            headers.append(HTTPField(name: .xCache, value: "HIT"))
         }
-        return (Self.mark(response, status: "algogate; hit; ttl=\(max(0, Int(answer.expiresAt - current)))", xCache: "HIT"), body)
+        return (Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: body)), body)
     }
 
     static let notCached = GatewayError(status: .gatewayTimeout, errorType: "NotCached",

@@ -38,9 +38,20 @@ struct CachedHits: Sendable {
     /// of unpinned versions, never cached, go straight on.
     func mayAnswer(_ head: HTTPRequest) -> Bool {
         guard head.method == .post, let path = head.path?.dropPrefix("/v1/algo/"),
-              let ref = AlgoRef(path: path.prefix { $0 != "?" }), let version = ref.version, CachePolicy.isPinned(version),
-              head.headerFields[.expect] == nil, head.headerFields[.contentEncoding] == nil else { return false }
-        if let length = head.headerFields[.contentLength] {
+              let ref = AlgoRef(path: path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? path),
+              let version = ref.version, CachePolicy.isPinned(version) else { return false }
+        // One pass over the fields: no `Expect`, no `Content-Encoding`, at most one small length.
+        var length: String?
+        for field in head.headerFields {
+            switch field.name {
+            case .expect, .contentEncoding: return false
+            case .contentLength:
+                guard length == nil else { return false }
+                length = field.value
+            default: continue
+            }
+        }
+        if let length {
             guard let length = Int(length), length <= Self.maxInput else { return false }
         }
         let config = state.snapshot.config.cache
@@ -78,12 +89,13 @@ struct CachedHits: Sendable {
         // The quota last: from here on the request is answered and counted (`QuotaMiddleware`).
         guard let admission = try? ledger.admit(client) else { return nil }
         cache.recordHit(cacheKey, now: current)
-        for field in admission.headers { response.headers[field.name] = field.value }
+        // Appended: a hit's answer has none of these fields yet.
+        response.headers.append(contentsOf: admission.headers)
         let requestID = RequestIDMiddleware.accept(fields.value(.requestID)) ?? RequestIDs.next()
-        response.headers[.requestID] = requestID
+        response.headers.append(HTTPField(name: .requestID, value: requestID))
         // What Hummingbird adds to every answer.
-        response.headers[.date] = HTTPDate.now()
-        response.headers[.server] = serverName
+        response.headers.append(HTTPField(name: .date, value: HTTPDate.now()))
+        response.headers.append(HTTPField(name: .server, value: serverName))
 
         let completion = RequestCompletion(status: response.status.code, bytesIn: body.readableBytes, bytesOut: response.body.contentLength ?? 0,
                                            client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,

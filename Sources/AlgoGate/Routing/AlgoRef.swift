@@ -4,23 +4,38 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
     public let name: String
     public let version: String?
 
-    public var description: String { "\(owner)/\(name)" + (version.map { "/\($0)" } ?? "") }
+    public var description: String { owner + "/" + name + (version.map { "/" + $0 } ?? "") }
 
     /// Parses the path after `/v1/algo/`; a trailing slash is ignored (the Node client adds one).
+    /// Scanned as bytes, without splitting into an array: this runs twice per call.
     init?(path: Substring) {
-        var parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        if parts.last == "" { parts.removeLast() }
-        guard (2...3).contains(parts.count), parts.allSatisfy({ Self.isSegment($0, wildcard: true) }) else { return nil }
-        owner = String(parts[0])
-        name = String(parts[1])
-        version = parts.count == 3 ? String(parts[2]) : nil
+        let slash = UInt8(ascii: "/")
+        var rest = path.utf8[...]
+        if rest.last == slash { rest = rest.dropLast() }
+        guard let first = rest.firstIndex(of: slash) else { return nil }
+        let ownerBytes = rest[..<first]
+        let afterOwner = rest[rest.index(after: first)...]
+        let second = afterOwner.firstIndex(of: slash)
+        let nameBytes = second.map { afterOwner[..<$0] } ?? afterOwner
+        let versionBytes = second.map { afterOwner[afterOwner.index(after: $0)...] }
+        guard Self.isSegment(bytes: ownerBytes, wildcard: true), Self.isSegment(bytes: nameBytes, wildcard: true),
+              versionBytes.map({ Self.isSegment(bytes: $0, wildcard: true) }) ?? true else { return nil }
+        // Split at ASCII slashes, so each part is whole UTF-8.
+        owner = String(Substring(ownerBytes))
+        name = String(Substring(nameBytes))
+        version = versionBytes.map { String(Substring($0)) }
     }
 
     /// Account, algorithm and version names as Algorithmia spells them: letters, digits, `-`, `_`,
     /// `.` (and `*` in versions such as `1.2.*` when `wildcard`), and not a dot segment.
     static func isSegment(_ segment: some StringProtocol, wildcard: Bool) -> Bool {
-        !segment.isEmpty && segment != "." && segment != ".."
-            && segment.utf8.allSatisfy { byte in
+        isSegment(bytes: segment.utf8, wildcard: wildcard)
+    }
+
+    static func isSegment(bytes segment: some Collection<UInt8>, wildcard: Bool) -> Bool {
+        let dot = UInt8(ascii: ".")
+        return !segment.isEmpty && !segment.elementsEqual(CollectionOfOne(dot)) && !segment.elementsEqual([dot, dot])
+            && segment.allSatisfy { byte in
                 switch byte {
                 case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
                      UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."): true

@@ -54,7 +54,9 @@ public enum RouteClass: Sendable, Equatable {
 }
 
 extension String {
+    /// The rest after `prefix`, or nil. Counted in UTF-8 bytes rather than characters: this runs
+    /// on every request, and the ASCII prefixes it is given end on a character boundary.
     func dropPrefix(_ prefix: String) -> Substring? {
-        hasPrefix(prefix) ? dropFirst(prefix.count) : nil
+        hasPrefix(prefix) ? self[utf8.index(startIndex, offsetBy: prefix.utf8.count)...] : nil
     }
 }
