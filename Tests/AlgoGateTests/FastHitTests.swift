@@ -1,7 +1,7 @@
-import AlgoGate
 import AlgoTestSupport
 import Foundation
 import Testing
+@testable import AlgoGate
 
 /// Cache hits answered on the event loop (`cache.fast_hits`, on by default) must be exactly what
 /// the pipeline answers: the same calls, made with it on and off, give the same statuses, headers,
@@ -209,6 +209,54 @@ import Testing
                 #expect(try await Self.fastHits(h) == Double(sent))
                 #expect(await connection.waitForClose(within: .seconds(10)))
             }
+        }
+    }
+
+    /// A connection's hits are matched against the key it last presented, not hashed again; a
+    /// reload that takes a scope away from that client, or removes it, applies to the very next
+    /// call on the same connection, and another key on it is matched on its own.
+    @Test func aReloadAppliesToTheNextHitOnTheSameConnection() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
+            let connection = try await RawConnection.connect(port: h.gatewayPort)
+            var sent = 0
+            func call(key: String = Keys.teamB) async throws -> RawResponse? {
+                try await connection.send(Self.rawCall().replacingOccurrences(of: "Simple \(Keys.teamB)", with: "Simple \(key)"))
+                sent += 1
+                #expect(await eventually { RawResponse.parse(connection.text).count == sent })
+                return RawResponse.parse(connection.text).last
+            }
+            func reload(_ change: (inout GatewayConfig) -> Void) throws {
+                var config = h.app.state.snapshot.config
+                change(&config)
+                try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            }
+            for key in [Keys.teamB, Keys.teamB, Keys.teamA, Keys.teamB] {
+                let answer = try await call(key: key)
+                #expect(answer?.statusLine == "HTTP/1.1 200 OK")
+                #expect(answer?.headers["x-cache"] == "HIT")
+            }
+            #expect(try await call(key: "not-a-key")?.statusLine == "HTTP/1.1 401 Unauthorized")
+            #expect(try await call()?.headers["x-cache"] == "HIT")
+            #expect(try await Self.fastHits(h) == 5)
+
+            try reload { config in
+                config.clients = config.clients.map { client in
+                    var client = client
+                    if client.name == "team-b" { client.scopes = [.dataRead] }
+                    return client
+                }
+            }
+            let withoutScope = try await call()
+            #expect(withoutScope?.statusLine == "HTTP/1.1 403 Forbidden")
+            #expect(withoutScope?.body == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-b' lacks the 'algo' scope for POST algo requests"}}"#)
+            try reload { config in config.clients.removeAll { $0.name == "team-b" } }
+            let removed = try await call()
+            #expect(removed?.statusLine == "HTTP/1.1 401 Unauthorized")
+            #expect(removed?.body == #"{"error":{"error_type":"AuthorizationError","message":"authorization failed: unknown algogate key"}}"#)
+            #expect(try await call(key: Keys.teamA)?.headers["x-cache"] == "HIT")
+            #expect(try await Self.fastHits(h) == 6)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }
     }
 

@@ -61,7 +61,8 @@ struct CachedHits: Sendable {
     /// The pipeline's answer to this request when it is a hit in memory that every check lets
     /// through, with the request counted as the pipeline counts it; nil sends it to the pipeline.
     /// `remote`: the peer's address as the log line writes it.
-    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: String) -> (head: HTTPResponse, body: ByteBuffer)? {
+    /// `remembered`: the connection's last key and the client it named (see `RememberedClient`).
+    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: String, remembered: inout RememberedClient?) -> (head: HTTPResponse, body: ByteBuffer)? {
         let started = ContinuousClock.now
         let snapshot = state.snapshot
         let config = snapshot.config
@@ -69,7 +70,7 @@ struct CachedHits: Sendable {
         let fields = head.headerFields
         // Authentication and authorisation (`AuthenticationMiddleware`, `AuthorizationMiddleware`).
         let uri = URI(head.path ?? "")
-        guard let key = try? Credentials.key(from: fields), let client = snapshot.registry.client(for: key), !client.isOperator,
+        guard let client = RememberedClient.client(for: fields, in: snapshot, remembered: &remembered), !client.isOperator,
               case .algo(let ref)? = try? RouteClass.classify(path: uri.path) else { return nil }
         let route = RouteClass.algo(ref)
         guard client.scopes.contains(route.requiredScope(for: head.method)),
@@ -111,6 +112,46 @@ struct CachedHits: Sendable {
     }
 }
 
+/// The key a connection last presented, as its Authorization header, and the client it named
+/// under the configuration then current. A keep-alive connection presents the same key call
+/// after call, so its next hit is matched against this (in constant time, as the registry
+/// matches hashes) rather than hashed and looked up again. A reload replaces the configuration,
+/// and with it what this remembers: a removed or changed client is never answered from here.
+struct RememberedClient {
+    let authorization: String
+    let snapshot: GatewayState.Snapshot
+    let client: ClientIdentity
+
+    /// The client the request's one Authorization header names, nil when the pipeline must
+    /// answer (no key, an unknown key, two headers).
+    static func client(for fields: HTTPFields, in snapshot: GatewayState.Snapshot, remembered: inout RememberedClient?) -> ClientIdentity? {
+        var authorization: String?
+        for field in fields where field.name == .authorization {
+            guard authorization == nil else { return nil }
+            authorization = field.value
+        }
+        guard let authorization else { return nil }
+        if let known = remembered, known.snapshot === snapshot, sameBytes(known.authorization, authorization) { return known.client }
+        guard let key = try? Credentials.key(from: fields), let client = snapshot.registry.client(for: key) else { return nil }
+        remembered = RememberedClient(authorization: authorization, snapshot: snapshot, client: client)
+        return client
+    }
+
+    /// Byte equality whose time depends on the lengths only, not on where the bytes differ: a
+    /// connection may carry several clients' calls (behind a shared proxy).
+    static func sameBytes(_ left: String, _ right: String) -> Bool {
+        var left = left, right = right
+        return left.withUTF8 { left in
+            right.withUTF8 { right in
+                guard left.count == right.count else { return false }
+                var difference: UInt8 = 0
+                for index in 0..<left.count { difference |= left[index] ^ right[index] }
+                return difference == 0
+            }
+        }
+    }
+}
+
 /// Sits behind Hummingbird's connection-state handler (which sees every request and answer, so
 /// idle timeouts and graceful shutdown treat answered hits as any other), in front of the
 /// pipeline. Holds each small algorithm call until its end and lets `CachedHits` answer it, or
@@ -134,6 +175,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var state = State.idle
     /// The peer's address as the log line writes it, formatted once per connection.
     private var remote: String?
+    private var remembered: RememberedClient?
     /// Requests handed on to the pipeline whose answers have not ended yet.
     private var unanswered = 0
 
@@ -160,7 +202,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .idle
             let remote = self.remote ?? context.channel.remoteAddress?.ipAddress ?? "-"
             self.remote = remote
-            if let answer = hits.answer(head, body: body, remote: remote) {
+            if let answer = hits.answer(head, body: body, remote: remote, remembered: &remembered) {
                 context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
                 context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
