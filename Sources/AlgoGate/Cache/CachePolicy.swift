@@ -76,25 +76,25 @@ struct CachePolicy: Sendable {
         return bytes.count == 40 && bytes.allSatisfy { isDigit($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20) }
     }
 
-    private static let separator: [UInt8] = [0]
-
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
+    /// Each field is followed by a zero byte, then comes the body. The fields are gathered first
+    /// and hashed in one update: the same bytes, so the same key, as one update each.
     static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
-        var hasher = SHA256()
-        let mediaType = contentType.mediaType
+        var fields: [UInt8] = []
+        fields.reserveCapacity(256)
         func add(_ field: some StringProtocol, lowercasing: Bool = false) {
             // (Lowercased only when it would change: ASCII capitals, or anything beyond ASCII.)
             if lowercasing && field.utf8.contains(where: { (0x41...0x5a).contains($0) || $0 >= 0x80 }) {
-                var text = field.lowercased()
-                text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-            } else if field.utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
-                var text = String(field)
-                text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+                fields.append(contentsOf: field.lowercased().utf8)
+            } else {
+                fields.append(contentsOf: field.utf8)
             }
-            hasher.update(data: Self.separator)
+            fields.append(0)
         }
         add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout ? "stdout" : "-")
-        add(mediaType, lowercasing: true); add(client ?? "*")
+        add(contentType.mediaType, lowercasing: true); add(client ?? "*")
+        var hasher = SHA256()
+        fields.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
         return Formatting.hex(hasher.finalize())
     }
