@@ -118,7 +118,8 @@ struct CachedHits: Sendable {
 /// matches hashes) rather than hashed and looked up again. A reload replaces the configuration,
 /// and with it what this remembers: a removed or changed client is never answered from here.
 struct RememberedClient {
-    let authorization: String
+    /// The header's value: a key, so held as a `Secret` (redacted wherever it is described).
+    let authorization: Secret
     let snapshot: GatewayState.Snapshot
     let client: ClientIdentity
 
@@ -131,9 +132,9 @@ struct RememberedClient {
             authorization = field.value
         }
         guard let authorization else { return nil }
-        if let known = remembered, known.snapshot === snapshot, sameBytes(known.authorization, authorization) { return known.client }
+        if let known = remembered, known.snapshot === snapshot, sameBytes(known.authorization.revealed, authorization) { return known.client }
         guard let key = try? Credentials.key(from: fields), let client = snapshot.registry.client(for: key) else { return nil }
-        remembered = RememberedClient(authorization: authorization, snapshot: snapshot, client: client)
+        remembered = RememberedClient(authorization: Secret(authorization), snapshot: snapshot, client: client)
         return client
     }
 
@@ -175,6 +176,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var state = State.idle
     /// The peer's address as the log line writes it, formatted once per connection.
     private var remote: String?
+    /// The key this connection last presented and the client it named.
     private var remembered: RememberedClient?
     /// Requests handed on to the pipeline whose answers have not ended yet.
     private var unanswered = 0
