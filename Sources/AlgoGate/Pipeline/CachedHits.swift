@@ -15,7 +15,8 @@ import Synchronization
 /// holds a small algorithm call until it has arrived, and when it is a hit this type can prove
 /// the pipeline would answer from memory, answers it from there; anything else goes on to the
 /// pipeline exactly as it arrived. The checks are the pipeline's own functions, in its order:
-/// key, scope, algorithms, input limits, data prefixes inside the input, cache policy and
+/// key (or the connection's last match of the same key, `RememberedClient`), scope,
+/// algorithms, input limits, data prefixes inside the input, cache policy and
 /// `Cache-Control`, the hot tier, compression, then the quota. Whenever one of them would refuse,
 /// or anything is out of the ordinary (an `Expect`, an encoded input, an answer the compression
 /// step would change), the pipeline answers, so every error comes from one place.
