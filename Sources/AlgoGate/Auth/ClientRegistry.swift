@@ -63,16 +63,17 @@ public struct ClientRegistry: Sendable {
         let digest = presented.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         return digest.withUnsafeBytes { digest in
             var found: ClientIdentity?
-            for entry in entries {
-                let difference = entry.digest.withUnsafeBufferPointer { expected in
-                    var difference: UInt8 = 0
-                    for index in 0..<min(expected.count, digest.count) { difference |= expected[index] ^ digest[index] }
-                    return difference
-                }
-                if difference == 0 { found = entry.client }
-            }
+            for entry in entries where entry.digest.withUnsafeBytes({ Self.sameBytes($0, digest) }) { found = entry.client }
             return found
         }
+    }
+
+    /// Byte equality whose time depends on the lengths only, not on where the bytes differ.
+    static func sameBytes(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
+        guard left.count == right.count else { return false }
+        var difference: UInt8 = 0
+        for index in 0..<left.count { difference |= left[index] ^ right[index] }
+        return difference == 0
     }
 
     static func bytes(hex: String) -> [UInt8] {

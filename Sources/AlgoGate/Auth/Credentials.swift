@@ -9,14 +9,24 @@ enum Credentials {
     private static let simple = Array("simple".utf8), bearer = Array("bearer".utf8)
 
     static func key(from headers: HTTPFields) throws -> Secret {
-        var value: Substring?
-        for field in headers where field.name == .authorization {
-            guard value == nil else { throw GatewayError.badRequest("more than one Authorization header") }
-            value = field.value[...]
-        }
-        guard let value else {
+        guard let value = try authorization(in: headers) else {
             throw GatewayError.unauthorized("authorization required: send your algogate key as 'Authorization: Simple KEY'")
         }
+        return try key(parsing: value)
+    }
+
+    /// The request's one Authorization header as sent; nil without one, an error with two.
+    static func authorization(in headers: HTTPFields) throws -> String? {
+        var value: String?
+        for field in headers where field.name == .authorization {
+            guard value == nil else { throw GatewayError.badRequest("more than one Authorization header") }
+            value = field.value
+        }
+        return value
+    }
+
+    /// The key in an Authorization header's value.
+    static func key(parsing value: String) throws -> Secret {
         // One or two words separated by runs of spaces, found in the bytes without an array: this
         // runs per request. (Split at ASCII spaces, so each word is whole UTF-8.)
         let space = UInt8(ascii: " ")

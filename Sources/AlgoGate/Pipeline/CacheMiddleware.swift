@@ -123,7 +123,7 @@ struct CacheMiddleware: RouterMiddleware {
         if acceptsGzip, let gzip = answer.gzipBody {
             body = gzip
             headers.append(HTTPField(name: .contentEncoding, value: ContentCoding.gzip.rawValue))
-            headers.append(HTTPField(name: .vary, value: "Accept-Encoding"))
+            ResponseCompressionMiddleware.addVary(&headers)
         }
         if stale {
             // RFC 9211: a negative ttl is how far past its freshness the answer is.

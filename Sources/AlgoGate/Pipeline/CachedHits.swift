@@ -127,30 +127,19 @@ struct RememberedClient {
     /// The client the request's one Authorization header names, nil when the pipeline must
     /// answer (no key, an unknown key, two headers).
     static func client(for fields: HTTPFields, in snapshot: GatewayState.Snapshot, remembered: inout RememberedClient?) -> ClientIdentity? {
-        var authorization: String?
-        for field in fields where field.name == .authorization {
-            guard authorization == nil else { return nil }
-            authorization = field.value
+        guard var authorization = try? Credentials.authorization(in: fields) else { return nil }
+        // Compared in constant time: a connection may carry several clients' calls (behind a
+        // shared proxy).
+        if let known = remembered, known.snapshot === snapshot {
+            var knownValue = known.authorization.revealed
+            let same = knownValue.withUTF8 { knownBytes in
+                authorization.withUTF8 { ClientRegistry.sameBytes(UnsafeRawBufferPointer(knownBytes), UnsafeRawBufferPointer($0)) }
+            }
+            if same { return known.client }
         }
-        guard let authorization else { return nil }
-        if let known = remembered, known.snapshot === snapshot, sameBytes(known.authorization.revealed, authorization) { return known.client }
-        guard let key = try? Credentials.key(from: fields), let client = snapshot.registry.client(for: key) else { return nil }
+        guard let key = try? Credentials.key(parsing: authorization), let client = snapshot.registry.client(for: key) else { return nil }
         remembered = RememberedClient(authorization: Secret(authorization), snapshot: snapshot, client: client)
         return client
-    }
-
-    /// Byte equality whose time depends on the lengths only, not on where the bytes differ: a
-    /// connection may carry several clients' calls (behind a shared proxy).
-    static func sameBytes(_ left: String, _ right: String) -> Bool {
-        var left = left, right = right
-        return left.withUTF8 { left in
-            right.withUTF8 { right in
-                guard left.count == right.count else { return false }
-                var difference: UInt8 = 0
-                for index in 0..<left.count { difference |= left[index] ^ right[index] }
-                return difference == 0
-            }
-        }
     }
 }
 
