@@ -153,6 +153,10 @@ import Testing
             #expect(untyped.status == 415)
             #expect(envelope(untyped).message == "algorithm input without a Content-Type cannot be checked against client 'team-a' data prefixes: send application/json, text/plain or application/octet-stream")
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            // An empty input names no file, whatever its type: it goes on for the upstream to judge.
+            let empty = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), body: [])
+            #expect(empty.status == 200)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 1])
             // Bytes go on as bytes.
             let binary = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")], body: [0, 1, 2])
             #expect(binary.status == 200)
@@ -160,8 +164,8 @@ import Testing
             let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "text/csv")], text: input)
             #expect(unchecked.status == 415)
             #expect(envelope(unchecked).message == "unsupported Content-Type text/csv: use application/json, text/plain or application/octet-stream")
-            // (The simulator counts both calls that reached it: the binary one and team-b's.)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2])
+            // (The simulator counts the three calls that reached it: the empty one, the binary one and team-b's.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 3])
         }
     }
 

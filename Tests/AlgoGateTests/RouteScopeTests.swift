@@ -57,6 +57,16 @@ import Testing
             let get = try await h.gateway.send(.GET, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB))
             #expect(get.status == 405)
             #expect(envelope(get).message == "algorithms are called with POST")
+            #expect(get.header("Allow") == "POST")
+            // The method is refused before the input is read: the same answer for a client whose
+            // inputs are checked against data prefixes (team-a), and nothing reaches the upstream.
+            for method in [HTTPMethod.GET, .DELETE, .PUT] {
+                let refused = try await h.gateway.send(method, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA))
+                #expect(refused.status == 405)
+                #expect(envelope(refused).message == "algorithms are called with POST")
+                #expect(refused.header("Allow") == "POST")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }
     }
 

@@ -12,6 +12,11 @@ struct AlgoInputMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo = context.route else { return try await next(request, context) }
+        // The method first: a call that is not a POST is refused the same way for every client,
+        // whatever its input (and before the quota step counts it).
+        guard request.method == .post else {
+            throw GatewayError(status: .methodNotAllowed, errorType: "InputError", message: "algorithms are called with POST", headers: [.allow: "POST"])
+        }
         try Self.checkTimeout(request.uri.query)
         let limit = limits().maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
@@ -64,8 +69,9 @@ struct AlgoInputMiddleware: RouterMiddleware {
     }
 
     /// Keeps the data URIs in a (plain) input within the client's `data_prefixes`, if it has any.
+    /// An empty input names nothing, whatever its type says.
     static func checkDataReferences(in body: ByteBuffer, contentType: String?, client: ClientIdentity) throws {
-        guard let prefixes = client.dataPrefixes else { return }
+        guard let prefixes = client.dataPrefixes, body.readableBytes > 0 else { return }
         let references: [String]
         do {
             references = try DataReferences.find(in: body, contentType: contentType)

@@ -14,9 +14,6 @@ struct ForwardMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { return try await next(request, context) }
-        if case .algo = route, request.method != .post {
-            throw GatewayError.methodNotAllowed("algorithms are called with POST")
-        }
         let client = context.client?.name ?? "-"
         try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
         let started = ContinuousClock.now
