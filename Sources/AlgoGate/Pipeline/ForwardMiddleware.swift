@@ -20,9 +20,7 @@ struct ForwardMiddleware: RouterMiddleware {
         if case .algo(let ref) = route {
             defer { gate.release(client: client) }
             let input = try await request.body.collect(upTo: .max)
-            let (response, body) = try await Self.offTheClientsLoop {
-                try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context)
-            }
+            let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context)
             metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
             context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
             return response
@@ -31,9 +29,7 @@ struct ForwardMiddleware: RouterMiddleware {
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
             let metrics = metrics, routeName = route.name
-            response = try await Self.offTheClientsLoop {
-                try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
-            }
+            response = try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
         } catch {
             gate.release(client: client)
             throw error
@@ -45,13 +41,6 @@ struct ForwardMiddleware: RouterMiddleware {
         // The slot is held until the body has been sent: the upstream is busy until then.
         streamed.body = response.body.observed(counting: ByteCounter()) { _ in gate.release(client: client) }
         return streamed
-    }
-
-    /// The upstream exchange runs without `EventLoopAffinityMiddleware`'s preference: the upstream
-    /// client answers on its own connection's event loop, and resuming there (rather than hopping
-    /// back to the client's loop for each step) measured faster.
-    private static func offTheClientsLoop<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        try await withTaskExecutorPreference(globalConcurrentExecutor, operation: body)
     }
 
     private static let durationField = Array(#""duration":"#.utf8)
