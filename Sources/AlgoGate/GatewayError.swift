@@ -73,8 +73,10 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public static func unavailable(_ message: String) -> GatewayError {
         .init(status: .serviceUnavailable, errorType: "ServiceUnavailable", message: message)
     }
-    public static func methodNotAllowed(_ message: String) -> GatewayError {
-        .init(status: .methodNotAllowed, errorType: "InputError", message: message)
+    /// `allow`: the methods the target takes, for the `Allow` field a 405 carries (RFC 9110 §15.5.6).
+    public static func methodNotAllowed(_ message: String, allow: [HTTPRequest.Method] = []) -> GatewayError {
+        .init(status: .methodNotAllowed, errorType: "InputError", message: message,
+              headers: allow.isEmpty ? [:] : [.allow: allow.map(\.rawValue).joined(separator: ", ")])
     }
     static let internalErrorType = "InternalError"
     public static func internalError(_ message: String) -> GatewayError {

@@ -15,7 +15,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
         // The method first: a call that is not a POST is refused the same way for every client,
         // whatever its input (and before the quota step counts it).
         guard request.method == .post else {
-            throw GatewayError(status: .methodNotAllowed, errorType: "InputError", message: "algorithms are called with POST", headers: [.allow: "POST"])
+            throw GatewayError.methodNotAllowed("algorithms are called with POST", allow: [.post])
         }
         try Self.checkTimeout(request.uri.query)
         let limit = limits().maxRequestBytes

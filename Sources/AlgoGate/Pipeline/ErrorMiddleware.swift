@@ -46,10 +46,8 @@ struct ErrorMiddleware: RouterMiddleware {
         case let error as HTTPError where error.status == .notFound:
             let path = request.uri.path
             if let methods = gatewayEndpoints[path] {
-                let names = methods.map(\.rawValue)
-                return GatewayError(status: .methodNotAllowed, errorType: "InputError",
-                                    message: "\(path) takes \(names.joined(separator: " or ")), not \(request.method.rawValue)",
-                                    headers: [.allow: names.joined(separator: ", ")])
+                return .methodNotAllowed("\(path) takes \(methods.map(\.rawValue).joined(separator: " or ")), not \(request.method.rawValue)",
+                                         allow: methods)
             }
             return .notFound("no such endpoint: \(path)")
         case let error as HTTPError where error.status == .methodNotAllowed:
