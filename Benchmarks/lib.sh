@@ -2,8 +2,8 @@
 # Source it; set DURATION CONNS THREADS RUNS first (or take the defaults).
 DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; THREADS="${THREADS:-2}"; RUNS="${RUNS:-3}"
 command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo; $SUDO apt-get update -qq; $SUDO apt-get install -y -qq wrk; }
-swift build -c release --product algogate >/dev/null
-BIN=.build/release/algogate
+# ALGOGATE_BIN: measure that binary (an earlier build, for a side-by-side run) instead of building.
+if [ -n "${ALGOGATE_BIN:-}" ]; then BIN=$ALGOGATE_BIN; else swift build -c release --product algogate >/dev/null; BIN=.build/release/algogate; fi
 WORK=$(mktemp -d /tmp/algogate-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -122,10 +122,16 @@ import Testing
             try await GatewayHarness.run(cachePath: path) { h in
                 let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip")]
                 let miss = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
+                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(miss.header("Content-Encoding") == "gzip")
+                #expect(miss.header("Vary") == "Accept-Encoding")
+                #expect(miss.header("Content-Length") == String(miss.bytes.count))
                 let hit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "40000")
                 #expect(hit.header("X-Cache") == "HIT")
                 #expect(hit.header("Content-Encoding") == "gzip")
+                #expect(hit.header("Content-Length") == String(hit.bytes.count))
+                // The call that stored the answer sent the bytes stored, as the hit does.
+                #expect(miss.bytes == hit.bytes)
                 let plainHit = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "40000")
                 #expect(plainHit.header("Content-Encoding") == nil)
                 #expect(try Self.gunzip(hit.bytes) == plainHit.bytes)
@@ -134,6 +140,46 @@ import Testing
                 #expect(stored.count == 1 && stored.first?.encoding == "gzip")
                 #expect(stored.first.map { Array($0.body) } == hit.bytes)
             }
+        }
+    }
+
+    /// Calls collapsed behind the one that stores the answer get the stored gzip bytes as well;
+    /// an answer of a type the compression step leaves alone (binary, `output=raw`) is stored
+    /// compressed but sent as it came, on the first call and its repeats alike.
+    @Test func collapsedCallsGetTheStoredGzipAndBinaryAnswersStayPlain() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(now: { clock.now }) { h in
+            let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip"), ("X-Sim-Fault", "delay=1000")]
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                for _ in 0..<5 {
+                    group.addTask { try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "30000") }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Big/1.0.0": 1])
+            // A call that a loaded machine sends after the leader has stored the answer is a hit.
+            let statuses = replies.map { $0.header("Cache-Status") ?? "" }
+            #expect(statuses.filter { $0 == "algogate; fwd=miss; stored" }.count == 1)
+            #expect(statuses.filter { $0 == "algogate; fwd=miss; collapsed" || $0.hasPrefix("algogate; hit") }.count == 4)
+            #expect(statuses.contains("algogate; fwd=miss; collapsed"))
+            for reply in replies {
+                #expect(reply.header("Content-Encoding") == "gzip")
+                #expect(reply.header("Content-Length") == String(reply.bytes.count))
+                #expect(reply.bytes == replies[0].bytes)
+            }
+            #expect(((try JSONSerialization.jsonObject(with: Data(try Self.gunzip(replies[0].bytes))) as? [String: Any])?["result"] as? String)?.count == 30000)
+
+            let binary = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let binaryHeaders = simple(Keys.teamB) + [("Content-Type", "application/octet-stream"), ("Accept-Encoding", "gzip")]
+            for expected in ["algogate; fwd=miss; stored", "algogate; hit; ttl=604800"] {
+                let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw", headers: binaryHeaders, body: binary)
+                #expect(reply.header("Cache-Status") == expected)
+                #expect(reply.header("Content-Encoding") == nil)
+                #expect(reply.header("Content-Type") == "application/octet-stream")
+                #expect(reply.bytes == binary)
+            }
+            let stored = try await h.app.storage.pool.read { db in try CacheEntry.filter(Column("algo") == "util/Echo/1.0.0").fetchAll(db) }
+            #expect(stored.map(\.encoding) == ["gzip"])
         }
     }
 

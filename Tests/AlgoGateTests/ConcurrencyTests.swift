@@ -73,16 +73,17 @@ import Testing
             let base = h.gateway.base
             let (_, solo) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
             let bigAnswered = Tally()
-            // 250 ms each: the 200 drain slowly enough (16 a second) to be seen queued together
-            // even when a loaded machine opens their connections slowly.
-            async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 250, answered: bigAnswered)
+            // 400 ms each: the 200 drain slowly enough (10 a second) to be seen queued together
+            // even when a loaded machine opens their connections slowly (inside the full suite, the
+            // 20 calls above take ten times as long as alone).
+            async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 400, answered: bigAnswered)
             // The big burst is queued first.
-            try #require(await eventually(within: .seconds(60)) { h.app.gate.queued >= 150 }, "the big burst never queued")
+            try #require(await eventually(within: .seconds(90)) { h.app.gate.queued >= 150 }, "the big burst never queued")
             let (smallStatuses, loaded) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
             let bigBeforeSmall = bigAnswered.count.withLock { $0 }
             let (bigStatuses, bigTime) = try await big
             #expect(smallStatuses.allSatisfy { $0 == 200 } && bigStatuses.allSatisfy { $0 == 200 })
-            print("fairness: 20 calls alone took \(solo); beside 200 queued from another client \(loaded), while \(bigBeforeSmall) of the 200 were answered (the 200 took \(bigTime)); cap 4, 100 ms and 250 ms each")
+            print("fairness: 20 calls alone took \(solo); beside 200 queued from another client \(loaded), while \(bigBeforeSmall) of the 200 were answered (the 200 took \(bigTime)); cap 4, 100 ms and 400 ms each")
             // First come, first served would put the 20 behind the 150+ already queued; round robin
             // gives them every other free slot, so about 20 of the big burst's calls are answered
             // meanwhile. Counted in answers, not seconds: a loaded machine changes the timings, not
@@ -102,6 +103,23 @@ import Testing
             #expect(try await holder.value.status == 200)
             #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
             #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep": 1])
+        }
+    }
+
+    /// `queue_timeout_seconds: 0` means no waiting: its timer may fire before the wait is even
+    /// queued, and the call must still get the 503 the timeout stands for.
+    @Test func aZeroQueueTimeoutRefusesAtOnceWith503() async throws {
+        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 0") { h in
+            // Held long enough that the calls below are all made while it runs, on a loaded machine too.
+            let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "6000") }
+            while h.app.gate.inFlight == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<5 {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "10")
+                #expect(refused.status == 503)
+                #expect(envelope(refused).type == "UpstreamBusy")
+            }
+            #expect(try await holder.value.status == 200)
+            #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
         }
     }
 }

@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import AsyncHTTPClient
 import Foundation
@@ -49,6 +49,30 @@ import Testing
             let data = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
             #expect(data.status == 502)
         }
+    }
+
+    /// Connections to an upstream that never completes them (a host that drops them, a listener
+    /// whose queue is full) are a 502 once `connect_timeout_seconds` has passed, for every call
+    /// waiting on them. AsyncHTTPClient fails a call waiting for a pooled connection while others
+    /// are open as `getConnectionFromPoolTimeout` rather than `connectTimeout`: the same thing for
+    /// the caller, and for the circuit breaker.
+    @Test func anUpstreamThatNeverCompletesAConnectionIs502() async throws {
+        let blackHole = try BlackHoleListener()
+        try await GatewayHarness.run(upstreamYAML: "connect_timeout_seconds: 1\n  circuit_breaker: {failures: 0}",
+                                     upstreamURL: { _ in "http://127.0.0.1:\(blackHole.port)" }) { h in
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                for _ in 0..<8 {
+                    group.addTask { try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "HAL") }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(replies.map(\.status) == Array(repeating: 502, count: 8))
+            for reply in replies {
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamError","message":"the upstream is unreachable"}}"#)
+            }
+        }
+        #expect(Forwarder.translate(HTTPClientError.getConnectionFromPoolTimeout, timeoutSeconds: 300).message == "the upstream is unreachable")
+        #expect(Forwarder.isUnreachable(HTTPClientError.getConnectionFromPoolTimeout))
     }
 
     @Test func aDroppedUpstreamConnectionIs502() async throws {
@@ -127,4 +151,39 @@ import Testing
             #expect(envelope(algo).type == "UpstreamTimeout")
         }
     }
+}
+
+/// A loopback listener that never accepts, its queue filled at once: a connection to it is never
+/// completed (the kernel drops the handshakes a full queue cannot take), as with a host that
+/// drops packets.
+final class BlackHoleListener: Sendable {
+    let port: Int
+    private let descriptors: [Int32]
+
+    init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && listen(listener, 0) == 0
+                && getsockname(listener, $0, &length) == 0 }
+        }
+        guard listener >= 0, bound else { throw POSIXError(.EADDRNOTAVAIL) }
+        // A backlog of 0 queues one connection; these fill the queue and never leave it.
+        var fillers: [Int32] = []
+        for _ in 0..<3 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            _ = fcntl(filler, F_SETFL, O_NONBLOCK)
+            _ = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(filler, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            fillers.append(filler)
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        descriptors = [listener] + fillers
+    }
+
+    deinit { for descriptor in descriptors { close(descriptor) } }
 }

@@ -30,7 +30,12 @@ import Testing
         // Unpinned, so the cache cannot answer it: it really waits on the upstream. Six seconds,
         // so that even a loaded machine's scrapes see it in flight.
         let slow = Task { try await Self.post(pair.gatewayURL + "/v1/algo/test/Sleep", key: Keys.teamB, input: "6000") }
-        try #require(try await eventually(within: .seconds(30)) { try await Self.upstreamInFlight(pair) == 1 }, "the call never reached the upstream")
+        let seen = try await eventually(within: .seconds(30)) { try await Self.upstreamInFlight(pair) == 1 }
+        if !seen {
+            // Seen twice in some 15 full runs, not yet understood: what the gateway and the call said.
+            print("sigterm test: the call was never seen in flight; the call ended with \(await slow.result); the gateway's log:\n\(pair.gateway.log)")
+        }
+        try #require(seen, "the call never reached the upstream")
         pair.gateway.signal(SIGTERM)
         let (status, body) = try await slow.value
         #expect(status == 200)

@@ -95,7 +95,7 @@ public final class ResponseCache: Sendable {
             try CacheEntry.filter(Column("key") == key && Column("expires_at") > now).fetchOne(db)
         }
         guard let entry else { return nil }
-        let answer = try Self.decode(entry)
+        let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
         hot.put(key, answer)
         recordHit(key, now: now)
         return answer
@@ -122,31 +122,35 @@ public final class ResponseCache: Sendable {
         }
         guard let entry else { return nil }
         recordHit(key, now: now)
-        return try Self.decode(entry)
+        return try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
     }
 
-    /// Stores an answer, then evicts least recently used entries while over `max_bytes`.
-    func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int, now: Double) async throws {
+    /// Stores an answer, then evicts least recently used entries while over `max_bytes`. Returns
+    /// whether it was stored (one larger than `max_bytes` is not), and the gzip bytes when it was
+    /// compressed to be stored.
+    @discardableResult
+    func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int,
+               now: Double) async throws -> (stored: Bool, gzipBody: ByteBuffer?) {
         let limits = settings.withLock { $0 }
-        var stored = body
-        var encoding = "identity"
-        if body.readableBytes >= limits.compressMinBytes {
-            stored = try Deflater.compress(body, coding: .gzip, level: limits.compressLevel)
-            encoding = "gzip"
+        let (stored, entry) = try await BodyWork.run(over: body.readableBytes) {
+            let compress = body.readableBytes >= limits.compressMinBytes
+            let stored = compress ? try Deflater.compress(body, coding: .gzip, level: limits.compressLevel) : body
+            return (stored, CacheEntry(
+                key: key, algo: algo, status: status, contentType: contentType, encoding: compress ? "gzip" : "identity",
+                body: Data(stored.readableBytesView), size: stored.readableBytes,
+                bodySHA256: Formatting.hex(SHA256.hash(data: body.readableBytesView)),
+                createdAt: now, expiresAt: now + Double(ttlSeconds), lastAccess: now, hits: 0))
         }
-        let entry = CacheEntry(
-            key: key, algo: algo, status: status, contentType: contentType, encoding: encoding,
-            body: Data(stored.readableBytesView), size: stored.readableBytes,
-            bodySHA256: Formatting.hex(SHA256.hash(data: Data(body.readableBytesView))),
-            createdAt: now, expiresAt: now + Double(ttlSeconds), lastAccess: now, hits: 0)
-        guard entry.size <= limits.maxBytes else { return }
+        let gzipBody = entry.encoding == "gzip" ? stored : nil
+        guard entry.size <= limits.maxBytes else { return (false, gzipBody) }
         try await pool.write { db in
             try CacheEntry.deleteOne(db, key: key)
             try entry.insert(db)
             try Self.evict(db, maxBytes: limits.maxBytes)
         }
         hot.put(key, CachedAnswer(algo: algo, status: status, contentType: contentType, body: body,
-                                  gzipBody: encoding == "gzip" ? stored : nil, createdAt: now, expiresAt: entry.expiresAt))
+                                  gzipBody: gzipBody, createdAt: now, expiresAt: entry.expiresAt))
+        return (true, gzipBody)
     }
 
     func recordMiss() { pending.withLock { $0.misses += 1 } }

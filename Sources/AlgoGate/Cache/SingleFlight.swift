@@ -38,7 +38,16 @@ final class SingleFlight<Value: Sendable>: Sendable {
 
     /// Ends the flight: waiters get the leader's answer, or `.leaderFailed` when it had none.
     func finish(_ key: String, with value: Value?) {
+        end(key, value.map { .shared($0) } ?? .leaderFailed)
+    }
+
+    /// Ends a flight whose leader found the answer stored after all: waiters look again.
+    func finishFound(_ key: String) {
+        end(key, .retry)
+    }
+
+    private func end(_ key: String, _ outcome: Outcome) {
         let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
-        for waiter in waiters { waiter.resume(returning: value.map { .shared($0) } ?? .leaderFailed) }
+        for waiter in waiters { waiter.resume(returning: outcome) }
     }
 }

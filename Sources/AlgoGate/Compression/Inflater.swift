@@ -29,21 +29,46 @@ final class Inflater {
         try decompressor.startStream()
     }
 
+    /// The whole of `chunk`, inflated (bounded by the limit alone: for bodies held whole).
     func inflate(_ chunk: ByteBuffer) throws -> ByteBuffer {
         var input = chunk
         guard input.readableBytes > 0 else { return ByteBuffer() }
-        tail.append(contentsOf: input.readableBytesView.suffix(8))
-        if tail.count > 8 { tail.removeFirst(tail.count - 8) }
+        arrived(input)
         let output: ByteBuffer
         do {
             output = try input.decompressStream(with: decompressor, maxSize: limit == .max ? .max : limit - produced + 1)
         } catch let error as CompressNIOError where error == .bufferOverflow {
             throw LimitExceeded()
         }
+        try count(output)
+        return output
+    }
+
+    /// Notes a chunk of the compressed stream as it arrives, for the trailer check.
+    func arrived(_ chunk: ByteBuffer) {
+        tail.append(contentsOf: chunk.readableBytesView.suffix(8))
+        if tail.count > 8 { tail.removeFirst(tail.count - 8) }
+    }
+
+    /// Inflates from `input` (`arrived` first), moving past what it used, into `piece` until
+    /// `piece` is full or `input` is used up. Returns whether `piece` filled up, in which case
+    /// more may follow from the same input, or from zlib's own state with no input left.
+    func inflate(_ input: inout ByteBuffer, into piece: inout ByteBuffer) throws -> Bool {
+        var filled = false
+        do {
+            // Returns once the input is used up (zlib then wants the next chunk) or the stream ends.
+            try input.decompressStream(to: &piece, with: decompressor)
+        } catch let error as CompressNIOError where error == .bufferOverflow {
+            filled = true
+        }
+        try count(piece)
+        return filled
+    }
+
+    private func count(_ output: ByteBuffer) throws {
         produced += output.readableBytes
         if produced > limit { throw LimitExceeded() }
         if coding == .deflate { updateAdler(output) }
-        return output
     }
 
     /// Checks the stream ended with its trailer (a truncated stream is corrupt).
@@ -90,9 +115,13 @@ final class Inflater {
     }
 }
 
-/// A request or response body inflated as it streams.
+/// A request or response body inflated as it streams, in pieces of at most `pieceBytes`: a
+/// compressed chunk can inflate a thousandfold (zeros do), and is inflated a piece at a time as
+/// the reader asks for more, so what is held and the time each step takes stay small whatever
+/// the ratio.
 struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
     typealias Element = ByteBuffer
+    static var pieceBytes: Int { 256 * 1024 }
     let base: Base
     let coding: ContentCoding
     let limit: Int
@@ -102,13 +131,28 @@ struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         let inflater: Inflater?
         let error: (any Error)?
         var finished = false
+        /// Compressed bytes arrived and not inflated yet.
+        var input = ByteBuffer()
+        /// The last piece filled up: zlib may hold more output even with no input left.
+        var more = false
 
         mutating func next() async throws -> ByteBuffer? {
             if let error { throw error }
             guard let inflater, !finished else { return nil }
-            while let chunk = try await base.next() {
-                let output = try inflater.inflate(chunk)
-                if output.readableBytes > 0 { return output }
+            while true {
+                if input.readableBytes > 0 || more {
+                    var piece = ByteBuffer()
+                    piece.reserveCapacity(InflatingSequence.pieceBytes)
+                    let used = input.readableBytes
+                    more = try inflater.inflate(&input, into: &piece)
+                    if piece.readableBytes > 0 { return piece }
+                    // Nothing came out and nothing was used: bytes after the end of the stream.
+                    if !more && input.readableBytes > 0 && input.readableBytes == used { throw Inflater.Truncated() }
+                    continue
+                }
+                guard let chunk = try await base.next() else { break }
+                inflater.arrived(chunk)
+                input = chunk
             }
             finished = true
             try inflater.finish()

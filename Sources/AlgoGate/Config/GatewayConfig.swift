@@ -148,9 +148,11 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var maxRequestBytes = 10_485_760
         /// … and output at 15 MB.
         public var maxResponseBytes = 15_728_640
+        /// Algorithm input held in memory at once, across calls (`InputBudget`).
+        public var maxBufferedBytes = 268_435_456
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes"
+            case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes", maxBufferedBytes = "max_buffered_bytes"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -158,6 +160,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             maxRequestBytes = try c.decodeIfPresent(Int.self, forKey: .maxRequestBytes) ?? maxRequestBytes
             maxResponseBytes = try c.decodeIfPresent(Int.self, forKey: .maxResponseBytes) ?? maxResponseBytes
+            maxBufferedBytes = try c.decodeIfPresent(Int.self, forKey: .maxBufferedBytes) ?? maxBufferedBytes
         }
     }
 

@@ -13,6 +13,8 @@ public final class GatewayMetrics: Sendable {
     private let eventLoopHits: Counter
     private let inFlight: Gauge
     private let queued: Gauge
+    private let bufferedInputBytes: Gauge
+    private let bufferedInputWaiting: Gauge
     private let logLinesDropped: Counter
     private let logLinesDroppedCounted = Mutex(0)
     private let circuitOpen: Gauge
@@ -29,6 +31,11 @@ public final class GatewayMetrics: Sendable {
             helpText: "Cache hits answered from memory on the connection's event loop (cache.fast_hits), also counted as hits"))
         inFlight = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_in_flight", unitName: "", helpText: "Upstream requests in flight"))
         queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
+        bufferedInputBytes = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_buffered_input_bytes", unitName: "",
+            helpText: "Algorithm input bytes held in memory (reserved by calls being read or waiting), bounded by limits.max_buffered_bytes"))
+        bufferedInputWaiting = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_buffered_input_waiting", unitName: "", helpText: "Algorithm calls waiting for room under limits.max_buffered_bytes"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
             metricName: "algogate_log_lines_dropped", unitName: "total", helpText: "Log lines dropped because the log's reader fell behind"))
         circuitOpen = registry.makeGauge(descriptor: .init(
@@ -112,9 +119,11 @@ public final class GatewayMetrics: Sendable {
 
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
-    func exposition(gate: ConcurrencyGate, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
+    func exposition(gate: ConcurrencyGate, inputBudget: InputBudget, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
+        bufferedInputBytes.set(to: Double(inputBudget.held))
+        bufferedInputWaiting.set(to: Double(inputBudget.waiting))
         circuitOpen.set(to: breaker.isOpen ? 1 : 0)
         Self.catchUp(circuitRefused, counted: circuitRefusedCounted, to: breaker.refusedTotal)
         if let logWriter {

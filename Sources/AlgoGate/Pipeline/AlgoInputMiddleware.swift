@@ -5,10 +5,13 @@ import NIOCore
 /// reaches the upstream, chunked bodies included), inflates it when it arrives gzip- or
 /// deflate-encoded (the inflated size counts against the same bound, and inflation stops there),
 /// and keeps data URIs inside it within the client's `data_prefixes`, so an algorithm cannot be
-/// used to read another team's files.
+/// used to read another team's files. Before reading, it reserves the input's size in the
+/// `InputBudget` (`limits.max_buffered_bytes`), held until the answer is ready.
 struct AlgoInputMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let limits: @Sendable () -> GatewayConfig.Limits
+    let budget: InputBudget
+    let queueTimeout: @Sendable () -> Duration
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo = context.route else { return try await next(request, context) }
@@ -18,7 +21,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
             throw GatewayError.methodNotAllowed("algorithms are called with POST", allow: [.post])
         }
         try Self.checkTimeout(request.uri.query)
-        let limit = limits().maxRequestBytes
+        let limits = limits()
+        let limit = limits.maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
         if let length = request.headers.value(.contentLength).flatMap(Int.init), length > limit { throw tooLarge }
         // The input's type decides how the upstream reads it and what is checked here: it must be one.
@@ -27,6 +31,11 @@ struct AlgoInputMiddleware: RouterMiddleware {
         }
         var request = request
         let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
+        // The size the input will take: as declared, or the limit when it is not known before it
+        // is read (chunked, or compressed: it may inflate up to the limit).
+        let declared = request.headers.value(.transferEncoding) == nil ? request.headers.value(.contentLength).flatMap(Int.init) ?? 0 : nil
+        var held = try await budget.reserve(coding == nil ? declared ?? limit : limit, capacity: limits.maxBufferedBytes, timeout: queueTimeout())
+        defer { budget.release(held) }
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
@@ -35,7 +44,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
         }
         if let coding {
             do {
-                body = try Inflater.inflateAll(body, coding: coding, limit: limit)
+                let compressed = body
+                body = try await BodyWork.run(over: compressed.readableBytes) { try Inflater.inflateAll(compressed, coding: coding, limit: limit) }
             } catch is Inflater.LimitExceeded {
                 throw GatewayError.tooLarge("algorithm input inflates past the \(limit)-byte limit (limits.max_request_bytes)")
             } catch {
@@ -47,8 +57,13 @@ struct AlgoInputMiddleware: RouterMiddleware {
             head.headerFields[.contentLength] = String(body.readableBytes)
             request = Request(head: head, body: request.body)
         }
-        if let client = context.client {
-            try Self.checkDataReferences(in: body, contentType: request.headers.value(.contentType), client: client)
+        if let client = context.client, client.dataPrefixes != nil {
+            let input = body, contentType = request.headers.value(.contentType)
+            try await BodyWork.run(over: input.readableBytes) { try Self.checkDataReferences(in: input, contentType: contentType, client: client) }
+        }
+        if body.readableBytes < held {
+            budget.release(held - body.readableBytes)
+            held = body.readableBytes
         }
         request.body = .init(buffer: body)
         return try await next(request, context)

@@ -16,16 +16,34 @@ import Synchronization
 struct CacheMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
-    /// An upstream answer shared with collapsed waiters.
+    /// An upstream answer, as sent to the call that fetched it and shared with collapsed waiters.
     struct Shared: Sendable {
         let status: HTTPResponse.Status
         let headers: HTTPFields
         let body: ByteBuffer
+        /// The gzip bytes the cache stored, when it stored the answer compressed.
+        var gzipBody: ByteBuffer?
+
+        /// The answer for one client: with `gzip` (`sendsStoredGzip`), the stored gzip bytes, as a
+        /// hit would send them, rather than the same bytes compressed again
+        /// (`ResponseCompressionMiddleware` leaves an encoded answer as it is).
+        func response(gzip: Bool) -> Response {
+            var headers = headers
+            var body = body
+            if gzip, let gzipBody {
+                body = gzipBody
+                headers[.contentEncoding] = ContentCoding.gzip.rawValue
+                headers[.contentLength] = nil  // set anew from the body
+                ResponseCompressionMiddleware.addVary(&headers)
+            }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+        }
     }
 
     let cache: ResponseCache
     let flights: SingleFlight<Shared>
     let policy: @Sendable () -> CachePolicy
+    let compression: @Sendable () -> GatewayConfig.Compression
     let now: @Sendable () -> Double
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -33,27 +51,45 @@ struct CacheMiddleware: RouterMiddleware {
         let input = try await request.body.collect(upTo: .max)
         var request = request
         request.body = .init(buffer: input)
-        let decision = policy().decide(ref: ref, query: request.uri.query, headers: request.headers, body: input, client: context.client?.name ?? "")
+        let policy = policy(), query = request.uri.query, headers = request.headers, client = context.client?.name ?? ""
+        // Only a pinned call's input is hashed.
+        let hashed = ref.version.map(CachePolicy.isPinned) == true ? input.readableBytes : 0
+        let decision = try await BodyWork.run(over: hashed) { policy.decide(ref: ref, query: query, headers: headers, body: input, client: client) }
 
         guard let key = decision.key else {
             if decision.onlyIfCached { throw Self.notCached }
             return Self.mark(try await next(request, context), status: "algogate; fwd=\(decision.bypassReason ?? "uri-miss")", xCache: "BYPASS")
         }
-        let acceptsGzip = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip
+        let prefersGzip = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip
+        let compression = compression()
+        let gzip = { (contentType: String?) in Self.sendsStoredGzip(prefersGzip: prefersGzip, contentType: contentType, compression: compression) }
         var leads = false
         lookup: while decision.lookup {
             if let answer = try await cache.lookup(key, now: now()) {
-                return hit(answer, acceptsGzip: acceptsGzip)
+                return hit(answer, gzip: gzip(answer.contentType))
             }
             if decision.onlyIfCached { throw Self.notCached }
             if flights.lead(key) {
+                // A leader that finished after the look-up above, and before this call could wait
+                // for it, has stored its answer: without a second look this call would make a
+                // second upstream call.
+                let stored: CachedAnswer?
+                do {
+                    stored = try await cache.lookup(key, now: now())
+                } catch {
+                    flights.finish(key, with: nil)
+                    throw error
+                }
+                if let stored {
+                    flights.finishFound(key)
+                    return hit(stored, gzip: gzip(stored.contentType))
+                }
                 leads = true
                 break
             }
             switch await flights.wait(key) {
             case .shared(let shared):
-                return Self.mark(Response(status: shared.status, headers: shared.headers, body: .init(byteBuffer: shared.body)),
-                                 status: "algogate; fwd=miss; collapsed", xCache: "MISS")
+                return Self.mark(shared.response(gzip: gzip(shared.headers.value(.contentType))), status: "algogate; fwd=miss; collapsed", xCache: "MISS")
             case .retry:
                 continue
             case .leaderFailed:
@@ -71,29 +107,31 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
-            if let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
+            if let stale = try await staleHit(key, gzip: gzip) {
                 context.facts.record(staleBecause: error.message + (error.cause.map { " (\($0))" } ?? ""))
                 return stale
             }
             throw error
         }
         if decision.lookup, Self.staleIfError.contains(response.status.code),
-           let stale = try await staleHit(key, acceptsGzip: acceptsGzip) {
+           let stale = try await staleHit(key, gzip: gzip) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return stale
         }
         let body = try await response.body.collected()
-        shared = Shared(status: response.status, headers: response.headers, body: body)
+        var answer = Shared(status: response.status, headers: response.headers, body: body)
         var stored = false
-        if decision.store, Self.isCacheable(status: response.status, headers: response.headers, body: body) {
-            try await cache.store(key: key, algo: decision.algo, status: response.status.code,
-                                  contentType: response.headers.value(.contentType) ?? "application/json",
-                                  body: body, ttlSeconds: decision.ttlSeconds, now: now())
-            stored = true
+        if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
+            Self.isCacheable(status: response.status, headers: headers, body: body)
+        }) {
+            (stored, answer.gzipBody) = try await cache.store(key: key, algo: decision.algo, status: response.status.code,
+                                                              contentType: response.headers.value(.contentType) ?? "application/json",
+                                                              body: body, ttlSeconds: decision.ttlSeconds, now: now())
         }
+        shared = answer
         let status = decision.lookup ? "algogate; fwd=miss" : "algogate; fwd=request"
-        return Self.mark(Response(status: response.status, headers: response.headers, body: .init(byteBuffer: body)),
-                         status: stored ? status + "; stored" : status, xCache: decision.lookup ? "MISS" : "BYPASS")
+        return Self.mark(answer.response(gzip: gzip(answer.headers.value(.contentType))), status: stored ? status + "; stored" : status,
+                         xCache: decision.lookup ? "MISS" : "BYPASS")
     }
 
     /// Statuses that let an expired entry answer (RFC 5861 §4).
@@ -101,27 +139,34 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call (or
     /// a fresh one, stored by another call meanwhile: an ordinary hit).
-    private func staleHit(_ key: String, acceptsGzip: Bool) async throws -> Response? {
+    private func staleHit(_ key: String, gzip: (String?) -> Bool) async throws -> Response? {
         let current = now()
         guard let answer = try await cache.lookupStale(key, now: current) else { return nil }
-        return hit(answer, acceptsGzip: acceptsGzip, stale: answer.expiresAt <= current)
+        return hit(answer, gzip: gzip(answer.contentType), stale: answer.expiresAt <= current)
     }
 
-    /// A stored answer; stored gzip bytes go as they are to a client that prefers gzip.
-    private func hit(_ answer: CachedAnswer, acceptsGzip: Bool, stale: Bool = false) -> Response {
-        Self.hit(answer, acceptsGzip: acceptsGzip, now: now(), stale: stale).response
+    private func hit(_ answer: CachedAnswer, gzip: Bool, stale: Bool = false) -> Response {
+        Self.hit(answer, gzip: gzip, now: now(), stale: stale).response
     }
 
-    /// The answer to a hit at `current`, as the pipeline and `CachedHits` both send it, and its body.
-    static func hit(_ answer: CachedAnswer, acceptsGzip: Bool, now current: Double, stale: Bool = false) -> (response: Response, body: ByteBuffer) {
+    /// Whether an answer of `contentType` goes to a client as the gzip bytes the cache stored for
+    /// it (when it has them): the client prefers gzip, and the compression step would compress
+    /// such an answer (`compression.types`), so a first call and its repeats are sent alike.
+    static func sendsStoredGzip(prefersGzip: Bool, contentType: String?, compression: GatewayConfig.Compression) -> Bool {
+        prefersGzip && compression.isCompressible(contentType)
+    }
+
+    /// The answer to a hit at `current`, as the pipeline and `CachedHits` both send it, and its
+    /// body: with `gzip` (`sendsStoredGzip`), the stored gzip bytes as they are.
+    static func hit(_ answer: CachedAnswer, gzip: Bool, now current: Double, stale: Bool = false) -> (response: Response, body: ByteBuffer) {
         // Built by appending: every field is new, so none needs looking for first.
         var headers = HTTPFields()
         headers.reserveCapacity(12)
         headers.append(HTTPField(name: .contentType, value: answer.contentType))
         headers.append(HTTPField(name: .age, value: String(max(0, Int(current - answer.createdAt)))))
         var body = answer.body
-        if acceptsGzip, let gzip = answer.gzipBody {
-            body = gzip
+        if gzip, let gzipBody = answer.gzipBody {
+            body = gzipBody
             headers.append(HTTPField(name: .contentEncoding, value: ContentCoding.gzip.rawValue))
             ResponseCompressionMiddleware.addVary(&headers)
         }

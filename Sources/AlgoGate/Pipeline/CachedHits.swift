@@ -85,8 +85,9 @@ struct CachedHits: Sendable {
         let decision = CachePolicy(config: config.cache).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
         let current = now()
         guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current) else { return nil }
-        let acceptsGzip = ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding]) == .gzip
-        var (response, answerBody) = CacheMiddleware.hit(stored, acceptsGzip: acceptsGzip, now: current)
+        let gzip = CacheMiddleware.sendsStoredGzip(prefersGzip: ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding]) == .gzip,
+                                                   contentType: stored.contentType, compression: config.compression)
+        var (response, answerBody) = CacheMiddleware.hit(stored, gzip: gzip, now: current)
         guard ResponseCompressionMiddleware.leavesAsIs(response, method: head.method, settings: config.compression) else { return nil }
         // The quota last: from here on the request is answered and counted (`QuotaMiddleware`).
         guard let admission = try? ledger.admit(client) else { return nil }

@@ -45,6 +45,8 @@ public struct GatewayApp: Sendable {
     public let storage: GatewayStorage
     public let ledger: QuotaLedger
     public let gate: ConcurrencyGate
+    /// Bounds the algorithm input held in memory at once (`limits.max_buffered_bytes`).
+    public let inputBudget = InputBudget()
     /// Refuses requests at once while the upstream cannot be reached (`upstream.circuit_breaker`).
     public let breaker: CircuitBreaker
     public let metrics = GatewayMetrics()
@@ -83,11 +85,13 @@ public struct GatewayApp: Sendable {
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
         router.add(middleware: AuthorizationMiddleware())
-        router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }))
+        router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }, budget: inputBudget,
+                                                   queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
         router.add(middleware: QuotaMiddleware(ledger: ledger))
         if let cache {
             router.add(middleware: CacheMiddleware(cache: cache, flights: SingleFlight(),
-                                                   policy: { CachePolicy(config: state.snapshot.config.cache) }, now: now))
+                                                   policy: { CachePolicy(config: state.snapshot.config.cache) },
+                                                   compression: { state.snapshot.config.compression }, now: now))
         }
         router.add(middleware: ForwardMiddleware(
             forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics) {
@@ -120,7 +124,7 @@ public struct GatewayApp: Sendable {
         let logWriter = logWriter, breaker = breaker
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, breaker: breaker, logWriter: logWriter))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, breaker: breaker, logWriter: logWriter))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router

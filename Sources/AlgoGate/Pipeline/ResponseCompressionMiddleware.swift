@@ -5,7 +5,7 @@ import NIOCore
 /// Compresses answers for clients that accept gzip or deflate (q-values honoured, `q=0`
 /// refuses) when the body is at least `compression.min_bytes`, of a compressible type and not
 /// already encoded. Algorithm answers (already in memory, at most `max_response_bytes`) are
-/// compressed whole, with a Content-Length; everything else, data downloads above all, is
+/// compressed whole, with a Content-Length (off the event loop when large: `BodyWork`); everything else, data downloads above all, is
 /// compressed as it streams and never held whole.
 struct ResponseCompressionMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
@@ -20,8 +20,8 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         guard let coding = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) else { return response }
         let level = Int32(settings.level)
         if case .algo = context.route, length != nil {
-            let compressed = try Deflater.compress(try await response.body.collected(), coding: coding, level: level)
-            response.body = .init(byteBuffer: compressed)
+            let body = try await response.body.collected()
+            response.body = .init(byteBuffer: try await BodyWork.run(over: body.readableBytes) { try Deflater.compress(body, coding: coding, level: level) })
         } else {
             response.body = Deflater.stream(response.body, coding: coding, level: level)
         }

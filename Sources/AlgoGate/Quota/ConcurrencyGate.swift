@@ -27,8 +27,10 @@ public final class ConcurrencyGate: Sendable {
         var cursor = 0
         var queued = 0
         var nextID: UInt64 = 0
-        /// Waiters whose time ran out (or were cancelled) before they were queued.
-        var expired: Set<UInt64> = []
+        /// Waits handed an id and not queued yet.
+        var arriving: Set<UInt64> = []
+        /// Waiters whose time ran out (or were cancelled) before they were queued, with why.
+        var expired: [UInt64: any Error] = [:]
         var peakPerClient: [String: Int] = [:]
         var peak = 0
     }
@@ -54,6 +56,7 @@ public final class ConcurrencyGate: Sendable {
                 return nil
             }
             state.nextID += 1
+            state.arriving.insert(state.nextID)
             return state.nextID
         }
         guard let id else { return }
@@ -69,7 +72,8 @@ public final class ConcurrencyGate: Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let outcome: Result<Void, any Error>? = state.withLock { state in
-                    if state.expired.remove(id) != nil { return .failure(CancellationError()) }
+                    state.arriving.remove(id)
+                    if let error = state.expired.removeValue(forKey: id) { return .failure(error) }
                     if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
                         Self.grant(client, in: &state)
                         return .success(())
@@ -100,7 +104,9 @@ public final class ConcurrencyGate: Sendable {
     private func expire(_ id: UInt64, client: String, with error: any Error) {
         let waiter: Waiter? = state.withLock { state in
             guard var queue = state.queues[client], let index = queue.firstIndex(where: { $0.id == id }) else {
-                state.expired.insert(id)
+                // Not queued yet: turned away as it arrives. Already granted: nothing to do (an id
+                // kept for it would never be taken out again).
+                if state.arriving.remove(id) != nil { state.expired[id] = error }
                 return nil
             }
             let waiter = queue.remove(at: index)
@@ -108,7 +114,6 @@ public final class ConcurrencyGate: Sendable {
             state.queued -= 1
             return waiter
         }
-        // When the waiter was not queued yet, the id left in `expired` turns it away as it arrives.
         waiter?.continuation.resume(throwing: error)
     }
 

@@ -77,7 +77,8 @@ public struct Forwarder: Sendable {
         headers[.contentLength] = nil
         if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
             do {
-                body = try Inflater.inflateAll(body, coding: coding, limit: settings.maxResponseBytes)
+                let compressed = body, limit = settings.maxResponseBytes
+                body = try await BodyWork.run(over: compressed.readableBytes) { try Inflater.inflateAll(compressed, coding: coding, limit: limit) }
             } catch is Inflater.LimitExceeded {
                 throw tooLarge
             } catch {
@@ -235,7 +236,7 @@ public struct Forwarder: Sendable {
     /// slow algorithm) nor the client going away.
     static func isUnreachable(_ error: any Error) -> Bool {
         if let error = error as? HTTPClientError {
-            return error == .connectTimeout || error == .remoteConnectionClosed
+            return error == .connectTimeout || error == .getConnectionFromPoolTimeout || error == .remoteConnectionClosed
         }
         return error is NIOConnectionError || error is ChannelError || error is IOError
             || error is NIOSSLError || error is BoringSSLError
@@ -267,7 +268,9 @@ public struct Forwarder: Sendable {
             switch error {
             case .deadlineExceeded, .readTimeout, .writeTimeout:
                 return .gatewayTimeout("the upstream did not answer within \(timeoutSeconds) seconds")
-            case .connectTimeout:
+            case .connectTimeout, .getConnectionFromPoolTimeout:
+                // The second: no pooled connection could be had within the connect timeout, since
+                // the one being made for the request did not connect in time.
                 return .badGateway("the upstream is unreachable")
             case .remoteConnectionClosed:
                 return .badGateway("the upstream closed the connection before answering")
