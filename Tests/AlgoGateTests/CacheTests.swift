@@ -181,10 +181,11 @@ import Testing
             let statuses = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<50 {
                     group.addTask {
-                        // 1.5 s, so that the 50 overlap even when a loaded machine is slow to send them.
-                        let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "1500")
+                        // 5 s, so that the 50 overlap even when a loaded machine is slow to send them
+                        // (the full suite has been seen to leave a test's tasks waiting for seconds).
+                        let reply = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "5000")
                         #expect(reply.status == 200)
-                        #expect(canonicalJSON(reply.object["result"]) == #"{"slept_ms":1500}"#)
+                        #expect(canonicalJSON(reply.object["result"]) == #"{"slept_ms":5000}"#)
                         return reply.header("Cache-Status") ?? ""
                     }
                 }
@@ -200,14 +201,14 @@ import Testing
     }
 
     /// A leader that fails shares nothing: its waiters then go upstream together, not one after
-    /// another behind a new leader each (ten 1.5 s timeouts would have taken 15 s).
+    /// another behind a new leader each (ten 3 s failures would have taken 30 s).
     @Test func waitersOfAFailedLeaderGoUpstreamTogether() async throws {
         // The circuit breaker would refuse the last calls once five have failed: it is not under test.
         try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 0}") { h in
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<10 {
                     group.addTask {
-                        try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "delay=1500,drop")]).status
+                        try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "delay=3000,drop")]).status
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }

@@ -149,7 +149,8 @@ import Testing
     @Test func collapsedCallsGetTheStoredGzipAndBinaryAnswersStayPlain() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(now: { clock.now }) { h in
-            let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip"), ("X-Sim-Fault", "delay=1000")]
+            // 3 s, so that the five overlap even when a loaded machine is slow to send them.
+            let headers = simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip"), ("X-Sim-Fault", "delay=3000")]
             let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
                 for _ in 0..<5 {
                     group.addTask { try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: headers, text: "30000") }

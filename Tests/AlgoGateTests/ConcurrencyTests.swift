@@ -68,58 +68,74 @@ import Testing
     }
 
     @Test func aSmallClientIsNotStarvedByABigBurst() async throws {
-        // A cap of 4 makes the upstream slots, not the test machine's CPU, the bottleneck.
-        try await using(Self.wideClient()) { client in try await GatewayHarness.run(upstreamYAML: "max_concurrency: 4", clientsYAML: Self.threeClients.replacingOccurrences(of: ", quota: {max_concurrent: 3}", with: "").replacingOccurrences(of: ", quota: {max_concurrent: 5}", with: "")) { h in
-            let base = h.gateway.base
-            let (_, solo) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
-            let bigAnswered = Tally()
-            // 400 ms each: the 200 drain slowly enough (10 a second) to be seen queued together
-            // even when a loaded machine opens their connections slowly (inside the full suite, the
-            // 20 calls above take ten times as long as alone).
-            async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 400, answered: bigAnswered)
-            // The big burst is queued first.
-            try #require(await eventually(within: .seconds(90)) { h.app.gate.queued >= 150 }, "the big burst never queued")
-            let (smallStatuses, loaded) = try await Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 100)
-            let bigBeforeSmall = bigAnswered.count.withLock { $0 }
-            let (bigStatuses, bigTime) = try await big
-            #expect(smallStatuses.allSatisfy { $0 == 200 } && bigStatuses.allSatisfy { $0 == 200 })
-            print("fairness: 20 calls alone took \(solo); beside 200 queued from another client \(loaded), while \(bigBeforeSmall) of the 200 were answered (the 200 took \(bigTime)); cap 4, 100 ms and 400 ms each")
-            // First come, first served would put the 20 behind the 150+ already queued; round robin
-            // gives them every other free slot, so about 20 of the big burst's calls are answered
-            // meanwhile. Counted in answers, not seconds: a loaded machine changes the timings, not
-            // the order.
-            #expect(bigBeforeSmall < 100)
-        } }
+        // Four upstream slots, held by the upstream until both bursts wait at the gate: the order
+        // in which the gate then hands out slots, not the machine's speed, decides who is answered
+        // first. (Bursts racing a draining queue made this test fail on a loaded machine.)
+        try await HeldUpstream.run { upstream, port in
+            try await using(Self.wideClient()) { client in
+                try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 4\n  queue_timeout_seconds: 120", upstreamURL: { _ in "http://127.0.0.1:\(port)" },
+                                             clientsYAML: Self.threeClients.replacingOccurrences(of: ", quota: {max_concurrent: 3}", with: "").replacingOccurrences(of: ", quota: {max_concurrent: 5}", with: "")) { h in
+                    let base = h.gateway.base
+                    let bigAnswered = Tally()
+                    async let big = Self.burst(client, base, key: Keys.teamA, count: 200, sleepMs: 20, answered: bigAnswered)
+                    try #require(await eventually(within: .seconds(120)) { h.app.gate.inFlight == 4 && h.app.gate.queued == 196 }, "the big burst never queued")
+                    async let small = Self.burst(client, base, key: Keys.teamB, count: 20, sleepMs: 20)
+                    try #require(await eventually(within: .seconds(120)) { h.app.gate.queued == 216 }, "the small burst never queued")
+                    upstream.release.open()
+                    let (smallStatuses, _) = try await small
+                    let bigBeforeSmall = bigAnswered.count.withLock { $0 }
+                    let (bigStatuses, _) = try await big
+                    #expect(smallStatuses == Array(repeating: 200, count: 20))
+                    #expect(bigStatuses == Array(repeating: 200, count: 200))
+                    print("fairness: the small client's 20 calls, queued behind 196 of a big burst, were all answered while \(bigBeforeSmall) of the 200 were; cap 4")
+                    // First come, first served would answer the 196 queued first; round robin gives
+                    // the 20 every other free slot, so about 24 of the big burst's calls are
+                    // answered meanwhile (the 4 that held the slots, then one for each of the 20).
+                    #expect(bigBeforeSmall < 60)
+                    #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
+                }
+            }
+        }
     }
 
+    /// The slot is held upstream until the test lets it go, so the second call surely finds it
+    /// taken (a holder that slept a few seconds was once done before a loaded machine sent it).
     @Test func aFullQueueTimesOutWith503() async throws {
-        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 1") { h in
-            let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "3000") }
-            while h.app.gate.inFlight == 0 { try await Task.sleep(for: .milliseconds(10)) }  // the holder has the slot
-            let waited = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "10")
-            #expect(waited.status == 503)
-            #expect(waited.text == #"{"error":{"error_type":"UpstreamBusy","message":"all upstream slots stayed busy for 1 s (upstream.queue_timeout_seconds); retry shortly"}}"#)
-            #expect(waited.header("Retry-After") == "1")
-            #expect(try await holder.value.status == 200)
-            #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep": 1])
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "0") }
+                try #require(await eventually { upstream.arrived.isOpen }, "the first call never reached the upstream")
+                let waited = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "0")
+                #expect(waited.status == 503)
+                #expect(waited.text == #"{"error":{"error_type":"UpstreamBusy","message":"all upstream slots stayed busy for 1 s (upstream.queue_timeout_seconds); retry shortly"}}"#)
+                #expect(waited.header("Retry-After") == "1")
+                upstream.release.open()
+                let held = try await holder.value
+                #expect(held.status == 200)
+                #expect(held.text == HeldUpstream.answer(sleptMs: 0))
+                #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
+                #expect(upstream.calls == 1)
+            }
         }
     }
 
     /// `queue_timeout_seconds: 0` means no waiting: its timer may fire before the wait is even
     /// queued, and the call must still get the 503 the timeout stands for.
     @Test func aZeroQueueTimeoutRefusesAtOnceWith503() async throws {
-        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 0") { h in
-            // Held long enough that the calls below are all made while it runs, on a loaded machine too.
-            let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "6000") }
-            while h.app.gate.inFlight == 0 { try await Task.sleep(for: .milliseconds(10)) }
-            for _ in 0..<5 {
-                let refused = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "10")
-                #expect(refused.status == 503)
-                #expect(envelope(refused).type == "UpstreamBusy")
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 0", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "0") }
+                try #require(await eventually { upstream.arrived.isOpen }, "the first call never reached the upstream")
+                for _ in 0..<5 {
+                    let refused = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "0")
+                    #expect(refused.status == 503)
+                    #expect(envelope(refused).type == "UpstreamBusy")
+                }
+                upstream.release.open()
+                #expect(try await holder.value.status == 200)
+                #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
+                #expect(upstream.calls == 1)
             }
-            #expect(try await holder.value.status == 200)
-            #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
         }
     }
 }

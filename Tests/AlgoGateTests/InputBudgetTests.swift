@@ -33,7 +33,8 @@ import Testing
         try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 1",
                                      extraYAML: "limits: {max_request_bytes: 1048576, max_buffered_bytes: 1048576}") { h in
             let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
-                for _ in 0..<2 { group.addTask { try await Self.call(h, delayMS: 2500) } }
+                // Held 5 s: the second call is refused after 1 s, even when a loaded machine sends it late.
+                for _ in 0..<2 { group.addTask { try await Self.call(h, delayMS: 5000) } }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(replies.map(\.status).sorted() == [200, 503])

@@ -16,7 +16,7 @@ import Testing
         let upstream = EchoingUpstream()
         try await upstream.run { port in
             try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                for path in ["/v1/algo/echo/Headers/1.0.0", "/v1/algo/echo/Headers/1.0.0?gzip=1"] {
+                for path in ["/v1/algo/echo/Headers/1.0.0", "/v1/algo/echo/Headers/1.0.0?gzip=1", "/v1/algo/echo/Headers/1.0.0?pad=100000"] {
                     for _ in 0..<2 {
                         let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: #""hi""#)
                         #expect(reply.status == 502, "\(path)")
@@ -24,7 +24,7 @@ import Testing
                     }
                 }
                 // Each call reached the upstream: nothing withheld was stored and answered again.
-                #expect(upstream.algoCalls == 4)
+                #expect(upstream.algoCalls == 6)
                 // The same upstream's clean answers are forwarded and cached as always.
                 for expected in ["MISS", "HIT"] {
                     let clean = try await h.gateway.send(.POST, "/v1/algo/echo/Clean/1.0.0", headers: simple(Keys.teamB) + jsonType, text: #""hi""#)
@@ -32,13 +32,13 @@ import Testing
                     #expect(clean.text == EchoingUpstream.cleanAnswer)
                     #expect(clean.header("X-Cache") == expected)
                 }
-                #expect(upstream.algoCalls == 5)
+                #expect(upstream.algoCalls == 7)
                 let withheld = h.logs.all.filter { $0.contains("the upstream's answer contained the upstream key") }
-                #expect(withheld.count == 4)
+                #expect(withheld.count == 6)
                 #expect(withheld.allSatisfy { $0.hasPrefix("error ") && $0.contains("request_id=") })
                 for line in h.logs.all { #expect(!line.contains(Keys.upstream)) }
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
-                #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 4)
+                #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 6)
             }
         }
     }
@@ -167,7 +167,9 @@ final class EchoingUpstream: Sendable {
         router.post("/v1/algo/echo/Headers/:version") { request, _ -> Response in
             self.calls.add(1, ordering: .relaxed)
             let auth = request.headers[.authorization] ?? ""
-            let text = #"{"metadata":{"content_type":"json","duration":0.001},"result":{"authorization":"\#(auth)"}}"#
+            // `?pad=N`: N bytes ahead of the key, for an answer large enough to be scanned off the loop.
+            let padding = String(repeating: "p", count: request.uri.queryParameters.get("pad", as: Int.self) ?? 0)
+            let text = #"{"metadata":{"content_type":"json","duration":0.001},"result":{"padding":"\#(padding)","authorization":"\#(auth)"}}"#
             return try Self.answer(ByteBuffer(string: text), request: request)
         }
         router.post("/v1/algo/echo/Clean/:version") { request, _ -> Response in

@@ -86,7 +86,7 @@ public struct Forwarder: Sendable {
             }
             headers[.contentEncoding] = nil
         }
-        try refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
+        try await refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                          headers: headers, body: .init(byteBuffer: body)), body)
     }
@@ -125,7 +125,7 @@ public struct Forwarder: Sendable {
             contentLength = nil
         }
         let keyGuard = KeyEchoGuard(key: settings.key)
-        try refuseEchoedKey(keyGuard, headers: headers, context: context)
+        try await refuseEchoedKey(keyGuard, headers: headers, context: context)
         if request.method == .head {
             // A HEAD answer has no body but reports the size the GET would have.
             if let contentLength { headers[.contentLength] = String(contentLength) }
@@ -158,11 +158,11 @@ public struct Forwarder: Sendable {
     }
 
     /// Throws `KeyEchoGuard.withheld`, logged and counted, when the answer's headers or its body
-    /// (one read whole) hold the upstream key.
-    private func refuseEchoedKey(_ keyGuard: KeyEchoGuard, headers: HTTPFields, body: ByteBuffer? = nil, context: GatewayRequestContext) throws {
+    /// (one read whole, scanned off the event loop when large: `BodyWork`) hold the upstream key.
+    private func refuseEchoedKey(_ keyGuard: KeyEchoGuard, headers: HTTPFields, body: ByteBuffer? = nil, context: GatewayRequestContext) async throws {
         do {
             try keyGuard.check(headers)
-            if let body { try keyGuard.check(body) }
+            if let body { try await BodyWork.run(over: body.readableBytes) { try keyGuard.check(body) } }
         } catch {
             withheld(context)
             throw error

@@ -1,0 +1,56 @@
+import AlgoTestSupport
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+
+/// An upstream in the test process whose `test/Sleep` calls wait for the test to open `release`
+/// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
+/// comes in. `demo/Hello/0.1.0` answers at once.
+///
+/// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
+/// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
+/// about one full run in ten: a loaded machine left the test's tasks unscheduled for seconds at a
+/// time, so the window passed unseen. Here the state lasts until the test ends it.
+final class HeldUpstream: Sendable {
+    let arrived = Latch()
+    let release = Latch()
+    private let sleepCalls = Atomic<Int>(0)
+    /// The `test/Sleep` calls that have come in.
+    var calls: Int { sleepCalls.load(ordering: .relaxed) }
+
+    static func answer(sleptMs: Int) -> String {
+        #"{"result":{"slept_ms":\#(sleptMs)},"metadata":{"content_type":"json","duration":0.001}}"#
+    }
+
+    static let hello = #"{"result":"Hello B","metadata":{"content_type":"text","duration":0.001}}"#
+
+    /// Runs `body` with the upstream and its port; held calls are let go when `body` ends, so
+    /// that the server can shut down.
+    static func run<Value: Sendable>(_ body: (HeldUpstream, Int) async throws -> Value) async throws -> Value {
+        let upstream = HeldUpstream()
+        let router = Router()
+        router.post("/v1/algo/test/Sleep") { request, _ -> Response in
+            let input = try await request.body.collect(upTo: 1024)
+            upstream.sleepCalls.add(1, ordering: .relaxed)
+            upstream.arrived.open()
+            await upstream.release.wait()
+            let milliseconds = Int(String(buffer: input)) ?? 0
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return Self.json(Self.answer(sleptMs: milliseconds))
+        }
+        router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
+        return try await LiveServer.run({ onServerRunning in
+            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onServerRunning,
+                        logger: { var logger = Logger(label: "held-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            defer { upstream.release.open() }
+            return try await body(upstream, port)
+        }
+    }
+
+    private static func json(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
