@@ -38,6 +38,9 @@ import Testing
         #expect(config.cache.path == "var/algogate.sqlite" && config.cache.maxBytes == 1_073_741_824 && config.cache.ttlSeconds == 604_800)
         #expect(config.compression.minBytes == 1024)
         #expect(config.clients[0].dataPrefixes == nil)
+        #expect(config.server.publicURL == nil)
+        #expect(try ConfigLoader.load(yaml: Self.yaml("server: {public_url: \"https://algogate.example.com:8443/\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),
+                                      environment: Self.env).config.server.publicURL == "https://algogate.example.com:8443")
         #expect(loaded.upstreamKey.revealed == "upstream-key")
         #expect("\(loaded.upstreamKey)" == "<redacted>")
     }
@@ -57,6 +60,11 @@ import Testing
             (Self.yaml("upstream_typo: 1\n" + client), "upstream_typo: unknown field", Self.env),
             (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field", Self.env),
             (Self.yaml("server: {port: eighty}\n" + client), "server.port: expected a whole number", Self.env),
+            (Self.yaml("server: {public_url: algogate.example.com}\n" + client), "server.public_url: must be an http:// or https:// URL with a host", Self.env),
+            (Self.yaml("server: {public_url: \"https://algogate.example.com/base\"}\n" + client),
+             "server.public_url: must be an origin only (scheme, host, optional port), with no path, query or credentials", Self.env),
+            (Self.yaml("server: {public_url: \"https://user:pw@algogate.example.com\"}\n" + client),
+             "server.public_url: must be an origin only (scheme, host, optional port), with no path, query or credentials", Self.env),
             (Self.yaml("limits: {max_request_bytes: 2000, max_buffered_bytes: 1999}\n" + client),
              "limits.max_buffered_bytes: must be at least limits.max_request_bytes (2000), or the largest input could never be read", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),

@@ -78,9 +78,11 @@ import Testing
             #expect(pair.gateway.log.contains("configuration reloaded"))
             #expect(pair.gateway.log.contains(#""needs_restart":"none""#))
 
-            // A change the running gateway cannot apply is named in the reload line.
+            // A change the running gateway cannot apply is named in the reload line; one it can
+            // (`server.public_url`) is not.
             let cacheLine = #"cache: {path: "\#(pair.work.appendingPathComponent("cache.sqlite").path)"}"#
-            let resized = ProcessHarness.standardYAML(simPort: upstreamPort, gatewayPort: 0, work: pair.work, clients: bothClients)
+            let resized = ProcessHarness.standardYAML(simPort: upstreamPort, gatewayPort: 0, work: pair.work, clients: bothClients,
+                                                      server: #"public_url: "https://algogate.example.com""#)
             #expect(resized.contains(cacheLine))
             try resized.replacingOccurrences(of: cacheLine, with: cacheLine.dropLast() + ", stale_if_error_seconds: 60}")
                 .write(to: pair.configURL, atomically: true, encoding: .utf8)

@@ -61,6 +61,13 @@ public enum ConfigLoader {
         try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
         try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
         try require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
+        if let publicURL = config.server.publicURL {
+            let url = URL(string: publicURL)
+            try require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host.map(LinkRewriter.isPlainHost) == true } ?? false,
+                        "server.public_url", "must be an http:// or https:// URL with a host")
+            try require(url.map { $0.path.isEmpty && $0.query == nil && $0.fragment == nil && $0.user == nil } ?? false,
+                        "server.public_url", "must be an origin only (scheme, host, optional port), with no path, query or credentials")
+        }
         if let tls = config.server.tls {
             try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
             try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")

@@ -50,6 +50,10 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// one closes, so a flood of connections cannot use up the process's file descriptors
         /// (which upstream connections and the SQLite file need too).
         public var maxConnections = 10_000
+        /// The gateway's address as clients reach it (`https://algogate.example.com`), for links
+        /// in answers that name the upstream (`LinkRewriter`); absent means each request's `Host`.
+        /// Stored without a trailing slash.
+        public var publicURL: String?
 
         public struct TLS: Sendable, Equatable, Decodable {
             public var certFile: String
@@ -65,7 +69,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds"
-            case maxConnections = "max_connections" }
+            case maxConnections = "max_connections", publicURL = "public_url" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -76,6 +80,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
             idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
             maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
+            publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL).map { $0.trimmingSuffix("/") }
         }
     }
 

@@ -42,7 +42,10 @@ public struct ConfigReloader: Service {
         let old = state.snapshot.config
         let new = loaded.config
         var fixed: [String] = []
-        if old.server != new.server { fixed.append("server") }
+        // `server.public_url` applies to the next request; the rest of `server` to the next start.
+        var (oldServer, newServer) = (old.server, new.server)
+        (oldServer.publicURL, newServer.publicURL) = (nil, nil)
+        if oldServer != newServer { fixed.append("server") }
         if old.cache.path != new.cache.path || old.cache.enabled != new.cache.enabled { fixed.append("cache.path/cache.enabled") }
         if old.cache.maxBytes != new.cache.maxBytes || old.cache.memoryBytes != new.cache.memoryBytes
             || old.cache.staleIfErrorSeconds != new.cache.staleIfErrorSeconds {

@@ -99,7 +99,8 @@ public struct GatewayApp: Sendable {
                 return Forwarder.Settings(
                     origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
                     timeoutSeconds: snapshot.config.upstream.timeoutSeconds,
-                    maxResponseBytes: snapshot.config.limits.maxResponseBytes)
+                    maxResponseBytes: snapshot.config.limits.maxResponseBytes,
+                    publicURL: snapshot.config.server.publicURL, tls: snapshot.config.server.tls != nil)
             },
             gate: gate,
             queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },

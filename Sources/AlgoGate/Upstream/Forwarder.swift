@@ -29,6 +29,9 @@ public struct Forwarder: Sendable {
         public var key: Secret
         public var timeoutSeconds: Int
         public var maxResponseBytes: Int
+        /// `server.public_url`, and whether the gateway serves HTTPS: where links in answers point.
+        public var publicURL: String? = nil
+        public var tls = false
     }
 
     public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, settings: @escaping @Sendable () -> Settings) {
@@ -126,10 +129,25 @@ public struct Forwarder: Sendable {
         }
         let keyGuard = KeyEchoGuard(key: settings.key)
         try await refuseEchoedKey(keyGuard, headers: headers, context: context)
+        let links = linkRewriter(request, settings)
+        links?.rewriteLinkFields(&headers)
         if request.method == .head {
             // A HEAD answer has no body but reports the size the GET would have.
             if let contentLength { headers[.contentLength] = String(contentLength) }
             return Response(status: status, headers: headers, body: .init())
+        }
+        if let links, LinkRewriter.rewritesBody(path: path, headers: headers, contentLength: contentLength) {
+            // A management answer (small JSON): read whole, its links to the upstream rewritten.
+            let whole: ByteBuffer
+            do {
+                whole = try await response.body.collect(upTo: LinkRewriter.maxBodyBytes)
+            } catch {
+                throw failure(error, timeoutSeconds: settings.timeoutSeconds)
+            }
+            try await refuseEchoedKey(keyGuard, headers: headers, body: whole, context: context)
+            let rewritten = links.rewrite(whole)
+            headers[.contentLength] = String(rewritten.readableBytes)
+            return Response(status: status, headers: headers, body: .init(byteBuffer: rewritten))
         }
         let stream = response.body
         context.facts.streamsResponse = true
@@ -155,6 +173,12 @@ public struct Forwarder: Sendable {
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
+    }
+
+    /// Where links to the upstream in this request's answer are pointed instead, if anywhere.
+    private func linkRewriter(_ request: Request, _ settings: Settings) -> LinkRewriter? {
+        LinkRewriter(upstreamOrigin: settings.origin,
+                     gatewayOrigin: LinkRewriter.gatewayOrigin(publicURL: settings.publicURL, tls: settings.tls, request: request))
     }
 
     /// Throws `KeyEchoGuard.withheld`, logged and counted, when the answer's headers or its body

@@ -1,0 +1,106 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Points links in upstream answers that name the upstream at the gateway instead, as a reverse
+/// proxy does (nginx's `proxy_redirect`): `Location` and `Content-Location` fields of data,
+/// connector and management answers, and the `self_link`/`next_link` URLs in management answers
+/// (`/v1/algorithms/...`). Algorithm answers are the algorithm's output, cached and shared by
+/// every client, and are left as they came.
+///
+/// A client following such a link would otherwise leave the gateway: it would send its own
+/// algogate key to the upstream (where it means nothing, and where it does not belong), and get a
+/// 401 instead of what it asked for.
+///
+/// Only links to the upstream's `/v1/` API under the configured `upstream.url` are changed; any
+/// other URL (a signed storage URL, a documentation page) is left as it came.
+struct LinkRewriter: Sendable {
+    /// Management answers are read whole to be rewritten up to this size; larger ones (or ones of
+    /// unknown size, or compressed) stream through as they came.
+    static let maxBodyBytes = 1 << 20
+
+    private let upstreamPrefix: String
+    private let gatewayPrefix: String
+    /// The body forms: plain, and with JSON's optional `\/` escape.
+    private let bodyNeedles: [(from: [UInt8], to: [UInt8])]
+
+    /// A rewriter from `upstreamOrigin` (`upstream.url` without a trailing slash) to
+    /// `gatewayOrigin`; nil when there is nothing to rewrite to.
+    init?(upstreamOrigin: String, gatewayOrigin: String?) {
+        guard let gatewayOrigin, gatewayOrigin != upstreamOrigin else { return nil }
+        upstreamPrefix = upstreamOrigin + "/v1/"
+        gatewayPrefix = gatewayOrigin + "/v1/"
+        let escaped = { (text: String) in Array(text.replacingOccurrences(of: "/", with: #"\/"#).utf8) }
+        bodyNeedles = [(Array(upstreamPrefix.utf8), Array(gatewayPrefix.utf8)), (escaped(upstreamPrefix), escaped(gatewayPrefix))]
+    }
+
+    /// The origin the client reached the gateway at: `server.public_url` when set; otherwise the
+    /// request's `Host`, by the scheme a proxy in front reports (`X-Forwarded-Proto`) or the
+    /// gateway's own. Nil when the request names no usable host.
+    static func gatewayOrigin(publicURL: String?, tls: Bool, request: Request) -> String? {
+        if let publicURL { return publicURL }
+        guard let host = request.head.authority, isPlainHost(host) else { return nil }
+        let forwarded = request.headers.value(.init("X-Forwarded-Proto")!)?.lowercased()
+        let scheme = forwarded == "https" || forwarded == "http" ? forwarded! : (tls ? "https" : "http")
+        return scheme + "://" + host
+    }
+
+    /// A host and optional port (names, IPv4, bracketed IPv6): nothing that could end a JSON
+    /// string or a header value once written into one.
+    static func isPlainHost(_ host: String) -> Bool {
+        !host.isEmpty && host.utf8.count <= 255 && host.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+                || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
+        }
+    }
+
+    /// `Location` and `Content-Location` pointed at the gateway when they name the upstream.
+    func rewriteLinkFields(_ headers: inout HTTPFields) {
+        for name in [HTTPField.Name.location, .contentLocation] {
+            guard let value = headers[name], value.hasPrefix(upstreamPrefix) else { continue }
+            headers[name] = gatewayPrefix + value.dropFirst(upstreamPrefix.count)
+        }
+    }
+
+    /// Whether a management answer with these fields is read whole and rewritten.
+    static func rewritesBody(path: String, headers: HTTPFields, contentLength: Int?) -> Bool {
+        guard path.hasPrefix("/v1/algorithms"), let contentLength, contentLength <= maxBodyBytes,
+              headers[.contentEncoding] == nil, let type = headers[.contentType]?.lowercased() else { return false }
+        return type.hasPrefix("application/json")
+    }
+
+    /// `body` with every link to the upstream's API pointed at the gateway.
+    func rewrite(_ body: ByteBuffer) -> ByteBuffer {
+        var bytes = Array(body.readableBytesView)
+        var changed = false
+        for (from, to) in bodyNeedles {
+            guard let replaced = Self.replacing(from, with: to, in: bytes) else { continue }
+            bytes = replaced
+            changed = true
+        }
+        return changed ? ByteBuffer(bytes: bytes) : body
+    }
+
+    /// `bytes` with each occurrence of `needle` replaced, or nil when there is none.
+    static func replacing(_ needle: [UInt8], with replacement: [UInt8], in bytes: [UInt8]) -> [UInt8]? {
+        guard let first = needle.first, bytes.count >= needle.count else { return nil }
+        var output: [UInt8] = []
+        var copied = 0
+        var index = 0
+        while index <= bytes.count - needle.count {
+            if bytes[index] == first, bytes[index..<index + needle.count].elementsEqual(needle) {
+                if output.isEmpty { output.reserveCapacity(bytes.count + 64) }
+                output.append(contentsOf: bytes[copied..<index])
+                output.append(contentsOf: replacement)
+                index += needle.count
+                copied = index
+            } else {
+                index += 1
+            }
+        }
+        guard copied > 0 else { return nil }
+        output.append(contentsOf: bytes[copied...])
+        return output
+    }
+}

@@ -1,0 +1,76 @@
+@testable import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Testing
+
+/// Links in answers that name the upstream name the gateway instead, so a client that follows one
+/// stays behind the gateway (and never sends its algogate key to the upstream).
+@Suite struct LinkTests {
+    static let create = #"{"name": "Linked", "details": {"label": "Linked"}, "settings": {"language": "python3"}}"#
+
+    @Test func managementAnswersLinkToTheGateway() async throws {
+        try await GatewayHarness.run { h in
+            let made = try await h.gateway.send(.POST, "/v1/algorithms/team-a", headers: simple(Keys.teamA) + jsonType, text: Self.create)
+            #expect(made.status == 200)
+            // The simulator names the address it was reached at, as Algorithmia names its own.
+            #expect(made.object["self_link"] as? String == "\(h.gateway.base)/v1/algorithms/team-a/Linked")
+            #expect(made.header("Content-Length") == String(made.bytes.count))
+            #expect(!made.text.contains(h.sim.base))
+
+            // Behind a proxy that terminates TLS and says so.
+            let proxied = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA) + [("X-Forwarded-Proto", "https")])
+            #expect(proxied.status == 200)
+            #expect(proxied.object["self_link"] as? String == "\(h.gateway.base.replacingOccurrences(of: "http://", with: "https://"))/v1/algorithms/team-a/Linked")
+
+            // A Host that could break out of a JSON string is not written into one.
+            let odd = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA) + [("Host", #"evil"x"#)])
+            #expect(odd.status == 200)
+            #expect(odd.object["self_link"] as? String == "\(h.sim.base)/v1/algorithms/team-a/Linked")
+        }
+    }
+
+    @Test func aPublicURLIsWhatLinksName() async throws {
+        try await GatewayHarness.run(serverYAML: #"public_url: "https://algogate.example.com/""#) { h in
+            let made = try await h.gateway.send(.POST, "/v1/algorithms/team-a", headers: simple(Keys.teamA) + jsonType, text: Self.create)
+            #expect(made.status == 200)
+            #expect(made.object["self_link"] as? String == "https://algogate.example.com/v1/algorithms/team-a/Linked")
+            // A reload applies to the next request.
+            for (publicURL, expected) in [("https://other.example.com:8443", "https://other.example.com:8443"), (nil, h.gateway.base)] {
+                var config = h.app.state.snapshot.config
+                config.server.publicURL = publicURL
+                try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+                let got = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA))
+                #expect(got.object["self_link"] as? String == "\(expected)/v1/algorithms/team-a/Linked")
+            }
+        }
+    }
+
+    /// `Location` naming the upstream's API is pointed at the gateway; any other is left alone.
+    @Test func redirectsToTheUpstreamPointAtTheGateway() async throws {
+        let router = Router()
+        router.get("/v1/data/.my/team-a/moved") { request, _ -> Response in
+            Response(status: .movedPermanently, headers: [.location: "http://\(request.head.authority ?? "")/v1/data/.my/team-a/new",
+                                                          .contentLocation: "http://\(request.head.authority ?? "")/v1/data/.my/team-a/moved"])
+        }
+        router.get("/v1/data/.my/team-a/elsewhere") { _, _ -> Response in
+            Response(status: .found, headers: [.location: "https://storage.example.com/bucket/file?signature=abc"])
+        }
+        try await LiveServer.run({ onRunning in
+            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
+                        logger: { var logger = Logger(label: "redirecting-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let moved = try await h.gateway.send(.GET, "/v1/data/.my/team-a/moved", headers: simple(Keys.teamA))
+                #expect(moved.status == 301)
+                #expect(moved.header("Location") == "\(h.gateway.base)/v1/data/.my/team-a/new")
+                #expect(moved.header("Content-Location") == "\(h.gateway.base)/v1/data/.my/team-a/moved")
+                let elsewhere = try await h.gateway.send(.GET, "/v1/data/.my/team-a/elsewhere", headers: simple(Keys.teamA))
+                #expect(elsewhere.status == 302)
+                #expect(elsewhere.header("Location") == "https://storage.example.com/bucket/file?signature=abc")
+            }
+        }
+    }
+}
