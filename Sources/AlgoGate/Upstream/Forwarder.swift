@@ -145,7 +145,7 @@ public struct Forwarder: Sendable {
                 throw failure(error, timeoutSeconds: settings.timeoutSeconds)
             }
             try await refuseEchoedKey(keyGuard, headers: headers, body: whole, context: context)
-            let rewritten = links.rewrite(whole)
+            let rewritten = try await BodyWork.run(over: whole.readableBytes) { links.rewrite(whole) }
             headers[.contentLength] = String(rewritten.readableBytes)
             return Response(status: status, headers: headers, body: .init(byteBuffer: rewritten))
         }
