@@ -2,7 +2,6 @@ import AlgoGate
 import AlgoTestSupport
 import AsyncHTTPClient
 import Foundation
-import Hummingbird
 import NIOCore
 import NIOSSL
 import Testing

@@ -144,7 +144,7 @@ public struct Forwarder: Sendable {
             } catch {
                 throw failure(error, timeoutSeconds: settings.timeoutSeconds)
             }
-            try await refuseEchoedKey(keyGuard, headers: headers, body: whole, context: context)
+            try await refuseEchoedKey(keyGuard, headers: HTTPFields(), body: whole, context: context)  // fields checked above
             let rewritten = try await BodyWork.run(over: whole.readableBytes) { links.rewrite(whole) }
             headers[.contentLength] = String(rewritten.readableBytes)
             return Response(status: status, headers: headers, body: .init(byteBuffer: rewritten))
