@@ -1,6 +1,7 @@
 @testable import AlgoGate
 import AlgoTestSupport
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -70,6 +71,71 @@ import Testing
                 let elsewhere = try await h.gateway.send(.GET, "/v1/data/.my/team-a/elsewhere", headers: simple(Keys.teamA))
                 #expect(elsewhere.status == 302)
                 #expect(elsewhere.header("Location") == "https://storage.example.com/bucket/file?signature=abc")
+            }
+        }
+    }
+
+    /// The upstream may gzip a management answer (the gateway asks it to) or send it chunked: its
+    /// size is then unknown until it has all arrived, and its links are rewritten all the same. One
+    /// larger than the rewriter reads passes through whole, as it came. `Link` targets are rewritten.
+    @Test func compressedAndChunkedManagementAnswersAreRewritten() async throws {
+        @Sendable func link(_ request: Request) -> String { "http://\(request.head.authority ?? "")/v1/algorithms/team-a/Linked" }
+        @Sendable func chunks(_ text: String, at cut: Int) -> ResponseBody {
+            let bytes = Array(text.utf8)
+            return ResponseBody { writer in
+                try await writer.write(ByteBuffer(bytes: bytes[..<cut]))
+                try await writer.write(ByteBuffer(bytes: bytes[cut...]))
+                try await writer.finish(nil)
+            }
+        }
+        let big = String(repeating: "x", count: LinkRewriter.maxBodyBytes)
+        let router = Router()
+        router.get("/v1/algorithms/team-a/gzip") { request, _ -> Response in
+            let escaped = link(request).replacingOccurrences(of: "/", with: #"\/"#)
+            let json = #"{"self_link":"\#(link(request))","next_link":"\#(escaped)?page=2"}"#
+            return Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                            body: ResponseBody { writer in
+                                try await writer.write(ByteBuffer(bytes: try CompressionTests.gzip(Array(json.utf8))))
+                                try await writer.finish(nil)
+                            })
+        }
+        router.get("/v1/algorithms/team-a/chunked") { request, _ -> Response in
+            let json = #"{"self_link":"\#(link(request))"}"#
+            // Cut inside the link: it is whole once the answer is.
+            var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+            headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\""))
+            headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))>; rel=\"self\""))
+            return Response(status: .ok, headers: headers, body: chunks(json, at: 25))
+        }
+        router.get("/v1/algorithms/team-a/big") { request, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: chunks(#"{"self_link":"\#(link(request))","padding":"\#(big)"}"#, at: 1000))
+        }
+        try await LiveServer.run({ onRunning in
+            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
+                        logger: { var logger = Logger(label: "management-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let upstream = "http://127.0.0.1:\(port)/v1/algorithms/team-a/Linked"
+                let gateway = "\(h.gateway.base)/v1/algorithms/team-a/Linked"
+                let escapedGateway = gateway.replacingOccurrences(of: "/", with: #"\/"#)
+
+                let gzipped = try await h.gateway.send(.GET, "/v1/algorithms/team-a/gzip", headers: simple(Keys.teamA))
+                #expect(gzipped.status == 200)
+                #expect(gzipped.header("Content-Encoding") == nil)
+                #expect(gzipped.header("Content-Length") == String(gzipped.bytes.count))
+                #expect(gzipped.text == #"{"self_link":"\#(gateway)","next_link":"\#(escapedGateway)?page=2"}"#)
+
+                let chunked = try await h.gateway.send(.GET, "/v1/algorithms/team-a/chunked", headers: simple(Keys.teamA))
+                #expect(chunked.status == 200)
+                #expect(chunked.header("Content-Length") == String(chunked.bytes.count))
+                #expect(chunked.text == #"{"self_link":"\#(gateway)"}"#)
+                #expect(chunked.headers["Link"] == ["<\(gateway)?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\"", "<\(gateway)>; rel=\"self\""])
+
+                let large = try await h.gateway.send(.GET, "/v1/algorithms/team-a/big", headers: simple(Keys.teamA))
+                #expect(large.status == 200)
+                #expect(large.header("Content-Length") == nil)
+                #expect(large.text == #"{"self_link":"\#(upstream)","padding":"\#(big)"}"#)
             }
         }
     }

@@ -136,43 +136,81 @@ public struct Forwarder: Sendable {
             if let contentLength { headers[.contentLength] = String(contentLength) }
             return Response(status: status, headers: headers, body: .init())
         }
-        if let links, LinkRewriter.rewritesBody(path: path, headers: headers, contentLength: contentLength) {
-            // A management answer (small JSON): read whole, its links to the upstream rewritten.
-            let whole: ByteBuffer
-            do {
-                whole = try await response.body.collect(upTo: LinkRewriter.maxBodyBytes)
-            } catch {
-                throw failure(error, timeoutSeconds: settings.timeoutSeconds)
-            }
-            try await refuseEchoedKey(keyGuard, headers: HTTPFields(), body: whole, context: context)  // fields checked above
-            let rewritten = try await BodyWork.run(over: whole.readableBytes) { links.rewrite(whole) }
-            headers[.contentLength] = String(rewritten.readableBytes)
-            return Response(status: status, headers: headers, body: .init(byteBuffer: rewritten))
+        let answer = Answer(status: status, headers: headers, contentLength: contentLength, keyGuard: keyGuard,
+                            links: links.flatMap { LinkRewriter.rewritesBody(path: path, headers: headers, contentLength: contentLength) ? $0 : nil })
+        if let upstreamCoding {
+            return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max),
+                                     timeoutSeconds: settings.timeoutSeconds, context: context)
         }
-        let stream = response.body
-        context.facts.streamsResponse = true
-        let body = ResponseBody(contentLength: contentLength) { writer in
-            // Sent a chunk behind the upstream, so a key across two chunks is caught before any of it goes.
-            func relay(_ parts: some AsyncSequence<ByteBuffer, any Error>) async throws {
-                var checked = KeyEchoGuard.Stream(keyGuard)
-                do {
-                    for try await part in parts {
-                        if let ready = try checked.pass(part) { try await writer.write(ready) }
+        return try await respond(answer, parts: response.body, timeoutSeconds: settings.timeoutSeconds, context: context)
+    }
+
+    /// A streamed upstream answer, as it will be sent: `links` is set when its body is to be read
+    /// whole and its links rewritten (`LinkRewriter.rewritesBody`).
+    private struct Answer {
+        var status: HTTPResponse.Status
+        var headers: HTTPFields
+        var contentLength: Int?
+        var keyGuard: KeyEchoGuard
+        var links: LinkRewriter?
+    }
+
+    /// The response for an upstream answer whose body arrives as `parts` (inflated already).
+    ///
+    /// A management answer is read ahead, up to `LinkRewriter.maxBodyBytes`, whatever its framing
+    /// (the upstream may gzip it, or send it chunked, so its size is often unknown). One that ends
+    /// within that is rewritten and sent whole; a larger one is sent as it came, what was read
+    /// ahead first. Everything else streams, a chunk behind the upstream.
+    private func respond<Parts: AsyncSequence & Sendable>(_ answer: Answer, parts: Parts, timeoutSeconds: Int,
+                                                           context: GatewayRequestContext) async throws -> Response
+    where Parts.Element == ByteBuffer {
+        var iterator = parts.makeAsyncIterator()
+        var readAhead: ByteBuffer?
+        if let links = answer.links {
+            var whole = ByteBuffer()
+            var ended = false
+            do {
+                while whole.readableBytes <= LinkRewriter.maxBodyBytes {
+                    guard var part = try await iterator.next() else {
+                        ended = true
+                        break
                     }
-                } catch let error as GatewayError where error == KeyEchoGuard.withheld {
-                    withheld(context)
-                    throw error
+                    whole.writeBuffer(&part)
                 }
-                if let last = checked.finish() { try await writer.write(last) }
+            } catch {
+                throw failure(error, timeoutSeconds: timeoutSeconds)
             }
-            if let upstreamCoding {
-                try await relay(InflatingSequence(base: stream, coding: upstreamCoding, limit: .max))
-            } else {
-                try await relay(stream)
+            if ended {
+                let whole = whole
+                try await refuseEchoedKey(answer.keyGuard, headers: HTTPFields(), body: whole, context: context)  // fields checked already
+                let rewritten = try await BodyWork.run(over: whole.readableBytes) { links.rewrite(whole) }
+                var headers = answer.headers
+                headers[.contentLength] = String(rewritten.readableBytes)
+                return Response(status: answer.status, headers: headers, body: .init(byteBuffer: rewritten))
             }
+            readAhead = whole
+        }
+        context.facts.streamsResponse = true
+        let rest = Handoff(iterator)
+        let keyGuard = answer.keyGuard
+        let ahead = readAhead
+        let body = ResponseBody(contentLength: answer.contentLength) { writer in
+            // Sent a chunk behind the upstream, so a key across two chunks is caught before any of it goes.
+            var checked = KeyEchoGuard.Stream(keyGuard)
+            var parts = rest.take()
+            do {
+                if let ahead, let ready = try checked.pass(ahead) { try await writer.write(ready) }
+                while let part = try await parts.next() {
+                    if let ready = try checked.pass(part) { try await writer.write(ready) }
+                }
+            } catch let error as GatewayError where error == KeyEchoGuard.withheld {
+                withheld(context)
+                throw error
+            }
+            if let last = checked.finish() { try await writer.write(last) }
             try await writer.finish(nil)
         }
-        return Response(status: status, headers: headers, body: body)
+        return Response(status: answer.status, headers: answer.headers, body: body)
     }
 
     /// Where links to the upstream in this request's answer are pointed instead, if anywhere.
@@ -327,4 +365,13 @@ public struct Forwarder: Sendable {
         }
         return (parts.joined(separator: "&"), timeout)
     }
+}
+
+/// An upstream answer's body iterator, handed from the request handler (which read ahead of it)
+/// to the response body's writer (which goes on with it). Hummingbird runs the writer once, after
+/// the handler has returned, so the iterator is never used by two tasks at once.
+private final class Handoff<Iterator>: @unchecked Sendable {
+    private let iterator: Iterator
+    init(_ iterator: Iterator) { self.iterator = iterator }
+    func take() -> Iterator { iterator }
 }

@@ -15,8 +15,8 @@ import NIOCore
 /// Only links to the upstream's `/v1/` API under the configured `upstream.url` are changed; any
 /// other URL (a signed storage URL, a documentation page) is left as it came.
 struct LinkRewriter: Sendable {
-    /// Management answers are read whole to be rewritten up to this size; larger ones (or ones of
-    /// unknown size, or compressed) stream through as they came.
+    /// Management answers are read whole to be rewritten up to this size (after inflating them,
+    /// whatever their framing); larger ones stream through as they came.
     static let maxBodyBytes = 1 << 20
 
     private let upstreamPrefix: String
@@ -55,17 +55,25 @@ struct LinkRewriter: Sendable {
         }
     }
 
-    /// `Location` and `Content-Location` pointed at the gateway when they name the upstream.
+    static let link = HTTPField.Name("Link")!
+
+    /// `Location` and `Content-Location` pointed at the gateway when they name the upstream, and
+    /// each target of a `Link` field (RFC 8288: `<URL>; rel="next"`) that does.
     func rewriteLinkFields(_ headers: inout HTTPFields) {
         for name in [HTTPField.Name.location, .contentLocation] {
             guard let value = headers[name], value.hasPrefix(upstreamPrefix) else { continue }
             headers[name] = gatewayPrefix + value.dropFirst(upstreamPrefix.count)
         }
+        let links = headers[fields: Self.link]
+        let target = "<" + upstreamPrefix
+        guard links.contains(where: { $0.value.contains(target) }) else { return }
+        headers[fields: Self.link] = links.map { HTTPField(name: Self.link, value: $0.value.replacingOccurrences(of: target, with: "<" + gatewayPrefix)) }
     }
 
-    /// Whether a management answer with these fields is read whole and rewritten.
+    /// Whether a management answer with these fields (its coding already undone) is read ahead to
+    /// be rewritten: JSON, not known to be over `maxBodyBytes`.
     static func rewritesBody(path: String, headers: HTTPFields, contentLength: Int?) -> Bool {
-        guard path.hasPrefix("/v1/algorithms"), let contentLength, contentLength <= maxBodyBytes,
+        guard path.hasPrefix("/v1/algorithms"), (contentLength ?? 0) <= maxBodyBytes,
               headers[.contentEncoding] == nil, let type = headers[.contentType]?.lowercased() else { return false }
         return type.hasPrefix("application/json")
     }
