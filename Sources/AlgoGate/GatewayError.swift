@@ -78,6 +78,11 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
         .init(status: .methodNotAllowed, errorType: "InputError", message: message,
               headers: allow.isEmpty ? [:] : [.allow: allow.map(\.rawValue).joined(separator: ", ")])
     }
+    /// nginx's 499: the client closed its connection before its algorithm call was answered, and
+    /// the upstream call was cancelled. Nobody reads it; the log line and metrics record it.
+    static let clientClosedRequest = GatewayError(
+        status: .init(code: 499, reasonPhrase: "Client Closed Request"), errorType: "ClientClosedRequest",
+        message: "the client closed its connection before the algorithm answered; the upstream call was cancelled")
     static let internalErrorType = "InternalError"
     public static func internalError(_ message: String) -> GatewayError {
         .init(status: .internalServerError, errorType: internalErrorType, message: message)

@@ -7,7 +7,8 @@ import Synchronization
 
 /// An upstream in the test process whose `test/Sleep` calls wait for the test to open `release`
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
-/// comes in. `demo/Hello/0.1.0` answers at once.
+/// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`) calls wait
+/// for `release` too, and count in `abandoned` when the gateway closes their connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -19,6 +20,13 @@ final class HeldUpstream: Sendable {
     private let sleepCalls = Atomic<Int>(0)
     /// The `test/Sleep` calls that have come in.
     var calls: Int { sleepCalls.load(ordering: .relaxed) }
+    private let holdCalls = Atomic<Int>(0)
+    private let abandonedCalls = Atomic<Int>(0)
+    /// The `test/Hold` calls that have come in, and those whose connection the gateway closed
+    /// while they were held.
+    var holds: Int { holdCalls.load(ordering: .relaxed) }
+    var abandoned: Int { abandonedCalls.load(ordering: .relaxed) }
+    fileprivate func abandon() { abandonedCalls.add(1, ordering: .relaxed) }
 
     static func answer(sleptMs: Int) -> String {
         #"{"result":{"slept_ms":\#(sleptMs)},"metadata":{"content_type":"json","duration":0.001}}"#
@@ -40,9 +48,19 @@ final class HeldUpstream: Sendable {
             try await Task.sleep(for: .milliseconds(milliseconds))
             return Self.json(Self.answer(sleptMs: milliseconds))
         }
+        let hold: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
+            let input = try await request.body.collect(upTo: 1024)
+            upstream.holdCalls.add(1, ordering: .relaxed)
+            upstream.arrived.open()
+            await upstream.release.wait()
+            return Self.json(#"{"result":\#(String(buffer: input)),"metadata":{"content_type":"json","duration":0.001}}"#)
+        }
+        router.post("/v1/algo/test/Hold", use: hold)
+        router.post("/v1/algo/test/Hold/1.0.0", use: hold)
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
-            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onServerRunning,
+            Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),
+                        configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onServerRunning,
                         logger: { var logger = Logger(label: "held-upstream"); logger.logLevel = .warning; return logger }())
         }) { port in
             defer { upstream.release.open() }
@@ -52,5 +70,32 @@ final class HeldUpstream: Sendable {
 
     private static func json(_ text: String) -> Response {
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// Counts a connection to the `HeldUpstream` that the gateway closes while calls are held (until
+/// the test opens `release`): a held call's connection closes only when the gateway gives it up.
+/// Hummingbird's handler is not told, since it is busy waiting.
+private final class ClosedWhileHeld: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let upstream: HeldUpstream
+    private var counted = false
+
+    init(_ upstream: HeldUpstream) { self.upstream = upstream }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { count() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        count()
+        context.fireChannelInactive()
+    }
+
+    private func count() {
+        guard !counted, !upstream.release.isOpen else { return }
+        counted = true
+        upstream.abandon()
     }
 }

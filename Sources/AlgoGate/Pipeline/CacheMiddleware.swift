@@ -103,6 +103,8 @@ struct CacheMiddleware: RouterMiddleware {
         var shared: Shared?
         defer { if leads { flights.finish(key, with: shared) } }
         cache.recordMiss()
+        // Fetched even if this client goes: the cache stores it, or waiters share it.
+        context.facts.keepsAnswer = decision.store || leads
         let response: Response
         do {
             response = try await next(request, context)

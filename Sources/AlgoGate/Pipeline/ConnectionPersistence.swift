@@ -34,6 +34,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     private var ended = 0
     private let linger: TimeAmount
     private var lingering: Scheduled<Void>?
+    /// Told when the client goes while a request it sent whole is owed its answer.
+    let departure = ClientDeparture()
 
     init(linger: TimeAmount) {
         self.linger = linger
@@ -59,6 +61,23 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
 
     func handlerRemoved(context: ChannelHandlerContext) {
         lingering?.cancel()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { departIfOwed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        departIfOwed()
+        context.fireChannelInactive()
+    }
+
+    /// The client's input ended: if a request of its that arrived whole is still unanswered, the
+    /// client has gone without it (a request cut short fails on its own, as its body ends early).
+    private func departIfOwed() {
+        guard let owed = exchanges.first, owed.number <= ended else { return }
+        departure.depart()
     }
 
     /// After an answer to request `number` is written while its body is still arriving: closes the

@@ -57,6 +57,9 @@ final class RequestFacts: Sendable {
         var failure: GatewayError?
         /// Why an expired cache entry answered instead of the upstream (`stale_if_error_seconds`).
         var staleBecause: String?
+        /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
+        /// collapsed waiters share it (see `ClientDeparture`).
+        var keepsAnswer = false
     }
     let state = Mutex(State())
 
@@ -98,6 +101,12 @@ final class RequestFacts: Sendable {
     /// Why the answer is not the one asked for, read in one go for the log line.
     var shortfall: (failure: GatewayError?, staleBecause: String?) {
         state.withLock { ($0.failure, $0.staleBecause) }
+    }
+
+    /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
+    var keepsAnswer: Bool {
+        get { state.withLock { $0.keepsAnswer } }
+        set { state.withLock { $0.keepsAnswer = newValue } }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).

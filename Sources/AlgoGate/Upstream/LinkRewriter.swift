@@ -3,8 +3,8 @@ import Hummingbird
 import NIOCore
 
 /// Points links in upstream answers that name the upstream at the gateway instead, as a reverse
-/// proxy does (nginx's `proxy_redirect`): `Location` and `Content-Location` fields of data,
-/// connector and management answers, and the `self_link`/`next_link` URLs in management answers
+/// proxy does (nginx's `proxy_redirect`): `Location` and `Content-Location` fields and `Link`
+/// targets of data, connector and management answers, and the `self_link`/`next_link` URLs in management answers
 /// (`/v1/algorithms/...`). Algorithm answers are the algorithm's output, cached and shared by
 /// every client, and are left as they came.
 ///

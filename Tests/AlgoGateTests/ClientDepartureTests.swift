@@ -1,0 +1,97 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// A client that goes while its algorithm call is held upstream: the call is cancelled there (its
+/// upstream connection closed) and its slot freed, unless the cache keeps the answer.
+@Suite struct ClientDepartureTests {
+    static func call(_ path: String, key: String, input: String) -> String {
+        "POST \(path) HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(key)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(input.utf8.count)\r\n\r\n\(input)"
+    }
+
+    /// The client closes its connection while the algorithm runs: the upstream sees its connection
+    /// closed, the one slot goes to the next call at once, and the line says 499.
+    @Test func aCallWhoseClientLeavesIsCancelledUpstreamAndFreesItsSlot() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "1"))
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                await leaving.close()
+                #expect(await eventually { upstream.abandoned == 1 })
+                #expect(await eventually { h.app.gate.inFlight == 0 })
+
+                // The slot is free while the first call is still held: the next one reaches the upstream.
+                let next = Task { try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(Keys.teamB) + jsonType, text: "2") }
+                #expect(await eventually { upstream.holds == 2 })
+                upstream.release.open()
+                let answered = try await next.value
+                #expect(answered.status == 200)
+                #expect(answered.text == #"{"result":2,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(upstream.abandoned == 1)
+
+                let line = await eventually { h.logs.all.contains { $0.contains("client=team-a") && $0.contains("status=499") } }
+                #expect(line)
+                let logged = try #require(h.logs.all.first { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Hold") })
+                #expect(logged.hasPrefix("info request "))
+                #expect(logged.contains("error_type=ClientClosedRequest"))
+                #expect(logged.contains("route=algo"))
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="499"}"#) == 1)
+                // Not an upstream failure: the circuit stays closed.
+                #expect(metricSample(metrics.text, "algogate_upstream_circuit_open") == 0)
+            }
+        }
+    }
+
+    /// A pinned call's answer is stored for everyone: it is still fetched when its client leaves,
+    /// and the next identical call is a hit. An unpinned call that left beside it is cancelled.
+    @Test func aCallWhoseAnswerTheCacheKeepsRunsOnAfterItsClientLeaves() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 2\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let pinned = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold/1.0.0", key: Keys.teamA, input: "3"))
+                let unpinned = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "4"))
+                try #require(await eventually { upstream.holds == 2 }, "the calls never reached the upstream")
+                await pinned.close()
+                await unpinned.close()
+                #expect(await eventually { upstream.abandoned == 1 })
+                #expect(await eventually { h.app.gate.inFlight == 1 })
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(upstream.abandoned == 1)
+                #expect(h.app.gate.inFlight == 1)
+
+                upstream.release.open()
+                #expect(await eventually { h.app.gate.inFlight == 0 })
+                let hit = try await h.gateway.send(.POST, "/v1/algo/test/Hold/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "3")
+                #expect(hit.status == 200)
+                #expect(hit.text == #"{"result":3,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(upstream.holds == 2)
+                #expect(upstream.abandoned == 1)
+            }
+        }
+    }
+
+    /// A client that goes while its call waits for the one upstream slot leaves the queue at once,
+    /// and nothing is ever sent for it.
+    @Test func aCallWhoseClientLeftWhileQueuedIsNeverSent() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let holder = Task { try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(Keys.teamB) + jsonType, text: "5") }
+                try #require(await eventually { upstream.holds == 1 }, "the first call never reached the upstream")
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "6"))
+                try #require(await eventually { h.app.gate.queued == 1 }, "the second call never queued")
+                await leaving.close()
+                #expect(await eventually { h.logs.all.contains { $0.contains("client=team-a") && $0.contains("status=499") } })
+                #expect(h.app.gate.queued == 0 && h.app.gate.inFlight == 1)
+                upstream.release.open()
+                let held = try await holder.value
+                #expect(held.status == 200)
+                #expect(held.text == #"{"result":5,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(h.app.gate.inFlight == 0 && h.app.gate.queued == 0)
+                #expect(upstream.holds == 1)
+            }
+        }
+    }
+}
