@@ -34,7 +34,7 @@ import Testing
         #expect(config.server.host == "0.0.0.0" && config.server.port == 8080)
         #expect(config.upstream.maxConcurrency == 80 && config.upstream.timeoutSeconds == 300)
         #expect(config.limits.maxRequestBytes == 10_485_760 && config.limits.maxResponseBytes == 15_728_640)
-        #expect(config.limits.maxBufferedBytes == 268_435_456)
+        #expect(config.limits.maxBufferedBytes == 268_435_456 && config.limits.maxBufferedAnswerBytes == 268_435_456)
         #expect(config.cache.path == "var/algogate.sqlite" && config.cache.maxBytes == 1_073_741_824 && config.cache.ttlSeconds == 604_800)
         #expect(config.compression.minBytes == 1024)
         #expect(config.clients[0].dataPrefixes == nil)
@@ -67,6 +67,8 @@ import Testing
              "server.public_url: must be an origin only (scheme, host, optional port), with no path, query or credentials", Self.env),
             (Self.yaml("limits: {max_request_bytes: 2000, max_buffered_bytes: 1999}\n" + client),
              "limits.max_buffered_bytes: must be at least limits.max_request_bytes (2000), or the largest input could never be read", Self.env),
+            (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
+             "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),

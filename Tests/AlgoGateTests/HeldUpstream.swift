@@ -34,6 +34,11 @@ final class HeldUpstream: Sendable {
 
     static let hello = #"{"result":"Hello B","metadata":{"content_type":"text","duration":0.001}}"#
 
+    /// `test/Large`'s answer of `size` bytes (at least 13).
+    static func large(_ size: Int) -> String {
+        #"{"result":""# + String(repeating: "x", count: size - 13) + #""}"#
+    }
+
     /// Runs `body` with the upstream and its port; held calls are let go when `body` ends, so
     /// that the server can shut down.
     static func run<Value: Sendable>(_ body: (HeldUpstream, Int) async throws -> Value) async throws -> Value {
@@ -54,6 +59,14 @@ final class HeldUpstream: Sendable {
             upstream.arrived.open()
             await upstream.release.wait()
             return Self.json(#"{"result":\#(String(buffer: input)),"metadata":{"content_type":"json","duration":0.001}}"#)
+        }
+        router.post("/v1/algo/test/Large") { request, _ -> Response in
+            // An answer of exactly the size the input names, once released.
+            let size = Int(String(buffer: try await request.body.collect(upTo: 1024))) ?? 0
+            upstream.holdCalls.add(1, ordering: .relaxed)
+            upstream.arrived.open()
+            await upstream.release.wait()
+            return Self.json(Self.large(size))
         }
         router.post("/v1/algo/test/Hold", use: hold)
         router.post("/v1/algo/test/Hold/1.0.0", use: hold)

@@ -101,6 +101,8 @@ public enum ConfigLoader {
         try require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")
         try require(config.limits.maxBufferedBytes >= config.limits.maxRequestBytes, "limits.max_buffered_bytes",
                     "must be at least limits.max_request_bytes (\(config.limits.maxRequestBytes)), or the largest input could never be read")
+        try require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
+                    "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
         try require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         try require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         try require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")

@@ -153,11 +153,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var maxRequestBytes = 10_485_760
         /// … and output at 15 MB.
         public var maxResponseBytes = 15_728_640
-        /// Algorithm input held in memory at once, across calls (`InputBudget`).
+        /// Algorithm input held in memory at once, across calls (`MemoryBudget`).
         public var maxBufferedBytes = 268_435_456
+        /// Algorithm answers held in memory at once, across calls, until sent (`MemoryBudget`).
+        public var maxBufferedAnswerBytes = 268_435_456
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes", maxBufferedBytes = "max_buffered_bytes"
+            case maxBufferedAnswerBytes = "max_buffered_answer_bytes"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -166,6 +169,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxRequestBytes = try c.decodeIfPresent(Int.self, forKey: .maxRequestBytes) ?? maxRequestBytes
             maxResponseBytes = try c.decodeIfPresent(Int.self, forKey: .maxResponseBytes) ?? maxResponseBytes
             maxBufferedBytes = try c.decodeIfPresent(Int.self, forKey: .maxBufferedBytes) ?? maxBufferedBytes
+            maxBufferedAnswerBytes = try c.decodeIfPresent(Int.self, forKey: .maxBufferedAnswerBytes) ?? maxBufferedAnswerBytes
         }
     }
 

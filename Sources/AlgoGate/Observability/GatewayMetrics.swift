@@ -15,6 +15,8 @@ public final class GatewayMetrics: Sendable {
     private let queued: Gauge
     private let bufferedInputBytes: Gauge
     private let bufferedInputWaiting: Gauge
+    private let bufferedAnswerBytes: Gauge
+    private let bufferedAnswerWaiting: Gauge
     private let logLinesDropped: Counter
     private let logLinesDroppedCounted = Mutex(0)
     private let circuitOpen: Gauge
@@ -36,6 +38,11 @@ public final class GatewayMetrics: Sendable {
             helpText: "Algorithm input bytes held in memory (reserved by calls being read or waiting), bounded by limits.max_buffered_bytes"))
         bufferedInputWaiting = registry.makeGauge(descriptor: .init(
             metricName: "algogate_buffered_input_waiting", unitName: "", helpText: "Algorithm calls waiting for room under limits.max_buffered_bytes"))
+        bufferedAnswerBytes = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_buffered_answer_bytes", unitName: "",
+            helpText: "Algorithm answer bytes held in memory (answers of 64 KiB or more, being read or sent), bounded by limits.max_buffered_answer_bytes"))
+        bufferedAnswerWaiting = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_buffered_answer_waiting", unitName: "", helpText: "Algorithm answers waiting for room under limits.max_buffered_answer_bytes"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
             metricName: "algogate_log_lines_dropped", unitName: "total", helpText: "Log lines dropped because the log's reader fell behind"))
         circuitOpen = registry.makeGauge(descriptor: .init(
@@ -119,11 +126,13 @@ public final class GatewayMetrics: Sendable {
 
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
-    func exposition(gate: ConcurrencyGate, inputBudget: InputBudget, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
+    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
         bufferedInputBytes.set(to: Double(inputBudget.held))
         bufferedInputWaiting.set(to: Double(inputBudget.waiting))
+        bufferedAnswerBytes.set(to: Double(answerBudget.held))
+        bufferedAnswerWaiting.set(to: Double(answerBudget.waiting))
         circuitOpen.set(to: breaker.isOpen ? 1 : 0)
         Self.catchUp(circuitRefused, counted: circuitRefusedCounted, to: breaker.refusedTotal)
         if let logWriter {

@@ -9,9 +9,10 @@ import Synchronization
 /// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
 /// claims, and `key=previous` when the client used a key being rotated out; for an answer that is
 /// not the one asked for, why (see `log`). Never a key (Authorization is not read here), a query
-/// string or a body. Streamed answers (data downloads) are logged once their last byte has been
-/// sent, or once they stop short (`cut`); answers held in memory (algorithm answers, cache hits,
-/// errors) as soon as they are ready.
+/// string or a body. Streamed answers (data downloads), and algorithm answers large enough to be
+/// counted under `limits.max_buffered_answer_bytes`, are logged once their last byte has been
+/// sent, or once they stop short (`cut`); other answers held in memory (smaller algorithm
+/// answers, cache hits, errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
@@ -45,7 +46,8 @@ struct RequestLogMiddleware: RouterMiddleware {
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
                      remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause, cut: cut)
         }
-        guard facts.streamsResponse else {
+        // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
+        guard facts.streamsResponse || facts.holdsAnswerRoom else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body
             // as it is keeps Hummingbird's single write of head, body and end.
             finish(response.body.contentLength ?? 0, nil)

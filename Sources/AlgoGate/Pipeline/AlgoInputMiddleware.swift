@@ -6,11 +6,11 @@ import NIOCore
 /// deflate-encoded (the inflated size counts against the same bound, and inflation stops there),
 /// and keeps data URIs inside it within the client's `data_prefixes`, so an algorithm cannot be
 /// used to read another team's files. Before reading, it reserves the input's size in the
-/// `InputBudget` (`limits.max_buffered_bytes`), held until the answer is ready.
+/// `MemoryBudget` (`limits.max_buffered_bytes`), held until the answer is ready.
 struct AlgoInputMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let limits: @Sendable () -> GatewayConfig.Limits
-    let budget: InputBudget
+    let budget: MemoryBudget
     let queueTimeout: @Sendable () -> Duration
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -34,7 +34,11 @@ struct AlgoInputMiddleware: RouterMiddleware {
         // The size the input will take: as declared, or the limit when it is not known before it
         // is read (chunked, or compressed: it may inflate up to the limit).
         let declared = request.headers.value(.transferEncoding) == nil ? request.headers.value(.contentLength).flatMap(Int.init) ?? 0 : nil
-        var held = try await budget.reserve(coding == nil ? declared ?? limit : limit, capacity: limits.maxBufferedBytes, timeout: queueTimeout())
+        let timeout = queueTimeout()
+        var held = try await budget.reserve(coding == nil ? declared ?? limit : limit, capacity: limits.maxBufferedBytes, timeout: timeout,
+                                            busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                                                               message: "the algorithm inputs the gateway holds in memory are at their limit (limits.max_buffered_bytes), and this one did not fit within \(timeout.components.seconds) s; retry shortly",
+                                                               headers: [.retryAfter: "1"]))
         defer { budget.release(held) }
         var body: ByteBuffer
         do {

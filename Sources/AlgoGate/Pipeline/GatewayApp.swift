@@ -46,7 +46,9 @@ public struct GatewayApp: Sendable {
     public let ledger: QuotaLedger
     public let gate: ConcurrencyGate
     /// Bounds the algorithm input held in memory at once (`limits.max_buffered_bytes`).
-    public let inputBudget = InputBudget()
+    public let inputBudget = MemoryBudget()
+    /// Bounds the algorithm answers held in memory at once (`limits.max_buffered_answer_bytes`).
+    public let answerBudget = MemoryBudget()
     /// Refuses requests at once while the upstream cannot be reached (`upstream.circuit_breaker`).
     public let breaker: CircuitBreaker
     public let metrics = GatewayMetrics()
@@ -94,12 +96,13 @@ public struct GatewayApp: Sendable {
                                                    compression: { state.snapshot.config.compression }, now: now))
         }
         router.add(middleware: ForwardMiddleware(
-            forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics) {
+            forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics, answerBudget: answerBudget) {
                 let snapshot = state.snapshot
                 return Forwarder.Settings(
                     origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
                     timeoutSeconds: snapshot.config.upstream.timeoutSeconds,
                     maxResponseBytes: snapshot.config.limits.maxResponseBytes,
+                    maxBufferedAnswerBytes: snapshot.config.limits.maxBufferedAnswerBytes,
                     publicURL: snapshot.config.server.publicURL, tls: snapshot.config.server.tls != nil)
             },
             gate: gate,
@@ -122,10 +125,10 @@ public struct GatewayApp: Sendable {
         router.head("/readyz", use: readyz)
         let metrics = metrics
         let gate = gate
-        let logWriter = logWriter, breaker = breaker
+        let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, breaker: breaker, logWriter: logWriter))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget, breaker: breaker, logWriter: logWriter))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router

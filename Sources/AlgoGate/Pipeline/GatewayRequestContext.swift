@@ -60,6 +60,9 @@ final class RequestFacts: Sendable {
         /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
         /// collapsed waiters share it (see `ClientDeparture`).
         var keepsAnswer = false
+        /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
+        /// back once the answer has been sent (`complete`), or when these facts go.
+        var answerRoom: HeldBytes?
     }
     let state = Mutex(State())
 
@@ -71,15 +74,28 @@ final class RequestFacts: Sendable {
     /// Calls the handlers once, with what the request learnt, and lets them go: they must not
     /// outlive the request (nor keep it alive through a closure that captured it).
     func complete(status: Int, bytesIn: Int, bytesOut: Int) {
-        let (handlers, completion) = state.withLock { state in
+        let (handlers, completion, room) = state.withLock { state in
             let handlers = state.completions
             state.completions = []
+            defer { state.answerRoom = nil }
             return (handlers, RequestCompletion(
                 status: status, bytesIn: bytesIn, bytesOut: bytesOut,
                 client: state.client?.name, viaPreviousKey: state.client?.viaPreviousKey ?? false, route: state.route?.name,
-                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds))
+                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds), state.answerRoom)
         }
+        room?.release()
         for handler in handlers { handler(completion) }
+    }
+
+    /// The answer is held in memory under `room` until it has been sent: the request's log line
+    /// waits for that too (`RequestLogMiddleware`).
+    func holdAnswer(in room: HeldBytes) {
+        state.withLock { $0.answerRoom = room }
+    }
+
+    /// Whether the answer holds room that is given back once it has been sent.
+    var holdsAnswerRoom: Bool {
+        state.withLock { ($0.answerRoom?.held ?? 0) > 0 }
     }
 
     /// The response body is an upstream stream: the request is over only once it has been sent.

@@ -22,6 +22,12 @@ public struct Forwarder: Sendable {
     let settings: @Sendable () -> Settings
     let breaker: CircuitBreaker?
     let metrics: GatewayMetrics?
+    /// Where algorithm answers hold room until sent (`limits.max_buffered_answer_bytes`).
+    let answerBudget: MemoryBudget?
+
+    /// Answers smaller than this hold no room: at most 80 of them are in flight, a few MB in all,
+    /// and the common small answer pays nothing for the bound.
+    static let answerRoomFrom = 64 * 1024
 
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
@@ -29,15 +35,19 @@ public struct Forwarder: Sendable {
         public var key: Secret
         public var timeoutSeconds: Int
         public var maxResponseBytes: Int
+        /// `limits.max_buffered_answer_bytes`: algorithm answers held in memory at once.
+        public var maxBufferedAnswerBytes = Int.max
         /// `server.public_url`, and whether the gateway serves HTTPS: where links in answers point.
         public var publicURL: String? = nil
         public var tls = false
     }
 
-    public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, settings: @escaping @Sendable () -> Settings) {
+    public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, answerBudget: MemoryBudget? = nil,
+                settings: @escaping @Sendable () -> Settings) {
         self.client = client
         self.breaker = breaker
         self.metrics = metrics
+        self.answerBudget = answerBudget
         self.settings = settings
     }
 
@@ -60,7 +70,9 @@ public struct Forwarder: Sendable {
     }
 
     /// Forwards an algorithm call whose input has been read; its answer is read whole, bounded by
-    /// `max_response_bytes`, so later steps (cache, compression) can work on it.
+    /// `max_response_bytes`, so later steps (cache, compression) can work on it. A large answer
+    /// holds room under `limits.max_buffered_answer_bytes` from before it is read until it has been
+    /// sent (`RequestFacts.holdAnswer`).
     func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext) async throws -> (Response, ByteBuffer) {
         let settings = settings()
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
@@ -68,6 +80,18 @@ public struct Forwarder: Sendable {
         upstream.body = .bytes(input)
         let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
+        // Room for the bytes as they arrive: their declared length, or the limit when it is not
+        // declared; what they turn out not to need is given back once read.
+        let room = answerBudget.map(HeldBytes.init)
+        let hold = { @Sendable (size: Int) async throws in
+            try await room?.resize(to: size >= Self.answerRoomFrom ? size : 0, capacity: settings.maxBufferedAnswerBytes,
+                                   timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds),
+                                   busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                                                      message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
+        }
+        if let room { context.facts.holdAnswer(in: room) }
+        let declared = response.headers.first(name: "content-length").flatMap(Int.init)
+        try await hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
         var body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: settings.maxResponseBytes)
@@ -76,6 +100,7 @@ public struct Forwarder: Sendable {
         } catch {
             throw failure(error, timeoutSeconds: query.timeout)
         }
+        try await hold(body.readableBytes)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
         if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
@@ -88,6 +113,9 @@ public struct Forwarder: Sendable {
                 throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body").caused(by: error)
             }
             headers[.contentEncoding] = nil
+            // The plain answer is what is held from here on; the inflation itself ran on one of
+            // BodyWork's few threads, so few run at once.
+            try await hold(body.readableBytes)
         }
         try await refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),

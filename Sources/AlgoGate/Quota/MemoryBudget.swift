@@ -3,8 +3,9 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// Bounds the bytes of algorithm input held in memory at once, across every call
-/// (`limits.max_buffered_bytes`).
+/// Bounds bytes held in memory at once, across every call: the gateway has one for algorithm
+/// inputs (`limits.max_buffered_bytes`) and one for algorithm answers
+/// (`limits.max_buffered_answer_bytes`).
 ///
 /// An algorithm's input is read whole before the cache and the upstream see it, and a call that
 /// waits for an upstream slot keeps its input meanwhile. The slots bound the calls in flight, not
@@ -13,7 +14,13 @@ import Synchronization
 /// calls in it. A call reserves its input's size before any of it is read; when that does not fit
 /// beside what is held, it waits, first come first served, its body left unread in the
 /// connection, and gets 503 after `upstream.queue_timeout_seconds`.
-public final class InputBudget: Sendable {
+///
+/// An answer is read whole too (for the cache, the key check and compression) and held until it
+/// has been sent: 80 slots of 15 MB answers would be 1.2 GB. An answer reserves its size when its
+/// head arrives and waits, its body left unread in the upstream connection, for answers ahead of
+/// it to be sent. The two budgets are apart so that no wait is for itself: an answer waits only
+/// for other answers to reach their clients, never for inputs whose calls wait for answers.
+public final class MemoryBudget: Sendable {
     private struct Waiter {
         let id: UInt64
         let bytes: Int
@@ -22,6 +29,7 @@ public final class InputBudget: Sendable {
 
     private struct State {
         var held = 0
+        var peak = 0
         var capacity = Int.max
         var waiters: Deque<Waiter> = []
         var nextID: UInt64 = 0
@@ -39,11 +47,13 @@ public final class InputBudget: Sendable {
     public var held: Int { state.withLock { $0.held } }
     /// Calls waiting for room now.
     public var waiting: Int { state.withLock { $0.waiters.count } }
+    /// The most bytes held at once so far (for tests).
+    public var peak: Int { state.withLock { $0.peak } }
 
     /// Holds `bytes` within `capacity` (the configuration's, which a reload may change), waiting
-    /// for room behind earlier waiters; throws 503 after `timeout`, or the task's cancellation.
+    /// for room behind earlier waiters; throws `busy` after `timeout`, or the task's cancellation.
     /// Returns the bytes held, which the caller gives back with `release`.
-    public func reserve(_ bytes: Int, capacity: Int, timeout: Duration) async throws -> Int {
+    public func reserve(_ bytes: Int, capacity: Int, timeout: Duration, busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws -> Int {
         // A reservation larger than the whole budget could never be granted (the configuration
         // keeps the budget at least the largest input; a reload could lower it under a waiter).
         let bytes = min(bytes, capacity)
@@ -52,6 +62,7 @@ public final class InputBudget: Sendable {
             let granted = Self.dispatch(&state)
             if state.waiters.isEmpty && state.held + bytes <= capacity {
                 state.held += bytes
+                state.peak = max(state.peak, state.held)
                 return (nil, granted)
             }
             state.nextID += 1
@@ -60,10 +71,7 @@ public final class InputBudget: Sendable {
         }
         for waiter in granted { waiter.continuation.resume() }
         guard let id else { return bytes }
-        let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                message: "the algorithm inputs the gateway holds in memory are at their limit (limits.max_buffered_bytes), and this one did not fit within \(timeout.components.seconds) s; retry shortly",
-                                headers: [.retryAfter: "1"])
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) { self.end(id, with: busy) }
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) { self.end(id, with: busy()) }
         defer { timer.cancel() }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -114,8 +122,48 @@ public final class InputBudget: Sendable {
         var granted: [Waiter] = []
         while let first = state.waiters.first, state.held + first.bytes <= state.capacity {
             state.held += first.bytes
+            state.peak = max(state.peak, state.held)
             granted.append(state.waiters.removeFirst())
         }
         return granted
+    }
+}
+
+/// What one call holds of a `MemoryBudget` (an algorithm's answer, as it is read, inflated and
+/// sent), resized as its size becomes known and given back once: by `release()`, or when the
+/// call's last reference to it goes, whatever path the call took.
+final class HeldBytes: Sendable {
+    private let budget: MemoryBudget
+    private let bytes = Mutex(0)
+
+    init(in budget: MemoryBudget) {
+        self.budget = budget
+    }
+
+    var held: Int { bytes.withLock { $0 } }
+
+    /// Holds `size` bytes in all: waits (as `MemoryBudget.reserve`) for what it adds, and gives
+    /// back at once what it drops.
+    func resize(to size: Int, capacity: Int, timeout: Duration, busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws {
+        let current = held
+        if size > current {
+            let added = try await budget.reserve(size - current, capacity: capacity, timeout: timeout, busy: busy())
+            bytes.withLock { $0 += added }
+        } else if size < current {
+            bytes.withLock { $0 -= current - size }
+            budget.release(current - size)
+        }
+    }
+
+    func release() {
+        let given = bytes.withLock { bytes in
+            defer { bytes = 0 }
+            return bytes
+        }
+        budget.release(given)
+    }
+
+    deinit {
+        release()
     }
 }
