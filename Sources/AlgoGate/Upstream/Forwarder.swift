@@ -82,14 +82,20 @@ public struct Forwarder: Sendable {
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         // Room for the bytes as they arrive: their declared length, or the limit when it is not
         // declared; what they turn out not to need is given back once read.
-        let room = answerBudget.map(HeldBytes.init)
-        let hold = { @Sendable (size: Int) async throws in
-            try await room?.resize(to: size >= Self.answerRoomFrom ? size : 0, capacity: settings.maxBufferedAnswerBytes,
-                                   timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds),
-                                   busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                                      message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
+        var room: HeldBytes?
+        func hold(_ size: Int) async throws {
+            let size = size >= Self.answerRoomFrom ? size : 0
+            guard let answerBudget, size > 0 || room != nil else { return }
+            let held = room ?? HeldBytes(in: answerBudget)
+            if room == nil {
+                room = held
+                context.facts.holdAnswer(in: held)
+            }
+            try await held.resize(to: size, capacity: settings.maxBufferedAnswerBytes,
+                                  timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds),
+                                  busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                                                     message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
         }
-        if let room { context.facts.holdAnswer(in: room) }
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)
         try await hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
         var body: ByteBuffer
