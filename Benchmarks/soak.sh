@@ -104,7 +104,7 @@ SOCKET_ERRORS=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' "$WORK/
 
 echo
 METRICS=$(curl -sf "$GW/metrics")
-for gauge in algogate_upstream_in_flight algogate_upstream_queued algogate_buffered_input_bytes algogate_buffered_input_waiting; do
+for gauge in algogate_upstream_in_flight algogate_upstream_queued algogate_buffered_input_bytes algogate_buffered_input_waiting algogate_buffered_answer_bytes algogate_buffered_answer_waiting; do
   value=$(awk -v g="$gauge" '$1==g{print $2}' <<<"$METRICS")
   echo "$gauge after the load: $value"
   awk -v v="$value" 'BEGIN{exit !(v != "" && v + 0 == 0)}' || FAILED=1
