@@ -35,4 +35,24 @@ import Testing
             }
         }
     }
+
+    /// A plain answer that declares more than `max_response_bytes` is refused (502) before any of
+    /// it is read, so it never holds room.
+    @Test func anAnswerDeclaredTooLargeIsRefusedWithoutHoldingRoom() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 100000, max_buffered_answer_bytes: 100000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let refused = try await h.gateway.send(.POST, "/v1/algo/test/Large", headers: simple(Keys.teamB) + jsonType, text: "100001")
+                #expect(refused.status == 502)
+                #expect(refused.text == #"{"error":{"error_type":"UpstreamError","message":"the algorithm's response exceeds the gateway's 100000-byte limit (limits.max_response_bytes)"}}"#)
+                #expect(h.app.answerBudget.peak == 0)
+                let fits = try await h.gateway.send(.POST, "/v1/algo/test/Large", headers: simple(Keys.teamB) + jsonType, text: "100000")
+                #expect(fits.status == 200)
+                #expect(fits.text == HeldUpstream.large(100_000))
+                #expect(h.app.answerBudget.peak == 100_000)
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+            }
+        }
+    }
 }

@@ -97,6 +97,11 @@ public struct Forwarder: Sendable {
                                                      message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
         }
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)
+        // A plain answer declared too large is refused before any of it is read or held. (A
+        // compressed one is judged once inflated: gzip can add a few bytes to what it cannot shrink.)
+        if let declared, declared > settings.maxResponseBytes {
+            guard response.headers.first(name: "content-encoding") != nil else { throw tooLarge }
+        }
         try await hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
         var body: ByteBuffer
         do {
