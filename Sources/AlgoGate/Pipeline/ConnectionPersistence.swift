@@ -15,6 +15,9 @@ import NIOHTTPTypesHTTP1
 /// input over the size limit) has the rest of its body read and dropped, so the connection can
 /// serve the next request. That drain is bounded: a body still arriving `linger` after its answer
 /// was written has its connection closed, as nginx's `lingering_time` does.
+///
+/// Knowing which requests are still owed an answer, it also tells the connection's
+/// `ClientDeparture` when the client goes before one of them is answered.
 final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart

@@ -25,10 +25,6 @@ public struct Forwarder: Sendable {
     /// Where algorithm answers hold room until sent (`limits.max_buffered_answer_bytes`).
     let answerBudget: MemoryBudget?
 
-    /// Answers smaller than this hold no room: at most 80 of them are in flight, a few MB in all,
-    /// and the common small answer pays nothing for the bound.
-    static let answerRoomFrom = 64 * 1024
-
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
         public var origin: String
@@ -80,29 +76,17 @@ public struct Forwarder: Sendable {
         upstream.body = .bytes(input)
         let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
-        // Room for the bytes as they arrive: their declared length, or the limit when it is not
-        // declared; what they turn out not to need is given back once read.
-        var room: HeldBytes?
-        func hold(_ size: Int) async throws {
-            let size = size >= Self.answerRoomFrom ? size : 0
-            guard let answerBudget, size > 0 || room != nil else { return }
-            let held = room ?? HeldBytes(in: answerBudget)
-            if room == nil {
-                room = held
-                context.facts.holdAnswer(in: held)
-            }
-            try await held.resize(to: size, capacity: settings.maxBufferedAnswerBytes,
-                                  timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds),
-                                  busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                                     message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
-        }
+        var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
+                              timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)
         // A plain answer declared too large is refused before any of it is read or held. (A
         // compressed one is judged once inflated: gzip can add a few bytes to what it cannot shrink.)
         if let declared, declared > settings.maxResponseBytes {
             guard response.headers.first(name: "content-encoding") != nil else { throw tooLarge }
         }
-        try await hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
+        // Room for the bytes as they arrive: their declared length, or the limit when it is not
+        // declared; what they turn out not to need is given back once read.
+        try await room.hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
         var body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: settings.maxResponseBytes)
@@ -111,7 +95,7 @@ public struct Forwarder: Sendable {
         } catch {
             throw failure(error, timeoutSeconds: query.timeout)
         }
-        try await hold(body.readableBytes)
+        try await room.hold(body.readableBytes)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
         if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
@@ -126,7 +110,7 @@ public struct Forwarder: Sendable {
             headers[.contentEncoding] = nil
             // The plain answer is what is held from here on; the inflation itself ran on one of
             // BodyWork's few threads, so few run at once.
-            try await hold(body.readableBytes)
+            try await room.hold(body.readableBytes)
         }
         try await refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),

@@ -1,0 +1,37 @@
+/// The room one algorithm answer holds under `limits.max_buffered_answer_bytes` (the gateway's
+/// answer `MemoryBudget`) while it is read, inflated and sent: sized to each step's bytes as they
+/// become known, and given back by the request's facts once the answer has been sent.
+///
+/// Answers smaller than `from` hold none: at most `upstream.max_concurrency` of them are in
+/// flight, a few MB in all, and the common small answer pays nothing for the bound.
+struct AnswerRoom {
+    static let from = 64 * 1024
+
+    let budget: MemoryBudget?
+    let capacity: Int
+    /// How long the answer may wait for room: the call's own timeout.
+    let timeout: Duration
+    let facts: RequestFacts
+    private var held: HeldBytes?
+
+    init(budget: MemoryBudget?, capacity: Int, timeout: Duration, facts: RequestFacts) {
+        self.budget = budget
+        self.capacity = capacity
+        self.timeout = timeout
+        self.facts = facts
+    }
+
+    /// Holds `size` bytes from now on, waiting for what it adds (503 `GatewayBusy` after `timeout`).
+    mutating func hold(_ size: Int) async throws {
+        let size = size >= Self.from ? size : 0
+        guard let budget, size > 0 || held != nil else { return }
+        let room = held ?? HeldBytes(in: budget)
+        if held == nil {
+            held = room
+            facts.holdAnswer(in: room)
+        }
+        try await room.resize(to: size, capacity: capacity, timeout: timeout,
+                              busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                                                 message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
+    }
+}
