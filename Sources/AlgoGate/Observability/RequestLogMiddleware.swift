@@ -47,16 +47,23 @@ struct RequestLogMiddleware: RouterMiddleware {
                      remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
-        guard facts.streamsResponse || facts.holdsAnswerRoom else {
+        let holdsRoom = facts.holdsAnswerRoom
+        guard facts.streamsResponse || holdsRoom else {
             // Every other answer is one buffer in memory: the request is over now. Leaving the body
             // as it is keeps Hummingbird's single write of head, body and end.
             finish(response.body.contentLength ?? 0, nil)
             return response
         }
         let bytesOut = ByteCounter()
-        response.body = response.body.observed(counting: bytesOut) { cut in finish(bytesOut.value, cut) }
+        response.body = response.body.observed(counting: bytesOut, slices: holdsRoom ? Self.answerSlice : nil) { cut in finish(bytesOut.value, cut) }
         return response
     }
+
+    /// A held answer is written in slices of this size. The connection's writer waits for room
+    /// only between writes, so an answer written whole would count as sent as soon as it was
+    /// queued, all of it still in memory for a slow client; in slices, its room is given back
+    /// once all but the last slice has gone to the socket.
+    static let answerSlice = 256 * 1024
 
     static let maxForwardedFor = 256
 
@@ -138,13 +145,14 @@ final class ByteCounter: Sendable {
 
 extension ResponseBody {
     /// The same body, counting the bytes written and calling `done` once writing ends: with nil
-    /// when it was all sent, else with how it stopped short.
-    func observed(counting counter: ByteCounter, done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
+    /// when it was all sent, else with how it stopped short. With `slices`, each write is passed on
+    /// in pieces of at most that many bytes.
+    func observed(counting counter: ByteCounter, slices: Int? = nil, done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
         let body = self
         return ResponseBody(contentLength: body.contentLength) { writer in
             let clientFailed = FailureFlag()
             do {
-                try await body.write(CountingWriter(base: writer, counter: counter, clientFailed: clientFailed))
+                try await body.write(CountingWriter(base: writer, counter: counter, clientFailed: clientFailed, slices: slices))
                 done(nil)
             } catch {
                 done(clientFailed.isSet ? .client : .source(cause: GatewayError.describe(error)))
@@ -174,11 +182,17 @@ struct CountingWriter: ResponseBodyWriter {
     var base: any ResponseBodyWriter
     let counter: ByteCounter
     let clientFailed: FailureFlag
+    /// The largest piece passed on at once, if any (slices share the buffer's storage).
+    var slices: Int?
 
     mutating func write(_ buffer: ByteBuffer) async throws {
         counter.add(buffer.readableBytes)
         do {
-            try await base.write(buffer)
+            guard let slices, buffer.readableBytes > slices else { return try await base.write(buffer) }
+            var rest = buffer
+            while let slice = rest.readSlice(length: Swift.min(slices, rest.readableBytes)), slice.readableBytes > 0 {
+                try await base.write(slice)
+            }
         } catch {
             clientFailed.set()
             throw error
