@@ -7,8 +7,9 @@ import Synchronization
 
 /// An upstream in the test process whose `test/Sleep` calls wait for the test to open `release`
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
-/// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`) calls wait
-/// for `release` too, and count in `abandoned` when the gateway closes their connection first.
+/// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
+/// their input) and `test/Large` (an answer of as many bytes as its input names) calls wait for
+/// `release` too, and count in `abandoned` when the gateway closes their connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -22,8 +23,8 @@ final class HeldUpstream: Sendable {
     var calls: Int { sleepCalls.load(ordering: .relaxed) }
     private let holdCalls = Atomic<Int>(0)
     private let abandonedCalls = Atomic<Int>(0)
-    /// The `test/Hold` calls that have come in, and those whose connection the gateway closed
-    /// while they were held.
+    /// The `test/Hold` and `test/Large` calls that have come in, and those whose connection the
+    /// gateway closed while they were held.
     var holds: Int { holdCalls.load(ordering: .relaxed) }
     var abandoned: Int { abandonedCalls.load(ordering: .relaxed) }
     fileprivate func abandon() { abandonedCalls.add(1, ordering: .relaxed) }
@@ -53,23 +54,20 @@ final class HeldUpstream: Sendable {
             try await Task.sleep(for: .milliseconds(milliseconds))
             return Self.json(Self.answer(sleptMs: milliseconds))
         }
-        let hold: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
-            let input = try await request.body.collect(upTo: 1024)
-            upstream.holdCalls.add(1, ordering: .relaxed)
-            upstream.arrived.open()
-            await upstream.release.wait()
-            return Self.json(#"{"result":\#(String(buffer: input)),"metadata":{"content_type":"json","duration":0.001}}"#)
+        /// A held call: counted, then answered with `answer(input)` once released.
+        func held(_ answer: @escaping @Sendable (String) -> String) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
+            { request, _ in
+                let input = String(buffer: try await request.body.collect(upTo: 1024))
+                upstream.holdCalls.add(1, ordering: .relaxed)
+                upstream.arrived.open()
+                await upstream.release.wait()
+                return Self.json(answer(input))
+            }
         }
-        router.post("/v1/algo/test/Large") { request, _ -> Response in
-            // An answer of exactly the size the input names, once released.
-            let size = Int(String(buffer: try await request.body.collect(upTo: 1024))) ?? 0
-            upstream.holdCalls.add(1, ordering: .relaxed)
-            upstream.arrived.open()
-            await upstream.release.wait()
-            return Self.json(Self.large(size))
-        }
-        router.post("/v1/algo/test/Hold", use: hold)
-        router.post("/v1/algo/test/Hold/1.0.0", use: hold)
+        let echo = held { #"{"result":\#($0),"metadata":{"content_type":"json","duration":0.001}}"# }
+        router.post("/v1/algo/test/Hold", use: echo)
+        router.post("/v1/algo/test/Hold/1.0.0", use: echo)
+        router.post("/v1/algo/test/Large", use: held { Self.large(Int($0) ?? 13) })
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),
