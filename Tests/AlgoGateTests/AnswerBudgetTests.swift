@@ -1,6 +1,7 @@
 import AlgoGate
 import AlgoTestSupport
 import Foundation
+import GRDB
 import Testing
 
 /// Algorithm answers held in memory at once are bounded (`limits.max_buffered_answer_bytes`): an
@@ -52,6 +53,124 @@ import Testing
                 #expect(fits.text == HeldUpstream.large(100_000))
                 #expect(h.app.answerBudget.peak == 100_000)
                 #expect(await eventually { h.app.answerBudget.held == 0 })
+            }
+        }
+    }
+
+    /// A cache hit read from SQLite holds room for its answer (the plain body and the stored gzip
+    /// bytes) from before its body is read until it has been sent: it waits for room when there
+    /// is none, and gets 503 after `upstream.queue_timeout_seconds`. An entry stored before plain
+    /// sizes were recorded holds at most twice `max_response_bytes` until it has been read.
+    @Test func hitsReadFromTheStoreHoldRoomForTheirAnswersUntilSent() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 1", cacheYAML: "memory_bytes: 0",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let budget = h.app.answerBudget
+                let gateway = h.gateway
+                let call = { @Sendable in try await gateway.send(.POST, "/v1/algo/test/Large/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+                let miss = try await call()
+                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(await eventually { budget.held == 0 })
+                let stored = try await h.app.storage.pool.read { try Int.fetchOne($0, sql: "SELECT size FROM cache_entry") }
+                let gzipBytes = try #require(stored)
+                #expect(gzipBytes < 10_000)
+                let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+
+                // Other answers being sent hold 500,000 of the 1,000,000: the hit waits for them.
+                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+                let waiting = Task { try await call() }
+                try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
+                budget.release(500_000)
+                let hit = try await waiting.value
+                #expect(hit.status == 200)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.text == HeldUpstream.large(600_000))
+                #expect(budget.peak == 600_000 + gzipBytes)
+                #expect(await eventually { budget.held == 0 })
+
+                // No room within upstream.queue_timeout_seconds: 503.
+                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+                let refused = try await call()
+                budget.release(500_000)
+                #expect(refused.status == 503)
+                #expect(refused.text == #"{"error":{"error_type":"GatewayBusy","message":"the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for upstream.queue_timeout_seconds"}}"#)
+
+                // An entry without its plain size holds what it could be (here the whole bound)
+                // until read, then what it is.
+                try await h.app.storage.pool.write { try $0.execute(sql: "UPDATE cache_entry SET plain_size = NULL") }
+                let legacy = try await call()
+                #expect(legacy.status == 200)
+                #expect(legacy.text == HeldUpstream.large(600_000))
+                #expect(budget.peak == 1_000_000)
+                #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
+                #expect(upstream.holds == 1)
+            }
+        }
+    }
+
+    /// A hit from the hot tier holds no room: it sends the bytes the tier holds already, so it is
+    /// answered even while answers being sent fill the whole bound.
+    @Test func hitsFromMemoryHoldNoRoom() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(cacheYAML: "fast_hits: false",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let call = { try await h.gateway.send(.POST, "/v1/algo/test/Large/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+                #expect(try await call().header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+                _ = try await h.app.answerBudget.reserve(1_000_000, capacity: 1_000_000, timeout: .seconds(60),
+                                                         busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test"))
+                let hit = try await call()
+                #expect(hit.status == 200)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.text == HeldUpstream.large(600_000))
+                #expect(h.app.answerBudget.held == 1_000_000)
+                h.app.answerBudget.release(1_000_000)
+            }
+        }
+    }
+
+    /// Calls collapsed onto one upstream call send the same answer: its room is held until the
+    /// last of them has sent it, not only the call that fetched it.
+    @Test func collapsedCallsHoldTheSharedAnswersRoomUntilTheLastHasSentIt() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 12000000, max_buffered_answer_bytes: 24000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let path = "/v1/algo/test/Large/1.0.0"
+                let leader = Task { try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "12000000") }
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                // The same call from a client that does not read its answer yet: more than a
+                // socket's send buffer holds (Linux: 4 MiB at most by default), so it cannot
+                // have been sent.
+                let waiter = try await RawConnection.connect(
+                    port: h.gatewayPort, sending: "POST \(path) HTTP/1.1\r\nHost: algogate\r\nAuthorization: Simple \(Keys.teamB)\r\n"
+                        + "Content-Type: application/json\r\nContent-Length: 8\r\n\r\n12000000", reading: false)
+                let collapsed = { metricSample(try await h.gateway.send(.GET, "/metrics").text, "algogate_cache_collapsed_waiting") }
+                try #require(await eventually { try await collapsed() == 1 }, "the second call never waited for the first")
+                upstream.release.open()
+                let first = try await leader.value
+                #expect(first.status == 200)
+                #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+                // Once the first call's answer has been sent (its line is logged then), the
+                // second still holds the room.
+                let lines = { h.logs.all.filter { $0.contains("path=\(path)") } }
+                try #require(await eventually { lines().count == 1 }, "the first call was never logged")
+                #expect(h.app.answerBudget.held == 12_000_000)
+                #expect(try await collapsed() == 0)
+
+                try await waiter.startReading()
+                #expect(await eventually { RawResponse.parse(waiter.text).count == 1 })
+                let second = RawResponse.parse(waiter.text).first
+                #expect(second?.statusLine == "HTTP/1.1 200 OK")
+                #expect(second?.headers["cache-status"] == "algogate; fwd=miss; collapsed")
+                #expect(second?.body == HeldUpstream.large(12_000_000))
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+                #expect(await eventually { lines().count == 2 })
+                #expect(upstream.holds == 1)
+                await waiter.close()
             }
         }
     }

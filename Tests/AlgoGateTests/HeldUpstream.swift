@@ -8,8 +8,9 @@ import Synchronization
 /// An upstream in the test process whose `test/Sleep` calls wait for the test to open `release`
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
-/// their input) and `test/Large` (an answer of as many bytes as its input names) calls wait for
-/// `release` too, and count in `abandoned` when the gateway closes their connection first.
+/// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
+/// names) calls wait for `release` too, and count in `abandoned` when the gateway closes their
+/// connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -67,7 +68,9 @@ final class HeldUpstream: Sendable {
         let echo = held { #"{"result":\#($0),"metadata":{"content_type":"json","duration":0.001}}"# }
         router.post("/v1/algo/test/Hold", use: echo)
         router.post("/v1/algo/test/Hold/1.0.0", use: echo)
-        router.post("/v1/algo/test/Large", use: held { Self.large(Int($0) ?? 13) })
+        let large = held { Self.large(Int($0) ?? 13) }
+        router.post("/v1/algo/test/Large", use: large)
+        router.post("/v1/algo/test/Large/1.0.0", use: large)
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),

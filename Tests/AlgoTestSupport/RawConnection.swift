@@ -42,12 +42,21 @@ public final class RawConnection: Sendable {
     /// Connects; `first`, when given, is sent as soon as the connection is up, from the event
     /// loop, so that a server's idle timeout never sees a pause a loaded machine put between the
     /// connect and the test's first send.
-    public static func connect(port: Int, host: String = "127.0.0.1", sending first: String? = nil) async throws -> RawConnection {
+    ///
+    /// With `reading: false` nothing is read until `startReading()`, and the socket's receive
+    /// buffer is kept small: a client too slow to take what the server sends.
+    public static func connect(port: Int, host: String = "127.0.0.1", sending first: String? = nil,
+                               reading: Bool = true) async throws -> RawConnection {
         // Taken before connecting, so never later than the server's accept however late this task
         // resumes on a loaded machine: times measured from it are upper bounds of the server's.
         let started = ContinuousClock.now
         let box = Received()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if !reading {
+            bootstrap = bootstrap.channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4096)
+        }
+        let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(box)) }
             }
@@ -65,6 +74,12 @@ public final class RawConnection: Sendable {
 
     public func send(_ text: String) async throws {
         try await channel.writeAndFlush(channel.allocator.buffer(string: text)).get()
+    }
+
+    /// Reads from now on (after `connect(reading: false)`).
+    public func startReading() async throws {
+        try await channel.setOption(.autoRead, value: true).get()
+        channel.read()
     }
 
     /// Everything received so far, as text.

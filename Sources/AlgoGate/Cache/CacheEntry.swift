@@ -15,6 +15,9 @@ struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
     var body: Data
     /// Bytes of `body` as stored: what `cache.max_bytes` bounds.
     var size: Int
+    /// Bytes of the answer as sent (`size` inflated), so a hit read from SQLite knows the memory
+    /// it will hold before reading its body. Nil in entries stored before it was recorded.
+    var plainSize: Int?
     /// SHA-256 of the answer as sent, so a reader can prove an entry whole.
     var bodySHA256: String
     var createdAt: Double
@@ -23,7 +26,7 @@ struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
     var hits: Int
 
     enum CodingKeys: String, CodingKey {
-        case key, algo, status, contentType = "content_type", encoding, body, size
+        case key, algo, status, contentType = "content_type", encoding, body, size, plainSize = "plain_size"
         case bodySHA256 = "body_sha256", createdAt = "created_at", expiresAt = "expires_at"
         case lastAccess = "last_access", hits
     }
@@ -31,6 +34,16 @@ struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
 
 /// The cache's tables, as named, append-only migrations.
 enum CacheSchema {
+    /// Migrations after the usage table's (`StateDatabase` registers them in that order).
+    static func registerLater(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v3: cache entries' plain size") { db in
+            try db.execute(sql: """
+                ALTER TABLE cache_entry ADD COLUMN plain_size INTEGER;
+                UPDATE cache_entry SET plain_size = size WHERE encoding = 'identity';
+                """)
+        }
+    }
+
     static func register(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v1: cache entries and totals") { db in
             try db.execute(sql: """

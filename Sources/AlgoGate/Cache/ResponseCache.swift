@@ -85,17 +85,19 @@ public final class ResponseCache: Sendable {
         self.hot = HotTier(capacity: settings.memoryBytes)
     }
 
-    /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired.
-    func lookup(_ key: String, now: Double) async throws -> CachedAnswer? {
+    /// Told the bytes a hit read from SQLite will hold in memory (its plain body, and its stored
+    /// gzip bytes when it has them) before its body is read, and again once it has been decoded.
+    /// Nil when not known yet: a compressed entry stored before plain sizes were recorded.
+    typealias Holding = (_ bytes: Int?) async throws -> Void
+
+    /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired. An entry read
+    /// from SQLite is first sized, and `holding` told, before its body is read.
+    func lookup(_ key: String, now: Double, holding: Holding? = nil) async throws -> CachedAnswer? {
         if let answer = lookupInMemory(key, now: now) {
             recordHit(key, now: now)
             return answer
         }
-        let entry = try await pool.read { db in
-            try CacheEntry.filter(Column("key") == key && Column("expires_at") > now).fetchOne(db)
-        }
-        guard let entry else { return nil }
-        let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
+        guard let answer = try await lookupStored(key, expiringAfter: now, holding: holding) else { return nil }
         hot.put(key, answer)
         recordHit(key, now: now)
         return answer
@@ -110,19 +112,36 @@ public final class ResponseCache: Sendable {
 
     /// An answer for `key` that is fresh or expired less than `staleIfErrorSeconds` ago; nil
     /// without one (or when stale answers are off). Only for calls whose upstream failed.
-    func lookupStale(_ key: String, now: Double) async throws -> CachedAnswer? {
+    func lookupStale(_ key: String, now: Double, holding: Holding? = nil) async throws -> CachedAnswer? {
         let window = Double(settings.withLock { $0.staleIfErrorSeconds })
         guard window > 0 else { return nil }
         if let answer = hot.get(key), answer.expiresAt > now - window {
             recordHit(key, now: now)
             return answer
         }
-        let entry = try await pool.read { db in
-            try CacheEntry.filter(Column("key") == key && Column("expires_at") > now - window).fetchOne(db)
-        }
-        guard let entry else { return nil }
+        guard let answer = try await lookupStored(key, expiringAfter: now - window, holding: holding) else { return nil }
         recordHit(key, now: now)
-        return try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
+        return answer
+    }
+
+    /// The entry for `key` expiring after `limit`, read from SQLite and decoded. With `holding`,
+    /// its sizes are read first and `holding` told, so that its room is held (or waited for)
+    /// before its body is read and inflated.
+    private func lookupStored(_ key: String, expiringAfter limit: Double, holding: Holding?) async throws -> CachedAnswer? {
+        let fresh = { @Sendable in Column("key") == key && Column("expires_at") > limit }
+        if let holding {
+            let sizes = try await pool.read { db -> (size: Int, plainSize: Int?, gzip: Bool)? in
+                try Row.fetchOne(db, CacheEntry.select(Column("size"), Column("plain_size"), Column("encoding")).filter(fresh()))
+                    .map { ($0["size"], $0["plain_size"], $0["encoding"] == "gzip") }
+            }
+            guard let sizes else { return nil }
+            try await holding(sizes.gzip ? sizes.plainSize.map { $0 + sizes.size } : sizes.size)
+        }
+        let entry = try await pool.read { db in try CacheEntry.filter(fresh()).fetchOne(db) }
+        guard let entry else { return nil }
+        let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
+        try await holding?(answer.size)
+        return answer
     }
 
     /// Stores an answer, then evicts least recently used entries while over `max_bytes`. Returns
@@ -137,7 +156,7 @@ public final class ResponseCache: Sendable {
             let stored = compress ? try Deflater.compress(body, coding: .gzip, level: limits.compressLevel) : body
             return (stored, CacheEntry(
                 key: key, algo: algo, status: status, contentType: contentType, encoding: compress ? "gzip" : "identity",
-                body: Data(stored.readableBytesView), size: stored.readableBytes,
+                body: Data(stored.readableBytesView), size: stored.readableBytes, plainSize: body.readableBytes,
                 bodySHA256: Formatting.hex(SHA256.hash(data: body.readableBytesView)),
                 createdAt: now, expiresAt: now + Double(ttlSeconds), lastAccess: now, hits: 0))
         }

@@ -36,9 +36,15 @@ final class SingleFlight<Value: Sendable>: Sendable {
         }
     }
 
+    /// Calls waiting for a leader now (for metrics and tests).
+    var waiting: Int {
+        flights.withLock { flights in flights.values.reduce(0) { $0 + $1.count } }
+    }
+
     /// Ends the flight: waiters get the leader's answer, or `.leaderFailed` when it had none.
-    func finish(_ key: String, with value: Value?) {
-        end(key, value.map { .shared($0) } ?? .leaderFailed)
+    /// `sharing` is told how many get the answer before any of them does.
+    func finish(_ key: String, with value: Value?, sharing: (Int) -> Void = { _ in }) {
+        end(key, value.map { .shared($0) } ?? .leaderFailed, sharing: sharing)
     }
 
     /// Ends a flight whose leader found the answer stored after all: waiters look again.
@@ -46,8 +52,9 @@ final class SingleFlight<Value: Sendable>: Sendable {
         end(key, .retry)
     }
 
-    private func end(_ key: String, _ outcome: Outcome) {
+    private func end(_ key: String, _ outcome: Outcome, sharing: (Int) -> Void = { _ in }) {
         let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
+        if case .shared = outcome { sharing(waiters.count) }
         for waiter in waiters { waiter.resume(returning: outcome) }
     }
 }

@@ -7,7 +7,8 @@ import Synchronization
 /// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
 /// connection; whether the upstream circuit is open and what it refused; log lines dropped;
 /// requests made with a key being rotated out, by client; cache hits answered on the event loop;
-/// upstream answers withheld because they held the server key.
+/// upstream answers withheld because they held the server key; algorithm input and answer bytes
+/// held in memory, and calls waiting for room or for an identical call's answer.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -17,6 +18,7 @@ public final class GatewayMetrics: Sendable {
     private let bufferedInputWaiting: Gauge
     private let bufferedAnswerBytes: Gauge
     private let bufferedAnswerWaiting: Gauge
+    private let collapsedWaiting: Gauge
     private let logLinesDropped: Counter
     private let logLinesDroppedCounted = Mutex(0)
     private let circuitOpen: Gauge
@@ -43,6 +45,8 @@ public final class GatewayMetrics: Sendable {
             helpText: "Algorithm answer bytes held in memory (answers of 64 KiB or more, being read or sent), bounded by limits.max_buffered_answer_bytes"))
         bufferedAnswerWaiting = registry.makeGauge(descriptor: .init(
             metricName: "algogate_buffered_answer_waiting", unitName: "", helpText: "Algorithm answers waiting for room under limits.max_buffered_answer_bytes"))
+        collapsedWaiting = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_cache_collapsed_waiting", unitName: "", helpText: "Cacheable calls waiting for an identical call's upstream answer (single flight)"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
             metricName: "algogate_log_lines_dropped", unitName: "total", helpText: "Log lines dropped because the log's reader fell behind"))
         circuitOpen = registry.makeGauge(descriptor: .init(
@@ -126,13 +130,15 @@ public final class GatewayMetrics: Sendable {
 
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
-    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
+    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
+                    breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
         bufferedInputBytes.set(to: Double(inputBudget.held))
         bufferedInputWaiting.set(to: Double(inputBudget.waiting))
         bufferedAnswerBytes.set(to: Double(answerBudget.held))
         bufferedAnswerWaiting.set(to: Double(answerBudget.waiting))
+        self.collapsedWaiting.set(to: Double(collapsedWaiting))
         circuitOpen.set(to: breaker.isOpen ? 1 : 0)
         Self.catchUp(circuitRefused, counted: circuitRefusedCounted, to: breaker.refusedTotal)
         if let logWriter {

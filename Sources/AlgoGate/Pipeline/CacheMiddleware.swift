@@ -23,6 +23,9 @@ struct CacheMiddleware: RouterMiddleware {
         let body: ByteBuffer
         /// The gzip bytes the cache stored, when it stored the answer compressed.
         var gzipBody: ByteBuffer?
+        /// The room the answer holds under `limits.max_buffered_answer_bytes`: each waiter that
+        /// sends it holds it too, so it is given back once the last has sent it.
+        var room: HeldBytes?
 
         /// The answer for one client: with `gzip` (`sendsStoredGzip`), the stored gzip bytes, as a
         /// hit would send them, rather than the same bytes compressed again
@@ -45,6 +48,11 @@ struct CacheMiddleware: RouterMiddleware {
     let policy: @Sendable () -> CachePolicy
     let compression: @Sendable () -> GatewayConfig.Compression
     let now: @Sendable () -> Double
+    /// Hits read from SQLite hold room for their answers under `limits.max_buffered_answer_bytes`
+    /// (see `AnswerRoom`), waiting at most `upstream.queue_timeout_seconds` for it.
+    var answerBudget: MemoryBudget? = nil
+    var limits: @Sendable () -> GatewayConfig.Limits = { GatewayConfig.Limits() }
+    var queueTimeout: @Sendable () -> Duration = { .seconds(30) }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo(let ref) = context.route, request.method == .post else { return try await next(request, context) }
@@ -63,9 +71,14 @@ struct CacheMiddleware: RouterMiddleware {
         let prefersGzip = ContentCoding.preferred(acceptEncoding: request.headers[values: .acceptEncoding]) == .gzip
         let compression = compression()
         let gzip = { (contentType: String?) in Self.sendsStoredGzip(prefersGzip: prefersGzip, contentType: contentType, compression: compression) }
+        let limits = limits()
+        var room = AnswerRoom(budget: answerBudget, capacity: limits.maxBufferedAnswerBytes, timeout: queueTimeout(),
+                              timeoutName: "upstream.queue_timeout_seconds", facts: context.facts)
+        // An entry whose plain size was not recorded holds at most its stored and plain bytes.
+        let holding: ResponseCache.Holding = { bytes in try await room.hold(bytes ?? 2 * limits.maxResponseBytes) }
         var leads = false
         lookup: while decision.lookup {
-            if let answer = try await cache.lookup(key, now: now()) {
+            if let answer = try await cache.lookup(key, now: now(), holding: holding) {
                 return hit(answer, gzip: gzip(answer.contentType))
             }
             if decision.onlyIfCached { throw Self.notCached }
@@ -75,7 +88,7 @@ struct CacheMiddleware: RouterMiddleware {
                 // second upstream call.
                 let stored: CachedAnswer?
                 do {
-                    stored = try await cache.lookup(key, now: now())
+                    stored = try await cache.lookup(key, now: now(), holding: holding)
                 } catch {
                     flights.finish(key, with: nil)
                     throw error
@@ -89,6 +102,7 @@ struct CacheMiddleware: RouterMiddleware {
             }
             switch await flights.wait(key) {
             case .shared(let shared):
+                if let room = shared.room { context.facts.holdAnswer(in: room) }
                 return Self.mark(shared.response(gzip: gzip(shared.headers.value(.contentType))), status: "algogate; fwd=miss; collapsed", xCache: "MISS")
             case .retry:
                 continue
@@ -100,8 +114,12 @@ struct CacheMiddleware: RouterMiddleware {
 
         // This request leads (or skipped the lookup, or its leader failed): it goes upstream, then
         // stores, and shares when it leads.
+        // Room held for an entry that went before it could be read is given back.
+        try await room.hold(0)
         var shared: Shared?
-        defer { if leads { flights.finish(key, with: shared) } }
+        defer {
+            if leads { flights.finish(key, with: shared, sharing: { [room = shared?.room] waiters in room?.share(with: waiters) }) }
+        }
         cache.recordMiss()
         // Fetched even if this client goes: the cache stores it, or waiters share it.
         context.facts.keepsAnswer = decision.store || leads
@@ -109,14 +127,14 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
-            if let stale = try await staleHit(key, gzip: gzip) {
+            if let stale = try await staleHit(key, gzip: gzip, holding: holding) {
                 context.facts.record(staleBecause: error.message + (error.cause.map { " (\($0))" } ?? ""))
                 return stale
             }
             throw error
         }
         if decision.lookup, Self.staleIfError.contains(response.status.code),
-           let stale = try await staleHit(key, gzip: gzip) {
+           let stale = try await staleHit(key, gzip: gzip, holding: holding) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return stale
         }
@@ -130,6 +148,7 @@ struct CacheMiddleware: RouterMiddleware {
                                                               contentType: response.headers.value(.contentType) ?? "application/json",
                                                               body: body, ttlSeconds: decision.ttlSeconds, now: now())
         }
+        answer.room = context.facts.answerRoom
         shared = answer
         let status = decision.lookup ? "algogate; fwd=miss" : "algogate; fwd=request"
         return Self.mark(answer.response(gzip: gzip(answer.headers.value(.contentType))), status: stored ? status + "; stored" : status,
@@ -141,9 +160,9 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call (or
     /// a fresh one, stored by another call meanwhile: an ordinary hit).
-    private func staleHit(_ key: String, gzip: (String?) -> Bool) async throws -> Response? {
+    private func staleHit(_ key: String, gzip: (String?) -> Bool, holding: @escaping ResponseCache.Holding) async throws -> Response? {
         let current = now()
-        guard let answer = try await cache.lookupStale(key, now: current) else { return nil }
+        guard let answer = try await cache.lookupStale(key, now: current, holding: holding) else { return nil }
         return hit(answer, gzip: gzip(answer.contentType), stale: answer.expiresAt <= current)
     }
 

@@ -49,6 +49,8 @@ public struct GatewayApp: Sendable {
     public let inputBudget = MemoryBudget()
     /// Bounds the algorithm answers held in memory at once (`limits.max_buffered_answer_bytes`).
     public let answerBudget = MemoryBudget()
+    /// Concurrent identical cache misses, one upstream call each (`CacheMiddleware`).
+    let flights = SingleFlight<CacheMiddleware.Shared>()
     /// Refuses requests at once while the upstream cannot be reached (`upstream.circuit_breaker`).
     public let breaker: CircuitBreaker
     public let metrics = GatewayMetrics()
@@ -91,9 +93,11 @@ public struct GatewayApp: Sendable {
                                                    queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
         router.add(middleware: QuotaMiddleware(ledger: ledger))
         if let cache {
-            router.add(middleware: CacheMiddleware(cache: cache, flights: SingleFlight(),
+            router.add(middleware: CacheMiddleware(cache: cache, flights: flights,
                                                    policy: { CachePolicy(config: state.snapshot.config.cache) },
-                                                   compression: { state.snapshot.config.compression }, now: now))
+                                                   compression: { state.snapshot.config.compression }, now: now,
+                                                   answerBudget: answerBudget, limits: { state.snapshot.config.limits },
+                                                   queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
         }
         router.add(middleware: ForwardMiddleware(
             forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics, answerBudget: answerBudget) {
@@ -125,10 +129,11 @@ public struct GatewayApp: Sendable {
         router.head("/readyz", use: readyz)
         let metrics = metrics
         let gate = gate
-        let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget
+        let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget, flights = flights
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget, breaker: breaker, logWriter: logWriter))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
+                                                                                      collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
         return router

@@ -93,6 +93,11 @@ final class RequestFacts: Sendable {
         state.withLock { $0.answerRoom = room }
     }
 
+    /// The room the answer holds, if any (shared with collapsed waiters, `CacheMiddleware`).
+    var answerRoom: HeldBytes? {
+        state.withLock { $0.answerRoom }
+    }
+
     /// Whether the answer holds room that is given back once it has been sent.
     var holdsAnswerRoom: Bool {
         state.withLock { ($0.answerRoom?.held ?? 0) > 0 }

@@ -132,15 +132,23 @@ public final class MemoryBudget: Sendable {
 /// What one call holds of a `MemoryBudget` (an algorithm's answer, as it is read, inflated and
 /// sent), resized as its size becomes known and given back once: by `release()`, or when the
 /// call's last reference to it goes, whatever path the call took.
+///
+/// An answer shared with collapsed waiters (`SingleFlight`) is held until the last of them has
+/// sent it: each is one more holder (`share`), and the room goes back at the last `release()`.
 final class HeldBytes: Sendable {
+    private struct State {
+        var bytes = 0
+        var holders = 1
+    }
+
     private let budget: MemoryBudget
-    private let bytes = Mutex(0)
+    private let state = Mutex(State())
 
     init(in budget: MemoryBudget) {
         self.budget = budget
     }
 
-    var held: Int { bytes.withLock { $0 } }
+    var held: Int { state.withLock { $0.bytes } }
 
     /// Holds `size` bytes in all: waits (as `MemoryBudget.reserve`) for what it adds, and gives
     /// back at once what it drops.
@@ -148,22 +156,32 @@ final class HeldBytes: Sendable {
         let current = held
         if size > current {
             let added = try await budget.reserve(size - current, capacity: capacity, timeout: timeout, busy: busy())
-            bytes.withLock { $0 += added }
+            state.withLock { $0.bytes += added }
         } else if size < current {
-            bytes.withLock { $0 -= current - size }
+            state.withLock { $0.bytes -= current - size }
             budget.release(current - size)
         }
     }
 
+    /// `count` more requests send the bytes held here, each calling `release()` once it has.
+    func share(with count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.holders += count }
+    }
+
+    /// One holder is done with the bytes; the last gives them back.
     func release() {
-        let given = bytes.withLock { bytes in
-            defer { bytes = 0 }
-            return bytes
+        let given = state.withLock { state -> Int in
+            state.holders -= 1
+            guard state.holders <= 0 else { return 0 }
+            defer { state.bytes = 0 }
+            return state.bytes
         }
         budget.release(given)
     }
 
     deinit {
-        release()
+        // Whoever still held it has gone without releasing (a request dropped before it was sent).
+        budget.release(state.withLock { $0.bytes })
     }
 }

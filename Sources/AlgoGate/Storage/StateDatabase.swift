@@ -18,6 +18,7 @@ public enum StateDatabase {
         var migrator = DatabaseMigrator()
         CacheSchema.register(in: &migrator)
         UsageSchema.register(in: &migrator)
+        CacheSchema.registerLater(in: &migrator)
         try migrator.migrate(pool)
         return pool
     }

@@ -2,6 +2,9 @@
 /// answer `MemoryBudget`) while it is read, inflated and sent: sized to each step's bytes as they
 /// become known, and given back by the request's facts once the answer has been sent.
 ///
+/// A cache hit read from SQLite holds room too, from before its body is read until it has been
+/// sent; one from the hot tier holds none, since it shares the bytes the tier holds already.
+///
 /// Answers smaller than `from` hold none: at most `upstream.max_concurrency` of them are in
 /// flight, a few MB in all, and the common small answer pays nothing for the bound.
 struct AnswerRoom {
@@ -9,15 +12,18 @@ struct AnswerRoom {
 
     let budget: MemoryBudget?
     let capacity: Int
-    /// How long the answer may wait for room: the call's own timeout.
+    /// How long the answer may wait for room: the call's own timeout for an upstream answer,
+    /// `upstream.queue_timeout_seconds` for a cache hit; `timeoutName` names it in the 503.
     let timeout: Duration
+    let timeoutName: String
     let facts: RequestFacts
     private var held: HeldBytes?
 
-    init(budget: MemoryBudget?, capacity: Int, timeout: Duration, facts: RequestFacts) {
+    init(budget: MemoryBudget?, capacity: Int, timeout: Duration, timeoutName: String = "the call's whole timeout", facts: RequestFacts) {
         self.budget = budget
         self.capacity = capacity
         self.timeout = timeout
+        self.timeoutName = timeoutName
         self.facts = facts
     }
 
@@ -26,12 +32,13 @@ struct AnswerRoom {
         let size = size >= Self.from ? size : 0
         guard let budget, size > 0 || held != nil else { return }
         let room = held ?? HeldBytes(in: budget)
-        if held == nil {
-            held = room
-            facts.holdAnswer(in: room)
-        }
+        held = room
+        // The answer the request sends is the one holding room (an upstream answer that fails
+        // over to a stale cache entry is replaced by the entry).
+        if size > 0 { facts.holdAnswer(in: room) }
+        let timeoutName = timeoutName
         try await room.resize(to: size, capacity: capacity, timeout: timeout,
                               busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                                 message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for the call's whole timeout"))
+                                                 message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for \(timeoutName)"))
     }
 }
