@@ -18,8 +18,9 @@ import Synchronization
 /// An answer is read whole too (for the cache, the key check and compression) and held until it
 /// has been sent: 80 slots of 15 MB answers would be 1.2 GB. An answer reserves its size when its
 /// head arrives and waits, its body left unread in the upstream connection, for answers ahead of
-/// it to be sent. The two budgets are apart so that no wait is for itself: an answer waits only
-/// for other answers to reach their clients, never for inputs whose calls wait for answers.
+/// it to be sent; a cache hit read from SQLite reserves its size before its body is read. The two
+/// budgets are apart so that no wait is for itself: an answer waits only for other answers to
+/// reach their clients, never for inputs whose calls wait for answers.
 public final class MemoryBudget: Sendable {
     private struct Waiter {
         let id: UInt64
