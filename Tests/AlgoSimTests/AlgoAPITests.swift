@@ -91,6 +91,29 @@ import Testing
         }
     }
 
+    /// Strings come back exactly, whatever they hold: quotes, backslashes, every control
+    /// character, non-ASCII text, and a 5 MB string (written by the simulator's own writer, not
+    /// Foundation's, which took 0.3 s of the event loop for it).
+    @Test func echoesStringsExactlyWhateverTheyHold() async throws {
+        try await withSimulator { http, _ in
+            let awkward = "q\"b\\s/" + String((0..<0x20).map { Character(Unicode.Scalar(UInt8($0))) }) + "é😀\u{7f}end"
+            let json = try await http.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: auth, json: ["k\"\n": [awkward, true, 0, 1.5, NSNull()]])
+            #expect(json.status == 200)
+            let result = try #require(json.object["result"] as? [String: Any])
+            #expect(Array(result.keys) == ["k\"\n"])
+            let values = try #require(result["k\"\n"] as? [Any])
+            #expect(values.first as? String == awkward)
+            #expect(canonicalJSON(Array(values.dropFirst())) == "[true,0,1.5,null]")
+            let text = try await http.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: auth + textType, text: awkward)
+            #expect(text.object["result"] as? String == awkward)
+
+            let large = String(repeating: "large \"text\"\n", count: 5_000_000 / 14)
+            let echoed = try await http.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: auth + textType, text: large)
+            #expect(echoed.status == 200)
+            #expect(echoed.object["result"] as? String == large)
+        }
+    }
+
     @Test func reportsAlgorithmErrorsAndTimeoutsInTheEnvelope() async throws {
         try await withSimulator { http, _ in
             let fail = try await http.send(.POST, "/v1/algo/test/Fail/1.0.0", headers: auth + textType, text: "boom")
