@@ -23,9 +23,10 @@ import os, sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], timeout=30)
 now = time.time()
 body = b'{"result":"' + b"x" * 270 + b'","metadata":{"content_type":"text","duration":0.001}}'
-rows = ((os.urandom(32).hex(), "bench/Filler/1.0.0", 200, "application/json", "identity", body, len(body), "0" * 64,
+rows = ((os.urandom(32).hex(), "bench/Filler/1.0.0", 200, "application/json", "identity", body, len(body), len(body), "0" * 64,
          now, now + 86400, now - i, 0) for i in range(int(sys.argv[2])))
-db.executemany("INSERT INTO cache_entry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+db.executemany("INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256, "
+               "created_at, expires_at, last_access, hits) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 db.commit()
 print("stored entries:", db.execute("SELECT entries FROM cache_totals").fetchone()[0], file=sys.stderr)
 PY

@@ -10,6 +10,33 @@ import Testing
 /// Links in answers that name the upstream name the gateway instead, so a client that follows one
 /// stays behind the gateway (and never sends its algogate key to the upstream).
 @Suite struct LinkTests {
+    /// An answer rewritten as it streams is the answer rewritten whole, wherever its parts are
+    /// cut: inside either form of a link, at its edges, or in three parts around one.
+    @Test func aStreamedAnswerIsRewrittenAsTheWholeIsWhereverItIsCut() throws {
+        let rewriter = try #require(LinkRewriter(upstreamOrigin: "https://api.example.com", gatewayOrigin: "http://gw:8080"))
+        let text = #"{"a":"https://api.example.com/v1/algorithms/x","b":"https:\/\/api.example.com\/v1\/y","c":"https://api.example.com/v2/z https://api.example.com/v1/"}"#
+        let expected = #"{"a":"http://gw:8080/v1/algorithms/x","b":"http:\/\/gw:8080\/v1\/y","c":"https://api.example.com/v2/z http://gw:8080/v1/"}"#
+        let bytes = Array(text.utf8)
+        #expect(String(buffer: rewriter.rewrite(ByteBuffer(bytes: bytes))) == expected)
+        func streamed(_ cuts: [Int]) -> String {
+            var stream = LinkRewriter.Stream(rewriter)
+            var output = ""
+            for (start, end) in zip([0] + cuts, cuts + [bytes.count]) {
+                if let part = stream.pass(ByteBuffer(bytes: bytes[start..<end])) { output += String(buffer: part) }
+            }
+            if let held = stream.finish() { output += String(buffer: held) }
+            return output
+        }
+        for cut in 0...bytes.count {
+            #expect(streamed([cut]) == expected, "cut at \(cut)")
+        }
+        for first in stride(from: 0, through: bytes.count, by: 3) {
+            for second in first...min(bytes.count, first + 40) {
+                #expect(streamed([first, second]) == expected, "cuts at \(first) and \(second)")
+            }
+        }
+    }
+
     static let create = #"{"name": "Linked", "details": {"label": "Linked"}, "settings": {"language": "python3"}}"#
 
     @Test func managementAnswersLinkToTheGateway() async throws {
@@ -77,7 +104,10 @@ import Testing
 
     /// The upstream may gzip a management answer (the gateway asks it to) or send it chunked: its
     /// size is then unknown until it has all arrived, and its links are rewritten all the same. One
-    /// larger than the rewriter reads passes through whole, as it came. `Link` targets are rewritten.
+    /// larger than the rewriter reads whole is rewritten as it streams (its first link in what was
+    /// read ahead, its last in the stream), whether its length was declared or not; links cut
+    /// between two parts are `aStreamedAnswerIsRewrittenAsTheWholeIsWhereverItIsCut`'s. `Link`
+    /// targets are rewritten.
     @Test func compressedAndChunkedManagementAnswersAreRewritten() async throws {
         @Sendable func link(_ request: Request) -> String { "http://\(request.head.authority ?? "")/v1/algorithms/team-a/Linked" }
         @Sendable func chunks(_ text: String, at cut: Int) -> ResponseBody {
@@ -107,9 +137,20 @@ import Testing
             headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))>; rel=\"self\""))
             return Response(status: .ok, headers: headers, body: chunks(json, at: 25))
         }
+        @Sendable func large(_ request: Request) -> String {
+            let escaped = link(request).replacingOccurrences(of: "/", with: #"\/"#)
+            return #"{"self_link":"\#(link(request))","padding":"\#(big)","next_link":"\#(escaped)?page=2"}"#
+        }
         router.get("/v1/algorithms/team-a/big") { request, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "application/json"],
-                     body: chunks(#"{"self_link":"\#(link(request))","padding":"\#(big)"}"#, at: 1000))
+            // Chunked: its size unknown, it is read ahead first.
+            Response(status: .ok, headers: [.contentType: "application/json"], body: chunks(large(request), at: 20))
+        }
+        router.get("/v1/algorithms/team-a/declared") { request, _ -> Response in
+            // Its length declared, over what is read whole: it streams from the start.
+            let text = large(request)
+            let cut = text.utf8.distance(from: text.startIndex, to: text.range(of: #""next_link":"http:\/"#)!.upperBound)
+            return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: String(text.utf8.count)],
+                            body: chunks(text, at: cut))
         }
         try await LiveServer.run({ onRunning in
             Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
@@ -132,10 +173,14 @@ import Testing
                 #expect(chunked.text == #"{"self_link":"\#(gateway)"}"#)
                 #expect(chunked.headers["Link"] == ["<\(gateway)?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\"", "<\(gateway)>; rel=\"self\""])
 
-                let large = try await h.gateway.send(.GET, "/v1/algorithms/team-a/big", headers: simple(Keys.teamA))
-                #expect(large.status == 200)
-                #expect(large.header("Content-Length") == nil)
-                #expect(large.text == #"{"self_link":"\#(upstream)","padding":"\#(big)"}"#)
+                let rewritten = #"{"self_link":"\#(gateway)","padding":"\#(big)","next_link":"\#(escapedGateway)?page=2"}"#
+                for path in ["/v1/algorithms/team-a/big", "/v1/algorithms/team-a/declared"] {
+                    let large = try await h.gateway.send(.GET, path, headers: simple(Keys.teamA))
+                    #expect(large.status == 200)
+                    #expect(large.header("Content-Length") == nil)
+                    #expect(large.text == rewritten)
+                    #expect(!large.text.contains(upstream))
+                }
             }
         }
     }

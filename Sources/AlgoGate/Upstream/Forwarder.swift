@@ -160,7 +160,7 @@ public struct Forwarder: Sendable {
             return Response(status: status, headers: headers, body: .init())
         }
         let answer = Answer(status: status, headers: headers, contentLength: contentLength, keyGuard: keyGuard,
-                            links: links.flatMap { LinkRewriter.rewritesBody(path: path, headers: headers, contentLength: contentLength) ? $0 : nil })
+                            links: links.flatMap { LinkRewriter.rewritesBody(path: path, headers: headers) ? $0 : nil })
         if let upstreamCoding {
             return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max),
                                      timeoutSeconds: settings.timeoutSeconds, context: context)
@@ -168,8 +168,8 @@ public struct Forwarder: Sendable {
         return try await respond(answer, parts: response.body, timeoutSeconds: settings.timeoutSeconds, context: context)
     }
 
-    /// A streamed upstream answer, as it will be sent: `links` is set when its body is to be read
-    /// whole and its links rewritten (`LinkRewriter.rewritesBody`).
+    /// A streamed upstream answer, as it will be sent: `links` is set when its body's links are
+    /// rewritten (`LinkRewriter.rewritesBody`).
     private struct Answer {
         var status: HTTPResponse.Status
         var headers: HTTPFields
@@ -182,14 +182,16 @@ public struct Forwarder: Sendable {
     ///
     /// A management answer is read ahead, up to `LinkRewriter.maxBodyBytes`, whatever its framing
     /// (the upstream may gzip it, or send it chunked, so its size is often unknown). One that ends
-    /// within that is rewritten and sent whole; a larger one is sent as it came, what was read
-    /// ahead first. Everything else streams, a chunk behind the upstream.
+    /// within that is rewritten and sent whole, with its length; a larger one is rewritten as it
+    /// streams, what was read ahead first, chunked. Everything streams a chunk behind the upstream.
     private func respond<Parts: AsyncSequence & Sendable>(_ answer: Answer, parts: Parts, timeoutSeconds: Int,
                                                            context: GatewayRequestContext) async throws -> Response
     where Parts.Element == ByteBuffer {
         var iterator = parts.makeAsyncIterator()
         var readAhead: ByteBuffer?
-        if let links = answer.links {
+        var headers = answer.headers
+        var contentLength = answer.contentLength
+        if let links = answer.links, (contentLength ?? 0) <= LinkRewriter.maxBodyBytes {
             var whole = ByteBuffer()
             var ended = false
             do {
@@ -213,27 +215,35 @@ public struct Forwarder: Sendable {
             }
             readAhead = whole
         }
+        if answer.links != nil {
+            // Rewritten as it streams: its length is known only once it has all been sent.
+            headers[.contentLength] = nil
+            contentLength = nil
+        }
         context.facts.streamsResponse = true
         let rest = Handoff(iterator)
         let keyGuard = answer.keyGuard
         let ahead = readAhead
-        let body = ResponseBody(contentLength: answer.contentLength) { writer in
+        let links = answer.links
+        let body = ResponseBody(contentLength: contentLength) { writer in
             // Sent a chunk behind the upstream, so a key across two chunks is caught before any of it goes.
             var checked = KeyEchoGuard.Stream(keyGuard)
+            var rewriting = links.map(LinkRewriter.Stream.init)
             var parts = rest.take()
             do {
-                if let ahead, let ready = try checked.pass(ahead) { try await writer.write(ready) }
+                if let ahead, let ready = try checked.pass(ahead), let out = rewriting.passing(ready) { try await writer.write(out) }
                 while let part = try await parts.next() {
-                    if let ready = try checked.pass(part) { try await writer.write(ready) }
+                    if let ready = try checked.pass(part), let out = rewriting.passing(ready) { try await writer.write(out) }
                 }
             } catch let error as GatewayError where error == KeyEchoGuard.withheld {
                 withheld(context)
                 throw error
             }
-            if let last = checked.finish() { try await writer.write(last) }
+            if let last = checked.finish(), let out = rewriting.passing(last) { try await writer.write(out) }
+            if let held = rewriting?.finish() { try await writer.write(held) }
             try await writer.finish(nil)
         }
-        return Response(status: answer.status, headers: answer.headers, body: body)
+        return Response(status: answer.status, headers: headers, body: body)
     }
 
     /// Where links to the upstream in this request's answer are pointed instead, if anywhere.

@@ -16,7 +16,7 @@ import NIOCore
 /// other URL (a signed storage URL, a documentation page) is left as it came.
 struct LinkRewriter: Sendable {
     /// Management answers are read whole to be rewritten up to this size (after inflating them,
-    /// whatever their framing); larger ones stream through as they came.
+    /// whatever their framing); larger ones are rewritten as they stream (`Stream`).
     static let maxBodyBytes = 1 << 20
 
     private let upstreamPrefix: String
@@ -70,45 +70,79 @@ struct LinkRewriter: Sendable {
         headers[fields: Self.link] = links.map { HTTPField(name: Self.link, value: $0.value.replacingOccurrences(of: target, with: "<" + gatewayPrefix)) }
     }
 
-    /// Whether a management answer with these fields (its coding already undone) is read ahead to
-    /// be rewritten: JSON, not known to be over `maxBodyBytes`.
-    static func rewritesBody(path: String, headers: HTTPFields, contentLength: Int?) -> Bool {
-        guard path.hasPrefix("/v1/algorithms"), (contentLength ?? 0) <= maxBodyBytes,
-              headers[.contentEncoding] == nil, let type = headers[.contentType]?.lowercased() else { return false }
+    /// Whether the body of an answer with these fields (its coding already undone) has its links
+    /// rewritten: a management answer in JSON.
+    static func rewritesBody(path: String, headers: HTTPFields) -> Bool {
+        guard path.hasPrefix("/v1/algorithms"), headers[.contentEncoding] == nil,
+              let type = headers[.contentType]?.lowercased() else { return false }
         return type.hasPrefix("application/json")
     }
 
     /// `body` with every link to the upstream's API pointed at the gateway.
     func rewrite(_ body: ByteBuffer) -> ByteBuffer {
-        var bytes = Array(body.readableBytesView)
-        var changed = false
-        for (from, to) in bodyNeedles {
-            guard let replaced = Self.replacing(from, with: to, in: bytes) else { continue }
-            bytes = replaced
-            changed = true
-        }
-        return changed ? ByteBuffer(bytes: bytes) : body
+        let (done, _, changed) = rewrite(Array(body.readableBytesView), holdingBack: 0)
+        return changed ? ByteBuffer(bytes: done) : body
     }
 
-    /// `bytes` with each occurrence of `needle` replaced, or nil when there is none.
-    static func replacing(_ needle: [UInt8], with replacement: [UInt8], in bytes: [UInt8]) -> [UInt8]? {
-        guard let first = needle.first, bytes.count >= needle.count else { return nil }
-        var output: [UInt8] = []
+    /// `bytes` with every link to the upstream's API pointed at the gateway, but for the last
+    /// `holdBack` bytes (those not part of a link found), which could begin a link that the bytes
+    /// after them complete; and whether anything changed.
+    func rewrite(_ bytes: [UInt8], holdingBack holdBack: Int) -> (done: [UInt8], held: ArraySlice<UInt8>, changed: Bool) {
+        var done: [UInt8] = []
+        done.reserveCapacity(bytes.count)
         var copied = 0
         var index = 0
-        while index <= bytes.count - needle.count {
-            if bytes[index] == first, bytes[index..<index + needle.count].elementsEqual(needle) {
-                if output.isEmpty { output.reserveCapacity(bytes.count + 64) }
-                output.append(contentsOf: bytes[copied..<index])
-                output.append(contentsOf: replacement)
-                index += needle.count
+        scan: while index < bytes.count {
+            for (from, to) in bodyNeedles where bytes[index] == from[0] && index + from.count <= bytes.count
+                && bytes[index..<index + from.count].elementsEqual(from) {
+                done.append(contentsOf: bytes[copied..<index])
+                done.append(contentsOf: to)
+                index += from.count
                 copied = index
-            } else {
-                index += 1
+                continue scan
             }
+            index += 1
         }
-        guard copied > 0 else { return nil }
-        output.append(contentsOf: bytes[copied...])
-        return output
+        let kept = max(copied, bytes.count - holdBack)
+        let changed = copied > 0
+        done.append(contentsOf: bytes[copied..<kept])
+        return (done, bytes[kept...], changed)
+    }
+
+    /// Rewrites an answer part by part as it streams, for one too large to read whole: after each
+    /// part, the bytes that could begin a link cut between it and the next are held back until the
+    /// next shows what they are.
+    struct Stream {
+        let rewriter: LinkRewriter
+        private var held: [UInt8] = []
+        private let holdBack: Int
+
+        init(_ rewriter: LinkRewriter) {
+            self.rewriter = rewriter
+            holdBack = (rewriter.bodyNeedles.map(\.from.count).max() ?? 1) - 1
+        }
+
+        /// What of `part` (and of what was held back before it) can be sent now.
+        mutating func pass(_ part: ByteBuffer) -> ByteBuffer? {
+            var bytes = held
+            bytes.append(contentsOf: part.readableBytesView)
+            let (done, rest, _) = rewriter.rewrite(bytes, holdingBack: holdBack)
+            held = Array(rest)
+            return done.isEmpty ? nil : ByteBuffer(bytes: done)
+        }
+
+        /// What was held back, once the answer has ended.
+        mutating func finish() -> ByteBuffer? {
+            defer { held = [] }
+            return held.isEmpty ? nil : ByteBuffer(bytes: held)
+        }
+    }
+}
+
+extension Optional where Wrapped == LinkRewriter.Stream {
+    /// `part` as it can be sent now: rewritten when there is a rewriter, else as it is.
+    mutating func passing(_ part: ByteBuffer) -> ByteBuffer? {
+        guard self != nil else { return part }
+        return self!.pass(part)
     }
 }
