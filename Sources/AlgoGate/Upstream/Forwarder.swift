@@ -183,7 +183,8 @@ public struct Forwarder: Sendable {
     /// A management answer is read ahead, up to `LinkRewriter.maxBodyBytes`, whatever its framing
     /// (the upstream may gzip it, or send it chunked, so its size is often unknown). One that ends
     /// within that is rewritten and sent whole, with its length; a larger one is rewritten as it
-    /// streams, what was read ahead first, chunked. Everything streams a chunk behind the upstream.
+    /// streams (what was read ahead first) and sent chunked. Other answers stream as they came.
+    /// What streams goes a chunk behind the upstream, for the key check.
     private func respond<Parts: AsyncSequence & Sendable>(_ answer: Answer, parts: Parts, timeoutSeconds: Int,
                                                            context: GatewayRequestContext) async throws -> Response
     where Parts.Element == ByteBuffer {
