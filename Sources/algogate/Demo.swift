@@ -23,6 +23,7 @@ struct Demo: AsyncParsableCommand {
     var simPort = 9000
 
     func run() async throws {
+        LargeAllocations.returnToSystem()
         // The simulator's account key is made up fresh, handed to the gateway like a real secret.
         let upstreamKey = "sim-" + UUID().uuidString.lowercased()
         var environment = ProcessInfo.processInfo.environment

@@ -36,6 +36,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LargeAllocations.returnToSystem()
         let loaded = try loadOrExit(path: config)
         let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
         defer { log.finish() }

@@ -37,6 +37,32 @@ import Testing
         }
     }
 
+    /// A compressed answer holds room for its plain bytes before it is inflated (the size its gzip
+    /// trailer states), beside its compressed bytes: answers waiting for room wait compressed.
+    @Test func compressedAnswersHoldRoomForTheirPlainBytesBeforeTheyAreInflated() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 700000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let compressed = try CompressionTests.gzip(Array(HeldUpstream.large(600_000).utf8)).count
+                let calls = (0..<3).map { _ in
+                    Task { try await h.gateway.send(.POST, "/v1/algo/test/LargeGzip", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+                }
+                try #require(await eventually { upstream.holds == 3 }, "the calls never reached the upstream")
+                upstream.release.open()
+                for call in calls {
+                    let answer = try await call.value
+                    #expect(answer.status == 200)
+                    #expect(answer.header("Content-Encoding") == nil)
+                    #expect(answer.text == HeldUpstream.large(600_000))
+                }
+                // One at a time, each holding its compressed and plain bytes while inflated (the
+                // plain size the trailer states, not the 700,000 it could be).
+                #expect(h.app.answerBudget.peak == 600_000 + compressed)
+                #expect(await eventually { h.app.answerBudget.held == 0 && h.app.answerBudget.waiting == 0 })
+            }
+        }
+    }
+
     /// A plain answer that declares more than `max_response_bytes` is refused (502) before any of
     /// it is read, so it never holds room.
     @Test func anAnswerDeclaredTooLargeIsRefusedWithoutHoldingRoom() async throws {

@@ -9,7 +9,7 @@ import Synchronization
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
-/// names) calls wait for `release` too, and count in `abandoned` when the gateway closes their
+/// names; `test/LargeGzip` sends it gzip-compressed) calls wait for `release` too, and count in `abandoned` when the gateway closes their
 /// connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
@@ -56,21 +56,25 @@ final class HeldUpstream: Sendable {
             return Self.json(Self.answer(sleptMs: milliseconds))
         }
         /// A held call: counted, then answered with `answer(input)` once released.
-        func held(_ answer: @escaping @Sendable (String) -> String) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
+        func held(_ answer: @escaping @Sendable (String) throws -> Response) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
             { request, _ in
                 let input = String(buffer: try await request.body.collect(upTo: 1024))
                 upstream.holdCalls.add(1, ordering: .relaxed)
                 upstream.arrived.open()
                 await upstream.release.wait()
-                return Self.json(answer(input))
+                return try answer(input)
             }
         }
-        let echo = held { #"{"result":\#($0),"metadata":{"content_type":"json","duration":0.001}}"# }
+        let echo = held { Self.json(#"{"result":\#($0),"metadata":{"content_type":"json","duration":0.001}}"#) }
         router.post("/v1/algo/test/Hold", use: echo)
         router.post("/v1/algo/test/Hold/1.0.0", use: echo)
-        let large = held { Self.large(Int($0) ?? 13) }
+        let large = held { Self.json(Self.large(Int($0) ?? 13)) }
         router.post("/v1/algo/test/Large", use: large)
         router.post("/v1/algo/test/Large/1.0.0", use: large)
+        router.post("/v1/algo/test/LargeGzip", use: held { input in
+            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.large(Int(input) ?? 13).utf8)))))
+        })
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),

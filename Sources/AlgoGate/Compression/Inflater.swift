@@ -106,6 +106,16 @@ final class Inflater {
         }
     }
 
+    /// The size `body` says it inflates to, if it says: a gzip member ends with it (RFC 1952's
+    /// ISIZE, modulo 2^32); zlib's format does not carry it. Only a hint: a body of several gzip
+    /// members, or a corrupt one, inflates to something else, which inflating finds out.
+    static func declaredSize(of body: ByteBuffer, coding: ContentCoding) -> Int? {
+        guard coding == .gzip, body.readableBytes >= 18,
+              body.getInteger(at: body.readerIndex, endianness: .big, as: UInt16.self) == 0x1f8b,
+              let size = body.getInteger(at: body.writerIndex - 4, endianness: .little, as: UInt32.self) else { return nil }
+        return Int(size)
+    }
+
     /// The whole of `body`, inflated.
     static func inflateAll(_ body: ByteBuffer, coding: ContentCoding, limit: Int) throws -> ByteBuffer {
         let inflater = try Inflater(coding, limit: limit)

@@ -99,8 +99,12 @@ public struct Forwarder: Sendable {
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
         if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
+            let compressed = body, limit = settings.maxResponseBytes
+            // Room for the plain answer before it is inflated, beside the compressed one: the size
+            // gzip's trailer states, or the limit (zlib states none). Inflated first, a burst of
+            // compressed answers would each hold its plain bytes while waiting for room.
+            try await room.hold(compressed.readableBytes + min(Inflater.declaredSize(of: compressed, coding: coding) ?? limit, limit))
             do {
-                let compressed = body, limit = settings.maxResponseBytes
                 body = try await BodyWork.run(over: compressed.readableBytes) { try Inflater.inflateAll(compressed, coding: coding, limit: limit) }
             } catch is Inflater.LimitExceeded {
                 throw tooLarge
@@ -108,7 +112,7 @@ public struct Forwarder: Sendable {
                 throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body").caused(by: error)
             }
             headers[.contentEncoding] = nil
-            // The plain answer is what is held from here on; the inflation itself ran on one of
+            // The plain answer alone is held from here on; the inflation itself ran on one of
             // BodyWork's few threads, so few run at once.
             try await room.hold(body.readableBytes)
         }
