@@ -37,15 +37,19 @@ import Testing
         }
     }
 
-    /// A compressed answer holds room for its plain bytes before it is inflated (the size its gzip
-    /// trailer states), beside its compressed bytes: answers waiting for room wait compressed.
-    @Test func compressedAnswersHoldRoomForTheirPlainBytesBeforeTheyAreInflated() async throws {
+    /// A compressed answer holds room for its plain bytes before it is inflated, beside its
+    /// compressed bytes, so answers waiting for room wait compressed: the size its gzip trailer
+    /// states, or for deflate (which states none) the most its bytes could inflate to.
+    @Test(arguments: ["gzip", "deflate"])
+    func compressedAnswersHoldRoomForTheirPlainBytesBeforeTheyAreInflated(coding: String) async throws {
         try await HeldUpstream.run { upstream, port in
             try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 700000, max_buffered_answer_bytes: 1000000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                let compressed = try CompressionTests.gzip(Array(HeldUpstream.large(600_000).utf8)).count
+                let plain = Array(HeldUpstream.large(600_000).utf8)
+                let compressed = try CompressionTests.gzip(plain, coding == "gzip" ? .gzip() : .zlib()).count
+                let path = coding == "gzip" ? "/v1/algo/test/LargeGzip" : "/v1/algo/test/LargeDeflate"
                 let calls = (0..<3).map { _ in
-                    Task { try await h.gateway.send(.POST, "/v1/algo/test/LargeGzip", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+                    Task { try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000") }
                 }
                 try #require(await eventually { upstream.holds == 3 }, "the calls never reached the upstream")
                 upstream.release.open()
@@ -55,9 +59,12 @@ import Testing
                     #expect(answer.header("Content-Encoding") == nil)
                     #expect(answer.text == HeldUpstream.large(600_000))
                 }
-                // One at a time, each holding its compressed and plain bytes while inflated (the
-                // plain size the trailer states, not the 700,000 it could be).
-                #expect(h.app.answerBudget.peak == 600_000 + compressed)
+                // One at a time, each holding its compressed and plain bytes while inflated: gzip
+                // the 600,000 its trailer states, deflate 1,032 times its bytes (not the 700,000
+                // it could be).
+                let expected = compressed + (coding == "gzip" ? 600_000 : min(compressed * 1032, 700_000))
+                #expect(expected < 700_000 + compressed)
+                #expect(h.app.answerBudget.peak == expected)
                 #expect(await eventually { h.app.answerBudget.held == 0 && h.app.answerBudget.waiting == 0 })
             }
         }

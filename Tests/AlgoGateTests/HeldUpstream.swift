@@ -1,4 +1,5 @@
 import AlgoTestSupport
+import CompressNIO
 import Foundation
 import Hummingbird
 import Logging
@@ -9,7 +10,7 @@ import Synchronization
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
-/// names; `test/LargeGzip` sends it gzip-compressed) calls wait for `release` too, and count in `abandoned` when the gateway closes their
+/// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed) calls wait for `release` too, and count in `abandoned` when the gateway closes their
 /// connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
@@ -71,10 +72,12 @@ final class HeldUpstream: Sendable {
         let large = held { Self.json(Self.large(Int($0) ?? 13)) }
         router.post("/v1/algo/test/Large", use: large)
         router.post("/v1/algo/test/Large/1.0.0", use: large)
-        router.post("/v1/algo/test/LargeGzip", use: held { input in
-            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.large(Int(input) ?? 13).utf8)))))
-        })
+        for (name, coding, algorithm) in [("LargeGzip", "gzip", CompressionAlgorithm.gzip()), ("LargeDeflate", "deflate", .zlib())] {
+            router.post("/v1/algo/test/\(name)", use: held { input in
+                Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: coding],
+                         body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.large(Int(input) ?? 13).utf8), algorithm))))
+            })
+        }
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),

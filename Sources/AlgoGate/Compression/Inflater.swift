@@ -106,6 +106,9 @@ final class Inflater {
         }
     }
 
+    /// The most DEFLATE data inflates to, per byte: 1032 (258 bytes from a 2-bit code, at best).
+    static let maximumRatio = 1032
+
     /// The size `body` says it inflates to, if it says: a gzip member ends with it (RFC 1952's
     /// ISIZE, modulo 2^32); zlib's format does not carry it. Only a hint: a body of several gzip
     /// members, or a corrupt one, inflates to something else, which inflating finds out.

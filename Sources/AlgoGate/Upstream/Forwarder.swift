@@ -101,9 +101,11 @@ public struct Forwarder: Sendable {
         if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
             let compressed = body, limit = settings.maxResponseBytes
             // Room for the plain answer before it is inflated, beside the compressed one: the size
-            // gzip's trailer states, or the limit (zlib states none). Inflated first, a burst of
-            // compressed answers would each hold its plain bytes while waiting for room.
-            try await room.hold(compressed.readableBytes + min(Inflater.declaredSize(of: compressed, coding: coding) ?? limit, limit))
+            // gzip's trailer states, or else the most DEFLATE can expand to, up to the limit.
+            // Inflated first, a burst of compressed answers would each hold its plain bytes while
+            // waiting for room.
+            let plain = Inflater.declaredSize(of: compressed, coding: coding) ?? compressed.readableBytes * Inflater.maximumRatio
+            try await room.hold(compressed.readableBytes + min(plain, limit))
             do {
                 body = try await BodyWork.run(over: compressed.readableBytes) { try Inflater.inflateAll(compressed, coding: coding, limit: limit) }
             } catch is Inflater.LimitExceeded {
