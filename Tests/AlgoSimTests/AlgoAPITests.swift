@@ -114,6 +114,23 @@ import Testing
         }
     }
 
+    /// A client that sends `Expect: 100-continue` is told to go on as soon as its head arrives,
+    /// before it has sent any of its body (curl otherwise waits a second before each input over
+    /// 1 MiB).
+    @Test func aClientThatExpectsContinueIsToldToGoOnAtOnce() async throws {
+        try await withSimulator { http, _ in
+            let connection = try await RawConnection.connect(port: http.port, sending: "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\n"
+                + "Host: sim\r\nAuthorization: Simple \(simKey)\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            #expect(await eventually { connection.text.hasPrefix("HTTP/1.1 100 Continue\r\n\r\n") })
+            try await connection.send("HAL")
+            #expect(await eventually { RawResponse.parse(connection.text).count == 2 })
+            let responses = RawResponse.parse(connection.text)
+            #expect(responses.map(\.statusLine) == ["HTTP/1.1 100 Continue", "HTTP/1.1 200 OK"])
+            #expect((try? JSONSerialization.jsonObject(with: Data((responses.last?.body ?? "").utf8)) as? [String: Any])?["result"] as? String == "Hello HAL")
+            await connection.close()
+        }
+    }
+
     @Test func reportsAlgorithmErrorsAndTimeoutsInTheEnvelope() async throws {
         try await withSimulator { http, _ in
             let fail = try await http.send(.POST, "/v1/algo/test/Fail/1.0.0", headers: auth + textType, text: "boom")

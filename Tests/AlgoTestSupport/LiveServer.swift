@@ -54,6 +54,7 @@ public struct TestHTTP: Sendable {
 
     public let client: HTTPClient
     public let base: String
+    public let port: Int
 
     /// A client that sends only the headers a test gives it and never decompresses, so tests see
     /// the bytes on the wire (`HTTPClient.shared` asks for and inflates gzip by itself). Up to 32
@@ -71,6 +72,7 @@ public struct TestHTTP: Sendable {
     public init(port: Int, client: HTTPClient = TestHTTP.plainClient) {
         self.client = client
         self.base = "http://127.0.0.1:\(port)"
+        self.port = port
     }
 
     public func send(

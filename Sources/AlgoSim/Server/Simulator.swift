@@ -49,6 +49,7 @@ public struct Simulator: Sendable {
     ) -> some ApplicationProtocol {
         Application(
             router: router(),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ContinueAtOnce()])),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "algosim"),
             onServerRunning: onServerRunning,
             logger: logger
