@@ -11,7 +11,8 @@ import Glibc
 /// `limits.max_buffered_answer_bytes` hold at once. A fixed threshold of 1 MiB maps every block of
 /// that size or more on its own, and unmaps it when freed. Measured (`Benchmarks/answers.sh`, 24
 /// slow clients of 15 MB answers under a 64 MiB bound): peak resident memory 194 MiB with glibc's
-/// default, 134 MiB with this. `MALLOC_MMAP_THRESHOLD_` in the environment, when set, decides instead.
+/// default, 134 to 143 MiB with this. `MALLOC_MMAP_THRESHOLD_` in the environment, when set,
+/// decides instead.
 enum LargeAllocations {
     static let threshold: Int32 = 1 << 20
     /// `M_MMAP_THRESHOLD` in glibc's `malloc.h`, which Swift's Glibc module does not bring in.
