@@ -36,6 +36,7 @@ struct Sim: AsyncParsableCommand {
     var fault: String?
 
     func run() async throws {
+        LargeAllocations.returnToSystem()
         guard let key = key ?? ProcessInfo.processInfo.environment["ALGOSIM_KEY"], !key.isEmpty else {
             throw ValidationError("--key (or $ALGOSIM_KEY) is required")
         }
