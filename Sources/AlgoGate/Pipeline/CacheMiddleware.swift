@@ -50,9 +50,9 @@ struct CacheMiddleware: RouterMiddleware {
     let now: @Sendable () -> Double
     /// Hits read from SQLite hold room for their answers under `limits.max_buffered_answer_bytes`
     /// (see `AnswerRoom`), waiting at most `upstream.queue_timeout_seconds` for it.
-    var answerBudget: MemoryBudget? = nil
-    var limits: @Sendable () -> GatewayConfig.Limits = { GatewayConfig.Limits() }
-    var queueTimeout: @Sendable () -> Duration = { .seconds(30) }
+    let answerBudget: MemoryBudget?
+    let limits: @Sendable () -> GatewayConfig.Limits
+    let queueTimeout: @Sendable () -> Duration
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo(let ref) = context.route, request.method == .post else { return try await next(request, context) }
