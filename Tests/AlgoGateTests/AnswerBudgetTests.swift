@@ -1,7 +1,8 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
 import GRDB
+import NIOCore
 import Testing
 
 /// Algorithm answers held in memory at once are bounded (`limits.max_buffered_answer_bytes`): an
@@ -164,6 +165,107 @@ import Testing
                 h.app.answerBudget.release(1_000_000)
             }
         }
+    }
+
+    /// A hit from memory shares the hot tier's bytes and holds no room; but when its entry leaves
+    /// the tier while the hit is still being sent (here, purged), the bytes stay in memory until
+    /// sent: they are counted under the bound until then. Both ways hits are answered (JSON is
+    /// left out of the compressed types, so that the compression step would not touch the answer
+    /// and the event loop answers it when it may).
+    @Test(arguments: [true, false]) func aHotEntryThatLeavesTheTierWhileItIsSentIsCountedUntilSent(fastHits: Bool) async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(cacheYAML: "fast_hits: \(fastHits)",
+                                         extraYAML: """
+                                             limits: {max_response_bytes: 12000000, max_buffered_answer_bytes: 24000000}
+                                             compression: {types: [text/plain]}
+                                             """,
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let path = "/v1/algo/test/Large/1.0.0"
+                let first = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "12000000")
+                #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+                let cache = try #require(h.app.cache)
+                let entryBytes = cache.hot.bytes
+                #expect(entryBytes > 12_000_000)
+                // A hit for a client that reads nothing yet: more than a socket's buffers hold.
+                let reader = try await RawConnection.connect(
+                    port: h.gatewayPort, sending: "POST \(path) HTTP/1.1\r\nHost: algogate\r\nAuthorization: Simple \(Keys.teamB)\r\n"
+                        + "Content-Type: application/json\r\nContent-Length: 8\r\n\r\n12000000", reading: false)
+                try #require(await eventually { cache.hot.leases == 1 }, "the hit never took the entry")
+                #expect(h.app.answerBudget.held == 0)
+
+                let purged = try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin))
+                #expect(purged.status == 200)
+                #expect(cache.hot.bytes == 0)
+                #expect(h.app.answerBudget.held == entryBytes)
+
+                try await reader.startReading()
+                #expect(await eventually { RawResponse.parse(reader.text).count == 1 })
+                let hit = RawResponse.parse(reader.text).first
+                #expect(hit?.statusLine == "HTTP/1.1 200 OK")
+                #expect(hit?.headers["x-cache"] == "HIT")
+                #expect(hit?.body == HeldUpstream.large(12_000_000))
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+                #expect(upstream.holds == 1)
+                let metrics = try await h.gateway.send(.GET, "/metrics").text
+                #expect(metricSample(metrics, "algogate_cache_fast_hits_total") == (fastHits ? 1 : 0))
+                await reader.close()
+            }
+        }
+    }
+
+    /// Every way a large entry leaves the tier (evicted as the least recently used, replaced,
+    /// removed, all removed) counts its bytes while a hit holds its lease, and gives them back
+    /// when the last lease goes; entries under `AnswerRoom.from` take no lease.
+    @Test func everyWayALargeEntryLeavesTheTierCountsItWhileLeased() {
+        let budget = MemoryBudget()
+        let tier = HotTier(capacity: 1_000_000)
+        tier.countSendsOfLeavingEntries(in: budget)
+        let answer = { (size: Int) in
+            CachedAnswer(algo: "o/n/1.0.0", status: 200, contentType: "application/json",
+                         body: ByteBuffer(repeating: UInt8(ascii: "x"), count: size), createdAt: 0, expiresAt: 1e12)
+        }
+        tier.put("a", answer(200_000))
+        // Hits being sent, each holding its answer and so its lease; a hit is done when it goes.
+        var sending: [String: CachedAnswer] = [:]
+        // Two hits on "a"; then five more entries push the tier over, and "a", least recently
+        // used, goes first.
+        sending["a1"] = tier.get("a")
+        sending["a2"] = tier.get("a")
+        #expect(tier.leases == 2)
+        for key in ["b", "c", "d", "e", "f"] { tier.put(key, answer(200_000)) }
+        #expect(tier.get("a") == nil)
+        #expect(budget.held == 200_000)
+        sending["a1"] = nil
+        #expect(budget.held == 200_000)
+        sending["a2"] = nil
+        #expect(budget.held == 0)
+
+        sending["f"] = tier.get("f")
+        tier.put("f", answer(200_000))
+        #expect(budget.held == 200_000)
+        sending["f"] = nil
+        #expect(budget.held == 0)
+
+        sending["e"] = tier.get("e")
+        tier.remove { key, _ in key == "e" }
+        #expect(budget.held == 200_000)
+        sending["f"] = tier.get("f")
+        tier.removeAll()
+        #expect(budget.held == 400_000)
+        sending["e"] = nil
+        #expect(budget.held == 200_000)
+        sending["f"] = nil
+        #expect(budget.held == 0)
+        // Left while nobody sent it: nothing to count.
+        tier.put("g", answer(200_000))
+        tier.removeAll()
+        #expect(budget.held == 0 && budget.peak == 400_000)
+
+        tier.put("small", answer(AnswerRoom.from - 1))
+        #expect(tier.get("small")?.lease == nil)
+        #expect(tier.get("small")?.body.readableBytes == AnswerRoom.from - 1)
     }
 
     /// Calls collapsed onto one upstream call send the same answer: its room is held until the

@@ -16,6 +16,9 @@ struct CachedAnswer: Sendable {
     var gzipBody: ByteBuffer? = nil
     let createdAt: Double
     let expiresAt: Double
+    /// A hit from the hot tier on a large entry: kept with the answer until it has been sent, so
+    /// that the entry's bytes are counted should it leave the tier meanwhile (`HotTier.Residency`).
+    var lease: HotTier.Lease? = nil
 }
 
 /// The version-pinned response cache: SQLite through GRDB (WAL, one file), with an in-memory hot

@@ -79,7 +79,7 @@ struct CacheMiddleware: RouterMiddleware {
         var leads = false
         lookup: while decision.lookup {
             if let answer = try await cache.lookup(key, now: now(), holding: holding) {
-                return hit(answer, gzip: gzip(answer.contentType))
+                return hit(answer, gzip: gzip(answer.contentType), facts: context.facts)
             }
             if decision.onlyIfCached { throw Self.notCached }
             if flights.lead(key) {
@@ -95,7 +95,7 @@ struct CacheMiddleware: RouterMiddleware {
                 }
                 if let stored {
                     flights.finishFound(key)
-                    return hit(stored, gzip: gzip(stored.contentType))
+                    return hit(stored, gzip: gzip(stored.contentType), facts: context.facts)
                 }
                 leads = true
                 break
@@ -127,14 +127,14 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as GatewayError where decision.lookup && Self.staleIfError.contains(error.status.code) {
-            if let stale = try await staleHit(key, gzip: gzip, holding: holding) {
+            if let stale = try await staleHit(key, gzip: gzip, holding: holding, facts: context.facts) {
                 context.facts.record(staleBecause: error.message + (error.cause.map { " (\($0))" } ?? ""))
                 return stale
             }
             throw error
         }
         if decision.lookup, Self.staleIfError.contains(response.status.code),
-           let stale = try await staleHit(key, gzip: gzip, holding: holding) {
+           let stale = try await staleHit(key, gzip: gzip, holding: holding, facts: context.facts) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return stale
         }
@@ -160,14 +160,17 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call (or
     /// a fresh one, stored by another call meanwhile: an ordinary hit).
-    private func staleHit(_ key: String, gzip: (String?) -> Bool, holding: @escaping ResponseCache.Holding) async throws -> Response? {
+    private func staleHit(_ key: String, gzip: (String?) -> Bool, holding: @escaping ResponseCache.Holding,
+                          facts: RequestFacts) async throws -> Response? {
         let current = now()
         guard let answer = try await cache.lookupStale(key, now: current, holding: holding) else { return nil }
-        return hit(answer, gzip: gzip(answer.contentType), stale: answer.expiresAt <= current)
+        return hit(answer, gzip: gzip(answer.contentType), stale: answer.expiresAt <= current, facts: facts)
     }
 
-    private func hit(_ answer: CachedAnswer, gzip: Bool, stale: Bool = false) -> Response {
-        Self.hit(answer, gzip: gzip, now: now(), stale: stale).response
+    /// A hit from the hot tier on a large entry holds its lease until the answer has been sent.
+    private func hit(_ answer: CachedAnswer, gzip: Bool, stale: Bool = false, facts: RequestFacts) -> Response {
+        if let lease = answer.lease { facts.holdAnswer(lease) }
+        return Self.hit(answer, gzip: gzip, now: now(), stale: stale).response
     }
 
     /// Whether an answer of `contentType` goes to a client as the gzip bytes the cache stored for

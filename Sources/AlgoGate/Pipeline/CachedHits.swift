@@ -63,7 +63,10 @@ struct CachedHits: Sendable {
     /// through, with the request counted as the pipeline counts it; nil sends it to the pipeline.
     /// `remote`: the peer's address as the log line writes it.
     /// `remembered`: the connection's last key and the client it named (see `RememberedClient`).
-    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: String, remembered: inout RememberedClient?) -> (head: HTTPResponse, body: ByteBuffer)? {
+    /// The answer's `lease` (a large hot-tier entry's, `HotTier.Lease`) is kept until it has been
+    /// written to the socket.
+    func answer(_ head: HTTPRequest, body: ByteBuffer, remote: String, remembered: inout RememberedClient?)
+        -> (head: HTTPResponse, body: ByteBuffer, lease: HotTier.Lease?)? {
         let started = ContinuousClock.now
         let snapshot = state.snapshot
         let config = snapshot.config
@@ -110,7 +113,7 @@ struct CachedHits: Sendable {
                                  method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: ContinuousClock.now - started,
                                  bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote,
                                  forwardedFor: RequestLogMiddleware.forwardedFor(fields))
-        return (response.head, answerBody)
+        return (response.head, answerBody, stored.lease)
     }
 }
 
@@ -198,7 +201,14 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if let answer = hits.answer(head, body: body, remote: remote, remembered: &remembered) {
                 context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
                 context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                if let lease = answer.lease {
+                    // Written once every byte before it has gone to the socket (or failed).
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    written.futureResult.whenComplete { _ in withExtendedLifetime(lease) {} }
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+                } else {
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                }
             } else {
                 handOn(head, body, context: context)
                 context.fireChannelRead(data)

@@ -72,6 +72,8 @@ public struct GatewayApp: Sendable {
         // The pool and this cap are sized once; a reload that changes them asks for a restart.
         self.gate = ConcurrencyGate(capacity: state.snapshot.config.upstream.maxConcurrency)
         self.breaker = CircuitBreaker(settings: { state.snapshot.config.upstream.circuitBreaker }, now: now, logger: logger)
+        // A large entry that leaves the hot tier while hits send it counts as an answer held.
+        storage.cache?.hot.countSendsOfLeavingEntries(in: answerBudget)
     }
 
     /// The `Server` header of every answer.

@@ -63,6 +63,8 @@ final class RequestFacts: Sendable {
         /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
         /// back once the answer has been sent (`complete`), or when these facts go.
         var answerRoom: HeldBytes?
+        /// A hit from the hot tier on a large entry: let go once the answer has been sent.
+        var lease: HotTier.Lease?
     }
     let state = Mutex(State())
 
@@ -74,16 +76,17 @@ final class RequestFacts: Sendable {
     /// Calls the handlers once, with what the request learnt, and lets them go: they must not
     /// outlive the request (nor keep it alive through a closure that captured it).
     func complete(status: Int, bytesIn: Int, bytesOut: Int) {
-        let (handlers, completion, room) = state.withLock { state in
+        let (handlers, completion, room, lease) = state.withLock { state in
             let handlers = state.completions
             state.completions = []
             defer { state.answerRoom = nil }
             return (handlers, RequestCompletion(
                 status: status, bytesIn: bytesIn, bytesOut: bytesOut,
                 client: state.client?.name, viaPreviousKey: state.client?.viaPreviousKey ?? false, route: state.route?.name,
-                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds), state.answerRoom)
+                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds), state.answerRoom, state.lease.take())
         }
-        room?.release()
+        // The room and the lease are let go here, outside the lock.
+        withExtendedLifetime(lease) { room?.release() }
         for handler in handlers { handler(completion) }
     }
 
@@ -93,6 +96,13 @@ final class RequestFacts: Sendable {
         state.withLock { $0.answerRoom = room }
     }
 
+    /// The answer is a hot-tier entry's bytes, held by `lease` until it has been sent: sent the
+    /// way an answer holding room is, so that the lease goes only once the bytes have reached the
+    /// socket.
+    func holdAnswer(_ lease: HotTier.Lease) {
+        state.withLock { $0.lease = lease }
+    }
+
     /// The room the answer holds, if any (shared with collapsed waiters, `CacheMiddleware`).
     var answerRoom: HeldBytes? {
         state.withLock { $0.answerRoom }
@@ -100,7 +110,7 @@ final class RequestFacts: Sendable {
 
     /// Whether the answer holds room that is given back once it has been sent.
     var holdsAnswerRoom: Bool {
-        state.withLock { ($0.answerRoom?.held ?? 0) > 0 }
+        state.withLock { ($0.answerRoom?.held ?? 0) > 0 || $0.lease != nil }
     }
 
     /// The response body is an upstream stream: the request is over only once it has been sent.

@@ -90,6 +90,18 @@ public final class MemoryBudget: Sendable {
         return bytes
     }
 
+    /// Counts `bytes` that are in memory already, without waiting: `held` may go over the
+    /// capacity, and waiters wait until it is back under. For bytes the gateway cannot hold back,
+    /// such as a cache entry that leaves the hot tier while hits still send it (`HotTier.Residency`).
+    /// Given back with `release`.
+    public func add(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        state.withLock { state in
+            state.held += bytes
+            state.peak = max(state.peak, state.held)
+        }
+    }
+
     /// Gives back `bytes` of a reservation (all of it, or what the input turned out not to need),
     /// and lets in the waiters that now fit.
     public func release(_ bytes: Int) {

@@ -3,7 +3,8 @@
 /// become known, and given back by the request's facts once the answer has been sent.
 ///
 /// A cache hit read from SQLite holds room too, from before its body is read until it has been
-/// sent; one from the hot tier holds none, since it shares the bytes the tier holds already.
+/// sent; one from the hot tier holds none, since it shares the bytes the tier holds already
+/// (unless the entry leaves the tier while it is sent: `HotTier.Residency`).
 ///
 /// Answers smaller than `from` hold none: at most `upstream.max_concurrency` of them are in
 /// flight, a few MB in all, and the common small answer pays nothing for the bound.
