@@ -89,6 +89,22 @@ import Testing
         }
     }
 
+    /// YAML that does not parse is refused with where and why, as Yams reports it.
+    @Test func yamlThatDoesNotParseIsRefusedWithItsLineAndColumn() {
+        #expect(Self.refusal("upstream: {url: http://x, key_env: UP_KEY}\n\tclients: []\n")?.description == """
+            not valid YAML: 2:1: error: scanner: while scanning for the next token in line 2, column 1
+            found character that cannot start any token:
+            \tclients: []
+            ^
+            """)
+        #expect(Self.refusal("upstream: {url: http://x, key_env: UP_KEY\nclients: []\n")?.description == """
+            not valid YAML: 2:8: error: parser: while parsing a flow mapping in line 1, column 11
+            did not find expected ',' or '}':
+            clients: []
+                   ^
+            """)
+    }
+
     /// The server-held key goes in every upstream request: plain http beyond loopback is refused
     /// unless the operator says the network is trusted.
     @Test func aPlainHTTPUpstreamBeyondLoopbackNeedsConsent() throws {

@@ -1,3 +1,4 @@
+import Yams
 /// Codable helpers that make config decoding refuse what it does not know, naming the field.
 
 struct AnyCodingKey: CodingKey {
@@ -50,6 +51,10 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
             return ConfigError(field: describe(context.codingPath + [key]), message: "required field is missing")
         case .dataCorrupted(let context):
             if let underlying = context.underlyingError as? ConfigError { return underlying }
+            // Yams says where and what: line, column, the problem and the line itself.
+            if let yaml = context.underlyingError as? YamlError {
+                return ConfigError(field: describe(context.codingPath), message: "not valid YAML: \(yaml)")
+            }
             return ConfigError(field: describe(context.codingPath), message: context.debugDescription)
         @unknown default:
             return ConfigError(field: "", message: "\(error)")
