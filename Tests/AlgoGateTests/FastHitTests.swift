@@ -160,6 +160,34 @@ import Testing
         metricSample(try await h.gateway.send(.GET, "/metrics").text, "algogate_cache_fast_hits_total") ?? 0
     }
 
+    /// An answer the compression step would compress for a client that accepts a coding is
+    /// answered on the event loop for a client that accepts none, marked `Vary` as the pipeline
+    /// marks it; for a deflate client it goes on to the pipeline, which compresses it.
+    @Test func aLargeHitForAClientThatAcceptsNoCodingIsAnsweredOnTheEventLoop() async throws {
+        try await GatewayHarness.run { h in
+            let path = "/v1/algo/test/Big/1.0.0?output=raw"
+            let call = { (headers: [(String, String)]) in try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType + headers, text: "3000") }
+            let miss = try await call([])
+            #expect(miss.header("X-Cache") == "MISS")
+            #expect(miss.header("Vary") == "Accept-Encoding")
+            for headers in [[], [("Accept-Encoding", "identity")]] {
+                let hit = try await call(headers)
+                #expect(hit.status == 200)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.header("Vary") == "Accept-Encoding")
+                #expect(hit.header("Content-Encoding") == nil)
+                #expect(hit.header("Content-Length") == "3000")
+                #expect(hit.bytes == miss.bytes && hit.bytes.count == 3000)
+            }
+            #expect(try await Self.fastHits(h) == 2)
+            let deflated = try await call([("Accept-Encoding", "deflate")])
+            #expect(deflated.header("X-Cache") == "HIT")
+            #expect(deflated.header("Content-Encoding") == "deflate")
+            #expect(try await Self.fastHits(h) == 2)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Big/1.0.0": 1])
+        }
+    }
+
     /// A hit pipelined behind a call still with the upstream waits for it: answers keep the
     /// requests' order.
     @Test func aHitPipelinedBehindAnotherCallIsAnsweredAfterIt() async throws {

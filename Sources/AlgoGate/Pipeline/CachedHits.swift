@@ -19,7 +19,7 @@ import Synchronization
 /// algorithms, input limits, data prefixes inside the input, cache policy and
 /// `Cache-Control`, the hot tier, compression, then the quota. Whenever one of them would refuse,
 /// or anything is out of the ordinary (an `Expect`, an encoded input, an answer the compression
-/// step would change), the pipeline answers, so every error comes from one place.
+/// step would compress), the pipeline answers, so every error comes from one place.
 ///
 /// The answer, log line, metrics, usage and cache counters are the pipeline's: the tests run the
 /// same calls both ways and compare. `cache.fast_hits: false` turns this off.
@@ -88,10 +88,15 @@ struct CachedHits: Sendable {
         let decision = CachePolicy(config: config.cache).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
         let current = now()
         guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current) else { return nil }
-        let gzip = CacheMiddleware.sendsStoredGzip(prefersGzip: ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding]) == .gzip,
-                                                   contentType: stored.contentType, compression: config.compression)
+        let coding = ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding])
+        let gzip = CacheMiddleware.sendsStoredGzip(prefersGzip: coding == .gzip, contentType: stored.contentType, compression: config.compression)
         var (response, answerBody) = CacheMiddleware.hit(stored, gzip: gzip, now: current)
-        guard ResponseCompressionMiddleware.leavesAsIs(response, method: head.method, settings: config.compression) else { return nil }
+        if !ResponseCompressionMiddleware.leavesAsIs(response, method: head.method, settings: config.compression) {
+            // The compression step would compress this answer for a client that accepts a
+            // coding (the pipeline does that), and only add `Vary` for one that accepts none.
+            guard coding == nil else { return nil }
+            ResponseCompressionMiddleware.addVary(&response.headers)
+        }
         // The quota last: from here on the request is answered and counted (`QuotaMiddleware`).
         guard let admission = try? ledger.admit(client) else { return nil }
         cache.recordHit(cacheKey, now: current)
