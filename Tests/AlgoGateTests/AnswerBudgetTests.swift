@@ -71,6 +71,27 @@ import Testing
         }
     }
 
+    /// A compressed answer as large as the bound allows needs more than the bound while it is
+    /// inflated (its compressed bytes beside its plain ones): it holds the whole bound, no more,
+    /// rather than wait for room it could never have.
+    @Test func aCompressedAnswerThatNeedsMoreThanTheWholeBoundHoldsTheWholeBound() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 600000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let compressed = try CompressionTests.gzip(Array(HeldUpstream.noisy(600_000).utf8), .gzip()).count
+                #expect(compressed > 300_000)
+                let answer = try await h.gateway.send(.POST, "/v1/algo/test/NoisyGzip", headers: simple(Keys.teamB) + jsonType, text: "600000")
+                #expect(answer.status == 200, "\(answer.text.prefix(300))")
+                let whole = answer.text == HeldUpstream.noisy(600_000)
+                #expect(whole)
+                #expect(h.app.answerBudget.peak == 600_000)
+                #expect(await eventually { h.app.answerBudget.held == 0 && h.app.answerBudget.waiting == 0 })
+            }
+        }
+    }
+
     /// A plain answer that declares more than `max_response_bytes` is refused (502) before any of
     /// it is read, so it never holds room.
     @Test func anAnswerDeclaredTooLargeIsRefusedWithoutHoldingRoom() async throws {

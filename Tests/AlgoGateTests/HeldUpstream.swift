@@ -10,8 +10,9 @@ import Synchronization
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
-/// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed) calls wait for `release` too, and count in `abandoned` when the gateway closes their
-/// connection first.
+/// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` sends
+/// `noisy`'s answer, which gzip shrinks by only a quarter) calls wait for `release` too, and count
+/// in `abandoned` when the gateway closes their connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -40,6 +41,17 @@ final class HeldUpstream: Sendable {
     /// `test/Large`'s answer of `size` bytes (at least 13).
     static func large(_ size: Int) -> String {
         #"{"result":""# + String(repeating: "x", count: size - 13) + #""}"#
+    }
+
+    /// `test/NoisyGzip`'s answer of `size` bytes (at least 13): letters from a fixed pseudo-random
+    /// sequence, so that its gzip bytes are about three quarters of it.
+    static func noisy(_ size: Int) -> String {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let letters = (0..<(size - 13)).map { _ -> Character in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Character(Unicode.Scalar(UInt8(ascii: "a") + UInt8((state >> 33) % 26)))
+        }
+        return #"{"result":""# + String(letters) + #""}"#
     }
 
     /// Runs `body` with the upstream and its port; held calls are let go when `body` ends, so
@@ -78,6 +90,10 @@ final class HeldUpstream: Sendable {
                          body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.large(Int(input) ?? 13).utf8), algorithm))))
             })
         }
+        router.post("/v1/algo/test/NoisyGzip", use: held { input in
+            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))))
+        })
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),
