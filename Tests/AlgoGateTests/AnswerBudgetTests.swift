@@ -231,6 +231,27 @@ import Testing
         }
     }
 
+    /// A reload can lower the budget under a waiter that asked for more than the new budget
+    /// holds: it goes in once nothing is held, and those behind it follow, rather than all wait
+    /// for their timeouts.
+    @Test func aWaiterLargerThanABudgetLoweredByAReloadStillGoesIn() async throws {
+        let budget = MemoryBudget()
+        let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+        let first = try await budget.reserve(60, capacity: 100, timeout: .seconds(60), busy: busy)
+        let large = Task { try await budget.reserve(90, capacity: 100, timeout: .seconds(60), busy: busy) }
+        try #require(await eventually { budget.waiting == 1 })
+        // The reload: the next call sees a budget of 50.
+        let small = Task { try await budget.reserve(10, capacity: 50, timeout: .seconds(60), busy: busy) }
+        try #require(await eventually { budget.waiting == 2 })
+        budget.release(first)
+        #expect(try await large.value == 90)
+        #expect(budget.held == 90 && budget.waiting == 1)
+        budget.release(90)
+        #expect(try await small.value == 10)
+        #expect(budget.held == 10 && budget.waiting == 0)
+        budget.release(10)
+    }
+
     /// Every way a large entry leaves the tier (evicted as the least recently used, replaced,
     /// removed, all removed) counts its bytes while a hit holds its lease, and gives them back
     /// when the last lease goes; entries under `AnswerRoom.from` take no lease.

@@ -130,10 +130,12 @@ public final class MemoryBudget: Sendable {
     }
 
     /// First come, first served: the waiter at the head goes in when it fits, then the next. A
-    /// smaller one behind it does not pass it, so a large input is not put off for ever.
+    /// smaller one behind it does not pass it, so a large input is not put off for ever. A waiter
+    /// larger than the whole budget (queued before a reload lowered it) goes in once nothing is
+    /// held, rather than never, holding up everyone behind it.
     private static func dispatch(_ state: inout State) -> [Waiter] {
         var granted: [Waiter] = []
-        while let first = state.waiters.first, state.held + first.bytes <= state.capacity {
+        while let first = state.waiters.first, state.held + first.bytes <= state.capacity || state.held == 0 {
             state.held += first.bytes
             state.peak = max(state.peak, state.held)
             granted.append(state.waiters.removeFirst())
