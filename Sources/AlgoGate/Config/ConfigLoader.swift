@@ -46,6 +46,8 @@ public enum ConfigLoader {
             throw ConfigError.from(error)
         } catch let error as ConfigError {
             throw error
+        } catch let error as YamlError {
+            throw ConfigError.from(error)
         } catch {
             throw ConfigError(field: "", message: "not valid YAML: \(error)")
         }

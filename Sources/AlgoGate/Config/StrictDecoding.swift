@@ -51,14 +51,31 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
             return ConfigError(field: describe(context.codingPath + [key]), message: "required field is missing")
         case .dataCorrupted(let context):
             if let underlying = context.underlyingError as? ConfigError { return underlying }
-            // Yams says where and what: line, column, the problem and the line itself.
-            if let yaml = context.underlyingError as? YamlError {
-                return ConfigError(field: describe(context.codingPath), message: "not valid YAML: \(yaml)")
-            }
+            if let yaml = context.underlyingError as? YamlError { return from(yaml) }
             return ConfigError(field: describe(context.codingPath), message: context.debugDescription)
         @unknown default:
             return ConfigError(field: "", message: "\(error)")
         }
+    }
+
+    /// YAML that does not parse: where and what, as Yams reports it, without the line itself
+    /// (Yams quotes it), so that nothing of the file but its structure reaches a log.
+    static func from(_ error: YamlError) -> ConfigError {
+        func at(_ mark: Mark) -> String { "line \(mark.line), column \(mark.column)" }
+        func context(_ context: YamlError.Context?) -> String { context.map { " (\($0.text) at \(at($0.mark)))" } ?? "" }
+        let message = switch error {
+        case let .scanner(context: near, problem: problem, mark, yaml: _), let .parser(context: near, problem: problem, mark, yaml: _),
+             let .composer(context: near, problem: problem, mark, yaml: _):
+            "\(at(mark)): \(problem)\(context(near))"
+        case let .reader(problem: problem, offset: offset, value: _, yaml: _):
+            problem + (offset.map { " at byte \($0)" } ?? "")
+        case let .duplicatedKeysInMapping(duplicates: duplicates, context: near):
+            // Its context's text is the whole mapping.
+            "the same key twice in one mapping: \(duplicates.sorted().joined(separator: ", ")) (the mapping at \(at(near.mark)))"
+        default:
+            "\(error)"
+        }
+        return ConfigError(field: "", message: "not valid YAML: " + message)
     }
 
     private static func typeName(_ type: Any.Type) -> String {
