@@ -30,6 +30,10 @@ local kinds = {
   { "pass", function(n) return "POST", "/v1/algo/util/Echo", json, '{"input":"soak"}' end },
   { "big_gzip", function(n) return "POST", "/v1/algo/test/Big/1.0.0",
       { ["Content-Type"] = "text/plain", ["Accept-Encoding"] = "gzip" }, tostring(20000 + n % 50) end },
+  -- Answers of 64 KiB or more, 40 of them, churning through a hot tier that holds a dozen:
+  -- entries leave it while hits still send them (counted under the answer bound until sent).
+  { "big_hot", function(n) return "POST", "/v1/algo/test/Big/1.0.0", { ["Content-Type"] = "text/plain" },
+      tostring(70000 + n % 40) end },
   { "gzip_upload", function(n) return "POST", "/v1/algo/util/Echo/1.0.0",
       with({ ["Content-Encoding"] = "gzip" }), gzipped end },
   { "no_cache", function(n) return "POST", "/v1/algo/util/Echo/1.0.0",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak. Release build, loopback only: the gateway in front of the simulator under a steady mix of
 # everything teams send (Benchmarks/soak.lua: hits, misses with fresh inputs, pass-through, gzip
-# answers and uploads, data writes, reads and listings, upstream faults, and the refusals users
+# answers and uploads, large answers churning through the hot tier, data writes, reads and listings, upstream faults, and the refusals users
 # cause), with clients walking away mid-answer and the configuration reloaded beside it, for
 # SOAK_SECONDS, with a small cache so entries are stored and evicted throughout. Prints the
 # gateway's resident memory and open file descriptors every SAMPLE_SECONDS, their growth after the
@@ -19,7 +19,7 @@ SOAK_SECONDS="${SOAK_SECONDS:-300}"; SAMPLE_SECONDS="${SAMPLE_SECONDS:-10}"; CON
 CACHE_MAX_BYTES=1048576
 source Benchmarks/lib.sh
 KEEP_NOTICES=1 CLIENT_SCOPES="algo, data:read, data:write" \
-CACHE_OPTIONS="max_bytes: $CACHE_MAX_BYTES, memory_bytes: 262144" \
+CACHE_OPTIONS="max_bytes: $CACHE_MAX_BYTES, memory_bytes: 1048576" \
   start_pair '    data_prefixes: ["data://.my/soak/"]'
 AUTH="Authorization: Simple $CLIENT_KEY"
 GW="http://127.0.0.1:$GW_PORT"
@@ -78,7 +78,7 @@ awk -v total="$SOAK_SECONDS" '
 # different connections, so a read can overtake the first write of its file: a few 404s at the start.
 expected() {
   case "$1" in
-    hit|miss|pass|big_gzip|gzip_upload|no_cache|put|list) echo "200" ;;
+    hit|miss|pass|big_gzip|big_hot|gzip_upload|no_cache|put|list) echo "200" ;;
     get) echo "200 404" ;;
     fail) echo "200" ;;   # an algorithm's error: 200 with an "error" field, as Algorithmia answers it
     outside_prefix|input_ref|traversal) echo "403" ;;   # the traversal normalises to data://other/f
