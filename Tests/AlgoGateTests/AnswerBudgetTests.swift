@@ -71,6 +71,47 @@ import Testing
         }
     }
 
+    /// An answer sent chunked states no length: one that ends within `AnswerRoom.from` holds no
+    /// room, so it is answered even while the bound is full; a longer one holds room for as much
+    /// as the limit allows before the rest is read, then for what it turned out to be.
+    @Test func aChunkedAnswerHoldsRoomOnlyOnceItOutgrowsASmallOnesSize() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let call = { @Sendable (size: Int) in
+                    try await h.gateway.send(.POST, "/v1/algo/test/Chunked", headers: simple(Keys.teamB) + jsonType, text: String(size))
+                }
+                let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+                _ = try await h.app.answerBudget.reserve(1_000_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+                // 40,000 bytes in three parts, while the bound is full.
+                let small = try await call(40_000)
+                #expect(small.status == 200)
+                #expect(small.text == HeldUpstream.large(40_000))
+                #expect(h.app.answerBudget.peak == 1_000_000 && h.app.answerBudget.held == 1_000_000)
+
+                // 300,000 bytes: they wait for room for 600,000, the limit, past their first 64 KiB.
+                let large = Task { try await call(300_000) }
+                try #require(await eventually { h.app.answerBudget.waiting == 1 }, "the large answer never waited for room")
+                h.app.answerBudget.release(1_000_000)
+                let answer = try await large.value
+                #expect(answer.status == 200)
+                let whole = answer.text == HeldUpstream.large(300_000)
+                #expect(whole)
+                #expect(await eventually { h.app.answerBudget.held == 0 && h.app.answerBudget.waiting == 0 })
+                #expect(h.app.answerBudget.peak == 1_000_000)
+
+                // Past the limit: refused once the limit is passed, its room given back.
+                let tooLarge = try await call(700_000)
+                #expect(tooLarge.status == 502)
+                #expect(tooLarge.text == #"{"error":{"error_type":"UpstreamError","message":"the algorithm's response exceeds the gateway's 600000-byte limit (limits.max_response_bytes)"}}"#)
+                #expect(await eventually { h.app.answerBudget.held == 0 })
+                #expect(upstream.holds == 3)
+            }
+        }
+    }
+
     /// A compressed answer as large as the bound allows needs more than the bound while it is
     /// inflated (its compressed bytes beside its plain ones): it holds the whole bound, no more,
     /// rather than wait for room it could never have.

@@ -11,8 +11,9 @@ import Synchronization
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
 /// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` sends
-/// `noisy`'s answer, which gzip shrinks by only a quarter) calls wait for `release` too, and count
-/// in `abandoned` when the gateway closes their connection first.
+/// `noisy`'s answer, which gzip shrinks by only a quarter; `test/Chunked` sends `test/Large`'s
+/// answer chunked, with no length) calls wait for `release` too, and count in `abandoned` when the
+/// gateway closes their connection first.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -90,6 +91,17 @@ final class HeldUpstream: Sendable {
                          body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.large(Int(input) ?? 13).utf8), algorithm))))
             })
         }
+        router.post("/v1/algo/test/Chunked", use: held { input in
+            let answer = ByteBuffer(string: Self.large(Int(input) ?? 13))
+            // In parts of 16 KiB, with no Content-Length: sent chunked.
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init { writer in
+                var rest = answer
+                while let part = rest.readSlice(length: min(16_384, rest.readableBytes)), part.readableBytes > 0 {
+                    try await writer.write(part)
+                }
+                try await writer.finish(nil)
+            })
+        })
         router.post("/v1/algo/test/NoisyGzip", use: held { input in
             Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
                      body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))))

@@ -86,10 +86,14 @@ public struct Forwarder: Sendable {
         }
         // Room for the bytes as they arrive: their declared length, or the limit when it is not
         // declared; what they turn out not to need is given back once read.
-        try await room.hold(min(declared ?? settings.maxResponseBytes, settings.maxResponseBytes))
         var body: ByteBuffer
         do {
-            body = try await response.body.collect(upTo: settings.maxResponseBytes)
+            if let declared {
+                try await room.hold(min(declared, settings.maxResponseBytes))
+                body = try await response.body.collect(upTo: settings.maxResponseBytes)
+            } else {
+                body = try await Self.collectUndeclared(response.body, limit: settings.maxResponseBytes, room: &room)
+            }
         } catch is NIOTooManyBytesError {
             throw tooLarge
         } catch {
@@ -121,6 +125,26 @@ public struct Forwarder: Sendable {
         try await refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                          headers: headers, body: .init(byteBuffer: body)), body)
+    }
+
+    /// An answer of undeclared length (chunked; an upstream that compresses on the fly sends
+    /// them so): its first `AnswerRoom.from` bytes are read without room, as a small answer's
+    /// would be, and only one that goes on past them holds room, for as much as the limit allows,
+    /// before the rest is read. Most answers are small: holding `max_response_bytes` for each
+    /// before reading it would make small answers wait for large ones' room.
+    static func collectUndeclared<Parts: AsyncSequence>(_ parts: Parts, limit: Int, room: inout AnswerRoom) async throws -> ByteBuffer
+    where Parts.Element == ByteBuffer {
+        var body = ByteBuffer()
+        var holding = false
+        for try await part in parts {
+            guard body.readableBytes + part.readableBytes <= limit else { throw NIOTooManyBytesError(maxBytes: limit) }
+            if !holding, body.readableBytes + part.readableBytes >= AnswerRoom.from {
+                try await room.hold(limit)
+                holding = true
+            }
+            body.writeImmutableBuffer(part)
+        }
+        return body
     }
 
     /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
