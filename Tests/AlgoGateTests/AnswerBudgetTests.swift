@@ -112,12 +112,44 @@ import Testing
         }
     }
 
+    /// Compressed answers whose compressed bytes already hold room never wait for more room
+    /// while holding it: two such answers arriving together, each needing its plain bytes beside
+    /// its compressed ones, would otherwise each hold their compressed bytes and wait for the
+    /// other's, until both timed out. Each reserves what it will need at once, before it is read.
+    @Test func compressedAnswersArrivingTogetherDoNotHoldEachOtherUp() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let calls = (0..<2).map { _ in
+                    Task { try await h.gateway.send(.POST, "/v1/algo/test/NoisyGzip", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+                }
+                try #require(await eventually { upstream.holds == 2 }, "the calls never reached the upstream")
+                // Both heads arrive; their bodies follow once both have been seen.
+                upstream.release.open()
+                try #require(await eventually { h.app.answerBudget.held + h.app.answerBudget.waiting > 0 && h.app.answerBudget.held >= 600_000 },
+                             "the answers never held room")
+                try await Task.sleep(for: .milliseconds(200))
+                upstream.bodies.open()
+                for call in calls {
+                    let answer = try await call.value
+                    #expect(answer.status == 200, "\(answer.text.prefix(300))")
+                    let whole = answer.text == HeldUpstream.noisy(600_000)
+                    #expect(whole)
+                }
+                #expect(h.app.answerBudget.peak <= 1_000_000)
+                #expect(await eventually { h.app.answerBudget.held == 0 && h.app.answerBudget.waiting == 0 })
+            }
+        }
+    }
+
     /// A compressed answer as large as the bound allows needs more than the bound while it is
     /// inflated (its compressed bytes beside its plain ones): it holds the whole bound, no more,
     /// rather than wait for room it could never have.
     @Test func aCompressedAnswerThatNeedsMoreThanTheWholeBoundHoldsTheWholeBound() async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
+            upstream.bodies.open()
             try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 600000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in

@@ -11,7 +11,8 @@ import Synchronization
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
 /// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` sends
-/// `noisy`'s answer, which gzip shrinks by only a quarter; `test/Chunked` sends `test/Large`'s
+/// `noisy`'s answer, which gzip shrinks by only a third, its body held back after 1 KiB until
+/// `bodies` opens; `test/Chunked` sends `test/Large`'s
 /// answer chunked, with no length) calls wait for `release` too, and count in `abandoned` when the
 /// gateway closes their connection first.
 ///
@@ -22,6 +23,8 @@ import Synchronization
 final class HeldUpstream: Sendable {
     let arrived = Latch()
     let release = Latch()
+    /// `test/NoisyGzip` sends its head and first bytes, then the rest once this opens.
+    let bodies = Latch()
     private let sleepCalls = Atomic<Int>(0)
     /// The `test/Sleep` calls that have come in.
     var calls: Int { sleepCalls.load(ordering: .relaxed) }
@@ -103,8 +106,14 @@ final class HeldUpstream: Sendable {
             })
         })
         router.post("/v1/algo/test/NoisyGzip", use: held { input in
-            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))))
+            let body = ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))
+            return Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                            body: .init(contentLength: body.readableBytes) { [upstream] writer in
+                                try await writer.write(body.getSlice(at: body.readerIndex, length: 1024)!)
+                                await upstream.bodies.wait()
+                                try await writer.write(body.getSlice(at: body.readerIndex + 1024, length: body.readableBytes - 1024)!)
+                                try await writer.finish(nil)
+                            })
         })
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in

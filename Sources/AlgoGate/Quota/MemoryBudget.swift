@@ -183,6 +183,18 @@ final class HeldBytes: Sendable {
         }
     }
 
+    /// Holds `size` bytes in all, or the whole `capacity` when `size` is more, at once: what it
+    /// drops is given back, what it adds is taken without waiting (`MemoryBudget.add`), for a
+    /// call that holds room already and must not wait for more while holding it.
+    func force(to size: Int, capacity: Int) {
+        let size = min(size, capacity)
+        let change = state.withLock { state -> Int in
+            defer { state.bytes = size }
+            return size - state.bytes
+        }
+        if change > 0 { budget.add(change) } else { budget.release(-change) }
+    }
+
     /// `count` more requests send the bytes held here, each calling `release()` once it has.
     func share(with count: Int) {
         guard count > 0 else { return }

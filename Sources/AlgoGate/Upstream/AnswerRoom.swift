@@ -28,7 +28,12 @@ struct AnswerRoom {
         self.facts = facts
     }
 
-    /// Holds `size` bytes from now on, waiting for what it adds (503 `GatewayBusy` after `timeout`).
+    /// Holds `size` bytes from now on. An answer holding no room waits for it (503 `GatewayBusy`
+    /// after `timeout`); one holding some already never waits: it gives back what it drops and
+    /// takes what it adds at once. Two answers each holding room and waiting for more would wait
+    /// for each other until both timed out, so an answer reserves, while it holds none, all it
+    /// will need (its compressed bytes and the most they inflate to, say), and only grows later
+    /// by bytes already in memory (a gzip trailer that understated its size).
     mutating func hold(_ size: Int) async throws {
         let size = size >= Self.from ? size : 0
         guard let budget, size > 0 || held != nil else { return }
@@ -37,6 +42,10 @@ struct AnswerRoom {
         // The answer the request sends is the one holding room (an upstream answer that fails
         // over to a stale cache entry is replaced by the entry).
         if size > 0 { facts.holdAnswer(in: room) }
+        guard room.held == 0 else {
+            room.force(to: size, capacity: capacity)
+            return
+        }
         let timeoutName = timeoutName
         try await room.resize(to: size, capacity: capacity, timeout: timeout,
                               busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",

@@ -79,35 +79,39 @@ public struct Forwarder: Sendable {
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
                               timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)
+        let limit = settings.maxResponseBytes
+        // A coding the gateway inflates (any other passes through as it came).
+        let encodings = response.headers["content-encoding"]
+        let coding = encodings.isEmpty ? nil : (try? ContentCoding.of(contentEncoding: encodings.joined(separator: ", "))) ?? nil
         // A plain answer declared too large is refused before any of it is read or held. (A
         // compressed one is judged once inflated: gzip can add a few bytes to what it cannot shrink.)
-        if let declared, declared > settings.maxResponseBytes {
-            guard response.headers.first(name: "content-encoding") != nil else { throw tooLarge }
-        }
-        // Room for the bytes as they arrive: their declared length, or the limit when it is not
-        // declared; what they turn out not to need is given back once read.
+        if let declared, declared > limit, encodings.isEmpty { throw tooLarge }
+        // Room for all the answer will need, reserved before it is read and while it holds none
+        // (see `AnswerRoom.hold`): a plain answer its declared length; a compressed one, when its
+        // compressed bytes are large enough to hold room, those and the most they inflate to (the
+        // limit). An answer of undeclared length reads its first `AnswerRoom.from` bytes first.
+        // What it turns out not to need is given back as soon as that is known.
         var body: ByteBuffer
         do {
             if let declared {
-                try await room.hold(min(declared, settings.maxResponseBytes))
-                body = try await response.body.collect(upTo: settings.maxResponseBytes)
+                try await room.hold(coding == nil ? min(declared, limit) : declared >= AnswerRoom.from ? declared + limit : 0)
+                body = try await response.body.collect(upTo: limit)
             } else {
-                body = try await Self.collectUndeclared(response.body, limit: settings.maxResponseBytes, room: &room)
+                body = try await Self.collectUndeclared(response.body, limit: limit, reserving: coding == nil ? limit : 2 * limit, room: &room)
             }
         } catch is NIOTooManyBytesError {
             throw tooLarge
         } catch {
             throw failure(error, timeoutSeconds: query.timeout)
         }
-        try await room.hold(body.readableBytes)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
-        if let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding)) {
-            let compressed = body, limit = settings.maxResponseBytes
-            // Room for the plain answer before it is inflated, beside the compressed one: the size
-            // gzip's trailer states, or else the most DEFLATE can expand to, up to the limit.
-            // Inflated first, a burst of compressed answers would each hold its plain bytes while
-            // waiting for room.
+        if let coding {
+            let compressed = body
+            // Room for the plain answer, beside the compressed one, before it is inflated: the size
+            // gzip's trailer states, or else the most DEFLATE can expand to, up to the limit. An
+            // answer whose compressed bytes were small reserves it only now (holding none before);
+            // one that reserved the limit gives back what the trailer says it will not need.
             let plain = Inflater.declaredSize(of: compressed, coding: coding) ?? compressed.readableBytes * Inflater.maximumRatio
             try await room.hold(compressed.readableBytes + min(plain, limit))
             do {
@@ -118,10 +122,10 @@ public struct Forwarder: Sendable {
                 throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body").caused(by: error)
             }
             headers[.contentEncoding] = nil
-            // The plain answer alone is held from here on; the inflation itself ran on one of
-            // BodyWork's few threads, so few run at once.
-            try await room.hold(body.readableBytes)
         }
+        // The plain answer alone is held from here on (a compressed one was inflated on one of
+        // BodyWork's few threads, so few inflate at once).
+        try await room.hold(body.readableBytes)
         try await refuseEchoedKey(KeyEchoGuard(key: settings.key), headers: headers, body: body, context: context)
         return (Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
                          headers: headers, body: .init(byteBuffer: body)), body)
@@ -129,17 +133,20 @@ public struct Forwarder: Sendable {
 
     /// An answer of undeclared length (chunked; an upstream that compresses on the fly sends
     /// them so): its first `AnswerRoom.from` bytes are read without room, as a small answer's
-    /// would be, and only one that goes on past them holds room, for as much as the limit allows,
+    /// would be, and only one that goes on past them holds room, for as much as it may need,
     /// before the rest is read. Most answers are small: holding `max_response_bytes` for each
     /// before reading it would make small answers wait for large ones' room.
-    static func collectUndeclared<Parts: AsyncSequence>(_ parts: Parts, limit: Int, room: inout AnswerRoom) async throws -> ByteBuffer
+    /// `reserving`: the room the answer will need at most (twice the limit for a compressed one:
+    /// its compressed bytes, then its plain ones beside them).
+    static func collectUndeclared<Parts: AsyncSequence>(_ parts: Parts, limit: Int, reserving: Int,
+                                                         room: inout AnswerRoom) async throws -> ByteBuffer
     where Parts.Element == ByteBuffer {
         var body = ByteBuffer()
         var holding = false
         for try await part in parts {
             guard body.readableBytes + part.readableBytes <= limit else { throw NIOTooManyBytesError(maxBytes: limit) }
             if !holding, body.readableBytes + part.readableBytes >= AnswerRoom.from {
-                try await room.hold(limit)
+                try await room.hold(reserving)
                 holding = true
             }
             body.writeImmutableBuffer(part)
