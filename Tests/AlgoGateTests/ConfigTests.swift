@@ -39,6 +39,7 @@ import Testing
         #expect(config.compression.minBytes == 1024)
         #expect(config.clients[0].dataPrefixes == nil)
         #expect(config.server.publicURL == nil)
+        #expect(config.server.idleTimeoutSeconds == 75 && config.server.sendTimeoutSeconds == 60)
         #expect(try ConfigLoader.load(yaml: Self.yaml("server: {public_url: \"https://algogate.example.com:8443/\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),
                                       environment: Self.env).config.server.publicURL == "https://algogate.example.com:8443")
         #expect(loaded.upstreamKey.revealed == "upstream-key")
@@ -70,6 +71,7 @@ import Testing
             (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
+            (Self.yaml("server: {send_timeout_seconds: 0}\n" + client), "server.send_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"ABC\", scopes: [algo]}]"), "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)", Self.env),

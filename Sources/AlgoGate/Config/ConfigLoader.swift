@@ -62,6 +62,7 @@ public enum ConfigLoader {
         try require(!config.server.host.isEmpty, "server.host", "must not be empty")
         try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
         try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
+        try require((1...3600).contains(config.server.sendTimeoutSeconds), "server.send_timeout_seconds", "must be from 1 to 3600")
         try require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
         if let publicURL = config.server.publicURL {
             let url = URL(string: publicURL)

@@ -46,6 +46,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// closed after this long. Above the 60 s idle timeout of common load balancers (AWS ALB),
         /// so they never reuse a connection the gateway is closing.
         public var idleTimeoutSeconds = 75
+        /// A client connection whose socket stays full this long (the client reads nothing of its
+        /// answer) is closed, freeing the request's upstream slot (`SendTimeoutHandler`).
+        public var sendTimeoutSeconds = 60
         /// Client connections open at once; beyond it, new ones wait in the listen backlog until
         /// one closes, so a flood of connections cannot use up the process's file descriptors
         /// (which upstream connections and the SQLite file need too).
@@ -69,7 +72,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds"
-            case maxConnections = "max_connections", publicURL = "public_url" }
+            case sendTimeoutSeconds = "send_timeout_seconds", maxConnections = "max_connections", publicURL = "public_url" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -79,6 +82,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
             drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
             idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
+            sendTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .sendTimeoutSeconds) ?? sendTimeoutSeconds
             maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
             publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL).map { $0.trimmingSuffix("/") }
         }

@@ -8,7 +8,8 @@ import Synchronization
 /// connection; whether the upstream circuit is open and what it refused; log lines dropped;
 /// requests made with a key being rotated out, by client; cache hits answered on the event loop;
 /// upstream answers withheld because they held the server key; algorithm input and answer bytes
-/// held in memory, and calls waiting for room or for an identical call's answer.
+/// held in memory, and calls waiting for room or for an identical call's answer; client
+/// connections closed because their client stopped reading.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -25,6 +26,7 @@ public final class GatewayMetrics: Sendable {
     private let circuitRefused: Counter
     private let circuitRefusedCounted = Mutex(0)
     private let keyWithheld: Counter
+    private let sendTimeouts: Counter
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -56,6 +58,9 @@ public final class GatewayMetrics: Sendable {
         keyWithheld = registry.makeCounter(descriptor: .init(
             metricName: "algogate_upstream_key_withheld", unitName: "total",
             helpText: "Upstream answers withheld (502), or streams cut, because they held the server key"))
+        sendTimeouts = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_client_send_timeouts", unitName: "total",
+            helpText: "Client connections closed because the client read nothing of its answer for server.send_timeout_seconds"))
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -100,6 +105,7 @@ public final class GatewayMetrics: Sendable {
     func fastHit() { eventLoopHits.increment() }
 
     func upstreamKeyWithheld() { keyWithheld.increment() }
+    func clientSendTimedOut() { sendTimeouts.increment() }
 
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {

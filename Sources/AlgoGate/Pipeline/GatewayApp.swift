@@ -151,12 +151,14 @@ public struct GatewayApp: Sendable {
         // Requests the HTTP parser refuses get the error envelope too (`MalformedRequestHandler`);
         // `Expect: 100-continue` is answered when the body is first read (`ExpectContinueMiddleware`);
         // HTTP/1.0 and `Connection: close` requests are answered on a connection that then closes;
-        // the rest of a body answered early is read for at most the idle timeout.
+        // the rest of a body answered early is read for at most the idle timeout; a client that
+        // reads nothing of its answer for the send timeout has its connection closed.
         // Cache hits held in memory are answered on the event loop (`CachedHits`).
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
         let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName, now: self.now) }
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
+                                        SendTimeoutHandler(timeout: .seconds(Int64(server.sendTimeoutSeconds)), onTimeout: { metrics.clientSendTimedOut() }),
                                         MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
                                         ContinueHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))

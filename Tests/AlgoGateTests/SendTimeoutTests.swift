@@ -1,0 +1,64 @@
+import AlgoGate
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+/// `server.send_timeout_seconds`: a client that reads nothing of its answer for that long has its
+/// connection closed, and the upstream slot its download held is freed; one that reads, however
+/// slowly, keeps its connection.
+@Suite struct SendTimeoutTests {
+    static let size = 16_000_000
+    static let path = "/v1/data/.my/team-a/big.bin"
+
+    static func upload(_ h: GatewayHarness) async throws {
+        let mkdir = try await h.sim.send(.POST, "/v1/data/.my", headers: simple(Keys.upstream) + jsonType, text: #"{"name":"team-a"}"#)
+        try #require(mkdir.status == 200)
+        let put = try await h.sim.send(.PUT, path, headers: simple(Keys.upstream), body: Array(repeating: 0x37, count: size))
+        try #require(put.status == 200)
+    }
+
+    @Test func aClientThatReadsNothingOfADownloadIsClosedAndItsSlotFreed() async throws {
+        try await GatewayHarness.run(serverYAML: "send_timeout_seconds: 2") { h in
+            try await Self.upload(h)
+            let metrics = { try await h.gateway.send(.GET, "/metrics").text }
+            let stalled = try await RawConnection.connect(
+                port: h.gatewayPort, sending: "GET \(Self.path) HTTP/1.1\r\nHost: algogate\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n", reading: false)
+            try #require(try await eventually { metricSample(try await metrics(), "algogate_upstream_in_flight") == 1 }, "the download never started")
+            #expect(try await eventually(within: .seconds(20)) { metricSample(try await metrics(), "algogate_client_send_timeouts_total") == 1 })
+            #expect(try await eventually { metricSample(try await metrics(), "algogate_upstream_in_flight") == 0 })
+            #expect(await eventually { h.logs.all.contains { $0.contains("path=\(Self.path)") && $0.contains("cut=client") } })
+            // What was queued for it arrives, then the end: cut short.
+            try await stalled.startReading()
+            #expect(await stalled.waitForClose(within: .seconds(10)))
+            #expect(stalled.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(stalled.text.utf8.count < Self.size)
+            // The slot is free: the same download, read, arrives whole.
+            let again = try await h.gateway.send(.GET, Self.path, headers: simple(Keys.teamA))
+            #expect(again.status == 200 && again.bytes.count == Self.size)
+        }
+    }
+
+    @Test func aClientReadingSlowlyForLongerThanTheSendTimeoutIsNotCut() async throws {
+        try await GatewayHarness.run(serverYAML: "send_timeout_seconds: 1") { h in
+            try await Self.upload(h)
+            var get = HTTPClientRequest(url: "http://127.0.0.1:\(h.gatewayPort)\(Self.path)")
+            get.headers.add(name: "Authorization", value: "Simple \(Keys.teamA)")
+            let started = ContinuousClock.now
+            let response = try await HTTPClient.shared.execute(get, timeout: .seconds(60))
+            #expect(response.status.code == 200)
+            // Paced from the first byte at 4 MB/s: four seconds for the whole, four send timeouts.
+            var received = 0
+            for try await part in response.body {
+                received += part.readableBytes
+                let due = started + .milliseconds(received / 4_000)
+                if due > ContinuousClock.now { try await Task.sleep(until: due) }
+            }
+            #expect(received == Self.size)
+            #expect(ContinuousClock.now - started >= .seconds(3.5))
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, "algogate_client_send_timeouts_total") == 0)
+        }
+    }
+}
