@@ -91,6 +91,30 @@ import Testing
         }
     }
 
+    /// The upstream client's read timeout is set from `upstream.timeout_seconds` at start: a
+    /// reload that raises it says a restart is needed; one that lowers it does not.
+    @Test func aReloadThatRaisesTheUpstreamTimeoutAsksForARestart() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reload-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func write(timeout: Int) throws {
+            try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
+                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  timeout_seconds: \(timeout)")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try write(timeout: 300)
+        let state = try GatewayState(try ConfigLoader.load(path: path, environment: Self.env))
+        let logs = LogCapture()
+        let reloader = ConfigReloader(path: path, state: state, logger: logs.logger, environment: { Self.env })
+        try write(timeout: 200)
+        #expect(reloader.reload())
+        #expect(state.snapshot.config.upstream.timeoutSeconds == 200)
+        #expect(logs.all.last?.contains(#"needs_restart=none"#) == true, "\(logs.all)")
+        try write(timeout: 600)
+        #expect(reloader.reload())
+        #expect(state.snapshot.config.upstream.timeoutSeconds == 600)
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised)") == true, "\(logs.all)")
+    }
+
     /// YAML that does not parse is refused with where and why, as Yams reports it, but none of
     /// the file's text: a key pasted where it does not belong must not reach a log.
     @Test func yamlThatDoesNotParseIsRefusedWithItsLineAndColumnOnly() {

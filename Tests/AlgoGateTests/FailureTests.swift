@@ -139,6 +139,27 @@ import Testing
         await broken.stop()
     }
 
+    /// An upstream that sends an answer's head and then nothing more (a connection that died
+    /// silently mid-answer) is given up after `upstream.timeout_seconds` and the grace of silence:
+    /// 504, and its slot is free, rather than the call hanging for ever. A cacheable call too,
+    /// though it is fetched for the cache whether or not its client waits.
+    @Test(arguments: ["/v1/algo/test/NoisyGzip", "/v1/algo/test/NoisyGzip/1.0.0"])
+    func anUpstreamThatStopsSendingMidAnswerIs504(path: String) async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let started = ContinuousClock.now
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+                #expect(reply.status == 504)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds"}}"#)
+                #expect(ContinuousClock.now - started >= .seconds(5.5))
+                let metrics = try await h.gateway.send(.GET, "/metrics").text
+                #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
+                #expect(h.app.answerBudget.held == 0)
+            }
+        }
+    }
+
     @Test func aSlowUpstreamIs504() async throws {
         try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])

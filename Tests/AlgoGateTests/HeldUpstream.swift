@@ -10,8 +10,8 @@ import Synchronization
 /// before they sleep the milliseconds in their input and answer; `arrived` opens when the first
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
-/// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` sends
-/// `noisy`'s answer, which gzip shrinks by only a third, its body held back after 1 KiB until
+/// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` (and
+/// `test/NoisyGzip/1.0.0`) sends `noisy`'s answer, which gzip shrinks by only a third, its body held back after 1 KiB until
 /// `bodies` opens; `test/Chunked` sends `test/Large`'s
 /// answer chunked, with no length) calls wait for `release` too, and count in `abandoned` when the
 /// gateway closes their connection first.
@@ -105,7 +105,7 @@ final class HeldUpstream: Sendable {
                 try await writer.finish(nil)
             })
         })
-        router.post("/v1/algo/test/NoisyGzip", use: held { input in
+        let noisyGzip = held { input in
             let body = ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))
             return Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
                             body: .init(contentLength: body.readableBytes) { [upstream] writer in
@@ -114,14 +114,19 @@ final class HeldUpstream: Sendable {
                                 try await writer.write(body.getSlice(at: body.readerIndex + 1024, length: body.readableBytes - 1024)!)
                                 try await writer.finish(nil)
                             })
-        })
+        }
+        router.post("/v1/algo/test/NoisyGzip", use: noisyGzip)
+        router.post("/v1/algo/test/NoisyGzip/1.0.0", use: noisyGzip)
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),
                         configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onServerRunning,
                         logger: { var logger = Logger(label: "held-upstream"); logger.logLevel = .warning; return logger }())
         }) { port in
-            defer { upstream.release.open() }
+            defer {
+                upstream.release.open()
+                upstream.bodies.open()
+            }
             return try await body(upstream, port)
         }
     }

@@ -47,11 +47,18 @@ public struct Forwarder: Sendable {
         self.settings = settings
     }
 
-    /// The shared client's configuration: no redirects, no automatic decompression, pooled connections.
+    /// The shared client's configuration: no redirects, no automatic decompression, pooled
+    /// connections, and a read timeout: once a request has been sent, an upstream that sends
+    /// nothing for `upstream.timeout_seconds` and the grace (longer than any call may wait for its
+    /// answer) has its request failed. Without it, a connection that died silently while an
+    /// answer's body was arriving (no reset ever comes) would hold its call, its upstream slot,
+    /// and for a cacheable call every identical call collapsed onto it, for ever. Fixed at start:
+    /// a reload that raises `upstream.timeout_seconds` asks for a restart.
     public static func clientConfiguration(_ upstream: GatewayConfig.Upstream) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)))
+        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)),
+                                      read: .seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace)
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
         // No tracer is installed; without this the client parses every URL again for span attributes.
@@ -399,8 +406,10 @@ public struct Forwarder: Sendable {
         }
         if let error = error as? HTTPClientError {
             switch error {
-            case .deadlineExceeded, .readTimeout, .writeTimeout:
+            case .deadlineExceeded, .writeTimeout:
                 return .gatewayTimeout("the upstream did not answer within \(timeoutSeconds) seconds")
+            case .readTimeout:
+                return .gatewayTimeout("the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds")
             case .connectTimeout, .getConnectionFromPoolTimeout:
                 // The second: no pooled connection could be had within the connect timeout, since
                 // the one being made for the request did not connect in time.
