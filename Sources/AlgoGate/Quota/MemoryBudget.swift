@@ -165,22 +165,16 @@ final class HeldBytes: Sendable {
 
     var held: Int { state.withLock { $0.bytes } }
 
-    /// Holds `size` bytes in all, or the whole `capacity` when `size` is more: waits (as
-    /// `MemoryBudget.reserve`) for what it adds, and gives back at once what it drops. A call
-    /// that needs more than the whole bound (a compressed answer as large as the limit allows,
-    /// beside its plain bytes while it is inflated) holds all of it, and waits only for the
-    /// others to go: it could never have more, and waiting for it would hold the call until its
-    /// timeout, and every answer queued behind it too.
-    func resize(to size: Int, capacity: Int, timeout: Duration, busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws {
-        let size = min(size, capacity)
-        let current = held
-        if size > current {
-            let added = try await budget.reserve(size - current, capacity: capacity, timeout: timeout, busy: busy())
-            state.withLock { $0.bytes += added }
-        } else if size < current {
-            state.withLock { $0.bytes -= current - size }
-            budget.release(current - size)
-        }
+    /// Holds `size` bytes, or the whole `capacity` when `size` is more, waiting (as
+    /// `MemoryBudget.reserve`) for them: for a room that holds none yet, since one that holds some
+    /// never waits for more (`force`, `AnswerRoom.hold`). A call that needs more than the whole
+    /// bound (a compressed answer as large as the limit allows, beside its plain bytes while it is
+    /// inflated) holds all of it, and waits only for the others to go: it could never have more,
+    /// and waiting for it would hold the call until its timeout, and every answer queued behind it.
+    func reserve(_ size: Int, capacity: Int, timeout: Duration, busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws {
+        guard size > 0 else { return }
+        let added = try await budget.reserve(min(size, capacity), capacity: capacity, timeout: timeout, busy: busy())
+        state.withLock { $0.bytes += added }
     }
 
     /// Holds `size` bytes in all, or the whole `capacity` when `size` is more, at once: what it

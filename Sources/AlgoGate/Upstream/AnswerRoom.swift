@@ -47,7 +47,7 @@ struct AnswerRoom {
             return
         }
         let timeoutName = timeoutName
-        try await room.resize(to: size, capacity: capacity, timeout: timeout,
+        try await room.reserve(size, capacity: capacity, timeout: timeout,
                               busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
                                                  message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for \(timeoutName)"))
     }
