@@ -27,17 +27,28 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         }
         response.headers[.contentEncoding] = coding.rawValue
         response.headers[.contentLength] = nil
+        HeaderPolicy.contentRecoded(&response.headers, rangesStay: false)
         return response
     }
 
     /// Whether this step sends `response` as it is, whatever the client accepts: a HEAD answer,
-    /// no body, already encoded, a type not worth compressing, or shorter than `min_bytes`.
+    /// no body, already encoded, a type not worth compressing, shorter than `min_bytes`, a part
+    /// of a representation (206, or any answer with `Content-Range`: its range names plain
+    /// bytes), or one the upstream marked `Cache-Control: no-transform` (RFC 9110 §7.7: a proxy
+    /// must not change its content).
     static func leavesAsIs(_ response: Response, method: HTTPRequest.Method, settings: GatewayConfig.Compression) -> Bool {
         guard method != .head, response.status.code >= 200, response.status != .noContent,
-              response.status != .notModified, response.headers.value(.contentEncoding) == nil,
-              settings.isCompressible(response.headers.value(.contentType)) else { return true }
+              response.status != .notModified, response.status != .partialContent, response.headers.value(.contentEncoding) == nil,
+              settings.isCompressible(response.headers.value(.contentType)), response.headers.value(.contentRange) == nil,
+              !forbidsTransform(response.headers) else { return true }
         if let length = response.body.contentLength, length < settings.minBytes { return true }
         return false
+    }
+
+    /// Whether `Cache-Control` holds `no-transform` (directive names are case-insensitive).
+    static func forbidsTransform(_ headers: HTTPFields) -> Bool {
+        guard let value = headers.value(.cacheControl) else { return false }
+        return value.split(separator: ",").contains { $0.trimmedSpaces.lowercased() == "no-transform" }
     }
 
     /// The answer depends on Accept-Encoding whether or not this one was compressed.

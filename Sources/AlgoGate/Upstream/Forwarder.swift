@@ -129,6 +129,7 @@ public struct Forwarder: Sendable {
                 throw GatewayError.badGateway("the upstream sent a corrupt \(coding.rawValue) body").caused(by: error)
             }
             headers[.contentEncoding] = nil
+            HeaderPolicy.contentRecoded(&headers, rangesStay: true)
         }
         // The plain answer alone is held from here on (a compressed one was inflated on one of
         // BodyWork's few threads, so few inflate at once).
@@ -193,6 +194,8 @@ public struct Forwarder: Sendable {
         if upstreamCoding != nil {
             headers[.contentEncoding] = nil
             contentLength = nil
+            // Ranges stay: a request for one asks the upstream for plain bytes.
+            HeaderPolicy.contentRecoded(&headers, rangesStay: true)
         }
         let keyGuard = KeyEchoGuard(key: settings.key)
         try await refuseEchoedKey(keyGuard, headers: headers, context: context)

@@ -17,15 +17,19 @@ enum HeaderPolicy {
     static func upstreamRequest(_ fields: HTTPFields, requestID: String, key: Secret) -> [(String, String)] {
         let named = connectionTokens(fields)
         var out: [(String, String)] = []
+        var ranged = false
         for field in fields {
             let name = field.name.canonicalName
             if hopByHop.contains(name) || named.contains(name) || requestOnly.contains(name) || name.hasPrefix("proxy-") { continue }
+            if name == "range" { ranged = true }
             out.append((field.name.rawName, field.value))
         }
         out.append(("Authorization", "Simple " + key.revealed))
         // The gateway asks for gzip whatever the client accepts: it inflates, then compresses
-        // for the client as the client prefers.
-        out.append(("Accept-Encoding", "gzip"))
+        // for the client as the client prefers. But a range names bytes of the plain
+        // representation (the gateway sends a partial answer as it came, and could not inflate a
+        // slice of a gzip stream), so a request for one asks for the plain bytes.
+        out.append(("Accept-Encoding", ranged ? "identity" : "gzip"))
         out.append(("X-Request-ID", requestID))
         return out
     }
@@ -43,6 +47,23 @@ enum HeaderPolicy {
         }
         return out
     }
+
+    /// Fields that describe an answer's bytes as the upstream sent them, and no longer hold once
+    /// the gateway has changed its content coding (inflated the upstream's gzip, or compressed it
+    /// for the client), as nginx's gzip and gunzip filters do: a strong `ETag` becomes weak
+    /// (RFC 9110 §8.8.1: a strong validator names one exact representation, content coding
+    /// included, so `If-Range` no longer matches and a resumed download starts again rather than
+    /// splicing bytes of two codings), and digests of the bytes go (`Content-MD5`,
+    /// `Content-Digest`, `Repr-Digest`: a client that checks them would reject a good answer).
+    /// When the gateway compresses (`rangesStay` false), `Accept-Ranges` goes too: a range is
+    /// served from the plain bytes, not from the gzip ones this answer holds.
+    static func contentRecoded(_ headers: inout HTTPFields, rangesStay: Bool) {
+        if let tag = headers.value(.eTag), !tag.hasPrefix("W/") { headers[.eTag] = "W/" + tag }
+        for name in digestFields where headers[name] != nil { headers[name] = nil }
+        if !rangesStay { headers[.acceptRanges] = nil }
+    }
+
+    private static let digestFields = [HTTPField.Name("Content-MD5")!, HTTPField.Name("Content-Digest")!, HTTPField.Name("Repr-Digest")!]
 
     private static func connectionTokens(_ fields: HTTPFields) -> Set<String> {
         var tokens: Set<String> = []
