@@ -78,6 +78,18 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
         .init(status: .methodNotAllowed, errorType: "InputError", message: message,
               headers: allow.isEmpty ? [:] : [.allow: allow.map(\.rawValue).joined(separator: ", ")])
     }
+    /// The methods the gateway forwards, named in the `Allow` of a 405 for one it never does.
+    static let forwardedMethods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete]
+
+    /// CONNECT and TRACE, which the gateway answers itself for any target. A CONNECT comes from
+    /// a client given the gateway as its HTTP(S) proxy; a TRACE would have the upstream echo a
+    /// request holding the server key.
+    static func unsupported(_ method: HTTPRequest.Method) -> GatewayError {
+        let message = method == .connect
+            ? "CONNECT is not supported: algogate is not a proxy. Give it to the client as the API address (ALGORITHMIA_API=http://algogate:8080), not as an HTTP(S) proxy"
+            : "\(method.rawValue) is not supported by the gateway"
+        return .methodNotAllowed(message, allow: forwardedMethods)
+    }
     /// nginx's 499: the client closed its connection before its algorithm call was answered, and
     /// the upstream call was cancelled. Nobody reads it; the log line and metrics record it.
     static let clientClosedRequest = GatewayError(

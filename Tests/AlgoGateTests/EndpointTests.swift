@@ -27,4 +27,45 @@ import Testing
             #expect(unknown.text == #"{"error":{"error_type":"EntityNotFoundError","message":"no such endpoint: /_admin/nothing"}}"#)
         }
     }
+
+    /// CONNECT and TRACE are answered by the gateway itself, whatever the target, before any key
+    /// is asked for. A CONNECT comes from a client given the gateway as its proxy: it gets the
+    /// envelope saying so and its connection is closed with the answer (NIO frames every answer to
+    /// a CONNECT as bodyless; before, the client got headers with no framing and waited for the
+    /// idle timeout). A TRACE never reaches the upstream, which would echo the server key.
+    @Test func connectAndTraceAreRefusedByTheGatewayItself() async throws {
+        try await GatewayHarness.run { h in
+            let before = h.simulator.stats.snapshot.totalRequests
+            let allow = "GET, HEAD, POST, PUT, PATCH, DELETE"
+            let proxyMessage = "CONNECT is not supported: algogate is not a proxy. Give it to the client as the API address (ALGORITHMIA_API=http://algogate:8080), not as an HTTP(S) proxy"
+            for (target, auth) in [("api.algorithmia.com:443", ""), ("/v1/data/.my/team-a/x", "Authorization: Simple \(Keys.teamA)\r\n")] {
+                let connection = try await RawConnection.connect(port: h.gatewayPort, sending: "CONNECT \(target) HTTP/1.1\r\nHost: \(target)\r\n\(auth)\r\n")
+                // Well inside the idle timeout (75 s), which is what the client waited for before.
+                #expect(await connection.waitForClose(within: .seconds(30)), "CONNECT \(target)")
+                let text = connection.text
+                let head = text.components(separatedBy: "\r\n\r\n").first ?? ""
+                let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+                #expect(head.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"), "CONNECT \(target)")
+                #expect(head.contains("\r\nConnection: close"))
+                #expect(head.contains("\r\nAllow: \(allow)"))
+                #expect(body == #"{"error":{"error_type":"InputError","message":"\#(proxyMessage)"}}"#)
+                await connection.close()
+            }
+            // TRACE: refused with a key that could write the data path (it went upstream before) or with
+            // none, and the connection serves the next request.
+            let connection = try await RawConnection.connect(port: h.gatewayPort, sending:
+                "TRACE /v1/data/.my/team-a/x HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\nTRACE /v1/algo/demo/Hello HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(await eventually { RawResponse.parse(connection.text).count == 3 })
+            let answers = RawResponse.parse(connection.text)
+            for answer in answers.prefix(2) {
+                #expect(answer.statusLine == "HTTP/1.1 405 Method Not Allowed")
+                #expect(answer.headers["allow"] == allow)
+                #expect(answer.body == #"{"error":{"error_type":"InputError","message":"TRACE is not supported by the gateway"}}"#)
+            }
+            #expect(answers.last?.statusLine == "HTTP/1.1 200 OK")
+            #expect(connection.closedAt == nil)
+            await connection.close()
+            #expect(h.simulator.stats.snapshot.totalRequests == before)
+        }
+    }
 }

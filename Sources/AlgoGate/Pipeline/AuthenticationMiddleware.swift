@@ -8,6 +8,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
     static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // Refused before credentials: a client that takes the gateway for a proxy sends none.
+        if request.method == .connect || request.method == .trace { throw GatewayError.unsupported(request.method) }
         let path = request.uri.path
         guard !Self.openPaths.contains(path) else { return try await next(request, context) }
         guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") else {

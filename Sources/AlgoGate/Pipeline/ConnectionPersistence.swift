@@ -27,6 +27,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     private struct Exchange {
         let http10: Bool
         let keepAlive: Bool
+        /// A CONNECT (always refused: `GatewayError.unsupported`).
+        let connect: Bool
         /// Requests are numbered as they arrive.
         let number: Int
     }
@@ -48,7 +50,10 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         switch unwrapInboundIn(data) {
         case .head(let head):
             arrived += 1
-            exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive, number: arrived))
+            // After a CONNECT the parser reads nothing more (what follows would be a tunnel's
+            // bytes), so the connection ends with its answer.
+            let connect = head.method == .CONNECT
+            exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive && !connect, connect: connect, number: arrived))
         case .end:
             ended += 1
             // The answered request's body has all arrived: the drain is over.
@@ -104,6 +109,15 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
                 head.headers.replaceOrAdd(name: "Connection", value: "keep-alive")
             }
             context.write(wrapOutboundOut(.head(head)), promise: promise)
+            return
+        case .body(let part) where exchanges.first?.connect == true:
+            // NIO's encoder frames every answer to a CONNECT as bodyless, the refusals too, and
+            // fails a body written through it, so the envelope is written past it, as a body that
+            // ends when the connection closes (RFC 9112 §6.3: a response to a CONNECT other than
+            // 2xx is framed as any other). Without it the client got headers with no framing and
+            // waited for the idle timeout.
+            guard case .byteBuffer = part, let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else { break }
+            encoder.write(NIOAny(part), promise: promise)
             return
         case .end:
             guard !exchanges.isEmpty else { break }
