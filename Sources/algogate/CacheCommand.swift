@@ -33,7 +33,9 @@ struct CacheCommand: AsyncParsableCommand {
     }
 
     struct Purge: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete cached answers: one version, one algorithm, or all.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete cached answers: one version, one algorithm, or all.",
+            discussion: "Safe beside a serving gateway: entries go a few MiB per transaction, so the gateway's own writes (new entries, usage counters) go on between them.")
         @Option(help: "The gateway's YAML configuration file (for cache.path).")
         var config: String
         @Option(help: "owner/name or owner/name/version; omit to purge everything.")

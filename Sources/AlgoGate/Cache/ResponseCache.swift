@@ -82,8 +82,10 @@ public final class ResponseCache: Sendable {
         self.init(pool: try StateDatabase.open(path: path), settings: settings)
     }
 
-    public init(pool: DatabasePool, settings: Settings) {
+    /// `deleteBatchBytes`: how much one transaction of a purge or an expiry removes at most.
+    public init(pool: DatabasePool, settings: Settings, deleteBatchBytes: Int = 8 << 20) {
         self.pool = pool
+        self.deleteBatchBytes = deleteBatchBytes
         self.settings = Mutex(settings)
         self.hot = HotTier(capacity: settings.memoryBytes)
     }
@@ -200,9 +202,52 @@ public final class ResponseCache: Sendable {
             let update = try db.makeStatement(sql: "UPDATE cache_entry SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?")
             for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
             try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
-            try db.execute(sql: "DELETE FROM cache_entry WHERE expires_at <= ?", arguments: [keepUntil])
         }
+        // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
+        // rather than in one transaction that would hold every other write back.
+        try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
         hot.remove { _, answer in answer.expiresAt <= now }
+    }
+
+    /// How much one transaction of `delete` removes at most: 8 MiB of bodies, or 2,048 entries.
+    /// SQLite frees a body page by page (about 15 s a GiB here, measured with 100,000 entries of
+    /// 10 kB), and a writer in another process waits for the lock only `StateDatabase`'s busy
+    /// timeout (5 s) before it fails: a purge of a full 1 GiB cache in one transaction, run with
+    /// `algogate cache purge` beside a serving gateway, failed the gateway's cache stores and its
+    /// usage writes (so every team request got 503 until it ended).
+    let deleteBatchBytes: Int
+    static let deleteBatchRows = 2048
+    /// The pause between two batches: longer than the longest sleep of SQLite's busy handler
+    /// (100 ms), so that a writer in another process waiting for the lock polls within it.
+    static let deletePause = Duration.milliseconds(110)
+    static let expiryBatchesPerFlush = 4
+
+    /// Deletes the entries `condition` selects, `deleteBatchBytes` (and at least one entry) per
+    /// transaction, pausing `deletePause` between transactions so that other writers, in this
+    /// process (GRDB's writer serves them in turn) or another, get the lock between them; stops
+    /// after `batches`. Returns how many went.
+    private func delete(where condition: String, arguments: StatementArguments, batches: Int = .max) async throws -> Int {
+        var removed = 0
+        for batch in 0..<batches {
+            if batch > 0 { try await Task.sleep(for: Self.deletePause) }
+            let limit = deleteBatchBytes
+            let (deleted, more) = try await pool.write { db -> (Int, Bool) in
+                let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry WHERE \(condition) LIMIT \(Self.deleteBatchRows)",
+                                            arguments: arguments)
+                let delete = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
+                var bytes = 0
+                var deleted = 0
+                for row in rows where deleted == 0 || bytes < limit {
+                    try delete.execute(arguments: [row["key"] as String])
+                    bytes += row["size"] as Int
+                    deleted += 1
+                }
+                return (deleted, deleted < rows.count || rows.count == Self.deleteBatchRows)
+            }
+            removed += deleted
+            if !more { break }
+        }
+        return removed
     }
 
     /// Totals as of now: gathered counters are flushed first, so nothing is counted twice or
@@ -226,15 +271,12 @@ public final class ResponseCache: Sendable {
 
     /// Deletes entries of one algorithm (`owner/name`) or one version (`owner/name/version`), or
     /// everything when `algo` is nil; returns how many went.
+    /// Deleted in batches (see `delete`), so that a serving gateway's writes go on meanwhile.
     public func purge(algo: String?) async throws -> Int {
-        let removed = try await pool.write { db -> Int in
-            if let algo {
-                try db.execute(sql: "DELETE FROM cache_entry WHERE algo = ? OR algo LIKE ? ESCAPE '\\'",
-                               arguments: [algo, Self.likeEscaped(algo) + "/%"])
-            } else {
-                try db.execute(sql: "DELETE FROM cache_entry")
-            }
-            return db.changesCount
+        let removed = if let algo {
+            try await delete(where: "algo = ? OR algo LIKE ? ESCAPE '\\'", arguments: [algo, Self.likeEscaped(algo) + "/%"])
+        } else {
+            try await delete(where: "1", arguments: [])
         }
         if let algo { hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") } } else { hot.removeAll() }
         return removed

@@ -39,12 +39,13 @@ struct RequestLogMiddleware: RouterMiddleware {
         let remote = context.remoteAddress?.ipAddress ?? "-"
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
-        let (failure, staleBecause) = facts.shortfall
+        let (failure, staleBecause, notStoredBecause) = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
-                     remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause, cut: cut)
+                     remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause,
+                     notStoredBecause: notStoredBecause, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
         let holdsRoom = facts.holdsAnswerRoom
@@ -86,10 +87,12 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// message the client got (`error`) and what failed underneath (`cause`): an operator needs
     /// them, and they hold no key, body or query. A refused request (4xx) stays at `info` with
     /// its type only, since its message may quote the input. An expired entry that answered
-    /// because the upstream failed is a `warning` with what failed (`stale`).
+    /// because the upstream failed is a `warning` with what failed (`stale`), and so is an answer
+    /// the cache failed to store (`not_stored`: the client got it all the same).
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
                     status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
-                    failure: GatewayError? = nil, staleBecause: String? = nil, cut: StreamCut? = nil) {
+                    failure: GatewayError? = nil, staleBecause: String? = nil, notStoredBecause: String? = nil,
+                    cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -114,6 +117,11 @@ struct RequestLogMiddleware: RouterMiddleware {
         if let staleBecause {
             // The client got an answer, but the upstream failed behind it.
             metadata["stale"] = .string(staleBecause)
+            logger.warning("request", metadata: metadata)
+            return
+        }
+        if let notStoredBecause {
+            metadata["not_stored"] = .string(notStoredBecause)
             logger.warning("request", metadata: metadata)
             return
         }

@@ -53,6 +53,7 @@ struct CacheMiddleware: RouterMiddleware {
     let answerBudget: MemoryBudget?
     let limits: @Sendable () -> GatewayConfig.Limits
     let queueTimeout: @Sendable () -> Duration
+    let metrics: GatewayMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo(let ref) = context.route, request.method == .post else { return try await next(request, context) }
@@ -144,9 +145,19 @@ struct CacheMiddleware: RouterMiddleware {
         if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
             Self.isCacheable(status: response.status, headers: headers, body: body)
         }) {
-            (stored, answer.gzipBody) = try await cache.store(key: key, algo: decision.algo, status: response.status.code,
-                                                              contentType: response.headers.value(.contentType) ?? "application/json",
-                                                              body: body, ttlSeconds: decision.ttlSeconds, now: now())
+            do {
+                (stored, answer.gzipBody) = try await cache.store(key: key, algo: decision.algo, status: response.status.code,
+                                                                  contentType: response.headers.value(.contentType) ?? "application/json",
+                                                                  body: body, ttlSeconds: decision.ttlSeconds, now: now())
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // The answer is in hand and paid for: a cache that cannot keep it (its file locked
+                // by another writer past the busy timeout, the disk full) must not lose it. Sent
+                // as a miss that was not stored, logged and counted.
+                context.facts.record(notStoredBecause: GatewayError.describe(error))
+                metrics.cacheStoreFailed()
+            }
         }
         answer.room = context.facts.answerRoom
         shared = answer

@@ -99,7 +99,8 @@ public struct GatewayApp: Sendable {
                                                    policy: { CachePolicy(config: state.snapshot.config.cache) },
                                                    compression: { state.snapshot.config.compression }, now: now,
                                                    answerBudget: answerBudget, limits: { state.snapshot.config.limits },
-                                                   queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
+                                                   queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
+                                                   metrics: metrics))
         }
         router.add(middleware: ForwardMiddleware(
             forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics, answerBudget: answerBudget) {

@@ -57,6 +57,8 @@ final class RequestFacts: Sendable {
         var failure: GatewayError?
         /// Why an expired cache entry answered instead of the upstream (`stale_if_error_seconds`).
         var staleBecause: String?
+        /// Why an answer the cache would have kept was not stored (the store failed).
+        var notStoredBecause: String?
         /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
         /// collapsed waiters share it (see `ClientDeparture`).
         var keepsAnswer = false
@@ -129,9 +131,14 @@ final class RequestFacts: Sendable {
         state.withLock { $0.staleBecause = reason }
     }
 
-    /// Why the answer is not the one asked for, read in one go for the log line.
-    var shortfall: (failure: GatewayError?, staleBecause: String?) {
-        state.withLock { ($0.failure, $0.staleBecause) }
+    /// Why the cache did not keep an answer it would have: for the log line.
+    func record(notStoredBecause reason: String) {
+        state.withLock { $0.notStoredBecause = reason }
+    }
+
+    /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
+    var shortfall: (failure: GatewayError?, staleBecause: String?, notStoredBecause: String?) {
+        state.withLock { ($0.failure, $0.staleBecause, $0.notStoredBecause) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).

@@ -1,0 +1,126 @@
+@testable import AlgoGate
+import AlgoTestSupport
+import Dispatch
+import Foundation
+import GRDB
+import NIOCore
+import Synchronization
+import Testing
+
+/// The cache shares its SQLite file with other writers: the usage counters, a purge or an expiry,
+/// and the `algogate cache` commands in another process. None of them may cost a client its answer.
+@Suite struct CacheStorageTests {
+    /// An answer the cache cannot store (here: another process holds the file's write lock past
+    /// the busy timeout, as a long purge from the command line did) is sent all the same, as a miss
+    /// that was not stored, logged as a warning and counted; the next call stores it.
+    @Test func anAnswerTheCacheCannotStoreIsSentAllTheSame() async throws {
+        try await withTemporaryDirectory("store-failure") { directory in
+            let path = directory.appendingPathComponent("cache.sqlite").path
+            try await GatewayHarness.run(cacheYAML: "memory_bytes: 0", cachePath: path) { h in
+                let other = try DatabaseQueue(path: path)
+                let locked = Latch()
+                let release = DispatchSemaphore(value: 0)
+                let holder = Task {
+                    try await other.write { db in
+                        // Takes the write lock and keeps it until the test lets go.
+                        try db.execute(sql: "UPDATE cache_totals SET hits = hits WHERE id = 1")
+                        locked.open()
+                        release.wait()
+                    }
+                }
+                await locked.wait()
+                let reply = try await CacheTests.call(h, "/v1/algo/demo/Hello/0.1.0")
+                release.signal()
+                try await holder.value
+
+                #expect(reply.status == 200)
+                #expect(reply.object["result"] as? String == "Hello HAL")
+                #expect(reply.header("Cache-Status") == "algogate; fwd=miss")
+                #expect(reply.header("X-Cache") == "MISS")
+                let line = h.logs.all.first { $0.hasPrefix("warning request ") && $0.contains("not_stored=") }
+                #expect(line?.contains("database is locked") == true, "\(h.logs.all.filter { $0.contains("not_stored") })")
+                #expect(line?.contains("status=200") == true)
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, "algogate_cache_store_failures_total") == 1)
+
+                // Once the lock is gone (and the usage counters, which failed closed meanwhile,
+                // are written again), the same call is stored, then answered from the cache.
+                var stored: TestHTTP.Reply?
+                #expect(await eventually {
+                    stored = try? await CacheTests.call(h, "/v1/algo/demo/Hello/0.1.0")
+                    return stored?.status == 200
+                })
+                #expect(stored?.header("Cache-Status") == "algogate; fwd=miss; stored")
+                let hit = try await CacheTests.call(h, "/v1/algo/demo/Hello/0.1.0")
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.bytes == stored?.bytes)
+                #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            }
+        }
+    }
+
+    /// Counts the commits of transactions that deleted cache entries.
+    final class DeletingCommits: TransactionObserver, Sendable {
+        private let state = Mutex((deleted: false, commits: 0))
+        var commits: Int { state.withLock { $0.commits } }
+        func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool {
+            if case .delete(let table) = eventKind { return table == "cache_entry" }
+            return false
+        }
+        func databaseDidChange(with event: DatabaseEvent) { state.withLock { $0.deleted = true } }
+        func databaseDidCommit(_ db: Database) {
+            state.withLock { state in
+                if state.deleted { state.commits += 1 }
+                state.deleted = false
+            }
+        }
+        func databaseDidRollback(_ db: Database) { state.withLock { $0.deleted = false } }
+    }
+
+    /// A purge, and expired entries, are deleted a few MiB per transaction, so that other writers
+    /// get the lock between them; expired entries go at most `expiryBatchesPerFlush` batches a flush.
+    @Test func purgesAndExpiriesDeleteInBatches() async throws {
+        try await withTemporaryDirectory("batched-deletes") { directory in
+            let pool = try StateDatabase.open(path: directory.appendingPathComponent("cache.sqlite").path)
+            // Batches of 2 MiB: two entries of 1 MiB each.
+            let cache = ResponseCache(pool: pool, settings: .init(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: .max),
+                                      deleteBatchBytes: 2 << 20)
+            let commits = DeletingCommits()
+            try await pool.write { db in db.add(transactionObserver: commits, extent: .databaseLifetime) }
+            let body = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20)
+            // `stats()` flushes, with the clock's time: entries are stored now.
+            let now = Date().timeIntervalSince1970
+            func store(_ algo: String, _ count: Int, ttl: Int = 3600) async throws {
+                for index in 0..<count {
+                    try await cache.store(key: "\(algo)#\(index)", algo: algo, status: 200, contentType: "application/json",
+                                          body: body, ttlSeconds: ttl, now: now)
+                }
+            }
+            try await store("a/x/1.0.0", 10)
+            try await store("b/y/1.0.0", 1)
+            #expect(try await cache.purge(algo: "a/x") == 10)
+            #expect(commits.commits == 5)
+            #expect(try await cache.stats().entries == 1)
+
+            // 10 entries expire together: 4 batches of 2 in the first flush, the rest in the next.
+            try await store("c/z/1.0.0", 10, ttl: 10)
+            let before = commits.commits
+            try await cache.flush(now: now + 20)
+            #expect(commits.commits - before == ResponseCache.expiryBatchesPerFlush)
+            #expect(try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM cache_entry WHERE algo = 'c/z/1.0.0'") } == 2)
+            try await cache.flush(now: now + 20)
+            #expect(try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM cache_entry") } == 1)
+
+            // Small entries: at most `deleteBatchRows` a transaction.
+            let small = ByteBuffer(string: "{}")
+            for index in 0..<(ResponseCache.deleteBatchRows + 1) {
+                try await cache.store(key: "s#\(index)", algo: "s/s/1.0.0", status: 200, contentType: "application/json",
+                                      body: small, ttlSeconds: 3600, now: now)
+            }
+            let beforeAll = commits.commits
+            #expect(try await cache.purge(algo: nil) == ResponseCache.deleteBatchRows + 2)
+            #expect(commits.commits - beforeAll == 2)
+            try pool.close()
+        }
+    }
+}
