@@ -52,8 +52,11 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public static func badRequest(_ message: String) -> GatewayError {
         .init(status: .badRequest, errorType: "InputError", message: message)
     }
+    /// With the challenge a 401 must carry (RFC 9110 §11.6.1), naming the scheme the official
+    /// clients send.
     public static func unauthorized(_ message: String) -> GatewayError {
-        .init(status: .unauthorized, errorType: "AuthorizationError", message: message)
+        .init(status: .unauthorized, errorType: "AuthorizationError", message: message,
+              headers: [.wwwAuthenticate: #"Simple realm="algogate""#])
     }
     public static func forbidden(_ message: String) -> GatewayError {
         .init(status: .forbidden, errorType: "PermissionDenied", message: message)

@@ -20,10 +20,12 @@ import Testing
             let missing = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: textType, text: "HAL")
             #expect(missing.status == 401)
             #expect(missing.header("Content-Type") == "application/json")
+            #expect(missing.header("WWW-Authenticate") == #"Simple realm="algogate""#)
             #expect(missing.text == #"{"error":{"error_type":"AuthorizationError","message":"authorization required: send your algogate key as 'Authorization: Simple KEY'"}}"#)
 
             let unknown = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple("not-a-key") + textType, text: "HAL")
             #expect(unknown.status == 401)
+            #expect(unknown.header("WWW-Authenticate") == #"Simple realm="algogate""#)
             #expect(envelope(unknown).message == "authorization failed: unknown algogate key")
 
             // The upstream key itself is not a client key.
@@ -37,6 +39,7 @@ import Testing
 
             let scheme = try await h.gateway.send(.GET, "/v1/data/.my", headers: [("Authorization", "Basic dXNlcjpwYXNz")])
             #expect(scheme.status == 401)
+            #expect(scheme.header("WWW-Authenticate") == #"Simple realm="algogate""#)
             #expect(envelope(scheme).message == "unsupported Authorization scheme: use 'Simple KEY', 'Bearer KEY' or the bare key")
             let threeWords = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: [("Authorization", "Simple \(Keys.teamB) x")] + textType, text: "HAL")
             #expect(threeWords.status == 401)

@@ -23,6 +23,34 @@ import Testing
         return String(rest[..<end])
     }
 
+    /// An upstream that refuses the server key (revoked, rotated, or the wrong one configured)
+    /// answers 401, which goes to the client as it came and reads as if the client's own key were
+    /// wrong: the request line is an `error` that names the server key, and a counter moves. The
+    /// gateway's own 401 (the client's key) stays `info`, without it.
+    @Test func anUpstreamThatRefusesTheServerKeyIsAnErrorNamingIt() async throws {
+        try await GatewayHarness.run { h in
+            let config = h.app.state.snapshot.config
+            try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: Secret("revoked-\(UUID().uuidString)")))
+            let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType + [("X-Request-ID", "refused-algo")], text: "HAL")
+            let data = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + [("X-Request-ID", "refused-data")])
+            for (reply, id) in [(algo, "refused-algo"), (data, "refused-data")] {
+                #expect(reply.status == 401, "\(id)")
+                #expect(envelope(reply).type == "AuthorizationError", "\(id): the upstream's answer, passed on")
+                let line = await Self.line(h, id)
+                #expect(line.hasPrefix("error request "), "\(line)")
+                #expect(Self.field(line, "status") == "401")
+                #expect(Self.field(line, "upstream") == "refused the server key (401): check upstream.key_env or upstream.key_file")
+            }
+            let own = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple("not-a-key") + textType + [("X-Request-ID", "own-401")], text: "HAL")
+            #expect(own.status == 401)
+            let line = await Self.line(h, "own-401")
+            #expect(line.hasPrefix("info request "), "\(line)")
+            #expect(Self.field(line, "upstream") == nil)
+            let metrics = try await h.gateway.send(.GET, "/metrics")
+            #expect(metricSample(metrics.text, "algogate_upstream_key_refused_total") == 2)
+        }
+    }
+
     @Test func aDroppedConnectionIsAWarningNamingWhatTheTransportSaid() async throws {
         try await GatewayHarness.run { h in
             let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "drop"), ("X-Request-ID", "dropped-1")], text: "HAL")

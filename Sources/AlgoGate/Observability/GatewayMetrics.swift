@@ -28,6 +28,7 @@ public final class GatewayMetrics: Sendable {
     private let keyWithheld: Counter
     private let sendTimeouts: Counter
     private let storeFailures: Counter
+    private let keyRefused: Counter
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -62,6 +63,9 @@ public final class GatewayMetrics: Sendable {
         sendTimeouts = registry.makeCounter(descriptor: .init(
             metricName: "algogate_client_send_timeouts", unitName: "total",
             helpText: "Client connections closed because the client read nothing of its answer for server.send_timeout_seconds"))
+        keyRefused = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_upstream_key_refused", unitName: "total",
+            helpText: "Upstream answers 401: the upstream refused the server key (revoked, rotated or misconfigured)"))
         storeFailures = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_store_failures", unitName: "total",
             helpText: "Answers the cache would have stored but could not (the SQLite file failed); each was sent all the same"))
@@ -111,6 +115,7 @@ public final class GatewayMetrics: Sendable {
     func upstreamKeyWithheld() { keyWithheld.increment() }
     func clientSendTimedOut() { sendTimeouts.increment() }
     func cacheStoreFailed() { storeFailures.increment() }
+    func upstreamKeyRefused() { keyRefused.increment() }
 
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {

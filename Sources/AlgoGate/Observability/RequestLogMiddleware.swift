@@ -39,13 +39,13 @@ struct RequestLogMiddleware: RouterMiddleware {
         let remote = context.remoteAddress?.ipAddress ?? "-"
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
-        let (failure, staleBecause, notStoredBecause) = facts.shortfall
+        let (failure, staleBecause, notStoredBecause, upstreamRefusedKey) = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
                      remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause,
-                     notStoredBecause: notStoredBecause, cut: cut)
+                     notStoredBecause: notStoredBecause, upstreamRefusedKey: upstreamRefusedKey, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
         let holdsRoom = facts.holdsAnswerRoom
@@ -88,11 +88,13 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// them, and they hold no key, body or query. A refused request (4xx) stays at `info` with
     /// its type only, since its message may quote the input. An expired entry that answered
     /// because the upstream failed is a `warning` with what failed (`stale`), and so is an answer
-    /// the cache failed to store (`not_stored`: the client got it all the same).
+    /// the cache failed to store (`not_stored`: the client got it all the same). An upstream 401,
+    /// passed on as it came, is an `error` naming the server key (`upstream`): every call fails
+    /// alike until an operator replaces it.
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
                     status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
                     failure: GatewayError? = nil, staleBecause: String? = nil, notStoredBecause: String? = nil,
-                    cut: StreamCut? = nil) {
+                    upstreamRefusedKey: Bool = false, cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -118,6 +120,11 @@ struct RequestLogMiddleware: RouterMiddleware {
             // The client got an answer, but the upstream failed behind it.
             metadata["stale"] = .string(staleBecause)
             logger.warning("request", metadata: metadata)
+            return
+        }
+        if upstreamRefusedKey {
+            metadata["upstream"] = "refused the server key (401): check upstream.key_env or upstream.key_file"
+            logger.error("request", metadata: metadata)
             return
         }
         if let notStoredBecause {

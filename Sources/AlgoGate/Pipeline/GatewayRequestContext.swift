@@ -59,6 +59,8 @@ final class RequestFacts: Sendable {
         var staleBecause: String?
         /// Why an answer the cache would have kept was not stored (the store failed).
         var notStoredBecause: String?
+        /// The upstream answered 401: it refused the server key.
+        var upstreamRefusedKey = false
         /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
         /// collapsed waiters share it (see `ClientDeparture`).
         var keepsAnswer = false
@@ -136,9 +138,15 @@ final class RequestFacts: Sendable {
         state.withLock { $0.notStoredBecause = reason }
     }
 
+    /// The upstream answered 401, refusing the server key (`Forwarder`).
+    var upstreamRefusedKey: Bool {
+        get { state.withLock { $0.upstreamRefusedKey } }
+        set { state.withLock { $0.upstreamRefusedKey = newValue } }
+    }
+
     /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
-    var shortfall: (failure: GatewayError?, staleBecause: String?, notStoredBecause: String?) {
-        state.withLock { ($0.failure, $0.staleBecause, $0.notStoredBecause) }
+    var shortfall: (failure: GatewayError?, staleBecause: String?, notStoredBecause: String?, upstreamRefusedKey: Bool) {
+        state.withLock { ($0.failure, $0.staleBecause, $0.notStoredBecause, $0.upstreamRefusedKey) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).

@@ -81,7 +81,7 @@ public struct Forwarder: Sendable {
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
-        let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace)
+        let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace, facts: context.facts)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
                               timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
@@ -185,7 +185,7 @@ public struct Forwarder: Sendable {
             }
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
-        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), replayable: replayable,
+        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), facts: context.facts, replayable: replayable,
                                          upload: upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
@@ -339,7 +339,7 @@ public struct Forwarder: Sendable {
     ///
     /// When the client's own body failed (`upload`), the exchange failed on the client's side: it
     /// is the client's error (400), and says nothing of the upstream to the circuit breaker.
-    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, replayable: Bool = false,
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, facts: RequestFacts, replayable: Bool = false,
                          upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
         try breaker?.admit()
         let deadline = NIODeadline.now() + timeout
@@ -353,6 +353,13 @@ public struct Forwarder: Sendable {
                 response = try await client.execute(request, deadline: deadline)
             }
             breaker?.record(.answered)
+            if response.status == .unauthorized {
+                // The client passed the gateway's check, so it is the server key the upstream
+                // refused (revoked, rotated, or the wrong one configured). The 401 goes to the
+                // client as it came, which reads as if its own key were wrong: the operator is told.
+                metrics?.upstreamKeyRefused()
+                facts.upstreamRefusedKey = true
+            }
             return response
         } catch {
             if let failure = upload?.clientFailure {
