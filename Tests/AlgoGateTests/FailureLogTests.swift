@@ -156,7 +156,7 @@ import Testing
         #expect(failure.body == ByteBuffer(string: #"{"error":{"error_type":"InternalError","message":"internal gateway error"}}"#))
         let logs = LogCapture()
         RequestLogMiddleware.log(logs.logger, requestID: "internal-1", client: "team-a", viaPreviousKey: false, route: "data", method: "GET", path: "/v1/data/x",
-                                 status: 500, elapsed: .milliseconds(1), bytesIn: 0, bytesOut: 80, remote: "127.0.0.1", forwardedFor: "", failure: failure)
+                                 status: 500, elapsed: .milliseconds(1), bytesIn: 0, bytesOut: 80, remote: "127.0.0.1", forwardedFor: "", shortfall: Shortfall(failure: failure))
         let line = logs.all.first ?? ""
         #expect(line.hasPrefix("error request "), "\(line)")
         #expect(Self.field(line, "error_type") == "InternalError")

@@ -39,13 +39,12 @@ struct RequestLogMiddleware: RouterMiddleware {
         let remote = context.remoteAddress?.ipAddress ?? "-"
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
-        let (failure, staleBecause, notStoredBecause, upstreamRefusedKey) = facts.shortfall
+        let shortfall = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
-                     remote: remote, forwardedFor: forwardedFor, failure: failure, staleBecause: staleBecause,
-                     notStoredBecause: notStoredBecause, upstreamRefusedKey: upstreamRefusedKey, cut: cut)
+                     remote: remote, forwardedFor: forwardedFor, shortfall: shortfall, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
         let holdsRoom = facts.holdsAnswerRoom
@@ -93,8 +92,7 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// alike until an operator replaces it.
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
                     status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
-                    failure: GatewayError? = nil, staleBecause: String? = nil, notStoredBecause: String? = nil,
-                    upstreamRefusedKey: Bool = false, cut: StreamCut? = nil) {
+                    shortfall: Shortfall = Shortfall(), cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
@@ -116,23 +114,23 @@ struct RequestLogMiddleware: RouterMiddleware {
             logger.warning("request", metadata: metadata)
             return
         }
-        if let staleBecause {
+        if let staleBecause = shortfall.staleBecause {
             // The client got an answer, but the upstream failed behind it.
             metadata["stale"] = .string(staleBecause)
             logger.warning("request", metadata: metadata)
             return
         }
-        if upstreamRefusedKey {
+        if shortfall.upstreamRefusedKey {
             metadata["upstream"] = "refused the server key (401): check upstream.key_env or upstream.key_file"
             logger.error("request", metadata: metadata)
             return
         }
-        if let notStoredBecause {
+        if let notStoredBecause = shortfall.notStoredBecause {
             metadata["not_stored"] = .string(notStoredBecause)
             logger.warning("request", metadata: metadata)
             return
         }
-        guard let failure else {
+        guard let failure = shortfall.failure else {
             logger.info("request", metadata: metadata)
             return
         }

@@ -145,8 +145,9 @@ final class RequestFacts: Sendable {
     }
 
     /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
-    var shortfall: (failure: GatewayError?, staleBecause: String?, notStoredBecause: String?, upstreamRefusedKey: Bool) {
-        state.withLock { ($0.failure, $0.staleBecause, $0.notStoredBecause, $0.upstreamRefusedKey) }
+    var shortfall: Shortfall {
+        state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
+                                   upstreamRefusedKey: $0.upstreamRefusedKey) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
@@ -180,4 +181,16 @@ struct RequestCompletion: Sendable {
     let route: String?
     let upstreamCalled: Bool
     let computeSeconds: Double
+}
+
+/// What went wrong behind a request's answer, for its log line (`RequestLogMiddleware.log`).
+struct Shortfall: Sendable {
+    /// The error the answer was rendered from, when it was one.
+    var failure: GatewayError?
+    /// What failed upstream when an expired entry answered in its place.
+    var staleBecause: String?
+    /// Why the cache did not keep an answer it would have.
+    var notStoredBecause: String?
+    /// The upstream answered 401: it refused the server key.
+    var upstreamRefusedKey = false
 }
