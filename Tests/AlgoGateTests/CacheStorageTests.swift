@@ -123,4 +123,44 @@ import Testing
             try pool.close()
         }
     }
+
+    /// A restart that lowers `max_bytes` does not make the first store evict the difference in
+    /// one transaction: a store over the bound evicts only what it adds, and each flush evicts
+    /// `expiryBatchesPerFlush` batches of the rest, least recently used first.
+    @Test func aLoweredBoundIsReachedInBatches() async throws {
+        try await withTemporaryDirectory("lowered-bound") { directory in
+            let pool = try StateDatabase.open(path: directory.appendingPathComponent("cache.sqlite").path)
+            let settings = ResponseCache.Settings(maxBytes: 1 << 30, memoryBytes: 0, compressMinBytes: .max)
+            let body = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20)
+            let now = Date().timeIntervalSince1970
+            let before = ResponseCache(pool: pool, settings: settings, deleteBatchBytes: 2 << 20)
+            for index in 0..<12 {
+                try await before.store(key: "k\(index)", algo: "a/x/1.0.0", status: 200, contentType: "application/json",
+                                       body: body, ttlSeconds: 3600, now: now + Double(index))
+            }
+            // Restarted with a bound of 3 MiB.
+            var lowered = settings
+            lowered.maxBytes = 3 << 20
+            let cache = ResponseCache(pool: pool, settings: lowered, deleteBatchBytes: 2 << 20)
+            let commits = DeletingCommits()
+            try await pool.write { db in db.add(transactionObserver: commits, extent: .databaseLifetime) }
+            func keys() async throws -> [String] {
+                try await pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM cache_entry ORDER BY last_access") }
+            }
+            try await cache.store(key: "new", algo: "a/x/1.0.0", status: 200, contentType: "application/json",
+                                  body: body, ttlSeconds: 3600, now: now + 100)
+            #expect(try await keys() == (1..<12).map { "k\($0)" } + ["new"])
+            #expect(commits.commits == 1)
+            // 9 MiB over: 4 batches of 2 MiB, then the last one.
+            try await cache.flush(now: now + 200)
+            #expect(try await keys() == ["k9", "k10", "k11", "new"])
+            #expect(commits.commits == 5)
+            try await cache.flush(now: now + 200)
+            #expect(try await keys() == ["k10", "k11", "new"])
+            #expect(commits.commits == 6)
+            try await cache.flush(now: now + 200)
+            #expect(commits.commits == 6)
+            try pool.close()
+        }
+    }
 }

@@ -168,9 +168,13 @@ public final class ResponseCache: Sendable {
         let gzipBody = entry.encoding == "gzip" ? stored : nil
         guard entry.size <= limits.maxBytes else { return (false, gzipBody) }
         try await pool.write { db in
+            // Over the bound already (it was lowered: a restart), a store evicts only what it adds,
+            // and `flush` evicts the rest in batches, rather than this call (and every write
+            // behind it) waiting for all of it in one transaction.
+            let before = try Self.storedBytes(db)
             try CacheEntry.deleteOne(db, key: key)
             try entry.insert(db)
-            try Self.evict(db, maxBytes: limits.maxBytes)
+            try Self.evict(db, maxBytes: max(limits.maxBytes, before))
         }
         hot.put(key, CachedAnswer(algo: algo, status: status, contentType: contentType, body: body,
                                   gzipBody: gzipBody, createdAt: now, expiresAt: entry.expiresAt))
@@ -197,15 +201,17 @@ public final class ResponseCache: Sendable {
             return batch
         }
         let touches = batch.touches.map { ($0.key, $0.value.lastAccess, $0.value.hits) }
-        let keepUntil = now - Double(settings.withLock { $0.staleIfErrorSeconds })
-        try await pool.write { db in
+        let (keepUntil, maxBytes) = settings.withLock { (now - Double($0.staleIfErrorSeconds), $0.maxBytes) }
+        let stored = try await pool.write { db in
             let update = try db.makeStatement(sql: "UPDATE cache_entry SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?")
             for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
             try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
+            return try Self.storedBytes(db)
         }
         // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
         // rather than in one transaction that would hold every other write back.
         try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
+        if stored > maxBytes { try await evictOverBound(batches: Self.expiryBatchesPerFlush) }
         hot.remove { _, answer in answer.expiresAt <= now }
     }
 
@@ -280,6 +286,34 @@ public final class ResponseCache: Sendable {
         }
         if let algo { hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") } } else { hot.removeAll() }
         return removed
+    }
+
+    private static func storedBytes(_ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals WHERE id = 1") ?? 0
+    }
+
+    /// Evicts least recently used entries while the cache is over `max_bytes` (after a restart that
+    /// lowered it), `deleteBatchBytes` per transaction as `delete` does; stops after `batches`.
+    private func evictOverBound(batches: Int) async throws {
+        for batch in 0..<batches {
+            if batch > 0 { try await Task.sleep(for: Self.deletePause) }
+            let maxBytes = settings.withLock { $0.maxBytes }
+            let limit = deleteBatchBytes
+            let over = try await pool.write { db -> Bool in
+                let bytes = try Self.storedBytes(db)
+                guard bytes > maxBytes else { return false }
+                let target = min(bytes - maxBytes, limit)
+                let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry ORDER BY last_access LIMIT \(Self.deleteBatchRows)")
+                let delete = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
+                var freed = 0
+                for row in rows where freed < target {
+                    try delete.execute(arguments: [row["key"] as String])
+                    freed += row["size"] as Int
+                }
+                return freed > 0 && bytes - freed > maxBytes
+            }
+            if !over { break }
+        }
     }
 
     private static func evict(_ db: Database, maxBytes: Int) throws {
