@@ -82,7 +82,7 @@ public final class ResponseCache: Sendable {
         self.init(pool: try StateDatabase.open(path: path), settings: settings)
     }
 
-    /// `deleteBatchBytes`: how much one transaction of a purge or an expiry removes at most.
+    /// `deleteBatchBytes`: how much one transaction of a purge, an expiry or an eviction removes at most.
     public init(pool: DatabasePool, settings: Settings, deleteBatchBytes: Int = 8 << 20) {
         self.pool = pool
         self.deleteBatchBytes = deleteBatchBytes
@@ -215,7 +215,8 @@ public final class ResponseCache: Sendable {
         hot.remove { _, answer in answer.expiresAt <= now }
     }
 
-    /// How much one transaction of `delete` removes at most: 8 MiB of bodies, or 2,048 entries.
+    /// How much one transaction of a purge, an expiry or an eviction removes at most: 8 MiB of
+    /// bodies, or 2,048 entries.
     /// SQLite frees a body page by page (about 15 s a GiB here, measured with 100,000 entries of
     /// 10 kB), and a writer in another process waits for the lock only `StateDatabase`'s busy
     /// timeout (5 s) before it fails: a purge of a full 1 GiB cache in one transaction, run with
@@ -229,31 +230,58 @@ public final class ResponseCache: Sendable {
     static let expiryBatchesPerFlush = 4
 
     /// Deletes the entries `condition` selects, `deleteBatchBytes` (and at least one entry) per
-    /// transaction, pausing `deletePause` between transactions so that other writers, in this
-    /// process (GRDB's writer serves them in turn) or another, get the lock between them; stops
-    /// after `batches`. Returns how many went.
+    /// transaction (`inBatches`); stops after `batches`. Returns how many went.
     private func delete(where condition: String, arguments: StatementArguments, batches: Int = .max) async throws -> Int {
+        try await inBatches(batches) { db, limit in
+            let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry WHERE \(condition) LIMIT \(Self.deleteBatchRows)",
+                                        arguments: arguments)
+            let (deleted, _) = try Self.delete(rows, upTo: limit, in: db)
+            return (deleted, deleted < rows.count || rows.count == Self.deleteBatchRows)
+        }
+    }
+
+    /// Evicts least recently used entries while the cache is over `max_bytes` (after a restart that
+    /// lowered it), `deleteBatchBytes` per transaction (`inBatches`); stops after `batches`.
+    private func evictOverBound(batches: Int) async throws {
+        let maxBytes = settings.withLock { $0.maxBytes }
+        _ = try await inBatches(batches) { db, limit in
+            let bytes = try Self.storedBytes(db)
+            guard bytes > maxBytes else { return (0, false) }
+            let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry ORDER BY last_access LIMIT \(Self.deleteBatchRows)")
+            let (deleted, freed) = try Self.delete(rows, upTo: min(bytes - maxBytes, limit), in: db)
+            return (deleted, deleted > 0 && bytes - freed > maxBytes)
+        }
+    }
+
+    /// Runs `transaction` (given the bytes one may delete; it says how many entries it deleted and
+    /// whether more remain) up to `batches` times, each its own transaction, pausing `deletePause`
+    /// between them so that other writers, in this process (GRDB's writer serves them in turn) or
+    /// another, get the lock. Returns how many entries went.
+    private func inBatches(_ batches: Int,
+                           _ transaction: @escaping @Sendable (Database, _ limit: Int) throws -> (deleted: Int, more: Bool)) async throws -> Int {
         var removed = 0
         for batch in 0..<batches {
             if batch > 0 { try await Task.sleep(for: Self.deletePause) }
             let limit = deleteBatchBytes
-            let (deleted, more) = try await pool.write { db -> (Int, Bool) in
-                let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry WHERE \(condition) LIMIT \(Self.deleteBatchRows)",
-                                            arguments: arguments)
-                let delete = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
-                var bytes = 0
-                var deleted = 0
-                for row in rows where deleted == 0 || bytes < limit {
-                    try delete.execute(arguments: [row["key"] as String])
-                    bytes += row["size"] as Int
-                    deleted += 1
-                }
-                return (deleted, deleted < rows.count || rows.count == Self.deleteBatchRows)
-            }
+            let (deleted, more) = try await pool.write { db in try transaction(db, limit) }
             removed += deleted
             if !more { break }
         }
         return removed
+    }
+
+    /// Deletes `rows` (`key`, `size`) in order, at least one, until `bytes` have gone; returns how
+    /// many went and their bytes.
+    private static func delete(_ rows: [Row], upTo bytes: Int, in db: Database) throws -> (count: Int, bytes: Int) {
+        let statement = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
+        var count = 0
+        var freed = 0
+        for row in rows where count == 0 || freed < bytes {
+            try statement.execute(arguments: [row["key"] as String])
+            freed += row["size"] as Int
+            count += 1
+        }
+        return (count, freed)
     }
 
     /// Totals as of now: gathered counters are flushed first, so nothing is counted twice or
@@ -292,32 +320,8 @@ public final class ResponseCache: Sendable {
         try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals WHERE id = 1") ?? 0
     }
 
-    /// Evicts least recently used entries while the cache is over `max_bytes` (after a restart that
-    /// lowered it), `deleteBatchBytes` per transaction as `delete` does; stops after `batches`.
-    private func evictOverBound(batches: Int) async throws {
-        for batch in 0..<batches {
-            if batch > 0 { try await Task.sleep(for: Self.deletePause) }
-            let maxBytes = settings.withLock { $0.maxBytes }
-            let limit = deleteBatchBytes
-            let over = try await pool.write { db -> Bool in
-                let bytes = try Self.storedBytes(db)
-                guard bytes > maxBytes else { return false }
-                let target = min(bytes - maxBytes, limit)
-                let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry ORDER BY last_access LIMIT \(Self.deleteBatchRows)")
-                let delete = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
-                var freed = 0
-                for row in rows where freed < target {
-                    try delete.execute(arguments: [row["key"] as String])
-                    freed += row["size"] as Int
-                }
-                return freed > 0 && bytes - freed > maxBytes
-            }
-            if !over { break }
-        }
-    }
-
     private static func evict(_ db: Database, maxBytes: Int) throws {
-        while let bytes = try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals WHERE id = 1"), bytes > maxBytes {
+        while try storedBytes(db) > maxBytes {
             // One at a time, oldest first: an insert overflows by one entry's size, so this runs a
             // handful of indexed deletes at most.
             try db.execute(sql: "DELETE FROM cache_entry WHERE key = (SELECT key FROM cache_entry ORDER BY last_access LIMIT 1)")
