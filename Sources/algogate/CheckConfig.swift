@@ -2,11 +2,13 @@ import AlgoGate
 import ArgumentParser
 import Foundation
 
-/// `algogate check-config`: validates a configuration (and that its upstream key is readable).
+/// `algogate check-config`: validates a configuration (and that its upstream key is readable, and
+/// that `cache.path` can be opened or created), changing nothing.
 struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
-        abstract: "Validate a configuration file and exit 0 when it is good, 1 naming the bad field."
+        abstract: "Validate a configuration file and exit 0 when it is good, 1 naming the bad field.",
+        discussion: "Also checks that the upstream key is readable and that cache.path is a SQLite file this user can read and write, or can be created. Nothing is created or changed."
     )
 
     @Option(help: "The YAML configuration file.")
@@ -14,6 +16,11 @@ struct CheckConfig: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadOrExit(path: config)
+        // The state file holds the usage counters too, so it is needed with the cache off.
+        if let problem = StateDatabase.problem(path: loaded.config.cache.path) {
+            FileHandle.standardError.write(Data("algogate: invalid configuration \(config): cache.path: \(problem)\n".utf8))
+            throw ExitCode(1)
+        }
         let clients = loaded.config.clients.map(\.name).joined(separator: ", ")
         print("configuration OK: upstream \(loaded.config.upstream.url), \(loaded.config.clients.count) client(s): \(clients)")
         let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)

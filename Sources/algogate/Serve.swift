@@ -40,7 +40,14 @@ struct Serve: AsyncParsableCommand {
         let loaded = try loadOrExit(path: config)
         let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
         defer { log.finish() }
-        try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
+        do {
+            try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
+        } catch let error as ConfigError {
+            // The state file (`cache.path`) could not be opened or created.
+            log.logger.critical("cannot start", metadata: ["error": "\(error)"])
+            FileHandle.standardError.write(Data("algogate: cannot start with \(config): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -107,9 +114,10 @@ struct GatewayRunner {
 
     func services() throws -> [any Service] {
         let state = try GatewayState(loaded, redactor: redactor)
+        // Before the HTTP client, which must be shut down once made: the file may not open.
+        let storage = try GatewayStorage.open(loaded.config)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded.config.upstream))
-        let storage = try GatewayStorage.open(loaded.config)
         var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage).application()]
         if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
         return services

@@ -165,6 +165,43 @@ import Testing
             let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
             #expect(refused.termination == .exited(1))
             #expect(refused.log.contains("clients[0].extra: unknown field"))
+
+            // A state file that cannot be had: check-config says why without creating anything,
+            // and serve refuses to start naming it (these tests run as root, so permissions
+            // are not what fails here).
+            let file = directory.appendingPathComponent("a-file")
+            try Data("x".utf8).write(to: file)
+            let notDatabase = directory.appendingPathComponent("not-a-database.sqlite")
+            try Data("not a database at all".utf8).write(to: notDatabase)
+            let folder = directory.appendingPathComponent("a-folder.sqlite")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let cases = [
+                (file.path + "/state.sqlite", "cannot create \(file.path)/state.sqlite: \(file.path) is not a directory",
+                 "cannot create the directory \(file.path): A file with the same name already exists."),
+                (notDatabase.path, "\(notDatabase.path) is not a SQLite database",
+                 "cannot open \(notDatabase.path) as the gateway's SQLite file: file is not a database"),
+                (folder.path, "\(folder.path) is a directory, not a file",
+                 "cannot open \(folder.path) as the gateway's SQLite file: unable to open database file (the file and its directory must be readable and writable by this user)"),
+            ]
+            for (path, checked, served) in cases {
+                let config = directory.appendingPathComponent("state.yaml")
+                try Self.yaml("cache: {path: \"\(path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
+                    .write(to: config, atomically: true, encoding: .utf8)
+                let check = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+                #expect(check.termination == .exited(1), "\(path)")
+                #expect(check.log.contains("algogate: invalid configuration \(config.path): cache.path: \(checked)\n"), "\(check.log)")
+                let serve = try await ChildProcess.run(arguments: ["serve", "--config", config.path], environment: ["UP_KEY": "k"])
+                #expect(serve.termination == .exited(1), "\(path)")
+                #expect(serve.log.contains("algogate: cannot start with \(config.path): cache.path: \(served)\n"), "\(serve.log)")
+            }
+            // A missing file in missing directories is fine, and check-config creates neither.
+            let fresh = directory.appendingPathComponent("new/dir/state.sqlite")
+            let config = directory.appendingPathComponent("fresh.yaml")
+            try Self.yaml("cache: {path: \"\(fresh.path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
+                .write(to: config, atomically: true, encoding: .utf8)
+            let freshCheck = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+            #expect(freshCheck.termination == .exited(0))
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("new").path))
         }
     }
 }
