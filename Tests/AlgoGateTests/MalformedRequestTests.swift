@@ -26,6 +26,8 @@ import Testing
             #expect(answer.headers["content-length"] == String(answer.body.utf8.count))
             #expect(answer.headers["connection"] == "close")
             #expect(answer.headers["server"]?.hasPrefix("algogate/") == true)
+            // As on every other answer (RFC 9110 §6.6.1).
+            #expect(answer.headers["date"]?.hasSuffix(" GMT") == true)
             let requestID = try #require(answer.headers["x-request-id"])
             #expect(closed)
             #expect(h.simulator.stats.snapshot.totalRequests == 0)

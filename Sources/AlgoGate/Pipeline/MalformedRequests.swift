@@ -81,6 +81,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         fields[.connection] = "close"
         fields[.requestID] = requestID
         fields[.server] = serverName
+        fields[.date] = HTTPDate.now()
         context.write(wrapOutboundOut(.head(HTTPResponse(status: error.status, headerFields: fields))), promise: promise)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         // Hummingbird's `.end` follows.
