@@ -25,7 +25,7 @@ import Testing
         let seen = Seen()
         let gzipped = try CompressionTests.gzip(document)
         let router = Router()
-        router.get("/v1/data/.my/team-a/doc.json") { request, _ -> Response in
+        @Sendable func serveDocument(_ request: Request) -> Response {
             let accept = request.headers[.acceptEncoding] ?? ""
             seen.values.withLock { $0.append(accept) }
             let gzip = accept.contains("gzip")
@@ -44,6 +44,9 @@ import Testing
             }
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
+        // A HEAD answer is the GET's without its body, its Content-Length that of the coding sent.
+        router.get("/v1/data/.my/team-a/doc.json") { request, _ in serveDocument(request) }
+        router.head("/v1/data/.my/team-a/doc.json") { request, _ in serveDocument(request) }
         router.get("/v1/data/.my/team-a/fixed.json") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "application/json", .eTag: #""fixed""#, .acceptRanges: "bytes",
                                             .cacheControl: "private, No-Transform"],
@@ -110,6 +113,24 @@ import Testing
                 #expect(plain.header("Accept-Ranges") == "bytes")
                 #expect(plain.header("Content-MD5") == nil)
                 #expect(seen.values.withLock { $0 } == ["gzip", "gzip"])
+            }
+        }
+    }
+
+    /// A HEAD asks the upstream for plain bytes, so that the size it reports is the plain size a
+    /// GET gets (of a gzip answer, which the gateway inflates, it would have none to report).
+    @Test func aHeadReportsThePlainSize() async throws {
+        try await Self.withUpstream { port, seen in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                for accept in [[], [("Accept-Encoding", "gzip")]] {
+                    let head = try await h.gateway.send(.HEAD, "/v1/data/.my/team-a/doc.json", headers: simple(Keys.teamA) + accept)
+                    #expect(head.status == 200)
+                    #expect(head.header("Content-Length") == String(Self.document.count))
+                    #expect(head.header("Content-Encoding") == nil)
+                    #expect(head.header("ETag") == #""v1""#)
+                    #expect(head.body.readableBytes == 0)
+                }
+                #expect(seen.values.withLock { $0 } == ["identity", "identity"])
             }
         }
     }

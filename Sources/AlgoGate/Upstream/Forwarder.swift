@@ -325,7 +325,8 @@ public struct Forwarder: Sendable {
         if let query, !query.isEmpty { url += "?" + query }
         var upstream = HTTPClientRequest(url: url)
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
-        for (name, value) in HeaderPolicy.upstreamRequest(request.headers, requestID: context.requestID, key: settings.key) {
+        for (name, value) in HeaderPolicy.upstreamRequest(request.headers, requestID: context.requestID, key: settings.key,
+                                                           head: request.method == .head) {
             upstream.headers.add(name: name, value: value)
         }
         return upstream

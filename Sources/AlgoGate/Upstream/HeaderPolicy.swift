@@ -14,7 +14,8 @@ enum HeaderPolicy {
     /// Dropped from upstream responses on their way back, besides hop-by-hop fields.
     static let responseOnly: Set<String> = ["content-length", "set-cookie", "x-request-id", "server", "date"]
 
-    static func upstreamRequest(_ fields: HTTPFields, requestID: String, key: Secret) -> [(String, String)] {
+    /// `head`: the request is a HEAD, which asks for plain bytes (below).
+    static func upstreamRequest(_ fields: HTTPFields, requestID: String, key: Secret, head: Bool = false) -> [(String, String)] {
         let named = connectionTokens(fields)
         var out: [(String, String)] = []
         var ranged = false
@@ -28,8 +29,10 @@ enum HeaderPolicy {
         // The gateway asks for gzip whatever the client accepts: it inflates, then compresses
         // for the client as the client prefers. But a range names bytes of the plain
         // representation (the gateway sends a partial answer as it came, and could not inflate a
-        // slice of a gzip stream), so a request for one asks for the plain bytes.
-        out.append(("Accept-Encoding", ranged ? "identity" : "gzip"))
+        // slice of a gzip stream), so a request for one asks for the plain bytes; and so does a
+        // HEAD, which has no bytes to save, so that its Content-Length is the plain size the
+        // client will get (of a gzip answer the gateway would have to drop it).
+        out.append(("Accept-Encoding", ranged || head ? "identity" : "gzip"))
         out.append(("X-Request-ID", requestID))
         return out
     }
