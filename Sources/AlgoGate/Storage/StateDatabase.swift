@@ -54,8 +54,9 @@ public enum StateDatabase {
                 let head = (try? handle.read(upToCount: 16)) ?? Data()
                 if !head.isEmpty && head != Data("SQLite format 3\0".utf8) { return "\(path) is not a SQLite database" }
             }
-            let directory = (path as NSString).deletingLastPathComponent
-            guard access(directory.isEmpty ? "." : directory, W_OK | X_OK) == 0 else {
+            let parent = (path as NSString).deletingLastPathComponent
+            let directory = parent.isEmpty ? "." : parent
+            guard access(directory, W_OK | X_OK) == 0 else {
                 return "its directory \(directory) is not writable by this user (SQLite keeps its -wal and -shm files there): \(String(cString: strerror(errno)))"
             }
             return nil
