@@ -68,4 +68,35 @@ import Testing
             #expect(h.simulator.stats.snapshot.totalRequests == before)
         }
     }
+
+    /// `server.metrics_access: admin` puts `/metrics` behind the admin key (Prometheus can send it
+    /// as a bearer token); a reload opens it again. Without an admin key the setting is refused.
+    @Test func metricsCanBeKeptForTheAdminKey() async throws {
+        try await GatewayHarness.run(serverYAML: "metrics_access: admin") { h in
+            let anonymous = try await h.gateway.send(.GET, "/metrics")
+            #expect(anonymous.status == 401)
+            #expect(envelope(anonymous).type == "AuthorizationError")
+            let team = try await h.gateway.send(.GET, "/metrics", headers: simple(Keys.teamA))
+            #expect(team.status == 403)
+            #expect(team.text == #"{"error":{"error_type":"PermissionDenied","message":"/metrics needs the admin key (server.metrics_access: admin)"}}"#)
+            let admin = try await h.gateway.send(.GET, "/metrics", headers: [("Authorization", "Bearer \(Keys.admin)")])
+            #expect(admin.status == 200)
+            #expect(admin.text.contains("# TYPE algogate_requests_total counter"))
+            // The health endpoints stay open.
+            #expect(try await h.gateway.send(.GET, "/healthz").status == 200)
+
+            var config = h.app.state.snapshot.config
+            config.server.metricsAccess = .open
+            try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            #expect(try await h.gateway.send(.GET, "/metrics").status == 200)
+        }
+        let refused = #expect(throws: ConfigError.self) {
+            try ConfigLoader.load(yaml: """
+                server: {metrics_access: admin}
+                upstream: {url: "http://127.0.0.1:9000", key_env: K}
+                clients: []
+                """, environment: ["K": "k"])
+        }
+        #expect(refused?.description == "server.metrics_access: 'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
+    }
 }

@@ -57,6 +57,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// in answers that name the upstream (`LinkRewriter`); absent means each request's `Host`.
         /// Stored without a trailing slash.
         public var publicURL: String?
+        /// Who may read `/metrics`: anyone (`open`, as Prometheus scrapes by default) or only the
+        /// admin key (`admin`: the exposition names every client).
+        public var metricsAccess = MetricsAccess.open
+
+        public enum MetricsAccess: String, Sendable, Equatable, Decodable, CaseIterable {
+            case open, admin
+        }
 
         public struct TLS: Sendable, Equatable, Decodable {
             public var certFile: String
@@ -72,7 +79,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds"
-            case sendTimeoutSeconds = "send_timeout_seconds", maxConnections = "max_connections", publicURL = "public_url" }
+            case sendTimeoutSeconds = "send_timeout_seconds", maxConnections = "max_connections", publicURL = "public_url"
+            case metricsAccess = "metrics_access" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -85,6 +93,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             sendTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .sendTimeoutSeconds) ?? sendTimeoutSeconds
             maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
             publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL).map { $0.trimmingSuffix("/") }
+            metricsAccess = try c.decodeIfPresent(MetricsAccess.self, forKey: .metricsAccess) ?? metricsAccess
         }
     }
 

@@ -1,18 +1,22 @@
 import Hummingbird
 
 /// Matches the request's key to a configured client. The gateway's open routes (`/healthz`,
-/// `/readyz`, `/metrics`) need no key; everything else does.
+/// `/readyz`, and `/metrics` unless `server.metrics_access` is `admin`) need no key; everything
+/// else does.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let registry: @Sendable () -> ClientRegistry
+    /// `/metrics` needs the admin key (`server.metrics_access: admin`).
+    let metricsNeedKey: @Sendable () -> Bool
     static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // Refused before credentials: a client that takes the gateway for a proxy sends none.
         if request.method == .connect || request.method == .trace { throw GatewayError.unsupported(request.method) }
         let path = request.uri.path
-        guard !Self.openPaths.contains(path) else { return try await next(request, context) }
-        guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") else {
+        let keyedMetrics = path == "/metrics" && metricsNeedKey()
+        guard !Self.openPaths.contains(path) || keyedMetrics else { return try await next(request, context) }
+        guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") || keyedMetrics else {
             throw GatewayError.notFound("no such endpoint: \(path)")
         }
         let key = try Credentials.key(from: request.headers)

@@ -89,7 +89,8 @@ public struct GatewayApp: Sendable {
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: ExpectContinueMiddleware())
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
-        router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry }))
+        router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry },
+                                                        metricsNeedKey: { state.snapshot.config.server.metricsAccess == .admin }))
         router.add(middleware: AuthorizationMiddleware())
         router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }, budget: inputBudget,
                                                    queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
@@ -133,8 +134,11 @@ public struct GatewayApp: Sendable {
         let metrics = metrics
         let gate = gate
         let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget, flights = flights
-        router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+        router.get("/metrics") { _, context in
+            if state.snapshot.config.server.metricsAccess == .admin, context.client?.isOperator != true {
+                throw GatewayError.forbidden("/metrics needs the admin key (server.metrics_access: admin)")
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
                                                                                       collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter))))
         }
