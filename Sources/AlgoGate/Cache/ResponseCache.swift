@@ -261,7 +261,8 @@ public final class ResponseCache: Sendable {
                            _ transaction: @escaping @Sendable (Database, _ limit: Int) throws -> (deleted: Int, more: Bool)) async throws -> Int {
         var removed = 0
         for batch in 0..<batches {
-            if batch > 0 { try await Task.sleep(for: Self.deletePause) }
+            // Not cut short by cancellation (a shutdown during a flush): the batches go on, unpaused.
+            if batch > 0 { try? await Task.sleep(for: Self.deletePause) }
             let limit = deleteBatchBytes
             let (deleted, more) = try await pool.write { db in try transaction(db, limit) }
             removed += deleted
