@@ -18,7 +18,7 @@ import Testing
             for stripped in ["x-hop-secret", "keep-alive", "cookie", "proxy-authorization", "proxy-connection", "te"] {
                 #expect(!names.contains(stripped), "\(stripped) reached the upstream")
             }
-            #expect(names.isSuperset(of: ["x-team-trace", "content-type", "x-request-id", "authorization"]))
+            #expect(names.isSuperset(of: ["x-team-trace", "content-type", "x-request-id", "authorization", "via"]))
         }
     }
 

@@ -33,6 +33,9 @@ enum HeaderPolicy {
         // HEAD, which has no bytes to save, so that its Content-Length is the plain size the
         // client will get (of a gzip answer the gateway would have to drop it).
         out.append(("Accept-Encoding", ranged || head ? "identity" : "gzip"))
+        // RFC 9110 §7.6.3: a gateway names itself in the requests it forwards (a client's own
+        // `Via`, end to end, goes before it).
+        out.append(("Via", "1.1 algogate"))
         out.append(("X-Request-ID", requestID))
         return out
     }
