@@ -41,6 +41,13 @@ struct CacheCommand: AsyncParsableCommand {
         @Option(help: "owner/name or owner/name/version; omit to purge everything.")
         var algo: String?
 
+        func validate() throws {
+            // As DELETE /_admin/cache: a typo must not purge nothing and say so quietly.
+            if let algo, !OperatorRoutes.isAlgoPattern(algo) {
+                throw ValidationError("--algo must be owner/name or owner/name/version, not '\(algo)'")
+            }
+        }
+
         func run() async throws {
             let purged = try await openCache(config).purge(algo: algo)
             print("purged \(purged) entr\(purged == 1 ? "y" : "ies")\(algo.map { " of \($0)" } ?? "")")

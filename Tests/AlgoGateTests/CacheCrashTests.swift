@@ -78,6 +78,11 @@ import Testing
         #expect(stats.termination == .exited(0))
         #expect(stats.log.contains("entries: \(entries.count)"))
         #expect(stats.log.contains("util/Echo/1.0.0"))
+        // A pattern the HTTP endpoint would refuse is refused here too, before anything is read.
+        let typo = try await ChildProcess.run(arguments: ["cache", "purge", "--config", config.path, "--algo", "util-Echo"])
+        #expect(typo.termination == .exited(64))
+        #expect(typo.log.contains("Error: --algo must be owner/name or owner/name/version, not 'util-Echo'"), "\(typo.log)")
+        #expect(try await cache.stats().entries == entries.count)
         let purge = try await ChildProcess.run(arguments: ["cache", "purge", "--config", config.path, "--algo", "util/Echo"])
         #expect(purge.log.contains("purged \(entries.count) entries of util/Echo"))
         #expect(try await cache.stats().entries == 0)

@@ -11,7 +11,7 @@ import NIOCore
 ///
 /// For any client key:
 /// - `GET /_gateway/me`: the client's name, scopes, data prefixes, quotas and what remains today.
-struct OperatorRoutes: Sendable {
+public struct OperatorRoutes: Sendable {
     let cache: ResponseCache?
     let ledger: QuotaLedger
     let usage: any UsageStore
@@ -115,7 +115,9 @@ struct OperatorRoutes: Sendable {
         return cache
     }
 
-    static func isAlgoPattern(_ text: String) -> Bool {
+    /// Whether `text` names what a purge may: `owner/name` or `owner/name/version` (the HTTP
+    /// endpoint and `algogate cache purge` alike).
+    public static func isAlgoPattern(_ text: String) -> Bool {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         return (2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty && !$0.contains("%") }
     }
