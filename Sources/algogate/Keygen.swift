@@ -36,6 +36,12 @@ struct Keygen: AsyncParsableCommand {
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw ValidationError("--name: use letters, digits, '-', '_' and '.'")
         }
+        // As the configuration checks them, so that the entry printed is one it accepts.
+        for prefix in dataPrefixes {
+            do { _ = try DataURI.parse(uri: prefix) } catch let error as GatewayError {
+                throw ValidationError("--data-prefixes: \(error.message)")
+            }
+        }
         for pattern in algorithms {
             do { _ = try AlgorithmPattern(parsing: pattern) } catch let error as GatewayError {
                 throw ValidationError("--algorithms: \(error.message)")

@@ -107,4 +107,14 @@ import Testing
         let client = try ClientRegistry(config: loaded.config).client(for: Secret(made.key))
         #expect(client?.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
     }
+
+    /// keygen checks data prefixes as the configuration does, so that the entry it prints loads.
+    @Test func keygenRefusesADataPrefixTheConfigurationWould() async throws {
+        let refused = try await ChildProcess.run(arguments: ["keygen", "--name", "team-x", "--data-prefixes", "ftp://files/team-x/"])
+        #expect(refused.termination == .exited(64))
+        #expect(refused.log.contains("Error: --data-prefixes: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)"), "\(refused.log)")
+        let made = try await KeyRotationTests.keygen(["--name", "team-x", "--data-prefixes", "s3://bucket/team-x/"])
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        #expect(try ClientRegistry(config: loaded.config).client(for: Secret(made.key))?.dataPrefixes?.map(\.description) == ["s3://bucket/team-x"])
+    }
 }
