@@ -4,6 +4,7 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// `algogate serve`: runs the gateway with a configuration file.
@@ -44,10 +45,20 @@ struct Serve: AsyncParsableCommand {
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
         } catch let error as ConfigError {
             // The state file (`cache.path`) could not be opened or created.
-            log.logger.critical("cannot start", metadata: ["error": "\(error)"])
-            FileHandle.standardError.write(Data("algogate: cannot start with \(config): \(error)\n".utf8))
-            throw ExitCode(1)
+            try Self.cannotStart(String(describing: error), config: config, log: log)
+        } catch let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode) {
+            // NIO says `bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)`.
+            let server = loaded.config.server
+            try Self.cannotStart("cannot listen on \(server.host):\(server.port) (server.host, server.port): \(String(cString: strerror(error.errnoCode)))",
+                                 config: config, log: log)
         }
+    }
+
+    /// Says why the gateway could not start, on standard error and in the log, and exits 1.
+    private static func cannotStart(_ reason: String, config: String, log: StandardOutputLog) throws -> Never {
+        log.logger.critical("cannot start", metadata: ["error": .string(reason)])
+        FileHandle.standardError.write(Data("algogate: cannot start with \(config): \(reason)\n".utf8))
+        throw ExitCode(1)
     }
 }
 

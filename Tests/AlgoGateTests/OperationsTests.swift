@@ -46,6 +46,26 @@ import Testing
         }
     }
 
+    /// A gateway that cannot listen (its port taken) says so in words naming the setting, and exits
+    /// 1 with its state file flushed and closed: the service group cancels rather than drains, and
+    /// the last flush and checkpoint used to fail in the cancelled task ("closing the database failed").
+    @Test func aPortInUseIsNamedAndTheStateFileIsClosedCleanly() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        try await withTemporaryDirectory("port-taken") { directory in
+            let config = directory.appendingPathComponent("second.yaml")
+            try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: pair.gatewayPort, work: directory)
+                .write(to: config, atomically: true, encoding: .utf8)
+            let second = try await ChildProcess.run(arguments: ["serve", "--config", config.path],
+                                                    environment: [ProcessHarness.keyVariable: Keys.upstream])
+            #expect(second.termination == .exited(1))
+            #expect(second.log.contains("algogate: cannot start with \(config.path): cannot listen on 127.0.0.1:\(pair.gatewayPort) (server.host, server.port): Address already in use\n"),
+                    "\(second.log)")
+            // The last flush and checkpoint ran: no "cache flush failed", no "closing the database failed".
+            #expect(!second.log.contains("failed"), "\(second.log)")
+        }
+    }
+
     @Test func sighupAddsAClientWithoutDisturbingAnInFlightCall() async throws {
         let clientA = """
         clients:

@@ -18,13 +18,18 @@ struct StateMaintenance: Service {
                 await flush()
             }
         }
-        await flush()
-        do {
-            _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
-            try storage.pool.close()
-        } catch {
-            logger.error("closing the database failed", metadata: ["error": "\(error)"])
-        }
+        // In a task of its own: when the service group cancels rather than drains (another service
+        // failed, such as a listener that could not bind), GRDB refuses work in a cancelled task,
+        // and the last second's usage counts would be lost with the file left unchecked-pointed.
+        await Task { [self] in
+            await flush()
+            do {
+                _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+                try storage.pool.close()
+            } catch {
+                logger.error("closing the database failed", metadata: ["error": "\(error)"])
+            }
+        }.value
     }
 
     private func flush() async {
@@ -33,6 +38,8 @@ struct StateMaintenance: Service {
         }
         do {
             try await storage.cache?.flush(now: Date().timeIntervalSince1970)
+        } catch is CancellationError {
+            // Stopping: the final flush follows, outside the cancelled task.
         } catch {
             logger.error("cache flush failed", metadata: ["error": "\(error)"])
         }
