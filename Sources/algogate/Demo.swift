@@ -31,6 +31,18 @@ struct Demo: AsyncParsableCommand {
         let loaded = try loadOrExit(path: config, environment: environment)
         let log = StandardOutputLog(format: .text)
         defer { log.finish() }
+        let server = loaded.config.server
+        // Either listener may be the one that could not bind: NIO does not say which.
+        let listening = "\(server.host):\(server.port) (the gateway: server.port in \(config)) or 127.0.0.1:\(simPort) (the simulator: --sim-port)"
+        do {
+            try await run(loaded: loaded, upstreamKey: upstreamKey, log: log)
+        } catch {
+            guard let reason = startFailure(error, listening: listening) else { throw error }
+            try cannotStart(reason, config: config, log: log)
+        }
+    }
+
+    private func run(loaded: ConfigLoader.Loaded, upstreamKey: String, log: StandardOutputLog) async throws {
         let logger = log.logger
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
         let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer, redactor: log.redactor).services()

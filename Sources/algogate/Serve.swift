@@ -43,23 +43,34 @@ struct Serve: AsyncParsableCommand {
         defer { log.finish() }
         do {
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
-        } catch let error as ConfigError {
-            // The state file (`cache.path`) could not be opened or created.
-            try Self.cannotStart(String(describing: error), config: config, log: log)
-        } catch let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode) {
-            // NIO says `bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)`.
+        } catch {
             let server = loaded.config.server
-            try Self.cannotStart("cannot listen on \(server.host):\(server.port) (server.host, server.port): \(String(cString: strerror(error.errnoCode)))",
-                                 config: config, log: log)
+            guard let reason = startFailure(error, listening: "\(server.host):\(server.port) (server.host, server.port)") else { throw error }
+            try cannotStart(reason, config: config, log: log)
         }
     }
+}
 
-    /// Says why the gateway could not start, on standard error and in the log, and exits 1.
-    private static func cannotStart(_ reason: String, config: String, log: StandardOutputLog) throws -> Never {
-        log.logger.critical("cannot start", metadata: ["error": .string(reason)])
-        FileHandle.standardError.write(Data("algogate: cannot start with \(config): \(reason)\n".utf8))
-        throw ExitCode(1)
+/// Why a gateway could not start, in words that name the setting, for the failures that have
+/// one: its state file (`cache.path`) could not be opened or created (a `ConfigError`), or it
+/// could not listen on `listening` (NIO says only `bind(descriptor:ptr:bytes:): Address already
+/// in use) (errno: 98)`). Nil for any other error.
+func startFailure(_ error: any Error, listening: String) -> String? {
+    switch error {
+    case let error as ConfigError:
+        return String(describing: error)
+    case let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode):
+        return "cannot listen on \(listening): \(String(cString: strerror(error.errnoCode)))"
+    default:
+        return nil
     }
+}
+
+/// Says why the gateway could not start, on standard error and in the log, and exits 1.
+func cannotStart(_ reason: String, config: String, log: StandardOutputLog) throws -> Never {
+    log.logger.critical("cannot start", metadata: ["error": .string(reason)])
+    FileHandle.standardError.write(Data("algogate: cannot start with \(config): \(reason)\n".utf8))
+    throw ExitCode(1)
 }
 
 extension LogLineFormat: ExpressibleByArgument {}
