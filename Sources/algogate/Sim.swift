@@ -49,6 +49,12 @@ struct Sim: AsyncParsableCommand {
             host: host, port: port, apiKey: key, username: username,
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) }, pageSize: pageSize, defaultFault: defaultFault
         ))
-        try await simulator.application().runService()
+        do {
+            try await simulator.application().runService()
+        } catch {
+            guard let reason = startFailure(error, listening: "\(host):\(port) (--host, --port)") else { throw error }
+            FileHandle.standardError.write(Data("algogate sim: cannot start: \(reason)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }
