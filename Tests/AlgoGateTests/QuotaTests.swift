@@ -118,15 +118,22 @@ import Testing
             #expect(refused.text == #"{"error":{"error_type":"QuotaStoreUnavailable","message":"usage cannot be recorded right now, so requests are refused; retry shortly"}}"#)
             #expect(refused.header("Retry-After") == "1")
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            // Not ready meanwhile: a load balancer sends teams to a replica that can count them.
+            let notReady = try await h.gateway.send(.GET, "/readyz")
+            #expect(notReady.status == 503)
+            #expect(notReady.text == #"{"error":{"error_type":"ServiceUnavailable","message":"usage counters cannot be read or written, so team requests are refused (quotas fail closed)"}}"#)
             store.failLoads.withLock { $0 = false }
             #expect(await h.app.ledger.flush())
             #expect(try await Self.call(h).status == 200)
+            #expect(try await h.gateway.send(.GET, "/readyz").status == 200)
             store.failWrites.withLock { $0 = true }
             #expect(await h.app.ledger.flush() == false)
             #expect(try await Self.call(h).status == 503)
+            #expect(try await h.gateway.send(.GET, "/readyz").status == 503)
             store.failWrites.withLock { $0 = false }
             #expect(await h.app.ledger.flush())
             #expect(try await Self.call(h).status == 200)
+            #expect(try await h.gateway.send(.GET, "/readyz").status == 200)
             // Nothing was lost while the store failed: both admitted calls reached it.
             #expect(await h.app.ledger.flush())
             #expect(store.written.withLock { $0.values.reduce(0) { $0 + $1.requests } } == 2)

@@ -121,11 +121,16 @@ public struct GatewayApp: Sendable {
         router.get("/healthz", use: healthz)
         router.head("/healthz", use: healthz)
         let pool = storage.pool
+        let ledger = ledger
         let readyz: @Sendable (Request, GatewayRequestContext) async throws -> Response = { _, _ in
             do {
                 _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
             } catch {
                 throw GatewayError.unavailable("the gateway's database cannot be read").caused(by: error)
+            }
+            // A replica refusing every team request is not ready: a load balancer sends them elsewhere.
+            guard ledger.isHealthy else {
+                throw GatewayError.unavailable("usage counters cannot be read or written, so team requests are refused (quotas fail closed)")
             }
             return Self.status("ready")
         }

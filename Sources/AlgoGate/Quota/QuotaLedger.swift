@@ -162,6 +162,9 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    /// Whether requests are admitted: the day's counters were read and the last write succeeded.
+    public var isHealthy: Bool { state.withLock { $0.healthy } }
+
     public func standing(of client: String) -> Standing {
         let current = now()
         let minute = Int64((current / 60).rounded(.down))
