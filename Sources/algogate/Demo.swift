@@ -35,6 +35,8 @@ struct Demo: AsyncParsableCommand {
         // Either listener may be the one that could not bind: NIO does not say which.
         let listening = "\(server.host):\(server.port) (the gateway: server.port in \(config)) or 127.0.0.1:\(simPort) (the simulator: --sim-port)"
         do {
+            try await checkListenable(host: server.host, port: server.port)
+            try await checkListenable(host: "127.0.0.1", port: simPort)
             try await run(loaded: loaded, upstreamKey: upstreamKey, log: log)
         } catch {
             guard let reason = startFailure(error, listening: listening) else { throw error }

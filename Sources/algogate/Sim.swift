@@ -50,6 +50,7 @@ struct Sim: AsyncParsableCommand {
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) }, pageSize: pageSize, defaultFault: defaultFault
         ))
         do {
+            try await checkListenable(host: host, port: port)
             try await simulator.application().runService()
         } catch {
             guard let reason = startFailure(error, listening: "\(host):\(port) (--host, --port)") else { throw error }

@@ -46,10 +46,11 @@ import Testing
         }
     }
 
-    /// A gateway that cannot listen (its port taken) says so in words naming the setting, and exits
-    /// 1 with its state file flushed and closed: the service group cancels rather than drains, and
-    /// the last flush and checkpoint used to fail in the cancelled task ("closing the database failed").
-    @Test func aPortInUseIsNamedAndTheStateFileIsClosedCleanly() async throws {
+    /// A gateway that cannot listen (its port taken) says so in words naming the setting and exits
+    /// 1, before any service starts: the port is tried first, so nothing is opened (no state file),
+    /// and the service group never has to cancel what it started (that cancellation deadlocked now
+    /// and then inside Hummingbird, leaving the process hanging).
+    @Test func aPortInUseIsNamedBeforeAnythingStarts() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }
         try await withTemporaryDirectory("port-taken") { directory in
@@ -61,8 +62,9 @@ import Testing
             #expect(second.termination == .exited(1))
             #expect(second.log.contains("algogate: cannot start with \(config.path): cannot listen on 127.0.0.1:\(pair.gatewayPort) (server.host, server.port): Address already in use\n"),
                     "\(second.log)")
-            // The last flush and checkpoint ran: no "cache flush failed", no "closing the database failed".
-            #expect(!second.log.contains("failed"), "\(second.log)")
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("cache.sqlite").path))
+            // The first gateway still answers.
+            #expect(try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#).0 == 200)
         }
     }
 

@@ -18,18 +18,18 @@ struct StateMaintenance: Service {
                 await flush()
             }
         }
-        // In a task of its own: when the service group cancels rather than drains (another service
-        // failed, such as a listener that could not bind), GRDB refuses work in a cancelled task,
-        // and the last second's usage counts would be lost with the file left unchecked-pointed.
-        await Task { [self] in
-            await flush()
-            do {
-                _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
-                try storage.pool.close()
-            } catch {
-                logger.error("closing the database failed", metadata: ["error": "\(error)"])
-            }
-        }.value
+        await flush()
+        do {
+            _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            try storage.pool.close()
+        } catch is CancellationError {
+            // The service group cancelled rather than drained (another service failed): GRDB does
+            // no work in a cancelled task, so the file is closed without its checkpoint (SQLite
+            // checkpoints when the last connection closes).
+            try? storage.pool.close()
+        } catch {
+            logger.error("closing the database failed", metadata: ["error": "\(error)"])
+        }
     }
 
     private func flush() async {
@@ -39,7 +39,7 @@ struct StateMaintenance: Service {
         do {
             try await storage.cache?.flush(now: Date().timeIntervalSince1970)
         } catch is CancellationError {
-            // Stopping: the final flush follows, outside the cancelled task.
+            // Stopping: a drain's final flush follows.
         } catch {
             logger.error("cache flush failed", metadata: ["error": "\(error)"])
         }
