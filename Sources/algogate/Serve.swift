@@ -56,10 +56,10 @@ struct Serve: AsyncParsableCommand {
 
 /// Binds `host:port` as the server will (with SO_REUSEADDR) and lets go at once, so that a port
 /// already taken is found before any service starts. Found later, the service group cancels the
-/// services it started, and on these machines that cancellation deadlocked now and then inside
-/// Hummingbird's date cache (swift-async-algorithms' merge), leaving the process hanging rather
-/// than exiting (seen: 1 start in 20 under load, with and without the gateway's own services).
-/// Port 0 (any free port) is not checked.
+/// services it started, and that cancellation once deadlocked in a test run (a thread in
+/// swift-async-algorithms' merge, which `cancelOnGracefulShutdown` uses, another waiting on a
+/// task's status lock), leaving the process hanging rather than exiting. Port 0 (any free port)
+/// is not checked.
 func checkListenable(host: String, port: Int) async throws {
     guard port != 0 else { return }
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

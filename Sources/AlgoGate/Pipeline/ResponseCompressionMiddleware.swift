@@ -45,10 +45,9 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         return false
     }
 
-    /// Whether `Cache-Control` holds `no-transform` (directive names are case-insensitive).
+    /// Whether `Cache-Control` holds `no-transform` (read as the cache reads a request's).
     static func forbidsTransform(_ headers: HTTPFields) -> Bool {
-        guard let value = headers.value(.cacheControl) else { return false }
-        return value.split(separator: ",").contains { $0.trimmedSpaces.lowercased() == "no-transform" }
+        headers.value(.cacheControl) != nil && CachePolicy.cacheControl(headers).contains("no-transform")
     }
 
     /// The answer depends on Accept-Encoding whether or not this one was compressed.

@@ -65,7 +65,7 @@ enum HeaderPolicy {
     /// served from the plain bytes, not from the gzip ones this answer holds.
     static func contentRecoded(_ headers: inout HTTPFields, rangesStay: Bool) {
         if let tag = headers.value(.eTag), !tag.hasPrefix("W/") { headers[.eTag] = "W/" + tag }
-        for name in digestFields where headers[name] != nil { headers[name] = nil }
+        for name in digestFields { headers[name] = nil }
         if !rangesStay { headers[.acceptRanges] = nil }
     }
 
