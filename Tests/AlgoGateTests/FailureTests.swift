@@ -140,22 +140,50 @@ import Testing
     }
 
     /// An upstream that sends an answer's head and then nothing more (a connection that died
-    /// silently mid-answer) is given up after `upstream.timeout_seconds` and the grace of silence:
-    /// 504, and its slot is free, rather than the call hanging for ever. A cacheable call too,
-    /// though it is fetched for the cache whether or not its client waits.
-    @Test(arguments: ["/v1/algo/test/NoisyGzip", "/v1/algo/test/NoisyGzip/1.0.0"])
-    func anUpstreamThatStopsSendingMidAnswerIs504(path: String) async throws {
+    /// silently mid-answer) is given up, rather than the call hanging for ever: 504, and its slot
+    /// is free. An algorithm call (a cacheable one too, though it is fetched for the cache whether
+    /// or not its client waits) at its timeout and the grace, which bound its whole exchange; a
+    /// management answer, read ahead to rewrite its links, after `upstream.timeout_seconds` and
+    /// the grace of silence.
+    @Test(arguments: [(HTTPMethod.POST, "/v1/algo/test/NoisyGzip", "the upstream did not answer within 1 seconds"),
+                      (.POST, "/v1/algo/test/NoisyGzip/1.0.0", "the upstream did not answer within 1 seconds"),
+                      (.GET, "/v1/algorithms/test/NoisyGzip", "the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds")])
+    func anUpstreamThatStopsSendingMidAnswerIs504(method: HTTPMethod, path: String, message: String) async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
             try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let started = ContinuousClock.now
-                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+                let reply = try await h.gateway.send(method, path, headers: simple(Keys.teamA) + jsonType, body: method == .POST ? Array("600000".utf8) : nil)
                 #expect(reply.status == 504)
-                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds"}}"#)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"\#(message)"}}"#)
                 #expect(ContinuousClock.now - started >= .seconds(5.5))
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
                 #expect(h.app.answerBudget.held == 0)
+            }
+        }
+    }
+
+    /// An upstream that sends an answer's head in time and then its body too slowly to finish
+    /// within the call's timeout, though never silent long enough for the read timeout, is given
+    /// up at the timeout and the grace: 504, and its slot is free. A cacheable call too. Before,
+    /// such a call ran as long as the upstream kept sending (here 12 s, then 200).
+    @Test(arguments: ["/v1/algo/test/Trickle", "/v1/algo/test/Trickle/1.0.0"])
+    func anAnswerStillArrivingAtTheTimeoutIs504(path: String) async throws {
+        try await HeldUpstream.run { _, port in
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let started = ContinuousClock.now
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "12000")
+                let elapsed = ContinuousClock.now - started
+                #expect(reply.status == 504)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+                #expect(elapsed >= .seconds(5.9) && elapsed < .seconds(11))
+                let metrics = try await h.gateway.send(.GET, "/metrics").text
+                #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
+                #expect(h.app.answerBudget.held == 0)
+                // The connection serves the next call, whose time is its own.
+                let next = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: "1")
+                #expect(next.status == 200)
             }
         }
     }

@@ -11,10 +11,13 @@ import Synchronization
 /// comes in. `demo/Hello/0.1.0` answers at once. `test/Hold` (and `test/Hold/1.0.0`, which echo
 /// their input) and `test/Large` (and `test/Large/1.0.0`: an answer of as many bytes as its input
 /// names; `test/LargeGzip` and `test/LargeDeflate` send it compressed, `test/NoisyGzip` (and
-/// `test/NoisyGzip/1.0.0`) sends `noisy`'s answer, which gzip shrinks by only a third, its body held back after 1 KiB until
+/// `test/NoisyGzip/1.0.0`, and `GET /v1/algorithms/test/NoisyGzip`) sends `noisy`'s answer (of 600,000 bytes when the input names no size), which gzip shrinks by only a third, its body held back after 1 KiB until
 /// `bodies` opens; `test/Chunked` sends `test/Large`'s
 /// answer chunked, with no length) calls wait for `release` too, and count in `abandoned` when the
 /// gateway closes their connection first.
+///
+/// `test/Trickle` (and `test/Trickle/1.0.0`) sends `hello` chunked after a space every 200 ms for
+/// the milliseconds its input names, at once.
 ///
 /// For tests that must act while calls are held upstream (a signal, a reload, a queue filling up
 /// behind them). Such tests once watched a simulator call of a few seconds instead, and failed
@@ -106,7 +109,7 @@ final class HeldUpstream: Sendable {
             })
         })
         let noisyGzip = held { input in
-            let body = ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 13).utf8), .gzip()))
+            let body = ByteBuffer(bytes: try CompressionTests.gzip(Array(Self.noisy(Int(input) ?? 600_000).utf8), .gzip()))
             return Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
                             body: .init(contentLength: body.readableBytes) { [upstream] writer in
                                 try await writer.write(body.getSlice(at: body.readerIndex, length: 1024)!)
@@ -115,8 +118,27 @@ final class HeldUpstream: Sendable {
                                 try await writer.finish(nil)
                             })
         }
+        // A management answer, gzipped, that stops after its first KiB until `bodies` opens.
+        router.get("/v1/algorithms/test/NoisyGzip") { request, context in try await noisyGzip(request, context) }
         router.post("/v1/algo/test/NoisyGzip", use: noisyGzip)
         router.post("/v1/algo/test/NoisyGzip/1.0.0", use: noisyGzip)
+        // Its head at once, then its body a byte at a time, one every 200 ms for as many
+        // milliseconds as its input names, never silent long enough for a read timeout.
+        let trickle = { @Sendable (request: Request, _: BasicRequestContext) async throws -> Response in
+            let milliseconds = Int(String(buffer: try await request.body.collect(upTo: 1024))) ?? 0
+            let answer = ByteBuffer(string: Self.hello)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init { writer in
+                let spaces = milliseconds / 200
+                for _ in 0..<spaces {
+                    try await writer.write(ByteBuffer(string: " "))
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                try await writer.write(answer)
+                try await writer.finish(nil)
+            })
+        }
+        router.post("/v1/algo/test/Trickle", use: trickle)
+        router.post("/v1/algo/test/Trickle/1.0.0", use: trickle)
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),

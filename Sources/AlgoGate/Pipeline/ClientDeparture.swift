@@ -14,12 +14,20 @@ import Synchronization
 /// Only calls whose answer would be thrown away are cancelled (`RequestFacts.keepsAnswer`): an
 /// answer the cache will store, or that collapsed waiters share, is still fetched, for the retry
 /// that usually follows.
+///
+/// The same watch gives a call up when its deadline passes (`CallWatch`), whatever it is waiting
+/// on then: the forwarder bounds an algorithm call's whole exchange by its timeout that way.
 final class ClientDeparture: Sendable {
     private struct State {
         var departed = false
         /// The call waiting for the client to go, and which wait it is (see `wait()`).
         var waiter: CheckedContinuation<Void, Never>?
         var waits = 0
+        /// The call under way (`watching`): its number, whether its client's going gives it up,
+        /// and the timeout it has run out of (`CallWatch.expire`), if it has.
+        var calls = 0
+        var watchesDeparture = true
+        var expired: GatewayError?
     }
     private let state = Mutex(State())
 
@@ -27,6 +35,7 @@ final class ClientDeparture: Sendable {
     func depart() {
         let waiter = state.withLock { state in
             state.departed = true
+            guard state.watchesDeparture else { return nil as CheckedContinuation<Void, Never>? }
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -35,7 +44,8 @@ final class ClientDeparture: Sendable {
 
     var hasDeparted: Bool { state.withLock { $0.departed } }
 
-    /// Returns once the client has gone, or the calling task is cancelled.
+    /// Returns once the call under way is over for the client's sake: its client has gone (when
+    /// that gives it up) or its time has run out; or once the calling task is cancelled.
     func wait() async {
         let wait = state.withLock { state in
             state.waits += 1
@@ -44,8 +54,8 @@ final class ClientDeparture: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state in
-                    // A cancellation that came first found no waiter to resume.
-                    if state.departed || Task.isCancelled { return true }
+                    // A cancellation, departure or expiry that came first found no waiter to resume.
+                    if (state.departed && state.watchesDeparture) || state.expired != nil || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
                 }
@@ -61,23 +71,47 @@ final class ClientDeparture: Sendable {
         }
     }
 
+    /// The call under way has run out of time: it is given up with `failure`. A call that has
+    /// ended meanwhile (its number is not `call`) is left alone.
+    fileprivate func expire(call: Int, with failure: GatewayError) {
+        let waiter = state.withLock { state in
+            guard state.calls == call else { return nil as CheckedContinuation<Void, Never>? }
+            state.expired = failure
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
     /// Runs `operation` (the wait for an upstream slot, then the exchange), cancelling it when the
-    /// client goes first; then throws `GatewayError.clientClosedRequest`, which only the log line
-    /// and metrics see.
-    func cancellingOnDeparture<Value: Sendable>(_ operation: @escaping @Sendable () async throws -> Value) async throws -> Value {
-        if hasDeparted { throw GatewayError.clientClosedRequest }
+    /// client goes first, if `departures` (a call whose answer is kept, for the cache or
+    /// collapsed waiters, is not given up when its client goes), and when the deadline it sets
+    /// on its `CallWatch` passes first. Then throws `GatewayError.clientClosedRequest`, which
+    /// only the log line and metrics see, or the failure the deadline was set with.
+    func watching<Value: Sendable>(departures: Bool, _ operation: @escaping @Sendable (CallWatch?) async throws -> Value) async throws -> Value {
+        if departures, hasDeparted { throw GatewayError.clientClosedRequest }
+        let call = state.withLock { state in
+            state.calls += 1
+            state.watchesDeparture = departures
+            state.expired = nil
+            return state.calls
+        }
+        let watch = CallWatch(departure: self, call: call)
         return try await withThrowingTaskGroup(of: Value?.self) { group in
-            group.addTask { try await operation() }
+            group.addTask { try await operation(watch) }
             group.addTask {
                 await self.wait()
                 return nil
             }
             defer { group.cancelAll() }
-            // The first to finish decides: the answer, its failure, or the client's departure. A
-            // wait ended by this task's own cancellation leaves the answer (or its failure) to it.
+            // The first to finish decides: the answer, its failure, the expiry or the client's
+            // departure. A wait ended by this task's own cancellation leaves the answer (or its
+            // failure) to it.
             while let outcome = try await group.next() {
                 if let value = outcome { return value }
-                if hasDeparted { throw GatewayError.clientClosedRequest }
+                let (departed, expired) = state.withLock { ($0.departed && $0.watchesDeparture, $0.expired) }
+                if let expired { throw expired }
+                if departed { throw GatewayError.clientClosedRequest }
             }
             throw CancellationError()
         }
@@ -92,5 +126,21 @@ final class ClientDeparture: Sendable {
         return try? await channel.eventLoop.submit {
             try channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).departure
         }.get()
+    }
+}
+
+/// A call run by `ClientDeparture.watching`, for the forwarder to bound: `expire(at:on:with:)`
+/// gives the call up with a failure once a deadline passes, whatever it is waiting on then
+/// (the upstream client's own deadline covers only the wait for an answer's head, not the
+/// reading of its body).
+struct CallWatch: Sendable {
+    fileprivate let departure: ClientDeparture
+    fileprivate let call: Int
+
+    /// Gives the call up with `failure` at `deadline`, unless the returned task is cancelled
+    /// first. The timer runs on `loop` (the connection's), so it costs the call no task.
+    func expire(at deadline: NIODeadline, on loop: any EventLoop, with failure: GatewayError) -> Scheduled<Void> {
+        let (departure, call) = (departure, call)
+        return loop.scheduleTask(deadline: deadline) { departure.expire(call: call, with: failure) }
     }
 }

@@ -5,7 +5,8 @@ import NIOCore
 /// The last step for `/v1` requests: takes an upstream slot (fair share of the account's
 /// concurrency), hands the request to the forwarder by route class, and gives the slot back when
 /// the upstream exchange is over (for streamed bodies, when the body has been sent). An algorithm
-/// call whose client goes while it waits for a slot or an answer is given up (`ClientDeparture`).
+/// call whose client goes while it waits for a slot or an answer is given up, and so is one whose
+/// answer is not all in by the call's timeout (`ClientDeparture`).
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let forwarder: Forwarder
@@ -18,20 +19,20 @@ struct ForwardMiddleware: RouterMiddleware {
         let client = context.client?.name ?? "-"
         if case .algo(let ref) = route {
             let (gate, forwarder, queueTimeout, metrics) = (gate, forwarder, queueTimeout, metrics)
-            let call = { @Sendable () async throws -> Response in
+            let call = { @Sendable (watch: CallWatch?) async throws -> Response in
                 try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
                 defer { gate.release(client: client) }
                 let started = ContinuousClock.now
                 let input = try await request.body.collect(upTo: .max)
-                let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context)
+                let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
                 metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
                 context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
                 return response
             }
-            // A call whose answer nobody keeps is given up, queued or upstream, once its client
-            // has gone (`ClientDeparture`).
-            let departure = context.facts.keepsAnswer ? nil : await ClientDeparture.of(context.channel)
-            return if let departure { try await departure.cancellingOnDeparture(call) } else { try await call() }
+            // A call is given up, queued or upstream, once its client has gone, unless its
+            // answer is kept (`ClientDeparture`); and once its time is up, body included.
+            guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
+            return try await departure.watching(departures: !context.facts.keepsAnswer, call)
         }
         try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
         let started = ContinuousClock.now

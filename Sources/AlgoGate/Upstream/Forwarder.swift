@@ -76,12 +76,22 @@ public struct Forwarder: Sendable {
     /// `max_response_bytes`, so later steps (cache, compression) can work on it. A large answer
     /// holds room under `limits.max_buffered_answer_bytes` from before it is read until it has been
     /// sent (`RequestFacts.holdAnswer`).
-    func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext) async throws -> (Response, ByteBuffer) {
+    ///
+    /// The call's timeout (and the grace) bounds the whole exchange, the answer's body included:
+    /// the upstream client's deadline covers the head alone, and its read timeout only silence,
+    /// so an answer trickling in would otherwise hold the call and its slot past it. `watch`
+    /// gives the call up then (`CallWatch`); without one (a test's bare channel) only the head
+    /// is bounded.
+    func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext,
+                     watch: CallWatch? = nil) async throws -> (Response, ByteBuffer) {
         let settings = settings()
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
-        let response = try await execute(upstream, timeout: .seconds(Int64(query.timeout)) + Self.timeoutGrace, facts: context.facts)
+        let deadline = NIODeadline.now() + .seconds(Int64(query.timeout)) + Self.timeoutGrace
+        let expiry = watch?.expire(at: deadline, on: context.channel.eventLoop, with: Self.timedOut(seconds: query.timeout))
+        defer { expiry?.cancel() }
+        let response = try await execute(upstream, deadline: deadline, timeoutSeconds: query.timeout, wholeCall: true, facts: context.facts)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
                               timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
@@ -109,7 +119,7 @@ public struct Forwarder: Sendable {
         } catch is NIOTooManyBytesError {
             throw tooLarge
         } catch {
-            throw failure(error, timeoutSeconds: query.timeout)
+            throw failure(error, timeoutSeconds: query.timeout, wholeCall: true)
         }
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
@@ -185,7 +195,8 @@ public struct Forwarder: Sendable {
             }
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
-        let response = try await execute(upstream, timeout: .seconds(Int64(settings.timeoutSeconds)), facts: context.facts, replayable: replayable,
+        let response = try await execute(upstream, deadline: .now() + .seconds(Int64(settings.timeoutSeconds)), timeoutSeconds: settings.timeoutSeconds,
+                                         facts: context.facts, replayable: replayable,
                                          upload: upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
@@ -340,11 +351,11 @@ public struct Forwarder: Sendable {
     ///
     /// When the client's own body failed (`upload`), the exchange failed on the client's side: it
     /// is the client's error (400), and says nothing of the upstream to the circuit breaker.
-    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount, facts: RequestFacts, replayable: Bool = false,
+    /// `timeoutSeconds`: what the deadline is, as a failure names it; `wholeCall`: see `translate`.
+    private func execute(_ request: HTTPClientRequest, deadline: NIODeadline, timeoutSeconds seconds: Int, wholeCall: Bool = false,
+                         facts: RequestFacts, replayable: Bool = false,
                          upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
         try breaker?.admit()
-        let deadline = NIODeadline.now() + timeout
-        let seconds = Int(timeout.nanoseconds / 1_000_000_000)
         do {
             let response: HTTPClientResponse
             do {
@@ -368,14 +379,14 @@ public struct Forwarder: Sendable {
                 throw (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
             }
             breaker?.record(Self.isUnreachable(error) ? .unreachable : .unknown)
-            throw failure(error, timeoutSeconds: seconds)
+            throw failure(error, timeoutSeconds: seconds, wholeCall: wholeCall)
         }
     }
 
     /// `translate`, with a cause that quotes the upstream key (no transport error is known to)
     /// replaced, since the cause goes to the log.
-    func failure(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
-        var failure = Self.translate(error, timeoutSeconds: timeoutSeconds)
+    func failure(_ error: any Error, timeoutSeconds: Int, wholeCall: Bool = false) -> GatewayError {
+        var failure = Self.translate(error, timeoutSeconds: timeoutSeconds, wholeCall: wholeCall)
         if let cause = failure.cause, KeyEchoGuard(key: settings().key).contains(cause) {
             failure.cause = "(not shown: the description held the upstream key)"
         }
@@ -406,19 +417,30 @@ public struct Forwarder: Sendable {
 
     /// Maps transport failures to 502/504 with messages that name no host, key or body; what the
     /// transport said goes in the error's `cause`, for the log line.
-    static func translate(_ error: any Error, timeoutSeconds: Int) -> GatewayError {
+    ///
+    /// `wholeCall`: `timeoutSeconds` bounds the whole exchange, body included (an algorithm call,
+    /// `forwardAlgo`), so the read timeout, which is never shorter, only comes once that deadline
+    /// has passed, and is reported as it.
+    static func translate(_ error: any Error, timeoutSeconds: Int, wholeCall: Bool = false) -> GatewayError {
         if let error = error as? GatewayError { return error }
-        return answer(for: error, timeoutSeconds: timeoutSeconds).caused(by: error)
+        return answer(for: error, timeoutSeconds: timeoutSeconds, wholeCall: wholeCall).caused(by: error)
     }
 
-    private static func answer(for error: any Error, timeoutSeconds: Int) -> GatewayError {
+    /// A call given up at its deadline: its answer, or the whole of it, was not in by then.
+    static func timedOut(seconds: Int) -> GatewayError {
+        .gatewayTimeout("the upstream did not answer within \(seconds) seconds")
+    }
+
+    private static func answer(for error: any Error, timeoutSeconds: Int, wholeCall: Bool) -> GatewayError {
         if error is CompressNIOError {
             return .badRequest("the request body is not valid compressed data for its Content-Encoding")
         }
         if let error = error as? HTTPClientError {
             switch error {
             case .deadlineExceeded, .writeTimeout:
-                return .gatewayTimeout("the upstream did not answer within \(timeoutSeconds) seconds")
+                return timedOut(seconds: timeoutSeconds)
+            case .readTimeout where wholeCall:
+                return timedOut(seconds: timeoutSeconds)
             case .readTimeout:
                 return .gatewayTimeout("the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds")
             case .connectTimeout, .getConnectionFromPoolTimeout:
