@@ -173,11 +173,14 @@ import Testing
         try await HeldUpstream.run { _, port in
             try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let started = ContinuousClock.now
-                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "12000")
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType + [("X-Request-ID", "trickle-1")], text: "12000")
                 let elapsed = ContinuousClock.now - started
                 #expect(reply.status == 504)
                 #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
                 #expect(elapsed >= .seconds(5.9) && elapsed < .seconds(11))
+                // The operator's line says it was the deadline, not the upstream client's wait for a head.
+                let line = await FailureLogTests.line(h, "trickle-1")
+                #expect(FailureLogTests.field(line, "cause") == "the call's deadline (its timeout and the grace) passed before all of its answer had come", "\(line)")
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
                 #expect(h.app.answerBudget.held == 0)

@@ -89,7 +89,9 @@ public struct Forwarder: Sendable {
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
         let deadline = NIODeadline.now() + .seconds(Int64(query.timeout)) + Self.timeoutGrace
-        let expiry = watch?.expire(at: deadline, on: context.channel.eventLoop, with: Self.timedOut(seconds: query.timeout))
+        var expired = Self.timedOut(seconds: query.timeout)
+        expired.cause = "the call's deadline (its timeout and the grace) passed before all of its answer had come"
+        let expiry = watch?.expire(at: deadline, on: context.channel.eventLoop, with: expired)
         defer { expiry?.cancel() }
         let response = try await execute(upstream, deadline: deadline, timeoutSeconds: query.timeout, wholeCall: true, facts: context.facts)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
