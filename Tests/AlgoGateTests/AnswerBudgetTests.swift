@@ -201,6 +201,9 @@ import Testing
                 let miss = try await call()
                 #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(await eventually { budget.held == 0 })
+                // Its plain bytes and the gzip copy made of them, within the bound.
+                #expect(budget.peak == 1_000_000)
+                budget.resetPeak()
                 let stored = try await h.app.storage.pool.read { try Int.fetchOne($0, sql: "SELECT size FROM cache_entry") }
                 let gzipBytes = try #require(stored)
                 #expect(gzipBytes < 10_000)
@@ -240,6 +243,34 @@ import Testing
 
     /// A hit from the hot tier holds no room: it sends the bytes the tier holds already, so it is
     /// answered even while answers being sent fill the whole bound.
+    /// A copy of a large answer is made beside its plain bytes and may live beside them until
+    /// the answer has been sent, so it holds room too, for as many bytes as the answer while it
+    /// is made, then for its own size: the gzip copy a miss stores (kept for collapsed calls and
+    /// clients that prefer gzip), and the copy compressed for a client. Before, only the plain
+    /// bytes were counted.
+    @Test func copiesOfALargeAnswerHoldRoomBesideItUntilSent() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(cacheYAML: "memory_bytes: 0",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 2000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let budget = h.app.answerBudget
+                let miss = try await h.gateway.send(.POST, "/v1/algo/test/Large/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "600000")
+                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(miss.text == HeldUpstream.large(600_000))
+                #expect(budget.peak == 1_200_000)
+                #expect(await eventually { budget.held == 0 })
+
+                let compressed = try await h.gateway.send(.POST, "/v1/algo/test/Large", headers: simple(Keys.teamB) + jsonType + [("Accept-Encoding", "gzip")],
+                                                          text: "600000")
+                #expect(compressed.header("Content-Encoding") == "gzip")
+                #expect(try CompressionTests.gunzip(compressed.bytes) == Array(HeldUpstream.large(600_000).utf8))
+                #expect(budget.peak == 1_200_000)
+                #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
+            }
+        }
+    }
+
     @Test func hitsFromMemoryHoldNoRoom() async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
@@ -400,10 +431,11 @@ import Testing
                 #expect(first.status == 200)
                 #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
                 // Once the first call's answer has been sent (its line is logged then), the
-                // second still holds the room.
+                // second still holds the room: for the plain bytes and the stored gzip copy.
                 let lines = { h.logs.all.filter { $0.contains("path=\(path)") } }
                 try #require(await eventually { lines().count == 1 }, "the first call was never logged")
-                #expect(h.app.answerBudget.held == 12_000_000)
+                let stored = try await h.app.storage.pool.read { try Int.fetchOne($0, sql: "SELECT size FROM cache_entry") }
+                #expect(h.app.answerBudget.held == 12_000_000 + (try #require(stored)))
                 #expect(try await collapsed() == 0)
 
                 try await waiter.startReading()

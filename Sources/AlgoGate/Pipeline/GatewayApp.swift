@@ -88,7 +88,8 @@ public struct GatewayApp: Sendable {
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: ExpectContinueMiddleware())
-        router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression }))
+        router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression },
+                                                             answerCapacity: { state.snapshot.config.limits.maxBufferedAnswerBytes }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry },
                                                         metricsNeedKey: { state.snapshot.config.server.metricsAccess == .admin }))
         router.add(middleware: AuthorizationMiddleware())

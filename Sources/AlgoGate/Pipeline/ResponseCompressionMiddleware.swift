@@ -10,6 +10,9 @@ import NIOCore
 struct ResponseCompressionMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let settings: @Sendable () -> GatewayConfig.Compression
+    /// `limits.max_buffered_answer_bytes`: an answer holding room under it holds its compressed
+    /// copy's too (see `handle`).
+    let answerCapacity: @Sendable () -> Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
@@ -21,7 +24,15 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         let level = Int32(settings.level)
         if case .algo = context.route, length != nil {
             let body = try await response.body.collected()
-            response.body = .init(byteBuffer: try await BodyWork.run(over: body.readableBytes) { try Deflater.compress(body, coding: coding, level: level) })
+            // A large answer holds room (`AnswerRoom`): its compressed copy is made beside its
+            // plain bytes, and may live beside them after (a cache miss's plain bytes are shared
+            // with collapsed calls), so it is counted too, at most the plain size while it is
+            // made, then its own size, until the answer has been sent.
+            let room = context.facts.answerRoom, holding = room?.held ?? 0, capacity = answerCapacity()
+            if holding > 0 { room?.force(to: holding + body.readableBytes, capacity: capacity) }
+            let compressed = try await BodyWork.run(over: body.readableBytes) { try Deflater.compress(body, coding: coding, level: level) }
+            if holding > 0 { room?.force(to: holding + compressed.readableBytes, capacity: capacity) }
+            response.body = .init(byteBuffer: compressed)
         } else {
             response.body = Deflater.stream(response.body, coding: coding, level: level)
         }

@@ -48,8 +48,10 @@ public final class MemoryBudget: Sendable {
     public var held: Int { state.withLock { $0.held } }
     /// Calls waiting for room now.
     public var waiting: Int { state.withLock { $0.waiters.count } }
-    /// The most bytes held at once so far (for tests).
+    /// The most bytes held at once so far, or since `resetPeak()` (for tests).
     public var peak: Int { state.withLock { $0.peak } }
+    /// Starts `peak` over from what is held now (for tests).
+    func resetPeak() { state.withLock { $0.peak = $0.held } }
 
     /// Holds `bytes` within `capacity` (the configuration's, which a reload may change), waiting
     /// for room behind earlier waiters; throws `busy` after `timeout`, or the task's cancellation.
