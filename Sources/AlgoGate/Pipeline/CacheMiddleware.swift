@@ -142,20 +142,19 @@ struct CacheMiddleware: RouterMiddleware {
         let body = try await response.body.collected()
         var answer = Shared(status: response.status, headers: response.headers, body: body)
         var stored = false
-        // A large answer holds room (`AnswerRoom`), and so does the gzip copy the store makes of
-        // it: at most the plain size while it is made, then its own size, since it lives beside
-        // the plain bytes until the last call sharing them has sent its answer (one that prefers
-        // gzip is sent the copy).
-        let answerRoom = context.facts.answerRoom, plainHeld = answerRoom?.held ?? 0
         if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
             Self.isCacheable(status: response.status, headers: headers, body: body)
         }) {
-            if plainHeld > 0 { answerRoom?.force(to: plainHeld + body.readableBytes, capacity: limits.maxBufferedAnswerBytes) }
-            defer { if plainHeld > 0 { answerRoom?.force(to: plainHeld + (answer.gzipBody?.readableBytes ?? 0), capacity: limits.maxBufferedAnswerBytes) } }
             do {
-                (stored, answer.gzipBody) = try await cache.store(key: key, algo: decision.algo, status: response.status.code,
-                                                                  contentType: response.headers.value(.contentType) ?? "application/json",
-                                                                  body: body, ttlSeconds: decision.ttlSeconds, now: now())
+                // A large answer's gzip copy holds room beside it: it lives beside the plain
+                // bytes until the last call sharing them has sent its answer (one that prefers
+                // gzip is sent the copy).
+                (stored, answer.gzipBody) = try await HeldBytes.counting(copyOf: body.readableBytes, in: context.facts.answerRoom,
+                                                                         capacity: limits.maxBufferedAnswerBytes) {
+                    try await cache.store(key: key, algo: decision.algo, status: response.status.code,
+                                          contentType: response.headers.value(.contentType) ?? "application/json",
+                                          body: body, ttlSeconds: decision.ttlSeconds, now: now())
+                } size: { $0.gzipBody?.readableBytes ?? 0 }
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -166,7 +165,7 @@ struct CacheMiddleware: RouterMiddleware {
                 metrics.cacheStoreFailed()
             }
         }
-        answer.room = answerRoom
+        answer.room = context.facts.answerRoom
         shared = answer
         let status = decision.lookup ? "algogate; fwd=miss" : "algogate; fwd=request"
         return Self.mark(answer.response(gzip: gzip(answer.headers.value(.contentType))), status: stored ? status + "; stored" : status,

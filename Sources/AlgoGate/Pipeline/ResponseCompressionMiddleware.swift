@@ -24,14 +24,11 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
         let level = Int32(settings.level)
         if case .algo = context.route, length != nil {
             let body = try await response.body.collected()
-            // A large answer holds room (`AnswerRoom`): its compressed copy is made beside its
-            // plain bytes, and may live beside them after (a cache miss's plain bytes are shared
-            // with collapsed calls), so it is counted too, at most the plain size while it is
-            // made, then its own size, until the answer has been sent.
-            let room = context.facts.answerRoom, holding = room?.held ?? 0, capacity = answerCapacity()
-            if holding > 0 { room?.force(to: holding + body.readableBytes, capacity: capacity) }
-            let compressed = try await BodyWork.run(over: body.readableBytes) { try Deflater.compress(body, coding: coding, level: level) }
-            if holding > 0 { room?.force(to: holding + compressed.readableBytes, capacity: capacity) }
+            // A large answer's compressed copy holds room beside it (its plain bytes may be
+            // shared with collapsed calls).
+            let compressed = try await HeldBytes.counting(copyOf: body.readableBytes, in: context.facts.answerRoom, capacity: answerCapacity()) {
+                try await BodyWork.run(over: body.readableBytes) { try Deflater.compress(body, coding: coding, level: level) }
+            } size: { $0.readableBytes }
             response.body = .init(byteBuffer: compressed)
         } else {
             response.body = Deflater.stream(response.body, coding: coding, level: level)

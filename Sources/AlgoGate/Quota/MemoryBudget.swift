@@ -191,6 +191,48 @@ final class HeldBytes: Sendable {
         if change > 0 { budget.add(change) } else { budget.release(-change) }
     }
 
+    /// Counts a copy made of an answer holding room here (compressed for a client or for the
+    /// cache), which lives beside the answer's `plain` bytes until it has been sent: as many
+    /// bytes as the answer while `make` runs, then the copy's own (`size`), taken without
+    /// waiting as `force` takes them, up to `capacity` in all. Relative, so copies made at once
+    /// for calls sharing the room (collapsed calls) each add their own. Nothing when `room` holds
+    /// none (an answer under `AnswerRoom.from`).
+    static func counting<Copy>(copyOf plain: Int, in room: HeldBytes?, capacity: Int, _ make: () async throws -> Copy,
+                               size: (Copy) -> Int) async throws -> Copy {
+        guard let room, room.held > 0 else { return try await make() }
+        let making = room.add(plain, capacity: capacity)
+        let copy: Copy
+        do {
+            copy = try await make()
+        } catch {
+            room.remove(making)
+            throw error
+        }
+        room.remove(making)
+        _ = room.add(size(copy), capacity: capacity)
+        return copy
+    }
+
+    /// Holds `bytes` more at once, up to `capacity` in all; returns how many it added.
+    private func add(_ bytes: Int, capacity: Int) -> Int {
+        let added = state.withLock { state -> Int in
+            let added = max(0, min(bytes, capacity - state.bytes))
+            state.bytes += added
+            return added
+        }
+        if added > 0 { budget.add(added) }
+        return added
+    }
+
+    private func remove(_ bytes: Int) {
+        let removed = state.withLock { state -> Int in
+            let removed = min(bytes, state.bytes)
+            state.bytes -= removed
+            return removed
+        }
+        budget.release(removed)
+    }
+
     /// `count` more requests send the bytes held here, each calling `release()` once it has.
     func share(with count: Int) {
         guard count > 0 else { return }
