@@ -139,23 +139,20 @@ import Testing
         await broken.stop()
     }
 
-    /// An upstream that sends an answer's head and then nothing more (a connection that died
-    /// silently mid-answer) is given up, rather than the call hanging for ever: 504, and its slot
-    /// is free. An algorithm call (a cacheable one too, though it is fetched for the cache whether
-    /// or not its client waits) at its timeout and the grace, which bound its whole exchange; a
-    /// management answer, read ahead to rewrite its links, after `upstream.timeout_seconds` and
-    /// the grace of silence.
-    @Test(arguments: [(HTTPMethod.POST, "/v1/algo/test/NoisyGzip", "the upstream did not answer within 1 seconds"),
-                      (.POST, "/v1/algo/test/NoisyGzip/1.0.0", "the upstream did not answer within 1 seconds"),
-                      (.GET, "/v1/algorithms/test/NoisyGzip", "the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds")])
-    func anUpstreamThatStopsSendingMidAnswerIs504(method: HTTPMethod, path: String, message: String) async throws {
+    /// An upstream that sends an algorithm answer's head and then nothing more (a connection that
+    /// died silently mid-answer) is given up at the call's timeout and the grace, which bound its
+    /// whole exchange, rather than the call hanging for ever: 504, and its slot is free. A
+    /// cacheable call too, though it is fetched for the cache whether or not its client waits.
+    /// (The read timeout's own 504, for other calls, is in `anUploadSlowerThanTheTimeoutIsNotCut`.)
+    @Test(arguments: ["/v1/algo/test/NoisyGzip", "/v1/algo/test/NoisyGzip/1.0.0"])
+    func anUpstreamThatStopsSendingMidAnswerIs504(path: String) async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
             try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let started = ContinuousClock.now
-                let reply = try await h.gateway.send(method, path, headers: simple(Keys.teamA) + jsonType, body: method == .POST ? Array("600000".utf8) : nil)
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
                 #expect(reply.status == 504)
-                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"\#(message)"}}"#)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
                 #expect(ContinuousClock.now - started >= .seconds(5.5))
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
@@ -188,6 +185,40 @@ import Testing
                 let next = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: "1")
                 #expect(next.status == 200)
             }
+        }
+    }
+
+    /// An upload that takes longer than `upstream.timeout_seconds` to arrive, though it never
+    /// stops arriving, is not cut: the time is the client's, not the upstream's. The upstream is
+    /// given the timeout to answer once the upload has ended (its read timeout, which starts
+    /// then). Before, the timeout ran from the request's start, and a 1 GB upload slower than
+    /// 300 s got a 504 however fast the upstream was.
+    @Test func anUploadSlowerThanTheTimeoutIsNotCut() async throws {
+        try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
+            let made = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+            #expect(made.status == 200)
+            let client = try await RawConnection.connect(
+                port: h.gatewayPort,
+                sending: "PUT /v1/data/.my/team-a/slow.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamA)\r\nContent-Length: 6\r\n\r\ns")
+            for byte in "lowly" {
+                try await Task.sleep(for: .milliseconds(600))
+                try await client.send(String(byte))
+            }
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            let answer = try #require(RawResponse.parse(client.text).first)
+            #expect(answer.statusLine == "HTTP/1.1 200 OK", "\(answer.body)")
+            await client.close()
+            let read = try await h.gateway.send(.GET, "/v1/data/.my/team-a/slow.txt", headers: simple(Keys.teamA))
+            #expect(read.status == 200)
+            #expect(read.text == "slowly")
+
+            // The upstream's own time still counts: an upload it does not answer within the
+            // timeout and the grace of its end gets a 504.
+            let started = ContinuousClock.now
+            let unanswered = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/late.txt", headers: simple(Keys.teamA) + [("X-Sim-Fault", "delay=9000")], text: "late")
+            #expect(unanswered.status == 504)
+            #expect(unanswered.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream sent nothing for longer than upstream.timeout_seconds (and 5 s of grace)"}}"#)
+            #expect(ContinuousClock.now - started >= .seconds(5.5))
         }
     }
 

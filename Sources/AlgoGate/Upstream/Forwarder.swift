@@ -52,13 +52,15 @@ public struct Forwarder: Sendable {
     /// nothing for `upstream.timeout_seconds` and the grace (longer than any call may wait for its
     /// answer) has its request failed. Without it, a connection that died silently while an
     /// answer's body was arriving (no reset ever comes) would hold its call, its upstream slot,
-    /// and for a cacheable call every identical call collapsed onto it, for ever. Fixed at start:
-    /// a reload that raises `upstream.timeout_seconds` asks for a restart.
+    /// and for a cacheable call every identical call collapsed onto it, for ever. A write timeout
+    /// of the same length fails an upload the upstream stops taking (the client's side of an
+    /// upload is bounded by `server.idle_timeout_seconds`). Fixed at start: a reload that raises
+    /// `upstream.timeout_seconds` asks for a restart.
     public static func clientConfiguration(_ upstream: GatewayConfig.Upstream) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)),
-                                      read: .seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace)
+        let silence = TimeAmount.seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace
+        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)), read: silence, write: silence)
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
         // No tracer is installed; without this the client parses every URL again for span attributes.
@@ -197,7 +199,12 @@ public struct Forwarder: Sendable {
             }
         }
         let replayable = !hasBody && [.get, .head, .options].contains(request.method)
-        let response = try await execute(upstream, deadline: .now() + .seconds(Int64(settings.timeoutSeconds)), timeoutSeconds: settings.timeoutSeconds,
+        // A request with a body streams it from the client: the time it takes to arrive is the
+        // client's (a 1 GB upload may take longer than any timeout), so no deadline runs from the
+        // request's start. Once it has all been sent, the read timeout gives the upstream
+        // `upstream.timeout_seconds` (and the grace) to answer.
+        let deadline: NIODeadline = hasBody ? .distantFuture : .now() + .seconds(Int64(settings.timeoutSeconds))
+        let response = try await execute(upstream, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
                                          facts: context.facts, replayable: replayable,
                                          upload: upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
@@ -444,7 +451,7 @@ public struct Forwarder: Sendable {
             case .readTimeout where wholeCall:
                 return timedOut(seconds: timeoutSeconds)
             case .readTimeout:
-                return .gatewayTimeout("the upstream stopped sending: nothing arrived for longer than upstream.timeout_seconds")
+                return .gatewayTimeout("the upstream sent nothing for longer than upstream.timeout_seconds (and 5 s of grace)")
             case .connectTimeout, .getConnectionFromPoolTimeout:
                 // The second: no pooled connection could be had within the connect timeout, since
                 // the one being made for the request did not connect in time.
