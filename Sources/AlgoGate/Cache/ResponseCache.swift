@@ -210,7 +210,7 @@ public final class ResponseCache: Sendable {
         }
         // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
         // rather than in one transaction that would hold every other write back.
-        try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
+        _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
         if stored > maxBytes { try await evictOverBound(batches: Self.expiryBatchesPerFlush) }
         hot.remove { _, answer in answer.expiresAt <= now }
     }
