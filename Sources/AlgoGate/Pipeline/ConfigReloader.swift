@@ -8,7 +8,7 @@ import UnixSignals
 /// request; a request in flight keeps the version it started with. A configuration that does not
 /// load is logged and the old one stays. Listening address, TLS, the cache file and the upstream
 /// connection pool are fixed at start-up; a change to them is logged as needing a restart, as is
-/// a raised `upstream.timeout_seconds` (the upstream client's read timeout follows it).
+/// a raised `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it).
 public struct ConfigReloader: Service {
     let path: String
     let state: GatewayState
@@ -56,7 +56,7 @@ public struct ConfigReloader: Service {
             || old.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds {
             fixed.append("upstream connection settings")
         }
-        // The upstream client's read timeout follows it (`Forwarder.clientConfiguration`): raised,
+        // The upstream client's read and write timeouts follow it (`Forwarder.clientConfiguration`): raised,
         // calls longer than the old value would be cut until a restart.
         if new.upstream.timeoutSeconds > old.upstream.timeoutSeconds { fixed.append("upstream.timeout_seconds (raised)") }
         do {
