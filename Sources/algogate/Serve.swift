@@ -156,7 +156,7 @@ struct GatewayRunner {
         // Before the HTTP client, which must be shut down once made: the file may not open.
         let storage = try GatewayStorage.open(loaded.config)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
-                                configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+                                configuration: Forwarder.clientConfiguration(loaded))
         var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage).application()]
         if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
         return services

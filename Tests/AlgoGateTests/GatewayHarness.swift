@@ -83,6 +83,7 @@ struct GatewayHarness {
         cachePath: String? = nil,
         usageStore: (any UsageStore)? = nil,
         clientsYAML: String? = nil,
+        environment: [String: String] = [:],
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -101,9 +102,9 @@ struct GatewayHarness {
             \(extraYAML)
             \(clientsYAML ?? Self.clientsYAML())
             """
-            let loaded = try ConfigLoader.load(yaml: yaml, environment: ["TEST_UPSTREAM_KEY": Keys.upstream])
+            let loaded = try ConfigLoader.load(yaml: yaml, environment: environment.merging(["TEST_UPSTREAM_KEY": Keys.upstream]) { $1 })
             let logs = LogCapture()
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
             let storage = try GatewayStorage.open(loaded.config)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now)

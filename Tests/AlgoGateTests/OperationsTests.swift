@@ -206,7 +206,7 @@ import Testing
             }
             for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
                 let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
-                let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded.config.upstream))
+                let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
                 let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger,
                                      storage: try GatewayStorage.open(loaded.config))
                 try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { port in
@@ -219,6 +219,24 @@ import Testing
                     }
                 }
             }
+
+            // Through an egress proxy: TLS to the upstream inside the proxy's tunnel, so the proxy
+            // passes the call on without reading the key, the input or the answer.
+            let proxy = try await TunnelProxy.start()
+            let loaded = try ConfigLoader.load(yaml: front("ca_file: \"\(cert)\"\n  proxy: {url: \"http://127.0.0.1:\(proxy.port)\"}"),
+                                               environment: ["FRONT_KEY": Keys.teamB])
+            let proxiedClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
+            let proxied = GatewayApp(state: try GatewayState(loaded), httpClient: proxiedClient, logger: LogCapture().logger,
+                                     storage: try GatewayStorage.open(loaded.config))
+            try await LiveServer.run({ try! proxied.application(onServerRunning: $0) }) { port in
+                let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""tunnel""#)
+                #expect(reply.status == 200)
+                #expect(reply.object["result"] as? String == "Hello tunnel")
+            }
+            #expect(proxy.connects == [TunnelProxy.Connect(target: "127.0.0.1:\(tlsPair.gatewayPort)", authorization: nil)])
+            #expect(proxy.relayedBytes > 0)
+            for plain in [Keys.teamB, "tunnel", "Hello", "/v1/algo"] { #expect(!proxy.relayed(plain), "\(plain) crossed the proxy in the clear") }
+            await proxy.stop()
         }
     }
 }

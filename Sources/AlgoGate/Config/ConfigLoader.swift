@@ -3,10 +3,25 @@ import Yams
 
 /// Reads and validates the YAML configuration and the upstream key it points at.
 public enum ConfigLoader {
-    /// A validated configuration with the upstream key it names, read from its variable or file.
+    /// A validated configuration with the upstream key it names, read from its variable or file,
+    /// and the proxy's credentials (`upstream.proxy.auth_env`), when it names them.
     public struct Loaded: Sendable {
         public let config: GatewayConfig
         public let upstreamKey: Secret
+        public var proxyAuth: ProxyCredentials?
+
+        public init(config: GatewayConfig, upstreamKey: Secret, proxyAuth: ProxyCredentials? = nil) {
+            self.config = config
+            self.upstreamKey = upstreamKey
+            self.proxyAuth = proxyAuth
+        }
+    }
+
+    /// The user and password the gateway gives its upstream proxy; the password is redacted
+    /// wherever it is described.
+    public struct ProxyCredentials: Sendable, Equatable {
+        public let user: String
+        public let password: Secret
     }
 
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Loaded {
@@ -22,7 +37,8 @@ public enum ConfigLoader {
     public static func load(yaml: String, environment: [String: String]) throws -> Loaded {
         let config = try decode(yaml: yaml)
         try validate(config)
-        return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment))
+        return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment),
+                      proxyAuth: try proxyCredentials(config.upstream.proxy, environment: environment))
     }
 
     /// The validated configuration without its upstream key: for operator commands (cache stats,
@@ -90,6 +106,22 @@ public enum ConfigLoader {
         if let url, url.scheme?.lowercased() == "http", let host = url.host, !Self.isLoopback(host) {
             try require(upstream.allowPlainHTTP, "upstream.url",
                         "plain http would send the server-held key unencrypted to \(host); use https://, or set upstream.allow_plain_http: true on a network you trust")
+        }
+        if let proxy = upstream.proxy {
+            // The URL is not quoted back: it may hold credentials, the one mistake refused here.
+            let proxyURL = URL(string: proxy.url)
+            try require(proxyURL.map { $0.user == nil && $0.password == nil } ?? true, "upstream.proxy.url",
+                        "must not hold credentials: put user:password in the variable named by upstream.proxy.auth_env")
+            try require(proxyURL.map { $0.scheme?.lowercased() == "http" && proxy.endpoint != nil } ?? false, "upstream.proxy.url",
+                        "must be an http:// URL with a host (the gateway speaks plain HTTP to the proxy and tunnels through it)")
+            try require(proxyURL.map { ["", "/"].contains($0.path) && $0.query == nil && $0.fragment == nil } ?? false,
+                        "upstream.proxy.url", "must be the proxy's origin only (scheme, host, optional port), with no path or query")
+            try require(proxy.endpoint.map { (1...65535).contains($0.port) } ?? false, "upstream.proxy.url", "port must be from 1 to 65535")
+            // Through a proxy even a loopback upstream's traffic, key included, passes the proxy.
+            if url?.scheme?.lowercased() == "http" {
+                try require(upstream.allowPlainHTTP, "upstream.url",
+                            "plain http through upstream.proxy would send the server-held key unencrypted through the proxy; use https://, or set upstream.allow_plain_http: true on a network you trust")
+            }
         }
         try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
         try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
@@ -192,6 +224,20 @@ public enum ConfigLoader {
                               message: "the upstream key is empty or has spaces or non-ASCII characters")
         }
         return Secret(key)
+    }
+
+    /// The proxy's credentials from the variable `upstream.proxy.auth_env` names, if it names one.
+    static func proxyCredentials(_ proxy: GatewayConfig.Proxy?, environment: [String: String]) throws -> ProxyCredentials? {
+        guard let variable = proxy?.authEnv else { return nil }
+        guard let value = environment[variable], !value.isEmpty else {
+            throw ConfigError(field: "upstream.proxy.auth_env", message: "environment variable \(variable) is not set")
+        }
+        // Not quoted back: it is a password.
+        guard let colon = value.firstIndex(of: ":"), colon != value.startIndex,
+              !value.contains(where: { $0.isNewline }) else {
+            throw ConfigError(field: "upstream.proxy.auth_env", message: "environment variable \(variable) must hold user:password")
+        }
+        return ProxyCredentials(user: String(value[..<colon]), password: Secret(String(value[value.index(after: colon)...])))
     }
 
     /// `localhost`, 127.0.0.0/8 or ::1: a host whose traffic never leaves the machine.

@@ -116,12 +116,15 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// Allows an `http://` upstream beyond loopback, which sends the server key unencrypted.
         public var allowPlainHTTP = false
         public var circuitBreaker = CircuitBreaker()
+        /// An HTTP proxy every upstream connection goes through (a `CONNECT` tunnel), for networks
+        /// whose only way out is one.
+        public var proxy: Proxy?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
             case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
-            case circuitBreaker = "circuit_breaker"
+            case circuitBreaker = "circuit_breaker", proxy
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -140,6 +143,36 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
             allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
             circuitBreaker = try c.decodeIfPresent(CircuitBreaker.self, forKey: .circuitBreaker) ?? circuitBreaker
+            proxy = try c.decodeIfPresent(Proxy.self, forKey: .proxy)
+        }
+    }
+
+    /// `upstream.proxy`: the HTTP proxy upstream connections go through. Each connection asks it
+    /// for a tunnel (`CONNECT host:port`); an https upstream's TLS runs inside the tunnel, end to
+    /// end, so the proxy sees neither the key nor the calls.
+    public struct Proxy: Sendable, Equatable, Decodable {
+        /// `http://host[:port]` (80 when absent); no path and no credentials.
+        public var url: String
+        /// Environment variable holding `user:password`, sent to the proxy as Basic
+        /// `Proxy-Authorization` on each `CONNECT`.
+        public var authEnv: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case url, authEnv = "auth_env" }
+        public init(url: String, authEnv: String? = nil) {
+            self.url = url
+            self.authEnv = authEnv
+        }
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            url = try c.decode(String.self, forKey: .url)
+            authEnv = try c.decodeIfPresent(String.self, forKey: .authEnv)
+        }
+
+        /// The proxy's host and port, from a `url` that passed validation.
+        public var endpoint: (host: String, port: Int)? {
+            guard let url = URL(string: url), let host = url.host, !host.isEmpty else { return nil }
+            return (host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), url.port ?? 80)
         }
     }
 

@@ -53,7 +53,7 @@ public struct ConfigReloader: Service {
             fixed.append("cache.max_bytes/memory_bytes/stale_if_error_seconds")
         }
         if old.upstream.maxConcurrency != new.upstream.maxConcurrency || old.upstream.caFile != new.upstream.caFile
-            || old.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds {
+            || old.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || old.upstream.proxy != new.upstream.proxy {
             fixed.append("upstream connection settings")
         }
         // The upstream client's read and write timeouts follow it (`Forwarder.clientConfiguration`): raised,

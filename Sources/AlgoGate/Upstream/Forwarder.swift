@@ -55,8 +55,10 @@ public struct Forwarder: Sendable {
     /// and for a cacheable call every identical call collapsed onto it, for ever. A write timeout
     /// of the same length fails an upload the upstream stops taking (the client's side of an
     /// upload is bounded by `server.idle_timeout_seconds`). Fixed at start: a reload that raises
-    /// `upstream.timeout_seconds` asks for a restart.
-    public static func clientConfiguration(_ upstream: GatewayConfig.Upstream) -> HTTPClient.Configuration {
+    /// `upstream.timeout_seconds` asks for a restart. With `upstream.proxy`, every connection is
+    /// a tunnel through the proxy (`CONNECT`), with its credentials when it has them.
+    public static func clientConfiguration(_ loaded: ConfigLoader.Loaded) -> HTTPClient.Configuration {
+        let upstream = loaded.config.upstream
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         let silence = TimeAmount.seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace
@@ -70,6 +72,10 @@ public struct Forwarder: Sendable {
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(caFile)
             configuration.tlsConfiguration = tls
+        }
+        if let endpoint = upstream.proxy?.endpoint {
+            let authorization = loaded.proxyAuth.map { HTTPClient.Authorization.basic(username: $0.user, password: $0.password.revealed) }
+            configuration.proxy = .server(host: endpoint.host, port: endpoint.port, authorization: authorization)
         }
         return configuration
     }
@@ -403,11 +409,12 @@ public struct Forwarder: Sendable {
     }
 
     /// A failure that says the upstream cannot be reached: a refused or timed-out connect, a
-    /// connection lost before the answer, a TLS failure. Not a timeout waiting for an answer (a
+    /// connection lost before the answer, a TLS failure, a proxy that opened no tunnel. Not a timeout waiting for an answer (a
     /// slow algorithm) nor the client going away.
     static func isUnreachable(_ error: any Error) -> Bool {
         if let error = error as? HTTPClientError {
             return error == .connectTimeout || error == .getConnectionFromPoolTimeout || error == .remoteConnectionClosed
+                || error == .proxyAuthenticationRequired || error == .invalidProxyResponse || error == .httpProxyHandshakeTimeout
         }
         return error is NIOConnectionError || error is ChannelError || error is IOError
             || error is NIOSSLError || error is BoringSSLError
@@ -458,6 +465,12 @@ public struct Forwarder: Sendable {
                 return .badGateway("the upstream is unreachable")
             case .remoteConnectionClosed:
                 return .badGateway("the upstream closed the connection before answering")
+            case .proxyAuthenticationRequired:
+                return .badGateway("the upstream proxy asked for credentials (407): check upstream.proxy.auth_env")
+            case .invalidProxyResponse:
+                return .badGateway("the upstream proxy refused to open a tunnel to the upstream")
+            case .httpProxyHandshakeTimeout:
+                return .badGateway("the upstream proxy did not open a tunnel to the upstream in time")
             default:
                 break
             }
