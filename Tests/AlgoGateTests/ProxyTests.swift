@@ -9,9 +9,12 @@ import Testing
     static let credentials = "egress-user:pa ss:\(UUID().uuidString)"
     static var basic: String { "Basic " + Data(credentials.utf8).base64EncodedString() }
 
-    static func upstreamYAML(proxyPort: Int, auth: Bool = true) -> String {
+    /// `connectTimeout`: how long a refused tunnel is retried before the call's 502. The proxy's
+    /// refusal must come within it to be the one reported (else the call's 502 says the upstream
+    /// is unreachable): 3 s leaves a loaded machine time. A tunnel that opens has the default.
+    static func upstreamYAML(proxyPort: Int, auth: Bool = true, connectTimeout: Int = 3) -> String {
         """
-        connect_timeout_seconds: 1
+        connect_timeout_seconds: \(connectTimeout)
           allow_plain_http: true
           proxy: {url: "http://127.0.0.1:\(proxyPort)"\(auth ? ", auth_env: TEST_PROXY_AUTH" : "")}
         """
@@ -19,13 +22,13 @@ import Testing
 
     @Test func upstreamCallsGoThroughTheProxysTunnelWithItsCredentials() async throws {
         let proxy = try await TunnelProxy.start(requiring: Self.basic)
-        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: proxy.port),
+        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: proxy.port, connectTimeout: 5),
                                      environment: ["TEST_PROXY_AUTH": Self.credentials]) { h in
             let first = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "proxy")
-            #expect(first.status == 200)
+            #expect(first.status == 200, "\(first.text)")
             #expect(first.object["result"] as? String == "Hello proxy")
             let second = try await h.gateway.send(.POST, "/v1/algo/util/Echo", headers: simple(Keys.teamB) + jsonType, text: #"{"n":1}"#)
-            #expect(second.status == 200)
+            #expect(second.status == 200, "\(second.text)")
             // One tunnel, to the upstream's host and port, with the credentials; kept and reused.
             #expect(proxy.connects == [TunnelProxy.Connect(target: "127.0.0.1:\(h.sim.port)", authorization: Self.basic)])
             #expect(proxy.refusedRequests.isEmpty, "every request went inside a tunnel, none to the proxy itself")
@@ -86,7 +89,7 @@ import Testing
         }
         await refusing.stop()
         let closedPort = 1  // privileged and unused on loopback: nothing listens there
-        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: closedPort, auth: false)) { h in
+        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: closedPort, auth: false, connectTimeout: 1)) { h in
             let reply = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
             #expect(reply.status == 502)
             #expect(reply.text == #"{"error":{"error_type":"UpstreamError","message":"the upstream is unreachable"}}"#)
