@@ -10,14 +10,19 @@ import Testing
                 ("Connection", "keep-alive, X-Hop-Secret"), ("X-Hop-Secret", "1"), ("Keep-Alive", "timeout=5"),
                 ("Cookie", "session=abc"), ("Proxy-Authorization", "Basic eDp5"), ("Proxy-Connection", "keep-alive"),
                 ("TE", "trailers"), ("X-Team-Trace", "t-1"),
+                ("X-Forwarded-For", "10.20.30.40"), ("X-Forwarded-Host", "algogate.internal"), ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Port", "443"), ("Forwarded", "for=10.20.30.40;proto=https"), ("X-Real-IP", "10.20.30.40"),
             ], text: "HAL")
             #expect(reply.status == 200)
             let stats = h.simulator.stats.snapshot
             #expect(stats.authorizations == ["Simple \(Keys.upstream)"])
             let names = Set(stats.headerNames)
-            for stripped in ["x-hop-secret", "keep-alive", "cookie", "proxy-authorization", "proxy-connection", "te"] {
+            for stripped in ["x-hop-secret", "keep-alive", "cookie", "proxy-authorization", "proxy-connection", "te",
+                             "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "forwarded", "x-real-ip"] {
                 #expect(!names.contains(stripped), "\(stripped) reached the upstream")
             }
+            // The client's network stays in the gateway's log.
+            #expect(h.logs.all.contains { $0.contains("request") && $0.contains("forwarded_for=10.20.30.40") })
             #expect(names.isSuperset(of: ["x-team-trace", "content-type", "x-request-id", "authorization", "via"]))
         }
     }

@@ -9,8 +9,14 @@ enum HeaderPolicy {
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     ]
-    /// Dropped from requests on their way upstream, besides hop-by-hop and `Proxy-*` fields.
-    static let requestOnly: Set<String> = ["authorization", "cookie", "host", "content-length", "x-request-id", "expect", "accept-encoding"]
+    /// Dropped from requests on their way upstream, besides hop-by-hop and `Proxy-*` fields. The
+    /// fields a load balancer in front adds about the client's network (its addresses, the host
+    /// and scheme it reached) are the team's own: the upstream, another company's service, sees
+    /// the gateway as the one caller, as with the key. The log line keeps `X-Forwarded-For`.
+    static let requestOnly: Set<String> = [
+        "authorization", "cookie", "host", "content-length", "x-request-id", "expect", "accept-encoding",
+        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
+    ]
     /// Dropped from upstream responses on their way back, besides hop-by-hop fields.
     static let responseOnly: Set<String> = ["content-length", "set-cookie", "x-request-id", "server", "date"]
 
