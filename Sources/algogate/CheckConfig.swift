@@ -22,7 +22,9 @@ struct CheckConfig: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let clients = loaded.config.clients.map(\.name).joined(separator: ", ")
-        print("configuration OK: upstream \(loaded.config.upstream.url), \(loaded.config.clients.count) client(s): \(clients)")
+        // The proxy's URL is shown: it holds no credentials (refused at load).
+        let proxy = loaded.config.upstream.proxy.map { " through proxy \($0.url)" + (loaded.proxyAuth != nil ? " (with credentials)" : "") } ?? ""
+        print("configuration OK: upstream \(loaded.config.upstream.url)\(proxy), \(loaded.config.clients.count) client(s): \(clients)")
         let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)
             + (loaded.config.admin?.previousKeySHA256 != nil ? ["admin"] : [])
         if !rotating.isEmpty {

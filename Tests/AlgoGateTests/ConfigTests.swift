@@ -166,6 +166,22 @@ import Testing
             #expect(refused.termination == .exited(1))
             #expect(refused.log.contains("clients[0].extra: unknown field"))
 
+            // Through a proxy: named, its credentials not.
+            let proxied = directory.appendingPathComponent("proxied.yaml")
+            try """
+            upstream:
+              url: https://api.algorithmia.com
+              key_env: UP_KEY
+              proxy: {url: "http://proxy.internal:3128", auth_env: PROXY_AUTH}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """.write(to: proxied, atomically: true, encoding: .utf8)
+            let viaProxy = try await ChildProcess.run(arguments: ["check-config", "--config", proxied.path],
+                                                      environment: ["UP_KEY": "k", "PROXY_AUTH": "egress:proxy-password-1"])
+            #expect(viaProxy.termination == .exited(0))
+            #expect(viaProxy.log.contains(
+                "configuration OK: upstream https://api.algorithmia.com through proxy http://proxy.internal:3128 (with credentials), 1 client(s): a"))
+            #expect(!viaProxy.log.contains("proxy-password-1"))
+
             // A state file that cannot be had: check-config says why without creating anything,
             // and serve refuses to start naming it (these tests run as root, so permissions
             // are not what fails here).
