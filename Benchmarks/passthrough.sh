@@ -13,7 +13,9 @@
 # Each saturated row also prints the CPU time (user + system, from /proc) its server used per
 # request, the simulator's for the direct row and the proxy's own for the others: unlike
 # requests/s it does not count host steal, and it sizes the gateway's cores.
-# The added p50 is also measured at lighter loads (LOADS, divisors of the gateway's saturated rate).
+# The added p50 is also measured at lighter loads (LOADS, divisors of the gateway's saturated rate),
+# and, unless SKIP_FLOOR=1, the bare proxy's beside it at each load and on one connection: what the
+# stack alone adds there.
 # Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0 SKIP_NGINX=0 LOADS="4 8"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,10 +89,14 @@ for d in $LOADS; do
   pace=$(pace_ms "$(awk -v r="$G_RPS" -v d="$d" 'BEGIN{print r/d}')")
   read -r drps dp50 dp99 _ <<<"$(BENCH_DELAY_MS=$pace measure "direct-load-$d" "http://127.0.0.1:$SIM_PORT$PATH_UNDER_TEST" "Simple $SIM_KEY")"
   read -r grps gp50 gp99 _ <<<"$(BENCH_DELAY_MS=$pace measure "gateway-load-$d" "http://127.0.0.1:$GW_PORT$PATH_UNDER_TEST" "Simple $CLIENT_KEY")"
-  SWEEP_ROWS+=("$d $pace $drps $dp50 $dp99 $grps $gp50 $gp99")
+  fp50="-"
+  [ "${SKIP_FLOOR:-0}" = 1 ] || read -r _ fp50 _ _ <<<"$(BENCH_DELAY_MS=$pace measure "floor-load-$d" "http://127.0.0.1:$FLOOR_PORT$PATH_UNDER_TEST" "Simple unused")"
+  SWEEP_ROWS+=("$d $pace $drps $dp50 $dp99 $grps $gp50 $gp99 $fp50")
 done
 read -r D1_RPS D1_P50 D1_P99 _ <<<"$(CONNS=1 THREADS=1 measure direct1 "http://127.0.0.1:$SIM_PORT$PATH_UNDER_TEST" "Simple $SIM_KEY")"
 read -r G1_RPS G1_P50 G1_P99 _ <<<"$(CONNS=1 THREADS=1 measure gateway1 "http://127.0.0.1:$GW_PORT$PATH_UNDER_TEST" "Simple $CLIENT_KEY")"
+F1_P50="-"
+[ "${SKIP_FLOOR:-0}" = 1 ] || read -r _ F1_P50 _ _ <<<"$(CONNS=1 THREADS=1 measure floor1 "http://127.0.0.1:$FLOOR_PORT$PATH_UNDER_TEST" "Simple unused")"
 
 echo "pass-through: wrk -t$THREADS -c$CONNS -d$DURATION, 30-byte JSON POST to $PATH_UNDER_TEST, median of $RUNS, $(nproc) cores shared by wrk, the proxy and the simulator"
 echo "| target | rps | p50 ms | p99 ms | errors | peak RSS MiB | its own CPU µs/request |"
@@ -105,13 +111,15 @@ echo "| simulator direct, 1 connection | $D1_RPS | $D1_P50 | $D1_P99 | | | |"
 echo "| through algogate, 1 connection | $G1_RPS | $G1_P50 | $G1_P99 | | | |"
 awk -v g="$G_RPS" -v d="$D_RPS" -v gp="$G_P50" -v dp="$D_P50" -v pg="$GP_P50" -v pd="$DP_P50" -v g1="$G1_P50" -v d1="$D1_P50" -v c="$CONNS" 'BEGIN {
   printf "gateway/direct rps: %.0f%% (target >= 70%%); added p50 (target < 0.5 ms): %.3f ms at %s connections saturated, %.3f ms paced, %.3f ms on 1\n", 100*g/d, gp-dp, c, pg-pd, g1-d1 }'
-echo "added p50 at lighter loads, $CONNS connections each paced (target < 0.5 ms):"
-echo "| offered | ms between calls | direct rps | p50 ms | p99 ms | through algogate rps | p50 ms | p99 ms | added p50 ms |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "added p50 at lighter loads, $CONNS connections each paced (target < 0.5 ms), and what the bare proxy adds at the same load:"
+echo "| offered | ms between calls | direct rps | p50 ms | p99 ms | through algogate rps | p50 ms | p99 ms | added p50 ms | bare proxy's added p50 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+added() { awk -v g="$1" -v d="$2" 'BEGIN{ if (g == "-") print "-"; else printf "%.3f", g-d }'; }
 for row in "${SWEEP_ROWS[@]}"; do
-  read -r d pace drps dp50 dp99 grps gp50 gp99 <<<"$row"
-  echo "| 1/$d of the gateway's saturated rate | $pace | $drps | $dp50 | $dp99 | $grps | $gp50 | $gp99 | $(awk -v g="$gp50" -v d="$dp50" 'BEGIN{printf "%.3f", g-d}') |"
+  read -r d pace drps dp50 dp99 grps gp50 gp99 fp50 <<<"$row"
+  echo "| 1/$d of the gateway's saturated rate | $pace | $drps | $dp50 | $dp99 | $grps | $gp50 | $gp99 | $(added "$gp50" "$dp50") | $(added "$fp50" "$dp50") |"
 done
+echo "| 1 connection, unpaced | 0 | $D1_RPS | $D1_P50 | $D1_P99 | $G1_RPS | $G1_P50 | $G1_P99 | $(added "$G1_P50" "$D1_P50") | $(added "$F1_P50" "$D1_P50") |"
 [ -z "$F_ROW" ] || awk -v g="$G_RPS" -v d="$D_RPS" -v f="$F_RPS" 'BEGIN {
   printf "bare proxy/direct rps: %.0f%%; gateway/bare proxy rps: %.0f%%\n", 100*f/d, 100*g/f }'
 [ -z "$N_ROW" ] || awk -v n="$N_RPS" -v d="$D_RPS" -v g="$G_RPS" 'BEGIN {
