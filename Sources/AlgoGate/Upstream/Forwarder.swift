@@ -5,8 +5,6 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
-import CompressNIO
 import NIOHTTP1
 
 /// Sends a request to the upstream with the server-held key and turns the answer (or the failure)
@@ -45,39 +43,6 @@ public struct Forwarder: Sendable {
         self.metrics = metrics
         self.answerBudget = answerBudget
         self.settings = settings
-    }
-
-    /// The shared client's configuration: no redirects, no automatic decompression, pooled
-    /// connections, and a read timeout: once a request has been sent, an upstream that sends
-    /// nothing for `upstream.timeout_seconds` and the grace (longer than any call may wait for its
-    /// answer) has its request failed. Without it, a connection that died silently while an
-    /// answer's body was arriving (no reset ever comes) would hold its call, its upstream slot,
-    /// and for a cacheable call every identical call collapsed onto it, for ever. A write timeout
-    /// of the same length fails an upload the upstream stops taking (the client's side of an
-    /// upload is bounded by `server.idle_timeout_seconds`). Fixed at start: a reload that raises
-    /// `upstream.timeout_seconds` asks for a restart. With `upstream.proxy`, every connection is
-    /// a tunnel through the proxy (`CONNECT`), with its credentials when it has them.
-    public static func clientConfiguration(_ loaded: ConfigLoader.Loaded) -> HTTPClient.Configuration {
-        let upstream = loaded.config.upstream
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        let silence = TimeAmount.seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace
-        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)), read: silence, write: silence)
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
-        configuration.decompression = .disabled
-        // No tracer is installed; without this the client parses every URL again for span attributes.
-        configuration.tracing.tracer = nil
-        if let caFile = upstream.caFile {
-            // Verification stays on (full chain and host name); only the roots change.
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .file(caFile)
-            configuration.tlsConfiguration = tls
-        }
-        if let endpoint = upstream.proxy?.endpoint {
-            let authorization = loaded.proxyAuth.map { HTTPClient.Authorization.basic(username: $0.user, password: $0.password.revealed) }
-            configuration.proxy = .server(host: endpoint.host, port: endpoint.port, authorization: authorization)
-        }
-        return configuration
     }
 
     /// Forwards an algorithm call whose input has been read; its answer is read whole, bounded by
@@ -406,82 +371,6 @@ public struct Forwarder: Sendable {
             failure.cause = "(not shown: the description held the upstream key)"
         }
         return failure
-    }
-
-    /// A failure that says the upstream cannot be reached: a refused or timed-out connect, a
-    /// connection lost before the answer, a TLS failure, a proxy that opened no tunnel. Not a timeout waiting for an answer (a
-    /// slow algorithm) nor the client going away.
-    static func isUnreachable(_ error: any Error) -> Bool {
-        if let error = error as? HTTPClientError {
-            return error == .connectTimeout || error == .getConnectionFromPoolTimeout || error == .remoteConnectionClosed
-                || error == .proxyAuthenticationRequired || error == .invalidProxyResponse || error == .httpProxyHandshakeTimeout
-        }
-        return error is NIOConnectionError || error is ChannelError || error is IOError
-            || error is NIOSSLError || error is BoringSSLError
-    }
-
-    /// A connection that closed or reset under a sent request, before any answer: not a refused
-    /// connect, a timeout, or a TLS failure, which a second attempt would only repeat.
-    static func isLostConnection(_ error: any Error) -> Bool {
-        if let error = error as? HTTPClientError { return error == .remoteConnectionClosed }
-        if let error = error as? ChannelError {
-            return error == .ioOnClosedChannel || error == .eof || error == .outputClosed || error == .alreadyClosed
-        }
-        if let error = error as? IOError { return error.errnoCode == ECONNRESET || error.errnoCode == EPIPE }
-        return false
-    }
-
-    /// Maps transport failures to 502/504 with messages that name no host, key or body; what the
-    /// transport said goes in the error's `cause`, for the log line.
-    ///
-    /// `wholeCall`: `timeoutSeconds` bounds the whole exchange, body included (an algorithm call,
-    /// `forwardAlgo`), so the read timeout, which is never shorter, only comes once that deadline
-    /// has passed, and is reported as it.
-    static func translate(_ error: any Error, timeoutSeconds: Int, wholeCall: Bool = false) -> GatewayError {
-        if let error = error as? GatewayError { return error }
-        return answer(for: error, timeoutSeconds: timeoutSeconds, wholeCall: wholeCall).caused(by: error)
-    }
-
-    /// A call given up at its deadline: its answer, or the whole of it, was not in by then.
-    static func timedOut(seconds: Int) -> GatewayError {
-        .gatewayTimeout("the upstream did not answer within \(seconds) seconds")
-    }
-
-    private static func answer(for error: any Error, timeoutSeconds: Int, wholeCall: Bool) -> GatewayError {
-        if error is CompressNIOError {
-            return .badRequest("the request body is not valid compressed data for its Content-Encoding")
-        }
-        if let error = error as? HTTPClientError {
-            switch error {
-            case .deadlineExceeded, .writeTimeout:
-                return timedOut(seconds: timeoutSeconds)
-            case .readTimeout where wholeCall:
-                return timedOut(seconds: timeoutSeconds)
-            case .readTimeout:
-                return .gatewayTimeout("the upstream sent nothing for longer than upstream.timeout_seconds (and 5 s of grace)")
-            case .connectTimeout, .getConnectionFromPoolTimeout:
-                // The second: no pooled connection could be had within the connect timeout, since
-                // the one being made for the request did not connect in time.
-                return .badGateway("the upstream is unreachable")
-            case .remoteConnectionClosed:
-                return .badGateway("the upstream closed the connection before answering")
-            case .proxyAuthenticationRequired:
-                return .badGateway("the upstream proxy asked for credentials (407): check upstream.proxy.auth_env")
-            case .invalidProxyResponse:
-                return .badGateway("the upstream proxy refused to open a tunnel to the upstream")
-            case .httpProxyHandshakeTimeout:
-                return .badGateway("the upstream proxy did not open a tunnel to the upstream in time")
-            default:
-                break
-            }
-        }
-        if error is NIOSSLError || error is BoringSSLError {
-            return .badGateway("the upstream's TLS certificate could not be verified")
-        }
-        if error is NIOConnectionError || error is ChannelError || error is IOError {
-            return .badGateway("the upstream is unreachable")
-        }
-        return .badGateway("the upstream request failed")
     }
 
     /// The query to send upstream, with `timeout` clamped to the configured maximum, and that

@@ -1,0 +1,38 @@
+import AsyncHTTPClient
+import NIOCore
+import NIOSSL
+
+extension Forwarder {
+    /// The shared client's configuration: no redirects, no automatic decompression, pooled
+    /// connections, and a read timeout: once a request has been sent, an upstream that sends
+    /// nothing for `upstream.timeout_seconds` and the grace (longer than any call may wait for its
+    /// answer) has its request failed. Without it, a connection that died silently while an
+    /// answer's body was arriving (no reset ever comes) would hold its call, its upstream slot,
+    /// and for a cacheable call every identical call collapsed onto it, for ever. A write timeout
+    /// of the same length fails an upload the upstream stops taking (the client's side of an
+    /// upload is bounded by `server.idle_timeout_seconds`). Fixed at start: a reload that raises
+    /// `upstream.timeout_seconds` asks for a restart. With `upstream.proxy`, every connection is
+    /// a tunnel through the proxy (`CONNECT`), with its credentials when it has them.
+    public static func clientConfiguration(_ loaded: ConfigLoader.Loaded) -> HTTPClient.Configuration {
+        let upstream = loaded.config.upstream
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        let silence = TimeAmount.seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace
+        configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)), read: silence, write: silence)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
+        configuration.decompression = .disabled
+        // No tracer is installed; without this the client parses every URL again for span attributes.
+        configuration.tracing.tracer = nil
+        if let caFile = upstream.caFile {
+            // Verification stays on (full chain and host name); only the roots change.
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            configuration.tlsConfiguration = tls
+        }
+        if let endpoint = upstream.proxy?.endpoint {
+            let authorization = loaded.proxyAuth.map { HTTPClient.Authorization.basic(username: $0.user, password: $0.password.revealed) }
+            configuration.proxy = .server(host: endpoint.host, port: endpoint.port, authorization: authorization)
+        }
+        return configuration
+    }
+}
