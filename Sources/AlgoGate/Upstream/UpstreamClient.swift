@@ -32,6 +32,12 @@ extension Forwarder {
         if let endpoint = upstream.proxy?.endpoint {
             let authorization = loaded.proxyAuth.map { HTTPClient.Authorization.basic(username: $0.user, password: $0.password.revealed) }
             configuration.proxy = .server(host: endpoint.host, port: endpoint.port, authorization: authorization)
+            // A connection that fails is tried again, with backoff, until the connect timeout
+            // passes: about a dozen CONNECTs in 5 s. With credentials, each would be a failed
+            // login when they are wrong, and a proxy that checks them against a directory locks
+            // the account after a few. So a failed connection fails the calls waiting on it at
+            // once, and the circuit breaker spaces out what follows.
+            if authorization != nil { configuration.connectionPool.retryConnectionEstablishment = false }
         }
         return configuration
     }
