@@ -68,12 +68,13 @@ import Testing
             #expect(metricSample(open, "algogate_upstream_circuit_open") == 1)
             #expect(metricSample(open, "algogate_upstream_circuit_refused_total") == 2)
 
-            // After the open period one request tests the upstream: a failure opens it again at once.
+            // After the open period one request tests the upstream: a failure opens it again at
+            // once, for twice as long.
             clock.advance(by: 6)
             #expect(try await Self.call(h, fault: "drop").status == 502)
-            #expect(try await Self.call(h).status == 503)
+            #expect(try await Self.call(h).header("Retry-After") == "20")
             // An answer closes it.
-            clock.advance(by: 10)
+            clock.advance(by: 20)
             #expect(try await Self.call(h).status == 200)
             #expect(!h.app.breaker.isOpen)
             #expect(try await Self.call(h).status == 200)
@@ -82,6 +83,62 @@ import Testing
             #expect(metricSample(closed, "algogate_upstream_circuit_refused_total") == 3)
             #expect(h.logs.all.filter { $0.contains("upstream circuit opened") }.count == 2)
             #expect(h.logs.all.filter { $0.contains("upstream circuit closed") }.count == 1)
+        }
+    }
+
+    /// Each failed test doubles the open period up to `max_open_seconds`, so a long outage, or a
+    /// proxy refusing the gateway's credentials (each test a failed login), is tested ever less
+    /// often; an answer closes the circuit and the next opening starts again at `open_seconds`.
+    @Test func eachFailedTestDoublesTheOpenPeriodUpToTheMaximum() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 3, open_seconds: 10, max_open_seconds: 35}", now: { clock.now }) { h in
+            try await Self.openTheCircuit(h, clock)
+            for (waited, next) in [(10, 20), (20, 35), (35, 35)] {
+                clock.advance(by: Double(waited) - 0.5)
+                let early = try await Self.call(h)
+                #expect(early.status == 503 && early.header("Retry-After") == "1", "still open half a second before the \(waited) s are over")
+                clock.advance(by: 0.5)
+                let upstreamBefore = h.simulator.stats.snapshot.totalRequests
+                #expect(try await Self.call(h, fault: "drop").status == 502, "the test after \(waited) s fails")
+                #expect(h.simulator.stats.snapshot.totalRequests == upstreamBefore + 1)
+                let refused = try await Self.call(h)
+                #expect(refused.status == 503)
+                #expect(refused.header("Retry-After") == String(next))
+                #expect(refused.text.contains("requests are refused for \(next) s"))
+            }
+            let periods = h.logs.all.filter { $0.contains("upstream circuit opened") }.compactMap { line in
+                line.firstRange(of: /open_seconds[=":]+(\d+)/).map { String(line[$0]).filter(\.isNumber) }
+            }
+            #expect(periods == ["10", "20", "35", "35"])
+
+            clock.advance(by: 35)
+            #expect(try await Self.call(h).status == 200)
+            #expect(!h.app.breaker.isOpen)
+            clock.advance(by: 5)
+            try await Self.openTheCircuit(h, clock)
+            #expect(try await Self.call(h).header("Retry-After") == "10", "an answer started the doubling again")
+        }
+    }
+
+    /// A request let through before the circuit opened that fails while the test request runs
+    /// is not the test: it neither opens the circuit again nor lets a second test through.
+    @Test func aStragglersFailureDoesNotEndTheTest() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
+            let straggler = Task { try await Self.call(h, fault: "delay=4000,drop") }
+            #expect(await eventually { h.simulator.stats.snapshot.inFlight == 1 })
+            try await Self.openTheCircuit(h, clock)
+            clock.advance(by: 10)
+            let test = Task { try await Self.call(h, fault: "delay=8000") }
+            #expect(await eventually { h.simulator.stats.snapshot.inFlight == 2 }, "the test is under way beside the straggler")
+            #expect(try await straggler.value.status == 502)
+            let meanwhile = try await Self.call(h)
+            #expect(meanwhile.status == 503)
+            #expect(meanwhile.text.contains("a request is testing it now"))
+            #expect(h.app.breaker.isOpen)
+            #expect(try await test.value.status == 200)
+            #expect(!h.app.breaker.isOpen)
+            #expect(h.logs.all.filter { $0.contains("upstream circuit opened") }.count == 1)
         }
     }
 
@@ -132,9 +189,13 @@ import Testing
             upstream: {url: "http://127.0.0.1:1", key_env: K, circuit_breaker:
             """
         #expect(try ConfigLoader.load(yaml: base + " {}}", environment: ["K": "k"]).config.upstream.circuitBreaker == GatewayConfig.CircuitBreaker())
-        #expect(GatewayConfig.CircuitBreaker().failures == 5 && GatewayConfig.CircuitBreaker().openSeconds == 10)
+        #expect(GatewayConfig.CircuitBreaker().failures == 5 && GatewayConfig.CircuitBreaker().openSeconds == 10 && GatewayConfig.CircuitBreaker().maxOpenSeconds == 60)
+        // Raising open_seconds alone raises the maximum with it.
+        #expect(try ConfigLoader.load(yaml: base + " {open_seconds: 120}}", environment: ["K": "k"]).config.upstream.circuitBreaker.maxOpenSeconds == 120)
         for (yaml, field, message) in [(" {failures: -1}}", "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000"),
-                                       (" {open_seconds: 0}}", "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")] {
+                                       (" {open_seconds: 0}}", "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600"),
+                                       (" {open_seconds: 30, max_open_seconds: 20}}", "upstream.circuit_breaker.max_open_seconds", "must be from open_seconds (30) to 86400"),
+                                       (" {max_open_seconds: 86401}}", "upstream.circuit_breaker.max_open_seconds", "must be from open_seconds (10) to 86400")] {
             #expect(throws: ConfigError(field: field, message: message)) {
                 try ConfigLoader.load(yaml: base + yaml, environment: ["K": "k"])
             }

@@ -129,6 +129,8 @@ public enum ConfigLoader {
         try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
         try require((0...1000).contains(upstream.circuitBreaker.failures), "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000")
         try require((1...3600).contains(upstream.circuitBreaker.openSeconds), "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")
+        try require((upstream.circuitBreaker.openSeconds...86_400).contains(upstream.circuitBreaker.maxOpenSeconds), "upstream.circuit_breaker.max_open_seconds",
+                    "must be from open_seconds (\(upstream.circuitBreaker.openSeconds)) to 86400")
         // A streamed upload waiting for an upstream slot reads nothing meanwhile: the idle timeout
         // would cut it before its wait could end.
         try require(config.server.idleTimeoutSeconds > upstream.queueTimeoutSeconds, "server.idle_timeout_seconds",

@@ -178,19 +178,29 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
 
     /// `upstream.circuit_breaker`: after `failures` upstream requests in a row that got no answer,
     /// over at least a second, refuse requests at once for `open_seconds`, then let one through to
-    /// test the upstream.
+    /// test the upstream; each test that fails doubles the period, up to `max_open_seconds`.
     public struct CircuitBreaker: Sendable, Equatable, Decodable {
         /// 0 turns the breaker off.
         public var failures = 5
         public var openSeconds = 10
+        public var maxOpenSeconds = 60
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case failures, openSeconds = "open_seconds" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case failures, openSeconds = "open_seconds", maxOpenSeconds = "max_open_seconds" }
         public init() {}
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             failures = try c.decodeIfPresent(Int.self, forKey: .failures) ?? failures
             openSeconds = try c.decodeIfPresent(Int.self, forKey: .openSeconds) ?? openSeconds
+            // Absent, it is at least `open_seconds`, so that raising that alone keeps working.
+            maxOpenSeconds = try c.decodeIfPresent(Int.self, forKey: .maxOpenSeconds) ?? max(maxOpenSeconds, openSeconds)
+        }
+
+        /// How long the circuit stays open after the test requests of `failedTests` open periods
+        /// in a row failed: `open_seconds` doubled for each, up to `max_open_seconds`.
+        func openPeriod(afterFailedTests failedTests: Int) -> Int {
+            let doubled = openSeconds << min(failedTests, 20)
+            return max(openSeconds, min(doubled, maxOpenSeconds))
         }
     }
 

@@ -9,7 +9,9 @@ import Synchronization
 /// every request is refused at once with 503 and `Retry-After`, rather than each holding an
 /// upstream slot while it waits out the connect timeout. Then one request is let through to test
 /// the upstream: an answer, whatever its status, closes the circuit; another failure opens it
-/// again. Slow answers (timeouts), upstream errors and the client going away say nothing about
+/// again, for twice as long each time up to `max_open_seconds`, so that a long outage (or a proxy
+/// refusing the gateway's credentials, where each test is a failed login) is tested ever less
+/// often. Slow answers (timeouts), upstream errors and the client going away say nothing about
 /// reachability and do not count.
 public final class CircuitBreaker: Sendable {
     public enum Outcome: Sendable { case answered, unreachable, unknown }
@@ -30,6 +32,8 @@ public final class CircuitBreaker: Sendable {
         var openUntil: Double?
         /// A request is testing the upstream after the open period.
         var probing = false
+        /// Open periods in a row whose test request failed (0 in the first).
+        var failedTests = 0
         var refused = 0
     }
 
@@ -44,13 +48,18 @@ public final class CircuitBreaker: Sendable {
         self.logger = logger
     }
 
+    /// What `admit` let through: a request like any other, or the one testing the upstream after
+    /// an open period. Only the test's own outcome ends the test: a request let through before the
+    /// circuit opened may finish while the test runs.
+    struct Admission: Sendable { let isTest: Bool }
+
     /// Lets a request go upstream, or throws 503 while the circuit is open (and while another
     /// request is testing the upstream).
-    func admit() throws {
-        guard settings().failures > 0 else { return }
+    func admit() throws -> Admission {
+        guard settings().failures > 0 else { return Admission(isTest: false) }
         let current = now()
-        try state.withLock { state in
-            guard let until = state.openUntil else { return }
+        return try state.withLock { state in
+            guard let until = state.openUntil else { return Admission(isTest: false) }
             if current < until {
                 state.refused += 1
                 let seconds = max(1, Int((until - current).rounded(.up)))
@@ -65,15 +74,16 @@ public final class CircuitBreaker: Sendable {
                                    headers: [.retryAfter: "1"])
             }
             state.probing = true
+            return Admission(isTest: true)
         }
     }
 
     /// What became of a request admitted upstream.
-    func record(_ outcome: Outcome) {
+    func record(_ outcome: Outcome, _ admission: Admission) {
         let limits = settings()
         guard limits.failures > 0 else { return }
         let current = now()
-        enum Change { case opened(Int), closed }
+        enum Change { case opened(failures: Int, seconds: Int), closed }
         let change: Change? = state.withLock { state in
             switch outcome {
             case .answered:
@@ -81,26 +91,32 @@ public final class CircuitBreaker: Sendable {
                 state.consecutiveFailures = 0
                 state.openUntil = nil
                 state.probing = false
+                state.failedTests = 0
                 return wasOpen ? .closed : nil
             case .unreachable:
                 if state.consecutiveFailures == 0 { state.streakStarted = current }
                 state.consecutiveFailures += 1
                 let longEnough = current - state.streakStarted >= Self.minimumStreak
-                if state.probing || (state.openUntil == nil && state.consecutiveFailures >= limits.failures && longEnough) {
+                if admission.isTest && state.openUntil != nil {
                     state.probing = false
-                    state.openUntil = current + Double(limits.openSeconds)
-                    return .opened(state.consecutiveFailures)
+                    state.failedTests += 1
+                } else if state.openUntil == nil && state.consecutiveFailures >= limits.failures && longEnough {
+                    state.failedTests = 0
+                } else {
+                    return nil
                 }
-                return nil
+                let seconds = limits.openPeriod(afterFailedTests: state.failedTests)
+                state.openUntil = current + Double(seconds)
+                return .opened(failures: state.consecutiveFailures, seconds: seconds)
             case .unknown:
-                state.probing = false
+                if admission.isTest { state.probing = false }
                 return nil
             }
         }
         switch change {
-        case .opened(let failures):
+        case .opened(let failures, let seconds):
             logger.warning("upstream circuit opened: requests are refused until it answers again", metadata: [
-                "failures_in_a_row": .stringConvertible(failures), "open_seconds": .stringConvertible(limits.openSeconds)])
+                "failures_in_a_row": .stringConvertible(failures), "open_seconds": .stringConvertible(seconds)])
         case .closed:
             logger.info("upstream circuit closed: the upstream answers again")
         case nil:

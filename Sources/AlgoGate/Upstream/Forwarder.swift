@@ -335,7 +335,10 @@ public struct Forwarder: Sendable {
     private func execute(_ request: HTTPClientRequest, deadline: NIODeadline, timeoutSeconds seconds: Int, wholeCall: Bool = false,
                          facts: RequestFacts, replayable: Bool = false,
                          upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
-        try breaker?.admit()
+        let admission = try breaker?.admit()
+        func record(_ outcome: CircuitBreaker.Outcome) {
+            if let breaker, let admission { breaker.record(outcome, admission) }
+        }
         do {
             let response: HTTPClientResponse
             do {
@@ -344,7 +347,7 @@ public struct Forwarder: Sendable {
                 onRetry()
                 response = try await client.execute(request, deadline: deadline)
             }
-            breaker?.record(.answered)
+            record(.answered)
             if response.status == .unauthorized {
                 // The client passed the gateway's check, so it is the server key the upstream
                 // refused (revoked, rotated, or the wrong one configured). The 401 goes to the
@@ -355,10 +358,10 @@ public struct Forwarder: Sendable {
             return response
         } catch {
             if let failure = upload?.clientFailure {
-                breaker?.record(.unknown)
+                record(.unknown)
                 throw (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
             }
-            breaker?.record(Self.isUnreachable(error) ? .unreachable : .unknown)
+            record(Self.isUnreachable(error) ? .unreachable : .unknown)
             throw failure(error, timeoutSeconds: seconds, wholeCall: wholeCall)
         }
     }
