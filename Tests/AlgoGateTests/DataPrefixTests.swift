@@ -84,6 +84,21 @@ import Testing
             #expect(sneaky.status == 400)
             let encoded = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "%2e%2e"])
             #expect(encoded.status == 400)
+            // A name is one segment, even where the path it spells stays one level down (found by
+            // DataPathPropertyTests: a server may read such a name as a path of its own).
+            let upstreamBefore = h.simulator.stats.snapshot.totalRequests
+            for name in ["%2fteam-b", "team-b/", "x/../team-b", "x\\..\\y", "a%5cb", "", ".", "．．", "..;"] {
+                let refused = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": name])
+                #expect(refused.status == 400, "\(name)")
+                #expect(envelope(refused).type == "InputError", "\(name)")
+            }
+            #expect(try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "x/../team-b"]).text
+                    == #"{"error":{"error_type":"InputError","message":"invalid directory name: it must be a single path segment"}}"#)
+            #expect(try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "..;"]).text
+                    == #"{"error":{"error_type":"InputError","message":"directory name '..;' is refused: before its ';' it is only dots and spaces"}}"#)
+            #expect(h.simulator.stats.snapshot.totalRequests == upstreamBefore, "no refused name reached the upstream")
+            let spaced = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "Q3 reports"])
+            #expect(spaced.text == #"{"result":"data://.my/team-a/Q3 reports"}"#)
             let notJSON = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + textType, text: "hello")
             #expect(notJSON.status == 400)
         }

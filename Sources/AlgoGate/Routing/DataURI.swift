@@ -21,12 +21,19 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
             && Array(segments.prefix(prefix.segments.count)) == prefix.segments
     }
 
+    /// The directory a POST of `{"name": name}` to this one creates. The name must be one plain
+    /// segment, however it is read: not empty, `.` or `..`, and without a separator, raw or
+    /// percent-encoded (`a/b`, `%2fb`, `..\\b`), even where the path it would make still lies
+    /// one level down (`x/../y`), since a server may take such a name as a path of its own.
     public func appending(_ name: String) throws -> DataURI {
-        let child = try DataURI.normalise(connector: connector, rawPath: segments.map(Self.encode).joined(separator: "/") + "/" + name)
-        guard child.segments.count == segments.count + 1 else {
+        let decoded = try Self.decodeOnce(name)
+        guard !decoded.isEmpty, decoded != ".", decoded != "..", !decoded.contains("/"), !decoded.contains("\\") else {
             throw GatewayError.badRequest("invalid directory name: it must be a single path segment")
         }
-        return child
+        if let reason = Self.ambiguity(of: decoded[...]) {
+            throw GatewayError.badRequest("directory name '\(name)' is refused: \(reason)")
+        }
+        return DataURI(connector: connector, segments: segments + [decoded])
     }
 
     /// Parses a URI such as `data://.my/team-a/` or `s3://bucket/key` (config prefixes, algo inputs).
