@@ -85,9 +85,11 @@ import Testing
             let encoded = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "%2e%2e"])
             #expect(encoded.status == 400)
             // A name is one segment, even where the path it spells stays one level down (found by
-            // DataPathPropertyTests: a server may read such a name as a path of its own).
+            // DataPathPropertyTests): a server may read such a name as a path of its own, and one
+            // that starts with a separator as an absolute path (os.path.join(parent, "/team-b") is
+            // "/team-b").
             let upstreamBefore = h.simulator.stats.snapshot.totalRequests
-            for name in ["%2fteam-b", "team-b/", "x/../team-b", "x\\..\\y", "a%5cb", "", ".", "．．", "..;"] {
+            for name in ["/team-b", "%2fteam-b", "team-b/", "x/../team-b", "x\\..\\y", "a%5cb", "", ".", "．．", "..;"] {
                 let refused = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": name])
                 #expect(refused.status == 400, "\(name)")
                 #expect(envelope(refused).type == "InputError", "\(name)")
@@ -302,7 +304,9 @@ enum LaxReading: CaseIterable {
         case .decodeTwice: parts = split(decode(decode(raw)))
         case .windowsTrimming:
             parts = split(decode(raw)).map { part in
-                part == "." || part == ".." ? part : String(part.reversed().drop { $0 == "." || $0 == " " }.reversed())
+                let trimmed = String(part.reversed().drop { $0 == "." || $0 == " " }.reversed())
+                // A name of dots and spaces with two dots or more is read as `..` (`.. `, `. .`).
+                return trimmed.isEmpty && part.count(where: { $0 == "." }) >= 2 ? ".." : trimmed
             }
         case .unicodeFolding: parts = split(decode(raw).precomposedStringWithCompatibilityMapping).map { String($0.prefix { $0 != ";" }) }
         case .unicodeFoldingFirst: parts = split(decode(raw.precomposedStringWithCompatibilityMapping))
