@@ -212,6 +212,60 @@ import Testing
         #expect(DataReferences.strings(inJSON: [0x22, 0x00, 0x22]) == nil)
     }
 
+    /// 5,000 generated JSON documents (nested arrays and objects, duplicated keys, every escape
+    /// JSON has, surrogate pairs written as `\u` escapes, whitespace anywhere it may go): the
+    /// scan finds every string each one holds, keys included, as Foundation's parser reads it.
+    @Test func theStringScanFindsEveryStringOfGeneratedDocuments() throws {
+        var random = SplitMix64(seed: 2026_12_04)
+        let pieces = ["data://.my/team-b/x", "s3://bucket/k", "a", "é", "😀", "\"", "\\", "/", "\n", "\t", "\u{01}", "\u{7f}", " ", "{", "[", ":", ","]
+        func space() -> String { ["", " ", "\n", "\t", "\r\n  "].randomElement(using: &random)! }
+        func encode(_ text: String) -> String {
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                let escapes: [String]
+                switch scalar {
+                case "\"": escapes = [#"\""#, #"\u0022"#]
+                case "\\": escapes = [#"\\"#, #"\u005c"#, #"\u005C"#]
+                case "/": escapes = ["/", #"\/"#, #"\u002f"#]
+                case "\n": escapes = [#"\n"#, #"\u000a"#]
+                case "\t": escapes = [#"\t"#, #"\u0009"#]
+                case _ where scalar.value < 0x20: escapes = [String(format: #"\u%04x"#, scalar.value)]
+                default:
+                    let units = Array(String(scalar).utf16).map { String(format: #"\u%04X"#, $0) }.joined()
+                    escapes = [String(scalar), String(scalar), units]
+                }
+                out += escapes.randomElement(using: &random)!
+            }
+            return out + "\""
+        }
+        var strings: [String] = []
+        func value(depth: Int) -> String {
+            switch Int.random(in: 0..<(depth > 3 ? 3 : 6), using: &random) {
+            case 0: return ["1", "-0.5e3", "true", "false", "null"].randomElement(using: &random)!
+            case 1, 2:
+                let text = (0..<Int.random(in: 0...4, using: &random)).map { _ in pieces.randomElement(using: &random)! }.joined()
+                strings.append(text)
+                return encode(text)
+            case 3:
+                return "[" + space() + (0..<Int.random(in: 0...3, using: &random)).map { _ in value(depth: depth + 1) }.joined(separator: space() + "," + space()) + space() + "]"
+            default:
+                let key = Bool.random(using: &random) ? "k" : pieces.randomElement(using: &random)!  // "k" repeats: duplicated keys
+                let members = (0..<Int.random(in: 0...3, using: &random)).map { _ -> String in
+                    strings.append(key)
+                    return encode(key) + space() + ":" + space() + value(depth: depth + 1)
+                }
+                return "{" + space() + members.joined(separator: "," + space()) + space() + "}"
+            }
+        }
+        for _ in 0..<5_000 {
+            strings.removeAll()
+            let document = space() + value(depth: 0) + space()
+            #expect((try? JSONSerialization.jsonObject(with: Data(document.utf8), options: [.fragmentsAllowed])) != nil, "\(document)")
+            let found = DataReferences.strings(inJSON: Array(document.utf8))
+            #expect(found == strings, "\(document)")
+        }
+    }
+
     /// With two Content-Type fields, the gateway and the upstream could read an input as two different things.
     @Test func anAlgorithmInputWithTwoContentTypesIsRefused() async throws {
         try await GatewayHarness.run { h in
