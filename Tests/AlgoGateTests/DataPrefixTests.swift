@@ -122,10 +122,27 @@ import Testing
             let allowed = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/ok.csv", "n": 1])
             #expect(allowed.status == 200)
             #expect(canonicalJSON(allowed.object["result"]) == #"{"f":"data://.my/team-a/ok.csv","n":1}"#)
+            // A path in the .my pseudonym without its scheme is one too: the official clients read
+            // `.my/team-b/x` and `/.my/team-b/x` as data://.my/team-b/x, so an algorithm handed one reads it.
+            for (input, named) in [(".my/team-b/secret.csv", "data://.my/team-b/secret.csv"), ("/.my/team-b/secret.csv", "data://.my/team-b/secret.csv"),
+                                   ("./.my/team-b/x", "data://.my/team-b/x"), ("%2emy/team-b/x", "data://.my/team-b/x"),
+                                   (" .my/team-a/../team-b/x", "data://.my/team-b/x"), (".my", "data://.my"), (".MY/team-a/x", "data://.MY/team-a/x")] {
+                let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": ["g": input]])
+                #expect(json.status == 403, "\(input)")
+                #expect(envelope(json).message == "algorithm input references \(named), outside client 'team-a' data prefixes", "\(input)")
+                let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
+                #expect(text.status == 403, "\(input)")
+            }
+            // Inside the prefixes, or text that only looks a little like a path, goes on.
+            for input in [".my/team-a/ok.csv", "/.my/team-a/ok.csv", "... and so on", ". my/team-b", ".myfile", "%20", "/etc/passwd"] {
+                let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
+                #expect(reply.status == 200, "\(input)")
+                #expect(reply.object["result"] as? String == input)
+            }
             // team-b has no data prefixes: its inputs are not restricted
             let unrestricted = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, text: "data://.my/team-a/x")
             #expect(unrestricted.status == 200)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2])
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 9])
         }
     }
 

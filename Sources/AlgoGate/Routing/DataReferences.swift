@@ -2,7 +2,9 @@ import Foundation
 import NIOCore
 
 /// Finds the data URIs an algorithm input mentions: every JSON string (at any depth, keys
-/// included) and a text input that starts with a connector scheme such as `data://` or `s3://`.
+/// included) and a text input that starts with a connector scheme such as `data://` or `s3://`,
+/// or is a path in the `.my` pseudonym without one (`.my/dir/file`, which the clients read as
+/// `data://.my/dir/file`).
 ///
 /// A JSON input's strings are read off its tokens, not off a parsed value: a parsed object keeps
 /// one value per key, but whoever reads the input upstream (the API, an algorithm's own parser)
@@ -23,10 +25,9 @@ enum DataReferences {
         switch mediaType {
         case "application/json":
             guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw .json }
-            return strings.filter(looksLikeDataURI).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            return strings.compactMap(reference)
         case "text/plain":
-            let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
-            return looksLikeDataURI(text) ? [text] : []
+            return reference(in: String(buffer: body)).map { [$0] } ?? []
         case "application/octet-stream":
             // Bytes, handed to the algorithm as bytes.
             return []
@@ -94,6 +95,28 @@ enum DataReferences {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
+    }
+
+    /// The data URI `text` names, if it names one: a URI with a connector's scheme, or a path in
+    /// the `.my` pseudonym written without one.
+    static func reference(in text: String) -> String? {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if looksLikeDataURI(trimmed) { return trimmed }
+        return bareDataPath(trimmed).map { "data://" + $0 }
+    }
+
+    /// A `data://` path written without its scheme, in the `.my` pseudonym: the official clients
+    /// take `.my/team-b/x` and `/.my/team-b/x` for `data://.my/team-b/x` (the Python client strips
+    /// a leading `data://` or `/` and sends the rest as the path), so an algorithm handed such a
+    /// string reads that file. Recognised however it is spelt (`./.my/…`, `%2emy/…`, `.MY/…`),
+    /// by the normalisation the prefix check uses. Other bare paths (`user/dir/file`) cannot be
+    /// told from ordinary text and are not recognised (README, Known limits).
+    static func bareDataPath(_ text: String) -> String? {
+        let path = text.hasPrefix("/") ? String(text.dropFirst()) : text
+        guard path.hasPrefix(".") || path.hasPrefix("%"),
+              let location = try? DataURI.normalise(connector: "data", rawPath: path),
+              location.segments.first?.lowercased() == ".my" else { return nil }
+        return path
     }
 
     /// A scheme of a known connector (any case, optional `+label`) followed by `://`.
