@@ -8,7 +8,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and exit 0 when it is good, 1 naming the bad field.",
-        discussion: "Also checks that the upstream key is readable and that cache.path is a SQLite file this user can read and write, or can be created. Nothing is created or changed."
+        discussion: "Also checks that the upstream key is readable and that cache.path is a SQLite file this user can read and write, or can be created, and names the proxy variables of the environment (HTTPS_PROXY and the like) that would apply to the upstream but are not read (upstream.proxy decides). Nothing is created or changed."
     )
 
     @Option(help: "The YAML configuration file.")
@@ -25,10 +25,20 @@ struct CheckConfig: AsyncParsableCommand {
         // The proxy's URL is shown: it holds no credentials (refused at load).
         let proxy = loaded.config.upstream.proxy.map { " through proxy \($0.url)" + (loaded.proxyAuth != nil ? " (with credentials)" : "") } ?? ""
         print("configuration OK: upstream \(loaded.config.upstream.url)\(proxy), \(loaded.config.clients.count) client(s): \(clients)")
+        let ignored = ConfigLoader.ignoredProxyVariables(loaded.config, environment: ProcessInfo.processInfo.environment)
+        if !ignored.isEmpty {
+            print("note: \(ignoredProxyNote(ignored))")
+        }
         let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)
             + (loaded.config.admin?.previousKeySHA256 != nil ? ["admin"] : [])
         if !rotating.isEmpty {
             print("key rotation under way (previous_key_sha256 still accepted) for: \(rotating.joined(separator: ", "))")
         }
     }
+}
+
+/// What `serve` logs and `check-config` prints when the environment sets proxy variables the
+/// gateway does not read (`ConfigLoader.ignoredProxyVariables`).
+func ignoredProxyNote(_ variables: [String]) -> String {
+    "the environment sets \(variables.joined(separator: ", ")), which algogate does not read: upstream connections go direct; to go through that proxy, set upstream.proxy.url"
 }

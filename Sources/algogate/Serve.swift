@@ -44,6 +44,8 @@ struct Serve: AsyncParsableCommand {
         defer { log.finish() }
         let server = loaded.config.server
         let listening = "\(server.host):\(server.port) (server.host, server.port)"
+        let ignored = ConfigLoader.ignoredProxyVariables(loaded.config, environment: ProcessInfo.processInfo.environment)
+        if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()

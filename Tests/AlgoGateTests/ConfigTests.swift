@@ -152,6 +152,28 @@ import Testing
         #expect(loaded.config.upstream.allowPlainHTTP)
     }
 
+    /// Which proxy variables would have applied to the upstream, had the gateway read them.
+    @Test func proxyVariablesTheGatewayDoesNotReadAreNamed() throws {
+        func ignored(_ url: String, proxy: String = "", _ environment: [String: String]) throws -> [String] {
+            let loaded = try ConfigLoader.load(yaml: """
+                upstream: {url: "\(url)", key_env: UP_KEY\(proxy)}
+                clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+                """, environment: ["UP_KEY": "k"])
+            return ConfigLoader.ignoredProxyVariables(loaded.config, environment: environment)
+        }
+        let upstream = "https://api.algorithmia.com"
+        #expect(try ignored(upstream, ["https_proxy": "http://p:3128", "HTTP_PROXY": "http://p:3128", "ALL_PROXY": ""]) == ["https_proxy", "HTTP_PROXY"])
+        #expect(try ignored(upstream, [:]) == [])
+        #expect(try ignored("http://127.0.0.1:9000", ["HTTPS_PROXY": "http://p:3128"]) == [], "loopback never goes through a proxy")
+        #expect(try ignored(upstream, proxy: ", proxy: {url: \"http://p:3128\"}", ["HTTPS_PROXY": "http://p:3128"]) == [], "upstream.proxy decides")
+        for noProxy in ["*", "api.algorithmia.com", ".algorithmia.com", "algorithmia.com", "other, ALGORITHMIA.COM:443"] {
+            #expect(try ignored(upstream, ["HTTPS_PROXY": "http://p:3128", "no_proxy": noProxy]) == [], "\(noProxy)")
+        }
+        for noProxy in ["gorithmia.com", "api.algorithmia.co", ""] {
+            #expect(try ignored(upstream, ["HTTPS_PROXY": "http://p:3128", "NO_PROXY": noProxy]) == ["HTTPS_PROXY"], "\(noProxy)")
+        }
+    }
+
     @Test func checkConfigExitsZeroOrOneWithTheReason() async throws {
         try await withTemporaryDirectory("cfg") { directory in
             let good = directory.appendingPathComponent("good.yaml")
@@ -181,6 +203,37 @@ import Testing
             #expect(viaProxy.log.contains(
                 "configuration OK: upstream https://api.algorithmia.com through proxy http://proxy.internal:3128 (with credentials), 1 client(s): a"))
             #expect(!viaProxy.log.contains("proxy-password-1"))
+
+            // Proxy variables in the environment are not read; check-config says so, naming them
+            // and not their values. Every one is set here, so what the test runner's own
+            // environment holds does not count.
+            let direct = directory.appendingPathComponent("direct.yaml")
+            try """
+            upstream: {url: https://api.algorithmia.com, key_env: UP_KEY}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """.write(to: direct, atomically: true, encoding: .utf8)
+            let proxyVariables = ["HTTPS_PROXY": "http://corp:proxy-password-2@proxy.corp:3128", "https_proxy": "", "HTTP_PROXY": "",
+                                  "http_proxy": "", "ALL_PROXY": "", "all_proxy": "", "NO_PROXY": "localhost,.internal", "no_proxy": ""]
+            let ignoring = try await ChildProcess.run(arguments: ["check-config", "--config", direct.path],
+                                                      environment: proxyVariables.merging(["UP_KEY": "k"]) { $1 })
+            #expect(ignoring.termination == .exited(0))
+            #expect(ignoring.log.contains("note: the environment sets HTTPS_PROXY, which algogate does not read: upstream connections go direct; to go through that proxy, set upstream.proxy.url"))
+            #expect(!ignoring.log.contains("proxy-password-2"))
+            let exempted = try await ChildProcess.run(arguments: ["check-config", "--config", direct.path],
+                                                      environment: proxyVariables.merging(["UP_KEY": "k", "NO_PROXY": ".algorithmia.com"]) { $1 })
+            #expect(exempted.termination == .exited(0) && !exempted.log.contains("note:"))
+            // serve logs it as a warning at start (here one that then cannot open its state file).
+            let directServe = directory.appendingPathComponent("direct-serve.yaml")
+            try """
+            upstream: {url: https://api.algorithmia.com, key_env: UP_KEY}
+            cache: {path: "\(directory.path)"}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """.write(to: directServe, atomically: true, encoding: .utf8)
+            let serving = try await ChildProcess.run(arguments: ["serve", "--config", directServe.path, "--log-format", "text"],
+                                                     environment: proxyVariables.merging(["UP_KEY": "k"]) { $1 })
+            #expect(serving.termination == .exited(1))
+            #expect(serving.log.contains(" warning algogate: the environment sets HTTPS_PROXY, which algogate does not read: upstream connections go direct; to go through that proxy, set upstream.proxy.url"), "\(serving.log)")
+            #expect(!serving.log.contains("proxy-password-2"))
 
             // A state file that cannot be had: check-config says why without creating anything,
             // and serve refuses to start naming it (these tests run as root, so permissions

@@ -242,6 +242,24 @@ public enum ConfigLoader {
         return ProxyCredentials(user: String(value[..<colon]), password: Secret(String(value[value.index(after: colon)...])))
     }
 
+    /// The proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case) set in
+    /// `environment` that would route this configuration's upstream through a proxy, had the
+    /// gateway read them. It does not: it goes through a proxy only when `upstream.proxy` says so,
+    /// so that nothing in a shell or a pod's environment moves where the key goes. Named, so an
+    /// operator who expected them to apply is told; their values may hold credentials and are
+    /// never shown. Empty when `upstream.proxy` is set, when the upstream is on loopback, or when
+    /// `NO_PROXY` covers its host.
+    public static func ignoredProxyVariables(_ config: GatewayConfig, environment: [String: String]) -> [String] {
+        guard config.upstream.proxy == nil, let host = URL(string: config.upstream.url)?.host?.lowercased(), !isLoopback(host) else { return [] }
+        let exempt = ["NO_PROXY", "no_proxy"].compactMap { environment[$0] }.flatMap { $0.split(separator: ",") }.contains { entry in
+            let domain = entry.trimmingCharacters(in: .whitespaces).lowercased().split(separator: ":").first.map(String.init) ?? ""
+            let bare = domain.hasPrefix(".") ? String(domain.dropFirst()) : domain
+            return domain == "*" || (!bare.isEmpty && (host == bare || host.hasSuffix("." + bare)))
+        }
+        guard !exempt else { return [] }
+        return ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"].filter { environment[$0].map { !$0.isEmpty } ?? false }
+    }
+
     /// `localhost`, 127.0.0.0/8 or ::1: a host whose traffic never leaves the machine.
     static func isLoopback(_ host: String) -> Bool {
         let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
