@@ -24,8 +24,9 @@ import Testing
 /// The generator is seeded, so a failure names the seed and the request and comes back the same;
 /// `ALGOGATE_PATH_CASES` runs more cases (and `ALGOGATE_PATH_SEED` another seed) locally.
 @Suite struct DataPathPropertyTests {
-    /// What the in-test upstream received: method, raw request target, body.
-    struct Received: Sendable { let method: String; let target: String; let body: String }
+    /// What the in-test upstream received: method, raw request target, header fields as sent
+    /// (name as written, value), body.
+    struct Received: Sendable { let method: String; let target: String; let headers: [[String]]; let body: String }
 
     final class Recorder: Sendable {
         let received = Mutex<[Received]>([])
@@ -36,7 +37,8 @@ import Testing
         let recorder: Recorder
         func respond(to request: Request, context: Context) async throws -> Response {
             let body = String(buffer: try await request.body.collect(upTo: 1 << 20))
-            recorder.received.withLock { $0.append(Received(method: request.method.rawValue, target: request.head.path ?? "", body: body)) }
+            let headers = request.headers.map { [$0.name.rawName, $0.value] }
+            recorder.received.withLock { $0.append(Received(method: request.method.rawValue, target: request.head.path ?? "", headers: headers, body: body)) }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
     }
