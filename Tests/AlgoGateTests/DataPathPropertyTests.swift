@@ -1,6 +1,7 @@
 @testable import AlgoGate
 import AlgoTestSupport
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import Synchronization
@@ -39,7 +40,13 @@ import Testing
             let body = String(buffer: try await request.body.collect(upTo: 1 << 20))
             let headers = request.headers.map { [$0.name.rawName, $0.value] }
             recorder.received.withLock { $0.append(Received(method: request.method.rawValue, target: request.head.path ?? "", headers: headers, body: body)) }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
+            // `X-Test-Answer-Fields` (a JSON array of [name, value]): fields to answer with.
+            var fields: HTTPFields = [.contentType: "application/json"]
+            if let asked = request.headers[HTTPField.Name("X-Test-Answer-Fields")!],
+               let pairs = try? JSONSerialization.jsonObject(with: Data(asked.utf8)) as? [[String]] {
+                for pair in pairs { fields.append(HTTPField(name: HTTPField.Name(pair[0])!, value: pair[1])) }
+            }
+            return Response(status: .ok, headers: fields, body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
     }
 

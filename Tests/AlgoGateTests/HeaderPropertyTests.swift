@@ -135,4 +135,53 @@ import Testing
             }
         }
     }
+
+    /// Answer fields that cross back to the client, and those that never do.
+    static let answerEndToEnd: [(String, [String])] = [
+        ("X-Upstream-Trace", ["u-1", "a b"]), ("X-Build", ["42"]), ("Warning", ["199 - \"note\""]), ("X-Custom", ["1", "2"]),
+    ]
+    static let answerNeverCross: [(String, [String])] = [
+        ("Set-Cookie", ["upstream-session=abc; HttpOnly"]), ("Keep-Alive", ["timeout=5"]), ("Proxy-Connection", ["keep-alive"]),
+        ("Trailer", ["X-Sum"]), ("Server", ["upstream/1.0"]),
+    ]
+
+    /// The same the other way: 500 answers with random mixes of fields, and the client gets the
+    /// end-to-end ones as sent, in order, and none of the others (`Set-Cookie`: the upstream's
+    /// session is the account's, not a team's).
+    @Test func theClientGetsExactlyTheAnswersEndToEndFields() async throws {
+        var random = SplitMix64(seed: 2026_12_05)
+        let recorder = DataPathPropertyTests.Recorder()
+        try await LiveServer.run({ onRunning in
+            Application(responder: DataPathPropertyTests.RecordingResponder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                        onServerRunning: onRunning, logger: { var logger = Logger(label: "recording-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                for _ in 0..<500 {
+                    var fields: [[String]] = []
+                    for _ in 0..<Int.random(in: 0...7, using: &random) {
+                        let (name, values) = Int.random(in: 0..<3, using: &random) == 0
+                            ? Self.answerNeverCross.randomElement(using: &random)! : Self.answerEndToEnd.randomElement(using: &random)!
+                        fields.append([Self.randomCase(name, &random), values.randomElement(using: &random)!])
+                    }
+                    if Bool.random(using: &random) {
+                        fields.insert(["Connection", Self.randomCase("X-Hop-Answer", &random)], at: Int.random(in: 0...fields.count, using: &random))
+                        fields.append([Self.randomCase("X-Hop-Answer", &random), "secret"])
+                    }
+                    let algo = Bool.random(using: &random)
+                    let asked = String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
+                    let reply = algo
+                        ? try await h.gateway.send(.POST, "/v1/algo/team-a/Echo", headers: simple(Keys.teamA) + textType + [("X-Test-Answer-Fields", asked)], text: "HAL")
+                        : try await h.gateway.send(.GET, "/v1/data/.my/team-a/x.txt", headers: simple(Keys.teamA) + [("X-Test-Answer-Fields", asked)])
+                    #expect(reply.status == 200, "\(fields)")
+                    let dropped = Set(Self.answerNeverCross.map { $0.0.lowercased() } + ["connection", "x-hop-answer"])
+                    let expected = fields.filter { !dropped.contains($0[0].lowercased()) }.map { [$0[0].lowercased(), $0[1]] }
+                    let crossing = Set(Self.answerEndToEnd.map { $0.0.lowercased() } + ["x-hop-answer"])
+                    let got = reply.headers.filter { crossing.contains($0.0.lowercased()) }.map { [$0.0.lowercased(), $0.1] }
+                    #expect(got == expected, "\(algo ? "algo" : "data") answer \(fields) reached the client as \(reply.headers)")
+                    #expect(reply.header("Set-Cookie") == nil && reply.header("Keep-Alive") == nil && reply.header("Proxy-Connection") == nil
+                            && reply.header("Trailer") == nil && reply.header("Server") != "upstream/1.0", "\(reply.headers)")
+                }
+            }
+        }
+    }
 }
