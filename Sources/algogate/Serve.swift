@@ -56,20 +56,6 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// Binds `host:port` as the server will (with SO_REUSEADDR) and lets go at once, so that a port
-/// already taken is found before any service starts. Found later, the service group cancels the
-/// services it started, and that cancellation once deadlocked in a test run (a thread in
-/// swift-async-algorithms' merge, which `cancelOnGracefulShutdown` uses, another waiting on a
-/// task's status lock), leaving the process hanging rather than exiting. Port 0 (any free port)
-/// is not checked.
-func checkListenable(host: String, port: Int) async throws {
-    guard port != 0 else { return }
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .bind(host: host, port: port).get()
-    try await channel.close()
-}
-
 /// Why a gateway could not start, in words that name the setting, for the failures that have
 /// one: its state file (`cache.path`) could not be opened or created (a `ConfigError`), or it
 /// could not listen on `listening` (NIO says only `bind(descriptor:ptr:bytes:): Address already

@@ -1,3 +1,4 @@
+import AlgoGate
 import AlgoSim
 import ArgumentParser
 import Foundation

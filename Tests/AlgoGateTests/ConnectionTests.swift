@@ -1,6 +1,8 @@
 import AlgoGate
 import AlgoTestSupport
 import Foundation
+import NIOPosix
+import Synchronization
 import Testing
 
 /// Client connections: `server.idle_timeout_seconds` closes idle keep-alive connections and
@@ -9,6 +11,24 @@ import Testing
     /// Two seconds: room for a loaded machine's scheduling between the server's clock and the test's.
     static let twoSeconds = "idle_timeout_seconds: 2"
     static let noQueue = "queue_timeout_seconds: 0"  // the idle timeout must be above it
+
+    /// A client that connects in the moment the port is checked before start (a load balancer's
+    /// health check, a benchmark's wait loop) reaches the check's socket, not the server: it must
+    /// be let go, so that it tries again, not held open unanswered.
+    @Test func aConnectionMadeWhileThePortIsCheckedIsNotLeftOpen() async throws {
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(probe.localAddress?.port)
+        try await probe.close()
+        let early = Mutex<RawConnection?>(nil)
+        try await checkListenable(host: "127.0.0.1", port: port) {
+            let connection = try await RawConnection.connect(port: port, sending: "GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            early.withLock { $0 = connection }
+            try await Task.sleep(for: .milliseconds(200))  // time for a server channel that reads to accept it
+        }
+        let connection = try #require(early.withLock { $0 })
+        #expect(await connection.waitForClose(within: .seconds(5)), "the connection was left open")
+        #expect(connection.text.isEmpty)
+    }
 
     @Test func aConnectionThatSendsNothingIsClosedAfterTheIdleTimeout() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
