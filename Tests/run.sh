@@ -13,8 +13,28 @@ trap 'rm -f "$output"' EXIT
 status=0
 # A crash prints the crashed thread alone, with its source lines: the idle threads of a run
 # that crashed tell nothing and would push the one that did out of a log cut to its tail.
-SWIFT_BACKTRACE=enable=yes,interactive=no,threads=crashed,images=none \
-    swift test --skip-build 2>&1 | tee "$output" || status=$?
+# A watchdog: the suite takes 1 to 4 minutes. Once in many runs (seen 2026-12-04, gdb: every
+# thread idle, no socket open, so a task awaiting a resumption that never comes) it hangs;
+# rather than run into CI's time limit, it is stopped after TEST_MINUTES, the tests running
+# then are named, and the suite is run once more. A second hang, or any failure, fails.
+run_suite() {
+    SWIFT_BACKTRACE=enable=yes,interactive=no,threads=crashed,images=none \
+        timeout --kill-after=10 "${TEST_MINUTES:-10}m" swift test --skip-build 2>&1 | tee "$output" || status=$?
+    pkill -f 'algogatePackageTests.xctest' 2>/dev/null || true
+}
+running_tests() {
+    comm -23 <(sed -n 's/^◇ Test \(.*\) started\.$/\1/p' "$output" | sort -u) \
+             <(sed -n -E 's/^[✔✘] Test (.*) (passed|failed).*/\1/p' "$output" | sort -u) | head -50 || true
+}
+run_suite
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo
+    echo "=== swift test hung: stopped after ${TEST_MINUTES:-10} minutes; running then (some may have finished, their lines unflushed): ==="
+    running_tests | sed 's/^/  /'
+    echo "=== running the suite once more ==="
+    status=0
+    run_suite
+fi
 if [ "$status" -ne 0 ]; then
     echo
     echo "=== swift test failed (exit $status); its issues, again ==="
@@ -24,9 +44,7 @@ if [ "$status" -ne 0 ]; then
          /[Ff]atal error|unexpected signal|^error: / { print }' "$output" | head -200 || true
     # After a crash: where, and which tests were running then.
     awk '/^\*\*\* Program crashed/ { crash = 1 } crash { print } /^Backtrace took/ { crash = 0 }' "$output" | head -80 || true
-    comm -23 <(sed -n 's/^◇ Test \(.*\) started\.$/\1/p' "$output" | sort -u) \
-             <(sed -n -E 's/^[✔✘] Test (.*) (passed|failed).*/\1/p' "$output" | sort -u) \
-        | sed 's/^/running when the suite stopped: /' | head -50 || true
+    running_tests | sed 's/^/running when the suite stopped: /'
     exit "$status"
 fi
 

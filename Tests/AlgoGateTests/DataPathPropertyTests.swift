@@ -193,7 +193,7 @@ import Testing
     @Test func nothingOutsideTheTeamsPrefixesReachesTheUpstream() async throws {
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["ALGOGATE_PATH_SEED"].flatMap(UInt64.init) ?? 0x616C_676F_6761_7465
-        let cases = Self.generate(count: environment["ALGOGATE_PATH_CASES"].flatMap(Int.init) ?? 2_000, seed: seed)
+        let cases = Self.generate(count: environment["ALGOGATE_PATH_CASES"].flatMap(Int.init) ?? 1_000, seed: seed)
         let recorder = Recorder()
         try await LiveServer.run({ onRunning in
             Application(responder: RecordingResponder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
