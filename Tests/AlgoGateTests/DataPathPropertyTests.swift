@@ -1,10 +1,7 @@
 @testable import AlgoGate
 import AlgoTestSupport
 import Foundation
-import HTTPTypes
-import Hummingbird
-import Logging
-import Synchronization
+import NIOCore
 import Testing
 
 /// Data prefixes against generated paths: thousands of requests built from the tricks a path can
@@ -25,31 +22,6 @@ import Testing
 /// The generator is seeded, so a failure names the seed and the request and comes back the same;
 /// `ALGOGATE_PATH_CASES` runs more cases (and `ALGOGATE_PATH_SEED` another seed) locally.
 @Suite struct DataPathPropertyTests {
-    /// What the in-test upstream received: method, raw request target, header fields as sent
-    /// (name as written, value), body.
-    struct Received: Sendable { let method: String; let target: String; let headers: [[String]]; let body: String }
-
-    final class Recorder: Sendable {
-        let received = Mutex<[Received]>([])
-    }
-
-    struct RecordingResponder: HTTPResponder {
-        typealias Context = BasicRequestContext
-        let recorder: Recorder
-        func respond(to request: Request, context: Context) async throws -> Response {
-            let body = String(buffer: try await request.body.collect(upTo: 1 << 20))
-            let headers = request.headers.map { [$0.name.rawName, $0.value] }
-            recorder.received.withLock { $0.append(Received(method: request.method.rawValue, target: request.head.path ?? "", headers: headers, body: body)) }
-            // `X-Test-Answer-Fields` (a JSON array of [name, value]): fields to answer with.
-            var fields: HTTPFields = [.contentType: "application/json"]
-            if let asked = request.headers[HTTPField.Name("X-Test-Answer-Fields")!],
-               let pairs = try? JSONSerialization.jsonObject(with: Data(asked.utf8)) as? [[String]] {
-                for pair in pairs { fields.append(HTTPField(name: HTTPField.Name(pair[0])!, value: pair[1])) }
-            }
-            return Response(status: .ok, headers: fields, body: .init(byteBuffer: ByteBuffer(string: "{}")))
-        }
-    }
-
     static let routes = ["/v1/data/", "/v1/data/", "/v1/data/", "/v1/connector/data/", "/v1/connector/s3/", "/v1/data/s3://",
                          "/v1/data/data://", "/v1/connector/S3/", "/v1/connector/dropbox/", "/v1/data/s3:/", "/v1/data/s3:%2f%2f",
                          "/v1/connector/data+x/", "/v1/data/S3%3a//", "/v1/data/DATA://", "/v1/connector/s3%2f..%2fdata/"]
@@ -194,58 +166,34 @@ import Testing
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["ALGOGATE_PATH_SEED"].flatMap(UInt64.init) ?? 0x616C_676F_6761_7465
         let cases = Self.generate(count: environment["ALGOGATE_PATH_CASES"].flatMap(Int.init) ?? 1_000, seed: seed)
-        let recorder = Recorder()
-        try await LiveServer.run({ onRunning in
-            Application(responder: RecordingResponder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                        onServerRunning: onRunning, logger: { var logger = Logger(label: "recording-upstream"); logger.logLevel = .warning; return logger }())
-        }) { port in
-            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                var statuses: [Int: Int] = [:]
-                var connection: RawConnection?
-                var answered = 0
-                for item in cases {
-                    if connection == nil || answered == 20 {
-                        await connection?.close()
-                        connection = try await RawConnection.connect(port: h.gatewayPort)
-                        answered = 0
-                    }
-                    let before = recorder.received.withLock { $0.count }
-                    try await connection!.send(try Self.request(item))
-                    var response: RawResponse?
-                    let deadline = ContinuousClock.now + .seconds(10)
-                    while response == nil, ContinuousClock.now < deadline {
-                        let responses = RawResponse.parse(connection!.text)
-                        if responses.count > answered { response = responses[answered] }
-                        else if connection!.closedAt != nil { break }
-                        else { try await Task.sleep(for: .milliseconds(1)) }
-                    }
-                    guard let response else {
-                        Issue.record("seed \(seed): no answer to \(item)")
-                        connection = nil
-                        continue
-                    }
-                    answered += 1
-                    let status = Int(response.statusLine.split(separator: " ")[1]) ?? 0
-                    statuses[status, default: 0] += 1
-                    #expect([200, 400, 403].contains(status), "seed \(seed): \(item) -> \(response.statusLine) \(response.body)")
-                    if status != 200 { #expect(response.body.hasPrefix(#"{"error":{"#), "seed \(seed): \(item) -> \(response.body)") }
-                    let reached = recorder.received.withLock { Array($0[before...]) }
-                    #expect(reached.count == (status == 200 ? 1 : 0), "seed \(seed): \(item) -> \(status), \(reached.count) upstream requests")
-                    for upstream in reached {
-                        let name = item.method == "POST" ? (JSON.object(ByteBuffer(string: upstream.body))?["name"] as? String) : nil
-                        #expect(item.method != "POST" || name != nil, "seed \(seed): \(item) reached the upstream without its name")
-                        let outside = Self.staysInsideTeamA(upstream.target, name: name)
-                        #expect(outside == [], "seed \(seed): \(item) reached the upstream as \(upstream.method) \(upstream.target) \(upstream.body), read outside team-a as \(outside)")
-                    }
-                    if connection!.closedAt != nil { connection = nil }
+        try await RecordingUpstream.run { recorder, h in
+            var statuses: [Int: Int] = [:]
+            var client = KeepAliveClient(port: h.gatewayPort)
+            for item in cases {
+                let before = recorder.count
+                guard let response = try await client.exchange(try Self.request(item)) else {
+                    Issue.record("seed \(seed): no answer to \(item)")
+                    continue
                 }
-                await connection?.close()
-                // The generator must reach both sides of the check, or the property says little.
-                let total = cases.count
-                #expect(statuses[200, default: 0] * 5 >= total, "forwarded: \(statuses)")
-                #expect((statuses[400, default: 0] + statuses[403, default: 0]) * 5 >= total, "refused: \(statuses)")
-                print("DataPathPropertyTests: seed \(seed), \(total) requests, statuses \(statuses.sorted { $0.key < $1.key })")
+                let status = Int(response.statusLine.split(separator: " ")[1]) ?? 0
+                statuses[status, default: 0] += 1
+                #expect([200, 400, 403].contains(status), "seed \(seed): \(item) -> \(response.statusLine) \(response.body)")
+                if status != 200 { #expect(response.body.hasPrefix(#"{"error":{"#), "seed \(seed): \(item) -> \(response.body)") }
+                let reached = recorder.since(before)
+                #expect(reached.count == (status == 200 ? 1 : 0), "seed \(seed): \(item) -> \(status), \(reached.count) upstream requests")
+                for upstream in reached {
+                    let name = item.method == "POST" ? (JSON.object(ByteBuffer(string: upstream.body))?["name"] as? String) : nil
+                    #expect(item.method != "POST" || name != nil, "seed \(seed): \(item) reached the upstream without its name")
+                    let outside = Self.staysInsideTeamA(upstream.target, name: name)
+                    #expect(outside == [], "seed \(seed): \(item) reached the upstream as \(upstream.method) \(upstream.target) \(upstream.body), read outside team-a as \(outside)")
+                }
             }
+            await client.close()
+            // The generator must reach both sides of the check, or the property says little.
+            let total = cases.count
+            #expect(statuses[200, default: 0] * 5 >= total, "forwarded: \(statuses)")
+            #expect((statuses[400, default: 0] + statuses[403, default: 0]) * 5 >= total, "refused: \(statuses)")
+            print("DataPathPropertyTests: seed \(seed), \(total) requests, statuses \(statuses.sorted { $0.key < $1.key })")
         }
     }
 }

@@ -1,8 +1,6 @@
 @testable import AlgoGate
 import AlgoTestSupport
 import Foundation
-import Hummingbird
-import Logging
 import Testing
 
 /// Header forwarding against generated requests: 1,000 requests, each with a random mix of
@@ -15,8 +13,6 @@ import Testing
 /// fields the gateway sets (`Accept-Encoding`, `Via` after the client's own, `X-Request-ID`,
 /// and the message's own framing and host).
 @Suite struct HeaderPropertyTests {
-    typealias Received = DataPathPropertyTests.Received
-
     /// Fields that cross: (name, values to pick from).
     static let endToEnd: [(String, [String])] = [
         ("X-Team-Trace", ["t-1", "a b c", "\"quoted\""]), ("User-Agent", ["algorithmia-python/2.0.5", "curl/8"]),
@@ -88,51 +84,33 @@ import Testing
     @Test func theUpstreamGetsTheServerKeyAndExactlyTheEndToEndFields() async throws {
         let seed: UInt64 = ProcessInfo.processInfo.environment["ALGOGATE_HEADER_SEED"].flatMap(UInt64.init) ?? 2026_12_04
         let cases = Self.generate(count: ProcessInfo.processInfo.environment["ALGOGATE_HEADER_CASES"].flatMap(Int.init) ?? 1_000, seed: seed)
-        let recorder = DataPathPropertyTests.Recorder()
-        try await LiveServer.run({ onRunning in
-            Application(responder: DataPathPropertyTests.RecordingResponder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                        onServerRunning: onRunning, logger: { var logger = Logger(label: "recording-upstream"); logger.logLevel = .warning; return logger }())
-        }) { port in
-            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                var connection: RawConnection?
-                var answered = 0
-                let gatewaySets: Set<String> = ["authorization", "accept-encoding", "via", "x-request-id", "host", "content-length", "content-type"]
-                for item in cases {
-                    if connection == nil || answered == 20 {
-                        await connection?.close()
-                        connection = try await RawConnection.connect(port: h.gatewayPort)
-                        answered = 0
-                    }
-                    let before = recorder.received.withLock { $0.count }
-                    try await connection!.send(Self.request(item))
-                    var response: RawResponse?
-                    let deadline = ContinuousClock.now + .seconds(10)
-                    while response == nil, ContinuousClock.now < deadline {
-                        let responses = RawResponse.parse(connection!.text)
-                        if responses.count > answered { response = responses[answered] } else { try await Task.sleep(for: .milliseconds(1)) }
-                    }
-                    guard let response else { Issue.record("seed \(seed): no answer to \(item)"); connection = nil; continue }
-                    answered += 1
-                    #expect(response.statusLine.hasPrefix("HTTP/1.1 200"), "seed \(seed): \(item) -> \(response.statusLine) \(response.body)")
-                    let reached = recorder.received.withLock { Array($0[before...]) }
-                    guard reached.count == 1, let upstream = reached.first else {
-                        Issue.record("seed \(seed): \(item) reached the upstream \(reached.count) times")
-                        continue
-                    }
-                    let fields = upstream.headers.map { [$0[0].lowercased(), $0[1]] }
-                    #expect(fields.filter { $0[0] == "authorization" }.map { $0[1] } == ["Simple \(Keys.upstream)"], "seed \(seed): \(item)")
-                    let clientFields = fields.filter { !gatewaySets.contains($0[0]) }
-                    #expect(clientFields == Self.expectedEndToEnd(item).filter { $0[0] != "via" },
-                            "seed \(seed): \(item)\nupstream got \(upstream.headers)")
-                    let via = Self.expectedEndToEnd(item).filter { $0[0] == "via" }.map { $0[1] } + ["1.1 algogate"]
-                    #expect(fields.filter { $0[0] == "via" }.map { $0[1] } == via, "seed \(seed): \(item)")
-                    let id = fields.filter { $0[0] == "x-request-id" }.map { $0[1] }
-                    #expect(id.count == 1 && (item.requestID == "not valid!" || item.requestID == nil || id == [item.requestID!]), "seed \(seed): \(item) -> \(id)")
-                    #expect(response.headers["x-request-id"] == id.first)
-                    if connection!.closedAt != nil { connection = nil }
+        try await RecordingUpstream.run { recorder, h in
+            var client = KeepAliveClient(port: h.gatewayPort)
+            let gatewaySets: Set<String> = ["authorization", "accept-encoding", "via", "x-request-id", "host", "content-length", "content-type"]
+            for item in cases {
+                let before = recorder.count
+                guard let response = try await client.exchange(Self.request(item)) else {
+                    Issue.record("seed \(seed): no answer to \(item)")
+                    continue
                 }
-                await connection?.close()
+                #expect(response.statusLine.hasPrefix("HTTP/1.1 200"), "seed \(seed): \(item) -> \(response.statusLine) \(response.body)")
+                let reached = recorder.since(before)
+                guard reached.count == 1, let upstream = reached.first else {
+                    Issue.record("seed \(seed): \(item) reached the upstream \(reached.count) times")
+                    continue
+                }
+                let fields = upstream.headers.map { [$0[0].lowercased(), $0[1]] }
+                #expect(fields.filter { $0[0] == "authorization" }.map { $0[1] } == ["Simple \(Keys.upstream)"], "seed \(seed): \(item)")
+                let clientFields = fields.filter { !gatewaySets.contains($0[0]) }
+                #expect(clientFields == Self.expectedEndToEnd(item).filter { $0[0] != "via" },
+                        "seed \(seed): \(item)\nupstream got \(upstream.headers)")
+                let via = Self.expectedEndToEnd(item).filter { $0[0] == "via" }.map { $0[1] } + ["1.1 algogate"]
+                #expect(fields.filter { $0[0] == "via" }.map { $0[1] } == via, "seed \(seed): \(item)")
+                let id = fields.filter { $0[0] == "x-request-id" }.map { $0[1] }
+                #expect(id.count == 1 && (item.requestID == "not valid!" || item.requestID == nil || id == [item.requestID!]), "seed \(seed): \(item) -> \(id)")
+                #expect(response.headers["x-request-id"] == id.first)
             }
+            await client.close()
         }
     }
 
@@ -150,37 +128,31 @@ import Testing
     /// session is the account's, not a team's).
     @Test func theClientGetsExactlyTheAnswersEndToEndFields() async throws {
         var random = SplitMix64(seed: 2026_12_05)
-        let recorder = DataPathPropertyTests.Recorder()
-        try await LiveServer.run({ onRunning in
-            Application(responder: DataPathPropertyTests.RecordingResponder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                        onServerRunning: onRunning, logger: { var logger = Logger(label: "recording-upstream"); logger.logLevel = .warning; return logger }())
-        }) { port in
-            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                for _ in 0..<500 {
-                    var fields: [[String]] = []
-                    for _ in 0..<Int.random(in: 0...7, using: &random) {
-                        let (name, values) = Int.random(in: 0..<3, using: &random) == 0
-                            ? Self.answerNeverCross.randomElement(using: &random)! : Self.answerEndToEnd.randomElement(using: &random)!
-                        fields.append([Self.randomCase(name, &random), values.randomElement(using: &random)!])
-                    }
-                    if Bool.random(using: &random) {
-                        fields.insert(["Connection", Self.randomCase("X-Hop-Answer", &random)], at: Int.random(in: 0...fields.count, using: &random))
-                        fields.append([Self.randomCase("X-Hop-Answer", &random), "secret"])
-                    }
-                    let algo = Bool.random(using: &random)
-                    let asked = String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
-                    let reply = algo
-                        ? try await h.gateway.send(.POST, "/v1/algo/team-a/Echo", headers: simple(Keys.teamA) + textType + [("X-Test-Answer-Fields", asked)], text: "HAL")
-                        : try await h.gateway.send(.GET, "/v1/data/.my/team-a/x.txt", headers: simple(Keys.teamA) + [("X-Test-Answer-Fields", asked)])
-                    #expect(reply.status == 200, "\(fields)")
-                    let dropped = Set(Self.answerNeverCross.map { $0.0.lowercased() } + ["connection", "x-hop-answer"])
-                    let expected = fields.filter { !dropped.contains($0[0].lowercased()) }.map { [$0[0].lowercased(), $0[1]] }
-                    let crossing = Set(Self.answerEndToEnd.map { $0.0.lowercased() } + ["x-hop-answer"])
-                    let got = reply.headers.filter { crossing.contains($0.0.lowercased()) }.map { [$0.0.lowercased(), $0.1] }
-                    #expect(got == expected, "\(algo ? "algo" : "data") answer \(fields) reached the client as \(reply.headers)")
-                    #expect(reply.header("Set-Cookie") == nil && reply.header("Keep-Alive") == nil && reply.header("Proxy-Connection") == nil
-                            && reply.header("Trailer") == nil && reply.header("Server") != "upstream/1.0", "\(reply.headers)")
+        try await RecordingUpstream.run { _, h in
+            for _ in 0..<500 {
+                var fields: [[String]] = []
+                for _ in 0..<Int.random(in: 0...7, using: &random) {
+                    let (name, values) = Int.random(in: 0..<3, using: &random) == 0
+                        ? Self.answerNeverCross.randomElement(using: &random)! : Self.answerEndToEnd.randomElement(using: &random)!
+                    fields.append([Self.randomCase(name, &random), values.randomElement(using: &random)!])
                 }
+                if Bool.random(using: &random) {
+                    fields.insert(["Connection", Self.randomCase("X-Hop-Answer", &random)], at: Int.random(in: 0...fields.count, using: &random))
+                    fields.append([Self.randomCase("X-Hop-Answer", &random), "secret"])
+                }
+                let algo = Bool.random(using: &random)
+                let asked = String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
+                let reply = algo
+                    ? try await h.gateway.send(.POST, "/v1/algo/team-a/Echo", headers: simple(Keys.teamA) + textType + [("X-Test-Answer-Fields", asked)], text: "HAL")
+                    : try await h.gateway.send(.GET, "/v1/data/.my/team-a/x.txt", headers: simple(Keys.teamA) + [("X-Test-Answer-Fields", asked)])
+                #expect(reply.status == 200, "\(fields)")
+                let dropped = Set(Self.answerNeverCross.map { $0.0.lowercased() } + ["connection", "x-hop-answer"])
+                let expected = fields.filter { !dropped.contains($0[0].lowercased()) }.map { [$0[0].lowercased(), $0[1]] }
+                let crossing = Set(Self.answerEndToEnd.map { $0.0.lowercased() } + ["x-hop-answer"])
+                let got = reply.headers.filter { crossing.contains($0.0.lowercased()) }.map { [$0.0.lowercased(), $0.1] }
+                #expect(got == expected, "\(algo ? "algo" : "data") answer \(fields) reached the client as \(reply.headers)")
+                #expect(reply.header("Set-Cookie") == nil && reply.header("Keep-Alive") == nil && reply.header("Proxy-Connection") == nil
+                        && reply.header("Trailer") == nil && reply.header("Server") != "upstream/1.0", "\(reply.headers)")
             }
         }
     }
