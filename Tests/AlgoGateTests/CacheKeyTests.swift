@@ -14,23 +14,49 @@ import Testing
     @Test func theKeyHashesEachFieldThenTheBody() throws {
         let pinned = try #require(AlgoRef(path: "demo/Hello/0.1.0"))
         let body = ByteBuffer(string: #"{"input":"HAL"}"#)
-        let key = { (output: String, stdout: Bool, contentType: String, client: String?) in
+        let key = { (output: String, stdout: String, contentType: String, client: String?) in
             CachePolicy.key(ref: pinned, output: output, stdout: stdout, contentType: contentType, body: body, client: client)
         }
         let json = ["v1", "demo", "Hello", "0.1.0", "default", "-", "application/json", "*"]
-        #expect(key("default", false, "application/json", nil) == Self.expected(json, body: #"{"input":"HAL"}"#))
+        #expect(key("default", "-", "application/json", nil) == Self.expected(json, body: #"{"input":"HAL"}"#))
         // The media type alone, lowercased and without the spaces around it: parameters, case and
         // spacing do not make another entry.
         for contentType in ["Application/JSON", "application/json; charset=utf-8", "  application/json ;charset=UTF-8", "APPLICATION/JSON\t"] {
-            #expect(key("default", false, contentType, nil) == Self.expected(json, body: #"{"input":"HAL"}"#), "\(contentType)")
+            #expect(key("default", "-", contentType, nil) == Self.expected(json, body: #"{"input":"HAL"}"#), "\(contentType)")
         }
-        #expect(key("default", false, "text/plain", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "text/plain", "*"],
+        #expect(key("default", "-", "text/plain", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "text/plain", "*"],
                                                                           body: #"{"input":"HAL"}"#))
-        #expect(key("default", false, "", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "", "*"], body: #"{"input":"HAL"}"#))
-        #expect(key("raw", true, "application/json", "team-a")
+        #expect(key("default", "-", "", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "", "*"], body: #"{"input":"HAL"}"#))
+        #expect(key("raw", "stdout", "application/json", "team-a")
             == Self.expected(["v1", "demo", "Hello", "0.1.0", "raw", "stdout", "application/json", "team-a"], body: #"{"input":"HAL"}"#))
         // Beyond ASCII, lowercased by characters.
-        #expect(key("default", false, "Text/Ünicode", nil)
+        #expect(key("default", "-", "Text/Ünicode", nil)
             == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "text/ünicode", "*"], body: #"{"input":"HAL"}"#))
+    }
+
+    /// The options reach the key as `AlgoOptions` reads them: absent and `default` output are one
+    /// mode, absent and `false` stdout one flag (the key's spellings since its first version);
+    /// any other spelling is its own field, never folded into another that the upstream might
+    /// read differently.
+    @Test func theOptionsReachTheKeyAsGiven() throws {
+        let pinned = try #require(AlgoRef(path: "demo/Hello/0.1.0"))
+        let policy = CachePolicy(config: GatewayConfig.Cache())
+        let key = { (query: String?) in
+            policy.decide(ref: pinned, query: query, headers: [.contentType: "text/plain"], body: ByteBuffer(string: "HAL"), client: "team-a").key
+        }
+        let fields = { (output: String, stdout: String) in
+            Self.expected(["v1", "demo", "Hello", "0.1.0", output, stdout, "text/plain", "*"], body: "HAL")
+        }
+        #expect(key(nil) == fields("default", "-"))
+        #expect(key("output=default&stdout=false&timeout=20&other=x") == fields("default", "-"))
+        #expect(key("stdout=true") == fields("default", "stdout"))
+        #expect(key("stdout=TRUE") == fields("default", "stdout=TRUE"))
+        #expect(key("output=raw") == fields("raw", "-"))
+        #expect(key("output=Raw") == fields("Raw", "-"))
+        // Never cached: run for effect, as sudo, or a query the gateway refuses.
+        for query in ["output=void", "output=VOID", "sudo=true", "sudo=1", "sudo=TRUE", "output=raw&output=default", "Output=raw", "output=%72aw"] {
+            #expect(key(query) == nil, "\(query)")
+        }
+        #expect(key("sudo=false") == fields("default", "-"))
     }
 }

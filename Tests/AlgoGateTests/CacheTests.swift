@@ -61,6 +61,56 @@ import Testing
         }
     }
 
+    /// An option the gateway and the upstream could read differently is refused before the cache
+    /// or the upstream sees the call (`AlgoOptions`). Stored, such a call's answer would answer
+    /// other calls, another team's too, that asked for something else: the simulator reads the
+    /// first of two `output`s, and the gateway once keyed the last, so team A's
+    /// `?output=raw&output=default` stored a raw answer where team B's plain call found it.
+    @Test func anAmbiguousOptionIsRefusedAndNeverStored() async throws {
+        try await GatewayHarness.run { h in
+            let ambiguous = ["output=raw&output=default", "output=default&output=raw", "stdout=true&stdout=false",
+                             "timeout=5&timeout=3000", "sudo=false&sudo=true", "Output=raw", "OUTPUT=raw", "%6Futput=raw",
+                             "%6f%75%74%70%75%74=raw", "TimeOut=3000", "%74imeout=3000", "output=%72aw", "output=raw%00",
+                             "output=", "output", "stdout=tr%75e", "stdout=true+"]
+            let refuse = { @Sendable (round: String) async throws in
+                for query in ambiguous {
+                    let reply = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?other=1&\(query)", key: Keys.teamA)
+                    #expect(reply.status == 400, "\(round): \(query)")
+                    #expect(envelope(reply).type == "InputError", "\(round): \(query)")
+                    #expect(reply.header("X-Cache") == nil, "\(round): \(query)")
+                }
+            }
+            try await refuse("before any answer is stored")
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+
+            let plain = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            #expect(plain.status == 200)
+            #expect(plain.header("X-Cache") == "MISS")
+            #expect(plain.header("Content-Type") == "application/json")
+            #expect(plain.object["result"] as? String == "Hello HAL")
+            // Stored now: a hit on the event loop must not answer them either.
+            try await refuse("with the plain answer stored")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+
+            var messages: [String?] = []
+            for query in ["output=raw&output=default", "Output=raw", "%74imeout=3000", "output=%72aw", "timeout=5&timeout=5"] {
+                messages.append(envelope(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?\(query)")).message)
+            }
+            #expect(messages == [
+                "the query gives the output option more than once: give each of an algorithm call's options once",
+                "the query spells the output option 'Output': write it output, in lowercase and not percent-encoded, so that the gateway and the upstream read it alike",
+                "the query spells the timeout option '%74imeout': write it timeout, in lowercase and not percent-encoded, so that the gateway and the upstream read it alike",
+                "the output option must be a plain word (raw, void or default), not empty nor percent-encoded",
+                "the query gives the timeout option more than once: give each of an algorithm call's options once",
+            ])
+            // Parameters that are not options pass as they came, in any spelling.
+            let other = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?Other=%41&output=raw&x&x")
+            #expect(other.status == 200)
+            #expect(other.text == "Hello HAL")
+            #expect(other.header("X-Cache") == "MISS")
+        }
+    }
+
     @Test func everythingThatChangesTheAnswerIsInTheKey() async throws {
         try await GatewayHarness.run { h in
             let variants: [(String, String, [(String, String)])] = [

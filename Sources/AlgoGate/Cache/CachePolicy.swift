@@ -26,18 +26,18 @@ struct CachePolicy: Sendable {
     let config: GatewayConfig.Cache
 
     func decide(ref: AlgoRef, query: String?, headers: HTTPFields, body: ByteBuffer, client: String) -> Decision {
-        let options = Self.options(query)
+        // A query the gateway would refuse (`AlgoOptions.parse`) is never cached.
+        let options = try? AlgoOptions.parse(query)
         let directives = Self.cacheControl(headers)
         let algo = ref.description
         var decision = Decision(lookup: false, store: false, onlyIfCached: directives.contains("only-if-cached"),
                                 ttlSeconds: config.ttlSeconds, key: nil, algo: algo, bypassReason: "uri-miss")
-        guard config.enabled, let version = ref.version, Self.isPinned(version),
-              options["output"] != "void", options["sudo"]?.lowercased() != "true" else { return decision }
+        guard config.enabled, let version = ref.version, Self.isPinned(version), let options, options.isCacheable else { return decision }
         let rule = config.rules.first { $0.matches(algo) }
         if rule?.enabled == false { return decision }
         decision.ttlSeconds = rule?.ttlSeconds ?? config.ttlSeconds
         let scope = rule?.scope ?? config.scope
-        decision.key = Self.key(ref: ref, output: options["output"] ?? "default", stdout: options["stdout"]?.lowercased() == "true",
+        decision.key = Self.key(ref: ref, output: options.outputKey, stdout: options.stdoutKey,
                                 contentType: headers.value(.contentType) ?? "", body: body, client: scope == .client ? client : nil)
         decision.bypassReason = nil
         decision.lookup = true
@@ -79,7 +79,7 @@ struct CachePolicy: Sendable {
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
     /// Each field is followed by a zero byte, then comes the body. The fields are gathered first
     /// and hashed in one update: the same bytes, so the same key, as one update each.
-    static func key(ref: AlgoRef, output: String, stdout: Bool, contentType: String, body: ByteBuffer, client: String?) -> String {
+    static func key(ref: AlgoRef, output: String, stdout: String, contentType: String, body: ByteBuffer, client: String?) -> String {
         var fields: [UInt8] = []
         fields.reserveCapacity(256)
         func add(_ field: some StringProtocol, lowercasing: Bool = false) {
@@ -91,23 +91,12 @@ struct CachePolicy: Sendable {
             }
             fields.append(0)
         }
-        add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout ? "stdout" : "-")
+        add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout)
         add(contentType.mediaType, lowercasing: true); add(client ?? "*")
         var hasher = SHA256()
         fields.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
         return Formatting.hex(hasher.finalize())
-    }
-
-    static func options(_ query: String?) -> [String: String] {
-        var options: [String: String] = [:]
-        guard let query, !query.isEmpty else { return options }
-        for pair in query.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
-            options[name] = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
-        }
-        return options
     }
 
     static func cacheControl(_ headers: HTTPFields) -> Set<String> {

@@ -20,7 +20,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
         guard request.method == .post else {
             throw GatewayError.methodNotAllowed("algorithms are called with POST", allow: [.post])
         }
-        try Self.checkTimeout(request.uri.query)
+        _ = try AlgoOptions.parse(request.uri.query)
         let limits = limits()
         let limit = limits.maxRequestBytes
         let tooLarge = GatewayError.tooLarge("algorithm input exceeds the \(limit)-byte limit (limits.max_request_bytes)")
@@ -71,20 +71,6 @@ struct AlgoInputMiddleware: RouterMiddleware {
         }
         request.body = .init(buffer: body)
         return try await next(request, context)
-    }
-
-    /// The `timeout` option, when given, must be a whole number of seconds from 1: the gateway
-    /// refuses what it cannot read rather than wait 300 s for a caller who asked for less. A
-    /// number above `upstream.timeout_seconds` is clamped to it (`Forwarder.query`).
-    static func checkTimeout(_ query: String?) throws {
-        guard let query, query.contains("timeout") else { return }
-        for pair in query.split(separator: "&") where pair == "timeout" || pair.hasPrefix("timeout=") {
-            let value = pair.dropFirst("timeout=".count)
-            guard !value.isEmpty, value.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                  value.contains(where: { $0 != "0" }) else {
-                throw GatewayError.badRequest("the timeout option must be a whole number of seconds, 1 or more (larger ones are cut to the gateway's upstream.timeout_seconds)")
-            }
-        }
     }
 
     /// Keeps the data URIs in a (plain) input within the client's `data_prefixes`, if it has any.

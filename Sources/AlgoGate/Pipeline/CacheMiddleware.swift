@@ -115,12 +115,13 @@ struct CacheMiddleware: RouterMiddleware {
 
         // This request leads (or skipped the lookup, or its leader failed): it goes upstream, then
         // stores, and shares when it leads.
-        // Room held for an entry that went before it could be read is given back.
-        try await room.hold(0)
         var shared: Shared?
+        // Whatever happens from here on, a leader ends its flight: its waiters would wait for good.
         defer {
             if leads { flights.finish(key, with: shared, sharing: { [room = shared?.room] waiters in room?.share(with: waiters) }) }
         }
+        // Room held for an entry that went before it could be read is given back.
+        try await room.hold(0)
         cache.recordMiss()
         // Fetched even if this client goes: the cache stores it, or waiters share it.
         context.facts.keepsAnswer = decision.store || leads

@@ -80,7 +80,7 @@ struct CachedHits: Sendable {
         guard client.scopes.contains(route.requiredScope(for: head.method)),
               client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
         // The input (`AlgoInputMiddleware`).
-        guard (try? AlgoInputMiddleware.checkTimeout(uri.query)) != nil,
+        guard (try? AlgoOptions.parse(uri.query)) != nil,
               body.readableBytes <= config.limits.maxRequestBytes, fields[values: .contentType].count <= 1,
               (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields.value(.contentType), client: client)) != nil
         else { return nil }

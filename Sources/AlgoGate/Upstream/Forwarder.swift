@@ -377,7 +377,7 @@ public struct Forwarder: Sendable {
     }
 
     /// The query to send upstream, with `timeout` clamped to the configured maximum, and that
-    /// timeout. An unreadable `timeout` has been refused before (`AlgoInputMiddleware.checkTimeout`).
+    /// timeout. An unreadable or ambiguous `timeout` has been refused before (`AlgoOptions`).
     public static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
         var parts = (raw ?? "").split(separator: "&").map(String.init)
         var timeout = min(algorithmDefaultTimeout, maximum)
