@@ -72,8 +72,10 @@ import Testing
                 (.POST, "/v1/algorithms/demo/Other/compile", nil, 403, "PermissionDenied", "client 'team-x' may not manage demo/Other: not among its algorithms"),
                 (.GET, "/v1/algorithms/demo", nil, 403, "PermissionDenied", "client 'team-x' may not manage every algorithm of demo: its algorithms do not include demo/*"),
                 (.GET, "/v1/algorithms", nil, 403, "PermissionDenied", "client 'team-x' may only manage its own algorithms: name one in the path"),
-                (.GET, "/v1/algorithms/team-x/%2e%2e/demo/Other", nil, 400, "InputError", "/v1/algorithms/team-x/%2e%2e/demo/Other cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
-                (.GET, "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo", nil, 400, "InputError", "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
+                // (Dot segments and encoded separators are refused for every client: `RouteClass.checkPlainSegments`.)
+                (.GET, "/v1/algorithms/team-x/%2e%2e/demo/Other", nil, 400, "InputError", "the path /v1/algorithms/team-x/%2e%2e/demo/Other has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators"),
+                (.GET, "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo", nil, 400, "InputError", "the path /v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators"),
+                (.GET, "/v1/algorithms/team-x/Tool%20x", nil, 400, "InputError", "/v1/algorithms/team-x/Tool%20x cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
                 (.POST, "/v1/algorithms/team-x", "not json", 400, "InputError", #"a POST to /v1/algorithms/team-x must be a JSON object with the new algorithm's "name""#),
             ]
             for (method, path, body, status, type, message) in refusals {

@@ -95,4 +95,32 @@ import Testing
             #expect(h.simulator.stats.snapshot.algoCalls["a-B_9.x/No.Such_algo-1/1.2.3"] == 1)
         }
     }
+
+    /// Management and other `/v1` paths are forwarded as they came, and many servers resolve dot
+    /// segments: to them `/v1/algorithms/../data/.my/team-b/f` is a read of team-b's file, which
+    /// team-a (manage scope, confined to team-a's data) reached as a management call. Such paths,
+    /// however spelt, are refused before they reach the upstream.
+    @Test func managementAndOtherPathsMustNotResolveElsewhere() async throws {
+        try await GatewayHarness.run { h in
+            let paths = ["/v1/algorithms/../data/.my/team-b/f", "/v1/algorithms/demo/../../data/.my/team-b", "/v1/algorithms/%2e%2e/data/.my",
+                         "/v1/algorithms/%2E./data", "/v1/algorithms/..%2fdata/.my", "/v1/algorithms/demo%2f..%2f..%2fdata", "/v1/algorithms/./demo/Hello",
+                         "/v1/algorithms/..%5Cdata/.my", "/v1/algorithms/demo%5c..%5c..%5cdata", "/v1/algorithms/..;x/data/.my",
+                         "/v1/algorithms/%EF%BC%8E%EF%BC%8E/data/.my", "/v1/algorithms/%252e%252e/data", "/v1/algorithms/demo/Hello/%00",
+                         "/v1/users/../data/.my/team-b/f", "/v1/./data/.my/team-b/f"]
+            for path in paths {
+                for key in [Keys.teamA, Keys.admin] {
+                    let reply = try await h.gateway.send(.GET, path, headers: simple(key))
+                    #expect(reply.status == 400, "\(path)")
+                    #expect(reply.header("Content-Type") == "application/json")
+                    #expect(envelope(reply).type == "InputError", "\(path)")
+                    #expect(envelope(reply).message == "the path \(path) has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators", "\(path)")
+                }
+            }
+            #expect(h.simulator.stats.snapshot.requestsByClass.isEmpty, "\(h.simulator.stats.snapshot.requestsByClass)")
+            // Names with dots, as versions have, pass.
+            let version = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello/versions/0.1.0", headers: simple(Keys.teamA))
+            #expect(version.status != 400)
+            #expect(h.simulator.stats.snapshot.requestsByClass["management"] == 1, "\(h.simulator.stats.snapshot.requestsByClass)")
+        }
+    }
 }

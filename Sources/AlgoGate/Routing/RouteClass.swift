@@ -38,9 +38,35 @@ public enum RouteClass: Sendable, Equatable {
         if let rest = path.dropPrefix("/v1/connector/") {
             return .data(try DataURI.parse(connectorPath: rest), viaConnectorForm: true)
         }
-        if path == "/v1/algorithms" || path.hasPrefix("/v1/algorithms/") { return .manage }
-        if path.hasPrefix("/v1/") { return .admin }
+        if path == "/v1/algorithms" || path.hasPrefix("/v1/algorithms/") {
+            try checkPlainSegments(path)
+            return .manage
+        }
+        if path.hasPrefix("/v1/") {
+            try checkPlainSegments(path)
+            return .admin
+        }
         return nil
+    }
+
+    /// Management and other `/v1` paths are forwarded as they came, so every server must read
+    /// them as the route checked here: many resolve dot segments (nginx, percent-encoded ones
+    /// too), so `/v1/algorithms/../data/.my/team-b/f`, a management call to the gateway, would
+    /// be a read of another team's file to them. A segment that is `.` or `..`, or could be read
+    /// as one or as holding a separator (`%2e%2e`, `..%2f`, `..;`, a backslash, fullwidth dots:
+    /// `DataURI.ambiguity`), or that is percent-encoded twice, is refused. (Algorithm paths hold
+    /// plain names only, `AlgoRef`; data paths are normalised and checked, `DataURI`.)
+    static func checkPlainSegments(_ path: String) throws {
+        // Plain ASCII names without dots, escapes or separators of other kinds: nothing to read twice.
+        guard path.utf8.contains(where: { [UInt8(ascii: "."), UInt8(ascii: "%"), UInt8(ascii: "\\"), UInt8(ascii: ";")].contains($0) || $0 >= 0x80 })
+        else { return }
+        let refused = GatewayError.badRequest("the path \(path) has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators")
+        for segment in path.split(separator: "/", omittingEmptySubsequences: true) {
+            guard let decoded = try? DataURI.decodeOnce(String(segment)) else { throw refused }
+            if decoded == "." || decoded == ".." || decoded.contains("/") || decoded.contains("\\") || DataURI.ambiguity(of: decoded[...]) != nil {
+                throw refused
+            }
+        }
     }
 
     func requiredScope(for method: HTTPRequest.Method) -> Scope {
