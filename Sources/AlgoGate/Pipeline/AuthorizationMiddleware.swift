@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import NIOCore
 
@@ -25,11 +26,11 @@ struct AuthorizationMiddleware: RouterMiddleware {
             if request.method == .post {
                 // Creating a directory is a POST to its parent: authorise the directory being made.
                 let body = try await request.body.collect(upTo: Self.maxCreateBody)
-                guard let name = (JSON.object(body))?["name"] as? String else {
+                guard let object = JSON.object(body), let name = object["name"] as? String else {
                     throw GatewayError.badRequest("a POST to a data directory must be {\"name\": ..., \"acl\": ...}")
                 }
                 target = try uri.appending(name)
-                request.body = .init(buffer: body)
+                request = try Self.carrying(object, request)
             }
             guard prefixes.contains(where: target.isWithin) else {
                 throw GatewayError.forbidden("client '\(client.name)' may not access \(target): outside its data prefixes")
@@ -50,6 +51,18 @@ struct AuthorizationMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// `request` with the create body the gateway checked, `object`, encoded anew as its body: the
+    /// upstream reads the name that was checked. Parsers differ on a key written twice
+    /// (`{"name": "/team-b", "name": "x"}`): Foundation, as most, keeps the last, some keep the
+    /// first, so the bytes as sent could name another directory or algorithm upstream.
+    static func carrying(_ object: [String: Any], _ request: Request) throws -> Request {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        var head = request.head
+        head.headerFields[.contentLength] = String(data.count)
+        head.headerFields[.transferEncoding] = nil
+        return Request(head: head, body: .init(buffer: ByteBuffer(bytes: data)))
+    }
+
     /// A management request of a client limited to some algorithms: `/v1/algorithms/{owner}/{name}/...`
     /// must name one of them; creating one (a POST to `/v1/algorithms/{owner}` with its `name` in
     /// the body) must make one of them; other owner-wide requests need `owner/*`. Paths whose
@@ -65,13 +78,13 @@ struct AuthorizationMiddleware: RouterMiddleware {
             throw GatewayError.forbidden("client '\(client)' may only manage its own algorithms: name one in the path")
         case 1 where request.method == .post:
             let body = try await request.body.collect(upTo: maxCreateBody)
-            guard let name = JSON.object(body)?["name"] as? String else {
+            guard let object = JSON.object(body), let name = object["name"] as? String else {
                 throw GatewayError.badRequest("a POST to /v1/algorithms/\(segments[0]) must be a JSON object with the new algorithm's \"name\"")
             }
             guard algorithms.permits(owner: segments[0], name: name) else {
                 throw GatewayError.forbidden("client '\(client)' may not create \(segments[0])/\(name): not among its algorithms")
             }
-            request.body = .init(buffer: body)
+            request = try carrying(object, request)
         case 1:
             guard algorithms.contains(where: { $0.coversOwner(segments[0]) }) else {
                 throw GatewayError.forbidden("client '\(client)' may not manage every algorithm of \(segments[0]): its algorithms do not include \(segments[0])/*")
