@@ -123,4 +123,36 @@ import Testing
             #expect(h.simulator.stats.snapshot.requestsByClass["management"] == 1, "\(h.simulator.stats.snapshot.requestsByClass)")
         }
     }
+
+    /// A scope is granted for the request's own method, so nothing that some servers take for the
+    /// method instead may cross: a reader's GET with `X-HTTP-Method-Override: DELETE` would delete.
+    @Test func methodOverridesAreRefused() async throws {
+        try await GatewayHarness.run { h in
+            let stored = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(stored.header("X-Cache") == "MISS")
+            let before = h.simulator.stats.snapshot.requestsByClass
+            let refusals: [(HTTPMethod, String, [(String, String)], String, String)] = [
+                (.GET, "/v1/data/.my/team-a/x", [("X-HTTP-Method-Override", "DELETE")], Keys.reader, "an X-HTTP-Method-Override field"),
+                (.GET, "/v1/data/.my/team-a/x", [("x-http-method", "PUT")], Keys.reader, "an X-HTTP-Method field"),
+                (.HEAD, "/v1/data/.my/team-a/x", [("X-Method-Override", "DELETE")], Keys.reader, "an X-Method-Override field"),
+                (.GET, "/v1/data/.my/team-a/x?_method=DELETE", [], Keys.reader, "a _method query parameter"),
+                (.GET, "/v1/data/.my/team-a/x?a=1&%5Fmethod=delete", [], Keys.reader, "a _method query parameter"),
+                (.GET, "/v1/algorithms/demo/Hello?_METHOD=DELETE", [], Keys.teamA, "a _method query parameter"),
+                (.POST, "/v1/algo/demo/Hello/0.1.0", [("X-HTTP-Method-Override", "GET")] + textType, Keys.teamB, "an X-HTTP-Method-Override field"),
+            ]
+            for (method, path, headers, key, what) in refusals {
+                let reply = try await h.gateway.send(method, path, headers: simple(key) + headers, text: method == .POST ? "HAL" : "")
+                #expect(reply.status == 400, "\(method) \(path)")
+                #expect(reply.header("X-Cache") == nil, "\(method) \(path): a stored answer must not answer it")
+                if method != .HEAD {
+                    #expect(envelope(reply).type == "InputError")
+                    #expect(envelope(reply).message == "the request carries \(what), which some servers take for its method: the gateway grants a request by its own method (\(method.rawValue)), so send the method itself")
+                }
+            }
+            #expect(h.simulator.stats.snapshot.requestsByClass == before, "nothing reached the upstream")
+            // Names that only look alike pass.
+            let plain = try await h.gateway.send(.GET, "/v1/data/.my?method=x&my_method=y&_methods=z", headers: simple(Keys.reader))
+            #expect(plain.status == 200)
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -16,6 +17,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         context.route = route
+        if let override = Self.methodOverride(request.headers, query: request.uri.query) {
+            throw GatewayError.badRequest("the request carries \(override), which some servers take for its method: the gateway grants a request by its own method (\(request.method)), so send the method itself")
+        }
         let scope = route.requiredScope(for: request.method)
         guard client.scopes.contains(scope) else {
             throw GatewayError.forbidden("client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests")
@@ -49,6 +53,22 @@ struct AuthorizationMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// Header fields some servers (and frameworks in front of them) take for the request's method.
+    static let methodOverrideFields: [HTTPField.Name] = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"].map { HTTPField.Name($0)! }
+
+    /// What in `request` could give it another method upstream than the one its scope was checked
+    /// for (a GET, read with `data:read`, that the upstream runs as a DELETE): a method-override
+    /// field, or a `_method` query parameter (in any case, percent-encoded or not). Nil when none.
+    static func methodOverride(_ fields: HTTPFields, query: String?) -> String? {
+        if let name = methodOverrideFields.first(where: { fields[$0] != nil }) { return "an \(name.rawName) field" }
+        guard let query, query.contains("_") || query.contains("%") else { return nil }
+        for pair in query.split(separator: "&") {
+            let name = pair.prefix { $0 != "=" }
+            if (String(name).removingPercentEncoding ?? String(name)).lowercased() == "_method" { return "a _method query parameter" }
+        }
+        return nil
     }
 
     /// `request` with the create body the gateway checked, `object`, encoded anew as its body: the
