@@ -194,12 +194,26 @@ import Testing
             // Bytes go on as bytes.
             let binary = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")], body: [0, 1, 2])
             #expect(binary.status == 200)
+            // ... but bytes that are UTF-8 text naming a file are checked as a text input: an
+            // algorithm that decodes its bytes reads the path in them.
+            for text in ["data://.my/team-b/secret.csv", " s3://other-bucket/k\n", ".my/team-b/x", "/.my/team-b/x"] {
+                let named = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")],
+                                                     body: Array(text.utf8))
+                #expect(named.status == 403, "\(text)")
+                #expect(envelope(named).type == "PermissionDenied", "\(text)")
+            }
+            let inside = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")],
+                                                  body: Array("data://.my/team-a/ok.csv".utf8) )
+            #expect(inside.status == 200)
+            let invalidUTF8 = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")],
+                                                       body: Array("data://.my/team-b/x".utf8) + [0xff])
+            #expect(invalidUTF8.status == 200, "not text: bytes")
             // team-b has no data prefixes: the upstream judges its input.
             let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "text/csv")], text: input)
             #expect(unchecked.status == 415)
             #expect(envelope(unchecked).message == "unsupported Content-Type text/csv: use application/json, text/plain or application/octet-stream")
-            // (The simulator counts the three calls that reached it: the empty one, the binary one and team-b's.)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 3])
+            // (The simulator counts the five calls that reached it: the empty one, the three binary ones and team-b's.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 5])
         }
     }
 

@@ -2,7 +2,8 @@ import Foundation
 import NIOCore
 
 /// Finds the data URIs an algorithm input mentions: every JSON string (at any depth, keys
-/// included) and a text input that starts with a connector scheme such as `data://` or `s3://`,
+/// included) and a text input (or binary input that is UTF-8 text) that starts with a connector
+/// scheme such as `data://` or `s3://`,
 /// or is a path in the `.my` pseudonym without one (`.my/dir/file`, which the clients read as
 /// `data://.my/dir/file`).
 ///
@@ -29,8 +30,10 @@ enum DataReferences {
         case "text/plain":
             return reference(in: String(buffer: body)).map { [$0] } ?? []
         case "application/octet-stream":
-            // Bytes, handed to the algorithm as bytes.
-            return []
+            // Bytes, handed to the algorithm as bytes; but one that decodes them may read a path in
+            // them as a text input's: UTF-8 bytes are checked as text.
+            guard let text = String(validating: body.readableBytesView, as: UTF8.self) else { return [] }
+            return reference(in: text).map { [$0] } ?? []
         default:
             throw .mediaType(mediaType)
         }
