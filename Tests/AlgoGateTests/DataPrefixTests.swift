@@ -194,6 +194,20 @@ import Testing
             // Bytes go on as bytes.
             let binary = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/octet-stream")], body: [0, 1, 2])
             #expect(binary.status == 200)
+            // Text and JSON in another charset than UTF-8: read that way upstream, bytes this scan
+            // reads as UTF-8 could name a file.
+            let utf16 = Array("data://.my/team-b/secret.csv".utf16).flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
+            for type in ["text/plain; charset=utf-16be", "application/json;charset=\"UTF-16BE\"", "text/plain; format=flowed; Charset=latin1"] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", type)], body: utf16)
+                #expect(refused.status == 415, "\(type)")
+                #expect(envelope(refused).type == "InputError")
+                let charset = type.split(separator: "=").last!.replacingOccurrences(of: "\"", with: "").lowercased()
+                #expect(envelope(refused).message == "algorithm input in charset \(charset) cannot be checked against client 'team-a' data prefixes: send it in UTF-8")
+            }
+            for type in ["text/plain; charset=UTF-8", "text/plain; charset=\"utf-8\"", "application/json; charset=us-ascii"] {
+                let accepted = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", type)], text: #""x""#)
+                #expect(accepted.status == 200, "\(type)")
+            }
             // ... but bytes that are UTF-8 text naming a file are checked as a text input: an
             // algorithm that decodes its bytes reads the path in them.
             for text in ["data://.my/team-b/secret.csv", " s3://other-bucket/k\n", ".my/team-b/x", "/.my/team-b/x"] {
@@ -212,8 +226,9 @@ import Testing
             let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "text/csv")], text: input)
             #expect(unchecked.status == 415)
             #expect(envelope(unchecked).message == "unsupported Content-Type text/csv: use application/json, text/plain or application/octet-stream")
-            // (The simulator counts the five calls that reached it: the empty one, the three binary ones and team-b's.)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 5])
+            // (The simulator counts the seven calls that reached it: the empty one, two in UTF-8 (the
+            // two text/plain ones are one cache entry), the three binary ones and team-b's.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 7])
         }
     }
 

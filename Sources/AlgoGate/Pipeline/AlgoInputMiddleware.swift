@@ -83,6 +83,9 @@ struct AlgoInputMiddleware: RouterMiddleware {
         } catch .json {
             // Fail closed: what this parser refuses, the upstream's may still read.
             throw GatewayError.badRequest("algorithm input is not JSON the gateway can read (invalid, or nested too deeply), so its data URIs cannot be checked against client '\(client.name)' data prefixes")
+        } catch .charset(let charset) {
+            throw GatewayError(status: .unsupportedMediaType, errorType: "InputError",
+                               message: "algorithm input in charset \(charset) cannot be checked against client '\(client.name)' data prefixes: send it in UTF-8")
         } catch .mediaType(let mediaType) {
             throw GatewayError(status: .unsupportedMediaType, errorType: "InputError",
                                message: "algorithm input \(mediaType.map { "of type \($0)" } ?? "without a Content-Type") cannot be checked against client '\(client.name)' data prefixes: send application/json, text/plain or application/octet-stream")

@@ -19,10 +19,27 @@ enum DataReferences {
         /// Not one of the three input types Algorithmia documents (or none): how the upstream, or an
         /// algorithm, reads it is unknown.
         case mediaType(String?)
+        /// Text or JSON declared in a charset other than UTF-8 (or its subset US-ASCII): read as
+        /// that charset upstream, its bytes could name a file that this scan, reading UTF-8, misses.
+        case charset(String)
+    }
+
+    /// The `charset` parameter of `contentType`, lowercased and unquoted, if it has one.
+    static func charset(of contentType: String) -> String? {
+        for parameter in contentType.split(separator: ";").dropFirst() {
+            let parts = parameter.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "charset" else { continue }
+            return parts[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")).lowercased()
+        }
+        return nil
     }
 
     static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
+        if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = charset(of: contentType),
+           !["utf-8", "utf8", "us-ascii", "ascii"].contains(charset) {
+            throw .charset(charset)
+        }
         switch mediaType {
         case "application/json":
             guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw .json }
