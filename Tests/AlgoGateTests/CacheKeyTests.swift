@@ -24,6 +24,12 @@ import Testing
         for contentType in ["Application/JSON", "application/json; charset=utf-8", "  application/json ;charset=UTF-8", "APPLICATION/JSON\t"] {
             #expect(key("default", "-", contentType, nil) == Self.expected(json, body: #"{"input":"HAL"}"#), "\(contentType)")
         }
+        // A charset other than UTF-8's is its own entry: an upstream reading the body in it may
+        // answer the same bytes otherwise.
+        for contentType in ["application/json; charset=latin1", "Application/JSON;CHARSET=\"Latin1\""] {
+            #expect(key("default", "-", contentType, nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "application/json;charset=latin1", "*"],
+                                                                           body: #"{"input":"HAL"}"#), "\(contentType)")
+        }
         #expect(key("default", "-", "text/plain", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "text/plain", "*"],
                                                                           body: #"{"input":"HAL"}"#))
         #expect(key("default", "-", "", nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "", "*"], body: #"{"input":"HAL"}"#))

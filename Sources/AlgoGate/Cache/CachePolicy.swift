@@ -92,7 +92,15 @@ struct CachePolicy: Sendable {
             fields.append(0)
         }
         add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout)
-        add(contentType.mediaType, lowercasing: true); add(client ?? "*")
+        // A charset other than UTF-8's makes entries of its own: an upstream that reads the body
+        // in it may answer the same bytes otherwise.
+        if contentType.utf8.contains(UInt8(ascii: ";")), let charset = DataReferences.charset(of: contentType),
+           !DataReferences.utf8Charsets.contains(charset) {
+            add(contentType.mediaType + ";charset=" + charset, lowercasing: true)
+        } else {
+            add(contentType.mediaType, lowercasing: true)
+        }
+        add(client ?? "*")
         var hasher = SHA256()
         fields.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         body.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }

@@ -24,6 +24,9 @@ enum DataReferences {
         case charset(String)
     }
 
+    /// Charsets in which text is read as UTF-8 (US-ASCII is its subset).
+    static let utf8Charsets: Set<String> = ["utf-8", "utf8", "us-ascii", "ascii"]
+
     /// The `charset` parameter of `contentType`, lowercased and unquoted, if it has one.
     static func charset(of contentType: String) -> String? {
         for parameter in contentType.split(separator: ";").dropFirst() {
@@ -37,7 +40,7 @@ enum DataReferences {
     static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
         if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = charset(of: contentType),
-           !["utf-8", "utf8", "us-ascii", "ascii"].contains(charset) {
+           !utf8Charsets.contains(charset) {
             throw .charset(charset)
         }
         switch mediaType {
