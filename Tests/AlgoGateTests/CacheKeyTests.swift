@@ -41,9 +41,9 @@ import Testing
     }
 
     /// The options reach the key as `AlgoOptions` reads them: absent and `default` output are one
-    /// mode, absent and `false` stdout one flag (the key's spellings since its first version);
-    /// any other spelling is its own field, never folded into another that the upstream might
-    /// read differently.
+    /// mode, absent and `false` stdout one flag, `true` and `false` in any case (the key's
+    /// spellings since its first version); any other value is its own field, never folded into
+    /// another that the upstream might read differently.
     @Test func theOptionsReachTheKeyAsGiven() throws {
         let pinned = try #require(AlgoRef(path: "demo/Hello/0.1.0"))
         let policy = CachePolicy(config: GatewayConfig.Cache())
@@ -56,7 +56,9 @@ import Testing
         #expect(key(nil) == fields("default", "-"))
         #expect(key("output=default&stdout=false&timeout=20&other=x") == fields("default", "-"))
         #expect(key("stdout=true") == fields("default", "stdout"))
-        #expect(key("stdout=TRUE") == fields("default", "stdout=TRUE"))
+        #expect(key("stdout=TRUE") == fields("default", "stdout"))
+        #expect(key("timeout=300&stdout=False") == fields("default", "-"), "as the Python client sends its defaults")
+        #expect(key("stdout=1") == fields("default", "stdout=1"))
         #expect(key("output=raw") == fields("raw", "-"))
         #expect(key("output=Raw") == fields("Raw", "-"))
         // Never cached: run for effect, as sudo, or a query the gateway refuses.
@@ -64,5 +66,6 @@ import Testing
             #expect(key(query) == nil, "\(query)")
         }
         #expect(key("sudo=false") == fields("default", "-"))
+        #expect(key("sudo=False") == fields("default", "-"))
     }
 }

@@ -92,18 +92,19 @@ public struct AlgoOptions: Sendable, Equatable {
     }
 
     /// Whether the call may be answered from the cache at all: not one run for its side effects
-    /// (`output=void`, in any case) nor run as `sudo` (any value but `false`).
+    /// (`output=void`, in any case) nor run as `sudo` (any value but `false`, in any case).
     var isCacheable: Bool {
-        output?.lowercased() != "void" && (sudo == nil || sudo == "false")
+        output?.lowercased() != "void" && (sudo == nil || sudo?.lowercased() == "false")
     }
 
     /// The output mode as the cache key holds it: absent is the default mode.
     var outputKey: String { output ?? "default" }
 
-    /// The stdout flag as the cache key holds it, with the key's earlier spellings for
-    /// `true` and for absent or `false`; any other value is kept as given.
+    /// The stdout flag as the cache key holds it, with the key's earlier spellings for `true` and
+    /// for absent or `false`, in any case (the Python client sends `stdout=False`, and Algorithmia
+    /// reads booleans in any case); any other value is kept as given.
     var stdoutKey: String {
-        switch stdout {
+        switch stdout?.lowercased() {
         case nil, "false": "-"
         case "true": "stdout"
         case let value?: "stdout=" + value
