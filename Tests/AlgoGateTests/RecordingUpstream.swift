@@ -76,9 +76,10 @@ struct KeepAliveClient {
         while ContinuousClock.now < deadline {
             let responses = RawResponse.parse(connection.text)
             if responses.count > answered {
+                let response = responses[answered]
                 answered += 1
                 if connection.closedAt != nil { await close() }
-                return responses[answered - 1]
+                return response
             }
             if connection.closedAt != nil { break }
             try await Task.sleep(for: .milliseconds(1))
