@@ -26,6 +26,8 @@ import Testing
         }
         // A charset other than UTF-8's is its own entry: an upstream reading the body in it may
         // answer the same bytes otherwise.
+        #expect(key("default", "-", "application/json; charset=utf-8; charset=latin1", nil)
+            == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "application/json;charset=utf-8, latin1", "*"], body: #"{"input":"HAL"}"#))
         for contentType in ["application/json; charset=latin1", "Application/JSON;CHARSET=\"Latin1\""] {
             #expect(key("default", "-", contentType, nil) == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "application/json;charset=latin1", "*"],
                                                                            body: #"{"input":"HAL"}"#), "\(contentType)")

@@ -197,11 +197,13 @@ import Testing
             // Text and JSON in another charset than UTF-8: read that way upstream, bytes this scan
             // reads as UTF-8 could name a file.
             let utf16 = Array("data://.my/team-b/secret.csv".utf16).flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
-            for type in ["text/plain; charset=utf-16be", "application/json;charset=\"UTF-16BE\"", "text/plain; format=flowed; Charset=latin1"] {
+            for type in ["text/plain; charset=utf-16be", "application/json;charset=\"UTF-16BE\"", "text/plain; format=flowed; Charset=latin1",
+                         "text/plain; charset=utf-8; charset=utf-16be"] {
                 let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", type)], body: utf16)
                 #expect(refused.status == 415, "\(type)")
                 #expect(envelope(refused).type == "InputError")
-                let charset = type.split(separator: "=").last!.replacingOccurrences(of: "\"", with: "").lowercased()
+                let charset = type.hasSuffix("charset=utf-8; charset=utf-16be") ? "utf-8, utf-16be"
+                    : type.split(separator: "=").last!.replacingOccurrences(of: "\"", with: "").lowercased()
                 #expect(envelope(refused).message == "algorithm input in charset \(charset) cannot be checked against client 'team-a' data prefixes: send it in UTF-8")
             }
             for type in ["text/plain; charset=UTF-8", "text/plain; charset=\"utf-8\"", "application/json; charset=us-ascii"] {

@@ -94,8 +94,7 @@ struct CachePolicy: Sendable {
         add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout)
         // A charset other than UTF-8's makes entries of its own: an upstream that reads the body
         // in it may answer the same bytes otherwise.
-        if contentType.utf8.contains(UInt8(ascii: ";")), let charset = DataReferences.charset(of: contentType),
-           !DataReferences.utf8Charsets.contains(charset) {
+        if let charset = DataReferences.otherCharset(of: contentType) {
             add(contentType.mediaType + ";charset=" + charset, lowercasing: true)
         } else {
             add(contentType.mediaType, lowercasing: true)

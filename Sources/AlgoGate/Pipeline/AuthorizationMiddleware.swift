@@ -58,9 +58,10 @@ struct AuthorizationMiddleware: RouterMiddleware {
     /// Header fields some servers (and frameworks in front of them) take for the request's method.
     static let methodOverrideFields: [HTTPField.Name] = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"].map { HTTPField.Name($0)! }
 
-    /// What in `request` could give it another method upstream than the one its scope was checked
-    /// for (a GET, read with `data:read`, that the upstream runs as a DELETE): a method-override
-    /// field, or a `_method` query parameter (in any case, percent-encoded or not). Nil when none.
+    /// What in a request's `fields` and `query` could give it another method upstream than the one
+    /// its scope was checked for (a GET, read with `data:read`, that the upstream runs as a
+    /// DELETE): a method-override field, or a `_method` query parameter (in any case,
+    /// percent-encoded or not). Nil when none.
     static func methodOverride(_ fields: HTTPFields, query: String?) -> String? {
         if let name = methodOverrideFields.first(where: { fields[$0] != nil }) { return "an \(name.rawName) field" }
         guard let query, query.contains("_") || query.contains("%") else { return nil }

@@ -27,20 +27,23 @@ enum DataReferences {
     /// Charsets in which text is read as UTF-8 (US-ASCII is its subset).
     static let utf8Charsets: Set<String> = ["utf-8", "utf8", "us-ascii", "ascii"]
 
-    /// The `charset` parameter of `contentType`, lowercased and unquoted, if it has one.
-    static func charset(of contentType: String) -> String? {
+    /// The charset `contentType` declares, lowercased and unquoted, unless it is UTF-8 (or says
+    /// none); a type that declares two reads as both (`utf-8, utf-16`), since readers differ on
+    /// which of two parameters counts.
+    static func otherCharset(of contentType: String) -> String? {
+        guard contentType.utf8.contains(UInt8(ascii: ";")) else { return nil }
+        var charsets: [String] = []
         for parameter in contentType.split(separator: ";").dropFirst() {
             let parts = parameter.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "charset" else { continue }
-            return parts[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")).lowercased()
+            charsets.append(parts[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")).lowercased())
         }
-        return nil
+        return charsets.allSatisfy(utf8Charsets.contains) ? nil : charsets.joined(separator: ", ")
     }
 
     static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
-        if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = charset(of: contentType),
-           !utf8Charsets.contains(charset) {
+        if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = otherCharset(of: contentType) {
             throw .charset(charset)
         }
         switch mediaType {
