@@ -377,7 +377,8 @@ public struct Forwarder: Sendable {
     }
 
     /// The query to send upstream, with `timeout` clamped to the configured maximum, and that
-    /// timeout. An unreadable or ambiguous `timeout` has been refused before (`AlgoOptions`).
+    /// timeout. An unreadable `timeout`, or one given twice or spelt otherwise than plainly, has
+    /// been refused before (`AlgoOptions`), so the one plain `timeout=` is the one to clamp.
     public static func query(_ raw: String?, clampingTimeoutTo maximum: Int) -> (text: String, timeout: Int) {
         var parts = (raw ?? "").split(separator: "&").map(String.init)
         var timeout = min(algorithmDefaultTimeout, maximum)
@@ -385,7 +386,6 @@ public struct Forwarder: Sendable {
             let requested = Int(parts[index].dropFirst("timeout=".count)) ?? maximum  // digits too many for an Int
             timeout = max(1, min(requested, maximum))
             parts[index] = "timeout=\(timeout)"
-            parts.removeAll { $0.hasPrefix("timeout=") && $0 != "timeout=\(timeout)" }
         } else if maximum < algorithmDefaultTimeout {
             // Without a timeout the upstream would wait its default 300 s; tell it the gateway's bound.
             parts.append("timeout=\(timeout)")
