@@ -101,8 +101,9 @@ public struct AlgoOptions: Sendable, Equatable {
     var outputKey: String { output ?? "default" }
 
     /// The stdout flag as the cache key holds it, with the key's earlier spellings for `true` and
-    /// for absent or `false`, in any case (the Python client sends `stdout=False`, and Algorithmia
-    /// reads booleans in any case); any other value is kept as given.
+    /// for absent or `false`, in any case (the Python client sends `stdout=False`, which the
+    /// simulator reads as false, as a Scala server's `toBoolean` would); any other value is kept
+    /// as given.
     var stdoutKey: String {
         switch stdout?.lowercased() {
         case nil, "false": "-"
