@@ -149,6 +149,15 @@ import Testing
                     #expect(envelope(reply).message == "the request carries \(what), which some servers take for its method: the gateway grants a request by its own method (\(method.rawValue)), so send the method itself")
                 }
             }
+            // Fields some servers route by instead of the path, likewise.
+            for (method, path, field, key) in [(HTTPMethod.GET, "/v1/data/.my/team-a/x", "X-Original-URL", Keys.reader),
+                                               (.POST, "/v1/algo/demo/Hello/0.1.0", "x-rewrite-url", Keys.teamB)] {
+                let reply = try await h.gateway.send(method, path, headers: simple(key) + textType + [(field, "/v1/data/.my/team-b/x")], text: "HAL")
+                #expect(reply.status == 400, "\(field)")
+                #expect(reply.header("X-Cache") == nil, "\(field): a stored answer must not answer it")
+                let canonical = field == "X-Original-URL" ? "X-Original-URL" : "X-Rewrite-URL"
+                #expect(envelope(reply).message == "the request carries an \(canonical) field, which some servers take for its path: the gateway grants a request by its own path, so send the path itself")
+            }
             #expect(h.simulator.stats.snapshot.requestsByClass == before, "nothing reached the upstream")
             // Names that only look alike pass.
             let plain = try await h.gateway.send(.GET, "/v1/data/.my?method=x&my_method=y&_methods=z", headers: simple(Keys.reader))

@@ -20,6 +20,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
         if let override = Self.methodOverride(request.headers, query: request.uri.query) {
             throw GatewayError.badRequest("the request carries \(override), which some servers take for its method: the gateway grants a request by its own method (\(request.method)), so send the method itself")
         }
+        if let field = Self.pathOverride(request.headers) {
+            throw GatewayError.badRequest("the request carries an \(field.rawName) field, which some servers take for its path: the gateway grants a request by its own path, so send the path itself")
+        }
         let scope = route.requiredScope(for: request.method)
         guard client.scopes.contains(scope) else {
             throw GatewayError.forbidden("client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests")
@@ -70,6 +73,16 @@ struct AuthorizationMiddleware: RouterMiddleware {
             if (String(name).removingPercentEncoding ?? String(name)).lowercased() == "_method" { return "a _method query parameter" }
         }
         return nil
+    }
+
+    /// Header fields some servers (IIS's URL rewriting, frameworks that trust it) route by instead
+    /// of the request's own path: `/v1/algo/...` granted with `algo` would be read as the path
+    /// the field names, another team's data, say.
+    static let pathOverrideFields: [HTTPField.Name] = ["X-Original-URL", "X-Rewrite-URL"].map { HTTPField.Name($0)! }
+
+    /// The first of `pathOverrideFields` that `fields` holds, if any.
+    static func pathOverride(_ fields: HTTPFields) -> HTTPField.Name? {
+        pathOverrideFields.first { fields[$0] != nil }
     }
 
     /// `request` with the create body the gateway checked, `object`, encoded anew as its body: the

@@ -78,6 +78,7 @@ struct CachedHits: Sendable {
               case .algo(let ref)? = try? RouteClass.classify(path: uri.path) else { return nil }
         let route = RouteClass.algo(ref)
         guard client.scopes.contains(route.requiredScope(for: head.method)), AuthorizationMiddleware.methodOverride(fields, query: uri.query) == nil,
+              AuthorizationMiddleware.pathOverride(fields) == nil,
               client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
         // The input (`AlgoInputMiddleware`).
         guard (try? AlgoOptions.parse(uri.query)) != nil,
