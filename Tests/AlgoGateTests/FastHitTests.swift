@@ -216,8 +216,8 @@ import Testing
             _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
             let connection = try await RawConnection.connect(port: h.gatewayPort)
             // Hits every 200 ms for 5 s, past two idle timeouts. The longest pause between two
-            // sends is kept: a machine loaded enough to pause for the whole timeout makes the
-            // connection really idle, and the gateway is then right to close it.
+            // sends is kept: a machine loaded enough to pause for about the whole timeout makes
+            // the connection really idle, and the gateway is then right to close it.
             let started = ContinuousClock.now
             var sent = 0, lastSent = connection.openedAt, longestPause = Duration.zero, closedWhileBusy = false
             while ContinuousClock.now - started < .seconds(5) {
@@ -230,7 +230,11 @@ import Testing
             }
             longestPause = max(longestPause, ContinuousClock.now - lastSent)
             closedWhileBusy = closedWhileBusy || connection.closedAt != nil
-            #expect(!closedWhileBusy || longestPause >= .seconds(2), "closed while busy, after \(sent) hits, the longest pause \(longestPause)")
+            // (Within half a second of it: on a machine stalled that long, the gateway's loop may
+            // run its idle timer before it reads the request the client sent just in time; once
+            // in CI, a 1.98 s pause was taken for idle. A connection kept busy every 200 ms, as
+            // here when the machine keeps up, never comes near.)
+            #expect(!closedWhileBusy || longestPause >= .milliseconds(1_500), "closed while busy, after \(sent) hits, the longest pause \(longestPause)")
             if !closedWhileBusy {
                 #expect(RawResponse.parse(connection.text).count == sent)
                 #expect(RawResponse.parse(connection.text).allSatisfy { $0.headers["x-cache"] == "HIT" && $0.body == "Hello HAL" })
