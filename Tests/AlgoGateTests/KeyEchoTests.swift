@@ -73,7 +73,9 @@ import Testing
                     #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(path)")
                     // Not a byte of the chunk the key starts in was sent (compressed, that chunk is
                     // whatever the inflater made of the first piece), so neither half of the key was.
-                    if !path.hasSuffix("gzip=1") { #expect(!text.contains("aaaa")) }
+                    // (In the body: a request ID's hex may hold "aaaa" too, as one did once.)
+                    let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? text
+                    if !path.hasSuffix("gzip=1") { #expect(!body.contains("aaaa"), "\(path)") }
                     #expect(!text.contains(String(Keys.upstream.prefix(12))), "\(path)")
                     #expect(!text.contains(String(Keys.upstream.suffix(12))), "\(path)")
                     // Cut short: the chunked body never ends.
