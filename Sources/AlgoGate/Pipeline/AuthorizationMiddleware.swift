@@ -17,12 +17,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         context.route = route
-        if let override = Self.methodOverride(request.headers, query: request.uri.query) {
-            throw GatewayError.badRequest("the request carries \(override), which some servers take for its method: the gateway grants a request by its own method (\(request.method)), so send the method itself")
-        }
-        if let field = Self.pathOverride(request.headers) {
-            throw GatewayError.badRequest("the request carries an \(field.rawName) field, which some servers take for its path: the gateway grants a request by its own path, so send the path itself")
-        }
+        if let refusal = Self.overrideRefusal(request.headers, query: request.uri.query, method: request.method) { throw refusal }
         let scope = route.requiredScope(for: request.method)
         guard client.scopes.contains(scope) else {
             throw GatewayError.forbidden("client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests")
@@ -56,6 +51,19 @@ struct AuthorizationMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// The 400 for a request carrying what some servers take for its method or its path instead of
+    /// its own (`methodOverride`, `pathOverride`): its scope was granted for those. Nil when none.
+    /// The pipeline and hits on the event loop both ask here, so they refuse the same requests.
+    static func overrideRefusal(_ fields: HTTPFields, query: String?, method: HTTPRequest.Method) -> GatewayError? {
+        if let override = methodOverride(fields, query: query) {
+            return .badRequest("the request carries \(override), which some servers take for its method: the gateway grants a request by its own method (\(method)), so send the method itself")
+        }
+        if let field = pathOverride(fields) {
+            return .badRequest("the request carries an \(field.rawName) field, which some servers take for its path: the gateway grants a request by its own path, so send the path itself")
+        }
+        return nil
     }
 
     /// Header fields some servers (and frameworks in front of them) take for the request's method.

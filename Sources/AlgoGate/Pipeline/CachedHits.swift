@@ -77,8 +77,8 @@ struct CachedHits: Sendable {
         guard let client = RememberedClient.client(for: fields, in: snapshot, remembered: &remembered), !client.isOperator,
               case .algo(let ref)? = try? RouteClass.classify(path: uri.path) else { return nil }
         let route = RouteClass.algo(ref)
-        guard client.scopes.contains(route.requiredScope(for: head.method)), AuthorizationMiddleware.methodOverride(fields, query: uri.query) == nil,
-              AuthorizationMiddleware.pathOverride(fields) == nil,
+        guard client.scopes.contains(route.requiredScope(for: head.method)),
+              AuthorizationMiddleware.overrideRefusal(fields, query: uri.query, method: head.method) == nil,
               client.algorithms?.permits(owner: ref.owner, name: ref.name) ?? true else { return nil }
         // The input (`AlgoInputMiddleware`).
         guard (try? AlgoOptions.parse(uri.query)) != nil,
