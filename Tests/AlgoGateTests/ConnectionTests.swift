@@ -154,6 +154,34 @@ import Testing
         }
     }
 
+    /// The listening socket gets the configured backlog: `ss` reports a listener's backlog as its
+    /// Send-Q. The default is above Hummingbird's 256, which 500 connections opened at once
+    /// overflowed (the kernel's ListenOverflows counter rose by hundreds a run of
+    /// `fiveHundredCallsFromThreeClientsStayWithinEveryCap`; none with 1,024).
+    @Test(arguments: [("", 1024), ("listen_backlog: 77", 77)])
+    func theListeningSocketHasTheConfiguredBacklog(serverYAML: String, backlog: Int) async throws {
+        try await GatewayHarness.run(serverYAML: serverYAML) { h in
+            let ss = try await ChildProcess.run(executable: URL(fileURLWithPath: "/usr/bin/ss"), arguments: ["-ltnH", "sport = :\(h.gatewayPort)"])
+            let fields = ss.log.split(whereSeparator: \.isWhitespace)
+            #expect(fields.count >= 3 && fields[0] == "LISTEN", "ss printed: \(ss.log)")
+            #expect(fields.count >= 3 && fields[2] == "\(backlog)", "ss printed: \(ss.log)")
+        }
+    }
+
+    @Test func theListenBacklogIsValidated() throws {
+        let base = """
+            upstream: {url: "http://127.0.0.1:1", key_env: K}
+            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
+            """
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.listenBacklog == 1024)
+        #expect(try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: 4096}", environment: ["K": "k"]).config.server.listenBacklog == 4096)
+        for bad in ["0", "65536", "-1"] {
+            #expect(throws: ConfigError(field: "server.listen_backlog", message: "must be from 1 to 65535")) {
+                try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: \(bad)}", environment: ["K": "k"])
+            }
+        }
+    }
+
     @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
         let base = """
             upstream: {url: "http://127.0.0.1:1", key_env: K}

@@ -80,6 +80,7 @@ public enum ConfigLoader {
         try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
         try require((1...3600).contains(config.server.sendTimeoutSeconds), "server.send_timeout_seconds", "must be from 1 to 3600")
         try require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
+        try require((1...65_535).contains(config.server.listenBacklog), "server.listen_backlog", "must be from 1 to 65535")
         try require(config.server.metricsAccess == .open || config.admin != nil, "server.metrics_access",
                     "'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
         if let publicURL = config.server.publicURL {

@@ -53,6 +53,11 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// one closes, so a flood of connections cannot use up the process's file descriptors
         /// (which upstream connections and the SQLite file need too).
         public var maxConnections = 10_000
+        /// Connections the kernel holds, accepted, for the gateway to take (`listen(2)`'s
+        /// backlog; Linux caps it at `net.core.somaxconn`). Above Hummingbird's 256, since a burst
+        /// of clients connecting at once overflowed it (500 at once, in a test) and an overflowed
+        /// connect waits a second or more for the kernel to retry it, or is reset.
+        public var listenBacklog = 1024
         /// The gateway's address as clients reach it (`https://algogate.example.com`), for links
         /// in answers that name the upstream (`LinkRewriter`); absent means each request's `Host`.
         /// Stored without a trailing slash.
@@ -79,7 +84,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable { case host, port, tls, drainTimeoutSeconds = "drain_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds"
-            case sendTimeoutSeconds = "send_timeout_seconds", maxConnections = "max_connections", publicURL = "public_url"
+            case sendTimeoutSeconds = "send_timeout_seconds", maxConnections = "max_connections", listenBacklog = "listen_backlog", publicURL = "public_url"
             case metricsAccess = "metrics_access" }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -92,6 +97,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
             sendTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .sendTimeoutSeconds) ?? sendTimeoutSeconds
             maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
+            listenBacklog = try c.decodeIfPresent(Int.self, forKey: .listenBacklog) ?? listenBacklog
             publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL).map { $0.trimmingSuffix("/") }
             metricsAccess = try c.decodeIfPresent(MetricsAccess.self, forKey: .metricsAccess) ?? metricsAccess
         }

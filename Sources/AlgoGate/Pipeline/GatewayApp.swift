@@ -182,7 +182,7 @@ public struct GatewayApp: Sendable {
         var app = Application(
             router: router(),
             server: builder,
-            configuration: .init(address: .hostname(server.host, port: server.port), serverName: Self.serverName,
+            configuration: .init(address: .hostname(server.host, port: server.port), serverName: Self.serverName, backlog: server.listenBacklog,
                                  availableConnectionsDelegate: .maximum(server.maxConnections, logger: logger)),
             services: [HTTPClientService(client: httpClient),
                        StateMaintenance(storage: storage, ledger: ledger, interval: .seconds(1), logger: logger)],
