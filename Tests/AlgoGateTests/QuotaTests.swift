@@ -1,6 +1,7 @@
 import AlgoGate
 import AlgoTestSupport
 import Foundation
+import GRDB
 import Synchronization
 import Testing
 
@@ -109,6 +110,49 @@ import Testing
         }
     }
 
+    /// A restart inside a minute keeps the minute's count: a rolling restart does not give every
+    /// client a fresh window. The store keeps only the latest minute's rows.
+    @Test func theMinutesRequestsSurviveARestart() async throws {
+        try await withTemporaryDirectory("minute-restart") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            let clock = TestClock()  // a minute boundary
+            let yaml = "quota: {requests_per_minute: 3}"
+            try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+                let statuses = [try await Self.call(h).status, try await Self.call(h, key: Keys.teamA).status, try await Self.call(h).status]
+                #expect(statuses == [200, 200, 200])
+            }
+            clock.advance(by: 10)
+            try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+                let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+                #expect((me.object["remaining"] as? [String: Any])?["requests_this_minute"] as? Int == 1)
+                let last = try await Self.call(h)
+                #expect(last.status == 200)
+                #expect(last.header("RateLimit") == #""minute";r=0;t=50"#)
+                let refused = try await Self.call(h)
+                #expect(refused.status == 429)
+                #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"client 'team-b' is over its requests_per_minute quota (3); retry in 50 s"}}"#)
+                #expect(try await Self.call(h, key: Keys.teamA).status == 200)
+                clock.advance(by: 50)
+                let next = try await Self.call(h)
+                #expect(next.status == 200)
+                #expect(next.header("RateLimit") == #""minute";r=2;t=60"#)
+            }
+            clock.advance(by: 1)
+            try await GatewayHarness.run(extraYAML: yaml, now: { clock.now }, cachePath: path) { h in
+                let reply = try await Self.call(h)
+                #expect(reply.header("RateLimit") == #""minute";r=1;t=59"#)
+                let other = try await Self.call(h, key: Keys.teamA)
+                #expect(other.header("RateLimit") == #""minute";r=2;t=59"#)
+            }
+            let pool = try StateDatabase.open(path: path)
+            let rows = try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT client, minute, requests FROM usage_minute ORDER BY client").map { "\($0["client"] as String) \($0["minute"] as Int64) \($0["requests"] as Int)" }
+            }
+            let minute = Int64(clock.now / 60)
+            #expect(rows == ["team-a \(minute) 1", "team-b \(minute) 2"])
+        }
+    }
+
     @Test func quotasFailClosedWhenTheStoreFails() async throws {
         let store = FlakyUsageStore()
         store.failLoads.withLock { $0 = true }
@@ -207,12 +251,12 @@ final class FlakyUsageStore: UsageStore {
     let written = Mutex<[UsageKey: Usage]>([:])
     struct Failure: Error {}
 
-    func load(day: Int) async throws -> [String: Usage] {
+    func load(day: Int, minute: Int64) async throws -> StoredUsage {
         if failLoads.withLock({ $0 }) { throw Failure() }
-        return [:]
+        return StoredUsage()
     }
 
-    func add(_ deltas: [UsageKey: Usage]) async throws {
+    func add(_ deltas: [UsageKey: Usage], minutes: [MinuteKey: Int]) async throws {
         if failWrites.withLock({ $0 }) { throw Failure() }
         written.withLock { written in for (key, usage) in deltas { written[key, default: Usage()].add(usage) } }
     }

@@ -54,4 +54,35 @@ import Testing
             try pool.close()
         }
     }
+
+    /// A file from before minute counts were kept opens with the day's usage kept and an empty
+    /// minute table, so the first minute after the upgrade starts fresh, as it did before.
+    @Test func aStateFileFromBeforeMinuteCountsKeepsItsUsage() async throws {
+        try await withTemporaryDirectory("schema-minutes") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            do {
+                let old = try DatabasePool(path: path)
+                var migrator = DatabaseMigrator()
+                CacheSchema.register(in: &migrator)
+                UsageSchema.register(in: &migrator)
+                CacheSchema.registerLater(in: &migrator)
+                try migrator.migrate(old)
+                try await old.write { db in
+                    try db.execute(sql: "INSERT INTO usage_day (client, day, requests, bytes_in) VALUES ('team-b', 20833, 7, 21)")
+                }
+                try old.close()
+            }
+            let pool = try StateDatabase.open(path: path)
+            let store = SQLiteUsageStore(pool: pool)
+            var expected = Usage()
+            expected.requests = 7
+            expected.bytesIn = 21
+            #expect(try await store.load(day: 20833, minute: 30_000_000) == StoredUsage(days: ["team-b": expected]))
+            try await store.add([UsageKey(client: "team-b", day: 20833): expected], minutes: [MinuteKey(client: "team-b", minute: 30_000_000): 7])
+            expected.requests = 14
+            expected.bytesIn = 42
+            #expect(try await store.load(day: 20833, minute: 30_000_000) == StoredUsage(days: ["team-b": expected], minuteRequests: ["team-b": 7]))
+            try pool.close()
+        }
+    }
 }

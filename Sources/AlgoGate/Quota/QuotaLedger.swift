@@ -6,9 +6,9 @@ import Synchronization
 /// the IETF RateLimit fields), counts what it used, and persists the day's counters.
 ///
 /// Counting happens in memory and reaches the store every second (and at shutdown), so the day's
-/// counters survive a restart. Quotas fail closed: while the store cannot be read or written,
-/// every request is refused with 503 rather than let through uncounted. Minute windows live in
-/// memory only; a restart starts a fresh minute.
+/// counters and the current minute's requests survive a restart: a rolling restart does not give
+/// every client a fresh minute. Quotas fail closed: while the store cannot be read or written,
+/// every request is refused with 503 rather than let through uncounted.
 public final class QuotaLedger: Sendable {
     public struct Admission: Sendable {
         /// The UTC day the request counts in.
@@ -45,6 +45,7 @@ public final class QuotaLedger: Sendable {
     private struct State {
         var clients: [String: ClientWindows] = [:]
         var pending: [UsageKey: Usage] = [:]
+        var pendingMinutes: [MinuteKey: Int] = [:]
         var healthy = false
         var loadedDay: Int?
     }
@@ -59,16 +60,25 @@ public final class QuotaLedger: Sendable {
     }
 
     static func day(of seconds: Double) -> Int { Int((seconds / 86_400).rounded(.down)) }
+    static func minute(of seconds: Double) -> Int64 { Int64((seconds / 60).rounded(.down)) }
 
-    /// Reads the day's counters back from the store; until this succeeds, requests get 503.
+    /// Reads the day's counters and the minute's requests back from the store; until this
+    /// succeeds, requests get 503.
     public func load() async throws {
-        let day = Self.day(of: now())
-        let stored = try await store.load(day: day)
+        let current = now()
+        let day = Self.day(of: current), minute = Self.minute(of: current)
+        let stored = try await store.load(day: day, minute: minute)
         state.withLock { state in
-            for (client, usage) in stored {
+            for (client, usage) in stored.days {
                 var windows = state.clients[client] ?? ClientWindows()
                 if windows.day != day { windows.day = day; windows.today = Usage() }
                 windows.today.add(usage)
+                state.clients[client] = windows
+            }
+            for (client, requests) in stored.minuteRequests {
+                var windows = state.clients[client] ?? ClientWindows()
+                if windows.minute != minute { windows.minute = minute; windows.minuteCount = 0 }
+                windows.minuteCount += requests
                 state.clients[client] = windows
             }
             state.loadedDay = day
@@ -80,7 +90,7 @@ public final class QuotaLedger: Sendable {
     /// store is failing).
     public func admit(_ client: ClientIdentity) throws -> Admission {
         let current = now()
-        let minute = Int64((current / 60).rounded(.down))
+        let minute = Self.minute(of: current)
         let day = Self.day(of: current)
         let toMinuteEnd = max(1, Int((Double(minute + 1) * 60 - current).rounded(.up)))
         let toDayEnd = max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up)))
@@ -115,6 +125,7 @@ public final class QuotaLedger: Sendable {
             windows.today.requests += 1
             state.clients[client.name] = windows
             state.pending[UsageKey(client: client.name, day: day), default: Usage()].requests += 1
+            state.pendingMinutes[MinuteKey(client: client.name, minute: minute), default: 0] += 1
             return Admission(day: day, headers: Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd))
         }
     }
@@ -144,18 +155,18 @@ public final class QuotaLedger: Sendable {
         if state.withLock({ $0.loadedDay == nil }) {
             do { try await load() } catch { return false }
         }
-        let batch = state.withLock { state in
-            let batch = state.pending
-            state.pending = [:]
-            return batch
+        let (batch, minutes) = state.withLock { state in
+            defer { state.pending = [:]; state.pendingMinutes = [:] }
+            return (state.pending, state.pendingMinutes)
         }
         do {
-            try await store.add(batch)
+            try await store.add(batch, minutes: minutes)
             state.withLock { $0.healthy = true }
             return true
         } catch {
             state.withLock { state in
                 for (key, usage) in batch { state.pending[key, default: Usage()].add(usage) }
+                for (key, requests) in minutes { state.pendingMinutes[key, default: 0] += requests }
                 state.healthy = false
             }
             return false
@@ -167,7 +178,7 @@ public final class QuotaLedger: Sendable {
 
     public func standing(of client: String) -> Standing {
         let current = now()
-        let minute = Int64((current / 60).rounded(.down))
+        let minute = Self.minute(of: current)
         let day = Self.day(of: current)
         let windows = state.withLock { $0.clients[client] } ?? ClientWindows()
         return Standing(

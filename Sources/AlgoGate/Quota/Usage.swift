@@ -40,12 +40,14 @@ public struct UsageRow: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey { case client, day, usage }
 }
 
-/// Where usage counters persist: the day's counters survive a restart.
+/// Where usage counters persist: the day's counters and the minute's requests survive a restart.
 public protocol UsageStore: Sendable {
-    /// Every client's counters for `day` (days since 1970-01-01, UTC).
-    func load(day: Int) async throws -> [String: Usage]
-    /// Adds deltas to the stored counters, in one transaction.
-    func add(_ deltas: [UsageKey: Usage]) async throws
+    /// Every client's counters for `day` (days since 1970-01-01, UTC), and its requests in
+    /// `minute` (minutes since 1970-01-01).
+    func load(day: Int, minute: Int64) async throws -> StoredUsage
+    /// Adds deltas to the stored counters, in one transaction; minute counts older than the
+    /// oldest minute given are dropped.
+    func add(_ deltas: [UsageKey: Usage], minutes: [MinuteKey: Int]) async throws
     /// The last `days` days (today included), newest first; one client or all.
     func report(fromDay: Int, client: String?) async throws -> [UsageRow]
 }
@@ -53,6 +55,24 @@ public protocol UsageStore: Sendable {
 public struct UsageKey: Sendable, Hashable {
     public var client: String
     public var day: Int
+}
+
+public struct MinuteKey: Sendable, Hashable {
+    public var client: String
+    /// Minutes since 1970-01-01.
+    public var minute: Int64
+}
+
+/// What a store holds for the current day and minute, read back at start-up.
+public struct StoredUsage: Sendable, Equatable {
+    public var days: [String: Usage] = [:]
+    /// Requests admitted in the current minute, per client.
+    public var minuteRequests: [String: Int] = [:]
+
+    public init(days: [String: Usage] = [:], minuteRequests: [String: Int] = [:]) {
+        self.days = days
+        self.minuteRequests = minuteRequests
+    }
 }
 
 /// The `usage_day` table, next to the cache in the gateway's SQLite file.
@@ -75,27 +95,55 @@ enum UsageSchema {
                 """)
         }
     }
+
+    /// After the cache's later migrations: the order they were first released in.
+    static func registerLater(in migrator: inout DatabaseMigrator) {
+        // The requests of the current minute, so a restart does not start a fresh minute window.
+        migrator.registerMigration("v4: requests per client per minute") { db in
+            try db.execute(sql: """
+                CREATE TABLE usage_minute (
+                    client TEXT NOT NULL,
+                    minute INTEGER NOT NULL,
+                    requests INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (client, minute)
+                )
+                """)
+        }
+    }
 }
 
-/// `UsageStore` on the gateway's SQLite file. All SQL for `usage_day` is here.
+/// `UsageStore` on the gateway's SQLite file. All SQL for `usage_day` and `usage_minute` is here.
 public struct SQLiteUsageStore: UsageStore {
     let pool: DatabasePool
 
     public init(pool: DatabasePool) { self.pool = pool }
 
-    public func load(day: Int) async throws -> [String: Usage] {
+    public func load(day: Int, minute: Int64) async throws -> StoredUsage {
         try await pool.read { db in
-            var result: [String: Usage] = [:]
+            var result = StoredUsage()
             for row in try Row.fetchAll(db, sql: "SELECT * FROM usage_day WHERE day = ?", arguments: [day]) {
-                result[row["client"]] = Self.usage(row)
+                result.days[row["client"]] = Self.usage(row)
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT client, requests FROM usage_minute WHERE minute = ?", arguments: [minute]) {
+                result.minuteRequests[row["client"]] = row["requests"]
             }
             return result
         }
     }
 
-    public func add(_ deltas: [UsageKey: Usage]) async throws {
-        guard !deltas.isEmpty else { return }
+    public func add(_ deltas: [UsageKey: Usage], minutes: [MinuteKey: Int]) async throws {
+        guard !deltas.isEmpty || !minutes.isEmpty else { return }
         try await pool.write { db in
+            if let oldest = minutes.keys.map(\.minute).min() {
+                try db.execute(sql: "DELETE FROM usage_minute WHERE minute < ?", arguments: [oldest])
+                let statement = try db.makeStatement(sql: """
+                    INSERT INTO usage_minute (client, minute, requests) VALUES (?, ?, ?)
+                    ON CONFLICT (client, minute) DO UPDATE SET requests = requests + excluded.requests
+                    """)
+                for (key, requests) in minutes {
+                    try statement.execute(arguments: [key.client, key.minute, requests])
+                }
+            }
             let statement = try db.makeStatement(sql: """
                 INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -34,6 +34,7 @@ public enum StateDatabase {
         CacheSchema.register(in: &migrator)
         UsageSchema.register(in: &migrator)
         CacheSchema.registerLater(in: &migrator)
+        UsageSchema.registerLater(in: &migrator)
         try migrator.migrate(pool)
         return pool
     }
