@@ -10,6 +10,11 @@ import Testing
 @Suite struct ConnectionTests {
     /// Two seconds: room for a loaded machine's scheduling between the server's clock and the test's.
     static let twoSeconds = "idle_timeout_seconds: 2"
+    /// A configuration with nothing but what is required, for the validation tests.
+    static let minimalYAML = """
+        upstream: {url: "http://127.0.0.1:1", key_env: K}
+        clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
+        """
     static let noQueue = "queue_timeout_seconds: 0"  // the idle timeout must be above it
 
     /// A client that connects in the moment the port is checked before start (a load balancer's
@@ -144,10 +149,7 @@ import Testing
     }
 
     @Test func theConnectionLimitIsValidated() throws {
-        let base = """
-            upstream: {url: "http://127.0.0.1:1", key_env: K}
-            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
-            """
+        let base = Self.minimalYAML
         #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.maxConnections == 10_000)
         #expect(throws: ConfigError(field: "server.max_connections", message: "must be from 1 to 1000000")) {
             try ConfigLoader.load(yaml: base + "\nserver: {max_connections: 0}", environment: ["K": "k"])
@@ -169,10 +171,7 @@ import Testing
     }
 
     @Test func theListenBacklogIsValidated() throws {
-        let base = """
-            upstream: {url: "http://127.0.0.1:1", key_env: K}
-            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
-            """
+        let base = Self.minimalYAML
         #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.listenBacklog == 1024)
         #expect(try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: 4096}", environment: ["K": "k"]).config.server.listenBacklog == 4096)
         for bad in ["0", "65536", "-1"] {
@@ -183,10 +182,7 @@ import Testing
     }
 
     @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
-        let base = """
-            upstream: {url: "http://127.0.0.1:1", key_env: K}
-            clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
-            """
+        let base = Self.minimalYAML
         #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.idleTimeoutSeconds == 75)
         #expect(try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 45}", environment: ["K": "k"]).config.server.idleTimeoutSeconds == 45)
         for bad in ["0", "3601"] {
