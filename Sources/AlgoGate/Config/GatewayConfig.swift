@@ -55,8 +55,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var maxConnections = 10_000
         /// Connections the kernel holds, accepted, for the gateway to take (`listen(2)`'s
         /// backlog; Linux caps it at `net.core.somaxconn`). Above Hummingbird's 256, since a burst
-        /// of clients connecting at once overflowed it (500 at once, in a test) and an overflowed
-        /// connect waits a second or more for the kernel to retry it, or is reset.
+        /// of clients connecting at once overflowed it (500 at once, in a test), and an overflowed
+        /// connect waits a second or more for the kernel to retry it.
         public var listenBacklog = 1024
         /// The gateway's address as clients reach it (`https://algogate.example.com`), for links
         /// in answers that name the upstream (`LinkRewriter`); absent means each request's `Host`.
