@@ -109,4 +109,42 @@ import Testing
             #expect(check.log.contains("key rotation under way (previous_key_sha256 still accepted) for: x, admin\n"))
         }
     }
+
+    /// Rotating the account's own key: the new key written to `upstream.key_file` (a mounted
+    /// Secret, say) and a reload (SIGHUP) put it in the next upstream request, with no restart and
+    /// no request refused for the change. The simulator holds one key, so the test rotates to a
+    /// key it refuses (its 401 proves the gateway sent the new one) and back.
+    @Test func theUpstreamKeyInKeyFileRotatesOnReload() async throws {
+        let next = "rotated-\(UUID().uuidString)"
+        let pair = try await ProcessHarness { simPort, gatewayPort, work in
+            try? (Keys.upstream + "\n").write(to: work.appendingPathComponent("upstream.key"), atomically: true, encoding: .utf8)
+            return ProcessHarness.standardYAML(simPort: simPort, gatewayPort: gatewayPort, work: work)
+                .replacingOccurrences(of: "key_env: \(ProcessHarness.keyVariable)", with: "key_file: \"\(work.appendingPathComponent("upstream.key").path)\"")
+        }
+        defer { pair.stop() }
+        let http = TestHTTP(port: pair.gatewayPort), sim = TestHTTP(port: pair.simPort)
+        func call() async throws -> TestHTTP.Reply {
+            try await http.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "HAL")
+        }
+        func rotate(to key: String, reloads: Int) async throws {
+            try (key + "\n").write(to: pair.work.appendingPathComponent("upstream.key"), atomically: true, encoding: .utf8)
+            pair.gateway.signal(SIGHUP)
+            #expect(await eventually { pair.gateway.log.components(separatedBy: "configuration reloaded").count - 1 == reloads }, "reload \(reloads) not logged")
+        }
+        #expect(try await call().status == 200)
+
+        try await rotate(to: next, reloads: 1)
+        let refused = try await call()
+        #expect(refused.status == 401)
+        #expect(!refused.text.contains(next) && !refused.text.contains(Keys.upstream))
+        #expect(await eventually { pair.gateway.log.contains("refused the server key (401)") })
+        let stats = try await sim.send(.GET, "/__sim/stats").object
+        #expect(stats["authorizations"] as? [String] == ["Simple \(Keys.upstream)", "Simple \(next)"].sorted())
+
+        try await rotate(to: Keys.upstream, reloads: 2)
+        let back = try await call()
+        #expect(back.status == 200)
+        #expect(back.object["result"] as? String == "Hello HAL")
+        #expect(!pair.gateway.log.contains(next) && !pair.gateway.log.contains(Keys.upstream), "a log line holds the upstream key")
+    }
 }
