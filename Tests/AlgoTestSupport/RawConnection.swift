@@ -10,9 +10,11 @@ public final class RawConnection: Sendable {
     private let channel: any Channel
     private let box: Received
 
-    /// What the server sent, and when it closed.
+    /// What the server sent, when its last bytes arrived, and when it closed: times taken on the
+    /// connection's event loop as each arrives, however late the test's task looks.
     final class Received: Sendable {
         let bytes = Mutex<[UInt8]>([])
+        let lastReceivedAt = Mutex<ContinuousClock.Instant?>(nil)
         let closedAt = Mutex<ContinuousClock.Instant?>(nil)
     }
 
@@ -23,6 +25,7 @@ public final class RawConnection: Sendable {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let buffer = unwrapInboundIn(data)
             box.bytes.withLock { $0.append(contentsOf: buffer.readableBytesView) }
+            box.lastReceivedAt.withLock { $0 = .now }
         }
         func channelInactive(context: ChannelHandlerContext) {
             box.closedAt.withLock { $0 = .now }
@@ -87,6 +90,9 @@ public final class RawConnection: Sendable {
 
     /// When the server closed the connection (nil while it is open).
     public var closedAt: ContinuousClock.Instant? { box.closedAt.withLock { $0 } }
+
+    /// When the server's last bytes so far arrived (nil before any).
+    public var lastReceivedAt: ContinuousClock.Instant? { box.lastReceivedAt.withLock { $0 } }
 
     /// Waits until the server closes the connection or `limit` passes; says whether it closed.
     public func waitForClose(within limit: Duration) async -> Bool {
