@@ -42,13 +42,33 @@ import Testing
             == Self.expected(["v1", "demo", "Hello", "0.1.0", "default", "-", "text/ünicode", "*"], body: #"{"input":"HAL"}"#))
     }
 
+    /// The upstream is in the key, in its first field, except Algorithmia's own: entries stored
+    /// against `https://api.algorithmia.com` keep their keys; any other upstream's are apart.
+    @Test func theUpstreamOriginKeysItsOwnEntries() throws {
+        let pinned = try #require(AlgoRef(path: "demo/Hello/0.1.0"))
+        let key = { (url: String) in
+            CachePolicy(config: GatewayConfig.Cache(), origin: CachePolicy.origin(of: url))
+                .decide(ref: pinned, query: nil, headers: [.contentType: "text/plain"], body: ByteBuffer(string: "HAL"), client: "team-a").key
+        }
+        let fields = { (first: String) in Self.expected([first, "demo", "Hello", "0.1.0", "default", "-", "text/plain", "*"], body: "HAL") }
+        for url in ["https://api.algorithmia.com", "https://api.algorithmia.com/", "HTTPS://API.Algorithmia.com:443", "https://api.algorithmia.com:443/"] {
+            #expect(key(url) == fields("v1"), "\(url)")
+        }
+        #expect(key("http://127.0.0.1:9000") == fields("v1 http://127.0.0.1:9000"))
+        #expect(key("http://127.0.0.1:9000/") == fields("v1 http://127.0.0.1:9000"))
+        #expect(key("http://LOCALHOST:80") == fields("v1 http://localhost"))
+        #expect(key("https://algorithmia.corp.example:8443/api") == fields("v1 https://algorithmia.corp.example:8443/api"))
+        #expect(key("http://api.algorithmia.com") == fields("v1 http://api.algorithmia.com"))
+        #expect(key("https://api.algorithmia.com:8443") == fields("v1 https://api.algorithmia.com:8443"))
+    }
+
     /// The options reach the key as `AlgoOptions` reads them: absent and `default` output are one
     /// mode, absent and `false` stdout one flag, `true` and `false` in any case (the key's
     /// spellings since its first version); any other value is its own field, never folded into
     /// another that the upstream might read differently.
     @Test func theOptionsReachTheKeyAsGiven() throws {
         let pinned = try #require(AlgoRef(path: "demo/Hello/0.1.0"))
-        let policy = CachePolicy(config: GatewayConfig.Cache())
+        let policy = CachePolicy(config: GatewayConfig.Cache(), origin: nil)
         let key = { (query: String?) in
             policy.decide(ref: pinned, query: query, headers: [.contentType: "text/plain"], body: ByteBuffer(string: "HAL"), client: "team-a").key
         }

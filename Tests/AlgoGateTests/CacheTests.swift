@@ -1,4 +1,5 @@
 import AlgoGate
+import AlgoSim
 import AlgoTestSupport
 import Foundation
 import Testing
@@ -24,6 +25,77 @@ import Testing
             #expect(second.header("Content-Type") == first.header("Content-Type"))
             #expect(second.bytes == first.bytes)
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
+    /// Entries are the upstream's that answered them: with `upstream.url` pointing at another
+    /// upstream (a reload, or a cache file kept across a restart), the same call is a miss that
+    /// goes there, and the first upstream's entry answers again once it is back. Fast hits and the
+    /// pipeline alike.
+    @Test(arguments: [true, false])
+    func anotherUpstreamDoesNotGetTheFirstOnesEntries(fastHits: Bool) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("second-sim-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let second = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory))
+        try await LiveServer.run({ second.application(onServerRunning: $0) }) { secondPort in
+            try await GatewayHarness.run(cacheYAML: "fast_hits: \(fastHits)") { h in
+                func point(at url: String) throws {
+                    var config = h.app.state.snapshot.config
+                    config.upstream.url = url
+                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+                }
+                let firstURL = h.app.state.snapshot.config.upstream.url
+                #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
+
+                try point(at: "http://127.0.0.1:\(secondPort)")
+                let there = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+                #expect(there.status == 200)
+                #expect(there.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
+                #expect(second.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+
+                try point(at: firstURL + "/")  // the same upstream, however written
+                let back = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+                #expect(back.header("X-Cache") == "HIT")
+                #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+                #expect(second.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+            }
+        }
+    }
+
+    /// A call keyed for one upstream and sent to another, because a reload pointed
+    /// `upstream.url` elsewhere while it waited for an upstream slot: its answer is sent, and not
+    /// stored under the first upstream's key. Upstream A (held) answers `demo/Hello/0.1.0` with
+    /// "Hello B", the simulator (B) with "Hello HAL".
+    @Test func anAnswerFromAnUpstreamChangedBeforeItsCallIsNotStoredForTheFirst() async throws {
+        try await HeldUpstream.run { upstream, heldPort in
+            let heldURL = "http://127.0.0.1:\(heldPort)"
+            try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 120", upstreamURL: { _ in heldURL }) { h in
+                func point(at url: String) throws {
+                    var config = h.app.state.snapshot.config
+                    config.upstream.url = url
+                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+                }
+                let holder = Task { try await Self.call(h, "/v1/algo/test/Sleep", input: "0", headers: jsonType) }
+                try #require(await eventually { upstream.calls == 1 }, "the first call never reached the held upstream")
+                let waiting = Task { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0") }
+                try #require(await eventually(within: .seconds(60)) { h.app.gate.queued == 1 }, "the pinned call never queued for the slot")
+                try point(at: "http://127.0.0.1:\(h.sim.port)")
+                upstream.release.open()
+                #expect(try await holder.value.status == 200)
+                let answered = try await waiting.value
+                #expect(answered.status == 200)
+                #expect(answered.object["result"] as? String == "Hello HAL")
+                #expect(answered.header("Cache-Status") == "algogate; fwd=miss")
+                #expect(await eventually { h.logs.all.contains { $0.contains("not_stored=upstream.url changed while the call was under way") } },
+                        "\(h.logs.all.suffix(3))")
+                // Back at the first upstream, the call is its own: nothing of the second's was stored for it.
+                try point(at: heldURL)
+                let again = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+                #expect(again.object["result"] as? String == "Hello B")
+                #expect(again.header("Cache-Status") == "algogate; fwd=miss; stored")
+            }
         }
     }
 
@@ -339,18 +411,25 @@ import Testing
         }
     }
 
+    /// Both gateways in front of one upstream (entries are kept apart per upstream URL, and each
+    /// harness's own simulator has a port of its own).
     @Test func entriesSurviveARestart() async throws {
         try await withTemporaryDirectory("cache-restart") { directory in
             let path = directory.appendingPathComponent("cache.sqlite").path
-            let first = try await GatewayHarness.run(cachePath: path) { h in
-                try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
-            }
-            #expect(first.header("X-Cache") == "MISS")
-            try await GatewayHarness.run(cachePath: path) { h in
-                let again = try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
-                #expect(again.header("X-Cache") == "HIT")
-                #expect(again.bytes == first.bytes)
-                #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            let upstream = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory.appendingPathComponent("sim")))
+            try await LiveServer.run({ upstream.application(onServerRunning: $0) }) { port in
+                let url: (Int) -> String = { _ in "http://127.0.0.1:\(port)" }
+                let first = try await GatewayHarness.run(upstreamURL: url, cachePath: path) { h in
+                    try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+                }
+                #expect(first.header("X-Cache") == "MISS")
+                #expect(upstream.stats.snapshot.algoCalls == ["nlp/LDA/1.0.0": 1])
+                try await GatewayHarness.run(upstreamURL: url, cachePath: path) { h in
+                    let again = try await Self.call(h, "/v1/algo/nlp/LDA/1.0.0", input: #"{"docsList":["a cat sat","a dog sat"]}"#, headers: jsonType)
+                    #expect(again.header("X-Cache") == "HIT")
+                    #expect(again.bytes == first.bytes)
+                    #expect(upstream.stats.snapshot.algoCalls == ["nlp/LDA/1.0.0": 1])
+                }
             }
         }
     }

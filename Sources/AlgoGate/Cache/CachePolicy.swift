@@ -24,6 +24,29 @@ struct CachePolicy: Sendable {
     }
 
     let config: GatewayConfig.Cache
+    /// The upstream answering, as `origin(of:)` gives it: nil for Algorithmia's own.
+    let origin: String?
+
+    init(config: GatewayConfig.Cache, origin: String?) {
+        self.config = config
+        self.origin = origin
+    }
+
+    /// The upstream a configuration's answers come from, as it goes into the key: scheme and host
+    /// in lowercase, the port unless it is the scheme's own, the path without a trailing slash.
+    /// Nil for `https://api.algorithmia.com`, whose entries keep the keys they had before the
+    /// origin was part of them. Entries answered by another upstream (the simulator, an enterprise
+    /// cluster, a staging account) are never served for this one, when `upstream.url` changes on
+    /// a reload or under a cache file kept across a restart.
+    static func origin(of url: String) -> String? {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), let host = components.host?.lowercased() else {
+            return url
+        }
+        let defaultPort = ["https": 443, "http": 80][scheme]
+        let port = components.port.flatMap { $0 == defaultPort ? nil : ":\($0)" } ?? ""
+        let origin = "\(scheme)://\(host)\(port)\(components.percentEncodedPath.trimmingSuffix("/"))"
+        return origin == "https://api.algorithmia.com" ? nil : origin
+    }
 
     func decide(ref: AlgoRef, query: String?, headers: HTTPFields, body: ByteBuffer, client: String) -> Decision {
         // A query the gateway would refuse (`AlgoOptions.parse`) is never cached.
@@ -38,7 +61,8 @@ struct CachePolicy: Sendable {
         decision.ttlSeconds = rule?.ttlSeconds ?? config.ttlSeconds
         let scope = rule?.scope ?? config.scope
         decision.key = Self.key(ref: ref, output: options.outputKey, stdout: options.stdoutKey,
-                                contentType: headers.value(.contentType) ?? "", body: body, client: scope == .client ? client : nil)
+                                contentType: headers.value(.contentType) ?? "", body: body, client: scope == .client ? client : nil,
+                                origin: origin)
         decision.bypassReason = nil
         decision.lookup = true
         decision.store = true
@@ -79,7 +103,8 @@ struct CachePolicy: Sendable {
     /// SHA-256 over everything that can change the answer; the `timeout` option is not part of it.
     /// Each field is followed by a zero byte, then comes the body. The fields are gathered first
     /// and hashed in one update: the same bytes, so the same key, as one update each.
-    static func key(ref: AlgoRef, output: String, stdout: String, contentType: String, body: ByteBuffer, client: String?) -> String {
+    static func key(ref: AlgoRef, output: String, stdout: String, contentType: String, body: ByteBuffer, client: String?,
+                    origin: String? = nil) -> String {
         var fields: [UInt8] = []
         fields.reserveCapacity(256)
         func add(_ field: some StringProtocol, lowercasing: Bool = false) {
@@ -91,7 +116,9 @@ struct CachePolicy: Sendable {
             }
             fields.append(0)
         }
-        add("v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout)
+        // The upstream, within the first field so the fields keep their number: an origin (no zero byte
+        // in a URL) cannot make a key that another input makes for Algorithmia's.
+        add(origin.map { "v1 " + $0 } ?? "v1"); add(ref.owner); add(ref.name); add(ref.version ?? ""); add(output); add(stdout)
         // A charset other than UTF-8's makes entries of its own: an upstream that reads the body
         // in it may answer the same bytes otherwise.
         if let charset = DataReferences.otherCharset(of: contentType) {

@@ -143,27 +143,34 @@ struct CacheMiddleware: RouterMiddleware {
         let body = try await response.body.collected()
         var answer = Shared(status: response.status, headers: response.headers, body: body)
         var stored = false
+        // Keyed under the upstream the call was decided for: one that a reload changed meanwhile
+        // answered it, and its answer is not that upstream's to store.
+        let sameUpstream = context.facts.upstreamURL.map { CachePolicy.origin(of: $0) == policy.origin } ?? true
         if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
             Self.isCacheable(status: response.status, headers: headers, body: body)
         }) {
-            do {
-                // A large answer's gzip copy holds room beside it: it lives beside the plain
-                // bytes until the last call sharing them has sent its answer (one that prefers
-                // gzip is sent the copy).
-                (stored, answer.gzipBody) = try await HeldBytes.counting(copyOf: body.readableBytes, in: context.facts.answerRoom,
-                                                                         capacity: limits.maxBufferedAnswerBytes) {
-                    try await cache.store(key: key, algo: decision.algo, status: response.status.code,
-                                          contentType: response.headers.value(.contentType) ?? "application/json",
-                                          body: body, ttlSeconds: decision.ttlSeconds, now: now())
-                } size: { $0.gzipBody?.readableBytes ?? 0 }
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                // The answer is in hand and paid for: a cache that cannot keep it (its file locked
-                // by another writer past the busy timeout, the disk full) must not lose it. Sent
-                // as a miss that was not stored, logged and counted.
-                context.facts.record(notStoredBecause: GatewayError.describe(error))
-                metrics.cacheStoreFailed()
+            if !sameUpstream {
+                context.facts.record(notStoredBecause: "upstream.url changed while the call was under way")
+            } else {
+                do {
+                    // A large answer's gzip copy holds room beside it: it lives beside the plain
+                    // bytes until the last call sharing them has sent its answer (one that prefers
+                    // gzip is sent the copy).
+                    (stored, answer.gzipBody) = try await HeldBytes.counting(copyOf: body.readableBytes, in: context.facts.answerRoom,
+                                                                             capacity: limits.maxBufferedAnswerBytes) {
+                        try await cache.store(key: key, algo: decision.algo, status: response.status.code,
+                                              contentType: response.headers.value(.contentType) ?? "application/json",
+                                              body: body, ttlSeconds: decision.ttlSeconds, now: now())
+                    } size: { $0.gzipBody?.readableBytes ?? 0 }
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    // The answer is in hand and paid for: a cache that cannot keep it (its file locked
+                    // by another writer past the busy timeout, the disk full) must not lose it. Sent
+                    // as a miss that was not stored, logged and counted.
+                    context.facts.record(notStoredBecause: GatewayError.describe(error))
+                    metrics.cacheStoreFailed()
+                }
             }
         }
         answer.room = context.facts.answerRoom

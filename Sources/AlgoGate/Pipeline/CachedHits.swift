@@ -86,7 +86,7 @@ struct CachedHits: Sendable {
               (try? AlgoInputMiddleware.checkDataReferences(in: body, contentType: fields.value(.contentType), client: client)) != nil
         else { return nil }
         // The cache (`CacheMiddleware`), and what the compression step would do to the answer.
-        let decision = CachePolicy(config: config.cache).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
+        let decision = CachePolicy(config: config.cache, origin: snapshot.cacheOrigin).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
         let current = now()
         guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current) else { return nil }
         let coding = ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding])

@@ -98,7 +98,7 @@ public struct GatewayApp: Sendable {
         router.add(middleware: QuotaMiddleware(ledger: ledger))
         if let cache {
             router.add(middleware: CacheMiddleware(cache: cache, flights: flights,
-                                                   policy: { CachePolicy(config: state.snapshot.config.cache) },
+                                                   policy: { let snapshot = state.snapshot; return CachePolicy(config: snapshot.config.cache, origin: snapshot.cacheOrigin) },
                                                    compression: { state.snapshot.config.compression }, now: now,
                                                    answerBudget: answerBudget, limits: { state.snapshot.config.limits },
                                                    queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },

@@ -47,6 +47,9 @@ final class RequestFacts: Sendable {
         var client: ClientIdentity?
         var route: RouteClass?
         var upstreamCalled = false
+        /// The `upstream.url` an algorithm call was sent to (`Forwarder.forwardAlgo`): its answer
+        /// is stored only under that upstream's key (a reload may change it during the call).
+        var upstreamURL: String?
         var computeSeconds = 0.0
         /// The response body streams from the upstream rather than sitting in memory.
         var streamsResponse = false
@@ -160,6 +163,11 @@ final class RequestFacts: Sendable {
     var upload: UploadRelay? {
         get { state.withLock { $0.upload } }
         set { state.withLock { $0.upload = newValue } }
+    }
+
+    var upstreamURL: String? {
+        get { state.withLock { $0.upstreamURL } }
+        set { state.withLock { $0.upstreamURL = newValue } }
     }
 
     func markUpstreamCall(computeSeconds: Double = 0) {

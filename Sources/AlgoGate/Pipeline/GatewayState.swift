@@ -8,11 +8,15 @@ public final class GatewayState: Sendable {
         public let config: GatewayConfig
         public let upstreamKey: Secret
         public let registry: ClientRegistry
+        /// The upstream the cache keys its entries under (`CachePolicy.origin(of:)`), worked out
+        /// once per configuration rather than per call.
+        let cacheOrigin: String?
 
         init(config: GatewayConfig, upstreamKey: Secret, registry: ClientRegistry) {
             self.config = config
             self.upstreamKey = upstreamKey
             self.registry = registry
+            self.cacheOrigin = CachePolicy.origin(of: config.upstream.url)
         }
     }
 

@@ -58,6 +58,7 @@ public struct Forwarder: Sendable {
     func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext,
                      watch: CallWatch? = nil) async throws -> (Response, ByteBuffer) {
         let settings = settings()
+        context.facts.upstreamURL = settings.origin
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
