@@ -10,6 +10,13 @@ import Testing
         try await h.gateway.send(.POST, path, headers: simple(key) + headers, text: input)
     }
 
+    /// Points the gateway at another upstream, as a reload that changes `upstream.url` does.
+    static func point(_ h: GatewayHarness, at url: String) throws {
+        var config = h.app.state.snapshot.config
+        config.upstream.url = url
+        try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+    }
+
     @Test func pinnedCallsAreStoredAndThenAnsweredFromTheCache() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(now: { clock.now }) { h in
@@ -39,23 +46,18 @@ import Testing
         let second = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory))
         try await LiveServer.run({ second.application(onServerRunning: $0) }) { secondPort in
             try await GatewayHarness.run(cacheYAML: "fast_hits: \(fastHits)") { h in
-                func point(at url: String) throws {
-                    var config = h.app.state.snapshot.config
-                    config.upstream.url = url
-                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
-                }
                 let firstURL = h.app.state.snapshot.config.upstream.url
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
 
-                try point(at: "http://127.0.0.1:\(secondPort)")
+                try Self.point(h, at: "http://127.0.0.1:\(secondPort)")
                 let there = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(there.status == 200)
                 #expect(there.header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
                 #expect(second.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
 
-                try point(at: firstURL + "/")  // the same upstream, however written
+                try Self.point(h, at: firstURL + "/")  // the same upstream, however written
                 let back = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(back.header("X-Cache") == "HIT")
                 #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
@@ -72,16 +74,11 @@ import Testing
         try await HeldUpstream.run { upstream, heldPort in
             let heldURL = "http://127.0.0.1:\(heldPort)"
             try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 120", upstreamURL: { _ in heldURL }) { h in
-                func point(at url: String) throws {
-                    var config = h.app.state.snapshot.config
-                    config.upstream.url = url
-                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
-                }
                 let holder = Task { try await Self.call(h, "/v1/algo/test/Sleep", input: "0", headers: jsonType) }
                 try #require(await eventually { upstream.calls == 1 }, "the first call never reached the held upstream")
                 let waiting = Task { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0") }
                 try #require(await eventually(within: .seconds(60)) { h.app.gate.queued == 1 }, "the pinned call never queued for the slot")
-                try point(at: "http://127.0.0.1:\(h.sim.port)")
+                try Self.point(h, at: "http://127.0.0.1:\(h.sim.port)")
                 upstream.release.open()
                 #expect(try await holder.value.status == 200)
                 let answered = try await waiting.value
@@ -91,7 +88,7 @@ import Testing
                 #expect(await eventually { h.logs.all.contains { $0.contains("not_stored=upstream.url changed while the call was under way") } },
                         "\(h.logs.all.suffix(3))")
                 // Back at the first upstream, the call is its own: nothing of the second's was stored for it.
-                try point(at: heldURL)
+                try Self.point(h, at: heldURL)
                 let again = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(again.object["result"] as? String == "Hello B")
                 #expect(again.header("Cache-Status") == "algogate; fwd=miss; stored")
