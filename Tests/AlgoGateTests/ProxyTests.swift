@@ -13,7 +13,9 @@ import Testing
     /// `connectTimeout`: how long a refused tunnel is retried before the call's 502. The proxy's
     /// refusal must come within it to be the one reported (else the call's 502 says the upstream
     /// is unreachable): 3 s leaves a loaded machine time. A tunnel that opens has the default.
-    static func upstreamYAML(proxyPort: Int, auth: Bool = true, connectTimeout: Int = 3) -> String {
+    /// `connectTimeout` covers the connect to the proxy and its tunnel: 6 s, since under a load
+    /// of several times the machine a 3 s one ran out before the in-test proxy had answered.
+    static func upstreamYAML(proxyPort: Int, auth: Bool = true, connectTimeout: Int = 6) -> String {
         """
         connect_timeout_seconds: \(connectTimeout)
           allow_plain_http: true
