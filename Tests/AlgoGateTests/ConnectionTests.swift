@@ -61,9 +61,12 @@ import Testing
             #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(await client.waitForClose(within: .seconds(10)))
             // Kept open after its answer, then closed as idle: timed on the connection's event
-            // loop (a test task stalled past the 2 s timeout once found it already closed).
+            // loop (a test task stalled past the 2 s timeout once found it already closed). A
+            // close with the answer comes within a millisecond of it; the idle close, counted by
+            // the server from the request, came 0.65 s after an answer that a machine loaded
+            // several times over had sent late, so the bound is well below that.
             let answered = try #require(client.lastReceivedAt), closed = try #require(client.closedAt)
-            #expect(closed - answered >= .seconds(1), "closed \(closed - answered) after its answer: not kept open as idle")
+            #expect(closed - answered >= .milliseconds(200), "closed \(closed - answered) after its answer: not kept open as idle")
         }
     }
 
