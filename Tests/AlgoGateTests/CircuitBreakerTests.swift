@@ -1,4 +1,5 @@
 @testable import AlgoGate
+import AlgoSim
 import AlgoTestSupport
 import Foundation
 import Testing
@@ -149,6 +150,49 @@ import Testing
         #expect(!breaker.isOpen)
         #expect(try !breaker.admit().isTest)
         #expect(logs.all.filter { $0.contains("upstream circuit opened") }.count == 1)
+    }
+
+    /// Failing over: with the circuit open on a dead upstream, a reload pointing `upstream.url`
+    /// at another one lets the next request through at once, rather than refusing it for the rest
+    /// of the open period (up to `max_open_seconds`).
+    @Test func anotherUpstreamIsJudgedAfresh() async throws {
+        let clock = TestClock()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("failover-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let second = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory))
+        try await LiveServer.run({ second.application(onServerRunning: $0) }) { secondPort in
+            try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
+                try await Self.openTheCircuit(h, clock)
+                #expect(try await Self.call(h).status == 503)
+                let firstURL = h.app.state.snapshot.config.upstream.url
+                try CacheTests.point(h, at: "http://127.0.0.1:\(secondPort)")
+                let failedOver = try await Self.call(h)
+                #expect(failedOver.status == 200)
+                #expect(failedOver.object["result"] as? String == "Hello HAL")
+                #expect(!h.app.breaker.isOpen)
+                #expect(second.stats.snapshot.algoCalls == ["demo/Hello": 1])
+                #expect(h.logs.all.contains { $0.contains("upstream circuit closed: upstream.url names another upstream, judged afresh") })
+                // Back at the first (restarted, say), it is judged afresh too: one call goes.
+                try CacheTests.point(h, at: firstURL)
+                #expect(try await Self.call(h).status == 200)
+            }
+        }
+    }
+
+    /// A call to the upstream configured before a reload, still in flight, says nothing of the
+    /// one configured now: its failure does not count toward opening the circuit.
+    @Test func aFailureFromTheUpstreamBeforeAReloadDoesNotCount() throws {
+        let clock = TestClock()
+        let settings = { var settings = GatewayConfig.CircuitBreaker(); settings.failures = 2; return settings }()
+        let breaker = CircuitBreaker(settings: { settings }, now: { clock.now }, logger: LogCapture().logger)
+        let old = try breaker.admit(upstream: "http://old")
+        let new = try breaker.admit(upstream: "http://new")
+        breaker.record(.unreachable, new)
+        clock.advance(by: 1)
+        breaker.record(.unreachable, old)
+        #expect(!breaker.isOpen)
+        breaker.record(.unreachable, try breaker.admit(upstream: "http://new"))
+        #expect(breaker.isOpen)
     }
 
     @Test func whileOneRequestTestsTheUpstreamOthersAreRefused() async throws {

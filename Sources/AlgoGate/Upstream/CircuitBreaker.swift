@@ -13,6 +13,10 @@ import Synchronization
 /// refusing the gateway's credentials, where each test is a failed login) is tested ever less
 /// often. Slow answers (timeouts), upstream errors and the client going away say nothing about
 /// reachability and do not count.
+///
+/// It judges one upstream: when a reload points `upstream.url` elsewhere (a failover to another
+/// cluster, most likely because this one is down), the next request starts it afresh, closed, for
+/// the new upstream, and what calls to the old one still in flight find says nothing of it.
 public final class CircuitBreaker: Sendable {
     public enum Outcome: Sendable { case answered, unreachable, unknown }
 
@@ -25,6 +29,8 @@ public final class CircuitBreaker: Sendable {
     static let minimumStreak = 1.0
 
     private struct State {
+        /// The upstream judged (`Forwarder.Settings.origin`); nil before the first request.
+        var upstream: String?
         var consecutiveFailures = 0
         /// When the first failure of the current streak was recorded.
         var streakStarted = 0.0
@@ -51,15 +57,24 @@ public final class CircuitBreaker: Sendable {
     /// What `admit` let through: a request like any other, or the one testing the upstream after
     /// an open period. Only the test's own outcome ends the test: a request let through before the
     /// circuit opened may finish while the test runs.
-    struct Admission: Sendable { let isTest: Bool }
+    struct Admission: Sendable {
+        let isTest: Bool
+        /// The upstream the request goes to: its outcome counts only while that is the one judged.
+        var upstream: String? = nil
+    }
 
     /// Lets a request go upstream, or throws 503 while the circuit is open (and while another
     /// request is testing the upstream).
-    func admit() throws -> Admission {
-        guard settings().failures > 0 else { return Admission(isTest: false) }
+    func admit(upstream: String? = nil) throws -> Admission {
+        guard settings().failures > 0 else { return Admission(isTest: false, upstream: upstream) }
         let current = now()
-        return try state.withLock { state in
-            guard let until = state.openUntil else { return Admission(isTest: false) }
+        let (admission, reset) = try state.withLock { state -> (Admission, Bool) in
+            var reset = false
+            if let upstream, upstream != state.upstream {
+                reset = state.upstream != nil && state.openUntil != nil
+                state = State(upstream: upstream, refused: state.refused)
+            }
+            guard let until = state.openUntil else { return (Admission(isTest: false, upstream: upstream), reset) }
             if current < until {
                 state.refused += 1
                 let seconds = max(1, Int((until - current).rounded(.up)))
@@ -74,8 +89,12 @@ public final class CircuitBreaker: Sendable {
                                    headers: [.retryAfter: "1"])
             }
             state.probing = true
-            return Admission(isTest: true)
+            return (Admission(isTest: true, upstream: upstream), reset)
         }
+        if reset {
+            logger.info("upstream circuit closed: upstream.url names another upstream, judged afresh")
+        }
+        return admission
     }
 
     /// What became of a request admitted upstream.
@@ -85,6 +104,8 @@ public final class CircuitBreaker: Sendable {
         let current = now()
         enum Change { case opened(failures: Int, seconds: Int), closed }
         let change: Change? = state.withLock { state in
+            // A call to an upstream no longer configured says nothing of the one judged now.
+            if let upstream = admission.upstream, upstream != state.upstream { return nil }
             switch outcome {
             case .answered:
                 let wasOpen = state.openUntil != nil

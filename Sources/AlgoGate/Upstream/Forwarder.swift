@@ -67,7 +67,7 @@ public struct Forwarder: Sendable {
         expired.cause = "the call's deadline (its timeout and the grace) passed before all of its answer had come"
         let expiry = watch?.expire(at: deadline, on: context.channel.eventLoop, with: expired)
         defer { expiry?.cancel() }
-        let response = try await execute(upstream, deadline: deadline, timeoutSeconds: query.timeout, wholeCall: true, facts: context.facts)
+        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: query.timeout, wholeCall: true, facts: context.facts)
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
                               timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
@@ -176,7 +176,7 @@ public struct Forwarder: Sendable {
         // request's start. Once it has all been sent, the read timeout gives the upstream
         // `upstream.timeout_seconds` (and the grace) to answer.
         let deadline: NIODeadline = hasBody ? .distantFuture : .now() + .seconds(Int64(settings.timeoutSeconds))
-        let response = try await execute(upstream, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
+        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
                                          facts: context.facts, replayable: replayable,
                                          upload: upload, onRetry: onRetry)
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
@@ -333,10 +333,11 @@ public struct Forwarder: Sendable {
     /// When the client's own body failed (`upload`), the exchange failed on the client's side: it
     /// is the client's error (400), and says nothing of the upstream to the circuit breaker.
     /// `timeoutSeconds`: what the deadline is, as a failure names it; `wholeCall`: see `translate`.
-    private func execute(_ request: HTTPClientRequest, deadline: NIODeadline, timeoutSeconds seconds: Int, wholeCall: Bool = false,
+    /// `upstream`: the origin it goes to, for the circuit breaker.
+    private func execute(_ request: HTTPClientRequest, upstream: String, deadline: NIODeadline, timeoutSeconds seconds: Int, wholeCall: Bool = false,
                          facts: RequestFacts, replayable: Bool = false,
                          upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
-        let admission = try breaker?.admit()
+        let admission = try breaker?.admit(upstream: upstream)
         func record(_ outcome: CircuitBreaker.Outcome) {
             if let breaker, let admission { breaker.record(outcome, admission) }
         }
