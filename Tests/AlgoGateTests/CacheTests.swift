@@ -10,13 +10,6 @@ import Testing
         try await h.gateway.send(.POST, path, headers: simple(key) + headers, text: input)
     }
 
-    /// Points the gateway at another upstream, as a reload that changes `upstream.url` does.
-    static func point(_ h: GatewayHarness, at url: String) throws {
-        var config = h.app.state.snapshot.config
-        config.upstream.url = url
-        try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
-    }
-
     @Test func pinnedCallsAreStoredAndThenAnsweredFromTheCache() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(now: { clock.now }) { h in
@@ -50,14 +43,14 @@ import Testing
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
 
-                try Self.point(h, at: "http://127.0.0.1:\(secondPort)")
+                try h.pointUpstream(at: "http://127.0.0.1:\(secondPort)")
                 let there = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(there.status == 200)
                 #expect(there.header("Cache-Status") == "algogate; fwd=miss; stored")
                 #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0").header("X-Cache") == "HIT")
                 #expect(second.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
 
-                try Self.point(h, at: firstURL + "/")  // the same upstream, however written
+                try h.pointUpstream(at: firstURL + "/")  // the same upstream, however written
                 let back = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(back.header("X-Cache") == "HIT")
                 #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
@@ -78,7 +71,7 @@ import Testing
                 try #require(await eventually { upstream.calls == 1 }, "the first call never reached the held upstream")
                 let waiting = Task { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0") }
                 try #require(await eventually(within: .seconds(60)) { h.app.gate.queued == 1 }, "the pinned call never queued for the slot")
-                try Self.point(h, at: "http://127.0.0.1:\(h.sim.port)")
+                try h.pointUpstream(at: "http://127.0.0.1:\(h.sim.port)")
                 upstream.release.open()
                 #expect(try await holder.value.status == 200)
                 let answered = try await waiting.value
@@ -88,7 +81,7 @@ import Testing
                 #expect(await eventually { h.logs.all.contains { $0.contains("not_stored=upstream.url changed while the call was under way") } },
                         "\(h.logs.all.suffix(3))")
                 // Back at the first upstream, the call is its own: nothing of the second's was stored for it.
-                try Self.point(h, at: heldURL)
+                try h.pointUpstream(at: heldURL)
                 let again = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
                 #expect(again.object["result"] as? String == "Hello B")
                 #expect(again.header("Cache-Status") == "algogate; fwd=miss; stored")

@@ -165,7 +165,7 @@ import Testing
                 try await Self.openTheCircuit(h, clock)
                 #expect(try await Self.call(h).status == 503)
                 let firstURL = h.app.state.snapshot.config.upstream.url
-                try CacheTests.point(h, at: "http://127.0.0.1:\(secondPort)")
+                try h.pointUpstream(at: "http://127.0.0.1:\(secondPort)")
                 let failedOver = try await Self.call(h)
                 #expect(failedOver.status == 200)
                 #expect(failedOver.object["result"] as? String == "Hello HAL")
@@ -173,7 +173,7 @@ import Testing
                 #expect(second.stats.snapshot.algoCalls == ["demo/Hello": 1])
                 #expect(h.logs.all.contains { $0.contains("upstream circuit closed: upstream.url names another upstream, judged afresh") })
                 // Back at the first (restarted, say), it is judged afresh too: one call goes.
-                try CacheTests.point(h, at: firstURL)
+                try h.pointUpstream(at: firstURL)
                 #expect(try await Self.call(h).status == 200)
             }
         }

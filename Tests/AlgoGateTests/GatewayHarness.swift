@@ -115,6 +115,15 @@ struct GatewayHarness {
     }
 }
 
+extension GatewayHarness {
+    /// Points the gateway at another upstream, as a reload that changes `upstream.url` does.
+    func pointUpstream(at url: String) throws {
+        var config = app.state.snapshot.config
+        config.upstream.url = url
+        try app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: app.state.snapshot.upstreamKey))
+    }
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text exposition.
 func metricSample(_ exposition: String, _ series: String) -> Double? {
     exposition.split(separator: "\n").first { $0.hasPrefix(series + " ") }
