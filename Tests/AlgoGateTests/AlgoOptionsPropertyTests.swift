@@ -74,9 +74,7 @@ import Testing
     }
 
     @Test func everyReaderReadsTheOptionsTheGatewayRead() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        let seed = environment["ALGOGATE_QUERY_SEED"].flatMap(UInt64.init) ?? 2026_12_04
-        let count = environment["ALGOGATE_QUERY_CASES"].flatMap(Int.init) ?? 1_000
+        let (seed, count) = SplitMix64.run("QUERY")
         var random = SplitMix64(seed: seed)
         try await RecordingUpstream.run { recorder, h in
             var client = KeepAliveClient(port: h.gatewayPort)

@@ -163,9 +163,8 @@ import Testing
     }
 
     @Test func nothingOutsideTheTeamsPrefixesReachesTheUpstream() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        let seed = environment["ALGOGATE_PATH_SEED"].flatMap(UInt64.init) ?? 0x616C_676F_6761_7465
-        let cases = Self.generate(count: environment["ALGOGATE_PATH_CASES"].flatMap(Int.init) ?? 1_000, seed: seed)
+        let (seed, count) = SplitMix64.run("PATH", seed: 0x616C_676F_6761_7465)
+        let cases = Self.generate(count: count, seed: seed)
         try await RecordingUpstream.run { recorder, h in
             var statuses: [Int: Int] = [:]
             var client = KeepAliveClient(port: h.gatewayPort)

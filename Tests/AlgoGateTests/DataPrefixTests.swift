@@ -429,6 +429,15 @@ enum LaxReading: CaseIterable {
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
+
+    /// A property test's seed and number of cases: `ALGOGATE_<NAME>_SEED` and
+    /// `ALGOGATE_<NAME>_CASES` from the environment (another seed, or more cases, locally), or
+    /// the defaults CI runs.
+    static func run(_ name: String, seed: UInt64 = 2026_12_04, cases: Int = 1_000) -> (seed: UInt64, cases: Int) {
+        let environment = ProcessInfo.processInfo.environment
+        return (environment["ALGOGATE_\(name)_SEED"].flatMap(UInt64.init) ?? seed,
+                environment["ALGOGATE_\(name)_CASES"].flatMap(Int.init) ?? cases)
+    }
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

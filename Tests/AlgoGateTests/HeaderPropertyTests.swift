@@ -82,8 +82,8 @@ import Testing
     }
 
     @Test func theUpstreamGetsTheServerKeyAndExactlyTheEndToEndFields() async throws {
-        let seed: UInt64 = ProcessInfo.processInfo.environment["ALGOGATE_HEADER_SEED"].flatMap(UInt64.init) ?? 2026_12_04
-        let cases = Self.generate(count: ProcessInfo.processInfo.environment["ALGOGATE_HEADER_CASES"].flatMap(Int.init) ?? 1_000, seed: seed)
+        let (seed, count) = SplitMix64.run("HEADER")
+        let cases = Self.generate(count: count, seed: seed)
         try await RecordingUpstream.run { recorder, h in
             var client = KeepAliveClient(port: h.gatewayPort)
             let gatewaySets: Set<String> = ["authorization", "accept-encoding", "via", "x-request-id", "host", "content-length", "content-type"]

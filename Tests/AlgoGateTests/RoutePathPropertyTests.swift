@@ -26,9 +26,7 @@ import Testing
     }
 
     @Test func noReadingOfAForwardedPathLeavesItsRoute() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        let seed = environment["ALGOGATE_ROUTE_SEED"].flatMap(UInt64.init) ?? 2026_12_04
-        let count = environment["ALGOGATE_ROUTE_CASES"].flatMap(Int.init) ?? 1_000
+        let (seed, count) = SplitMix64.run("ROUTE")
         var random = SplitMix64(seed: seed)
         try await RecordingUpstream.run { recorder, h in
             var client = KeepAliveClient(port: h.gatewayPort)
