@@ -5,7 +5,8 @@ import UnixSignals
 
 /// Re-reads the configuration on SIGHUP and swaps it in without dropping a connection: clients,
 /// scopes, data prefixes, quotas, limits, timeouts and cache rules take effect for the next
-/// request; a request in flight keeps the version it started with. A configuration that does not
+/// request; each step of a request under way reads the version current when it runs (its client
+/// as authenticated, the upstream it is sent to when it gets a slot). A configuration that does not
 /// load is logged and the old one stays. Listening address, TLS, the cache file and the upstream
 /// connection pool are fixed at start-up; a change to them is logged as needing a restart, as is
 /// a raised `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it).
