@@ -16,7 +16,8 @@ struct Serve: AsyncParsableCommand {
         The upstream key is read from the variable named by upstream.key_env (or the file \
         upstream.key_file), never from the config file. SIGTERM or SIGINT: stop accepting, let \
         in-flight requests finish (server.drain_timeout_seconds), exit 0. SIGHUP: reload the config \
-        file; a config that does not load is logged and the old one keeps serving.
+        file; a config that does not load is logged and the old one keeps serving. With --watch, a \
+        change to the config file or to upstream.key_file reloads it too.
         """
     )
 
@@ -31,9 +32,18 @@ struct Serve: AsyncParsableCommand {
         discussion: "Lines are written by a thread of their own; when the reader falls this far behind, new lines are dropped and counted (algogate_log_lines_dropped_total) rather than stalling requests."))
     var logBufferBytes = LogWriter.defaultBufferBytes
 
+    @Option(name: .customLong("watch"), help: ArgumentHelp(
+        "Look at the config file and upstream.key_file every this many seconds, and reload when either has changed.",
+        discussion: "For a config or key mounted from a Kubernetes ConfigMap or Secret, which the kubelet updates in place. A change is loaded once it has held for half a second; one that does not load is logged once and the old configuration keeps serving. Off by default: SIGHUP reloads at any time.",
+        valueName: "seconds"))
+    var watchSeconds: Int?
+
     func validate() throws {
         guard logBufferBytes >= LogWriter.minimumBufferBytes else {
             throw ValidationError("--log-buffer-bytes must be at least \(LogWriter.minimumBufferBytes)")
+        }
+        if let watchSeconds, !(1...3600).contains(watchSeconds) {
+            throw ValidationError("--watch must be from 1 to 3600 seconds")
         }
     }
 
@@ -48,7 +58,8 @@ struct Serve: AsyncParsableCommand {
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         do {
             try await checkListenable(host: server.host, port: server.port)
-            try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config).run()
+            try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,
+                              watchInterval: watchSeconds.map { .seconds($0) }).run()
         } catch {
             guard let reason = startFailure(error, listening: listening) else { throw error }
             try cannotStart(reason, config: config, log: log)
@@ -131,13 +142,15 @@ func loadWithoutKeyOrExit(path: String) throws -> GatewayConfig {
 
 /// Builds and runs a gateway from a loaded configuration. SIGTERM or SIGINT: stop accepting,
 /// let in-flight requests finish (up to `server.drain_timeout_seconds`), flush and close the
-/// cache, exit 0. SIGHUP: reload the configuration file (see `ConfigReloader`).
+/// cache, exit 0. SIGHUP, or a change to the files when `watchInterval` is set: reload the
+/// configuration file (see `ConfigReloader`).
 struct GatewayRunner {
     let loaded: ConfigLoader.Loaded
     let logger: Logger
     var logWriter: LogWriter?
     var redactor: LogRedactor?
     var configPath: String?
+    var watchInterval: Duration?
 
     func services() throws -> [any Service] {
         let state = try GatewayState(loaded, redactor: redactor)
@@ -145,8 +158,11 @@ struct GatewayRunner {
         let storage = try GatewayStorage.open(loaded.config)
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded))
-        var services: [any Service] = [try GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage).application()]
-        if let configPath { services.append(ConfigReloader(path: configPath, state: state, logger: logger)) }
+        let app = GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage)
+        var services: [any Service] = [try app.application()]
+        if let configPath {
+            services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics))
+        }
         return services
     }
 

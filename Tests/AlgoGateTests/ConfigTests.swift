@@ -112,7 +112,7 @@ import Testing
         try write(timeout: 600)
         #expect(reloader.reload())
         #expect(state.snapshot.config.upstream.timeoutSeconds == 600)
-        #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised)") == true, "\(logs.all)")
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised) trigger=SIGHUP") == true, "\(logs.all)")
     }
 
     /// YAML that does not parse is refused with where and why, as Yams reports it, but none of

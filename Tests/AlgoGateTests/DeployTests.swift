@@ -1,4 +1,5 @@
 import AlgoGate
+import AlgoTestSupport
 import Foundation
 import Testing
 import Yams
@@ -53,6 +54,7 @@ import Yams
         let args = Self.dig(container, "args") as? [String] ?? []
         #expect(args.first == "serve")
         #expect(args.last == (mounts["config"] ?? "") + "/algogate.yaml")
+        #expect(args.contains("--watch"))
         let keyFile = URL(fileURLWithPath: config.upstream.keyFile ?? "")
         #expect(mounts["upstream-key"] == keyFile.deletingLastPathComponent().path)
         #expect(mounts["cache"] == URL(fileURLWithPath: config.cache.path).deletingLastPathComponent().path)
@@ -69,6 +71,22 @@ import Yams
         let service = try Self.yaml("deploy/kubernetes/service.yaml")
         #expect(Self.dig(service, "spec", "ports", 0, "targetPort") as? String == Self.dig(port, "name") as? String)
         #expect(Self.dig(service, "spec", "ports", 0, "port") as? Int == config.server.port)
+    }
+
+    /// The container's arguments are ones `serve` takes: run with them, the ConfigMap's config in
+    /// place of the mounted one, it gets as far as reading the config (the Secret's key file is
+    /// not mounted here, so that is where it stops) rather than refusing its flags.
+    @Test func theContainerArgumentsAreOnesServeTakes() async throws {
+        let deployment = try Self.yaml("deploy/kubernetes/deployment.yaml")
+        let args = Self.dig(deployment, "spec", "template", "spec", "containers", 0, "args") as? [String] ?? []
+        let configMap = try Self.yaml("deploy/kubernetes/configmap.yaml")
+        try await withTemporaryDirectory("deploy-args") { directory in
+            let file = directory.appendingPathComponent("algogate.yaml")
+            try (Self.dig(configMap, "data", "algogate.yaml") as? String ?? "").write(to: file, atomically: true, encoding: .utf8)
+            let run = try await ChildProcess.run(arguments: args.dropLast() + [file.path])
+            #expect(run.termination == .exited(1), "\(run.log)")
+            #expect(run.log.hasPrefix("algogate: invalid configuration \(file.path): upstream.key_file: cannot read "), "\(run.log)")
+        }
     }
 
     @Test func theDockerfileIsMultiStageNonRootAndChecksHealth() throws {

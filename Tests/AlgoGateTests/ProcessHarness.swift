@@ -16,15 +16,23 @@ final class ProcessHarness: @unchecked Sendable {
     static let keyVariable = "PROC_UPSTREAM_KEY"
 
     /// `gatewayYAML` receives the simulator's port, the gateway's port to configure (0) and the
-    /// work directory, and returns the whole gateway configuration.
-    init(gatewayYAML: (_ simPort: Int, _ gatewayPort: Int, _ work: URL) -> String) async throws {
+    /// work directory, and returns the whole gateway configuration. `writeConfig` puts it in place
+    /// and returns its path (by default `gateway.yaml` in the work directory); `serveArguments`
+    /// follow `serve --config PATH`.
+    init(serveArguments: [String] = [], writeConfig: ((_ yaml: String, _ work: URL) throws -> URL)? = nil,
+         gatewayYAML: (_ simPort: Int, _ gatewayPort: Int, _ work: URL) -> String) async throws {
         work = FileManager.default.temporaryDirectory.appendingPathComponent("proc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         sim = try ChildProcess(arguments: ["sim", "--port", "0", "--key", Keys.upstream, "--data-dir", work.appendingPathComponent("data").path])
         simPort = try await sim.listeningPort()
-        configURL = work.appendingPathComponent("gateway.yaml")
-        try gatewayYAML(simPort, 0, work).write(to: configURL, atomically: true, encoding: .utf8)
-        gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path], environment: [Self.keyVariable: Keys.upstream])
+        let yaml = gatewayYAML(simPort, 0, work)
+        if let writeConfig {
+            configURL = try writeConfig(yaml, work)
+        } else {
+            configURL = work.appendingPathComponent("gateway.yaml")
+            try yaml.write(to: configURL, atomically: true, encoding: .utf8)
+        }
+        gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path] + serveArguments, environment: [Self.keyVariable: Keys.upstream])
         gatewayPort = try await gateway.listeningPort()
     }
 

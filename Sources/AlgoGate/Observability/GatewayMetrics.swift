@@ -9,7 +9,8 @@ import Synchronization
 /// requests made with a key being rotated out, by client; cache hits answered on the event loop;
 /// upstream answers withheld because they held the server key; algorithm input and answer bytes
 /// held in memory, and calls waiting for room or for an identical call's answer; client
-/// connections closed because their client stopped reading.
+/// connections closed because their client stopped reading; configuration reloads applied and
+/// refused.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -29,6 +30,9 @@ public final class GatewayMetrics: Sendable {
     private let sendTimeouts: Counter
     private let storeFailures: Counter
     private let keyRefused: Counter
+    private let reloadsApplied: Counter
+    private let reloadsRefused: Counter
+    private let lastReloadSuccessful: Gauge
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -69,6 +73,14 @@ public final class GatewayMetrics: Sendable {
         storeFailures = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_store_failures", unitName: "total",
             helpText: "Answers the cache would have stored but could not (the SQLite file failed); each was sent all the same"))
+        let reloads = MetricNameDescriptor(metricName: "algogate_config_reloads", unitName: "total",
+                                           helpText: "Configuration reloads (SIGHUP, or a change seen by serve --watch), by result: applied or refused")
+        reloadsApplied = registry.makeCounter(descriptor: reloads, labels: [("result", "applied")])
+        reloadsRefused = registry.makeCounter(descriptor: reloads, labels: [("result", "refused")])
+        lastReloadSuccessful = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_config_last_reload_successful", unitName: "",
+            helpText: "0 while the last reload was refused (the configuration in force is older than the file), else 1"))
+        lastReloadSuccessful.set(to: 1)
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -116,6 +128,11 @@ public final class GatewayMetrics: Sendable {
     func clientSendTimedOut() { sendTimeouts.increment() }
     func cacheStoreFailed() { storeFailures.increment() }
     func upstreamKeyRefused() { keyRefused.increment() }
+
+    func configReload(applied: Bool) {
+        (applied ? reloadsApplied : reloadsRefused).increment()
+        lastReloadSuccessful.set(to: applied ? 1 : 0)
+    }
 
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {

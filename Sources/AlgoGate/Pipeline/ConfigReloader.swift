@@ -1,45 +1,90 @@
+import Crypto
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
-/// Re-reads the configuration on SIGHUP and swaps it in without dropping a connection: clients,
-/// scopes, data prefixes, quotas, limits, timeouts and cache rules take effect for the next
-/// request; each step of a request under way reads the version current when it runs (its client
-/// as authenticated, the upstream it is sent to when it gets a slot). A configuration that does not
-/// load is logged and the old one stays. Listening address, TLS, the cache file and the upstream
-/// connection pool are fixed at start-up; a change to them is logged as needing a restart, as is
-/// a raised `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it).
+/// Re-reads the configuration on SIGHUP, and, when told to watch (`serve --watch`), when the
+/// config file or `upstream.key_file` changes, and swaps it in without dropping a connection:
+/// clients, scopes, data prefixes, quotas, limits, timeouts and cache rules take effect for the
+/// next request; each step of a request under way reads the version current when it runs (its
+/// client as authenticated, the upstream it is sent to when it gets a slot). A configuration that
+/// does not load is logged and the old one stays. Listening address, TLS, the cache file and the
+/// upstream connection pool are fixed at start-up; a change to them is logged as needing a
+/// restart, as is a raised `upstream.timeout_seconds` (the upstream client's read and write
+/// timeouts follow it).
 public struct ConfigReloader: Service {
+    /// What started a reload, in its log line.
+    public enum Trigger: String, Sendable {
+        case signal = "SIGHUP"
+        case fileChange = "file changed"
+    }
+
     let path: String
     let state: GatewayState
     let logger: Logger
     let environment: @Sendable () -> [String: String]
+    /// How often the files are looked at for a change; nil: reload on SIGHUP only.
+    let watchInterval: Duration?
+    /// How long a change must hold before it is loaded: a file caught while being written
+    /// changes again within it, and is loaded once whole.
+    let settle: Duration
+    let metrics: GatewayMetrics?
+    /// The files as they were when last loaded, or refused: a change is a change from this.
+    private let seen: SeenFiles
 
-    public init(path: String, state: GatewayState, logger: Logger,
+    public init(path: String, state: GatewayState, logger: Logger, watchInterval: Duration? = nil, settle: Duration = .milliseconds(500),
+                metrics: GatewayMetrics? = nil,
                 environment: @escaping @Sendable () -> [String: String] = { ProcessInfo.processInfo.environment }) {
         self.path = path
         self.state = state
         self.logger = logger
+        self.watchInterval = watchInterval
+        self.settle = settle
+        self.metrics = metrics
         self.environment = environment
+        // Taken as the gateway starts, right after the configuration in force was read.
+        self.seen = SeenFiles(Self.fingerprint(path: path, keyFile: state.snapshot.config.upstream.keyFile))
     }
 
     public func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         await cancelWhenGracefulShutdown {
-            for await _ in signals { reload() }
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    for await _ in signals { reload(trigger: .signal) }
+                }
+                if let watchInterval {
+                    group.addTask { await watch(every: watchInterval) }
+                }
+            }
+        }
+    }
+
+    /// Looks at the files every `interval` and reloads once they have changed and held still for
+    /// `settle`. Reading them is cheap: a config file and a key.
+    func watch(every interval: Duration) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let changed = currentFingerprint()
+            guard changed != seen.value else { continue }
+            do { try await Task.sleep(for: settle) } catch { return }
+            guard currentFingerprint() == changed else { continue }
+            reload(trigger: .fileChange)
         }
     }
 
     /// Loads and applies the file; returns whether the new configuration is in force.
     @discardableResult
-    public func reload() -> Bool {
+    public func reload(trigger: Trigger = .signal) -> Bool {
+        // Before reading: a change made while it loads is a change from what this records.
+        seen.value = currentFingerprint()
         let loaded: ConfigLoader.Loaded
         do {
             loaded = try ConfigLoader.load(path: path, environment: environment())
         } catch {
-            logger.error("reload refused: configuration kept as it was", metadata: ["reason": "\(error)"])
-            return false
+            return refused(error, trigger: trigger)
         }
         let old = state.snapshot.config
         let new = loaded.config
@@ -63,13 +108,57 @@ public struct ConfigReloader: Service {
         do {
             try state.replace(with: loaded)
         } catch {
-            logger.error("reload refused: configuration kept as it was", metadata: ["reason": "\(error)"])
-            return false
+            return refused(error, trigger: trigger)
         }
+        metrics?.configReload(applied: true)
         logger.info("configuration reloaded", metadata: [
             "clients": .stringConvertible(new.clients.count),
             "needs_restart": .string(fixed.isEmpty ? "none" : fixed.joined(separator: ", ")),
+            "trigger": .string(trigger.rawValue),
         ])
         return true
+    }
+
+    private func refused(_ error: any Error, trigger: Trigger) -> Bool {
+        metrics?.configReload(applied: false)
+        logger.error("reload refused: configuration kept as it was", metadata: [
+            "reason": "\(error)",
+            "trigger": .string(trigger.rawValue),
+        ])
+        return false
+    }
+
+    private func currentFingerprint() -> [UInt8] {
+        Self.fingerprint(path: path, keyFile: state.snapshot.config.upstream.keyFile)
+    }
+
+    /// A digest of the config file's bytes and the key file's, each marked present or not and
+    /// length-prefixed. Compared, never logged or kept beyond the process.
+    static func fingerprint(path: String, keyFile: String?) -> [UInt8] {
+        var hash = SHA256()
+        for file in [path, keyFile] {
+            guard let file, let bytes = FileManager.default.contents(atPath: file) else {
+                hash.update(data: [0])
+                continue
+            }
+            hash.update(data: [1])
+            withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { hash.update(bufferPointer: $0) }
+            hash.update(data: bytes)
+        }
+        return Array(hash.finalize())
+    }
+}
+
+/// The fingerprint of the files last loaded, shared by the signal and the watch.
+private final class SeenFiles: Sendable {
+    private let fingerprint: Mutex<[UInt8]>
+
+    init(_ fingerprint: [UInt8]) {
+        self.fingerprint = Mutex(fingerprint)
+    }
+
+    var value: [UInt8] {
+        get { fingerprint.withLock { $0 } }
+        set { fingerprint.withLock { $0 = newValue } }
     }
 }
