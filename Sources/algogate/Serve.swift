@@ -16,8 +16,9 @@ struct Serve: AsyncParsableCommand {
         The upstream key is read from the variable named by upstream.key_env (or the file \
         upstream.key_file), never from the config file. SIGTERM or SIGINT: stop accepting, let \
         in-flight requests finish (server.drain_timeout_seconds), exit 0. SIGHUP: reload the config \
-        file; a config that does not load is logged and the old one keeps serving. With --watch, a \
-        change to the config file or to upstream.key_file reloads it too.
+        file (and the upstream key and TLS certificate it names); a config that does not load is \
+        logged and the old one keeps serving. With --watch, a change to any of those files reloads \
+        it too.
         """
     )
 
@@ -33,7 +34,7 @@ struct Serve: AsyncParsableCommand {
     var logBufferBytes = LogWriter.defaultBufferBytes
 
     @Option(name: .customLong("watch"), help: ArgumentHelp(
-        "Look at the config file and upstream.key_file every this many seconds, and reload when either has changed.",
+        "Look at the config file, upstream.key_file and the server.tls files every this many seconds, and reload when one has changed.",
         discussion: "For a config or key mounted from a Kubernetes ConfigMap or Secret, which the kubelet updates in place. A change is loaded once it has held for half a second; one that does not load is logged once and the old configuration keeps serving. Off by default: SIGHUP reloads at any time.",
         valueName: "seconds"))
     var watchSeconds: Int?
@@ -159,7 +160,13 @@ struct GatewayRunner {
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: Forwarder.clientConfiguration(loaded))
         let app = GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage)
-        var services: [any Service] = [try app.application()]
+        var services: [any Service]
+        do {
+            services = [try app.application()]
+        } catch {
+            try? client.syncShutdown()
+            throw error
+        }
         if let configPath {
             services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics))
         }

@@ -8,36 +8,6 @@ import Testing
 /// reloaded when they change, as a Kubernetes ConfigMap or Secret mounted as a volume is updated
 /// in place by the kubelet, with no signal to send.
 @Suite struct ConfigWatchTests {
-    /// A directory laid out as the kubelet lays out a mounted ConfigMap or Secret: each version in
-    /// a directory of its own, `..data` a symbolic link to the current one, and each file a link
-    /// through `..data`. An update writes a new version and renames a new `..data` over the old
-    /// one, so a reader sees the old files or the new ones, never a mix.
-    struct MountedVolume {
-        let directory: URL
-        let file: String
-        var url: URL { directory.appendingPathComponent(file) }
-
-        init(in parent: URL, name: String, file: String, content: String) throws {
-            directory = parent.appendingPathComponent(name)
-            self.file = file
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try update(to: content)
-            try FileManager.default.createSymbolicLink(atPath: url.path, withDestinationPath: "..data/\(file)")
-        }
-
-        func update(to content: String) throws {
-            let version = "..version-\(UUID().uuidString)"
-            let fm = FileManager.default
-            try fm.createDirectory(at: directory.appendingPathComponent(version), withIntermediateDirectories: false)
-            try content.write(to: directory.appendingPathComponent(version).appendingPathComponent(file), atomically: false, encoding: .utf8)
-            let data = directory.appendingPathComponent("..data").path, staged = directory.appendingPathComponent("..data_tmp").path
-            let previous = try? fm.destinationOfSymbolicLink(atPath: data)
-            try fm.createSymbolicLink(atPath: staged, withDestinationPath: version)
-            guard rename(staged, data) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-            if let previous { try fm.removeItem(at: directory.appendingPathComponent(previous)) }
-        }
-    }
-
     @Test func aChangedConfigOrKeyIsLoadedOnceWithoutASignal() async throws {
         let watcher = "watcher-key-\(UUID().uuidString)"
         let watcherEntry = """
@@ -48,17 +18,18 @@ import Testing
         let rotated = "rotated-\(UUID().uuidString)"
         let holder = Mutex<(config: MountedVolume?, key: MountedVolume?)>((nil, nil))
         let pair = try await ProcessHarness(serveArguments: ["--watch", "1"], writeConfig: { yaml, work in
-            let key = try MountedVolume(in: work, name: "secret", file: "upstream-key", content: Keys.upstream + "\n")
-            let config = try MountedVolume(in: work, name: "config", file: "algogate.yaml",
-                                           content: yaml.replacingOccurrences(of: "key_env: \(ProcessHarness.keyVariable)", with: "key_file: \"\(key.url.path)\""))
+            let key = try MountedVolume(in: work, name: "secret", files: ["upstream-key": Keys.upstream + "\n"])
+            let config = try MountedVolume(in: work, name: "config", files: [
+                "algogate.yaml": yaml.replacingOccurrences(of: "key_env: \(ProcessHarness.keyVariable)", with: "key_file: \"\(key.path("upstream-key"))\""),
+            ])
             holder.withLock { $0 = (config, key) }
-            return config.url
+            return URL(fileURLWithPath: config.path("algogate.yaml"))
         }) { simPort, gatewayPort, work in
             ProcessHarness.standardYAML(simPort: simPort, gatewayPort: gatewayPort, work: work)
         }
         defer { pair.stop() }
         let (config, key) = holder.withLock { ($0.config!, $0.key!) }
-        let first = try String(contentsOf: config.url, encoding: .utf8)
+        let first = try String(contentsOfFile: config.path("algogate.yaml"), encoding: .utf8)
         let http = TestHTTP(port: pair.gatewayPort), sim = TestHTTP(port: pair.simPort)
         func call(_ key: String) async throws -> TestHTTP.Reply {
             try await http.send(.POST, "/v1/algo/demo/Hello", headers: simple(key) + textType, text: "HAL")
@@ -73,13 +44,13 @@ import Testing
         #expect(count(reloaded) == 0 && count(refused) == 0, "\(pair.gateway.log)")
 
         // A new version of the ConfigMap with a client added: admitted, with one reload logged.
-        try config.update(to: first + "\n" + watcherEntry + "\n")
+        try config.update(["algogate.yaml": first + "\n" + watcherEntry + "\n"])
         #expect(try await eventually(within: .seconds(20)) { try await call(watcher).status == 200 }, "the added client is admitted")
         #expect(count(reloaded) == 1)
         #expect(pair.gateway.log.contains(#""trigger":"file changed""#), "\(pair.gateway.log)")
 
         // A version that does not load: refused once, however long it stays, and the one in force keeps serving.
-        try config.update(to: first + "\n" + watcherEntry + "\n    colour: blue\n")
+        try config.update(["algogate.yaml": first + "\n" + watcherEntry + "\n    colour: blue\n"])
         #expect(await eventually(within: .seconds(20)) { count(refused) == 1 }, "the refusal is logged")
         try await Task.sleep(for: .seconds(2.5))
         #expect(count(refused) == 1 && count(reloaded) == 1, "\(pair.gateway.log)")
@@ -91,18 +62,18 @@ import Testing
         #expect(afterRefusal.contains("algogate_config_last_reload_successful 0"))
 
         // Put right without the client: it is refused again.
-        try config.update(to: first)
+        try config.update(["algogate.yaml": first])
         #expect(try await eventually(within: .seconds(20)) { try await call(watcher).status == 401 }, "the removed client is refused")
         #expect(count(reloaded) == 2)
         #expect(try await metrics().contains("algogate_config_last_reload_successful 1"))
 
         // The Secret holding the account's key, rotated: the next upstream request carries the new
         // key (the simulator refuses it, which proves it was sent), then the old one again.
-        try key.update(to: rotated + "\n")
+        try key.update(["upstream-key": rotated + "\n"])
         #expect(try await eventually(within: .seconds(20)) { try await call(Keys.teamB).status == 401 }, "the rotated key is sent")
         let stats = try await sim.send(.GET, "/__sim/stats").object
         #expect(stats["authorizations"] as? [String] == ["Simple \(Keys.upstream)", "Simple \(rotated)"].sorted())
-        try key.update(to: Keys.upstream + "\n")
+        try key.update(["upstream-key": Keys.upstream + "\n"])
         #expect(try await eventually(within: .seconds(20)) { try await call(Keys.teamB).status == 200 }, "the key is rotated back")
         #expect(count(reloaded) == 4)
 
@@ -114,5 +85,39 @@ import Testing
         #expect(pair.gateway.log.contains(#""trigger":"SIGHUP""#))
         #expect(!pair.gateway.log.contains(rotated) && !pair.gateway.log.contains(Keys.upstream) && !pair.gateway.log.contains(watcher),
                 "a log line holds a key")
+    }
+}
+
+/// A directory laid out as the kubelet lays out a mounted ConfigMap or Secret: each version in a
+/// directory of its own, `..data` a symbolic link to the current one, and each file a link
+/// through `..data`. An update writes a new version and renames a new `..data` over the old one,
+/// so a reader sees all the old files or all the new ones, never a mix.
+struct MountedVolume {
+    let directory: URL
+
+    init(in parent: URL, name: String, files: [String: String]) throws {
+        directory = parent.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try update(files)
+        for file in files.keys {
+            try FileManager.default.createSymbolicLink(atPath: path(file), withDestinationPath: "..data/\(file)")
+        }
+    }
+
+    func path(_ file: String) -> String { directory.appendingPathComponent(file).path }
+
+    /// Replaces every file at once (the same names as at the start).
+    func update(_ files: [String: String]) throws {
+        let fm = FileManager.default
+        let version = "..version-\(UUID().uuidString)"
+        try fm.createDirectory(at: directory.appendingPathComponent(version), withIntermediateDirectories: false)
+        for (file, content) in files {
+            try content.write(to: directory.appendingPathComponent(version).appendingPathComponent(file), atomically: false, encoding: .utf8)
+        }
+        let data = directory.appendingPathComponent("..data").path, staged = directory.appendingPathComponent("..data_tmp").path
+        let previous = try? fm.destinationOfSymbolicLink(atPath: data)
+        try fm.createSymbolicLink(atPath: staged, withDestinationPath: version)
+        guard rename(staged, data) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        if let previous { try fm.removeItem(at: directory.appendingPathComponent(previous)) }
     }
 }

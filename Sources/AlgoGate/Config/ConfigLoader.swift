@@ -93,6 +93,7 @@ public enum ConfigLoader {
         if let tls = config.server.tls {
             try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
             try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
+            _ = try TLSCredentials.read(tls)
         }
         if let caFile = config.upstream.caFile {
             try require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")

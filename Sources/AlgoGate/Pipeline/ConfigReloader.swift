@@ -6,14 +6,15 @@ import Synchronization
 import UnixSignals
 
 /// Re-reads the configuration on SIGHUP, and, when told to watch (`serve --watch`), when the
-/// config file or `upstream.key_file` changes, and swaps it in without dropping a connection:
-/// clients, scopes, data prefixes, quotas, limits, timeouts and cache rules take effect for the
-/// next request; each step of a request under way reads the version current when it runs (its
-/// client as authenticated, the upstream it is sent to when it gets a slot). A configuration that
-/// does not load is logged and the old one stays. Listening address, TLS, the cache file and the
-/// upstream connection pool are fixed at start-up; a change to them is logged as needing a
-/// restart, as is a raised `upstream.timeout_seconds` (the upstream client's read and write
-/// timeouts follow it).
+/// config file changes or a file it names that a reload reads again (`upstream.key_file`, the
+/// `server.tls` certificate and key), and swaps it in without dropping a connection: clients,
+/// scopes, data prefixes, quotas, limits, timeouts, cache rules, the upstream key and the TLS
+/// certificate take effect for the next request (or handshake); each step of a request under way
+/// reads the version current when it runs (its client as authenticated, the upstream it is sent
+/// to when it gets a slot). A configuration that does not load is logged and the old one stays.
+/// Listening address, turning TLS on or off, the cache file and the upstream connection pool are
+/// fixed at start-up; a change to them is logged as needing a restart, as is a raised
+/// `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it).
 public struct ConfigReloader: Service {
     /// What started a reload, in its log line.
     public enum Trigger: String, Sendable {
@@ -45,7 +46,7 @@ public struct ConfigReloader: Service {
         self.metrics = metrics
         self.environment = environment
         // Taken as the gateway starts, right after the configuration in force was read.
-        self.seen = SeenFiles(Self.fingerprint(path: path, keyFile: state.snapshot.config.upstream.keyFile))
+        self.seen = SeenFiles(Self.fingerprint(path: path, config: state.snapshot.config))
     }
 
     public func run() async throws {
@@ -89,9 +90,11 @@ public struct ConfigReloader: Service {
         let old = state.snapshot.config
         let new = loaded.config
         var fixed: [String] = []
-        // `server.public_url` applies to the next request; the rest of `server` to the next start.
+        // `server.public_url` applies to the next request, and the TLS files are read anew (turning
+        // TLS on or off needs a restart); the rest of `server` applies from the next start.
         var (oldServer, newServer) = (old.server, new.server)
         (oldServer.publicURL, newServer.publicURL) = (nil, nil)
+        if oldServer.tls != nil, newServer.tls != nil { (oldServer.tls, newServer.tls) = (nil, nil) }
         if oldServer != newServer { fixed.append("server") }
         if old.cache.path != new.cache.path || old.cache.enabled != new.cache.enabled { fixed.append("cache.path/cache.enabled") }
         if old.cache.maxBytes != new.cache.maxBytes || old.cache.memoryBytes != new.cache.memoryBytes
@@ -129,14 +132,15 @@ public struct ConfigReloader: Service {
     }
 
     private func currentFingerprint() -> [UInt8] {
-        Self.fingerprint(path: path, keyFile: state.snapshot.config.upstream.keyFile)
+        Self.fingerprint(path: path, config: state.snapshot.config)
     }
 
-    /// A digest of the config file's bytes and the key file's, each marked present or not and
-    /// length-prefixed. Compared, never logged or kept beyond the process.
-    static func fingerprint(path: String, keyFile: String?) -> [UInt8] {
+    /// A digest of the bytes of the config file and of the files it names that a reload reads
+    /// again (`upstream.key_file`, `server.tls`), each marked present or not and length-prefixed.
+    /// Compared, never logged or kept beyond the process.
+    static func fingerprint(path: String, config: GatewayConfig) -> [UInt8] {
         var hash = SHA256()
-        for file in [path, keyFile] {
+        for file in [path, config.upstream.keyFile, config.server.tls?.certFile, config.server.tls?.keyFile] {
             guard let file, let bytes = FileManager.default.contents(atPath: file) else {
                 hash.update(data: [0])
                 continue

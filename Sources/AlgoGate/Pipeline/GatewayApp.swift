@@ -174,10 +174,8 @@ public struct GatewayApp: Sendable {
                                         ContinueHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
-        if let tls = server.tls {
-            let chain = try NIOSSLCertificate.fromPEMFile(tls.certFile).map { NIOSSLCertificateSource.certificate($0) }
-            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem)))
-            builder = try .tls(.http1(configuration: http1), tlsConfiguration: configuration)
+        if let tls = state.tls {
+            builder = try .tls(.http1(configuration: http1), tlsConfiguration: tls.serverConfiguration())
         }
         var app = Application(
             router: router(),

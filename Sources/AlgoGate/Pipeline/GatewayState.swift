@@ -23,19 +23,26 @@ public final class GatewayState: Sendable {
     private let current: Mutex<Snapshot>
     /// Told of each upstream key before requests can use it, so no log line can quote one unseen.
     private let redactor: LogRedactor?
+    /// The certificate and key served with `server.tls`, read anew at each reload; nil for plain
+    /// HTTP (turning TLS on or off needs a restart).
+    public let tls: TLSCredentials?
 
     public init(_ loaded: ConfigLoader.Loaded, redactor: LogRedactor? = nil) throws {
         redactor?.add(loaded.upstreamKey)
         current = Mutex(try Self.snapshot(loaded))
+        tls = try loaded.config.server.tls.map(TLSCredentials.init)
         self.redactor = redactor
     }
 
     public var snapshot: Snapshot { current.withLock { $0 } }
 
-    /// Replaces the configuration; on error the old one stays in force.
+    /// Replaces the configuration, and the TLS certificate and key with the files `server.tls`
+    /// names now; on error the old ones stay in force.
     public func replace(with loaded: ConfigLoader.Loaded) throws {
+        let pair = try tls.flatMap { _ in try loaded.config.server.tls.map(TLSCredentials.read) }
         let next = try Self.snapshot(loaded)
         redactor?.add(loaded.upstreamKey)
+        if let pair { tls?.replace(with: pair) }
         current.withLock { $0 = next }
     }
 

@@ -1,0 +1,104 @@
+import AlgoGate
+import AlgoTestSupport
+import AsyncHTTPClient
+import Foundation
+import NIOSSL
+import Synchronization
+import Testing
+
+/// `server.tls`: the certificate and key are checked when the configuration loads, and read
+/// anew at each reload, so a renewed certificate is presented without a restart.
+@Suite struct TLSReloadTests {
+    /// A fresh self-signed certificate for 127.0.0.1 and its key, as PEM text.
+    static func selfSigned(in directory: URL, name: String) async throws -> (cert: String, key: String) {
+        let cert = directory.appendingPathComponent("\(name).crt").path, key = directory.appendingPathComponent("\(name).key").path
+        let openssl = try await ChildProcess.run(
+            executable: URL(fileURLWithPath: "/usr/bin/env"),
+            arguments: ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=\(name)",
+                        "-addext", "subjectAltName=IP:127.0.0.1"])
+        #expect(openssl.termination == .exited(0), "openssl: \(openssl.log)")
+        return (try String(contentsOfFile: cert, encoding: .utf8), try String(contentsOfFile: key, encoding: .utf8))
+    }
+
+    @Test func certificateFilesThatCannotServeAreRefusedNamingTheField() async throws {
+        try await withTemporaryDirectory("tls-files") { directory in
+            let a = try await Self.selfSigned(in: directory, name: "a"), b = try await Self.selfSigned(in: directory, name: "b")
+            func file(_ name: String, _ content: String) throws -> String {
+                let path = directory.appendingPathComponent(name).path
+                try content.write(toFile: path, atomically: true, encoding: .utf8)
+                return path
+            }
+            let (certA, keyA, keyB) = (try file("a.pem", a.cert), try file("a-key.pem", a.key), try file("b-key.pem", b.key))
+            let junk = try file("junk.pem", "not a certificate\n")
+            let cases = [
+                (junk, keyA, "server.tls.cert_file: \(junk) holds no PEM certificate"),
+                (keyA, keyA, "server.tls.cert_file: \(keyA) holds no PEM certificate"),
+                (certA, junk, "server.tls.key_file: \(junk) holds no PEM private key (an encrypted key is not read)"),
+                (certA, certA, "server.tls.key_file: \(certA) holds no PEM private key (an encrypted key is not read)"),
+                (certA, keyB, "server.tls.key_file: the key in \(keyB) does not belong to the certificate in \(certA)"),
+            ]
+            for (cert, key, expected) in cases {
+                let yaml = ConfigTests.yaml("clients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
+                    .replacingOccurrences(of: "upstream:", with: "server: {tls: {cert_file: \"\(cert)\", key_file: \"\(key)\"}}\nupstream:")
+                #expect(ConfigTests.refusal(yaml)?.description == expected)
+            }
+            let good = ConfigTests.yaml("clients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
+                .replacingOccurrences(of: "upstream:", with: "server: {tls: {cert_file: \"\(certA)\", key_file: \"\(keyA)\"}}\nupstream:")
+            #expect(ConfigTests.refusal(good) == nil)
+        }
+    }
+
+    /// Whether an HTTPS request on a new connection succeeds for a client that trusts only the
+    /// certificate in `trusting`: a new client each time, so no pooled connection is reused. A
+    /// refused handshake is tried again until `timeout` runs out (the client's connection pool
+    /// does that), so where one is expected the timeout is short.
+    static func handshakes(port: Int, trusting cert: String, timeout: Duration = .seconds(5)) async -> Bool {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        guard let roots = try? NIOSSLCertificate.fromPEMBytes(Array(cert.utf8)) else { return false }
+        tls.trustRoots = .certificates(roots)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        let response = try? await client.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"), timeout: .init(timeout))
+        try? await client.shutdown()
+        return response?.status == .ok
+    }
+
+    /// A renewed certificate in the mounted Secret (cert-manager's renewal, say): presented from
+    /// the next handshake on, with `--watch`, no signal and no restart; a pair that does not
+    /// match is refused and the one before stays.
+    @Test func aRenewedCertificateIsPresentedFromTheNextHandshake() async throws {
+        try await withTemporaryDirectory("tls-reload") { certs in
+            let a = try await Self.selfSigned(in: certs, name: "a"), b = try await Self.selfSigned(in: certs, name: "b")
+            let holder = Mutex<MountedVolume?>(nil)
+            let pair = try await ProcessHarness(serveArguments: ["--watch", "1"], writeConfig: { yaml, work in
+                let secret = try MountedVolume(in: work, name: "tls", files: ["tls.crt": a.cert, "tls.key": a.key])
+                holder.withLock { $0 = secret }
+                let file = work.appendingPathComponent("gateway.yaml")
+                try yaml.write(to: file, atomically: true, encoding: .utf8)
+                return file
+            }) { simPort, gatewayPort, work in
+                ProcessHarness.standardYAML(simPort: simPort, gatewayPort: gatewayPort, work: work,
+                                            server: "tls: {cert_file: \"\(work.path)/tls/tls.crt\", key_file: \"\(work.path)/tls/tls.key\"}")
+            }
+            defer { pair.stop() }
+            let secret = try #require(holder.withLock { $0 })
+            let port = pair.gatewayPort
+            #expect(await eventually { await Self.handshakes(port: port, trusting: a.cert) }, "the first certificate is served")
+            #expect(await Self.handshakes(port: port, trusting: b.cert, timeout: .seconds(1)) == false)
+
+            try secret.update(["tls.crt": b.cert, "tls.key": b.key])
+            #expect(await eventually(within: .seconds(20)) { await Self.handshakes(port: port, trusting: b.cert) }, "the renewed certificate is served")
+            #expect(await Self.handshakes(port: port, trusting: a.cert, timeout: .seconds(1)) == false)
+            #expect(pair.gateway.log.contains(#""msg":"configuration reloaded","clients":"3","needs_restart":"none","trigger":"file changed""#),
+                    "\(pair.gateway.log)")
+
+            // A certificate without its key: refused, and the one in place stays.
+            try secret.update(["tls.crt": a.cert, "tls.key": b.key])
+            #expect(await eventually(within: .seconds(20)) { pair.gateway.log.contains("reload refused") }, "the mismatch is refused")
+            #expect(pair.gateway.log.contains("server.tls.key_file: the key in \(secret.path("tls.key")) does not belong to the certificate in \(secret.path("tls.crt"))"),
+                    "\(pair.gateway.log)")
+            #expect(await Self.handshakes(port: port, trusting: b.cert))
+            #expect(!pair.gateway.log.contains("PRIVATE KEY"), "a log line holds the key")
+        }
+    }
+}
