@@ -7,7 +7,8 @@ import Synchronization
 import Testing
 
 /// `server.tls`: the certificate and key are checked when the configuration loads, and read
-/// anew at each reload, so a renewed certificate is presented without a restart.
+/// anew at each reload, so a renewed certificate is presented without a restart. The upstream's
+/// CA bundle (`upstream.ca_file`) is checked as the configuration loads too.
 @Suite struct TLSReloadTests {
     /// A fresh self-signed certificate for 127.0.0.1 and its key, as PEM text.
     static func selfSigned(in directory: URL, name: String) async throws -> (cert: String, key: String) {
@@ -21,7 +22,7 @@ import Testing
         return (try String(contentsOfFile: cert, encoding: .utf8), try String(contentsOfFile: key, encoding: .utf8))
     }
 
-    @Test func certificateFilesThatCannotServeAreRefusedNamingTheField() async throws {
+    @Test func certificateFilesThatCannotWorkAreRefusedNamingTheField() async throws {
         try await withTemporaryDirectory("tls-files") { directory in
             let a = try await Self.selfSigned(in: directory, name: "a"), b = try await Self.selfSigned(in: directory, name: "b")
             func file(_ name: String, _ content: String) throws -> String {
@@ -46,6 +47,15 @@ import Testing
             let good = ConfigTests.yaml("clients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
                 .replacingOccurrences(of: "upstream:", with: "server: {tls: {cert_file: \"\(certA)\", key_file: \"\(keyA)\"}}\nupstream:")
             #expect(ConfigTests.refusal(good) == nil)
+
+            // The upstream's CA bundle: a file that is not PEM would fail every upstream call.
+            for (caFile, expected) in [(junk, "upstream.ca_file: \(junk) holds no PEM certificate"), (keyA, "upstream.ca_file: \(keyA) holds no PEM certificate")] {
+                let yaml = ConfigTests.yaml("clients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
+                    .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  ca_file: \"\(caFile)\"")
+                #expect(ConfigTests.refusal(yaml)?.description == expected)
+            }
+            #expect(ConfigTests.refusal(ConfigTests.yaml("clients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
+                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  ca_file: \"\(certA)\"")) == nil)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import Yams
 
 /// Reads and validates the YAML configuration and the upstream key it points at.
@@ -97,6 +98,8 @@ public enum ConfigLoader {
         }
         if let caFile = config.upstream.caFile {
             try require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")
+            // Unchecked, a file that is not PEM would fail every upstream call, as a certificate not verified.
+            try require(!((try? NIOSSLCertificate.fromPEMFile(caFile)) ?? []).isEmpty, "upstream.ca_file", "\(caFile) holds no PEM certificate")
         }
 
         let upstream = config.upstream
