@@ -153,14 +153,8 @@ import Testing
 
     @Test func tlsRoundTripWithASelfSignedCertificate() async throws {
         try await withTemporaryDirectory("tls") { certs in
-            let cert = certs.appendingPathComponent("cert.pem").path
-            let key = certs.appendingPathComponent("key.pem").path
-            let openssl = try await ChildProcess.run(
-                executable: URL(fileURLWithPath: "/usr/bin/env"),
-                arguments: ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            #expect(openssl.termination == .exited(0), "openssl: \(openssl.log)")
+            let made = try await SelfSignedCertificate(in: certs, name: "127.0.0.1")
+            let (cert, key) = (made.certPath, made.keyPath)
 
             let tlsPair = try await ProcessHarness {
                 ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, extra: "") .replacingOccurrences(

@@ -10,21 +10,10 @@ import Testing
 /// anew at each reload, so a renewed certificate is presented without a restart. The upstream's
 /// CA bundle (`upstream.ca_file`) is checked as the configuration loads too.
 @Suite struct TLSReloadTests {
-    /// A fresh self-signed certificate for 127.0.0.1 and its key, as PEM text.
-    static func selfSigned(in directory: URL, name: String) async throws -> (cert: String, key: String) {
-        let cert = directory.appendingPathComponent("\(name).crt").path, key = directory.appendingPathComponent("\(name).key").path
-        let openssl = try await ChildProcess.run(
-            executable: URL(fileURLWithPath: "/usr/bin/env"),
-            arguments: ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=\(name)",
-                        "-addext", "subjectAltName=IP:127.0.0.1"])
-        #expect(openssl.termination == .exited(0), "openssl: \(openssl.log)")
-        return (try String(contentsOfFile: cert, encoding: .utf8), try String(contentsOfFile: key, encoding: .utf8))
-    }
 
     @Test func certificateFilesThatCannotWorkAreRefusedNamingTheField() async throws {
         try await withTemporaryDirectory("tls-files") { directory in
-            let a = try await Self.selfSigned(in: directory, name: "a"), b = try await Self.selfSigned(in: directory, name: "b")
+            let a = try await SelfSignedCertificate(in: directory, name: "a"), b = try await SelfSignedCertificate(in: directory, name: "b")
             func file(_ name: String, _ content: String) throws -> String {
                 let path = directory.appendingPathComponent(name).path
                 try content.write(toFile: path, atomically: true, encoding: .utf8)
@@ -78,7 +67,7 @@ import Testing
     /// match is refused and the one before stays.
     @Test func aRenewedCertificateIsPresentedFromTheNextHandshake() async throws {
         try await withTemporaryDirectory("tls-reload") { certs in
-            let a = try await Self.selfSigned(in: certs, name: "a"), b = try await Self.selfSigned(in: certs, name: "b")
+            let a = try await SelfSignedCertificate(in: certs, name: "a"), b = try await SelfSignedCertificate(in: certs, name: "b")
             let holder = Mutex<MountedVolume?>(nil)
             let pair = try await ProcessHarness(serveArguments: ["--watch", "1"], writeConfig: { yaml, work in
                 let secret = try MountedVolume(in: work, name: "tls", files: ["tls.crt": a.cert, "tls.key": a.key])
@@ -110,5 +99,27 @@ import Testing
             #expect(await Self.handshakes(port: port, trusting: b.cert))
             #expect(!pair.gateway.log.contains("PRIVATE KEY"), "a log line holds the key")
         }
+    }
+}
+
+/// A fresh self-signed certificate for 127.0.0.1 and localhost (EC P-256, a day long), made with
+/// openssl: its files `NAME.crt` and `NAME.key` in `directory`, and their PEM text.
+struct SelfSignedCertificate {
+    let certPath: String
+    let keyPath: String
+    let cert: String
+    let key: String
+
+    init(in directory: URL, name: String) async throws {
+        certPath = directory.appendingPathComponent("\(name).crt").path
+        keyPath = directory.appendingPathComponent("\(name).key").path
+        let openssl = try await ChildProcess.run(
+            executable: URL(fileURLWithPath: "/usr/bin/env"),
+            arguments: ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", keyPath, "-out", certPath, "-days", "1", "-subj", "/CN=\(name)",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        #expect(openssl.termination == .exited(0), "openssl: \(openssl.log)")
+        cert = try String(contentsOfFile: certPath, encoding: .utf8)
+        key = try String(contentsOfFile: keyPath, encoding: .utf8)
     }
 }
