@@ -105,7 +105,7 @@ struct StandardOutputLog {
         signal(SIGPIPE, SIG_IGN)
         let writer = LogWriter(fileDescriptor: STDOUT_FILENO, bufferBytes: bufferBytes) { dropped in
             format.render(LogEvent(level: .warning, message: "log lines dropped: the log's reader fell behind",
-                                   metadata: ["dropped": .stringConvertible(dropped)],
+                                   metadata: ["dropped": .stringConvertible(LogNumber(dropped))],
                                    source: nil, file: #fileID, function: #function, line: #line), label: label)
         }
         self.writer = writer

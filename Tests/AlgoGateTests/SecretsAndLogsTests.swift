@@ -63,10 +63,13 @@ import Testing
     static let trickyText = "quote \" backslash \\ newline \n tab \t bell \u{07} é 🦉"
     static var trickyEvent: LogEvent {
         LogEvent(level: .info, message: "request \(trickyText)", metadata: [
-            "path": .string(trickyText), "status": .stringConvertible(200), "client": "team-a",
-            "list": .array([.string("x"), .stringConvertible(1)]), "nested": .dictionary(["b": "2", "a": "1"]),
+            "path": .string(trickyText), "status": .stringConvertible(LogNumber(200)), "client": "team-a",
+            "duration_ms": .stringConvertible(LogNumber(milliseconds: .microseconds(12_345))), "count": .stringConvertible(7),
+            "list": .array([.string("x"), .stringConvertible(1), .stringConvertible(LogNumber(-3))]), "nested": .dictionary(["b": "2", "a": "1"]),
         ], source: nil, file: #fileID, function: #function, line: #line)
     }
+
+    func text(of line: [UInt8]) -> String { String(decoding: line, as: UTF8.self) }
 
     @Test func jsonLogLinesAreOneEscapedObjectEach() throws {
         let line = LogLineFormat.json.render(Self.trickyEvent, label: "algogate")
@@ -78,8 +81,12 @@ import Testing
         #expect(object["msg"] as? String == "request \(Self.trickyText)")
         #expect(object["path"] as? String == Self.trickyText)
         #expect(object["client"] as? String == "team-a")
-        #expect(object["status"] as? String == "200")
-        #expect(object["list"] as? [String] == ["x", "1"])
+        // Numbers a pipeline sums or compares are JSON numbers; any other value a string.
+        #expect(object["status"] as? Int == 200)
+        #expect(object["duration_ms"] as? Double == 12.345)
+        #expect(object["count"] as? String == "7")
+        #expect(text(of: line).contains(#""duration_ms":12.345,"#) && text(of: line).contains(#""status":200}"#))
+        #expect(object["list"] as? [AnyHashable] == ["x", "1", -3])
         #expect(object["nested"] as? [String: String] == ["a": "1", "b": "2"])
         let ts = try #require(object["ts"] as? String)
         #expect(ts.count == 24 && ts.hasSuffix("Z"), "UTC with milliseconds: \(ts)")
@@ -88,7 +95,7 @@ import Testing
         // A fixed order (the record's own fields, then metadata sorted by key), so lines diff and
         // grep the same way every time.
         let text = String(decoding: line, as: UTF8.self)
-        let keys = ["ts", "level", "logger", "msg", "client", "list", "nested", "path", "status"]
+        let keys = ["ts", "level", "logger", "msg", "client", "count", "duration_ms", "list", "nested", "path", "status"]
         let positions = try keys.map { key in try #require(text.range(of: "\"\(key)\":")).lowerBound }
         #expect(positions == positions.sorted())
     }
@@ -102,7 +109,7 @@ import Testing
         // The message has a control character, so it is quoted; plain values are bare; a value
         // with spaces or quotes is a JSON string; structured values are JSON.
         let quoted = #""quote \" backslash \\ newline \n tab \t bell \u0007 é 🦉""#
-        let expected = #" info algogate: "request "# + quoted.dropFirst() + #" client=team-a list=["x","1"] nested={"a":"1","b":"2"} path="# + quoted + " status=200\n"
+        let expected = #" info algogate: "request "# + quoted.dropFirst() + #" client=team-a count=7 duration_ms=12.345 list=["x","1",-3] nested={"a":"1","b":"2"} path="# + quoted + " status=200\n"
         #expect(line.dropFirst(ts.count) == expected[...])
         let plain = String(decoding: LogLineFormat.text.render(LogEvent(
             level: .notice, message: "listening on 127.0.0.1:8080", metadata: ["key=value": "a b", "empty": ""],

@@ -99,7 +99,7 @@ import Testing
         #expect(await eventually { h.gateway.log.components(separatedBy: #""method":"PUT""#).count == 7 })
         let lines = h.gateway.log.split(separator: "\n").filter { $0.contains(#""method":"PUT""#) }
         #expect(lines.count == 6)
-        #expect(lines.allSatisfy { $0.contains(#""status":"400""#) && $0.contains(#""bytes_in":"3""#) }, "\(lines)")
+        #expect(lines.allSatisfy { $0.contains(#""status":400"#) && $0.contains(#""bytes_in":3"#) }, "\(lines)")
         let read = try await gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
         #expect(read.status == 404, "no partial file was committed upstream")
         let health = try await gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
@@ -122,7 +122,7 @@ import Testing
         }
         #expect(await eventually { h.gateway.log.components(separatedBy: #""method":"PUT""#).count == 7 })
         let lines = h.gateway.log.split(separator: "\n").filter { $0.contains(#""method":"PUT""#) }
-        #expect(lines.allSatisfy { $0.contains(#""status":"400""#) }, "\(lines)")
+        #expect(lines.allSatisfy { $0.contains(#""status":400"#) }, "\(lines)")
         #expect(!h.gateway.log.contains("upstream circuit opened"))
         let listing = try await gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
         #expect(listing.status == 200)

@@ -36,7 +36,8 @@ public struct LineLogHandler: LogHandler {
 /// How a log record is written as one line.
 ///
 /// - `json`: one object: `ts` (UTC, milliseconds), `level`, `logger`, `msg`, then the metadata
-///   sorted by key, so lines diff and grep the same way every time.
+///   sorted by key, so lines diff and grep the same way every time; a `LogNumber` is a JSON
+///   number, every other value a string (or an array or object of them).
 /// - `text`: `TS LEVEL LOGGER: MSG key=value ...`, metadata sorted by key; a value with spaces,
 ///   quotes, `=` or control characters, and a message with control characters, is written as a
 ///   JSON string, so a record is always exactly one line.
@@ -105,6 +106,7 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
     static func append(_ value: Logger.Metadata.Value, to line: inout [UInt8]) {
         switch value {
         case .string(let text): appendQuoted(text, to: &line)
+        case .stringConvertible(let number as LogNumber): line.append(contentsOf: number.description.utf8)
         case .stringConvertible(let value): appendQuoted(value.description, to: &line)
         case .array(let values):
             line.append(UInt8(ascii: "["))
@@ -187,4 +189,25 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
         digits(Int(parts.tm_sec), 2); line.append(UInt8(ascii: "."))
         digits(now.tv_nsec / 1_000_000, 3); line.append(UInt8(ascii: "Z"))
     }
+}
+
+/// A log field that is a number (a status, a count of bytes, a duration in milliseconds): a JSON
+/// number in `json` lines, so a log pipeline can sum, compare and chart it without a mapping of
+/// its own; as it is in `text` lines.
+public struct LogNumber: CustomStringConvertible, Sendable {
+    public let description: String
+
+    public init(_ value: some BinaryInteger) {
+        description = String(value)
+    }
+
+    /// Milliseconds to the microsecond: `12.345`.
+    public init(milliseconds duration: Duration) {
+        description = Formatting.milliseconds(duration)
+    }
+}
+
+extension Logger.MetadataValue {
+    /// `value` as a `LogNumber`.
+    static func number(_ value: some BinaryInteger) -> Self { .stringConvertible(LogNumber(value)) }
 }

@@ -95,9 +95,9 @@ struct RequestLogMiddleware: RouterMiddleware {
                     shortfall: Shortfall = Shortfall(), cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
-            "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
-            "duration_ms": .string(Formatting.milliseconds(elapsed)),
-            "bytes_in": .stringConvertible(bytesIn), "bytes_out": .stringConvertible(bytesOut),
+            "method": .string(method), "path": .string(path), "status": .number(status),
+            "duration_ms": .stringConvertible(LogNumber(milliseconds: elapsed)),
+            "bytes_in": .number(bytesIn), "bytes_out": .number(bytesOut),
             "remote": .string(remote),
         ]
         if viaPreviousKey { metadata["key"] = "previous" }

@@ -115,7 +115,7 @@ public struct ConfigReloader: Service {
         }
         metrics?.configReload(applied: true)
         logger.info("configuration reloaded", metadata: [
-            "clients": .stringConvertible(new.clients.count),
+            "clients": .number(new.clients.count),
             "needs_restart": .string(fixed.isEmpty ? "none" : fixed.joined(separator: ", ")),
             "trigger": .string(trigger.rawValue),
         ])

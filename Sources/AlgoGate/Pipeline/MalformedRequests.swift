@@ -91,7 +91,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         metrics.request(client: "-", route: "malformed", status: status)
         logger.info("request", metadata: [
             "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
-            "status": .stringConvertible(status), "bytes_out": .stringConvertible(body.readableBytes), "remote": .string(remote),
+            "status": .number(status), "bytes_out": .number(body.readableBytes), "remote": .string(remote),
             "error": .string(parserError.debugDescription),
         ])
     }

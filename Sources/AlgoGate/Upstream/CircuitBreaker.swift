@@ -137,7 +137,7 @@ public final class CircuitBreaker: Sendable {
         switch change {
         case .opened(let failures, let seconds):
             logger.warning("upstream circuit opened: requests are refused until it answers again", metadata: [
-                "failures_in_a_row": .stringConvertible(failures), "open_seconds": .stringConvertible(seconds)])
+                "failures_in_a_row": .number(failures), "open_seconds": .number(seconds)])
         case .closed:
             logger.info("upstream circuit closed: the upstream answers again")
         case nil:
