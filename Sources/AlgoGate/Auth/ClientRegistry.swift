@@ -9,6 +9,8 @@ public struct ClientIdentity: Sendable, Equatable {
     public let dataPrefixes: [DataURI]?
     /// Parsed `algorithms`; nil means every algorithm.
     public var algorithms: [AlgorithmPattern]? = nil
+    /// Parsed `cors_origins`: the web pages the key may be used from; none unless configured.
+    public var corsOrigins = BrowserOrigins.none
     public let quota: GatewayConfig.Quota
     /// Whether this is the operator (admin key) rather than a team.
     public let isOperator: Bool
@@ -21,6 +23,9 @@ public struct ClientIdentity: Sendable, Equatable {
 /// time does not reveal how much of a hash matched.
 public struct ClientRegistry: Sendable {
     private let entries: [(digest: [UInt8], client: ClientIdentity)]
+    /// Every client's `cors_origins` together: a browser's preflight, which carries no key, is
+    /// answered for these.
+    public let browserOrigins: BrowserOrigins
 
     public init(config: GatewayConfig) throws {
         var entries: [([UInt8], ClientIdentity)] = []
@@ -36,9 +41,11 @@ public struct ClientRegistry: Sendable {
             let prefixes = try client.dataPrefixes.map { try $0.map(DataURI.parse(uri:)) }
             admit(ClientIdentity(name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
                                  algorithms: try client.algorithms.map { try $0.map(AlgorithmPattern.init(parsing:)) },
+                                 corsOrigins: try BrowserOrigins(parsing: client.corsOrigins ?? []),
                                  quota: Self.merge(client.quota, over: config.quota), isOperator: false),
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }
+        browserOrigins = .union(entries.map(\.1.corsOrigins))
         if let admin = config.admin {
             admit(ClientIdentity(name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true),
                   key: admin.keySHA256, previousKey: admin.previousKeySHA256)

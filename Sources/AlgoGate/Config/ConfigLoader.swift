@@ -199,6 +199,13 @@ public enum ConfigLoader {
                     throw ConfigError(field: "\(field).algorithms[\(patternIndex)]", message: error.message)
                 }
             }
+            for (originIndex, origin) in (client.corsOrigins ?? []).enumerated() {
+                do {
+                    _ = try BrowserOrigins(parsing: [origin])
+                } catch {
+                    throw ConfigError(field: "\(field).cors_origins[\(originIndex)]", message: error.message)
+                }
+            }
             if let quota = client.quota { try validate(quota, field: "\(field).quota") }
         }
     }

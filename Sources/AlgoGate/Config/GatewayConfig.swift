@@ -388,10 +388,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var dataPrefixes: [String]?
         /// Algorithms this client may call and manage (`owner/name`, `owner/*`); nil means every one.
         public var algorithms: [String]?
+        /// Web origins the key may be used from in a browser (`https://dash.example.com`, or `*`);
+        /// nil: none, the key is not for browsers.
+        public var corsOrigins: [String]?
         public var quota: Quota?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", algorithms, quota
+            case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", algorithms
+            case corsOrigins = "cors_origins", quota
         }
         public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
             self.name = name
@@ -408,6 +412,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             scopes = try c.decode([Scope].self, forKey: .scopes)
             dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
             algorithms = try c.decodeIfPresent([String].self, forKey: .algorithms)
+            corsOrigins = try c.decodeIfPresent([String].self, forKey: .corsOrigins)
             quota = try c.decodeIfPresent(Quota.self, forKey: .quota)
         }
     }

@@ -33,7 +33,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let identity = context.client
         let client = identity?.name ?? "-"
         let viaPreviousKey = identity?.viaPreviousKey ?? false
-        let route = context.route?.name ?? Self.routeName(request.uri.path)
+        let route = context.route?.name ?? (CORSMiddleware.isPreflight(request.head) ? "preflight" : Self.routeName(request.uri.path))
         let method = request.method.rawValue
         let path = request.uri.path
         let remote = context.remoteAddress?.ipAddress ?? "-"

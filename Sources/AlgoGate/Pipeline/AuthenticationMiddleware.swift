@@ -2,7 +2,8 @@ import Hummingbird
 
 /// Matches the request's key to a configured client. The gateway's open routes (`/healthz`,
 /// `/readyz`, and `/metrics` unless `server.metrics_access` is `admin`) need no key; everything
-/// else does.
+/// else does. A request from a web page (it carries `Origin`) is refused unless the client's
+/// `cors_origins` list that page's origin.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let registry: @Sendable () -> ClientRegistry
@@ -22,6 +23,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
         let key = try Credentials.key(from: request.headers)
         guard let client = registry().client(for: key) else {
             throw GatewayError.unauthorized("authorization failed: unknown algogate key")
+        }
+        // A browser names the page's origin: the key must be one for that site (`cors_origins`).
+        if let origin = request.headers[.origin], !client.corsOrigins.permits(origin) {
+            context.client = client
+            throw GatewayError.forbidden("client '\(client.name)' may not be used from the web page at \(origin): its cors_origins do not list it")
         }
         context.client = client
         return try await next(request, context)

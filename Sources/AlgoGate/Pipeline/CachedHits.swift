@@ -41,11 +41,13 @@ struct CachedHits: Sendable {
         guard head.method == .post, let path = head.path?.dropPrefix("/v1/algo/"),
               let ref = AlgoRef(path: path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? path),
               let version = ref.version, CachePolicy.isPinned(version) else { return false }
-        // One pass over the fields: no `Expect`, no `Content-Encoding`, at most one small length.
+        // One pass over the fields: no `Expect`, no `Content-Encoding`, no `Origin` (a web page's
+        // call: its origin is checked, and its answer given CORS fields, by the pipeline), at most
+        // one small length.
         var length: String?
         for field in head.headerFields {
             switch field.name {
-            case .expect, .contentEncoding: return false
+            case .expect, .contentEncoding, .origin: return false
             case .contentLength:
                 guard length == nil else { return false }
                 length = field.value

@@ -34,7 +34,7 @@ public struct GatewayStorage: Sendable {
 }
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
-/// event-loop affinity → request id → log → metrics → errors → compression → authenticate →
+/// event-loop affinity → request id → log → metrics → CORS → errors → compression → authenticate →
 /// authorise route and data paths → read algo input → quota → cache → upstream slot and forward.
 /// Ahead of it all, on the connection, `CachedHits` answers hits held in memory with the same
 /// checks, and hands everything else to this pipeline.
@@ -86,6 +86,7 @@ public struct GatewayApp: Sendable {
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: CORSMiddleware(origins: { state.snapshot.registry.browserOrigins }))
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: ExpectContinueMiddleware())
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression },

@@ -78,11 +78,13 @@ public struct OperatorRoutes: Sendable {
         var scopes: [String]
         var dataPrefixes: [String]?
         var algorithms: [String]?
+        /// The web origins the key may be used from (`*` for any); absent: none.
+        var corsOrigins: [String]?
         var quota: Quota
         var usedToday: Usage
         var remaining: Remaining
         enum CodingKeys: String, CodingKey {
-            case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, quota, usedToday = "used_today", remaining
+            case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, corsOrigins = "cors_origins", quota, usedToday = "used_today", remaining
         }
 
         init(client: ClientIdentity, standing: QuotaLedger.Standing) {
@@ -92,6 +94,8 @@ public struct OperatorRoutes: Sendable {
             scopes = client.scopes.map(\.rawValue).sorted()
             dataPrefixes = client.dataPrefixes?.map(\.description)
             algorithms = client.algorithms?.map(\.description)
+            let origins = client.corsOrigins
+            corsOrigins = origins.isEmpty ? nil : (origins.any ? ["*"] : []) + origins.origins.sorted()
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
                                maxConcurrent: quota.maxConcurrent, bytesPerDay: quota.bytesPerDay)
             usedToday = standing.today
