@@ -89,6 +89,34 @@ import Yams
         }
     }
 
+    /// The alerting rules are whole, and name only metrics the gateway serves: every `algogate_*`
+    /// name in an expression is in a live scrape (after one request, so the per-request family
+    /// exists), so renaming a metric without its rule fails here.
+    @Test func theAlertRulesNameMetricsTheGatewayServes() async throws {
+        let rules = Self.dig(try Self.yaml("deploy/prometheus/alerts.yaml"), "groups", 0, "rules") as? [[String: Any]] ?? []
+        #expect(rules.count == 8)
+        var names: Set<String> = []
+        for rule in rules {
+            let alert = rule["alert"] as? String ?? ""
+            #expect(alert.hasPrefix("Algogate"), "\(rule)")
+            #expect(["critical", "warning"].contains(Self.dig(rule, "labels", "severity") as? String ?? ""), "\(alert)")
+            #expect(Self.dig(rule, "annotations", "summary") is String && Self.dig(rule, "annotations", "description") is String, "\(alert)")
+            let expression = rule["expr"] as? String ?? ""
+            let found = expression.matches(of: #/algogate_[a-z_]+/#).map { String($0.output) }
+            #expect(!found.isEmpty, "\(alert)")
+            names.formUnion(found)
+        }
+        try await GatewayHarness.run { h in
+            #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "x").status == 200)
+            let served = Set(try await h.gateway.send(.GET, "/metrics").text.split(separator: "\n").compactMap { line -> String? in
+                line.hasPrefix("#") ? nil : line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+            })
+            for name in names.sorted() {
+                #expect(served.contains(name), "\(name) is not served at /metrics")
+            }
+        }
+    }
+
     @Test func theDockerfileIsMultiStageNonRootAndChecksHealth() throws {
         let dockerfile = try Self.text("deploy/Dockerfile")
         let lines = dockerfile.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.hasPrefix("#") }
