@@ -19,6 +19,13 @@ struct UsageCommand: AsyncParsableCommand {
     @Option(help: "How many days back, today included.")
     var days = 7
 
+    @Option(help: "table (aligned columns), or csv (a header line, then one line per client per day, for a spreadsheet or a chargeback script).")
+    var format: Format = .table
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, csv
+    }
+
     func validate() throws {
         guard (1...3660).contains(days) else { throw ValidationError("--days must be from 1 to 3660") }
     }
@@ -28,6 +35,16 @@ struct UsageCommand: AsyncParsableCommand {
         let store = SQLiteUsageStore(pool: try StateDatabase.open(path: gatewayConfig.cache.path))
         let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
         let rows = try await store.report(fromDay: today - days + 1, client: client)
+        if format == .csv {
+            // Client names are letters, digits, '-', '_' and '.': no field needs quoting.
+            print("day,client,requests,cache_hits,upstream_calls,errors,bytes_in,bytes_out,compute_seconds")
+            for row in rows {
+                let u = row.usage
+                print([row.day, row.client, "\(u.requests)", "\(u.cacheHits)", "\(u.upstreamCalls)", "\(u.errors)",
+                       "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds)].joined(separator: ","))
+            }
+            return
+        }
         let header = ["day", "client", "requests", "cache hits", "upstream", "errors", "bytes in", "bytes out", "compute s"]
         var table = [header]
         for row in rows {

@@ -86,6 +86,15 @@ import Testing
             let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []
             #expect(row.count == 9)
             #expect(row.dropFirst().prefix(5) == ["team-b", "2", "1", "1", "0"])
+
+            // The same as CSV, every client: a header, then a line per client and day.
+            let csv = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--days", "1", "--format", "csv"])
+            #expect(csv.termination == .exited(0))
+            let csvLines = csv.log.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+            #expect(csvLines.first == ["day", "client", "requests", "cache_hits", "upstream_calls", "errors", "bytes_in", "bytes_out", "compute_seconds"])
+            #expect(csvLines.count == 2)
+            let csvRow = csvLines.last ?? []
+            #expect(csvRow.count == 9 && csvRow[0] == row.first && Array(csvRow[1...7]) == Array(row[1...7]) && Double(csvRow[8]) != nil, "\(csvLines)")
         }
     }
 
