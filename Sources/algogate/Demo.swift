@@ -49,13 +49,18 @@ struct Demo: AsyncParsableCommand {
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
         let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer, redactor: log.redactor).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
+        let teamA = "-H 'Authorization: Simple \(Self.demoKeys["team-a"]!)'", teamB = "-H 'Authorization: Simple \(Self.demoKeys["team-b"]!)'"
         print("""
 
         algogate demo: gateway \(base)  ->  simulator http://127.0.0.1:\(simPort)
         demo keys: team-a = \(Self.demoKeys["team-a"]!) (all scopes, data://.my/team-a/), team-b = \(Self.demoKeys["team-b"]!) (algo only, 30 requests a minute)
 
-          curl -s -H 'Authorization: Simple \(Self.demoKeys["team-a"]!)' -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0
-          curl -s -H 'Authorization: Simple \(Self.demoKeys["team-b"]!)' \(base)/v1/data/.my/team-a    # 403: team-b has no data scope
+          curl -s -i \(teamA) -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0    # again: X-Cache: HIT
+          curl -s \(teamB) \(base)/v1/data/.my/team-a    # 403: team-b has no data scope
+          curl -s \(teamA) -H 'Content-Type: application/json' -d '{"name":"team-a"}' \(base)/v1/data/.my    # team-a makes its directory
+          curl -s \(teamA) -X PUT --data-binary 'hello' \(base)/v1/data/.my/team-a/hello.txt
+          curl -s \(teamA) \(base)/v1/data/.my/team-a/hello.txt
+          curl -s \(teamA) \(base)/v1/data/.my/team-b    # 403: outside team-a's data prefixes
 
           pip install algorithmia==2.0.5
           ALGORITHMIA_API=\(base) ALGORITHMIA_API_KEY=\(Self.demoKeys["team-a"]!) python3 -c 'import Algorithmia; print(Algorithmia.client().algo("demo/Hello/0.1.0").pipe("HAL").result)'

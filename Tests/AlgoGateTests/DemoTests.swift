@@ -1,0 +1,63 @@
+import AlgoTestSupport
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// `algogate demo`, which the README's first command runs: it starts, and every curl line its
+/// banner prints does what the line's comment says, run as printed with curl.
+@Suite struct DemoTests {
+    /// A port free now (the demo's two listeners are configured, not chosen at bind time).
+    static func freePort() async throws -> Int {
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress?.port ?? 0
+        try await probe.close()
+        return port
+    }
+
+    static func shell(_ command: String) async throws -> String {
+        let run = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/bash"), arguments: ["-c", command])
+        #expect(run.termination == .exited(0), "\(command): \(run.log)")
+        return run.log
+    }
+
+    @Test func theDemoStartsAndItsPrintedLinesWork() async throws {
+        try await withTemporaryDirectory("demo") { work in
+            let (gatewayPort, simPort) = (try await Self.freePort(), try await Self.freePort())
+            let shipped = try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
+            let config = work.appendingPathComponent("demo.yaml")
+            try shipped
+                .replacingOccurrences(of: "port: 8080", with: "port: \(gatewayPort)")
+                .replacingOccurrences(of: "url: http://127.0.0.1:9000", with: "url: http://127.0.0.1:\(simPort)")
+                .replacingOccurrences(of: "path: var/demo-cache.sqlite", with: "path: \(work.path)/demo-cache.sqlite")
+                .write(to: config, atomically: true, encoding: .utf8)
+            let demo = try ChildProcess(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)])
+            defer { demo.stop() }
+            #expect(await eventually { demo.log.contains("listening on 127.0.0.1:\(gatewayPort)") || !demo.isRunning }, "\(demo.log)")
+            try #require(demo.isRunning, "\(demo.log)")
+
+            let lines = demo.log.split(separator: "\n").map(String.init)
+            #expect(lines.contains("algogate demo: gateway http://127.0.0.1:\(gatewayPort)  ->  simulator http://127.0.0.1:\(simPort)"))
+            let curls = lines.filter { $0.hasPrefix("  curl ") }.map { $0.components(separatedBy: "    #")[0].trimmingCharacters(in: .whitespaces) }
+            try #require(curls.count == 6, "\(lines)")
+            #expect(curls.allSatisfy { $0.contains("http://127.0.0.1:\(gatewayPort)/v1/") })
+
+            let call = try await Self.shell(curls[0])
+            #expect(call.hasPrefix("HTTP/1.1 200 OK\r\n") && call.contains("\r\nX-Cache: MISS\r\n"), "\(call)")
+            #expect(call.contains("\r\n\r\n{") && call.contains(#""result":"Hello HAL""#), "\(call)")
+            // "again: X-Cache: HIT"
+            let again = try await Self.shell(curls[0])
+            #expect(again.contains("\r\nX-Cache: HIT\r\n") && again.contains(#""result":"Hello HAL""#), "\(again)")
+            #expect(try await Self.shell(curls[1])
+                    == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-b' lacks the 'data:read' scope for GET data requests"}}"#)
+            #expect(try await Self.shell(curls[2]) == #"{"result":"data://.my/team-a"}"#)
+            #expect(try await Self.shell(curls[3]) == #"{"result":"data://.my/team-a/hello.txt"}"#)
+            #expect(try await Self.shell(curls[4]) == "hello")
+            #expect(try await Self.shell(curls[5])
+                    == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-a' may not access data://.my/team-b: outside its data prefixes"}}"#)
+            // The Python line names the same gateway and key.
+            #expect(lines.contains { $0.contains("ALGORITHMIA_API=http://127.0.0.1:\(gatewayPort) ALGORITHMIA_API_KEY=demo-team-a-key python3 -c ") })
+            #expect(!demo.log.contains("sim-"), "the simulator's fresh account key is never printed")
+        }
+    }
+}
