@@ -27,6 +27,28 @@ import Testing
         }
     }
 
+    /// A client whose base address ends with a slash sends `//v1/...`: the leading slashes are
+    /// read as one, for the checks and the upstream alike.
+    @Test func pathsWithDoubledLeadingSlashesAreReadAsOne() async throws {
+        try await GatewayHarness.run { h in
+            for path in ["//v1/algo/demo/Hello/0.1.0", "///v1/algo/demo/Hello/0.1.0"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType + [("Cache-Control", "no-store")], text: "HAL")
+                #expect(reply.status == 200, "\(path)")
+                #expect(reply.object["result"] as? String == "Hello HAL")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            // The data prefix check sees the path the upstream would.
+            let outside = try await h.gateway.send(.GET, "//v1/data/.my/team-b/x.txt", headers: simple(Keys.teamA))
+            #expect(outside.status == 403)
+            #expect(envelope(outside).message == "client 'team-a' may not access data://.my/team-b/x.txt: outside its data prefixes")
+            let inside = try await h.gateway.send(.GET, "//v1/data/.my/team-a/x.txt", headers: simple(Keys.teamA))
+            #expect(inside.status == 404)
+            #expect(envelope(inside).message == "data://.my/team-a/x.txt does not exist")
+            #expect(try await h.gateway.send(.GET, "//healthz").status == 200)
+            #expect(await eventually { h.logs.all.filter { $0.contains("path=/v1/algo/demo/Hello/0.1.0 ") }.count == 2 })
+        }
+    }
+
     @Test func requestIDsAreKeptOrMadeAndReachTheUpstream() async throws {
         try await GatewayHarness.run { h in
             let given = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Request-ID", "trace-123")], text: "HAL")

@@ -53,6 +53,13 @@ YAML
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
   curl -s -X POST "http://127.0.0.1:$SIM_PORT/__sim/reset" >/dev/null   # forget the direct run's bare key
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
+  # An address with a trailing slash: the client appends "/v1/..." to it as it is, so "//v1/...".
+  ALGORITHMIA_API="http://127.0.0.1:$GW_PORT/" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" -c '
+import Algorithmia
+client = Algorithmia.client()
+assert client.algo("demo/Hello/0.1.0").pipe("slash").result == "Hello slash"
+assert client.dir("data://.my").exists()
+print("ok   an ALGORITHMIA_API ending with a slash")'
   if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1
   fi

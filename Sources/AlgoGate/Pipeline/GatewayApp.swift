@@ -34,8 +34,9 @@ public struct GatewayStorage: Sendable {
 }
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
-/// event-loop affinity → request id → log → metrics → CORS → errors → compression → authenticate →
-/// authorise route and data paths → read algo input → quota → cache → upstream slot and forward.
+/// event-loop affinity → leading slashes merged → request id → log → metrics → CORS → errors →
+/// compression → authenticate → authorise route and data paths → read algo input → quota →
+/// cache → upstream slot and forward.
 /// Ahead of it all, on the connection, `CachedHits` answers hits held in memory with the same
 /// checks, and hands everything else to this pipeline.
 public struct GatewayApp: Sendable {
@@ -83,6 +84,7 @@ public struct GatewayApp: Sendable {
         let state = self.state
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: EventLoopAffinityMiddleware())
+        router.add(middleware: LeadingSlashesMiddleware())
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
