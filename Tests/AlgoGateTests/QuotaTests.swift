@@ -247,6 +247,13 @@ import Testing
             #expect(samples[#"algogate_cache_requests_total{result="hit"}"#] == 1)
             #expect(samples[#"algogate_cache_requests_total{result="miss"}"#] == 1)
             #expect(samples[#"algogate_upstream_duration_seconds_count{route="algo"}"#] == 1)
+            // Every request's own duration, the hit answered on the event loop and the refusal too.
+            #expect(samples[#"algogate_request_duration_seconds_count{route="algo"}"#] == 2)
+            #expect(samples[#"algogate_request_duration_seconds_bucket{route="algo",le="+Inf"}"#] == 2)
+            // The refusal, and the scrapes before this one (as many as `eventually` took).
+            #expect((samples[#"algogate_request_duration_seconds_count{route="none"}"#] ?? 0) >= 2)
+            #expect((samples[#"algogate_request_duration_seconds_sum{route="algo"}"#] ?? 0) > 0)
+            #expect((samples[#"algogate_request_duration_seconds_sum{route="algo"}"#] ?? 1) < 10)
             #expect(samples["algogate_upstream_in_flight"] == 0)
             #expect(samples["algogate_upstream_queued"] == 0)
         }

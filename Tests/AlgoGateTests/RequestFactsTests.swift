@@ -13,10 +13,10 @@ import Testing
             facts.onCompletion { _ in _ = facts.state.withLock { $0.upstreamCalled } }
             facts.markUpstreamCall(computeSeconds: 1.5)
             released = facts
-            facts.complete(status: 200, bytesIn: 1, bytesOut: 2)
+            facts.complete(status: 200, bytesIn: 1, bytesOut: 2, elapsed: .zero)
             facts.onCompletion { _ in calls.withLock { $0 += 1 } }
-            facts.complete(status: 200, bytesIn: 1, bytesOut: 2)
-            facts.complete(status: 200, bytesIn: 1, bytesOut: 2)
+            facts.complete(status: 200, bytesIn: 1, bytesOut: 2, elapsed: .zero)
+            facts.complete(status: 200, bytesIn: 1, bytesOut: 2, elapsed: .zero)
         }
         #expect(released == nil)
         #expect(calls.withLock { $0 } == 1)

@@ -3,7 +3,7 @@ import Prometheus
 import Synchronization
 
 /// The gateway's Prometheus metrics, served at `GET /metrics` in the text format:
-/// requests by client, route class and status; cache results; upstream latency by route class;
+/// requests by client, route class and status; how long requests took, by route class; cache results; upstream latency by route class;
 /// upstream requests in flight and waiting for a slot; requests sent again after a lost upstream
 /// connection; whether the upstream circuit is open and what it refused; log lines dropped;
 /// requests made with a key being rotated out, by client; cache hits answered on the event loop;
@@ -95,6 +95,12 @@ public final class GatewayMetrics: Sendable {
         helpText: "Bodiless GET, HEAD and OPTIONS requests sent again after their upstream connection was lost, by route class") }
     private static var upstreamDuration: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_duration", unitName: "seconds", helpText: "Time to the upstream's answer (head), by route class") }
+    private static var requestDuration: MetricNameDescriptor { .init(
+        metricName: "algogate_request_duration", unitName: "seconds",
+        helpText: "Time from a request's head to its answer's last byte handed to the socket, cache hits included, by route class") }
+    static let requestBuckets: [Duration] = [.milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                                             .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300)]
 
     private struct RequestLabels: Hashable {
         let client: String
@@ -109,6 +115,7 @@ public final class GatewayMetrics: Sendable {
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
+    private let requestHistograms = Mutex<[String: DurationHistogram]>([:])
 
     func request(client: String, route: String, status: Int) {
         Self.memoised(requestCounters, RequestLabels(client: client, route: route, status: status)) {
@@ -144,6 +151,12 @@ public final class GatewayMetrics: Sendable {
         Self.memoised(retryCounters, route) {
             registry.makeCounter(descriptor: Self.upstreamRetries, labels: [("route", route)])
         }.increment()
+    }
+
+    func requestDuration(route: String, _ duration: Duration) {
+        Self.memoised(requestHistograms, route) {
+            registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
+        }.record(duration)
     }
 
     func upstreamLatency(route: String, _ duration: Duration) {

@@ -30,6 +30,7 @@ struct MetricsMiddleware: RouterMiddleware {
     /// Counts a finished request (for cache hits answered on the event loop too, `CachedHits`).
     static func count(_ completion: RequestCompletion, cacheResult: String?, in metrics: GatewayMetrics) {
         metrics.request(client: completion.client ?? "-", route: completion.route ?? "none", status: completion.status)
+        metrics.requestDuration(route: completion.route ?? "none", completion.elapsed)
         if let cacheResult { metrics.cache(cacheResult) }
         if completion.viaPreviousKey, let client = completion.client { metrics.previousKeyRequest(client: client) }
     }

@@ -41,9 +41,10 @@ struct RequestLogMiddleware: RouterMiddleware {
         let facts = context.facts
         let shortfall = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
-            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut)
+            let elapsed = ContinuousClock.now - started
+            facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut, elapsed: elapsed)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
-                     status: status, elapsed: ContinuousClock.now - started, bytesIn: bytesIn.value, bytesOut: bytesOut,
+                     status: status, elapsed: elapsed, bytesIn: bytesIn.value, bytesOut: bytesOut,
                      remote: remote, forwardedFor: forwardedFor, shortfall: shortfall, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.

@@ -111,14 +111,15 @@ struct CachedHits: Sendable {
         response.headers.append(HTTPField(name: .date, value: HTTPDate.now()))
         response.headers.append(HTTPField(name: .server, value: serverName))
 
+        let elapsed = ContinuousClock.now - started
         let completion = RequestCompletion(status: response.status.code, bytesIn: body.readableBytes, bytesOut: response.body.contentLength ?? 0,
-                                           client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
+                                           elapsed: elapsed, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
                                            upstreamCalled: false, computeSeconds: 0)
         MetricsMiddleware.count(completion, cacheResult: MetricsMiddleware.cacheResult(response.headers), in: metrics)
         metrics.fastHit()
         QuotaMiddleware.record(completion, fromCache: true, client: client.name, admission: admission, in: ledger)
         RequestLogMiddleware.log(logger, requestID: requestID, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
-                                 method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: ContinuousClock.now - started,
+                                 method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: elapsed,
                                  bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote,
                                  forwardedFor: RequestLogMiddleware.forwardedFor(fields))
         return (response.head, answerBody, stored.lease)

@@ -82,13 +82,13 @@ final class RequestFacts: Sendable {
 
     /// Calls the handlers once, with what the request learnt, and lets them go: they must not
     /// outlive the request (nor keep it alive through a closure that captured it).
-    func complete(status: Int, bytesIn: Int, bytesOut: Int) {
+    func complete(status: Int, bytesIn: Int, bytesOut: Int, elapsed: Duration) {
         let (handlers, completion, room, lease) = state.withLock { state in
             let handlers = state.completions
             state.completions = []
             defer { state.answerRoom = nil }
             return (handlers, RequestCompletion(
-                status: status, bytesIn: bytesIn, bytesOut: bytesOut,
+                status: status, bytesIn: bytesIn, bytesOut: bytesOut, elapsed: elapsed,
                 client: state.client?.name, viaPreviousKey: state.client?.viaPreviousKey ?? false, route: state.route?.name,
                 upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds), state.answerRoom, state.lease.take())
         }
@@ -183,6 +183,9 @@ struct RequestCompletion: Sendable {
     let status: Int
     let bytesIn: Int
     let bytesOut: Int
+    /// From the request's head to its answer's last byte handed to the socket (as its log line's
+    /// `duration_ms`).
+    let elapsed: Duration
     let client: String?
     /// The client presented the key being rotated out.
     let viaPreviousKey: Bool
