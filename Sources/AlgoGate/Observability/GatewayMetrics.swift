@@ -81,6 +81,11 @@ public final class GatewayMetrics: Sendable {
             metricName: "algogate_config_last_reload_successful", unitName: "",
             helpText: "0 while the last reload was refused (the configuration in force is older than the file), else 1"))
         lastReloadSuccessful.set(to: 1)
+        var histograms: [String: DurationHistogram] = [:]
+        for route in ["algo", "data", "manage", "admin", "none"] {
+            histograms[route] = registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
+        }
+        requestHistograms = histograms
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -115,7 +120,9 @@ public final class GatewayMetrics: Sendable {
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
-    private let requestHistograms = Mutex<[String: DurationHistogram]>([:])
+    /// One per route class and `none`, made up front: recorded for every request, so looked up
+    /// without a lock.
+    private let requestHistograms: [String: DurationHistogram]
 
     func request(client: String, route: String, status: Int) {
         Self.memoised(requestCounters, RequestLabels(client: client, route: route, status: status)) {
@@ -154,9 +161,7 @@ public final class GatewayMetrics: Sendable {
     }
 
     func requestDuration(route: String, _ duration: Duration) {
-        Self.memoised(requestHistograms, route) {
-            registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
-        }.record(duration)
+        requestHistograms[route]?.record(duration)
     }
 
     func upstreamLatency(route: String, _ duration: Duration) {
