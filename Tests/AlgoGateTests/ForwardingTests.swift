@@ -37,6 +37,12 @@ import Testing
                 #expect(reply.object["result"] as? String == "Hello HAL")
             }
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            // Merged before anything reads the request: a repeat is a hit answered on the event loop.
+            for _ in 0..<2 {
+                #expect(try await h.gateway.send(.POST, "//v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL").status == 200)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 3])
+            #expect(try await h.gateway.send(.GET, "/metrics").text.contains("algogate_cache_fast_hits_total 1"))
             // The data prefix check sees the path the upstream would.
             let outside = try await h.gateway.send(.GET, "//v1/data/.my/team-b/x.txt", headers: simple(Keys.teamA))
             #expect(outside.status == 403)
@@ -45,7 +51,7 @@ import Testing
             #expect(inside.status == 404)
             #expect(envelope(inside).message == "data://.my/team-a/x.txt does not exist")
             #expect(try await h.gateway.send(.GET, "//healthz").status == 200)
-            #expect(await eventually { h.logs.all.filter { $0.contains("path=/v1/algo/demo/Hello/0.1.0 ") }.count == 2 })
+            #expect(await eventually { h.logs.all.filter { $0.contains("path=/v1/algo/demo/Hello/0.1.0 ") }.count == 4 })
         }
     }
 

@@ -34,7 +34,7 @@ public struct GatewayStorage: Sendable {
 }
 
 /// The gateway, wired. A request's path through it reads top to bottom in `router()`:
-/// event-loop affinity → leading slashes merged → request id → log → metrics → CORS → errors →
+/// event-loop affinity → request id → log → metrics → CORS → errors →
 /// compression → authenticate → authorise route and data paths → read algo input → quota →
 /// cache → upstream slot and forward.
 /// Ahead of it all, on the connection, `CachedHits` answers hits held in memory with the same
@@ -84,7 +84,6 @@ public struct GatewayApp: Sendable {
         let state = self.state
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: EventLoopAffinityMiddleware())
-        router.add(middleware: LeadingSlashesMiddleware())
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
@@ -167,14 +166,15 @@ public struct GatewayApp: Sendable {
         // HTTP/1.0 and `Connection: close` requests are answered on a connection that then closes;
         // the rest of a body answered early is read for at most the idle timeout; a client that
         // reads nothing of its answer for the send timeout has its connection closed.
-        // Cache hits held in memory are answered on the event loop (`CachedHits`).
+        // A path's leading `//` is read as one slash (`LeadingSlashesHandler`). Cache hits held in
+        // memory are answered on the event loop (`CachedHits`).
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
         let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName, now: self.now) }
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
                                         SendTimeoutHandler(timeout: .seconds(Int64(server.sendTimeoutSeconds)), onTimeout: { metrics.clientSendTimedOut() }),
                                         MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
-                                        ContinueHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
+                                        ContinueHandler(), LeadingSlashesHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = state.tls {
