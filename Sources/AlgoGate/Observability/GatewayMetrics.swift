@@ -81,11 +81,10 @@ public final class GatewayMetrics: Sendable {
             metricName: "algogate_config_last_reload_successful", unitName: "",
             helpText: "0 while the last reload was refused (the configuration in force is older than the file), else 1"))
         lastReloadSuccessful.set(to: 1)
-        var histograms: [String: DurationHistogram] = [:]
-        for route in ["algo", "data", "manage", "admin", "none"] {
-            histograms[route] = registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
+        let registry = registry
+        requestHistograms = Self.requestHistogramRoutes.map { route in
+            registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
         }
-        requestHistograms = histograms
     }
 
     private static var requests: MetricNameDescriptor { .init(
@@ -120,9 +119,10 @@ public final class GatewayMetrics: Sendable {
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
-    /// One per route class and `none`, made up front: recorded for every request, so looked up
-    /// without a lock.
-    private let requestHistograms: [String: DurationHistogram]
+    /// One per route class and `none` (`requestHistogramRoutes`, in that order), made up front:
+    /// recorded for every request, so found without a lock or a hash.
+    private let requestHistograms: [DurationHistogram]
+    private static let requestHistogramRoutes = ["algo", "data", "manage", "admin", "none"]
 
     func request(client: String, route: String, status: Int) {
         Self.memoised(requestCounters, RequestLabels(client: client, route: route, status: status)) {
@@ -161,7 +161,14 @@ public final class GatewayMetrics: Sendable {
     }
 
     func requestDuration(route: String, _ duration: Duration) {
-        requestHistograms[route]?.record(duration)
+        let index = switch route {
+        case "algo": 0
+        case "data": 1
+        case "manage": 2
+        case "admin": 3
+        default: 4
+        }
+        requestHistograms[index].record(duration)
     }
 
     func upstreamLatency(route: String, _ duration: Duration) {

@@ -106,8 +106,13 @@ public enum LogLineFormat: String, Sendable, CaseIterable {
     static func append(_ value: Logger.Metadata.Value, to line: inout [UInt8]) {
         switch value {
         case .string(let text): appendQuoted(text, to: &line)
-        case .stringConvertible(let number as LogNumber): line.append(contentsOf: number.description.utf8)
-        case .stringConvertible(let value): appendQuoted(value.description, to: &line)
+        case .stringConvertible(let value):
+            // A type check rather than a cast: this runs for every number of every line.
+            if type(of: value) == LogNumber.self {
+                line.append(contentsOf: value.description.utf8)
+            } else {
+                appendQuoted(value.description, to: &line)
+            }
         case .array(let values):
             line.append(UInt8(ascii: "["))
             for (index, element) in values.enumerated() {
