@@ -46,7 +46,8 @@ import Testing
         // A new version of the ConfigMap with a client added: admitted, with one reload logged.
         try config.update(["algogate.yaml": first + "\n" + watcherEntry + "\n"])
         #expect(try await eventually(within: .seconds(20)) { try await call(watcher).status == 200 }, "the added client is admitted")
-        #expect(count(reloaded) == 1)
+        // The log line is written just after the swap, by the log's own thread.
+        #expect(await eventually { count(reloaded) == 1 }, "\(pair.gateway.log)")
         #expect(pair.gateway.log.contains(#""trigger":"file changed""#), "\(pair.gateway.log)")
 
         // A version that does not load: refused once, however long it stays, and the one in force keeps serving.
@@ -64,7 +65,7 @@ import Testing
         // Put right without the client: it is refused again.
         try config.update(["algogate.yaml": first])
         #expect(try await eventually(within: .seconds(20)) { try await call(watcher).status == 401 }, "the removed client is refused")
-        #expect(count(reloaded) == 2)
+        #expect(await eventually { count(reloaded) == 2 }, "\(pair.gateway.log)")
         #expect(try await metrics().contains("algogate_config_last_reload_successful 1"))
 
         // The Secret holding the account's key, rotated: the next upstream request carries the new
@@ -75,7 +76,7 @@ import Testing
         #expect(stats["authorizations"] as? [String] == ["Simple \(Keys.upstream)", "Simple \(rotated)"].sorted())
         try key.update(["upstream-key": Keys.upstream + "\n"])
         #expect(try await eventually(within: .seconds(20)) { try await call(Keys.teamB).status == 200 }, "the key is rotated back")
-        #expect(count(reloaded) == 4)
+        #expect(await eventually { count(reloaded) == 4 }, "\(pair.gateway.log)")
 
         // A SIGHUP with the files as they are reloads once, and the watch does not load them again.
         pair.gateway.signal(SIGHUP)

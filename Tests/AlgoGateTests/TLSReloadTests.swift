@@ -88,7 +88,7 @@ import Testing
             try secret.update(["tls.crt": b.cert, "tls.key": b.key])
             #expect(await eventually(within: .seconds(20)) { await Self.handshakes(port: port, trusting: b.cert) }, "the renewed certificate is served")
             #expect(await Self.handshakes(port: port, trusting: a.cert, timeout: .seconds(1)) == false)
-            #expect(pair.gateway.log.contains(#""msg":"configuration reloaded","clients":3,"needs_restart":"none","trigger":"file changed""#),
+            #expect(await eventually { pair.gateway.log.contains(#""msg":"configuration reloaded","clients":3,"needs_restart":"none","trigger":"file changed""#) },
                     "\(pair.gateway.log)")
 
             // A certificate without its key: refused, and the one in place stays.
