@@ -5,16 +5,21 @@ import Yams
 /// Reads and validates the YAML configuration and the upstream key it points at.
 public enum ConfigLoader {
     /// A validated configuration with the upstream key it names, read from its variable or file,
-    /// and the proxy's credentials (`upstream.proxy.auth_env`), when it names them.
+    /// the proxy's credentials (`upstream.proxy.auth_env`) and the TLS certificate and key
+    /// (`server.tls`), when it names them.
     public struct Loaded: Sendable {
         public let config: GatewayConfig
         public let upstreamKey: Secret
         public var proxyAuth: ProxyCredentials?
+        /// Read and checked with the rest; nil without `server.tls` (or in a `Loaded` made by
+        /// hand, whose files `GatewayState` reads).
+        public var tls: TLSCredentials.Pair?
 
-        public init(config: GatewayConfig, upstreamKey: Secret, proxyAuth: ProxyCredentials? = nil) {
+        public init(config: GatewayConfig, upstreamKey: Secret, proxyAuth: ProxyCredentials? = nil, tls: TLSCredentials.Pair? = nil) {
             self.config = config
             self.upstreamKey = upstreamKey
             self.proxyAuth = proxyAuth
+            self.tls = tls
         }
     }
 
@@ -39,7 +44,8 @@ public enum ConfigLoader {
         let config = try decode(yaml: yaml)
         try validate(config)
         return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment),
-                      proxyAuth: try proxyCredentials(config.upstream.proxy, environment: environment))
+                      proxyAuth: try proxyCredentials(config.upstream.proxy, environment: environment),
+                      tls: try config.server.tls.map(TLSCredentials.read))
     }
 
     /// The validated configuration without its upstream key: for operator commands (cache stats,
@@ -94,7 +100,6 @@ public enum ConfigLoader {
         if let tls = config.server.tls {
             try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
             try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
-            _ = try TLSCredentials.read(tls)
         }
         if let caFile = config.upstream.caFile {
             try require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")

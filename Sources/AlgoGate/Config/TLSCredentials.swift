@@ -14,11 +14,11 @@ public final class TLSCredentials: Sendable {
 
     private let current: Mutex<Pair>
 
-    public init(_ tls: GatewayConfig.Server.TLS) throws {
-        current = Mutex(try Self.read(tls))
+    public init(_ pair: Pair) {
+        current = Mutex(pair)
     }
 
-    /// Reads both files and checks them: a PEM certificate chain, a PEM private key, and a key
+    /// Reads both files and checks them (`ConfigLoader.load`, for every load and reload): a PEM certificate chain, a PEM private key, and a key
     /// that belongs to the chain's first certificate, so that what the gateway would present is
     /// known to work before it is put in place. Throws a `ConfigError` naming the field; never
     /// any of the files' content.

@@ -30,7 +30,7 @@ public final class GatewayState: Sendable {
     public init(_ loaded: ConfigLoader.Loaded, redactor: LogRedactor? = nil) throws {
         redactor?.add(loaded.upstreamKey)
         current = Mutex(try Self.snapshot(loaded))
-        tls = try loaded.config.server.tls.map(TLSCredentials.init)
+        tls = try loaded.config.server.tls.map { settings in TLSCredentials(try loaded.tls ?? TLSCredentials.read(settings)) }
         self.redactor = redactor
     }
 
@@ -39,7 +39,7 @@ public final class GatewayState: Sendable {
     /// Replaces the configuration, and the TLS certificate and key with the files `server.tls`
     /// names now; on error the old ones stay in force.
     public func replace(with loaded: ConfigLoader.Loaded) throws {
-        let pair = try tls.flatMap { _ in try loaded.config.server.tls.map(TLSCredentials.read) }
+        let pair = try tls.flatMap { _ in try loaded.config.server.tls.map { settings in try loaded.tls ?? TLSCredentials.read(settings) } }
         let next = try Self.snapshot(loaded)
         redactor?.add(loaded.upstreamKey)
         if let pair { tls?.replace(with: pair) }
