@@ -64,7 +64,7 @@ public struct ConfigReloader: Service {
     }
 
     /// Looks at the files every `interval` and reloads once they have changed and held still for
-    /// `settle`. Reading them is cheap: a config file and a key.
+    /// `settle`. Reading them is cheap: a config file, a key, and a certificate and its key.
     func watch(every interval: Duration) async {
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
