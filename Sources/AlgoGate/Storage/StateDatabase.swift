@@ -2,7 +2,8 @@ import Foundation
 import GRDB
 
 /// The gateway's one SQLite file (`cache.path`): the response cache and the quota and usage
-/// counters, in WAL mode so reads never wait for writes. All migrations run here, in order.
+/// counters, in WAL mode so reads never wait for writes. All migrations run here, in the order they
+/// were first released.
 public enum StateDatabase {
     /// Opens (creating it and its directory when missing) and migrates the file at `path`. A file
     /// that cannot be had fails with a `ConfigError` naming `cache.path`, the path and why.
@@ -35,6 +36,7 @@ public enum StateDatabase {
         UsageSchema.register(in: &migrator)
         CacheSchema.registerLater(in: &migrator)
         UsageSchema.registerLater(in: &migrator)
+        CacheSchema.registerPurgeLog(in: &migrator)
         try migrator.migrate(pool)
         return pool
     }

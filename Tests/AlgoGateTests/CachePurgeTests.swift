@@ -1,0 +1,68 @@
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// `algogate cache purge` beside a serving gateway: two processes on one SQLite file. The purge
+/// deletes from the file; the gateway's answers held in memory must go too, or it keeps answering
+/// what the operator purged until it restarts.
+@Suite struct CachePurgeTests {
+    @Test func aPurgeFromTheCommandLineReachesTheServingGatewaysMemory() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        let gateway = TestHTTP(port: pair.gatewayPort)
+        let sim = TestHTTP(port: pair.simPort)
+        func call(_ algo: String) async throws -> TestHTTP.Reply {
+            try await gateway.send(.POST, "/v1/algo/\(algo)", headers: [("Authorization", "Simple \(Keys.teamB)"), ("Content-Type", "text/plain")], text: "purge me")
+        }
+        func upstreamCalls() async throws -> [String: Int] {
+            try await sim.send(.GET, "/__sim/stats").object["algoCalls"] as? [String: Int] ?? [:]
+        }
+        func purge(_ arguments: [String]) async throws -> ChildProcess.Outcome {
+            try await ChildProcess.run(arguments: ["cache", "purge", "--config", pair.configURL.path] + arguments)
+        }
+        /// Calls until one is a miss (the purge has reached the gateway's memory), a tenth of a
+        /// second apart; every call before it is a hit.
+        func callUntilMissed(_ algo: String) async throws -> (missed: Bool, hitsMeanwhile: Int) {
+            var hits = 0
+            let missed = try await eventually(within: .seconds(20)) {
+                let reply = try await call(algo)
+                guard reply.header("X-Cache") == "HIT" else {
+                    #expect(reply.status == 200 && reply.header("Cache-Status") == "algogate; fwd=miss; stored", "\(reply.headers)")
+                    return true
+                }
+                hits += 1
+                try await Task.sleep(for: .milliseconds(100))
+                return false
+            }
+            return (missed, hits)
+        }
+
+        for algo in ["demo/Hello/0.1.0", "util/Echo/1.0.0"] {
+            #expect(try await call(algo).header("X-Cache") == "MISS")
+            let hit = try await call(algo)
+            #expect(hit.status == 200 && hit.header("X-Cache") == "HIT")
+            #expect(hit.header("Cache-Status")?.hasPrefix("algogate; hit; ttl=") == true)
+        }
+        #expect(try await upstreamCalls() == ["demo/Hello/0.1.0": 1, "util/Echo/1.0.0": 1])
+
+        // One algorithm: its answer leaves the gateway's memory, the other's stays.
+        let one = try await purge(["--algo", "demo/Hello"])
+        #expect(one.termination == .exited(0))
+        #expect(one.log == "purged 1 entry of demo/Hello\na gateway serving from this file stops answering them from its memory within a second\n",
+                "\(one.log)")
+        let helloAfter = try await callUntilMissed("demo/Hello/0.1.0")
+        #expect(helloAfter.missed, "the gateway still answers the purged entry from memory (\(helloAfter.hitsMeanwhile) hits since)")
+        #expect(try await call("util/Echo/1.0.0").header("X-Cache") == "HIT", "an entry the purge did not name stays")
+        #expect(try await upstreamCalls() == ["demo/Hello/0.1.0": 2, "util/Echo/1.0.0": 1])
+
+        // Everything.
+        let all = try await purge([])
+        #expect(all.termination == .exited(0))
+        #expect(all.log.hasPrefix("purged 2 entries\n"), "\(all.log)")
+        for algo in ["demo/Hello/0.1.0", "util/Echo/1.0.0"] {
+            #expect(try await callUntilMissed(algo).missed, "\(algo) is still answered from memory")
+        }
+        #expect(try await upstreamCalls() == ["demo/Hello/0.1.0": 3, "util/Echo/1.0.0": 2])
+        #expect(try await call("demo/Hello/0.1.0").header("X-Cache") == "HIT", "answers stored after the purge are hits again")
+    }
+}
