@@ -27,6 +27,23 @@ import Testing
         }
     }
 
+    /// A method the data API does not take is not the gateway's to judge: it is forwarded (with
+    /// the write scope, as every method but GET and HEAD) and the upstream's 405 comes back as
+    /// it was sent, `Allow` included. A client without the write scope is refused first.
+    @Test func aMethodTheUpstreamDoesNotTakeComesBackAsItAnswered() async throws {
+        try await GatewayHarness.run { h in
+            let reply = try await h.gateway.send(.OPTIONS, "/v1/data/.my/team-a/x", headers: simple(Keys.teamA))
+            #expect(reply.status == 405)
+            #expect(reply.header("Allow") == "GET, HEAD, PUT, POST, PATCH, DELETE")
+            #expect(reply.text == #"{"error":{"error_type":"InputError","message":"method OPTIONS is not supported on data paths"}}"#)
+            #expect(h.simulator.stats.snapshot.requestsByClass == ["data": 1])
+            let reader = try await h.gateway.send(.OPTIONS, "/v1/data/.my/team-a/x", headers: simple(Keys.reader))
+            #expect(reader.status == 403)
+            #expect(reader.text == #"{"error":{"error_type":"PermissionDenied","message":"client 'reader' lacks the 'data:write' scope for OPTIONS data requests"}}"#)
+            #expect(h.simulator.stats.snapshot.requestsByClass == ["data": 1])
+        }
+    }
+
     /// A client whose base address ends with a slash sends `//v1/...`: the leading slashes are
     /// read as one, for the checks and the upstream alike.
     @Test func pathsWithDoubledLeadingSlashesAreReadAsOne() async throws {

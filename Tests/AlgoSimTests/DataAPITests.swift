@@ -47,6 +47,24 @@ import Testing
         }
     }
 
+    /// A method neither API takes is a 405 in the usual envelope, naming the methods that are
+    /// taken (RFC 9110 §15.5.6).
+    @Test func anUnsupportedMethodIs405NamingTheMethodsTaken() async throws {
+        try await withSimulator { http, _ in
+            let data = try await http.send(.OPTIONS, "/v1/data/.my/reports", headers: auth)
+            #expect(data.status == 405)
+            #expect(data.header("Allow") == "GET, HEAD, PUT, POST, PATCH, DELETE")
+            #expect(canonicalJSON(data.json) == canonicalJSON(literal:
+                #"{"error":{"message":"method OPTIONS is not supported on data paths","error_type":"InputError"}}"#))
+            let connector = try await http.send(.TRACE, "/v1/connector/s3/bucket/key", headers: auth)
+            #expect(connector.status == 405 && connector.header("Allow") == "GET, HEAD, PUT, POST, PATCH, DELETE")
+            let algo = try await http.send(.GET, "/v1/algo/demo/Hello/0.1.0", headers: auth)
+            #expect(algo.status == 405)
+            #expect(algo.header("Allow") == "POST")
+            #expect(canonicalJSON(algo.json) == canonicalJSON(literal: #"{"error":{"message":"algorithms are called with POST","error_type":"InputError"}}"#))
+        }
+    }
+
     @Test func listingsPaginateWithAMarker() async throws {
         try await withSimulator(pageSize: 2) { http, _ in
             _ = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "many"])

@@ -22,7 +22,7 @@ struct AlgoRoutes: Sendable {
             throw SimError.notFound("algorithm algo://\(path) not found")
         }
         guard request.method == .post else {
-            throw SimError(.methodNotAllowed, "algorithms are called with POST")
+            throw SimError.methodNotAllowed("algorithms are called with POST", allow: [.post])
         }
         let (owner, name) = (segments[0], segments[1])
         let versionText = segments.count == 3 ? segments[2] : nil

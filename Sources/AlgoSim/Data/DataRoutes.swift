@@ -18,7 +18,8 @@ struct DataRoutes: Sendable {
         case .post: return try await createDirectory(request, context: context, parent: path)
         case .patch: return try await updatePermissions(request, context: context, path: path)
         case .delete: return try delete(request, path: path)
-        default: throw SimError(.methodNotAllowed, "method \(request.method) is not supported on data paths")
+        default: throw SimError.methodNotAllowed("method \(request.method) is not supported on data paths",
+                                                 allow: [.get, .head, .put, .post, .patch, .delete])
         }
     }
 

@@ -14,18 +14,23 @@ public struct SimError: HTTPResponseError {
     public let message: String
     public let errorType: String?
     public let envelope: Envelope
+    /// The methods a 405 names in `Allow` (RFC 9110 §15.5.6).
+    public let allow: [HTTPRequest.Method]
 
-    public init(_ status: HTTPResponse.Status, _ message: String, errorType: String? = nil, envelope: Envelope = .api) {
+    public init(_ status: HTTPResponse.Status, _ message: String, errorType: String? = nil, envelope: Envelope = .api,
+                allow: [HTTPRequest.Method] = []) {
         self.status = status
         self.message = message
         self.errorType = errorType
         self.envelope = envelope
+        self.allow = allow
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         // The official clients read HEAD failures from this header, since HEAD has no body.
         if request.method == .head { headers[SimHeaders.errorMessage] = message }
+        if !allow.isEmpty { headers[.allow] = allow.map(\.rawValue).joined(separator: ", ") }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
@@ -44,6 +49,9 @@ public struct SimError: HTTPResponseError {
 
     static func notFound(_ message: String) -> SimError { SimError(.notFound, message, errorType: "EntityNotFoundError") }
     static func badRequest(_ message: String) -> SimError { SimError(.badRequest, message, errorType: "InputError") }
+    static func methodNotAllowed(_ message: String, allow: [HTTPRequest.Method]) -> SimError {
+        SimError(.methodNotAllowed, message, errorType: "InputError", allow: allow)
+    }
 }
 
 enum SimHeaders {
