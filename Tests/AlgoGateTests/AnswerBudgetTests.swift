@@ -361,13 +361,17 @@ import Testing
     /// when the last lease goes; entries under `AnswerRoom.from` take no lease.
     @Test func everyWayALargeEntryLeavesTheTierCountsItWhileLeased() {
         let budget = MemoryBudget()
-        let tier = HotTier(capacity: 1_000_000)
+        let tier = HotTier(capacity: 600_000)
         tier.countSendsOfLeavingEntries(in: budget)
         let answer = { (size: Int) in
             CachedAnswer(algo: "o/n/1.0.0", status: 200, contentType: "application/json",
                          body: ByteBuffer(repeating: UInt8(ascii: "x"), count: size), createdAt: 0, expiresAt: 1e12)
         }
-        tier.put("a", answer(200_000))
+        // A power of two: an entry's storage is its length; `counted` is what the tier counts of it.
+        let size = 131_072
+        let counted = HotTier.residentBytes(key: "a", answer(size))
+        #expect(counted == size + "a".utf8.count + "o/n/1.0.0".utf8.count + "application/json".utf8.count + HotTier.entryOverhead)
+        tier.put("a", answer(size))
         // Hits being sent, each holding its answer and so its lease; a hit is done when it goes.
         var sending: [String: CachedAnswer] = [:]
         // Two hits on "a"; then five more entries push the tier over, and "a", least recently
@@ -375,34 +379,34 @@ import Testing
         sending["a1"] = tier.get("a")
         sending["a2"] = tier.get("a")
         #expect(tier.leases == 2)
-        for key in ["b", "c", "d", "e", "f"] { tier.put(key, answer(200_000)) }
+        for key in ["b", "c", "d", "e", "f"] { tier.put(key, answer(size)) }
         #expect(tier.get("a") == nil)
-        #expect(budget.held == 200_000)
+        #expect(budget.held == counted)
         sending["a1"] = nil
-        #expect(budget.held == 200_000)
+        #expect(budget.held == counted)
         sending["a2"] = nil
         #expect(budget.held == 0)
 
         sending["f"] = tier.get("f")
-        tier.put("f", answer(200_000))
-        #expect(budget.held == 200_000)
+        tier.put("f", answer(size))
+        #expect(budget.held == counted)
         sending["f"] = nil
         #expect(budget.held == 0)
 
         sending["e"] = tier.get("e")
         tier.remove { key, _ in key == "e" }
-        #expect(budget.held == 200_000)
+        #expect(budget.held == counted)
         sending["f"] = tier.get("f")
         tier.removeAll()
-        #expect(budget.held == 400_000)
+        #expect(budget.held == 2 * counted)
         sending["e"] = nil
-        #expect(budget.held == 200_000)
+        #expect(budget.held == counted)
         sending["f"] = nil
         #expect(budget.held == 0)
         // Left while nobody sent it: nothing to count.
-        tier.put("g", answer(200_000))
+        tier.put("g", answer(size))
         tier.removeAll()
-        #expect(budget.held == 0 && budget.peak == 400_000)
+        #expect(budget.held == 0 && budget.peak == 2 * counted)
 
         tier.put("small", answer(AnswerRoom.from - 1))
         #expect(tier.get("small")?.lease == nil)

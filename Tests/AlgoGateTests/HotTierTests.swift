@@ -1,0 +1,67 @@
+@testable import AlgoGate
+import AlgoTestSupport
+import NIOCore
+import Testing
+
+/// The hot tier's bound is on what its entries hold in memory: buffers of their own, counted as
+/// allocated, with each entry's fixed costs. Counted by answer lengths, a full tier of small
+/// answers, or of answers stored compressed, held four times its bound and more.
+@Suite struct HotTierTests {
+    /// A slice of a larger buffer (as an answer read from a socket is) is copied into storage of
+    /// its own, and the tier counts what the entry holds, never more in all than its bound.
+    @Test func entriesHoldBuffersOfTheirOwnAndAreCountedAsHeld() {
+        let tier = HotTier(capacity: 1 << 20)
+        let readBuffer = ByteBuffer(repeating: UInt8(ascii: "x"), count: 65_536)
+        let answer = CachedAnswer(algo: "util/Echo/1.0.0", status: 200, contentType: "application/json",
+                                  body: readBuffer.getSlice(at: 100, length: 2_000)!, gzipBody: readBuffer.getSlice(at: 0, length: 90)!,
+                                  createdAt: 0, expiresAt: 1e12)
+        #expect(answer.body.storageCapacity == 65_536)
+        tier.put("k", answer)
+        let held = try! #require(tier.get("k"))
+        #expect(held.body == answer.body && held.gzipBody == answer.gzipBody)
+        #expect(held.body.storageCapacity == 2_048 && held.gzipBody?.storageCapacity == 128)
+        let counted = 2_048 + 128 + "k".utf8.count + "util/Echo/1.0.0".utf8.count + "application/json".utf8.count + HotTier.entryOverhead
+        #expect(HotTier.residentBytes(key: "k", answer) == counted)
+        #expect(tier.bytes == counted)
+
+        // A buffer that is its own already is kept as it is.
+        let own = ByteBuffer(repeating: UInt8(ascii: "y"), count: 3_000)
+        tier.put("own", CachedAnswer(algo: "a/b/1.0.0", status: 200, contentType: "text/plain", body: own, createdAt: 0, expiresAt: 1e12))
+        #expect(tier.get("own")?.body.storageCapacity == 4_096)
+
+        // Many small answers: the count stays within the bound, and with the entries' fixed
+        // costs counted, far fewer fit than their lengths alone would let in.
+        for index in 0..<20_000 {
+            let key = "key-\(index)"
+            let body = readBuffer.getSlice(at: 0, length: 80)!
+            tier.put(key, CachedAnswer(algo: "util/Echo/1.0.0", status: 200, contentType: "application/json", body: body, createdAt: 0, expiresAt: 1e12))
+            #expect(tier.bytes <= 1 << 20)
+        }
+        #expect(tier.count < (1 << 20) / (128 + HotTier.entryOverhead), "\(tier.count) entries of 80 bytes in 1 MiB")
+        #expect(tier.count > (1 << 20) * 3 / 4 / (128 + 40 + HotTier.entryOverhead))
+        #expect(HotTier.storage(1) == 1 && HotTier.storage(2_048) == 2_048 && HotTier.storage(2_049) == 4_096 && HotTier.storage(0) == 0)
+        // A block of 1 MiB or more is mapped on its own: its written pages count.
+        #expect(HotTier.storage(524_288) == 524_288 && HotTier.storage(600_000) == 602_112 && HotTier.storage(12_000_000) == 12_001_280)
+    }
+
+    /// Through the gateway: the answers a miss puts in the tier (read from the upstream, and the
+    /// gzip copy the cache stores) hold storage of their own, sized to them.
+    @Test func answersStoredByAMissHoldStorageSizedToThem() async throws {
+        try await GatewayHarness.run { h in
+            for input in ["small", String(repeating: "compressible ", count: 300)] {
+                let miss = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, text: input)
+                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+                let hit = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, text: input)
+                #expect(hit.header("X-Cache") == "HIT" && hit.body == miss.body)
+            }
+            let tier = try #require(h.app.cache?.hot)
+            let answers = tier.heldAnswers
+            #expect(answers.count == 2)
+            #expect(answers.contains { $0.gzipBody != nil }, "the large answer was stored compressed")
+            for answer in answers {
+                #expect(answer.body.storageCapacity == HotTier.storage(answer.body.readableBytes))
+                if let gzip = answer.gzipBody { #expect(gzip.storageCapacity == HotTier.storage(gzip.readableBytes)) }
+            }
+        }
+    }
+}
