@@ -17,12 +17,17 @@ import Testing
         let cachePath = pair.work.appendingPathComponent("cache.sqlite").path
         let config = pair.configURL
 
-        // Distinct calls with 64 kB answers, eight at a time, until the gateway is killed.
+        // Distinct calls with 64 kB answers, eight at a time, until the gateway is killed. The
+        // workers stop sending before the kill: once the gateway has died its port is free, and
+        // a gateway another test starts meanwhile may be given it, and it knows team-b too (a run
+        // of the whole suite once saw another test's simulator get eight calls more than its
+        // own: one a worker).
+        let killing = Latch()
         let load = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<8 {
                     group.addTask {
-                        for index in 0..<10_000 {
+                        for index in 0..<10_000 where !killing.isOpen {
                             var request = HTTPClientRequest(url: "http://127.0.0.1:\(gatewayPort)/v1/algo/util/Echo/1.0.0")
                             request.method = .POST
                             request.headers.add(name: "Authorization", value: "Simple \(Keys.teamB)")
@@ -50,6 +55,7 @@ import Testing
             try? pool.close()
         }
         #expect(stored >= 20, "the gateway stored only \(stored) entries in 60 s")
+        killing.open()
         gateway.signal(SIGKILL)
         await gateway.exited()
         load.cancel()

@@ -105,7 +105,7 @@ import Testing
             try await serving.flush(now: now)
             #expect(serving.hot.bytes == 0)
             // A purge is kept an hour for the processes that look every second, then forgotten.
-            try await serving.flush(now: now + ResponseCache.purgeLogSeconds + 1)
+            try await serving.flush(now: Date().timeIntervalSince1970 + ResponseCache.purgeLogSeconds + 1)
             #expect(try await serving.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM cache_purge") } == 0)
             try serving.pool.close()
             try beside.pool.close()
