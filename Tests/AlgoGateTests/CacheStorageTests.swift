@@ -138,9 +138,9 @@ import Testing
                 try await before.store(key: "k\(index)", algo: "a/x/1.0.0", status: 200, contentType: "application/json",
                                        body: body, ttlSeconds: 3600, now: now + Double(index))
             }
-            // Restarted with a bound of 3 MiB.
+            // Restarted with a bound of three entries: 3 MiB, and what each is counted besides.
             var lowered = settings
-            lowered.maxBytes = 3 << 20
+            lowered.maxBytes = 3 << 20 + 3 * ResponseCache.entryOverhead
             let cache = ResponseCache(pool: pool, settings: lowered, deleteBatchBytes: 2 << 20)
             let commits = DeletingCommits()
             try await pool.write { db in db.add(transactionObserver: commits, extent: .databaseLifetime) }

@@ -425,15 +425,16 @@ import Testing
     }
 
     @Test func leastRecentlyUsedEntriesAreEvictedUnderMaxBytes() async throws {
-        // ~1.1 kB answers, stored uncompressed, in a 4 kB cache: three fit.
-        try await GatewayHarness.run(cacheYAML: "max_bytes: 4000\n  memory_bytes: 0", extraYAML: "compression: {min_bytes: 100000}") { h in
+        // ~1.1 kB answers, stored uncompressed, each counted with `entryOverhead` (400 bytes)
+        // besides, in a 4.6 kB cache: three fit.
+        try await GatewayHarness.run(cacheYAML: "max_bytes: 4600\n  memory_bytes: 0", extraYAML: "compression: {min_bytes: 100000}") { h in
             for index in 0..<6 {
                 let reply = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: String(1000 + index), headers: jsonType)
                 #expect(reply.header("Cache-Status") == "algogate; fwd=miss; stored")
             }
             let stats = try await h.gateway.send(.GET, "/_admin/cache", headers: simple(Keys.admin))
             #expect(stats.object["entries"] as? Int == 3)
-            #expect((stats.object["bytes"] as? Int ?? .max) <= 4000)
+            #expect((stats.object["bytes"] as? Int ?? .max) + 3 * ResponseCache.entryOverhead <= 4600)
             let newest = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "1005", headers: jsonType)
             #expect(newest.header("X-Cache") == "HIT")
             let oldest = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "1000", headers: jsonType)
