@@ -8,6 +8,19 @@ import Testing
 /// The state file's schema moves forward with the code: a file written by an earlier release
 /// opens, and keeps what it holds.
 @Suite struct SchemaTests {
+    /// A state file as a release before this one left it: the first `releasedSteps` of the
+    /// schema's registration steps, in the order `StateDatabase` runs them.
+    static func stateFile(at path: String, releasedSteps: Int) throws -> DatabasePool {
+        let steps: [(inout DatabaseMigrator) -> Void] = [
+            CacheSchema.register, UsageSchema.register, CacheSchema.registerLater, UsageSchema.registerLater, CacheSchema.registerPurgeLog,
+        ]
+        let pool = try DatabasePool(path: path)
+        var migrator = DatabaseMigrator()
+        for step in steps.prefix(releasedSteps) { step(&migrator) }
+        try migrator.migrate(pool)
+        return pool
+    }
+
     /// A file from before entries recorded their plain size opens with every entry kept: a plain
     /// entry's plain size is its stored size, and a compressed entry is read as before (its room
     /// is held at the most it could be until it has been inflated).
@@ -18,11 +31,7 @@ import Testing
             let gzip = try Deflater.compress(answer, coding: .gzip, level: 6)
             do {
                 // The schema as the release before this one left it.
-                let old = try DatabasePool(path: path)
-                var migrator = DatabaseMigrator()
-                CacheSchema.register(in: &migrator)
-                UsageSchema.register(in: &migrator)
-                try migrator.migrate(old)
+                let old = try Self.stateFile(at: path, releasedSteps: 2)
                 try await old.write { db in
                     for (key, encoding, body) in [("plain", "identity", answer), ("packed", "gzip", gzip)] {
                         try db.execute(sql: """
@@ -64,13 +73,7 @@ import Testing
             let path = directory.appendingPathComponent("state.sqlite").path
             let answer = ByteBuffer(string: #"{"result":"kept"}"#)
             do {
-                let old = try DatabasePool(path: path)
-                var migrator = DatabaseMigrator()
-                CacheSchema.register(in: &migrator)
-                UsageSchema.register(in: &migrator)
-                CacheSchema.registerLater(in: &migrator)
-                UsageSchema.registerLater(in: &migrator)
-                try migrator.migrate(old)
+                let old = try Self.stateFile(at: path, releasedSteps: 4)
                 try await old.write { db in
                     try db.execute(sql: """
                         INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256,
@@ -118,12 +121,7 @@ import Testing
         try await withTemporaryDirectory("schema-minutes") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
             do {
-                let old = try DatabasePool(path: path)
-                var migrator = DatabaseMigrator()
-                CacheSchema.register(in: &migrator)
-                UsageSchema.register(in: &migrator)
-                CacheSchema.registerLater(in: &migrator)
-                try migrator.migrate(old)
+                let old = try Self.stateFile(at: path, releasedSteps: 3)
                 try await old.write { db in
                     try db.execute(sql: "INSERT INTO usage_day (client, day, requests, bytes_in) VALUES ('team-b', 20833, 7, 21)")
                 }
