@@ -233,7 +233,7 @@ public final class ResponseCache: Sendable {
     }
 
     /// How much one transaction of a purge, an expiry or an eviction removes at most: 8 MiB of
-    /// bodies, or 2,048 entries.
+    /// entries as `max_bytes` counts them (bodies and `entryOverhead` each), or 2,048 entries.
     /// SQLite frees a body page by page (about 15 s a GiB here, measured with 100,000 entries of
     /// 10 kB), and a writer in another process waits for the lock only `StateDatabase`'s busy
     /// timeout (5 s) before it fails: a purge of a full 1 GiB cache in one transaction, run with
