@@ -8,15 +8,12 @@ import Testing
 /// The state file's schema moves forward with the code: a file written by an earlier release
 /// opens, and keeps what it holds.
 @Suite struct SchemaTests {
-    /// A state file as a release before this one left it: the first `releasedSteps` of the
-    /// schema's registration steps, in the order `StateDatabase` runs them.
+    /// A state file as a release before this one left it: the first `releasedSteps` of
+    /// `StateDatabase`'s migration steps.
     static func stateFile(at path: String, releasedSteps: Int) throws -> DatabasePool {
-        let steps: [(inout DatabaseMigrator) -> Void] = [
-            CacheSchema.register, UsageSchema.register, CacheSchema.registerLater, UsageSchema.registerLater, CacheSchema.registerPurgeLog,
-        ]
         let pool = try DatabasePool(path: path)
         var migrator = DatabaseMigrator()
-        for step in steps.prefix(releasedSteps) { step(&migrator) }
+        for step in StateDatabase.schemaSteps.prefix(releasedSteps) { step(&migrator) }
         try migrator.migrate(pool)
         return pool
     }

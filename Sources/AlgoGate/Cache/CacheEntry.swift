@@ -34,7 +34,7 @@ struct CacheEntry: Codable, Sendable, FetchableRecord, PersistableRecord {
 
 /// The cache's tables, as named, append-only migrations.
 enum CacheSchema {
-    /// Migrations after the usage table's (`StateDatabase` registers them in that order).
+    /// Migrations after the usage table's (`StateDatabase.schemaSteps` registers them in that order).
     static func registerLater(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v3: cache entries' plain size") { db in
             try db.execute(sql: """
@@ -44,7 +44,7 @@ enum CacheSchema {
         }
     }
 
-    /// After the usage table's later migrations (`StateDatabase` registers them in that order).
+    /// After the usage table's later migrations (`StateDatabase.schemaSteps` registers them in that order).
     static func registerPurgeLog(in migrator: inout DatabaseMigrator) {
         // Each purge, so that other processes on the file (a serving gateway, when the purge is
         // `algogate cache purge`) drop what it deleted from their hot tiers (`ResponseCache.flush`).

@@ -8,9 +8,9 @@ import Synchronization
 /// buffers are copied into storage of their own when they are slices of larger ones (the gzip
 /// copy the cache stores is a slice of zlib's worst-case output buffer: 112 bytes of a 2 kB
 /// answer held 4 kB), and counted as NIO allocates them, in powers of two, with the entry's key,
-/// fields and slot besides (`residentBytes`). Counted by answer lengths, a full
-/// tier grew the gateway by 4.1 times its bound with 170-byte answers and 4.5 times with 2 kB
-/// ones; counted so, by 0.9 and 1.0 to 1.1 times (`Benchmarks/hottier.sh`).
+/// fields and slot besides (`residentBytes`). Counted by answer lengths, a full tier grew the
+/// gateway by 4.1 times its bound with 170-byte answers and 4.5 times with 2 kB ones; counted
+/// so, by 0.9 and 1.0 to 1.1 times (`Benchmarks/hottier.sh`).
 ///
 /// A hit sends the bytes the tier holds and holds no room of its own under
 /// `limits.max_buffered_answer_bytes`, so a hit from memory never waits. An entry that leaves the

@@ -32,14 +32,16 @@ public enum StateDatabase {
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
-        CacheSchema.register(in: &migrator)
-        UsageSchema.register(in: &migrator)
-        CacheSchema.registerLater(in: &migrator)
-        UsageSchema.registerLater(in: &migrator)
-        CacheSchema.registerPurgeLog(in: &migrator)
+        for step in schemaSteps { step(&migrator) }
         try migrator.migrate(pool)
         return pool
     }
+
+    /// The schema's migrations, registered in the order they were first released (the tests make
+    /// files as earlier releases left them from the first few).
+    static let schemaSteps: [@Sendable (inout DatabaseMigrator) -> Void] = [
+        CacheSchema.register, UsageSchema.register, CacheSchema.registerLater, UsageSchema.registerLater, CacheSchema.registerPurgeLog,
+    ]
 
     /// Why the file at `path` could not serve as the gateway's state file, found without creating
     /// or changing anything (`check-config`); nil when it could. An existing file must be a SQLite
