@@ -16,13 +16,14 @@ median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 rss_mib() { awk '/^VmHWM:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 
 # start_pair [extra gateway YAML]: the simulator and a gateway in front of it (client key $CLIENT_KEY).
-# CLIENT_SCOPES (default "algo") and CACHE_OPTIONS (more fields of the cache block) shape it.
+# CLIENT_SCOPES (default "algo"), SERVER_OPTIONS and CACHE_OPTIONS (more fields of the server and
+# cache blocks) shape it.
 start_pair() {
   SIM_KEY="bench-upstream-$RANDOM$RANDOM"; CLIENT_KEY="bench-client-$RANDOM$RANDOM"
   SIM_PORT=$(free_port); GW_PORT=$(free_port)
   "$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" >"$WORK/sim.log" 2>&1 & PIDS+=($!); SIM_PID=$!
   cat >"$WORK/gateway.yaml" <<YAML
-server: {host: 127.0.0.1, port: $GW_PORT}
+server: {host: 127.0.0.1, port: $GW_PORT${SERVER_OPTIONS:+, $SERVER_OPTIONS}}
 upstream: {url: "http://127.0.0.1:$SIM_PORT", key_env: BENCH_UPSTREAM_KEY}
 cache: {path: $WORK/cache.sqlite${CACHE_OPTIONS:+, $CACHE_OPTIONS}}
 clients:

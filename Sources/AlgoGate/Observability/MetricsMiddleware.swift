@@ -8,12 +8,18 @@ struct MetricsMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let response = try await next(request, context)
+        counting(response, context: context)
+        return response
+    }
+
+    /// Not inlined into `handle` (see `CacheMiddleware.handle`).
+    @inline(never)
+    private func counting(_ response: Response, context: Context) {
         let cacheResult = Self.cacheResult(response.headers)
         let metrics = metrics
         context.facts.onCompletion { completion in
             Self.count(completion, cacheResult: cacheResult, in: metrics)
         }
-        return response
     }
 
     /// The `algogate_cache_requests_total` result an answer counts under, from its cache headers.

@@ -26,7 +26,16 @@ struct RequestLogMiddleware: RouterMiddleware {
             bytesIn.add(buffer.readableBytes)
             return buffer
         })
-        var response = try await next(request, context)
+        let response = try await next(request, context)
+        return logging(response, to: request, context: context, started: started, bytesIn: bytesIn)
+    }
+
+    /// `response`, logged now or once it has been sent. Not inlined into `handle`, whose frame
+    /// would otherwise hold all of this while the request waits (see `CacheMiddleware.handle`).
+    @inline(never)
+    private func logging(_ response: Response, to request: Request, context: Context, started: ContinuousClock.Instant,
+                         bytesIn: ByteCounter) -> Response {
+        var response = response
         let status = response.status.code
         let logger = logger
         let requestID = context.requestID

@@ -15,6 +15,17 @@ struct AlgoInputMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo = context.route else { return try await next(request, context) }
+        let (request, held) = try await read(request, context: context)
+        defer { budget.release(held) }
+        return try await next(request, context)
+    }
+
+    /// The request with its input read (and inflated, and checked), and the bytes it holds in
+    /// the budget, for the caller to release once the answer is ready. Not inlined into `handle`,
+    /// whose frame would otherwise hold all of this while the call waits (see
+    /// `CacheMiddleware.handle`).
+    @inline(never)
+    private func read(_ request: Request, context: Context) async throws -> (Request, held: Int) {
         // The method first: a call that is not a POST is refused the same way for every client,
         // whatever its input (and before the quota step counts it).
         guard request.method == .post else {
@@ -39,7 +50,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
                                             busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
                                                                message: "the algorithm inputs the gateway holds in memory are at their limit (limits.max_buffered_bytes), and this one did not fit within \(timeout.components.seconds) s; retry shortly",
                                                                headers: [.retryAfter: "1"]))
-        defer { budget.release(held) }
+        var handedOver = false
+        defer { if !handedOver { budget.release(held) } }
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
@@ -70,7 +82,8 @@ struct AlgoInputMiddleware: RouterMiddleware {
             held = body.readableBytes
         }
         request.body = .init(buffer: body)
-        return try await next(request, context)
+        handedOver = true
+        return (request, held)
     }
 
     /// Keeps the data URIs in a (plain) input within the client's `data_prefixes`, if it has any.

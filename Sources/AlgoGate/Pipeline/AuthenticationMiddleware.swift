@@ -12,11 +12,21 @@ struct AuthenticationMiddleware: RouterMiddleware {
     static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try authenticate(request, context: context)
+        return try await next(request, context)
+    }
+
+    /// Sets `context.client`, or throws the refusal; open routes pass with no client. Kept out of
+    /// `handle` (`@inline(never)`): what an async function holds goes in its frame, allocated for
+    /// every request that passes through it, and a synchronous function's stays on the thread's
+    /// stack (see `Benchmarks/inflight.sh`).
+    @inline(never)
+    func authenticate(_ request: Request, context: Context) throws {
         // Refused before credentials: a client that takes the gateway for a proxy sends none.
         if request.method == .connect || request.method == .trace { throw GatewayError.unsupported(request.method) }
         let path = request.uri.path
         let keyedMetrics = path == "/metrics" && metricsNeedKey()
-        guard !Self.openPaths.contains(path) || keyedMetrics else { return try await next(request, context) }
+        guard !Self.openPaths.contains(path) || keyedMetrics else { return }
         guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") || keyedMetrics else {
             throw GatewayError.notFound("no such endpoint: \(path)")
         }
@@ -24,12 +34,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard let client = registry().client(for: key) else {
             throw GatewayError.unauthorized("authorization failed: unknown algogate key")
         }
+        context.client = client
         // A browser names the page's origin: the key must be one for that site (`cors_origins`).
         if let origin = request.headers[.origin], !client.corsOrigins.permits(origin) {
-            context.client = client
             throw GatewayError.forbidden("client '\(client.name)' may not be used from the web page at \(origin): its cors_origins do not list it")
         }
-        context.client = client
-        return try await next(request, context)
     }
 }

@@ -13,29 +13,45 @@ struct AuthorizationMiddleware: RouterMiddleware {
     static let maxCreateBody = 64 * 1024
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let client = context.client, let route = try RouteClass.classify(path: request.uri.path) else {
+        switch try Self.grant(request, context: context) {
+        case .granted:
+            return try await next(request, context)
+        case .directoryCreate(let uri, let prefixes, let client):
+            return try await next(try await Self.checkDirectoryCreate(request, in: uri, prefixes: prefixes, client: client), context)
+        case .management(let algorithms, let client):
+            var request = request
+            try await Self.checkManagement(&request, client: client, algorithms: algorithms)
             return try await next(request, context)
         }
+    }
+
+    /// What is left to check once the request's head has been: the two checks that read the
+    /// body have their own functions, so that the frame of `handle`, held while the request
+    /// waits, holds none of this (see `CacheMiddleware.handle`).
+    enum Grant {
+        case granted
+        /// A POST to a data directory of a client with `data_prefixes`: the directory it makes.
+        case directoryCreate(DataURI, prefixes: [DataURI], client: String)
+        /// A management request of a client limited to some algorithms.
+        case management(algorithms: [AlgorithmPattern], client: String)
+    }
+
+    /// Classifies the request (setting `context.route`) and checks what its head shows: refused
+    /// here, granted, or granted once its body has been checked.
+    @inline(never)
+    static func grant(_ request: Request, context: Context) throws -> Grant {
+        guard let client = context.client, let route = try RouteClass.classify(path: request.uri.path) else { return .granted }
         context.route = route
-        if let refusal = Self.overrideRefusal(request.headers, query: request.uri.query, method: request.method) { throw refusal }
+        if let refusal = overrideRefusal(request.headers, query: request.uri.query, method: request.method) { throw refusal }
         let scope = route.requiredScope(for: request.method)
         guard client.scopes.contains(scope) else {
             throw GatewayError.forbidden("client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests")
         }
-        var request = request
         if case .data(let uri, _) = route, let prefixes = client.dataPrefixes {
-            var target = uri
-            if request.method == .post {
-                // Creating a directory is a POST to its parent: authorise the directory being made.
-                let body = try await request.body.collect(upTo: Self.maxCreateBody)
-                guard let object = JSON.object(body), let name = object["name"] as? String else {
-                    throw GatewayError.badRequest("a POST to a data directory must be {\"name\": ..., \"acl\": ...}")
-                }
-                target = try uri.appending(name)
-                request = try Self.carrying(object, request)
-            }
-            guard prefixes.contains(where: target.isWithin) else {
-                throw GatewayError.forbidden("client '\(client.name)' may not access \(target): outside its data prefixes")
+            // Creating a directory is a POST to its parent: authorise the directory being made.
+            if request.method == .post { return .directoryCreate(uri, prefixes: prefixes, client: client.name) }
+            guard prefixes.contains(where: uri.isWithin) else {
+                throw GatewayError.forbidden("client '\(client.name)' may not access \(uri): outside its data prefixes")
             }
         }
         if let algorithms = client.algorithms {
@@ -45,12 +61,27 @@ struct AuthorizationMiddleware: RouterMiddleware {
                     throw GatewayError.forbidden("client '\(client.name)' may not call \(ref.owner)/\(ref.name): not among its algorithms")
                 }
             case .manage:
-                try await Self.checkManagement(&request, client: client.name, algorithms: algorithms)
+                return .management(algorithms: algorithms, client: client.name)
             case .data, .admin:
                 break
             }
         }
-        return try await next(request, context)
+        return .granted
+    }
+
+    /// A directory create (a POST to its parent, `uri`, with `{"name": ...}`), checked for the
+    /// directory it makes; the request as it goes on, carrying the body that was checked.
+    @inline(never)
+    static func checkDirectoryCreate(_ request: Request, in uri: DataURI, prefixes: [DataURI], client: String) async throws -> Request {
+        let body = try await request.body.collect(upTo: maxCreateBody)
+        guard let object = JSON.object(body), let name = object["name"] as? String else {
+            throw GatewayError.badRequest("a POST to a data directory must be {\"name\": ..., \"acl\": ...}")
+        }
+        let target = try uri.appending(name)
+        guard prefixes.contains(where: target.isWithin) else {
+            throw GatewayError.forbidden("client '\(client)' may not access \(target): outside its data prefixes")
+        }
+        return try carrying(object, request)
     }
 
     /// The 400 for a request carrying what some servers take for its method or its path instead of
@@ -109,6 +140,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
     /// must name one of them; creating one (a POST to `/v1/algorithms/{owner}` with its `name` in
     /// the body) must make one of them; other owner-wide requests need `owner/*`. Paths whose
     /// segments are not plain names cannot be checked and are refused.
+    @inline(never)
     static func checkManagement(_ request: inout Request, client: String, algorithms: [AlgorithmPattern]) async throws {
         var segments = (request.uri.path.dropPrefix("/v1/algorithms/") ?? "").split(separator: "/", omittingEmptySubsequences: false)
         if segments.last == "" { segments.removeLast() }

@@ -88,8 +88,9 @@ final class ClientDeparture: Sendable {
     /// collapsed waiters, is not given up when its client goes), and when the deadline it sets
     /// on its `CallWatch` passes first. Then throws `GatewayError.clientClosedRequest`, which
     /// only the log line and metrics see, or the failure the deadline was set with.
+    @inline(never)  // its frame is held while the call waits: kept to what it needs (see `CacheMiddleware.handle`)
     func watching<Value: Sendable>(departures: Bool, _ operation: @escaping @Sendable (CallWatch?) async throws -> Value) async throws -> Value {
-        if departures, hasDeparted { throw GatewayError.clientClosedRequest }
+        if departures, hasDeparted { try Self.refuseDeparted() }
         let call = state.withLock { state in
             state.calls += 1
             state.watchesDeparture = departures
@@ -109,16 +110,26 @@ final class ClientDeparture: Sendable {
             // failure) to it.
             while let outcome = try await group.next() {
                 if let value = outcome { return value }
-                let (departed, expired) = state.withLock { ($0.departed && $0.watchesDeparture, $0.expired) }
-                if let expired { throw expired }
-                if departed { throw GatewayError.clientClosedRequest }
+                try throwIfOver()
             }
             throw CancellationError()
         }
     }
 
+    /// Throws the expiry, or the client's departure, that ended the wait.
+    @inline(never)
+    private func throwIfOver() throws {
+        let (departed, expired) = state.withLock { ($0.departed && $0.watchesDeparture, $0.expired) }
+        if let expired { throw expired }
+        if departed { try Self.refuseDeparted() }
+    }
+
+    @inline(never)
+    private static func refuseDeparted() throws -> Never { throw GatewayError.clientClosedRequest }
+
     /// The departure of the client on `channel`, when its pipeline has one (it always does in the
     /// gateway; a test that builds its own channel may not).
+    @inline(never)
     static func of(_ channel: any Channel) async -> ClientDeparture? {
         if channel.eventLoop.inEventLoop {
             return try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).departure

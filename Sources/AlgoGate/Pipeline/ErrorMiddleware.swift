@@ -10,17 +10,23 @@ struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response: Response
+        let response: Response
         do {
             response = try await next(request, context)
         } catch {
             response = try Self.render(error, request: request, context: context)
         }
-        // A request body streaming upstream is handed back to Hummingbird only once the answer,
-        // whichever it is, has been sent (see `UploadRelay`).
-        if let upload = context.facts.upload {
-            response.body = response.body.settling(upload)
-        }
+        return Self.settlingUpload(response, context: context)
+    }
+
+    /// A request body streaming upstream is handed back to Hummingbird only once the answer,
+    /// whichever it is, has been sent (see `UploadRelay`). Not inlined into `handle` (see
+    /// `CacheMiddleware.handle`).
+    @inline(never)
+    private static func settlingUpload(_ response: Response, context: Context) -> Response {
+        guard let upload = context.facts.upload else { return response }
+        var response = response
+        response.body = response.body.settling(upload)
         return response
     }
 
@@ -33,6 +39,7 @@ struct ErrorMiddleware: RouterMiddleware {
     ]
 
     /// The envelope answer for `error`, which is kept for the request's log line.
+    @inline(never)
     static func render(_ error: any Error, request: Request, context: Context) throws -> Response {
         let failure = gatewayError(for: error, request: request)
         context.facts.record(failure: failure)

@@ -14,26 +14,38 @@ struct ForwardMiddleware: RouterMiddleware {
     let queueTimeout: @Sendable () -> Duration
     let metrics: GatewayMetrics
 
+    // The two kinds of forwarding are functions of their own, not inlined into `handle` or into
+    // each other: an async function's frame holds everything any of its code keeps across an
+    // await, for as long as the call waits (see `CacheMiddleware.handle`).
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { return try await next(request, context) }
+        if case .algo(let ref) = route { return try await forwardAlgo(request, ref: ref, route: route, context: context) }
+        return try await forwardStreaming(request, route: route, context: context)
+    }
+
+    @inline(never)
+    private func forwardAlgo(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context) async throws -> Response {
         let client = context.client?.name ?? "-"
-        if case .algo(let ref) = route {
-            let (gate, forwarder, queueTimeout, metrics) = (gate, forwarder, queueTimeout, metrics)
-            let call = { @Sendable (watch: CallWatch?) async throws -> Response in
-                try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
-                defer { gate.release(client: client) }
-                let started = ContinuousClock.now
-                let input = try await request.body.collect(upTo: .max)
-                let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
-                metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
-                context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
-                return response
-            }
-            // A call is given up, queued or upstream, once its client has gone, unless its
-            // answer is kept (`ClientDeparture`); and once its time is up, body included.
-            guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
-            return try await departure.watching(departures: !context.facts.keepsAnswer, call)
+        let (gate, forwarder, queueTimeout, metrics) = (gate, forwarder, queueTimeout, metrics)
+        let call = { @Sendable (watch: CallWatch?) async throws -> Response in
+            try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+            defer { gate.release(client: client) }
+            let started = ContinuousClock.now
+            let input = try await request.body.collect(upTo: .max)
+            let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
+            metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
+            context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
+            return response
         }
+        // A call is given up, queued or upstream, once its client has gone, unless its
+        // answer is kept (`ClientDeparture`); and once its time is up, body included.
+        guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
+        return try await departure.watching(departures: !context.facts.keepsAnswer, call)
+    }
+
+    @inline(never)
+    private func forwardStreaming(_ request: Request, route: RouteClass, context: Context) async throws -> Response {
+        let client = context.client?.name ?? "-"
         try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
         let started = ContinuousClock.now
         let response: Response
@@ -45,11 +57,16 @@ struct ForwardMiddleware: RouterMiddleware {
             gate.release(client: client)
             throw error
         }
+        return streamed(response, route: route, started: started, client: client, context: context)
+    }
+
+    /// The slot is held until the body has been sent: the upstream is busy until then.
+    @inline(never)
+    private func streamed(_ response: Response, route: RouteClass, started: ContinuousClock.Instant, client: String, context: Context) -> Response {
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
         context.facts.markUpstreamCall()
         var streamed = response
         let gate = gate
-        // The slot is held until the body has been sent: the upstream is busy until then.
         streamed.body = response.body.observed(counting: ByteCounter()) { _ in gate.release(client: client) }
         return streamed
     }

@@ -15,7 +15,15 @@ struct ResponseCompressionMiddleware: RouterMiddleware {
     let answerCapacity: @Sendable () -> Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response = try await next(request, context)
+        let response = try await next(request, context)
+        return try await compressing(response, for: request, context: context)
+    }
+
+    /// Not inlined into `handle`, whose frame would otherwise hold all of this while the request
+    /// waits (see `CacheMiddleware.handle`).
+    @inline(never)
+    private func compressing(_ response: Response, for request: Request, context: Context) async throws -> Response {
+        var response = response
         let settings = settings()
         guard !Self.leavesAsIs(response, method: request.method, settings: settings) else { return response }
         let length = response.body.contentLength

@@ -88,6 +88,7 @@ public final class QuotaLedger: Sendable {
 
     /// Admits a request for `client` and counts it, or throws 429 (over a quota) or 503 (the
     /// store is failing).
+    @inline(never)  // kept out of the pipeline step's frame (see `CacheMiddleware.handle`)
     public func admit(_ client: ClientIdentity) throws -> Admission {
         let current = now()
         let minute = Self.minute(of: current)

@@ -55,22 +55,46 @@ public struct Forwarder: Sendable {
     /// so an answer trickling in would otherwise hold the call and its slot past it. `watch`
     /// gives the call up then (`CallWatch`); without one (a test's bare channel) only the head
     /// is bounded.
+    @inline(never)
     func forwardAlgo(_ request: Request, ref: AlgoRef, input: ByteBuffer, context: GatewayRequestContext,
                      watch: CallWatch? = nil) async throws -> (Response, ByteBuffer) {
+        // Split in three, none inlined into another: what is made before the call and what reads
+        // its answer would otherwise sit in this function's frame all the while the call waits
+        // for the upstream (see `CacheMiddleware.handle`).
         let settings = settings()
+        let (upstream, timeout, deadline) = algoRequest(request, ref: ref, input: input, settings: settings, context: context)
+        let expiry = watch.map { expire($0, at: deadline, timeout: timeout, context: context) }
+        defer { expiry?.cancel() }
+        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: timeout, wholeCall: true, facts: context.facts)
+        return try await readAnswer(response, settings: settings, timeout: timeout, context: context)
+    }
+
+    /// The upstream request for an algorithm call, its timeout (the client's, clamped) and its
+    /// deadline.
+    @inline(never)
+    private func algoRequest(_ request: Request, ref: AlgoRef, input: ByteBuffer, settings: Settings,
+                             context: GatewayRequestContext) -> (HTTPClientRequest, timeout: Int, deadline: NIODeadline) {
         context.facts.upstreamURL = settings.origin
         let query = Self.query(request.uri.query, clampingTimeoutTo: settings.timeoutSeconds)
         var upstream = makeRequest(request, path: ref.upstreamPath, query: query.text, settings: settings, context: context)
         upstream.body = .bytes(input)
-        let deadline = NIODeadline.now() + .seconds(Int64(query.timeout)) + Self.timeoutGrace
-        var expired = Self.timedOut(seconds: query.timeout)
+        return (upstream, query.timeout, NIODeadline.now() + .seconds(Int64(query.timeout)) + Self.timeoutGrace)
+    }
+
+    @inline(never)
+    private func expire(_ watch: CallWatch, at deadline: NIODeadline, timeout: Int, context: GatewayRequestContext) -> Scheduled<Void> {
+        var expired = Self.timedOut(seconds: timeout)
         expired.cause = "the call's deadline (its timeout and the grace) passed before all of its answer had come"
-        let expiry = watch?.expire(at: deadline, on: context.channel.eventLoop, with: expired)
-        defer { expiry?.cancel() }
-        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: query.timeout, wholeCall: true, facts: context.facts)
+        return watch.expire(at: deadline, on: context.channel.eventLoop, with: expired)
+    }
+
+    /// An algorithm's answer, read whole (see `forwardAlgo`).
+    @inline(never)
+    private func readAnswer(_ response: HTTPClientResponse, settings: Settings, timeout: Int,
+                            context: GatewayRequestContext) async throws -> (Response, ByteBuffer) {
         let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
-                              timeout: .seconds(query.timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
+                              timeout: .seconds(timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)
         let limit = settings.maxResponseBytes
         // A coding the gateway inflates (any other passes through as it came).
@@ -95,7 +119,7 @@ public struct Forwarder: Sendable {
         } catch is NIOTooManyBytesError {
             throw tooLarge
         } catch {
-            throw failure(error, timeoutSeconds: query.timeout, wholeCall: true)
+            throw failure(error, timeoutSeconds: timeout, wholeCall: true)
         }
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         headers[.contentLength] = nil
@@ -150,8 +174,27 @@ public struct Forwarder: Sendable {
 
     /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
     /// or OPTIONS whose connection was lost before an answer is sent once more (`onRetry` is told).
+    @inline(never)
     func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext, onRetry: @Sendable () -> Void = {}) async throws -> Response {
+        // Split as `forwardAlgo` is, for the same reason.
         let settings = settings()
+        let (upstream, hasBody, upload) = try streamingRequest(request, path: path, settings: settings, context: context)
+        let replayable = !hasBody && [.get, .head, .options].contains(request.method)
+        // A request with a body streams it from the client: the time it takes to arrive is the
+        // client's (a 1 GB upload may take longer than any timeout), so no deadline runs from the
+        // request's start. Once it has all been sent, the read timeout gives the upstream
+        // `upstream.timeout_seconds` (and the grace) to answer.
+        let deadline: NIODeadline = hasBody ? .distantFuture : .now() + .seconds(Int64(settings.timeoutSeconds))
+        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
+                                         facts: context.facts, replayable: replayable,
+                                         upload: upload, onRetry: onRetry)
+        return try await streamedAnswer(response, to: request, path: path, settings: settings, context: context)
+    }
+
+    /// The upstream request, whether it has a body, and the body as it streams from the client.
+    @inline(never)
+    private func streamingRequest(_ request: Request, path: String, settings: Settings,
+                                  context: GatewayRequestContext) throws -> (HTTPClientRequest, hasBody: Bool, UploadRelay?) {
         var upstream = makeRequest(request, path: path, query: request.uri.query, settings: settings, context: context)
         let length = request.headers.value(.contentLength).flatMap(Int64.init)
         let hasBody = (length ?? 0) > 0 || request.headers.value(.transferEncoding) != nil
@@ -170,15 +213,13 @@ public struct Forwarder: Sendable {
                 upstream.body = .stream(relay, length: length.map { .known($0) } ?? .unknown)
             }
         }
-        let replayable = !hasBody && [.get, .head, .options].contains(request.method)
-        // A request with a body streams it from the client: the time it takes to arrive is the
-        // client's (a 1 GB upload may take longer than any timeout), so no deadline runs from the
-        // request's start. Once it has all been sent, the read timeout gives the upstream
-        // `upstream.timeout_seconds` (and the grace) to answer.
-        let deadline: NIODeadline = hasBody ? .distantFuture : .now() + .seconds(Int64(settings.timeoutSeconds))
-        let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
-                                         facts: context.facts, replayable: replayable,
-                                         upload: upload, onRetry: onRetry)
+        return (upstream, hasBody, upload)
+    }
+
+    /// The response for a streamed request's upstream answer (see `forwardStreaming`).
+    @inline(never)
+    private func streamedAnswer(_ response: HTTPClientResponse, to request: Request, path: String, settings: Settings,
+                                context: GatewayRequestContext) async throws -> Response {
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
@@ -334,6 +375,7 @@ public struct Forwarder: Sendable {
     /// is the client's error (400), and says nothing of the upstream to the circuit breaker.
     /// `timeoutSeconds`: what the deadline is, as a failure names it; `wholeCall`: see `translate`.
     /// `upstream`: the origin it goes to, for the circuit breaker.
+    @inline(never)
     private func execute(_ request: HTTPClientRequest, upstream: String, deadline: NIODeadline, timeoutSeconds seconds: Int, wholeCall: Bool = false,
                          facts: RequestFacts, replayable: Bool = false,
                          upload: UploadRelay? = nil, onRetry: @Sendable () -> Void = {}) async throws -> HTTPClientResponse {
@@ -359,13 +401,23 @@ public struct Forwarder: Sendable {
             }
             return response
         } catch {
-            if let failure = upload?.clientFailure {
-                record(.unknown)
-                throw (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
-            }
-            record(Self.isUnreachable(error) ? .unreachable : .unknown)
-            throw failure(error, timeoutSeconds: seconds, wholeCall: wholeCall)
+            throw failed(error, upload: upload, admission: admission, timeoutSeconds: seconds, wholeCall: wholeCall)
         }
+    }
+
+    /// What `execute` throws when the exchange failed, with the circuit breaker told.
+    @inline(never)
+    private func failed(_ error: any Error, upload: UploadRelay?, admission: CircuitBreaker.Admission?,
+                        timeoutSeconds seconds: Int, wholeCall: Bool) -> any Error {
+        func record(_ outcome: CircuitBreaker.Outcome) {
+            if let breaker, let admission { breaker.record(outcome, admission) }
+        }
+        if let failure = upload?.clientFailure {
+            record(.unknown)
+            return (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
+        }
+        record(Self.isUnreachable(error) ? .unreachable : .unknown)
+        return failure(error, timeoutSeconds: seconds, wholeCall: wholeCall)
     }
 
     /// `translate`, with a cause that quotes the upstream key (no transport error is known to)
