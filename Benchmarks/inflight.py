@@ -1,7 +1,8 @@
 """Memory the gateway holds per request in flight: opens N connections, then sends one request
 on each at once and waits for every answer. Prints the gateway's resident memory (from /proc)
-before, with the connections open and idle, at its peak (VmHWM) and after they closed, and the
-growth per request beyond the open connections.
+before, with the connections open and idle, at its peak (VmHWM), 1 s and 12 s after they
+closed (the gateway gives freed memory back every 10 s: `FreedMemory`), and the growth per
+request beyond the open connections.
 
 usage: inflight.py GATEWAY_PID PORT KEY KIND N   (KIND: healthz, algo, pinned, data)
 """
@@ -58,8 +59,10 @@ async def main():
         writer.close()
     await asyncio.sleep(1)
     after = memory_kib("VmRSS")
+    await asyncio.sleep(11)
+    later = memory_kib("VmRSS")
     per_request = (peak - opened) / n
-    print(f"| {kind} | {n} | {before // 1024} | {opened // 1024} | {peak // 1024} | {after // 1024} | {per_request:.1f} | "
+    print(f"| {kind} | {n} | {before // 1024} | {opened // 1024} | {peak // 1024} | {after // 1024} | {later // 1024} | {per_request:.1f} | "
           + ", ".join(f"{count} × {status}" for status, count in sorted(statuses.items())) + " |")
 
 asyncio.run(main())

@@ -3,8 +3,9 @@
 # gateway in front of the simulator: N connections opened and left idle, then one request sent on
 # each at once (Benchmarks/inflight.py), held 500 ms by the simulator so they are all under way
 # together (the account's 80 upstream slots taken, the rest waiting for one). Prints the gateway's
-# resident memory before, with the connections open, at its peak and after, and the growth per
-# request beyond the open connections: what the README's memory sum counts for each request in
+# resident memory before, with the connections open, at its peak, 1 s and 12 s after they closed
+# (freed memory goes back to the system every 10 s), and the growth per request beyond the open
+# connections: what the README's memory sum counts for each request in
 # the pipeline. Kinds: healthz (the pipeline, no upstream), algo (an unpinned call, passed
 # through), pinned (a pinned call that misses, through the cache step), data (a data file read,
 # streamed).
@@ -15,8 +16,8 @@ N="${N:-2000}"; KINDS="${KINDS:-healthz algo pinned data}"
 source Benchmarks/lib.sh
 
 echo "in flight: $N connections, one request each at once (the simulator holds each 500 ms)"
-echo "| kind | requests | RSS before MiB | connections open MiB | peak MiB | after MiB | KB per request beyond the open connections | statuses |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| kind | requests | RSS before MiB | connections open MiB | peak MiB | 1 s after MiB | 12 s after MiB | KB per request beyond the open connections | statuses |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for kind in $KINDS; do
   CLIENT_SCOPES="algo, data:read, data:write" SERVER_OPTIONS="max_connections: $((N + 100))" start_pair
   if [ "$kind" = data ]; then

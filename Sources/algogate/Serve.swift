@@ -167,6 +167,7 @@ struct GatewayRunner {
             try? client.syncShutdown()
             throw error
         }
+        services.append(FreedMemory())
         if let configPath {
             services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics))
         }
