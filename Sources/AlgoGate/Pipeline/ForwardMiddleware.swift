@@ -25,22 +25,27 @@ struct ForwardMiddleware: RouterMiddleware {
 
     @inline(never)
     private func forwardAlgo(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context) async throws -> Response {
-        let client = context.client?.name ?? "-"
-        let (gate, forwarder, queueTimeout, metrics) = (gate, forwarder, queueTimeout, metrics)
-        let call = { @Sendable (watch: CallWatch?) async throws -> Response in
-            try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
-            defer { gate.release(client: client) }
-            let started = ContinuousClock.now
-            let input = try await request.body.collect(upTo: .max)
-            let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
-            metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
-            context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
-            return response
+        let call = { @Sendable [self] (watch: CallWatch?) async throws -> Response in
+            try await callUpstream(request, ref: ref, route: route, context: context, watch: watch)
         }
         // A call is given up, queued or upstream, once its client has gone, unless its
         // answer is kept (`ClientDeparture`); and once its time is up, body included.
         guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
         return try await departure.watching(departures: !context.facts.keepsAnswer, call)
+    }
+
+    /// An algorithm call, once it has a slot, and its slot given back once its answer is in.
+    @inline(never)
+    private func callUpstream(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context, watch: CallWatch?) async throws -> Response {
+        let client = context.client?.name ?? "-"
+        try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+        defer { gate.release(client: client) }
+        let started = ContinuousClock.now
+        let input = try await request.body.collect(upTo: .max)
+        let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
+        metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
+        context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
+        return response
     }
 
     @inline(never)
