@@ -1,8 +1,5 @@
 import NIOPosix
 import ServiceLifecycle
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Gives back to the system the memory a burst of requests freed.
 ///
@@ -30,14 +27,5 @@ struct FreedMemory: Service {
         }
     }
 
-    /// glibc's `malloc_trim`, which Swift's Glibc module does not bring in (it is in `malloc.h`);
-    /// nil with another C library.
-    static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
-        #if canImport(Glibc)
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
-        #else
-        return nil
-        #endif
-    }()
+    static let mallocTrim = LargeAllocations.glibc("malloc_trim", as: (@convention(c) (Int) -> Int32).self)
 }

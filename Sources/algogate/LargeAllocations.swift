@@ -20,9 +20,20 @@ enum LargeAllocations {
 
     static func returnToSystem() {
         #if canImport(Glibc)
-        guard getenv("MALLOC_MMAP_THRESHOLD_") == nil, let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+        guard getenv("MALLOC_MMAP_THRESHOLD_") == nil,
+              let mallopt = glibc("mallopt", as: (@convention(c) (Int32, Int32) -> Int32).self) else { return }
         _ = mallopt(mmapThresholdParameter, threshold)
+        #endif
+    }
+
+    /// A function of glibc's allocator that Swift's Glibc module does not bring in (it is in
+    /// `malloc.h`), by name; nil with another C library.
+    static func glibc<Function>(_ name: String, as type: Function.Type) -> Function? {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(symbol, to: type)
+        #else
+        return nil
         #endif
     }
 }
