@@ -58,19 +58,26 @@ public final class LogWriter: @unchecked Sendable {
     /// the reader. Dropped and counted when the buffer is full or the writer has stopped.
     public func write(_ line: [UInt8]) {
         condition.lock()
-        defer { condition.unlock() }
         guard !stopping, pending.count + line.count <= capacity else {
             dropped += 1
+            condition.unlock()
             return
         }
         pending.append(contentsOf: line)
         pendingLines += 1
         accepted += 1
-        if writerWaiting || (writerLingering && pending.count >= batchBytes) {
+        let wake = writerWaiting || (writerLingering && pending.count >= batchBytes)
+        if wake {
             writerWaiting = false
             writerLingering = false
-            condition.broadcast()
         }
+        condition.unlock()
+        // Woken after the lock is let go: woken while it was held, the writer would block on it at
+        // once, and the request's thread would have to wake it a second time to hand it over (two
+        // thread switches a line instead of one, on the way to the request's answer). Every wait
+        // of the writer's is in a loop that checks what it waits for, so a wake that comes late
+        // is harmless.
+        if wake { condition.broadcast() }
     }
 
     /// Lines dropped since the writer started: the buffer was full, or the output refused them.
