@@ -17,11 +17,11 @@ rss_mib() { awk '/^VmHWM:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 
 # start_pair [extra gateway YAML]: the simulator and a gateway in front of it (client key $CLIENT_KEY).
 # CLIENT_SCOPES (default "algo"), SERVER_OPTIONS and CACHE_OPTIONS (more fields of the server and
-# cache blocks) shape it.
+# cache blocks) shape it; SIM_OPTIONS are more arguments of `algogate sim` (e.g. --fault delay=20).
 start_pair() {
   SIM_KEY="bench-upstream-$RANDOM$RANDOM"; CLIENT_KEY="bench-client-$RANDOM$RANDOM"
   SIM_PORT=$(free_port); GW_PORT=$(free_port)
-  "$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" >"$WORK/sim.log" 2>&1 & PIDS+=($!); SIM_PID=$!
+  "$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" ${SIM_OPTIONS:-} >"$WORK/sim.log" 2>&1 & PIDS+=($!); SIM_PID=$!
   cat >"$WORK/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: $GW_PORT${SERVER_OPTIONS:+, $SERVER_OPTIONS}}
 upstream: {url: "http://127.0.0.1:$SIM_PORT", key_env: BENCH_UPSTREAM_KEY}
@@ -43,6 +43,54 @@ YAML
   fi
   wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"; wait_http "http://127.0.0.1:$GW_PORT/healthz"
 }
+
+# start_floor: the barest proxy built from the same stack (Benchmarks/ProxyFloor: Hummingbird +
+# AsyncHTTPClient, nothing else) in front of the simulator of start_pair, at $FLOOR_PORT.
+start_floor() {
+  swift build -c release --package-path Benchmarks/ProxyFloor >/dev/null
+  FLOOR_PORT=$(free_port)
+  UPSTREAM="http://127.0.0.1:$SIM_PORT" UPSTREAM_KEY="$SIM_KEY" PORT="$FLOOR_PORT" \
+    Benchmarks/ProxyFloor/.build/release/ProxyFloor >"$WORK/floor.log" 2>&1 & PIDS+=($!); FLOOR_PID=$!
+  wait_http "http://127.0.0.1:$FLOOR_PORT/"
+}
+
+# start_nginx: nginx proxy_pass in front of the simulator of start_pair (keep-alive upstream
+# connections, the key set as the gateway sets it), at $NGINX_PORT; nginx_rss_mib prints its
+# processes' peak resident memory.
+start_nginx() {
+  NGINX_PORT=$(free_port)
+  mkdir -p "$WORK/nginx/tmp"; chmod 755 "$WORK" "$WORK/nginx"   # nginx's workers (nobody, under root) must reach it
+  cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path tmp/body;
+  proxy_temp_path tmp/proxy;
+  fastcgi_temp_path tmp/fastcgi;
+  uwsgi_temp_path tmp/uwsgi;
+  scgi_temp_path tmp/scgi;
+  upstream simulator { server 127.0.0.1:$SIM_PORT; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://simulator;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Simple $SIM_KEY";
+    }
+  }
+}
+NGINX
+  chmod 600 "$WORK/nginx/nginx.conf"   # it holds the (throwaway) simulator key
+  nginx -p "$WORK/nginx/" -e stderr -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & PIDS+=($!); NGINX_PID=$!
+  wait_http "http://127.0.0.1:$NGINX_PORT/"
+}
+nginx_rss_mib() { local kib=0 p; for p in $NGINX_PID $(pgrep -P $NGINX_PID); do kib=$((kib + $(awk '/^VmHWM:/{print $2}' /proc/$p/status))); done; echo $((kib / 1024)); }
 
 # Host steal: CPU time the hypervisor took from this machine's vCPUs, in ms, summed over CPUs.
 # On these VMs a vCPU is sometimes taken away for ~100 ms; every request on it stalls, and one

@@ -24,49 +24,9 @@ PATH_UNDER_TEST="${PATH_UNDER_TEST:-/v1/algo/util/Echo}"   # unpinned: never cac
 start_pair
 
 F_ROW=""
-if [ "${SKIP_FLOOR:-0}" != 1 ]; then
-  swift build -c release --package-path Benchmarks/ProxyFloor >/dev/null
-  FLOOR_PORT=$(free_port)
-  UPSTREAM="http://127.0.0.1:$SIM_PORT" UPSTREAM_KEY="$SIM_KEY" PORT="$FLOOR_PORT" \
-    Benchmarks/ProxyFloor/.build/release/ProxyFloor >"$WORK/floor.log" 2>&1 & PIDS+=($!); FLOOR_PID=$!
-  wait_http "http://127.0.0.1:$FLOOR_PORT/"
-fi
-
+[ "${SKIP_FLOOR:-0}" = 1 ] || start_floor
 N_ROW=""
-if command -v nginx >/dev/null && [ "${SKIP_NGINX:-0}" != 1 ]; then
-  NGINX_PORT=$(free_port)
-  mkdir -p "$WORK/nginx/tmp"; chmod 755 "$WORK" "$WORK/nginx"   # nginx's workers (nobody, under root) must reach it
-  cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-pid nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path tmp/body;
-  proxy_temp_path tmp/proxy;
-  fastcgi_temp_path tmp/fastcgi;
-  uwsgi_temp_path tmp/uwsgi;
-  scgi_temp_path tmp/scgi;
-  upstream simulator { server 127.0.0.1:$SIM_PORT; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location / {
-      proxy_pass http://simulator;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Simple $SIM_KEY";
-    }
-  }
-}
-NGINX
-  chmod 600 "$WORK/nginx/nginx.conf"   # it holds the (throwaway) simulator key
-  nginx -p "$WORK/nginx/" -e stderr -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & PIDS+=($!); NGINX_PID=$!
-  wait_http "http://127.0.0.1:$NGINX_PORT/"
-  nginx_rss_mib() { local kib=0 p; for p in $NGINX_PID $(pgrep -P $NGINX_PID); do kib=$((kib + $(awk '/^VmHWM:/{print $2}' /proc/$p/status))); done; echo $((kib / 1024)); }
-fi
+! command -v nginx >/dev/null || [ "${SKIP_NGINX:-0}" = 1 ] || start_nginx
 
 read -r D_RPS D_P50 D_P99 D_ERR <<<"$(CPU_PIDS=$SIM_PID measure direct "http://127.0.0.1:$SIM_PORT$PATH_UNDER_TEST" "Simple $SIM_KEY")"
 if [ "${SKIP_FLOOR:-0}" != 1 ]; then
