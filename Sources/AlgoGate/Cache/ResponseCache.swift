@@ -22,7 +22,8 @@ struct CachedAnswer: Sendable {
 }
 
 /// The version-pinned response cache: SQLite through GRDB (WAL, one file), with an in-memory hot
-/// tier in front. All SQL for the cache lives here and in `CacheSchema`.
+/// tier in front. All SQL for the cache lives here, in `CacheOperations.swift` (operators' stats and
+/// purges) and in `CacheSchema`.
 ///
 /// Writes happen in transactions, so a crash (even `kill -9` mid-write) leaves either the whole
 /// entry or none of it. Hits do not write: access times and hit counts are gathered in memory and
@@ -43,26 +44,6 @@ public final class ResponseCache: Sendable {
             self.compressMinBytes = compressMinBytes
             self.compressLevel = compressLevel
             self.staleIfErrorSeconds = staleIfErrorSeconds
-        }
-    }
-
-    public struct Stats: Sendable, Codable, Equatable {
-        public var entries: Int
-        public var bytes: Int
-        public var hits: Int
-        public var misses: Int
-        public var hitRatio: Double
-        public var topAlgorithms: [AlgoUsage]
-
-        public struct AlgoUsage: Sendable, Codable, Equatable {
-            public var algo: String
-            public var entries: Int
-            public var hits: Int
-            public var bytes: Int
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case entries, bytes, hits, misses, hitRatio = "hit_ratio", topAlgorithms = "top_algorithms"
         }
     }
 
@@ -248,7 +229,7 @@ public final class ResponseCache: Sendable {
 
     /// Deletes the entries `condition` selects, `deleteBatchBytes` (and at least one entry) per
     /// transaction (`inBatches`); stops after `batches`. Returns how many went.
-    private func delete(where condition: String, arguments: StatementArguments, batches: Int = .max) async throws -> Int {
+    func delete(where condition: String, arguments: StatementArguments, batches: Int = .max) async throws -> Int {
         try await inBatches(batches) { db, limit in
             let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry WHERE \(condition) LIMIT \(Self.deleteBatchRows)",
                                         arguments: arguments)
@@ -302,49 +283,6 @@ public final class ResponseCache: Sendable {
         return (count, freed)
     }
 
-    /// Totals as of now: gathered counters are flushed first, so nothing is counted twice or
-    /// missed between memory and the database.
-    public func stats(top: Int = 10) async throws -> Stats {
-        try await flush(now: Date().timeIntervalSince1970)
-        return try await pool.read { db in
-            let totals = try Row.fetchOne(db, sql: "SELECT entries, bytes, hits, misses FROM cache_totals WHERE id = 1")!
-            let hits: Int = totals["hits"]
-            let misses: Int = totals["misses"]
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT algo, count(*) AS entries, sum(hits) AS hits, sum(size) AS bytes
-                FROM cache_entry GROUP BY algo ORDER BY sum(hits) DESC, count(*) DESC, algo LIMIT ?
-                """, arguments: [top])
-            return Stats(
-                entries: totals["entries"], bytes: totals["bytes"], hits: hits, misses: misses,
-                hitRatio: hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses),
-                topAlgorithms: rows.map { .init(algo: $0["algo"], entries: $0["entries"], hits: $0["hits"], bytes: $0["bytes"]) })
-        }
-    }
-
-    /// Deletes entries of one algorithm (`owner/name`) or one version (`owner/name/version`), or
-    /// everything when `algo` is nil; returns how many went.
-    /// Deleted in batches (see `delete`), so that a serving gateway's writes go on meanwhile.
-    public func purge(algo: String?) async throws -> Int {
-        let removed = if let algo {
-            try await delete(where: "algo = ? OR algo LIKE ? ESCAPE '\\'", arguments: [algo, Self.likeEscaped(algo) + "/%"])
-        } else {
-            try await delete(where: "1", arguments: [])
-        }
-        // Logged once its entries are gone from SQLite: a process that applies it then cannot
-        // read any of them back into memory.
-        try await pool.write { db in
-            try db.execute(sql: "INSERT INTO cache_purge (algo, at) VALUES (?, ?)", arguments: [algo, Date().timeIntervalSince1970])
-        }
-        removeFromMemory(algo)
-        return removed
-    }
-
-    /// Takes the answers of `algo` (`owner/name` or `owner/name/version`), or all, out of the hot tier.
-    private func removeFromMemory(_ algo: String?) {
-        guard let algo else { return hot.removeAll() }
-        hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") }
-    }
-
     /// What an entry takes in the file besides its body, counted against `cache.max_bytes`: its
     /// key, other fields and SHA-256, its entries in the four indexes, and the B-tree pages' slack.
     /// Measured: 382 bytes an entry, the file's pages less its bodies over 38,000 entries of a
@@ -372,9 +310,5 @@ public final class ResponseCache: Sendable {
         if entry.encoding == "gzip" { body = try body.decompress(with: .gzip()) }
         return CachedAnswer(algo: entry.algo, status: entry.status, contentType: entry.contentType, body: body,
                             gzipBody: entry.encoding == "gzip" ? stored : nil, createdAt: entry.createdAt, expiresAt: entry.expiresAt)
-    }
-
-    static func likeEscaped(_ text: String) -> String {
-        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
     }
 }

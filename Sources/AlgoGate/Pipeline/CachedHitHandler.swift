@@ -1,0 +1,134 @@
+import HTTPTypes
+import HummingbirdCore
+import NIOCore
+import NIOHTTPTypes
+
+/// Sits behind Hummingbird's connection-state handler (which sees every request and answer, so
+/// idle timeouts and graceful shutdown treat answered hits as any other), in front of the
+/// pipeline. Holds each small algorithm call until its end and lets `CachedHits` answer it, or
+/// hands it on whole. Answers keep the requests' order: a call is held only while every request
+/// handed on before it has been answered.
+final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum State {
+        case idle
+        /// A call that may be a hit, until its end arrives.
+        case holding(HTTPRequest, ByteBuffer)
+        /// A request handed on to the pipeline, until its end has been handed on.
+        case passing
+    }
+
+    private let hits: CachedHits
+    private var state = State.idle
+    /// The peer's address as the log line writes it, formatted once per connection.
+    private var remote: String?
+    /// The key this connection last presented and the client it named.
+    private var remembered: RememberedClient?
+    /// Requests handed on to the pipeline whose answers have not ended yet.
+    private var unanswered = 0
+
+    init(hits: CachedHits) { self.hits = hits }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (unwrapInboundIn(data), state) {
+        case (.head(let head), .idle) where unanswered == 0 && hits.mayAnswer(head):
+            state = .holding(head, context.channel.allocator.buffer(capacity: 0))
+        case (.head, _):
+            unanswered += 1
+            state = .passing
+            context.fireChannelRead(data)
+        case (.body(var part), .holding(let head, var body)):
+            state = .passing  // lets go of the held buffer, so appending below does not copy it
+            if body.readableBytes + part.readableBytes > CachedHits.maxInput {
+                handOn(head, body, context: context)
+                context.fireChannelRead(data)
+            } else {
+                body.writeBuffer(&part)
+                state = .holding(head, body)
+            }
+        case (.end, .holding(let head, let body)):
+            state = .idle
+            let remote = self.remote ?? context.channel.remoteAddress?.ipAddress ?? "-"
+            self.remote = remote
+            if let answer = hits.answer(head, body: body, remote: remote, remembered: &remembered) {
+                context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+                context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
+                if let lease = answer.lease {
+                    // Written once every byte before it has gone to the socket (or failed).
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    written.futureResult.whenComplete { _ in withExtendedLifetime(lease) {} }
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+                } else {
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                }
+            } else {
+                handOn(head, body, context: context)
+                context.fireChannelRead(data)
+            }
+        case (.end, _):
+            state = .idle
+            context.fireChannelRead(data)
+        case (.body, _):
+            context.fireChannelRead(data)
+        }
+    }
+
+    /// A request that goes wrong while held (a malformed chunk, the connection ending midway) is
+    /// the pipeline's to answer, as it would have been had it never been held.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .holding(let head, let body) = state {
+            handOn(head, body, context: context)
+            state = .passing
+        }
+        context.fireErrorCaught(error)
+    }
+
+    private func handOn(_ head: HTTPRequest, _ body: ByteBuffer, context: ChannelHandlerContext) {
+        unanswered += 1
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { unanswered -= 1 }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Puts a `CachedHitHandler` behind Hummingbird's `HTTPConnectionStateHandler`, which is added
+/// after the extra handlers Hummingbird takes, once the pipeline is complete, and leaves.
+final class CachedHitInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let hits: CachedHits
+
+    init(hits: CachedHits) { self.hits = hits }
+
+    // Hummingbird's pipeline is complete by the time the connection is active; the first read
+    // is the fallback should it ever come first.
+    func channelActive(context: ChannelHandlerContext) {
+        install(context)
+        context.fireChannelActive()
+        leave(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        install(context)
+        context.fireChannelRead(data)
+        leave(context)
+    }
+
+    private func install(_ context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        if let connectionState = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
+            try? pipeline.addHandler(CachedHitHandler(hits: hits), position: .after(connectionState))
+        }
+    }
+
+    private func leave(_ context: ChannelHandlerContext) {
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
