@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-import Synchronization
 
 /// Answers repeated calls of pinned algorithm versions from the cache. Runs after
 /// authentication, authorisation (data prefixes in inputs included) and input reading, so a
@@ -334,26 +333,4 @@ struct CacheMiddleware: RouterMiddleware {
 extension HTTPField.Name {
     static let cacheStatus = HTTPField.Name("Cache-Status")!
     static let xCache = HTTPField.Name("X-Cache")!
-}
-
-extension ResponseBody {
-    /// The whole body in one buffer. Only for bodies already held in memory (algorithm answers).
-    func collected() async throws -> ByteBuffer {
-        let sink = BufferSink()
-        try await write(CollectingWriter(sink: sink))
-        return sink.buffer.withLock { $0 }
-    }
-}
-
-final class BufferSink: Sendable {
-    let buffer = Mutex(ByteBuffer())
-}
-
-struct CollectingWriter: ResponseBodyWriter {
-    let sink: BufferSink
-    mutating func write(_ buffer: ByteBuffer) async throws {
-        var buffer = buffer
-        _ = sink.buffer.withLock { $0.writeBuffer(&buffer) }
-    }
-    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
