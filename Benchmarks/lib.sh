@@ -16,15 +16,15 @@ median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 rss_mib() { awk '/^VmHWM:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 
 # start_pair [extra gateway YAML]: the simulator and a gateway in front of it (client key $CLIENT_KEY).
-# CLIENT_SCOPES (default "algo"), SERVER_OPTIONS and CACHE_OPTIONS (more fields of the server and
-# cache blocks) shape it; SIM_OPTIONS are more arguments of `algogate sim` (e.g. --fault delay=20).
+# CLIENT_SCOPES (default "algo"), SERVER_OPTIONS, UPSTREAM_OPTIONS and CACHE_OPTIONS (more fields
+# of the server, upstream and cache blocks) shape it; SIM_OPTIONS are more arguments of `algogate sim` (e.g. --fault delay=20).
 start_pair() {
   SIM_KEY="bench-upstream-$RANDOM$RANDOM"; CLIENT_KEY="bench-client-$RANDOM$RANDOM"
   SIM_PORT=$(free_port); GW_PORT=$(free_port)
   "$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" ${SIM_OPTIONS:-} >"$WORK/sim.log" 2>&1 & PIDS+=($!); SIM_PID=$!
   cat >"$WORK/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: $GW_PORT${SERVER_OPTIONS:+, $SERVER_OPTIONS}}
-upstream: {url: "http://127.0.0.1:$SIM_PORT", key_env: BENCH_UPSTREAM_KEY}
+upstream: {url: "http://127.0.0.1:$SIM_PORT", key_env: BENCH_UPSTREAM_KEY${UPSTREAM_OPTIONS:+, $UPSTREAM_OPTIONS}}
 cache: {path: $WORK/cache.sqlite${CACHE_OPTIONS:+, $CACHE_OPTIONS}}
 clients:
   - name: bench

@@ -3,19 +3,22 @@ import AlgoTestSupport
 import Foundation
 import Testing
 
-/// A client that goes while its algorithm call is held upstream: the call is cancelled there (its
-/// upstream connection closed) and its slot freed, unless the cache keeps the answer.
+/// A client that goes while its algorithm call is held upstream: by default the call runs to its
+/// end there, holding its slot, so the account never runs more than `max_concurrency`; with
+/// `upstream.abandoned_calls: cancel` it is cancelled (its upstream connection closed) and its slot
+/// freed, unless the cache keeps the answer. Either way a call still queued is never sent.
 @Suite struct ClientDepartureTests {
     static func call(_ path: String, key: String, input: String) -> String {
         "POST \(path) HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(key)\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(input.utf8.count)\r\n\r\n\(input)"
     }
 
-    /// The client closes its connection while the algorithm runs: the upstream sees its connection
-    /// closed, the one slot goes to the next call at once, and the line says 499.
+    /// With `cancel`, the client closes its connection while the algorithm runs: the upstream sees
+    /// its connection closed, the one slot goes to the next call at once, and the line says 499.
     @Test func aCallWhoseClientLeavesIsCancelledUpstreamAndFreesItsSlot() async throws {
         try await HeldUpstream.run { upstream, port in
-            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60\n  abandoned_calls: cancel",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "1"))
                 try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
                 await leaving.close()
@@ -45,11 +48,13 @@ import Testing
         }
     }
 
-    /// A pinned call's answer is stored for everyone: it is still fetched when its client leaves,
-    /// and the next identical call is a hit. An unpinned call that left beside it is cancelled.
+    /// A pinned call's answer is stored for everyone: even with `cancel` it is still fetched when
+    /// its client leaves, and the next identical call is a hit. An unpinned call that left beside
+    /// it is cancelled.
     @Test func aCallWhoseAnswerTheCacheKeepsRunsOnAfterItsClientLeaves() async throws {
         try await HeldUpstream.run { upstream, port in
-            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 2\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 2\n  queue_timeout_seconds: 60\n  abandoned_calls: cancel",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let pinned = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold/1.0.0", key: Keys.teamA, input: "3"))
                 let unpinned = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "4"))
                 try #require(await eventually { upstream.holds == 2 }, "the calls never reached the upstream")
@@ -69,12 +74,79 @@ import Testing
                 #expect(hit.header("X-Cache") == "HIT")
                 #expect(upstream.holds == 2)
                 #expect(upstream.abandoned == 1)
+                // The pinned call's line has the status its answer had, and says the client had gone.
+                let pinnedLine = try #require(h.logs.all.first { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Hold/1.0.0") })
+                #expect(pinnedLine.contains("status=200") && pinnedLine.contains("departed=before_answer"), "\(pinnedLine)")
             }
         }
     }
 
+    /// By default (`abandoned_calls: finish`) a call whose client goes runs to its end upstream and
+    /// keeps its slot until then: the next call waits for it rather than making two at once. Its
+    /// line has the upstream's status, and says the client had gone before the answer.
+    @Test func aCallWhoseClientLeavesRunsToItsEndHoldingItsSlot() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "7"))
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                await leaving.close()
+                let next = Task { try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(Keys.teamB) + jsonType, text: "8") }
+                try #require(await eventually { h.app.gate.queued == 1 }, "the next call never queued")
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(upstream.abandoned == 0)
+                #expect(upstream.holds == 1)
+                #expect(h.app.gate.inFlight == 1 && h.app.gate.queued == 1)
+                #expect(!h.logs.all.contains { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Hold") })
+
+                upstream.release.open()
+                let answered = try await next.value
+                #expect(answered.status == 200)
+                #expect(answered.text == #"{"result":8,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(upstream.holds == 2)
+                #expect(upstream.abandoned == 0)
+                #expect(await eventually { h.app.gate.inFlight == 0 })
+
+                let line = try #require(await Self.firstLine(in: h) { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Hold") })
+                #expect(line.hasPrefix("info request "))
+                #expect(line.contains("status=200") && line.contains("departed=before_answer") && line.contains("bytes_in=1 bytes_out=64 "), "\(line)")
+                #expect(!line.contains("error_type"))
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="200"}"#) == 1)
+                #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="499"}"#) == nil)
+            }
+        }
+    }
+
+    /// A client that only half-closes its side after its request (as some scripts do) is taken as
+    /// gone, but with `finish` its call runs on, and the answer still reaches it.
+    @Test func aHalfClosedClientStillGetsTheAnswerOfACallThatRanToItsEnd() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Hold", key: Keys.teamA, input: "9"))
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                try await client.shutdownOutput()
+                try await Task.sleep(for: .milliseconds(100))
+                upstream.release.open()
+                #expect(await client.waitForClose(within: .seconds(10)))
+                let responses = RawResponse.parse(client.text)
+                let body = #"{"result":9,"metadata":{"content_type":"json","duration":0.001}}"#
+                #expect(responses.map(\.statusLine) == ["HTTP/1.1 200 OK"])
+                #expect(responses.first?.body == body)
+                #expect(upstream.abandoned == 0)
+                let line = try #require(await Self.firstLine(in: h) { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Hold") })
+                #expect(line.contains("status=200") && line.contains("bytes_out=\(body.utf8.count)") && line.contains("departed=before_answer"), "\(line)")
+            }
+        }
+    }
+
+    /// The first log line that `matches`, once one is written.
+    static func firstLine(in h: GatewayHarness, matching matches: @escaping @Sendable (String) -> Bool) async -> String? {
+        _ = await eventually { h.logs.all.contains(where: matches) }
+        return h.logs.all.first(where: matches)
+    }
+
     /// A client that goes while its call waits for the one upstream slot leaves the queue at once,
-    /// and nothing is ever sent for it.
+    /// and nothing is ever sent for it (by default, `finish`, as with `cancel`).
     @Test func aCallWhoseClientLeftWhileQueuedIsNeverSent() async throws {
         try await HeldUpstream.run { upstream, port in
             try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in

@@ -33,6 +33,7 @@ import Testing
         let config = loaded.config
         #expect(config.server.host == "0.0.0.0" && config.server.port == 8080)
         #expect(config.upstream.maxConcurrency == 80 && config.upstream.timeoutSeconds == 300)
+        #expect(config.upstream.abandonedCalls == .finish)
         #expect(config.limits.maxRequestBytes == 10_485_760 && config.limits.maxResponseBytes == 15_728_640)
         #expect(config.limits.maxBufferedBytes == 268_435_456 && config.limits.maxBufferedAnswerBytes == 268_435_456)
         #expect(config.cache.path == "var/algogate.sqlite" && config.cache.maxBytes == 1_073_741_824 && config.cache.ttlSeconds == 604_800)
@@ -71,6 +72,9 @@ import Testing
             (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
+            ("upstream: {url: 'http://x', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
+            (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),
+            (Self.yaml("cache: {rules: [{algo: \"a/*\", scope: team}]}\n" + client), "cache.rules[0].scope: unknown value 'team'; use shared or client", Self.env),
             (Self.yaml("server: {send_timeout_seconds: 0}\n" + client), "server.send_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),

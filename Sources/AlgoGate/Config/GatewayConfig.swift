@@ -66,8 +66,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// admin key (`admin`: the exposition names every client).
         public var metricsAccess = MetricsAccess.open
 
-        public enum MetricsAccess: String, Sendable, Equatable, Decodable, CaseIterable {
+        public enum MetricsAccess: String, Sendable, Equatable, Decodable, ConfigChoice {
             case open, admin
+            public init(from decoder: any Decoder) throws { self = try Self.choice(from: decoder) }
         }
 
         public struct TLS: Sendable, Equatable, Decodable {
@@ -125,12 +126,29 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// An HTTP proxy every upstream connection goes through (a `CONNECT` tunnel), for networks
         /// whose only way out is one.
         public var proxy: Proxy?
+        /// What becomes of an algorithm call already sent upstream when its client goes.
+        public var abandonedCalls = AbandonedCalls.finish
+
+        /// `upstream.abandoned_calls`. Either way a call whose client goes while it waits for a
+        /// slot is never sent, and one whose answer the cache will store runs to its end.
+        public enum AbandonedCalls: String, Sendable, Equatable, Decodable, ConfigChoice {
+            /// The call runs to its end upstream, holding its slot, and its answer is read and
+            /// dropped: the account never has more than `max_concurrency` calls running, whatever
+            /// Algorithmia does with an algorithm whose caller has gone.
+            case finish
+            /// The upstream connection is closed and the slot goes to the next call at once: for
+            /// an upstream that stops an algorithm whose caller goes. One that runs it on has more
+            /// than `max_concurrency` calls running meanwhile.
+            case cancel
+
+            public init(from decoder: any Decoder) throws { self = try Self.choice(from: decoder) }
+        }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
             case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
-            case circuitBreaker = "circuit_breaker", proxy
+            case circuitBreaker = "circuit_breaker", proxy, abandonedCalls = "abandoned_calls"
         }
         public init(url: String, keyEnv: String) {
             self.url = url
@@ -150,6 +168,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
             circuitBreaker = try c.decodeIfPresent(CircuitBreaker.self, forKey: .circuitBreaker) ?? circuitBreaker
             proxy = try c.decodeIfPresent(Proxy.self, forKey: .proxy)
+            abandonedCalls = try c.decodeIfPresent(AbandonedCalls.self, forKey: .abandonedCalls) ?? abandonedCalls
         }
     }
 
@@ -274,8 +293,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         }
     }
 
-    public enum CacheScope: String, Sendable, Equatable, Decodable {
+    public enum CacheScope: String, Sendable, Equatable, Decodable, ConfigChoice {
         case shared, client
+        public init(from decoder: any Decoder) throws { self = try Self.choice(from: decoder) }
     }
 
     /// `{algo: "owner/name/*", ttl_seconds: N, enabled: false, scope: client}`; `*` matches one

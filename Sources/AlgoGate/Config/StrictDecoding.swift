@@ -20,6 +20,22 @@ extension Decoder {
     }
 }
 
+/// A field whose value is one of a few words. Its `init(from:)` calls `choice(from:)`, so that a
+/// word it does not know is refused listing those it does (rather than with Codable's "Cannot
+/// initialize ... from invalid String value").
+protocol ConfigChoice: RawRepresentable<String>, CaseIterable {}
+
+extension ConfigChoice {
+    static func choice(from decoder: any Decoder) throws -> Self {
+        let word = try decoder.singleValueContainer().decode(String.self)
+        guard let value = Self(rawValue: word) else {
+            throw ConfigError(field: ConfigError.describe(decoder.codingPath),
+                              message: "unknown value '\(word)'; use \(allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        return value
+    }
+}
+
 /// Why a configuration was refused, naming the field as a dotted path (`clients[1].key_sha256`).
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public let field: String

@@ -111,6 +111,9 @@ struct RequestLogMiddleware: RouterMiddleware {
             "remote": .string(remote),
         ]
         if viaPreviousKey { metadata["key"] = "previous" }
+        // The answer went to a socket whose client had closed its side: it reads none of it,
+        // unless it only half-closed (the bytes count what was written all the same).
+        if shortfall.clientGone { metadata["departed"] = "before_answer" }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
         switch cut {
         case nil:

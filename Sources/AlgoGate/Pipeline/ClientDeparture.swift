@@ -83,11 +83,20 @@ final class ClientDeparture: Sendable {
         waiter?.resume()
     }
 
+    /// The call under way (if its number is `call`) is no longer given up when its client goes:
+    /// it has been sent upstream, and runs to its end (`upstream.abandoned_calls: finish`).
+    fileprivate func ignoreDepartures(call: Int) {
+        state.withLock { state in
+            if state.calls == call { state.watchesDeparture = false }
+        }
+    }
+
     /// Runs `operation` (the wait for an upstream slot, then the exchange), cancelling it when the
     /// client goes first, if `departures` (a call whose answer is kept, for the cache or
-    /// collapsed waiters, is not given up when its client goes), and when the deadline it sets
-    /// on its `CallWatch` passes first. Then throws `GatewayError.clientClosedRequest`, which
-    /// only the log line and metrics see, or the failure the deadline was set with.
+    /// collapsed waiters, is not given up when its client goes) and until the operation says
+    /// otherwise (`CallWatch.runToEnd()`), and when the deadline it sets on its `CallWatch`
+    /// passes first. Then throws `GatewayError.clientClosedRequest`, which only the log line and
+    /// metrics see, or the failure the deadline was set with.
     @inline(never)  // its frame is held while the call waits: kept to what it needs (see `CacheMiddleware.handle`)
     func watching<Value: Sendable>(departures: Bool, _ operation: @escaping @Sendable (CallWatch?) async throws -> Value) async throws -> Value {
         if departures, hasDeparted { try Self.refuseDeparted() }
@@ -107,10 +116,17 @@ final class ClientDeparture: Sendable {
             defer { group.cancelAll() }
             // The first to finish decides: the answer, its failure, the expiry or the client's
             // departure. A wait ended by this task's own cancellation leaves the answer (or its
-            // failure) to it.
+            // failure) to it. One ended by a departure the call stopped watching for just after
+            // (`runToEnd()`) starts again, for the expiry.
             while let outcome = try await group.next() {
                 if let value = outcome { return value }
                 try throwIfOver()
+                if !Task.isCancelled {
+                    group.addTask {
+                        await self.wait()
+                        return nil
+                    }
+                }
             }
             throw CancellationError()
         }
@@ -147,6 +163,13 @@ final class ClientDeparture: Sendable {
 struct CallWatch: Sendable {
     fileprivate let departure: ClientDeparture
     fileprivate let call: Int
+
+    /// From now on the client's going does not give the call up: it has been sent upstream and
+    /// runs to its end there, holding its slot (`upstream.abandoned_calls: finish`). A departure
+    /// seen before this still gives it up.
+    func runToEnd() {
+        departure.ignoreDepartures(call: call)
+    }
 
     /// Gives the call up with `failure` at `deadline`, unless the returned task is cancelled
     /// first. The timer runs on `loop` (the connection's), so it costs the call no task.

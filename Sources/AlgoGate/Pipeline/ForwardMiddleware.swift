@@ -5,13 +5,15 @@ import NIOCore
 /// The last step for `/v1` requests: takes an upstream slot (fair share of the account's
 /// concurrency), hands the request to the forwarder by route class, and gives the slot back when
 /// the upstream exchange is over (for streamed bodies, when the body has been sent). An algorithm
-/// call whose client goes while it waits for a slot or an answer is given up, and so is one whose
-/// answer is not all in by the call's timeout (`ClientDeparture`).
+/// call whose client goes while it waits for a slot is given up, and so is one whose answer is not
+/// all in by the call's timeout (`ClientDeparture`). One whose client goes once it has been sent
+/// runs to its end, holding its slot, or is given up too, as `upstream.abandoned_calls` says.
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let forwarder: Forwarder
     let gate: ConcurrencyGate
     let queueTimeout: @Sendable () -> Duration
+    let abandonedCalls: @Sendable () -> GatewayConfig.Upstream.AbandonedCalls
     let metrics: GatewayMetrics
 
     // The two kinds of forwarding are functions of their own, not inlined into `handle` or into
@@ -28,10 +30,13 @@ struct ForwardMiddleware: RouterMiddleware {
         let call = { @Sendable [self] (watch: CallWatch?) async throws -> Response in
             try await callUpstream(request, ref: ref, route: route, context: context, watch: watch)
         }
-        // A call is given up, queued or upstream, once its client has gone, unless its
-        // answer is kept (`ClientDeparture`); and once its time is up, body included.
+        // A call is given up once its client has gone, unless its answer is kept
+        // (`ClientDeparture`), or it has been sent and `upstream.abandoned_calls` is `finish`;
+        // and once its time is up, body included.
         guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
-        return try await departure.watching(departures: !context.facts.keepsAnswer, call)
+        let response = try await departure.watching(departures: !context.facts.keepsAnswer, call)
+        if departure.hasDeparted { context.facts.markClientGone() }
+        return response
     }
 
     /// An algorithm call, once it has a slot, and its slot given back once its answer is in.
@@ -40,6 +45,7 @@ struct ForwardMiddleware: RouterMiddleware {
         let client = context.client?.name ?? "-"
         try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
         defer { gate.release(client: client) }
+        if abandonedCalls() == .finish { watch?.runToEnd() }
         let started = ContinuousClock.now
         let input = try await request.body.collect(upTo: .max)
         let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)

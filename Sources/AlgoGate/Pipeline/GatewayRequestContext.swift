@@ -67,6 +67,8 @@ final class RequestFacts: Sendable {
         /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
         /// collapsed waiters share it (see `ClientDeparture`).
         var keepsAnswer = false
+        /// The client went before the algorithm's answer came, and the call ran on to its end.
+        var clientGone = false
         /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
         /// back once the answer has been sent (`complete`), or when these facts go.
         var answerRoom: HeldBytes?
@@ -150,13 +152,19 @@ final class RequestFacts: Sendable {
     /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
     var shortfall: Shortfall {
         state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
-                                   upstreamRefusedKey: $0.upstreamRefusedKey) }
+                                   upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
     var keepsAnswer: Bool {
         get { state.withLock { $0.keepsAnswer } }
         set { state.withLock { $0.keepsAnswer = newValue } }
+    }
+
+    /// The client went before the algorithm's answer came, and the call ran on to its end
+    /// (`ForwardMiddleware`): its log line says so.
+    func markClientGone() {
+        state.withLock { $0.clientGone = true }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).
@@ -204,4 +212,6 @@ struct Shortfall: Sendable {
     var notStoredBecause: String?
     /// The upstream answered 401: it refused the server key.
     var upstreamRefusedKey = false
+    /// The client went before the algorithm's answer came, and the call ran on to its end.
+    var clientGone = false
 }
