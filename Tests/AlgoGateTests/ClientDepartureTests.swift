@@ -139,6 +139,30 @@ import Testing
         }
     }
 
+    /// A call that runs on after its client went is still bounded by its timeout and the grace:
+    /// an answer still trickling in then is given up (504 in the log), and the slot is free for
+    /// the next call rather than held as long as the upstream keeps sending (here 30 s).
+    @Test func aCallThatRunsOnAfterItsClientWentIsStillGivenUpAtItsDeadline() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  timeout_seconds: 1\n  queue_timeout_seconds: 60",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let started = ContinuousClock.now
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Trickle", key: Keys.teamA, input: "30000"))
+                try #require(await eventually { h.app.gate.inFlight == 1 }, "the call never took the slot")
+                await leaving.close()
+                upstream.release.open()
+                let next = try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(Keys.teamB) + jsonType, text: "10")
+                let elapsed = ContinuousClock.now - started
+                #expect(next.status == 200)
+                #expect(next.text == #"{"result":10,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(elapsed >= .seconds(5.9) && elapsed < .seconds(20), "the slot came free after \(elapsed)")
+                let line = try #require(await Self.firstLine(in: h) { $0.contains("client=team-a") && $0.contains("path=/v1/algo/test/Trickle") })
+                #expect(line.hasPrefix("warning request ") && line.contains("status=504") && line.contains("error_type=UpstreamTimeout"), "\(line)")
+                #expect(h.app.gate.inFlight == 0)
+            }
+        }
+    }
+
     /// The first log line that `matches`, once one is written.
     static func firstLine(in h: GatewayHarness, matching matches: @escaping @Sendable (String) -> Bool) async -> String? {
         _ = await eventually { h.logs.all.contains(where: matches) }
