@@ -44,6 +44,7 @@ import Testing
                 #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="499"}"#) == 1)
                 // Not an upstream failure: the circuit stays closed.
                 #expect(metricSample(metrics.text, "algogate_upstream_circuit_open") == 0)
+                #expect(metricSample(metrics.text, #"algogate_unread_answers_total{client="team-a"}"#) == nil)
             }
         }
     }
@@ -113,6 +114,8 @@ import Testing
                 let metrics = try await h.gateway.send(.GET, "/metrics")
                 #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="200"}"#) == 1)
                 #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="algo",status="499"}"#) == nil)
+                #expect(metricSample(metrics.text, #"algogate_unread_answers_total{client="team-a"}"#) == 1)
+                #expect(metricSample(metrics.text, #"algogate_unread_answers_total{client="team-b"}"#) == nil)
             }
         }
     }

@@ -9,8 +9,8 @@ import Synchronization
 /// requests made with a key being rotated out, by client; cache hits answered on the event loop;
 /// upstream answers withheld because they held the server key; algorithm input and answer bytes
 /// held in memory, and calls waiting for room or for an identical call's answer; client
-/// connections closed because their client stopped reading; configuration reloads applied and
-/// refused.
+/// connections closed because their client stopped reading; algorithm calls that ran to their
+/// end after their client went, by client; configuration reloads applied and refused.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -94,6 +94,9 @@ public final class GatewayMetrics: Sendable {
     private static var previousKeyRequests: MetricNameDescriptor { .init(
         metricName: "algogate_previous_key_requests", unitName: "total",
         helpText: "Requests made with a client's previous_key_sha256 key (a rotation still under way), by client") }
+    private static var unreadAnswers: MetricNameDescriptor { .init(
+        metricName: "algogate_unread_answers", unitName: "total",
+        helpText: "Algorithm calls that ran to their end upstream after their client went (upstream.abandoned_calls: finish, or kept for the cache), by client") }
     private static var upstreamRetries: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_retries", unitName: "total",
         helpText: "Bodiless GET, HEAD and OPTIONS requests sent again after their upstream connection was lost, by route class") }
@@ -117,6 +120,7 @@ public final class GatewayMetrics: Sendable {
     private let requestCounters = Mutex<[RequestLabels: Counter]>([:])
     private let cacheCounters = Mutex<[String: Counter]>([:])
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
+    private let unreadAnswerCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
     /// One per route class and `none` (`requestHistogramRoutes`, in that order), made up front:
@@ -151,6 +155,12 @@ public final class GatewayMetrics: Sendable {
     func previousKeyRequest(client: String) {
         Self.memoised(previousKeyCounters, client) {
             registry.makeCounter(descriptor: Self.previousKeyRequests, labels: [("client", client)])
+        }.increment()
+    }
+
+    func unreadAnswer(client: String) {
+        Self.memoised(unreadAnswerCounters, client) {
+            registry.makeCounter(descriptor: Self.unreadAnswers, labels: [("client", client)])
         }.increment()
     }
 

@@ -35,7 +35,10 @@ struct ForwardMiddleware: RouterMiddleware {
         // and once its time is up, body included.
         guard let departure = await ClientDeparture.of(context.channel) else { return try await call(nil) }
         let response = try await departure.watching(departures: !context.facts.keepsAnswer, call)
-        if departure.hasDeparted { context.facts.markClientGone() }
+        if departure.hasDeparted {
+            context.facts.markClientGone()
+            metrics.unreadAnswer(client: context.client?.name ?? "-")
+        }
         return response
     }
 
