@@ -1,0 +1,78 @@
+extension GatewayConfig {
+    /// `cache`: the version-pinned answer cache in SQLite, its bounds and its per-algorithm rules.
+    public struct Cache: Sendable, Equatable, Decodable {
+        public var enabled = true
+        public var path = "var/algogate.sqlite"
+        public var maxBytes = 1_073_741_824
+        public var ttlSeconds = 604_800
+        /// `shared`: entries serve every client (the upstream identity is the same); `client`:
+        /// each client's entries are kept apart.
+        public var scope: CacheScope = .shared
+        /// Bytes of recently used entries kept in memory in front of SQLite.
+        public var memoryBytes = 67_108_864
+        /// Per-algorithm overrides; the first rule whose pattern matches wins.
+        public var rules: [CacheRule] = []
+        /// How long past expiry an entry may still answer a call whose upstream fails (RFC 5861's
+        /// stale-if-error); 0 turns it off.
+        public var staleIfErrorSeconds = 0
+        /// Answer hits held in memory straight from the connection's event loop (`CachedHits`),
+        /// rather than through the whole request pipeline; the answers are the same.
+        public var fastHits = true
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case enabled, path, maxBytes = "max_bytes", ttlSeconds = "ttl_seconds", scope, memoryBytes = "memory_bytes", rules
+            case staleIfErrorSeconds = "stale_if_error_seconds", fastHits = "fast_hits"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
+            path = try c.decodeIfPresent(String.self, forKey: .path) ?? path
+            maxBytes = try c.decodeIfPresent(Int.self, forKey: .maxBytes) ?? maxBytes
+            ttlSeconds = try c.decodeIfPresent(Int.self, forKey: .ttlSeconds) ?? ttlSeconds
+            scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope) ?? scope
+            memoryBytes = try c.decodeIfPresent(Int.self, forKey: .memoryBytes) ?? memoryBytes
+            rules = try c.decodeIfPresent([CacheRule].self, forKey: .rules) ?? rules
+            staleIfErrorSeconds = try c.decodeIfPresent(Int.self, forKey: .staleIfErrorSeconds) ?? staleIfErrorSeconds
+            fastHits = try c.decodeIfPresent(Bool.self, forKey: .fastHits) ?? fastHits
+        }
+    }
+
+    public enum CacheScope: String, Sendable, Equatable, Decodable, ConfigChoice {
+        case shared, client
+        public init(from decoder: any Decoder) throws { self = try Self.choice(from: decoder) }
+    }
+
+    /// `{algo: "owner/name/*", ttl_seconds: N, enabled: false, scope: client}`; `*` matches one
+    /// path segment or, last, the rest (so `owner/*` covers every algorithm of that owner).
+    public struct CacheRule: Sendable, Equatable, Decodable {
+        public var algo: String
+        public var enabled: Bool?
+        public var ttlSeconds: Int?
+        public var scope: CacheScope?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case algo, enabled, ttlSeconds = "ttl_seconds", scope
+        }
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            algo = try c.decode(String.self, forKey: .algo)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
+            ttlSeconds = try c.decodeIfPresent(Int.self, forKey: .ttlSeconds)
+            scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope)
+        }
+
+        /// Whether `owner/name/version` falls under this rule's pattern.
+        public func matches(_ path: String) -> Bool {
+            let pattern = algo.split(separator: "/")
+            let parts = path.split(separator: "/")
+            for (index, piece) in pattern.enumerated() {
+                if piece == "*" && index == pattern.count - 1 { return parts.count > index }
+                guard index < parts.count, piece == "*" || piece == parts[index] else { return false }
+            }
+            return pattern.count == parts.count
+        }
+    }
+}
