@@ -21,19 +21,30 @@ import Testing
         return run.log
     }
 
-    @Test func theDemoStartsAndItsPrintedLinesWork() async throws {
-        try await withTemporaryDirectory("demo") { work in
-            let (gatewayPort, simPort) = (try await Self.freePort(), try await Self.freePort())
-            let shipped = try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
-            let config = work.appendingPathComponent("demo.yaml")
+    /// The demo, started with the shipped `config/demo.yaml` on two free ports. A port free when
+    /// probed can be taken before the demo binds it (the suite's other tests open connections and
+    /// listeners all the while, from the same range): then it is tried again on two others.
+    static func startDemo(in work: URL) async throws -> (ChildProcess, gatewayPort: Int, simPort: Int) {
+        let shipped = try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
+        let config = work.appendingPathComponent("demo.yaml")
+        for attempt in 1...3 {
+            let (gatewayPort, simPort) = (try await freePort(), try await freePort())
             try shipped
                 .replacingOccurrences(of: "port: 8080", with: "port: \(gatewayPort)")
                 .replacingOccurrences(of: "url: http://127.0.0.1:9000", with: "url: http://127.0.0.1:\(simPort)")
                 .replacingOccurrences(of: "path: var/demo-cache.sqlite", with: "path: \(work.path)/demo-cache.sqlite")
                 .write(to: config, atomically: true, encoding: .utf8)
             let demo = try ChildProcess(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)])
-            defer { demo.stop() }
             #expect(await eventually { demo.log.contains("listening on 127.0.0.1:\(gatewayPort)") || !demo.isRunning }, "\(demo.log)")
+            if demo.isRunning || attempt == 3 || !demo.log.contains("Address already in use") { return (demo, gatewayPort, simPort) }
+        }
+        fatalError("unreachable: the last attempt returns")
+    }
+
+    @Test func theDemoStartsAndItsPrintedLinesWork() async throws {
+        try await withTemporaryDirectory("demo") { work in
+            let (demo, gatewayPort, simPort) = try await Self.startDemo(in: work)
+            defer { demo.stop() }
             try #require(demo.isRunning, "\(demo.log)")
 
             let lines = demo.log.split(separator: "\n").map(String.init)
