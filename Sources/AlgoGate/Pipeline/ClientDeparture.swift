@@ -1,9 +1,13 @@
 import NIOCore
 import Synchronization
 
-/// Tells an algorithm call waiting on the upstream that its client has gone, so the upstream call
-/// is cancelled rather than left holding one of the account's slots for as long as the algorithm
-/// runs (up to `upstream.timeout_seconds`) for an answer nobody will read.
+/// Tells an algorithm call that its client has gone: one still waiting for an upstream slot is
+/// given up, and one already sent upstream too when `upstream.abandoned_calls` is `cancel`,
+/// rather than left holding one of the account's slots for as long as the algorithm runs (up to
+/// `upstream.timeout_seconds`) for an answer nobody will read. With `finish` (the default) a sent
+/// call stops watching (`CallWatch.runToEnd()`) and keeps its slot until the upstream answers, so
+/// the account never runs more than `max_concurrency` calls if the upstream runs on an algorithm
+/// whose caller went.
 ///
 /// One per client connection, owned by its `ConnectionPersistenceHandler`, which calls `depart()`
 /// when the connection's input ends (or the connection closes) while a request that has arrived
