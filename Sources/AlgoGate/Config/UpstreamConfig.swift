@@ -29,7 +29,8 @@ extension GatewayConfig {
         public var abandonedCalls = AbandonedCalls.finish
 
         /// `upstream.abandoned_calls`. Either way a call whose client goes while it waits for a
-        /// slot is never sent, and one whose answer the cache will store runs to its end.
+        /// slot is never sent, unless its answer is kept (the cache will store it, or collapsed
+        /// waiters share it): such a call is sent, queued or not, and runs to its end.
         public enum AbandonedCalls: String, Sendable, Equatable, Decodable, ConfigChoice {
             /// The call runs to its end upstream, holding its slot, and its answer is read and
             /// dropped: the account never has more than `max_concurrency` calls running, whatever
