@@ -17,7 +17,8 @@ rss_mib() { awk '/^VmHWM:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 
 # start_pair [extra gateway YAML]: the simulator and a gateway in front of it (client key $CLIENT_KEY).
 # CLIENT_SCOPES (default "algo"), SERVER_OPTIONS, UPSTREAM_OPTIONS and CACHE_OPTIONS (more fields
-# of the server, upstream and cache blocks) shape it; SIM_OPTIONS are more arguments of `algogate sim` (e.g. --fault delay=20).
+# of the server, upstream and cache blocks) shape it; SIM_OPTIONS are more arguments of
+# `algogate sim` (e.g. --fault delay=20).
 start_pair() {
   SIM_KEY="bench-upstream-$RANDOM$RANDOM"; CLIENT_KEY="bench-client-$RANDOM$RANDOM"
   SIM_PORT=$(free_port); GW_PORT=$(free_port)
