@@ -47,12 +47,23 @@ YAML
 
 # start_floor: the barest proxy built from the same stack (Benchmarks/ProxyFloor: Hummingbird +
 # AsyncHTTPClient, nothing else) in front of the simulator of start_pair, at $FLOOR_PORT.
+# With NIO_FLOORS=1, two more floors below it, to tell the framework's cost from the client's:
+# the same Hummingbird server with the barest keep-alive SwiftNIO client in place of
+# AsyncHTTPClient ($HBNIO_PORT), and the barest proxy SwiftNIO makes with no framework and no
+# Swift concurrency (Benchmarks/ProxyFloor's NIOFloor, $NIO_PORT).
 start_floor() {
   swift build -c release --package-path Benchmarks/ProxyFloor >/dev/null
   FLOOR_PORT=$(free_port)
   UPSTREAM="http://127.0.0.1:$SIM_PORT" UPSTREAM_KEY="$SIM_KEY" PORT="$FLOOR_PORT" \
     Benchmarks/ProxyFloor/.build/release/ProxyFloor >"$WORK/floor.log" 2>&1 & PIDS+=($!); FLOOR_PID=$!
   wait_http "http://127.0.0.1:$FLOOR_PORT/"
+  [ "${NIO_FLOORS:-0}" = 1 ] || return 0
+  HBNIO_PORT=$(free_port); NIO_PORT=$(free_port)
+  CLIENT=nio UPSTREAM="http://127.0.0.1:$SIM_PORT" UPSTREAM_KEY="$SIM_KEY" PORT="$HBNIO_PORT" \
+    Benchmarks/ProxyFloor/.build/release/ProxyFloor >"$WORK/hbnio.log" 2>&1 & PIDS+=($!); HBNIO_PID=$!
+  UPSTREAM="http://127.0.0.1:$SIM_PORT" UPSTREAM_KEY="$SIM_KEY" PORT="$NIO_PORT" \
+    Benchmarks/ProxyFloor/.build/release/NIOFloor >"$WORK/nio.log" 2>&1 & PIDS+=($!); NIO_PID=$!
+  wait_http "http://127.0.0.1:$HBNIO_PORT/"; wait_http "http://127.0.0.1:$NIO_PORT/"
 }
 
 # start_nginx: nginx proxy_pass in front of the simulator of start_pair (keep-alive upstream

@@ -16,7 +16,10 @@
 # The added p50 is also measured at lighter loads (LOADS, divisors of the gateway's saturated rate),
 # and, unless SKIP_FLOOR=1, the bare proxy's beside it at each load and on one connection: what the
 # stack alone adds there.
-# Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0 SKIP_NGINX=0 LOADS="4 8"
+# Unless SKIP_FLOOR=1 or NIO_FLOORS=0, two floors below the bare proxy are measured too (saturated
+# and on one connection): Hummingbird with the barest SwiftNIO client in place of AsyncHTTPClient,
+# and the barest SwiftNIO proxy with no framework at all: what Swift on these cores reaches.
+# Env: DURATION=10s CONNS=64 THREADS=2 RUNS=3 PATH_UNDER_TEST=/v1/algo/util/Echo SKIP_FLOOR=0 NIO_FLOORS=1 SKIP_NGINX=0 LOADS="4 8"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Benchmarks/lib.sh
@@ -24,6 +27,7 @@ PATH_UNDER_TEST="${PATH_UNDER_TEST:-/v1/algo/util/Echo}"   # unpinned: never cac
 start_pair
 
 F_ROW=""
+NIO_FLOORS="${NIO_FLOORS:-1}"
 [ "${SKIP_FLOOR:-0}" = 1 ] || start_floor
 N_ROW=""
 ! command -v nginx >/dev/null || [ "${SKIP_NGINX:-0}" = 1 ] || start_nginx
@@ -32,6 +36,13 @@ read -r D_RPS D_P50 D_P99 D_ERR <<<"$(CPU_PIDS=$SIM_PID measure direct "http://1
 if [ "${SKIP_FLOOR:-0}" != 1 ]; then
   read -r F_RPS F_P50 F_P99 F_ERR <<<"$(CPU_PIDS=$FLOOR_PID measure floor "http://127.0.0.1:$FLOOR_PORT$PATH_UNDER_TEST" "Simple unused")"
   F_ROW="| bare Hummingbird + AsyncHTTPClient proxy | $F_RPS | $F_P50 | $F_P99 | $F_ERR | $(rss_mib $FLOOR_PID) | $(cpu_us floor) |"
+fi
+H_ROW=""; X_ROW=""
+if [ -n "${HBNIO_PID:-}" ]; then
+  read -r H_RPS H_P50 H_P99 H_ERR <<<"$(CPU_PIDS=$HBNIO_PID measure hbnio "http://127.0.0.1:$HBNIO_PORT$PATH_UNDER_TEST" "Simple unused")"
+  H_ROW="| bare Hummingbird + bare SwiftNIO client | $H_RPS | $H_P50 | $H_P99 | $H_ERR | $(rss_mib $HBNIO_PID) | $(cpu_us hbnio) |"
+  read -r X_RPS X_P50 X_P99 X_ERR <<<"$(CPU_PIDS=$NIO_PID measure nio "http://127.0.0.1:$NIO_PORT$PATH_UNDER_TEST" "Simple unused")"
+  X_ROW="| bare SwiftNIO proxy, no framework | $X_RPS | $X_P50 | $X_P99 | $X_ERR | $(rss_mib $NIO_PID) | $(cpu_us nio) |"
 fi
 if [ -n "${NGINX_PID:-}" ]; then
   read -r N_RPS N_P50 N_P99 N_ERR <<<"$(CPU_PIDS="$NGINX_PID $(pgrep -P $NGINX_PID | tr '\n' ' ')" measure nginx "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST" "Simple unused")"
@@ -57,6 +68,11 @@ read -r D1_RPS D1_P50 D1_P99 _ <<<"$(CONNS=1 THREADS=1 measure direct1 "http://1
 read -r G1_RPS G1_P50 G1_P99 _ <<<"$(CONNS=1 THREADS=1 measure gateway1 "http://127.0.0.1:$GW_PORT$PATH_UNDER_TEST" "Simple $CLIENT_KEY")"
 F1_P50="-"
 [ "${SKIP_FLOOR:-0}" = 1 ] || read -r _ F1_P50 _ _ <<<"$(CONNS=1 THREADS=1 measure floor1 "http://127.0.0.1:$FLOOR_PORT$PATH_UNDER_TEST" "Simple unused")"
+H1_P50="-"; X1_P50="-"
+if [ -n "${HBNIO_PID:-}" ]; then
+  read -r _ H1_P50 _ _ <<<"$(CONNS=1 THREADS=1 measure hbnio1 "http://127.0.0.1:$HBNIO_PORT$PATH_UNDER_TEST" "Simple unused")"
+  read -r _ X1_P50 _ _ <<<"$(CONNS=1 THREADS=1 measure nio1 "http://127.0.0.1:$NIO_PORT$PATH_UNDER_TEST" "Simple unused")"
+fi
 
 echo "pass-through: wrk -t$THREADS -c$CONNS -d$DURATION, 30-byte JSON POST to $PATH_UNDER_TEST, median of $RUNS, $(nproc) cores shared by wrk, the proxy and the simulator"
 echo "| target | rps | p50 ms | p99 ms | errors | peak RSS MiB | its own CPU µs/request |"
@@ -64,6 +80,8 @@ echo "|---|---|---|---|---|---|---|"
 echo "| simulator direct | $D_RPS | $D_P50 | $D_P99 | $D_ERR | $(rss_mib $SIM_PID) | $(cpu_us direct) |"
 [ -z "$N_ROW" ] || echo "$N_ROW"
 [ -z "$F_ROW" ] || echo "$F_ROW"
+[ -z "$H_ROW" ] || echo "$H_ROW"
+[ -z "$X_ROW" ] || echo "$X_ROW"
 echo "| through algogate | $G_RPS | $G_P50 | $G_P99 | $G_ERR | $(rss_mib $GW_PID) | $(cpu_us gateway) |"
 echo "| simulator direct, paced ($PACE ms between calls) | $DP_RPS | $DP_P50 | $DP_P99 | | | |"
 echo "| through algogate, paced ($PACE ms between calls) | $GP_RPS | $GP_P50 | $GP_P99 | | | |"
@@ -82,8 +100,10 @@ done
 echo "| 1 connection, unpaced | 0 | $D1_RPS | $D1_P50 | $D1_P99 | $G1_RPS | $G1_P50 | $G1_P99 | $(added "$G1_P50" "$D1_P50") | $(added "$F1_P50" "$D1_P50") |"
 [ -z "$F_ROW" ] || awk -v g="$G_RPS" -v d="$D_RPS" -v f="$F_RPS" 'BEGIN {
   printf "bare proxy/direct rps: %.0f%%; gateway/bare proxy rps: %.0f%%\n", 100*f/d, 100*g/f }'
+[ -z "$H_ROW" ] || awk -v h="$H_RPS" -v x="$X_RPS" -v d="$D_RPS" -v h1="$H1_P50" -v x1="$X1_P50" -v d1="$D1_P50" 'BEGIN {
+  printf "Hummingbird + bare SwiftNIO client/direct rps: %.0f%%, added p50 on 1 connection %.3f ms; bare SwiftNIO proxy/direct rps: %.0f%%, added p50 on 1 connection %.3f ms\n", 100*h/d, h1-d1, 100*x/d, x1-d1 }'
 [ -z "$N_ROW" ] || awk -v n="$N_RPS" -v d="$D_RPS" -v g="$G_RPS" 'BEGIN {
   printf "nginx proxy/direct rps: %.0f%%; gateway/nginx proxy rps: %.0f%%\n", 100*n/d, 100*g/n }'
-awk -v g="$(cpu_us gateway)" -v f="$(cpu_us floor)" -v n="$(cpu_us nginx)" -v d="$(cpu_us direct)" 'BEGIN {
-  printf "CPU per request (steal not counted): algogate %s µs, bare Hummingbird + AsyncHTTPClient proxy %s µs, nginx %s µs, the simulator answering %s µs\n", g, f, n, d }'
+awk -v g="$(cpu_us gateway)" -v f="$(cpu_us floor)" -v h="$(cpu_us hbnio)" -v x="$(cpu_us nio)" -v n="$(cpu_us nginx)" -v d="$(cpu_us direct)" 'BEGIN {
+  printf "CPU per request (steal not counted): algogate %s µs, bare Hummingbird + AsyncHTTPClient proxy %s µs, bare Hummingbird + bare SwiftNIO client %s µs, bare SwiftNIO proxy %s µs, nginx %s µs, the simulator answering %s µs\n", g, f, h, x, n, d }'
 steal_summary
