@@ -113,6 +113,36 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var fields = headers
         fields[.contentType] = "application/json"
+        // A HEAD's answer has no body, so its message goes in a field too, as Algorithmia sends
+        // it: the official clients read it there (the Python client's `exists()`, `getString()`).
+        if request.method == .head { fields[.errorMessage] = Self.fieldValue(message) }
         return Response(status: status, headers: fields, body: .init(byteBuffer: body))
     }
+
+    /// Longest `X-Error-Message` value, in bytes; a longer message is cut, ending "...".
+    static let maxFieldBytes = 2048
+
+    /// `message` as a field value: visible ASCII and spaces as they are, any other byte (controls,
+    /// UTF-8 of a path written in another script) percent-encoded, so nothing can end the field
+    /// or be read differently by clients that decode fields as Latin-1.
+    static func fieldValue(_ message: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        func encoded(_ byte: UInt8) -> [UInt8] {
+            byte >= 0x20 && byte < 0x7F ? [byte] : [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+        }
+        let whole = message.utf8.flatMap(encoded)
+        guard whole.count > maxFieldBytes else { return String(decoding: whole, as: UTF8.self) }
+        var value: [UInt8] = []
+        for byte in message.utf8 {
+            let piece = encoded(byte)
+            if value.count + piece.count > maxFieldBytes - 3 { break }
+            value += piece
+        }
+        return String(decoding: value + Array("...".utf8), as: UTF8.self)
+    }
+}
+
+extension HTTPField.Name {
+    /// The message of an error answer to a HEAD, which has no body to carry it.
+    static let errorMessage = HTTPField.Name("X-Error-Message")!
 }

@@ -83,7 +83,7 @@ import Testing
             #expect(first.status == 200)
             #expect(first.object["result"] as? String == "Hello web")
             #expect(first.header("Access-Control-Allow-Origin") == Self.dashboard)
-            #expect(first.header("Access-Control-Expose-Headers") == "X-Request-ID, Cache-Status, X-Cache, RateLimit, RateLimit-Policy, Retry-After")
+            #expect(first.header("Access-Control-Expose-Headers") == "X-Request-ID, Cache-Status, X-Cache, RateLimit, RateLimit-Policy, Retry-After, X-Error-Message")
             #expect(first.headers["Vary"].contains("Origin"))
             #expect(first.header("X-Cache") == "MISS")
             // The repeat is a hit, answered by the pipeline (a page's call is not answered on the

@@ -5,6 +5,7 @@ on failure; the last line is the plain 'N passed, N failed' summary.
 """
 import os
 import sys
+import tempfile
 import uuid
 
 import Algorithmia
@@ -122,6 +123,28 @@ def data_directories():
         check("not empty" in str(error), error)
     check(directory.delete(force=True), "force delete")
     check(not directory.exists(), "directory still exists")
+
+
+@flow
+def data_local_files():
+    base = os.environ.get("FLOW_DATA_BASE", "data://.my")
+    name = "files-" + uuid.uuid4().hex[:8]
+    directory = client.dir(f"{base}/{name}")
+    directory.create()
+    blob = os.urandom(3 * 1024 * 1024)
+    with tempfile.NamedTemporaryFile(delete=False) as local:
+        local.write(blob)
+    try:
+        uploaded = directory.file("upload.bin").putFile(local.name)
+        downloaded = uploaded.getFile(as_path=True)
+        with open(downloaded, "rb") as f:
+            check(f.read() == blob, "putFile/getFile round trip")
+        os.unlink(downloaded)
+    finally:
+        os.unlink(local.name)
+    sizes = {f.getName(): f.size for f in directory.files()}
+    check(sizes == {"upload.bin": len(blob)}, sizes)
+    check(directory.delete(force=True), "force delete")
 
 
 @flow

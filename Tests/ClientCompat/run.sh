@@ -25,7 +25,8 @@ wait_http() { for _ in $(seq 100); do curl -s -m 2 -o /dev/null "$1" && return 0
 
 SIM_KEY="sim-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SIM_PORT=$(free_port)
-"$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" >"$WORK/sim.log" 2>&1 &
+# Listings of 3 entries a page: the client follows `marker` from page to page (both ways).
+"$BIN" sim --port "$SIM_PORT" --key "$SIM_KEY" --data-dir "$WORK/data" --page-size 3 >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"
 
@@ -37,6 +38,8 @@ if "$BIN" --help 2>/dev/null | grep -qE "^ +serve "; then
   GW_PORT=$(free_port)
   CLIENT_KEY="team-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   HASH=$(printf '%s' "$CLIENT_KEY" | sha256sum | cut -d' ' -f1)
+  LIMITED_KEY="limited-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  LIMITED_HASH=$(printf '%s' "$LIMITED_KEY" | sha256sum | cut -d' ' -f1)
   cat >"$WORK/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: $GW_PORT}
 upstream:
@@ -47,6 +50,10 @@ clients:
   - name: compat
     key_sha256: "$HASH"
     scopes: [algo, data:read, data:write, manage]
+  - name: limited
+    key_sha256: "$LIMITED_HASH"
+    scopes: [algo, data:read, data:write]
+    data_prefixes: ["data://.my/limited/"]
 YAML
   CLIENTCOMPAT_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
   PIDS+=($!)
@@ -60,7 +67,34 @@ client = Algorithmia.client()
 assert client.algo("demo/Hello/0.1.0").pipe("slash").result == "Hello slash"
 assert client.dir("data://.my").exists()
 print("ok   an ALGORITHMIA_API ending with a slash")'
-  if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" "$WORK/gateway.log"; then
+  # A team confined to its data prefix: what it may do works, and what it may not is refused with
+  # the gateway's message where this client shows one (a HEAD's X-Error-Message; it shows only the
+  # status of a refused PUT or algorithm call).
+  ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" "$VENV/bin/python" -c '
+import Algorithmia
+from Algorithmia.errors import DataApiError
+client = Algorithmia.client()
+client.dir("data://.my/limited").create()
+client.file("data://.my/limited/mine.txt").put("mine")
+assert client.file("data://.my/limited/mine.txt").getString() == "mine"
+outside = client.file("data://.my/other/theirs.txt")
+assert not outside.exists()
+try:
+    outside.getString()
+    raise SystemExit("FAIL: a file outside the prefix was read")
+except DataApiError as error:
+    expected = "client %s may not access data://.my/other/theirs.txt: outside its data prefixes" % repr("limited")
+    assert str(error).endswith(expected), error
+for attempt in (lambda: outside.put("x"), lambda: client.algo("util/Echo/1.0.0").pipe("data://.my/other/theirs.txt")):
+    try:
+        attempt()
+        raise SystemExit("FAIL: a refused call went through")
+    except DataApiError:
+        raise
+    except Exception as error:
+        assert "403" in str(error), error
+print("ok   a team confined to data://.my/limited/")'
+  if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" -e "$LIMITED_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1
   fi
   # the simulator must have seen only its own key, never the client's

@@ -19,7 +19,7 @@ struct CORSMiddleware: RouterMiddleware {
     let origins: @Sendable () -> BrowserOrigins
 
     static let allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE"
-    static let exposedFields = "X-Request-ID, Cache-Status, X-Cache, RateLimit, RateLimit-Policy, Retry-After"
+    static let exposedFields = "X-Request-ID, Cache-Status, X-Cache, RateLimit, RateLimit-Policy, Retry-After, X-Error-Message"
     static let maxAgeSeconds = "600"
     /// Longer lists of requested headers are not echoed (the preflight then fails in the browser).
     static let maxRequestedHeaders = 1024
