@@ -89,6 +89,13 @@ def error_handling():
 
 
 @flow
+def account_username():
+    # The client lists the root of the data API and takes its first folder's name.
+    username = client.username()
+    check(username == os.environ.get("FLOW_ALGO_OWNER", "sim"), username)
+
+
+@flow
 def data_directories():
     base = os.environ.get("FLOW_DATA_BASE", "data://.my")
     name = "flow-" + uuid.uuid4().hex[:8]

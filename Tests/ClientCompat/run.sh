@@ -93,6 +93,11 @@ for attempt in (lambda: outside.put("x"), lambda: client.algo("util/Echo/1.0.0")
         raise
     except Exception as error:
         assert "403" in str(error), error
+try:
+    client.username()  # lists the root of the data API
+    raise SystemExit("FAIL: the root was listed")
+except DataApiError as error:
+    assert "outside its data prefixes" in str(error), error
 print("ok   a team confined to data://.my/limited/")'
   if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" -e "$LIMITED_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1
