@@ -106,6 +106,7 @@ final class LoopPools: Sendable {
                 channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
                 channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             }
+            while let (channel, _) = idle.last, !channel.isActive { idle.removeLast() }  // closed while idle
             if let (channel, handler) = idle.popLast() {
                 send(channel, handler)
             } else {
