@@ -10,12 +10,16 @@ import NIOPosix
 // CLIENT=ahc (default): the upstream call through AsyncHTTPClient, as the gateway makes it.
 // CLIENT=nio: through the barest keep-alive client SwiftNIO makes (below), on the client
 // connection's event loop: what replacing AsyncHTTPClient alone would buy.
-// Env: UPSTREAM (e.g. http://127.0.0.1:9000), UPSTREAM_KEY, PORT, CLIENT.
+// CLIENT=ahc-delegate: AsyncHTTPClient's future-based API (a delegate gathering the answer), with
+// AHC_PREFERENCE=both (default: delegate and connection on the client connection's loop),
+// delegate or indifferent.
+// Env: UPSTREAM (e.g. http://127.0.0.1:9000), UPSTREAM_KEY, PORT, CLIENT, AHC_PREFERENCE.
 let environment = ProcessInfo.processInfo.environment
 let upstream = environment["UPSTREAM"] ?? "http://127.0.0.1:9000"
 let authorization = "Simple " + (environment["UPSTREAM_KEY"] ?? "")
 let port = Int(environment["PORT"] ?? "") ?? 19020
 let useNIO = environment["CLIENT"] == "nio"
+let useDelegate = environment["CLIENT"] == "ahc-delegate"
 
 var configuration = HTTPClient.Configuration()
 configuration.redirectConfiguration = .disallow
@@ -46,6 +50,20 @@ router.post("/v1/algo/**") { request, context -> Response in
                         headers: [.contentType: head.headers.first(name: "content-type") ?? "application/json"],
                         body: .init(byteBuffer: body))
     }
+    if useDelegate {
+        // AsyncHTTPClient's future-based API: the answer gathered by a delegate on the client
+        // connection's event loop, one hop back to the handler.
+        let loop = context.channel.eventLoop
+        var forwarded = try HTTPClient.Request(url: upstream + request.uri.path, method: .POST)
+        forwarded.headers.add(name: "Authorization", value: authorization)
+        forwarded.headers.add(name: "Content-Type", value: contentType)
+        forwarded.body = .byteBuffer(input)
+        let answer = try await client.execute(request: forwarded, delegate: ResponseAccumulator(request: forwarded),
+                                              eventLoop: preference(loop), deadline: .now() + .seconds(30)).futureResult.get()
+        return Response(status: .init(code: Int(answer.status.code)),
+                        headers: [.contentType: answer.headers.first(name: "content-type") ?? "application/json"],
+                        body: .init(byteBuffer: answer.body ?? ByteBuffer()))
+    }
     var forwarded = HTTPClientRequest(url: upstream + request.uri.path)
     forwarded.method = .POST
     forwarded.headers.add(name: "Authorization", value: authorization)
@@ -60,6 +78,14 @@ router.post("/v1/algo/**") { request, context -> Response in
 let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
 try await app.runService()
 try await client.shutdown()
+
+func preference(_ loop: any EventLoop) -> HTTPClient.EventLoopPreference {
+    switch environment["AHC_PREFERENCE"] {
+    case "delegate": .delegate(on: loop)
+    case "indifferent": .indifferent
+    default: .delegateAndChannel(on: loop)
+    }
+}
 
 /// One pool of idle keep-alive upstream connections per event loop, each used on its loop only.
 final class LoopPools: Sendable {
