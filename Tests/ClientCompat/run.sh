@@ -21,7 +21,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # Each try has 2 s: a connection accepted and never answered must not stall the run.
-wait_http() { for _ in $(seq 100); do curl -s -m 2 -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not listening: $1" >&2; return 1; }
+wait_http() { for _ in $(seq 100); do curl -s -m 2 -o /dev/null "$@" && return 0; sleep 0.1; done; echo "not listening: $1" >&2; return 1; }
 
 SIM_KEY="sim-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SIM_PORT=$(free_port)
@@ -99,6 +99,23 @@ try:
 except DataApiError as error:
     assert "outside its data prefixes" in str(error), error
 print("ok   a team confined to data://.my/limited/")'
+  # The same gateway over HTTPS (server.tls), the client trusting its certificate through
+  # REQUESTS_CA_BUNDLE as a team with an internal CA would.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  TLS_PORT=$(free_port)
+  { echo "server: {host: 127.0.0.1, port: $TLS_PORT, tls: {cert_file: \"$WORK/tls.crt\", key_file: \"$WORK/tls.key\"}}"
+    sed -e 1d -e "s#^cache: .*#cache: {path: \"$WORK/cache-tls.sqlite\"}#" "$WORK/gateway.yaml"; } >"$WORK/gateway-tls.yaml"
+  CLIENTCOMPAT_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway-tls.yaml" >>"$WORK/gateway.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "https://127.0.0.1:$TLS_PORT/healthz" --cacert "$WORK/tls.crt"
+  REQUESTS_CA_BUNDLE="$WORK/tls.crt" ALGORITHMIA_API="https://127.0.0.1:$TLS_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" -c '
+import Algorithmia
+client = Algorithmia.client()
+assert client.algo("demo/Hello/0.1.0").pipe("TLS").result == "Hello TLS"
+client.file("data://.my/tls-check.txt").put("over https")
+assert client.file("data://.my/tls-check.txt").getString() == "over https"
+print("ok   over HTTPS, the certificate trusted through REQUESTS_CA_BUNDLE")'
   if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" -e "$LIMITED_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1
   fi
