@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
-# straight at the simulator, then through the gateway when the gateway's `serve` command exists.
+# straight at the simulator, then through the gateway when the gateway's `serve` command exists,
+# and the last 1.x release (1.17.0) through the gateway.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
-# into .build/clientcompat-venv.
+# into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN="$ROOT/.build/debug/algogate"
 [ -x "$BIN" ] || swift build --product algogate
+# client_venv DIR VERSION: a virtual environment with that client release, made once.
+client_venv() {
+  if [ ! -x "$1/bin/python" ] || [ "$("$1/bin/python" -c 'import importlib.metadata as m; print(m.version("algorithmia"))' 2>/dev/null)" != "$2" ]; then
+    rm -rf "$1"
+    python3 -m venv "$1"
+    "$1/bin/pip" install --quiet --disable-pip-version-check "algorithmia==$2"
+  fi
+}
 VENV="$ROOT/.build/clientcompat-venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import Algorithmia' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'algorithmia==2.0.5'
-fi
+client_venv "$VENV" 2.0.5
 
 WORK=$(mktemp -d /tmp/clientcompat.XXXXXX)
 PIDS=()
@@ -30,11 +36,11 @@ SIM_PORT=$(free_port)
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"
 
-echo "== official Python client -> simulator"
+echo "== official Python client 2.0.5 -> simulator"
 ALGORITHMIA_API="http://127.0.0.1:$SIM_PORT" ALGORITHMIA_API_KEY="$SIM_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
 
 if "$BIN" --help 2>/dev/null | grep -qE "^ +serve "; then
-  echo "== official Python client -> gateway -> simulator"
+  echo "== official Python client 2.0.5 -> gateway -> simulator"
   GW_PORT=$(free_port)
   CLIENT_KEY="team-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   HASH=$(printf '%s' "$CLIENT_KEY" | sha256sum | cut -d' ' -f1)
@@ -60,6 +66,10 @@ YAML
   wait_http "http://127.0.0.1:$GW_PORT/healthz"
   curl -s -X POST "http://127.0.0.1:$SIM_PORT/__sim/reset" >/dev/null   # forget the direct run's bare key
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
+  echo "== official Python client 1.17.0 -> gateway -> simulator"
+  VENV1="$ROOT/.build/clientcompat-venv-1"
+  client_venv "$VENV1" 1.17.0
+  ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV1/bin/python" Tests/ClientCompat/flows.py
   # An address with a trailing slash: the client appends "/v1/..." to it as it is, so "//v1/...".
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT/" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" -c '
 import Algorithmia
