@@ -30,7 +30,9 @@ import Testing
     static let trickyTokens = ["%2e", "%2E", "%2e%2e",
                          ".%2e", "%2e.", "%252e%252e", "%25", "%2f", "%5c", "%3b", ";", "..;", "..;x", "x;..", "%00", "%0a", "%20",
                          "..%20", "...", ".%20.", "%EF%BC%8E%EF%BC%8E", "%EF%BC%8F", "%EF%BC%85%32%65", "%EF%BC%BC", "%c0%ae%c0%ae",
-                         "data:", "s3:", "s3:%2f%2fbucket", "%3a%2f%2f", "~", "team-a%2f..%2f..%2fteam-b", "x%3f", "%23frag"]
+                         "data:", "s3:", "s3:%2f%2fbucket", "%3a%2f%2f", "~", "team-a%2f..%2f..%2fteam-b", "x%3f", "%23frag",
+                         // joined to a neighbouring `/` as one `Character`: a combining mark after it, a prepended mark before it
+                         "%CC%81", "x%D8%80", "%D8%80", "%E2%80%8D", "..%D8%80", "x%D8%80%EF%BC%8F.."]
     static let separators = ["/", "/", "/", "/", "/", "/", "/", "/", "//", "%2f", "%2F", "%5c", "\\", "/./", "/../", "%2f..%2f"]
     static let names = ["team-a", "team-b", "x", "/team-b", "..", ".", "%2e%2e", "a/b", "..\\team-b", "../team-b", "．．", "x;y", "..;", ". .",
                         "team-a/../team-b", "%2fteam-b", ""]
@@ -110,7 +112,7 @@ import Testing
         let raw = rest + (name.map { "/" + $0 } ?? "")
         var strict: [String]? = []
         if let decoded = rest.removingPercentEncoding {
-            for segment in decoded.split(separator: "/").map(String.init) + (name.map { [$0] } ?? []) {
+            for segment in decoded.scalarSplit("/") + (name.map { [$0] } ?? []) {
                 switch segment {
                 case ".": continue
                 case "..": if strict?.popLast() == nil { strict = nil }

@@ -146,6 +146,56 @@ import Testing
         }
     }
 
+    /// Characters that Swift's `Character` joins to a neighbouring `/` (a combining mark after
+    /// it, a prepended concatenation mark such as U+0600 before it) hide that slash from any
+    /// check made on characters, where every other reader (the Python client, urllib3 resolving
+    /// dot segments, the data API) sees a separator. Each input and path here reads as
+    /// `.my/team-b/f` to them, so each is refused; none reaches the upstream.
+    @Test func charactersJoinedToASlashHideNoSeparator() async throws {
+        try await GatewayHarness.run { h in
+            for input in ["data://.my/team-a/x\u{600}/../../team-b/f",      // before the slash: read as one segment `x؀/..`
+                          "data://\u{301}/../.my/team-b/f",                // after the `://`: read as no URI at all
+                          "DATA://.my/team-a/\u{301}/../../team-b/f",
+                          "/\u{301}/../.my/team-b/f",                      // a bare path whose leading slash is hidden
+                          "\u{600}/../.my/team-b/f",
+                          "x/../.my/team-b/f"] {                           // a bare path that climbs into .my
+                let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": input])
+                #expect(json.status == 403, "\(input.unicodeScalars.map(\.value))")
+                #expect(envelope(json).message == "algorithm input references data://.my/team-b/f, outside client 'team-a' data prefixes",
+                        "\(input.unicodeScalars.map(\.value))")
+                let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
+                #expect(text.status == 403, "\(input.unicodeScalars.map(\.value))")
+            }
+            let path = try await h.gateway.send(.GET, "/v1/data/.my/team-a/x%D8%80/../../team-b/f", headers: simple(Keys.teamA))
+            #expect(path.status == 403)
+            #expect(envelope(path).message == "client 'team-a' may not access data://.my/team-b/f: outside its data prefixes")
+            let connector = try await h.gateway.send(.GET, "/v1/connector/s3/bucket/team-a/x%D8%80/../../team-b/f", headers: simple(Keys.teamA))
+            #expect(connector.status == 403)
+            #expect(envelope(connector).message == "client 'team-a' may not access s3://bucket/team-b/f: outside its data prefixes")
+            // A fullwidth slash joined to its neighbour still folds to a separator (NFKC).
+            let folded = try await h.gateway.send(.GET, "/v1/data/.my/team-a/x%D8%80%EF%BC%8F..", headers: simple(Keys.teamA))
+            #expect(folded.status == 400)
+            #expect(envelope(folded).message == "data path segment 'x\u{600}\u{FF0F}..' is refused: it holds a character that some servers read as '/'")
+            let name = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "x\u{600}/.."])
+            #expect(name.status == 400)
+            #expect(h.simulator.stats.snapshot.totalRequests == 0, "nothing reached the upstream")
+            // Such characters inside a name are only characters: forwarded as the bytes they are.
+            let plain = try await h.gateway.send(.POST, "/v1/algo/util/Echo", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/e\u{301}/x\u{600}"])
+            #expect(plain.status == 200)
+            #expect((plain.object["result"] as? [String: String])?["f"] == "data://.my/team-a/e\u{301}/x\u{600}")
+        }
+    }
+
+    /// A prefix written precomposed (`café`) holds only paths spelt with the same bytes: the
+    /// upstream stores names as bytes, so the decomposed spelling (`cafe` and U+0301), equal as
+    /// Swift strings, names another directory.
+    @Test func prefixesCompareBytesNotCanonicalEquivalence() throws {
+        let prefix = try DataURI.parse(uri: "data://.my/caf\u{E9}/")
+        #expect(try DataURI.parse(uri: "data://.my/caf\u{E9}/x").isWithin(prefix))
+        #expect(try !DataURI.parse(uri: "data://.my/cafe\u{301}/x").isWithin(prefix))
+        #expect(try DataURI.parse(uri: "data://.my/cafe\u{301}/x") != DataURI.parse(uri: "data://.my/caf\u{E9}/x"))
+    }
+
     /// What the gateway's JSON parser refuses, the upstream's may read: Python's reads `NaN`, and
     /// nesting deeper than Foundation's limit. For a client with data prefixes such an input would
     /// carry its data URIs past the check, so it is refused; other clients' inputs go on as before.
@@ -346,7 +396,9 @@ import Testing
         let tokens = ["team-a", "team-b", ".my", "x", "b", "report.csv", "a b", "data", ".", "..", "...", ".. ", ". .", "%2e", "%2E%2e", "%2e.", "%2f", "%2F",
                       "%5c", "\\", "/", "//", ";", "..;", ";x", "a;b=c", "%3b", "%3B", "%25", "%252e", "%20", " ", "é",
                       "%C3%A9", "\u{FF0E}", "\u{FF0E}\u{FF0E}", "\u{FF0F}", "\u{FF3C}", "\u{FF05}2e", "\u{FF05}2f", "%EF%BC%8F",
-                      "%EF%BC%8E%EF%BC%8E", "\u{2024}\u{2024}", "~", "%00", "%"]
+                      "%EF%BC%8E%EF%BC%8E", "\u{2024}\u{2024}", "~", "%00", "%",
+                      // joined to a neighbouring `/` as one `Character`: a combining mark after it, a prepended mark before it, a joiner
+                      "\u{301}", "x\u{600}", "\u{600}", "%CC%81", "x%D8%80", "\u{200D}", "..\u{600}"]
         var random = SplitMix64(seed: 2026_11_24)
         var refused = 0, inside = 0
         for _ in 0..<20_000 {
@@ -396,12 +448,14 @@ enum LaxReading: CaseIterable {
     case unicodeFolding      // NFKC after decoding (fullwidth dots and slashes)
     case unicodeFoldingFirst // NFKC before decoding (fullwidth percent signs)
 
+    /// Read as every server reads a path: in Unicode scalars (or bytes), never in Swift's
+    /// `Character`s, which join a `/` to a combining mark after it or a prepended mark before it.
     func resolve(_ raw: String) -> [String]? {
         let decode = { (text: String) in text.removingPercentEncoding ?? text }
-        let split = { (text: String) in text.replacingOccurrences(of: "\\", with: "/").split(separator: "/").map(String.init) }
+        let split = { (text: String) in text.replacingOccurrences(of: "\\", with: "/").scalarSplit("/") }
         let parts: [String]
         switch self {
-        case .pathParameters: parts = raw.split(separator: "/").map { decode(String($0.prefix { $0 != ";" })) }
+        case .pathParameters: parts = raw.scalarSplit("/").map { decode($0.scalarPrefix { $0 != ";" }) }
         case .decodeFirst: parts = split(decode(raw))
         case .decodeTwice: parts = split(decode(decode(raw)))
         case .windowsTrimming:
@@ -410,19 +464,32 @@ enum LaxReading: CaseIterable {
                 // A name of dots and spaces with two dots or more is read as `..` (`.. `, `. .`).
                 return trimmed.isEmpty && part.count(where: { $0 == "." }) >= 2 ? ".." : trimmed
             }
-        case .unicodeFolding: parts = split(decode(raw).precomposedStringWithCompatibilityMapping).map { String($0.prefix { $0 != ";" }) }
+        case .unicodeFolding: parts = split(decode(raw).precomposedStringWithCompatibilityMapping).map { $0.scalarPrefix { $0 != ";" } }
         case .unicodeFoldingFirst: parts = split(decode(raw.precomposedStringWithCompatibilityMapping))
         }
         var resolved: [String] = []
         for part in parts {
-            switch part {
-            case "", ".": continue
-            case "..": if resolved.popLast() == nil { return nil }
+            switch Array(part.utf8) {
+            case [], Array(".".utf8): continue
+            case Array("..".utf8): if resolved.popLast() == nil { return nil }
             default: resolved.append(part)
             }
         }
         return resolved
     }
+}
+
+extension String {
+    /// Split at every `separator` scalar, empty pieces left out: how servers split paths.
+    func scalarSplit(_ separator: Unicode.Scalar) -> [String] {
+        unicodeScalars.split(separator: separator).map { String(String.UnicodeScalarView($0)) }
+    }
+
+    /// The scalars before the first that fails `keep`.
+    func scalarPrefix(while keep: (Unicode.Scalar) -> Bool) -> String {
+        String(String.UnicodeScalarView(unicodeScalars.prefix(while: keep)))
+    }
+
 }
 
 /// A small seeded generator (SplitMix64), so the generated paths are the same on every run.

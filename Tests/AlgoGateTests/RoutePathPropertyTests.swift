@@ -11,7 +11,8 @@ import Testing
 @Suite struct RoutePathPropertyTests {
     static let segments = ["demo", "Hello", "versions", "0.1.0", "data", ".my", "team-b", "algo", "connector", "x%20y", "a;b", "",
                            ".", "..", "%2e", "%2e%2e", "%2E.", ".%2E", "..%2f", "%2f..", "..%5c", "%5C", "..;", "..;x", "..%20", "%252e%252e",
-                           "%EF%BC%8E%EF%BC%8E", "..%EF%BC%8F", ".%20.", "...", ".hidden"]
+                           "%EF%BC%8E%EF%BC%8E", "..%EF%BC%8F", ".%20.", "...", ".hidden",
+                           "%CC%81", "x%D8%80", "x%D8%80%EF%BC%8F.."]
 
     /// A path under `/v1/algorithms` or `/v1/{name}`, of up to six segments.
     static func generate(_ random: inout SplitMix64) -> String {

@@ -142,7 +142,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
     /// segments are not plain names cannot be checked and are refused.
     @inline(never)
     static func checkManagement(_ request: inout Request, client: String, algorithms: [AlgorithmPattern]) async throws {
-        var segments = (request.uri.path.dropPrefix("/v1/algorithms/") ?? "").split(separator: "/", omittingEmptySubsequences: false)
+        // Split on the `/` scalar, not on `Character`s (see `DataURI`).
+        var segments = (request.uri.path.dropPrefix("/v1/algorithms/") ?? "").unicodeScalars
+            .split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)
         if segments.last == "" { segments.removeLast() }
         guard segments.allSatisfy(AlgorithmPattern.isName) else {
             throw GatewayError.badRequest("\(request.uri.path) cannot be checked against client '\(client)''s algorithms: use plain names, without encoded characters or dot segments")

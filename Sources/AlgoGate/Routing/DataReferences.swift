@@ -133,24 +133,29 @@ enum DataReferences {
 
     /// A `data://` path written without its scheme, in the `.my` pseudonym: the official clients
     /// take `.my/team-b/x` and `/.my/team-b/x` for `data://.my/team-b/x` (the Python client strips
-    /// a leading `data://` or `/` and sends the rest as the path), so an algorithm handed such a
-    /// string reads that file. Recognised however it is spelt (`./.my/…`, `%2emy/…`, `.MY/…`),
-    /// by the normalisation the prefix check uses. Other bare paths (`user/dir/file`) cannot be
-    /// told from ordinary text and are not recognised (README, Known limits).
+    /// a leading `data://` or `/` and sends the rest as the path, whose dot segments urllib3
+    /// resolves), so an algorithm handed such a string reads that file. Recognised however it is
+    /// spelt (`./.my/…`, `%2emy/…`, `.MY/…`, `x/../.my/…`, a fullwidth `．my`), by the
+    /// normalisation the prefix check uses. Other bare paths (`user/dir/file`) cannot be told from
+    /// ordinary text and are not recognised (README, Known limits).
     static func bareDataPath(_ text: String) -> String? {
-        let path = text.hasPrefix("/") ? String(text.dropFirst()) : text
-        guard path.hasPrefix(".") || path.hasPrefix("%"),
+        // The leading `/` as a scalar: a combining mark after it makes the two one `Character`.
+        let path = text.utf8.first == UInt8(ascii: "/") ? String(text.unicodeScalars.dropFirst()) : text
+        // A `.my` path holds a dot, written, encoded (`%2e`) or folded from another character:
+        // cheap to rule out first, since this runs on every string of an input.
+        guard path.utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "%") || $0 >= 0x80 }),
               let location = try? DataURI.normalise(connector: "data", rawPath: path),
-              location.segments.first?.lowercased() == ".my" else { return nil }
+              let first = location.segments.first,
+              first.precomposedStringWithCompatibilityMapping.lowercased() == ".my" else { return nil }
         return path
     }
 
-    /// A scheme of a known connector (any case, optional `+label`) followed by `://`.
+    /// A scheme of a known connector (any case, optional `+label`) followed by `://`, found in the
+    /// text's bytes (`DataURI.splitScheme`).
     static func looksLikeDataURI(_ text: String) -> Bool {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let range = trimmed.range(of: "://") else { return false }
-        let scheme = trimmed[..<range.lowerBound].lowercased()
-        let base = scheme.split(separator: "+", maxSplits: 1).first.map(String.init) ?? ""
+        guard let (scheme, _) = DataURI.splitScheme(trimmed) else { return false }
+        let base = scheme.lowercased().split(separator: "+", maxSplits: 1).first.map(String.init) ?? ""
         return DataURI.connectors.contains(base)
     }
 }

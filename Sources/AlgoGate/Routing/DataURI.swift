@@ -7,6 +7,12 @@ import Foundation
 /// `.` and `..`. What cannot be folded safely (double encoding, NUL or control characters, `..`
 /// above the root, segments that a laxer server would read as `..` or as holding a slash) is
 /// refused, so the path that is checked is the path that is forwarded.
+///
+/// Every decision here is made on Unicode scalars, never on Swift's `Character`s: a combining
+/// mark after a `/` (U+0301) or a prepended mark before it (U+0600) makes the two one
+/// `Character`, so a split on `Character`s would not see that separator where every other reader
+/// does; and `String`'s `==` holds canonically equivalent spellings equal (`é`, `e` and U+0301)
+/// that the upstream, which stores names as bytes, keeps apart. Segments compare as bytes.
 public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     public let connector: String
     public let segments: [String]
@@ -15,11 +21,18 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(connector)://" + segments.joined(separator: "/") }
 
-    /// Whether this location is `prefix` itself or lies below it.
-    public func isWithin(_ prefix: DataURI) -> Bool {
-        connector == prefix.connector && segments.count >= prefix.segments.count
-            && Array(segments.prefix(prefix.segments.count)) == prefix.segments
+    /// The same location: the same connector and segments, byte for byte.
+    public static func == (lhs: DataURI, rhs: DataURI) -> Bool {
+        lhs.connector.utf8.elementsEqual(rhs.connector.utf8) && lhs.segments.elementsEqual(rhs.segments, by: Self.sameBytes)
     }
+
+    /// Whether this location is `prefix` itself or lies below it, its segments compared as bytes.
+    public func isWithin(_ prefix: DataURI) -> Bool {
+        connector.utf8.elementsEqual(prefix.connector.utf8) && segments.count >= prefix.segments.count
+            && segments.prefix(prefix.segments.count).elementsEqual(prefix.segments, by: Self.sameBytes)
+    }
+
+    static func sameBytes(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
 
     /// The directory a POST of `{"name": name}` to this one creates. The name must be one plain
     /// segment, however it is read: not empty, `.` or `..`, and without a separator, raw or
@@ -27,7 +40,8 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     /// one level down (`x/../y`), since a server may take such a name as a path of its own.
     public func appending(_ name: String) throws -> DataURI {
         let decoded = try Self.decodeOnce(name)
-        guard !decoded.isEmpty, decoded != ".", decoded != "..", !decoded.contains("/"), !decoded.contains("\\") else {
+        guard !decoded.isEmpty, !Self.isDotSegment(decoded[...]),
+              !decoded.utf8.contains(UInt8(ascii: "/")), !decoded.utf8.contains(UInt8(ascii: "\\")) else {
             throw GatewayError.badRequest("invalid directory name: it must be a single path segment")
         }
         if let reason = Self.ambiguity(of: decoded[...]) {
@@ -38,25 +52,47 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses a URI such as `data://.my/team-a/` or `s3://bucket/key` (config prefixes, algo inputs).
     public static func parse(uri: String) throws -> DataURI {
-        guard let range = uri.range(of: "://") else {
+        guard let (scheme, rest) = splitScheme(uri) else {
             throw GatewayError.badRequest("'\(uri)' is not a data URI such as data://.my/dir/")
         }
-        return try normalise(connector: String(uri[..<range.lowerBound]), rawPath: String(uri[range.upperBound...]))
+        return try normalise(connector: scheme, rawPath: rest)
+    }
+
+    /// `text` split at its first `://`, found in its bytes: a scalar joined to a slash (U+0301
+    /// after it) cannot hide the scheme from the check while the upstream still reads it.
+    static func splitScheme(_ text: String) -> (scheme: String, rest: String)? {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 3, let start = (0...(bytes.count - 3)).first(where: {
+            bytes[$0] == UInt8(ascii: ":") && bytes[$0 + 1] == UInt8(ascii: "/") && bytes[$0 + 2] == UInt8(ascii: "/")
+        }) else { return nil }
+        return (String(decoding: bytes[..<start], as: UTF8.self), String(decoding: bytes[(start + 3)...], as: UTF8.self))
+    }
+
+    /// `text` split at every `separator` byte (an ASCII one, so each piece is whole UTF-8),
+    /// empty pieces left out.
+    static func split(_ text: String, at separator: Unicode.Scalar) -> [Substring] {
+        text.unicodeScalars.split(separator: separator).map { Substring($0) }
+    }
+
+    /// `.` or `..`, byte for byte.
+    static func isDotSegment(_ segment: Substring) -> Bool {
+        let bytes = segment.utf8
+        return (bytes.count == 1 || bytes.count == 2) && bytes.allSatisfy { $0 == UInt8(ascii: ".") }
     }
 
     /// Parses the path after `/v1/data/`, which may itself be a URI (`s3://bucket/key`).
     public static func parse(dataPath raw: Substring) throws -> DataURI {
         let decoded = try decodeOnce(String(raw))
-        if let range = decoded.range(of: "://") {
-            return try normalise(connector: String(decoded[..<range.lowerBound]), decodedPath: String(decoded[range.upperBound...]))
+        if let (scheme, rest) = splitScheme(decoded) {
+            return try normalise(connector: scheme, decodedPath: rest)
         }
         return try normalise(connector: "data", decodedPath: decoded)
     }
 
     /// Parses `{type}/{path}` after `/v1/connector/`.
     public static func parse(connectorPath raw: Substring) throws -> DataURI {
-        let type = raw.prefix { $0 != "/" }
-        return try normalise(connector: String(type), rawPath: String(raw.dropFirst(type.count)))
+        let type = raw.unicodeScalars.prefix { $0 != "/" }
+        return try normalise(connector: String(type), rawPath: String(raw.unicodeScalars[type.endIndex...]))
     }
 
     /// The upstream path that names this location, in the form the client used:
@@ -81,18 +117,17 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
         // Backslashes are path separators to some servers: fold them rather than let one slip past.
         let path = decodedPath.replacingOccurrences(of: "\\", with: "/")
         var segments: [String] = []
-        for segment in path.split(separator: "/", omittingEmptySubsequences: true) {
-            switch segment {
-            case ".": continue
-            case "..":
+        for segment in split(path, at: "/") {
+            if segment.utf8.elementsEqual(".".utf8) { continue }
+            if segment.utf8.elementsEqual("..".utf8) {
                 guard !segments.isEmpty else { throw GatewayError.badRequest("data path climbs above its root with '..'") }
                 segments.removeLast()
-            default:
-                if let reason = ambiguity(of: segment) {
-                    throw GatewayError.badRequest("data path segment '\(segment)' is refused: \(reason)")
-                }
-                segments.append(String(segment))
+                continue
             }
+            if let reason = ambiguity(of: segment) {
+                throw GatewayError.badRequest("data path segment '\(segment)' is refused: \(reason)")
+            }
+            segments.append(String(segment))
         }
         return DataURI(connector: connector, segments: segments)
     }
@@ -104,8 +139,10 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     /// any of these could read as `..` or as holding a separator is refused rather than
     /// forwarded, so no reading of the forwarded path climbs out of the prefix that was checked.
     static func ambiguity(of segment: Substring) -> String? {
-        let folded = String(segment).precomposedStringWithCompatibilityMapping
-        for mark: Character in ["/", "\\", "%", ";"] where folded.count(where: { $0 == mark }) > segment.count(where: { $0 == mark }) {
+        // Counted in scalars, as every later reader counts them (see the type's note).
+        let folded = String(segment).precomposedStringWithCompatibilityMapping.unicodeScalars
+        for mark: Unicode.Scalar in ["/", "\\", "%", ";"]
+        where folded.count(where: { $0 == mark }) > segment.unicodeScalars.count(where: { $0 == mark }) {
             return "it holds a character that some servers read as '\(mark)'"
         }
         let name = folded.prefix { $0 != ";" }

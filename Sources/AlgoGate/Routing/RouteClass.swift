@@ -38,11 +38,11 @@ public enum RouteClass: Sendable, Equatable {
         if let rest = path.dropPrefix("/v1/connector/") {
             return .data(try DataURI.parse(connectorPath: rest), viaConnectorForm: true)
         }
-        if path == "/v1/algorithms" || path.hasPrefix("/v1/algorithms/") {
+        if path == "/v1/algorithms" || path.dropPrefix("/v1/algorithms/") != nil {
             try checkPlainSegments(path)
             return .manage
         }
-        if path.hasPrefix("/v1/") {
+        if path.dropPrefix("/v1/") != nil {
             try checkPlainSegments(path)
             return .admin
         }
@@ -61,9 +61,10 @@ public enum RouteClass: Sendable, Equatable {
         guard path.utf8.contains(where: { [UInt8(ascii: "."), UInt8(ascii: "%"), UInt8(ascii: "\\"), UInt8(ascii: ";")].contains($0) || $0 >= 0x80 })
         else { return }
         let refused = GatewayError.badRequest("the path \(path) has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators")
-        for segment in path.split(separator: "/", omittingEmptySubsequences: true) {
+        for segment in DataURI.split(path, at: "/") {
             guard let decoded = try? DataURI.decodeOnce(String(segment)) else { throw refused }
-            if decoded == "." || decoded == ".." || decoded.contains("/") || decoded.contains("\\") || DataURI.ambiguity(of: decoded[...]) != nil {
+            if DataURI.isDotSegment(decoded[...]) || decoded.utf8.contains(UInt8(ascii: "/")) || decoded.utf8.contains(UInt8(ascii: "\\"))
+                || DataURI.ambiguity(of: decoded[...]) != nil {
                 throw refused
             }
         }
@@ -80,9 +81,10 @@ public enum RouteClass: Sendable, Equatable {
 }
 
 extension String {
-    /// The rest after `prefix`, or nil. Counted in UTF-8 bytes rather than characters: this runs
-    /// on every request, and the ASCII prefixes it is given end on a character boundary.
+    /// The rest after `prefix`, or nil. Matched and cut in UTF-8 bytes, not `Character`s: this runs
+    /// on every request, and a combining mark after the prefix's last `/` (U+0301) would make the
+    /// two one `Character`, hiding the prefix from `hasPrefix` where every other reader sees it.
     func dropPrefix(_ prefix: String) -> Substring? {
-        hasPrefix(prefix) ? self[utf8.index(startIndex, offsetBy: prefix.utf8.count)...] : nil
+        utf8.starts(with: prefix.utf8) ? self[utf8.index(startIndex, offsetBy: prefix.utf8.count)...] : nil
     }
 }
