@@ -126,15 +126,29 @@ import Testing
             // `.my/team-b/x` and `/.my/team-b/x` as data://.my/team-b/x, so an algorithm handed one reads it.
             for (input, named) in [(".my/team-b/secret.csv", "data://.my/team-b/secret.csv"), ("/.my/team-b/secret.csv", "data://.my/team-b/secret.csv"),
                                    ("./.my/team-b/x", "data://.my/team-b/x"), ("%2emy/team-b/x", "data://.my/team-b/x"),
-                                   (" .my/team-a/../team-b/x", "data://.my/team-b/x"), (".my", "data://.my"), (".MY/team-a/x", "data://.MY/team-a/x")] {
+                                   (" .my/team-a/../team-b/x", "data://.my/team-b/x"), (".my", "data://.my"), (".MY/team-a/x", "data://.MY/team-a/x"),
+                                   // read as the data API reads `/v1/data/{text}`: dot segments resolved, decoded once, a scheme found then
+                                   ("x/../.my/team-b/x", "data://.my/team-b/x"), ("\u{FF0E}my/team-b/x", "data://\u{FF0E}my/team-b/x"),
+                                   (".my;v=1/team-b/x", "data://.my;v=1/team-b/x")] {
                 let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": ["g": input]])
                 #expect(json.status == 403, "\(input)")
                 #expect(envelope(json).message == "algorithm input references \(named), outside client 'team-a' data prefixes", "\(input)")
                 let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
                 #expect(text.status == 403, "\(input)")
             }
+            // A text the gateway cannot read one way only, that a laxer reader lands in .my, is refused.
+            for (input, reason) in [("..;/.my/team-b/x", "data path segment '..;' is refused: before its ';' it is only dots and spaces"),
+                                    (".my/%2574eam-b/x", "data path is percent-encoded twice"),
+                                    ("a/../../.my/team-b/x", "data path climbs above its root with '..'"),
+                                    ("s3:%2f%2fbucket/team-b/k", "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after"),
+                                    ("data://.my/team-b\\..\\team-a/x", "it holds a '\\', which some servers read as a separator and others as a character")] {
+                let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": input])
+                #expect(json.status == 403, "\(input)")
+                #expect(envelope(json).message == "algorithm input holds a data URI that cannot be checked safely: \(reason)", "\(input)")
+            }
             // Inside the prefixes, or text that only looks a little like a path, goes on.
-            for input in [".my/team-a/ok.csv", "/.my/team-a/ok.csv", "... and so on", ". my/team-b", ".myfile", "%20", "/etc/passwd"] {
+            for input in [".my/team-a/ok.csv", "/.my/team-a/ok.csv", "... and so on", ". my/team-b", ".myfile", "%20", "/etc/passwd",
+                          "100% sure. Yes.", "ratio 3:2.", "see https://example.com/a.b/../c", "x/../.my/team-a/ok.csv", "a/../../b.txt"] {
                 let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
                 #expect(reply.status == 200, "\(input)")
                 #expect(reply.object["result"] as? String == input)
@@ -142,7 +156,7 @@ import Testing
             // team-b has no data prefixes: its inputs are not restricted
             let unrestricted = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType, text: "data://.my/team-a/x")
             #expect(unrestricted.status == 200)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 9])
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 14])
         }
     }
 

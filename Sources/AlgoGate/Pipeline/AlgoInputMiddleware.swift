@@ -90,7 +90,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
     /// An empty input names nothing, whatever its type says.
     static func checkDataReferences(in body: ByteBuffer, contentType: String?, client: ClientIdentity) throws {
         guard let prefixes = client.dataPrefixes, body.readableBytes > 0 else { return }
-        let references: [String]
+        let references: [DataReferences.Reference]
         do {
             references = try DataReferences.find(in: body, contentType: contentType)
         } catch .json {
@@ -104,13 +104,13 @@ struct AlgoInputMiddleware: RouterMiddleware {
                                message: "algorithm input \(mediaType.map { "of type \($0)" } ?? "without a Content-Type") cannot be checked against client '\(client.name)' data prefixes: send application/json, text/plain or application/octet-stream")
         }
         for reference in references {
-            let uri: DataURI
-            do { uri = try DataURI.parse(uri: reference) } catch {
-                let reason = (error as? GatewayError).map { ": \($0.message)" } ?? ""
-                throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely\(reason)")
-            }
-            guard prefixes.contains(where: uri.isWithin) else {
-                throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(client.name)' data prefixes")
+            switch reference {
+            case .unreadable(let reason):
+                throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely: \(reason)")
+            case .location(let uri):
+                guard prefixes.contains(where: uri.isWithin) else {
+                    throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(client.name)' data prefixes")
+                }
             }
         }
     }

@@ -41,7 +41,14 @@ enum DataReferences {
         return charsets.allSatisfy(utf8Charsets.contains) ? nil : charsets.joined(separator: ", ")
     }
 
-    static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [String] {
+    /// A data location an input names, read as the upstream would read it; or, when it cannot
+    /// be read one way only, the text and why.
+    enum Reference: Equatable {
+        case location(DataURI)
+        case unreadable(reason: String)
+    }
+
+    static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [Reference] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
         if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = otherCharset(of: contentType) {
             throw .charset(charset)
@@ -49,14 +56,14 @@ enum DataReferences {
         switch mediaType {
         case "application/json":
             guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw .json }
-            return strings.compactMap(reference)
+            return strings.flatMap(references)
         case "text/plain":
-            return reference(in: String(buffer: body)).map { [$0] } ?? []
+            return references(in: String(buffer: body))
         case "application/octet-stream":
             // Bytes, handed to the algorithm as bytes; but one that decodes them may read a path in
             // them as a text input's: UTF-8 bytes are checked as text.
             guard let text = String(validating: body.readableBytesView, as: UTF8.self) else { return [] }
-            return reference(in: text).map { [$0] } ?? []
+            return references(in: text)
         default:
             throw .mediaType(mediaType)
         }
@@ -123,31 +130,158 @@ enum DataReferences {
         }
     }
 
-    /// The data URI `text` names, if it names one: a URI with a connector's scheme, or a path in
-    /// the `.my` pseudonym written without one.
-    static func reference(in text: String) -> String? {
+    /// The data locations `text` names: as a URI with a connector's scheme, or as a path in the
+    /// `.my` pseudonym written without one (`mentionsMyPseudonym`).
+    ///
+    /// The input reaches the algorithm as written, not normalised as a request's path is, so what
+    /// it names is read every way its reader may read it, and each reading must be checked: as
+    /// written, and as the Python client sends it (urllib3 resolves dot segments before anything
+    /// decodes them, so `a/%2e%2e/../b` is `a/b` to the gateway's reading and `b` to urllib3's).
+    /// A location whose readers would split it into different segments (a `\`, a separator to
+    /// some and a character to a Linux store; an encoded `/` or `\`, decoded before the split by
+    /// some and after by others) cannot be checked safely.
+    static func references(in text: String) -> [Reference] {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if looksLikeDataURI(trimmed) { return trimmed }
-        return bareDataPath(trimmed).map { "data://" + $0 }
+        if let (scheme, rest) = DataURI.splitScheme(trimmed), isConnectorScheme(scheme) {
+            return readings(of: rest) { try DataURI.parse(uri: scheme + "://" + $0) }
+        }
+        // The Python client strips a leading `/` (a scalar: a combining mark after it makes the two
+        // one `Character`) and reads the rest as a `/v1/data/` path, as the gateway reads one.
+        let path = trimmed.utf8.first == UInt8(ascii: "/") ? String(trimmed.unicodeScalars.dropFirst()) : trimmed
+        guard mentionsMyPseudonym(path) else { return [] }
+        return readings(of: path) { try DataURI.parse(dataPath: Substring($0)) }
     }
 
-    /// A `data://` path written without its scheme, in the `.my` pseudonym: the official clients
-    /// take `.my/team-b/x` and `/.my/team-b/x` for `data://.my/team-b/x` (the Python client strips
-    /// a leading `data://` or `/` and sends the rest as the path, whose dot segments urllib3
-    /// resolves), so an algorithm handed such a string reads that file. Recognised however it is
-    /// spelt (`./.my/…`, `%2emy/…`, `.MY/…`, `x/../.my/…`, a fullwidth `．my`), by the
-    /// normalisation the prefix check uses. Other bare paths (`user/dir/file`) cannot be told from
-    /// ordinary text and are not recognised (README, Known limits).
-    static func bareDataPath(_ text: String) -> String? {
-        // The leading `/` as a scalar: a combining mark after it makes the two one `Character`.
-        let path = text.utf8.first == UInt8(ascii: "/") ? String(text.unicodeScalars.dropFirst()) : text
-        // A `.my` path holds a dot, written, encoded (`%2e`) or folded from another character:
-        // cheap to rule out first, since this runs on every string of an input.
-        guard path.utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "%") || $0 >= 0x80 }),
-              let location = try? DataURI.normalise(connector: "data", rawPath: path),
-              let first = location.segments.first,
-              first.precomposedStringWithCompatibilityMapping.lowercased() == ".my" else { return nil }
-        return path
+    private static func readings(of path: String, parse: (String) throws -> DataURI) -> [Reference] {
+        if path.utf8.contains(UInt8(ascii: "\\")) {
+            return [.unreadable(reason: "it holds a '\\', which some servers read as a separator and others as a character")]
+        }
+        if path.range(of: "%(2[fF]|5[cC])", options: .regularExpression) != nil {
+            return [.unreadable(reason: "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after")]
+        }
+        let sent = sentByClient(path)
+        var found: [Reference] = []
+        for reading in sent.utf8.elementsEqual(path.utf8) ? [path] : [path, sent] {
+            do { found.append(.location(try parse(reading))) } catch { found.append(.unreadable(reason: reason(error))) }
+        }
+        return found
+    }
+
+    private static func reason(_ error: any Error) -> String { (error as? GatewayError)?.message ?? "\(error)" }
+
+    /// The path as urllib3 sends it: `.` and `..` segments resolved as written, before any
+    /// decoding (RFC 3986 §5.2.4; a climb above the root stops at it).
+    static func sentByClient(_ path: String) -> String {
+        var segments: [Substring] = []
+        for segment in DataURI.split(path, at: "/") {
+            if DataURI.isDotSegment(segment) {
+                if segment.utf8.count == 2 { _ = segments.popLast() }
+            } else {
+                segments.append(segment)
+            }
+        }
+        return segments.joined(separator: "/")
+    }
+
+    /// `.my`, in any case or compatibility form (`.MY`, `．my`).
+    static func isMyPseudonym(_ segment: some StringProtocol) -> Bool {
+        String(segment).precomposedStringWithCompatibilityMapping.lowercased() == ".my"
+    }
+
+    /// Whether a path written without a scheme may name a location in the `.my` pseudonym, or name
+    /// a connector's scheme, to any reader: the official clients take `.my/team-b/x` and
+    /// `/.my/team-b/x` for `data://.my/team-b/x`, so an algorithm handed such a string reads that
+    /// file. Looked for in every spelling a server may read (as written, and decoded up to three
+    /// times, leniently), compatibility-folded (`．my`), in any case, with backslashes as
+    /// separators, and in every segment, cut at a `;` and with trailing dots and spaces trimmed;
+    /// wherever it stands, since dot segments around it may make it the first (`x/../.my/…`).
+    /// Other bare paths (`user/dir/file`) cannot be told from ordinary text and are not recognised
+    /// (README, Known limits).
+    static func mentionsMyPseudonym(_ path: String) -> Bool {
+        // Cheap to rule out first, since this runs on every string of an input: in plain ASCII,
+        // only a dot and an `m` and a `y` can spell `.my`, and a scheme here comes only from
+        // decoding (`%3a`) or folding (a fullwidth colon).
+        var dot = false, m = false, y = false
+        for byte in path.utf8 {
+            switch byte {
+            case UInt8(ascii: "%"), 0x80...: dot = true; m = true; y = true
+            case UInt8(ascii: "."): dot = true
+            case UInt8(ascii: "m"), UInt8(ascii: "M"): m = true
+            case UInt8(ascii: "y"), UInt8(ascii: "Y"): y = true
+            default: continue
+            }
+            if dot && m && y { break }
+        }
+        guard dot && m && y else { return false }
+        var folds: [Unicode.Scalar: [UInt8]] = [:]
+        var spelling = path
+        for round in 0...3 {
+            if foldedNamesMy(asciiFold(spelling, folds: &folds)) { return true }
+            guard round < 3 else { break }
+            let decoded = decodeLeniently(spelling)
+            guard !decoded.utf8.elementsEqual(spelling.utf8) else { break }
+            spelling = decoded
+        }
+        return false
+    }
+
+    /// `text` as the ASCII it folds to, scalar by scalar: letters lowercased, each other scalar
+    /// replaced by its compatibility folding (`．` is `.`, `／` is `/`, `℀` is `a/c`), and what
+    /// folds to no ASCII as 0xFF. Folding scalar by scalar finds every ASCII character folding
+    /// the whole text would (composition never makes one), at a cost linear in the text: folding
+    /// a 10 MB input whole takes Foundation about half a second.
+    private static func asciiFold(_ text: String, folds: inout [Unicode.Scalar: [UInt8]]) -> [UInt8] {
+        func lower(_ byte: UInt8) -> UInt8 { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 : byte }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            if scalar.isASCII {
+                out.append(lower(UInt8(scalar.value)))
+            } else if let known = folds[scalar] {
+                out += known
+            } else {
+                let folded = String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.map { $0.isASCII ? lower(UInt8($0.value)) : 0xFF }
+                folds[scalar] = folded
+                out += folded
+            }
+        }
+        return out
+    }
+
+    /// Whether folded text starts with a connector's scheme, or has a segment that reads `.my`.
+    private static func foldedNamesMy(_ bytes: [UInt8]) -> Bool {
+        let colon = UInt8(ascii: ":"), slash = UInt8(ascii: "/")
+        if let at = bytes.indices.first(where: { bytes[$0] == colon && bytes[($0 + 1)...].starts(with: [slash, slash]) }),
+           isConnectorScheme(String(decoding: bytes[..<at], as: UTF8.self)) {
+            return true
+        }
+        for segment in bytes.split(whereSeparator: { $0 == slash || $0 == UInt8(ascii: "\\") }) {
+            var name = segment.prefix { $0 != UInt8(ascii: ";") }
+            while let last = name.last, last == UInt8(ascii: ".") || last == UInt8(ascii: " ") { name = name.dropLast() }
+            if name.elementsEqual(".my".utf8) { return true }
+        }
+        return false
+    }
+
+    /// Every `%XX` escape decoded, anything else kept as written (where `removingPercentEncoding`
+    /// gives up on the whole text at one stray `%`); bytes that are not UTF-8 read as U+FFFD.
+    static func decodeLeniently(_ text: String) -> String {
+        let bytes = Array(text.utf8)
+        guard bytes.contains(UInt8(ascii: "%")) else { return text }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count,
+               let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2]) {
+                out.append(high << 4 | low)
+                index += 3
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// A scheme of a known connector (any case, optional `+label`) followed by `://`, found in the
@@ -155,8 +289,12 @@ enum DataReferences {
     static func looksLikeDataURI(_ text: String) -> Bool {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard let (scheme, _) = DataURI.splitScheme(trimmed) else { return false }
-        let base = scheme.lowercased().split(separator: "+", maxSplits: 1).first.map(String.init) ?? ""
-        return DataURI.connectors.contains(base)
+        return isConnectorScheme(scheme)
+    }
+
+    /// A known connector's scheme, in any case, with an optional `+label`.
+    static func isConnectorScheme(_ scheme: String) -> Bool {
+        DataURI.connectors.contains(scheme.lowercased().split(separator: "+", maxSplits: 1).first.map(String.init) ?? "")
     }
 }
 

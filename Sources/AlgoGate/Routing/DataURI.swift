@@ -61,11 +61,16 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     /// `text` split at its first `://`, found in its bytes: a scalar joined to a slash (U+0301
     /// after it) cannot hide the scheme from the check while the upstream still reads it.
     static func splitScheme(_ text: String) -> (scheme: String, rest: String)? {
-        let bytes = Array(text.utf8)
-        guard bytes.count >= 3, let start = (0...(bytes.count - 3)).first(where: {
-            bytes[$0] == UInt8(ascii: ":") && bytes[$0 + 1] == UInt8(ascii: "/") && bytes[$0 + 2] == UInt8(ascii: "/")
-        }) else { return nil }
-        return (String(decoding: bytes[..<start], as: UTF8.self), String(decoding: bytes[(start + 3)...], as: UTF8.self))
+        let bytes = text.utf8, colon = UInt8(ascii: ":"), slash = UInt8(ascii: "/")
+        var index = bytes.startIndex
+        while let found = bytes[index...].firstIndex(of: colon) {
+            let after = bytes[bytes.index(after: found)...]
+            if after.starts(with: [slash, slash]) {
+                return (String(Substring(bytes[..<found])), String(Substring(after.dropFirst(2))))
+            }
+            index = after.startIndex
+        }
+        return nil
     }
 
     /// `text` split at every `separator` byte (an ASCII one, so each piece is whole UTF-8),
@@ -139,8 +144,10 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     /// any of these could read as `..` or as holding a separator is refused rather than
     /// forwarded, so no reading of the forwarded path climbs out of the prefix that was checked.
     static func ambiguity(of segment: Substring) -> String? {
-        // Counted in scalars, as every later reader counts them (see the type's note).
-        let folded = String(segment).precomposedStringWithCompatibilityMapping.unicodeScalars
+        // Counted in scalars, as every later reader counts them (see the type's note). ASCII is
+        // its own compatibility folding: most segments skip the fold.
+        let folded = segment.utf8.allSatisfy({ $0 < 0x80 }) ? String(segment).unicodeScalars
+            : String(segment).precomposedStringWithCompatibilityMapping.unicodeScalars
         for mark: Unicode.Scalar in ["/", "\\", "%", ";"]
         where folded.count(where: { $0 == mark }) > segment.unicodeScalars.count(where: { $0 == mark }) {
             return "it holds a character that some servers read as '\(mark)'"
