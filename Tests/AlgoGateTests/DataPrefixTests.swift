@@ -192,6 +192,12 @@ import Testing
             #expect(envelope(folded).message == "data path segment 'x\u{600}\u{FF0F}..' is refused: it holds a character that some servers read as '/'")
             let name = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "x\u{600}/.."])
             #expect(name.status == 400)
+            // Raw in the request target, such bytes do not get that far.
+            var raw = KeepAliveClient(port: h.gatewayPort)
+            let joined = try await raw.exchange("GET /v1/data/.my/team-a/x\u{600}/../../team-b/f HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
+            #expect(joined?.statusLine == "HTTP/1.1 400 Bad Request", "\(joined?.statusLine ?? "no answer")")
+            #expect(joined?.body.contains("the request line is not valid HTTP/1.1") == true, "\(joined?.body ?? "")")
+            await raw.close()
             #expect(h.simulator.stats.snapshot.totalRequests == 0, "nothing reached the upstream")
             // Such characters inside a name are only characters: forwarded as the bytes they are.
             let plain = try await h.gateway.send(.POST, "/v1/algo/util/Echo", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/e\u{301}/x\u{600}"])

@@ -158,8 +158,8 @@ struct RequestLogMiddleware: RouterMiddleware {
     }
 
     static func routeName(_ path: String) -> String {
-        if path.hasPrefix("/_admin/") { return "operator" }
-        if path.hasPrefix("/_gateway/") { return "gateway" }
+        if path.dropPrefix("/_admin/") != nil { return "operator" }
+        if path.dropPrefix("/_gateway/") != nil { return "gateway" }
         return AuthenticationMiddleware.openPaths.contains(path) ? "health" : "unknown"
     }
 }

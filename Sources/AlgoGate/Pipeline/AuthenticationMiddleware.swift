@@ -27,7 +27,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
         let path = request.uri.path
         let keyedMetrics = path == "/metrics" && metricsNeedKey()
         guard !Self.openPaths.contains(path) || keyedMetrics else { return }
-        guard path.hasPrefix("/v1/") || path.hasPrefix("/_admin/") || path.hasPrefix("/_gateway/") || keyedMetrics else {
+        // Prefixes matched in bytes, as the router and the upstream match them (`dropPrefix`).
+        guard path.dropPrefix("/v1/") != nil || path.dropPrefix("/_admin/") != nil || path.dropPrefix("/_gateway/") != nil || keyedMetrics else {
             throw GatewayError.notFound("no such endpoint: \(path)")
         }
         let key = try Credentials.key(from: request.headers)
