@@ -186,6 +186,10 @@ import Testing
             let connector = try await h.gateway.send(.GET, "/v1/connector/s3/bucket/team-a/x%D8%80/../../team-b/f", headers: simple(Keys.teamA))
             #expect(connector.status == 403)
             #expect(envelope(connector).message == "client 'team-a' may not access s3://bucket/team-b/f: outside its data prefixes")
+            // A backslash joined to a combining mark after it is still a separator.
+            let backslash = try await h.gateway.send(.GET, "/v1/data/.my/team-a/..%5C%CC%81x", headers: simple(Keys.teamA))
+            #expect(backslash.status == 403)
+            #expect(envelope(backslash).message == "client 'team-a' may not access data://.my/\u{301}x: outside its data prefixes")
             // A fullwidth slash joined to its neighbour still folds to a separator (NFKC).
             let folded = try await h.gateway.send(.GET, "/v1/data/.my/team-a/x%D8%80%EF%BC%8F..", headers: simple(Keys.teamA))
             #expect(folded.status == 400)
@@ -418,7 +422,7 @@ import Testing
                       "%C3%A9", "\u{FF0E}", "\u{FF0E}\u{FF0E}", "\u{FF0F}", "\u{FF3C}", "\u{FF05}2e", "\u{FF05}2f", "%EF%BC%8F",
                       "%EF%BC%8E%EF%BC%8E", "\u{2024}\u{2024}", "~", "%00", "%",
                       // joined to a neighbouring `/` as one `Character`: a combining mark after it, a prepended mark before it, a joiner
-                      "\u{301}", "x\u{600}", "\u{600}", "%CC%81", "x%D8%80", "\u{200D}", "..\u{600}"]
+                      "\u{301}", "x\u{600}", "\u{600}", "%CC%81", "x%D8%80", "\u{200D}", "..\u{600}", "..\\\u{301}x", "%5C%CC%81"]
         var random = SplitMix64(seed: 2026_11_24)
         var refused = 0, inside = 0
         for _ in 0..<20_000 {
@@ -472,7 +476,7 @@ enum LaxReading: CaseIterable {
     /// `Character`s, which join a `/` to a combining mark after it or a prepended mark before it.
     func resolve(_ raw: String) -> [String]? {
         let decode = { (text: String) in text.removingPercentEncoding ?? text }
-        let split = { (text: String) in text.replacingOccurrences(of: "\\", with: "/").scalarSplit("/") }
+        let split = { (text: String) in text.unicodeScalars.split(whereSeparator: { $0 == "/" || $0 == "\\" }).map { String(String.UnicodeScalarView($0)) } }
         let parts: [String]
         switch self {
         case .pathParameters: parts = raw.scalarSplit("/").map { decode($0.scalarPrefix { $0 != ";" }) }

@@ -66,7 +66,14 @@ extension ResponseCache {
         hot.remove { _, answer in answer.algo == algo || answer.algo.hasPrefix(algo + "/") }
     }
 
+    /// `text` for a LIKE pattern with `ESCAPE '\'`, escaped scalar by scalar (a `%` joined to a
+    /// combining mark is one `Character`, which a `Character` search would pass by).
     static func likeEscaped(_ text: String) -> String {
-        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+        var escaped = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar == "\\" || scalar == "%" || scalar == "_" { escaped.append("\\") }
+            escaped.append(scalar)
+        }
+        return String(escaped)
     }
 }

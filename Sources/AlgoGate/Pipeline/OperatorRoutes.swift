@@ -122,8 +122,8 @@ public struct OperatorRoutes: Sendable {
     /// Whether `text` names what a purge may: `owner/name` or `owner/name/version` (the HTTP
     /// endpoint and `algogate cache purge` alike).
     public static func isAlgoPattern(_ text: String) -> Bool {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        return (2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty && !$0.contains("%") }
+        let parts = text.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        return (2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty && !$0.contains(UInt8(ascii: "%")) }
     }
 
     static func json(_ value: some Encodable) throws -> Response {

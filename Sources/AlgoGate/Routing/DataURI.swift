@@ -120,9 +120,10 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
             throw GatewayError.badRequest("unknown data connector '\(rawConnector)'; use data, s3, azureblob, gs or dropbox (optionally +label)")
         }
         // Backslashes are path separators to some servers: fold them rather than let one slip past.
-        let path = decodedPath.replacingOccurrences(of: "\\", with: "/")
+        // Split at both, as scalars: `replacingOccurrences` matches `Character`s, and missed a `\`
+        // joined to a combining mark after it (found by Tests/Fuzz).
         var segments: [String] = []
-        for segment in split(path, at: "/") {
+        for segment in decodedPath.unicodeScalars.split(whereSeparator: { $0 == "/" || $0 == "\\" }).map(Substring.init) {
             if segment.utf8.elementsEqual(".".utf8) { continue }
             if segment.utf8.elementsEqual("..".utf8) {
                 guard !segments.isEmpty else { throw GatewayError.badRequest("data path climbs above its root with '..'") }

@@ -1,0 +1,127 @@
+@testable import AlgoGate
+import Foundation
+import HTTPTypes
+import NIOCore
+
+/// The executable's entry, as SwiftPM names it on Linux (`<module>_main`, which it links as
+/// `main`): libFuzzer's driver, fed by `fuzz` below. (With SwiftPM's `main` taken, libFuzzer's
+/// own is never linked.)
+@_cdecl("AlgoGateFuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc, argv = argv
+    return LLVMFuzzerRunDriver(&argc, &argv) { data, count in fuzz(data.map(UnsafeRawPointer.init) ?? UnsafeRawPointer(bitPattern: 1)!, count) }
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+/// libFuzzer's entry: one input, to the parser `ALGOGATE_FUZZ` names. Each parser must return or
+/// throw, never trap, and what it accepts must hold its invariants (a `preconditionFailure` is a
+/// finding, with the input that caused it saved by libFuzzer).
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let bytes = [UInt8](UnsafeRawBufferPointer(start: start, count: count))
+    switch target {
+    case .dataPath: FuzzTargets.dataPath(bytes)
+    case .route: FuzzTargets.route(bytes)
+    case .input: FuzzTargets.input(bytes)
+    case .headers: FuzzTargets.headers(bytes)
+    case .inflate: FuzzTargets.inflate(bytes)
+    }
+    return 0
+}
+
+enum FuzzTarget: String, CaseIterable {
+    case dataPath = "data-path", route, input, headers, inflate
+}
+
+let target: FuzzTarget = {
+    let name = ProcessInfo.processInfo.environment["ALGOGATE_FUZZ"] ?? ""
+    guard let target = FuzzTarget(rawValue: name) else {
+        preconditionFailure("set ALGOGATE_FUZZ to one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return target
+}()
+
+enum FuzzTargets {
+    /// A request path's data location and a directory name: what is accepted is forwarded as a
+    /// path that parses back to the same location, whose segments are plain names.
+    static func dataPath(_ bytes: [UInt8]) {
+        let cut = bytes.firstIndex(of: 0) ?? bytes.endIndex
+        let path = String(decoding: bytes[..<cut], as: UTF8.self)
+        let name = cut < bytes.endIndex ? String(decoding: bytes[(cut + 1)...], as: UTF8.self) : nil
+        for (connectorForm, parse) in [(false, { try DataURI.parse(dataPath: Substring(path)) }),
+                                       (true, { try DataURI.parse(connectorPath: Substring(path)) }),
+                                       (false, { try DataURI.parse(uri: path) })] as [(Bool, () throws -> DataURI)] {
+            guard let location = try? parse() else { continue }
+            check(location, path)
+            let forwarded = location.upstreamPath(connectorForm: connectorForm)
+            let again = connectorForm ? try? DataURI.parse(connectorPath: Substring(forwarded.dropFirst("/v1/connector/".count)))
+                                      : try? DataURI.parse(dataPath: Substring(forwarded.dropFirst("/v1/data/".count)))
+            guard again == location else { preconditionFailure("\(path.debugDescription) forwarded as \(forwarded) reads back as \(String(describing: again))") }
+            precondition(location.isWithin(location))
+            if let name, let made = try? location.appending(name) {
+                check(made, name)
+                precondition(made.isWithin(location) && made.segments.count == location.segments.count + 1, "\(name.debugDescription) made \(made)")
+            }
+        }
+    }
+
+    static func check(_ location: DataURI, _ from: String) {
+        for segment in location.segments {
+            let bytes = Array(segment.utf8)
+            guard !bytes.isEmpty, bytes != [46], bytes != [46, 46], !bytes.contains(47), !bytes.contains(92),
+                  !segment.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+                preconditionFailure("\(from.debugDescription) gave the segment \(segment.debugDescription)")
+            }
+        }
+    }
+
+    /// A request path's route class, and the algorithm or management path checks.
+    static func route(_ bytes: [UInt8]) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        for prefix in ["", "/v1/", "/v1/algo/", "/v1/data/", "/v1/connector/", "/v1/algorithms/"] {
+            let path = prefix + text
+            if case .data(let location, _)? = try? RouteClass.classify(path: path) { check(location, path) }
+            _ = AlgoRef(path: Substring(path))
+            _ = path.dropPrefix("/v1/")
+        }
+        _ = try? AlgoOptions.parse(text)
+        _ = try? AlgorithmPattern(parsing: text)
+    }
+
+    /// An algorithm input's data references, as JSON, text and bytes.
+    static func input(_ bytes: [UInt8]) {
+        let body = ByteBuffer(bytes: bytes)
+        for type in ["application/json", "text/plain", "application/octet-stream", "text/plain; charset=utf-8"] {
+            _ = try? DataReferences.find(in: body, contentType: type)
+        }
+        if let strings = DataReferences.strings(inJSON: bytes) { for string in strings { _ = DataReferences.references(in: string) } }
+        _ = DataReferences.otherCharset(of: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Header values: credentials, Cache-Control, content codings.
+    static func headers(_ bytes: [UInt8]) {
+        let value = String(decoding: bytes, as: UTF8.self)
+        _ = try? Credentials.key(parsing: value)
+        var fields = HTTPFields()
+        if let field = HTTPField.Name("Cache-Control").map({ HTTPField(name: $0, value: value) }) { fields.append(field) }
+        fields[.init("Pragma")!] = value
+        _ = CachePolicy.cacheControl(fields)
+        _ = try? ContentCoding.of(contentEncoding: value)
+        _ = ContentCoding.preferred(acceptEncoding: [value])
+        _ = CachePolicy.isPinned(value)
+    }
+
+    /// A compressed upload, inflated within a limit.
+    static func inflate(_ bytes: [UInt8]) {
+        for coding in [ContentCoding.gzip, .deflate] {
+            let limit = 1 << 16
+            if let output = try? Inflater.inflateAll(ByteBuffer(bytes: bytes), coding: coding, limit: limit) {
+                precondition(output.readableBytes <= limit, "inflated \(output.readableBytes) bytes past the \(limit)-byte limit")
+            }
+            _ = Inflater.declaredSize(of: ByteBuffer(bytes: bytes), coding: coding)
+        }
+    }
+}
