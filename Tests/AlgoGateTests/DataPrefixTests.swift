@@ -141,7 +141,9 @@ import Testing
                                     (".my/%2574eam-b/x", "data path is percent-encoded twice"),
                                     ("a/../../.my/team-b/x", "data path climbs above its root with '..'"),
                                     ("s3:%2f%2fbucket/team-b/k", "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after"),
-                                    ("data://.my/team-b\\..\\team-a/x", "it holds a '\\', which some servers read as a separator and others as a character")] {
+                                    ("data://.my/team-b\\..\\team-a/x", "it holds a '\\', which some servers read as a separator and others as a character"),
+                                    ("s3://bucket//team-a/x", "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold"),
+                                    ("//.my/team-a/x", "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold")] {
                 let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": input])
                 #expect(json.status == 403, "\(input)")
                 #expect(envelope(json).message == "algorithm input holds a data URI that cannot be checked safely: \(reason)", "\(input)")

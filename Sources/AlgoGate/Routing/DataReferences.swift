@@ -139,7 +139,8 @@ enum DataReferences {
     /// decodes them, so `a/%2e%2e/../b` is `a/b` to the gateway's reading and `b` to urllib3's).
     /// A location whose readers would split it into different segments (a `\`, a separator to
     /// some and a character to a Linux store; an encoded `/` or `\`, decoded before the split by
-    /// some and after by others) cannot be checked safely.
+    /// some and after by others; an empty segment, part of an object key to S3 and folded by
+    /// others) cannot be checked safely.
     static func references(in text: String) -> [Reference] {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if let (scheme, rest) = DataURI.splitScheme(trimmed), isConnectorScheme(scheme) {
@@ -155,6 +156,9 @@ enum DataReferences {
     private static func readings(of path: String, parse: (String) throws -> DataURI) -> [Reference] {
         if path.utf8.contains(UInt8(ascii: "\\")) {
             return [.unreadable(reason: "it holds a '\\', which some servers read as a separator and others as a character")]
+        }
+        if path.utf8.first == UInt8(ascii: "/") || path.utf8.firstRange(of: "//".utf8) != nil {
+            return [.unreadable(reason: "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold")]
         }
         if path.range(of: "%(2[fF]|5[cC])", options: .regularExpression) != nil {
             return [.unreadable(reason: "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after")]
