@@ -1,4 +1,3 @@
-@testable import AlgoGate
 import Foundation
 import Testing
 
@@ -48,6 +47,11 @@ import Testing
 
     static let connectors: Set<String> = ["data", "s3", "azureblob", "gs", "dropbox"]
 
+    /// `.my`, in any case or compatibility form (`.MY`, `．my`).
+    static func isMyPseudonym(_ segment: String) -> Bool {
+        segment.precomposedStringWithCompatibilityMapping.lowercased() == ".my"
+    }
+
     /// The scheme before a `://` (found in scalars) when it is a connector's, and the rest.
     static func scheme(of text: String) -> (connector: String, rest: String)? {
         let scalars = Array(text.unicodeScalars)
@@ -95,7 +99,7 @@ import Testing
     static func outsideTeamA(_ text: String) -> [Reading] {
         readings(of: text).filter { reading in
             guard let segments = reading.segments else { return false }  // above its root: an error there
-            if reading.bare, segments.first.map({ DataReferences.isMyPseudonym($0) }) != true { return false }  // the known limit
+            if reading.bare, segments.first.map(Self.isMyPseudonym) != true { return false }  // the known limit
             let inside = (reading.connector == "data" && segments.starts(with: [".my", "team-a"]))
                 || (reading.connector == "s3" && segments.starts(with: ["bucket", "team-a"]))
             return !inside

@@ -42,7 +42,7 @@ enum DataReferences {
     }
 
     /// A data location an input names, read as the upstream would read it; or, when it cannot
-    /// be read one way only, the text and why.
+    /// be read one way only, why.
     enum Reference: Equatable {
         case location(DataURI)
         case unreadable(reason: String)
@@ -187,11 +187,6 @@ enum DataReferences {
         return segments.joined(separator: "/")
     }
 
-    /// `.my`, in any case or compatibility form (`.MY`, `．my`).
-    static func isMyPseudonym(_ segment: some StringProtocol) -> Bool {
-        String(segment).precomposedStringWithCompatibilityMapping.lowercased() == ".my"
-    }
-
     /// Whether a path written without a scheme may name a location in the `.my` pseudonym, or name
     /// a connector's scheme, to any reader: the official clients take `.my/team-b/x` and
     /// `/.my/team-b/x` for `data://.my/team-b/x`, so an algorithm handed such a string reads that
@@ -286,14 +281,6 @@ enum DataReferences {
             }
         }
         return String(decoding: out, as: UTF8.self)
-    }
-
-    /// A scheme of a known connector (any case, optional `+label`) followed by `://`, found in the
-    /// text's bytes (`DataURI.splitScheme`).
-    static func looksLikeDataURI(_ text: String) -> Bool {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let (scheme, _) = DataURI.splitScheme(trimmed) else { return false }
-        return isConnectorScheme(scheme)
     }
 
     /// A known connector's scheme, in any case, with an optional `+label`.

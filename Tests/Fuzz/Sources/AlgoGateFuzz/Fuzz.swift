@@ -57,8 +57,9 @@ enum FuzzTargets {
             guard let location = try? parse() else { continue }
             check(location, path)
             let forwarded = location.upstreamPath(connectorForm: connectorForm)
-            let again = connectorForm ? try? DataURI.parse(connectorPath: Substring(forwarded.dropFirst("/v1/connector/".count)))
-                                      : try? DataURI.parse(dataPath: Substring(forwarded.dropFirst("/v1/data/".count)))
+            // `data` locations go as `/v1/data/...` whichever form named them.
+            let again = forwarded.hasPrefix("/v1/connector/") ? try? DataURI.parse(connectorPath: Substring(forwarded.dropFirst("/v1/connector/".count)))
+                                                              : try? DataURI.parse(dataPath: Substring(forwarded.dropFirst("/v1/data/".count)))
             guard again == location else { preconditionFailure("\(path.debugDescription) forwarded as \(forwarded) reads back as \(String(describing: again))") }
             precondition(location.isWithin(location))
             if let name, let made = try? location.appending(name) {
