@@ -98,8 +98,27 @@ enum FuzzTargets {
         for type in ["application/json", "text/plain", "application/octet-stream", "text/plain; charset=utf-8"] {
             _ = try? DataReferences.find(in: body, contentType: type)
         }
-        if let strings = DataReferences.strings(inJSON: bytes) { for string in strings { _ = DataReferences.references(in: string) } }
+        let scanned = DataReferences.strings(inJSON: bytes)
+        for string in scanned ?? [] { _ = DataReferences.references(in: string) }
+        // Every string the JSON parser reads, keys included, the scan must read too, byte for byte:
+        // a string read one way here and another upstream could hide a data URI from the check.
+        // (A document the scan cannot read is refused whole, fail closed.)
+        if let parsed = JSON.parse(body), let scanned {
+            let seen = Set(scanned.map { Array($0.utf8) })
+            for string in allStrings(parsed) where !seen.contains(Array(string.utf8)) {
+                preconditionFailure("the parser reads the string \(string.debugDescription), which the scan does not")
+            }
+        }
         _ = DataReferences.otherCharset(of: String(decoding: bytes, as: UTF8.self))
+    }
+
+    static func allStrings(_ value: Any) -> [String] {
+        switch value {
+        case let string as String: [string]
+        case let array as [Any]: array.flatMap(allStrings)
+        case let object as [String: Any]: object.flatMap { [$0.key] + allStrings($0.value) }
+        default: []
+        }
     }
 
     /// Header values: credentials, Cache-Control, content codings.
