@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
 import Testing
@@ -88,6 +88,15 @@ import Testing
             // The unlimited client manages anything.
             #expect(try await h.gateway.send(.POST, "/v1/algorithms/demo", headers: simple(Keys.teamB) + jsonType, text: create).status == 200)
         }
+    }
+
+    /// A created algorithm's name comes from the body, in any spelling: one canonically equivalent
+    /// to a listed name (the Kelvin sign U+212A is `K` to Swift's `==`) is another name upstream.
+    @Test func namesMatchByteForByte() throws {
+        let pattern = try AlgorithmPattern(parsing: "demo/Kelvin")
+        #expect(pattern.permits(owner: "demo", name: "Kelvin"))
+        #expect("\u{212A}elvin" == "Kelvin")  // what `String`'s `==` says
+        #expect(!pattern.permits(owner: "demo", name: "\u{212A}elvin"))
     }
 
     @Test func patternsAreValidated() throws {

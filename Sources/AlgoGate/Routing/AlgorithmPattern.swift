@@ -19,13 +19,16 @@ public struct AlgorithmPattern: Sendable, Equatable, CustomStringConvertible {
         name = parts[1] == "*" ? nil : String(parts[1])
     }
 
+    /// Names compare byte for byte: `String`'s `==` holds canonically equivalent spellings equal
+    /// (the Kelvin sign U+212A is `K` to it), which the upstream keeps apart. A created
+    /// algorithm's name comes from the request body, so it can be spelt any way.
     func permits(owner: some StringProtocol, name: some StringProtocol) -> Bool {
-        self.owner == owner && (self.name.map { $0 == name } ?? true)
+        self.owner.utf8.elementsEqual(owner.utf8) && (self.name.map { $0.utf8.elementsEqual(name.utf8) } ?? true)
     }
 
     /// Whether this pattern covers every algorithm of `owner` (owner-level management requests).
     func coversOwner(_ owner: some StringProtocol) -> Bool {
-        self.owner == owner && name == nil
+        self.owner.utf8.elementsEqual(owner.utf8) && name == nil
     }
 
     /// An account or algorithm name (no wildcard): see `AlgoRef.isSegment`.
