@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the gateway's parsers (libFuzzer, with AddressSanitizer): data paths
 # and directory names, route paths and query options, algorithm inputs' data references, header
 # values, compressed uploads. Not part of CI (the sanitized build of the whole stack takes about
-# ten minutes here); run it after changing a parser:
+# five minutes here); run it after changing a parser:
 #
 #   bash Tests/Fuzz/run.sh                  # each target for FUZZ_SECONDS (60)
 #   FUZZ_SECONDS=600 bash Tests/Fuzz/run.sh data-path input
