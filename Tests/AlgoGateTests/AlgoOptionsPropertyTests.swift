@@ -6,27 +6,42 @@ import Testing
 /// Generated queries for algorithm calls, sent byte for byte through a live gateway to an upstream
 /// that records each request target. An option the gateway reads (the cache keys answers by
 /// `output` and `stdout`, and it clamps `timeout`) must be read the same way by every reader the
-/// upstream might be: names case-sensitive or not, percent-decoded or not, the first or the last
-/// of two, values decoded or not. What the gateway cannot read one way only must be refused (400)
-/// and reach nothing.
+/// upstream might be: names case-sensitive or not (Unicode's case rules and compatibility forms
+/// included), percent-decoded or not, the first or the last of two, values decoded or not. What
+/// the gateway cannot read one way only must be refused (400) and reach nothing.
 @Suite struct AlgoOptionsPropertyTests {
     /// One way a server reads a query's parameters.
     struct Reader: CustomStringConvertible {
+        /// How a reader compares a parameter's name with an option's.
+        enum Fold: CaseIterable {
+            /// Byte for byte.
+            case none
+            /// Lowercased first (Swift's, Python's `lower`, Go's `ToLower`): `SUDO` is `sudo`.
+            case lowercase
+            /// Java's `equalsIgnoreCase`, character by character: equal, or equal uppercased, or
+            /// equal lowercased after that. `ſudo` (long s, U+017F) is `sudo`, as `tımeout`
+            /// (dotless i, U+0131) is `timeout`.
+            case ignoreCase
+            /// Compatibility-folded (NFKC), then lowercased: fullwidth `ｓｕｄｏ` and `ﬆdout`
+            /// (the st ligature) are options.
+            case compatibility
+        }
+
         var decodesNames: Bool
-        var foldsCase: Bool
+        var fold: Fold
         var firstWins: Bool
         var decodesValues: Bool
         var plusIsSpace: Bool
 
         var description: String {
-            "names \(decodesNames ? "decoded" : "raw")\(foldsCase ? " any case" : ""), \(firstWins ? "first" : "last") wins, values \(decodesValues ? "decoded" : "raw")\(plusIsSpace ? " (+ is space)" : "")"
+            "names \(decodesNames ? "decoded" : "raw")\(fold == .none ? "" : " folded (\(fold))"), \(firstWins ? "first" : "last") wins, values \(decodesValues ? "decoded" : "raw")\(plusIsSpace ? " (+ is space)" : "")"
         }
 
         static let all: [Reader] = [false, true].flatMap { decodesNames in
-            [false, true].flatMap { foldsCase in
+            Fold.allCases.flatMap { fold in
                 [false, true].flatMap { firstWins in
                     [(false, false), (true, false), (true, true)].map {
-                        Reader(decodesNames: decodesNames, foldsCase: foldsCase, firstWins: firstWins, decodesValues: $0.0, plusIsSpace: $0.1)
+                        Reader(decodesNames: decodesNames, fold: fold, firstWins: firstWins, decodesValues: $0.0, plusIsSpace: $0.1)
                     }
                 }
             }
@@ -39,15 +54,38 @@ import Testing
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 var key = String(parts[0])
                 if decodesNames { key = key.replacingOccurrences(of: "+", with: plusIsSpace ? " " : "+").removingPercentEncoding ?? key }
-                if foldsCase { key = key.lowercased() }
-                guard key == name else { continue }
+                guard Self.same(key, name, fold) else { continue }
                 var value = parts.count > 1 ? String(parts[1]) : ""
                 if decodesValues { value = (plusIsSpace ? value.replacingOccurrences(of: "+", with: " ") : value).removingPercentEncoding ?? value }
                 found.append(value)
             }
             return firstWins ? found.first : found.last
         }
+
+        static func same(_ key: String, _ name: String, _ fold: Fold) -> Bool {
+            switch fold {
+            case .none: key == name
+            case .lowercase: key.lowercased() == name
+            case .compatibility: key.precomposedStringWithCompatibilityMapping.lowercased() == name
+            case .ignoreCase:
+                // Java compares UTF-16 units with simple (one-to-one) case mappings; for the
+                // characters here the full mapping's first scalar is the simple one (`İ` lowercases
+                // to `i`).
+                key.unicodeScalars.count == name.unicodeScalars.count && zip(key.unicodeScalars, name.unicodeScalars).allSatisfy { a, b in
+                    func upper(_ s: Unicode.Scalar) -> Unicode.Scalar { s.properties.uppercaseMapping.unicodeScalars.first ?? s }
+                    func lower(_ s: Unicode.Scalar) -> Unicode.Scalar { s.properties.lowercaseMapping.unicodeScalars.first ?? s }
+                    return a == b || upper(a) == upper(b) || lower(upper(a)) == lower(upper(b))
+                }
+            }
+        }
     }
+
+    /// Letters some readers take for an ASCII one, percent-encoded (a raw one is refused by the
+    /// HTTP parser): long s, dotless i, dotted capital I, fullwidth forms, the st ligature.
+    static let lookalikes: [(ascii: String, spelling: String)] = [
+        ("s", "%C5%BF"), ("i", "%C4%B1"), ("i", "%C4%B0"), ("st", "%EF%AC%86"),
+        ("o", "%EF%BD%8F"), ("u", "%EF%BD%95"), ("t", "%EF%BC%B4"), ("d", "%EF%BD%84"),
+    ]
 
     static let names = ["timeout", "output", "stdout", "sudo"]
 
@@ -62,6 +100,11 @@ import Testing
             case 1: name = name.prefix(1).uppercased() + name.dropFirst()
             case 2: name = "%" + String(format: "%02X", name.utf8.first!) + name.dropFirst()
             case 3: name += "+"
+            case 4:
+                if let (ascii, spelling) = lookalikes.filter({ name.contains($0.ascii) }).randomElement(using: &random),
+                   let range = name.range(of: ascii) {
+                    name.replaceSubrange(range, with: spelling)
+                }
             default: break
             }
             switch Int.random(in: 0..<12, using: &random) {

@@ -133,7 +133,10 @@ import Testing
             let ambiguous = ["output=raw&output=default", "output=default&output=raw", "stdout=true&stdout=false",
                              "timeout=5&timeout=3000", "sudo=false&sudo=true", "Output=raw", "OUTPUT=raw", "%6Futput=raw",
                              "%6f%75%74%70%75%74=raw", "TimeOut=3000", "%74imeout=3000", "output=%72aw", "output=raw%00",
-                             "output=", "output", "stdout=tr%75e", "stdout=true+"]
+                             "output=", "output", "stdout=tr%75e", "stdout=true+",
+                             // Read as options by Java's equalsIgnoreCase (a long s, a dotless i)
+                             // or after NFKC (fullwidth letters, the st ligature).
+                             "%C5%BFtdout=true", "t%C4%B1meout=3000", "%EF%AC%86dout=true", "%EF%BD%93udo=true"]
             let refuse = { @Sendable (round: String) async throws in
                 for query in ambiguous {
                     let reply = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?other=1&\(query)", key: Keys.teamA)
@@ -155,13 +158,14 @@ import Testing
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
 
             var messages: [String?] = []
-            for query in ["output=raw&output=default", "Output=raw", "%74imeout=3000", "output=%72aw", "timeout=5&timeout=5"] {
+            for query in ["output=raw&output=default", "Output=raw", "%74imeout=3000", "%C5%BFudo=true", "output=%72aw", "timeout=5&timeout=5"] {
                 messages.append(envelope(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0?\(query)")).message)
             }
             #expect(messages == [
                 "the query gives the output option more than once: give each of an algorithm call's options once",
                 "the query spells the output option 'Output': write it output, in lowercase and not percent-encoded, so that the gateway and the upstream read it alike",
                 "the query spells the timeout option '%74imeout': write it timeout, in lowercase and not percent-encoded, so that the gateway and the upstream read it alike",
+                "the query spells the sudo option '%C5%BFudo': write it sudo, in lowercase and not percent-encoded, so that the gateway and the upstream read it alike",
                 "the output option must be a plain word (raw, void or default), not empty nor percent-encoded",
                 "the query gives the timeout option more than once: give each of an algorithm call's options once",
             ])

@@ -138,6 +138,8 @@ import Testing
                 (.GET, "/v1/data/.my/team-a/x?_method=DELETE", [], Keys.reader, "a _method query parameter"),
                 (.GET, "/v1/data/.my/team-a/x?a=1&%5Fmethod=delete", [], Keys.reader, "a _method query parameter"),
                 (.GET, "/v1/algorithms/demo/Hello?_METHOD=DELETE", [], Keys.teamA, "a _method query parameter"),
+                // A fullwidth low line and m, which a server normalising its input (NFKC) reads as `_m`.
+                (.GET, "/v1/data/.my/team-a/x?%EF%BC%BF%EF%BD%8Dethod=DELETE", [], Keys.reader, "a _method query parameter"),
                 (.POST, "/v1/algo/demo/Hello/0.1.0", [("X-HTTP-Method-Override", "GET")] + textType, Keys.teamB, "an X-HTTP-Method-Override field"),
             ]
             for (method, path, headers, key, what) in refusals {

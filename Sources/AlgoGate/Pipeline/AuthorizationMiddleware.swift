@@ -103,13 +103,13 @@ struct AuthorizationMiddleware: RouterMiddleware {
     /// What in a request's `fields` and `query` could give it another method upstream than the one
     /// its scope was checked for (a GET, read with `data:read`, that the upstream runs as a
     /// DELETE): a method-override field, or a `_method` query parameter (in any case,
-    /// percent-encoded or not). Nil when none.
+    /// percent-encoded or not, see `ParameterName`). Nil when none.
     static func methodOverride(_ fields: HTTPFields, query: String?) -> String? {
         if let name = methodOverrideFields.first(where: { fields[$0] != nil }) { return "an \(name.rawName) field" }
         guard let query, query.contains("_") || query.contains("%") else { return nil }
         for pair in query.split(separator: "&") {
             let name = pair.prefix { $0 != "=" }
-            if (String(name).removingPercentEncoding ?? String(name)).lowercased() == "_method" { return "a _method query parameter" }
+            if ParameterName.reading(name, among: ["_method"]) != nil { return "a _method query parameter" }
         }
         return nil
     }

@@ -6,7 +6,8 @@ import Foundation
 /// The cache keys an answer by them and the forwarder clamps `timeout`, so the upstream must not
 /// be able to read them otherwise. Servers differ where a query is ambiguous: one reads the first
 /// of two `output`s and another the last; one reads `Output` or `%6Futput` as `output` and
-/// another as no option at all. Such a call, if stored, would answer later calls that ask
+/// another as no option at all (and Java's `equalsIgnoreCase` reads `%C5%BFudo`, a long s, as
+/// `sudo`). Such a call, if stored, would answer later calls that ask
 /// otherwise (another team's, since entries are shared), and a timeout read one way here and
 /// another upstream would escape its clamp. So an option given twice, a name spelt other than
 /// in plain lowercase, or a value other than plain letters and digits is refused with a 400,
@@ -69,18 +70,10 @@ public struct AlgoOptions: Sendable, Equatable {
         return options
     }
 
-    /// The option `name` (percent-decoded, in any case) names, if it names one.
+    /// The option `name` names to some server (percent-decoded, in any case, see `ParameterName`),
+    /// if it names one.
     private static func optionName(_ name: Substring) -> String? {
-        // The longest spelling of an option's name: `timeout` with every byte percent-encoded.
-        guard name.utf8.count <= 21 else { return nil }
-        let decoded = name.utf8.contains(UInt8(ascii: "%")) ? (String(name).removingPercentEncoding ?? String(name)) : String(name)
-        switch decoded.lowercased() {
-        case "timeout": return "timeout"
-        case "output": return "output"
-        case "stdout": return "stdout"
-        case "sudo": return "sudo"
-        default: return nil
-        }
+        ParameterName.reading(name, among: ["timeout", "output", "stdout", "sudo"])
     }
 
     private static func twice(_ name: String) -> GatewayError {
