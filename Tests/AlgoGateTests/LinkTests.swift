@@ -83,6 +83,12 @@ import Testing
             Response(status: .movedPermanently, headers: [.location: "http://\(request.head.authority ?? "")/v1/data/.my/team-a/new",
                                                           .contentLocation: "http://\(request.head.authority ?? "")/v1/data/.my/team-a/moved"])
         }
+        // A name that begins with a combining mark, which joins the prefix's last `/` into one
+        // `Character` with it: matched in bytes, the link is found all the same.
+        router.get("/v1/data/.my/team-a/marked") { request, _ -> Response in
+            Response(status: .movedPermanently, headers: [.location: "http://\(request.head.authority ?? "")/v1/\u{301}x",
+                                                          LinkRewriter.link: "<http://\(request.head.authority ?? "")/v1/\u{301}x>; rel=\"next\""])
+        }
         router.get("/v1/data/.my/team-a/elsewhere") { _, _ -> Response in
             Response(status: .found, headers: [.location: "https://storage.example.com/bucket/file?signature=abc"])
         }
@@ -95,6 +101,10 @@ import Testing
                 #expect(moved.status == 301)
                 #expect(moved.header("Location") == "\(h.gateway.base)/v1/data/.my/team-a/new")
                 #expect(moved.header("Content-Location") == "\(h.gateway.base)/v1/data/.my/team-a/moved")
+                let marked = try await h.gateway.send(.GET, "/v1/data/.my/team-a/marked", headers: simple(Keys.teamA))
+                #expect(marked.status == 301)
+                #expect(marked.header("Location") == "\(h.gateway.base)/v1/\u{301}x")
+                #expect(marked.header("Link") == "<\(h.gateway.base)/v1/\u{301}x>; rel=\"next\"")
                 let elsewhere = try await h.gateway.send(.GET, "/v1/data/.my/team-a/elsewhere", headers: simple(Keys.teamA))
                 #expect(elsewhere.status == 302)
                 #expect(elsewhere.header("Location") == "https://storage.example.com/bucket/file?signature=abc")

@@ -59,15 +59,26 @@ struct LinkRewriter: Sendable {
 
     /// `Location` and `Content-Location` pointed at the gateway when they name the upstream, and
     /// each target of a `Link` field (RFC 8288: `<URL>; rel="next"`) that does.
+    /// Matched in bytes, as the body is: a combining mark after the prefix's last `/` would join
+    /// it into one `Character` and hide the link from a `Character` search.
     func rewriteLinkFields(_ headers: inout HTTPFields) {
         for name in [HTTPField.Name.location, .contentLocation] {
-            guard let value = headers[name], value.hasPrefix(upstreamPrefix) else { continue }
-            headers[name] = gatewayPrefix + value.dropFirst(upstreamPrefix.count)
+            guard let value = headers[name], let rest = value.dropPrefix(upstreamPrefix) else { continue }
+            headers[name] = gatewayPrefix + rest
         }
         let links = headers[fields: Self.link]
-        let target = "<" + upstreamPrefix
-        guard links.contains(where: { $0.value.contains(target) }) else { return }
-        headers[fields: Self.link] = links.map { HTTPField(name: Self.link, value: $0.value.replacingOccurrences(of: target, with: "<" + gatewayPrefix)) }
+        let target = Array(("<" + upstreamPrefix).utf8)
+        guard links.contains(where: { $0.value.utf8.firstRange(of: target) != nil }) else { return }
+        let replacement = Array(("<" + gatewayPrefix).utf8)
+        headers[fields: Self.link] = links.map { field in
+            var value: [UInt8] = []
+            var rest = Array(field.value.utf8)[...]
+            while let range = rest.firstRange(of: target) {
+                value += rest[..<range.lowerBound] + replacement
+                rest = rest[range.upperBound...]
+            }
+            return HTTPField(name: Self.link, value: String(decoding: value + rest, as: UTF8.self))
+        }
     }
 
     /// Whether the body of an answer with these fields (its coding already undone) has its links
