@@ -109,10 +109,12 @@ struct AuthorizationMiddleware: RouterMiddleware {
         guard let query, query.contains("_") || query.contains("%") else { return nil }
         for pair in query.split(separator: "&") {
             let name = pair.prefix { $0 != "=" }
-            if ParameterName.reading(name, among: ["_method"]) != nil { return "a _method query parameter" }
+            if ParameterName.reading(name, among: methodParameter) != nil { return "a _method query parameter" }
         }
         return nil
     }
+
+    private static let methodParameter = ["_method"]
 
     /// Header fields some servers (IIS's URL rewriting, frameworks that trust it) route by instead
     /// of the request's own path: `/v1/algo/...` granted with `algo` would be read as the path

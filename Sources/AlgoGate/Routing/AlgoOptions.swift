@@ -73,8 +73,10 @@ public struct AlgoOptions: Sendable, Equatable {
     /// The option `name` names to some server (percent-decoded, in any case, see `ParameterName`),
     /// if it names one.
     private static func optionName(_ name: Substring) -> String? {
-        ParameterName.reading(name, among: ["timeout", "output", "stdout", "sudo"])
+        ParameterName.reading(name, among: names)
     }
+
+    private static let names = ["timeout", "output", "stdout", "sudo"]
 
     private static func twice(_ name: String) -> GatewayError {
         .badRequest("the query gives the \(name) option more than once: give each of an algorithm call's options once")

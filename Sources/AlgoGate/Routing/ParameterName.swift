@@ -12,8 +12,8 @@ enum ParameterName {
     /// The one of `names` (lowercase ASCII) that `raw`, a name as the query spells it, may be read
     /// as, or nil.
     static func reading(_ raw: Substring, among names: [String]) -> String? {
-        // The longest spelling of a name here: 7 letters, each a percent-encoded 3-byte lookalike.
-        guard raw.utf8.count <= 9 * (names.map(\.utf8.count).max() ?? 0) else { return nil }
+        // The longest spelling of a name: each letter a percent-encoded 3-byte lookalike.
+        guard raw.utf8.count <= 9 * names.reduce(0, { max($0, $1.utf8.count) }) else { return nil }
         let decoded = raw.utf8.contains(UInt8(ascii: "%")) ? (String(raw).removingPercentEncoding ?? String(raw)) : String(raw)
         let spellings = decoded.utf8.allSatisfy { $0 < 0x80 } ? [decoded] : [decoded, decoded.precomposedStringWithCompatibilityMapping]
         for spelling in spellings {
