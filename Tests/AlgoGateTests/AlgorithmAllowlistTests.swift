@@ -77,6 +77,7 @@ import Testing
                 (.GET, "/v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo", nil, 400, "InputError", "the path /v1/algorithms/team-x/Tool%2F..%2F..%2Fdemo has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators"),
                 (.GET, "/v1/algorithms/team-x/Tool%20x", nil, 400, "InputError", "/v1/algorithms/team-x/Tool%20x cannot be checked against client 'team-x''s algorithms: use plain names, without encoded characters or dot segments"),
                 (.POST, "/v1/algorithms/team-x", "not json", 400, "InputError", #"a POST to /v1/algorithms/team-x must be a JSON object with the new algorithm's "name""#),
+                (.POST, "/v1/algorithms/team-x", #"{"Name": "Other", "name": "Tool2"}"#, 400, "InputError", #"the body has a "Name" key beside "name", which some servers read as the name: give the name once, as "name""#),
             ]
             for (method, path, body, status, type, message) in refusals {
                 let reply = try await send(method, path, body)

@@ -98,7 +98,16 @@ import Testing
                     == #"{"error":{"error_type":"InputError","message":"invalid directory name: it must be a single path segment"}}"#)
             #expect(try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "..;"]).text
                     == #"{"error":{"error_type":"InputError","message":"directory name '..;' is refused: before its ';' it is only dots and spaces"}}"#)
+            // A second key some server could read as the name (Jackson matching keys in any case,
+            // one reading the first of two): the name is given once, as "name".
+            for (other, name) in [("Name", "../team-b"), ("NAME", "x"), ("%6Eame", "x")] {
+                let refused = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: [other: name, "name": "reports2"])
+                #expect(refused.status == 400, "\(other)")
+                #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the body has a \"\#(other)\" key beside \"name\", which some servers read as the name: give the name once, as \"name\""}}"#)
+            }
             #expect(h.simulator.stats.snapshot.totalRequests == upstreamBefore, "no refused name reached the upstream")
+            let acl = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "shared", "acl": ["read": ["algo://.my/*"]]])
+            #expect(acl.text == #"{"result":"data://.my/team-a/shared"}"#)
             let spaced = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "Q3 reports"])
             #expect(spaced.text == #"{"result":"data://.my/team-a/Q3 reports"}"#)
             let notJSON = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + textType, text: "hello")

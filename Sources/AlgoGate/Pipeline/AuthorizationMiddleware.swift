@@ -74,7 +74,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
     @inline(never)
     static func checkDirectoryCreate(_ request: Request, in uri: DataURI, prefixes: [DataURI], client: String) async throws -> Request {
         let body = try await request.body.collect(upTo: maxCreateBody)
-        guard let object = JSON.object(body), let name = object["name"] as? String else {
+        guard let object = JSON.object(body), let name = try createdName(in: object) else {
             throw GatewayError.badRequest("a POST to a data directory must be {\"name\": ..., \"acl\": ...}")
         }
         let target = try uri.appending(name)
@@ -126,6 +126,19 @@ struct AuthorizationMiddleware: RouterMiddleware {
         pathOverrideFields.first { fields[$0] != nil }
     }
 
+    /// The `name` a create body gives, nil when it gives none as a string. A body with another key
+    /// some server could read as `name` (`Name`, `NAME`, `%6Eame`, see `ParameterName`) is
+    /// refused: a JSON reader that matches keys in any case (Jackson's
+    /// `ACCEPT_CASE_INSENSITIVE_PROPERTIES`) could take that one, not the name checked.
+    static func createdName(in object: [String: Any]) throws(GatewayError) -> String? {
+        if let other = object.keys.sorted().first(where: { $0 != "name" && ParameterName.reading(Substring($0), among: nameKey) != nil }) {
+            throw GatewayError.badRequest("the body has a \"\(other)\" key beside \"name\", which some servers read as the name: give the name once, as \"name\"")
+        }
+        return object["name"] as? String
+    }
+
+    private static let nameKey = ["name"]
+
     /// `request` with the create body the gateway checked, `object`, encoded anew as its body: the
     /// upstream reads the name that was checked. Parsers differ on a key written twice
     /// (`{"name": "/team-b", "name": "x"}`): Foundation, as most, keeps the last, some keep the
@@ -156,7 +169,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
             throw GatewayError.forbidden("client '\(client)' may only manage its own algorithms: name one in the path")
         case 1 where request.method == .post:
             let body = try await request.body.collect(upTo: maxCreateBody)
-            guard let object = JSON.object(body), let name = object["name"] as? String else {
+            guard let object = JSON.object(body), let name = try createdName(in: object) else {
                 throw GatewayError.badRequest("a POST to /v1/algorithms/\(segments[0]) must be a JSON object with the new algorithm's \"name\"")
             }
             guard algorithms.permits(owner: segments[0], name: name) else {
