@@ -90,6 +90,30 @@ enum FuzzTargets {
         }
         _ = try? AlgoOptions.parse(text)
         _ = try? AlgorithmPattern(parsing: text)
+        // A name no server could read as an option is not one to the gateway either.
+        let options = ["timeout", "output", "stdout", "sudo", "_method"]
+        let decoded = text.removingPercentEncoding ?? text
+        for reading in [decoded.lowercased(), decoded.precomposedStringWithCompatibilityMapping.lowercased()] where options.contains(reading) {
+            precondition(ParameterName.reading(Substring(text), among: options) == reading, "\(text.debugDescription) reads as \(reading)")
+        }
+        if let option = options.first(where: { javaEqualsIgnoreCase(decoded, $0) }) {
+            precondition(ParameterName.reading(Substring(text), among: options) == option, "\(text.debugDescription) is \(option) to Java")
+        }
+    }
+
+    /// Java's `String.equalsIgnoreCase`: UTF-16 unit by unit, equal, or equal uppercased, or equal
+    /// lowercased after that (simple case mappings: for the letters compared here, the first
+    /// scalar of Unicode's full mapping).
+    static func javaEqualsIgnoreCase(_ a: String, _ b: String) -> Bool {
+        let a = Array(a.utf16), b = Array(b.utf16)
+        guard a.count == b.count else { return false }
+        func upper(_ unit: UInt16) -> UInt32 {
+            Unicode.Scalar(unit).flatMap { $0.properties.uppercaseMapping.unicodeScalars.first }.map(\.value) ?? UInt32(unit)
+        }
+        func lower(_ value: UInt32) -> UInt32 {
+            Unicode.Scalar(value).flatMap { $0.properties.lowercaseMapping.unicodeScalars.first }.map(\.value) ?? value
+        }
+        return zip(a, b).allSatisfy { x, y in x == y || upper(x) == upper(y) || lower(upper(x)) == lower(upper(y)) }
     }
 
     /// An algorithm input's data references, as JSON, text and bytes.
