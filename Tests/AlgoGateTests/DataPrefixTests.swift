@@ -115,6 +115,37 @@ import Testing
         }
     }
 
+    /// A connector's label is compared as written: whether the upstream holds `dropbox+Work` and
+    /// `dropbox+work` to be one account is not known, so a prefix with one covers only that one,
+    /// on routes and in algorithm inputs alike; the type is read in any case.
+    @Test func aConnectorLabelIsComparedAsWritten() async throws {
+        let clients = """
+            clients:
+              - name: labelled
+                key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))"
+                scopes: [algo, data:read, data:write]
+                data_prefixes: ["dropbox+work://team-a/"]
+            """
+        try await GatewayHarness.run(clientsYAML: clients) { h in
+            let put = try await h.gateway.send(.PUT, "/v1/connector/dropbox+work/team-a/x.txt", headers: simple(Keys.teamA) + textType, text: "hi")
+            #expect(put.status == 200)
+            let read = try await h.gateway.send(.GET, "/v1/connector/DROPBOX+work/team-a/x.txt", headers: simple(Keys.teamA))
+            #expect(read.status == 200)
+            #expect(read.text == "hi")
+            let before = h.simulator.stats.snapshot.totalRequests
+            let other = try await h.gateway.send(.GET, "/v1/connector/dropbox+Work/team-a/x.txt", headers: simple(Keys.teamA))
+            #expect(other.status == 403)
+            #expect(envelope(other).message == "client 'labelled' may not access dropbox+Work://team-a/x.txt: outside its data prefixes")
+            let input = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "dropbox+Work://team-a/x.txt"])
+            #expect(input.status == 403)
+            #expect(envelope(input).message == "algorithm input references dropbox+Work://team-a/x.txt, outside client 'labelled' data prefixes")
+            #expect(h.simulator.stats.snapshot.totalRequests == before, "no refusal reached the upstream")
+            let own = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "Dropbox+work://team-a/x.txt"])
+            #expect(own.status == 200)
+            #expect(canonicalJSON(own.object["result"]) == #"{"f":"Dropbox+work://team-a/x.txt"}"#)
+        }
+    }
+
     @Test func dataURIsInsideAlgorithmInputsAreChecked() async throws {
         try await GatewayHarness.run { h in
             let nested = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA),
@@ -414,7 +445,12 @@ import Testing
         #expect(try DataURI.parse(dataPath: "./.my/team-a/b/../c").description == "data://.my/team-a/c")
         #expect(try DataURI.parse(dataPath: ".my\\team-a\\c").isWithin(base))
         #expect(try !DataURI.parse(dataPath: ".my/team-ab").isWithin(base))
-        #expect(try DataURI.parse(connectorPath: "dropbox+Work/a b/c").upstreamPath(connectorForm: true) == "/v1/connector/dropbox+work/a%20b/c")
+        #expect(try DataURI.parse(connectorPath: "Dropbox+Work/a b/c").upstreamPath(connectorForm: true) == "/v1/connector/dropbox+Work/a%20b/c")
+        // A label is compared as written: `dropbox+Work` and `dropbox+work` may be two accounts.
+        let labelled = try DataURI.parse(uri: "dropbox+work://team-a/")
+        #expect(try DataURI.parse(uri: "DROPBOX+work://team-a/x").isWithin(labelled))
+        #expect(try !DataURI.parse(uri: "dropbox+Work://team-a/x").isWithin(labelled))
+        #expect(try !DataURI.parse(uri: "dropbox://team-a/x").isWithin(labelled))
         #expect(try DataURI.parse(dataPath: "s3://b/k").upstreamPath(connectorForm: false) == "/v1/data/s3://b/k")
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "a/%252e") }
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "../x") }

@@ -113,12 +113,22 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func normalise(connector rawConnector: String, decodedPath: String) throws -> DataURI {
-        let connector = rawConnector.lowercased()
-        let base = connector.split(separator: "+", maxSplits: 1).first.map(String.init) ?? ""
-        guard connectors.contains(base),
-              connector.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-_".contains($0)) }) else {
+        // The type in any case (`S3` is `s3`, as schemes are); a label as written, case included:
+        // whether the upstream holds `dropbox+Work` and `dropbox+work` to be one account is not
+        // known, so a prefix with one does not cover the other, and the label goes upstream as the
+        // client wrote it.
+        let plus = rawConnector.utf8.firstIndex(of: UInt8(ascii: "+")) ?? rawConnector.utf8.endIndex
+        let base = String(Substring(rawConnector.utf8[..<plus])).lowercased()
+        guard connectors.contains(base), rawConnector.utf8.allSatisfy({ byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "_"): true
+            default: false
+            }
+        }) else {
             throw GatewayError.badRequest("unknown data connector '\(rawConnector)'; use data, s3, azureblob, gs or dropbox (optionally +label)")
         }
+        let connector = base + String(Substring(rawConnector.utf8[plus...]))
         // Backslashes are path separators to some servers: fold them rather than let one slip past.
         // Split at both, as scalars: `replacingOccurrences` matches `Character`s, and missed a `\`
         // joined to a combining mark after it (found by Tests/Fuzz).

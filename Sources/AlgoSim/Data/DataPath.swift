@@ -48,6 +48,8 @@ struct DataPath: Sendable, Equatable {
             }
             segments.append(decoded)
         }
-        return DataPath(connector: connector.lowercased(), segments: segments)
+        // The type in any case, the label as written (the gateway holds labels that differ in
+        // case to be two connectors, and so does the simulator).
+        return DataPath(connector: base.lowercased() + connector.dropFirst(base.count), segments: segments)
     }
 }
