@@ -178,6 +178,48 @@ import Testing
         }
     }
 
+    /// An algorithm runs with the account's key, so a client with `algo` and no `data_prefixes`
+    /// reaches every path through one, whatever its data scopes. Where other clients are kept to
+    /// prefixes, check-config and serve name such clients (without refusing them).
+    @Test func clientsWhoseAlgorithmCallsReachEveryPathAreNamed() async throws {
+        let note = "with the algo scope and no data_prefixes (nor a data scope), algorithms called by b, d run with the account's key and can read and write every path, other teams' included; data_prefixes keep a client's calls to its own files"
+        try await withTemporaryDirectory("cfg") { directory in
+            func mixed(cachePath: String) -> String {
+                """
+                upstream: {url: http://127.0.0.1:9, key_env: UP_KEY}
+                cache: {path: "\(cachePath)"}
+                clients:
+                  - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo, data:read], data_prefixes: ["data://.my/a/"]}
+                  - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}
+                  - {name: c, key_sha256: "\(String(repeating: "c", count: 64))", scopes: [algo, data:read]}
+                  - {name: d, key_sha256: "\(String(repeating: "d", count: 64))", scopes: [algo, manage]}
+                  - {name: e, key_sha256: "\(String(repeating: "e", count: 64))", scopes: [algo], data_prefixes: ["data://.my/e/"]}
+                """
+            }
+            let good = directory.appendingPathComponent("good.yaml")
+            try mixed(cachePath: directory.path + "/state.sqlite").write(to: good, atomically: true, encoding: .utf8)
+            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
+            #expect(ok.termination == .exited(0))
+            #expect(ok.log.contains("note: " + note), "\(ok.log)")
+            // serve warns at start (here one that then cannot open its state file: a directory).
+            let unopenable = directory.appendingPathComponent("unopenable.yaml")
+            try mixed(cachePath: directory.path).write(to: unopenable, atomically: true, encoding: .utf8)
+            let serving = try await ChildProcess.run(arguments: ["serve", "--config", unopenable.path, "--log-format", "text"], environment: ["UP_KEY": "k"])
+            #expect(serving.termination == .exited(1))
+            #expect(serving.log.contains(" warning algogate: " + note), "\(serving.log)")
+            // With no client kept to prefixes, nothing is said: every team reaches every path.
+            let open = directory.appendingPathComponent("open.yaml")
+            try """
+            upstream: {url: http://127.0.0.1:9, key_env: UP_KEY}
+            cache: {path: "\(directory.path)/state.sqlite"}
+            clients: [{name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}]
+            """.write(to: open, atomically: true, encoding: .utf8)
+            let quiet = try await ChildProcess.run(arguments: ["check-config", "--config", open.path], environment: ["UP_KEY": "k"])
+            #expect(quiet.termination == .exited(0))
+            #expect(!quiet.log.contains("data_prefixes"), "\(quiet.log)")
+        }
+    }
+
     @Test func checkConfigExitsZeroOrOneWithTheReason() async throws {
         try await withTemporaryDirectory("cfg") { directory in
             let good = directory.appendingPathComponent("good.yaml")

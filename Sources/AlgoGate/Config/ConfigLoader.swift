@@ -259,6 +259,25 @@ public enum ConfigLoader {
         return ProxyCredentials(user: String(value[..<colon]), password: Secret(String(value[value.index(after: colon)...])))
     }
 
+    /// Clients whose algorithm calls reach every path of the account though no route of theirs
+    /// does: the `algo` scope, neither data scope and no `data_prefixes`, in a configuration where
+    /// other clients have `data_prefixes` (so teams are meant to be kept apart). An algorithm
+    /// runs with the account's key: a data path in such a client's input is read, whatever its
+    /// scopes. `check-config` and `serve` say so; the configuration is not refused (a trusted
+    /// team may be meant to reach everything).
+    public static func unboundedAlgorithmClients(_ config: GatewayConfig) -> [String] {
+        guard config.clients.contains(where: { $0.dataPrefixes != nil }) else { return [] }
+        return config.clients.filter { client in
+            client.scopes.contains(.algo) && client.dataPrefixes == nil
+                && !client.scopes.contains(.dataRead) && !client.scopes.contains(.dataWrite)
+        }.map(\.name)
+    }
+
+    /// What `serve` logs and `check-config` prints about `unboundedAlgorithmClients`.
+    public static func unboundedAlgorithmNote(_ names: [String]) -> String {
+        "with the algo scope and no data_prefixes (nor a data scope), algorithms called by \(names.joined(separator: ", ")) run with the account's key and can read and write every path, other teams' included; data_prefixes keep a client's calls to its own files"
+    }
+
     /// The proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case) set in
     /// `environment` that would route this configuration's upstream through a proxy, had the
     /// gateway read them. It does not: it goes through a proxy only when `upstream.proxy` says so,
