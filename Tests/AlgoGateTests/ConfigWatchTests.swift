@@ -49,6 +49,10 @@ import Testing
         // The log line is written just after the swap, by the log's own thread.
         #expect(await eventually { count(reloaded) == 1 }, "\(pair.gateway.log)")
         #expect(pair.gateway.log.contains(#""trigger":"file changed""#), "\(pair.gateway.log)")
+        // The standard clients keep team-a to prefixes and not team-b: named at start, and again
+        // with the added team-w once it is in force.
+        #expect(count("algorithms called by team-b run with the account's key") == 1, "\(pair.gateway.log)")
+        #expect(count("algorithms called by team-b, team-w run with the account's key") == 1, "\(pair.gateway.log)")
 
         // A version that does not load: refused once, however long it stays, and the one in force keeps serving.
         try config.update(["algogate.yaml": first + "\n" + watcherEntry + "\n    colour: blue\n"])

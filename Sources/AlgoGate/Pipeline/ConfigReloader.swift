@@ -119,6 +119,8 @@ public struct ConfigReloader: Service {
             "needs_restart": .string(fixed.isEmpty ? "none" : fixed.joined(separator: ", ")),
             "trigger": .string(trigger.rawValue),
         ])
+        let unbounded = ConfigLoader.unboundedAlgorithmClients(new)
+        if !unbounded.isEmpty { logger.warning("\(ConfigLoader.unboundedAlgorithmNote(unbounded))") }
         return true
     }
 
