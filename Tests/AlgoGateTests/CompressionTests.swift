@@ -101,6 +101,71 @@ import Testing
         }
     }
 
+    /// A gzip body of several members (`cat a.gz b.gz`, bgzip's blocks) is their contents in
+    /// turn, as gunzip, Python and Go read it. The gateway once read the first member alone: with
+    /// a second member of the same size (each ends with its size, and the body's last one was
+    /// checked) it answered, and cached, the first member's call; otherwise it refused valid gzip.
+    @Test func aGzipBodyOfSeveralMembersIsTheirContentsInTurn() async throws {
+        try await GatewayHarness.run { h in
+            let first = Array("hello world 1234567".utf8), second = Array(" and a second line".utf8)
+            let alone = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType + [("Content-Encoding", "gzip")],
+                                                 body: try Self.gzip(first))
+            #expect(alone.object["result"] as? String == "hello world 1234567")
+            for (name, tail) in [("same size", Array("data://.my/team-b/x".utf8)), ("another size", second)] {
+                let both = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType + [("Content-Encoding", "gzip")],
+                                                    body: try Self.gzip(first) + Self.gzip(tail))
+                #expect(both.status == 200, "\(name)")
+                #expect(both.object["result"] as? String == String(decoding: first + tail, as: UTF8.self), "\(name)")
+                #expect(both.header("X-Cache") == "MISS", "\(name): not the first member's stored answer")
+            }
+            // A team kept to prefixes has every member checked.
+            let hidden = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType + [("Content-Encoding", "gzip")],
+                                                  body: try Self.gzip(Array(#"["data://.my/team-a/x", "#.utf8)) + Self.gzip(Array(#""data://.my/team-b/y"]"#.utf8)))
+            #expect(hidden.status == 403)
+            #expect(envelope(hidden).message == "algorithm input references data://.my/team-b/y, outside client 'team-a' data prefixes")
+            // After a member, only another member: anything else is corrupt, as is a second zlib
+            // stream after a deflate body's one.
+            for (encoding, body) in [("gzip", try Self.gzip(first) + Array("trailing garbage".utf8)),
+                                     ("gzip", try Self.gzip(first) + Self.gzip(second).prefix(12)),
+                                     ("deflate", try Self.gzip(first, .zlib()) + Self.gzip(second, .zlib()))] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType + [("Content-Encoding", encoding)], body: body)
+                #expect(refused.status == 400, "\(encoding)")
+                #expect(envelope(refused).message == "algorithm input is not valid \(encoding) data", "\(encoding)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == 3)
+
+            // A data upload streams: members end wherever the body's parts do, or between them.
+            _ = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+            let lines = (0..<3).map { Array(String(repeating: "member \($0) line\n", count: 20_000).utf8) }
+            let put = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/joined.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")],
+                                               body: try lines.flatMap { try Self.gzip($0) })
+            #expect(put.status == 200)
+            let direct = try await h.sim.send(.GET, "/v1/data/.my/team-a/joined.txt", headers: simple(Keys.upstream))
+            #expect(direct.bytes == lines.flatMap { $0 })
+        }
+    }
+
+    /// Inflating as the body streams, with the members cut between parts at every place: each
+    /// split reads as the whole does.
+    @Test func membersInflateAlikeWhereverTheBodyIsCut() async throws {
+        let parts = [Array("first member".utf8), [], Array(String(repeating: "second ", count: 50).utf8)]
+        let body = try parts.flatMap { try Self.gzip($0) }
+        let whole = parts.flatMap { $0 }
+        #expect(Array(try Inflater.inflateAll(ByteBuffer(bytes: body), coding: .gzip, limit: 1 << 20).readableBytesView) == whole)
+        for cut in 0...body.count {
+            let pieces = [Array(body[..<cut]), Array(body[cut...])].map { ByteBuffer(bytes: $0) }
+            let stream = AsyncStream<ByteBuffer> { continuation in
+                for piece in pieces { continuation.yield(piece) }
+                continuation.finish()
+            }
+            var inflated: [UInt8] = []
+            for try await piece in InflatingSequence(base: stream, coding: .gzip, limit: 1 << 20) { inflated += piece.readableBytesView }
+            #expect(inflated == whole, "cut at \(cut)")
+        }
+        // Past the limit across members, whatever each member says.
+        #expect(throws: Inflater.LimitExceeded.self) { try Inflater.inflateAll(ByteBuffer(bytes: body), coding: .gzip, limit: whole.count - 1) }
+    }
+
     @Test func theUpstreamIsAskedForGzipAndItsAnswersAreInflated() async throws {
         try await GatewayHarness.run { h in
             let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "50000")
@@ -194,6 +259,15 @@ import Testing
             #expect(direct.bytes == text)
             let corrupt = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: Array("garbage".utf8))
             #expect(corrupt.status == 400)
+            // Corrupt well into the body, once the upload streams upstream: garbage after a
+            // member, and a member whose trailer does not match it, before another.
+            var wrongSize = try Self.gzip(text)
+            wrongSize[wrongSize.count - 1] ^= 0x01
+            for (name, body) in [("garbage", try Self.gzip(text) + Array(repeating: 0x55, count: 200_000)), ("wrong size", wrongSize + (try Self.gzip(text)))] {
+                let refused = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: body)
+                #expect(refused.status == 400, "\(name)")
+                #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the request body is not valid compressed data for its Content-Encoding"}}"#, "\(name)")
+            }
         }
     }
 }

@@ -4,22 +4,31 @@ import NIOCore
 /// Inflates a compressed stream chunk by chunk, refusing to produce more than `limit` bytes in
 /// all, so a decompression bomb stops at the bound with the memory it used bounded too.
 ///
+/// A gzip body may hold several members one after another (RFC 1952 §2.2: `cat a.gz b.gz`,
+/// bgzip's blocks); it inflates to their contents in turn, as `gunzip`, Python and Go read it.
+/// zlib stops at the end of each member, so the next is started afresh; anything after a member
+/// that is not another one is corrupt. A `deflate` body is one zlib stream.
+///
 /// compress-nio does not report whether zlib reached the end of the stream, so a truncated body
-/// would inflate to a silently shorter one. The trailer is checked instead: gzip ends with the
-/// inflated size (ISIZE, RFC 1952), zlib with the Adler-32 of the inflated bytes (RFC 1950).
+/// would inflate to a silently shorter one. The trailer is checked instead: gzip ends each member
+/// with its inflated size (ISIZE, RFC 1952), zlib with the Adler-32 of the inflated bytes (RFC 1950).
 final class Inflater {
     private let decompressor: any NIODecompressor
     private let coding: ContentCoding
     private let limit: Int
+    /// Bytes inflated in all (what the limit bounds).
     private(set) var produced = 0
-    /// The last 8 input bytes seen: where the trailer is once the input ends.
+    /// Bytes inflated from the current member (what its trailer states).
+    private var memberProduced = 0
+    /// The last 8 bytes the current member has used: its trailer once it ends.
     private var tail: [UInt8] = []
     private var adlerA: UInt32 = 1
     private var adlerB: UInt32 = 0
 
     /// Thrown when the inflated size would pass the limit.
     struct LimitExceeded: Error {}
-    /// Thrown when the stream ends without a matching trailer (truncated or corrupt).
+    /// Thrown when the stream ends without a matching trailer (truncated or corrupt), or has
+    /// bytes after its end that do not begin another gzip member.
     struct Truncated: Error {}
 
     init(_ coding: ContentCoding, limit: Int) throws {
@@ -32,53 +41,89 @@ final class Inflater {
     /// The whole of `chunk`, inflated (bounded by the limit alone: for bodies held whole).
     func inflate(_ chunk: ByteBuffer) throws -> ByteBuffer {
         var input = chunk
-        guard input.readableBytes > 0 else { return ByteBuffer() }
-        arrived(input)
-        let output: ByteBuffer
-        do {
-            output = try input.decompressStream(with: decompressor, maxSize: limit == .max ? .max : limit - produced + 1)
-        } catch let error as CompressNIOError where error == .bufferOverflow {
-            throw LimitExceeded()
+        var output = ByteBuffer()
+        while input.readableBytes > 0 {
+            let start = input.readerIndex
+            let piece: ByteBuffer
+            do {
+                piece = try input.decompressStream(with: decompressor, maxSize: limit == .max ? .max : limit - produced + 1)
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                throw LimitExceeded()
+            }
+            used(input, from: start)
+            try count(piece)
+            if output.readableBytes == 0 { output = piece } else { output.writeImmutableBuffer(piece) }
+            // Bytes left over: the member ended before them.
+            if input.readableBytes > 0 { try nextMember() }
         }
-        try count(output)
         return output
     }
 
-    /// Notes a chunk of the compressed stream as it arrives, for the trailer check.
-    func arrived(_ chunk: ByteBuffer) {
-        tail.append(contentsOf: chunk.readableBytesView.suffix(8))
+    /// Inflates from `input`, moving past what it used, into `piece` until `piece` is full or
+    /// `input` is used up. Returns whether `piece` filled up, in which case more may follow from
+    /// the same input, or from zlib's own state with no input left.
+    func inflate(_ input: inout ByteBuffer, into piece: inout ByteBuffer) throws -> Bool {
+        while true {
+            var filled = false
+            let start = input.readerIndex, before = piece.readableBytes
+            do {
+                // Returns once the input is used up (zlib then wants the next chunk) or the member ends.
+                try input.decompressStream(to: &piece, with: decompressor)
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                filled = true
+            }
+            used(input, from: start)
+            try count(piece, from: before)
+            // Input left over with room to spare: the member ended before it; go on with the next.
+            guard !filled && input.readableBytes > 0 else { return filled }
+            try nextMember()
+        }
+    }
+
+    /// Notes the bytes of `input` that zlib used, from `start` to its reader index: the last 8 of
+    /// a member are its trailer.
+    private func used(_ input: ByteBuffer, from start: Int) {
+        let count = input.readerIndex - start
+        // Read back through a copy whose reader index is `start`: a buffer gives only its
+        // readable bytes, and these are behind `input`'s reader index now.
+        var consumed = input
+        consumed.moveReaderIndex(to: start)
+        guard count > 0, let bytes = consumed.getBytes(at: input.readerIndex - min(count, 8), length: min(count, 8)) else { return }
+        tail.append(contentsOf: bytes)
         if tail.count > 8 { tail.removeFirst(tail.count - 8) }
     }
 
-    /// Inflates from `input` (`arrived` first), moving past what it used, into `piece` until
-    /// `piece` is full or `input` is used up. Returns whether `piece` filled up, in which case
-    /// more may follow from the same input, or from zlib's own state with no input left.
-    func inflate(_ input: inout ByteBuffer, into piece: inout ByteBuffer) throws -> Bool {
-        var filled = false
-        do {
-            // Returns once the input is used up (zlib then wants the next chunk) or the stream ends.
-            try input.decompressStream(to: &piece, with: decompressor)
-        } catch let error as CompressNIOError where error == .bufferOverflow {
-            filled = true
-        }
-        try count(piece)
-        return filled
+    /// Counts the bytes of `output` after its first `offset` (those just inflated into it).
+    private func count(_ output: ByteBuffer, from offset: Int = 0) throws {
+        let added = output.readableBytes - offset
+        produced += added
+        memberProduced += added
+        if produced > limit { throw LimitExceeded() }
+        if coding == .deflate, added > 0, let new = output.getSlice(at: output.readerIndex + offset, length: added) { updateAdler(new) }
     }
 
-    private func count(_ output: ByteBuffer) throws {
-        produced += output.readableBytes
-        if produced > limit { throw LimitExceeded() }
-        if coding == .deflate { updateAdler(output) }
+    /// The member that just ended, checked by its trailer; then, for gzip, the next one begun
+    /// (zlib reads its header, and refuses what is not one as corrupt). A zlib stream has no next.
+    private func nextMember() throws {
+        try checkTrailer()
+        guard coding == .gzip else { throw Truncated() }
+        try decompressor.resetStream()
+        memberProduced = 0
+        tail = []
     }
 
     /// Checks the stream ended with its trailer (a truncated stream is corrupt).
     func finish() throws {
         try decompressor.finishStream()
+        try checkTrailer()
+    }
+
+    private func checkTrailer() throws {
         guard tail.count == 8 else { throw Truncated() }
         switch coding {
         case .gzip:
             let size = UInt32(tail[4]) | UInt32(tail[5]) << 8 | UInt32(tail[6]) << 16 | UInt32(tail[7]) << 24
-            guard size == UInt32(truncatingIfNeeded: produced) else { throw Truncated() }
+            guard size == UInt32(truncatingIfNeeded: memberProduced) else { throw Truncated() }
         case .deflate:
             let checksum = UInt32(tail[4]) << 24 | UInt32(tail[5]) << 16 | UInt32(tail[6]) << 8 | UInt32(tail[7])
             guard checksum == (adlerB << 16 | adlerA) else { throw Truncated() }
@@ -156,15 +201,15 @@ struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
                 if input.readableBytes > 0 || more {
                     var piece = ByteBuffer()
                     piece.reserveCapacity(InflatingSequence.pieceBytes)
-                    let used = input.readableBytes
+                    let left = input.readableBytes
                     more = try inflater.inflate(&input, into: &piece)
                     if piece.readableBytes > 0 { return piece }
-                    // Nothing came out and nothing was used: bytes after the end of the stream.
-                    if !more && input.readableBytes > 0 && input.readableBytes == used { throw Inflater.Truncated() }
+                    // Nothing came out and nothing was used, after the member ended and the next
+                    // began: zlib cannot go on (it never stops so otherwise).
+                    if !more && input.readableBytes > 0 && input.readableBytes == left { throw Inflater.Truncated() }
                     continue
                 }
                 guard let chunk = try await base.next() else { break }
-                inflater.arrived(chunk)
                 input = chunk
             }
             finished = true
