@@ -158,14 +158,40 @@ enum FuzzTargets {
         _ = CachePolicy.isPinned(value)
     }
 
-    /// A compressed upload, inflated within a limit.
+    /// A compressed upload, inflated within a limit; inflated as it streams, cut anywhere, it
+    /// reads as it does whole (members ending in one part or between two).
     static func inflate(_ bytes: [UInt8]) {
         for coding in [ContentCoding.gzip, .deflate] {
             let limit = 1 << 16
-            if let output = try? Inflater.inflateAll(ByteBuffer(bytes: bytes), coding: coding, limit: limit) {
-                precondition(output.readableBytes <= limit, "inflated \(output.readableBytes) bytes past the \(limit)-byte limit")
+            let whole = try? Inflater.inflateAll(ByteBuffer(bytes: bytes), coding: coding, limit: limit)
+            if let whole {
+                precondition(whole.readableBytes <= limit, "inflated \(whole.readableBytes) bytes past the \(limit)-byte limit")
             }
+            let cut = bytes.isEmpty ? 0 : Int(bytes[bytes.count / 2]) % (bytes.count + 1)
+            let streamed = try? streamedInflate([Array(bytes[..<cut]), Array(bytes[cut...])], coding: coding, limit: limit)
+            precondition(streamed == whole.map { Array($0.readableBytesView) },
+                         "cut at \(cut), \(coding): streamed \(streamed?.count ?? -1) bytes, whole \(whole?.readableBytes ?? -1)")
             _ = Inflater.declaredSize(of: ByteBuffer(bytes: bytes), coding: coding)
         }
+    }
+
+    /// What `InflatingSequence` does with these parts, without its asynchrony.
+    static func streamedInflate(_ parts: [[UInt8]], coding: ContentCoding, limit: Int) throws -> [UInt8] {
+        let inflater = try Inflater(coding, limit: limit)
+        var output: [UInt8] = []
+        for part in parts {
+            var input = ByteBuffer(bytes: part)
+            var more = false
+            while input.readableBytes > 0 || more {
+                var piece = ByteBuffer()
+                piece.reserveCapacity(4096)
+                let left = input.readableBytes
+                more = try inflater.inflate(&input, into: &piece)
+                output += piece.readableBytesView
+                if piece.readableBytes == 0 && !more && input.readableBytes > 0 && input.readableBytes == left { throw Inflater.Truncated() }
+            }
+        }
+        try inflater.finish()
+        return output
     }
 }
