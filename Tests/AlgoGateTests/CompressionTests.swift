@@ -263,7 +263,9 @@ import Testing
             // member, and a member whose trailer does not match it, before another.
             var wrongSize = try Self.gzip(text)
             wrongSize[wrongSize.count - 1] ^= 0x01
-            for (name, body) in [("garbage", try Self.gzip(text) + Array(repeating: 0x55, count: 200_000)), ("wrong size", wrongSize + (try Self.gzip(text)))] {
+            let megabyte = Array(String(repeating: "a longer line of data, and more\n", count: 40_000).utf8)
+            for (name, body) in [("garbage", try Self.gzip(text) + Array(repeating: 0x55, count: 200_000)), ("wrong size", wrongSize + (try Self.gzip(text))),
+                                 ("garbage after a megabyte", try Self.gzip(megabyte) + Array(repeating: 0x55, count: 1000))] {
                 let refused = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: body)
                 #expect(refused.status == 400, "\(name)")
                 #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the request body is not valid compressed data for its Content-Encoding"}}"#, "\(name)")
