@@ -159,7 +159,7 @@ import Testing
                 continuation.finish()
             }
             var inflated: [UInt8] = []
-            for try await piece in InflatingSequence(base: stream, coding: .gzip, limit: 1 << 20) { inflated += piece.readableBytesView }
+            for try await piece in InflatingSequence(base: stream, coding: .gzip, limit: 1 << 20, corrupt: Forwarder.corruptUpload) { inflated += piece.readableBytesView }
             #expect(inflated == whole, "cut at \(cut)")
         }
         // Past the limit across members, whatever each member says.
@@ -265,7 +265,9 @@ import Testing
             wrongSize[wrongSize.count - 1] ^= 0x01
             let megabyte = Array(String(repeating: "a longer line of data, and more\n", count: 40_000).utf8)
             for (name, body) in [("garbage", try Self.gzip(text) + Array(repeating: 0x55, count: 200_000)), ("wrong size", wrongSize + (try Self.gzip(text))),
-                                 ("garbage after a megabyte", try Self.gzip(megabyte) + Array(repeating: 0x55, count: 1000))] {
+                                 ("garbage after a megabyte", try Self.gzip(megabyte) + Array(repeating: 0x55, count: 1000)),
+                                 ("a megabyte cut short", Array(try Self.gzip(megabyte).dropLast(4))),
+                                 ("a megabyte with a wrong size", try { var bytes = try Self.gzip(megabyte); bytes[bytes.count - 1] ^= 1; return bytes }())] {
                 let refused = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: body)
                 #expect(refused.status == 400, "\(name)")
                 #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the request body is not valid compressed data for its Content-Encoding"}}"#, "\(name)")

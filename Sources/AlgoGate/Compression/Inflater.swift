@@ -176,18 +176,21 @@ final class Inflater {
 /// A request or response body inflated as it streams, in pieces of at most `pieceBytes`: a
 /// compressed chunk can inflate a thousandfold (zeros do), and is inflated a piece at a time as
 /// the reader asks for more, so what is held and the time each step takes stay small whatever
-/// the ratio.
+/// the ratio. Whatever goes wrong in inflating (corrupt, truncated, past the limit) is thrown as
+/// `corrupt`, which says whose bytes they were; what the base sequence throws passes as it is.
 struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
     typealias Element = ByteBuffer
     static var pieceBytes: Int { 256 * 1024 }
     let base: Base
     let coding: ContentCoding
     let limit: Int
+    let corrupt: GatewayError
 
     struct AsyncIterator: AsyncIteratorProtocol {
         var base: Base.AsyncIterator
         let inflater: Inflater?
         let error: (any Error)?
+        let corrupt: GatewayError
         var finished = false
         /// Compressed bytes arrived and not inflated yet.
         var input = ByteBuffer()
@@ -202,27 +205,35 @@ struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
                     var piece = ByteBuffer()
                     piece.reserveCapacity(InflatingSequence.pieceBytes)
                     let left = input.readableBytes
-                    more = try inflater.inflate(&input, into: &piece)
+                    do {
+                        more = try inflater.inflate(&input, into: &piece)
+                    } catch {
+                        throw corrupt.caused(by: error)
+                    }
                     if piece.readableBytes > 0 { return piece }
                     // Nothing came out and nothing was used, after the member ended and the next
                     // began: zlib cannot go on (it never stops so otherwise).
-                    if !more && input.readableBytes > 0 && input.readableBytes == left { throw Inflater.Truncated() }
+                    if !more && input.readableBytes > 0 && input.readableBytes == left { throw corrupt.caused(by: Inflater.Truncated()) }
                     continue
                 }
                 guard let chunk = try await base.next() else { break }
                 input = chunk
             }
             finished = true
-            try inflater.finish()
+            do {
+                try inflater.finish()
+            } catch {
+                throw corrupt.caused(by: error)
+            }
             return nil
         }
     }
 
     func makeAsyncIterator() -> AsyncIterator {
         do {
-            return AsyncIterator(base: base.makeAsyncIterator(), inflater: try Inflater(coding, limit: limit), error: nil)
+            return AsyncIterator(base: base.makeAsyncIterator(), inflater: try Inflater(coding, limit: limit), error: nil, corrupt: corrupt)
         } catch {
-            return AsyncIterator(base: base.makeAsyncIterator(), inflater: nil, error: error)
+            return AsyncIterator(base: base.makeAsyncIterator(), inflater: nil, error: corrupt.caused(by: error), corrupt: corrupt)
         }
     }
 }

@@ -6,6 +6,10 @@ import NIOCore
 // Data, connector and management requests: bodies that stream in both directions, so the rest of
 // the forwarder only ever holds algorithm inputs and answers, which are read whole.
 extension Forwarder {
+    /// A compressed upload that turns out corrupt or truncated as it streams: the client's bytes,
+    /// so a 400, whenever it is found (even once part of it has gone upstream).
+    static let corruptUpload = GatewayError.badRequest("the request body is not valid compressed data for its Content-Encoding")
+
     /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
     /// or OPTIONS whose connection was lost before an answer is sent once more (`onRetry` is told).
     @inline(never)
@@ -42,7 +46,7 @@ extension Forwarder {
             if let coding {
                 // Compressed uploads are inflated as they stream; the upstream expects plain bodies.
                 upstream.headers.remove(name: "Content-Encoding")
-                upstream.body = .stream(InflatingSequence(base: relay, coding: coding, limit: .max), length: .unknown)
+                upstream.body = .stream(InflatingSequence(base: relay, coding: coding, limit: .max, corrupt: Self.corruptUpload), length: .unknown)
             } else {
                 upstream.body = .stream(relay, length: length.map { .known($0) } ?? .unknown)
             }
@@ -76,7 +80,8 @@ extension Forwarder {
         let answer = Answer(status: status, headers: headers, contentLength: contentLength, keyGuard: keyGuard,
                             links: links.flatMap { LinkRewriter.rewritesBody(path: path, headers: headers) ? $0 : nil })
         if let upstreamCoding {
-            return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max),
+            return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max,
+                                                                      corrupt: .badGateway("the upstream sent a corrupt \(upstreamCoding.rawValue) body")),
                                      timeoutSeconds: settings.timeoutSeconds, context: context)
         }
         return try await respond(answer, parts: response.body, timeoutSeconds: settings.timeoutSeconds, context: context)
