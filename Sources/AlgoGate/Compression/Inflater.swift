@@ -211,8 +211,8 @@ struct InflatingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
                         throw corrupt.caused(by: error)
                     }
                     if piece.readableBytes > 0 { return piece }
-                    // Nothing came out and nothing was used, after the member ended and the next
-                    // began: zlib cannot go on (it never stops so otherwise).
+                    // Nothing came out and nothing was used: not expected (zlib uses input or ends
+                    // a member, and `inflate` begins the next), but never loop on it.
                     if !more && input.readableBytes > 0 && input.readableBytes == left { throw corrupt.caused(by: Inflater.Truncated()) }
                     continue
                 }
