@@ -49,8 +49,10 @@ extension Forwarder {
     }
 
     private static func answer(for error: any Error, timeoutSeconds: Int, wholeCall: Bool) -> GatewayError {
+        // A compressed body's inflation errors arrive as `corruptUpload` (`InflatingSequence`);
+        // this catches any that reach here bare.
         if error is CompressNIOError {
-            return .badRequest("the request body is not valid compressed data for its Content-Encoding")
+            return corruptUpload
         }
         if let error = error as? HTTPClientError {
             switch error {
