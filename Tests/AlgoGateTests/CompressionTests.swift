@@ -3,7 +3,11 @@ import AsyncHTTPClient
 import CompressNIO
 import Foundation
 import GRDB
+import HTTPTypes
+import Hummingbird
+import Logging
 import NIOCore
+import Synchronization
 import Testing
 @testable import AlgoGate
 
@@ -271,6 +275,84 @@ import Testing
                 let refused = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: body)
                 #expect(refused.status == 400, "\(name)")
                 #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the request body is not valid compressed data for its Content-Encoding"}}"#, "\(name)")
+            }
+        }
+    }
+
+    /// An upstream answer that says it is gzip and is not: an algorithm's answer, a management
+    /// answer and a download corrupt from their first bytes are each a 502 that says so (the
+    /// algorithm's is not cached); a download found truncated once it has begun can only be cut
+    /// short, without its last chunk; an empty gzip is an empty answer.
+    @Test func corruptGzipAnswersFromTheUpstreamAreA502() async throws {
+        let algoCalls = Atomic<Int>(0)
+        let text = (0..<40_000).map { "line \($0) of a long file\n" }.joined()
+        let whole = try Self.gzip(Array(text.utf8))
+        let gzipped: HTTPFields = [.contentType: "application/octet-stream", .contentEncoding: "gzip"]
+        let router = Router()
+        router.post("/v1/algo/test/Corrupt/1.0.0") { _, _ -> Response in
+            algoCalls.add(1, ordering: .relaxed)
+            return Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                            body: .init(byteBuffer: ByteBuffer(string: "not gzip at all")))
+        }
+        router.get("/v1/algorithms/team-a/Corrupt") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "gzip"],
+                     body: .init(byteBuffer: ByteBuffer(string: "not gzip at all")))
+        }
+        router.get("/v1/data/.my/team-a/corrupt.bin") { _, _ -> Response in
+            Response(status: .ok, headers: gzipped, body: .init(byteBuffer: ByteBuffer(string: "not gzip at all")))
+        }
+        router.get("/v1/data/.my/team-a/cut.bin") { _, _ -> Response in
+            Response(status: .ok, headers: gzipped, body: .init(byteBuffer: ByteBuffer(bytes: whole[..<(whole.count / 2)])))
+        }
+        router.get("/v1/data/.my/team-a/empty.bin") { _, _ -> Response in
+            Response(status: .ok, headers: gzipped, body: .init(byteBuffer: ByteBuffer(bytes: try Self.gzip([]))))
+        }
+        router.get("/v1/data/.my/team-a/whole.bin") { _, _ -> Response in
+            Response(status: .ok, headers: gzipped, body: .init(byteBuffer: ByteBuffer(bytes: whole)))
+        }
+        try await LiveServer.run({ onRunning in
+            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
+                        logger: { var logger = Logger(label: "corrupt-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let envelope = #"{"error":{"error_type":"UpstreamError","message":"the upstream sent a corrupt gzip body"}}"#
+                for _ in 0..<2 {
+                    let call = try await h.gateway.send(.POST, "/v1/algo/test/Corrupt/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "1")
+                    #expect(call.status == 502)
+                    #expect(call.text == envelope)
+                }
+                #expect(algoCalls.load(ordering: .relaxed) == 2)
+
+                let management = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Corrupt", headers: simple(Keys.teamA))
+                #expect(management.status == 502)
+                #expect(management.text == envelope)
+
+                let download = try await h.gateway.send(.GET, "/v1/data/.my/team-a/corrupt.bin", headers: simple(Keys.teamA))
+                #expect(download.status == 502)
+                #expect(download.text == envelope)
+
+                let empty = try await h.gateway.send(.GET, "/v1/data/.my/team-a/empty.bin", headers: simple(Keys.teamA))
+                #expect(empty.status == 200)
+                #expect(empty.header("Content-Length") == "0")
+                #expect(empty.header("Content-Encoding") == nil)
+                #expect(empty.bytes.isEmpty)
+
+                let plain = try await h.gateway.send(.GET, "/v1/data/.my/team-a/whole.bin", headers: simple(Keys.teamA))
+                #expect(plain.status == 200)
+                #expect(plain.header("Content-Encoding") == nil)
+                #expect(plain.text == text)
+
+                // Begun as a 200, it cannot become a 502: the gateway ends the connection with the
+                // body unfinished, so no client takes it for the whole file.
+                let request = "GET /v1/data/.my/team-a/cut.bin HTTP/1.1\r\nHost: gw\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n"
+                let cut = try await RawConnection.connect(port: h.gatewayPort, sending: request)
+                #expect(await cut.waitForClose(within: .seconds(10)))
+                let answer = cut.text
+                #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"))
+                #expect(answer.lowercased().contains("\r\ntransfer-encoding: chunked\r\n"))
+                #expect(answer.contains("line 100 of a long file\n"))
+                #expect(!answer.hasSuffix("\r\n0\r\n\r\n"))
+                #expect(!answer.contains("line 39999 of a long file"))
             }
         }
     }

@@ -82,7 +82,7 @@ extension Forwarder {
         if let upstreamCoding {
             return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max,
                                                                       corrupt: .badGateway("the upstream sent a corrupt \(upstreamCoding.rawValue) body")),
-                                     timeoutSeconds: settings.timeoutSeconds, context: context)
+                                     readsFirstPart: true, timeoutSeconds: settings.timeoutSeconds, context: context)
         }
         return try await respond(answer, parts: response.body, timeoutSeconds: settings.timeoutSeconds, context: context)
     }
@@ -103,8 +103,10 @@ extension Forwarder {
     /// (the upstream may gzip it, or send it chunked, so its size is often unknown). One that ends
     /// within that is rewritten and sent whole, with its length; a larger one is rewritten as it
     /// streams (what was read ahead first) and sent chunked. Other answers stream as they came.
-    /// What streams goes a chunk behind the upstream, for the key check.
-    private func respond<Parts: AsyncSequence & Sendable>(_ answer: Answer, parts: Parts, timeoutSeconds: Int,
+    /// What streams goes a chunk behind the upstream, for the key check. `readsFirstPart` (an
+    /// inflated answer): its first part is read before the status is sent, so one that is corrupt
+    /// from its first bytes is a 502; one found corrupt later can only be cut short.
+    private func respond<Parts: AsyncSequence & Sendable>(_ answer: Answer, parts: Parts, readsFirstPart: Bool = false, timeoutSeconds: Int,
                                                            context: GatewayRequestContext) async throws -> Response
     where Parts.Element == ByteBuffer {
         var iterator = parts.makeAsyncIterator()
@@ -134,6 +136,15 @@ extension Forwarder {
                 return Response(status: answer.status, headers: headers, body: .init(byteBuffer: rewritten))
             }
             readAhead = whole
+        } else if readsFirstPart {
+            let first: ByteBuffer?
+            do {
+                first = try await iterator.next()
+            } catch {
+                throw failure(error, timeoutSeconds: timeoutSeconds)
+            }
+            guard let first else { return Response(status: answer.status, headers: headers, body: .init()) }
+            readAhead = first
         }
         if answer.links != nil {
             // Rewritten as it streams: its length is known only once it has all been sent.
