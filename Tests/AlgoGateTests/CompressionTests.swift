@@ -275,6 +275,9 @@ import Testing
                 let refused = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.teamA) + [("Content-Encoding", "gzip")], body: body)
                 #expect(refused.status == 400, "\(name)")
                 #expect(refused.text == #"{"error":{"error_type":"InputError","message":"the request body is not valid compressed data for its Content-Encoding"}}"#, "\(name)")
+                // What went upstream was never finished, so the upstream stored none of it.
+                let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.upstream))
+                #expect(stored.status == 404, "\(name)")
             }
         }
     }
