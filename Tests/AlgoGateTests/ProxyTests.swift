@@ -44,7 +44,8 @@ import Testing
             let put = try await h.gateway.send(.PUT, "/v1/data/.my/team-a/via-proxy.bin", headers: simple(Keys.teamA), body: bytes)
             #expect(put.status == 200)
             let get = try await h.gateway.send(.GET, "/v1/data/.my/team-a/via-proxy.bin", headers: simple(Keys.teamA))
-            #expect(get.status == 200 && get.bytes == bytes)
+            #expect(get.status == 200)
+            #expect(firstDifference(get.bytes, bytes) == nil)
             #expect(proxy.relayedBytes > 2 * bytes.count)
             // Plain http in the tunnel: the proxy could read the key, which is why it takes allow_plain_http.
             #expect(proxy.relayed("Authorization: Simple \(Keys.upstream)"))
