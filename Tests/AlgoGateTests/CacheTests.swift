@@ -394,6 +394,85 @@ import Testing
         }
     }
 
+    /// A request's own bounds on the stored answers it takes (RFC 9111 §5.2.1): with `max-age`,
+    /// none older; with `min-fresh`, none that goes stale sooner. A stored answer outside them is
+    /// not a hit: the call goes upstream (`fwd=request`, RFC 9211) and its answer replaces it.
+    /// Fast hits and the pipeline alike.
+    @Test(arguments: [true, false])
+    func aRequestsMaxAgeAndMinFreshBoundTheAnswersItTakes(fastHits: Bool) async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 600\n  fast_hits: \(fastHits)", now: { clock.now }) { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            func call(_ cacheControl: String...) async throws -> TestHTTP.Reply {
+                try await Self.call(h, path, headers: textType + cacheControl.map { ("Cache-Control", $0) })
+            }
+            var upstreamCalls: Int { h.simulator.stats.snapshot.algoCalls["demo/Hello/0.1.0"] ?? 0 }
+            let first = try await call()
+            #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+            clock.advance(by: 100)
+
+            let young = try await call("max-age=100")
+            #expect(young.header("Cache-Status") == "algogate; hit; ttl=500")
+            #expect(young.header("Age") == "100")
+            let tooOld = try await call("max-age=99")
+            #expect(tooOld.status == 200)
+            #expect(tooOld.header("Cache-Status") == "algogate; fwd=request; stored")
+            #expect(tooOld.header("X-Cache") == "BYPASS")
+            #expect(tooOld.header("Age") == nil)
+            #expect(tooOld.object["result"] as? String == "Hello HAL")
+            #expect(upstreamCalls == 2)
+            let replaced = try await call()
+            #expect(replaced.header("Cache-Status") == "algogate; hit; ttl=600")
+            #expect(replaced.header("Age") == "0")
+
+            clock.advance(by: 100)
+            #expect(try await call("min-fresh=500").header("Cache-Status") == "algogate; hit; ttl=500")
+            let goesStaleSooner = try await call("MIN-FRESH=501")
+            #expect(goesStaleSooner.header("Cache-Status") == "algogate; fwd=request; stored")
+            #expect(upstreamCalls == 3)
+
+            // Only what is stored, and it is too old: 504, as for no stored answer.
+            clock.advance(by: 10)
+            let onlyIfCached = try await call("only-if-cached, max-age=5")
+            #expect(onlyIfCached.status == 504)
+            #expect(onlyIfCached.text == #"{"error":{"error_type":"NotCached","message":"no cached answer for this call, and Cache-Control: only-if-cached forbids calling the algorithm"}}"#)
+            #expect(upstreamCalls == 3)
+
+            // A value that is not a number of seconds counts as 0; of two, the stricter counts; a
+            // quoted one is read; one too large for any clock saturates.
+            #expect(try await call("max-age=soon").header("Cache-Status") == "algogate; fwd=request; stored")
+            clock.advance(by: 10)
+            #expect(try await call("max-age=600", "no-transform, max-age=5").header("Cache-Status") == "algogate; fwd=request; stored")
+            #expect(upstreamCalls == 5)
+            clock.advance(by: 15)
+            #expect(try await call(#"max-age="20""#).header("Cache-Status") == "algogate; hit; ttl=585")
+            #expect(try await call("max-age=99999999999999999999999, min-fresh=585").header("Cache-Status") == "algogate; hit; ttl=585")
+            #expect(try await call("max-stale=30").header("Cache-Status") == "algogate; hit; ttl=585")
+            #expect(upstreamCalls == 5)
+        }
+    }
+
+    /// An expired entry answers a failed call only within the request's bounds: never for a
+    /// `min-fresh` (no expired entry is fresh), and for a `max-age` only when it is young enough.
+    @Test func staleAnswersKeepToTheRequestsBounds() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            let failing = textType + [("X-Sim-Fault", "status=503")]
+            #expect(try await Self.call(h, path).header("X-Cache") == "MISS")
+            clock.advance(by: 90)
+            let tooOld = try await Self.call(h, path, headers: failing + [("Cache-Control", "max-age=89")])
+            #expect(tooOld.status == 503)
+            #expect(envelope(tooOld).message == "injected fault: status 503")
+            let notFresh = try await Self.call(h, path, headers: failing + [("Cache-Control", "min-fresh=0")])
+            #expect(notFresh.status == 503)
+            let youngEnough = try await Self.call(h, path, headers: failing + [("Cache-Control", "max-age=90")])
+            #expect(youngEnough.status == 200)
+            #expect(youngEnough.header("X-Cache") == "STALE")
+            #expect(youngEnough.header("Age") == "90")
+        }
+    }
+
     @Test func staleAnswersAreOffByDefault() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60", now: { clock.now }) { h in

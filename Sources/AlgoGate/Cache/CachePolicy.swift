@@ -14,6 +14,8 @@ struct CachePolicy: Sendable {
         var store: Bool
         /// `only-if-cached`: answer 504 rather than go upstream on a miss.
         var onlyIfCached: Bool
+        /// `max-age` and `min-fresh`: the stored answers this request takes.
+        var freshness: RequestFreshness = .any
         var ttlSeconds: Int
         /// The key, when the call is cacheable at all.
         var key: String?
@@ -66,6 +68,7 @@ struct CachePolicy: Sendable {
         decision.bypassReason = nil
         decision.lookup = true
         decision.store = true
+        if directives.contains("max-age") || directives.contains("min-fresh") { decision.freshness = RequestFreshness(headers) }
         if directives.contains("no-store") {
             decision.lookup = false
             decision.store = false
@@ -143,6 +146,49 @@ struct CachePolicy: Sendable {
         // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send.
         if headers[values: .pragma].contains(where: { $0.lowercased().contains("no-cache") }) { directives.insert("no-cache") }
         return directives
+    }
+}
+
+/// The bounds a request's `Cache-Control` puts on the stored answers it takes (RFC 9111
+/// §5.2.1): `max-age=N`, an answer at most N seconds old (as its `Age` field counts them);
+/// `min-fresh=N`, one still fresh N seconds from now. A stored answer outside them is not a hit:
+/// the call goes upstream, and its answer replaces the stored one. A value that is not a number
+/// of seconds counts as 0 (a client that asks for fresher answers gets them, not older ones);
+/// given twice, the stricter counts. `max-stale` asks for nothing more than the gateway gives:
+/// it never answers with an expired entry but under `cache.stale_if_error_seconds`.
+struct RequestFreshness: Sendable, Equatable {
+    var maxAge: Int?
+    var minFresh: Int?
+
+    static let any = RequestFreshness()
+
+    init(maxAge: Int? = nil, minFresh: Int? = nil) {
+        self.maxAge = maxAge
+        self.minFresh = minFresh
+    }
+
+    init(_ headers: HTTPFields) {
+        for value in headers[values: .cacheControl] {
+            for directive in value.split(separator: ",") {
+                let parts = directive.split(separator: "=", maxSplits: 1)
+                guard let name = parts.first?.trimmedSpaces.lowercased(), name == "max-age" || name == "min-fresh" else { continue }
+                var text = parts.count > 1 ? parts[1].trimmedSpaces : ""
+                if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") { text = text.dropFirst().dropLast() }
+                // delta-seconds (RFC 9111 §1.2.2): digits; a number past what fits is 2^31.
+                var seconds = 0
+                if text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) {
+                    for digit in text.utf8 { seconds = min(seconds * 10 + Int(digit - 0x30), 1 << 31) }
+                }
+                if name == "max-age" { maxAge = min(maxAge ?? .max, seconds) } else { minFresh = max(minFresh ?? 0, seconds) }
+            }
+        }
+    }
+
+    /// Whether an answer stored at `createdAt`, fresh until `expiresAt`, is one this request takes at `now`.
+    func accepts(createdAt: Double, expiresAt: Double, now: Double) -> Bool {
+        if let maxAge, max(0, Int(now - createdAt)) > maxAge { return false }
+        if let minFresh, expiresAt - now < Double(minFresh) { return false }
+        return true
     }
 }
 

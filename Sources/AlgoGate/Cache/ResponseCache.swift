@@ -86,14 +86,33 @@ public final class ResponseCache: Sendable {
     /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired. An entry read
     /// from SQLite is first sized, and `holding` told, before its body is read.
     func lookup(_ key: String, now: Double, holding: Holding? = nil) async throws -> CachedAnswer? {
-        if let answer = lookupInMemory(key, now: now) {
+        if case .answer(let answer) = try await lookup(key, now: now, holding: holding, within: .any) { return answer }
+        return nil
+    }
+
+    /// What a look-up found for a request with bounds of its own (`RequestFreshness`).
+    enum Found {
+        case answer(CachedAnswer)
+        /// A fresh entry the request's bounds do not take (too old for its `max-age`, or not fresh
+        /// for its `min-fresh`): not a hit, and not counted as one.
+        case refused
+        case none
+    }
+
+    /// As `lookup(_:now:holding:)`, for a request that bounds the answers it takes: one outside
+    /// `bounds` is `.refused`, before its body is read.
+    func lookup(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness) async throws -> Found {
+        if let answer = hot.get(key), answer.expiresAt > now {
+            guard bounds.accepts(createdAt: answer.createdAt, expiresAt: answer.expiresAt, now: now) else { return .refused }
             recordHit(key, now: now)
-            return answer
+            return .answer(answer)
         }
-        guard let answer = try await lookupStored(key, expiringAfter: now, holding: holding) else { return nil }
-        hot.put(key, answer)
-        recordHit(key, now: now)
-        return answer
+        let found = try await lookupStored(key, expiringAfter: now, holding: holding, within: bounds, now: now)
+        if case .answer(let answer) = found {
+            hot.put(key, answer)
+            recordHit(key, now: now)
+        }
+        return found
     }
 
     /// A fresh answer for `key` from the hot tier alone, without counting a hit: the caller
@@ -103,38 +122,47 @@ public final class ResponseCache: Sendable {
         return answer
     }
 
-    /// An answer for `key` that is fresh or expired less than `staleIfErrorSeconds` ago; nil
-    /// without one (or when stale answers are off). Only for calls whose upstream failed.
-    func lookupStale(_ key: String, now: Double, holding: Holding? = nil) async throws -> CachedAnswer? {
+    /// An answer for `key` that is fresh or expired less than `staleIfErrorSeconds` ago, and
+    /// within the request's `bounds`; nil without one (or when stale answers are off). Only for
+    /// calls whose upstream failed.
+    func lookupStale(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness = .any) async throws -> CachedAnswer? {
         let window = Double(settings.withLock { $0.staleIfErrorSeconds })
         guard window > 0 else { return nil }
         if let answer = hot.get(key), answer.expiresAt > now - window {
+            guard bounds.accepts(createdAt: answer.createdAt, expiresAt: answer.expiresAt, now: now) else { return nil }
             recordHit(key, now: now)
             return answer
         }
-        guard let answer = try await lookupStored(key, expiringAfter: now - window, holding: holding) else { return nil }
+        guard case .answer(let answer) = try await lookupStored(key, expiringAfter: now - window, holding: holding, within: bounds, now: now) else {
+            return nil
+        }
         recordHit(key, now: now)
         return answer
     }
 
-    /// The entry for `key` expiring after `limit`, read from SQLite and decoded. With `holding`,
-    /// its sizes are read first and `holding` told, so that its room is held (or waited for)
-    /// before its body is read and inflated.
-    private func lookupStored(_ key: String, expiringAfter limit: Double, holding: Holding?) async throws -> CachedAnswer? {
+    /// The entry for `key` expiring after `limit`, read from SQLite and decoded; `.refused` when
+    /// it is outside `bounds` at `now`. With `holding`, its sizes are read first and `holding`
+    /// told, so that its room is held (or waited for) before its body is read and inflated.
+    private func lookupStored(_ key: String, expiringAfter limit: Double, holding: Holding?, within bounds: RequestFreshness,
+                              now: Double) async throws -> Found {
         let fresh = { @Sendable in Column("key") == key && Column("expires_at") > limit }
         if let holding {
-            let sizes = try await pool.read { db -> (size: Int, plainSize: Int?, gzip: Bool)? in
-                try Row.fetchOne(db, CacheEntry.select(Column("size"), Column("plain_size"), Column("encoding")).filter(fresh()))
-                    .map { ($0["size"], $0["plain_size"], $0["encoding"] == "gzip") }
+            let sizes = try await pool.read { db -> (size: Int, plainSize: Int?, gzip: Bool, createdAt: Double, expiresAt: Double)? in
+                try Row.fetchOne(db, CacheEntry.select(Column("size"), Column("plain_size"), Column("encoding"), Column("created_at"), Column("expires_at"))
+                    .filter(fresh()))
+                    .map { ($0["size"], $0["plain_size"], $0["encoding"] == "gzip", $0["created_at"], $0["expires_at"]) }
             }
-            guard let sizes else { return nil }
+            guard let sizes else { return .none }
+            guard bounds.accepts(createdAt: sizes.createdAt, expiresAt: sizes.expiresAt, now: now) else { return .refused }
             try await holding(sizes.gzip ? sizes.plainSize.map { $0 + sizes.size } : sizes.size)
         }
         let entry = try await pool.read { db in try CacheEntry.filter(fresh()).fetchOne(db) }
-        guard let entry else { return nil }
+        guard let entry else { return .none }
+        // (Checked again: another call may have stored a newer answer meanwhile.)
+        guard bounds.accepts(createdAt: entry.createdAt, expiresAt: entry.expiresAt, now: now) else { return .refused }
         let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
         try await holding?(answer.size)
-        return answer
+        return .answer(answer)
     }
 
     /// Stores an answer, then evicts least recently used entries while over `max_bytes`. Returns

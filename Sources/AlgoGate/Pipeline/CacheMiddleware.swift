@@ -117,9 +117,9 @@ struct CacheMiddleware: RouterMiddleware {
     private func answer(_ request: Request, key: String, decision: CachePolicy.Decision, origin: String?, context: Context,
                         next: (Request, Context) async throws -> Response) async throws -> Response {
         let terms = terms(request, context: context)
-        var leads = false
+        var leads = false, refused = false
         if decision.lookup {
-            switch try await lookUp(key, decision: decision, terms: terms, context: context) {
+            switch try await lookUp(key, decision: decision, terms: terms, context: context, refused: &refused) {
             case .answered(let response): return response
             case .leads: leads = true
             case .goesUpstream: break
@@ -146,7 +146,7 @@ struct CacheMiddleware: RouterMiddleware {
             return try await staleHit(after: error, key: key, decision: decision, terms: terms, facts: context.facts)
         }
         let kept: Response
-        (kept, shared) = try await keep(response, key: key, decision: decision, origin: origin, terms: terms, context: context)
+        (kept, shared) = try await keep(response, key: key, decision: decision, refused: refused, origin: origin, terms: terms, context: context)
         return kept
     }
 
@@ -159,26 +159,29 @@ struct CacheMiddleware: RouterMiddleware {
     }
 
     /// The stored answer, or the answer of an identical call under way (waiting for it, without
-    /// an upstream slot), or that this call leads.
+    /// an upstream slot), or that this call leads. `refused`: a stored answer was there that the
+    /// request's own bounds did not take (`RequestFreshness`).
     @inline(never)
-    private func lookUp(_ key: String, decision: CachePolicy.Decision, terms: Terms, context: Context) async throws -> LookUp {
+    private func lookUp(_ key: String, decision: CachePolicy.Decision, terms: Terms, context: Context, refused: inout Bool) async throws -> LookUp {
         while true {
-            if let answer = try await cache.lookup(key, now: now(), holding: terms.holding) {
-                return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
+            switch try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness) {
+            case .answer(let answer): return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
+            case .refused: refused = true
+            case .none: break
             }
             if decision.onlyIfCached { try Self.refuseUncached() }
             if flights.lead(key) {
                 // A leader that finished after the look-up above, and before this call could wait
                 // for it, has stored its answer: without a second look this call would make a
                 // second upstream call.
-                let stored: CachedAnswer?
+                let stored: ResponseCache.Found
                 do {
-                    stored = try await cache.lookup(key, now: now(), holding: terms.holding)
+                    stored = try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness)
                 } catch {
                     flights.finish(key, with: nil)
                     throw error
                 }
-                guard let stored else { return .leads }
+                guard case .answer(let stored) = stored else { return .leads }
                 flights.finishFound(key)
                 return .answered(hit(stored, gzip: terms.gzip(stored.contentType), facts: context.facts))
             }
@@ -198,10 +201,10 @@ struct CacheMiddleware: RouterMiddleware {
     /// The upstream's answer to a call: stored when it may be, and as shared with the calls
     /// waiting for it (nil when an expired entry answers instead: `stale_if_error_seconds`).
     @inline(never)
-    private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, origin: String?, terms: Terms,
+    private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, refused: Bool, origin: String?, terms: Terms,
                       context: Context) async throws -> (Response, Shared?) {
         if decision.lookup, Self.staleIfError.contains(response.status.code),
-           let stale = try await staleHit(key, terms: terms, facts: context.facts) {
+           let stale = try await staleHit(key, decision: decision, terms: terms, facts: context.facts) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return (stale, nil)
         }
@@ -239,9 +242,12 @@ struct CacheMiddleware: RouterMiddleware {
             }
         }
         answer.room = context.facts.answerRoom
-        let status = decision.lookup ? "algogate; fwd=miss" : "algogate; fwd=request"
+        // RFC 9211: `fwd=request` when the request kept the cache from answering (`no-cache`, or
+        // a stored answer outside its `max-age` or `min-fresh`).
+        let forwarded = !decision.lookup || refused
+        let status = forwarded ? "algogate; fwd=request" : "algogate; fwd=miss"
         return (Self.mark(answer.response(gzip: terms.gzip(answer.headers.value(.contentType))), status: stored ? status + "; stored" : status,
-                          xCache: decision.lookup ? "MISS" : "BYPASS"), answer)
+                          xCache: forwarded ? "BYPASS" : "MISS"), answer)
     }
 
     /// Statuses that let an expired entry answer (RFC 5861 §4).
@@ -253,16 +259,17 @@ struct CacheMiddleware: RouterMiddleware {
     @inline(never)
     private func staleHit(after error: any Error, key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> Response {
         guard let failure = error as? GatewayError, decision.lookup, Self.staleIfError.contains(failure.status.code),
-              let stale = try await staleHit(key, terms: terms, facts: facts) else { throw error }
+              let stale = try await staleHit(key, decision: decision, terms: terms, facts: facts) else { throw error }
         facts.record(staleBecause: failure.message + (failure.cause.map { " (\($0))" } ?? ""))
         return stale
     }
 
     /// An entry expired within `cache.stale_if_error_seconds`, as the answer to a failed call (or
-    /// a fresh one, stored by another call meanwhile: an ordinary hit).
-    private func staleHit(_ key: String, terms: Terms, facts: RequestFacts) async throws -> Response? {
+    /// a fresh one, stored by another call meanwhile: an ordinary hit); never one outside the
+    /// request's own bounds (`RequestFreshness`: no expired entry is fresh for a `min-fresh`).
+    private func staleHit(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> Response? {
         let current = now()
-        guard let answer = try await cache.lookupStale(key, now: current, holding: terms.holding) else { return nil }
+        guard let answer = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness) else { return nil }
         return hit(answer, gzip: terms.gzip(answer.contentType), stale: answer.expiresAt <= current, facts: facts)
     }
 
