@@ -77,7 +77,7 @@ import Testing
     @Test func aChunkedAnswerHoldsRoomOnlyOnceItOutgrowsASmallOnesSize() async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
-            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 30",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let call = { @Sendable (size: Int) in
@@ -118,7 +118,7 @@ import Testing
     /// other's, until both timed out. Each reserves what it will need at once, before it is read.
     @Test func compressedAnswersArrivingTogetherDoNotHoldEachOtherUp() async throws {
         try await HeldUpstream.run { upstream, port in
-            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 30",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let calls = (0..<2).map { _ in
@@ -150,7 +150,7 @@ import Testing
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
             upstream.bodies.open()
-            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 5",
+            try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 30",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 600000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let compressed = try CompressionTests.gzip(Array(HeldUpstream.noisy(600_000).utf8), .gzip()).count
