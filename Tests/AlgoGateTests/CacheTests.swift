@@ -480,58 +480,6 @@ import Testing
         }
     }
 
-    /// An answer whose `Cache-Control` says `no-store`, `private` or `no-cache` is not stored
-    /// (RFC 9111 §5.2.2), and says why in `Cache-Status`; any other directive leaves it storable.
-    @Test func answersTheUpstreamMarksNoStorePrivateOrNoCacheAreNotStored() async throws {
-        try await RecordingUpstream.run { recorder, h in
-            for (index, directive) in ["no-store", "Private", "no-cache", "public, no-store", "max-age=60"].enumerated() {
-                let fields = #"[["Cache-Control", "\#(directive)"]]"#
-                let first = try await CacheTests.call(h, "/v1/algo/test/Marked/1.0.0", input: "\(index)", headers: textType + [("X-Test-Answer-Fields", fields)])
-                let second = try await CacheTests.call(h, "/v1/algo/test/Marked/1.0.0", input: "\(index)", headers: textType + [("X-Test-Answer-Fields", fields)])
-                #expect(first.status == 200 && second.status == 200, "\(directive)")
-                #expect(first.header("Cache-Control") == directive, "the upstream's field reaches the client: \(directive)")
-                if directive == "max-age=60" {
-                    #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
-                    #expect(second.header("X-Cache") == "HIT")
-                } else {
-                    let named = directive.lowercased().contains("no-store") ? "no-store" : directive.lowercased()
-                    #expect(first.header("Cache-Status") == "algogate; fwd=miss; detail=upstream-\(named)", "\(directive)")
-                    #expect(second.header("Cache-Status") == "algogate; fwd=miss; detail=upstream-\(named)", "\(directive)")
-                    #expect(second.header("X-Cache") == "MISS", "\(directive)")
-                }
-            }
-            #expect(recorder.count == 9)
-            // Not a failure: logged at info, as any miss.
-            #expect(!h.logs.all.contains { $0.hasPrefix("warning ") })
-        }
-    }
-
-    /// Identical calls waiting for one whose answer turns out `private` do not get it (they may
-    /// be other teams' calls): each goes upstream itself.
-    @Test func aPrivateAnswerIsNotSharedWithTheCallsWaitingForIt() async throws {
-        try await HeldUpstream.run { upstream, port in
-            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                let call = { @Sendable (key: String) in
-                    try await h.gateway.send(.POST, "/v1/algo/test/Private/1.0.0", headers: simple(key) + jsonType, text: "7")
-                }
-                let calls = [Keys.teamB, Keys.teamA, Keys.teamB].map { key in Task { try await call(key) } }
-                try #require(await eventually { upstream.holds == 1 }, "the first call never reached the upstream")
-                try await Task.sleep(for: .milliseconds(300))
-                #expect(upstream.holds == 1, "identical calls wait for the first")
-                upstream.release.open()
-                for call in calls {
-                    let answer = try await call.value
-                    #expect(answer.status == 200)
-                    #expect(answer.object["result"] as? Int == 7)
-                    #expect(answer.header("Cache-Status") == "algogate; fwd=miss; detail=upstream-private")
-                }
-                #expect(upstream.holds == 3)
-                #expect(try await call(Keys.teamB).header("Cache-Status") == "algogate; fwd=miss; detail=upstream-private")
-                #expect(upstream.holds == 4)
-            }
-        }
-    }
-
     @Test func staleAnswersAreOffByDefault() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60", now: { clock.now }) { h in

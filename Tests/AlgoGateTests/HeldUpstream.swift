@@ -138,11 +138,6 @@ final class HeldUpstream: Sendable {
         router.post("/v1/algo/test/Trickle", use: trickle)
         router.post("/v1/algo/test/Trickle/1.0.0", use: trickle)
         router.post("/v1/algo/demo/Hello/0.1.0") { _, _ in Self.json(Self.hello) }
-        // An answer for one user (`Cache-Control: private`): never stored, never shared.
-        router.post("/v1/algo/test/Private/1.0.0", use: held { input in
-            Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "private"],
-                     body: .init(byteBuffer: ByteBuffer(string: #"{"result":\#(input),"metadata":{"content_type":"json","duration":0.001}}"#)))
-        })
         return try await LiveServer.run({ onServerRunning in
             Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ClosedWhileHeld(upstream)])),
                         configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onServerRunning,

@@ -138,32 +138,16 @@ struct CachePolicy: Sendable {
 
     /// A request's `Cache-Control` directives, by name in lowercase (with `Pragma: no-cache`).
     static func cacheControl(_ headers: HTTPFields) -> Set<String> {
-        var directives = directiveNames(headers)
-        // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send; beside a
-        // `Cache-Control`, which says what it means, it is ignored (RFC 9111 §5.4).
-        if directives.isEmpty, headers[values: .pragma].contains(where: { $0.lowercased().contains("no-cache") }) { directives.insert("no-cache") }
-        return directives
-    }
-
-    /// The names of the `Cache-Control` directives in `headers`, in lowercase.
-    static func directiveNames(_ headers: HTTPFields) -> Set<String> {
         var directives: Set<String> = []
         for value in headers[values: .cacheControl] {
             for directive in value.split(separator: ",") {
                 directives.insert((directive.split(separator: "=").first?.trimmedSpaces ?? "").lowercased())
             }
         }
+        // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send; beside a
+        // `Cache-Control`, which says what it means, it is ignored (RFC 9111 §5.4).
+        if directives.isEmpty, headers[values: .pragma].contains(where: { $0.lowercased().contains("no-cache") }) { directives.insert("no-cache") }
         return directives
-    }
-
-    /// The directive of a successful upstream answer's `Cache-Control` that keeps it from being
-    /// stored: `no-store`; `private`, an answer for one user (behind a team's key are many);
-    /// `no-cache`, to be revalidated before each use, which an algorithm call's answer cannot be
-    /// (RFC 9111 §5.2.2). Nil when it may be stored.
-    static func upstreamForbidsStoring(_ headers: HTTPFields) -> String? {
-        guard headers[.cacheControl] != nil else { return nil }
-        let directives = directiveNames(headers)
-        return ["no-store", "private", "no-cache"].first(where: directives.contains)
     }
 }
 

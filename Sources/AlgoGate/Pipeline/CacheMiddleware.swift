@@ -199,8 +199,7 @@ struct CacheMiddleware: RouterMiddleware {
     }
 
     /// The upstream's answer to a call: stored when it may be, and as shared with the calls
-    /// waiting for it (nil when an expired entry answers instead, `stale_if_error_seconds`, or
-    /// the upstream's `Cache-Control` forbids storing it, `CachePolicy.upstreamForbidsStoring`).
+    /// waiting for it (nil when an expired entry answers instead: `stale_if_error_seconds`).
     @inline(never)
     private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, refused: Bool, origin: String?, terms: Terms,
                       context: Context) async throws -> (Response, Shared?) {
@@ -212,18 +211,13 @@ struct CacheMiddleware: RouterMiddleware {
         let body = try await response.body.collected()
         var answer = Shared(status: response.status, headers: response.headers, body: body)
         var stored = false
-        /// The upstream's `Cache-Control` directive that kept it from being stored (RFC 9211's `detail`).
-        var forbidden: String?
         // Keyed under the upstream the call was decided for: one that a reload changed meanwhile
         // answered it, and its answer is not that upstream's to store.
         let sameUpstream = context.facts.upstreamURL.map { CachePolicy.origin(of: $0) == origin } ?? true
         if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
             Self.isCacheable(status: response.status, headers: headers, body: body)
         }) {
-            forbidden = CachePolicy.upstreamForbidsStoring(response.headers)
-            if forbidden != nil {
-                // As the upstream asked: not a failure, so not logged as one.
-            } else if !sameUpstream {
+            if !sameUpstream {
                 context.facts.record(notStoredBecause: "upstream.url changed while the call was under way")
             } else {
                 do {
@@ -251,13 +245,9 @@ struct CacheMiddleware: RouterMiddleware {
         // RFC 9211: `fwd=request` when the request kept the cache from answering (`no-cache`, or
         // a stored answer outside its `max-age` or `min-fresh`).
         let forwarded = !decision.lookup || refused
-        var status = forwarded ? "algogate; fwd=request" : "algogate; fwd=miss"
-        if stored { status += "; stored" }
-        if let forbidden { status += "; detail=upstream-\(forbidden)" }
-        // Nor is an answer the upstream forbade storing shared with identical calls waiting for
-        // it (they may be other teams'): each goes upstream itself.
-        return (Self.mark(answer.response(gzip: terms.gzip(answer.headers.value(.contentType))), status: status,
-                          xCache: forwarded ? "BYPASS" : "MISS"), forbidden == nil ? answer : nil)
+        let status = forwarded ? "algogate; fwd=request" : "algogate; fwd=miss"
+        return (Self.mark(answer.response(gzip: terms.gzip(answer.headers.value(.contentType))), status: stored ? status + "; stored" : status,
+                          xCache: forwarded ? "BYPASS" : "MISS"), answer)
     }
 
     /// Statuses that let an expired entry answer (RFC 5861 §4).
