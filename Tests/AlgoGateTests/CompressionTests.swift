@@ -285,7 +285,8 @@ import Testing
     /// An upstream answer that says it is gzip and is not: an algorithm's answer, a management
     /// answer and a download corrupt from their first bytes are each a 502 that says so (the
     /// algorithm's is not cached); a download found truncated once it has begun can only be cut
-    /// short, without its last chunk; an empty gzip is an empty answer.
+    /// short, without its last chunk; an empty gzip is an empty answer; a 304 that names gzip
+    /// has nothing to inflate.
     @Test func corruptGzipAnswersFromTheUpstreamAreA502() async throws {
         let algoCalls = Atomic<Int>(0)
         let text = (0..<40_000).map { "line \($0) of a long file\n" }.joined()
@@ -313,6 +314,10 @@ import Testing
         router.get("/v1/data/.my/team-a/whole.bin") { _, _ -> Response in
             Response(status: .ok, headers: gzipped, body: .init(byteBuffer: ByteBuffer(bytes: whole)))
         }
+        // A 304 may name the coding its 200 would have had: it has no body to inflate.
+        router.get("/v1/data/.my/team-a/unchanged.bin") { _, _ -> Response in
+            Response(status: .notModified, headers: [.contentEncoding: "gzip", .eTag: #""v1""#])
+        }
         try await LiveServer.run({ onRunning in
             Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
                         logger: { var logger = Logger(label: "corrupt-upstream"); logger.logLevel = .warning; return logger }())
@@ -339,6 +344,13 @@ import Testing
                 #expect(empty.header("Content-Length") == "0")
                 #expect(empty.header("Content-Encoding") == nil)
                 #expect(empty.bytes.isEmpty)
+
+                // Its fields as its 200's are sent: no coding, the tag weak.
+                let unchanged = try await h.gateway.send(.GET, "/v1/data/.my/team-a/unchanged.bin", headers: simple(Keys.teamA) + [("If-None-Match", #"W/"v1""#)])
+                #expect(unchanged.status == 304)
+                #expect(unchanged.header("ETag") == #"W/"v1""#)
+                #expect(unchanged.header("Content-Encoding") == nil)
+                #expect(unchanged.bytes.isEmpty)
 
                 let plain = try await h.gateway.send(.GET, "/v1/data/.my/team-a/whole.bin", headers: simple(Keys.teamA))
                 #expect(plain.status == 200)

@@ -61,8 +61,12 @@ extension Forwarder {
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        let upstreamCoding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding))
-        if upstreamCoding != nil {
+        let coding = try? ContentCoding.of(contentEncoding: headers.value(.contentEncoding))
+        // A 204 or 304 has no body to inflate, whatever coding it names (a 304 names its 200's,
+        // and says what that 200 becomes here: its fields are recoded alike).
+        let hasBody = status.code >= 200 && status.code != 204 && status.code != 304
+        let upstreamCoding = hasBody ? coding : nil
+        if coding != nil {
             headers[.contentEncoding] = nil
             contentLength = nil
             // Ranges stay: a request for one asks the upstream for plain bytes.
