@@ -1,3 +1,4 @@
+import HTTPTypes
 import NIOCore
 import Testing
 @testable import AlgoGate
@@ -89,5 +90,37 @@ import Testing
         }
         #expect(key("sudo=false") == fields("default", "-"))
         #expect(key("sudo=False") == fields("default", "-"))
+    }
+
+    /// How `max-age` and `min-fresh` are read from a request's `Cache-Control` fields: names in
+    /// any case, spaces around `=`, quoted values; a value that is not a number of seconds counts
+    /// as 0; of two, the stricter; past what fits, 2^31 (RFC 9111 §1.2.2).
+    @Test func requestFreshnessIsReadAsRFC9111Says() {
+        func read(_ fields: String...) -> RequestFreshness {
+            var headers = HTTPFields()
+            for field in fields { headers.append(HTTPField(name: .cacheControl, value: field)) }
+            return RequestFreshness(headers)
+        }
+        #expect(read() == RequestFreshness())
+        #expect(read("no-cache, no-store") == RequestFreshness())
+        #expect(read("max-age=10") == RequestFreshness(maxAge: 10))
+        #expect(read(" MAX-AGE = 10 ") == RequestFreshness(maxAge: 10))
+        #expect(read(#"max-age="20""#) == RequestFreshness(maxAge: 20))
+        #expect(read("max-age=0010") == RequestFreshness(maxAge: 10))
+        for invalid in ["max-age", "max-age=", "max-age=-1", "max-age=1.5", "max-age=ten", #"max-age=""#, "max-age=１０"] {
+            #expect(read(invalid) == RequestFreshness(maxAge: 0), "\(invalid)")
+        }
+        #expect(read("max-age=60, max-age=5") == RequestFreshness(maxAge: 5))
+        #expect(read("max-age=5", "max-age=60") == RequestFreshness(maxAge: 5))
+        #expect(read("min-fresh=5, min-fresh=10") == RequestFreshness(minFresh: 10))
+        #expect(read("private, max-age=10, min-fresh=3") == RequestFreshness(maxAge: 10, minFresh: 3))
+        #expect(read("max-age=99999999999999999999999999") == RequestFreshness(maxAge: 1 << 31))
+        // Read against the answer's age as `Age` counts it (whole seconds) and its freshness.
+        let fresh = RequestFreshness(maxAge: 10, minFresh: 5)
+        #expect(fresh.accepts(createdAt: 100, expiresAt: 200, now: 110.9))
+        #expect(!fresh.accepts(createdAt: 100, expiresAt: 200, now: 111))
+        #expect(fresh.accepts(createdAt: 100, expiresAt: 115, now: 110))
+        #expect(!fresh.accepts(createdAt: 100, expiresAt: 114.5, now: 110))
+        #expect(RequestFreshness.any.accepts(createdAt: 0, expiresAt: 1, now: 1_000))
     }
 }
