@@ -359,7 +359,7 @@ import Testing
 
                 // Begun as a 200, it cannot become a 502: the gateway ends the connection with the
                 // body unfinished, so no client takes it for the whole file.
-                let request = "GET /v1/data/.my/team-a/cut.bin HTTP/1.1\r\nHost: gw\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n"
+                let request = "GET /v1/data/.my/team-a/cut.bin HTTP/1.1\r\nHost: gw\r\nAuthorization: Simple \(Keys.teamA)\r\nX-Request-ID: gzip-cut-1\r\n\r\n"
                 let cut = try await RawConnection.connect(port: h.gatewayPort, sending: request)
                 #expect(await cut.waitForClose(within: .seconds(10)))
                 let answer = cut.text
@@ -368,6 +368,11 @@ import Testing
                 #expect(answer.contains("line 100 of a long file\n"))
                 #expect(!answer.hasSuffix("\r\n0\r\n\r\n"))
                 #expect(!answer.contains("line 39999 of a long file"))
+                // Its log line says the upstream's stream broke, and how.
+                let line = await FailureLogTests.line(h, "gzip-cut-1")
+                #expect(line.hasPrefix("warning request "), "\(line)")
+                #expect(FailureLogTests.field(line, "cut") == "upstream")
+                #expect(FailureLogTests.field(line, "cause")?.hasPrefix("the upstream sent a corrupt gzip body") == true, "\(line)")
             }
         }
     }
