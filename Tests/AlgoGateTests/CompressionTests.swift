@@ -373,6 +373,8 @@ import Testing
                 #expect(line.hasPrefix("warning request "), "\(line)")
                 #expect(FailureLogTests.field(line, "cut") == "upstream")
                 #expect(FailureLogTests.field(line, "cause")?.hasPrefix("the upstream sent a corrupt gzip body") == true, "\(line)")
+                // No upstream slot is left held by an answer refused or cut short.
+                #expect(await eventually { h.app.gate.inFlight == 0 })
             }
         }
     }
