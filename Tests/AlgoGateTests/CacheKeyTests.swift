@@ -115,6 +115,16 @@ import Testing
         #expect(read("min-fresh=5, min-fresh=10") == RequestFreshness(minFresh: 10))
         #expect(read("private, max-age=10, min-fresh=3") == RequestFreshness(maxAge: 10, minFresh: 3))
         #expect(read("max-age=99999999999999999999999999") == RequestFreshness(maxAge: 1 << 31))
+        // A directive's name is what comes before its first `=`, however many spaces precede it:
+        // `=max-age=5` has none (the fuzzer found it read as `max-age` unless a space came first,
+        // so one field bounded answers and the same text split over two did not).
+        for nameless in ["=max-age=5", " =max-age=5", "no-cache, =max-age=5", "\t=min-fresh=5"] {
+            #expect(read(nameless) == RequestFreshness(), "\(nameless)")
+            var headers = HTTPFields()
+            headers.append(HTTPField(name: .cacheControl, value: nameless))
+            #expect(!CachePolicy.cacheControl(headers).contains("max-age") && !CachePolicy.cacheControl(headers).contains("min-fresh"), "\(nameless)")
+        }
+        #expect(read("no-cache", " =max-age=5") == read("no-cache,  =max-age=5"))
         // Read against the answer's age as `Age` counts it (whole seconds) and its freshness.
         let fresh = RequestFreshness(maxAge: 10, minFresh: 5)
         #expect(fresh.accepts(createdAt: 100, expiresAt: 200, now: 110.9))

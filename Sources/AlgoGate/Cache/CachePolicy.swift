@@ -141,7 +141,8 @@ struct CachePolicy: Sendable {
         var directives: Set<String> = []
         for value in headers[values: .cacheControl] {
             for directive in value.split(separator: ",") {
-                directives.insert((directive.split(separator: "=").first?.trimmedSpaces ?? "").lowercased())
+                // The name is what comes before the first `=`: nothing, for `=no-store`.
+                directives.insert((directive.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first?.trimmedSpaces ?? "").lowercased())
             }
         }
         // `Pragma: no-cache` is the HTTP/1.0 spelling some clients still send; beside a
@@ -172,7 +173,7 @@ struct RequestFreshness: Sendable, Equatable {
     init(_ headers: HTTPFields) {
         for value in headers[values: .cacheControl] {
             for directive in value.split(separator: ",") {
-                let parts = directive.split(separator: "=", maxSplits: 1)
+                let parts = directive.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 guard let name = parts.first?.trimmedSpaces.lowercased(), name == "max-age" || name == "min-fresh" else { continue }
                 var text = parts.count > 1 ? parts[1].trimmedSpaces : ""
                 if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") { text = text.dropFirst().dropLast() }

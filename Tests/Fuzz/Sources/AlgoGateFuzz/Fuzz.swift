@@ -153,6 +153,19 @@ enum FuzzTargets {
         if let field = HTTPField.Name("Cache-Control").map({ HTTPField(name: $0, value: value) }) { fields.append(field) }
         fields[.init("Pragma")!] = value
         _ = CachePolicy.cacheControl(fields)
+        // The bounds a request puts on cached answers are read only when the directive names say
+        // it has them: the two readings must agree, or a `max-age` could go unread. A field read
+        // alone or with another as one comma-joined field bounds alike (RFC 9110 §5.3).
+        var control = HTTPFields()
+        if let field = HTTPField.Name("Cache-Control").map({ HTTPField(name: $0, value: value) }) { control.append(field) }
+        let names = CachePolicy.cacheControl(control), freshness = RequestFreshness(control)
+        precondition(names.contains("max-age") == (freshness.maxAge != nil), "max-age read one way and not the other in \(value.debugDescription)")
+        precondition(names.contains("min-fresh") == (freshness.minFresh != nil), "min-fresh read one way and not the other in \(value.debugDescription)")
+        precondition((freshness.maxAge ?? 0) >= 0 && (freshness.maxAge ?? 0) <= 1 << 31 && (freshness.minFresh ?? 0) >= 0 && (freshness.minFresh ?? 0) <= 1 << 31)
+        if let comma = value.firstIndex(of: ","), let name = HTTPField.Name("Cache-Control") {
+            let split = HTTPFields([HTTPField(name: name, value: String(value[..<comma])), HTTPField(name: name, value: String(value[value.index(after: comma)...]))])
+            precondition(RequestFreshness(split) == freshness, "\(value.debugDescription) read as two fields bounds otherwise")
+        }
         _ = try? ContentCoding.of(contentEncoding: value)
         _ = ContentCoding.preferred(acceptEncoding: [value])
         _ = CachePolicy.isPinned(value)
