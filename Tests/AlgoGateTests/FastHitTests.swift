@@ -96,6 +96,12 @@ import Testing
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "only-if-cached")], "HAL")
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "only-if-cached")], "never called")
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "no-store")], "HAL")
+            // Bounds on the stored answer's age and freshness: within them a hit, outside them a
+            // call upstream that replaces it (and with only-if-cached, a 504).
+            try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "max-age=3600, min-fresh=60")], "HAL")
+            try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "max-age=0")], "HAL")
+            try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "min-fresh=999999999")], "HAL")
+            try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "only-if-cached, max-age=0")], "HAL")
             try await call("/v1/algo/demo/Hello/0.1.0?sudo=true&output=raw", "HAL", times: 2)
             try await call("/v1/algo/demo/Hello/0.1.0?timeout=30&output=raw", "HAL")
             try await call("/v1/algo/demo/Hello?output=raw", "HAL", times: 2)
@@ -105,7 +111,8 @@ import Testing
             clock.advance(by: 700_000)
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", "HAL", times: 2)
             // team-b's quota runs out within the minute: hits are refused as everything else.
-            for _ in 0..<42 { try await call("/v1/algo/demo/Hello/0.1.0?output=raw", "HAL") }
+            // (90 calls a second apart hold a whole minute's window, wherever the windows fall.)
+            for _ in 0..<90 { try await call("/v1/algo/demo/Hello/0.1.0?output=raw", "HAL") }
 
             // What the operator and the clients see afterwards.
             for key in [Keys.teamA, Keys.teamB, teamC] {
@@ -132,7 +139,7 @@ import Testing
         let pipeline = try await Self.scenario(fastHits: false)
         #expect(pipeline.fastHits == 0)
         // Hello x2, Echo JSON, Echo binary, Big gzip, Hello gzip, team-a x1, previous key x2,
-        // team-c, only-if-cached, timeout option, after expiry x1, then team-b's hits until its
+        // team-c, only-if-cached, within max-age and min-fresh, timeout option, after expiry x1, then team-b's hits until its
         // quota ran out (40 a minute; the clock moves a second a call).
         #expect(fast.fastHits > 20, "hits answered on the event loop: \(fast.fastHits)")
         #expect(fast.transcript.count == pipeline.transcript.count)
@@ -142,7 +149,8 @@ import Testing
         // The scenario saw what it set out to: hits, refusals and the quota.
         let text = fast.transcript.joined(separator: "\n")
         for expected in ["x-cache: HIT", "content-encoding: gzip", "content-encoding: deflate", "ratelimit-policy", "429 ", "403 ", "401 ", "400 ",
-                         "504 ", "x-request-id: client-chosen-1", "forwarded_for=10.1.2.3", "key=previous", "cache-status: algogate; fwd=request"] {
+                         "504 ", "x-request-id: client-chosen-1", "forwarded_for=10.1.2.3", "key=previous", "cache-status: algogate; fwd=request",
+                         "cache-status: algogate; fwd=request; stored"] {
             #expect(text.contains(expected), "\(expected)")
         }
     }
