@@ -46,8 +46,10 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     static let maxCause = 500
 
     /// An answer the gateway made because something failed on its side or the upstream's (5xx),
-    /// as opposed to a request it refused or an upstream answer it passed on.
-    public var isGatewayFailure: Bool { status.code >= 500 }
+    /// as opposed to a request it refused or an upstream answer it passed on. A 501 refuses a
+    /// request framed with a transfer coding the gateway does not decode (`TransferCoding`): the
+    /// client's doing, though HTTP gives it a 5xx status.
+    public var isGatewayFailure: Bool { status.code >= 500 && status != .notImplemented }
 
     public static func badRequest(_ message: String) -> GatewayError {
         .init(status: .badRequest, errorType: "InputError", message: message)

@@ -42,14 +42,19 @@ struct CachedHits: Sendable {
               let version = ref.version, CachePolicy.isPinned(version) else { return false }
         // One pass over the fields: no `Expect`, no `Content-Encoding`, no `Origin` (a web page's
         // call: its origin is checked, and its answer given CORS fields, by the pipeline), at most
-        // one small length.
+        // one small length, at most one `Transfer-Encoding`, reading `chunked` alone (the pipeline
+        // refuses any other, `TransferCoding`).
         var length: String?
+        var chunked = false
         for field in head.headerFields {
             switch field.name {
             case .expect, .contentEncoding, .origin: return false
             case .contentLength:
                 guard length == nil else { return false }
                 length = field.value
+            case .transferEncoding:
+                guard !chunked, TransferCoding.isChunkedAlone(field.value) else { return false }
+                chunked = true
             default: continue
             }
         }
