@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @Suite struct DataPrefixTests {
+    static let textWithURIs = "it holds a '//' after a space or line break: a text input that names a data location is checked as one path, where another URI reads as an empty segment; send one location alone, or each as a JSON string of its own"
     /// Sets up data://.my/team-a and data://.my/team-b with a file each, straight at the simulator.
     static func seed(_ h: GatewayHarness) async throws {
         let upstream = simple(Keys.upstream)
@@ -183,7 +184,10 @@ import Testing
                                     ("s3:%2f%2fbucket/team-b/k", "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after"),
                                     ("data://.my/team-b\\..\\team-a/x", "it holds a '\\', which some servers read as a separator and others as a character"),
                                     ("s3://bucket//team-a/x", "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold"),
-                                    ("//.my/team-a/x", "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold")] {
+                                    ("//.my/team-a/x", "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold"),
+                                    // a sentence or a list naming URIs, even team-a's own: checked as one path
+                                    ("see data://.my/team-a/x", Self.textWithURIs), ("data://.my/team-a/x\ndata://.my/team-a/y", Self.textWithURIs),
+                                    ("s3://bucket/team-a/x and s3://bucket/team-b/y", Self.textWithURIs)] {
                 let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": input])
                 #expect(json.status == 403, "\(input)")
                 #expect(envelope(json).message == "algorithm input holds a data URI that cannot be checked safely: \(reason)", "\(input)")

@@ -157,8 +157,15 @@ enum DataReferences {
         if path.utf8.contains(UInt8(ascii: "\\")) {
             return [.unreadable(reason: "it holds a '\\', which some servers read as a separator and others as a character")]
         }
-        if path.utf8.first == UInt8(ascii: "/") || path.utf8.firstRange(of: "//".utf8) != nil {
-            return [.unreadable(reason: "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold")]
+        if let empty = path.utf8.firstRange(of: "//".utf8) {
+            // Most often a sentence or a list naming a URI: a text input is checked as one path.
+            if path.utf8[..<empty.lowerBound].contains(where: { $0 == UInt8(ascii: " ") || (0x09...0x0D).contains($0) }) {
+                return [.unreadable(reason: "it holds a '//' after a space or line break: a text input that names a data location is checked as one path, where another URI reads as an empty segment; send one location alone, or each as a JSON string of its own")]
+            }
+            return [.unreadable(reason: emptySegment)]
+        }
+        if path.utf8.first == UInt8(ascii: "/") {
+            return [.unreadable(reason: emptySegment)]
         }
         if path.range(of: "%(2[fF]|5[cC])", options: .regularExpression) != nil {
             return [.unreadable(reason: "it holds an encoded separator (%2F or %5C), which some servers decode before splitting the path and others after")]
@@ -170,6 +177,8 @@ enum DataReferences {
         }
         return found
     }
+
+    private static let emptySegment = "it holds an empty segment ('//'), which some stores keep (s3://bucket//team-a/x is the key /team-a/x) and others fold"
 
     private static func reason(_ error: any Error) -> String { (error as? GatewayError)?.message ?? "\(error)" }
 
