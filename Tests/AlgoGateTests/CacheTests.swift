@@ -554,6 +554,17 @@ import Testing
             #expect(gone.header("X-Cache") == "MISS")
             let bad = try await h.gateway.send(.DELETE, "/_admin/cache?algo=x", headers: simple(Keys.admin))
             #expect(bad.status == 400)
+            // A misspelt or second `algo` would have purged everything, or less than was meant.
+            for (query, message) in [("Algo=util/Echo", "DELETE /_admin/cache takes no parameter 'Algo'; it takes algo"),
+                                     ("algorithm=util/Echo", "DELETE /_admin/cache takes no parameter 'algorithm'; it takes algo"),
+                                     ("algo=util/Echo&algo=demo/Hello", "DELETE /_admin/cache takes 'algo' once")] {
+                let refused = try await h.gateway.send(.DELETE, "/_admin/cache?\(query)", headers: simple(Keys.admin))
+                #expect(refused.status == 400, "\(query)")
+                #expect(envelope(refused).message == message)
+            }
+            let usage = try await h.gateway.send(.GET, "/_admin/usage?day=1", headers: simple(Keys.admin))
+            #expect(usage.status == 400)
+            #expect(envelope(usage).message == "GET /_admin/usage takes no parameter 'day'; it takes days and client")
             let all = try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin))
             #expect(all.text == #"{"purged":2}"#)
         }

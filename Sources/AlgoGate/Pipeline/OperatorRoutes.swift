@@ -24,7 +24,7 @@ public struct OperatorRoutes: Sendable {
         }
         router.delete("/_admin/cache") { request, context -> Response in
             let cache = try requireCache(context)
-            let algo = request.uri.queryParameters.get("algo")
+            let algo = try Self.parameters(of: request, taking: ["algo"], endpoint: "DELETE /_admin/cache")["algo"]
             if let algo, !Self.isAlgoPattern(algo) {
                 throw GatewayError.badRequest("algo must be owner/name or owner/name/version")
             }
@@ -34,11 +34,12 @@ public struct OperatorRoutes: Sendable {
         }
         router.get("/_admin/usage") { request, context -> Response in
             try requireOperator(context)
-            let days = request.uri.queryParameters.get("days").map { Int($0) } ?? 7
+            let parameters = try Self.parameters(of: request, taking: ["days", "client"], endpoint: "GET /_admin/usage")
+            let days = parameters["days"].map { Int($0) } ?? 7
             guard let days, (1...3660).contains(days) else { throw GatewayError.badRequest("days must be a whole number from 1 to 3660") }
             await ledger.flush()
             let today = QuotaLedger.day(of: now())
-            let rows = try await usage.report(fromDay: today - days + 1, client: request.uri.queryParameters.get("client"))
+            let rows = try await usage.report(fromDay: today - days + 1, client: parameters["client"])
             return try Self.json(["days": rows])
         }
         router.get("/_gateway/me") { _, context -> Response in
@@ -117,6 +118,22 @@ public struct OperatorRoutes: Sendable {
         try requireOperator(context)
         guard let cache else { throw GatewayError.notFound("the cache is disabled (cache.enabled: false)") }
         return cache
+    }
+
+    /// The request's query parameters, each given at most once and only those the endpoint takes:
+    /// a misspelt or second `algo` would otherwise purge the whole cache, or less than was meant.
+    static func parameters(of request: Request, taking names: [String], endpoint: String) throws -> [String: String] {
+        var found: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters {
+            let name = String(name)
+            guard names.contains(name) else {
+                throw GatewayError.badRequest("\(endpoint) takes no parameter '\(name)'; it takes \(names.joined(separator: " and "))")
+            }
+            guard found.updateValue(String(value), forKey: name) == nil else {
+                throw GatewayError.badRequest("\(endpoint) takes '\(name)' once")
+            }
+        }
+        return found
     }
 
     /// Whether `text` names what a purge may: `owner/name` or `owner/name/version` (the HTTP
