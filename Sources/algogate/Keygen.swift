@@ -17,20 +17,35 @@ struct Keygen: AsyncParsableCommand {
     @Option(help: "The client's name.")
     var name: String
 
-    @Option(parsing: .upToNextOption, help: "Scopes to grant: algo, data:read, data:write, manage, admin.")
+    @Option(parsing: .upToNextOption, help: "Scopes to grant: algo, data:read, data:write, manage, admin (space- or comma-separated).")
     var scopes: [String] = ["algo", "data:read"]
 
     @Option(parsing: .upToNextOption, help: "Data URIs the client is confined to, e.g. data://.my/team-a/")
     var dataPrefixes: [String] = []
 
-    @Option(parsing: .upToNextOption, help: "Algorithms the client may call and manage (owner/name or owner/*); all when left out.")
+    @Option(parsing: .upToNextOption, help: "Algorithms the client may call and manage (owner/name or owner/*, space- or comma-separated); all when left out.")
     var algorithms: [String] = []
 
     @Option(name: .customLong("previous-key-sha256"), help: "When rotating: the client's current key_sha256, still accepted until removed.")
     var previousKeySHA256: String?
 
+    /// The scopes given, as one list: `--scopes algo,data:read` as `--scopes algo data:read`.
+    var grantedScopes: [String] { Self.list(scopes) }
+    var algorithmPatterns: [String] { Self.list(algorithms) }
+
+    static func list(_ values: [String]) -> [String] {
+        var seen: Set<String> = []
+        return values.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            .filter { !$0.isEmpty && seen.insert($0).inserted }
+    }
+
+    /// `text` as a YAML double-quoted scalar: a data prefix may hold a `"` or a `\`.
+    static func quoted(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+
     func validate() throws {
-        for scope in scopes where Scope(rawValue: scope) == nil {
+        for scope in grantedScopes where Scope(rawValue: scope) == nil {
             throw ValidationError("unknown scope '\(scope)'; use \(Scope.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -42,7 +57,7 @@ struct Keygen: AsyncParsableCommand {
                 throw ValidationError("--data-prefixes: \(error.message)")
             }
         }
-        for pattern in algorithms {
+        for pattern in algorithmPatterns {
             do { _ = try AlgorithmPattern(parsing: pattern) } catch let error as GatewayError {
                 throw ValidationError("--algorithms: \(error.message)")
             }
@@ -63,12 +78,12 @@ struct Keygen: AsyncParsableCommand {
         if let previousKeySHA256 {
             print("    previous_key_sha256: \"\(previousKeySHA256)\"   # remove once the team uses the new key")
         }
-        print("    scopes: [\(scopes.joined(separator: ", "))]")
+        print("    scopes: [\(grantedScopes.joined(separator: ", "))]")
         if !dataPrefixes.isEmpty {
-            print("    data_prefixes: [\(dataPrefixes.map { "\"\($0)\"" }.joined(separator: ", "))]")
+            print("    data_prefixes: [\(dataPrefixes.map(Self.quoted).joined(separator: ", "))]")
         }
-        if !algorithms.isEmpty {
-            print("    algorithms: [\(algorithms.map { "\"\($0)\"" }.joined(separator: ", "))]")
+        if !algorithmPatterns.isEmpty {
+            print("    algorithms: [\(algorithmPatterns.map(Self.quoted).joined(separator: ", "))]")
         }
     }
 }

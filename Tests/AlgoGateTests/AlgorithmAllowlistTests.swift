@@ -120,6 +120,20 @@ import Testing
         #expect(client?.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
     }
 
+    /// Lists may be given comma-separated too, and what keygen prints loads as what it was given:
+    /// a data prefix may hold a `"` or a `\`, which a YAML double-quoted string escapes.
+    @Test func keygenPrintsAnEntryThatLoadsAsGiven() async throws {
+        let prefixes = [#"s3://bucket/a"b/"#, #"s3://bucket/c\d/"#, "s3://bucket/#x/"]
+        let made = try await KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo,data:read", "manage", "algo",
+                                                      "--algorithms", "demo/Hello,team-x/*", "--data-prefixes"] + prefixes)
+        #expect(made.entry.contains("scopes: [algo, data:read, manage]\n"), "\(made.entry)")
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let client = try #require(try ClientRegistry(config: loaded.config).client(for: Secret(made.key)))
+        #expect(client.scopes == [.algo, .dataRead, .manage])
+        #expect(client.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
+        #expect(client.dataPrefixes?.map(\.description) == (try prefixes.map { try DataURI.parse(uri: $0).description }))
+    }
+
     /// keygen checks data prefixes as the configuration does, so that the entry it prints loads.
     @Test func keygenRefusesADataPrefixTheConfigurationWould() async throws {
         let refused = try await ChildProcess.run(arguments: ["keygen", "--name", "team-x", "--data-prefixes", "ftp://files/team-x/"])
