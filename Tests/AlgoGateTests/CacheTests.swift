@@ -239,24 +239,31 @@ import Testing
     }
 
     @Test func rulesDisableOrRetimePerAlgorithm() async throws {
+        // `owner/name` is every version of it, a version only that one, `*` every algorithm; the
+        // first rule that matches wins.
         let rules = """
         rules:
-            - {algo: "util/Echo/*", enabled: false}
-            - {algo: "demo/*", ttl_seconds: 60}
+            - {algo: "demo/Hello", enabled: false}
+            - {algo: "util/Echo/1.0.0", ttl_seconds: 5}
+            - {algo: "*", ttl_seconds: 60}
         """
         let clock = TestClock()
         try await GatewayHarness.run(cacheYAML: rules, now: { clock.now }) { h in
-            for _ in 0..<2 {
-                let echo = try await Self.call(h, "/v1/algo/util/Echo/1.0.0")
-                #expect(echo.header("Cache-Status") == "algogate; fwd=uri-miss")
+            for version in ["0.1.0", "0.1.1"] {
+                for _ in 0..<2 {
+                    let hello = try await Self.call(h, "/v1/algo/demo/Hello/\(version)")
+                    #expect(hello.header("Cache-Status") == "algogate; fwd=uri-miss")
+                }
             }
-            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
-            let hit = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            _ = try await Self.call(h, "/v1/algo/util/Echo/1.0.0")
+            #expect(try await Self.call(h, "/v1/algo/util/Echo/1.0.0").header("Cache-Status") == "algogate; hit; ttl=5")
+            _ = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "10", headers: jsonType)
+            let hit = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "10", headers: jsonType)
             #expect(hit.header("Cache-Status") == "algogate; hit; ttl=60")
             clock.advance(by: 61)
-            let expired = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
+            let expired = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "10", headers: jsonType)
             #expect(expired.header("Cache-Status") == "algogate; fwd=miss; stored")
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2, "demo/Hello/0.1.0": 2])
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2, "demo/Hello/0.1.1": 2, "util/Echo/1.0.0": 1, "test/Big/1.0.0": 2])
         }
     }
 

@@ -46,6 +46,8 @@ extension GatewayConfig {
 
     /// `{algo: "owner/name/*", ttl_seconds: N, enabled: false, scope: client}`; `*` matches one
     /// path segment or, last, the rest (so `owner/*` covers every algorithm of that owner).
+    /// `owner/name` is every version of that algorithm, as a purge and a client's `algorithms`
+    /// read it (matched as written, it would match no call: every cached call names a version).
     public struct CacheRule: Sendable, Equatable, Decodable {
         public var algo: String
         public var enabled: Bool?
@@ -66,7 +68,8 @@ extension GatewayConfig {
 
         /// Whether `owner/name/version` falls under this rule's pattern.
         public func matches(_ path: String) -> Bool {
-            let pattern = algo.split(separator: "/")
+            var pattern = algo.split(separator: "/")
+            if pattern.count == 2, pattern[1] != "*" { pattern.append("*") }
             let parts = path.split(separator: "/")
             for (index, piece) in pattern.enumerated() {
                 if piece == "*" && index == pattern.count - 1 { return parts.count > index }

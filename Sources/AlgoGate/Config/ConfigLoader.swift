@@ -159,7 +159,9 @@ public enum ConfigLoader {
         try require(config.cache.memoryBytes >= 0, "cache.memory_bytes", "must not be negative")
         for (index, rule) in config.cache.rules.enumerated() {
             let parts = rule.algo.split(separator: "/", omittingEmptySubsequences: false)
-            try require((1...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty }, "cache.rules[\(index)].algo", "use owner/name/version with * for any segment, e.g. owner/name/*")
+            // One segment matches no call unless it is `*` (every algorithm).
+            try require((2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty } || rule.algo == "*", "cache.rules[\(index)].algo",
+                        "use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)")
             if let ttl = rule.ttlSeconds { try require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
         }
         try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
