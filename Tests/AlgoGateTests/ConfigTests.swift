@@ -75,6 +75,8 @@ import Testing
             ("upstream: {url: 'http://x', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
             (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"a/*\", scope: team}]}\n" + client), "cache.rules[0].scope: unknown value 'team'; use shared or client", Self.env),
+            ("upstream: {url: 'https://user:hunter2@api.algorithmia.com', key_env: UP_KEY}\n" + client,
+             "upstream.url: must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"*\", ttl_seconds: 5}, {algo: \"demo\", enabled: false}]}\n" + client),
              "cache.rules[1].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"demo/Hello/0.1.0/x\", enabled: false}]}\n" + client),

@@ -112,6 +112,10 @@ public enum ConfigLoader {
         try require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false,
                     "upstream.url", "must be an http:// or https:// URL with a host")
         try require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
+        // Credentials in it would be printed wherever the URL is (check-config, the start-up and
+        // reload lines); the upstream is authenticated by the server-held key alone.
+        try require(url.map { $0.user == nil && $0.password == nil } ?? true, "upstream.url",
+                    "must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file")
         try require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
         if let url, url.scheme?.lowercased() == "http", let host = url.host, !Self.isLoopback(host) {
             try require(upstream.allowPlainHTTP, "upstream.url",
