@@ -100,6 +100,9 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
         case is Int.Type: "a whole number"
         case is Bool.Type: "true or false"
         case is Double.Type: "a number"
+        // What Yams names when a value has the wrong shape: a scalar where a list was due, say.
+        case is Node.Sequence.Type: "a list"
+        case is Node.Scalar.Type: "a single value, not a list or a mapping"
         default:
             String(describing: type).hasPrefix("Array") ? "a list" : "a mapping"
         }
