@@ -79,6 +79,12 @@ import Testing
              "upstream.url: must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"*\", ttl_seconds: 5}, {algo: \"demo\", enabled: false}]}\n" + client),
              "cache.rules[1].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)", Self.env),
+            (Self.yaml("cache: {rules: [{algo: \"demo/*\", ttl_seconds: 5}, {algo: \"demo/Hello\", enabled: false}]}\n" + client),
+             "cache.rules[1].algo: 'demo/Hello' never applies: cache.rules[0] ('demo/*') matches every call it would, and the first match wins; put the narrower rule first", Self.env),
+            (Self.yaml("cache: {rules: [{algo: \"a/b/1.0.0\", ttl_seconds: 5}, {algo: \"a/b\", ttl_seconds: 9}, {algo: \"a/*/1.0.0\", enabled: false}, {algo: \"a/b/1.0.0\", enabled: false}]}\n" + client),
+             "cache.rules[3].algo: 'a/b/1.0.0' never applies: cache.rules[0] ('a/b/1.0.0') matches every call it would, and the first match wins; put the narrower rule first", Self.env),
+            (Self.yaml("cache: {rules: [{algo: \"*/*/1.0.0\", ttl_seconds: 5}, {algo: \"a/b\", ttl_seconds: 9}, {algo: \"a/*\", enabled: false}, {algo: \"*\", ttl_seconds: 1}, {algo: \"x/y/2.0.0\"}]}\n" + client),
+             "cache.rules[4].algo: 'x/y/2.0.0' never applies: cache.rules[3] ('*') matches every call it would, and the first match wins; put the narrower rule first", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"demo/Hello/0.1.0/x\", enabled: false}]}\n" + client),
              "cache.rules[0].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)", Self.env),
             (Self.yaml("server: {send_timeout_seconds: 0}\n" + client), "server.send_timeout_seconds: must be from 1 to 3600", Self.env),
@@ -310,7 +316,8 @@ import Testing
             ]
             for (path, checked, served) in cases {
                 let config = directory.appendingPathComponent("state.yaml")
-                try Self.yaml("cache: {path: \"\(path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
+                // Port 0: the outcome must not depend on 8080 being free.
+                try Self.yaml("server: {port: 0}\ncache: {path: \"\(path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
                     .write(to: config, atomically: true, encoding: .utf8)
                 let check = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
                 #expect(check.termination == .exited(1), "\(path)")

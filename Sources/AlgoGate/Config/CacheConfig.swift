@@ -66,6 +66,23 @@ extension GatewayConfig {
             scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope)
         }
 
+        /// What the pattern asks of a call's owner, name and version, in that order: the segment
+        /// as written, or nil for any.
+        var constraints: [Substring?] {
+            var pattern = algo.split(separator: "/", omittingEmptySubsequences: false)
+            if pattern.count == 2, pattern[1] != "*" { pattern.append("*") }
+            var out = pattern.prefix(3).map { $0 == "*" ? nil : Optional($0) }
+            // A `*` that ends a shorter pattern stands for the rest.
+            while out.count < 3 { out.append(nil) }
+            return out
+        }
+
+        /// Whether every call `other` matches is matched by this rule too, so that `other`, placed
+        /// after it, never applies.
+        func covers(_ other: CacheRule) -> Bool {
+            zip(constraints, other.constraints).allSatisfy { mine, theirs in mine == nil || mine == theirs }
+        }
+
         /// Whether `owner/name/version` falls under this rule's pattern.
         public func matches(_ path: String) -> Bool {
             var pattern = algo.split(separator: "/")

@@ -167,6 +167,10 @@ public enum ConfigLoader {
             try require((2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty } || rule.algo == "*", "cache.rules[\(index)].algo",
                         "use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)")
             if let ttl = rule.ttlSeconds { try require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
+            // The first rule that matches wins: one after a rule that matches all its calls is dead.
+            if let earlier = config.cache.rules[..<index].firstIndex(where: { $0.covers(rule) }) {
+                throw ConfigError(field: "cache.rules[\(index)].algo", message: "'\(rule.algo)' never applies: cache.rules[\(earlier)] ('\(config.cache.rules[earlier].algo)') matches every call it would, and the first match wins; put the narrower rule first")
+            }
         }
         try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
         try require((1...9).contains(config.compression.level), "compression.level", "must be from 1 (fastest) to 9 (smallest)")
