@@ -73,13 +73,15 @@ struct Serve: AsyncParsableCommand {
 /// Why a gateway could not start, in words that name the setting, for the failures that have
 /// one: its state file (`cache.path`) could not be opened or created (a `ConfigError`), or it
 /// could not listen on `listening` (NIO says only `bind(descriptor:ptr:bytes:): Address already
-/// in use) (errno: 98)`). Nil for any other error.
+/// in use) (errno: 98)`), a host that does not resolve among the reasons. Nil for any other error.
 func startFailure(_ error: any Error, listening: String) -> String? {
     switch error {
     case let error as ConfigError:
         return String(describing: error)
     case let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode):
         return "cannot listen on \(listening): \(String(cString: strerror(error.errnoCode)))"
+    case let error as SocketAddressError.UnknownHost:
+        return "cannot listen on \(listening): no such host (\(error.errorDescription))"
     default:
         return nil
     }

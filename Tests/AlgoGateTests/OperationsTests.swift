@@ -63,6 +63,16 @@ import Testing
             #expect(second.log.contains("algogate: cannot start with \(config.path): cannot listen on 127.0.0.1:\(pair.gatewayPort) (server.host, server.port): Address already in use\n"),
                     "\(second.log)")
             #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("cache.sqlite").path))
+            // A host that does not resolve is named the same way (RFC 6761: .invalid never does).
+            try ProcessHarness.standardYAML(simPort: pair.simPort, gatewayPort: 0, work: directory)
+                .replacingOccurrences(of: "host: 127.0.0.1", with: "host: no-such-host.invalid")
+                .write(to: config, atomically: true, encoding: .utf8)
+            let unresolved = try await ChildProcess.run(arguments: ["serve", "--config", config.path],
+                                                        environment: [ProcessHarness.keyVariable: Keys.upstream])
+            #expect(unresolved.termination == .exited(1))
+            #expect(unresolved.log.contains("algogate: cannot start with \(config.path): cannot listen on no-such-host.invalid:0 (server.host, server.port): no such host ("),
+                    "\(unresolved.log)")
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("cache.sqlite").path))
             // The first gateway still answers.
             #expect(try await Self.post(pair.gatewayURL + "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, input: #""B""#).0 == 200)
         }

@@ -6,7 +6,7 @@ import NIOPosix
 /// services it started, and that cancellation once deadlocked in a test run (a thread in
 /// swift-async-algorithms' merge, which `cancelOnGracefulShutdown` uses, another waiting on a
 /// task's status lock), leaving the process hanging rather than exiting. Port 0 (any free port)
-/// is not checked.
+/// is bound too: that checks the host (one that does not resolve fails the same late way).
 ///
 /// For the moment it is bound the port listens, and a client that connects then (a health check,
 /// a benchmark's wait loop) lands here, not on the server. Such a connection is never accepted
@@ -15,7 +15,6 @@ import NIOPosix
 /// once was, it stayed open for good with its request read and never answered: a benchmark's
 /// `curl` waited on one for 16 minutes. `whileBound` runs while the port is held (tests).
 public func checkListenable(host: String, port: Int, whileBound: @Sendable () async throws -> Void = {}) async throws {
-    guard port != 0 else { return }
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .serverChannelOption(.autoRead, value: false)
