@@ -569,6 +569,9 @@ import Testing
                 #expect(refused.status == 400, "\(query)")
                 #expect(envelope(refused).message == message)
             }
+            let filtered = try await h.gateway.send(.GET, "/_admin/cache?algo=demo/Hello", headers: simple(Keys.admin))
+            #expect(filtered.status == 400)
+            #expect(envelope(filtered).message == "GET /_admin/cache takes no parameters")
             let usage = try await h.gateway.send(.GET, "/_admin/usage?day=1", headers: simple(Keys.admin))
             #expect(usage.status == 400)
             #expect(envelope(usage).message == "GET /_admin/usage takes no parameter 'day'; it takes days and client")

@@ -18,8 +18,10 @@ public struct OperatorRoutes: Sendable {
     let now: @Sendable () -> Double
 
     func register(on router: Router<GatewayRequestContext>) {
-        router.get("/_admin/cache") { _, context -> Response in
+        router.get("/_admin/cache") { request, context -> Response in
             let cache = try requireCache(context)
+            // Stats are the whole cache's: `?algo=` filters nothing, and says so.
+            _ = try Self.parameters(of: request, taking: [], endpoint: "GET /_admin/cache")
             return try Self.json(try await cache.stats())
         }
         router.delete("/_admin/cache") { request, context -> Response in
@@ -127,7 +129,8 @@ public struct OperatorRoutes: Sendable {
         for (name, value) in request.uri.queryParameters {
             let name = String(name)
             guard names.contains(name) else {
-                throw GatewayError.badRequest("\(endpoint) takes no parameter '\(name)'; it takes \(names.joined(separator: " and "))")
+                throw GatewayError.badRequest(names.isEmpty ? "\(endpoint) takes no parameters"
+                                                             : "\(endpoint) takes no parameter '\(name)'; it takes \(names.joined(separator: " and "))")
             }
             guard found.updateValue(String(value), forKey: name) == nil else {
                 throw GatewayError.badRequest("\(endpoint) takes '\(name)' once")
