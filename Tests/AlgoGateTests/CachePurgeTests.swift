@@ -64,5 +64,20 @@ import Testing
         }
         #expect(try await upstreamCalls() == ["demo/Hello/0.1.0": 3, "util/Echo/1.0.0": 2])
         #expect(try await call("demo/Hello/0.1.0").header("X-Cache") == "HIT", "answers stored after the purge are hits again")
+
+        // A call under way as the purge runs is answered, and its answer not stored: the purge is
+        // recorded in the file as it begins, and the gateway reads that as it stores.
+        func sleep(_ milliseconds: Int) async throws -> TestHTTP.Reply {
+            try await gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: [("Authorization", "Simple \(Keys.teamB)"), ("Content-Type", "application/json")],
+                                   text: String(milliseconds))
+        }
+        async let underWay = sleep(1500)
+        #expect(await eventually { (try? await sim.send(.GET, "/__sim/stats").object["inFlight"] as? Int) == 1 })
+        #expect(try await purge(["--algo", "test/Sleep"]).termination == .exited(0))
+        let answered = try await underWay
+        #expect(answered.status == 200 && answered.header("Cache-Status") == "algogate; fwd=miss", "\(answered.headers)")
+        // Once the gateway has read of the purge's end (its next flush), calls are stored again.
+        #expect(await eventually(within: .seconds(10)) { (try? await sleep(1))?.header("Cache-Status") == "algogate; fwd=miss; stored" })
+        #expect(try await sleep(1).header("X-Cache") == "HIT")
     }
 }

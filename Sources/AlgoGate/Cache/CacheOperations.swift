@@ -46,6 +46,14 @@ extension ResponseCache {
     /// everything when `algo` is nil; returns how many went.
     /// Deleted in batches (see `delete`), so that a serving gateway's writes go on meanwhile.
     public func purge(algo: String?) async throws -> Int {
+        // Recorded as it begins too: from here until it has ended, no answer to a call asked
+        // before is stored (`purgeMark`), in this process or another on the file. (A call asked
+        // while it runs is not stored either: its entry might have gone with a later batch.)
+        let begun = try await pool.write { db in
+            try db.execute(sql: "INSERT INTO cache_purge (algo, at) VALUES (?, ?)", arguments: [algo, Date().timeIntervalSince1970])
+            return db.lastInsertedRowID
+        }
+        purgesKnown.withLock { $0 = max($0, begun) }
         let removed = if let algo {
             try await delete(where: "algo = ? OR algo LIKE ? ESCAPE '\\'", arguments: [algo, Self.likeEscaped(algo) + "/%"])
         } else {
@@ -53,9 +61,13 @@ extension ResponseCache {
         }
         // Logged once its entries are gone from SQLite: a process that applies it then cannot
         // read any of them back into memory.
-        try await pool.write { db in
+        let ended = try await pool.write { db in
             try db.execute(sql: "INSERT INTO cache_purge (algo, at) VALUES (?, ?)", arguments: [algo, Date().timeIntervalSince1970])
+            return db.lastInsertedRowID
         }
+        // Calls that go upstream from now on store their answers again (other processes: from
+        // their next flush).
+        purgesKnown.withLock { $0 = max($0, ended) }
         removeFromMemory(algo)
         return removed
     }

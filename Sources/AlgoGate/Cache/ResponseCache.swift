@@ -59,6 +59,9 @@ public final class ResponseCache: Sendable {
     private let pending = Mutex(Pending())
     /// The last purge (`cache_purge`'s id) whose answers are out of the hot tier.
     private let purgesApplied: Mutex<Int64>
+    /// The last purge (`cache_purge`'s id) this process knows of: its own as each begins, other
+    /// processes' from the flush that reads them (`purgeMark`).
+    let purgesKnown: Mutex<Int64>
     /// How long a purge is kept for other processes to see: far longer than the second between
     /// two flushes.
     static let purgeLogSeconds = 3600.0
@@ -75,8 +78,16 @@ public final class ResponseCache: Sendable {
         self.settings = Mutex(settings)
         self.hot = HotTier(capacity: settings.memoryBytes)
         // The hot tier starts empty: only purges from now on concern it.
-        self.purgesApplied = Mutex((try? pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM cache_purge") }) ?? 0)
+        let lastPurge = (try? pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM cache_purge") }) ?? 0
+        self.purgesApplied = Mutex(lastPurge)
+        self.purgesKnown = Mutex(lastPurge)
     }
+
+    /// Taken when a call goes upstream, and handed to `store` with its answer: an answer to a
+    /// call asked before a purge of its algorithm (or of everything) ended is not stored. The
+    /// operator purged because answers made before it are wrong (the data an algorithm reads
+    /// changed), and a slow call under way would otherwise put one back for a whole TTL.
+    public func purgeMark() -> Int64 { purgesKnown.withLock { $0 } }
 
     /// Told the bytes a hit read from SQLite will hold in memory (its plain body, and its stored
     /// gzip bytes when it has them) before its body is read, and again once it has been decoded.
@@ -166,11 +177,12 @@ public final class ResponseCache: Sendable {
     }
 
     /// Stores an answer, then evicts least recently used entries while over `max_bytes`. Returns
-    /// whether it was stored (one larger than `max_bytes` is not), and the gzip bytes when it was
+    /// whether it was stored (one larger than `max_bytes` is not, nor one to a call asked before
+    /// a purge that covers it ended, `askedAt`: see `purgeMark`), and the gzip bytes when it was
     /// compressed to be stored.
     @discardableResult
     func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int,
-               now: Double) async throws -> (stored: Bool, gzipBody: ByteBuffer?) {
+               now: Double, askedAt mark: Int64? = nil) async throws -> (stored: Bool, gzipBody: ByteBuffer?) {
         let limits = settings.withLock { $0 }
         let (stored, entry) = try await BodyWork.run(over: body.readableBytes) {
             let compress = body.readableBytes >= limits.compressMinBytes
@@ -183,7 +195,9 @@ public final class ResponseCache: Sendable {
         }
         let gzipBody = entry.encoding == "gzip" ? stored : nil
         guard entry.size + Self.entryOverhead <= limits.maxBytes else { return (false, gzipBody) }
-        try await pool.write { db in
+        let known = purgesKnown.withLock { $0 }
+        let inserted = try await pool.write { db in
+            if let mark, try Self.purged(algo, since: mark, db) { return false }
             // Over the bound already (it was lowered: a restart), a store evicts only what it adds,
             // and `flush` evicts the rest in batches, rather than this call (and every write
             // behind it) waiting for all of it in one transaction.
@@ -191,10 +205,23 @@ public final class ResponseCache: Sendable {
             try CacheEntry.deleteOne(db, key: key)
             try entry.insert(db)
             try Self.evict(db, maxBytes: max(limits.maxBytes, before))
+            return true
         }
+        guard inserted else { return (false, gzipBody) }
         hot.put(key, CachedAnswer(algo: algo, status: status, contentType: contentType, body: body,
                                   gzipBody: gzipBody, createdAt: now, expiresAt: entry.expiresAt))
+        // A purge that began after the entry went into SQLite has deleted it there, and may have
+        // cleared the hot tier before the line above put it back.
+        if purgesKnown.withLock({ $0 }) != known { hot.remove { stored, _ in stored == key } }
         return (true, gzipBody)
+    }
+
+    /// Whether a purge of `algo` (`owner/name/version`), of its algorithm, or of everything was
+    /// recorded after purge `mark`.
+    static func purged(_ algo: String, since mark: Int64, _ db: Database) throws -> Bool {
+        let algorithm = algo.split(separator: "/", omittingEmptySubsequences: false).prefix(2).joined(separator: "/")
+        return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM cache_purge WHERE id > ? AND (algo IS NULL OR algo IN (?, ?)))",
+                                 arguments: [mark, algo, algorithm]) ?? false
     }
 
     func recordMiss() { pending.withLock { $0.misses += 1 } }
@@ -233,7 +260,10 @@ public final class ResponseCache: Sendable {
             return (try Self.countedBytes(db), purges)
         }
         for purge in purges { removeFromMemory(purge.algo) }
-        if let last = purges.last?.id { purgesApplied.withLock { $0 = max($0, last) } }
+        if let last = purges.last?.id {
+            purgesApplied.withLock { $0 = max($0, last) }
+            purgesKnown.withLock { $0 = max($0, last) }
+        }
         // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
         // rather than in one transaction that would hold every other write back.
         _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)

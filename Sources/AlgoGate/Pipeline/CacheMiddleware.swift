@@ -139,6 +139,8 @@ struct CacheMiddleware: RouterMiddleware {
         cache.recordMiss()
         // Fetched even if this client goes: the cache stores it, or waiters share it.
         context.facts.keepsAnswer = decision.store || leads
+        // A purge that begins from here on keeps this call's answer out of the cache.
+        let asked = cache.purgeMark()
         let response: Response
         do {
             response = try await next(request, context)
@@ -146,7 +148,8 @@ struct CacheMiddleware: RouterMiddleware {
             return try await staleHit(after: error, key: key, decision: decision, terms: terms, facts: context.facts)
         }
         let kept: Response
-        (kept, shared) = try await keep(response, key: key, decision: decision, refused: refused, origin: origin, terms: terms, context: context)
+        (kept, shared) = try await keep(response, key: key, decision: decision, refused: refused, origin: origin, asked: asked, terms: terms,
+                                        context: context)
         return kept
     }
 
@@ -200,9 +203,10 @@ struct CacheMiddleware: RouterMiddleware {
 
     /// The upstream's answer to a call: stored when it may be, and as shared with the calls
     /// waiting for it (nil when an expired entry answers instead: `stale_if_error_seconds`).
+    /// `asked`: the cache's purge mark as the call went upstream (`ResponseCache.purgeMark`).
     @inline(never)
-    private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, refused: Bool, origin: String?, terms: Terms,
-                      context: Context) async throws -> (Response, Shared?) {
+    private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, refused: Bool, origin: String?, asked: Int64,
+                      terms: Terms, context: Context) async throws -> (Response, Shared?) {
         if decision.lookup, Self.staleIfError.contains(response.status.code),
            let stale = try await staleHit(key, decision: decision, terms: terms, facts: context.facts) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
@@ -228,7 +232,7 @@ struct CacheMiddleware: RouterMiddleware {
                                                                              capacity: limits().maxBufferedAnswerBytes) {
                         try await cache.store(key: key, algo: decision.algo, status: response.status.code,
                                               contentType: response.headers.value(.contentType) ?? "application/json",
-                                              body: body, ttlSeconds: decision.ttlSeconds, now: now())
+                                              body: body, ttlSeconds: decision.ttlSeconds, now: now(), askedAt: asked)
                     } size: { $0.gzipBody?.readableBytes ?? 0 }
                 } catch is CancellationError {
                     throw CancellationError()
