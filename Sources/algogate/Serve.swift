@@ -59,6 +59,7 @@ struct Serve: AsyncParsableCommand {
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         let unbounded = ConfigLoader.unboundedAlgorithmClients(loaded.config)
         if !unbounded.isEmpty { log.logger.warning("\(ConfigLoader.unboundedAlgorithmNote(unbounded))") }
+        for note in ConfigLoader.rewrittenPrefixes(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,

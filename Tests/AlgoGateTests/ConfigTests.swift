@@ -194,6 +194,34 @@ import Testing
         }
     }
 
+    /// A data prefix that reads otherwise than it is written (a dot segment, a repeated slash, a
+    /// backslash: folded as in a request's path) is most likely a typo. It still loads, as it did
+    /// before, and check-config names what is enforced; percent-encoding, a trailing slash and the
+    /// connector's case are not such a difference.
+    @Test func dataPrefixesReadOtherwiseThanWrittenAreNamed() async throws {
+        try await withTemporaryDirectory("cfg") { directory in
+            let config = directory.appendingPathComponent("prefixes.yaml")
+            try """
+            upstream: {url: http://127.0.0.1:9, key_env: UP_KEY}
+            cache: {path: "\(directory.path)/state.sqlite"}
+            clients:
+              - name: a
+                key_sha256: "\(Self.hashA)"
+                scopes: [algo, data:read]
+                data_prefixes: ["data://.my/team-a/../x/", "data://.my/ok/", "data://.my/my%20dir/", "S3://bucket/k", "s3://bucket//c/", "s3://bucket/d\\\\e/"]
+            """.write(to: config, atomically: true, encoding: .utf8)
+            let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+            #expect(checked.termination == .exited(0))
+            let notes = checked.log.split(separator: "\n").filter { $0.hasPrefix("note: clients[0].data_prefixes") }.map(String.init)
+            let tail = "': a '.' or '..' segment, a repeated slash or a backslash in it is folded, as in a request's path"
+            #expect(notes == [
+                "note: clients[0].data_prefixes[0] 'data://.my/team-a/../x/' is read as 'data://.my/x/" + tail,
+                "note: clients[0].data_prefixes[4] 's3://bucket//c/' is read as 's3://bucket/c/" + tail,
+                #"note: clients[0].data_prefixes[5] 's3://bucket/d\e/' is read as 's3://bucket/d/e/"# + tail,
+            ], "\(checked.log)")
+        }
+    }
+
     /// An algorithm runs with the account's key, so a client with `algo` and no `data_prefixes`
     /// reaches every path through one, whatever its data scopes. Where other clients are kept to
     /// prefixes, check-config and serve name such clients (without refusing them).

@@ -283,6 +283,24 @@ public enum ConfigLoader {
         }.map(\.name)
     }
 
+    /// Data prefixes that read otherwise than they are written: a `.` or `..` segment resolved, a
+    /// repeated slash or a backslash folded, as in a request's path. Accepted (a configuration
+    /// that loaded before still loads), but most likely a typo: `check-config` and `serve` say
+    /// what is enforced.
+    public static func rewrittenPrefixes(_ config: GatewayConfig) -> [String] {
+        var notes: [String] = []
+        for (index, client) in config.clients.enumerated() {
+            for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
+                guard let read = try? DataURI.parse(uri: prefix), let (_, rest) = DataURI.splitScheme(prefix) else { continue }
+                var written = (rest.removingPercentEncoding ?? rest).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+                if written.last == "" { written.removeLast() }
+                guard written != read.segments else { continue }
+                notes.append("clients[\(index)].data_prefixes[\(prefixIndex)] '\(prefix)' is read as '\(read)/': a '.' or '..' segment, a repeated slash or a backslash in it is folded, as in a request's path")
+            }
+        }
+        return notes
+    }
+
     /// What `serve` logs and `check-config` prints about `unboundedAlgorithmClients`.
     public static func unboundedAlgorithmNote(_ names: [String]) -> String {
         "with the algo scope and no data_prefixes (nor a data scope), algorithms called by \(names.joined(separator: ", ")) run with the account's key and can read and write every path, other teams' included; data_prefixes keep a client's calls to its own files"

@@ -121,6 +121,7 @@ public struct ConfigReloader: Service {
         ])
         let unbounded = ConfigLoader.unboundedAlgorithmClients(new)
         if !unbounded.isEmpty { logger.warning("\(ConfigLoader.unboundedAlgorithmNote(unbounded))") }
+        for note in ConfigLoader.rewrittenPrefixes(new) { logger.warning("\(note)") }
         return true
     }
 
