@@ -1,6 +1,7 @@
 import AlgoGate
 import AlgoTestSupport
 import Foundation
+import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
@@ -21,14 +22,23 @@ import Testing
     /// health check, a benchmark's wait loop) reaches the check's socket, not the server: it must
     /// be let go, so that it tries again, not held open unanswered.
     @Test func aConnectionMadeWhileThePortIsCheckedIsNotLeftOpen() async throws {
-        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(probe.localAddress?.port)
-        try await probe.close()
         let early = Mutex<RawConnection?>(nil)
-        try await checkListenable(host: "127.0.0.1", port: port) {
-            let connection = try await RawConnection.connect(port: port, sending: "GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            early.withLock { $0 = connection }
-            try await Task.sleep(for: .milliseconds(200))  // time for a server channel that reads to accept it
+        // A free port, found by binding one and letting it go: another test's process may take it
+        // in between, and then another is tried.
+        for attempt in 1...5 {
+            let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+            let port = try #require(probe.localAddress?.port)
+            try await probe.close()
+            do {
+                try await checkListenable(host: "127.0.0.1", port: port) {
+                    let connection = try await RawConnection.connect(port: port, sending: "GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                    early.withLock { $0 = connection }
+                    try await Task.sleep(for: .milliseconds(200))  // time for a server channel that reads to accept it
+                }
+                break
+            } catch let error as IOError where error.errnoCode == EADDRINUSE && attempt < 5 && early.withLock({ $0 }) == nil {
+                continue
+            }
         }
         let connection = try #require(early.withLock { $0 })
         #expect(await connection.waitForClose(within: .seconds(5)), "the connection was left open")
