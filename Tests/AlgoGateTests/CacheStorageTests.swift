@@ -79,6 +79,43 @@ import Testing
 
     /// A purge, and expired entries, are deleted a few MiB per transaction, so that other writers
     /// get the lock between them; expired entries go at most `expiryBatchesPerFlush` batches a flush.
+    /// A purge under way in another process (its beginning logged, not yet its end) keeps out
+    /// of the cache the answers of calls asked before it, and leaves this process's memory as it
+    /// is: its answers leave memory at its end, once its entries are gone from the file.
+    @Test func aPurgeUnderWayElsewhereKeepsEarlierAnswersOutAndMemoryAsItIs() async throws {
+        try await withTemporaryDirectory("purge-under-way") { directory in
+            let now = Date().timeIntervalSince1970
+            let cache = ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
+                                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
+            let answer = ByteBuffer(string: #"{"result":"x"}"#)
+            func store(_ key: String, _ algo: String, askedAt mark: Int64) async throws -> Bool {
+                try await cache.store(key: key, algo: algo, status: 200, contentType: "application/json", body: answer, ttlSeconds: 60,
+                                      now: now, askedAt: mark).stored
+            }
+            #expect(try await store("old", "demo/Hello/0.1.0", askedAt: cache.purgeMark()))
+            let before = cache.purgeMark()
+            func log(begins: Bool) async throws {
+                try await cache.pool.write { db in
+                    try db.execute(sql: "INSERT INTO cache_purge (algo, at, begins) VALUES ('demo/Hello', ?, ?)", arguments: [now, begins])
+                }
+            }
+            try await log(begins: true)
+            try await cache.flush(now: now)
+            #expect(cache.lookupInMemory("old", now: now) != nil, "memory is left as it is until the purge ends")
+            #expect(try await store("hello-2", "demo/Hello/0.2.0", askedAt: before) == false, "asked before the purge began")
+            #expect(try await store("echo", "util/Echo/1.0.0", askedAt: before), "an algorithm the purge does not name")
+            let during = cache.purgeMark()
+            #expect(during > before)
+            try await log(begins: false)
+            try await cache.flush(now: now)
+            #expect(cache.lookupInMemory("old", now: now) == nil, "out of memory once the purge has ended")
+            #expect(cache.lookupInMemory("echo", now: now) != nil)
+            #expect(try await store("hello-2", "demo/Hello/0.2.0", askedAt: during) == false, "asked while the purge ran")
+            #expect(try await store("hello-2", "demo/Hello/0.2.0", askedAt: cache.purgeMark()), "asked after it")
+            try cache.pool.close()
+        }
+    }
+
     @Test func purgesAndExpiriesDeleteInBatches() async throws {
         try await withTemporaryDirectory("batched-deletes") { directory in
             let pool = try StateDatabase.open(path: directory.appendingPathComponent("cache.sqlite").path)

@@ -59,6 +59,16 @@ enum CacheSchema {
         }
     }
 
+    /// After the purge log's (`StateDatabase.schemaSteps` registers them in that order).
+    static func registerPurgeBeginnings(in migrator: inout DatabaseMigrator) {
+        // A purge is logged as it begins too (`begins = 1`), so that no answer to a call asked
+        // before it is stored (`ResponseCache.purgeMark`); other processes take answers out of
+        // memory at its end alone (`begins = 0`), once its entries are gone from the file.
+        migrator.registerMigration("v6: purges logged as they begin") { db in
+            try db.execute(sql: "ALTER TABLE cache_purge ADD COLUMN begins INTEGER NOT NULL DEFAULT 0")
+        }
+    }
+
     static func register(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v1: cache entries and totals") { db in
             try db.execute(sql: """

@@ -50,7 +50,7 @@ extension ResponseCache {
         // before is stored (`purgeMark`), in this process or another on the file. (A call asked
         // while it runs is not stored either: its entry might have gone with a later batch.)
         let begun = try await pool.write { db in
-            try db.execute(sql: "INSERT INTO cache_purge (algo, at) VALUES (?, ?)", arguments: [algo, Date().timeIntervalSince1970])
+            try db.execute(sql: "INSERT INTO cache_purge (algo, at, begins) VALUES (?, ?, 1)", arguments: [algo, Date().timeIntervalSince1970])
             return db.lastInsertedRowID
         }
         purgesKnown.withLock { $0 = max($0, begun) }

@@ -255,15 +255,16 @@ public final class ResponseCache: Sendable {
             for (key, lastAccess, hits) in touches { try update.execute(arguments: [lastAccess, hits, key]) }
             try db.execute(sql: "UPDATE cache_totals SET hits = hits + ?, misses = misses + ? WHERE id = 1", arguments: [batch.hits, batch.misses])
             try db.execute(sql: "DELETE FROM cache_purge WHERE at < ?", arguments: [now - Self.purgeLogSeconds])
-            let purges = try Row.fetchAll(db, sql: "SELECT id, algo FROM cache_purge WHERE id > ? ORDER BY id", arguments: [applied])
-                .map { (id: $0["id"] as Int64, algo: $0["algo"] as String?) }
+            let purges = try Row.fetchAll(db, sql: "SELECT id, algo, begins FROM cache_purge WHERE id > ? ORDER BY id", arguments: [applied])
+                .map { (id: $0["id"] as Int64, algo: $0["algo"] as String?, begins: $0["begins"] as Bool) }
             return (try Self.countedBytes(db), purges)
         }
-        for purge in purges { removeFromMemory(purge.algo) }
-        if let last = purges.last?.id {
-            purgesApplied.withLock { $0 = max($0, last) }
-            purgesKnown.withLock { $0 = max($0, last) }
-        }
+        // Known before its answers leave memory: a call that misses once they have gone went
+        // upstream after the purge, and stores its answer. A purge still running (its beginning
+        // alone) leaves memory as it is: answers leave once its entries are gone from the file.
+        if let last = purges.last?.id { purgesKnown.withLock { $0 = max($0, last) } }
+        for purge in purges where !purge.begins { removeFromMemory(purge.algo) }
+        if let last = purges.last?.id { purgesApplied.withLock { $0 = max($0, last) } }
         // Entries that expired together (a burst stored a TTL ago) go a few batches a second,
         // rather than in one transaction that would hold every other write back.
         _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
