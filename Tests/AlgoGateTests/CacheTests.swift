@@ -568,6 +568,36 @@ import Testing
         }
     }
 
+    /// A call that joins an identical call under way once a purge has begun does not take that
+    /// call's answer (asked before the purge, and not stored): it goes upstream on its own, and
+    /// its answer is stored. The room the shared answer held for it is given back.
+    @Test func aCallJoiningAfterAPurgeGoesUpstreamOnItsOwn() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                // A 200 kB answer, which holds room under limits.max_buffered_answer_bytes.
+                let path = "/v1/algo/test/Large/1.0.0"
+                func call() async throws -> TestHTTP.Reply {
+                    try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "200000")
+                }
+                let leader = Task { try await call() }
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                #expect(try await h.gateway.send(.DELETE, "/_admin/cache?algo=test/Large", headers: simple(Keys.admin)).status == 200)
+                let joiner = Task { try await call() }
+                let collapsed = { metricSample(try await h.gateway.send(.GET, "/metrics").text, "algogate_cache_collapsed_waiting") }
+                try #require(await eventually { try await collapsed() == 1 }, "the second call never waited for the first")
+                upstream.release.open()
+                let (led, joined) = (try await leader.value, try await joiner.value)
+                #expect(led.status == 200 && led.header("Cache-Status") == "algogate; fwd=miss")
+                #expect(joined.status == 200 && joined.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(String(buffer: joined.body) == HeldUpstream.large(200_000))
+                #expect(upstream.holds == 2)
+                #expect(try await call().header("X-Cache") == "HIT")
+                // The room the leader's answer held for the joiner is given back.
+                #expect(await eventually { h.app.answerBudget.held == 0 }, "\(h.app.answerBudget.held) bytes still held")
+            }
+        }
+    }
+
     @Test func operatorsSeeStatsAndPurge() async throws {
         try await GatewayHarness.run { h in
             _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")

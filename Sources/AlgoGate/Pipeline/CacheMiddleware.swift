@@ -25,6 +25,8 @@ struct CacheMiddleware: RouterMiddleware {
         /// The room the answer holds under `limits.max_buffered_answer_bytes`: each waiter that
         /// sends it holds it too, so it is given back once the last has sent it.
         var room: HeldBytes?
+        /// The cache's purge mark as the call went upstream (`ResponseCache.purgeMark`).
+        var asked: Int64 = 0
 
         /// The answer for one client: with `gzip` (`sendsStoredGzip`), the stored gzip bytes, as a
         /// hit would send them, rather than the same bytes compressed again
@@ -188,7 +190,15 @@ struct CacheMiddleware: RouterMiddleware {
                 flights.finishFound(key)
                 return .answered(hit(stored, gzip: terms.gzip(stored.contentType), facts: context.facts))
             }
+            // A purge known by now and not when the call waited for went upstream: its answer may
+            // be what was purged, and this call goes upstream on its own.
+            let joined = cache.purgeMark()
             switch await flights.wait(key) {
+            case .shared(let shared) where shared.asked < joined:
+                // Counted among the answer's holders when it was shared: let go now, not when
+                // the last reference to it goes.
+                shared.room?.release()
+                return .goesUpstream
             case .shared(let shared):
                 if let room = shared.room { context.facts.holdAnswer(in: room) }
                 return .answered(Self.mark(shared.response(gzip: terms.gzip(shared.headers.value(.contentType))),
@@ -213,7 +223,7 @@ struct CacheMiddleware: RouterMiddleware {
             return (stale, nil)
         }
         let body = try await response.body.collected()
-        var answer = Shared(status: response.status, headers: response.headers, body: body)
+        var answer = Shared(status: response.status, headers: response.headers, body: body, asked: asked)
         var stored = false
         // Keyed under the upstream the call was decided for: one that a reload changed meanwhile
         // answered it, and its answer is not that upstream's to store.
