@@ -83,16 +83,10 @@ extension GatewayConfig {
             zip(constraints, other.constraints).allSatisfy { mine, theirs in mine == nil || mine == theirs }
         }
 
-        /// Whether `owner/name/version` falls under this rule's pattern.
+        /// Whether `owner/name/version` falls under this rule's pattern (read as `covers` reads it).
         public func matches(_ path: String) -> Bool {
-            var pattern = algo.split(separator: "/")
-            if pattern.count == 2, pattern[1] != "*" { pattern.append("*") }
-            let parts = path.split(separator: "/")
-            for (index, piece) in pattern.enumerated() {
-                if piece == "*" && index == pattern.count - 1 { return parts.count > index }
-                guard index < parts.count, piece == "*" || piece == parts[index] else { return false }
-            }
-            return pattern.count == parts.count
+            let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+            return parts.count == 3 && zip(constraints, parts).allSatisfy { wanted, part in wanted == nil || wanted == part }
         }
     }
 }
