@@ -56,7 +56,7 @@ import Testing
             let small = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("Accept-Encoding", "gzip")], text: "HAL")
             #expect(small.header("Content-Encoding") == nil)
             #expect(small.object["result"] as? String == "Hello HAL")
-            for accept in ["gzip;q=0", "gzip;q=0, deflate;q=0", "*;q=0", "identity", "br"] {
+            for accept in ["gzip;q=0", "gzip;q=0, deflate;q=0", "*;q=0", "identity", "br", "gzip;q=0.5, identity", "*, gzip;q=0.2, deflate;q=0.2"] {
                 let reply = try await h.gateway.send(.POST, "/v1/algo/test/Big/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Accept-Encoding", accept)], text: "5000")
                 #expect(reply.header("Content-Encoding") == nil, "\(accept)")
                 #expect((reply.object["result"] as? String)?.count == 5000, "\(accept)")
@@ -68,6 +68,15 @@ import Testing
         #expect(ContentCoding.preferred(acceptEncoding: ["*"]) == .gzip)
         #expect(ContentCoding.preferred(acceptEncoding: ["*;q=0.1, gzip;q=0"]) == .deflate)
         #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.000"]) == nil)
+        // identity preferred, by name or through `*`, is honoured; unnamed, it is no rival.
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.5, identity;q=1"]) == nil)
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.5", "identity;q=0.6"]) == nil)
+        #expect(ContentCoding.preferred(acceptEncoding: ["*;q=0.5, gzip;q=0.3, deflate;q=0.3"]) == nil)
+        #expect(ContentCoding.preferred(acceptEncoding: ["*;q=0.5, gzip;q=0.3"]) == .deflate)
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.5, identity;q=0.5"]) == .gzip)
+        #expect(ContentCoding.preferred(acceptEncoding: ["gzip;q=0.5"]) == .gzip)
+        #expect(ContentCoding.preferred(acceptEncoding: ["deflate;q=0.4, identity;q=0.2"]) == .deflate)
+        #expect(ContentCoding.preferred(acceptEncoding: ["identity;q=0"]) == nil)
     }
 
     @Test func compressedInputsAreInflatedBeforeKeyingAndForwarding() async throws {

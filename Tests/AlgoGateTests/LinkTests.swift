@@ -53,8 +53,11 @@ import Testing
             #expect(proxied.status == 200)
             #expect(proxied.object["self_link"] as? String == "\(h.gateway.base.replacingOccurrences(of: "http://", with: "https://"))/v1/algorithms/team-a/Linked")
 
-            // A Host that could break out of a JSON string is not written into one.
-            let odd = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA) + [("Host", #"evil"x"#)])
+            // A Host that could break out of a JSON string is refused (`HostField`); one that is
+            // a valid host but more than a name and port is not written into a link.
+            let refused = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA) + [("Host", #"evil"x"#)])
+            #expect(refused.status == 400)
+            let odd = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Linked", headers: simple(Keys.teamA) + [("Host", "evil('x')")])
             #expect(odd.status == 200)
             #expect(odd.object["self_link"] as? String == "\(h.sim.base)/v1/algorithms/team-a/Linked")
         }

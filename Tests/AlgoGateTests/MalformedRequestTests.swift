@@ -113,6 +113,60 @@ import Testing
         }
     }
 
+    /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with two, or with one that is not a
+    /// host and port is answered 400, before the key is checked, on the event loop's hit path as in
+    /// the pipeline, and the connection goes on. HTTP/1.0 may leave `Host` out.
+    @Test(arguments: [true, false]) func aMissingRepeatedOrMalformedHostIs400(fastHits: Bool) async throws {
+        try await GatewayHarness.run(cacheYAML: "fast_hits: \(fastHits)") { h in
+            #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL").status == 200)
+            func call(_ hosts: [String], key: String = Keys.teamB, version: String = "1.1", close: Bool = false) -> String {
+                "POST /v1/algo/demo/Hello/0.1.0 HTTP/\(version)\r\n" + hosts.map { "Host: \($0)\r\n" }.joined()
+                    + "Authorization: Simple \(key)\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+                    + (close ? "Connection: close\r\n" : "") + "\r\nHAL"
+            }
+            let malformed = { (shown: String) in
+                "the Host header \(shown) is not a host name or address with an optional port (RFC 9112 §3.2)"
+            }
+            let refused: [([String], String)] = [
+                ([], "the request has no Host header: an HTTP/1.1 request names the host it is sent to (RFC 9112 §3.2)"),
+                (["a.example", "b.example"], "the request has more than one Host header: send one (RFC 9112 §3.2)"),
+                (["a.example", "a.example"], "the request has more than one Host header: send one (RFC 9112 §3.2)"),
+                (["a.example/x"], malformed("'a.example/x'")), (["user@a.example"], malformed("'user@a.example'")),
+                (["a.example:80a"], malformed("'a.example:80a'")), (["[::1"], malformed("'[::1'")),
+                (["a%zz"], malformed("'a%zz'")), ([#"evil"x"#], malformed(#"'evil\"x'"#)),
+                ([String(repeating: "a", count: 300) + "/"], malformed("of 301 bytes")),
+            ]
+            for (hosts, message) in refused {
+                // An unknown key too: the Host is refused before the key is asked for.
+                for key in [Keys.teamB, "not-a-key"] {
+                    let connection = try await RawConnection.connect(port: h.gatewayPort, sending: call(hosts, key: key) + call(["x"], close: true))
+                    #expect(await connection.waitForClose(within: .seconds(10)))
+                    let answers = RawResponse.parse(connection.text)
+                    #expect(answers.map(\.statusLine) == ["HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"], "\(hosts)")
+                    #expect(answers.first?.body == #"{"error":{"error_type":"InputError","message":"\#(message)"}}"#)
+                    #expect(answers.first?.headers["x-cache"] == nil)
+                    #expect(answers.last?.headers["x-cache"] == "HIT")
+                }
+            }
+            // Sound ones, HTTP/1.0 without any, and the empty value (a target naming no authority).
+            let sound: [([String], String)] = [
+                (["127.0.0.1:8080"], "1.1"), (["[::1]:8080"], "1.1"), (["algogate.internal"], "1.1"), (["my_host.example:"], "1.1"),
+                ([""], "1.1"), ([], "1.0"), (["algogate"], "1.0"),
+            ]
+            for (hosts, version) in sound {
+                let connection = try await RawConnection.connect(port: h.gatewayPort, sending: call(hosts, version: version, close: true))
+                #expect(await connection.waitForClose(within: .seconds(10)))
+                let answers = RawResponse.parse(connection.text)
+                #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"], "\(hosts) HTTP/\(version)")
+                #expect(answers.first?.headers["x-cache"] == "HIT")
+            }
+            // Nothing refused reached the upstream; the refusal is logged at info with its reason.
+            #expect(h.simulator.stats.snapshot.totalRequests == 1)
+            let line = try #require(h.logs.all.first { $0.contains("status=400") })
+            #expect(line.hasPrefix("info request ") && line.contains("error_type=InputError"), "\(line)")
+        }
+    }
+
     @Test func aRequestAfterAGoodOneOnTheSameConnectionIsAnsweredInOrder() async throws {
         try await GatewayHarness.run { h in
             let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -34,7 +34,8 @@ enum ContentCoding: String, Sendable, Equatable {
 
     /// The coding to answer with for an `Accept-Encoding` header (RFC 9110 §12.5.3): the highest
     /// q-value among gzip and deflate, gzip on a tie; `*` stands for codings not named; `q=0`
-    /// refuses. Nil means identity.
+    /// refuses. A client that gives `identity` (itself or through `*`) a higher q-value than that
+    /// coding is answered uncompressed, as it prefers; identity unnamed is no rival. Nil means identity.
     static func preferred(acceptEncoding values: [String]) -> ContentCoding? {
         var weights: [String: Double] = [:]
         for value in values {
@@ -52,8 +53,8 @@ enum ContentCoding: String, Sendable, Equatable {
         func weight(_ coding: String) -> Double { weights[coding] ?? weights["*"] ?? 0 }
         let gzip = max(weight("gzip"), weights["x-gzip"] ?? 0)
         let deflate = weight("deflate")
-        if gzip > 0 && gzip >= deflate { return .gzip }
-        if deflate > 0 { return .deflate }
-        return nil
+        let (coding, best): (ContentCoding?, Double) = gzip > 0 && gzip >= deflate ? (.gzip, gzip) : deflate > 0 ? (.deflate, deflate) : (nil, 0)
+        if let identity = weights["identity"] ?? weights["*"], identity > best { return nil }
+        return coding
     }
 }

@@ -25,6 +25,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         // Refused before credentials: a client that takes the gateway for a proxy sends none.
         if request.method == .connect || request.method == .trace { throw GatewayError.unsupported(request.method) }
         if let refusal = TransferCoding.refusal(request.headers) { throw refusal }
+        if let refusal = HostField.refusal(request.head) { throw refusal }
         let path = request.uri.path
         let keyedMetrics = path == "/metrics" && metricsNeedKey()
         guard !Self.openPaths.contains(path) || keyedMetrics else { return }

@@ -39,16 +39,18 @@ struct CachedHits: Sendable {
     func mayAnswer(_ head: HTTPRequest) -> Bool {
         guard head.method == .post, let path = head.path?.dropPrefix("/v1/algo/"),
               let ref = AlgoRef(path: path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? path),
-              let version = ref.version, CachePolicy.isPinned(version) else { return false }
+              let version = ref.version, CachePolicy.isPinned(version),
+              let host = head.authority, HostField.isValid(host) else { return false }
         // One pass over the fields: no `Expect`, no `Content-Encoding`, no `Origin` (a web page's
-        // call: its origin is checked, and its answer given CORS fields, by the pipeline), at most
-        // one small length, at most one `Transfer-Encoding`, reading `chunked` alone (the pipeline
-        // refuses any other, `TransferCoding`).
+        // call: its origin is checked, and its answer given CORS fields, by the pipeline), no
+        // second `Host` (the pipeline refuses it, `HostField`), at most one small length, at most
+        // one `Transfer-Encoding`, reading `chunked` alone (the pipeline refuses any other,
+        // `TransferCoding`).
         var length: String?
         var chunked = false
         for field in head.headerFields {
             switch field.name {
-            case .expect, .contentEncoding, .origin: return false
+            case .expect, .contentEncoding, .origin, HostField.name: return false
             case .contentLength:
                 guard length == nil else { return false }
                 length = field.value

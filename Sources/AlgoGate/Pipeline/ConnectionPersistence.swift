@@ -54,6 +54,14 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
             // bytes), so the connection ends with its answer.
             let connect = head.method == .CONNECT
             exchanges.append(Exchange(http10: head.version == .http1_0, keepAlive: head.isKeepAlive && !connect, connect: connect, number: arrived))
+            // HTTP/1.0 makes `Host` optional and 1.1 requires it (`HostField`); past the codec
+            // the two look alike, so a 1.0 request without one is given the empty value.
+            if head.version == .http1_0, !head.headers.contains(name: "Host") {
+                var head = head
+                head.headers.add(name: "Host", value: "")
+                context.fireChannelRead(wrapInboundOut(.head(head)))
+                return
+            }
         case .end:
             ended += 1
             // The answered request's body has all arrived: the drain is over.

@@ -169,6 +169,11 @@ enum FuzzTargets {
         _ = try? ContentCoding.of(contentEncoding: value)
         _ = ContentCoding.preferred(acceptEncoding: [value])
         _ = CachePolicy.isPinned(value)
+        // A Host taken as sound holds nothing that ends or reroutes a URL, nor anything that is
+        // not printable ASCII.
+        if HostField.isValid(value) {
+            precondition(value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && !"/?#@\"\\<>`{}|^".utf8.contains($0) }, "Host \(value.debugDescription) taken as sound")
+        }
     }
 
     /// A compressed upload, inflated within a limit; inflated as it streams, cut anywhere, it
