@@ -61,6 +61,16 @@ import Testing
         }
     }
 
+    @Test func aMethodHTTPDoesNotDefineIsNamed() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, closed) = try await Self.exchange(h, "FOO /v1/data/.my/team-a/x HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"the request's method is not one HTTP defines: the API takes GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS"}}"#)
+            #expect(closed)
+            #expect(h.simulator.stats.snapshot.totalRequests == 0)
+        }
+    }
+
     @Test func aBodyFramedTwoWaysIsRefused() async throws {
         try await GatewayHarness.run { h in
             let (answer, closed) = try await Self.exchange(h, "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")

@@ -12,7 +12,9 @@ extension GatewayError {
         case .headerOverflow:
             return GatewayError(status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), errorType: "RequestTooLarge",
                                 message: "the request's header section is too large: at most \(MalformedRequestHandler.maxHeaderKiB) KiB and 1000 fields")
-        case .invalidURL, .invalidCharactersUsed, .invalidConstant, .invalidVersion, .invalidMethod:
+        case .invalidMethod:
+            return .badRequest("the request's method is not one HTTP defines: the API takes GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS")
+        case .invalidURL, .invalidCharactersUsed, .invalidConstant, .invalidVersion:
             // A space left in a path is the usual cause: the parser then meets the path's rest
             // where it expects the protocol version (`invalidConstant`).
             return .badRequest("the request line is not valid HTTP/1.1: it must read METHOD /path HTTP/1.1, with characters such as spaces percent-encoded in the path and query (a space is %20)")
