@@ -35,6 +35,10 @@ struct UsageCommand: AsyncParsableCommand {
         let store = SQLiteUsageStore(pool: try StateDatabase.open(path: gatewayConfig.cache.path))
         let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
         let rows = try await store.report(fromDay: today - days + 1, client: client)
+        if let client, rows.isEmpty, !gatewayConfig.clients.contains(where: { $0.name == client }) {
+            FileHandle.standardError.write(Data("algogate usage: \(OperatorRoutes.unknownClient(client, days: days))\n".utf8))
+            throw ExitCode(1)
+        }
         if format == .csv {
             // Client names are letters, digits, '-', '_' and '.': no field needs quoting.
             print("day,client,requests,cache_hits,upstream_calls,errors,bytes_in,bytes_out,compute_seconds")

@@ -95,6 +95,15 @@ import Testing
             #expect(csvLines.count == 2)
             let csvRow = csvLines.last ?? []
             #expect(csvRow.count == 9 && csvRow[0] == row.first && Array(csvRow[1...7]) == Array(row[1...7]) && Double(csvRow[8]) != nil, "\(csvLines)")
+
+            // A configured client that used nothing has an empty table; a name no client has and
+            // none used is a typo, said so, with a failing status.
+            let idle = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--client", "team-a", "--days", "1"])
+            #expect(idle.termination == .exited(0))
+            #expect(idle.log.contains("(no usage recorded in the last 1 day)"))
+            let typo = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--client", "team-bb", "--days", "2"])
+            #expect(typo.termination == .exited(1))
+            #expect(typo.log.contains("algogate usage: no client named 'team-bb' is configured, and none of that name used the gateway in the last 2 days"), "\(typo.log)")
         }
     }
 
@@ -220,6 +229,17 @@ import Testing
             #expect(me.object["data_prefixes"] as? [String] == ["data://.my/team-a", "s3://bucket/team-a"])
             let forbidden = try await h.gateway.send(.GET, "/_admin/usage", headers: simple(Keys.teamA))
             #expect(forbidden.status == 403)
+
+            // A name no client has and none used is a typo: 404, not an empty list.
+            let typo = try await h.gateway.send(.GET, "/_admin/usage?client=team-bb", headers: simple(Keys.admin))
+            #expect(typo.status == 404)
+            #expect(typo.text == #"{"error":{"error_type":"EntityNotFoundError","message":"no client named 'team-bb' is configured, and none of that name used the gateway in the last 7 days"}}"#)
+            let idle = try await h.gateway.send(.GET, "/_admin/usage?client=reader", headers: simple(Keys.admin))
+            #expect(idle.status == 200)
+            #expect(idle.text == #"{"days":[]}"#)
+            let asked = try await h.gateway.send(.GET, "/_gateway/me?client=team-b", headers: simple(Keys.teamA))
+            #expect(asked.status == 400)
+            #expect(envelope(asked).message == "GET /_gateway/me takes no parameters")
         }
     }
 

@@ -151,7 +151,8 @@ public struct GatewayApp: Sendable {
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
                                                                                       collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter))))
         }
-        OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage, now: now).register(on: router)
+        OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
+                       configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, now: now).register(on: router)
         return router
     }
 

@@ -15,6 +15,8 @@ public struct OperatorRoutes: Sendable {
     let cache: ResponseCache?
     let ledger: QuotaLedger
     let usage: any UsageStore
+    /// The names of the clients the configuration holds now.
+    let configuredClients: @Sendable () -> [String]
     let now: @Sendable () -> Double
 
     func register(on router: Router<GatewayRequestContext>) {
@@ -41,13 +43,18 @@ public struct OperatorRoutes: Sendable {
             guard let days, (1...3660).contains(days) else { throw GatewayError.badRequest("days must be a whole number from 1 to 3660") }
             await ledger.flush()
             let today = QuotaLedger.day(of: now())
-            let rows = try await usage.report(fromDay: today - days + 1, client: parameters["client"])
+            let client = parameters["client"]
+            let rows = try await usage.report(fromDay: today - days + 1, client: client)
+            if let client, rows.isEmpty, !configuredClients().contains(client) {
+                throw GatewayError.notFound(Self.unknownClient(client, days: days))
+            }
             return try Self.json(["days": rows])
         }
-        router.get("/_gateway/me") { _, context -> Response in
+        router.get("/_gateway/me") { request, context -> Response in
             guard let client = context.client, !client.isOperator else {
                 throw GatewayError.forbidden("/_gateway/me describes a client key; the admin key has no quota")
             }
+            _ = try Self.parameters(of: request, taking: [], endpoint: "GET /_gateway/me")
             return try Self.json(Me(client: client, standing: ledger.standing(of: client.name)))
         }
     }
@@ -120,6 +127,13 @@ public struct OperatorRoutes: Sendable {
         try requireOperator(context)
         guard let cache else { throw GatewayError.notFound("the cache is disabled (cache.enabled: false)") }
         return cache
+    }
+
+    /// What an operator asking for the usage of `client` is told when no client of that name is
+    /// configured and none has usage in the window: a misspelt name, not a client that used nothing.
+    /// (A client since removed from the configuration still has its past usage reported.)
+    public static func unknownClient(_ client: String, days: Int) -> String {
+        "no client named '\(client)' is configured, and none of that name used the gateway in the last \(days) day\(days == 1 ? "" : "s")"
     }
 
     /// The request's query parameters, each given at most once and only those the endpoint takes:
