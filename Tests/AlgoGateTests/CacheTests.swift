@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoSim
 import AlgoTestSupport
 import Foundation
@@ -264,6 +264,52 @@ import Testing
             let expired = try await Self.call(h, "/v1/algo/test/Big/1.0.0", input: "10", headers: jsonType)
             #expect(expired.header("Cache-Status") == "algogate; fwd=miss; stored")
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2, "demo/Hello/0.1.1": 2, "util/Echo/1.0.0": 1, "test/Big/1.0.0": 2])
+        }
+    }
+
+    /// A TTL lowered by a reload applies to the answers already stored, from the next request, on
+    /// the event loop's hit path as in the pipeline (and from SQLite once out of memory), and the
+    /// `ttl=` says so; raised again, it lengthens only what is stored from then on.
+    @Test(arguments: [true, false]) func aLoweredTTLAppliesToStoredAnswers(fastHits: Bool) async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "fast_hits: \(fastHits)\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            func ttl(_ seconds: Int?) throws {
+                var config = h.app.state.snapshot.config
+                config.cache.rules = seconds.map { [GatewayConfig.CacheRule(algo: "demo/Hello", ttlSeconds: $0)] } ?? []
+                try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            }
+            let old = "/v1/algo/demo/Hello/0.1.0", young = "/v1/algo/demo/Hello/0.1.1"
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; fwd=miss; stored")
+            clock.advance(by: 100)
+            #expect(try await Self.call(h, young).header("Cache-Status") == "algogate; fwd=miss; stored")
+            clock.advance(by: 30)
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; hit; ttl=604670")
+
+            try ttl(60)
+            // 30 s old: fresh for 30 s more under the new TTL, and says so.
+            let capped = try await Self.call(h, young)
+            #expect(capped.header("Cache-Status") == "algogate; hit; ttl=30")
+            #expect(capped.header("Age") == "30")
+            // 130 s old: past it, so the call goes upstream and its answer is stored for 60 s.
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; hit; ttl=60")
+            // From SQLite too, with the memory tier emptied.
+            h.app.storage.cache!.hot.remove { _, _ in true }
+            #expect(try await Self.call(h, young).header("Cache-Status") == "algogate; hit; ttl=30")
+            // An upstream failure is answered from an entry within stale_if_error_seconds of its
+            // capped expiry, with how far past it the entry is.
+            clock.advance(by: 45)
+            let stale = try await Self.call(h, young, headers: textType + [("X-Sim-Fault", "status=503")])
+            #expect(stale.header("Cache-Status") == "algogate; hit; ttl=-15; detail=stale-if-error")
+
+            // Raised back: the answer stored under 60 s keeps its 60 s.
+            try ttl(nil)
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; hit; ttl=15")
+            clock.advance(by: 16)
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(try await Self.call(h, old).header("Cache-Status") == "algogate; hit; ttl=604800")
+            // (The failed call ran nothing: the simulator refused it before the algorithm.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 3, "demo/Hello/0.1.1": 1])
         }
     }
 

@@ -15,10 +15,26 @@ struct CachedAnswer: Sendable {
     let body: ByteBuffer
     var gzipBody: ByteBuffer? = nil
     let createdAt: Double
-    let expiresAt: Double
+    var expiresAt: Double
     /// A hit from the hot tier on a large entry: kept with the answer until it has been sent, so
     /// that the entry's bytes are counted should it leave the tier meanwhile (`HotTier.Residency`).
     var lease: HotTier.Lease? = nil
+
+    /// The answer as fresh as `lifetime` lets it be: the TTL in force now for its algorithm
+    /// (`cache.ttl_seconds` or its rule). An entry is fresh until the earlier of the expiry it was
+    /// stored with and `lifetime` seconds after it was stored, so a TTL lowered by a reload or a
+    /// restart applies to the entries already stored; a TTL raised does not lengthen them.
+    func capped(to lifetime: Int?) -> CachedAnswer {
+        let expiry = Self.expiry(createdAt: createdAt, expiresAt: expiresAt, lifetime: lifetime)
+        guard expiry < expiresAt else { return self }
+        var capped = self
+        capped.expiresAt = expiry
+        return capped
+    }
+
+    static func expiry(createdAt: Double, expiresAt: Double, lifetime: Int?) -> Double {
+        lifetime.map { min(expiresAt, createdAt + Double($0)) } ?? expiresAt
+    }
 }
 
 /// The version-pinned response cache: SQLite through GRDB (WAL, one file), with an in-memory hot
@@ -95,9 +111,10 @@ public final class ResponseCache: Sendable {
     typealias Holding = (_ bytes: Int?) async throws -> Void
 
     /// A fresh answer for `key`, from memory or SQLite; nil when absent or expired. An entry read
-    /// from SQLite is first sized, and `holding` told, before its body is read.
-    func lookup(_ key: String, now: Double, holding: Holding? = nil) async throws -> CachedAnswer? {
-        if case .answer(let answer) = try await lookup(key, now: now, holding: holding, within: .any) { return answer }
+    /// from SQLite is first sized, and `holding` told, before its body is read. `lifetime`: the
+    /// TTL in force now for the call's algorithm (`CachedAnswer.capped(to:)`).
+    func lookup(_ key: String, now: Double, holding: Holding? = nil, lifetime: Int? = nil) async throws -> CachedAnswer? {
+        if case .answer(let answer) = try await lookup(key, now: now, holding: holding, within: .any, lifetime: lifetime) { return answer }
         return nil
     }
 
@@ -112,50 +129,51 @@ public final class ResponseCache: Sendable {
 
     /// As `lookup(_:now:holding:)`, for a request that bounds the answers it takes: one outside
     /// `bounds` is `.refused`, before its body is read.
-    func lookup(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness) async throws -> Found {
-        if let answer = hot.get(key), answer.expiresAt > now {
+    func lookup(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness, lifetime: Int? = nil) async throws -> Found {
+        if let answer = hot.get(key)?.capped(to: lifetime), answer.expiresAt > now {
             guard bounds.accepts(createdAt: answer.createdAt, expiresAt: answer.expiresAt, now: now) else { return .refused }
             recordHit(key, now: now)
             return .answer(answer)
         }
-        let found = try await lookupStored(key, expiringAfter: now, holding: holding, within: bounds, now: now)
-        if case .answer(let answer) = found {
-            hot.put(key, answer)
-            recordHit(key, now: now)
-        }
-        return found
+        let found = try await lookupStored(key, expiringAfter: now, holding: holding, within: bounds, lifetime: lifetime, now: now)
+        guard case .answer(let answer) = found else { return found }
+        hot.put(key, answer)
+        recordHit(key, now: now)
+        return .answer(answer.capped(to: lifetime))
     }
 
     /// A fresh answer for `key` from the hot tier alone, without counting a hit: the caller
     /// counts one (`recordHit`) only if it answers with it (`CachedHits`).
-    func lookupInMemory(_ key: String, now: Double) -> CachedAnswer? {
-        guard let answer = hot.get(key), answer.expiresAt > now else { return nil }
+    func lookupInMemory(_ key: String, now: Double, lifetime: Int? = nil) -> CachedAnswer? {
+        guard let answer = hot.get(key)?.capped(to: lifetime), answer.expiresAt > now else { return nil }
         return answer
     }
 
     /// An answer for `key` that is fresh or expired less than `staleIfErrorSeconds` ago, and
     /// within the request's `bounds`; nil without one (or when stale answers are off). Only for
     /// calls whose upstream failed.
-    func lookupStale(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness = .any) async throws -> CachedAnswer? {
+    func lookupStale(_ key: String, now: Double, holding: Holding? = nil, within bounds: RequestFreshness = .any, lifetime: Int? = nil) async throws -> CachedAnswer? {
         let window = Double(settings.withLock { $0.staleIfErrorSeconds })
         guard window > 0 else { return nil }
-        if let answer = hot.get(key), answer.expiresAt > now - window {
+        if let answer = hot.get(key)?.capped(to: lifetime), answer.expiresAt > now - window {
             guard bounds.accepts(createdAt: answer.createdAt, expiresAt: answer.expiresAt, now: now) else { return nil }
             recordHit(key, now: now)
             return answer
         }
-        guard case .answer(let answer) = try await lookupStored(key, expiringAfter: now - window, holding: holding, within: bounds, now: now) else {
+        guard case .answer(let answer) = try await lookupStored(key, expiringAfter: now - window, holding: holding, within: bounds,
+                                                                lifetime: lifetime, now: now) else {
             return nil
         }
         recordHit(key, now: now)
-        return answer
+        return answer.capped(to: lifetime)
     }
 
-    /// The entry for `key` expiring after `limit`, read from SQLite and decoded; `.refused` when
-    /// it is outside `bounds` at `now`. With `holding`, its sizes are read first and `holding`
+    /// The entry for `key` expiring after `limit` (its expiry capped by `lifetime`: see
+    /// `CachedAnswer.capped(to:)`), read from SQLite and decoded, as stored (uncapped); `.refused`
+    /// when it is outside `bounds` at `now`. With `holding`, its sizes are read first and `holding`
     /// told, so that its room is held (or waited for) before its body is read and inflated.
     private func lookupStored(_ key: String, expiringAfter limit: Double, holding: Holding?, within bounds: RequestFreshness,
-                              now: Double) async throws -> Found {
+                              lifetime: Int?, now: Double) async throws -> Found {
         let fresh = { @Sendable in Column("key") == key && Column("expires_at") > limit }
         if let holding {
             let sizes = try await pool.read { db -> (size: Int, plainSize: Int?, gzip: Bool, createdAt: Double, expiresAt: Double)? in
@@ -164,13 +182,17 @@ public final class ResponseCache: Sendable {
                     .map { ($0["size"], $0["plain_size"], $0["encoding"] == "gzip", $0["created_at"], $0["expires_at"]) }
             }
             guard let sizes else { return .none }
-            guard bounds.accepts(createdAt: sizes.createdAt, expiresAt: sizes.expiresAt, now: now) else { return .refused }
+            let expiry = CachedAnswer.expiry(createdAt: sizes.createdAt, expiresAt: sizes.expiresAt, lifetime: lifetime)
+            guard expiry > limit else { return .none }
+            guard bounds.accepts(createdAt: sizes.createdAt, expiresAt: expiry, now: now) else { return .refused }
             try await holding(sizes.gzip ? sizes.plainSize.map { $0 + sizes.size } : sizes.size)
         }
         let entry = try await pool.read { db in try CacheEntry.filter(fresh()).fetchOne(db) }
         guard let entry else { return .none }
+        let expiry = CachedAnswer.expiry(createdAt: entry.createdAt, expiresAt: entry.expiresAt, lifetime: lifetime)
+        guard expiry > limit else { return .none }
         // (Checked again: another call may have stored a newer answer meanwhile.)
-        guard bounds.accepts(createdAt: entry.createdAt, expiresAt: entry.expiresAt, now: now) else { return .refused }
+        guard bounds.accepts(createdAt: entry.createdAt, expiresAt: expiry, now: now) else { return .refused }
         let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
         try await holding?(answer.size)
         return .answer(answer)

@@ -57,6 +57,12 @@ extension GatewayConfig {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case algo, enabled, ttlSeconds = "ttl_seconds", scope
         }
+        public init(algo: String, enabled: Bool? = nil, ttlSeconds: Int? = nil, scope: CacheScope? = nil) {
+            self.algo = algo
+            self.enabled = enabled
+            self.ttlSeconds = ttlSeconds
+            self.scope = scope
+        }
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -169,7 +169,7 @@ struct CacheMiddleware: RouterMiddleware {
     @inline(never)
     private func lookUp(_ key: String, decision: CachePolicy.Decision, terms: Terms, context: Context, refused: inout Bool) async throws -> LookUp {
         while true {
-            switch try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness) {
+            switch try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds) {
             case .answer(let answer): return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
             case .refused: refused = true
             case .none: break
@@ -181,7 +181,7 @@ struct CacheMiddleware: RouterMiddleware {
                 // second upstream call.
                 let stored: ResponseCache.Found
                 do {
-                    stored = try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness)
+                    stored = try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
                 } catch {
                     flights.finish(key, with: nil)
                     throw error
@@ -283,7 +283,7 @@ struct CacheMiddleware: RouterMiddleware {
     /// request's own bounds (`RequestFreshness`: no expired entry is fresh for a `min-fresh`).
     private func staleHit(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> Response? {
         let current = now()
-        guard let answer = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness) else { return nil }
+        guard let answer = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds) else { return nil }
         return hit(answer, gzip: terms.gzip(answer.contentType), stale: answer.expiresAt <= current, facts: facts)
     }
 

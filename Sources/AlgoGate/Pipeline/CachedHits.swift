@@ -96,7 +96,7 @@ struct CachedHits: Sendable {
         // The cache (`CacheMiddleware`), and what the compression step would do to the answer.
         let decision = CachePolicy(config: config.cache, origin: snapshot.cacheOrigin).decide(ref: ref, query: uri.query, headers: fields, body: body, client: client.name)
         let current = now()
-        guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current),
+        guard decision.lookup, let cacheKey = decision.key, let stored = cache.lookupInMemory(cacheKey, now: current, lifetime: decision.ttlSeconds),
               decision.freshness.accepts(createdAt: stored.createdAt, expiresAt: stored.expiresAt, now: current) else { return nil }
         let coding = ContentCoding.preferred(acceptEncoding: fields[values: .acceptEncoding])
         let gzip = CacheMiddleware.sendsStoredGzip(prefersGzip: coding == .gzip, contentType: stored.contentType, compression: config.compression)
