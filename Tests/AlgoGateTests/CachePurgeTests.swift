@@ -71,9 +71,13 @@ import Testing
             try await gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: [("Authorization", "Simple \(Keys.teamB)"), ("Content-Type", "application/json")],
                                    text: String(milliseconds))
         }
-        async let underWay = sleep(1500)
+        // The call runs for 6 s: the command must have started, purged and ended within it, which
+        // a loaded machine's process start took more than 1.5 s to do once (the call then ended
+        // before the purge began, and was rightly stored).
+        async let underWay = sleep(6000)
         #expect(await eventually { (try? await sim.send(.GET, "/__sim/stats").object["inFlight"] as? Int) == 1 })
         #expect(try await purge(["--algo", "test/Sleep"]).termination == .exited(0))
+        #expect(try await sim.send(.GET, "/__sim/stats").object["inFlight"] as? Int == 1, "the purge ended after the call it was to overlap")
         let answered = try await underWay
         #expect(answered.status == 200 && answered.header("Cache-Status") == "algogate; fwd=miss", "\(answered.headers)")
         // Once the gateway has read of the purge's end (its next flush), calls are stored again.
