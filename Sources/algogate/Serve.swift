@@ -57,9 +57,7 @@ struct Serve: AsyncParsableCommand {
         let listening = "\(server.host):\(server.port) (server.host, server.port)"
         let ignored = ConfigLoader.ignoredProxyVariables(loaded.config, environment: ProcessInfo.processInfo.environment)
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
-        let unbounded = ConfigLoader.unboundedAlgorithmClients(loaded.config)
-        if !unbounded.isEmpty { log.logger.warning("\(ConfigLoader.unboundedAlgorithmNote(unbounded))") }
-        for note in ConfigLoader.rewrittenPrefixes(loaded.config) { log.logger.warning("\(note)") }
+        for note in ConfigLoader.notes(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,

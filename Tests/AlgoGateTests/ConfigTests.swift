@@ -135,6 +135,56 @@ import Testing
         #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised) trigger=SIGHUP") == true, "\(logs.all)")
     }
 
+    /// Settings that load but cannot take effect are named by check-config, and logged as
+    /// warnings on a reload (and at start, as the other notes are): a concurrency cap above the
+    /// account's, rules for a cache that is off, a cache too small for any answer.
+    @Test func settingsWithoutEffectAreNamed() async throws {
+        try await withTemporaryDirectory("cfg") { directory in
+            let config = directory.appendingPathComponent("ineffective.yaml")
+            func write(_ body: String) throws {
+                try Self.yaml("""
+                  max_concurrency: 40
+                cache: {path: "\(directory.path)/state.sqlite", \(body)}
+                quota: {max_concurrent: 41}
+                clients:
+                  - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo], quota: {max_concurrent: 40}}
+                  - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo], quota: {max_concurrent: 80}}
+                """).write(to: config, atomically: true, encoding: .utf8)
+            }
+            let above = { (field: String, cap: Int) in
+                "\(field) (\(cap)) is above upstream.max_concurrency (40): it never binds, as no client can have more than the account's 40 calls under way"
+            }
+            try write("max_bytes: 400")
+            let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: Self.env)
+            #expect(checked.termination == .exited(0))
+            #expect(checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map(String.init) == [
+                "note: " + above("quota.max_concurrent", 41), "note: " + above("clients[1].quota.max_concurrent", 80),
+                "note: cache.max_bytes (400) holds no answer: each entry takes 400 bytes beside its body; to turn the cache off, set cache.enabled: false",
+            ], "\(checked.log)")
+
+            // A reload says so too.
+            let state = try GatewayState(try ConfigLoader.load(path: config.path, environment: Self.env))
+            let logs = LogCapture()
+            let reloader = ConfigReloader(path: config.path, state: state, logger: logs.logger, environment: { Self.env })
+            try write("enabled: false, rules: [{algo: 'a/b', ttl_seconds: 5}]")
+            #expect(reloader.reload())
+            let warnings = logs.all.filter { $0.hasPrefix("warning ") }
+            #expect(warnings.contains { $0.contains("cache.rules apply to nothing: cache.enabled is false") }, "\(logs.all)")
+            #expect(warnings.contains { $0.contains(above("clients[1].quota.max_concurrent", 80)) }, "\(logs.all)")
+            #expect(!warnings.contains { $0.contains("cache.max_bytes") }, "\(logs.all)")
+
+            // A cap at the account's size, and a sound cache, say nothing.
+            try Self.yaml("""
+            cache: {path: "\(directory.path)/state.sqlite", max_bytes: 401}
+            quota: {max_concurrent: 80}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """).write(to: config, atomically: true, encoding: .utf8)
+            let quiet = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: Self.env)
+            #expect(quiet.termination == .exited(0))
+            #expect(!quiet.log.contains("note: "), "\(quiet.log)")
+        }
+    }
+
     /// YAML that does not parse is refused with where and why, as Yams reports it, but none of
     /// the file's text: a key pasted where it does not belong must not reach a log.
     @Test func yamlThatDoesNotParseIsRefusedWithItsLineAndColumnOnly() {

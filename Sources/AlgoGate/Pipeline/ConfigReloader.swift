@@ -119,9 +119,7 @@ public struct ConfigReloader: Service {
             "needs_restart": .string(fixed.isEmpty ? "none" : fixed.joined(separator: ", ")),
             "trigger": .string(trigger.rawValue),
         ])
-        let unbounded = ConfigLoader.unboundedAlgorithmClients(new)
-        if !unbounded.isEmpty { logger.warning("\(ConfigLoader.unboundedAlgorithmNote(unbounded))") }
-        for note in ConfigLoader.rewrittenPrefixes(new) { logger.warning("\(note)") }
+        for note in ConfigLoader.notes(new) { logger.warning("\(note)") }
         return true
     }
 
