@@ -71,6 +71,17 @@ import Testing
         }
     }
 
+    /// A client that starts HTTP/2 without asking (its connection preface) is told the gateway
+    /// speaks HTTP/1.1.
+    @Test func anHTTP2ConnectionPrefaceIsToldToUseHTTP11() async throws {
+        try await GatewayHarness.run { h in
+            let (answer, closed) = try await Self.exchange(h, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"HTTP/2 is not served: the gateway speaks HTTP/1.1, over TLS too; send the request as HTTP/1.1 (curl: without --http2-prior-knowledge)"}}"#)
+            #expect(closed)
+        }
+    }
+
     @Test func aBodyFramedTwoWaysIsRefused() async throws {
         try await GatewayHarness.run { h in
             let (answer, closed) = try await Self.exchange(h, "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: x\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")

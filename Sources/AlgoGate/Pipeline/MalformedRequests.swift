@@ -12,6 +12,9 @@ extension GatewayError {
         case .headerOverflow:
             return GatewayError(status: .init(code: 431, reasonPhrase: "Request Header Fields Too Large"), errorType: "RequestTooLarge",
                                 message: "the request's header section is too large: at most \(MalformedRequestHandler.maxHeaderKiB) KiB and 1000 fields")
+        case .paused:
+            // llhttp stops there on HTTP/2's connection preface (`PRI * HTTP/2.0`).
+            return .badRequest("HTTP/2 is not served: the gateway speaks HTTP/1.1, over TLS too; send the request as HTTP/1.1 (curl: without --http2-prior-knowledge)")
         case .invalidMethod:
             return .badRequest("the request's method is not one HTTP defines: the API takes GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS")
         case .invalidURL, .invalidCharactersUsed, .invalidConstant, .invalidVersion:
