@@ -32,14 +32,29 @@ struct Demo: AsyncParsableCommand {
         let log = StandardOutputLog(format: .text)
         defer { log.finish() }
         let server = loaded.config.server
-        // Either listener may be the one that could not bind: NIO does not say which.
-        let listening = "\(server.host):\(server.port) (the gateway: server.port in \(config)) or 127.0.0.1:\(simPort) (the simulator: --sim-port)"
+        // The gateway forwards to `upstream.url`: a simulator on another port would leave every
+        // call to a 502.
+        let simulatorURL = "http://127.0.0.1:\(simPort)"
+        let upstream = URLComponents(string: loaded.config.upstream.url)
+        guard upstream?.port == simPort, ["127.0.0.1", "localhost"].contains(upstream?.host?.lowercased()) else {
+            try cannotStart("upstream.url is \(loaded.config.upstream.url), but the simulator listens on \(simulatorURL) (--sim-port): set one to the other",
+                            config: config, log: log)
+        }
+        let gatewayAddress = "\(server.host):\(server.port) (the gateway: server.port in \(config))"
+        let simulatorAddress = "127.0.0.1:\(simPort) (the simulator: --sim-port)"
+        for (host, port, listening) in [(server.host, server.port, gatewayAddress), ("127.0.0.1", simPort, simulatorAddress)] {
+            do {
+                try await checkListenable(host: host, port: port)
+            } catch {
+                guard let reason = startFailure(error, listening: listening) else { throw error }
+                try cannotStart(reason, config: config, log: log)
+            }
+        }
         do {
-            try await checkListenable(host: server.host, port: server.port)
-            try await checkListenable(host: "127.0.0.1", port: simPort)
             try await run(loaded: loaded, upstreamKey: upstreamKey, log: log)
         } catch {
-            guard let reason = startFailure(error, listening: listening) else { throw error }
+            // Taken between the check and the bind: NIO does not say which listener failed.
+            guard let reason = startFailure(error, listening: gatewayAddress + " or " + simulatorAddress) else { throw error }
             try cannotStart(reason, config: config, log: log)
         }
     }

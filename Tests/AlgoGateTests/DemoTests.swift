@@ -72,4 +72,37 @@ import Testing
             #expect(!demo.log.contains("sim-"), "the simulator's fresh account key is never printed")
         }
     }
+
+    /// A demo that cannot start says why, naming the one setting at fault: a simulator port its
+    /// configuration's upstream does not name, or whichever of its two ports is taken.
+    @Test func aDemoThatCannotStartNamesWhatIsWrong() async throws {
+        try await withTemporaryDirectory("demo-refused") { work in
+            let taken = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+            let takenPort = taken.localAddress?.port ?? 0
+            let (freeA, freeB) = (try await Self.freePort(), try await Self.freePort())
+            func demo(gatewayPort: Int, upstreamPort: Int, simPort: Int) async throws -> ChildProcess.Outcome {
+                let config = work.appendingPathComponent("demo.yaml")
+                try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
+                    .replacingOccurrences(of: "port: 8080", with: "port: \(gatewayPort)")
+                    .replacingOccurrences(of: "url: http://127.0.0.1:9000", with: "url: http://127.0.0.1:\(upstreamPort)")
+                    .replacingOccurrences(of: "path: var/demo-cache.sqlite", with: "path: \(work.path)/demo-cache.sqlite")
+                    .write(to: config, atomically: true, encoding: .utf8)
+                return try await ChildProcess.run(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)])
+            }
+            let prefix = "algogate: cannot start with \(work.path)/demo.yaml: "
+            let mismatched = try await demo(gatewayPort: freeA, upstreamPort: freeB, simPort: takenPort)
+            #expect(mismatched.termination == .exited(1))
+            #expect(mismatched.log.contains(prefix + "upstream.url is http://127.0.0.1:\(freeB), but the simulator listens on http://127.0.0.1:\(takenPort) (--sim-port): set one to the other"),
+                    "\(mismatched.log)")
+            let gatewayTaken = try await demo(gatewayPort: takenPort, upstreamPort: freeB, simPort: freeB)
+            #expect(gatewayTaken.termination == .exited(1))
+            #expect(gatewayTaken.log.contains(prefix + "cannot listen on 127.0.0.1:\(takenPort) (the gateway: server.port in \(work.path)/demo.yaml): Address already in use\n"),
+                    "\(gatewayTaken.log)")
+            let simulatorTaken = try await demo(gatewayPort: freeA, upstreamPort: takenPort, simPort: takenPort)
+            #expect(simulatorTaken.termination == .exited(1))
+            #expect(simulatorTaken.log.contains(prefix + "cannot listen on 127.0.0.1:\(takenPort) (the simulator: --sim-port): Address already in use\n"),
+                    "\(simulatorTaken.log)")
+            try await taken.close()
+        }
+    }
 }
