@@ -36,16 +36,21 @@ struct Sim: AsyncParsableCommand {
     @Option(help: "A fault for every request, e.g. 'delay=50' or 'status=503' or 'drop' or 'drop-first' (only a request ID's first attempt).")
     var fault: String?
 
+    /// The account key: `--key`, else `$ALGOSIM_KEY`.
+    private var accountKey: String? {
+        (key ?? ProcessInfo.processInfo.environment["ALGOSIM_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Refused before anything starts, with this command's usage.
+    func validate() throws {
+        guard accountKey != nil else { throw ValidationError("--key (or $ALGOSIM_KEY) is required") }
+        if let fault, Fault(parsing: fault) == nil { throw ValidationError("--fault: cannot parse '\(fault)'") }
+    }
+
     func run() async throws {
         LargeAllocations.returnToSystem()
-        guard let key = key ?? ProcessInfo.processInfo.environment["ALGOSIM_KEY"], !key.isEmpty else {
-            throw ValidationError("--key (or $ALGOSIM_KEY) is required")
-        }
-        var defaultFault: Fault?
-        if let fault {
-            guard let parsed = Fault(parsing: fault) else { throw ValidationError("--fault: cannot parse '\(fault)'") }
-            defaultFault = parsed
-        }
+        guard let key = accountKey else { throw ValidationError("--key (or $ALGOSIM_KEY) is required") }
+        let defaultFault = fault.flatMap(Fault.init(parsing:))
         let simulator = try Simulator(configuration: SimConfiguration(
             host: host, port: port, apiKey: key, username: username,
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) }, pageSize: pageSize, defaultFault: defaultFault

@@ -73,6 +73,17 @@ import Testing
         }
     }
 
+    /// `algogate sim`, the demo's upstream on its own, refuses a missing key or an unreadable
+    /// fault before starting, with its own usage line.
+    @Test func theSimulatorCommandRefusesWhatItCannotRunWith() async throws {
+        let missing = try await ChildProcess.run(arguments: ["sim", "--port", "0"], environment: ["ALGOSIM_KEY": ""])
+        #expect(missing.termination == .exited(64))
+        #expect(missing.log.hasPrefix("Error: --key (or $ALGOSIM_KEY) is required\nUsage: algogate sim [--host <host>]"), "\(missing.log)")
+        let fault = try await ChildProcess.run(arguments: ["sim", "--port", "0", "--key", "k", "--fault", "sometimes"])
+        #expect(fault.termination == .exited(64))
+        #expect(fault.log.hasPrefix("Error: --fault: cannot parse 'sometimes'\nUsage: algogate sim "), "\(fault.log)")
+    }
+
     /// A demo that cannot start says why, naming the one setting at fault: a simulator port its
     /// configuration's upstream does not name, or whichever of its two ports is taken.
     @Test func aDemoThatCannotStartNamesWhatIsWrong() async throws {
