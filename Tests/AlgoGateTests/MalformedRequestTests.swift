@@ -181,6 +181,15 @@ import Testing
                 #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"], "\(hosts) HTTP/\(version)")
                 #expect(answers.first?.headers["x-cache"] == "HIT")
             }
+            // Health probes are answered whatever their Host.
+            for probe in ["/healthz", "/readyz"] {
+                let connection = try await RawConnection.connect(port: h.gatewayPort, sending: "GET \(probe) HTTP/1.1\r\nConnection: close\r\n\r\n")
+                #expect(await connection.waitForClose(within: .seconds(10)))
+                #expect(RawResponse.parse(connection.text).map(\.statusLine) == ["HTTP/1.1 200 OK"], "\(probe)")
+            }
+            let metrics = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            #expect(await metrics.waitForClose(within: .seconds(10)))
+            #expect(RawResponse.parse(metrics.text).map(\.statusLine) == ["HTTP/1.1 400 Bad Request"])
             // Nothing refused reached the upstream; the refusal is logged at info with its reason.
             #expect(h.simulator.stats.snapshot.totalRequests == 1)
             let line = try #require(h.logs.all.first { $0.contains("status=400") })

@@ -10,6 +10,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
     /// `/metrics` needs the admin key (`server.metrics_access: admin`).
     let metricsNeedKey: @Sendable () -> Bool
     static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
+    static let probePaths: Set<String> = ["/healthz", "/readyz"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try authenticate(request, context: context)
@@ -25,8 +26,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
         // Refused before credentials: a client that takes the gateway for a proxy sends none.
         if request.method == .connect || request.method == .trace { throw GatewayError.unsupported(request.method) }
         if let refusal = TransferCoding.refusal(request.headers) { throw refusal }
-        if let refusal = HostField.refusal(request.head) { throw refusal }
         let path = request.uri.path
+        // Health probes are answered whatever their Host: an old probe that leaves it out must not
+        // take a sound replica out of rotation.
+        if !Self.probePaths.contains(path), let refusal = HostField.refusal(request.head) { throw refusal }
         let keyedMetrics = path == "/metrics" && metricsNeedKey()
         guard !Self.openPaths.contains(path) || keyedMetrics else { return }
         // Prefixes matched in bytes, as the router and the upstream match them (`dropPrefix`).

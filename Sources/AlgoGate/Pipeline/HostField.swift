@@ -4,7 +4,8 @@ import HTTPTypes
 /// with one that is not a host and optional port is refused with 400, as the RFC requires and
 /// nginx does, before any key is asked for. HTTP/1.0 makes `Host` optional:
 /// `ConnectionPersistenceHandler`, which still sees the protocol version, gives such a request an
-/// empty one, the value a request naming no authority sends.
+/// empty one, the value a request naming no authority sends. Health probes (`/healthz`,
+/// `/readyz`) are answered whatever their `Host` (`AuthenticationMiddleware`).
 ///
 /// Hummingbird's request carries the first `Host` as its authority and leaves any further one
 /// among its fields.
