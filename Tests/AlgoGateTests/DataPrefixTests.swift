@@ -328,6 +328,17 @@ import Testing
                 let accepted = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", type)], text: #""x""#)
                 #expect(accepted.status == 200, "\(type)")
             }
+            // `application/text`, the text type Algorithmia's API reference names, is text: checked
+            // as such, and answered as text.
+            let documented = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "application/text")],
+                                                      text: "data://.my/team-b/secret.csv")
+            #expect(documented.status == 403)
+            #expect(envelope(documented).type == "PermissionDenied")
+            let own = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + [("Content-Type", "Application/Text; charset=utf-8")],
+                                               text: "data://.my/team-a/ok.csv")
+            #expect(own.status == 200)
+            #expect(own.object["result"] as? String == "data://.my/team-a/ok.csv")
+            #expect((own.object["metadata"] as? [String: Any])?["content_type"] as? String == "text")
             // ... but bytes that are UTF-8 text naming a file are checked as a text input: an
             // algorithm that decodes its bytes reads the path in them.
             for text in ["data://.my/team-b/secret.csv", " s3://other-bucket/k\n", ".my/team-b/x", "/.my/team-b/x"] {
@@ -346,9 +357,10 @@ import Testing
             let unchecked = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + [("Content-Type", "text/csv")], text: input)
             #expect(unchecked.status == 415)
             #expect(envelope(unchecked).message == "unsupported Content-Type text/csv: use application/json, text/plain or application/octet-stream")
-            // (The simulator counts the seven calls that reached it: the empty one, two in UTF-8 (the
-            // two text/plain ones are one cache entry), the three binary ones and team-b's.)
-            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 7])
+            // (The simulator counts the eight calls that reached it: the empty one, two in UTF-8 (the
+            // two text/plain ones are one cache entry), the application/text one, the three binary
+            // ones and team-b's.)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 8])
         }
     }
 

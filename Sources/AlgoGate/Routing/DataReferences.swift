@@ -48,16 +48,20 @@ enum DataReferences {
         case unreadable(reason: String)
     }
 
+    /// The media types of a text input: `text/plain`, as the official clients send it, and
+    /// `application/text`, as Algorithmia's API reference names it.
+    static let textTypes: Set<String> = ["text/plain", "application/text"]
+
     static func find(in body: ByteBuffer, contentType: String?) throws(Unreadable) -> [Reference] {
         let mediaType = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
-        if mediaType == "application/json" || mediaType == "text/plain", let contentType, let charset = otherCharset(of: contentType) {
+        if mediaType == "application/json" || mediaType.map(textTypes.contains) == true, let contentType, let charset = otherCharset(of: contentType) {
             throw .charset(charset)
         }
         switch mediaType {
         case "application/json":
             guard JSON.parse(body) != nil, let strings = strings(inJSON: body.readableBytesView) else { throw .json }
             return strings.flatMap(references)
-        case "text/plain":
+        case let type? where textTypes.contains(type):
             return references(in: String(buffer: body))
         case "application/octet-stream":
             // Bytes, handed to the algorithm as bytes; but one that decodes them may read a path in

@@ -112,7 +112,7 @@ struct AlgoRoutes: Sendable {
         case "application/json":
             guard let value = JSON.parse(body) else { throw SimError.badRequest("input is not valid JSON") }
             return .json(value)
-        case "text/plain":
+        case "text/plain", "application/text":  // the second as Algorithmia's API reference names it
             return .text(String(buffer: body))
         case "application/octet-stream":
             return .binary(Array(body.readableBytesView))
