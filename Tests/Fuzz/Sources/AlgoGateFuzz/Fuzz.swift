@@ -119,7 +119,7 @@ enum FuzzTargets {
     /// An algorithm input's data references, as JSON, text and bytes.
     static func input(_ bytes: [UInt8]) {
         let body = ByteBuffer(bytes: bytes)
-        for type in ["application/json", "text/plain", "application/octet-stream", "text/plain; charset=utf-8"] {
+        for type in ["application/json", "text/plain", "application/text", "application/octet-stream", "text/plain; charset=utf-8"] {
             _ = try? DataReferences.find(in: body, contentType: type)
         }
         let scanned = DataReferences.strings(inJSON: bytes)
