@@ -13,7 +13,7 @@ struct UsageCommand: AsyncParsableCommand {
     @Option(help: "The gateway's YAML configuration file (for cache.path, where usage is kept).")
     var config: String
 
-    @Option(help: "Only this client.")
+    @Option(help: "Only this client (a name no configured client has, and none in the records of those days has, is refused as a typo).")
     var client: String?
 
     @Option(help: "How many days back, today included.")
