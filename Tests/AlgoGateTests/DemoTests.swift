@@ -90,7 +90,9 @@ import Testing
         try await withTemporaryDirectory("demo-refused") { work in
             let taken = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
             let takenPort = taken.localAddress?.port ?? 0
-            let (freeA, freeB) = (try await Self.freePort(), try await Self.freePort())
+            // No other port needs to be free: the upstream is checked before anything listens, the
+            // gateway's port comes first, and port 0 always binds.
+            let (anyPort, otherPort) = (0, takenPort == 9 ? 10 : 9)
             func demo(gatewayPort: Int, upstreamPort: Int, simPort: Int) async throws -> ChildProcess.Outcome {
                 let config = work.appendingPathComponent("demo.yaml")
                 try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
@@ -101,15 +103,15 @@ import Testing
                 return try await ChildProcess.run(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)])
             }
             let prefix = "algogate: cannot start with \(work.path)/demo.yaml: "
-            let mismatched = try await demo(gatewayPort: freeA, upstreamPort: freeB, simPort: takenPort)
+            let mismatched = try await demo(gatewayPort: anyPort, upstreamPort: otherPort, simPort: takenPort)
             #expect(mismatched.termination == .exited(1))
-            #expect(mismatched.log.contains(prefix + "upstream.url is http://127.0.0.1:\(freeB), but the simulator listens on http://127.0.0.1:\(takenPort) (--sim-port): set one to the other"),
+            #expect(mismatched.log.contains(prefix + "upstream.url is http://127.0.0.1:\(otherPort), but the simulator listens on http://127.0.0.1:\(takenPort) (--sim-port): set one to the other"),
                     "\(mismatched.log)")
-            let gatewayTaken = try await demo(gatewayPort: takenPort, upstreamPort: freeB, simPort: freeB)
+            let gatewayTaken = try await demo(gatewayPort: takenPort, upstreamPort: otherPort, simPort: otherPort)
             #expect(gatewayTaken.termination == .exited(1))
             #expect(gatewayTaken.log.contains(prefix + "cannot listen on 127.0.0.1:\(takenPort) (the gateway: server.port in \(work.path)/demo.yaml): Address already in use\n"),
                     "\(gatewayTaken.log)")
-            let simulatorTaken = try await demo(gatewayPort: freeA, upstreamPort: takenPort, simPort: takenPort)
+            let simulatorTaken = try await demo(gatewayPort: anyPort, upstreamPort: takenPort, simPort: takenPort)
             #expect(simulatorTaken.termination == .exited(1))
             #expect(simulatorTaken.log.contains(prefix + "cannot listen on 127.0.0.1:\(takenPort) (the simulator: --sim-port): Address already in use\n"),
                     "\(simulatorTaken.log)")
