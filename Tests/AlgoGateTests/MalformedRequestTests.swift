@@ -15,6 +15,22 @@ import Testing
         return (try #require(RawResponse.parse(client.text).first), closed)
     }
 
+    /// Sends `refused` and then `hit` (a call whose answer is stored) on one connection, and checks
+    /// that the first is refused with `statusLine` and `message`, not from the cache, and that the
+    /// connection goes on to answer the second from the cache. Returns both answers.
+    @discardableResult
+    static func expectRefusedThenHit(_ h: GatewayHarness, _ refused: String, then hit: String, statusLine: String, message: String,
+                                     _ label: String) async throws -> [RawResponse] {
+        let connection = try await RawConnection.connect(port: h.gatewayPort, sending: refused + hit)
+        #expect(await connection.waitForClose(within: .seconds(10)))
+        let answers = RawResponse.parse(connection.text)
+        #expect(answers.map(\.statusLine) == [statusLine, "HTTP/1.1 200 OK"], "\(label)")
+        #expect(answers.first?.body == #"{"error":{"error_type":"InputError","message":"\#(message)"}}"#)
+        #expect(answers.first?.headers["x-cache"] == nil)
+        #expect(answers.last?.headers["x-cache"] == "HIT")
+        return answers
+    }
+
     static let requestLine = "the request line is not valid HTTP/1.1: it must read METHOD /path HTTP/1.1, with characters such as spaces percent-encoded in the path and query (a space is %20)"
 
     @Test func aSpaceInThePathGetsAnEnvelopeSayingToPercentEncodeIt() async throws {
@@ -112,13 +128,10 @@ import Testing
             for (codings, named) in refused {
                 // An unknown key too: the coding is refused before the key is asked for.
                 for key in [Keys.teamB, "not-a-key"] {
-                    let connection = try await RawConnection.connect(port: h.gatewayPort, sending: call(codings, key: key) + call(["Chunked"], close: true))
-                    #expect(await connection.waitForClose(within: .seconds(10)))
-                    let answers = RawResponse.parse(connection.text)
-                    #expect(answers.map(\.statusLine) == ["HTTP/1.1 501 Not Implemented", "HTTP/1.1 200 OK"], "\(codings)")
-                    #expect(answers.first?.body == #"{"error":{"error_type":"InputError","message":"Transfer-Encoding '\#(named)' is not supported: send the body with chunked alone, or with a Content-Length; a compressed body is sent with Content-Encoding: gzip"}}"#)
-                    #expect(answers.first?.headers["x-cache"] == nil)
-                    #expect(answers.last?.headers["x-cache"] == "HIT")
+                    let answers = try await Self.expectRefusedThenHit(
+                        h, call(codings, key: key), then: call(["Chunked"], close: true), statusLine: "HTTP/1.1 501 Not Implemented",
+                        message: "Transfer-Encoding '\(named)' is not supported: send the body with chunked alone, or with a Content-Length; a compressed body is sent with Content-Encoding: gzip",
+                        "\(codings)")
                     #expect(answers.last?.body.contains(#""result":"Hello HAL""#) == true)
                 }
             }
@@ -160,13 +173,8 @@ import Testing
             for (hosts, message) in refused {
                 // An unknown key too: the Host is refused before the key is asked for.
                 for key in [Keys.teamB, "not-a-key"] {
-                    let connection = try await RawConnection.connect(port: h.gatewayPort, sending: call(hosts, key: key) + call(["x"], close: true))
-                    #expect(await connection.waitForClose(within: .seconds(10)))
-                    let answers = RawResponse.parse(connection.text)
-                    #expect(answers.map(\.statusLine) == ["HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"], "\(hosts)")
-                    #expect(answers.first?.body == #"{"error":{"error_type":"InputError","message":"\#(message)"}}"#)
-                    #expect(answers.first?.headers["x-cache"] == nil)
-                    #expect(answers.last?.headers["x-cache"] == "HIT")
+                    try await Self.expectRefusedThenHit(h, call(hosts, key: key), then: call(["x"], close: true), statusLine: "HTTP/1.1 400 Bad Request",
+                                                        message: message, "\(hosts)")
                 }
             }
             // Sound ones, HTTP/1.0 without any, and the empty value (a target naming no authority).
