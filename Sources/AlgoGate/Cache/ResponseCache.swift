@@ -6,40 +6,9 @@ import NIOCore
 import NIOFoundationCompat
 import Synchronization
 
-/// An answer as the cache hands it out: decoded body, ready to send, and the stored gzip bytes
-/// when it was stored compressed (sent as they are to clients that accept gzip).
-struct CachedAnswer: Sendable {
-    let algo: String
-    let status: Int
-    let contentType: String
-    let body: ByteBuffer
-    var gzipBody: ByteBuffer? = nil
-    let createdAt: Double
-    var expiresAt: Double
-    /// A hit from the hot tier on a large entry: kept with the answer until it has been sent, so
-    /// that the entry's bytes are counted should it leave the tier meanwhile (`HotTier.Residency`).
-    var lease: HotTier.Lease? = nil
-
-    /// The answer as fresh as `lifetime` lets it be: the TTL in force now for its algorithm
-    /// (`cache.ttl_seconds` or its rule). An entry is fresh until the earlier of the expiry it was
-    /// stored with and `lifetime` seconds after it was stored, so a TTL lowered by a reload or a
-    /// restart applies to the entries already stored; a TTL raised does not lengthen them.
-    func capped(to lifetime: Int?) -> CachedAnswer {
-        let expiry = Self.expiry(createdAt: createdAt, expiresAt: expiresAt, lifetime: lifetime)
-        guard expiry < expiresAt else { return self }
-        var capped = self
-        capped.expiresAt = expiry
-        return capped
-    }
-
-    static func expiry(createdAt: Double, expiresAt: Double, lifetime: Int?) -> Double {
-        lifetime.map { min(expiresAt, createdAt + Double($0)) } ?? expiresAt
-    }
-}
-
 /// The version-pinned response cache: SQLite through GRDB (WAL, one file), with an in-memory hot
-/// tier in front. All SQL for the cache lives here, in `CacheOperations.swift` (operators' stats and
-/// purges) and in `CacheSchema`.
+/// tier in front. All SQL for the cache lives here, in `CacheEviction.swift` (deleting in batches,
+/// evicting), in `CacheOperations.swift` (operators' stats and purges) and in `CacheSchema`.
 ///
 /// Writes happen in transactions, so a crash (even `kill -9` mid-write) leaves either the whole
 /// entry or none of it. Hits do not write: access times and hit counts are gathered in memory and
@@ -81,6 +50,15 @@ public final class ResponseCache: Sendable {
     /// How long a purge is kept for other processes to see: far longer than the second between
     /// two flushes.
     static let purgeLogSeconds = 3600.0
+
+    /// How much one transaction of a purge, an expiry or an eviction removes at most: 8 MiB of
+    /// entries as `max_bytes` counts them (bodies and `entryOverhead` each), or 2,048 entries.
+    /// SQLite frees a body page by page (about 15 s a GiB here, measured with 100,000 entries of
+    /// 10 kB), and a writer in another process waits for the lock only `StateDatabase`'s busy
+    /// timeout (5 s) before it fails: a purge of a full 1 GiB cache in one transaction, run with
+    /// `algogate cache purge` beside a serving gateway, failed the gateway's cache stores and its
+    /// usage writes (so every team request got 503 until it ended).
+    let deleteBatchBytes: Int
 
     /// Opens (creating when needed) the state file and brings its schema up to date.
     public convenience init(path: String, settings: Settings) throws {
@@ -292,97 +270,6 @@ public final class ResponseCache: Sendable {
         _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
         if stored > maxBytes { try await evictOverBound(batches: Self.expiryBatchesPerFlush) }
         hot.remove { _, answer in answer.expiresAt <= now }
-    }
-
-    /// How much one transaction of a purge, an expiry or an eviction removes at most: 8 MiB of
-    /// entries as `max_bytes` counts them (bodies and `entryOverhead` each), or 2,048 entries.
-    /// SQLite frees a body page by page (about 15 s a GiB here, measured with 100,000 entries of
-    /// 10 kB), and a writer in another process waits for the lock only `StateDatabase`'s busy
-    /// timeout (5 s) before it fails: a purge of a full 1 GiB cache in one transaction, run with
-    /// `algogate cache purge` beside a serving gateway, failed the gateway's cache stores and its
-    /// usage writes (so every team request got 503 until it ended).
-    let deleteBatchBytes: Int
-    static let deleteBatchRows = 2048
-    /// The pause between two batches: longer than the longest sleep of SQLite's busy handler
-    /// (100 ms), so that a writer in another process waiting for the lock polls within it.
-    static let deletePause = Duration.milliseconds(110)
-    static let expiryBatchesPerFlush = 4
-
-    /// Deletes the entries `condition` selects, `deleteBatchBytes` (and at least one entry) per
-    /// transaction (`inBatches`); stops after `batches`. Returns how many went.
-    func delete(where condition: String, arguments: StatementArguments, batches: Int = .max) async throws -> Int {
-        try await inBatches(batches) { db, limit in
-            let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry WHERE \(condition) LIMIT \(Self.deleteBatchRows)",
-                                        arguments: arguments)
-            let (deleted, _) = try Self.delete(rows, upTo: limit, in: db)
-            return (deleted, deleted < rows.count || rows.count == Self.deleteBatchRows)
-        }
-    }
-
-    /// Evicts least recently used entries while the cache is over `max_bytes` (after a restart that
-    /// lowered it), `deleteBatchBytes` per transaction (`inBatches`); stops after `batches`.
-    private func evictOverBound(batches: Int) async throws {
-        let maxBytes = settings.withLock { $0.maxBytes }
-        _ = try await inBatches(batches) { db, limit in
-            let bytes = try Self.countedBytes(db)
-            guard bytes > maxBytes else { return (0, false) }
-            let rows = try Row.fetchAll(db, sql: "SELECT key, size FROM cache_entry ORDER BY last_access LIMIT \(Self.deleteBatchRows)")
-            let (deleted, freed) = try Self.delete(rows, upTo: min(bytes - maxBytes, limit), in: db)
-            return (deleted, deleted > 0 && bytes - freed > maxBytes)
-        }
-    }
-
-    /// Runs `transaction` (given the bytes one may delete; it says how many entries it deleted and
-    /// whether more remain) up to `batches` times, each its own transaction, pausing `deletePause`
-    /// between them so that other writers, in this process (GRDB's writer serves them in turn) or
-    /// another, get the lock. Returns how many entries went.
-    private func inBatches(_ batches: Int,
-                           _ transaction: @escaping @Sendable (Database, _ limit: Int) throws -> (deleted: Int, more: Bool)) async throws -> Int {
-        var removed = 0
-        for batch in 0..<batches {
-            // Not cut short by cancellation (a shutdown during a flush): the batches go on, unpaused.
-            if batch > 0 { try? await Task.sleep(for: Self.deletePause) }
-            let limit = deleteBatchBytes
-            let (deleted, more) = try await pool.write { db in try transaction(db, limit) }
-            removed += deleted
-            if !more { break }
-        }
-        return removed
-    }
-
-    /// Deletes `rows` (`key`, `size`) in order, at least one, until `bytes` have gone (as
-    /// `max_bytes` counts them: `entryOverhead` each besides); returns how many went and their bytes.
-    private static func delete(_ rows: [Row], upTo bytes: Int, in db: Database) throws -> (count: Int, bytes: Int) {
-        let statement = try db.makeStatement(sql: "DELETE FROM cache_entry WHERE key = ?")
-        var count = 0
-        var freed = 0
-        for row in rows where count == 0 || freed < bytes {
-            try statement.execute(arguments: [row["key"] as String])
-            freed += row["size"] as Int + entryOverhead
-            count += 1
-        }
-        return (count, freed)
-    }
-
-    /// What an entry takes in the file besides its body, counted against `cache.max_bytes`: its
-    /// key, other fields and SHA-256, its entries in the four indexes, and the B-tree pages' slack.
-    /// Measured: 382 bytes an entry, the file's pages less its bodies over 38,000 entries of a
-    /// 15-character algorithm (a longer name takes twice its extra length). Counted by bodies
-    /// alone, a cache of 175-byte answers took a file 3.2 times `max_bytes`.
-    public static let entryOverhead = 400
-
-    /// The cache's size as `cache.max_bytes` bounds it: the bodies, and `entryOverhead` an entry.
-    private static func countedBytes(_ db: Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT bytes + entries * \(entryOverhead) FROM cache_totals WHERE id = 1") ?? 0
-    }
-
-    private static func evict(_ db: Database, maxBytes: Int) throws {
-        while try countedBytes(db) > maxBytes {
-            // One at a time, oldest first: an insert overflows by one entry's size, so this runs a
-            // handful of indexed deletes at most.
-            try db.execute(sql: "DELETE FROM cache_entry WHERE key = (SELECT key FROM cache_entry ORDER BY last_access LIMIT 1)")
-            if db.changesCount == 0 { break }
-        }
     }
 
     static func decode(_ entry: CacheEntry) throws -> CachedAnswer {
