@@ -82,6 +82,8 @@ struct GatewayHarness {
         now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
         cachePath: String? = nil,
         usageStore: (any UsageStore)? = nil,
+        // Smaller than a served gateway's 16 MiB: many gateways run at once in the tests.
+        reserveBytes: Int = 1 << 20,
         clientsYAML: String? = nil,
         environment: [String: String] = [:],
         _ body: (GatewayHarness) async throws -> Value
@@ -105,7 +107,7 @@ struct GatewayHarness {
             let loaded = try ConfigLoader.load(yaml: yaml, environment: environment.merging(["TEST_UPSTREAM_KEY": Keys.upstream]) { $1 })
             let logs = LogCapture()
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
-            let storage = try GatewayStorage.open(loaded.config)
+            let storage = try GatewayStorage.open(loaded.config, reserveBytes: reserveBytes)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in

@@ -65,9 +65,13 @@ public final class ResponseCache: Sendable {
         self.init(pool: try StateDatabase.open(path: path), settings: settings)
     }
 
+    /// The room held on the file's disk (`DiskReserve`): while it is not held, nothing is stored.
+    let reserve: DiskReserve?
+
     /// `deleteBatchBytes`: how much one transaction of a purge, an expiry or an eviction removes at most.
-    public init(pool: DatabasePool, settings: Settings, deleteBatchBytes: Int = 8 << 20) {
+    public init(pool: DatabasePool, settings: Settings, deleteBatchBytes: Int = 8 << 20, reserve: DiskReserve? = nil) {
         self.pool = pool
+        self.reserve = reserve
         self.deleteBatchBytes = deleteBatchBytes
         self.settings = Mutex(settings)
         self.hot = HotTier(capacity: settings.memoryBytes)
@@ -183,6 +187,7 @@ public final class ResponseCache: Sendable {
     @discardableResult
     func store(key: String, algo: String, status: Int, contentType: String, body: ByteBuffer, ttlSeconds: Int,
                now: Double, askedAt mark: Int64? = nil) async throws -> (stored: Bool, gzipBody: ByteBuffer?) {
+        if let reserve, !reserve.isHeld { throw DiskFull() }
         let limits = settings.withLock { $0 }
         let (stored, entry) = try await BodyWork.run(over: body.readableBytes) {
             let compress = body.readableBytes >= limits.compressMinBytes
@@ -196,7 +201,7 @@ public final class ResponseCache: Sendable {
         let gzipBody = entry.encoding == "gzip" ? stored : nil
         guard entry.size + Self.entryOverhead <= limits.maxBytes else { return (false, gzipBody) }
         let known = purgesKnown.withLock { $0 }
-        let inserted = try await pool.write { db in
+        let inserted = try await writeGivingRoomBack { db in
             if let mark, try Self.purged(algo, since: mark, db) { return false }
             // Over the bound already (it was lowered: a restart), a store evicts only what it adds,
             // and `flush` evicts the rest in batches, rather than this call (and every write
@@ -214,6 +219,22 @@ public final class ResponseCache: Sendable {
         // cleared the hot tier before the line above put it back.
         if purgesKnown.withLock({ $0 }) != known { hot.remove { stored, _ in stored == key } }
         return (true, gzipBody)
+    }
+
+    /// A store refused while the file's disk is full (`DiskReserve`), or the one that found it so.
+    struct DiskFull: Error, CustomStringConvertible {
+        var description: String { "the disk holding cache.path is full: the cache stores nothing until it has room" }
+    }
+
+    /// `pool.write`, giving the reserve's room back to the disk when the write finds it full, so
+    /// that the usage counters, written next, have it.
+    private func writeGivingRoomBack<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.write(updates)
+        } catch where DiskReserve.isDiskFull(error) {
+            reserve?.release()
+            throw DiskFull()
+        }
     }
 
     /// Whether a purge of `algo` (`owner/name/version`), of its algorithm, or of everything was

@@ -29,6 +29,8 @@ public final class GatewayMetrics: Sendable {
     private let keyWithheld: Counter
     private let sendTimeouts: Counter
     private let storeFailures: Counter
+    private let usageStoreFailing: Gauge
+    private let diskReserveHeld: Gauge
     private let keyRefused: Counter
     private let reloadsApplied: Counter
     private let reloadsRefused: Counter
@@ -73,6 +75,12 @@ public final class GatewayMetrics: Sendable {
         storeFailures = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_store_failures", unitName: "total",
             helpText: "Answers the cache would have stored but could not (the SQLite file failed); each was sent all the same"))
+        usageStoreFailing = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_usage_store_failing", unitName: "",
+            helpText: "1 while usage counters cannot be read or written, so team requests are refused (quotas fail closed)"))
+        diskReserveHeld = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_disk_reserve_held", unitName: "",
+            helpText: "0 while the disk holding cache.path is full: its reserve went to the usage counters and the cache stores nothing"))
         let reloads = MetricNameDescriptor(metricName: "algogate_config_reloads", unitName: "total",
                                            helpText: "Configuration reloads (SIGHUP, or a change seen by serve --watch), by result: applied or refused")
         reloadsApplied = registry.makeCounter(descriptor: reloads, labels: [("result", "applied")])
@@ -199,7 +207,9 @@ public final class GatewayMetrics: Sendable {
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
     func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
-                    breaker: CircuitBreaker, logWriter: LogWriter?) -> [UInt8] {
+                    breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?) -> [UInt8] {
+        usageStoreFailing.set(to: ledger.isHealthy ? 0 : 1)
+        diskReserveHeld.set(to: reserve?.isHeld ?? true ? 1 : 0)
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
         bufferedInputBytes.set(to: Double(inputBudget.held))

@@ -15,21 +15,28 @@ public struct GatewayStorage: Sendable {
     public let pool: DatabasePool
     public let cache: ResponseCache?
     public let usage: any UsageStore
+    /// Room held on the file's disk for the usage counters (`DiskReserve`).
+    public let reserve: DiskReserve?
 
-    public init(pool: DatabasePool, cache: ResponseCache?, usage: any UsageStore) {
+    public init(pool: DatabasePool, cache: ResponseCache?, usage: any UsageStore, reserve: DiskReserve? = nil) {
         self.pool = pool
         self.cache = cache
         self.usage = usage
+        self.reserve = reserve
     }
 
-    /// Opens `cache.path` (creating it when needed) with every table brought up to date.
-    public static func open(_ config: GatewayConfig) throws -> GatewayStorage {
+    /// Opens `cache.path` (creating it when needed) with every table brought up to date, and
+    /// takes `reserveBytes` of room beside it (`DiskReserve`; a disk without that room leaves the
+    /// cache storing nothing until it has).
+    public static func open(_ config: GatewayConfig, reserveBytes: Int = DiskReserve.defaultBytes) throws -> GatewayStorage {
         let pool = try StateDatabase.open(path: config.cache.path)
+        let reserve = DiskReserve(besideDatabase: config.cache.path, bytes: reserveBytes)
+        reserve.take()
         let cache = config.cache.enabled ? ResponseCache(pool: pool, settings: .init(
             maxBytes: config.cache.maxBytes, memoryBytes: config.cache.memoryBytes,
             compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level),
-            staleIfErrorSeconds: config.cache.staleIfErrorSeconds)) : nil
-        return GatewayStorage(pool: pool, cache: cache, usage: SQLiteUsageStore(pool: pool))
+            staleIfErrorSeconds: config.cache.staleIfErrorSeconds), reserve: reserve) : nil
+        return GatewayStorage(pool: pool, cache: cache, usage: SQLiteUsageStore(pool: pool), reserve: reserve)
     }
 }
 
@@ -142,14 +149,15 @@ public struct GatewayApp: Sendable {
         router.head("/readyz", use: readyz)
         let metrics = metrics
         let gate = gate
-        let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget, flights = flights
+        let logWriter = logWriter, breaker = breaker, answerBudget = answerBudget, flights = flights, reserve = storage.reserve
         router.get("/metrics") { _, context in
             if state.snapshot.config.server.metricsAccess == .admin, context.client?.isOperator != true {
                 throw GatewayError.forbidden("/metrics needs the admin key (server.metrics_access: admin)")
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
-                                                                                      collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter))))
+                                                                                      collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter,
+                                                                                      ledger: ledger, reserve: reserve))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
                        configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, now: now).register(on: router)

@@ -8,7 +8,8 @@ import Synchronization
 /// Counting happens in memory and reaches the store every second (and at shutdown), so the day's
 /// counters and the current minute's requests survive a restart: a rolling restart does not give
 /// every client a fresh minute. Quotas fail closed: while the store cannot be read or written,
-/// every request is refused with 503 rather than let through uncounted.
+/// every request is refused with 503 rather than let through uncounted. A full disk need not
+/// come to that: the room `DiskReserve` holds goes to the counters.
 public final class QuotaLedger: Sendable {
     public struct Admission: Sendable {
         /// The UTC day the request counts in.
@@ -48,6 +49,7 @@ public final class QuotaLedger: Sendable {
         var pendingMinutes: [MinuteKey: Int] = [:]
         var healthy = false
         var loadedDay: Int?
+        var lastFailure: String?
     }
 
     private let state = Mutex(State())
@@ -151,17 +153,29 @@ public final class QuotaLedger: Sendable {
 
     /// Writes the counted deltas to the store; on failure keeps them and refuses requests until
     /// a later flush succeeds. Returns whether the store is healthy.
+    ///
+    /// A write that finds the disk full asks `makingRoom` for room (`DiskReserve.release`) and,
+    /// given it, is made again at once: requests go on being admitted all the while.
     @discardableResult
-    public func flush() async -> Bool {
+    public func flush(makingRoom: @Sendable () -> Bool = { false }) async -> Bool {
         if state.withLock({ $0.loadedDay == nil }) {
-            do { try await load() } catch { return false }
+            do {
+                try await load()
+            } catch {
+                state.withLock { $0.lastFailure = GatewayError.describe(error) }
+                return false
+            }
         }
         let (batch, minutes) = state.withLock { state in
             defer { state.pending = [:]; state.pendingMinutes = [:] }
             return (state.pending, state.pendingMinutes)
         }
         do {
-            try await store.add(batch, minutes: minutes)
+            do {
+                try await store.add(batch, minutes: minutes)
+            } catch where DiskReserve.isDiskFull(error) && makingRoom() {
+                try await store.add(batch, minutes: minutes)
+            }
             state.withLock { $0.healthy = true }
             return true
         } catch {
@@ -169,6 +183,7 @@ public final class QuotaLedger: Sendable {
                 for (key, usage) in batch { state.pending[key, default: Usage()].add(usage) }
                 for (key, requests) in minutes { state.pendingMinutes[key, default: 0] += requests }
                 state.healthy = false
+                state.lastFailure = GatewayError.describe(error)
             }
             return false
         }
@@ -176,6 +191,10 @@ public final class QuotaLedger: Sendable {
 
     /// Whether requests are admitted: the day's counters were read and the last write succeeded.
     public var isHealthy: Bool { state.withLock { $0.healthy } }
+
+    /// Why the last read or write of the store failed, in SQLite's words (nil once one has
+    /// succeeded since).
+    public var lastFailure: String? { state.withLock { $0.healthy ? nil : $0.lastFailure } }
 
     public func standing(of client: String) -> Standing {
         let current = now()

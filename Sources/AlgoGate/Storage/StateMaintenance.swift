@@ -1,10 +1,12 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Every second: usage counters to the database, the cache's access times and counters, expired
-/// entries out. On shutdown (after the server has drained): one last flush, a WAL checkpoint, and
-/// the database closed cleanly.
+/// entries out, and the disk's reserve taken again once it has room (`DiskReserve`). On shutdown
+/// (after the server has drained): one last flush, a WAL checkpoint, and the database closed
+/// cleanly.
 struct StateMaintenance: Service {
     let storage: GatewayStorage
     let ledger: QuotaLedger
@@ -12,13 +14,18 @@ struct StateMaintenance: Service {
     let logger: Logger
 
     func run() async throws {
+        if let reserve = storage.reserve, !reserve.isHeld {
+            logger.warning("the disk holding cache.path is nearly full: cannot hold \(Self.mebibytes(reserve.bytes)) beside it for the usage counters; the cache stores nothing until the disk has \(Self.mebibytes(2 * reserve.bytes)) free",
+                           metadata: ["reserve": "\(reserve.path)"])
+        }
+        let reserveHeld = Mutex(storage.reserve?.isHeld ?? true)
         try? await cancelWhenGracefulShutdown {
             while true {
                 try await Task.sleep(for: interval)
-                await flush()
+                await flush(reserveHeld: reserveHeld)
             }
         }
-        await flush()
+        await flush(reserveHeld: reserveHeld)
         do {
             _ = try await storage.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
             try storage.pool.close()
@@ -32,9 +39,12 @@ struct StateMaintenance: Service {
         }
     }
 
-    private func flush() async {
-        if await !ledger.flush() {
-            logger.error("usage counters could not be written; requests are refused until they can")
+    private func flush(reserveHeld: borrowing Mutex<Bool>) async {
+        // A full disk: the reserve's room goes to the counters (unless a cache store that found
+        // the disk full gave it back already).
+        if await !ledger.flush(makingRoom: { [reserve = storage.reserve] in reserve?.release() ?? false }) {
+            logger.error("usage counters could not be written; requests are refused until they can",
+                         metadata: ["error": "\(ledger.lastFailure ?? "unknown")"])
         }
         do {
             try await storage.cache?.flush(now: Date().timeIntervalSince1970)
@@ -43,5 +53,20 @@ struct StateMaintenance: Service {
         } catch {
             logger.error("cache flush failed", metadata: ["error": "\(error)"])
         }
+        guard let reserve = storage.reserve else { return }
+        _ = reserve.retakeIfRoom()
+        let held = reserve.isHeld
+        guard reserveHeld.withLock({ was in defer { was = held }; return was != held }) else { return }
+        if held {
+            logger.notice("the disk holding cache.path has room again: \(Self.mebibytes(reserve.bytes)) held beside it anew, and the cache stores again",
+                          metadata: ["reserve": "\(reserve.path)"])
+        } else {
+            logger.error("the disk holding cache.path is full: gave back the \(Self.mebibytes(reserve.bytes)) held beside it, so usage is still counted; the cache stores nothing until the disk has \(Self.mebibytes(2 * reserve.bytes)) free",
+                         metadata: ["reserve": "\(reserve.path)"])
+        }
+    }
+
+    private static func mebibytes(_ bytes: Int) -> String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\(bytes) bytes"
     }
 }

@@ -1,0 +1,178 @@
+import AlgoGate
+import AlgoTestSupport
+import Foundation
+import GRDB
+import Testing
+
+/// A disk that fills up: the gateway's SQLite file on a tmpfs of a few MiB (the tests run as root,
+/// as CI does, to mount it), filled to its last byte by another file.
+@Suite struct DiskFullTests {
+    static let reserveBytes = 2 << 20
+
+    @Test func aFullDiskStopsTheCacheButNotTheCounters() async throws {
+        try await Self.withSmallDisk(bytes: 8 << 20) { disk in
+            let path = disk.appendingPathComponent("state.sqlite").path
+            try await GatewayHarness.run(cachePath: path, reserveBytes: Self.reserveBytes) { h in
+                let reserve = path + "-reserve"
+                #expect(Self.size(of: reserve) == Self.reserveBytes)
+                let first = try await Self.call(h, "before")
+                #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+
+                let filler = try Self.fill(disk)
+                var calls = 1
+                var statuses: [Int] = []
+                // The first write to find the disk full (a cache store, or the counters' write
+                // within the second) gives the reserve's room back.
+                #expect(await eventually(within: .seconds(10)) {
+                    calls += 1
+                    let reply = try? await Self.call(h, "full-\(calls)")
+                    statuses.append(reply?.status ?? 0)
+                    return !FileManager.default.fileExists(atPath: reserve)
+                })
+                // Every call was answered, none refused for want of its counters.
+                #expect(Set(statuses) == [200], "\(statuses)")
+                let unstored = try await Self.call(h, "while-full")
+                calls += 1
+                #expect(unstored.status == 200)
+                #expect(unstored.object["result"] as? String == "Hello while-full")
+                #expect(unstored.header("Cache-Status") == "algogate; fwd=miss")
+                #expect(unstored.header("X-Cache") == "MISS")
+                #expect(h.logs.all.contains {
+                    $0.hasPrefix("warning request ") && $0.contains("not_stored=the disk holding cache.path is full: the cache stores nothing until it has room")
+                })
+                #expect(await eventually(within: .seconds(5)) {
+                    h.logs.all.contains { $0.hasPrefix("error the disk holding cache.path is full: gave back the 2 MiB held beside it, so usage is still counted; the cache stores nothing until the disk has 4 MiB free reserve=\(reserve)") }
+                })
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, "algogate_disk_reserve_held") == 0)
+                #expect(metricSample(metrics.text, "algogate_usage_store_failing") == 0)
+                #expect(try await h.gateway.send(.GET, "/readyz").status == 200)
+                // Every call is in the counters, written on the full disk.
+                #expect(await h.app.ledger.flush())
+                let requests = try await h.app.storage.pool.read { db in
+                    try Int.fetchOne(db, sql: "SELECT sum(requests) FROM usage_day WHERE client = 'team-b'")
+                }
+                #expect(requests == calls)
+                #expect(!h.logs.all.contains { $0.hasPrefix("error usage counters could not be written") })
+
+                // Room again: the reserve is taken anew, and the cache stores again.
+                try FileManager.default.removeItem(at: filler)
+                #expect(await eventually(within: .seconds(10)) { Self.size(of: reserve) == Self.reserveBytes })
+                #expect(await eventually(within: .seconds(5)) {
+                    h.logs.all.contains { $0.hasPrefix("notice the disk holding cache.path has room again: 2 MiB held beside it anew, and the cache stores again") }
+                })
+                let stored = try await Self.call(h, "after")
+                #expect(stored.header("Cache-Status") == "algogate; fwd=miss; stored")
+                let hit = try await Self.call(h, "after")
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.bytes == stored.bytes)
+                let held = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(held.text, "algogate_disk_reserve_held") == 1)
+            }
+        }
+    }
+
+    /// With no cache store to find the disk full first, the counters' own write does, and takes
+    /// the room.
+    @Test func withTheCacheOffTheCountersTakeTheReserve() async throws {
+        try await Self.withSmallDisk(bytes: 8 << 20) { disk in
+            let path = disk.appendingPathComponent("state.sqlite").path
+            try await GatewayHarness.run(cacheYAML: "enabled: false", cachePath: path, reserveBytes: Self.reserveBytes) { h in
+                #expect(try await Self.call(h, "before").status == 200)
+                _ = try Self.fill(disk)
+                var calls = 1
+                var statuses: [Int] = []
+                #expect(await eventually(within: .seconds(10)) {
+                    calls += 1
+                    statuses.append((try? await Self.call(h, "full-\(calls)"))?.status ?? 0)
+                    return !FileManager.default.fileExists(atPath: path + "-reserve")
+                })
+                // Past a few more of the counters' writes (one a second).
+                let end = ContinuousClock.now + .seconds(2.5)
+                while ContinuousClock.now < end {
+                    calls += 1
+                    statuses.append((try? await Self.call(h, "full-\(calls)"))?.status ?? 0)
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(Set(statuses) == [200], "\(statuses)")
+                #expect(await h.app.ledger.flush())
+                let requests = try await h.app.storage.pool.read { db in
+                    try Int.fetchOne(db, sql: "SELECT sum(requests) FROM usage_day WHERE client = 'team-b'")
+                }
+                #expect(requests == calls)
+            }
+        }
+    }
+
+    /// What the reserve prevents: with none, a full disk stops the counters, and quotas fail
+    /// closed until it has room.
+    @Test func withoutTheReserveAFullDiskRefusesEveryTeamRequest() async throws {
+        try await Self.withSmallDisk(bytes: 4 << 20) { disk in
+            let path = disk.appendingPathComponent("state.sqlite").path
+            try await GatewayHarness.run(cachePath: path, reserveBytes: 0) { h in
+                #expect(!FileManager.default.fileExists(atPath: path + "-reserve"))
+                #expect(try await Self.call(h, "before").status == 200)
+                let filler = try Self.fill(disk)
+                var refused: TestHTTP.Reply?
+                var calls = 0
+                #expect(await eventually(within: .seconds(10)) {
+                    calls += 1
+                    refused = try? await Self.call(h, "full-\(calls)")
+                    return refused?.status == 503
+                })
+                #expect(refused?.text == #"{"error":{"error_type":"QuotaStoreUnavailable","message":"usage cannot be recorded right now, so requests are refused; retry shortly"}}"#)
+                #expect(try await h.gateway.send(.GET, "/readyz").status == 503)
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, "algogate_usage_store_failing") == 1)
+                #expect(metricSample(metrics.text, "algogate_disk_reserve_held") == 1)
+                // The log says why, in SQLite's words.
+                #expect(h.logs.all.contains {
+                    $0.hasPrefix("error usage counters could not be written; requests are refused until they can error=SQLite error 13: database or disk is full")
+                }, "\(h.logs.all.filter { $0.hasPrefix("error") })")
+
+                try FileManager.default.removeItem(at: filler)
+                #expect(await eventually(within: .seconds(10)) { (try? await Self.call(h, "after"))?.status == 200 })
+            }
+        }
+    }
+
+    static func call(_ h: GatewayHarness, _ input: String) async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: input)
+    }
+
+    static func size(of path: String) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int
+    }
+
+    /// Runs `body` with a tmpfs of `bytes` mounted at a new directory, unmounted after.
+    static func withSmallDisk(bytes: Int, _ body: (URL) async throws -> Void) async throws {
+        try await withTemporaryDirectory("small-disk") { directory in
+            let mounted = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/mount"),
+                                                     arguments: ["-t", "tmpfs", "-o", "size=\(bytes)", "tmpfs", directory.path])
+            guard mounted.termination == .exited(0) else {
+                Issue.record("mounting a tmpfs needs root (as CI runs): \(mounted.log)")
+                return
+            }
+            do {
+                try await body(directory)
+            } catch {
+                _ = try? await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", directory.path])
+                throw error
+            }
+            let unmounted = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", directory.path])
+            #expect(unmounted.termination == .exited(0), "\(unmounted.log)")
+        }
+    }
+
+    /// Fills the disk holding `directory` to its last byte, with a file of its own.
+    static func fill(_ directory: URL) throws -> URL {
+        let filler = directory.appendingPathComponent("filler")
+        let descriptor = open(filler.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { close(descriptor) }
+        let chunk = [UInt8](repeating: 0x5a, count: 4096)
+        while chunk.withUnsafeBytes({ write(descriptor, $0.baseAddress, $0.count) }) > 0 {}
+        #expect(errno == ENOSPC)
+        return filler
+    }
+}
