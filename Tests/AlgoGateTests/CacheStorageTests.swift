@@ -77,6 +77,48 @@ import Testing
         func databaseDidRollback(_ db: Database) { state.withLock { $0.deleted = false } }
     }
 
+    /// An entry that does not read back as it was stored (the disk, or something beside the
+    /// gateway, changed its bytes) is never served: it is a miss, deleted, logged and counted, and
+    /// the call's answer from the upstream takes its place. Here one entry stored gzip-compressed
+    /// no longer inflates, and one stored plain has a byte changed, which only its SHA-256 tells.
+    @Test func anEntryThatDoesNotReadBackAsStoredIsAMissAndIsReplaced() async throws {
+        try await GatewayHarness.run(cacheYAML: "memory_bytes: 0") { h in
+            let large = String(repeating: "HAL ", count: 600)
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            let firstLarge = try await CacheTests.call(h, path, input: large)
+            let firstSmall = try await CacheTests.call(h, path, input: "HAL")
+            #expect(firstLarge.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(firstSmall.header("Cache-Status") == "algogate; fwd=miss; stored")
+            let encodings = try await h.app.storage.pool.write { db in
+                try db.execute(sql: "UPDATE cache_entry SET body = CAST('not gzip at all' AS BLOB) WHERE encoding = 'gzip'")
+                // The same length, one byte changed: "Hello HAL" reads "Hello HAM".
+                try db.execute(sql: "UPDATE cache_entry SET body = CAST(replace(CAST(body AS TEXT), 'Hello HAL', 'Hello HAM') AS BLOB) WHERE encoding = 'identity'")
+                return try String.fetchAll(db, sql: "SELECT encoding FROM cache_entry ORDER BY encoding")
+            }
+            #expect(encodings == ["gzip", "identity"])
+
+            for input in [large, "HAL"] {
+                // The upstream's answer again (its metadata's duration differs from the first's).
+                let again = try await CacheTests.call(h, path, input: input)
+                #expect(again.status == 200)
+                #expect(again.object["result"] as? String == "Hello " + input)
+                #expect(again.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(again.header("X-Cache") == "MISS")
+                let hit = try await CacheTests.call(h, path, input: input)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(firstDifference(hit.bytes, again.bytes) == nil)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 4])
+            for reason in ["its gzip bytes do not inflate", "its body has not the SHA-256 stored with it"] {
+                #expect(await eventually(within: .seconds(5)) {
+                    h.logs.all.contains("warning a cache entry did not read back as stored, and was deleted: the call went upstream algo=demo/Hello/0.1.0 reason=\(reason)")
+                }, "\(h.logs.all.filter { $0.hasPrefix("warning a cache entry") })")
+            }
+            let metrics = try await h.gateway.send(.GET, "/metrics")
+            #expect(metricSample(metrics.text, "algogate_cache_corrupt_entries_total") == 2)
+        }
+    }
+
     /// A purge, and expired entries, are deleted a few MiB per transaction, so that other writers
     /// get the lock between them; expired entries go at most `expiryBatchesPerFlush` batches a flush.
     /// A purge under way in another process (its beginning logged, not yet its end) keeps out

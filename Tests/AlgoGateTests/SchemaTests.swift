@@ -1,4 +1,5 @@
 import AlgoTestSupport
+import Crypto
 import Foundation
 import GRDB
 import NIOCore
@@ -8,6 +9,9 @@ import Testing
 /// The state file's schema moves forward with the code: a file written by an earlier release
 /// opens, and keeps what it holds.
 @Suite struct SchemaTests {
+    /// The SHA-256 every release stored beside an entry's plain body.
+    static func sha256(of body: ByteBuffer) -> String { Formatting.hex(SHA256.hash(data: body.readableBytesView)) }
+
     /// A state file as a release before this one left it: the first `releasedSteps` of
     /// `StateDatabase`'s migration steps.
     static func stateFile(at path: String, releasedSteps: Int) throws -> DatabasePool {
@@ -34,8 +38,8 @@ import Testing
                         try db.execute(sql: """
                             INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, body_sha256,
                                                      created_at, expires_at, last_access, hits)
-                            VALUES (?, 'demo/Hello/0.1.0', 200, 'application/json', ?, ?, ?, '', 0, 4e9, 0, 0)
-                            """, arguments: [key, encoding, Data(body.readableBytesView), body.readableBytes])
+                            VALUES (?, 'demo/Hello/0.1.0', 200, 'application/json', ?, ?, ?, ?, 0, 4e9, 0, 0)
+                            """, arguments: [key, encoding, Data(body.readableBytesView), body.readableBytes, Self.sha256(of: answer)])
                     }
                 }
                 try old.close()
@@ -75,8 +79,8 @@ import Testing
                     try db.execute(sql: """
                         INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256,
                                                  created_at, expires_at, last_access, hits)
-                        VALUES ('old', 'demo/Hello/0.1.0', 200, 'application/json', 'identity', ?, ?, ?, '', 0, 4e9, 0, 0)
-                        """, arguments: [Data(answer.readableBytesView), answer.readableBytes, answer.readableBytes])
+                        VALUES ('old', 'demo/Hello/0.1.0', 200, 'application/json', 'identity', ?, ?, ?, ?, 0, 4e9, 0, 0)
+                        """, arguments: [Data(answer.readableBytesView), answer.readableBytes, answer.readableBytes, Self.sha256(of: answer)])
                 }
                 try old.close()
             }

@@ -175,9 +175,40 @@ public final class ResponseCache: Sendable {
         guard expiry > limit else { return .none }
         // (Checked again: another call may have stored a newer answer meanwhile.)
         guard bounds.accepts(createdAt: entry.createdAt, expiresAt: expiry, now: now) else { return .refused }
-        let answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
+        let answer: CachedAnswer
+        do {
+            answer = try await BodyWork.run(over: entry.size) { try Self.decode(entry) }
+        } catch let corrupt as CorruptEntry {
+            // A miss: the call goes upstream, and its answer takes the entry's place.
+            try? await pool.write { db in
+                try db.execute(sql: "DELETE FROM cache_entry WHERE key = ? AND body_sha256 = ?", arguments: [key, entry.bodySHA256])
+            }
+            discarded.withLock { $0.total += 1; $0.recent.append((entry.algo, corrupt.reason)) }
+            return .none
+        }
         try await holding?(answer.size)
         return .answer(answer)
+    }
+
+    /// An entry whose body does not read back as it was stored: its gzip bytes do not inflate,
+    /// or what they inflate to (or its plain bytes) has not the SHA-256 stored beside them. The
+    /// disk, or something beside the gateway, changed the file; a transaction never leaves one.
+    struct CorruptEntry: Error {
+        let reason: String
+    }
+
+    /// Entries found corrupt and deleted: how many since start, and those not yet logged.
+    private let discarded = Mutex<(total: Int, recent: [(algo: String, reason: String)])>((0, []))
+
+    /// Corrupt entries deleted since start (`algogate_cache_corrupt_entries_total`).
+    var corruptEntriesTotal: Int { discarded.withLock { $0.total } }
+
+    /// The corrupt entries deleted since the last call, to be logged (`StateMaintenance`).
+    func takeCorruptEntries() -> [(algo: String, reason: String)] {
+        discarded.withLock { state in
+            defer { state.recent = [] }
+            return state.recent
+        }
     }
 
     /// Stores an answer, then evicts least recently used entries while over `max_bytes`. Returns
@@ -293,10 +324,20 @@ public final class ResponseCache: Sendable {
         hot.remove { _, answer in answer.expiresAt <= now }
     }
 
+    /// The entry's answer, its body checked against the SHA-256 stored with it (`CorruptEntry`).
     static func decode(_ entry: CacheEntry) throws -> CachedAnswer {
         let stored = ByteBuffer(data: entry.body)
         var body = stored
-        if entry.encoding == "gzip" { body = try body.decompress(with: .gzip()) }
+        if entry.encoding == "gzip" {
+            do {
+                body = try body.decompress(with: .gzip())
+            } catch {
+                throw CorruptEntry(reason: "its gzip bytes do not inflate")
+            }
+        }
+        guard Formatting.hex(SHA256.hash(data: body.readableBytesView)) == entry.bodySHA256 else {
+            throw CorruptEntry(reason: "its body has not the SHA-256 stored with it")
+        }
         return CachedAnswer(algo: entry.algo, status: entry.status, contentType: entry.contentType, body: body,
                             gzipBody: entry.encoding == "gzip" ? stored : nil, createdAt: entry.createdAt, expiresAt: entry.expiresAt)
     }

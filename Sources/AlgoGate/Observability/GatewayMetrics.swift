@@ -30,6 +30,8 @@ public final class GatewayMetrics: Sendable {
     private let sendTimeouts: Counter
     private let storeFailures: Counter
     private let usageStoreFailing: Gauge
+    private let corruptEntries: Counter
+    private let corruptEntriesCounted = Mutex(0)
     private let diskReserveHeld: Gauge
     private let keyRefused: Counter
     private let reloadsApplied: Counter
@@ -75,6 +77,9 @@ public final class GatewayMetrics: Sendable {
         storeFailures = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_store_failures", unitName: "total",
             helpText: "Answers the cache would have stored but could not (the SQLite file failed); each was sent all the same"))
+        corruptEntries = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_cache_corrupt_entries", unitName: "total",
+            helpText: "Cache entries that did not read back as stored (their gzip or SHA-256 check failed), deleted; each call went upstream"))
         usageStoreFailing = registry.makeGauge(descriptor: .init(
             metricName: "algogate_usage_store_failing", unitName: "",
             helpText: "1 while usage counters cannot be read or written, so team requests are refused (quotas fail closed)"))
@@ -207,7 +212,9 @@ public final class GatewayMetrics: Sendable {
     /// The text exposition, with the gauges read from the gate and the log writer's drops
     /// brought up to date at scrape time.
     func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
-                    breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?) -> [UInt8] {
+                    breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
+                    cache: ResponseCache?) -> [UInt8] {
+        if let cache { Self.catchUp(corruptEntries, counted: corruptEntriesCounted, to: cache.corruptEntriesTotal) }
         usageStoreFailing.set(to: ledger.isHealthy ? 0 : 1)
         diskReserveHeld.set(to: reserve?.isHeld ?? true ? 1 : 0)
         inFlight.set(to: Double(gate.inFlight))

@@ -157,7 +157,7 @@ public struct GatewayApp: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
                                                                                       collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter,
-                                                                                      ledger: ledger, reserve: reserve))))
+                                                                                      ledger: ledger, reserve: reserve, cache: cache))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
                        configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, now: now).register(on: router)

@@ -46,6 +46,10 @@ struct StateMaintenance: Service {
             logger.error("usage counters could not be written; requests are refused until they can",
                          metadata: ["error": "\(ledger.lastFailure ?? "unknown")"])
         }
+        for (algo, reason) in storage.cache?.takeCorruptEntries() ?? [] {
+            logger.warning("a cache entry did not read back as stored, and was deleted: the call went upstream",
+                           metadata: ["algo": "\(algo)", "reason": "\(reason)"])
+        }
         do {
             try await storage.cache?.flush(now: Date().timeIntervalSince1970)
         } catch is CancellationError {
