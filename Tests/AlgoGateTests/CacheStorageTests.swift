@@ -77,6 +77,38 @@ import Testing
         func databaseDidRollback(_ db: Database) { state.withLock { $0.deleted = false } }
     }
 
+    /// A cache whose file cannot be read (here its table is gone from under it, as a damaged page
+    /// or an I/O error would make a read fail) costs no answer: the call goes upstream, logged
+    /// with `not_read` and counted once, and the cache serves again once it can be read.
+    @Test func aCacheThatCannotBeReadCostsNoAnswer() async throws {
+        try await GatewayHarness.run(cacheYAML: "memory_bytes: 0") { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            #expect(try await CacheTests.call(h, path).header("Cache-Status") == "algogate; fwd=miss; stored")
+            try await h.app.storage.pool.write { db in try db.execute(sql: "ALTER TABLE cache_entry RENAME TO cache_entry_elsewhere") }
+
+            let unread = try await CacheTests.call(h, path)
+            #expect(unread.status == 200)
+            #expect(unread.object["result"] as? String == "Hello HAL")
+            #expect(unread.header("Cache-Status") == "algogate; fwd=miss")
+            #expect(unread.header("X-Cache") == "MISS")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+            #expect(await eventually(within: .seconds(5)) {
+                h.logs.all.contains {
+                    $0.hasPrefix("warning request ") && $0.contains("not_read=SQLite error 1: no such table: cache_entry")
+                        && $0.contains("not_stored=SQLite error 1: no such table: cache_entry") && $0.contains("status=200")
+                }
+            }, "\(h.logs.all.filter { $0.hasPrefix("warning request") })")
+            let metrics = try await h.gateway.send(.GET, "/metrics")
+            #expect(metricSample(metrics.text, "algogate_cache_read_failures_total") == 1)
+            #expect(try await h.gateway.send(.GET, "/readyz").status == 200)
+
+            try await h.app.storage.pool.write { db in try db.execute(sql: "ALTER TABLE cache_entry_elsewhere RENAME TO cache_entry") }
+            let hit = try await CacheTests.call(h, path)
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.object["result"] as? String == "Hello HAL")
+        }
+    }
+
     /// An entry that does not read back as it was stored (the disk, or something beside the
     /// gateway, changed its bytes) is never served: it is a miss, deleted, logged and counted, and
     /// the call's answer from the upstream takes its place. Here one entry stored gzip-compressed

@@ -29,6 +29,7 @@ public final class GatewayMetrics: Sendable {
     private let keyWithheld: Counter
     private let sendTimeouts: Counter
     private let storeFailures: Counter
+    private let readFailures: Counter
     private let usageStoreFailing: Gauge
     private let corruptEntries: Counter
     private let corruptEntriesCounted = Mutex(0)
@@ -77,6 +78,9 @@ public final class GatewayMetrics: Sendable {
         storeFailures = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_store_failures", unitName: "total",
             helpText: "Answers the cache would have stored but could not (the SQLite file failed); each was sent all the same"))
+        readFailures = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_cache_read_failures", unitName: "total",
+            helpText: "Cacheable calls for which the cache could not be read (the SQLite file failed); each went upstream"))
         corruptEntries = registry.makeCounter(descriptor: .init(
             metricName: "algogate_cache_corrupt_entries", unitName: "total",
             helpText: "Cache entries that did not read back as stored (their gzip or SHA-256 check failed), deleted; each call went upstream"))
@@ -158,6 +162,7 @@ public final class GatewayMetrics: Sendable {
     func upstreamKeyWithheld() { keyWithheld.increment() }
     func clientSendTimedOut() { sendTimeouts.increment() }
     func cacheStoreFailed() { storeFailures.increment() }
+    func cacheReadFailed() { readFailures.increment() }
     func upstreamKeyRefused() { keyRefused.increment() }
 
     func configReload(applied: Bool) {

@@ -138,8 +138,10 @@ struct RequestLogMiddleware: RouterMiddleware {
             logger.error("request", metadata: metadata)
             return
         }
-        if let notStoredBecause = shortfall.notStoredBecause {
-            metadata["not_stored"] = .string(notStoredBecause)
+        if shortfall.notStoredBecause != nil || shortfall.notReadBecause != nil {
+            // The client got its answer; the cache's file failed behind it.
+            if let notReadBecause = shortfall.notReadBecause { metadata["not_read"] = .string(notReadBecause) }
+            if let notStoredBecause = shortfall.notStoredBecause { metadata["not_stored"] = .string(notStoredBecause) }
             logger.warning("request", metadata: metadata)
             return
         }

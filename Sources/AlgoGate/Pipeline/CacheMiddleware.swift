@@ -169,7 +169,7 @@ struct CacheMiddleware: RouterMiddleware {
     @inline(never)
     private func lookUp(_ key: String, decision: CachePolicy.Decision, terms: Terms, context: Context, refused: inout Bool) async throws -> LookUp {
         while true {
-            switch try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds) {
+            switch try await read(key, decision: decision, terms: terms, facts: context.facts) {
             case .answer(let answer): return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
             case .refused: refused = true
             case .none: break
@@ -181,7 +181,7 @@ struct CacheMiddleware: RouterMiddleware {
                 // second upstream call.
                 let stored: ResponseCache.Found
                 do {
-                    stored = try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
+                    stored = try await read(key, decision: decision, terms: terms, facts: context.facts)
                 } catch {
                     flights.finish(key, with: nil)
                     throw error
@@ -208,6 +208,22 @@ struct CacheMiddleware: RouterMiddleware {
             case .leaderFailed:
                 return .goesUpstream
             }
+        }
+    }
+
+    /// `cache.lookup`, a file that cannot be read (an I/O error, a damaged page) taken for a miss:
+    /// a cache that cannot be read costs no answer, as one that cannot store costs none. Logged
+    /// with `not_read` and counted. Room for the answer not found in time (503) is thrown.
+    private func read(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> ResponseCache.Found {
+        do {
+            return try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
+        } catch let error as GatewayError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            if facts.record(notReadBecause: GatewayError.describe(error)) { metrics.cacheReadFailed() }
+            return .none
         }
     }
 
@@ -283,7 +299,19 @@ struct CacheMiddleware: RouterMiddleware {
     /// request's own bounds (`RequestFreshness`: no expired entry is fresh for a `min-fresh`).
     private func staleHit(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> Response? {
         let current = now()
-        guard let answer = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds) else { return nil }
+        let found: CachedAnswer?
+        do {
+            found = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
+        } catch let error as GatewayError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The upstream's failure is the answer, not the file's.
+            if facts.record(notReadBecause: GatewayError.describe(error)) { metrics.cacheReadFailed() }
+            return nil
+        }
+        guard let answer = found else { return nil }
         return hit(answer, gzip: terms.gzip(answer.contentType), stale: answer.expiresAt <= current, facts: facts)
     }
 

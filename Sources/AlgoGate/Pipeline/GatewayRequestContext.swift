@@ -62,6 +62,8 @@ final class RequestFacts: Sendable {
         var staleBecause: String?
         /// Why an answer the cache would have kept was not stored (the store failed).
         var notStoredBecause: String?
+        /// Why the cache could not be read for the call (its file failed), which went upstream.
+        var notReadBecause: String?
         /// The upstream answered 401: it refused the server key.
         var upstreamRefusedKey = false
         /// The algorithm's answer is wanted even if the client goes: the cache stores it, or
@@ -143,6 +145,16 @@ final class RequestFacts: Sendable {
         state.withLock { $0.notStoredBecause = reason }
     }
 
+    /// Why the cache could not be read for the call: for the log line. Returns whether it is the
+    /// call's first such failure (a call reads the cache again before it leads a flight).
+    @discardableResult
+    func record(notReadBecause reason: String) -> Bool {
+        state.withLock { state in
+            defer { state.notReadBecause = reason }
+            return state.notReadBecause == nil
+        }
+    }
+
     /// The upstream answered 401, refusing the server key (`Forwarder`).
     var upstreamRefusedKey: Bool {
         get { state.withLock { $0.upstreamRefusedKey } }
@@ -152,7 +164,7 @@ final class RequestFacts: Sendable {
     /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
     var shortfall: Shortfall {
         state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
-                                   upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone) }
+                                   notReadBecause: $0.notReadBecause, upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
@@ -210,6 +222,8 @@ struct Shortfall: Sendable {
     var staleBecause: String?
     /// Why the cache did not keep an answer it would have.
     var notStoredBecause: String?
+    /// Why the cache could not be read for the call.
+    var notReadBecause: String?
     /// The upstream answered 401: it refused the server key.
     var upstreamRefusedKey = false
     /// The client went before the algorithm's answer came, and the call ran on to its end.
