@@ -58,6 +58,7 @@ struct Serve: AsyncParsableCommand {
         let ignored = ConfigLoader.ignoredProxyVariables(loaded.config, environment: ProcessInfo.processInfo.environment)
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         for note in ConfigLoader.notes(loaded.config) { log.logger.warning("\(note)") }
+        if let note = DiskReserve.roomNote(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,

@@ -136,6 +136,33 @@ import Testing
         }
     }
 
+    /// A cache.max_bytes larger than the disk holding cache.path can give the cache is named
+    /// by check-config (and logged by serve), with the room there; one that fits is not.
+    @Test func checkConfigNamesACacheLargerThanItsDisk() async throws {
+        try await Self.withSmallDisk(bytes: 32 << 20) { disk in
+            let config = disk.appendingPathComponent("algogate.yaml")
+            func check(maxBytes: Int) async throws -> [String] {
+                try """
+                upstream: {url: "http://127.0.0.1:9", key_env: UP_KEY}
+                cache: {path: "\(disk.path)/state.sqlite", max_bytes: \(maxBytes)}
+                clients: [{name: a, key_sha256: "\(String(repeating: "ab", count: 32))", scopes: [algo]}]
+                """.write(to: config, atomically: true, encoding: .utf8)
+                let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+                #expect(checked.termination == .exited(0), "\(checked.log)")
+                return checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map(String.init)
+            }
+            // The config file itself takes a page of the 32 MiB.
+            let tooLarge = try await check(maxBytes: 1 << 30)
+            #expect(tooLarge == [
+                "note: cache.max_bytes (1 GiB), with its WAL (about 4 MiB) and the 16 MiB the gateway holds beside it for the usage counters, "
+                    + "is more than the 32.0 MiB the disk holding cache.path has for them: once the disk is full, the cache stores nothing; "
+                    + "lower cache.max_bytes, or give cache.path a larger disk",
+            ])
+            let fits = try await check(maxBytes: 8 << 20)
+            #expect(fits == [])
+        }
+    }
+
     static func call(_ h: GatewayHarness, _ input: String) async throws -> TestHTTP.Reply {
         try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: input)
     }

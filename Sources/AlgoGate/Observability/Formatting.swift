@@ -22,6 +22,16 @@ enum Formatting {
         }
     }
 
+    /// A size as people read it: `16 MiB`, `1.5 GiB`, `900 KiB`, `12 bytes` (one decimal where it
+    /// is not whole). Not for hot paths: it uses `String(format:)`.
+    static func size(_ bytes: Int) -> String {
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] where bytes >= 1 << shift {
+            let value = Double(bytes) / Double(1 << shift)
+            return value == value.rounded() ? "\(Int(value)) \(unit)" : String(format: "%.1f", value) + " " + unit
+        }
+        return "\(bytes) bytes"
+    }
+
     /// A whole number left-padded with zeros to `width`.
     static func padded(_ value: Int, _ width: Int) -> String {
         let text = String(value)

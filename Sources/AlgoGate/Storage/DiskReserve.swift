@@ -72,9 +72,39 @@ public final class DiskReserve: Sendable {
     }
 
     /// Bytes an unprivileged process may still write on the disk that holds the file.
-    func freeBytes() -> Int? {
+    func freeBytes() -> Int? { Self.freeBytes(onDiskOf: path) }
+
+    /// A note when the disk holding `cache.path` has less room than the cache may take: its
+    /// `max_bytes`, a WAL's worth beside it (SQLite checkpoints at about 4 MiB), and the reserve.
+    /// The cache would fill the disk, and then store nothing. The gateway's own files there count
+    /// as room. Nil when the room is there, when the cache is off, or when it cannot be told.
+    public static func roomNote(_ config: GatewayConfig, reserveBytes: Int = defaultBytes) -> String? {
+        guard config.cache.enabled else { return nil }
+        let path = config.cache.path
+        let own = ["", "-wal", "-reserve"].compactMap { suffix in
+            (try? FileManager.default.attributesOfItem(atPath: path + suffix))?[.size] as? Int
+        }.reduce(0, +)
+        guard let free = freeBytes(onDiskOf: path) else { return nil }
+        let room = free + own
+        guard room < config.cache.maxBytes + walAllowance + reserveBytes else { return nil }
+        return "cache.max_bytes (\(Formatting.size(config.cache.maxBytes))), with its WAL (about \(Formatting.size(walAllowance))) and the "
+            + "\(Formatting.size(reserveBytes)) the gateway holds beside it for the usage counters, is more than the \(Formatting.size(room)) "
+            + "the disk holding cache.path has for them: once the disk is full, the cache stores nothing; lower cache.max_bytes, or give cache.path a larger disk"
+    }
+
+    static let walAllowance = 4 << 20
+
+    /// Bytes an unprivileged process may still write on the disk that holds `path`, or would hold
+    /// it (its nearest existing directory).
+    static func freeBytes(onDiskOf path: String) -> Int? {
+        var directory = (path as NSString).deletingLastPathComponent
+        while !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            let parent = (directory as NSString).deletingLastPathComponent
+            if parent == directory { break }
+            directory = parent
+        }
         var stats = statvfs()
-        guard statvfs((path as NSString).deletingLastPathComponent, &stats) == 0 else { return nil }
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
         return Int(stats.f_bavail) * Int(stats.f_frsize)
     }
 

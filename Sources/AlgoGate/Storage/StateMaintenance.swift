@@ -15,7 +15,7 @@ struct StateMaintenance: Service {
 
     func run() async throws {
         if let reserve = storage.reserve, !reserve.isHeld {
-            logger.warning("the disk holding cache.path is nearly full: cannot hold \(Self.mebibytes(reserve.bytes)) beside it for the usage counters; the cache stores nothing until the disk has \(Self.mebibytes(2 * reserve.bytes)) free",
+            logger.warning("the disk holding cache.path is nearly full: cannot hold \(Formatting.size(reserve.bytes)) beside it for the usage counters; the cache stores nothing until the disk has \(Formatting.size(2 * reserve.bytes)) free",
                            metadata: ["reserve": "\(reserve.path)"])
         }
         let reserveHeld = Mutex(storage.reserve?.isHeld ?? true)
@@ -62,15 +62,11 @@ struct StateMaintenance: Service {
         let held = reserve.isHeld
         guard reserveHeld.withLock({ was in defer { was = held }; return was != held }) else { return }
         if held {
-            logger.notice("the disk holding cache.path has room again: \(Self.mebibytes(reserve.bytes)) held beside it anew, and the cache stores again",
+            logger.notice("the disk holding cache.path has room again: \(Formatting.size(reserve.bytes)) held beside it anew, and the cache stores again",
                           metadata: ["reserve": "\(reserve.path)"])
         } else {
-            logger.error("the disk holding cache.path is full: gave back the \(Self.mebibytes(reserve.bytes)) held beside it, so usage is still counted; the cache stores nothing until the disk has \(Self.mebibytes(2 * reserve.bytes)) free",
+            logger.error("the disk holding cache.path is full: gave back the \(Formatting.size(reserve.bytes)) held beside it, so usage is still counted; the cache stores nothing until the disk has \(Formatting.size(2 * reserve.bytes)) free",
                          metadata: ["reserve": "\(reserve.path)"])
         }
-    }
-
-    private static func mebibytes(_ bytes: Int) -> String {
-        bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\(bytes) bytes"
     }
 }
