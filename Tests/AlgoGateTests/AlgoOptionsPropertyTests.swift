@@ -145,8 +145,8 @@ import Testing
                 }
                 let forwarded = target.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
                 // The gateway's reading, with the timeout as it clamps it (to the harness's 300 s,
-                // Algorithmia's default: a call without one is left without one).
-                let read = ["timeout": options.timeout.map { String(min($0, 300)) }, "output": options.output, "stdout": options.stdout, "sudo": options.sudo]
+                // Algorithmia's default: a call without one is left without one, and 0 is the default).
+                let read = ["timeout": options.timeout.map { String($0 == 0 ? 300 : min($0, 300)) }, "output": options.output, "stdout": options.stdout, "sudo": options.sudo]
                 for reader in Reader.all {
                     for name in Self.names {
                         #expect(reader.value(of: name, in: forwarded) == read[name] ?? nil,

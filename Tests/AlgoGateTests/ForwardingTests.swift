@@ -145,29 +145,38 @@ import Testing
         #expect(Forwarder.query("stdout=true", clampingTimeoutTo: 600) == ("stdout=true", 300))
         #expect(Forwarder.query(nil, clampingTimeoutTo: 30) == ("timeout=30", 30))
         #expect(Forwarder.query("timeout=99999999999999999999999", clampingTimeoutTo: 30) == ("timeout=30", 30))
+        // 0, as the official Java client sends for a timeout set in minutes, is the default.
+        #expect(Forwarder.query("timeout=0&stdout=true", clampingTimeoutTo: 600) == ("timeout=300&stdout=true", 300))
+        #expect(Forwarder.query("timeout=00", clampingTimeoutTo: 60) == ("timeout=60", 60))
     }
 
     /// A `timeout` the gateway cannot read is refused before the quota, the cache or the upstream
     /// see the call, hits answered on the event loop included: waiting the default 300 s for a
-    /// caller who meant less is worse than saying so.
+    /// caller who meant less is worse than saying so. 0 is read, as the default.
     @Test func anUnreadableTimeoutIsRefused() async throws {
         try await GatewayHarness.run { h in
             // A stored answer, so a hit could answer the refused calls below if the check came late.
             let stored = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(stored.status == 200)
             let calls = h.simulator.stats.snapshot.algoCalls.values.reduce(0, +)
-            for timeout in ["=abc", "=", "", "=0", "=00", "=-5", "=1.5", "=20s", "=%32%30"] {
+            for timeout in ["=abc", "=", "", "=-5", "=1.5", "=20s", "=%32%30", "=0x10"] {
                 let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?stdout=false&timeout\(timeout)",
                                                      headers: simple(Keys.teamB) + textType, text: "HAL")
                 #expect(reply.status == 400, "timeout\(timeout)")
                 #expect(reply.header("Content-Type") == "application/json")
-                #expect(reply.text == #"{"error":{"error_type":"InputError","message":"the timeout option must be a whole number of seconds, 1 or more (larger ones are cut to the gateway's upstream.timeout_seconds)"}}"#)
+                #expect(reply.text == #"{"error":{"error_type":"InputError","message":"the timeout option must be a whole number of seconds (larger ones are cut to the gateway's upstream.timeout_seconds; 0 is the default, 300)"}}"#)
                 #expect(reply.header("X-Cache") == nil)
             }
             #expect(h.simulator.stats.snapshot.algoCalls.values.reduce(0, +) == calls)
             let hit = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?timeout=007", headers: simple(Keys.teamB) + textType, text: "HAL")
             #expect(hit.status == 200)
             #expect(hit.header("X-Cache") == "HIT")
+            // The official Java client's `setTimeout(5, TimeUnit.MINUTES)` sends timeout=0: the
+            // default, not a refusal (the call below reaches the upstream, with timeout=300).
+            let java = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0?timeout=0", headers: simple(Keys.teamB) + jsonType, text: "10")
+            #expect(java.status == 200)
+            #expect(java.object["error"] == nil, "\(java.text)")
+            #expect(h.simulator.stats.snapshot.algoCalls["test/Sleep/1.0.0"] == 1)
         }
     }
 }

@@ -13,7 +13,10 @@ import Foundation
 /// in plain lowercase, or a value other than plain letters and digits is refused with a 400,
 /// never guessed at. The official clients send each option once, plainly.
 public struct AlgoOptions: Sendable, Equatable {
-    /// Whole seconds from 1, as asked (`Forwarder.query` clamps it).
+    /// Whole seconds, as asked (`Forwarder.query` clamps it). 0 is read as none given, the
+    /// default: the official Java client sends it for a timeout set in minutes or hours
+    /// (`Algorithm.setTimeout(5, TimeUnit.MINUTES)` converts the wrong way round, to 0), and that
+    /// the bug stayed suggests Algorithmia answers it as it would a call without one.
     public var timeout: Int?
     public var output: String?
     public var stdout: String?
@@ -26,7 +29,7 @@ public struct AlgoOptions: Sendable, Equatable {
         self.sudo = sudo
     }
 
-    static let timeoutMessage = "the timeout option must be a whole number of seconds, 1 or more (larger ones are cut to the gateway's upstream.timeout_seconds)"
+    static let timeoutMessage = "the timeout option must be a whole number of seconds (larger ones are cut to the gateway's upstream.timeout_seconds; 0 is the default, 300)"
 
     /// The options in `query`, or a 400 naming what is ambiguous. Other parameters are left alone.
     public static func parse(_ query: String?) throws(GatewayError) -> AlgoOptions {
@@ -49,8 +52,9 @@ public struct AlgoOptions: Sendable, Equatable {
             switch name {
             case "timeout":
                 guard options.timeout == nil else { throw twice(name) }
-                guard plain, value.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                      value.contains(where: { $0 != "0" }) else { throw GatewayError.badRequest(timeoutMessage) }
+                guard plain, value.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else {
+                    throw GatewayError.badRequest(timeoutMessage)
+                }
                 // Digits too many for an Int ask for more than any maximum: the clamp's.
                 options.timeout = Int(value) ?? .max
             case "output":

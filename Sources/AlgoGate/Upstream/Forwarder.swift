@@ -277,7 +277,8 @@ public struct Forwarder: Sendable {
         var timeout = min(algorithmDefaultTimeout, maximum)
         if let index = parts.firstIndex(where: { $0.hasPrefix("timeout=") }) {
             let requested = Int(parts[index].dropFirst("timeout=".count)) ?? maximum  // digits too many for an Int
-            timeout = max(1, min(requested, maximum))
+            // 0 is none given (`AlgoOptions.timeout`): the default, said plainly to the upstream.
+            if requested > 0 { timeout = min(requested, maximum) }
             parts[index] = "timeout=\(timeout)"
         } else if maximum < algorithmDefaultTimeout {
             // Without a timeout the upstream would wait its default 300 s; tell it the gateway's bound.
