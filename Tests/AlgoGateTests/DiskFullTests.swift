@@ -163,6 +163,28 @@ import Testing
         }
     }
 
+    /// The reserve is made where it is named, never through a symbolic link someone left there:
+    /// growing and truncating the file it points to would damage it.
+    @Test func theReserveIsNeverTakenThroughASymbolicLink() async throws {
+        try await withTemporaryDirectory("reserve-link") { directory in
+            let target = directory.appendingPathComponent("precious")
+            try Data("keep me".utf8).write(to: target)
+            let database = directory.appendingPathComponent("state.sqlite").path
+            try FileManager.default.createSymbolicLink(atPath: database + "-reserve", withDestinationPath: target.path)
+            let reserve = DiskReserve(besideDatabase: database, bytes: 1 << 20)
+            #expect(!reserve.take())
+            #expect(!reserve.isHeld)
+            #expect(try Data(contentsOf: target) == Data("keep me".utf8))
+
+            try FileManager.default.removeItem(atPath: database + "-reserve")
+            #expect(reserve.take())
+            #expect(Self.size(of: database + "-reserve") == 1 << 20)
+            #expect(reserve.release())
+            #expect(!FileManager.default.fileExists(atPath: database + "-reserve"))
+            #expect(!reserve.release(), "given back once")
+        }
+    }
+
     static func call(_ h: GatewayHarness, _ input: String) async throws -> TestHTTP.Reply {
         try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: input)
     }

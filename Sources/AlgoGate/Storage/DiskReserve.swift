@@ -40,7 +40,8 @@ public final class DiskReserve: Sendable {
     @discardableResult
     public func take() -> Bool {
         guard bytes > 0 else { return true }
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        // Not through a symbolic link: the file is made, grown and truncated where it is named.
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard descriptor >= 0 else { return false }
         // posix_fallocate returns the error rather than setting errno. A file of zeros written
         // lazily, or a sparse one (ftruncate), would hold no blocks.
