@@ -217,6 +217,33 @@ import Testing
         }
     }
 
+    /// Hits answered on the event loop are written once the loop has read what its turn found
+    /// (`CachedHitHandler.pending`); requests pipelined in one segment still get their answers in
+    /// order, hits before and after one the pipeline answers, and before the refusal of a
+    /// malformed request that ends the connection.
+    @Test func pipelinedHitsKeepTheirOrderBesideThePipelineAndAMalformedRequest() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
+            let other = "/v1/algo/demo/Hello/0.1.0?output=raw&stdout=false"
+            _ = try await h.gateway.send(.POST, other, headers: simple(Keys.teamB) + textType, text: "HAL 2")
+            let fastBefore = try await Self.fastHits(h)
+            let segment = Self.rawCall() + Self.rawCall(other, body: "HAL 2")
+                + "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                + Self.rawCall() + "GET /v1/algo has spaces HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            let connection = try await RawConnection.connect(port: h.gatewayPort, sending: segment)
+            #expect(await connection.waitForClose(within: .seconds(10)))
+            let answers = RawResponse.parse(connection.text)
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+                    "\(connection.text)")
+            #expect(answers.map(\.body).prefix(4) == ["Hello HAL", "Hello HAL 2", #"{"status":"ok"}"#, "Hello HAL"])
+            #expect(answers.map { $0.headers["x-cache"] } == ["HIT", "HIT", nil, "HIT", nil])
+            #expect(answers.last?.body.contains("the request line is not valid HTTP/1.1") == true)
+            // The first two were answered on the event loop.
+            #expect(try await Self.fastHits(h) - fastBefore >= 2)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
+        }
+    }
+
     /// Hummingbird's idle timeout sees hits answered on the event loop as activity: a connection
     /// busy with nothing else stays open past it, and is closed once it is really idle.
     @Test func aConnectionServingOnlyHitsIsNotTakenForIdle() async throws {
