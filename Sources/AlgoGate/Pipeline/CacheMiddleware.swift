@@ -211,19 +211,26 @@ struct CacheMiddleware: RouterMiddleware {
         }
     }
 
-    /// `cache.lookup`, a file that cannot be read (an I/O error, a damaged page) taken for a miss:
-    /// a cache that cannot be read costs no answer, as one that cannot store costs none. Logged
-    /// with `not_read` and counted. Room for the answer not found in time (503) is thrown.
+    /// `cache.lookup`, a file that cannot be read (an I/O error, a damaged page) taken for a miss.
     private func read(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> ResponseCache.Found {
+        try await readingFile(facts: facts, unread: .none) {
+            try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
+        }
+    }
+
+    /// Runs a read of the cache's file; one the file fails (not one refused room for its answer
+    /// in time, 503, nor a cancellation) is logged with `not_read`, counted, and answered with
+    /// `unread`: a cache that cannot be read costs no answer, as one that cannot store costs none.
+    private func readingFile<T>(facts: RequestFacts, unread: T, _ read: () async throws -> T) async throws -> T {
         do {
-            return try await cache.lookup(key, now: now(), holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
+            return try await read()
         } catch let error as GatewayError {
             throw error
         } catch is CancellationError {
             throw CancellationError()
         } catch {
             if facts.record(notReadBecause: GatewayError.describe(error)) { metrics.cacheReadFailed() }
-            return .none
+            return unread
         }
     }
 
@@ -299,17 +306,9 @@ struct CacheMiddleware: RouterMiddleware {
     /// request's own bounds (`RequestFreshness`: no expired entry is fresh for a `min-fresh`).
     private func staleHit(_ key: String, decision: CachePolicy.Decision, terms: Terms, facts: RequestFacts) async throws -> Response? {
         let current = now()
-        let found: CachedAnswer?
-        do {
-            found = try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
-        } catch let error as GatewayError {
-            throw error
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            // The upstream's failure is the answer, not the file's.
-            if facts.record(notReadBecause: GatewayError.describe(error)) { metrics.cacheReadFailed() }
-            return nil
+        // A file that cannot be read leaves the upstream's failure as the answer.
+        let found = try await readingFile(facts: facts, unread: nil) {
+            try await cache.lookupStale(key, now: current, holding: terms.holding, within: decision.freshness, lifetime: decision.ttlSeconds)
         }
         guard let answer = found else { return nil }
         return hit(answer, gzip: terms.gzip(answer.contentType), stale: answer.expiresAt <= current, facts: facts)
