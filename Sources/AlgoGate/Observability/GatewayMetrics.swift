@@ -221,7 +221,7 @@ public final class GatewayMetrics: Sendable {
                     cache: ResponseCache?) -> [UInt8] {
         if let cache { Self.catchUp(corruptEntries, counted: corruptEntriesCounted, to: cache.corruptEntriesTotal) }
         usageStoreFailing.set(to: ledger.isHealthy ? 0 : 1)
-        diskReserveHeld.set(to: reserve?.isHeld ?? true ? 1 : 0)
+        diskReserveHeld.set(to: (reserve?.isHeld ?? true) ? 1 : 0)
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
         bufferedInputBytes.set(to: Double(inputBudget.held))
