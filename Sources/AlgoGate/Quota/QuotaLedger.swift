@@ -155,7 +155,8 @@ public final class QuotaLedger: Sendable {
     /// a later flush succeeds. Returns whether the store is healthy.
     ///
     /// A write that finds the disk full asks `makingRoom` for room (`DiskReserve.release`) and,
-    /// given it, is made again at once: requests go on being admitted all the while.
+    /// when it says there may be some, is made again at once: requests go on being admitted all
+    /// the while.
     @discardableResult
     public func flush(makingRoom: @Sendable () -> Bool = { false }) async -> Bool {
         if state.withLock({ $0.loadedDay == nil }) {

@@ -40,9 +40,14 @@ struct StateMaintenance: Service {
     }
 
     private func flush(reserveHeld: borrowing Mutex<Bool>) async {
-        // A full disk: the reserve's room goes to the counters (unless a cache store that found
-        // the disk full gave it back already).
-        if await !ledger.flush(makingRoom: { [reserve = storage.reserve] in reserve?.release() ?? false }) {
+        // A full disk: the reserve's room goes to the counters, and their write is made again.
+        // Made again too when a cache store that found the disk full gave the room back first
+        // (the two writes can fail together, the store's giving it back between them).
+        if await !ledger.flush(makingRoom: { [reserve = storage.reserve] in
+            guard let reserve, reserve.bytes > 0 else { return false }
+            reserve.release()
+            return true
+        }) {
             logger.error("usage counters could not be written; requests are refused until they can",
                          metadata: ["error": "\(ledger.lastFailure ?? "unknown")"])
         }
