@@ -52,8 +52,8 @@ public final class DiskReserve: Sendable {
         return allocated
     }
 
-    /// Gives the room back to the disk. Returns whether it was held (so the caller that freed it
-    /// says so once).
+    /// Gives the room back to the disk. Returns whether it was held until now (the moment is
+    /// logged by `StateMaintenance`, which sees `isHeld` change, whoever gave it back).
     @discardableResult
     public func release() -> Bool {
         guard bytes > 0 else { return false }
