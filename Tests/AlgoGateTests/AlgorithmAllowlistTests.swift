@@ -48,6 +48,22 @@ import Testing
         }
     }
 
+    /// `algo://owner/name` and `/owner/name` (the Node clients' spellings) are checked as the
+    /// algorithm they name.
+    @Test func referencesSpeltAsTheNodeClientsSendThemAreCheckedAsTheAlgorithm() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            for path in ["/v1/algo/algo://util/Echo/1.0.0", "/v1/algo//util/Echo"] {
+                let refused = try await Self.post(h, path)
+                #expect(refused.status == 403, "\(path)")
+                #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-x' may not call util/Echo: not among its algorithms"}}"#)
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            let listed = try await Self.post(h, "/v1/algo/algo://demo/Hello/0.1.0")
+            #expect(listed.status == 200)
+            #expect(listed.object["result"] as? String == "Hello HAL")
+        }
+    }
+
     @Test func managementIsLimitedToTheListedAlgorithmsAndCreatesAreChecked() async throws {
         try await GatewayHarness.run(clientsYAML: Self.clients) { h in
             func send(_ method: HTTPMethod, _ path: String, _ body: String? = nil) async throws -> TestHTTP.Reply {

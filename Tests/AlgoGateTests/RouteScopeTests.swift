@@ -1,5 +1,6 @@
 import AlgoGate
 import AlgoTestSupport
+import Foundation
 import Testing
 
 @Suite struct RouteScopeTests {
@@ -67,6 +68,66 @@ import Testing
                 #expect(refused.header("Allow") == "POST")
             }
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
+    /// The official Node clients put the reference they are given into the path as it is, and
+    /// their README's first call is `client.algo("algo://demo/Hello/0.1.1")`; some users write
+    /// `"/owner/name"`. Every other official client strips `algo://` or a leading `/` itself. Both
+    /// name the algorithm after them: the same call, the same cache entry.
+    @Test func theNodeClientsAlgorithmReferencesNameTheAlgorithm() async throws {
+        try await GatewayHarness.run { h in
+            // The classic client (npm `algorithmia` 0.3): a chunked body, the key as `Simple KEY`.
+            let classic = try await RawConnection.connect(port: h.gatewayPort, sending: """
+                POST /v1/algo/algo://demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1:\(h.gatewayPort)\r\n\
+                User-Agent: algorithmia-nodejs/0.3.10 (NodeJS v20.20.2)\r\nAuthorization: Simple \(Keys.teamB)\r\n\
+                Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nHAL\r\n0\r\n\r\n
+                """)
+            #expect(await classic.waitForClose(within: .seconds(10)))
+            let first = try #require(RawResponse.parse(classic.text).first)
+            #expect(first.statusLine == "HTTP/1.1 200 OK")
+            let answer = try JSONSerialization.jsonObject(with: Data(first.body.utf8)) as? [String: Any]
+            #expect(answer?["result"] as? String == "Hello HAL", "\(first.body)")
+            #expect(first.headers["cache-status"] == "algogate; fwd=miss; stored")
+
+            // The same call however the reference is spelt: answered from that one entry.
+            for path in ["/v1/algo/demo/Hello/0.1.0", "/v1/algo/algo://demo/Hello/0.1.0/", "/v1/algo//demo/Hello/0.1.0"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 200, "\(path)")
+                #expect(reply.text == first.body, "\(path)")
+                #expect(reply.header("X-Cache") == "HIT", "\(path)")
+            }
+            // The TypeScript client (2.x): a trailing slash and its options; `output=raw` keys an entry of its own.
+            let typed = try await h.gateway.send(.POST, "/v1/algo/algo://demo/Hello/0.1.0/?timeout=300&stdout=false&output=raw",
+                                                 headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(typed.status == 200)
+            #expect(typed.text == "Hello HAL")
+            #expect(typed.header("Cache-Status") == "algogate; fwd=miss; stored")
+            // Unpinned, it is not cached, as ever.
+            let unpinned = try await h.gateway.send(.POST, "/v1/algo/algo://demo/Hello", headers: simple(Keys.teamB) + textType, text: "HAL")
+            #expect(unpinned.status == 200)
+            #expect(unpinned.header("Cache-Status") == "algogate; fwd=uri-miss")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2, "demo/Hello": 1])
+
+            // One prefix, once: what is left must still be a reference.
+            for path in ["/v1/algo/algo:///demo/Hello", "/v1/algo/algo://algo://demo/Hello", "/v1/algo///demo/Hello", "/v1/algo/algo:/demo/Hello",
+                         "/v1/algo/ALGO://demo/Hello", "/v1/algo/algo://demo"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 404, "\(path)")
+                #expect(envelope(reply).message == "no algorithm at \(path): use /v1/algo/{owner}/{name}[/{version}]", "\(path)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2, "demo/Hello": 1])
+        }
+    }
+
+    /// What reaches the upstream is the algorithm's own path, whatever the client's spelling.
+    @Test func theNodeClientsReferencesGoUpstreamAsTheAlgorithmsPath() async throws {
+        try await RecordingUpstream.run { recorder, h in
+            for path in ["/v1/algo/algo://demo/Hello/0.1.0/?timeout=300&stdout=false&output=raw", "/v1/algo//demo/Hello?stdout=false"] {
+                let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
+                #expect(reply.status == 200, "\(path)")
+            }
+            #expect(recorder.since(0).map(\.target) == ["/v1/algo/demo/Hello/0.1.0?timeout=300&stdout=false&output=raw", "/v1/algo/demo/Hello?stdout=false"])
         }
     }
 

@@ -48,6 +48,22 @@ import Testing
         }
     }
 
+    /// The official Node clients send the reference as given: `algo://demo/Hello/0.1.1` in their
+    /// README, `/owner/name` as some users write it. The simulator reads both as the algorithm.
+    @Test func readsTheReferenceAsTheNodeClientsSpellIt() async throws {
+        try await withSimulator { http, sim in
+            for path in ["/v1/algo/algo://demo/Hello/0.1.1", "/v1/algo/algo://demo/Hello/0.1.1/", "/v1/algo//demo/Hello/0.1.1"] {
+                let reply = try await http.send(.POST, path, headers: auth + textType, text: "HAL")
+                #expect(reply.status == 200, "\(path)")
+                #expect(reply.object["result"] as? String == "Hello HAL", "\(path)")
+            }
+            #expect(sim.stats.snapshot.algoCalls == ["demo/Hello/0.1.1": 3])
+            let twice = try await http.send(.POST, "/v1/algo/algo://algo://demo/Hello", headers: auth + textType, text: "HAL")
+            #expect(twice.status == 404)
+            #expect((twice.object["error"] as? [String: Any])?["message"] as? String == "algorithm algo://algo://demo/Hello not found")
+        }
+    }
+
     @Test func honoursStdoutRawAndVoidOptions() async throws {
         try await withSimulator { http, _ in
             let stdout = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0?stdout=true", headers: auth + textType, text: "HAL")

@@ -6,11 +6,21 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { owner + "/" + name + (version.map { "/" + $0 } ?? "") }
 
-    /// Parses the path after `/v1/algo/`; a trailing slash is ignored (the Node client adds one).
+    /// Parses the path after `/v1/algo/`; a trailing slash is ignored (the Node client adds one),
+    /// and so is a leading `algo://` or `/`: the official Node clients put the reference they are
+    /// given into the path as it is, and their README's first call is
+    /// `client.algo("algo://demo/Hello/0.1.1")`, where every other official client (Python, Java,
+    /// Scala, R, C#, Swift, Rust) strips `algo://` or a leading `/` itself. The call is the same
+    /// one, and goes upstream as `upstreamPath` spells it.
     /// Scanned as bytes, without splitting into an array: this runs twice per call.
     init?(path: Substring) {
         let slash = UInt8(ascii: "/")
         var rest = path.utf8[...]
+        if rest.starts(with: Self.scheme) {
+            rest = rest.dropFirst(Self.scheme.count)
+        } else if rest.first == slash {
+            rest = rest.dropFirst()
+        }
         if rest.last == slash { rest = rest.dropLast() }
         guard let first = rest.firstIndex(of: slash) else { return nil }
         let ownerBytes = rest[..<first]
@@ -44,6 +54,8 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
                 }
             }
     }
+
+    private static let scheme = Array("algo://".utf8)
 
     /// The upstream path for this call.
     var upstreamPath: String { "/v1/algo/" + description }

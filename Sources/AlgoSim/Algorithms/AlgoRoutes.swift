@@ -16,10 +16,14 @@ struct AlgoRoutes: Sendable {
     let stats: SimStats
 
     func handle(_ request: Request, context: SimRequestContext, path: Substring) async throws -> Response {
-        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        // `algo://o/n` and `/o/n` after `/v1/algo/` are `o/n`: the official Node clients put the
+        // reference they are given into the path as it is (their README calls
+        // `algo://demo/Hello/0.1.1`); the other clients strip either themselves.
+        let given = path.hasPrefix("algo://") ? path.dropFirst(7) : path.hasPrefix("/") ? path.dropFirst() : path
+        var segments = given.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         if segments.last == "" { segments.removeLast() }  // `/v1/algo/o/n/` is `/v1/algo/o/n`
         guard (2...3).contains(segments.count), segments.allSatisfy({ !$0.isEmpty }) else {
-            throw SimError.notFound("algorithm algo://\(path) not found")
+            throw SimError.notFound("algorithm algo://\(given) not found")
         }
         guard request.method == .post else {
             throw SimError.methodNotAllowed("algorithms are called with POST", allow: [.post])
