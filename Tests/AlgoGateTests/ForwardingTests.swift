@@ -72,6 +72,33 @@ import Testing
         }
     }
 
+    /// The data API's own fields reach the client as the upstream gave them: `X-Data-Type`
+    /// (`file` or `directory`: the Rust client refuses a file's answer without it), a file's
+    /// length and modification time.
+    @Test func theDataAPIsFieldsReachTheClient() async throws {
+        try await GatewayHarness.run { h in
+            #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"]).status == 200)
+            let content = String(repeating: "a line of the file\n", count: 200)
+            #expect(try await h.gateway.send(.PUT, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA), text: content).status == 200)
+            let file = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+            #expect(file.status == 200)
+            #expect(file.text == content)
+            #expect(file.header("X-Data-Type") == "file")
+            #expect(file.header("Content-Length") == String(content.utf8.count))
+            let head = try await h.gateway.send(.HEAD, "/v1/connector/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+            #expect(head.status == 200)
+            #expect(head.header("X-Data-Type") == "file")
+            #expect(head.header("Content-Length") == String(content.utf8.count))
+            let direct = try await h.sim.send(.HEAD, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.upstream))
+            #expect(head.header("Last-Modified") == direct.header("Last-Modified"))
+            #expect(head.header("Last-Modified") != nil)
+            let directory = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+            #expect(directory.status == 200)
+            #expect(directory.header("X-Data-Type") == "directory")
+            #expect((directory.object["files"] as? [[String: Any]])?.first?["filename"] as? String == "f.txt")
+        }
+    }
+
     @Test func requestIDsAreKeptOrMadeAndReachTheUpstream() async throws {
         try await GatewayHarness.run { h in
             let given = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Request-ID", "trace-123")], text: "HAL")

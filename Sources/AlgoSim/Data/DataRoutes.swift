@@ -32,9 +32,12 @@ struct DataRoutes: Sendable {
         case nil: throw notFound(path)
         case .file(let size, _):
             let body = try await fileIO.loadFile(path: store.url(path).path, context: context)
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size)], body: body)
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size), SimHeaders.dataType: "file"],
+                            body: body)
         case .directory:
-            return try listing(request, path: path)
+            var listing = try listing(request, path: path)
+            listing.headers[SimHeaders.dataType] = "directory"
+            return listing
         }
     }
 
@@ -71,7 +74,7 @@ struct DataRoutes: Sendable {
         case .file(let size, let modified):
             return Response(status: .ok, headers: [
                 .contentType: "application/octet-stream", .contentLength: String(size),
-                .lastModified: Self.timestamp(modified),
+                .lastModified: Self.timestamp(modified), SimHeaders.dataType: "file",
             ])
         case .directory:
             return Response(status: .ok, headers: [SimHeaders.dataType: "directory"])
@@ -155,5 +158,7 @@ extension DataStore.Listing {
 }
 
 extension SimHeaders {
+    /// `file` or `directory` on a GET or HEAD of either, as Algorithmia's API reference gives it;
+    /// the Rust client refuses a file's answer without it.
     static let dataType = HTTPField.Name("X-Data-Type")!
 }
