@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
-# and the last 1.x release (1.17.0) through the gateway.
+# and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1).
 set -euo pipefail
@@ -70,6 +70,33 @@ YAML
   VENV1="$ROOT/.build/clientcompat-venv-1"
   client_venv "$VENV1" 1.17.0
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV1/bin/python" Tests/ClientCompat/flows.py
+  # The `algo` CLI of the same package reads its address and key from a profile file; `algo auth`
+  # takes only https://api.* addresses and Algorithmia-shaped keys, so the file is written as a
+  # team would write it. It sends the bare key for `run -t`.
+  echo "== the algo CLI (client 2.0.5) -> gateway -> simulator"
+  CLI_HOME="$WORK/cli-home"
+  mkdir -p "$CLI_HOME/.algorithmia"
+  printf "[profiles]\n[profiles.default]\napi_key = '%s'\napi_server = '%s'\nca_cert = ''\nbearer_token = ''\n" \
+    "$CLIENT_KEY" "http://127.0.0.1:$GW_PORT" >"$CLI_HOME/.algorithmia/config"
+  cli() { HOME="$CLI_HOME" "$VENV/bin/algo" "$@"; }
+  # same LABEL ACTUAL EXPECTED: fails the run, saying what differed.
+  same() { [ "$2" = "$3" ] || { echo "FAIL: algo $1: got '$2', expected '$3'" >&2; exit 1; }; }
+  same "run -d" "$(cli run demo/Hello/0.1.0 -d HAL)" "Hello HAL"
+  same "run -t" "$(cli run algo://demo/Hello/0.1.1 -t text)" "Hello text"
+  same "run -j" "$(cli run demo/Hello -j '"json"')" "Hello json"
+  cli mkdir data://.my/cli
+  printf 'written by the CLI' >"$WORK/cli-upload.txt"
+  cli cp "$WORK/cli-upload.txt" data://.my/cli/f.txt
+  same "ls" "$(cli ls data://.my/cli/)" ".my/cli/f.txt"
+  cli ls -l data://.my/cli/ | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}   18   \.my/cli/f\.txt$' || { echo "FAIL: algo ls -l" >&2; exit 1; }
+  same "cat" "$(cli cat data://.my/cli/f.txt)" "written by the CLI"
+  cli cp data://.my/cli/f.txt "$WORK/cli-download.txt"
+  cmp -s "$WORK/cli-upload.txt" "$WORK/cli-download.txt" || { echo "FAIL: algo cp down" >&2; exit 1; }
+  same "rmdir (not empty)" "$(cli rmdir data://.my/cli 2>&1 | tail -1)" "directory data://.my/cli is not empty; delete with force=true"
+  cli rm data://.my/cli/f.txt
+  cli rmdir data://.my/cli
+  same "ls after rmdir" "$(cli ls data://.my/ | grep -c '^\.my/cli/$' || true)" "0"
+  echo "ok   algo run (-d, -t, -j), mkdir, cp both ways, ls, ls -l, cat, rm, rmdir"
   # An address with a trailing slash: the client appends "/v1/..." to it as it is, so "//v1/...".
   ALGORITHMIA_API="http://127.0.0.1:$GW_PORT/" ALGORITHMIA_API_KEY="$CLIENT_KEY" "$VENV/bin/python" -c '
 import Algorithmia
