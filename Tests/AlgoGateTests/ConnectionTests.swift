@@ -64,6 +64,28 @@ import Testing
         }
     }
 
+    /// A head sent a byte at a time (slowloris) does not keep its connection: the bytes reach the
+    /// parser but no request, so the idle timeout runs from the connection's start, as nginx's
+    /// `client_header_timeout` runs over a whole head.
+    @Test func aHeadTrickledAByteAtATimeIsClosedAtTheIdleTimeout() async throws {
+        try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
+            let head = "POST /v1/algo/demo/Hello/0.1.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\nX-Padding: \(String(repeating: "a", count: 200))"
+            let slow = try await RawConnection.connect(port: h.gatewayPort)
+            for byte in head {
+                if slow.closedAt != nil { break }
+                try? await slow.send(String(byte))
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(await slow.waitForClose(within: .seconds(10)))
+            let held = try #require(slow.closedAt) - slow.openedAt
+            // Closed while bytes were still arriving (the whole head takes over 20 s to send),
+            // within the 2 s idle timeout and the loaded machine's slack.
+            #expect(held < .seconds(8), "\(held)")
+            #expect(slow.text.isEmpty)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+        }
+    }
+
     @Test func anIdleKeepAliveConnectionIsClosedAfterItsAnswer() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
