@@ -71,6 +71,27 @@ import Testing
         }
     }
 
+    /// The Java client encodes a data path whole (`URLEncoder.encode`, since 2015): its paths are
+    /// read, checked and forwarded as the locations they name, and refused outside the prefixes.
+    @Test func pathsEncodedWholeAsTheJavaClientSendsThemAreCheckedAsTheirLocations() async throws {
+        try await GatewayHarness.run { h in
+            try await Self.seed(h)
+            let read = try await h.gateway.send(.GET, "/v1/data/.my%2Fteam-a%2Fx.txt", headers: simple(Keys.teamA))
+            #expect(read.status == 200)
+            #expect(read.text == "team-a secret")
+            let put = try await h.gateway.send(.PUT, "/v1/data/s3%3A%2F%2Fbucket%2Fteam-a%2Fjava%20k.bin", headers: simple(Keys.teamA), body: [4, 5])
+            #expect(put.text == #"{"result":"s3://bucket/team-a/java k.bin"}"#)
+            #expect(try await h.sim.send(.GET, "/v1/connector/s3/bucket/team-a/java%20k.bin", headers: simple(Keys.upstream)).bytes == [4, 5])
+            for (path, location) in [("/v1/data/.my%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt"),
+                                     ("/v1/data/s3%3A%2F%2Fbucket%2Fteam-b%2Fk.bin", "s3://bucket/team-b/k.bin"),
+                                     ("/v1/data/.my%2Fteam-a%2F..%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt")] {
+                let refused = try await h.gateway.send(.GET, path, headers: simple(Keys.teamA))
+                #expect(refused.status == 403, "\(path)")
+                #expect(envelope(refused).message == "client 'team-a' may not access \(location): outside its data prefixes", "\(path)")
+            }
+        }
+    }
+
     @Test func directoryCreationIsCheckedForTheNewDirectory() async throws {
         try await GatewayHarness.run { h in
             let own = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])

@@ -15,17 +15,28 @@ struct DataPath: Sendable, Equatable {
     func appending(_ name: String) -> DataPath { DataPath(connector: connector, segments: segments + [name]) }
 
     /// Parses the part after `/v1/data/` (which may itself be `s3://bucket/key`, as the Python
-    /// client sends) or after `/v1/connector/`.
+    /// client sends) or after `/v1/connector/`, percent-decoded once as a whole: the Java client
+    /// has sent its paths encoded whole since 2015, separators too (`.my%2Fdir%2Ff`,
+    /// `s3%3A%2F%2Fbucket%2Fkey`), so the API reads `%2F` as `/`.
     static func parse(dataPath raw: Substring) throws -> DataPath {
-        if let range = raw.range(of: "://") {
-            return try make(connector: String(raw[..<range.lowerBound]), rest: raw[range.upperBound...])
+        let path = try decoded(raw)
+        if let range = path.range(of: "://") {
+            return try make(connector: String(path[..<range.lowerBound]), rest: path[range.upperBound...])
         }
-        return try make(connector: "data", rest: raw)
+        return try make(connector: "data", rest: path[...])
     }
 
     static func parse(connectorPath raw: Substring) throws -> DataPath {
-        let connector = raw.prefix { $0 != "/" }
-        return try make(connector: String(connector), rest: raw.dropFirst(connector.count).drop { $0 == "/" })
+        let path = try decoded(raw)
+        let connector = path.prefix { $0 != "/" }
+        return try make(connector: String(connector), rest: path.dropFirst(connector.count).drop { $0 == "/" })
+    }
+
+    private static func decoded(_ raw: Substring) throws -> String {
+        guard let decoded = String(raw).removingPercentEncoding else {
+            throw SimError.badRequest("invalid percent-encoding in path")
+        }
+        return decoded
     }
 
     static let connectors: Set<String> = ["data", "s3", "azureblob", "gs", "dropbox"]
@@ -38,11 +49,9 @@ struct DataPath: Sendable, Equatable {
         }
         var segments: [String] = []
         for piece in rest.split(separator: "/", omittingEmptySubsequences: false) {
-            guard let decoded = String(piece).removingPercentEncoding else {
-                throw SimError.badRequest("invalid percent-encoding in path")
-            }
+            let decoded = String(piece)
             if decoded.isEmpty { continue }
-            guard decoded != ".", decoded != "..", !decoded.contains("/"), !decoded.contains("\\"),
+            guard decoded != ".", decoded != "..", !decoded.contains("\\"),
                   !decoded.hasPrefix(DataStore.reservedPrefix), !decoded.contains("\0") else {
                 throw SimError.badRequest("invalid path segment '\(decoded)'")
             }
