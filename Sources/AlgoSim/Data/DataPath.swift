@@ -49,13 +49,13 @@ struct DataPath: Sendable, Equatable {
         }
         var segments: [String] = []
         for piece in rest.split(separator: "/", omittingEmptySubsequences: false) {
-            let decoded = String(piece)
-            if decoded.isEmpty { continue }
-            guard decoded != ".", decoded != "..", !decoded.contains("\\"),
-                  !decoded.hasPrefix(DataStore.reservedPrefix), !decoded.contains("\0") else {
-                throw SimError.badRequest("invalid path segment '\(decoded)'")
+            let segment = String(piece)
+            if segment.isEmpty { continue }
+            guard segment != ".", segment != "..", !segment.contains("\\"),
+                  !segment.hasPrefix(DataStore.reservedPrefix), !segment.contains("\0") else {
+                throw SimError.badRequest("invalid path segment '\(segment)'")
             }
-            segments.append(decoded)
+            segments.append(segment)
         }
         // The type in any case, the label as written (the gateway holds labels that differ in
         // case to be two connectors, and so does the simulator).

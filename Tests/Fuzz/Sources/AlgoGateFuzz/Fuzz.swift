@@ -85,7 +85,13 @@ enum FuzzTargets {
         for prefix in ["", "/v1/", "/v1/algo/", "/v1/data/", "/v1/connector/", "/v1/algorithms/"] {
             let path = prefix + text
             if case .data(let location, _)? = try? RouteClass.classify(path: path) { check(location, path) }
-            _ = AlgoRef(path: Substring(path))
+            // An algorithm the gateway reads is plain names, and its upstream path reads back as
+            // the same algorithm (the Node clients' `algo://` and `/` spellings go up without them).
+            if let ref = AlgoRef(path: Substring(path)) {
+                precondition([ref.owner, ref.name].allSatisfy { AlgoRef.isSegment($0, wildcard: true) }
+                              && ref.version.map { AlgoRef.isSegment($0, wildcard: true) } ?? true, "\(path.debugDescription) read as \(ref)")
+                precondition(AlgoRef(path: Substring(ref.description)) == ref, "\(path.debugDescription) read as \(ref), which reads back otherwise")
+            }
             _ = path.dropPrefix("/v1/")
         }
         _ = try? AlgoOptions.parse(text)
