@@ -39,7 +39,7 @@ wait_http "http://127.0.0.1:$SIM_PORT/__sim/health"
 echo "== official Python client 2.0.5 -> simulator"
 ALGORITHMIA_API="http://127.0.0.1:$SIM_PORT" ALGORITHMIA_API_KEY="$SIM_KEY" "$VENV/bin/python" Tests/ClientCompat/flows.py
 
-if "$BIN" --help 2>/dev/null | grep -qE "^ +serve "; then
+if "$BIN" --help 2>/dev/null | grep -E "^ +serve " >/dev/null; then
   echo "== official Python client 2.0.5 -> gateway -> simulator"
   GW_PORT=$(free_port)
   CLIENT_KEY="team-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -88,7 +88,10 @@ YAML
   printf 'written by the CLI' >"$WORK/cli-upload.txt"
   cli cp "$WORK/cli-upload.txt" data://.my/cli/f.txt
   same "ls" "$(cli ls data://.my/cli/)" ".my/cli/f.txt"
-  cli ls -l data://.my/cli/ | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}   18   \.my/cli/f\.txt$' || { echo "FAIL: algo ls -l" >&2; exit 1; }
+  # Read whole before matching: `grep -q` stops reading at its match, and a CLI still printing
+  # then fails with a broken pipe.
+  long=$(cli ls -l data://.my/cli/)
+  printf '%s\n' "$long" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}   18   \.my/cli/f\.txt$' >/dev/null || { echo "FAIL: algo ls -l: got '$long'" >&2; exit 1; }
   same "cat" "$(cli cat data://.my/cli/f.txt)" "written by the CLI"
   cli cp data://.my/cli/f.txt "$WORK/cli-download.txt"
   cmp -s "$WORK/cli-upload.txt" "$WORK/cli-download.txt" || { echo "FAIL: algo cp down" >&2; exit 1; }
