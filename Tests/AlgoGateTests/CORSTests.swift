@@ -36,6 +36,30 @@ import Testing
         return try await h.gateway.send(.OPTIONS, "/v1/algo/demo/Hello/0.1.0", headers: fields)
     }
 
+    /// Algorithmia's browser client (`algorithmia.js`) calls `{address}/v1/web/algo/owner/name`,
+    /// with these fields: from a listed page, a team key's call is answered, readable by the page.
+    @Test func theBrowserClientsCallsAreAnsweredFromAListedPage() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients()) { h in
+            let path = "/v1/web/algo/demo/Hello/0.1.0"
+            let preflight = try await h.gateway.send(.OPTIONS, path, headers: [("Origin", Self.dashboard), ("Access-Control-Request-Method", "POST"),
+                                                                              ("Access-Control-Request-Headers", "authorization,content-type")])
+            #expect(preflight.status == 204)
+            #expect(preflight.header("Access-Control-Allow-Origin") == Self.dashboard)
+            let fields = [("Origin", Self.dashboard), ("Content-Type", "application/json"), ("Accept", "application/json, text/javascript"),
+                          ("Authorization", "Simple \(Keys.teamA)")]
+            let call = try await h.gateway.send(.POST, path, headers: fields, text: #""page""#)
+            #expect(call.status == 200)
+            #expect(call.object["result"] as? String == "Hello page")
+            #expect(call.header("Access-Control-Allow-Origin") == Self.dashboard)
+            #expect(call.header("Access-Control-Expose-Headers") == "X-Request-ID, Cache-Status, X-Cache, RateLimit, RateLimit-Policy, Retry-After, X-Error-Message")
+            // team-b lists no page: its key is refused from one, on this endpoint as on /v1/algo.
+            let unlisted = try await h.gateway.send(.POST, path, headers: [("Origin", Self.dashboard), ("Content-Type", "application/json"),
+                                                                           ("Authorization", "Simple \(Keys.teamB)")], text: #""page""#)
+            #expect(unlisted.status == 403)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
     @Test func aPreflightIsAnsweredForTheOriginsOfEveryClient() async throws {
         try await GatewayHarness.run(clientsYAML: Self.clients()) { h in
             for origin in [Self.dashboard, Self.local] {

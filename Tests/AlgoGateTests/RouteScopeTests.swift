@@ -131,6 +131,49 @@ import Testing
         }
     }
 
+    /// `/v1/web/algo/...` is Algorithmia's endpoint for calls from web pages: its browser client
+    /// appends `/v1/web/algo` to the address it is given. An algorithm call, needing `algo` (it
+    /// was an `admin` path, so a team's page got 403), answered from the same cache entry and
+    /// forwarded as `/v1/algo/...`.
+    @Test func theBrowserEndpointIsAnAlgorithmCall() async throws {
+        try await GatewayHarness.run { h in
+            let web = try await h.gateway.send(.POST, "/v1/web/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType
+                                               + [("Accept", "application/json, text/javascript")], text: #""HAL""#)
+            #expect(web.status == 200)
+            #expect(web.object["result"] as? String == "Hello HAL")
+            #expect(web.header("Cache-Status") == "algogate; fwd=miss; stored")
+            let plain = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""HAL""#)
+            #expect(plain.header("X-Cache") == "HIT")
+            #expect(plain.text == web.text)
+            let again = try await h.gateway.send(.POST, "/v1/web/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""HAL""#)
+            #expect(again.header("X-Cache") == "HIT")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+
+            let noScope = try await h.gateway.send(.POST, "/v1/web/algo/demo/Hello/0.1.0", headers: simple(Keys.reader) + jsonType, text: #""HAL""#)
+            #expect(noScope.status == 403)
+            #expect(envelope(noScope).message == "client 'reader' lacks the 'algo' scope for POST algo requests")
+            let get = try await h.gateway.send(.GET, "/v1/web/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB))
+            #expect(get.status == 405)
+            #expect(get.header("Allow") == "POST")
+            let bad = try await h.gateway.send(.POST, "/v1/web/algo/demo", headers: simple(Keys.teamB) + jsonType, text: #""HAL""#)
+            #expect(bad.status == 404)
+            #expect(envelope(bad).message == "no algorithm at /v1/web/algo/demo: use /v1/algo/{owner}/{name}[/{version}]")
+            // Other `/v1/web/` paths stay what they were: any other `/v1` path, for the admin key.
+            let other = try await h.gateway.send(.GET, "/v1/web/other", headers: simple(Keys.teamB))
+            #expect(other.status == 403)
+            #expect(envelope(other).message == "client 'team-b' lacks the 'admin' scope for GET admin requests")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
+    @Test func theBrowserEndpointGoesUpstreamAsTheAlgorithmsPath() async throws {
+        try await RecordingUpstream.run { recorder, h in
+            let reply = try await h.gateway.send(.POST, "/v1/web/algo/demo/Hello/0.1.0?timeout=20", headers: simple(Keys.teamB) + jsonType, text: #""HAL""#)
+            #expect(reply.status == 200)
+            #expect(recorder.since(0).map(\.target) == ["/v1/algo/demo/Hello/0.1.0?timeout=20"])
+        }
+    }
+
     @Test func onlyOwnerNameAndVersionNameAnAlgorithm() async throws {
         try await GatewayHarness.run { h in
             // Two or three names of letters, digits, '-', '_' and '.', not dot segments; at most one

@@ -49,7 +49,8 @@ import Testing
     }
 
     /// The official Node clients send the reference as given: `algo://demo/Hello/0.1.1` in their
-    /// README, `/owner/name` as some users write it. The simulator reads both as the algorithm.
+    /// README, `/owner/name` as some users write it. The simulator reads both as the algorithm,
+    /// and `/v1/web/algo/...`, the browser client's endpoint, as `/v1/algo/...`.
     @Test func readsTheReferenceAsTheNodeClientsSpellIt() async throws {
         try await withSimulator { http, sim in
             for path in ["/v1/algo/algo://demo/Hello/0.1.1", "/v1/algo/algo://demo/Hello/0.1.1/", "/v1/algo//demo/Hello/0.1.1"] {
@@ -58,6 +59,10 @@ import Testing
                 #expect(reply.object["result"] as? String == "Hello HAL", "\(path)")
             }
             #expect(sim.stats.snapshot.algoCalls == ["demo/Hello/0.1.1": 3])
+            // Algorithmia's browser endpoint, as its browser client calls it.
+            let web = try await http.send(.POST, "/v1/web/algo/demo/Hello/0.1.1", headers: auth + jsonType, text: #""web""#)
+            #expect(web.object["result"] as? String == "Hello web")
+            #expect(sim.stats.snapshot.algoCalls == ["demo/Hello/0.1.1": 4])
             let twice = try await http.send(.POST, "/v1/algo/algo://algo://demo/Hello", headers: auth + textType, text: "HAL")
             #expect(twice.status == 404)
             #expect((twice.object["error"] as? [String: Any])?["message"] as? String == "algorithm algo://algo://demo/Hello not found")

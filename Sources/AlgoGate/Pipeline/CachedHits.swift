@@ -37,7 +37,7 @@ struct CachedHits: Sendable {
     /// Whether the request might be a hit this type can answer: worth holding until its end. Calls
     /// of unpinned versions, never cached, go straight on.
     func mayAnswer(_ head: HTTPRequest) -> Bool {
-        guard head.method == .post, let path = head.path?.dropPrefix("/v1/algo/"),
+        guard head.method == .post, let path = head.path.flatMap(RouteClass.algoReference(in:)),
               let ref = AlgoRef(path: path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? path),
               let version = ref.version, CachePolicy.isPinned(version),
               let host = head.authority, HostField.isValid(host) else { return false }

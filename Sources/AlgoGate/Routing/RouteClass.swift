@@ -4,7 +4,7 @@ import HTTPTypes
 ///
 /// | path                              | class  | scope                                         |
 /// |-----------------------------------|--------|-----------------------------------------------|
-/// | `/v1/algo/**`                     | algo   | `algo`                                        |
+/// | `/v1/algo/**`, `/v1/web/algo/**`  | algo   | `algo`                                        |
 /// | `/v1/data/**`, `/v1/connector/**` | data   | `data:read` (GET, HEAD), else `data:write`    |
 /// | `/v1/algorithms/**`               | manage | `manage`                                      |
 /// | any other `/v1/**`                | admin  | `admin`                                       |
@@ -23,9 +23,18 @@ public enum RouteClass: Sendable, Equatable {
         }
     }
 
+    /// The reference after `/v1/algo/`, or after `/v1/web/algo/`: Algorithmia's endpoint for
+    /// calls from web pages, which its browser client (`algorithmia.js` appends `/v1/web/algo` to
+    /// the address it is given), its Google Sheets script and its demos call. The same call:
+    /// checked as one, cached as one and forwarded upstream as `/v1/algo/...`, since the gateway
+    /// applies the page's origin itself (`cors_origins`) and the server key need not be one for pages.
+    static func algoReference(in path: String) -> Substring? {
+        path.dropPrefix("/v1/algo/") ?? path.dropPrefix("/v1/web/algo/")
+    }
+
     /// Classifies a `/v1/...` path; nil for paths outside `/v1/` (the gateway's own routes or 404).
     static func classify(path: String) throws -> RouteClass? {
-        if let rest = path.dropPrefix("/v1/algo/") {
+        if let rest = algoReference(in: path) {
             guard let ref = AlgoRef(path: rest) else {
                 throw GatewayError.notFound("no algorithm at \(path): use /v1/algo/{owner}/{name}[/{version}]")
             }

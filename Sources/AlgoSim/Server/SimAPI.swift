@@ -15,7 +15,8 @@ struct SimAPI: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if let rest = path.dropPrefix("/v1/algo/") {
+        // `/v1/web/algo/...` is the same call, as Algorithmia's browser client makes it.
+        if let rest = path.dropPrefix("/v1/algo/") ?? path.dropPrefix("/v1/web/algo/") {
             return try await algorithms.handle(request, context: context, path: rest)
                 .gzipped(if: request.headers[.acceptEncoding]?.contains("gzip") == true, stats: algorithms.stats)
         }
