@@ -105,6 +105,10 @@ import Testing
             try await call("/v1/algo/demo/Hello/0.1.0?sudo=true&output=raw", "HAL", times: 2)
             try await call("/v1/algo/demo/Hello/0.1.0?timeout=30&output=raw", "HAL")
             try await call("/v1/algo/demo/Hello?output=raw", "HAL", times: 2)
+            // The Node clients' spellings and the browser endpoint: the same entry.
+            try await call("/v1/algo/algo://demo/Hello/0.1.0/?output=raw", "HAL")
+            try await call("/v1/algo//demo/Hello/0.1.0?output=raw", "HAL")
+            try await call("/v1/web/algo/demo/Hello/0.1.0?output=raw", "HAL")
             // Expiry: past the TTL the entry is fetched again. (Hit counts gathered so far are
             // applied first, so when the maintenance flush runs cannot change the stats.)
             try await h.app.cache?.flush(now: clock.now)
