@@ -74,7 +74,7 @@ import Testing
 
     /// The data API's own fields reach the client as the upstream gave them: `X-Data-Type`
     /// (`file` or `directory`: the Rust client refuses a file's answer without it), a file's
-    /// length and modification time.
+    /// length, modification time and type.
     @Test func theDataAPIsFieldsReachTheClient() async throws {
         try await GatewayHarness.run { h in
             #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"]).status == 200)
@@ -92,6 +92,13 @@ import Testing
             let direct = try await h.sim.send(.HEAD, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.upstream))
             #expect(head.header("Last-Modified") == direct.header("Last-Modified"))
             #expect(head.header("Last-Modified") != nil)
+            #expect(file.header("Content-Type") == "application/octet-stream")
+            // A file uploaded with a type is downloaded with it (the Node.js 0.3 client's
+            // getString and getJson read their answers by it).
+            #expect(try await h.gateway.send(.PUT, "/v1/data/.my/team-a/g.txt", headers: simple(Keys.teamA) + [("Content-Type", "text/plain")], text: "héllo").status == 200)
+            let typed = try await h.gateway.send(.GET, "/v1/data/.my/team-a/g.txt", headers: simple(Keys.teamA) + [("Accept", "text/plain")])
+            #expect(typed.header("Content-Type") == "text/plain")
+            #expect(typed.text == "héllo")
             let directory = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
             #expect(directory.status == 200)
             #expect(directory.header("X-Data-Type") == "directory")

@@ -54,6 +54,48 @@ import Testing
         }
     }
 
+    /// A download carries the `Content-Type` its upload gave, as the object stores behind the
+    /// connectors keep it, and `application/octet-stream` when the upload gave none. The Node.js
+    /// 0.3 client reads `getString`'s answer as text, and `getJson`'s as JSON, only when its
+    /// type says so (`text/plain`, `application/json`); any other type makes it join the text
+    /// it decoded as binary, which throws.
+    @Test func aDownloadCarriesTheTypeItsUploadGave() async throws {
+        try await withSimulator { http, _ in
+            #expect(try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "typed"]).status == 200)
+            let text = try await http.send(.PUT, "/v1/data/.my/typed/note", headers: auth + [("Content-Type", "text/plain; charset=utf-8")], text: "héllo")
+            #expect(text.status == 200)
+            let get = try await http.send(.GET, "/v1/data/.my/typed/note", headers: auth + [("Accept", "text/plain")])
+            #expect(get.header("Content-Type") == "text/plain; charset=utf-8")
+            #expect(get.text == "héllo")
+            let head = try await http.send(.HEAD, "/v1/data/.my/typed/note", headers: auth)
+            #expect(head.header("Content-Type") == "text/plain; charset=utf-8")
+            #expect(head.header("Content-Length") == "6")
+            let connector = try await http.send(.GET, "/v1/connector/data/.my/typed/note", headers: auth)
+            #expect(connector.header("Content-Type") == "text/plain; charset=utf-8")
+
+            // Uploaded again without a type: the old one goes with the old contents.
+            #expect(try await http.send(.PUT, "/v1/data/.my/typed/note", headers: auth, body: [0, 255]).status == 200)
+            let binary = try await http.send(.GET, "/v1/data/.my/typed/note", headers: auth)
+            #expect(binary.header("Content-Type") == "application/octet-stream")
+            #expect(binary.bytes == [0, 255])
+
+            let json = try await http.send(.PUT, "/v1/data/.my/typed/doc.json", headers: auth, json: ["k": 1])
+            #expect(json.status == 200)
+            #expect(try await http.send(.GET, "/v1/data/.my/typed/doc.json", headers: auth).header("Content-Type") == "application/json")
+            // Deleted and written anew, a file has no type left over from before.
+            #expect(try await http.send(.DELETE, "/v1/data/.my/typed/doc.json", headers: auth).status == 200)
+            #expect(try await http.send(.PUT, "/v1/data/.my/typed/doc.json", headers: auth, text: "{}").status == 200)
+            #expect(try await http.send(.GET, "/v1/data/.my/typed/doc.json", headers: auth).header("Content-Type") == "application/octet-stream")
+
+            // The record of a type is not an entry of the directory, nor a file a delete counts.
+            let listing = try await http.send(.GET, "/v1/data/.my/typed", headers: auth)
+            #expect((listing.object["files"] as? [[String: Any]])?.compactMap { $0["filename"] as? String } == ["doc.json", "note"])
+            #expect(try await http.send(.PUT, "/v1/data/.my/typed/note", headers: auth + [("Content-Type", "text/csv")], text: "a,b").status == 200)
+            let deleted = try await http.send(.DELETE, "/v1/data/.my/typed?force=true", headers: auth)
+            #expect(canonicalJSON(deleted.json) == #"{"result":{"deleted":2}}"#)
+        }
+    }
+
     /// A method neither API takes is a 405 in the usual envelope, naming the methods that are
     /// taken (RFC 9110 §15.5.6).
     @Test func anUnsupportedMethodIs405NamingTheMethodsTaken() async throws {

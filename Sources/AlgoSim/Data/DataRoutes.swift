@@ -32,7 +32,7 @@ struct DataRoutes: Sendable {
         case nil: throw notFound(path)
         case .file(let size, _):
             let body = try await fileIO.loadFile(path: store.url(path).path, context: context)
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size), SimHeaders.dataType: "file"],
+            return Response(status: .ok, headers: [.contentType: store.contentType(path), .contentLength: String(size), SimHeaders.dataType: "file"],
                             body: body)
         case .directory:
             var listing = try listing(request, path: path)
@@ -73,7 +73,7 @@ struct DataRoutes: Sendable {
         case nil: throw notFound(path)
         case .file(let size, let modified):
             return Response(status: .ok, headers: [
-                .contentType: "application/octet-stream", .contentLength: String(size),
+                .contentType: store.contentType(path), .contentLength: String(size),
                 .lastModified: Self.timestamp(modified), SimHeaders.dataType: "file",
             ])
         case .directory:
@@ -93,6 +93,7 @@ struct DataRoutes: Sendable {
         do {
             try await fileIO.writeFile(contents: request.body, path: upload.path, context: context)
             try store.commitUpload(upload, to: path)
+            try store.setContentType(request.headers[.contentType], for: path)
         } catch {
             try? FileManager.default.removeItem(at: upload)
             throw error
