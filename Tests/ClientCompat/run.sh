@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
-# and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway.
+# and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
+# Node.js client (0.3.x) too when NODE_CLIENT_DIR names an unpacked copy of it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1).
 set -euo pipefail
@@ -138,6 +139,15 @@ try:
 except DataApiError as error:
     assert "outside its data prefixes" in str(error), error
 print("ok   a team confined to data://.my/limited/")'
+  # The classic Node.js client, when a copy is given (npm is out of CI's reach; the package
+  # needs nothing else): its algorithm calls and every File and Dir method, as the confined team.
+  if [ -n "${NODE_CLIENT_DIR:-}" ]; then
+    echo "== Node.js client $(node -p "require('$NODE_CLIENT_DIR/package.json').version") -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      node --no-deprecation Tests/ClientCompat/node03.js "$NODE_CLIENT_DIR" data://.my/limited data://.my/other
+  else
+    echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
+  fi
   # The same gateway over HTTPS (server.tls), the client trusting its certificate through
   # REQUESTS_CA_BUNDLE as a team with an internal CA would.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
