@@ -2,9 +2,11 @@
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
 # and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
-# Node.js client (0.3.x) too when NODE_CLIENT_DIR names an unpacked copy of it.
+# Node.js client (0.3.x) too when NODE_CLIENT_DIR names an unpacked copy of it; and a web page in
+# headless Chromium through the gateway, as Algorithmia's browser client calls it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
-# into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1).
+# into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1), and Debian's
+# chromium when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -47,6 +49,9 @@ if "$BIN" --help 2>/dev/null | grep -E "^ +serve " >/dev/null; then
   HASH=$(printf '%s' "$CLIENT_KEY" | sha256sum | cut -d' ' -f1)
   LIMITED_KEY="limited-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   LIMITED_HASH=$(printf '%s' "$LIMITED_KEY" | sha256sum | cut -d' ' -f1)
+  PAGE_KEY="page-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  PAGE_HASH=$(printf '%s' "$PAGE_KEY" | sha256sum | cut -d' ' -f1)
+  PAGE_PORT=$(free_port)
   cat >"$WORK/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: $GW_PORT}
 upstream:
@@ -61,6 +66,11 @@ clients:
     key_sha256: "$LIMITED_HASH"
     scopes: [algo, data:read, data:write]
     data_prefixes: ["data://.my/limited/"]
+  - name: web
+    key_sha256: "$PAGE_HASH"
+    scopes: [algo, data:read]
+    cors_origins: ["http://127.0.0.1:$PAGE_PORT"]
+    quota: {requests_per_minute: 1000}
 YAML
   CLIENTCOMPAT_UPSTREAM_KEY="$SIM_KEY" "$BIN" serve --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
   PIDS+=($!)
@@ -148,6 +158,27 @@ print("ok   a team confined to data://.my/limited/")'
   else
     echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
   fi
+  # A web page in headless Chromium, calling as Algorithmia's browser client does: the browser
+  # enforces CORS (preflight, readable fields, refusals) as it would for a team's dashboard.
+  echo "== a web page in headless Chromium -> gateway -> simulator"
+  command -v chromium >/dev/null || {
+    echo "installing: chromium"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  }
+  curl -sf -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d '{"name":"web"}' "http://127.0.0.1:$GW_PORT/v1/data/.my" >/dev/null
+  curl -sf -X PUT -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: text/plain' --data-binary 'hello from the data API' \
+    "http://127.0.0.1:$GW_PORT/v1/data/.my/web/greeting.txt" >/dev/null
+  python3 Tests/ClientCompat/browser/browser.py "$(command -v chromium)" "http://127.0.0.1:$GW_PORT" "$PAGE_PORT" "$PAGE_KEY" "$CLIENT_KEY" compat "$WORK"
+  # The 20 kB answer went to the browser gzip-compressed (it asks for gzip), and the page read it whole.
+  python3 - "$WORK/gateway.log" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if '"path":"/v1/web/algo/util/Echo/1.0.0"' in l and '"client":"web"' in l]
+sent = [l["bytes_out"] for l in lines]
+if len(sent) != 1 or not 0 < sent[0] < 1000:
+    sys.exit("FAIL: the page's 20 kB answer should have been sent gzip-compressed; bytes sent: %r" % sent)
+print("ok   the page's 20 kB answer crossed as %d bytes of gzip" % sent[0])
+PY
   # The same gateway over HTTPS (server.tls), the client trusting its certificate through
   # REQUESTS_CA_BUNDLE as a team with an internal CA would.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
@@ -165,7 +196,7 @@ assert client.algo("demo/Hello/0.1.0").pipe("TLS").result == "Hello TLS"
 client.file("data://.my/tls-check.txt").put("over https")
 assert client.file("data://.my/tls-check.txt").getString() == "over https"
 print("ok   over HTTPS, the certificate trusted through REQUESTS_CA_BUNDLE")'
-  if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" -e "$LIMITED_KEY" "$WORK/gateway.log"; then
+  if grep -q -e "$SIM_KEY" -e "$CLIENT_KEY" -e "$LIMITED_KEY" -e "$PAGE_KEY" "$WORK/gateway.log"; then
     echo "FAIL: a key appears in the gateway's log" >&2; exit 1
   fi
   # the simulator must have seen only its own key, never the client's
