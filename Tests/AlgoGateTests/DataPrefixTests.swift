@@ -73,15 +73,20 @@ import Testing
 
     /// The Java client encodes a data path whole (`URLEncoder.encode`, since 2015): its paths are
     /// read, checked and forwarded as the locations they name, and refused outside the prefixes.
+    /// `URLEncoder` writes a space as `+` and a `+` as `%2B`, so in such a path `+` is a space.
     @Test func pathsEncodedWholeAsTheJavaClientSendsThemAreCheckedAsTheirLocations() async throws {
         try await GatewayHarness.run { h in
             try await Self.seed(h)
             let read = try await h.gateway.send(.GET, "/v1/data/.my%2Fteam-a%2Fx.txt", headers: simple(Keys.teamA))
             #expect(read.status == 200)
             #expect(read.text == "team-a secret")
-            let put = try await h.gateway.send(.PUT, "/v1/data/s3%3A%2F%2Fbucket%2Fteam-a%2Fjava%20k.bin", headers: simple(Keys.teamA), body: [4, 5])
-            #expect(put.text == #"{"result":"s3://bucket/team-a/java k.bin"}"#)
-            #expect(try await h.sim.send(.GET, "/v1/connector/s3/bucket/team-a/java%20k.bin", headers: simple(Keys.upstream)).bytes == [4, 5])
+            let put = try await h.gateway.send(.PUT, "/v1/data/s3%3A%2F%2Fbucket%2Fteam-a%2Fjava+k%2B1.bin", headers: simple(Keys.teamA), body: [4, 5])
+            #expect(put.text == #"{"result":"s3://bucket/team-a/java k+1.bin"}"#)
+            #expect(try await h.sim.send(.GET, "/v1/connector/s3/bucket/team-a/java%20k+1.bin", headers: simple(Keys.upstream)).bytes == [4, 5])
+            // Read back as the Java client names it, and as the Python client does (`+` is itself there).
+            #expect(try await h.gateway.send(.GET, "/v1/data/s3%3A%2F%2Fbucket%2Fteam-a%2Fjava+k%2B1.bin", headers: simple(Keys.teamA)).bytes == [4, 5])
+            #expect(try await h.gateway.send(.GET, "/v1/data/s3://bucket/team-a/java%20k+1.bin", headers: simple(Keys.teamA)).bytes == [4, 5])
+            #expect(try await h.gateway.send(.GET, "/v1/data/s3://bucket/team-a/java+k+1.bin", headers: simple(Keys.teamA)).status == 404)
             for (path, location) in [("/v1/data/.my%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt"),
                                      ("/v1/data/s3%3A%2F%2Fbucket%2Fteam-b%2Fk.bin", "s3://bucket/team-b/k.bin"),
                                      ("/v1/data/.my%2Fteam-a%2F..%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt")] {
@@ -501,7 +506,7 @@ import Testing
         let prefix = try DataURI.parse(uri: "data://.my/team-a/")
         let tokens = ["team-a", "team-b", ".my", "x", "b", "report.csv", "a b", "data", ".", "..", "...", ".. ", ". .", "%2e", "%2E%2e", "%2e.", "%2f", "%2F",
                       "%5c", "\\", "/", "//", ";", "..;", ";x", "a;b=c", "%3b", "%3B", "%25", "%252e", "%20", " ", "é",
-                      "%C3%A9", "\u{FF0E}", "\u{FF0E}\u{FF0E}", "\u{FF0F}", "\u{FF3C}", "\u{FF05}2e", "\u{FF05}2f", "%EF%BC%8F",
+                      "%C3%A9", "+", "a+b", "%2B", "\u{FF0E}", "\u{FF0E}\u{FF0E}", "\u{FF0F}", "\u{FF3C}", "\u{FF05}2e", "\u{FF05}2f", "%EF%BC%8F",
                       "%EF%BC%8E%EF%BC%8E", "\u{2024}\u{2024}", "~", "%00", "%",
                       // joined to a neighbouring `/` as one `Character`: a combining mark after it, a prepended mark before it, a joiner
                       "\u{301}", "x\u{600}", "\u{600}", "%CC%81", "x%D8%80", "\u{200D}", "..\u{600}", "..\\\u{301}x", "%5C%CC%81"]

@@ -161,17 +161,20 @@ import Testing
 
     /// The Java client encodes a data path whole, separators and all (`URLEncoder.encode`, since
     /// 2015): `data://.my/d/f` is `/v1/data/.my%2Fd%2Ff`, `s3://b/k` is `/v1/data/s3%3A%2F%2Fb%2Fk`.
+    /// Its encoder writes a space as `+` and a `+` as `%2B`, so there `+` is a space.
     @Test func pathsEncodedWholeAsTheJavaClientSendsThemNameTheirFiles() async throws {
         try await withSimulator { http, _ in
             #expect(try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "java"]).status == 200)
-            let put = try await http.send(.PUT, "/v1/data/.my%2Fjava%2Fnotes%20one.txt", headers: auth, text: "from java")
-            #expect(canonicalJSON(put.json) == #"{"result":"data://.my/java/notes one.txt"}"#)
-            let plain = try await http.send(.GET, "/v1/data/.my/java/notes%20one.txt", headers: auth)
+            let put = try await http.send(.PUT, "/v1/data/.my%2Fjava%2Fnotes+one%2B1.txt", headers: auth, text: "from java")
+            #expect(canonicalJSON(put.json) == #"{"result":"data://.my/java/notes one+1.txt"}"#)
+            let plain = try await http.send(.GET, "/v1/data/.my/java/notes%20one+1.txt", headers: auth)
             #expect(plain.text == "from java")
-            let head = try await http.send(.HEAD, "/v1/data/.my%2Fjava%2Fnotes%20one.txt", headers: auth)
+            // With a plain `/`, a `+` is itself.
+            #expect(try await http.send(.GET, "/v1/data/.my/java/notes+one+1.txt", headers: auth).status == 404)
+            let head = try await http.send(.HEAD, "/v1/data/.my%2Fjava%2Fnotes+one%2B1.txt", headers: auth)
             #expect(head.status == 200 && head.header("X-Data-Type") == "file")
             let listing = try await http.send(.GET, "/v1/data/.my%2Fjava", headers: auth)
-            #expect((listing.object["files"] as? [[String: Any]])?.map { $0["filename"] as? String } == ["notes one.txt"])
+            #expect((listing.object["files"] as? [[String: Any]])?.map { $0["filename"] as? String } == ["notes one+1.txt"])
             let s3 = try await http.send(.PUT, "/v1/data/s3%3A%2F%2Fbucket%2Fjava%2Fk.txt", headers: auth, text: "k")
             #expect(canonicalJSON(s3.json) == #"{"result":"s3://bucket/java/k.txt"}"#)
             #expect(try await http.send(.GET, "/v1/connector/s3/bucket/java/k.txt", headers: auth).text == "k")

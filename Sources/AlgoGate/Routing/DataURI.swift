@@ -87,11 +87,31 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses the path after `/v1/data/`, which may itself be a URI (`s3://bucket/key`).
     public static func parse(dataPath raw: Substring) throws -> DataURI {
-        let decoded = try decodeOnce(String(raw))
+        let decoded = try decodeOnce(isEncodedWhole(raw) ? spacesForPluses(raw) : String(raw))
         if let (scheme, rest) = splitScheme(decoded) {
             return try normalise(connector: scheme, decodedPath: rest)
         }
         return try normalise(connector: "data", decodedPath: decoded)
+    }
+
+    /// Whether a data path is percent-encoded whole, separators too: it has an encoded `/` and no
+    /// plain one. The Java and Scala clients send every data path so (`URLEncoder.encode(path)`:
+    /// `data://.my/java dir/a+b` is `.my%2Fjava+dir%2Fa%2Bb`), and `URLEncoder` writes a space as
+    /// `+` and a `+` as `%2B`. Every other encoder that encodes `/` encodes `+` too (JavaScript's
+    /// `encodeURIComponent`, Python's `quote(path, safe="")`), so in such a path a `+` can only be
+    /// a space, and is read as one: a directory the Java client names `java dir` is created (its
+    /// name goes in a JSON body) and then read, listed and deleted as `java dir`, not `java+dir`.
+    /// Anywhere else a `+` is itself (RFC 3986), as the Python client means it. The location is
+    /// forwarded with its space encoded (`%20`), which no server reads as anything else.
+    static func isEncodedWhole(_ raw: Substring) -> Bool {
+        let bytes = Array(raw.utf8)
+        guard !bytes.contains(UInt8(ascii: "/")), bytes.count >= 3 else { return false }
+        return (0..<bytes.count - 2).contains { bytes[$0] == UInt8(ascii: "%") && bytes[$0 + 1] == UInt8(ascii: "2") && bytes[$0 + 2] | 0x20 == UInt8(ascii: "f") }
+    }
+
+    /// `raw` with each `+` byte a space.
+    static func spacesForPluses(_ raw: Substring) -> String {
+        String(decoding: raw.utf8.map { $0 == UInt8(ascii: "+") ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
     }
 
     /// Parses `{type}/{path}` after `/v1/connector/`.

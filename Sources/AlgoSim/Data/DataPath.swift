@@ -17,9 +17,12 @@ struct DataPath: Sendable, Equatable {
     /// Parses the part after `/v1/data/` (which may itself be `s3://bucket/key`, as the Python
     /// client sends) or after `/v1/connector/`, percent-decoded once as a whole: the Java client
     /// has sent its paths encoded whole since 2015, separators too (`.my%2Fdir%2Ff`,
-    /// `s3%3A%2F%2Fbucket%2Fkey`), so the API reads `%2F` as `/`.
+    /// `s3%3A%2F%2Fbucket%2Fkey`), so the API reads `%2F` as `/`. Its encoder (`URLEncoder`) writes
+    /// a space as `+` and a `+` as `%2B`, and every other encoder that encodes `/` encodes `+` too,
+    /// so in a path with an encoded `/` and no plain one a `+` is a space (as the gateway reads it).
     static func parse(dataPath raw: Substring) throws -> DataPath {
-        let path = try decoded(raw)
+        let wholeEncoded = !raw.contains("/") && raw.range(of: "%2f", options: .caseInsensitive) != nil
+        let path = try decoded(wholeEncoded ? Substring(raw.replacingOccurrences(of: "+", with: " ")) : raw)
         if let range = path.range(of: "://") {
             return try make(connector: String(path[..<range.lowerBound]), rest: path[range.upperBound...])
         }
