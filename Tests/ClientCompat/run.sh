@@ -2,7 +2,8 @@
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
 # and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
-# Node.js client (0.3.x) too when NODE_CLIENT_DIR names an unpacked copy of it; and a web page in
+# Node.js client (0.3.x) and the Ruby, R and Java clients too when NODE_CLIENT_DIR,
+# RUBY_CLIENT_DIR, R_CLIENT_DIR and JAVA_CLIENT_DIR name copies of them; and a web page in
 # headless Chromium through the gateway, as Algorithmia's browser client calls it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1), and Debian's
@@ -157,6 +158,62 @@ print("ok   a team confined to data://.my/limited/")'
       node --no-deprecation Tests/ClientCompat/node03.js "$NODE_CLIENT_DIR" data://.my/limited data://.my/other
   else
     echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
+  fi
+  # The Ruby, R and Java clients, when their source is given (RubyGems, CRAN and Maven Central are
+  # out of CI's reach), on the libraries Debian packages: httparty; httr, rjson; gson,
+  # httpasyncclient, commons-io.
+  apt_install() {
+    local missing=() package
+    for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  }
+  if [ -n "${RUBY_CLIENT_DIR:-}" ]; then
+    apt_install ruby ruby-httparty ruby-json
+    echo "== Ruby client $(sed -n 's/.*VERSION *= *"\(.*\)".*/\1/p' "$RUBY_CLIENT_DIR/lib/algorithmia/version.rb") -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      ruby Tests/ClientCompat/ruby.rb "$RUBY_CLIENT_DIR" data://.my/limited data://.my/other
+  else
+    echo "skip the Ruby client: set RUBY_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-ruby"
+  fi
+  if [ -n "${R_CLIENT_DIR:-}" ]; then
+    apt_install r-base-core r-cran-httr r-cran-rjson r-cran-readr r-cran-here r-cran-base64enc
+    # A copy: the client finds its bundled certificates relative to its own folder, and fetches
+    # new ones from GitHub when they are more than 24 weeks old, so the copy's are made new.
+    cp -r "$R_CLIENT_DIR" "$WORK/r-client"
+    touch "$WORK/r-client/R/crt/cacert.pem"
+    echo "== R client $(sed -n 's/^Version: *//p' "$R_CLIENT_DIR/DESCRIPTION") -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      Rscript Tests/ClientCompat/r.R "$WORK/r-client" data://.my/limited data://.my/other 2> >(grep -v -e 'No encoding supplied' -e 'is.null(input) || is.na(input)' -e "length(x) = 3 > 1" -e '^Warning message:$' >&2)
+  else
+    echo "skip the R client: set R_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-r"
+  fi
+  if [ -n "${JAVA_CLIENT_DIR:-}" ]; then
+    apt_install default-jdk-headless libgoogle-gson-java libhttpasyncclient-java libcommons-io-java libandroid-json-java liblombok-java
+    JARS=$(printf '/usr/share/java/%s.jar:' gson httpasyncclient httpclient httpcore httpcore-nio commons-io commons-logging commons-codec com.android.json)
+    # Debian's gson (2.10) refuses a TypeToken subclassed twice, as the client's is (built for
+    # 2.8); its TypeToken is given the same type another way, the rest of its source as it is.
+    cp -r "$JAVA_CLIENT_DIR/src/main/java" "$WORK/java-src"
+    cat >"$WORK/java-src/com/algorithmia/algo/TypeToken.java" <<'JAVA'
+package com.algorithmia.algo;
+public class TypeToken<T> {
+    private final java.lang.reflect.Type type;
+    protected TypeToken() { type = ((java.lang.reflect.ParameterizedType) getClass().getGenericSuperclass()).getActualTypeArguments()[0]; }
+    public java.lang.reflect.Type getType() { return type; }
+}
+JAVA
+    sed -i 's/new TypeToken<Algorithm\(VersionsList\|BuildsList\)>() {/new com.google.gson.reflect.TypeToken<Algorithm\1>() {/' \
+      "$WORK/java-src/com/algorithmia/algo/AlgorithmiaClient.java"
+    mkdir -p "$WORK/java-classes"
+    javac -nowarn -d "$WORK/java-classes" -cp "$JARS/usr/share/java/lombok.jar" -processorpath /usr/share/java/lombok.jar \
+      $(find "$WORK/java-src" -name '*.java') 2>&1 | grep -v '^Note:' || true
+    echo "== Java client $(sed -n 's/^version := "\(.*\)"/\1/p' "$JAVA_CLIENT_DIR/build.sbt") -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      java -cp "$WORK/java-classes:$JARS" Tests/ClientCompat/JavaFlow.java data://.my/limited data://.my/other
+  else
+    echo "skip the Java client: set JAVA_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-java"
   fi
   # A web page in headless Chromium, calling as Algorithmia's browser client does: the browser
   # enforces CORS (preflight, readable fields, refusals) as it would for a team's dashboard.

@@ -13,7 +13,7 @@ struct DataRoutes: Sendable {
     func handle(_ request: Request, context: SimRequestContext, path: DataPath) async throws -> Response {
         switch request.method {
         case .get: return try await get(request, context: context, path: path)
-        case .head: return try head(path)
+        case .head: return try head(request, path)
         case .put: return try await put(request, context: context, path: path)
         case .post: return try await createDirectory(request, context: context, parent: path)
         case .patch: return try await updatePermissions(request, context: context, path: path)
@@ -32,7 +32,7 @@ struct DataRoutes: Sendable {
         case nil: throw notFound(path)
         case .file(let size, _):
             let body = try await fileIO.loadFile(path: store.url(path).path, context: context)
-            return Response(status: .ok, headers: [.contentType: store.contentType(path), .contentLength: String(size), SimHeaders.dataType: "file"],
+            return Response(status: .ok, headers: [.contentType: Self.fileType(accepting: request), .contentLength: String(size), SimHeaders.dataType: "file"],
                             body: body)
         case .directory:
             var listing = try listing(request, path: path)
@@ -63,17 +63,21 @@ struct DataRoutes: Sendable {
                 files.append(["filename": file.name, "size": file.size, "last_modified": Self.timestamp(file.modified)])
             }
         }
-        var object: [String: Any] = ["folders": folders, "files": files, "marker": end < entries ? "o-\(end)" : NSNull()]
+        // No `marker` on the last page, rather than a null one: the R client's iterator takes a
+        // `marker` field to be a string, and its own tests, run against Algorithmia, list a
+        // directory of two files with it.
+        var object: [String: Any] = ["folders": folders, "files": files]
+        if end < entries { object["marker"] = "o-\(end)" }
         if request.uri.queryParameters.get("acl") == "true" { object["acl"] = store.acl(path) }
         return AlgoRoutes.json(object)
     }
 
-    private func head(_ path: DataPath) throws -> Response {
+    private func head(_ request: Request, _ path: DataPath) throws -> Response {
         switch store.kind(path) {
         case nil: throw notFound(path)
         case .file(let size, let modified):
             return Response(status: .ok, headers: [
-                .contentType: store.contentType(path), .contentLength: String(size),
+                .contentType: Self.fileType(accepting: request), .contentLength: String(size),
                 .lastModified: Self.timestamp(modified), SimHeaders.dataType: "file",
             ])
         case .directory:
@@ -93,7 +97,6 @@ struct DataRoutes: Sendable {
         do {
             try await fileIO.writeFile(contents: request.body, path: upload.path, context: context)
             try store.commitUpload(upload, to: path)
-            try store.setContentType(request.headers[.contentType], for: path)
         } catch {
             try? FileManager.default.removeItem(at: upload)
             throw error
@@ -145,6 +148,22 @@ struct DataRoutes: Sendable {
             throw SimError.badRequest("acl must be {\"read\": []}, {\"read\": [\"user://*\"]} or {\"read\": [\"algo://.my/*\"]}")
         }
         return ["read": read]
+    }
+
+    /// A file's type in a download: the one type the request's `Accept` names when that is
+    /// `text/plain` or `application/json`, else `application/octet-stream`. The Node.js 0.3
+    /// client's `getString` and `getJson` ask for those types alone and read the answer by its
+    /// type (any other throws), while the R client labels every upload `application/json` and then
+    /// parses a download as JSON when it is typed so, which a text file is not (its own tests read
+    /// text put that way back as text from Algorithmia, so the API does not type a download by its
+    /// upload); it and the other clients accept several types, or any.
+    static func fileType(accepting request: Request) -> String {
+        let accepted = request.headers[values: .accept].flatMap { $0.split(separator: ",") }
+        if accepted.count == 1, let type = accepted.first?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased(),
+           type == "text/plain" || type == "application/json" {
+            return type
+        }
+        return "application/octet-stream"
     }
 
     /// Algorithmia's timestamp form, which the Python client parses with `%Y-%m-%dT%H:%M:%S.%fZ`.

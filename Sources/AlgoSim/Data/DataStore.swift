@@ -7,9 +7,6 @@ struct DataStore: Sendable {
     static let reservedPrefix = ".__"
     static let aclFile = ".__acl.json"
     static let uploadPrefix = ".__upload-"
-    /// Beside a file uploaded with a `Content-Type`: that type, which its downloads carry.
-    static let typePrefix = ".__type-"
-    static let defaultContentType = "application/octet-stream"
     /// New directories let the account's own algorithms read them, as Algorithmia does.
     static let defaultACL = ["read": ["algo://.my/*"]]
 
@@ -97,29 +94,6 @@ struct DataStore: Sendable {
         }
     }
 
-    /// The media type a file was uploaded with, as object stores keep it (S3, GCS and Azure
-    /// answer a download with the type its upload gave); `application/octet-stream` when none.
-    func contentType(_ path: DataPath) -> String {
-        guard let data = try? Data(contentsOf: typeURL(path)), let type = String(data: data, encoding: .utf8), !type.isEmpty else {
-            return Self.defaultContentType
-        }
-        return type
-    }
-
-    /// Records the type of a file just uploaded, or forgets the old one when it came without.
-    func setContentType(_ type: String?, for path: DataPath) throws {
-        if let type, !type.isEmpty {
-            try Data(type.utf8).write(to: typeURL(path), options: .atomic)
-        } else {
-            try? FileManager.default.removeItem(at: typeURL(path))
-        }
-    }
-
-    private func typeURL(_ path: DataPath) -> URL {
-        let file = url(path)
-        return file.deletingLastPathComponent().appendingPathComponent(Self.typePrefix + file.lastPathComponent)
-    }
-
     /// Makes the parent directories of a path (for connectors whose folders are implicit).
     func ensureParents(_ path: DataPath) throws {
         try FileManager.default.createDirectory(at: url(path).deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -138,7 +112,6 @@ struct DataStore: Sendable {
             }
         }
         try FileManager.default.removeItem(at: url)
-        try? FileManager.default.removeItem(at: typeURL(path))
         return count
     }
 }

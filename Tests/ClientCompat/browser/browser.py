@@ -6,7 +6,7 @@ cors_origins lists and one nobody lists, loads each in Chromium, and checks what
 Usage: browser.py CHROMIUM GATEWAY LISTED_PORT PAGE_KEY SERVER_KEY SERVER_CLIENT WORK
 where PAGE_KEY is the key of client 'web' (scopes algo and data:read, a requests_per_minute
 quota, cors_origins listing http://127.0.0.1:LISTED_PORT) and SERVER_KEY that of SERVER_CLIENT,
-which lists no page; data://.my/web/greeting.txt holds "hello from the data API" as text/plain.
+which lists no page; data://.my/web/greeting.txt holds "hello from the data API".
 """
 import http.server
 import json
@@ -91,7 +91,7 @@ expect("repeat's X-Cache", repeat["fields"]["X-Cache"], "HIT")
 expect("repeat's Cache-Status", (repeat["fields"]["Cache-Status"] or "").startswith("algogate; hit; ttl="), True)
 expect("a 20 kB answer (gzip, which the browser asks for)", (listed["large"]["status"], listed["largeMatches"]), (200, True))
 expect("a data file", (listed["data"]["status"], listed["data"]["body"]), (200, "hello from the data API"))
-expect("a data file's type", listed["data"]["fields"]["Content-Type"], "text/plain")
+expect("a data file's type", listed["data"]["fields"]["Content-Type"], "application/octet-stream")
 print("ok   a listed page: algorithm calls (a miss, then a hit), a gzip answer, a data file; the gateway's fields readable")
 origin = "http://127.0.0.1:%s" % listed_port
 expect("a key whose client lists no page", (listed["unlistedKey"]["status"], envelope(listed["unlistedKey"])),
