@@ -13,6 +13,10 @@ import Testing
             #expect(canonicalJSON(created.json) == #"{"result":"data://.my/reports"}"#)
             let again = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "reports"])
             #expect(again.status == 409)
+            // A null ACL, as the C# client sends when given none, is no ACL: the default.
+            let nullACL = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "plain", "acl": NSNull()])
+            #expect(nullACL.status == 200)
+            #expect(canonicalJSON(try await http.send(.GET, "/v1/data/.my/plain?acl=true", headers: auth).object["acl"]) == #"{"read":["algo://.my/*"]}"#)
 
             let put = try await http.send(.PUT, "/v1/data/.my/reports/a.txt", headers: auth, text: "alpha")
             #expect(put.status == 200)
@@ -25,6 +29,8 @@ import Testing
             let head = try await http.send(.HEAD, "/v1/data/.my/reports/a.txt", headers: auth)
             #expect(head.status == 200)
             #expect(head.header("Content-Length") == "5")
+            // An HTTP date (RFC 9110 §5.6.7), as Last-Modified is written.
+            #expect(head.header("Last-Modified")?.wholeMatch(of: /(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT/) != nil)
             #expect(head.header("X-Data-Type") == "file")
             let directory = try await http.send(.GET, "/v1/data/.my/reports", headers: auth)
             #expect(directory.header("X-Data-Type") == "directory")
@@ -115,7 +121,8 @@ import Testing
                 folders += (page.object["folders"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
                 for file in page.object["files"] as? [[String: Any]] ?? [] {
                     files.append(file["filename"] as? String ?? "")
-                    #expect((file["last_modified"] as? String)?.hasSuffix("Z") == true)
+                    // Whole seconds, `.000Z`: the C# and R clients parse the `.000` literally.
+                    #expect((file["last_modified"] as? String)?.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z/) != nil)
                 }
                 marker = page.object["marker"] as? String
                 pages += 1

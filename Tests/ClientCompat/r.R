@@ -60,7 +60,11 @@ expect("binary file", blob$getRaw(), as.raw(c(9, 0, 255)))
 expect("missing file", dir$file("missing")$exists(), FALSE)
 names <- c()
 files <- dir$files()
-while (files$hasNext()) names <- c(names, files$getNext()$getName())
+while (files$hasNext()) {
+  entry <- files$getNext()
+  names <- c(names, entry$getName())
+  expect("a listed file's time, read as %Y-%m-%dT%H:%M:%S.000Z", is.na(entry$last_modified), FALSE)
+}
 expect("listing", names, c("blob.bin", "doc.json", "note.txt"))
 mentions("write outside the prefix", refusal("write outside", client$file(paste0(outside, "/x"))$put("no")),
          paste0("client 'limited' may not access ", outside, "/x: outside its data prefixes"))

@@ -2,9 +2,9 @@
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
 # and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
-# Node.js client (0.3.x) and the Ruby, R and Java clients too when NODE_CLIENT_DIR,
-# RUBY_CLIENT_DIR, R_CLIENT_DIR and JAVA_CLIENT_DIR name copies of them; and a web page in
-# headless Chromium through the gateway, as Algorithmia's browser client calls it.
+# Node.js client (0.3.x) and the Ruby, R, C# and Java clients too when NODE_CLIENT_DIR,
+# RUBY_CLIENT_DIR, R_CLIENT_DIR, CSHARP_CLIENT_DIR and JAVA_CLIENT_DIR name copies of them; and a
+# web page in headless Chromium through the gateway, as Algorithmia's browser client calls it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1), and Debian's
 # chromium when it is missing.
@@ -159,9 +159,9 @@ print("ok   a team confined to data://.my/limited/")'
   else
     echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
   fi
-  # The Ruby, R and Java clients, when their source is given (RubyGems, CRAN and Maven Central are
-  # out of CI's reach), on the libraries Debian packages: httparty; httr, rjson; gson,
-  # httpasyncclient, commons-io.
+  # The Ruby, R, C# and Java clients, when their source is given (RubyGems, CRAN, NuGet and Maven
+  # Central are out of CI's reach), on the libraries Debian packages: httparty; httr, rjson;
+  # Newtonsoft.Json (mono); gson, httpasyncclient, commons-io.
   apt_install() {
     local missing=() package
     for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
@@ -189,6 +189,20 @@ print("ok   a team confined to data://.my/limited/")'
       Rscript Tests/ClientCompat/r.R "$WORK/r-client" data://.my/limited data://.my/other 2> >(grep -v -e 'No encoding supplied' -e 'is.null(input) || is.na(input)' -e "length(x) = 3 > 1" -e '^Warning message:$' >&2)
   else
     echo "skip the R client: set R_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-r"
+  fi
+  if [ -n "${CSHARP_CLIENT_DIR:-}" ]; then
+    apt_install mono-mcs mono-devel libnewtonsoft-json-cil-dev
+    NEWTONSOFT=$(ls /usr/lib/mono/gac/Newtonsoft.Json/*/Newtonsoft.Json.dll | tail -1)
+    mkdir -p "$WORK/csharp"
+    cp "$NEWTONSOFT" "$WORK/csharp/"
+    mcs -nowarn:1591,0618 -target:library -out:"$WORK/csharp/Algorithmia.dll" -r:"$NEWTONSOFT" -r:System.Net.Http.dll -r:System.Web.dll \
+      "$CSHARP_CLIENT_DIR"/AlgorithmiaLibrary/Algorithmia/*.cs >/dev/null
+    mcs -out:"$WORK/csharp/CSharpFlow.exe" -r:"$WORK/csharp/Algorithmia.dll" -r:"$NEWTONSOFT" Tests/ClientCompat/CSharpFlow.cs >/dev/null
+    echo "== C# client -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      mono "$WORK/csharp/CSharpFlow.exe" data://.my/limited data://.my/other
+  else
+    echo "skip the C# client: set CSHARP_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-c-sharp"
   fi
   if [ -n "${JAVA_CLIENT_DIR:-}" ]; then
     apt_install default-jdk-headless libgoogle-gson-java libhttpasyncclient-java libcommons-io-java libandroid-json-java liblombok-java

@@ -78,7 +78,7 @@ struct DataRoutes: Sendable {
         case .file(let size, let modified):
             return Response(status: .ok, headers: [
                 .contentType: Self.fileType(accepting: request), .contentLength: String(size),
-                .lastModified: Self.timestamp(modified), SimHeaders.dataType: "file",
+                .lastModified: Self.httpDate(modified), SimHeaders.dataType: "file",
             ])
         case .directory:
             return Response(status: .ok, headers: [SimHeaders.dataType: "directory"])
@@ -142,7 +142,8 @@ struct DataRoutes: Sendable {
     }
 
     static func acl(from object: [String: Any]) throws -> [String: [String]]? {
-        guard let acl = object["acl"] else { return nil }
+        // `"acl": null` is no ACL: the C# client sends it so when it is given none.
+        guard let acl = object["acl"], !(acl is NSNull) else { return nil }
         guard let dictionary = acl as? [String: Any], let read = dictionary["read"] as? [String],
               read.allSatisfy({ ["user://*", "algo://.my/*"].contains($0) }) else {
             throw SimError.badRequest("acl must be {\"read\": []}, {\"read\": [\"user://*\"]} or {\"read\": [\"algo://.my/*\"]}")
@@ -166,10 +167,22 @@ struct DataRoutes: Sendable {
         return "application/octet-stream"
     }
 
-    /// Algorithmia's timestamp form, which the Python client parses with `%Y-%m-%dT%H:%M:%S.%fZ`.
+    /// Algorithmia's timestamp form: whole seconds, written with `.000Z`. The C# client parses it
+    /// as `yyyy-MM-ddTHH:mm:ss.000Z` and the R client as `%Y-%m-%dT%H:%M:%S.000Z`, the `.000`
+    /// written out (the C# client throws on other milliseconds, the R client reads NA); the
+    /// Python client reads `%Y-%m-%dT%H:%M:%S.%fZ`.
     static func timestamp(_ date: Date) -> String {
-        let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
-        return date.formatted(format)
+        let whole = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+        return whole.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+    }
+
+    /// An HTTP date (RFC 9110 §5.6.7), as `Last-Modified` must be written: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func httpDate(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
     }
 }
 
