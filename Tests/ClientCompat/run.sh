@@ -2,9 +2,10 @@
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
 # and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
-# Node.js client (0.3.x) and the Ruby, R, C# and Java clients too when NODE_CLIENT_DIR,
-# RUBY_CLIENT_DIR, R_CLIENT_DIR, CSHARP_CLIENT_DIR and JAVA_CLIENT_DIR name copies of them; and a
-# web page in headless Chromium through the gateway, as Algorithmia's browser client calls it.
+# Node.js client (0.3.x) and the Ruby, R, C#, Swift and Java clients too when NODE_CLIENT_DIR,
+# RUBY_CLIENT_DIR, R_CLIENT_DIR, CSHARP_CLIENT_DIR, SWIFT_CLIENT_DIR and JAVA_CLIENT_DIR name
+# copies of them; and a web page in headless Chromium through the gateway, as Algorithmia's
+# browser client calls it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1), and Debian's
 # chromium when it is missing.
@@ -203,6 +204,23 @@ print("ok   a team confined to data://.my/limited/")'
       mono "$WORK/csharp/CSharpFlow.exe" data://.my/limited data://.my/other
   else
     echo "skip the C# client: set CSHARP_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-c-sharp"
+  fi
+  if [ -n "${SWIFT_CLIENT_DIR:-}" ]; then
+    # Written for iOS in Swift 3: on Linux it needs FoundationNetworking imported and Swift 4's
+    # rules, under which its one `open let` must be `public let`; nothing else of it changes.
+    mkdir -p "$WORK/swift"
+    cp -r "$SWIFT_CLIENT_DIR/Algorithmia" "$WORK/swift/src"
+    sed -i 's/open let path/public let path/' "$WORK/swift/src/Data/AlgoDataObject.swift"
+    swiftc -swift-version 4 -parse-as-library -emit-library -module-name Algorithmia \
+      -Xfrontend -import-module -Xfrontend FoundationNetworking -emit-module -emit-module-path "$WORK/swift/Algorithmia.swiftmodule" \
+      $(find "$WORK/swift/src" -name '*.swift') -o "$WORK/swift/libAlgorithmia.so" 2>&1 | grep -E 'error' || true
+    swiftc -swift-version 5 -I "$WORK/swift" -L "$WORK/swift" -lAlgorithmia -Xlinker -rpath -Xlinker "$WORK/swift" \
+      Tests/ClientCompat/SwiftFlow.swift -o "$WORK/swift/SwiftFlow"
+    echo "== Swift client -> gateway -> simulator"
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      "$WORK/swift/SwiftFlow" data://.my/limited data://.my/other
+  else
+    echo "skip the Swift client: set SWIFT_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-swift"
   fi
   if [ -n "${JAVA_CLIENT_DIR:-}" ]; then
     apt_install default-jdk-headless libgoogle-gson-java libhttpasyncclient-java libcommons-io-java libandroid-json-java liblombok-java
