@@ -3,10 +3,12 @@ the browser, not a test of ours, decides what CORS lets through: its preflight, 
 may read, a refusal's status and message. Serves page.html from two origins, the one a client's
 cors_origins lists and one nobody lists, loads each in Chromium, and checks what the page saw.
 
-Usage: browser.py CHROMIUM GATEWAY LISTED_PORT PAGE_KEY SERVER_KEY SERVER_CLIENT WORK
+Usage: browser.py CHROMIUM GATEWAY LISTED_PORT PAGE_KEY SERVER_KEY SERVER_CLIENT WORK [ALGORITHMIA_JS]
 where PAGE_KEY is the key of client 'web' (scopes algo and data:read, a requests_per_minute
 quota, cors_origins listing http://127.0.0.1:LISTED_PORT) and SERVER_KEY that of SERVER_CLIENT,
-which lists no page; data://.my/web/greeting.txt holds "hello from the data API".
+which lists no page; data://.my/web/greeting.txt holds "hello from the data API". Given
+ALGORITHMIA_JS, a copy of Algorithmia's browser client (algorithmia.js), the page calls through it
+too.
 """
 import http.server
 import json
@@ -18,17 +20,19 @@ import threading
 import urllib.parse
 
 chromium, gateway, listed_port, page_key, server_key, server_client, work = sys.argv[1:8]
+algorithmia_js = open(sys.argv[8], "rb").read() if len(sys.argv) > 8 and sys.argv[8] else None
 page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html"), "rb").read()
 results = queue.Queue()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        body, kind = (algorithmia_js, "text/javascript") if self.path == "/algorithmia.js" and algorithmia_js else (page, "text/html; charset=utf-8")
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(page)))
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(page)
+        self.wfile.write(body)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -48,7 +52,7 @@ def serve(port):
 
 def visit(port, case):
     """Loads the page from http://127.0.0.1:PORT and returns what it posted back."""
-    query = urllib.parse.urlencode({"gateway": gateway, "case": case,
+    query = urllib.parse.urlencode({"gateway": gateway, "case": case, "client": "yes" if algorithmia_js else "no",
                                     "keys": json.dumps({"page": page_key, "server": server_key})})
     browser = subprocess.Popen(
         [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -102,6 +106,16 @@ expect("an unknown key", (listed["unknownKey"]["status"], envelope(listed["unkno
 expect("a write without data:write", (listed["noScope"]["status"], envelope(listed["noScope"])),
        (403, {"error_type": "PermissionDenied", "message": "client 'web' lacks the 'data:write' scope for PUT data requests"}))
 print("ok   a listed page: refusals (a key for no page, an unknown key, a missing scope) readable, status and message")
+
+if algorithmia_js:
+    expect("algorithmia.js, text", listed["client"]["result"], "Hello algorithmia.js")
+    expect("algorithmia.js, JSON", listed["clientJSON"]["result"], {"a": [1, 2]})
+    expect("algorithmia.js, a key for no page", listed["clientRefused"]["error"],
+           {"error_type": "PermissionDenied",
+            "message": "client '%s' may not be used from the web page at %s: its cors_origins do not list it" % (server_client, origin)})
+    print("ok   Algorithmia's browser client (algorithmia.js) on the listed page: text, JSON, a refusal")
+else:
+    print("skip algorithmia.js: set ALGORITHMIA_JS to a copy of Algorithmia's browser client")
 
 unlisted_server = serve(0)
 unlisted = visit(unlisted_server.server_address[1], "unlisted")
