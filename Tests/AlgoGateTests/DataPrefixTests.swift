@@ -87,6 +87,10 @@ import Testing
             #expect(try await h.gateway.send(.GET, "/v1/data/s3%3A%2F%2Fbucket%2Fteam-a%2Fjava+k%2B1.bin", headers: simple(Keys.teamA)).bytes == [4, 5])
             #expect(try await h.gateway.send(.GET, "/v1/data/s3://bucket/team-a/java%20k+1.bin", headers: simple(Keys.teamA)).bytes == [4, 5])
             #expect(try await h.gateway.send(.GET, "/v1/data/s3://bucket/team-a/java+k+1.bin", headers: simple(Keys.teamA)).status == 404)
+            // A space read from `+` is checked as any other: `..` and a space is refused.
+            let dots = try await h.gateway.send(.GET, "/v1/data/.my%2Fteam-a%2F..+%2Fteam-b%2Fy.txt", headers: simple(Keys.teamA))
+            #expect(dots.status == 400)
+            #expect(envelope(dots).message == "data path segment '.. ' is refused: a name made only of dots and spaces")
             for (path, location) in [("/v1/data/.my%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt"),
                                      ("/v1/data/s3%3A%2F%2Fbucket%2Fteam-b%2Fk.bin", "s3://bucket/team-b/k.bin"),
                                      ("/v1/data/.my%2Fteam-a%2F..%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt")] {
