@@ -37,13 +37,26 @@ import Testing
             let second = try await http.send(.POST, "/v1/algorithms/sim/Greeter/versions", headers: auth, json: ["version_info": ["type": "revision"]])
             #expect((second.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "0.1.1")
 
+            // `version_type`, as the API reference and the Java client name it; `/version`, where the
+            // Java client posts; and by the algorithm's id, as the API reference also offers.
+            #expect(try await http.send(.POST, "/v1/algorithms/sim/Greeter/compile", headers: auth).status == 200)
+            let third = try await http.send(.POST, "/v1/algorithms/sim/Greeter/version", headers: auth, json: ["version_info": ["version_type": "patch"]])
+            #expect((third.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "0.1.2")
+            let id = try #require(create.object["id"] as? String)
+            #expect(try await http.send(.POST, "/v1/algorithms/sim/Greeter/compile", headers: auth).status == 200)
+            let fourth = try await http.send(.POST, "/v1/algorithms/\(id)/version", headers: auth, json: ["version_info": ["version_type": "major"]])
+            #expect((fourth.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "1.0.0")
+            let unknown = try await http.send(.POST, "/v1/algorithms/sim/Greeter/version", headers: auth, json: ["version_info": ["version_type": "huge"]])
+            #expect(unknown.status == 400)
+            #expect(((unknown.object["error"] as? [String: Any])?["message"] as? String) == "version_info.version_type must be major, minor or patch")
+
             let versions = try await http.send(.GET, "/v1/algorithms/sim/Greeter/versions", headers: auth)
             let semvers = (versions.object["results"] as? [[String: Any]] ?? []).compactMap { ($0["version_info"] as? [String: Any])?["semantic_version"] as? String }
-            #expect(semvers == ["0.1.1", "0.1.0"])
+            #expect(semvers == ["1.0.0", "0.1.2", "0.1.1", "0.1.0"])
 
             let builds = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds", headers: auth)
             let results = builds.object["results"] as? [[String: Any]] ?? []
-            #expect(results.count == 3)
+            #expect(results.count == 7)
             #expect(results.allSatisfy { $0["status"] as? String == "succeeded" })
             let buildID = results.first?["build_id"] as? String ?? ""
             let logs = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds/\(buildID)/logs", headers: auth)

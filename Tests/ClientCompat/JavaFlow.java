@@ -3,7 +3,10 @@
 // files and directories (whose paths this client percent-encodes whole), refusals.
 // Tests/ClientCompat/run.sh runs it when JAVA_CLIENT_DIR names a checkout of the client's source:
 // Maven Central is out of CI's reach.
-// Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> java -cp CLASSES JavaFlow.java ROOT OUTSIDE
+// Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> [ALGORITHMIA_MANAGE_KEY=<a key
+// with the manage scope>] java -cp CLASSES JavaFlow.java ROOT OUTSIDE [OWNER]
+// With a manage key, it also creates, updates, compiles and publishes an algorithm under OWNER,
+// lists its versions and builds, reads a build's logs, and calls the published version.
 import com.algorithmia.algo.Algorithmia;
 import com.algorithmia.algo.AlgorithmiaClient;
 import com.algorithmia.algo.AlgorithmExecutable.AlgorithmOutputType;
@@ -44,6 +47,27 @@ public class JavaFlow {
         System.err.println("FAIL: java " + label + ": not refused");
         System.exit(1);
         return null;
+    }
+
+    /** The management API as this client drives it (`publishAlgo` posts to `/version`, with `version_type`). */
+    static void manage(AlgorithmiaClient client, String owner) throws Exception {
+        String name = "JavaFlow" + System.currentTimeMillis();
+        com.algorithmia.algo.Algorithm created = client.createAlgo(owner, "{\"name\":\"" + name + "\",\"details\":{\"label\":\"Java flow\"},"
+            + "\"settings\":{\"algorithm_environment\":\"env\",\"license\":\"apl\",\"network_access\":\"full\",\"pipeline_enabled\":true,\"source_visibility\":\"open\"}}");
+        expect("createAlgo", created.getName(), name);
+        expect("getAlgo", client.getAlgo(owner, name).getDetails().getLabel(), "Java flow");
+        expect("updateAlgo", client.updateAlgo(owner, name, "{\"details\":{\"label\":\"renamed\"},\"settings\":{\"source_visibility\":\"open\"}}").getDetails().getLabel(), "renamed");
+        String hash = client.compileAlgo(owner, name).getVersionInfo().getGitHash();
+        expect("compileAlgo gives a build", hash != null && hash.length() == 40, true);
+        com.algorithmia.algo.Algorithm published = client.publishAlgo(owner, name, "{\"version_info\":{\"version_type\":\"major\",\"release_notes\":\"from Java\"}}");
+        expect("publishAlgo", published.getVersionInfo().getSemanticVersion(), "1.0.0");
+        expect("listAlgoVersions", client.listAlgoVersions(owner, name, null, null, null, null).getResults().get(0).getVersionInfo().getSemanticVersion(), "1.0.0");
+        com.algorithmia.algo.AlgorithmBuildsList builds = client.listAlgoBuilds(owner, name, null, null);
+        String buildId = builds.getResults().get(0).getBuildId();
+        expect("getAlgoBuild", client.getAlgoBuild(owner, name, buildId).getStatus(), "succeeded");
+        expect("getAlgoBuildLogs", client.getAlgoBuildLogs(owner, name, buildId).getLogs().contains("Build succeeded"), true);
+        expect("the published version, called", client.algo(owner + "/" + name + "/1.0.0").pipe("hi").asString(), "hi");
+        System.out.println("ok   java: createAlgo, getAlgo, updateAlgo, compileAlgo, publishAlgo, listAlgoVersions, listAlgoBuilds, getAlgoBuild, getAlgoBuildLogs, the new version called");
     }
 
     public static void main(String[] args) throws Exception {
@@ -103,6 +127,8 @@ public class JavaFlow {
         expect("unknown key", refusal("unknown key", () -> stranger.algo("demo/Hello/0.1.1").pipe("x")),
             "401 authorization failed: unknown algogate key");
         System.out.println("ok   java: directories (a name with a space; create, exists, list, delete forced and not), files (text, binary, exists, delete), refusals");
+        String manageKey = System.getenv("ALGORITHMIA_MANAGE_KEY");
+        if (manageKey != null) manage(Algorithmia.client(manageKey, System.getenv("ALGORITHMIA_API")), args[2]);
         stranger.close();
         client.close();
         System.exit(0);   // the HTTP client's reactor threads would otherwise keep the JVM up

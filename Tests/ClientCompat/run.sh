@@ -242,8 +242,8 @@ JAVA
     javac -nowarn -d "$WORK/java-classes" -cp "$JARS/usr/share/java/lombok.jar" -processorpath /usr/share/java/lombok.jar \
       $(find "$WORK/java-src" -name '*.java') 2>&1 | grep -v '^Note:' || true
     echo "== Java client $(sed -n 's/^version := "\(.*\)"/\1/p' "$JAVA_CLIENT_DIR/build.sbt") -> gateway -> simulator"
-    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
-      java -cp "$WORK/java-classes:$JARS" Tests/ClientCompat/JavaFlow.java data://.my/limited data://.my/other
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" ALGORITHMIA_MANAGE_KEY="$CLIENT_KEY" \
+      java -cp "$WORK/java-classes:$JARS" Tests/ClientCompat/JavaFlow.java data://.my/limited data://.my/other sim
   else
     echo "skip the Java client: set JAVA_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-java"
   fi

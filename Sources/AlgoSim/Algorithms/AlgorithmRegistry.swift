@@ -82,6 +82,11 @@ final class AlgorithmRegistry: Sendable {
         records.withLock { $0["\(owner)/\(name)"] }
     }
 
+    /// The record with this id (the management API's `:algorithmId`).
+    func record(id: String) -> Record? {
+        records.withLock { $0.values.first { $0.id == id } }
+    }
+
     /// Adds a record; false when one with that name already exists.
     func create(_ record: Record) -> Bool {
         records.withLock { records in

@@ -29,8 +29,13 @@ struct ManagementRoutes: Sendable {
             return try await update(request, segments)
         case (.post, 3) where segments[2] == "compile":
             return try compile(segments)
-        case (.post, 3) where segments[2] == "versions":
+        case (.post, 3) where segments[2] == "versions" || segments[2] == "version":
+            // `version` as the Java client posts it (`publishAlgo`), `versions` as the API reference does.
             return try await publish(request, segments)
+        case (.post, 2) where segments[1] == "version":
+            // Publishing by the algorithm's id (the API reference's `/v1/algorithms/:algorithmId/version`).
+            guard let record = registry.record(id: segments[0]) else { throw Self.error(.notFound, "No such algorithm: \(segments[0])") }
+            return try await publish(request, [record.owner, record.name])
         case (.get, 3) where segments[2] == "versions":
             let record = try record(segments)
             let versions = record.versions.sorted { $0.semver > $1.semver }.map { versionObject(record, $0) }
@@ -126,11 +131,13 @@ struct ManagementRoutes: Sendable {
     private func publish(_ request: Request, _ segments: [String]) async throws -> Response {
         let object = try await body(request)
         let info = object["version_info"] as? [String: Any] ?? [:]
-        let kind = info["type"] as? String ?? "minor"
+        // `version_type` as the API reference and the Java client write it, `type` as the Python
+        // client's own README does.
+        let kind = info["version_type"] as? String ?? info["type"] as? String ?? "minor"
         let published: (AlgorithmRegistry.Record, AlgorithmRegistry.Version)?? = try registry.update(owner: segments[0], name: segments[1]) { record in
             let current = record.newest?.semver ?? SemanticVersion(0, 0, 0)
             guard let next = current.bumped(kind) else {
-                throw Self.error(.badRequest, "version_info.type must be major, minor or revision")
+                throw Self.error(.badRequest, "version_info.version_type must be major, minor or patch")
             }
             let hash = record.latestHash ?? AlgorithmRegistry.stableHash("\(record.id)/\(next)", length: 40)
             let version = AlgorithmRegistry.Version(
