@@ -81,8 +81,13 @@ import Testing
             #expect(ownerWide.status == 404)
             #expect(ownerWide.text.contains("No such management endpoint"))
             let managementCalls = h.simulator.stats.snapshot.requestsByClass["management"]
+            // Publishing by id (`/v1/algorithms/{id}/version`, in Algorithmia's API reference): the
+            // id does not say which algorithm it is, so a client with a list cannot use it, even
+            // for its own algorithm; it publishes by owner and name.
+            let id = try #require(made.object["id"] as? String)
 
             let refusals: [(HTTPMethod, String, String?, Int, String, String)] = [
+                (.POST, "/v1/algorithms/\(id)/version", #"{"version_info": {"version_type": "minor"}}"#, 403, "PermissionDenied", "client 'team-x' may not manage \(id)/version: not among its algorithms"),
                 (.POST, "/v1/algorithms/demo", create, 403, "PermissionDenied", "client 'team-x' may not create demo/Tool: not among its algorithms"),
                 (.DELETE, "/v1/algorithms/demo/Other", nil, 403, "PermissionDenied", "client 'team-x' may not manage demo/Other: not among its algorithms"),
                 (.POST, "/v1/algorithms/demo/Other/compile", nil, 403, "PermissionDenied", "client 'team-x' may not manage demo/Other: not among its algorithms"),
