@@ -64,6 +64,31 @@ import Testing
         }
     }
 
+    /// A call by the algorithm's id (`/v1/algo/{uuid}[/{version}]`): forwarded as it came, never
+    /// cached (the id does not say which algorithm it is, for the rules, a purge or the stats), and
+    /// refused to a client with an `algorithms` list, which cannot be checked against it.
+    @Test func callsByIDAreForwardedUncachedAndRefusedToClientsWithAList() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            let id = try #require(try await h.sim.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.upstream)).object["id"] as? String)
+            for path in ["/v1/algo/\(id)/0.1.0", "/v1/algo/\(id)/0.1.0/", "/v1/algo/algo://\(id)/0.1.0", "/v1/algo/\(id)"] {
+                for _ in 0..<2 {
+                    let reply = try await Self.post(h, path, key: Keys.teamB)
+                    #expect(reply.status == 200, "\(path)")
+                    #expect(reply.object["result"] as? String == "Hello HAL", "\(path)")
+                    #expect(reply.header("Cache-Status") == "algogate; fwd=uri-miss", "\(path)")
+                    #expect(reply.header("X-Cache") == "BYPASS", "\(path)")
+                }
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["\(id)/0.1.0": 6, id: 2])
+            let refused = try await Self.post(h, "/v1/algo/\(id)/0.1.0")
+            #expect(refused.status == 403)
+            #expect(envelope(refused).message == "client 'team-x' may call only the algorithms it lists, by owner and name: \(id) is an algorithm's id, which does not say which algorithm it is")
+            // More than an id and a version is no algorithm.
+            #expect(try await Self.post(h, "/v1/algo/\(id)/0.1.0/x", key: Keys.teamB).status == 404)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["\(id)/0.1.0": 6, id: 2])
+        }
+    }
+
     @Test func managementIsLimitedToTheListedAlgorithmsAndCreatesAreChecked() async throws {
         try await GatewayHarness.run(clientsYAML: Self.clients) { h in
             func send(_ method: HTTPMethod, _ path: String, _ body: String? = nil) async throws -> TestHTTP.Reply {

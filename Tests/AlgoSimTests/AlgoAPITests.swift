@@ -48,6 +48,24 @@ import Testing
         }
     }
 
+    /// Algorithmia's "invoke an algorithm by UUID": `/v1/algo/{id}[/{version}]`, the id being the
+    /// one the management API gives.
+    @Test func callsAnAlgorithmByItsID() async throws {
+        try await withSimulator { http, sim in
+            let id = try #require(try await http.send(.GET, "/v1/algorithms/demo/Hello", headers: auth).object["id"] as? String)
+            #expect(id.wholeMatch(of: /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/) != nil)
+            let latest = try await http.send(.POST, "/v1/algo/\(id)", headers: auth + textType, text: "HAL")
+            #expect(latest.object["result"] as? String == "Hello HAL")
+            let pinned = try await http.send(.POST, "/v1/algo/\(id)/0.1.0", headers: auth + textType, text: "HAL")
+            #expect(pinned.object["result"] as? String == "Hello HAL")
+            #expect(sim.stats.snapshot.algoCalls == [id: 1, "\(id)/0.1.0": 1])
+            let unknown = try await http.send(.POST, "/v1/algo/00000000-0000-4000-8000-000000000000", headers: auth + textType, text: "x")
+            #expect(unknown.status == 404)
+            let badVersion = try await http.send(.POST, "/v1/algo/\(id)/9.9.9", headers: auth + textType, text: "x")
+            #expect((badVersion.object["error"] as? [String: Any])?["message"] as? String == "algorithm algo://demo/Hello/9.9.9 not found")
+        }
+    }
+
     /// The official Node clients send the reference as given: `algo://demo/Hello/0.1.1` in their
     /// README, `/owner/name` as some users write it. The simulator reads both as the algorithm,
     /// and `/v1/web/algo/...`, the browser client's endpoint, as `/v1/algo/...`.

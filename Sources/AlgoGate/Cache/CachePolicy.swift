@@ -57,7 +57,9 @@ struct CachePolicy: Sendable {
         let algo = ref.description
         var decision = Decision(lookup: false, store: false, onlyIfCached: directives.contains("only-if-cached"),
                                 ttlSeconds: config.ttlSeconds, key: nil, algo: algo, bypassReason: "uri-miss")
-        guard config.enabled, let version = ref.version, Self.isPinned(version), let options, options.isCacheable else { return decision }
+        // A call by id is not cached: its id does not say which algorithm it is, for the rules, a
+        // purge or the stats.
+        guard config.enabled, !ref.byID, let version = ref.version, Self.isPinned(version), let options, options.isCacheable else { return decision }
         let rule = config.rules.first { $0.matches(algo) }
         if rule?.enabled == false { return decision }
         decision.ttlSeconds = rule?.ttlSeconds ?? config.ttlSeconds

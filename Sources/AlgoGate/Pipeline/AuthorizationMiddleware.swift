@@ -57,6 +57,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
         if let algorithms = client.algorithms {
             switch route {
             case .algo(let ref):
+                if ref.byID {
+                    throw GatewayError.forbidden("client '\(client.name)' may call only the algorithms it lists, by owner and name: \(ref.owner) is an algorithm's id, which does not say which algorithm it is")
+                }
                 guard algorithms.permits(owner: ref.owner, name: ref.name) else {
                     throw GatewayError.forbidden("client '\(client.name)' may not call \(ref.owner)/\(ref.name): not among its algorithms")
                 }

@@ -83,7 +83,7 @@ struct CachedHits: Sendable {
         // Authentication and authorisation (`AuthenticationMiddleware`, `AuthorizationMiddleware`).
         let uri = URI(head.path ?? "")
         guard let client = RememberedClient.client(for: fields, in: snapshot, remembered: &remembered), !client.isOperator,
-              case .algo(let ref)? = try? RouteClass.classify(path: uri.path) else { return nil }
+              case .algo(let ref)? = try? RouteClass.classify(path: uri.path), !ref.byID else { return nil }
         let route = RouteClass.algo(ref)
         guard client.scopes.contains(route.requiredScope(for: head.method)),
               AuthorizationMiddleware.overrideRefusal(fields, query: uri.query, method: head.method) == nil,

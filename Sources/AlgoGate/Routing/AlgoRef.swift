@@ -1,10 +1,17 @@
-/// The algorithm an algo call names: `owner/name[/version]`, version as written.
+/// The algorithm an algo call names: `owner/name[/version]`, version as written; or, in a call
+/// by the algorithm's id (`{uuid}[/version]`, Algorithmia's "invoke an algorithm by UUID"), the id
+/// in `owner` and an empty `name`.
 public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
     public let owner: String
     public let name: String
     public let version: String?
 
-    public var description: String { owner + "/" + name + (version.map { "/" + $0 } ?? "") }
+    /// A call by the algorithm's id rather than its owner and name. The id does not say which
+    /// algorithm it is, so such a call is never cached and is refused to a client with an
+    /// `algorithms` list.
+    public var byID: Bool { name.isEmpty }
+
+    public var description: String { (byID ? owner : owner + "/" + name) + (version.map { "/" + $0 } ?? "") }
 
     /// Parses the path after `/v1/algo/`; a trailing slash is ignored (the Node client adds one),
     /// and so is a leading `algo://` or `/`: the official Node clients put the reference they are
@@ -22,6 +29,16 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
             rest = rest.dropFirst()
         }
         if rest.last == slash { rest = rest.dropLast() }
+        let head = rest.firstIndex(of: slash).map { rest[..<$0] } ?? rest
+        if Self.isUUID(head) {
+            // `{uuid}` or `{uuid}/{version}`, and nothing more.
+            let versionBytes = head.endIndex < rest.endIndex ? rest[rest.index(after: head.endIndex)...] : nil
+            guard versionBytes.map({ !$0.contains(slash) && Self.isSegment(bytes: $0, wildcard: true) }) ?? true else { return nil }
+            owner = String(Substring(head))
+            name = ""
+            version = versionBytes.map { String(Substring($0)) }
+            return
+        }
         guard let first = rest.firstIndex(of: slash) else { return nil }
         let ownerBytes = rest[..<first]
         let afterOwner = rest[rest.index(after: first)...]
@@ -53,6 +70,15 @@ public struct AlgoRef: Sendable, Equatable, CustomStringConvertible {
                 default: false
                 }
             }
+    }
+
+    /// A UUID as Algorithmia writes an algorithm's id: `8-4-4-4-12` hex digits.
+    static func isUUID(_ bytes: some Collection<UInt8>) -> Bool {
+        guard bytes.count == 36 else { return false }
+        return bytes.enumerated().allSatisfy { index, byte in
+            [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-")
+                : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+        }
     }
 
     private static let scheme = Array("algo://".utf8)

@@ -22,6 +22,12 @@ struct AlgoRoutes: Sendable {
         let given = path.hasPrefix("algo://") ? path.dropFirst(7) : path.hasPrefix("/") ? path.dropFirst() : path
         var segments = given.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         if segments.last == "" { segments.removeLast() }  // `/v1/algo/o/n/` is `/v1/algo/o/n`
+        let called = segments.joined(separator: "/")
+        // `/v1/algo/{id}[/{version}]`: an algorithm called by its id (Algorithmia's "invoke an
+        // algorithm by UUID").
+        if (1...2).contains(segments.count), let record = registry.record(id: segments[0]) {
+            segments = [record.owner, record.name] + segments.dropFirst()
+        }
         guard (2...3).contains(segments.count), segments.allSatisfy({ !$0.isEmpty }) else {
             throw SimError.notFound("algorithm algo://\(given) not found")
         }
@@ -31,7 +37,7 @@ struct AlgoRoutes: Sendable {
         let (owner, name) = (segments[0], segments[1])
         let versionText = segments.count == 3 ? segments[2] : nil
         let reference = "algo://\(owner)/\(name)" + (versionText.map { "/\($0)" } ?? "")
-        stats.recordAlgoCall(segments.joined(separator: "/"))
+        stats.recordAlgoCall(called)
 
         let options = try Options(request.uri.queryParameters)
         let input = try await readInput(request, context: context)

@@ -51,7 +51,7 @@ final class AlgorithmRegistry: Sendable {
         var all: [String: Record] = [:]
         for (owner, name, versions, algorithm) in builtins {
             var record = Record(
-                id: Self.stableHash("id:\(owner)/\(name)", length: 32), owner: owner, name: name,
+                id: Self.stableUUID("id:\(owner)/\(name)"), owner: owner, name: name,
                 details: JSON.data(["label": name, "summary": "simulator built-in"]),
                 settings: JSON.data(["language": "swift", "source_visibility": "closed"]),
                 versionInfo: JSON.data([:]), createdAt: Date(timeIntervalSince1970: 1_700_000_000)
@@ -106,6 +106,12 @@ final class AlgorithmRegistry: Sendable {
             records[key] = record
             return result
         }
+    }
+
+    /// A UUID-shaped id (`8-4-4-4-12` hex, as Algorithmia's algorithm ids are) that is the same on every run.
+    static func stableUUID(_ text: String) -> String {
+        let hex = Array(stableHash(text, length: 32))
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-")
     }
 
     static func isGitHash(_ text: String) -> Bool {

@@ -88,7 +88,9 @@ enum FuzzTargets {
             // An algorithm the gateway reads is plain names, and its upstream path reads back as
             // the same algorithm (the Node clients' `algo://` and `/` spellings go up without them).
             if let ref = AlgoRef(path: Substring(path)) {
-                precondition([ref.owner, ref.name].allSatisfy { AlgoRef.isSegment($0, wildcard: true) }
+                // A call by id: the id a UUID, no name.
+                precondition(!ref.byID || AlgoRef.isUUID(ref.owner.utf8), "\(path.debugDescription) read as a call by id \(ref)")
+                precondition((ref.byID ? [ref.owner] : [ref.owner, ref.name]).allSatisfy { AlgoRef.isSegment($0, wildcard: true) }
                               && ref.version.map { AlgoRef.isSegment($0, wildcard: true) } ?? true, "\(path.debugDescription) read as \(ref)")
                 precondition(AlgoRef(path: Substring(ref.description)) == ref, "\(path.debugDescription) read as \(ref), which reads back otherwise")
             }
