@@ -6,6 +6,41 @@ import Testing
 /// deletes from the file; the gateway's answers held in memory must go too, or it keeps answering
 /// what the operator purged until it restarts.
 @Suite struct CachePurgeTests {
+    /// An algorithm deleted through the gateway (`DELETE /v1/algorithms/{owner}/{name}`, answered
+    /// 2xx upstream) takes its cached answers with it: its pinned versions are not answered from
+    /// the cache after the upstream stopped answering for them. A refused delete purges nothing,
+    /// and other algorithms' answers stay.
+    @Test func anAlgorithmDeletedThroughTheGatewayTakesItsCachedAnswersWithIt() async throws {
+        try await GatewayHarness.run { h in
+            func manage(_ method: HTTPMethod, _ path: String, _ json: Any? = nil) async throws -> TestHTTP.Reply {
+                if let json { return try await h.gateway.send(method, path, headers: simple(Keys.teamA), json: json) }
+                return try await h.gateway.send(method, path, headers: simple(Keys.teamA))
+            }
+            func call(_ algo: String) async throws -> TestHTTP.Reply {
+                try await h.gateway.send(.POST, "/v1/algo/\(algo)", headers: simple(Keys.teamB) + [("Content-Type", "text/plain")], text: "hi")
+            }
+            #expect(try await manage(.POST, "/v1/algorithms/sim", ["name": "Doomed", "details": ["label": "Doomed"], "settings": ["language": "python3"]]).status == 200)
+            #expect(try await manage(.POST, "/v1/algorithms/sim/Doomed/compile").status == 200)
+            #expect(try await manage(.POST, "/v1/algorithms/sim/Doomed/versions", ["version_info": ["version_type": "minor"]]).status == 200)
+            for algo in ["sim/Doomed/0.1.0", "demo/Hello/0.1.0"] {
+                #expect(try await call(algo).header("X-Cache") == "MISS")
+                #expect(try await call(algo).header("X-Cache") == "HIT")
+            }
+            // Refused upstream (no such algorithm): nothing is purged.
+            #expect(try await manage(.DELETE, "/v1/algorithms/sim/Nope").status == 404)
+            #expect(try await call("sim/Doomed/0.1.0").header("X-Cache") == "HIT")
+
+            let deleted = try await manage(.DELETE, "/v1/algorithms/sim/Doomed")
+            #expect(deleted.status == 204)
+            let gone = try await call("sim/Doomed/0.1.0")
+            #expect(gone.status == 404)
+            #expect(gone.header("X-Cache") == "BYPASS" || gone.header("X-Cache") == "MISS")
+            #expect(h.simulator.stats.snapshot.algoCalls["sim/Doomed/0.1.0"] == 2)
+            #expect(try await call("demo/Hello/0.1.0").header("X-Cache") == "HIT")
+            #expect(await eventually { h.logs.all.contains { $0.contains("algorithm deleted upstream: its cached answers purged") && $0.contains("sim/Doomed") } })
+        }
+    }
+
     @Test func aPurgeFromTheCommandLineReachesTheServingGatewaysMemory() async throws {
         let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
         defer { pair.stop() }

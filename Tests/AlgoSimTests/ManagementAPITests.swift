@@ -66,6 +66,15 @@ import Testing
             #expect(call.object["result"] as? String == "hi")
             let latest = try await http.send(.POST, "/v1/algo/sim/Greeter", headers: auth + textType, text: "hey")
             #expect(latest.object["result"] as? String == "hey")
+
+            let scm = try await http.send(.GET, "/v1/algorithms/sim/Greeter/scm/status", headers: auth)
+            #expect(canonicalJSON(scm.json) == #"{"scm_connection_status":"active"}"#)
+            let deleted = try await http.send(.DELETE, "/v1/algorithms/sim/Greeter", headers: auth)
+            #expect(deleted.status == 204)
+            #expect(deleted.body.readableBytes == 0)
+            #expect(try await http.send(.GET, "/v1/algorithms/sim/Greeter", headers: auth).status == 404)
+            #expect(try await http.send(.POST, "/v1/algo/sim/Greeter/0.1.1", headers: auth + textType, text: "hi").status == 404)
+            #expect(try await http.send(.DELETE, "/v1/algorithms/sim/Greeter", headers: auth).status == 404)
         }
     }
 

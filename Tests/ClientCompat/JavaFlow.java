@@ -67,7 +67,10 @@ public class JavaFlow {
         expect("getAlgoBuild", client.getAlgoBuild(owner, name, buildId).getStatus(), "succeeded");
         expect("getAlgoBuildLogs", client.getAlgoBuildLogs(owner, name, buildId).getLogs().contains("Build succeeded"), true);
         expect("the published version, called", client.algo(owner + "/" + name + "/1.0.0").pipe("hi").asString(), "hi");
-        System.out.println("ok   java: createAlgo, getAlgo, updateAlgo, compileAlgo, publishAlgo, listAlgoVersions, listAlgoBuilds, getAlgoBuild, getAlgoBuildLogs, the new version called");
+        expect("getAlgoSCMStatus", client.getAlgoSCMStatus(owner, name).getScmConnectionStatus(), "active");
+        expect("deleteAlgo", client.deleteAlgo(owner, name).getStatusLine().getStatusCode(), 204);
+        expect("getAlgo after deleteAlgo", client.getAlgo(owner, name).getName(), null);
+        System.out.println("ok   java: createAlgo, getAlgo, updateAlgo, compileAlgo, publishAlgo, listAlgoVersions, listAlgoBuilds, getAlgoBuild, getAlgoBuildLogs, the new version called, getAlgoSCMStatus, deleteAlgo");
     }
 
     public static void main(String[] args) throws Exception {

@@ -97,6 +97,11 @@ final class AlgorithmRegistry: Sendable {
         }
     }
 
+    /// Removes a record; false when there is none.
+    func delete(owner: String, name: String) -> Bool {
+        records.withLock { $0.removeValue(forKey: "\(owner)/\(name)") != nil }
+    }
+
     /// Applies `change` to an existing record and returns the result; nil when there is none.
     func update<T>(owner: String, name: String, _ change: (inout Record) throws -> T) rethrows -> T? {
         try records.withLock { records in

@@ -27,6 +27,13 @@ struct ManagementRoutes: Sendable {
             return json(algorithmObject(try record(segments)))
         case (.put, 2):
             return try await update(request, segments)
+        case (.delete, 2):
+            // "An empty response upon success" (Algorithmia's API reference).
+            guard registry.delete(owner: segments[0], name: segments[1]) else { throw Self.error(.notFound, "No such algorithm: \(segments[0])/\(segments[1])") }
+            return Response(status: .noContent)
+        case (.get, 4) where segments[2] == "scm" && segments[3] == "status":
+            _ = try record(segments)
+            return json(["scm_connection_status": "active"])
         case (.post, 3) where segments[2] == "compile":
             return try compile(segments)
         case (.post, 3) where segments[2] == "versions" || segments[2] == "version":
