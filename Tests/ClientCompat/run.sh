@@ -2,10 +2,10 @@
 # Runs the official Algorithmia Python client (algorithmia==2.0.5) through its seed flows:
 # straight at the simulator, then through the gateway when the gateway's `serve` command exists,
 # and the last 1.x release (1.17.0) and the package's `algo` CLI through the gateway; the classic
-# Node.js client (0.3.x) and the Ruby, R, C#, Swift and Java clients too when NODE_CLIENT_DIR,
-# RUBY_CLIENT_DIR, R_CLIENT_DIR, CSHARP_CLIENT_DIR, SWIFT_CLIENT_DIR and JAVA_CLIENT_DIR name
-# copies of them; and a web page in headless Chromium through the gateway, as Algorithmia's
-# browser client calls it.
+# Node.js client (0.3.x), the current one (2.x) and the Ruby, R, C#, Swift and Java clients too
+# when NODE_CLIENT_DIR, NODE2_CLIENT_DIR (with TYPED_REST_CLIENT_DIR), RUBY_CLIENT_DIR,
+# R_CLIENT_DIR, CSHARP_CLIENT_DIR, SWIFT_CLIENT_DIR and JAVA_CLIENT_DIR name copies of them; and
+# a web page in headless Chromium through the gateway, as Algorithmia's browser client calls it.
 # Needs the debug build of `algogate` (swift build) and python3 with venv; installs the client
 # into .build/clientcompat-venv (and 1.17.0 into .build/clientcompat-venv-1), and Debian's
 # chromium when it is missing.
@@ -160,9 +160,7 @@ print("ok   a team confined to data://.my/limited/")'
   else
     echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
   fi
-  # The Ruby, R, C# and Java clients, when their source is given (RubyGems, CRAN, NuGet and Maven
-  # Central are out of CI's reach), on the libraries Debian packages: httparty; httr, rjson;
-  # Newtonsoft.Json (mono); gson, httpasyncclient, commons-io.
+  # Debian packages that only the optional clients below need, installed when missing.
   apt_install() {
     local missing=() package
     for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
@@ -171,6 +169,30 @@ print("ok   a team confined to data://.my/limited/")'
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   }
+  # The current Node.js client (2.x, TypeScript), when its source and that of typed-rest-client
+  # 1.8 (its one dependency besides dotenv) are given: both compiled with Debian's tsc (type
+  # errors for want of Node's type declarations are only reported: the JavaScript is emitted as
+  # it is), on Debian's qs and underscore; npm's tunnel (proxies only) and dotenv (a .env file)
+  # are stand-ins that do nothing, as nothing here uses them.
+  if [ -n "${NODE2_CLIENT_DIR:-}" ] && [ -n "${TYPED_REST_CLIENT_DIR:-}" ]; then
+    apt_install node-typescript node-qs node-underscore
+    N2="$WORK/node2/node_modules"
+    mkdir -p "$N2/typed-rest-client/opensource" "$N2/algorithmia" "$N2/tunnel" "$N2/dotenv"
+    tsc -p "$TYPED_REST_CLIENT_DIR" --outDir "$N2/typed-rest-client" >/dev/null || true
+    cp -r "$TYPED_REST_CLIENT_DIR/lib/opensource/Node-SMB" "$N2/typed-rest-client/opensource/"
+    tsc --target es2018 --module commonjs --esModuleInterop --outDir "$N2/algorithmia/lib" "$NODE2_CLIENT_DIR"/src/*.ts >/dev/null || true
+    cp "$NODE2_CLIENT_DIR/package.json" "$N2/algorithmia/"
+    echo 'const no = () => { throw new Error("proxies are not used here"); }; module.exports = { httpOverHttp: no, httpsOverHttp: no, httpOverHttps: no, httpsOverHttps: no };' >"$N2/tunnel/index.js"
+    echo 'module.exports = { config() { return { parsed: {} }; } }; module.exports.default = module.exports;' >"$N2/dotenv/index.js"
+    echo "== Node.js client 2.x (TypeScript) -> gateway -> simulator"
+    NODE_PATH="$N2:/usr/share/nodejs" ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
+      node Tests/ClientCompat/node2.js data://.my/limited data://.my/other
+  else
+    echo "skip the Node.js 2.x client: set NODE2_CLIENT_DIR and TYPED_REST_CLIENT_DIR to checkouts of algorithmiaio/algorithmia-nodejs and microsoft/typed-rest-client (v1.8)"
+  fi
+  # The Ruby, R, C# and Java clients, when their source is given (RubyGems, CRAN, NuGet and Maven
+  # Central are out of CI's reach), on the libraries Debian packages: httparty; httr, rjson;
+  # Newtonsoft.Json (mono); gson, httpasyncclient, commons-io.
   if [ -n "${RUBY_CLIENT_DIR:-}" ]; then
     apt_install ruby ruby-httparty ruby-json
     echo "== Ruby client $(sed -n 's/.*VERSION *= *"\(.*\)".*/\1/p' "$RUBY_CLIENT_DIR/lib/algorithmia/version.rb") -> gateway -> simulator"
