@@ -61,4 +61,5 @@ const envelope = (text) => JSON.parse(text).error;
   const stranger = new AlgorithmiaClient('not-a-key', process.env.ALGORITHMIA_API);
   assert.strictEqual(envelope(await stranger.algo('demo/Hello').pipe('x', '0.1.1')).message, 'authorization failed: unknown algogate key');
   console.log('ok   node 2.x: directories (create, exists, list, delete forced and not), files (text, JSON, exists, delete), refusals');
+  process.exit(0);  // its HTTP agent keeps idle connections, which would hold the process until the gateway closes them
 })().catch((e) => { console.error('FAIL:', e); process.exit(1); });
