@@ -2,7 +2,9 @@
 # through the gateway as the confined team: algorithm calls with options, data files and
 # directories, refusals. Tests/ClientCompat/run.sh runs it when R_CLIENT_DIR names a checkout of
 # the client's source (CRAN is out of CI's reach).
-# Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> Rscript r.R CLIENT_DIR ROOT OUTSIDE
+# Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> [ALGORITHMIA_MANAGE_KEY=<a key
+# with the manage scope>] Rscript r.R CLIENT_DIR ROOT OUTSIDE [OWNER]
+# With a manage key, it also drives the management API through the client's methods under OWNER.
 args <- commandArgs(trailingOnly = TRUE)
 clientDir <- args[1]; root <- args[2]; outside <- args[3]
 setwd(clientDir)   # the client finds its bundled certificates with here::here()
@@ -78,3 +80,26 @@ expect("dir gone", dir$exists(), FALSE)
 stranger <- getAlgorithmiaClient("not-a-key")
 mentions("unknown key", refusal("unknown key", stranger$algo("demo/Hello/0.1.1")$pipe("x")), "authorization failed: unknown algogate key")
 cat("ok   r: directories (a name with a space; create, exists, list, delete forced and not), files (text, JSON, binary, exists, delete), refusals\n")
+
+manageKey <- Sys.getenv("ALGORITHMIA_MANAGE_KEY", unset = NA)
+if (!is.na(manageKey)) {
+  owner <- args[4]
+  manager <- getAlgorithmiaClient(manageKey)
+  name <- paste0("RFlow", as.integer(Sys.time()))
+  created <- manager$createAlgorithm(owner, rjson::toJSON(list(name = name, details = list(label = "R"), settings = list(language = "r"))))
+  expect("createAlgorithm", created$name, name)
+  algoUrl <- paste0(owner, "/", name)
+  expect("getAlgorithmObject", manager$getAlgorithmObject(algoUrl)$details$label, "R")
+  expect("updateAlgorithm", manager$updateAlgorithm(algoUrl, rjson::toJSON(list(details = list(label = "renamed"))))$details$label, "renamed")
+  expect("compileAlgorithm gives a build", nchar(manager$compileAlgorithm(algoUrl)$version_info$git_hash), 40L)
+  published <- manager$publishAlgorithm(algoUrl, rjson::toJSON(list(version_info = list(version_type = "minor"))))
+  expect("publishAlgorithm", published$version_info$semantic_version, "0.1.0")
+  expect("listAlgoVersions", manager$listAlgoVersions(algoUrl)$results[[1]]$version_info$semantic_version, "0.1.0")
+  builds <- manager$listAlgoBuilds(algoUrl)$results
+  expect("getAlgoBuild", manager$getAlgoBuild(algoUrl, builds[[1]]$build_id)$status, "succeeded")
+  expect("getAlgoBuildLogs", grepl("Build succeeded", manager$getAlgoBuildLogs(algoUrl, builds[[1]]$build_id)$logs, fixed = TRUE), TRUE)
+  expect("getAlgoSCMStatus", manager$getAlgoSCMStatus(algoUrl)$scm_connection_status, "active")
+  expect("the published version, called", manager$algo(paste0(algoUrl, "/0.1.0"))$pipe("hi")$result, "hi")
+  expect("deleteAlgorithm", httr::status_code(manager$deleteAlgorithm(algoUrl)), 204L)
+  cat("ok   r: createAlgorithm, getAlgorithmObject, updateAlgorithm, compileAlgorithm, publishAlgorithm, listAlgoVersions, listAlgoBuilds, getAlgoBuild, getAlgoBuildLogs, getAlgoSCMStatus, the new version called, deleteAlgorithm\n")
+}

@@ -2,7 +2,10 @@
 # confined team: algorithm calls with options, data files and directories, refusals.
 # Tests/ClientCompat/run.sh runs it when RUBY_CLIENT_DIR names an unpacked copy of the gem's
 # source (its lib/algorithmia.rb): RubyGems is out of CI's reach.
-# Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> ruby ruby.rb CLIENT_DIR ROOT OUTSIDE
+# Usage: ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key confined to ROOT> [ALGORITHMIA_MANAGE_KEY=<a key
+# with the manage scope>] ruby ruby.rb CLIENT_DIR ROOT OUTSIDE [OWNER]
+# With a manage key, it also reads an algorithm it makes under OWNER through the client's
+# management methods (get, versions, builds, build logs, SCM status) and deletes it.
 require File.join(ARGV[0], 'lib', 'algorithmia')
 root, outside = ARGV[1], ARGV[2]
 
@@ -79,3 +82,25 @@ stranger = Algorithmia.client('not-a-key')
 expect('unknown key', refusal('unknown key') { stranger.algo('demo/Hello/0.1.1').pipe('x') },
        ['UnauthorizedError', 401, 'authorization failed: unknown algogate key'])
 puts 'ok   ruby: directories (create, exists, delete forced and not), files (text, binary, JSON, exists, delete), refusals'
+
+if (manage_key = ENV['ALGORITHMIA_MANAGE_KEY'])
+  owner = ARGV[3]
+  manager = Algorithmia.client(manage_key)
+  name = "RubyFlow#{Time.now.to_i}"
+  # This client cannot create, compile or publish; those requests are made with its requester.
+  requester = Algorithmia::Requester.new(manager)
+  requester.post("/v1/algorithms/#{owner}", { 'name' => name, 'details' => { 'label' => 'Ruby' }, 'settings' => { 'language' => 'ruby' } })
+  requester.post("/v1/algorithms/#{owner}/#{name}/compile", {})
+  requester.post("/v1/algorithms/#{owner}/#{name}/versions", { 'version_info' => { 'version_type' => 'minor' } })
+  # Its methods append to the strings they are given, so each gets a copy.
+  expect('get_algo', manager.get_algo(owner.dup, name.dup).response['name'], name)
+  versions = manager.get_algo_versions(owner.dup, name.dup, nil, nil, nil, nil).response['results']
+  expect('get_algo_versions', versions.map { |v| v['version_info']['semantic_version'] }, ['0.1.0'])
+  builds = manager.get_algo_builds(owner.dup, name.dup, nil, nil).response['results']
+  expect('get_algo_builds', builds.size, 2)
+  expect('get_algo_build_logs', manager.get_algo_build_logs(owner.dup, name.dup, builds[0]['build_id']).response['logs'].include?('Build succeeded'), true)
+  expect('get_scm_status', manager.get_scm_status(owner.dup, name.dup).response, { 'scm_connection_status' => 'active' })
+  manager.delete_algo(owner.dup, name.dup)
+  expect('get_algo after delete_algo', refusal('get after delete') { manager.get_algo(owner.dup, name.dup) }[0..1], ['NotFoundError', 404])
+  puts 'ok   ruby: get_algo, get_algo_versions, get_algo_builds, get_algo_build_logs, get_scm_status, delete_algo'
+end

@@ -196,8 +196,8 @@ print("ok   a team confined to data://.my/limited/")'
   if [ -n "${RUBY_CLIENT_DIR:-}" ]; then
     apt_install ruby ruby-httparty ruby-json
     echo "== Ruby client $(sed -n 's/.*VERSION *= *"\(.*\)".*/\1/p' "$RUBY_CLIENT_DIR/lib/algorithmia/version.rb") -> gateway -> simulator"
-    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
-      ruby Tests/ClientCompat/ruby.rb "$RUBY_CLIENT_DIR" data://.my/limited data://.my/other
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" ALGORITHMIA_MANAGE_KEY="$CLIENT_KEY" \
+      ruby Tests/ClientCompat/ruby.rb "$RUBY_CLIENT_DIR" data://.my/limited data://.my/other sim
   else
     echo "skip the Ruby client: set RUBY_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-ruby"
   fi
@@ -208,8 +208,8 @@ print("ok   a team confined to data://.my/limited/")'
     cp -r "$R_CLIENT_DIR" "$WORK/r-client"
     touch "$WORK/r-client/R/crt/cacert.pem"
     echo "== R client $(sed -n 's/^Version: *//p' "$R_CLIENT_DIR/DESCRIPTION") -> gateway -> simulator"
-    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
-      Rscript Tests/ClientCompat/r.R "$WORK/r-client" data://.my/limited data://.my/other 2> >(grep -v -e 'No encoding supplied' -e 'is.null(input) || is.na(input)' -e "length(x) = 3 > 1" -e '^Warning message:$' >&2)
+    ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" ALGORITHMIA_MANAGE_KEY="$CLIENT_KEY" \
+      Rscript Tests/ClientCompat/r.R "$WORK/r-client" data://.my/limited data://.my/other sim 2> >(grep -v -e 'No encoding supplied' -e 'is.null(input) || is.na(input)' -e "length(x) = 3 > 1" -e '^Warning message:$' >&2)
   else
     echo "skip the R client: set R_CLIENT_DIR to a checkout of algorithmiaio/algorithmia-r"
   fi
