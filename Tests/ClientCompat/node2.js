@@ -4,7 +4,8 @@
 // and typed-rest-client 1.8, with Debian's tsc when NODE2_CLIENT_DIR and TYPED_REST_CLIENT_DIR
 // name their sources (see there).
 // Usage: NODE_PATH=<its node_modules>:/usr/share/nodejs ALGORITHMIA_API=... ALGORITHMIA_API_KEY=<a key
-// confined to ROOT> node node2.js ROOT OUTSIDE
+// confined to ROOT> [ALGORITHMIA_MANAGE_KEY=<a key with the manage scope>] node node2.js ROOT OUTSIDE [OWNER]
+// With a manage key, it also drives the management API through the client's methods under OWNER.
 'use strict';
 const assert = require('assert');
 const { AlgorithmiaClient } = require('algorithmia/lib/index.js');
@@ -61,5 +62,23 @@ const envelope = (text) => JSON.parse(text).error;
   const stranger = new AlgorithmiaClient('not-a-key', process.env.ALGORITHMIA_API);
   assert.strictEqual(envelope(await stranger.algo('demo/Hello').pipe('x', '0.1.1')).message, 'authorization failed: unknown algogate key');
   console.log('ok   node 2.x: directories (create, exists, list, delete forced and not), files (text, JSON, exists, delete), refusals');
+  if (process.env.ALGORITHMIA_MANAGE_KEY) {
+    const owner = process.argv[4];
+    const manager = new AlgorithmiaClient(process.env.ALGORITHMIA_MANAGE_KEY, process.env.ALGORITHMIA_API);
+    const name = 'NodeFlow' + Date.now();
+    const created = JSON.parse(await manager.createAlgo(owner, { name, details: { label: 'Node' }, settings: { language: 'javascript' } }));
+    assert.strictEqual(created.name, name);
+    assert.strictEqual(JSON.parse(await manager.getAlgo(owner, name)).details.label, 'Node');
+    assert.strictEqual(JSON.parse(await manager.buildAlgo(owner, name)).version_info.git_hash.length, 40);
+    // publishAlgo posts to `.../version`, with version_type "revision".
+    assert.strictEqual(JSON.parse(await manager.publishAlgo(owner, name)).version_info.semantic_version, '0.0.1');
+    assert.deepStrictEqual(JSON.parse(await manager.listAlgoVersions(owner, name)).results.map((v) => v.version_info.semantic_version), ['0.0.1']);
+    const builds = JSON.parse(await manager.listAlgoBuilds(owner, name)).results;
+    assert.ok(JSON.parse(await manager.getAlgoBuildLogs(owner, name, builds[0].build_id)).logs.includes('Build succeeded'));
+    assert.strictEqual(await manager.algo(`${owner}/${name}`).pipe('hi', '0.0.1'), 'hi');
+    assert.strictEqual(await manager.deleteAlgo(owner, name), '');
+    assert.strictEqual(envelope(await manager.getAlgo(owner, name)).message, `No such algorithm: ${owner}/${name}`);
+    console.log('ok   node 2.x: createAlgo, getAlgo, buildAlgo, publishAlgo, listAlgoVersions, listAlgoBuilds, getAlgoBuildLogs, the new version called, deleteAlgo');
+  }
   process.exit(0);  // its HTTP agent keeps idle connections, which would hold the process until the gateway closes them
 })().catch((e) => { console.error('FAIL:', e); process.exit(1); });

@@ -185,8 +185,8 @@ print("ok   a team confined to data://.my/limited/")'
     echo 'const no = () => { throw new Error("proxies are not used here"); }; module.exports = { httpOverHttp: no, httpsOverHttp: no, httpOverHttps: no, httpsOverHttps: no };' >"$N2/tunnel/index.js"
     echo 'module.exports = { config() { return { parsed: {} }; } }; module.exports.default = module.exports;' >"$N2/dotenv/index.js"
     echo "== Node.js client 2.x (TypeScript) -> gateway -> simulator"
-    NODE_PATH="$N2:/usr/share/nodejs" ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
-      node Tests/ClientCompat/node2.js data://.my/limited data://.my/other
+    NODE_PATH="$N2:/usr/share/nodejs" ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" ALGORITHMIA_MANAGE_KEY="$CLIENT_KEY" \
+      node Tests/ClientCompat/node2.js data://.my/limited data://.my/other sim
   else
     echo "skip the Node.js 2.x client: set NODE2_CLIENT_DIR and TYPED_REST_CLIENT_DIR to checkouts of algorithmiaio/algorithmia-nodejs and microsoft/typed-rest-client (v1.8)"
   fi
