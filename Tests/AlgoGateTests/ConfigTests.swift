@@ -89,6 +89,7 @@ import Testing
              "cache.rules[0].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)", Self.env),
             (Self.yaml("server: {send_timeout_seconds: 0}\n" + client), "server.send_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], async_calls: sometimes}]"), "clients[0].async_calls: expected true or false", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: algo}]"), "clients[0].scopes: expected a list", Self.env),
             (Self.yaml("clients: [{name: {first: a}, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "clients[0].name: expected a single value, not a list or a mapping", Self.env),

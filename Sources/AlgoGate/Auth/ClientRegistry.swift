@@ -11,6 +11,8 @@ public struct ClientIdentity: Sendable, Equatable {
     public var algorithms: [AlgorithmPattern]? = nil
     /// Parsed `cors_origins`: the web pages the key may be used from; none unless configured.
     public var corsOrigins = BrowserOrigins.none
+    /// `async_calls`: whether the client may call with `output=void`.
+    public var asyncCalls = true
     public let quota: GatewayConfig.Quota
     /// Whether this is the operator (admin key) rather than a team.
     public let isOperator: Bool
@@ -42,6 +44,7 @@ public struct ClientRegistry: Sendable {
             admit(ClientIdentity(name: client.name, scopes: Set(client.scopes), dataPrefixes: prefixes,
                                  algorithms: try client.algorithms.map { try $0.map(AlgorithmPattern.init(parsing:)) },
                                  corsOrigins: try BrowserOrigins(parsing: client.corsOrigins ?? []),
+                                 asyncCalls: client.asyncCalls ?? true,
                                  quota: Self.merge(client.quota, over: config.quota), isOperator: false),
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }

@@ -210,11 +210,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// Web origins the key may be used from in a browser (`https://dash.example.com`, or `*`);
         /// nil: none, the key is not for browsers.
         public var corsOrigins: [String]?
+        /// Whether the client may make asynchronous algorithm calls (`output=void`); nil: it may.
+        public var asyncCalls: Bool?
         public var quota: Quota?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", algorithms
-            case corsOrigins = "cors_origins", quota
+            case corsOrigins = "cors_origins", asyncCalls = "async_calls", quota
         }
         public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
             self.name = name
@@ -232,6 +234,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
             algorithms = try c.decodeIfPresent([String].self, forKey: .algorithms)
             corsOrigins = try c.decodeIfPresent([String].self, forKey: .corsOrigins)
+            asyncCalls = try c.decodeIfPresent(Bool.self, forKey: .asyncCalls)
             quota = try c.decodeIfPresent(Quota.self, forKey: .quota)
         }
     }

@@ -10,7 +10,8 @@ import Synchronization
 /// upstream answers withheld because they held the server key; algorithm input and answer bytes
 /// held in memory, and calls waiting for room or for an identical call's answer; client
 /// connections closed because their client stopped reading; algorithm calls that ran to their
-/// end after their client went, by client; configuration reloads applied and refused.
+/// end after their client went, by client; asynchronous calls the upstream accepted, by client;
+/// configuration reloads applied and refused.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -114,6 +115,9 @@ public final class GatewayMetrics: Sendable {
     private static var unreadAnswers: MetricNameDescriptor { .init(
         metricName: "algogate_unread_answers", unitName: "total",
         helpText: "Algorithm calls that ran to their end upstream after their client went (upstream.abandoned_calls: finish, or kept for the cache), by client") }
+    private static var asyncCalls: MetricNameDescriptor { .init(
+        metricName: "algogate_async_calls", unitName: "total",
+        helpText: "Asynchronous algorithm calls (output=void) the upstream accepted, by client: their algorithms run upstream after the gateway has freed their slot") }
     private static var upstreamRetries: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_retries", unitName: "total",
         helpText: "Bodiless GET, HEAD and OPTIONS requests sent again after their upstream connection was lost, by route class") }
@@ -138,6 +142,7 @@ public final class GatewayMetrics: Sendable {
     private let cacheCounters = Mutex<[String: Counter]>([:])
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let unreadAnswerCounters = Mutex<[String: Counter]>([:])
+    private let asyncCallCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
     /// One per route class and `none` (`requestHistogramRoutes`, in that order), made up front:
@@ -179,6 +184,12 @@ public final class GatewayMetrics: Sendable {
     func unreadAnswer(client: String) {
         Self.memoised(unreadAnswerCounters, client) {
             registry.makeCounter(descriptor: Self.unreadAnswers, labels: [("client", client)])
+        }.increment()
+    }
+
+    func asyncCall(client: String) {
+        Self.memoised(asyncCallCounters, client) {
+            registry.makeCounter(descriptor: Self.asyncCalls, labels: [("client", client)])
         }.increment()
     }
 

@@ -69,6 +69,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
                 break
             }
         }
+        if case .algo = route, !client.asyncCalls, request.method == .post, (try? AlgoOptions.parse(request.uri.query))?.isAsync == true {
+            throw GatewayError.forbidden("client '\(client.name)' may not make asynchronous calls (output=void): the upstream runs such a call's algorithm after it has answered, outside the client's share of the account's concurrency; call without output=void")
+        }
         return .granted
     }
 

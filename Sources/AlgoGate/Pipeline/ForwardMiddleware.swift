@@ -54,6 +54,10 @@ struct ForwardMiddleware: RouterMiddleware {
         let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
         context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
+        // Its algorithm runs on upstream, outside the slot just given back (`clients[].async_calls`).
+        if request.uri.query != nil, (200..<300).contains(response.status.code), (try? AlgoOptions.parse(request.uri.query))?.isAsync == true {
+            metrics.asyncCall(client: client)
+        }
         return response
     }
 

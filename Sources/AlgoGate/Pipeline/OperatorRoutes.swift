@@ -90,11 +90,14 @@ public struct OperatorRoutes: Sendable {
         var algorithms: [String]?
         /// The web origins the key may be used from (`*` for any); absent: none.
         var corsOrigins: [String]?
+        /// Whether the key may make asynchronous calls (`output=void`).
+        var asyncCalls: Bool
         var quota: Quota
         var usedToday: Usage
         var remaining: Remaining
         enum CodingKeys: String, CodingKey {
-            case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, corsOrigins = "cors_origins", quota, usedToday = "used_today", remaining
+            case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, corsOrigins = "cors_origins", asyncCalls = "async_calls", quota
+            case usedToday = "used_today", remaining
         }
 
         init(client: ClientIdentity, standing: QuotaLedger.Standing) {
@@ -106,6 +109,7 @@ public struct OperatorRoutes: Sendable {
             algorithms = client.algorithms?.map(\.description)
             let origins = client.corsOrigins
             corsOrigins = origins.isEmpty ? nil : (origins.any ? ["*"] : []) + origins.origins.sorted()
+            asyncCalls = client.asyncCalls
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
                                maxConcurrent: quota.maxConcurrent, bytesPerDay: quota.bytesPerDay)
             usedToday = standing.today

@@ -93,8 +93,12 @@ public struct AlgoOptions: Sendable, Equatable {
     /// Whether the call may be answered from the cache at all: not one run for its side effects
     /// (`output=void`, in any case) nor run as `sudo` (any value but `false`, in any case).
     var isCacheable: Bool {
-        output?.lowercased() != "void" && (sudo == nil || sudo?.lowercased() == "false")
+        !isAsync && (sudo == nil || sudo?.lowercased() == "false")
     }
+
+    /// An asynchronous call (`output=void`, in any case): the upstream answers it at once and runs
+    /// the algorithm on its own.
+    var isAsync: Bool { output?.lowercased() == "void" }
 
     /// The output mode as the cache key holds it: absent is the default mode.
     var outputKey: String { output ?? "default" }

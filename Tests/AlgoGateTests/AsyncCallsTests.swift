@@ -1,0 +1,73 @@
+@testable import AlgoGate
+import AlgoTestSupport
+import Foundation
+import Testing
+
+/// `clients[].async_calls`: an asynchronous call (`output=void`) is answered by the upstream at
+/// once and its algorithm runs on after the gateway has given its slot back, outside the client's
+/// share of the account's concurrency. Such calls are counted by client, and a client configured
+/// with `async_calls: false` is refused them.
+@Suite struct AsyncCallsTests {
+    static let clients = """
+        clients:
+          - name: team-sync
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))"
+            scopes: [algo]
+            async_calls: false
+          - name: team-any
+            key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))"
+            scopes: [algo]
+        """
+
+    static func post(_ h: GatewayHarness, _ path: String, key: String) async throws -> TestHTTP.Reply {
+        try await h.gateway.send(.POST, path, headers: simple(key) + textType, text: "HAL")
+    }
+
+    @Test func aClientWithoutAsyncCallsIsRefusedThemAndMakesOrdinaryCalls() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            for path in ["/v1/algo/util/Echo?output=void", "/v1/algo/util/Echo/1.0.0?output=VOID", "/v1/algo/demo/Hello?timeout=20&output=Void"] {
+                let refused = try await Self.post(h, path, key: Keys.teamA)
+                #expect(refused.status == 403, "\(path)")
+                #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-sync' may not make asynchronous calls (output=void): the upstream runs such a call's algorithm after it has answered, outside the client's share of the account's concurrency; call without output=void"}}"#, "\(path)")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+
+            // An output given twice is the same 400 for every client, not read as either.
+            let twice = try await Self.post(h, "/v1/algo/util/Echo?output=void&output=raw", key: Keys.teamA)
+            #expect(twice.status == 400)
+            #expect(twice.text == #"{"error":{"error_type":"InputError","message":"the query gives the output option more than once: give each of an algorithm call's options once"}}"#)
+
+            let ordinary = try await Self.post(h, "/v1/algo/util/Echo?output=raw", key: Keys.teamA)
+            #expect(ordinary.status == 200)
+            #expect(ordinary.text == "HAL")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo": 1])
+
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            #expect(me.object["async_calls"] as? Bool == false)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_async_calls_total{client="team-sync"}"#) == nil)
+        }
+    }
+
+    @Test func otherClientsCallAsynchronouslyAndAreCounted() async throws {
+        try await GatewayHarness.run(clientsYAML: Self.clients) { h in
+            for _ in 0..<2 {
+                let accepted = try await Self.post(h, "/v1/algo/util/Echo/1.0.0?output=void", key: Keys.teamB)
+                #expect(accepted.status == 200)
+                #expect(accepted.object["async"] as? String == "void")
+                #expect((accepted.object["request_id"] as? String)?.hasPrefix("req-") == true)
+                #expect(accepted.header("Cache-Status") == "algogate; fwd=uri-miss")
+            }
+            // An asynchronous call to an algorithm the upstream does not have is refused at once,
+            // and not counted.
+            let missing = try await Self.post(h, "/v1/algo/util/Nothing?output=void", key: Keys.teamB)
+            #expect(missing.status == 404)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo/1.0.0": 2, "util/Nothing": 1])
+
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            #expect(me.object["async_calls"] as? Bool == true)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_async_calls_total{client="team-any"}"#) == 2)
+        }
+    }
+}
