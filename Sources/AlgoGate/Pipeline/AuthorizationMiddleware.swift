@@ -5,8 +5,8 @@ import NIOCore
 
 /// Classifies `/v1` requests, checks the client's scope for the route class, keeps data paths
 /// inside the client's `data_prefixes` (a directory create is checked for the directory it makes),
-/// and algorithm calls and management inside its `algorithms` (a create is checked for the
-/// algorithm it makes).
+/// algorithm calls and management inside its `algorithms` (a create is checked for the
+/// algorithm it makes), and asynchronous calls (`output=void`) out when its `async_calls` is false.
 struct AuthorizationMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     /// Directory- and algorithm-create bodies are small JSON objects; anything larger is not one.
