@@ -70,4 +70,25 @@ import Testing
             #expect(metricSample(metrics, #"algogate_async_calls_total{client="team-any"}"#) == 2)
         }
     }
+
+    /// What the setting is for: the gateway holds an asynchronous call's slot only until the
+    /// upstream has accepted it, so its runs go on beside the account's other calls, beyond
+    /// `upstream.max_concurrency`, where the gateway cannot count them.
+    @Test func asynchronousRunsGoOnOutsideTheGatewaysSlots() async throws {
+        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1", clientsYAML: Self.clients) { h in
+            for _ in 0..<3 {
+                let accepted = try await h.gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0?output=void", headers: simple(Keys.teamB) + jsonType, text: "5000")
+                #expect(accepted.status == 200)
+                #expect(accepted.object["async"] as? String == "void")
+            }
+            let stats = h.simulator.stats.snapshot
+            #expect(stats.asyncRunning == 3 && stats.peakAsyncRunning == 3)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
+            #expect(metricSample(metrics, #"algogate_async_calls_total{client="team-any"}"#) == 3)
+            // The one slot is free: an ordinary call is sent at once, beside the three runs.
+            let ordinary = try await Self.post(h, "/v1/algo/util/Echo?output=raw", key: Keys.teamA)
+            #expect(ordinary.status == 200 && ordinary.text == "HAL")
+        }
+    }
 }

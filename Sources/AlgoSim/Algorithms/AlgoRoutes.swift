@@ -48,7 +48,12 @@ struct AlgoRoutes: Sendable {
         if options.output == "void" {
             let algorithm = version.algorithm
             let sendableInput = SendableBox(input)
-            Task.detached { _ = try? await algorithm.run(sendableInput.value, AlgoRun()) }
+            let stats = stats
+            stats.asyncRunStarted()
+            Task.detached {
+                defer { stats.asyncRunEnded() }
+                _ = try? await algorithm.run(sendableInput.value, AlgoRun())
+            }
             return Self.json(["async": "void", "request_id": "req-" + UUID().uuidString.lowercased()])
         }
 

@@ -17,6 +17,10 @@ public final class SimStats: Sendable {
         public var requestsByClass: [String: Int] = [:]
         /// Algorithm answers sent gzip-compressed (the client asked with Accept-Encoding).
         public var gzipResponses: Int = 0
+        /// Algorithms running after their asynchronous call (`output=void`) was answered, and the
+        /// most at once: runs no request is in flight for.
+        public var asyncRunning: Int = 0
+        public var peakAsyncRunning: Int = 0
     }
 
     private struct State {
@@ -40,10 +44,12 @@ public final class SimStats: Sendable {
 
     public func reset() {
         state.withLock { state in
-            let inFlight = state.snapshot.inFlight
+            let inFlight = state.snapshot.inFlight, asyncRunning = state.snapshot.asyncRunning
             state = State()
             state.snapshot.inFlight = inFlight
             state.snapshot.peakConcurrency = inFlight
+            state.snapshot.asyncRunning = asyncRunning
+            state.snapshot.peakAsyncRunning = asyncRunning
         }
     }
 
@@ -60,6 +66,18 @@ public final class SimStats: Sendable {
 
     func end() {
         state.withLock { $0.snapshot.inFlight -= 1 }
+    }
+
+    /// An asynchronous call's algorithm starts running (`asyncRunEnded` when it is done).
+    func asyncRunStarted() {
+        state.withLock { state in
+            state.snapshot.asyncRunning += 1
+            state.snapshot.peakAsyncRunning = max(state.snapshot.peakAsyncRunning, state.snapshot.asyncRunning)
+        }
+    }
+
+    func asyncRunEnded() {
+        state.withLock { $0.snapshot.asyncRunning -= 1 }
     }
 
     func recordGzipResponse() {
