@@ -26,6 +26,9 @@ struct Keygen: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "Algorithms the client may call and manage (owner/name or owner/*, space- or comma-separated); all when left out.")
     var algorithms: [String] = []
 
+    @Flag(name: .customLong("no-async-calls"), help: "Refuse the client asynchronous calls (output=void), whose runs go on upstream outside the gateway's slots.")
+    var noAsyncCalls = false
+
     @Option(name: .customLong("previous-key-sha256"), help: "When rotating: the client's current key_sha256, still accepted until removed.")
     var previousKeySHA256: String?
 
@@ -84,6 +87,9 @@ struct Keygen: AsyncParsableCommand {
         }
         if !algorithmPatterns.isEmpty {
             print("    algorithms: [\(algorithmPatterns.map(Self.quoted).joined(separator: ", "))]")
+        }
+        if noAsyncCalls {
+            print("    async_calls: false")
         }
     }
 }
