@@ -114,6 +114,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         // The answer went to a socket whose client had closed its side: it reads none of it,
         // unless it only half-closed (the bytes count what was written all the same).
         if shortfall.clientGone { metadata["departed"] = "before_answer" }
+        if shortfall.asyncAccepted { metadata["async"] = "accepted" }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
         switch cut {
         case nil:

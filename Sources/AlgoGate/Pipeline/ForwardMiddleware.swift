@@ -57,6 +57,7 @@ struct ForwardMiddleware: RouterMiddleware {
         // Its algorithm runs on upstream, outside the slot just given back (`clients[].async_calls`).
         if request.uri.query != nil, (200..<300).contains(response.status.code), (try? AlgoOptions.parse(request.uri.query))?.isAsync == true {
             metrics.asyncCall(client: client)
+            context.facts.markAsyncAccepted()
         }
         return response
     }

@@ -71,6 +71,8 @@ final class RequestFacts: Sendable {
         var keepsAnswer = false
         /// The client went before the algorithm's answer came, and the call ran on to its end.
         var clientGone = false
+        /// The upstream accepted the call as an asynchronous one (`output=void`).
+        var asyncAccepted = false
         /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
         /// back once the answer has been sent (`complete`), or when these facts go.
         var answerRoom: HeldBytes?
@@ -164,7 +166,8 @@ final class RequestFacts: Sendable {
     /// Why the answer is not the one asked for, or was not kept, read in one go for the log line.
     var shortfall: Shortfall {
         state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
-                                   notReadBecause: $0.notReadBecause, upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone) }
+                                   notReadBecause: $0.notReadBecause, upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone,
+                                   asyncAccepted: $0.asyncAccepted) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
@@ -177,6 +180,12 @@ final class RequestFacts: Sendable {
     /// (`ForwardMiddleware`): its log line says so.
     func markClientGone() {
         state.withLock { $0.clientGone = true }
+    }
+
+    /// The upstream accepted the call as an asynchronous one, whose algorithm runs on after the
+    /// answer (`ForwardMiddleware`): its log line says so.
+    func markAsyncAccepted() {
+        state.withLock { $0.asyncAccepted = true }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).
@@ -228,4 +237,7 @@ struct Shortfall: Sendable {
     var upstreamRefusedKey = false
     /// The client went before the algorithm's answer came, and the call ran on to its end.
     var clientGone = false
+    /// Not a shortfall, but told on the same line: the upstream accepted an asynchronous call
+    /// (`output=void`), whose algorithm runs on outside the gateway's slots.
+    var asyncAccepted = false
 }
