@@ -8,7 +8,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and exit 0 when it is good, 1 naming the bad field.",
-        discussion: "Also checks that the upstream key is readable and that cache.path is a SQLite file this user can read and write, or can be created, names the proxy variables of the environment (HTTPS_PROXY and the like) that would apply to the upstream but are not read (upstream.proxy decides), names clients with the algo scope but no data_prefixes when others have them (an algorithm they call can reach every path), names data prefixes that read otherwise than written (a '..' segment, a repeated slash or a backslash is folded), and names settings that cannot take effect (a max_concurrent above upstream.max_concurrency, cache.rules with the cache off, a cache.max_bytes too small for any answer), and a cache.max_bytes larger than the disk holding cache.path can give the cache. Nothing is created or changed."
+        discussion: "Also checks that the upstream key is readable and that cache.path is a SQLite file this user can read and write, or can be created, names the proxy variables of the environment (HTTPS_PROXY and the like) that would apply to the upstream but are not read (upstream.proxy decides), names clients with the algo scope but no data_prefixes when others have them (an algorithm they call can reach every path), names data prefixes that read otherwise than written (a '..' segment, a repeated slash or a backslash is folded), and names settings that cannot take effect (a max_concurrent above upstream.max_concurrency, cache.rules with the cache off, a cache.max_bytes too small for any answer), and a cache.max_bytes larger than the disk holding cache.path can give the cache. Prints the key rotations under way and the upstream slots clients reserve (reserved_concurrent). Nothing is created or changed."
     )
 
     @Option(help: "The YAML configuration file.")
@@ -30,6 +30,11 @@ struct CheckConfig: AsyncParsableCommand {
             print("note: \(ignoredProxyNote(ignored))")
         }
         for note in ConfigLoader.notes(loaded.config) { print("note: \(note)") }
+        let reservations = try ClientRegistry(config: loaded.config).reservations
+        if !reservations.isEmpty {
+            let kept = reservations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            print("upstream slots reserved (quota.reserved_concurrent): \(kept); \(reservations.values.reduce(0, +)) of \(loaded.config.upstream.maxConcurrency)")
+        }
         if let note = DiskReserve.roomNote(loaded.config) { print("note: \(note)") }
         let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)
             + (loaded.config.admin?.previousKeySHA256 != nil ? ["admin"] : [])

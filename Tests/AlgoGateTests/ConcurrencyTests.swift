@@ -98,6 +98,76 @@ import Testing
         }
     }
 
+    /// alpha reserves nothing, beta reserves 2 of the account's 4 slots.
+    static let reservingClients = """
+    clients:
+      - {name: alpha, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}
+      - {name: beta, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo], quota: {reserved_concurrent: 2}}
+    """
+
+    /// Round robin hands a slot over only when a call ends, so without reservations a team whose
+    /// calls run for minutes holds every slot and the next team waits as long. A reservation keeps
+    /// its slots free for its client: alpha's burst gets the two slots beta has not reserved and
+    /// queues, beta's calls go upstream at once beside it, and beta's third call, beyond its
+    /// reservation, queues like anyone's. The upstream holds every call until the test lets go.
+    @Test func reservedSlotsStayFreeForTheirClientWhileAnotherQueues() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await using(Self.wideClient()) { client in
+                try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 4\n  queue_timeout_seconds: 120",
+                                             upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: Self.reservingClients) { h in
+                    let gate = h.app.gate
+                    let unused = { try await metricSample(h.gateway.send(.GET, "/metrics").text, "algogate_upstream_reserved_unused") }
+                    #expect(try await unused() == 2)
+                    let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+                    #expect((me.object["quota"] as? [String: Any])?["reserved_concurrent"] as? Int == 2)
+
+                    async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 6, sleepMs: 0)
+                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.inFlight == 2 && gate.queued == 4 },
+                                 "alpha's burst did not take the two unreserved slots and queue the rest: \(upstream.calls) upstream, \(gate.inFlight) in flight, \(gate.queued) queued")
+                    async let beta = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 2, sleepMs: 0)
+                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 && gate.inFlight == 4 },
+                                 "beta's calls did not go upstream beside alpha's: \(upstream.calls) upstream, \(gate.inFlight) in flight")
+                    #expect(gate.queued == 4)
+                    #expect(try await unused() == 0)
+                    async let betaBeyond = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 1, sleepMs: 0)
+                    try #require(await eventually(within: .seconds(120)) { gate.queued == 5 }, "beta's third call did not queue")
+                    #expect(upstream.calls == 4)
+
+                    upstream.release.open()
+                    let results = try await [alpha, beta, betaBeyond]
+                    #expect(results.map(\.0) == [Array(repeating: 200, count: 6), [200, 200], [200]])
+                    #expect(upstream.calls == 9)
+                    // beta's slots, freed as its calls ended, went back to its reservation, so
+                    // alpha never had more than the two beta did not reserve.
+                    #expect(gate.peak(for: "alpha") == 2)
+                    #expect(gate.inFlight == 0 && gate.queued == 0)
+                    #expect(try await unused() == 2)
+                }
+            }
+        }
+    }
+
+    /// A reload that drops a reservation hands its slots to the clients queued for them at once.
+    @Test func aReloadThatDropsAReservationGivesItsSlotsToTheQueue() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await using(Self.wideClient()) { client in
+                try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 4\n  queue_timeout_seconds: 120",
+                                             upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: Self.reservingClients) { h in
+                    let gate = h.app.gate
+                    async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 4, sleepMs: 0)
+                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.queued == 2 }, "alpha's burst did not queue behind the reservation")
+                    var config = h.app.state.snapshot.config
+                    config.clients[1].quota = nil
+                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 }, "the freed slots did not reach alpha's queued calls")
+                    #expect(gate.inFlight == 4 && gate.queued == 0 && gate.unusedReserved == 0)
+                    upstream.release.open()
+                    #expect(try await alpha.0 == Array(repeating: 200, count: 4))
+                }
+            }
+        }
+    }
+
     /// The slot is held upstream until the test lets it go, so the second call surely finds it
     /// taken (a holder that slept a few seconds was once done before a loaded machine sent it).
     @Test func aFullQueueTimesOutWith503() async throws {

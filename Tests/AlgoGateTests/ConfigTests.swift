@@ -106,9 +106,41 @@ import Testing
             ("upstream: {url: 'ftp://x', key_env: UP_KEY}\n" + client, "upstream.url: must be an http:// or https:// URL with a host", Self.env),
             ("upstream: {url: 'http://x', key_env: UP_KEY, key_file: /k}\n" + client, "upstream: set exactly one of key_env and key_file", Self.env),
             (Self.yaml("upstream_timeout: 1\n" + client).replacingOccurrences(of: "upstream_timeout: 1\n", with: "quota: {requests_per_minute: 0}\n"), "quota.requests_per_minute: must be positive", Self.env),
+            (Self.yaml("clients: [{name: admin, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),
+             "clients[0].name: 'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {reserved_concurrent: -1}}]"),
+             "clients[0].quota.reserved_concurrent: must be 0 or more", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {max_concurrent: 3, reserved_concurrent: 4}}]"),
+             "clients[0].quota.reserved_concurrent: 4 is more than client 'a' may have under way (max_concurrent: 3), so it could never use them all", Self.env),
+            (Self.yaml("quota: {max_concurrent: 3, reserved_concurrent: 4}\n" + client),
+             "quota.reserved_concurrent: 4 is more than client 'a' may have under way (max_concurrent: 3), so it could never use them all", Self.env),
+            ("upstream: {url: 'http://127.0.0.1:9000', key_env: UP_KEY, max_concurrency: 4}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {reserved_concurrent: 4}}]",
+             "clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of upstream.max_concurrency's 4 for the others", Self.env),
+            ("upstream: {url: 'http://127.0.0.1:9000', key_env: UP_KEY, max_concurrency: 4}\nquota: {reserved_concurrent: 2}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashB)\", scopes: [algo]}]",
+             "clients[].quota.reserved_concurrent: the clients' reservations add up to 4 of upstream.max_concurrency's 4 slots; keep them below it, so the operator and clients without a reservation have a slot", Self.env),
         ]
         for (yaml, expected, environment) in cases {
             #expect(Self.refusal(yaml, environment: environment)?.description == expected, "\(expected)")
+        }
+    }
+
+    /// A reservation in the top-level quota applies to every client that does not set its own
+    /// (0 opts out); `check-config` prints what each client keeps.
+    @Test func checkConfigPrintsTheReservedSlots() async throws {
+        try await withTemporaryDirectory("reserved") { directory in
+            let file = directory.appendingPathComponent("reserved.yaml")
+            let yaml = Self.yaml("""
+                quota: {reserved_concurrent: 2}
+                clients: [{name: x, key_sha256: "\(Self.hashA)", scopes: [algo]},
+                          {name: y, key_sha256: "\(Self.hashB)", scopes: [algo], quota: {reserved_concurrent: 5}},
+                          {name: z, key_sha256: "\(String(repeating: "c", count: 64))", scopes: [algo], quota: {reserved_concurrent: 0}}]
+                """)
+            try yaml.write(to: file, atomically: true, encoding: .utf8)
+            let loaded = try ConfigLoader.load(yaml: yaml, environment: Self.env)
+            #expect(try ClientRegistry(config: loaded.config).reservations == ["x": 2, "y": 5])
+            let check = try await ChildProcess.run(arguments: ["check-config", "--config", file.path], environment: Self.env)
+            #expect(check.termination == .exited(0))
+            #expect(check.log.contains("upstream slots reserved (quota.reserved_concurrent): x 2, y 5; 7 of 80\n"))
         }
     }
 

@@ -28,6 +28,9 @@ public struct ClientRegistry: Sendable {
     /// Every client's `cors_origins` together: a browser's preflight, which carries no key, is
     /// answered for these.
     public let browserOrigins: BrowserOrigins
+    /// The upstream slots each client keeps for itself (`quota.reserved_concurrent`), by name;
+    /// clients without any are left out.
+    public let reservations: [String: Int]
 
     public init(config: GatewayConfig) throws {
         var entries: [([UInt8], ClientIdentity)] = []
@@ -49,6 +52,9 @@ public struct ClientRegistry: Sendable {
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }
         browserOrigins = .union(entries.map(\.1.corsOrigins))
+        reservations = Dictionary(uniqueKeysWithValues: config.clients.compactMap { client in
+            Self.merge(client.quota, over: config.quota).reservedConcurrent.flatMap { $0 > 0 ? (client.name, $0) : nil }
+        })
         if let admin = config.admin {
             admit(ClientIdentity(name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true),
                   key: admin.keySHA256, previousKey: admin.previousKeySHA256)
@@ -63,6 +69,7 @@ public struct ClientRegistry: Sendable {
         quota.requestsPerMinute = own.requestsPerMinute ?? defaults.requestsPerMinute
         quota.requestsPerDay = own.requestsPerDay ?? defaults.requestsPerDay
         quota.maxConcurrent = own.maxConcurrent ?? defaults.maxConcurrent
+        quota.reservedConcurrent = own.reservedConcurrent ?? defaults.reservedConcurrent
         quota.bytesPerDay = own.bytesPerDay ?? defaults.bytesPerDay
         return quota
     }

@@ -198,6 +198,8 @@ public enum ConfigLoader {
             try require(!client.name.isEmpty && client.name.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) },
                         "\(field).name", "use letters, digits, '-', '_' and '.'")
             try require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
+            try require(client.name != "admin", "\(field).name",
+                        "'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name")
             try checkKeyHashes(client.keySHA256, client.previousKeySHA256, field: field)
             try require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
             for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
@@ -222,13 +224,28 @@ public enum ConfigLoader {
                 }
             }
             if let quota = client.quota { try validate(quota, field: "\(field).quota") }
+            if let reserved = ClientRegistry.merge(client.quota, over: config.quota).reservedConcurrent {
+                let reservedField = client.quota?.reservedConcurrent != nil ? "\(field).quota.reserved_concurrent" : "quota.reserved_concurrent"
+                try require(reserved < config.upstream.maxConcurrency, reservedField,
+                            "\(reserved) slots for client '\(client.name)' alone would leave none of upstream.max_concurrency's \(config.upstream.maxConcurrency) for the others")
+                if let cap = ClientRegistry.merge(client.quota, over: config.quota).maxConcurrent {
+                    try require(reserved <= cap, reservedField,
+                                "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
+                }
+            }
         }
+        let reserved = config.clients.reduce(0) { $0 + (ClientRegistry.merge($1.quota, over: config.quota).reservedConcurrent ?? 0) }
+        try require(reserved < config.upstream.maxConcurrency, "clients[].quota.reserved_concurrent",
+                    "the clients' reservations add up to \(reserved) of upstream.max_concurrency's \(config.upstream.maxConcurrency) slots; keep them below it, so the operator and clients without a reservation have a slot")
     }
 
     static func validate(_ quota: GatewayConfig.Quota, field: String) throws {
         for (name, value) in [("requests_per_minute", quota.requestsPerMinute), ("requests_per_day", quota.requestsPerDay),
                               ("max_concurrent", quota.maxConcurrent), ("bytes_per_day", quota.bytesPerDay)] {
             if let value, value <= 0 { throw ConfigError(field: "\(field).\(name)", message: "must be positive") }
+        }
+        if let reserved = quota.reservedConcurrent, reserved < 0 {
+            throw ConfigError(field: "\(field).reserved_concurrent", message: "must be 0 or more")
         }
     }
 

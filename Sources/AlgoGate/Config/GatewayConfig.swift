@@ -178,11 +178,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var requestsPerMinute: Int?
         public var requestsPerDay: Int?
         public var maxConcurrent: Int?
+        /// Upstream slots kept for this client alone: others may not take the last ones it has
+        /// not used (`ConcurrencyGate`).
+        public var reservedConcurrent: Int?
         public var bytesPerDay: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
-            case maxConcurrent = "max_concurrent", bytesPerDay = "bytes_per_day"
+            case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -191,6 +194,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             requestsPerMinute = try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute)
             requestsPerDay = try c.decodeIfPresent(Int.self, forKey: .requestsPerDay)
             maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent)
+            reservedConcurrent = try c.decodeIfPresent(Int.self, forKey: .reservedConcurrent)
             bytesPerDay = try c.decodeIfPresent(Int.self, forKey: .bytesPerDay)
         }
     }

@@ -17,6 +17,7 @@ public final class GatewayMetrics: Sendable {
     private let eventLoopHits: Counter
     private let inFlight: Gauge
     private let queued: Gauge
+    private let reservedUnused: Gauge
     private let bufferedInputBytes: Gauge
     private let bufferedInputWaiting: Gauge
     private let bufferedAnswerBytes: Gauge
@@ -49,6 +50,8 @@ public final class GatewayMetrics: Sendable {
             helpText: "Cache hits answered from memory on the connection's event loop (cache.fast_hits), also counted as hits"))
         inFlight = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_in_flight", unitName: "", helpText: "Upstream requests in flight"))
         queued = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_queued", unitName: "", helpText: "Requests waiting for an upstream slot"))
+        reservedUnused = registry.makeGauge(descriptor: .init(metricName: "algogate_upstream_reserved_unused", unitName: "",
+                                                              helpText: "Upstream slots reserved for clients (quota.reserved_concurrent) and not in use by them, which no other client may take"))
         bufferedInputBytes = registry.makeGauge(descriptor: .init(
             metricName: "algogate_buffered_input_bytes", unitName: "",
             helpText: "Algorithm input bytes held in memory (reserved by calls being read or waiting), bounded by limits.max_buffered_bytes"))
@@ -235,6 +238,7 @@ public final class GatewayMetrics: Sendable {
         diskReserveHeld.set(to: (reserve?.isHeld ?? true) ? 1 : 0)
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
+        reservedUnused.set(to: Double(gate.unusedReserved))
         bufferedInputBytes.set(to: Double(inputBudget.held))
         bufferedInputWaiting.set(to: Double(inputBudget.waiting))
         bufferedAnswerBytes.set(to: Double(answerBudget.held))

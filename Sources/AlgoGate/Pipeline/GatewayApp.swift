@@ -79,6 +79,9 @@ public struct GatewayApp: Sendable {
         self.ledger = QuotaLedger(store: storage.usage, now: now)
         // The pool and this cap are sized once; a reload that changes them asks for a restart.
         self.gate = ConcurrencyGate(capacity: state.snapshot.config.upstream.maxConcurrency)
+        // The reservations (`quota.reserved_concurrent`) apply on reload.
+        gate.reserve(state.snapshot.registry.reservations)
+        state.whenReplaced { [gate] in gate.reserve($0.registry.reservations) }
         self.breaker = CircuitBreaker(settings: { state.snapshot.config.upstream.circuitBreaker }, now: now, logger: logger)
         // A large entry that leaves the hot tier while hits send it counts as an answer held.
         storage.cache?.hot.countSendsOfLeavingEntries(in: answerBudget)

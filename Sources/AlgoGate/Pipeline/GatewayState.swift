@@ -26,6 +26,9 @@ public final class GatewayState: Sendable {
     /// The certificate and key served with `server.tls`, read anew at each reload; nil for plain
     /// HTTP (turning TLS on or off needs a restart).
     public let tls: TLSCredentials?
+    /// Told of each configuration swapped in, for state kept outside the snapshot (the upstream
+    /// slots' reservations).
+    private let observers = Mutex<[@Sendable (Snapshot) -> Void]>([])
 
     public init(_ loaded: ConfigLoader.Loaded, redactor: LogRedactor? = nil) throws {
         redactor?.add(loaded.upstreamKey)
@@ -43,7 +46,19 @@ public final class GatewayState: Sendable {
         let next = try Self.snapshot(loaded)
         redactor?.add(loaded.upstreamKey)
         if let pair { tls?.replace(with: pair) }
-        current.withLock { $0 = next }
+        // Told under the lock, so two reloads at once reach the observers in the order they were
+        // swapped in.
+        let observers = observers.withLock { $0 }
+        current.withLock { current in
+            current = next
+            for observer in observers { observer(next) }
+        }
+    }
+
+    /// Calls `observer` with each configuration swapped in from now on, as it is swapped in: it
+    /// must not read `snapshot`, whose lock is held.
+    public func whenReplaced(_ observer: @escaping @Sendable (Snapshot) -> Void) {
+        observers.withLock { $0.append(observer) }
     }
 
     private static func snapshot(_ loaded: ConfigLoader.Loaded) throws -> Snapshot {

@@ -76,10 +76,11 @@ public struct OperatorRoutes: Sendable {
             var requestsPerMinute: Int?
             var requestsPerDay: Int?
             var maxConcurrent: Int?
+            var reservedConcurrent: Int?
             var bytesPerDay: Int?
             enum CodingKeys: String, CodingKey {
                 case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
-                case maxConcurrent = "max_concurrent", bytesPerDay = "bytes_per_day"
+                case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
             }
         }
         var name: String
@@ -111,7 +112,7 @@ public struct OperatorRoutes: Sendable {
             corsOrigins = origins.isEmpty ? nil : (origins.any ? ["*"] : []) + origins.origins.sorted()
             asyncCalls = client.asyncCalls
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
-                               maxConcurrent: quota.maxConcurrent, bytesPerDay: quota.bytesPerDay)
+                               maxConcurrent: quota.maxConcurrent, reservedConcurrent: quota.reservedConcurrent, bytesPerDay: quota.bytesPerDay)
             usedToday = standing.today
             remaining = Remaining(
                 requestsThisMinute: quota.requestsPerMinute.map { max(0, $0 - standing.minuteRequests) },

@@ -10,6 +10,11 @@ import Synchronization
 /// slot goes to the next client in round-robin order that has a waiter and room under its own
 /// limit, so one team's burst cannot push the others out. A waiter that has not got a slot within
 /// `upstream.queue_timeout_seconds` is refused with 503 and `Retry-After`.
+///
+/// Slots a client reserves (`quota.reserved_concurrent`) are kept for it: another client takes a
+/// slot only if as many stay free as the reservations have not used, so a team that reserved
+/// slots gets them at once however long the other teams' calls run (round robin alone hands a
+/// slot over only when a call ends). Reserved slots stay idle while their client has nothing to run.
 public final class ConcurrencyGate: Sendable {
     private struct Waiter {
         let id: UInt64
@@ -33,6 +38,10 @@ public final class ConcurrencyGate: Sendable {
         var expired: [UInt64: any Error] = [:]
         var peakPerClient: [String: Int] = [:]
         var peak = 0
+        /// Slots kept for each client that reserved some.
+        var reserved: [String: Int] = [:]
+        /// Reserved slots not in use by their clients: the free slots no other client may take.
+        var unusedReserved = 0
     }
 
     private let state: Mutex<State>
@@ -46,6 +55,19 @@ public final class ConcurrencyGate: Sendable {
     /// The most slots one client has held at once (for tests and operators).
     public func peak(for client: String) -> Int { state.withLock { $0.peakPerClient[client] ?? 0 } }
     public var peak: Int { state.withLock { $0.peak } }
+    /// Reserved slots their clients are not using, which no other client may take.
+    public var unusedReserved: Int { state.withLock { $0.unusedReserved } }
+
+    /// Sets the slots each client keeps for itself (`quota.reserved_concurrent`, by client name;
+    /// absent is none), at start and on each reload, and hands out any slot the change frees.
+    public func reserve(_ reservations: [String: Int]) {
+        let granted = state.withLock { state -> [Waiter] in
+            state.reserved = reservations
+            state.unusedReserved = reservations.reduce(0) { $0 + max(0, $1.value - (state.perClient[$1.key] ?? 0)) }
+            return Self.dispatch(&state)
+        }
+        for waiter in granted { waiter.continuation.resume() }
+    }
 
     /// Waits for a slot; throws 503 after `timeout`, or the task's cancellation.
     public func acquire(client: String, limit: Int?, timeout: Duration) async throws {
@@ -96,6 +118,7 @@ public final class ConcurrencyGate: Sendable {
         let granted = state.withLock { state -> [Waiter] in
             state.inFlight -= 1
             state.perClient[client, default: 1] -= 1
+            if state.perClient[client]! < state.reserved[client] ?? 0 { state.unusedReserved += 1 }
             return Self.dispatch(&state)
         }
         for waiter in granted { waiter.continuation.resume() }
@@ -117,11 +140,16 @@ public final class ConcurrencyGate: Sendable {
         waiter?.continuation.resume(throwing: error)
     }
 
+    /// Whether a slot is free for the client: under the account's cap and its own, and either
+    /// one it reserved or one that leaves every other reservation's unused slots free.
     private static func canRun(_ client: String, limit: Int, in state: State) -> Bool {
-        state.inFlight < state.capacity && (state.perClient[client] ?? 0) < limit
+        let holding = state.perClient[client] ?? 0
+        guard state.inFlight < state.capacity, holding < limit else { return false }
+        return holding < state.reserved[client] ?? 0 || state.capacity - state.inFlight > state.unusedReserved
     }
 
     private static func grant(_ client: String, in state: inout State) {
+        if state.perClient[client] ?? 0 < state.reserved[client] ?? 0 { state.unusedReserved -= 1 }
         state.inFlight += 1
         state.perClient[client, default: 0] += 1
         state.peak = max(state.peak, state.inFlight)
@@ -136,7 +164,7 @@ public final class ConcurrencyGate: Sendable {
             let client = state.ring[state.cursor]
             state.cursor += 1
             guard var queue = state.queues[client], !queue.isEmpty,
-                  (state.perClient[client] ?? 0) < (state.limits[client] ?? .max) else {
+                  canRun(client, limit: state.limits[client] ?? .max, in: state) else {
                 idle += 1
                 continue
             }
