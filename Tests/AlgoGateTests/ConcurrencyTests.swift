@@ -100,6 +100,7 @@ import Testing
 
     /// alpha reserves nothing, beta reserves 2 of the account's 4 slots.
     static let reservingClients = """
+    admin: {key_sha256: "\(ClientRegistry.hash(of: Keys.admin))"}
     clients:
       - {name: alpha, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}
       - {name: beta, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo], quota: {reserved_concurrent: 2}}
@@ -132,6 +133,22 @@ import Testing
                     async let betaBeyond = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 1, sleepMs: 0)
                     try #require(await eventually(within: .seconds(120)) { gate.queued == 5 }, "beta's third call did not queue")
                     #expect(upstream.calls == 4)
+                    // What an operator sees of it.
+                    let slots = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.admin))
+                    #expect(slots.status == 200)
+                    #expect(slots.header("Content-Type") == "application/json")
+                    #expect(slots.text == #"{"clients":[{"in_flight":2,"name":"alpha","peak":2,"queued":4},{"in_flight":2,"name":"beta","peak":2,"queued":1,"reserved_concurrent":2}],"in_flight":4,"max_concurrency":4,"queued":5,"reserved_unused":0}"#)
+                    let metrics = try await h.gateway.send(.GET, "/metrics").text
+                    #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="alpha"}"#) == 2)
+                    #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="alpha"}"#) == 4)
+                    #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="beta"}"#) == 2)
+                    #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="beta"}"#) == 1)
+                    let refused = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.teamB))
+                    #expect(refused.status == 403)
+                    #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"operator endpoints need the admin key"}}"#)
+                    let misspelt = try await h.gateway.send(.GET, "/_admin/concurrency?client=beta", headers: simple(Keys.admin))
+                    #expect(misspelt.status == 400)
+                    #expect(envelope(misspelt).message == "GET /_admin/concurrency takes no parameters")
 
                     upstream.release.open()
                     let results = try await [alpha, beta, betaBeyond]

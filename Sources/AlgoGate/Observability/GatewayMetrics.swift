@@ -121,6 +121,11 @@ public final class GatewayMetrics: Sendable {
     private static var asyncCalls: MetricNameDescriptor { .init(
         metricName: "algogate_async_calls", unitName: "total",
         helpText: "Asynchronous algorithm calls (output=void) the upstream accepted, by client: their algorithms run upstream after the gateway has freed their slot") }
+    private static var clientInFlight: MetricNameDescriptor { .init(
+        metricName: "algogate_upstream_client_in_flight", unitName: "",
+        helpText: "Upstream requests in flight, by client (every client that has held or awaited a slot since the start)") }
+    private static var clientQueued: MetricNameDescriptor { .init(
+        metricName: "algogate_upstream_client_queued", unitName: "", helpText: "Requests waiting for an upstream slot, by client") }
     private static var upstreamRetries: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_retries", unitName: "total",
         helpText: "Bodiless GET, HEAD and OPTIONS requests sent again after their upstream connection was lost, by route class") }
@@ -146,6 +151,7 @@ public final class GatewayMetrics: Sendable {
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let unreadAnswerCounters = Mutex<[String: Counter]>([:])
     private let asyncCallCounters = Mutex<[String: Counter]>([:])
+    private let clientSlotGauges = Mutex<[String: (inFlight: Gauge, queued: Gauge)]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
     /// One per route class and `none` (`requestHistogramRoutes`, in that order), made up front:
@@ -239,6 +245,14 @@ public final class GatewayMetrics: Sendable {
         inFlight.set(to: Double(gate.inFlight))
         queued.set(to: Double(gate.queued))
         reservedUnused.set(to: Double(gate.unusedReserved))
+        for (client, standing) in gate.standing().clients {
+            let (inFlight, queued) = Self.memoised(clientSlotGauges, client) {
+                (registry.makeGauge(descriptor: Self.clientInFlight, labels: [("client", client)]),
+                 registry.makeGauge(descriptor: Self.clientQueued, labels: [("client", client)]))
+            }
+            inFlight.set(to: Double(standing.inFlight))
+            queued.set(to: Double(standing.queued))
+        }
         bufferedInputBytes.set(to: Double(inputBudget.held))
         bufferedInputWaiting.set(to: Double(inputBudget.waiting))
         bufferedAnswerBytes.set(to: Double(answerBudget.held))

@@ -163,7 +163,11 @@ public struct GatewayApp: Sendable {
                                                                                       ledger: ledger, reserve: reserve, cache: cache))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
-                       configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, now: now).register(on: router)
+                       configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, gate: gate,
+                       quotas: { [state] in
+                           let config = state.snapshot.config
+                           return Dictionary(uniqueKeysWithValues: config.clients.map { ($0.name, ClientRegistry.merge($0.quota, over: config.quota)) })
+                       }, now: now).register(on: router)
         return router
     }
 

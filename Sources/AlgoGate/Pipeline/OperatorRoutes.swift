@@ -8,6 +8,8 @@ import NIOCore
 /// - `GET /_admin/cache`: entries, bytes, hits, misses, hit ratio, top algorithms.
 /// - `DELETE /_admin/cache[?algo=owner/name[/version]]`: purge one version, one algorithm, or all.
 /// - `GET /_admin/usage[?days=N][&client=NAME]`: usage per client per day.
+/// - `GET /_admin/concurrency`: the account's upstream slots now: in flight, queued and reserved,
+///   in all and per client.
 ///
 /// For any client key:
 /// - `GET /_gateway/me`: the client's name, scopes, data prefixes, quotas and what remains today.
@@ -17,6 +19,9 @@ public struct OperatorRoutes: Sendable {
     let usage: any UsageStore
     /// The names of the clients the configuration holds now.
     let configuredClients: @Sendable () -> [String]
+    let gate: ConcurrencyGate
+    /// Each configured client's quota as it applies (its own fields over the defaults).
+    let quotas: @Sendable () -> [String: GatewayConfig.Quota]
     let now: @Sendable () -> Double
 
     func register(on router: Router<GatewayRequestContext>) {
@@ -50,12 +55,56 @@ public struct OperatorRoutes: Sendable {
             }
             return try Self.json(["days": rows])
         }
+        router.get("/_admin/concurrency") { request, context -> Response in
+            try requireOperator(context)
+            _ = try Self.parameters(of: request, taking: [], endpoint: "GET /_admin/concurrency")
+            return try Self.json(Concurrency(gate.standing(), quotas: quotas()))
+        }
         router.get("/_gateway/me") { request, context -> Response in
             guard let client = context.client, !client.isOperator else {
                 throw GatewayError.forbidden("/_gateway/me describes a client key; the admin key has no quota")
             }
             _ = try Self.parameters(of: request, taking: [], endpoint: "GET /_gateway/me")
             return try Self.json(Me(client: client, standing: ledger.standing(of: client.name)))
+        }
+    }
+
+    /// The body of `/_admin/concurrency`: who holds the account's upstream slots and who waits,
+    /// for an operator asking why a team gets `UpstreamBusy`.
+    struct Concurrency: Encodable {
+        struct Client: Encodable {
+            var name: String
+            var inFlight: Int
+            var queued: Int
+            var peak: Int
+            var maxConcurrent: Int?
+            var reservedConcurrent: Int?
+            enum CodingKeys: String, CodingKey {
+                case name, inFlight = "in_flight", queued, peak, maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent"
+            }
+        }
+        var maxConcurrency: Int
+        var inFlight: Int
+        var queued: Int
+        var reservedUnused: Int
+        /// The configured clients, and any other holding or awaiting a slot (the operator, a
+        /// client a reload removed), by name.
+        var clients: [Client]
+        enum CodingKeys: String, CodingKey {
+            case maxConcurrency = "max_concurrency", inFlight = "in_flight", queued, reservedUnused = "reserved_unused", clients
+        }
+
+        init(_ standing: ConcurrencyGate.Standing, quotas: [String: GatewayConfig.Quota]) {
+            maxConcurrency = standing.capacity
+            inFlight = standing.inFlight
+            queued = standing.queued
+            reservedUnused = standing.unusedReserved
+            let active = standing.clients.filter { $0.value.inFlight > 0 || $0.value.queued > 0 }.keys
+            clients = Set(quotas.keys).union(active).sorted().map { name in
+                let held = standing.clients[name] ?? .init()
+                return Client(name: name, inFlight: held.inFlight, queued: held.queued, peak: held.peak,
+                              maxConcurrent: quotas[name]?.maxConcurrent, reservedConcurrent: quotas[name]?.reservedConcurrent)
+            }
         }
     }
 

@@ -58,6 +58,33 @@ public final class ConcurrencyGate: Sendable {
     /// Reserved slots their clients are not using, which no other client may take.
     public var unusedReserved: Int { state.withLock { $0.unusedReserved } }
 
+    /// What the gate holds now, for `GET /_admin/concurrency`.
+    public struct Standing: Sendable {
+        public struct Client: Sendable, Equatable {
+            public var inFlight = 0
+            public var queued = 0
+            /// The most slots the client has held at once since the gateway started.
+            public var peak = 0
+        }
+        public let capacity: Int
+        public let inFlight: Int
+        public let queued: Int
+        public let unusedReserved: Int
+        /// Every client that has held a slot or waited for one since the gateway started.
+        public let clients: [String: Client]
+    }
+
+    public func standing() -> Standing {
+        state.withLock { state in
+            var clients: [String: Standing.Client] = [:]
+            for (name, peak) in state.peakPerClient { clients[name, default: .init()].peak = peak }
+            for (name, held) in state.perClient { clients[name, default: .init()].inFlight = held }
+            for (name, queue) in state.queues { clients[name, default: .init()].queued = queue.count }
+            return Standing(capacity: state.capacity, inFlight: state.inFlight, queued: state.queued,
+                            unusedReserved: state.unusedReserved, clients: clients)
+        }
+    }
+
     /// Sets the slots each client keeps for itself (`quota.reserved_concurrent`, by client name;
     /// absent is none), at start and on each reload, and hands out any slot the change frees.
     public func reserve(_ reservations: [String: Int]) {
