@@ -159,6 +159,13 @@ import Testing
                     #expect(gate.peak(for: "alpha") == 2)
                     #expect(gate.inFlight == 0 && gate.queued == 0)
                     #expect(try await unused() == 2)
+                    // The calls that waited for a slot say how long in their log lines.
+                    let lines = { (client: String) in h.logs.all.filter { $0.contains("client=\(client) ") && $0.contains("path=/v1/algo/test/Sleep") } }
+                    try #require(await eventually { lines("alpha").count == 6 && lines("beta").count == 3 }, "\(h.logs.all)")
+                    #expect(lines("alpha").filter { $0.contains(" queued_ms=") }.count == 4, "\(lines("alpha"))")
+                    #expect(lines("beta").filter { $0.contains(" queued_ms=") }.count == 1, "\(lines("beta"))")
+                    let waited = lines("beta").compactMap { $0.firstMatch(of: #/ queued_ms=([0-9]+\.[0-9]{3}) /#).map { Double($0.output.1)! } }
+                    #expect(waited.count == 1 && waited[0] > 0, "\(lines("beta"))")
                 }
             }
         }

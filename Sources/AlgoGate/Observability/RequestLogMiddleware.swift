@@ -115,6 +115,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         // unless it only half-closed (the bytes count what was written all the same).
         if shortfall.clientGone { metadata["departed"] = "before_answer" }
         if shortfall.asyncAccepted { metadata["async"] = "accepted" }
+        if let queued = shortfall.queued { metadata["queued_ms"] = .stringConvertible(LogNumber(milliseconds: queued)) }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
         switch cut {
         case nil:

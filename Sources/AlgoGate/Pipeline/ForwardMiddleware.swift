@@ -46,7 +46,7 @@ struct ForwardMiddleware: RouterMiddleware {
     @inline(never)
     private func callUpstream(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context, watch: CallWatch?) async throws -> Response {
         let client = context.client?.name ?? "-"
-        try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+        context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
         defer { gate.release(client: client) }
         if abandonedCalls() == .finish { watch?.runToEnd() }
         let started = ContinuousClock.now
@@ -65,7 +65,7 @@ struct ForwardMiddleware: RouterMiddleware {
     @inline(never)
     private func forwardStreaming(_ request: Request, route: RouteClass, context: Context) async throws -> Response {
         let client = context.client?.name ?? "-"
-        try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+        context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
         let started = ContinuousClock.now
         let response: Response
         do {

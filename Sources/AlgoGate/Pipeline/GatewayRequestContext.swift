@@ -73,6 +73,8 @@ final class RequestFacts: Sendable {
         var clientGone = false
         /// The upstream accepted the call as an asynchronous one (`output=void`).
         var asyncAccepted = false
+        /// How long the request waited for an upstream slot, when it had to.
+        var queued: Duration?
         /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
         /// back once the answer has been sent (`complete`), or when these facts go.
         var answerRoom: HeldBytes?
@@ -167,7 +169,7 @@ final class RequestFacts: Sendable {
     var shortfall: Shortfall {
         state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
                                    notReadBecause: $0.notReadBecause, upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone,
-                                   asyncAccepted: $0.asyncAccepted) }
+                                   asyncAccepted: $0.asyncAccepted, queued: $0.queued) }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
@@ -186,6 +188,12 @@ final class RequestFacts: Sendable {
     /// answer (`ForwardMiddleware`): its log line says so.
     func markAsyncAccepted() {
         state.withLock { $0.asyncAccepted = true }
+    }
+
+    /// The request waited this long for an upstream slot (`ForwardMiddleware`): its log line says so.
+    func markQueued(_ wait: Duration?) {
+        guard let wait else { return }
+        state.withLock { $0.queued = wait }
     }
 
     /// Set when the request body streams upstream (`Forwarder.forwardStreaming`).
@@ -240,4 +248,6 @@ struct Shortfall: Sendable {
     /// Not a shortfall, but told on the same line: the upstream accepted an asynchronous call
     /// (`output=void`), whose algorithm runs on outside the gateway's slots.
     var asyncAccepted = false
+    /// Nor this: how long the request waited for an upstream slot, when it had to.
+    var queued: Duration?
 }

@@ -96,8 +96,10 @@ public final class ConcurrencyGate: Sendable {
         for waiter in granted { waiter.continuation.resume() }
     }
 
-    /// Waits for a slot; throws 503 after `timeout`, or the task's cancellation.
-    public func acquire(client: String, limit: Int?, timeout: Duration) async throws {
+    /// Waits for a slot; throws 503 after `timeout`, or the task's cancellation. Returns how long
+    /// the request waited in the queue, or nil when a slot was free at once.
+    @discardableResult
+    public func acquire(client: String, limit: Int?, timeout: Duration) async throws -> Duration? {
         let limit = limit ?? .max
         let id: UInt64? = state.withLock { state in
             if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
@@ -108,7 +110,8 @@ public final class ConcurrencyGate: Sendable {
             state.arriving.insert(state.nextID)
             return state.nextID
         }
-        guard let id else { return }
+        guard let id else { return nil }
+        let queuedAt = ContinuousClock.now
         // An event loop's scheduled task, removed when cancelled; a sleeping task would keep its
         // timer alive for the whole timeout after every queued request.
         let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) {
@@ -138,6 +141,7 @@ public final class ConcurrencyGate: Sendable {
         } onCancel: {
             self.expire(id, client: client, with: CancellationError())
         }
+        return ContinuousClock.now - queuedAt
     }
 
     /// Gives a slot back and hands freed slots to waiting clients in round-robin order.
