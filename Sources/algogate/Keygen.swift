@@ -51,9 +51,7 @@ struct Keygen: AsyncParsableCommand {
         for scope in grantedScopes where Scope(rawValue: scope) == nil {
             throw ValidationError("unknown scope '\(scope)'; use \(Scope.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-            throw ValidationError("--name: use letters, digits, '-', '_' and '.'")
-        }
+        if let problem = ConfigLoader.clientNameProblem(name) { throw ValidationError("--name: \(problem)") }
         // As the configuration checks them, so that the entry printed is one it accepts.
         for prefix in dataPrefixes {
             do { _ = try DataURI.parse(uri: prefix) } catch let error as GatewayError {

@@ -180,11 +180,16 @@ import Testing
         #expect(client.dataPrefixes?.map(\.description) == (try prefixes.map { try DataURI.parse(uri: $0).description }))
     }
 
-    /// keygen checks data prefixes as the configuration does, so that the entry it prints loads.
+    /// keygen checks data prefixes and names as the configuration does, so that the entry it prints loads.
     @Test func keygenRefusesADataPrefixTheConfigurationWould() async throws {
         let refused = try await ChildProcess.run(arguments: ["keygen", "--name", "team-x", "--data-prefixes", "ftp://files/team-x/"])
         #expect(refused.termination == .exited(64))
         #expect(refused.log.contains("Error: --data-prefixes: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)"), "\(refused.log)")
+        // And names: the operator's own is not a team's.
+        let operatorName = try await ChildProcess.run(arguments: ["keygen", "--name", "admin", "--scopes", "algo"])
+        #expect(operatorName.termination == .exited(64))
+        #expect(operatorName.log.contains("Error: --name: 'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name"), "\(operatorName.log)")
+        #expect(!operatorName.log.contains("key_sha256"))
         let made = try await KeyRotationTests.keygen(["--name", "team-x", "--data-prefixes", "s3://bucket/team-x/"])
         let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
         #expect(try ClientRegistry(config: loaded.config).client(for: Secret(made.key))?.dataPrefixes?.map(\.description) == ["s3://bucket/team-x"])

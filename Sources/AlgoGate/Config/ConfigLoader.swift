@@ -195,11 +195,8 @@ public enum ConfigLoader {
         var names: Set<String> = []
         for (index, client) in config.clients.enumerated() {
             let field = "clients[\(index)]"
-            try require(!client.name.isEmpty && client.name.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) },
-                        "\(field).name", "use letters, digits, '-', '_' and '.'")
+            if let problem = Self.clientNameProblem(client.name) { throw ConfigError(field: "\(field).name", message: problem) }
             try require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
-            try require(client.name != "admin", "\(field).name",
-                        "'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name")
             try checkKeyHashes(client.keySHA256, client.previousKeySHA256, field: field)
             try require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
             for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
@@ -237,6 +234,17 @@ public enum ConfigLoader {
         let reserved = config.clients.reduce(0) { $0 + (ClientRegistry.merge($1.quota, over: config.quota).reservedConcurrent ?? 0) }
         try require(reserved < config.upstream.maxConcurrency, "clients[].quota.reserved_concurrent",
                     "the clients' reservations add up to \(reserved) of upstream.max_concurrency's \(config.upstream.maxConcurrency) slots; keep them below it, so the operator and clients without a reservation have a slot")
+    }
+
+    /// What is wrong with a client's name, or nil: the configuration and `keygen` check it alike.
+    public static func clientNameProblem(_ name: String) -> String? {
+        if name.isEmpty || !name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) {
+            return "use letters, digits, '-', '_' and '.'"
+        }
+        if name == "admin" {
+            return "'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name"
+        }
+        return nil
     }
 
     static func validate(_ quota: GatewayConfig.Quota, field: String) throws {
