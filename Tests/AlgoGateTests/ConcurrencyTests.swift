@@ -213,6 +213,38 @@ import Testing
         }
     }
 
+    /// A call that finds no slot in time is told what held it back: slots left free only for
+    /// other clients' reservations, or its own client's max_concurrent calls under way.
+    @Test func aTimedOutWaitSaysWhatHeldItBack() async throws {
+        try await HeldUpstream.run { upstream, port in
+            let clients = Self.reservingClients + """
+
+                  - {name: gamma, key_sha256: "\(ClientRegistry.hash(of: Keys.reader))", scopes: [algo], quota: {max_concurrent: 1}}
+                """
+            // Five slots: gamma takes one, alpha two, and the last two are beta's.
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 5\n  queue_timeout_seconds: 1", upstreamURL: { _ in "http://127.0.0.1:\(port)" },
+                                         clientsYAML: clients) { h in
+                let call = { (key: String) in Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(key) + jsonType, text: "0") } }
+                let gammaHeld = call(Keys.reader)
+                try #require(await eventually { upstream.calls == 1 }, "gamma's call never reached the upstream")
+                let alphaHeld = [call(Keys.teamA), call(Keys.teamA)]
+                try #require(await eventually { upstream.calls == 3 }, "alpha's calls never reached the upstream")
+
+                let reserved = try await call(Keys.teamA).value
+                #expect(reserved.status == 503)
+                #expect(reserved.text == #"{"error":{"error_type":"UpstreamBusy","message":"the upstream slots not in use stayed reserved for other clients (quota.reserved_concurrent: 2 unused) for 1 s (upstream.queue_timeout_seconds); retry shortly"}}"#)
+                let capped = try await call(Keys.reader).value
+                #expect(capped.status == 503)
+                #expect(capped.text == #"{"error":{"error_type":"UpstreamBusy","message":"client 'gamma' kept its max_concurrent (1) calls under way for 1 s (upstream.queue_timeout_seconds); retry shortly"}}"#)
+                #expect(capped.header("Retry-After") == "1")
+
+                upstream.release.open()
+                for held in alphaHeld + [gammaHeld] { #expect(try await held.value.status == 200) }
+                #expect(upstream.calls == 3)
+            }
+        }
+    }
+
     /// `queue_timeout_seconds: 0` means no waiting: its timer may fire before the wait is even
     /// queued, and the call must still get the 503 the timeout stands for.
     @Test func aZeroQueueTimeoutRefusesAtOnceWith503() async throws {

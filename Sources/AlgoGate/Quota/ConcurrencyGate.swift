@@ -115,10 +115,7 @@ public final class ConcurrencyGate: Sendable {
         // An event loop's scheduled task, removed when cancelled; a sleeping task would keep its
         // timer alive for the whole timeout after every queued request.
         let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) {
-            self.expire(id, client: client, with: GatewayError(
-                status: .serviceUnavailable, errorType: "UpstreamBusy",
-                message: "all upstream slots stayed busy for \(timeout.components.seconds) s (upstream.queue_timeout_seconds); retry shortly",
-                headers: [.retryAfter: "1"]))
+            self.expire(id, client: client, with: self.busy(client, limit: limit, waited: timeout))
         }
         defer { timer.cancel() }
         try await withTaskCancellationHandler {
@@ -153,6 +150,23 @@ public final class ConcurrencyGate: Sendable {
             return Self.dispatch(&state)
         }
         for waiter in granted { waiter.continuation.resume() }
+    }
+
+    /// The 503 for a request that found no slot in time, saying what held it back as things
+    /// stand when its time runs out.
+    private func busy(_ client: String, limit: Int, waited: Duration) -> GatewayError {
+        let why = state.withLock { state in
+            if state.perClient[client] ?? 0 >= limit {
+                return "client '\(client)' kept its max_concurrent (\(limit)) calls under way"
+            }
+            if state.inFlight < state.capacity {
+                return "the upstream slots not in use stayed reserved for other clients (quota.reserved_concurrent: \(state.unusedReserved) unused)"
+            }
+            return "all upstream slots stayed busy"
+        }
+        return GatewayError(status: .serviceUnavailable, errorType: "UpstreamBusy",
+                            message: "\(why) for \(waited.components.seconds) s (upstream.queue_timeout_seconds); retry shortly",
+                            headers: [.retryAfter: "1"])
     }
 
     private func expire(_ id: UInt64, client: String, with error: any Error) {
