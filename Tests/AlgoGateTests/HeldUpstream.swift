@@ -16,6 +16,9 @@ import Synchronization
 /// answer chunked, with no length) calls wait for `release` too, and count in `abandoned` when the
 /// gateway closes their connection first.
 ///
+/// `test/Boast` answers at once in Algorithmia's envelope, its `metadata.duration` the text of
+/// its input (a claim of compute no call of milliseconds could have used).
+///
 /// `test/Trickle` (and `test/Trickle/1.0.0`) sends `hello` chunked after a space every 200 ms for
 /// the milliseconds its input names, at once.
 ///
@@ -84,6 +87,11 @@ final class HeldUpstream: Sendable {
                 await upstream.release.wait()
                 return try answer(input)
             }
+        }
+        // At once, in the envelope, claiming its input as the seconds the algorithm ran.
+        router.post("/v1/algo/test/Boast") { request, _ -> Response in
+            let claim = String(buffer: try await request.body.collect(upTo: 1024))
+            return Self.json(#"{"result":"done","metadata":{"content_type":"text","duration":\#(claim)}}"#)
         }
         let echo = held { Self.json(#"{"result":\#($0),"metadata":{"content_type":"json","duration":0.001}}"#) }
         router.post("/v1/algo/test/Hold", use: echo)

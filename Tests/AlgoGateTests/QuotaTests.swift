@@ -202,6 +202,41 @@ import Testing
         }
     }
 
+    /// Compute is read from the envelope's `metadata.duration` only, and is at most the time the
+    /// call took upstream: an `output=raw` answer is the algorithm's own output, so one that ends
+    /// in `"duration":12345` (any echo of a caller's input) counted 12345 s, and one ending in
+    /// `"duration":1e999` an infinite figure that made every usage report of the day a 500.
+    @Test func computeIsTheEnvelopesAndNeverMoreThanTheCallTook() async throws {
+        try await GatewayHarness.run { h in
+            for (body, type) in [(#""duration":1e999"#, "text/plain"), (#"{"duration":12345}"#, "application/json")] {
+                let raw = try await h.gateway.send(.POST, "/v1/algo/util/Echo?output=raw", headers: simple(Keys.teamB) + [("Content-Type", type)], text: body)
+                #expect(raw.status == 200)
+                #expect(raw.text == body)
+            }
+            let wrapped = try await Self.call(h, path: "/v1/algo/util/Echo")
+            #expect(wrapped.status == 200)
+            #expect(await eventually { h.app.ledger.standing(of: "team-b").today.upstreamCalls == 3 })
+            let compute = h.app.ledger.standing(of: "team-b").today.computeSeconds
+            #expect(compute > 0 && compute < 1, "\(compute)")   // the simulator's own Echo, in the envelope
+            let usage = try await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
+            #expect(usage.status == 200)
+            #expect(try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB)).status == 200)
+        }
+        try await HeldUpstream.run { _, port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let started = ContinuousClock.now
+                for claim in ["86400", "1e999", "-5"] {
+                    let answer = try await h.gateway.send(.POST, "/v1/algo/test/Boast", headers: simple(Keys.teamB) + textType, text: claim)
+                    #expect(answer.status == 200)
+                }
+                let took = ContinuousClock.now - started
+                #expect(await eventually { h.app.ledger.standing(of: "team-b").today.upstreamCalls == 3 })
+                let compute = h.app.ledger.standing(of: "team-b").today.computeSeconds
+                #expect(compute >= 0 && Duration.seconds(compute) <= took, "\(compute) s counted for calls that took \(took)")
+            }
+        }
+    }
+
     @Test func usageIsAccountedPerClientPerDay() async throws {
         try await GatewayHarness.run { h in
             _ = try await Self.call(h)                                              // miss: upstream call

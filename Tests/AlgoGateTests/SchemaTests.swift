@@ -22,6 +22,30 @@ import Testing
         return pool
     }
 
+    /// A day whose compute an `output=raw` answer made infinite (before only the envelope's
+    /// metadata was read) opens reset to 0, its other counts kept, and is reported again.
+    @Test func anInfiniteComputeFigureIsResetAsTheFileOpens() async throws {
+        try await withTemporaryDirectory("schema-compute") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            do {
+                let old = try Self.stateFile(at: path, releasedSteps: StateDatabase.schemaSteps.count - 1)
+                try await old.write { db in
+                    try db.execute(sql: """
+                        INSERT INTO usage_day (client, day, requests, upstream_calls, compute_seconds)
+                        VALUES ('team-b', 20000, 3, 3, ?), ('team-a', 20000, 2, 2, 1.5)
+                        """, arguments: [Double.infinity])
+                }
+                try old.close()
+            }
+            let pool = try StateDatabase.open(path: path)
+            let rows = try await SQLiteUsageStore(pool: pool).report(fromDay: 20000, client: nil)
+            #expect(rows.map(\.client).sorted() == ["team-a", "team-b"])
+            #expect(rows.first { $0.client == "team-b" }.map { ($0.usage.requests, $0.usage.computeSeconds) }! == (3, 0))
+            #expect(rows.first { $0.client == "team-a" }?.usage.computeSeconds == 1.5)
+            try pool.close()
+        }
+    }
+
     /// A file from before entries recorded their plain size opens with every entry kept: a plain
     /// entry's plain size is its stored size, and a compressed entry is read as before (its room
     /// is held at the most it could be until it has been inflated).

@@ -52,10 +52,14 @@ struct ForwardMiddleware: RouterMiddleware {
         let started = ContinuousClock.now
         let input = try await request.body.collect(upTo: .max)
         let (response, body) = try await forwarder.forwardAlgo(request, ref: ref, input: input, context: context, watch: watch)
-        metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
-        context.facts.markUpstreamCall(computeSeconds: Self.computeSeconds(in: body))
+        let upstreamTime = ContinuousClock.now - started
+        metrics.upstreamLatency(route: route.name, upstreamTime)
+        // The options were checked as the input was read; one that no longer parses counts no compute.
+        let options = request.uri.query == nil ? AlgoOptions() : (try? AlgoOptions.parse(request.uri.query)) ?? AlgoOptions(output: "unread")
+        let wrapped = options.wrapsAnswer && response.headers[.contentType]?.hasPrefix("application/json") == true
+        context.facts.markUpstreamCall(computeSeconds: wrapped ? Self.computeSeconds(in: body, within: upstreamTime) : 0)
         // Its algorithm runs on upstream, outside the slot just given back (`clients[].async_calls`).
-        if request.uri.query != nil, (200..<300).contains(response.status.code), (try? AlgoOptions.parse(request.uri.query))?.isAsync == true {
+        if options.isAsync, (200..<300).contains(response.status.code) {
             metrics.asyncCall(client: client)
             context.facts.markAsyncAccepted()
         }
@@ -93,7 +97,18 @@ struct ForwardMiddleware: RouterMiddleware {
     private static let durationField = Array(#""duration":"#.utf8)
 
     /// The answer's `metadata.duration`, read from the tail of the body where Algorithmia puts
-    /// the metadata, so no answer is parsed whole for it.
+    /// the metadata, so no answer is parsed whole for it; only for answers in Algorithmia's
+    /// envelope (the default output mode), whose last `"duration":` key is the metadata's: in
+    /// `output=raw` the body is the algorithm's own output, any key of which a caller could make
+    /// read as hours of compute. At most the time the call took upstream, which the algorithm's
+    /// run is within, so no answer can claim more (nor an infinite figure that no usage report
+    /// could then be written with).
+    static func computeSeconds(in body: ByteBuffer, within upstreamTime: Duration) -> Double {
+        let bound = Double(upstreamTime.components.seconds) + Double(upstreamTime.components.attoseconds) / 1e18
+        let claimed = computeSeconds(in: body)
+        return claimed.isFinite ? min(claimed, max(0, bound)) : 0
+    }
+
     static func computeSeconds(in body: ByteBuffer) -> Double {
         let view = body.readableBytesView
         let tail = Array(view.suffix(4096))

@@ -112,6 +112,17 @@ enum UsageSchema {
     }
 }
 
+extension UsageSchema {
+    /// Before this, an `output=raw` answer whose own text ended in `"duration":1e999` was counted
+    /// as that much compute (`ForwardMiddleware.computeSeconds`), and a day holding an infinite
+    /// figure made every usage report that included it fail. No real figure is that large.
+    static func registerFiniteCompute(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v7: compute figures no call could have made reset") { db in
+            try db.execute(sql: "UPDATE usage_day SET compute_seconds = 0 WHERE compute_seconds > 1e15 OR compute_seconds < 0")
+        }
+    }
+}
+
 /// `UsageStore` on the gateway's SQLite file. All SQL for `usage_day` and `usage_minute` is here.
 public struct SQLiteUsageStore: UsageStore {
     let pool: DatabasePool

@@ -100,6 +100,11 @@ public struct AlgoOptions: Sendable, Equatable {
     /// the algorithm on its own.
     var isAsync: Bool { output?.lowercased() == "void" }
 
+    /// Whether the answer is Algorithmia's envelope (`result` and `metadata`, in the default
+    /// output mode, absent or `default` in any case), rather than the algorithm's own output
+    /// (`raw`) or an acknowledgement (`void`).
+    var wrapsAnswer: Bool { output == nil || output?.lowercased() == "default" }
+
     /// The output mode as the cache key holds it: absent is the default mode.
     var outputKey: String { output ?? "default" }
 
