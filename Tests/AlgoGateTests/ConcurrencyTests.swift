@@ -112,81 +112,84 @@ import Testing
     /// queues, beta's calls go upstream at once beside it, and beta's third call, beyond its
     /// reservation, queues like anyone's. The upstream holds every call until the test lets go.
     @Test func reservedSlotsStayFreeForTheirClientWhileAnotherQueues() async throws {
-        try await HeldUpstream.run { upstream, port in
-            try await using(Self.wideClient()) { client in
-                try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 4\n  queue_timeout_seconds: 120",
-                                             upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: Self.reservingClients) { h in
-                    let gate = h.app.gate
-                    let unused = { try await metricSample(h.gateway.send(.GET, "/metrics").text, "algogate_upstream_reserved_unused") }
-                    #expect(try await unused() == 2)
-                    let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
-                    #expect((me.object["quota"] as? [String: Any])?["reserved_concurrent"] as? Int == 2)
+        try await Self.withReservations { h, upstream, client in
+            let gate = h.app.gate
+            let unused = { try await metricSample(h.gateway.send(.GET, "/metrics").text, "algogate_upstream_reserved_unused") }
+            #expect(try await unused() == 2)
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            #expect((me.object["quota"] as? [String: Any])?["reserved_concurrent"] as? Int == 2)
 
-                    async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 6, sleepMs: 0)
-                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.inFlight == 2 && gate.queued == 4 },
-                                 "alpha's burst did not take the two unreserved slots and queue the rest: \(upstream.calls) upstream, \(gate.inFlight) in flight, \(gate.queued) queued")
-                    async let beta = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 2, sleepMs: 0)
-                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 && gate.inFlight == 4 },
-                                 "beta's calls did not go upstream beside alpha's: \(upstream.calls) upstream, \(gate.inFlight) in flight")
-                    #expect(gate.queued == 4)
-                    #expect(try await unused() == 0)
-                    async let betaBeyond = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 1, sleepMs: 0)
-                    try #require(await eventually(within: .seconds(120)) { gate.queued == 5 }, "beta's third call did not queue")
-                    #expect(upstream.calls == 4)
-                    // What an operator sees of it.
-                    let slots = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.admin))
-                    #expect(slots.status == 200)
-                    #expect(slots.header("Content-Type") == "application/json")
-                    #expect(slots.text == #"{"clients":[{"in_flight":2,"name":"alpha","peak":2,"queued":4},{"in_flight":2,"name":"beta","peak":2,"queued":1,"reserved_concurrent":2}],"in_flight":4,"max_concurrency":4,"queued":5,"reserved_unused":0}"#)
-                    let metrics = try await h.gateway.send(.GET, "/metrics").text
-                    #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="alpha"}"#) == 2)
-                    #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="alpha"}"#) == 4)
-                    #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="beta"}"#) == 2)
-                    #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="beta"}"#) == 1)
-                    let refused = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.teamB))
-                    #expect(refused.status == 403)
-                    #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"operator endpoints need the admin key"}}"#)
-                    let misspelt = try await h.gateway.send(.GET, "/_admin/concurrency?client=beta", headers: simple(Keys.admin))
-                    #expect(misspelt.status == 400)
-                    #expect(envelope(misspelt).message == "GET /_admin/concurrency takes no parameters")
+            async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 6, sleepMs: 0)
+            try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.inFlight == 2 && gate.queued == 4 },
+                         "alpha's burst did not take the two unreserved slots and queue the rest: \(upstream.calls) upstream, \(gate.inFlight) in flight, \(gate.queued) queued")
+            async let beta = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 2, sleepMs: 0)
+            try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 && gate.inFlight == 4 },
+                         "beta's calls did not go upstream beside alpha's: \(upstream.calls) upstream, \(gate.inFlight) in flight")
+            #expect(gate.queued == 4)
+            #expect(try await unused() == 0)
+            async let betaBeyond = Self.burst(client, h.gateway.base, key: Keys.teamB, count: 1, sleepMs: 0)
+            try #require(await eventually(within: .seconds(120)) { gate.queued == 5 }, "beta's third call did not queue")
+            #expect(upstream.calls == 4)
+            // What an operator sees of it.
+            let slots = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.admin))
+            #expect(slots.status == 200)
+            #expect(slots.header("Content-Type") == "application/json")
+            #expect(slots.text == #"{"clients":[{"in_flight":2,"name":"alpha","peak":2,"queued":4},{"in_flight":2,"name":"beta","peak":2,"queued":1,"reserved_concurrent":2}],"in_flight":4,"max_concurrency":4,"queued":5,"reserved_unused":0}"#)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="alpha"}"#) == 2)
+            #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="alpha"}"#) == 4)
+            #expect(metricSample(metrics, #"algogate_upstream_client_in_flight{client="beta"}"#) == 2)
+            #expect(metricSample(metrics, #"algogate_upstream_client_queued{client="beta"}"#) == 1)
+            let refused = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.teamB))
+            #expect(refused.status == 403)
+            #expect(refused.text == #"{"error":{"error_type":"PermissionDenied","message":"operator endpoints need the admin key"}}"#)
+            let misspelt = try await h.gateway.send(.GET, "/_admin/concurrency?client=beta", headers: simple(Keys.admin))
+            #expect(misspelt.status == 400)
+            #expect(envelope(misspelt).message == "GET /_admin/concurrency takes no parameters")
 
-                    upstream.release.open()
-                    let results = try await [alpha, beta, betaBeyond]
-                    #expect(results.map(\.0) == [Array(repeating: 200, count: 6), [200, 200], [200]])
-                    #expect(upstream.calls == 9)
-                    // beta's slots, freed as its calls ended, went back to its reservation, so
-                    // alpha never had more than the two beta did not reserve.
-                    #expect(gate.peak(for: "alpha") == 2)
-                    #expect(gate.inFlight == 0 && gate.queued == 0)
-                    #expect(try await unused() == 2)
-                    // The calls that waited for a slot say how long in their log lines.
-                    let lines = { (client: String) in h.logs.all.filter { $0.contains("client=\(client) ") && $0.contains("path=/v1/algo/test/Sleep") } }
-                    try #require(await eventually { lines("alpha").count == 6 && lines("beta").count == 3 }, "\(h.logs.all)")
-                    #expect(lines("alpha").filter { $0.contains(" queued_ms=") }.count == 4, "\(lines("alpha"))")
-                    #expect(lines("beta").filter { $0.contains(" queued_ms=") }.count == 1, "\(lines("beta"))")
-                    let waited = lines("beta").compactMap { $0.firstMatch(of: #/ queued_ms=([0-9]+\.[0-9]{3}) /#).map { Double($0.output.1)! } }
-                    #expect(waited.count == 1 && waited[0] > 0, "\(lines("beta"))")
-                }
-            }
+            upstream.release.open()
+            let results = try await [alpha, beta, betaBeyond]
+            #expect(results.map(\.0) == [Array(repeating: 200, count: 6), [200, 200], [200]])
+            #expect(upstream.calls == 9)
+            // beta's slots, freed as its calls ended, went back to its reservation, so
+            // alpha never had more than the two beta did not reserve.
+            #expect(gate.peak(for: "alpha") == 2)
+            #expect(gate.inFlight == 0 && gate.queued == 0)
+            #expect(try await unused() == 2)
+            // The calls that waited for a slot say how long in their log lines.
+            let lines = { (client: String) in h.logs.all.filter { $0.contains("client=\(client) ") && $0.contains("path=/v1/algo/test/Sleep") } }
+            try #require(await eventually { lines("alpha").count == 6 && lines("beta").count == 3 }, "\(h.logs.all)")
+            #expect(lines("alpha").filter { $0.contains(" queued_ms=") }.count == 4, "\(lines("alpha"))")
+            #expect(lines("beta").filter { $0.contains(" queued_ms=") }.count == 1, "\(lines("beta"))")
+            let waited = lines("beta").compactMap { $0.firstMatch(of: #/ queued_ms=([0-9]+\.[0-9]{3}) /#).map { Double($0.output.1)! } }
+            #expect(waited.count == 1 && waited[0] > 0, "\(lines("beta"))")
         }
     }
 
     /// A reload that drops a reservation hands its slots to the clients queued for them at once.
     @Test func aReloadThatDropsAReservationGivesItsSlotsToTheQueue() async throws {
+        try await Self.withReservations { h, upstream, client in
+            let gate = h.app.gate
+            async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 4, sleepMs: 0)
+            try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.queued == 2 }, "alpha's burst did not queue behind the reservation")
+            var config = h.app.state.snapshot.config
+            config.clients[1].quota = nil
+            try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 }, "the freed slots did not reach alpha's queued calls")
+            #expect(gate.inFlight == 4 && gate.queued == 0 && gate.unusedReserved == 0)
+            upstream.release.open()
+            #expect(try await alpha.0 == Array(repeating: 200, count: 4))
+        }
+    }
+
+    /// A gateway with `reservingClients` and four upstream slots, in front of a `HeldUpstream`,
+    /// and a client that can open many connections; queued calls wait up to 120 s.
+    static func withReservations(_ body: (GatewayHarness, HeldUpstream, HTTPClient) async throws -> Void) async throws {
         try await HeldUpstream.run { upstream, port in
             try await using(Self.wideClient()) { client in
                 try await GatewayHarness.run(serverYAML: "idle_timeout_seconds: 180", upstreamYAML: "max_concurrency: 4\n  queue_timeout_seconds: 120",
                                              upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: Self.reservingClients) { h in
-                    let gate = h.app.gate
-                    async let alpha = Self.burst(client, h.gateway.base, key: Keys.teamA, count: 4, sleepMs: 0)
-                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 2 && gate.queued == 2 }, "alpha's burst did not queue behind the reservation")
-                    var config = h.app.state.snapshot.config
-                    config.clients[1].quota = nil
-                    try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
-                    try #require(await eventually(within: .seconds(120)) { upstream.calls == 4 }, "the freed slots did not reach alpha's queued calls")
-                    #expect(gate.inFlight == 4 && gate.queued == 0 && gate.unusedReserved == 0)
-                    upstream.release.open()
-                    #expect(try await alpha.0 == Array(repeating: 200, count: 4))
+                    try await body(h, upstream, client)
                 }
             }
         }
