@@ -28,9 +28,14 @@ public struct ClientRegistry: Sendable {
     /// Every client's `cors_origins` together: a browser's preflight, which carries no key, is
     /// answered for these.
     public let browserOrigins: BrowserOrigins
+    /// Each configured client's quota as it applies (its own fields over the top-level
+    /// defaults), by name.
+    public let quotas: [String: GatewayConfig.Quota]
     /// The upstream slots each client keeps for itself (`quota.reserved_concurrent`), by name;
     /// clients without any are left out.
-    public let reservations: [String: Int]
+    public var reservations: [String: Int] {
+        quotas.compactMapValues { quota in quota.reservedConcurrent.flatMap { $0 > 0 ? $0 : nil } }
+    }
 
     public init(config: GatewayConfig) throws {
         var entries: [([UInt8], ClientIdentity)] = []
@@ -52,9 +57,7 @@ public struct ClientRegistry: Sendable {
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }
         browserOrigins = .union(entries.map(\.1.corsOrigins))
-        reservations = Dictionary(uniqueKeysWithValues: config.clients.compactMap { client in
-            Self.merge(client.quota, over: config.quota).reservedConcurrent.flatMap { $0 > 0 ? (client.name, $0) : nil }
-        })
+        quotas = Dictionary(config.clients.map { ($0.name, Self.merge($0.quota, over: config.quota)) }) { first, _ in first }
         if let admin = config.admin {
             admit(ClientIdentity(name: "admin", scopes: [.admin], dataPrefixes: nil, quota: GatewayConfig.Quota(), isOperator: true),
                   key: admin.keySHA256, previousKey: admin.previousKeySHA256)

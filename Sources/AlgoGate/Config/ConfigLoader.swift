@@ -193,6 +193,7 @@ public enum ConfigLoader {
 
         try require(!config.clients.isEmpty, "clients", "list at least one client")
         var names: Set<String> = []
+        var reservedTotal = 0
         for (index, client) in config.clients.enumerated() {
             let field = "clients[\(index)]"
             if let problem = Self.clientNameProblem(client.name) { throw ConfigError(field: "\(field).name", message: problem) }
@@ -221,19 +222,20 @@ public enum ConfigLoader {
                 }
             }
             if let quota = client.quota { try validate(quota, field: "\(field).quota") }
-            if let reserved = ClientRegistry.merge(client.quota, over: config.quota).reservedConcurrent {
+            let quota = ClientRegistry.merge(client.quota, over: config.quota)
+            if let reserved = quota.reservedConcurrent {
                 let reservedField = client.quota?.reservedConcurrent != nil ? "\(field).quota.reserved_concurrent" : "quota.reserved_concurrent"
                 try require(reserved < config.upstream.maxConcurrency, reservedField,
                             "\(reserved) slots for client '\(client.name)' alone would leave none of upstream.max_concurrency's \(config.upstream.maxConcurrency) for the others")
-                if let cap = ClientRegistry.merge(client.quota, over: config.quota).maxConcurrent {
+                if let cap = quota.maxConcurrent {
                     try require(reserved <= cap, reservedField,
                                 "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
                 }
+                reservedTotal += reserved
             }
         }
-        let reserved = config.clients.reduce(0) { $0 + (ClientRegistry.merge($1.quota, over: config.quota).reservedConcurrent ?? 0) }
-        try require(reserved < config.upstream.maxConcurrency, "clients[].quota.reserved_concurrent",
-                    "the clients' reservations add up to \(reserved) of upstream.max_concurrency's \(config.upstream.maxConcurrency) slots; keep them below it, so the operator and clients without a reservation have a slot")
+        try require(reservedTotal < config.upstream.maxConcurrency, "clients[].quota.reserved_concurrent",
+                    "the clients' reservations add up to \(reservedTotal) of upstream.max_concurrency's \(config.upstream.maxConcurrency) slots; keep them below it, so the operator and clients without a reservation have a slot")
     }
 
     /// What is wrong with a client's name, or nil: the configuration and `keygen` check it alike.

@@ -164,10 +164,7 @@ public struct GatewayApp: Sendable {
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
                        configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, gate: gate,
-                       quotas: { [state] in
-                           let config = state.snapshot.config
-                           return Dictionary(uniqueKeysWithValues: config.clients.map { ($0.name, ClientRegistry.merge($0.quota, over: config.quota)) })
-                       }, now: now).register(on: router)
+                       quotas: { [state] in state.snapshot.registry.quotas }, now: now).register(on: router)
         return router
     }
 
