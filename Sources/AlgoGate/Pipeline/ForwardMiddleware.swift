@@ -56,7 +56,7 @@ struct ForwardMiddleware: RouterMiddleware {
         metrics.upstreamLatency(route: route.name, upstreamTime)
         // The options were checked as the input was read; one that no longer parses counts no compute.
         let options = request.uri.query == nil ? AlgoOptions() : (try? AlgoOptions.parse(request.uri.query)) ?? AlgoOptions(output: "unread")
-        let wrapped = options.wrapsAnswer && response.headers[.contentType]?.hasPrefix("application/json") == true
+        let wrapped = options.wrapsAnswer && response.headers[.contentType]?.lowercased().hasPrefix("application/json") == true
         context.facts.markUpstreamCall(computeSeconds: wrapped ? Self.computeSeconds(in: body, within: upstreamTime) : 0)
         // Its algorithm runs on upstream, outside the slot just given back (`clients[].async_calls`).
         if options.isAsync, (200..<300).contains(response.status.code) {
