@@ -216,6 +216,29 @@ import Testing
         }
     }
 
+    /// The seconds each client's calls held upstream slots are counted, so an operator can see
+    /// how many slots a team keeps busy on average (the counter's rate) and size its
+    /// `max_concurrent` or `reserved_concurrent` by it.
+    @Test func theSecondsEachClientHoldsSlotsAreCounted() async throws {
+        try await GatewayHarness.run { h in
+            for _ in 0..<2 {
+                let call = try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamB) + jsonType, text: "250")
+                #expect(call.status == 200)
+            }
+            let download = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+            #expect(download.status == 404)
+            // A streamed answer gives its slot back once its last byte has been handed on.
+            let series = { (client: String) in
+                try await metricSample(h.gateway.send(.GET, "/metrics").text, #"algogate_upstream_slot_seconds_total{client="\#(client)"}"#)
+            }
+            try #require(await eventually { (try? await series("team-a")) != nil }, "no slot time counted for the data call")
+            let teamB = try #require(try await series("team-b"))
+            #expect(teamB >= 0.5 && teamB < 60, "\(teamB)")
+            let teamA = try #require(try await series("team-a"))
+            #expect(teamA > 0 && teamA < 0.5, "\(teamA)")
+        }
+    }
+
     /// A call that finds no slot in time is told what held it back: slots left free only for
     /// other clients' reservations, or its own client's max_concurrent calls under way.
     @Test func aTimedOutWaitSaysWhatHeldItBack() async throws {

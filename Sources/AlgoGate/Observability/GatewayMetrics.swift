@@ -124,6 +124,9 @@ public final class GatewayMetrics: Sendable {
     private static var clientInFlight: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_client_in_flight", unitName: "",
         helpText: "Upstream requests in flight, by client (every client that has held or awaited a slot since the start)") }
+    private static var slotSeconds: MetricNameDescriptor { .init(
+        metricName: "algogate_upstream_slot_seconds", unitName: "total",
+        helpText: "Seconds of upstream slots held, by client: its rate is the slots a client keeps busy on average, to size max_concurrent and reserved_concurrent by") }
     private static var clientQueued: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_client_queued", unitName: "", helpText: "Requests waiting for an upstream slot, by client") }
     private static var upstreamRetries: MetricNameDescriptor { .init(
@@ -152,6 +155,7 @@ public final class GatewayMetrics: Sendable {
     private let unreadAnswerCounters = Mutex<[String: Counter]>([:])
     private let asyncCallCounters = Mutex<[String: Counter]>([:])
     private let clientSlotGauges = Mutex<[String: (inFlight: Gauge, queued: Gauge)]>([:])
+    private let slotSecondsCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
     private let upstreamHistograms = Mutex<[String: DurationHistogram]>([:])
     /// One per route class and `none` (`requestHistogramRoutes`, in that order), made up front:
@@ -200,6 +204,13 @@ public final class GatewayMetrics: Sendable {
         Self.memoised(asyncCallCounters, client) {
             registry.makeCounter(descriptor: Self.asyncCalls, labels: [("client", client)])
         }.increment()
+    }
+
+    func slotHeld(client: String, _ duration: Duration) {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        Self.memoised(slotSecondsCounters, client) {
+            registry.makeCounter(descriptor: Self.slotSeconds, labels: [("client", client)])
+        }.increment(by: max(0, seconds))
     }
 
     func upstreamRetry(route: String) {

@@ -47,7 +47,8 @@ struct ForwardMiddleware: RouterMiddleware {
     private func callUpstream(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context, watch: CallWatch?) async throws -> Response {
         let client = context.client?.name ?? "-"
         context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
-        defer { gate.release(client: client) }
+        let held = ContinuousClock.now
+        defer { release(client, heldSince: held) }
         if abandonedCalls() == .finish { watch?.runToEnd() }
         let started = ContinuousClock.now
         let input = try await request.body.collect(upTo: .max)
@@ -77,7 +78,7 @@ struct ForwardMiddleware: RouterMiddleware {
             let metrics = metrics, routeName = route.name
             response = try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
         } catch {
-            gate.release(client: client)
+            release(client, heldSince: started)
             throw error
         }
         return streamed(response, route: route, started: started, client: client, context: context)
@@ -90,8 +91,16 @@ struct ForwardMiddleware: RouterMiddleware {
         context.facts.markUpstreamCall()
         var streamed = response
         let gate = gate
-        streamed.body = response.body.observed(counting: ByteCounter()) { _ in gate.release(client: client) }
+        let release = release
+        streamed.body = response.body.observed(counting: ByteCounter()) { _ in release(client, started) }
         return streamed
+    }
+
+    /// Gives the client's slot back, and counts the time it held it
+    /// (`algogate_upstream_slot_seconds_total`).
+    private func release(_ client: String, heldSince: ContinuousClock.Instant) {
+        gate.release(client: client)
+        metrics.slotHeld(client: client, ContinuousClock.now - heldSince)
     }
 
     private static let durationField = Array(#""duration":"#.utf8)
