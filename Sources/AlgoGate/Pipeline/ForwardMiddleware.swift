@@ -90,7 +90,6 @@ struct ForwardMiddleware: RouterMiddleware {
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
         context.facts.markUpstreamCall()
         var streamed = response
-        let gate = gate
         let release = release
         streamed.body = response.body.observed(counting: ByteCounter()) { _ in release(client, started) }
         return streamed
