@@ -58,6 +58,14 @@ enum Formatting {
     }
 }
 
+extension Duration {
+    /// The duration in seconds, to the attosecond as far as a `Double` holds it.
+    var inSeconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
 extension Collection<UInt8> {
     /// ASCII case-insensitive equality on UTF-8 bytes, without lowercased copies (hot-path header
     /// and scheme checks).

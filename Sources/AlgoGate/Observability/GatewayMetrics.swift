@@ -207,10 +207,9 @@ public final class GatewayMetrics: Sendable {
     }
 
     func slotHeld(client: String, _ duration: Duration) {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         Self.memoised(slotSecondsCounters, client) {
             registry.makeCounter(descriptor: Self.slotSeconds, labels: [("client", client)])
-        }.increment(by: max(0, seconds))
+        }.increment(by: max(0, duration.inSeconds))
     }
 
     func upstreamRetry(route: String) {

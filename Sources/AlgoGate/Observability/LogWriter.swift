@@ -94,7 +94,7 @@ public final class LogWriter: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         let target = accepted
-        let deadline = Date().addingTimeInterval(Self.seconds(timeout))
+        let deadline = Date().addingTimeInterval(timeout.inSeconds)
         flushWaiters += 1
         defer { flushWaiters -= 1 }
         condition.broadcast()  // no lingering while someone waits
@@ -112,7 +112,7 @@ public final class LogWriter: @unchecked Sendable {
         defer { condition.unlock() }
         stopping = true
         condition.broadcast()
-        let deadline = Date().addingTimeInterval(Self.seconds(timeout))
+        let deadline = Date().addingTimeInterval(timeout.inSeconds)
         while !finished {
             if !condition.wait(until: deadline) { return finished }
         }
@@ -124,7 +124,7 @@ public final class LogWriter: @unchecked Sendable {
     private func drain() {
         var batch: [UInt8] = []
         batch.reserveCapacity(capacity)
-        let linger = Self.seconds(Self.linger)
+        let linger = Self.linger.inSeconds
         while true {
             condition.lock()
             while pending.isEmpty && dropped == announced && !stopping {
@@ -185,10 +185,5 @@ public final class LogWriter: @unchecked Sendable {
             }
             return true
         }
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

@@ -112,9 +112,8 @@ struct ForwardMiddleware: RouterMiddleware {
     /// run is within, so no answer can claim more (nor an infinite figure that no usage report
     /// could then be written with).
     static func computeSeconds(in body: ByteBuffer, within upstreamTime: Duration) -> Double {
-        let bound = Double(upstreamTime.components.seconds) + Double(upstreamTime.components.attoseconds) / 1e18
         let claimed = computeSeconds(in: body)
-        return claimed.isFinite ? min(claimed, max(0, bound)) : 0
+        return claimed.isFinite ? min(claimed, max(0, upstreamTime.inSeconds)) : 0
     }
 
     static func computeSeconds(in body: ByteBuffer) -> Double {
