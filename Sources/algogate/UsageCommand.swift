@@ -7,7 +7,7 @@ import Foundation
 struct UsageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "usage",
-        abstract: "Print usage per client per day: requests, cache hits, upstream calls, errors, bytes, compute."
+        abstract: "Print usage per client per day: requests, cache hits, upstream calls, errors, bytes, compute, upstream slot time."
     )
 
     @Option(help: "The gateway's YAML configuration file (for cache.path, where usage is kept).")
@@ -41,20 +41,20 @@ struct UsageCommand: AsyncParsableCommand {
         }
         if format == .csv {
             // Client names are letters, digits, '-', '_' and '.': no field needs quoting.
-            print("day,client,requests,cache_hits,upstream_calls,errors,bytes_in,bytes_out,compute_seconds")
+            print("day,client,requests,cache_hits,upstream_calls,errors,bytes_in,bytes_out,compute_seconds,slot_seconds")
             for row in rows {
                 let u = row.usage
                 print([row.day, row.client, "\(u.requests)", "\(u.cacheHits)", "\(u.upstreamCalls)", "\(u.errors)",
-                       "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds)].joined(separator: ","))
+                       "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds), String(format: "%.3f", u.slotSeconds)].joined(separator: ","))
             }
             return
         }
-        let header = ["day", "client", "requests", "cache hits", "upstream", "errors", "bytes in", "bytes out", "compute s"]
+        let header = ["day", "client", "requests", "cache hits", "upstream", "errors", "bytes in", "bytes out", "compute s", "slot s"]
         var table = [header]
         for row in rows {
             let u = row.usage
             table.append([row.day, row.client, "\(u.requests)", "\(u.cacheHits)", "\(u.upstreamCalls)", "\(u.errors)",
-                          "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds)])
+                          "\(u.bytesIn)", "\(u.bytesOut)", String(format: "%.3f", u.computeSeconds), String(format: "%.3f", u.slotSeconds)])
         }
         let widths = header.indices.map { column in table.map { $0[column].count }.max() ?? 0 }
         for line in table {

@@ -120,16 +120,20 @@ import Testing
 
             // What the operator and the clients see afterwards.
             for key in [Keys.teamA, Keys.teamB, teamC] {
-                transcript.append(try await h.gateway.send(.GET, "/_gateway/me", headers: simple(key)).text)
+                // (Slot seconds are the upstream calls' times: the same calls, not the same seconds.)
+                transcript.append(try await h.gateway.send(.GET, "/_gateway/me", headers: simple(key)).text
+                    .replacing(/"slot_seconds":[0-9.e-]+/, with: #""slot_seconds":<t>"#))
             }
             let metrics = try await h.gateway.send(.GET, "/metrics").text
             transcript += metrics.split(separator: "\n").map(String.init).filter {
                 $0.hasPrefix("algogate_requests_total") || $0.hasPrefix("algogate_cache_requests_total") || $0.hasPrefix("algogate_previous_key_requests_total")
             }.sorted()
-            // (The line of the /metrics request itself differs by the fast-hit counter's digits.)
+            // (The line of the /metrics request itself differs by the fast-hit counter's digits, and
+            // the sizes of /_gateway/me's answers by the slot seconds'.)
             transcript += h.logs.all.filter { $0.hasPrefix("info request ") && !$0.contains("path=/metrics ") }.map {
-                $0.replacing(/duration_ms=[0-9.]+/, with: "duration_ms=<t>")
+                let line = $0.replacing(/duration_ms=[0-9.]+/, with: "duration_ms=<t>")
                   .replacing(/request_id=[0-9a-f-]{36}/, with: "request_id=<generated>")
+                return line.contains("path=/_gateway/me ") ? line.replacing(/bytes_out=[0-9]+/, with: "bytes_out=<n>") : line
             }
             try await h.app.cache?.flush(now: clock.now)
             if let stats = try await h.app.cache?.stats() { transcript.append("\(stats)") }

@@ -84,17 +84,20 @@ import Testing
             let lines = usage.log.split(separator: "\n")
             #expect(lines.first?.hasPrefix("day") == true && lines.first?.contains("cache hits") == true)
             let row = lines.dropFirst().first.map { $0.split(separator: " ").map(String.init) } ?? []
-            #expect(row.count == 9)
+            #expect(row.count == 10)
             #expect(row.dropFirst().prefix(5) == ["team-b", "2", "1", "1", "0"])
+            #expect(lines.first?.hasSuffix("compute s  slot s") == true, "\(usage.log)")
 
             // The same as CSV, every client: a header, then a line per client and day.
             let csv = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--days", "1", "--format", "csv"])
             #expect(csv.termination == .exited(0))
             let csvLines = csv.log.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-            #expect(csvLines.first == ["day", "client", "requests", "cache_hits", "upstream_calls", "errors", "bytes_in", "bytes_out", "compute_seconds"])
+            #expect(csvLines.first == ["day", "client", "requests", "cache_hits", "upstream_calls", "errors", "bytes_in", "bytes_out", "compute_seconds", "slot_seconds"])
             #expect(csvLines.count == 2)
             let csvRow = csvLines.last ?? []
-            #expect(csvRow.count == 9 && csvRow[0] == row.first && Array(csvRow[1...7]) == Array(row[1...7]) && Double(csvRow[8]) != nil, "\(csvLines)")
+            #expect(csvRow.count == 10 && csvRow[0] == row.first && Array(csvRow[1...9]) == Array(row[1...9]), "\(csvLines)")
+            // Seconds, with three decimals, as compute's.
+            #expect(csvRow[9].split(separator: ".").last?.count == 3 && Double(csvRow[9]) != nil, "\(csvLines)")
 
             // A configured client that used nothing has an empty table; a name no client has and
             // none used is a typo, said so, with a failing status.
@@ -234,6 +237,55 @@ import Testing
                 let compute = h.app.ledger.standing(of: "team-b").today.computeSeconds
                 #expect(compute >= 0 && Duration.seconds(compute) <= took, "\(compute) s counted for calls that took \(took)")
             }
+        }
+    }
+
+    /// Every upstream call counts the seconds it held an upstream slot in the client's usage,
+    /// whatever its answer says: a raw-mode call, which counts no compute, and a data transfer.
+    /// A cache hit holds no slot and counts none. The reports show the same figure.
+    @Test func slotSecondsCountEveryUpstreamCallAndNoHit() async throws {
+        try await GatewayHarness.run { h in
+            let today = { (client: String) in h.app.ledger.standing(of: client).today }
+            let started = ContinuousClock.now
+            let raw = try await h.gateway.send(.POST, "/v1/algo/test/Sleep?output=raw", headers: simple(Keys.teamB) + jsonType, text: "250")
+            let took = ContinuousClock.now - started
+            #expect(raw.status == 200)
+            #expect(await eventually { today("team-b").upstreamCalls == 1 })
+            #expect(today("team-b").computeSeconds == 0)
+            let slept = today("team-b").slotSeconds
+            #expect(slept >= 0.25 && Duration.seconds(slept) <= took, "\(slept) s counted for a call of 250 ms that took \(took)")
+
+            // A miss holds a slot; the same call again is a hit, which holds none.
+            #expect(try await Self.call(h).header("X-Cache") == "MISS")
+            #expect(await eventually { today("team-b").upstreamCalls == 2 })
+            let afterMiss = today("team-b").slotSeconds
+            #expect(afterMiss > slept)
+            #expect(try await Self.call(h).header("X-Cache") == "HIT")
+            #expect(await eventually { today("team-b").cacheHits == 1 })
+            #expect(today("team-b").slotSeconds == afterMiss)
+
+            // A data transfer, streamed, counts until its body has been sent.
+            let download = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
+            #expect(download.status == 404)
+            #expect(await eventually { today("team-a").slotSeconds > 0 })
+            // A management answer, read whole to point its links at the gateway, gives its slot back
+            // as it has been read: counted before the request is.
+            let beforeManagement = today("team-a")
+            let algorithm = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamA))
+            #expect(algorithm.status == 200)
+            #expect(await eventually { today("team-a").requests == beforeManagement.requests + 1 && today("team-a").bytesOut > beforeManagement.bytesOut })
+            #expect(today("team-a").slotSeconds > beforeManagement.slotSeconds)
+
+            // The stored report and the client's own view give the same figures.
+            #expect(await eventually {
+                let usage = try? await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
+                let row = (usage?.object["days"] as? [[String: Any]])?.first?["usage"] as? [String: Any]
+                // (Summed in another order in SQLite, and written as decimal text: equal to the last digits.)
+                return abs((row?["slot_seconds"] as? Double ?? -1) - afterMiss) < 1e-9
+            })
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            let mine = (me.object["used_today"] as? [String: Any])?["slot_seconds"] as? Double ?? -1
+            #expect(abs(mine - today("team-a").slotSeconds) < 1e-9, "\(mine)")
         }
     }
 

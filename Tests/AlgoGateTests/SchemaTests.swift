@@ -28,7 +28,8 @@ import Testing
         try await withTemporaryDirectory("schema-compute") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
             do {
-                let old = try Self.stateFile(at: path, releasedSteps: StateDatabase.schemaSteps.count - 1)
+                // As the six steps before v7 left it.
+                let old = try Self.stateFile(at: path, releasedSteps: 6)
                 try await old.write { db in
                     try db.execute(sql: """
                         INSERT INTO usage_day (client, day, requests, upstream_calls, compute_seconds)
@@ -42,6 +43,38 @@ import Testing
             #expect(rows.map(\.client).sorted() == ["team-a", "team-b"])
             #expect(rows.first { $0.client == "team-b" }.map { ($0.usage.requests, $0.usage.computeSeconds) }! == (3, 0))
             #expect(rows.first { $0.client == "team-a" }?.usage.computeSeconds == 1.5)
+            try pool.close()
+        }
+    }
+
+    /// A file from before usage counted slot seconds (v8) opens with its days kept, their slot
+    /// seconds 0, and counts them from then on, for those days too.
+    @Test func aDayFromBeforeSlotSecondsKeepsItsCountsAndGainsThem() async throws {
+        try await withTemporaryDirectory("schema-slots") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            do {
+                let old = try Self.stateFile(at: path, releasedSteps: 7)
+                try await old.write { db in
+                    try db.execute(sql: """
+                        INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
+                        VALUES ('team-a', 20000, 5, 1, 4, 1, 300, 4000, 2.5)
+                        """)
+                }
+                try old.close()
+            }
+            let pool = try StateDatabase.open(path: path)
+            let store = SQLiteUsageStore(pool: pool)
+            var before = Usage()
+            (before.requests, before.cacheHits, before.upstreamCalls, before.errors) = (5, 1, 4, 1)
+            (before.bytesIn, before.bytesOut, before.computeSeconds) = (300, 4000, 2.5)
+            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
+            var delta = Usage()
+            delta.requests = 1
+            delta.upstreamCalls = 1
+            delta.slotSeconds = 0.75
+            try await store.add([UsageKey(client: "team-a", day: 20000): delta], minutes: [:])
+            before.add(delta)
+            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
             try pool.close()
         }
     }

@@ -121,7 +121,7 @@ struct CachedHits: Sendable {
         let elapsed = ContinuousClock.now - started
         let completion = RequestCompletion(status: response.status.code, bytesIn: body.readableBytes, bytesOut: response.body.contentLength ?? 0,
                                            elapsed: elapsed, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
-                                           upstreamCalled: false, computeSeconds: 0)
+                                           upstreamCalled: false, computeSeconds: 0, slotSeconds: 0)
         MetricsMiddleware.count(completion, cacheResult: MetricsMiddleware.cacheResult(response.headers), in: metrics)
         metrics.fastHit()
         QuotaMiddleware.record(completion, fromCache: true, client: client.name, admission: admission, in: ledger)

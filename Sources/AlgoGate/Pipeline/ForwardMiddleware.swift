@@ -48,7 +48,7 @@ struct ForwardMiddleware: RouterMiddleware {
         let client = context.client?.name ?? "-"
         context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
         let held = ContinuousClock.now
-        defer { release(client, heldSince: held) }
+        defer { release(client, heldSince: held, facts: context.facts) }
         if abandonedCalls() == .finish { watch?.runToEnd() }
         let started = ContinuousClock.now
         let input = try await request.body.collect(upTo: .max)
@@ -78,28 +78,36 @@ struct ForwardMiddleware: RouterMiddleware {
             let metrics = metrics, routeName = route.name
             response = try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
         } catch {
-            release(client, heldSince: started)
+            release(client, heldSince: started, facts: context.facts)
             throw error
         }
         return streamed(response, route: route, started: started, client: client, context: context)
     }
 
-    /// The slot is held until the body has been sent: the upstream is busy until then.
+    /// The slot is held until the body has been sent: the upstream is busy until then. An answer
+    /// read whole already (a HEAD's, an empty one, a management answer rewritten whole) has
+    /// ended upstream: its slot is given back at once, not once a slow client has read it.
     @inline(never)
     private func streamed(_ response: Response, route: RouteClass, started: ContinuousClock.Instant, client: String, context: Context) -> Response {
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
         context.facts.markUpstreamCall()
+        guard context.facts.streamsResponse else {
+            release(client, heldSince: started, facts: context.facts)
+            return response
+        }
         var streamed = response
-        let release = release
-        streamed.body = response.body.observed(counting: ByteCounter()) { _ in release(client, started) }
+        let release = release, facts = context.facts
+        streamed.body = response.body.observed(counting: ByteCounter()) { _ in release(client, started, facts) }
         return streamed
     }
 
     /// Gives the client's slot back, and counts the time it held it
-    /// (`algogate_upstream_slot_seconds_total`).
-    private func release(_ client: String, heldSince: ContinuousClock.Instant) {
+    /// (`algogate_upstream_slot_seconds_total`, and the client's usage).
+    private func release(_ client: String, heldSince: ContinuousClock.Instant, facts: RequestFacts) {
         gate.release(client: client)
-        metrics.slotHeld(client: client, ContinuousClock.now - heldSince)
+        let held = ContinuousClock.now - heldSince
+        metrics.slotHeld(client: client, held)
+        facts.markSlotHeld(held)
     }
 
     private static let durationField = Array(#""duration":"#.utf8)

@@ -51,6 +51,8 @@ final class RequestFacts: Sendable {
         /// is stored only under that upstream's key (a reload may change it during the call).
         var upstreamURL: String?
         var computeSeconds = 0.0
+        /// The seconds the request held an upstream slot, counted as the slot is given back.
+        var slotSeconds = 0.0
         /// The response body streams from the upstream rather than sitting in memory.
         var streamsResponse = false
         /// The request body as it streams upstream, to settle once the answer has been sent.
@@ -98,7 +100,7 @@ final class RequestFacts: Sendable {
             return (handlers, RequestCompletion(
                 status: status, bytesIn: bytesIn, bytesOut: bytesOut, elapsed: elapsed,
                 client: state.client?.name, viaPreviousKey: state.client?.viaPreviousKey ?? false, route: state.route?.name,
-                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds), state.answerRoom, state.lease.take())
+                upstreamCalled: state.upstreamCalled, computeSeconds: state.computeSeconds, slotSeconds: state.slotSeconds), state.answerRoom, state.lease.take())
         }
         // The room and the lease are let go here, outside the lock.
         withExtendedLifetime(lease) { room?.release() }
@@ -213,6 +215,13 @@ final class RequestFacts: Sendable {
             state.computeSeconds += computeSeconds
         }
     }
+
+    /// The request held an upstream slot this long, now given back: before its completion, since
+    /// an algorithm call gives its slot back as its answer comes in and a streamed transfer as its
+    /// last byte is handed on, inside the log step's watch of the same body.
+    func markSlotHeld(_ time: Duration) {
+        state.withLock { $0.slotSeconds += max(0, time.inSeconds) }
+    }
 }
 
 /// A finished request's figures and what the pipeline learnt about it.
@@ -229,6 +238,7 @@ struct RequestCompletion: Sendable {
     let route: String?
     let upstreamCalled: Bool
     let computeSeconds: Double
+    let slotSeconds: Double
 }
 
 /// What went wrong behind a request's answer, for its log line (`RequestLogMiddleware.log`).

@@ -45,6 +45,7 @@ struct QuotaMiddleware: RouterMiddleware {
     static func record(_ completion: RequestCompletion, fromCache: Bool, client: String, admission: QuotaLedger.Admission, in ledger: QuotaLedger) {
         ledger.record(client: client, day: admission.day, .init(
             cacheHit: fromCache, upstreamCall: completion.upstreamCalled, error: completion.status >= 400,
-            bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: completion.computeSeconds))
+            bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, computeSeconds: completion.computeSeconds,
+            slotSeconds: completion.slotSeconds))
     }
 }

@@ -26,6 +26,7 @@ public final class QuotaLedger: Sendable {
         public var bytesIn = 0
         public var bytesOut = 0
         public var computeSeconds = 0.0
+        public var slotSeconds = 0.0
     }
 
     /// A client's standing, for `/_gateway/me`.
@@ -142,6 +143,7 @@ public final class QuotaLedger: Sendable {
         delta.bytesIn = outcome.bytesIn
         delta.bytesOut = outcome.bytesOut
         delta.computeSeconds = outcome.computeSeconds
+        delta.slotSeconds = outcome.slotSeconds
         state.withLock { state in
             if var windows = state.clients[client], windows.day == day {
                 windows.today.add(delta)

@@ -11,12 +11,16 @@ public struct Usage: Sendable, Codable, Equatable {
     public var bytesOut = 0
     /// Upstream compute, from the answers' `metadata.duration`.
     public var computeSeconds = 0.0
+    /// The seconds the client's calls held the account's upstream slots: an algorithm call's
+    /// until its answer was in, a data transfer's until its body was sent. Every call counts,
+    /// raw-mode and data calls included, whatever its answer says.
+    public var slotSeconds = 0.0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case requests, cacheHits = "cache_hits", upstreamCalls = "upstream_calls", errors
-        case bytesIn = "bytes_in", bytesOut = "bytes_out", computeSeconds = "compute_seconds"
+        case bytesIn = "bytes_in", bytesOut = "bytes_out", computeSeconds = "compute_seconds", slotSeconds = "slot_seconds"
     }
 
     public mutating func add(_ other: Usage) {
@@ -27,6 +31,7 @@ public struct Usage: Sendable, Codable, Equatable {
         bytesIn += other.bytesIn
         bytesOut += other.bytesOut
         computeSeconds += other.computeSeconds
+        slotSeconds += other.slotSeconds
     }
 }
 
@@ -121,6 +126,15 @@ extension UsageSchema {
             try db.execute(sql: "UPDATE usage_day SET compute_seconds = 0 WHERE compute_seconds > 1e15 OR compute_seconds < 0")
         }
     }
+
+    /// The seconds each client's calls held upstream slots, per day: compute counts only answers
+    /// in Algorithmia's envelope, so without this a team's raw-mode calls and data transfers used
+    /// the account's concurrency unseen in its usage. Days before this count none.
+    static func registerSlotSeconds(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v8: upstream slot seconds per client per day") { db in
+            try db.execute(sql: "ALTER TABLE usage_day ADD COLUMN slot_seconds REAL NOT NULL DEFAULT 0")
+        }
+    }
 }
 
 /// `UsageStore` on the gateway's SQLite file. All SQL for `usage_day` and `usage_minute` is here.
@@ -156,17 +170,17 @@ public struct SQLiteUsageStore: UsageStore {
                 }
             }
             let statement = try db.makeStatement(sql: """
-                INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds, slot_seconds)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (client, day) DO UPDATE SET
                     requests = requests + excluded.requests, cache_hits = cache_hits + excluded.cache_hits,
                     upstream_calls = upstream_calls + excluded.upstream_calls, errors = errors + excluded.errors,
                     bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out,
-                    compute_seconds = compute_seconds + excluded.compute_seconds
+                    compute_seconds = compute_seconds + excluded.compute_seconds, slot_seconds = slot_seconds + excluded.slot_seconds
                 """)
             for (key, usage) in deltas {
                 try statement.execute(arguments: [key.client, key.day, usage.requests, usage.cacheHits, usage.upstreamCalls,
-                                                  usage.errors, usage.bytesIn, usage.bytesOut, usage.computeSeconds])
+                                                  usage.errors, usage.bytesIn, usage.bytesOut, usage.computeSeconds, usage.slotSeconds])
             }
         }
     }
@@ -189,6 +203,7 @@ public struct SQLiteUsageStore: UsageStore {
         usage.bytesIn = row["bytes_in"]
         usage.bytesOut = row["bytes_out"]
         usage.computeSeconds = row["compute_seconds"]
+        usage.slotSeconds = row["slot_seconds"]
         return usage
     }
 

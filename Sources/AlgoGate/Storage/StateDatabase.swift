@@ -41,7 +41,7 @@ public enum StateDatabase {
     /// files as earlier releases left them from the first few).
     static let schemaSteps: [@Sendable (inout DatabaseMigrator) -> Void] = [
         CacheSchema.register, UsageSchema.register, CacheSchema.registerLater, UsageSchema.registerLater, CacheSchema.registerPurgeLog,
-        CacheSchema.registerPurgeBeginnings, UsageSchema.registerFiniteCompute,
+        CacheSchema.registerPurgeBeginnings, UsageSchema.registerFiniteCompute, UsageSchema.registerSlotSeconds,
     ]
 
     /// Why the file at `path` could not serve as the gateway's state file, found without creating
