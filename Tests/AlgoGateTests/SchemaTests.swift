@@ -22,22 +22,24 @@ import Testing
         return pool
     }
 
+    /// Leaves a state file at `path` as the first `releasedSteps` migration steps made it, holding
+    /// what `sql` writes.
+    static func writeStateFile(at path: String, releasedSteps: Int, _ sql: String, arguments: StatementArguments = []) async throws {
+        let old = try stateFile(at: path, releasedSteps: releasedSteps)
+        try await old.write { db in try db.execute(sql: sql, arguments: arguments) }
+        try old.close()
+    }
+
     /// A day whose compute an `output=raw` answer made infinite (before only the envelope's
     /// metadata was read) opens reset to 0, its other counts kept, and is reported again.
     @Test func anInfiniteComputeFigureIsResetAsTheFileOpens() async throws {
         try await withTemporaryDirectory("schema-compute") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
-            do {
-                // As the six steps before v7 left it.
-                let old = try Self.stateFile(at: path, releasedSteps: 6)
-                try await old.write { db in
-                    try db.execute(sql: """
-                        INSERT INTO usage_day (client, day, requests, upstream_calls, compute_seconds)
-                        VALUES ('team-b', 20000, 3, 3, ?), ('team-a', 20000, 2, 2, 1.5)
-                        """, arguments: [Double.infinity])
-                }
-                try old.close()
-            }
+            // As the six steps before v7 left it.
+            try await Self.writeStateFile(at: path, releasedSteps: 6, """
+                INSERT INTO usage_day (client, day, requests, upstream_calls, compute_seconds)
+                VALUES ('team-b', 20000, 3, 3, ?), ('team-a', 20000, 2, 2, 1.5)
+                """, arguments: [Double.infinity])
             let pool = try StateDatabase.open(path: path)
             let rows = try await SQLiteUsageStore(pool: pool).report(fromDay: 20000, client: nil)
             #expect(rows.map(\.client).sorted() == ["team-a", "team-b"])
@@ -52,16 +54,10 @@ import Testing
     @Test func aDayFromBeforeSlotSecondsKeepsItsCountsAndGainsThem() async throws {
         try await withTemporaryDirectory("schema-slots") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
-            do {
-                let old = try Self.stateFile(at: path, releasedSteps: 7)
-                try await old.write { db in
-                    try db.execute(sql: """
-                        INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
-                        VALUES ('team-a', 20000, 5, 1, 4, 1, 300, 4000, 2.5)
-                        """)
-                }
-                try old.close()
-            }
+            try await Self.writeStateFile(at: path, releasedSteps: 7, """
+                INSERT INTO usage_day (client, day, requests, cache_hits, upstream_calls, errors, bytes_in, bytes_out, compute_seconds)
+                VALUES ('team-a', 20000, 5, 1, 4, 1, 300, 4000, 2.5)
+                """)
             let pool = try StateDatabase.open(path: path)
             let store = SQLiteUsageStore(pool: pool)
             var before = Usage()
