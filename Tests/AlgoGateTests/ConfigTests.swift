@@ -115,7 +115,7 @@ import Testing
             (Self.yaml("quota: {max_concurrent: 3, reserved_concurrent: 4}\n" + client),
              "quota.reserved_concurrent: 4 is more than client 'a' may have under way (max_concurrent: 3), so it could never use them all", Self.env),
             ("upstream: {url: 'http://127.0.0.1:9000', key_env: UP_KEY, max_concurrency: 4}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {reserved_concurrent: 4}}]",
-             "clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of upstream.max_concurrency's 4 for the others", Self.env),
+             "clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of upstream.max_concurrency's 4 slots for the others", Self.env),
             ("upstream: {url: 'http://127.0.0.1:9000', key_env: UP_KEY, max_concurrency: 4}\nquota: {reserved_concurrent: 2}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashB)\", scopes: [algo]}]",
              "clients[].quota.reserved_concurrent: the clients' reservations add up to 4 of upstream.max_concurrency's 4 slots; keep them below it, so the operator and clients without a reservation have a slot", Self.env),
         ]
@@ -166,6 +166,49 @@ import Testing
         #expect(reloader.reload())
         #expect(state.snapshot.config.upstream.timeoutSeconds == 600)
         #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised) trigger=SIGHUP") == true, "\(logs.all)")
+    }
+
+    /// `upstream.max_concurrency` applies at the next start. A reload that raises it and reserves
+    /// slots that only the raised figure has room for is refused, since the running gateway would
+    /// keep every slot it has for the reservations; and what needs a restart is said against the
+    /// start, so a later reload still says it.
+    @Test func reservationsMustFitTheSlotsInForceOnReload() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reload-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func write(slots: Int, reserved: Int, timeout: Int = 300) throws {
+            try Self.yaml("""
+                clients:
+                  - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo], quota: {reserved_concurrent: \(reserved)}}
+                  - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}
+                """)
+                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  max_concurrency: \(slots)\n  timeout_seconds: \(timeout)")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try write(slots: 4, reserved: 0)
+        let state = try GatewayState(try ConfigLoader.load(path: path, environment: Self.env))
+        let logs = LogCapture()
+        let reloader = ConfigReloader(path: path, state: state, logger: logs.logger, environment: { Self.env })
+
+        try write(slots: 80, reserved: 4)
+        #expect(!reloader.reload())
+        #expect(state.snapshot.registry.reservations.isEmpty)
+        #expect(logs.all.last == "error reload refused: configuration kept as it was reason=clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of the 4 upstream slots in force (upstream.max_concurrency's 80 applies from the next start) for the others trigger=SIGHUP", "\(logs.all)")
+
+        try write(slots: 80, reserved: 3)
+        #expect(reloader.reload())
+        #expect(state.snapshot.registry.reservations == ["a": 3])
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
+        // Another change later: max_concurrency still runs as it started.
+        try write(slots: 80, reserved: 3, timeout: 200)
+        #expect(reloader.reload())
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
+        // The file as it started: nothing needs a restart any more.
+        try write(slots: 4, reserved: 3)
+        #expect(reloader.reload())
+        #expect(logs.all.last?.contains("needs_restart=none") == true, "\(logs.all)")
+        // A fresh start with the raised figure takes the reservations it refused.
+        try write(slots: 80, reserved: 4)
+        #expect(try ClientRegistry(config: ConfigLoader.load(path: path, environment: Self.env).config).reservations == ["a": 4])
     }
 
     /// Settings that load but cannot take effect are named by check-config, and logged as

@@ -30,19 +30,22 @@ public enum ConfigLoader {
         public let password: Secret
     }
 
-    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Loaded {
+    /// `slotsInForce`: on a reload, the upstream slots the running gateway has (`max_concurrency`
+    /// as it started: a change applies at the next start), which the reservations must fit too.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            slotsInForce: Int? = nil) throws -> Loaded {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
         }
-        return try load(yaml: text, environment: environment)
+        return try load(yaml: text, environment: environment, slotsInForce: slotsInForce)
     }
 
-    public static func load(yaml: String, environment: [String: String]) throws -> Loaded {
+    public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil) throws -> Loaded {
         let config = try decode(yaml: yaml)
-        try validate(config)
+        try validate(config, slotsInForce: slotsInForce)
         return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment),
                       proxyAuth: try proxyCredentials(config.upstream.proxy, environment: environment),
                       tls: try config.server.tls.map(TLSCredentials.read))
@@ -77,7 +80,7 @@ public enum ConfigLoader {
     }
 
     /// Checks what Codable cannot: ranges, formats, uniqueness, consistency.
-    static func validate(_ config: GatewayConfig) throws {
+    static func validate(_ config: GatewayConfig, slotsInForce: Int? = nil) throws {
         func require(_ condition: Bool, _ field: String, _ message: String) throws {
             if !condition { throw ConfigError(field: field, message: message) }
         }
@@ -194,6 +197,12 @@ public enum ConfigLoader {
         try require(!config.clients.isEmpty, "clients", "list at least one client")
         var names: Set<String> = []
         var reservedTotal = 0
+        // Reservations are kept out of the slots the gateway runs with: on a reload, those it
+        // started with, when fewer than the file now says.
+        let slots = min(config.upstream.maxConcurrency, slotsInForce ?? .max)
+        let slotsNamed = slots < config.upstream.maxConcurrency
+            ? "the \(slots) upstream slots in force (upstream.max_concurrency's \(config.upstream.maxConcurrency) applies from the next start)"
+            : "upstream.max_concurrency's \(slots) slots"
         for (index, client) in config.clients.enumerated() {
             let field = "clients[\(index)]"
             if let problem = Self.clientNameProblem(client.name) { throw ConfigError(field: "\(field).name", message: problem) }
@@ -225,8 +234,7 @@ public enum ConfigLoader {
             let quota = ClientRegistry.merge(client.quota, over: config.quota)
             if let reserved = quota.reservedConcurrent {
                 let reservedField = client.quota?.reservedConcurrent != nil ? "\(field).quota.reserved_concurrent" : "quota.reserved_concurrent"
-                try require(reserved < config.upstream.maxConcurrency, reservedField,
-                            "\(reserved) slots for client '\(client.name)' alone would leave none of upstream.max_concurrency's \(config.upstream.maxConcurrency) for the others")
+                try require(reserved < slots, reservedField, "\(reserved) slots for client '\(client.name)' alone would leave none of \(slotsNamed) for the others")
                 if let cap = quota.maxConcurrent {
                     try require(reserved <= cap, reservedField,
                                 "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
@@ -234,8 +242,8 @@ public enum ConfigLoader {
                 reservedTotal += reserved
             }
         }
-        try require(reservedTotal < config.upstream.maxConcurrency, "clients[].quota.reserved_concurrent",
-                    "the clients' reservations add up to \(reservedTotal) of upstream.max_concurrency's \(config.upstream.maxConcurrency) slots; keep them below it, so the operator and clients without a reservation have a slot")
+        try require(reservedTotal < slots, "clients[].quota.reserved_concurrent",
+                    "the clients' reservations add up to \(reservedTotal) of \(slotsNamed); keep them below it, so the operator and clients without a reservation have a slot")
     }
 
     /// What is wrong with a client's name, or nil: the configuration and `keygen` check it alike.

@@ -34,6 +34,9 @@ public struct ConfigReloader: Service {
     let metrics: GatewayMetrics?
     /// The files as they were when last loaded, or refused: a change is a change from this.
     private let seen: SeenFiles
+    /// The configuration the gateway started with: what needs a restart runs as it says, however
+    /// many reloads have changed the file since.
+    private let started: GatewayConfig
 
     public init(path: String, state: GatewayState, logger: Logger, watchInterval: Duration? = nil, settle: Duration = .milliseconds(500),
                 metrics: GatewayMetrics? = nil,
@@ -47,6 +50,7 @@ public struct ConfigReloader: Service {
         self.environment = environment
         // Taken as the gateway starts, right after the configuration in force was read.
         self.seen = SeenFiles(Self.fingerprint(path: path, config: state.snapshot.config))
+        self.started = state.snapshot.config
     }
 
     public func run() async throws {
@@ -83,31 +87,32 @@ public struct ConfigReloader: Service {
         seen.value = currentFingerprint()
         let loaded: ConfigLoader.Loaded
         do {
-            loaded = try ConfigLoader.load(path: path, environment: environment())
+            loaded = try ConfigLoader.load(path: path, environment: environment(), slotsInForce: started.upstream.maxConcurrency)
         } catch {
             return refused(error, trigger: trigger)
         }
-        let old = state.snapshot.config
         let new = loaded.config
+        // What needs a restart, against the start, not the last reload: a change that a reload
+        // logged as needing one still needs it after the next.
         var fixed: [String] = []
         // `server.public_url` applies to the next request, and the TLS files are read anew (turning
         // TLS on or off needs a restart); the rest of `server` applies from the next start.
-        var (oldServer, newServer) = (old.server, new.server)
+        var (oldServer, newServer) = (started.server, new.server)
         (oldServer.publicURL, newServer.publicURL) = (nil, nil)
         if oldServer.tls != nil, newServer.tls != nil { (oldServer.tls, newServer.tls) = (nil, nil) }
         if oldServer != newServer { fixed.append("server") }
-        if old.cache.path != new.cache.path || old.cache.enabled != new.cache.enabled { fixed.append("cache.path/cache.enabled") }
-        if old.cache.maxBytes != new.cache.maxBytes || old.cache.memoryBytes != new.cache.memoryBytes
-            || old.cache.staleIfErrorSeconds != new.cache.staleIfErrorSeconds {
+        if started.cache.path != new.cache.path || started.cache.enabled != new.cache.enabled { fixed.append("cache.path/cache.enabled") }
+        if started.cache.maxBytes != new.cache.maxBytes || started.cache.memoryBytes != new.cache.memoryBytes
+            || started.cache.staleIfErrorSeconds != new.cache.staleIfErrorSeconds {
             fixed.append("cache.max_bytes/memory_bytes/stale_if_error_seconds")
         }
-        if old.upstream.maxConcurrency != new.upstream.maxConcurrency || old.upstream.caFile != new.upstream.caFile
-            || old.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || old.upstream.proxy != new.upstream.proxy {
+        if started.upstream.maxConcurrency != new.upstream.maxConcurrency || started.upstream.caFile != new.upstream.caFile
+            || started.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || started.upstream.proxy != new.upstream.proxy {
             fixed.append("upstream connection settings")
         }
         // The upstream client's read and write timeouts follow it (`Forwarder.clientConfiguration`): raised,
         // calls longer than the old value would be cut until a restart.
-        if new.upstream.timeoutSeconds > old.upstream.timeoutSeconds { fixed.append("upstream.timeout_seconds (raised)") }
+        if new.upstream.timeoutSeconds > started.upstream.timeoutSeconds { fixed.append("upstream.timeout_seconds (raised)") }
         do {
             try state.replace(with: loaded)
         } catch {
