@@ -193,4 +193,35 @@ import Testing
             }
         }
     }
+
+    /// A client that resets its connection (RST) while its download waits for the upstream: the
+    /// gateway learns of it before the answer's head goes, and Hummingbird, failing to write the
+    /// head, never runs the body, which is where the upstream slot was given back and the request
+    /// logged and counted. The slot stayed taken for good (so many such resets, and every call
+    /// would get UpstreamBusy), and the request left no log line and no usage. Now the slot comes
+    /// back, and the line says the client cut it short.
+    @Test func aDownloadWhoseClientResetsItsConnectionGivesItsSlotBack() async throws {
+        try await GatewayHarness.run { h in
+            #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA) + jsonType, text: #"{"name":"team-a"}"#).status == 200)
+            #expect(try await h.gateway.send(.PUT, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA), text: "hello").status == 200)
+            let requests = { h.app.ledger.standing(of: "team-a").today }
+            let before = requests()
+            let leaving = try await RawConnection.connect(port: h.gatewayPort, sending:
+                "GET /v1/data/.my/team-a/f.txt HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\nX-Sim-Fault: delay=400\r\n\r\n")
+            try #require(await eventually { h.app.gate.inFlight == 1 }, "the download never took a slot")
+            try await leaving.reset()
+            #expect(await eventually { h.app.gate.inFlight == 0 }, "the slot stayed taken")
+            let logged = await eventually { h.logs.all.contains { $0.contains("path=/v1/data/.my/team-a/f.txt") && $0.contains("method=GET") } }
+            #expect(logged, "no line for the download")
+            let line = h.logs.all.first { $0.contains("path=/v1/data/.my/team-a/f.txt") && $0.contains("method=GET") } ?? ""
+            #expect(line.hasPrefix("info request ") && line.contains("bytes_out=0") && line.contains("cut=client") && line.contains("status=200"), "\(line)")
+            // Counted as every request is: an upstream call that held its slot for the delay.
+            #expect(await eventually { requests().upstreamCalls == before.upstreamCalls + 1 })
+            #expect(requests().slotSeconds - before.slotSeconds >= 0.4)
+            // And the next download goes as ever.
+            let next = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+            #expect(next.status == 200)
+            #expect(next.text == "hello")
+        }
+    }
 }

@@ -184,9 +184,15 @@ extension ResponseBody {
     /// when it was all sent, else with how it stopped short. With `slices`, each write is passed on
     /// in pieces of at most that many bytes; with `eventLoop`, from that loop (the connection's:
     /// see `RequestLogMiddleware.answerSlice`).
+    ///
+    /// `done` is called once whatever becomes of the body, written or not: Hummingbird writes a
+    /// body only once the head has gone, so a client that reset its connection before then has
+    /// none written, and a body can be let go unwritten on its way out. Then `done` says the
+    /// client cut it short, as the body is let go (`WriteEnd`).
     func observed(counting counter: ByteCounter, slices: Int? = nil, writingOn eventLoop: (any EventLoop)? = nil,
                   done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
         let body = self
+        let end = WriteEnd(done)
         return ResponseBody(contentLength: body.contentLength) { writer in
             let clientFailed = FailureFlag()
             do {
@@ -196,12 +202,34 @@ extension ResponseBody {
                 } else {
                     try await body.write(counting)
                 }
-                done(nil)
+                end(nil)
             } catch {
-                done(clientFailed.isSet ? .client : .source(cause: GatewayError.describe(error)))
+                end(clientFailed.isSet ? .client : .source(cause: GatewayError.describe(error)))
                 throw error
             }
         }
+    }
+}
+
+/// Calls a body's `done` once: as its writing ends, or, if it is never written, as the last copy
+/// of the body is let go. What `done` gives back (an upstream slot, the room an answer holds) and
+/// says (the request's log line, its usage) must not wait on a write that will never come: a slot
+/// whose download's client reset its connection before the head went was never given back.
+final class WriteEnd: Sendable {
+    private let done: @Sendable (StreamCut?) -> Void
+    private let called = Atomic<Bool>(false)
+
+    init(_ done: @escaping @Sendable (StreamCut?) -> Void) {
+        self.done = done
+    }
+
+    func callAsFunction(_ cut: StreamCut?) {
+        guard !called.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        done(cut)
+    }
+
+    deinit {
+        if !called.load(ordering: .acquiring) { done(.client) }
     }
 }
 
