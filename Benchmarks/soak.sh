@@ -4,14 +4,16 @@
 # answers and uploads, large answers churning through the hot tier, data writes, reads and listings, upstream faults, and the refusals users
 # cause), with clients walking away mid-answer and the configuration reloaded beside it, for
 # SOAK_SECONDS, with a small cache so entries are stored and evicted throughout. Prints the
-# gateway's resident memory and open file descriptors every SAMPLE_SECONDS, their growth after the
-# first quarter (the warm-up: pools, hot tier and allocator reach their working size), each kind's
-# answers by status, and the gauges once the load has stopped.
+# gateway's resident memory, open file descriptors and the SQLite WAL's size every SAMPLE_SECONDS,
+# their growth after the first quarter (the warm-up: pools, hot tier and allocator reach their
+# working size), each kind's answers by status, and the gauges once the load has stopped.
 # Exits 1 when an answer's status is not one its kind can have (a 5xx the upstream was not asked
 # for among them), on a socket error, when a line above info is logged other than the warnings for
 # the dropped connections asked for, when a reload asked for is not logged, when a gauge is not
-# back to zero, or when the cache holds more than its bound. Memory and descriptor growth is
-# printed and marked, not judged: read it against the run's length.
+# back to zero (an upstream slot never given back among them), when the cache holds more than its
+# bound, or when the WAL grew past 64 MiB (reads that never let SQLite's checkpoints finish would
+# grow it without end). Memory and descriptor growth is printed and marked, not judged: read it
+# against the run's length.
 # Env: SOAK_SECONDS=300 SAMPLE_SECONDS=10 CONNS=32 THREADS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,20 +32,33 @@ curl -sf -o /dev/null -H "$AUTH" -T "$WORK/large" "$GW/v1/data/.my/soak/large"
 
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 : >"$WORK/samples"
-sample() { echo "$1 $(awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$GW_PID/status") $(fds "$GW_PID")" >>"$WORK/samples"; }
+wal() { echo $(( $(stat -c %s "$WORK/cache.sqlite-wal" 2>/dev/null || echo 0) / 1024 )); }
+sample() { echo "$1 $(awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$GW_PID/status") $(fds "$GW_PID") $(wal)" >>"$WORK/samples"; }
 sample 0
 (
   for ((t = SAMPLE_SECONDS; t <= SOAK_SECONDS; t += SAMPLE_SECONDS)); do sleep "$SAMPLE_SECONDS"; sample "$t"; done
 ) & SAMPLER=$!
 # Clients that walk away: every 0.2 s, one leaves an algorithm call before its answer (the
-# algorithm takes 300 ms) or a 20 MB download part-way through. And every 5 s an operator reloads
-# the configuration (SIGHUP), which swaps it under the requests in flight.
+# algorithm takes 300 ms) or a 20 MB download part-way through; every third, a download whose
+# client resets its connection (RST) while the upstream is still answering (it takes 200 ms).
+# And every 5 s an operator reloads the configuration (SIGHUP), which swaps it under the
+# requests in flight.
+cat >"$WORK/reset.py" <<'PY'
+import socket, struct, sys, time
+connection = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+connection.sendall(f"GET /v1/data/.my/soak/large HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple {sys.argv[2]}\r\nX-Sim-Fault: delay=200\r\n\r\n".encode())
+time.sleep(0.1)
+connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+connection.close()
+PY
 (
   end=$((SECONDS + SOAK_SECONDS)); i=0
   while [ "$SECONDS" -lt "$end" ]; do
     i=$((i + 1))
     [ $((i % 25)) != 0 ] || kill -HUP "$GW_PID"
-    if [ $((i % 2)) = 0 ]; then
+    if [ $((i % 3)) = 0 ]; then
+      python3 "$WORK/reset.py" "$GW_PORT" "$CLIENT_KEY" || true
+    elif [ $((i % 2)) = 0 ]; then
       curl -s -o /dev/null -m 0.1 -H "$AUTH" -H 'Content-Type: application/json' -d 300 "$GW/v1/algo/test/Sleep" || true
     else
       curl -s -o /dev/null -m 0.1 --limit-rate 2M -H "$AUTH" "$GW/v1/data/.my/soak/large" || true
@@ -62,17 +77,18 @@ FAILED=0
 echo "soak: ${SOAK_SECONDS} s of mixed traffic, wrk -t$THREADS -c$CONNS, cache bound $CACHE_MAX_BYTES bytes, $(nproc) cores shared by wrk, gateway and simulator"
 awk '/^Requests\/sec:/{r=$2} $1=="50%"{p50=$2} $1=="99%"{p99=$2} END{printf "requests/s: %s, p50 %s, p99 %s\n", r, p50, p99}' "$WORK/wrk.txt"
 echo
-echo "| seconds | gateway RSS MiB | open fds |"
-echo "|---|---|---|"
-awk '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$WORK/samples"
+echo "| seconds | gateway RSS MiB | open fds | WAL KiB |"
+echo "|---|---|---|---|"
+awk '{printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4}' "$WORK/samples"
 awk -v total="$SOAK_SECONDS" '
-  { t[NR] = $1; rss[NR] = $2; fd[NR] = $3 }
+  { t[NR] = $1; rss[NR] = $2; fd[NR] = $3; if ($4 > most) most = $4 }
   END {
     w = 1; while (w < NR && t[w] != "end" && t[w] < total / 4) w++
-    printf "after warm-up (%s s to the end): RSS %+d MiB (%d -> %d), open fds %+d (%d -> %d)\n", t[w], rss[NR] - rss[w], rss[w], rss[NR], fd[NR] - fd[w], fd[w], fd[NR]
+    printf "after warm-up (%s s to the end): RSS %+d MiB (%d -> %d), open fds %+d (%d -> %d); WAL at most %d KiB\n", t[w], rss[NR] - rss[w], rss[w], rss[NR], fd[NR] - fd[w], fd[w], fd[NR], most
     if (rss[NR] - rss[w] > 16) print "  RSS grew by more than 16 MiB after the warm-up: look for a leak"
     if (fd[NR] - fd[w] > 8) print "  open fds grew after the warm-up: look for a descriptor leak"
-  }' "$WORK/samples"
+    if (most > 65536) { print "  the WAL grew past 64 MiB: checkpoints are not keeping up"; exit 1 }
+  }' "$WORK/samples" || FAILED=1
 
 # What each kind may answer. get reads the file that the put before it writes; the two may be on
 # different connections, so a read can overtake the first write of its file: a few 404s at the start.
