@@ -84,9 +84,10 @@ struct ForwardMiddleware: RouterMiddleware {
         return streamed(response, route: route, started: started, client: client, context: context)
     }
 
-    /// The slot is held until the body has been sent: the upstream is busy until then. An answer
-    /// read whole already (a HEAD's, an empty one, a management answer rewritten whole) has
-    /// ended upstream: its slot is given back at once, not once a slow client has read it.
+    /// The slot is held until the body has been sent: the upstream is busy until then (and one
+    /// never sent, its client gone before the head, gives it back as it is let go: `WriteEnd`).
+    /// An answer read whole already (a HEAD's, an empty one, a management answer rewritten whole)
+    /// has ended upstream: its slot is given back at once, not once a slow client has read it.
     @inline(never)
     private func streamed(_ response: Response, route: RouteClass, started: ContinuousClock.Instant, client: String, context: Context) -> Response {
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
