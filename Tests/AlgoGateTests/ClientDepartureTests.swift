@@ -199,7 +199,8 @@ import Testing
     /// head, never runs the body, which is where the upstream slot was given back and the request
     /// logged and counted. The slot stayed taken for good (so many such resets, and every call
     /// would get UpstreamBusy), and the request left no log line and no usage. Now the slot comes
-    /// back, and the line says the client cut it short.
+    /// back, and the request is logged and counted as 499, the answer never sent, as an algorithm
+    /// call given up when its client goes is.
     @Test func aDownloadWhoseClientResetsItsConnectionGivesItsSlotBack() async throws {
         try await GatewayHarness.run { h in
             #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA) + jsonType, text: #"{"name":"team-a"}"#).status == 200)
@@ -214,10 +215,15 @@ import Testing
             let logged = await eventually { h.logs.all.contains { $0.contains("path=/v1/data/.my/team-a/f.txt") && $0.contains("method=GET") } }
             #expect(logged, "no line for the download")
             let line = h.logs.all.first { $0.contains("path=/v1/data/.my/team-a/f.txt") && $0.contains("method=GET") } ?? ""
-            #expect(line.hasPrefix("info request ") && line.contains("bytes_out=0") && line.contains("cut=client") && line.contains("status=200"), "\(line)")
-            // Counted as every request is: an upstream call that held its slot for the delay.
+            #expect(line.hasPrefix("info request ") && line.contains(" bytes_out=0 ") && line.contains(" cut=client ")
+                    && line.contains(" error_type=ClientClosedRequest ") && line.hasSuffix(" status=499"), "\(line)")
+            // Counted as every request is: an upstream call that held its slot for the delay, whose
+            // answer went to nobody.
             #expect(await eventually { requests().upstreamCalls == before.upstreamCalls + 1 })
             #expect(requests().slotSeconds - before.slotSeconds >= 0.4)
+            #expect(requests().errors == before.errors + 1)
+            let metrics = try await h.gateway.send(.GET, "/metrics")
+            #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="data",status="499"}"#) == 1)
             // And the next download goes as ever.
             let next = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
             #expect(next.status == 200)

@@ -51,6 +51,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let shortfall = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
             let elapsed = ContinuousClock.now - started
+            let status = if case .unsent = cut { GatewayError.clientClosedRequest.status.code } else { status }
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut, elapsed: elapsed)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: elapsed, bytesIn: bytesIn.value, bytesOut: bytesOut,
@@ -122,6 +123,11 @@ struct RequestLogMiddleware: RouterMiddleware {
             break
         case .client:
             metadata["cut"] = "client"
+        case .unsent:
+            metadata["cut"] = "client"
+            metadata["error_type"] = .string(GatewayError.clientClosedRequest.errorType)
+            logger.info("request", metadata: metadata)
+            return
         case .source(let cause):
             metadata["cut"] = "upstream"
             metadata["error"] = "the answer was cut short: its stream from the upstream failed"
@@ -187,8 +193,8 @@ extension ResponseBody {
     ///
     /// `done` is called once whatever becomes of the body, written or not: Hummingbird writes a
     /// body only once the head has gone, so a client that reset its connection before then has
-    /// none written, and a body can be let go unwritten on its way out. Then `done` says the
-    /// client cut it short, as the body is let go (`WriteEnd`).
+    /// none written, and a body can be let go unwritten on its way out. Then `done` says it went
+    /// unsent, as the body is let go (`WriteEnd`).
     func observed(counting counter: ByteCounter, slices: Int? = nil, writingOn eventLoop: (any EventLoop)? = nil,
                   done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
         let body = self
@@ -212,7 +218,7 @@ extension ResponseBody {
 }
 
 /// Calls a body's `done` once: as its writing ends, or, if it is never written, as the last copy
-/// of the body is let go. What `done` gives back (an upstream slot, the room an answer holds) and
+/// of the body is let go (`StreamCut.unsent`). What `done` gives back (an upstream slot, the room an answer holds) and
 /// says (the request's log line, its usage) must not wait on a write that will never come: a slot
 /// whose download's client reset its connection before the head went was never given back.
 final class WriteEnd: Sendable {
@@ -229,7 +235,7 @@ final class WriteEnd: Sendable {
     }
 
     deinit {
-        if !called.load(ordering: .acquiring) { done(.client) }
+        if !called.load(ordering: .acquiring) { done(.unsent) }
     }
 }
 
@@ -237,6 +243,9 @@ final class WriteEnd: Sendable {
 enum StreamCut: Sendable {
     /// Writing to the client failed: it went away before the last byte.
     case client
+    /// The answer was never sent: its client went before its head could be (`WriteEnd`). Logged
+    /// and counted as 499, as an algorithm call given up when its client goes is.
+    case unsent
     /// The answer's source failed (the upstream's stream broke, or held the key), with what it said.
     case source(cause: String)
 }
