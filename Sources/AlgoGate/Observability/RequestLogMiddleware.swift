@@ -197,10 +197,11 @@ extension ResponseBody {
     /// unsent, as the body is let go (`WriteEnd`).
     func observed(counting counter: ByteCounter, slices: Int? = nil, writingOn eventLoop: (any EventLoop)? = nil,
                   done: @escaping @Sendable (StreamCut?) -> Void) -> ResponseBody {
-        let body = self
-        let end = WriteEnd(done)
-        return ResponseBody(contentLength: body.contentLength) { writer in
+        // The body is reached through `end` alone, so that the watches inside it end before this one.
+        let end = WriteEnd(self, done: done)
+        return ResponseBody(contentLength: contentLength) { writer in
             let clientFailed = FailureFlag()
+            let body = end.body
             do {
                 let counting = CountingWriter(base: writer, counter: counter, clientFailed: clientFailed, slices: slices)
                 if let eventLoop {
@@ -218,16 +219,26 @@ extension ResponseBody {
 }
 
 /// Calls a body's `done` once: as its writing ends, or, if it is never written, as the last copy
-/// of the body is let go (`StreamCut.unsent`). What `done` gives back (an upstream slot, the room an answer holds) and
-/// says (the request's log line, its usage) must not wait on a write that will never come: a slot
-/// whose download's client reset its connection before the head went was never given back.
+/// of the body is let go (`StreamCut.unsent`). What `done` gives back (an upstream slot, the room
+/// an answer holds) and says (the request's log line, its usage) must not wait on a write that
+/// will never come: a slot whose download's client reset its connection before the head went was
+/// never given back.
+///
+/// It holds the body it watches, and lets it go before telling `done`: a watch inside it (the
+/// upstream slot's, within the log line's) ends first, as it does when the body is written, so
+/// the slot's seconds are counted before the request is.
 final class WriteEnd: Sendable {
     private let done: @Sendable (StreamCut?) -> Void
     private let called = Atomic<Bool>(false)
+    private let watched: Mutex<ResponseBody?>
 
-    init(_ done: @escaping @Sendable (StreamCut?) -> Void) {
+    init(_ body: ResponseBody, done: @escaping @Sendable (StreamCut?) -> Void) {
         self.done = done
+        self.watched = Mutex(body)
     }
+
+    /// The body watched (empty once it has been let go, which only this watch's end does).
+    var body: ResponseBody { watched.withLock { $0 } ?? ResponseBody() }
 
     func callAsFunction(_ cut: StreamCut?) {
         guard !called.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -235,7 +246,10 @@ final class WriteEnd: Sendable {
     }
 
     deinit {
-        if !called.load(ordering: .acquiring) { done(.unsent) }
+        guard !called.load(ordering: .acquiring) else { return }
+        // Let go here, before `done`: the watches inside it end now.
+        _ = watched.withLock { $0.take() }
+        done(.unsent)
     }
 }
 
