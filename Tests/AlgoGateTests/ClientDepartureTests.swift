@@ -230,4 +230,49 @@ import Testing
             #expect(next.text == "hello")
         }
     }
+
+    /// Clients that reset their connections at any moment, in every kind of request that holds
+    /// something while it is answered (an upstream slot, room for an answer or an input, a flight
+    /// that others may join): once they are gone, nothing is held, and the next call goes as ever.
+    @Test func resetsAtAnyMomentLeaveNothingHeld() async throws {
+        try await GatewayHarness.run { h in
+            #expect(try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA) + jsonType, text: #"{"name":"team-a"}"#).status == 200)
+            #expect(try await h.gateway.send(.PUT, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA), text: "hello").status == 200)
+            let head = { (line: String, fields: String) in
+                "\(line) HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\nX-Sim-Fault: delay=100\r\n\(fields)\r\n"
+            }
+            let json = { (body: String) in "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)" }
+            let requests = [
+                head("GET /v1/data/.my/team-a/f.txt", ""),                                       // a streamed download
+                head("HEAD /v1/data/.my/team-a/f.txt", ""),                                      // read whole
+                head("GET /v1/algorithms/demo/Hello", ""),                                        // read whole, links rewritten
+                String(head("POST /v1/algo/test/Big?output=raw", "").dropLast(2)) + json("3000000"),      // a large answer, held in room
+                String(head("POST /v1/algo/demo/Hello/0.1.0", "").dropLast(2)) + json(#""storm""#),       // a miss that leads a flight
+                head("PUT /v1/data/.my/team-a/u.bin", "Expect: 100-continue\r\nContent-Length: 100000\r\n"),  // an upload never sent
+            ]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, request) in requests.enumerated() {
+                    for wait in [0, 20, 60, 150, 250] {
+                        group.addTask {
+                            let connection = try await RawConnection.connect(port: h.gatewayPort, sending: request)
+                            try await Task.sleep(for: .milliseconds(wait + index))
+                            try await connection.reset()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let gauges = ["algogate_upstream_in_flight", "algogate_upstream_queued", "algogate_buffered_input_bytes", "algogate_buffered_input_waiting",
+                          "algogate_buffered_answer_bytes", "algogate_buffered_answer_waiting", "algogate_cache_collapsed_waiting"]
+            let held = { () async throws -> [String: Double] in
+                let text = try await h.gateway.send(.GET, "/metrics").text
+                return Dictionary(uniqueKeysWithValues: gauges.map { ($0, metricSample(text, $0) ?? -1) }).filter { $0.value != 0 }
+            }
+            let released = try await eventually { try await held().isEmpty }
+            let left = try await held()
+            #expect(released, "still held: \(left)")
+            let next = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
+            #expect(next.status == 200 && next.text == "hello")
+        }
+    }
 }
