@@ -49,6 +49,42 @@ import Testing
         }
     }
 
+    /// A file a later release has migrated further opens with this release: a rollback after an
+    /// upgrade keeps the cache and the day's counters. This release ignores a migration it does
+    /// not know, and every one it knows adds (a table, a column with a default) without changing
+    /// what earlier releases read and write.
+    @Test func aFileFromALaterReleaseOpensAndServes() async throws {
+        try await withTemporaryDirectory("schema-later") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            do {
+                let later = try DatabasePool(path: path)
+                var migrator = DatabaseMigrator()
+                for step in StateDatabase.schemaSteps { step(&migrator) }
+                migrator.registerMigration("v99: a later release's") { db in
+                    try db.execute(sql: "ALTER TABLE usage_day ADD COLUMN later_figure REAL NOT NULL DEFAULT 0")
+                    try db.execute(sql: "ALTER TABLE cache_entry ADD COLUMN later_field TEXT")
+                    try db.execute(sql: "CREATE TABLE later_table (id INTEGER PRIMARY KEY)")
+                }
+                try migrator.migrate(later)
+                try later.close()
+            }
+            let pool = try StateDatabase.open(path: path)
+            let store = SQLiteUsageStore(pool: pool)
+            var used = Usage()
+            used.requests = 2
+            used.slotSeconds = 0.5
+            try await store.add([UsageKey(client: "team-a", day: 20000): used], minutes: [MinuteKey(client: "team-a", minute: 28_800_000): 2])
+            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: used)])
+            let cache = ResponseCache(pool: pool, settings: .init(maxBytes: 1 << 20, memoryBytes: 0, compressMinBytes: .max))
+            let now = Date().timeIntervalSince1970
+            let answer = ByteBuffer(string: #"{"result":"kept"}"#)
+            #expect(try await cache.store(key: "k", algo: "demo/Hello/0.1.0", status: 200, contentType: "application/json", body: answer,
+                                          ttlSeconds: 60, now: now).stored)
+            #expect(try await cache.lookup("k", now: now)?.body == answer)
+            try pool.close()
+        }
+    }
+
     /// A file from before usage counted slot seconds (v8) opens with its days kept, their slot
     /// seconds 0, and counts them from then on, for those days too.
     @Test func aDayFromBeforeSlotSecondsKeepsItsCountsAndGainsThem() async throws {
