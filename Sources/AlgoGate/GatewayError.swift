@@ -100,6 +100,11 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     static let clientClosedRequest = GatewayError(
         status: .init(code: 499, reasonPhrase: "Client Closed Request"), errorType: "ClientClosedRequest",
         message: "the client closed its connection before the algorithm answered; the upstream call was cancelled")
+    /// The same for a data or management request whose client went while it waited for an
+    /// upstream slot: it was never sent.
+    static let clientClosedWhileQueued = GatewayError(
+        status: clientClosedRequest.status, errorType: clientClosedRequest.errorType,
+        message: "the client closed its connection while its request waited for an upstream slot; it was not sent")
     static let internalErrorType = "InternalError"
     public static func internalError(_ message: String) -> GatewayError {
         .init(status: .internalServerError, errorType: internalErrorType, message: message)

@@ -70,8 +70,15 @@ struct ForwardMiddleware: RouterMiddleware {
     @inline(never)
     private func forwardStreaming(_ request: Request, route: RouteClass, context: Context) async throws -> Response {
         let client = context.client?.name ?? "-"
-        context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
+        let queued = try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
+        context.facts.markQueued(queued)
         let started = ContinuousClock.now
+        // A client that went while its request waited is not sent upstream, as an algorithm call
+        // is not (`ClientDeparture`): its answer would go nowhere, on a slot someone waits for.
+        if queued != nil, await ClientDeparture.of(context.channel)?.hasDeparted == true {
+            release(client, heldSince: started, facts: context.facts)
+            throw GatewayError.clientClosedWhileQueued
+        }
         let response: Response
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
