@@ -356,6 +356,36 @@ import Testing
         budget.release(10)
     }
 
+    /// A waiter held back by its own client's share does not hold up another client's, and is let
+    /// in once its client gives room back; one held back by the bound itself keeps its place, so a
+    /// smaller one behind it waits too (first come, first served).
+    @Test func waitersHeldBackByTheirClientsShareDoNotHoldUpOthers() async throws {
+        let budget = MemoryBudget()
+        let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+        let reserve = { (bytes: Int, client: String) in
+            Task { try await budget.reserve(bytes, capacity: 100, client: client, share: 60, timeout: .seconds(60), busy: busy) }
+        }
+        #expect(try await reserve(50, "a").value == 50)
+        let aOver = reserve(20, "a")                     // 70 would be over a's share of 60
+        try #require(await eventually { budget.waiting == 1 })
+        #expect(try await reserve(30, "b").value == 30)  // passes a's waiter: 80 held
+        let bLarge = reserve(30, "b")                     // 110 would be over the bound: waits
+        try #require(await eventually { budget.waiting == 2 })
+        let cSmall = reserve(10, "c")                     // fits, but b's waiter is ahead of it
+        try #require(await eventually { budget.waiting == 3 })
+        #expect(budget.held == 80 && budget.held(by: "a") == 50 && budget.held(by: "b") == 30)
+        budget.release(50, client: "a")                   // 30 held: a's 20 (50) and b's 30 (80) go in, then c's 10 (90)
+        #expect(try await aOver.value == 20)
+        #expect(try await bLarge.value == 30)
+        #expect(try await cSmall.value == 10)
+        #expect(budget.held == 90 && budget.waiting == 0)
+        #expect(budget.held(by: "a") == 20 && budget.held(by: "b") == 60 && budget.held(by: "c") == 10)
+        budget.release(20, client: "a")
+        budget.release(60, client: "b")
+        budget.release(10, client: "c")
+        #expect(budget.held == 0 && budget.held(by: "b") == 0)
+    }
+
     /// Every way a large entry leaves the tier (evicted as the least recently used, replaced,
     /// removed, all removed) counts its bytes while a hit holds its lease, and gives them back
     /// when the last lease goes; entries under `AnswerRoom.from` take no lease.

@@ -81,7 +81,7 @@ final class HeldUpstream: Sendable {
         /// A held call: counted, then answered with `answer(input)` once released.
         func held(_ answer: @escaping @Sendable (String) throws -> Response) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
             { request, _ in
-                let input = String(buffer: try await request.body.collect(upTo: 1024))
+                let input = String(buffer: try await request.body.collect(upTo: 16 << 20))
                 upstream.holdCalls.add(1, ordering: .relaxed)
                 upstream.arrived.open()
                 await upstream.release.wait()

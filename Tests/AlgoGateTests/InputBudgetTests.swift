@@ -51,4 +51,70 @@ import Testing
             #expect(metricSample(metrics, "algogate_buffered_input_waiting") == 0)
         }
     }
+
+    /// One client's inputs never take the last `max_request_bytes` of the bound: that room is kept
+    /// for the other clients. Without it, a team whose calls queue (behind its own
+    /// `max_concurrent`, or a busy account) held the whole bound with inputs waiting for its own
+    /// slots, and every other team's call waited behind them, first come first served, until it
+    /// got 503 `GatewayBusy`, while the slots the account had free went unused.
+    @Test func oneClientsQueuedInputsLeaveRoomForTheOthers() async throws {
+        let clients = """
+            admin: {key_sha256: "\(ClientRegistry.hash(of: Keys.admin))"}
+            clients:
+              - {name: alpha, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], quota: {max_concurrent: 1}}
+              - {name: beta, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
+            """
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 2\n  queue_timeout_seconds: 30",
+                                         extraYAML: "limits: {max_request_bytes: 1048576, max_buffered_bytes: 3145728}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: clients) { h in
+                let call = { (key: String, text: String) in
+                    Task { try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(key) + jsonType, text: text) }
+                }
+                // Alpha's first call holds its one slot upstream; its next ones read their inputs
+                // and queue behind it, or wait for room.
+                let alpha = (0..<4).map { _ in call(Keys.teamA, Self.mebibyteInput) }
+                try #require(await eventually { upstream.holds == 1 && h.app.inputBudget.waiting >= 1 }, "alpha's calls never filled their room")
+                #expect(h.app.inputBudget.held == 2 * 1_048_002, "alpha holds two inputs, no more")
+                // Beta's call is read at once, and goes upstream in the account's free slot (before,
+                // it waited until alpha's queued calls gave up, after the 30 s queue timeout).
+                let beta = call(Keys.teamB, Self.mebibyteInput)
+                #expect(await eventually(within: .seconds(10)) { upstream.holds == 2 }, "beta's call never reached the upstream")
+                upstream.release.open()
+                let betaReply = try await beta.value
+                #expect(betaReply.status == 200)
+                #expect((betaReply.object["result"] as? String)?.count == 1_048_000)
+                // Alpha's calls, one at a time, as its max_concurrent says.
+                for task in alpha { _ = try await task.value }
+                #expect(h.app.inputBudget.held == 0 && h.app.inputBudget.waiting == 0)
+            }
+        }
+    }
+
+    /// An input held back by its own client's share, past the queue timeout, is told so; another
+    /// client's input is read meanwhile.
+    @Test func anInputHeldBackByItsClientsShareIsToldSo() async throws {
+        try await HeldUpstream.run { upstream, port in
+            // Room for two inputs; one client holds at most one.
+            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 1",
+                                         extraYAML: "limits: {max_request_bytes: 1048576, max_buffered_bytes: 2621440}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let call = { (key: String) in
+                    Task { try await h.gateway.send(.POST, "/v1/algo/test/Hold", headers: simple(key) + jsonType, text: Self.mebibyteInput) }
+                }
+                let held = call(Keys.teamA)
+                try #require(await eventually { upstream.holds == 1 }, "team-a's first call never reached the upstream")
+                let refused = try await call(Keys.teamA).value
+                #expect(refused.status == 503)
+                #expect(refused.text == #"{"error":{"error_type":"GatewayBusy","message":"client 'team-a' holds its share of the memory the gateway gives algorithm inputs (limits.max_buffered_bytes but for the last max_request_bytes, kept for the other clients) with inputs waiting for their calls, and this one did not fit within 1 s; retry shortly"}}"#)
+                #expect(refused.header("Retry-After") == "1")
+                let other = call(Keys.teamB)
+                #expect(await eventually { upstream.holds == 2 }, "team-b's call never reached the upstream")
+                upstream.release.open()
+                #expect(try await other.value.status == 200)
+                #expect(try await held.value.status == 200)
+                #expect(h.app.inputBudget.held == 0 && h.app.inputBudget.held(by: "team-a") == 0)
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@ import NIOCore
 /// deflate-encoded (the inflated size counts against the same bound, and inflation stops there),
 /// and keeps data URIs inside it within the client's `data_prefixes`, so an algorithm cannot be
 /// used to read another team's files. Before reading, it reserves the input's size in the
-/// `MemoryBudget` (`limits.max_buffered_bytes`), held until the answer is ready.
+/// `MemoryBudget` (`limits.max_buffered_bytes`), held until the answer is ready; no one client's
+/// inputs take the bound's last `max_request_bytes` (`share(of:)`).
 struct AlgoInputMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let limits: @Sendable () -> GatewayConfig.Limits
@@ -16,8 +17,32 @@ struct AlgoInputMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard case .algo = context.route else { return try await next(request, context) }
         let (request, held) = try await read(request, context: context)
-        defer { budget.release(held) }
+        defer { budget.release(held, client: context.client?.name) }
         return try await next(request, context)
+    }
+
+    /// The 503 for an input that found no room within `waited`, saying what held it back as
+    /// things stand when its time runs out: its own client's share (when it is less than the
+    /// whole bound), or the whole bound.
+    private static func busy(client: String?, bytes: Int, share: Int?, budget: MemoryBudget, waited: Duration) -> GatewayError {
+        let why = if let client, let share, budget.held(by: client) + bytes > share {
+            "client '\(client)' holds its share of the memory the gateway gives algorithm inputs (limits.max_buffered_bytes but for the last max_request_bytes, kept for the other clients) with inputs waiting for their calls"
+        } else {
+            "the algorithm inputs the gateway holds in memory are at their limit (limits.max_buffered_bytes)"
+        }
+        return GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                            message: "\(why), and this one did not fit within \(waited.components.seconds) s; retry shortly",
+                            headers: [.retryAfter: "1"])
+    }
+
+    /// The most of the bound one client's inputs hold at once: all but the last `limit` bytes
+    /// (`max_request_bytes`), kept for the other clients' inputs. A client whose calls queue
+    /// (behind its own `max_concurrent`, or a busy account) would otherwise fill the bound with
+    /// inputs waiting for its own slots, and every other client's call would wait behind them for
+    /// room, then get 503, with the account's free slots unused. A bound too small to keep that
+    /// room beside an input (under twice `max_request_bytes`) is shared as before.
+    static func share(of capacity: Int, limit: Int) -> Int {
+        max(capacity - limit, limit)
     }
 
     /// The request with its input read (and inflated, and checked), and the bytes it holds in
@@ -46,12 +71,14 @@ struct AlgoInputMiddleware: RouterMiddleware {
         // is read (chunked, or compressed: it may inflate up to the limit).
         let declared = request.headers.value(.transferEncoding) == nil ? request.headers.value(.contentLength).flatMap(Int.init) ?? 0 : nil
         let timeout = queueTimeout()
-        var held = try await budget.reserve(coding == nil ? declared ?? limit : limit, capacity: limits.maxBufferedBytes, timeout: timeout,
-                                            busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                                               message: "the algorithm inputs the gateway holds in memory are at their limit (limits.max_buffered_bytes), and this one did not fit within \(timeout.components.seconds) s; retry shortly",
-                                                               headers: [.retryAfter: "1"]))
+        let client = context.client?.name
+        let bytes = coding == nil ? declared ?? limit : limit
+        let share = Self.share(of: limits.maxBufferedBytes, limit: limit)
+        var held = try await budget.reserve(bytes, capacity: limits.maxBufferedBytes, client: client, share: share, timeout: timeout,
+                                            busy: Self.busy(client: client, bytes: bytes, share: share < limits.maxBufferedBytes ? share : nil, budget: budget,
+                                                             waited: timeout))
         var handedOver = false
-        defer { if !handedOver { budget.release(held) } }
+        defer { if !handedOver { budget.release(held, client: client) } }
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
@@ -78,7 +105,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
             try await BodyWork.run(over: input.readableBytes) { try Self.checkDataReferences(in: input, contentType: contentType, client: client) }
         }
         if body.readableBytes < held {
-            budget.release(held - body.readableBytes)
+            budget.release(held - body.readableBytes, client: client)
             held = body.readableBytes
         }
         request.body = .init(buffer: body)

@@ -13,7 +13,9 @@ import Synchronization
 /// held whole, however many, until memory ran out and the process was killed with every team's
 /// calls in it. A call reserves its input's size before any of it is read; when that does not fit
 /// beside what is held, it waits, first come first served, its body left unread in the
-/// connection, and gets 503 after `upstream.queue_timeout_seconds`.
+/// connection, and gets 503 after `upstream.queue_timeout_seconds`. Inputs are reserved for their
+/// client, each within a share of the bound (`AlgoInputMiddleware.share(of:limit:)`), so that one
+/// client's queued calls cannot keep the others' waiting.
 ///
 /// An answer is read whole too (for the cache, the key check and compression) and held until it
 /// has been sent: 80 slots of 15 MB answers would be 1.2 GB. An answer reserves its size when its
@@ -25,11 +27,16 @@ public final class MemoryBudget: Sendable {
     private struct Waiter {
         let id: UInt64
         let bytes: Int
+        /// Whose reservation it is, and the most that one may hold (see `reserve`).
+        let client: String?
+        let share: Int
         let continuation: CheckedContinuation<Void, any Error>
     }
 
     private struct State {
         var held = 0
+        /// What each client's reservations hold, for those made for a client.
+        var heldBy: [String: Int] = [:]
         var peak = 0
         var capacity = Int.max
         var waiters: Deque<Waiter> = []
@@ -46,6 +53,8 @@ public final class MemoryBudget: Sendable {
 
     /// Bytes held now (for metrics and tests).
     public var held: Int { state.withLock { $0.held } }
+    /// Bytes held now by `client`'s reservations.
+    public func held(by client: String) -> Int { state.withLock { $0.heldBy[client] ?? 0 } }
     /// Calls waiting for room now.
     public var waiting: Int { state.withLock { $0.waiters.count } }
     /// The most bytes held at once so far, or since `resetPeak()` (for tests).
@@ -55,17 +64,23 @@ public final class MemoryBudget: Sendable {
 
     /// Holds `bytes` within `capacity` (the configuration's, which a reload may change), waiting
     /// for room behind earlier waiters; throws `busy` after `timeout`, or the task's cancellation.
-    /// Returns the bytes held, which the caller gives back with `release`.
-    public func reserve(_ bytes: Int, capacity: Int, timeout: Duration, busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws -> Int {
+    /// Returns the bytes held, which the caller gives back with `release` (naming the same client).
+    ///
+    /// Made for a `client`, it holds no more than `share` of the bound with that client's other
+    /// reservations, and waits for its own to go when it would: a client's waiters held back by
+    /// its share do not hold up other clients' (see `dispatch`). A reservation never waits for a
+    /// share smaller than itself (a client holding nothing always fits its share).
+    public func reserve(_ bytes: Int, capacity: Int, client: String? = nil, share: Int = .max, timeout: Duration,
+                        busy: @autoclosure @escaping @Sendable () -> GatewayError) async throws -> Int {
         // A reservation larger than the whole budget could never be granted (the configuration
         // keeps the budget at least the largest input; a reload could lower it under a waiter).
         let bytes = min(bytes, capacity)
         let (id, granted): (UInt64?, [Waiter]) = state.withLock { state in
             state.capacity = capacity
             let granted = Self.dispatch(&state)
-            if state.waiters.isEmpty && state.held + bytes <= capacity {
-                state.held += bytes
-                state.peak = max(state.peak, state.held)
+            // Granted at once when it fits and no waiter ahead waits for room in the bound itself.
+            if !state.waiters.contains(where: { !Self.heldBackByShare($0, in: state) }) && Self.fits(bytes, client: client, share: share, in: state) {
+                Self.take(bytes, client: client, in: &state)
                 return (nil, granted)
             }
             state.nextID += 1
@@ -81,7 +96,7 @@ public final class MemoryBudget: Sendable {
                 let ended: (any Error)? = state.withLock { state in
                     state.arriving.remove(id)
                     if let error = state.ended.removeValue(forKey: id) { return error }
-                    state.waiters.append(Waiter(id: id, bytes: bytes, continuation: continuation))
+                    state.waiters.append(Waiter(id: id, bytes: bytes, client: client, share: share, continuation: continuation))
                     return nil
                 }
                 if let ended { continuation.resume(throwing: ended) }
@@ -105,11 +120,15 @@ public final class MemoryBudget: Sendable {
     }
 
     /// Gives back `bytes` of a reservation (all of it, or what the input turned out not to need),
-    /// and lets in the waiters that now fit.
-    public func release(_ bytes: Int) {
+    /// made for `client` if it was, and lets in the waiters that now fit.
+    public func release(_ bytes: Int, client: String? = nil) {
         guard bytes > 0 else { return }
         let granted = state.withLock { state in
             state.held -= bytes
+            if let client {
+                let left = (state.heldBy[client] ?? 0) - bytes
+                state.heldBy[client] = left > 0 ? left : nil
+            }
             return Self.dispatch(&state)
         }
         for waiter in granted { waiter.continuation.resume() }
@@ -134,15 +153,44 @@ public final class MemoryBudget: Sendable {
     /// First come, first served: the waiter at the head goes in when it fits, then the next. A
     /// smaller one behind it does not pass it, so a large input is not put off for ever. A waiter
     /// larger than the whole budget (queued before a reload lowered it) goes in once nothing is
-    /// held, rather than never, holding up everyone behind it.
+    /// held, rather than never, holding up everyone behind it. A waiter held back by its client's
+    /// share alone is passed: it waits for its own client's room, which no other client's
+    /// reservation takes, and holding the others up behind it would let one client's queue keep
+    /// every other client waiting.
     private static func dispatch(_ state: inout State) -> [Waiter] {
         var granted: [Waiter] = []
-        while let first = state.waiters.first, state.held + first.bytes <= state.capacity || state.held == 0 {
-            state.held += first.bytes
-            state.peak = max(state.peak, state.held)
-            granted.append(state.waiters.removeFirst())
+        var index = state.waiters.startIndex
+        while index < state.waiters.endIndex {
+            let waiter = state.waiters[index]
+            if heldBackByShare(waiter, in: state) {
+                index += 1
+                continue
+            }
+            guard state.held + waiter.bytes <= state.capacity || state.held == 0 else { break }
+            take(waiter.bytes, client: waiter.client, in: &state)
+            granted.append(state.waiters.remove(at: index))
         }
         return granted
+    }
+
+    /// Whether `bytes` fit in the bound and in `client`'s share.
+    private static func fits(_ bytes: Int, client: String?, share: Int, in state: State) -> Bool {
+        state.held + bytes <= state.capacity && !exceedsShare(bytes, client: client, share: share, in: state)
+    }
+
+    private static func exceedsShare(_ bytes: Int, client: String?, share: Int, in state: State) -> Bool {
+        guard let client, let held = state.heldBy[client] else { return false }
+        return held + bytes > share
+    }
+
+    private static func heldBackByShare(_ waiter: Waiter, in state: State) -> Bool {
+        exceedsShare(waiter.bytes, client: waiter.client, share: waiter.share, in: state)
+    }
+
+    private static func take(_ bytes: Int, client: String?, in state: inout State) {
+        state.held += bytes
+        state.peak = max(state.peak, state.held)
+        if let client { state.heldBy[client, default: 0] += bytes }
     }
 }
 
