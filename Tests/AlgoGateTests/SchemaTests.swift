@@ -162,17 +162,11 @@ import Testing
         try await withTemporaryDirectory("schema-purges") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
             let answer = ByteBuffer(string: #"{"result":"kept"}"#)
-            do {
-                let old = try Self.stateFile(at: path, releasedSteps: 4)
-                try await old.write { db in
-                    try db.execute(sql: """
-                        INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256,
-                                                 created_at, expires_at, last_access, hits)
-                        VALUES ('old', 'demo/Hello/0.1.0', 200, 'application/json', 'identity', ?, ?, ?, ?, 0, 4e9, 0, 0)
-                        """, arguments: [Data(answer.readableBytesView), answer.readableBytes, answer.readableBytes, Self.sha256(of: answer)])
-                }
-                try old.close()
-            }
+            try await Self.writeStateFile(at: path, releasedSteps: 4, """
+                INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256,
+                                         created_at, expires_at, last_access, hits)
+                VALUES ('old', 'demo/Hello/0.1.0', 200, 'application/json', 'identity', ?, ?, ?, ?, 0, 4e9, 0, 0)
+                """, arguments: [Data(answer.readableBytesView), answer.readableBytes, answer.readableBytes, Self.sha256(of: answer)])
             let now = Date().timeIntervalSince1970
             let settings = ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1024)
             let serving = ResponseCache(pool: try StateDatabase.open(path: path), settings: settings)
@@ -210,13 +204,7 @@ import Testing
     @Test func aStateFileFromBeforeMinuteCountsKeepsItsUsage() async throws {
         try await withTemporaryDirectory("schema-minutes") { directory in
             let path = directory.appendingPathComponent("state.sqlite").path
-            do {
-                let old = try Self.stateFile(at: path, releasedSteps: 3)
-                try await old.write { db in
-                    try db.execute(sql: "INSERT INTO usage_day (client, day, requests, bytes_in) VALUES ('team-b', 20833, 7, 21)")
-                }
-                try old.close()
-            }
+            try await Self.writeStateFile(at: path, releasedSteps: 3, "INSERT INTO usage_day (client, day, requests, bytes_in) VALUES ('team-b', 20833, 7, 21)")
             let pool = try StateDatabase.open(path: path)
             let store = SQLiteUsageStore(pool: pool)
             var expected = Usage()
