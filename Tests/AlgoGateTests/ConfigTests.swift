@@ -211,6 +211,28 @@ import Testing
         #expect(try ClientRegistry(config: ConfigLoader.load(path: path, environment: Self.env).config).reservations == ["a": 4])
     }
 
+    /// An input bound under twice the largest input keeps no room for other clients' inputs: said
+    /// where there are other clients, not for a lone one.
+    @Test func anInputBoundWithNoRoomForOtherClientsIsNamed() throws {
+        let note = "limits.max_buffered_bytes (1500000) is under twice limits.max_request_bytes (1000000): one client's algorithm inputs can hold all of it, with no room kept for the other clients' (see the README's Memory)"
+        let limits = "limits: {max_request_bytes: 1000000, max_buffered_bytes: 1500000}"
+        let two = try ConfigLoader.load(yaml: Self.yaml("""
+            \(limits)
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}, {name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}]
+            """), environment: Self.env)
+        #expect(ConfigLoader.notes(two.config) == [note])
+        let one = try ConfigLoader.load(yaml: Self.yaml("""
+            \(limits)
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """), environment: Self.env)
+        #expect(ConfigLoader.notes(one.config).isEmpty)
+        let roomy = try ConfigLoader.load(yaml: Self.yaml("""
+            limits: {max_request_bytes: 1000000, max_buffered_bytes: 2000000}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}, {name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}]
+            """), environment: Self.env)
+        #expect(ConfigLoader.notes(roomy.config).isEmpty)
+    }
+
     /// Settings that load but cannot take effect are named by check-config, and logged as
     /// warnings on a reload (and at start, as the other notes are): a concurrency cap above the
     /// account's, rules for a cache that is off, a cache too small for any answer.

@@ -11,8 +11,9 @@ extension ConfigLoader {
         return (unbounded.isEmpty ? [] : [unboundedAlgorithmNote(unbounded)]) + rewrittenPrefixes(config) + settingsWithoutEffect(config)
     }
 
-    /// Settings that cannot take effect as written: a concurrency cap above the account's own, cache
-    /// rules with the cache off, a cache too small to hold any answer.
+    /// Settings that cannot take effect as written: a concurrency cap above the account's own, an
+    /// input bound too small to keep room for other clients' inputs, cache rules with the cache
+    /// off, a cache too small to hold any answer.
     static func settingsWithoutEffect(_ config: GatewayConfig) -> [String] {
         var notes: [String] = []
         let slots = config.upstream.maxConcurrency
@@ -23,6 +24,10 @@ extension ConfigLoader {
             if let cap = client.quota?.maxConcurrent, cap > slots {
                 notes.append("clients[\(index)].quota.max_concurrent (\(cap)) is above upstream.max_concurrency (\(slots)): it never binds, as no client can have more than the account's \(slots) calls under way")
             }
+        }
+        let limits = config.limits
+        if config.clients.count > 1, limits.maxBufferedBytes < 2 * limits.maxRequestBytes {
+            notes.append("limits.max_buffered_bytes (\(limits.maxBufferedBytes)) is under twice limits.max_request_bytes (\(limits.maxRequestBytes)): one client's algorithm inputs can hold all of it, with no room kept for the other clients' (see the README's Memory)")
         }
         if !config.cache.enabled {
             if !config.cache.rules.isEmpty { notes.append("cache.rules apply to nothing: cache.enabled is false") }

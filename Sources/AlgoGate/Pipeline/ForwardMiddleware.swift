@@ -71,15 +71,10 @@ struct ForwardMiddleware: RouterMiddleware {
     @inline(never)
     private func forwardStreaming(_ request: Request, route: RouteClass, context: Context) async throws -> Response {
         let client = context.client?.name ?? "-"
-        let queued = try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout())
-        context.facts.markQueued(queued)
-        let started = ContinuousClock.now
-        // A client that went while its request waited is not sent upstream, as an algorithm call
-        // is not (`ClientDeparture`): its answer would go nowhere, on a slot someone waits for.
-        if queued != nil, await ClientDeparture.of(context.channel)?.hasDeparted == true {
-            release(client, heldSince: started, facts: context.facts)
-            throw GatewayError.clientClosedWhileQueued
+        if !gate.tryAcquire(client: client, limit: context.client?.quota.maxConcurrent) {
+            context.facts.markQueued(try await queue(client: client, context: context))
         }
+        let started = ContinuousClock.now
         let response: Response
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
@@ -90,6 +85,29 @@ struct ForwardMiddleware: RouterMiddleware {
             throw error
         }
         return streamed(response, route: route, started: started, client: client, context: context)
+    }
+
+    /// Waits for a slot, leaving the queue when the client goes, as an algorithm call does
+    /// (`ClientDeparture`): its answer would go nowhere, and the slot to a call someone waits for.
+    /// A slot granted as the client went is given back.
+    @inline(never)
+    private func queue(client: String, context: Context) async throws -> Duration? {
+        let limit = context.client?.quota.maxConcurrent, timeout = queueTimeout(), gate = gate
+        guard let departure = await ClientDeparture.of(context.channel) else {
+            return try await gate.acquire(client: client, limit: limit, timeout: timeout)
+        }
+        let granted = FailureFlag()
+        do {
+            return try await departure.watching(departures: true) { _ in
+                let queued = try await gate.acquire(client: client, limit: limit, timeout: timeout)
+                granted.set()
+                return queued
+            }
+        } catch {
+            // Every task of the watch has ended here: a slot its wait was granted is known.
+            if granted.isSet { release(client, heldSince: .now, facts: context.facts) }
+            throw (error as? GatewayError) == GatewayError.clientClosedRequest ? GatewayError.clientClosedWhileQueued : error
+        }
     }
 
     /// The slot is held until the body has been sent: the upstream is busy until then (and one

@@ -96,6 +96,15 @@ public final class ConcurrencyGate: Sendable {
         for waiter in granted { waiter.continuation.resume() }
     }
 
+    /// Takes a slot if one is free for the client now, as `acquire` would without waiting.
+    public func tryAcquire(client: String, limit: Int?) -> Bool {
+        state.withLock { state in
+            guard Self.canRun(client, limit: limit ?? .max, in: state) && (state.queues[client]?.isEmpty ?? true) else { return false }
+            Self.grant(client, in: &state)
+            return true
+        }
+    }
+
     /// Waits for a slot; throws 503 after `timeout`, or the task's cancellation. Returns how long
     /// the request waited in the queue, or nil when a slot was free at once.
     @discardableResult
