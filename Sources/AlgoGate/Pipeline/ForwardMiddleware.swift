@@ -7,7 +7,7 @@ import NIOCore
 /// the upstream exchange is over (for streamed bodies, when the body has been sent). An algorithm
 /// call whose client goes while it waits for a slot is given up, and so is one whose answer is not
 /// all in by the call's timeout (`ClientDeparture`); a data or management request whose client
-/// went while it waited is not sent, and gives the slot back as it gets it. One whose client goes once it has been sent
+/// goes while it waits leaves the queue, and is not sent. One whose client goes once it has been sent
 /// runs to its end, holding its slot, or is given up too, as `upstream.abandoned_calls` says.
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
