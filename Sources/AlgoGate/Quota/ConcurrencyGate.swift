@@ -99,9 +99,7 @@ public final class ConcurrencyGate: Sendable {
     /// Takes a slot if one is free for the client now, as `acquire` would without waiting.
     public func tryAcquire(client: String, limit: Int?) -> Bool {
         state.withLock { state in
-            guard Self.canRun(client, limit: limit ?? .max, in: state) && (state.queues[client]?.isEmpty ?? true) else { return false }
-            Self.grant(client, in: &state)
-            return true
+            Self.grantAtOnce(client, limit: limit ?? .max, in: &state)
         }
     }
 
@@ -111,10 +109,7 @@ public final class ConcurrencyGate: Sendable {
     public func acquire(client: String, limit: Int?, timeout: Duration) async throws -> Duration? {
         let limit = limit ?? .max
         let id: UInt64? = state.withLock { state in
-            if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
-                Self.grant(client, in: &state)
-                return nil
-            }
+            if Self.grantAtOnce(client, limit: limit, in: &state) { return nil }
             state.nextID += 1
             state.arriving.insert(state.nextID)
             return state.nextID
@@ -132,10 +127,7 @@ public final class ConcurrencyGate: Sendable {
                 let outcome: Result<Void, any Error>? = state.withLock { state in
                     state.arriving.remove(id)
                     if let error = state.expired.removeValue(forKey: id) { return .failure(error) }
-                    if Self.canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) {
-                        Self.grant(client, in: &state)
-                        return .success(())
-                    }
+                    if Self.grantAtOnce(client, limit: limit, in: &state) { return .success(()) }
                     state.limits[client] = limit
                     if state.queues[client] == nil { state.queues[client] = []; state.ring.append(client) }
                     state.queues[client]!.append(Waiter(id: id, continuation: continuation))
@@ -200,6 +192,14 @@ public final class ConcurrencyGate: Sendable {
         let holding = state.perClient[client] ?? 0
         guard state.inFlight < state.capacity, holding < limit else { return false }
         return holding < state.reserved[client] ?? 0 || state.capacity - state.inFlight > state.unusedReserved
+    }
+
+    /// Grants a slot when one is free for the client and none of its calls is queued before it
+    /// (a call does not pass its own client's queue); says whether it did.
+    private static func grantAtOnce(_ client: String, limit: Int, in state: inout State) -> Bool {
+        guard canRun(client, limit: limit, in: state) && (state.queues[client]?.isEmpty ?? true) else { return false }
+        grant(client, in: &state)
+        return true
     }
 
     private static func grant(_ client: String, in state: inout State) {
