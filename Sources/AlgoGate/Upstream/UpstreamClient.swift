@@ -4,7 +4,7 @@ import NIOSSL
 
 extension Forwarder {
     /// The shared client's configuration: no redirects, no automatic decompression, pooled
-    /// connections, and a read timeout: once a request has been sent, an upstream that sends
+    /// HTTP/1.1 connections, and a read timeout: once a request has been sent, an upstream that sends
     /// nothing for `upstream.timeout_seconds` and the grace (longer than any call may wait for its
     /// answer) has its request failed. Without it, a connection that died silently while an
     /// answer's body was arriving (no reset ever comes) would hold its call, its upstream slot,
@@ -21,6 +21,12 @@ extension Forwarder {
         configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)), read: silence, write: silence)
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
+        // HTTP/1.1 whatever the upstream offers in its TLS handshake: the pool, sized by
+        // `max_concurrency`, the replay of a request whose pooled connection was lost, and
+        // `abandoned_calls: cancel` work per connection, and a connection that fails takes one
+        // call with it, not every call multiplexed onto it (nor does a large upload share one
+        // connection's flow-control window with the algorithm calls).
+        configuration.httpVersion = .http1Only
         // No tracer is installed; without this the client parses every URL again for span attributes.
         configuration.tracing.tracer = nil
         if let caFile = upstream.caFile {
