@@ -88,6 +88,9 @@ import Testing
             (Self.yaml("cache: {rules: [{algo: \"demo/Hello/0.1.0/x\", enabled: false}]}\n" + client),
              "cache.rules[0].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)", Self.env),
             (Self.yaml("server: {send_timeout_seconds: 0}\n" + client), "server.send_timeout_seconds: must be from 1 to 3600", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
+                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  idle_connection_seconds: 0"),
+             "upstream.idle_connection_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], colour: red}]"), "clients[0].colour: unknown field", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], async_calls: sometimes}]"), "clients[0].async_calls: expected true or false", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [fly]}]"), "clients[0].scopes[0]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin", Self.env),
@@ -149,9 +152,9 @@ import Testing
     @Test func aReloadThatRaisesTheUpstreamTimeoutAsksForARestart() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("reload-\(UUID().uuidString).yaml").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        func write(timeout: Int) throws {
+        func write(timeout: Int, idle: Int = 50) throws {
             try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
-                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  timeout_seconds: \(timeout)")
+                .replacingOccurrences(of: "key_env: UP_KEY", with: "key_env: UP_KEY\n  timeout_seconds: \(timeout)\n  idle_connection_seconds: \(idle)")
                 .write(toFile: path, atomically: true, encoding: .utf8)
         }
         try write(timeout: 300)
@@ -166,6 +169,10 @@ import Testing
         #expect(reloader.reload())
         #expect(state.snapshot.config.upstream.timeoutSeconds == 600)
         #expect(logs.all.last?.hasSuffix("needs_restart=upstream.timeout_seconds (raised) trigger=SIGHUP") == true, "\(logs.all)")
+        // The pool's idle timeout is the upstream client's too.
+        try write(timeout: 200, idle: 20)
+        #expect(reloader.reload())
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
     }
 
     /// `upstream.max_concurrency` applies at the next start. A reload that raises it and reserves

@@ -143,6 +143,7 @@ public enum ConfigLoader {
         try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
         try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
         try require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
+        try require((1...3600).contains(upstream.idleConnectionSeconds), "upstream.idle_connection_seconds", "must be from 1 to 3600")
         try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
         try require((0...1000).contains(upstream.circuitBreaker.failures), "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000")
         try require((1...3600).contains(upstream.circuitBreaker.openSeconds), "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")

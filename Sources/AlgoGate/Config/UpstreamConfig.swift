@@ -16,6 +16,9 @@ extension GatewayConfig {
         public var queueTimeoutSeconds = 30
         /// How long to keep trying to open a connection (the pool retries within this bound).
         public var connectTimeoutSeconds = 5
+        /// How long a pooled upstream connection may stay idle before the gateway closes it: below
+        /// the upstream's own keep-alive timeout, so that the gateway, not the far side, closes it.
+        public var idleConnectionSeconds = 50
         /// PEM bundle of the CAs to trust for an https upstream instead of the system's; the
         /// upstream's certificate is always verified.
         public var caFile: String?
@@ -47,7 +50,8 @@ extension GatewayConfig {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, keyEnv = "key_env", keyFile = "key_file", maxConcurrency = "max_concurrency"
             case timeoutSeconds = "timeout_seconds", queueTimeoutSeconds = "queue_timeout_seconds"
-            case connectTimeoutSeconds = "connect_timeout_seconds", caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
+            case connectTimeoutSeconds = "connect_timeout_seconds", idleConnectionSeconds = "idle_connection_seconds"
+            case caFile = "ca_file", allowPlainHTTP = "allow_plain_http"
             case circuitBreaker = "circuit_breaker", proxy, abandonedCalls = "abandoned_calls"
         }
         public init(url: String, keyEnv: String) {
@@ -64,6 +68,7 @@ extension GatewayConfig {
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
             connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
+            idleConnectionSeconds = try c.decodeIfPresent(Int.self, forKey: .idleConnectionSeconds) ?? idleConnectionSeconds
             caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
             allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
             circuitBreaker = try c.decodeIfPresent(CircuitBreaker.self, forKey: .circuitBreaker) ?? circuitBreaker

@@ -107,7 +107,8 @@ public struct ConfigReloader: Service {
             fixed.append("cache.max_bytes/memory_bytes/stale_if_error_seconds")
         }
         if started.upstream.maxConcurrency != new.upstream.maxConcurrency || started.upstream.caFile != new.upstream.caFile
-            || started.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || started.upstream.proxy != new.upstream.proxy {
+            || started.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || started.upstream.proxy != new.upstream.proxy
+            || started.upstream.idleConnectionSeconds != new.upstream.idleConnectionSeconds {
             fixed.append("upstream connection settings")
         }
         // The upstream client's read and write timeouts follow it (`Forwarder.clientConfiguration`): raised,

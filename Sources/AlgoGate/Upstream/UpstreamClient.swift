@@ -19,10 +19,12 @@ extension Forwarder {
         configuration.redirectConfiguration = .disallow
         let silence = TimeAmount.seconds(Int64(upstream.timeoutSeconds)) + timeoutGrace
         configuration.timeout = .init(connect: .seconds(Int64(upstream.connectTimeoutSeconds)), read: silence, write: silence)
-        // A pooled connection idle for 50 s is closed by the gateway, before the 60 s after which
-        // AWS's load balancers (and many others) close an idle one: a call sent on a connection
-        // just as the far side closes it is lost, and an algorithm call (POST) is never sent again.
-        configuration.connectionPool = .init(idleTimeout: .seconds(50), concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
+        // A pooled connection idle for `idle_connection_seconds` (50 s by default, before the 60 s
+        // after which AWS's load balancers and many others close one) is closed by the gateway:
+        // a call sent on a connection just as the far side closes it is lost, and an algorithm
+        // call (POST) is never sent again.
+        configuration.connectionPool = .init(idleTimeout: .seconds(Int64(upstream.idleConnectionSeconds)),
+                                             concurrentHTTP1ConnectionsPerHostSoftLimit: upstream.maxConcurrency)
         configuration.decompression = .disabled
         // HTTP/1.1 whatever the upstream offers in its TLS handshake: the pool, sized by
         // `max_concurrency`, the replay of a request whose pooled connection was lost, and
