@@ -153,7 +153,7 @@ import Testing
                 try ConfigLoader.load(yaml: """
                     upstream: {url: "http://127.0.0.1:1", key_env: K}
                     clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], algorithms: ["demo/Hello", "\(pattern)"]}]
-                    """, environment: ["K": "k"])
+                    """, environment: ["K": "upstream-key-0123"])
             }
         }
     }
@@ -161,7 +161,7 @@ import Testing
     @Test func keygenWritesTheList() async throws {
         let made = try await KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo", "--algorithms", "demo/Hello", "team-x/*"])
         #expect(made.entry.contains(#"algorithms: ["demo/Hello", "team-x/*"]"#))
-        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "upstream-key-0123"])
         let client = try ClientRegistry(config: loaded.config).client(for: Secret(made.key))
         #expect(client?.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
     }
@@ -173,7 +173,7 @@ import Testing
         let made = try await KeyRotationTests.keygen(["--name", "team-x", "--scopes", "algo,data:read", "manage", "algo",
                                                       "--algorithms", "demo/Hello,team-x/*", "--data-prefixes"] + prefixes)
         #expect(made.entry.contains("scopes: [algo, data:read, manage]\n"), "\(made.entry)")
-        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "upstream-key-0123"])
         let client = try #require(try ClientRegistry(config: loaded.config).client(for: Secret(made.key)))
         #expect(client.scopes == [.algo, .dataRead, .manage])
         #expect(client.algorithms?.map(\.description) == ["demo/Hello", "team-x/*"])
@@ -191,7 +191,7 @@ import Testing
         #expect(operatorName.log.contains("Error: --name: 'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name"), "\(operatorName.log)")
         #expect(!operatorName.log.contains("key_sha256"))
         let made = try await KeyRotationTests.keygen(["--name", "team-x", "--data-prefixes", "s3://bucket/team-x/"])
-        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "upstream-key-0123"])
         #expect(try ClientRegistry(config: loaded.config).client(for: Secret(made.key))?.dataPrefixes?.map(\.description) == ["s3://bucket/team-x"])
     }
 

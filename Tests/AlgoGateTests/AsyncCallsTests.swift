@@ -100,7 +100,7 @@ import Testing
     @Test func keygenWritesTheSetting() async throws {
         let made = try await KeyRotationTests.keygen(["--name", "team-sync", "--scopes", "algo", "--no-async-calls"])
         #expect(made.entry.hasSuffix("    scopes: [algo]\n    async_calls: false\n"), "\(made.entry)")
-        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "k"])
+        let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "upstream-key-0123"])
         #expect(try ClientRegistry(config: loaded.config).client(for: Secret(made.key))?.asyncCalls == false)
         let plain = try await KeyRotationTests.keygen(["--name", "team-any"])
         #expect(!plain.entry.contains("async_calls"))

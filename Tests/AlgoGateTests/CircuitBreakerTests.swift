@@ -241,18 +241,18 @@ import Testing
             clients: [{name: a, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo]}]
             upstream: {url: "http://127.0.0.1:1", key_env: K, circuit_breaker:
             """
-        #expect(try ConfigLoader.load(yaml: base + " {}}", environment: ["K": "k"]).config.upstream.circuitBreaker == GatewayConfig.CircuitBreaker())
+        #expect(try ConfigLoader.load(yaml: base + " {}}", environment: ["K": "upstream-key-0123"]).config.upstream.circuitBreaker == GatewayConfig.CircuitBreaker())
         #expect(GatewayConfig.CircuitBreaker().failures == 5 && GatewayConfig.CircuitBreaker().openSeconds == 10 && GatewayConfig.CircuitBreaker().maxOpenSeconds == 60)
         // Raising open_seconds alone raises the maximum with it.
-        #expect(try ConfigLoader.load(yaml: base + " {open_seconds: 120}}", environment: ["K": "k"]).config.upstream.circuitBreaker.maxOpenSeconds == 120)
+        #expect(try ConfigLoader.load(yaml: base + " {open_seconds: 120}}", environment: ["K": "upstream-key-0123"]).config.upstream.circuitBreaker.maxOpenSeconds == 120)
         for (yaml, field, message) in [(" {failures: -1}}", "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000"),
                                        (" {open_seconds: 0}}", "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600"),
                                        (" {open_seconds: 30, max_open_seconds: 20}}", "upstream.circuit_breaker.max_open_seconds", "must be from open_seconds (30) to 86400"),
                                        (" {max_open_seconds: 86401}}", "upstream.circuit_breaker.max_open_seconds", "must be from open_seconds (10) to 86400")] {
             #expect(throws: ConfigError(field: field, message: message)) {
-                try ConfigLoader.load(yaml: base + yaml, environment: ["K": "k"])
+                try ConfigLoader.load(yaml: base + yaml, environment: ["K": "upstream-key-0123"])
             }
         }
-        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: base + " {fails: 2}}", environment: ["K": "k"]) }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: base + " {fails: 2}}", environment: ["K": "upstream-key-0123"]) }
     }
 }

@@ -6,7 +6,7 @@ import Testing
 @Suite struct ConfigTests {
     static let hashA = String(repeating: "a", count: 64)
     static let hashB = String(repeating: "b", count: 64)
-    static let env = ["UP_KEY": "upstream-key"]
+    static let env = ["UP_KEY": "upstream-key-0123"]
 
     static func yaml(_ body: String) -> String {
         """
@@ -43,16 +43,16 @@ import Testing
         #expect(config.server.idleTimeoutSeconds == 75 && config.server.sendTimeoutSeconds == 60)
         #expect(try ConfigLoader.load(yaml: Self.yaml("server: {public_url: \"https://algogate.example.com:8443/\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),
                                       environment: Self.env).config.server.publicURL == "https://algogate.example.com:8443")
-        #expect(loaded.upstreamKey.revealed == "upstream-key")
+        #expect(loaded.upstreamKey.revealed == "upstream-key-0123")
         #expect("\(loaded.upstreamKey)" == "<redacted>")
     }
 
     @Test func theDocumentedExampleAndTheDemoConfigAreValid() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let example = try ConfigLoader.load(path: root.appendingPathComponent("config/algogate.yaml").path, environment: ["ALGOGATE_UPSTREAM_KEY": "k"])
+        let example = try ConfigLoader.load(path: root.appendingPathComponent("config/algogate.yaml").path, environment: ["ALGOGATE_UPSTREAM_KEY": "upstream-key-0123"])
         #expect(example.config.clients.map(\.name) == ["team-a"])
         #expect(example.config.cache.fastHits && GatewayConfig.Cache().fastHits)
-        let demo = try ConfigLoader.load(path: root.appendingPathComponent("config/demo.yaml").path, environment: ["ALGOGATE_DEMO_UPSTREAM_KEY": "k"])
+        let demo = try ConfigLoader.load(path: root.appendingPathComponent("config/demo.yaml").path, environment: ["ALGOGATE_DEMO_UPSTREAM_KEY": "upstream-key-0123"])
         #expect(demo.config.clients.map(\.name) == ["team-a", "team-b"])
     }
 
@@ -103,6 +103,8 @@ import Testing
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "clients[1].key_sha256: the same key hash is used twice", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data_prefixes: [\"ftp://x/\"]}]"), "clients[0].data_prefixes[0]: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)", Self.env),
             (Self.yaml(client), "upstream.key_env: environment variable UP_KEY is not set", [:]),
+            (Self.yaml(client), "upstream.key_env: the upstream key is empty or has spaces or non-ASCII characters", ["UP_KEY": "upstream key 0123"]),
+            (Self.yaml(client), "upstream.key_env: the upstream key is 15 characters long, under 16: it would turn up in ordinary answers, which the gateway withholds wherever the key appears; use the account's API key", ["UP_KEY": "upstream-key-01"]),
             ("upstream: {url: http://x, key_env: UP_KEY}", "clients: required field is missing", Self.env),
             ("clients: []", "upstream: required field is missing", Self.env),
             (Self.yaml("clients: []"), "clients: list at least one client", Self.env),
@@ -333,7 +335,7 @@ import Testing
             let loaded = try ConfigLoader.load(yaml: """
                 upstream: {url: "\(url)", key_env: UP_KEY\(proxy)}
                 clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
-                """, environment: ["UP_KEY": "k"])
+                """, environment: ["UP_KEY": "upstream-key-0123"])
             return ConfigLoader.ignoredProxyVariables(loaded.config, environment: environment)
         }
         let upstream = "https://api.algorithmia.com"
@@ -365,7 +367,7 @@ import Testing
                 scopes: [algo, data:read]
                 data_prefixes: ["data://.my/team-a/../x/", "data://.my/ok/", "data://.my/my%20dir/", "S3://bucket/k", "s3://bucket//c/", "s3://bucket/d\\\\e/"]
             """.write(to: config, atomically: true, encoding: .utf8)
-            let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+            let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(checked.termination == .exited(0))
             let notes = checked.log.split(separator: "\n").filter { $0.hasPrefix("note: clients[0].data_prefixes") }.map(String.init)
             let tail = "': a '.' or '..' segment, a repeated slash or a backslash in it is folded, as in a request's path"
@@ -397,13 +399,13 @@ import Testing
             }
             let good = directory.appendingPathComponent("good.yaml")
             try mixed(cachePath: directory.path + "/state.sqlite").write(to: good, atomically: true, encoding: .utf8)
-            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
+            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(ok.termination == .exited(0))
             #expect(ok.log.contains("note: " + note), "\(ok.log)")
             // serve warns at start (here one that then cannot open its state file: a directory).
             let unopenable = directory.appendingPathComponent("unopenable.yaml")
             try mixed(cachePath: directory.path).write(to: unopenable, atomically: true, encoding: .utf8)
-            let serving = try await ChildProcess.run(arguments: ["serve", "--config", unopenable.path, "--log-format", "text"], environment: ["UP_KEY": "k"])
+            let serving = try await ChildProcess.run(arguments: ["serve", "--config", unopenable.path, "--log-format", "text"], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(serving.termination == .exited(1))
             #expect(serving.log.contains(" warning algogate: " + note), "\(serving.log)")
             // With no client kept to prefixes, nothing is said: every team reaches every path.
@@ -413,7 +415,7 @@ import Testing
             cache: {path: "\(directory.path)/state.sqlite"}
             clients: [{name: b, key_sha256: "\(Self.hashB)", scopes: [algo]}]
             """.write(to: open, atomically: true, encoding: .utf8)
-            let quiet = try await ChildProcess.run(arguments: ["check-config", "--config", open.path], environment: ["UP_KEY": "k"])
+            let quiet = try await ChildProcess.run(arguments: ["check-config", "--config", open.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(quiet.termination == .exited(0))
             #expect(!quiet.log.contains("data_prefixes"), "\(quiet.log)")
         }
@@ -426,10 +428,10 @@ import Testing
             let bad = directory.appendingPathComponent("bad.yaml")
             try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]").write(to: bad, atomically: true, encoding: .utf8)
 
-            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "k"])
+            let ok = try await ChildProcess.run(arguments: ["check-config", "--config", good.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(ok.termination == .exited(0))
             #expect(ok.log.contains("configuration OK"))
-            let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "k"])
+            let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(refused.termination == .exited(1))
             #expect(refused.log.contains("clients[0].extra: unknown field"))
 
@@ -443,7 +445,7 @@ import Testing
             clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
             """.write(to: proxied, atomically: true, encoding: .utf8)
             let viaProxy = try await ChildProcess.run(arguments: ["check-config", "--config", proxied.path],
-                                                      environment: ["UP_KEY": "k", "PROXY_AUTH": "egress:proxy-password-1"])
+                                                      environment: ["UP_KEY": "upstream-key-0123", "PROXY_AUTH": "egress:proxy-password-1"])
             #expect(viaProxy.termination == .exited(0))
             #expect(viaProxy.log.contains(
                 "configuration OK: upstream https://api.algorithmia.com through proxy http://proxy.internal:3128 (with credentials), 1 client(s): a"))
@@ -460,12 +462,12 @@ import Testing
             let proxyVariables = ["HTTPS_PROXY": "http://corp:proxy-password-2@proxy.corp:3128", "https_proxy": "", "HTTP_PROXY": "",
                                   "http_proxy": "", "ALL_PROXY": "", "all_proxy": "", "NO_PROXY": "localhost,.internal", "no_proxy": ""]
             let ignoring = try await ChildProcess.run(arguments: ["check-config", "--config", direct.path],
-                                                      environment: proxyVariables.merging(["UP_KEY": "k"]) { $1 })
+                                                      environment: proxyVariables.merging(["UP_KEY": "upstream-key-0123"]) { $1 })
             #expect(ignoring.termination == .exited(0))
             #expect(ignoring.log.contains("note: the environment sets HTTPS_PROXY, which algogate does not read: upstream connections go direct; to go through that proxy, set upstream.proxy.url"))
             #expect(!ignoring.log.contains("proxy-password-2"))
             let exempted = try await ChildProcess.run(arguments: ["check-config", "--config", direct.path],
-                                                      environment: proxyVariables.merging(["UP_KEY": "k", "NO_PROXY": ".algorithmia.com"]) { $1 })
+                                                      environment: proxyVariables.merging(["UP_KEY": "upstream-key-0123", "NO_PROXY": ".algorithmia.com"]) { $1 })
             #expect(exempted.termination == .exited(0) && !exempted.log.contains("note:"))
             // serve logs it as a warning at start (here one that then cannot open its state file).
             let directServe = directory.appendingPathComponent("direct-serve.yaml")
@@ -475,7 +477,7 @@ import Testing
             clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
             """.write(to: directServe, atomically: true, encoding: .utf8)
             let serving = try await ChildProcess.run(arguments: ["serve", "--config", directServe.path, "--log-format", "text"],
-                                                     environment: proxyVariables.merging(["UP_KEY": "k"]) { $1 })
+                                                     environment: proxyVariables.merging(["UP_KEY": "upstream-key-0123"]) { $1 })
             #expect(serving.termination == .exited(1))
             #expect(serving.log.contains(" warning algogate: the environment sets HTTPS_PROXY, which algogate does not read: upstream connections go direct; to go through that proxy, set upstream.proxy.url"), "\(serving.log)")
             #expect(!serving.log.contains("proxy-password-2"))
@@ -502,10 +504,10 @@ import Testing
                 // Port 0: the outcome must not depend on 8080 being free.
                 try Self.yaml("server: {port: 0}\ncache: {path: \"\(path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
                     .write(to: config, atomically: true, encoding: .utf8)
-                let check = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+                let check = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
                 #expect(check.termination == .exited(1), "\(path)")
                 #expect(check.log.contains("algogate: invalid configuration \(config.path): cache.path: \(checked)\n"), "\(check.log)")
-                let serve = try await ChildProcess.run(arguments: ["serve", "--config", config.path], environment: ["UP_KEY": "k"])
+                let serve = try await ChildProcess.run(arguments: ["serve", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
                 #expect(serve.termination == .exited(1), "\(path)")
                 #expect(serve.log.contains("algogate: cannot start with \(config.path): cache.path: \(served)\n"), "\(serve.log)")
             }
@@ -514,7 +516,7 @@ import Testing
             let config = directory.appendingPathComponent("fresh.yaml")
             try Self.yaml("cache: {path: \"\(fresh.path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]")
                 .write(to: config, atomically: true, encoding: .utf8)
-            let freshCheck = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+            let freshCheck = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(freshCheck.termination == .exited(0))
             #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("new").path))
         }

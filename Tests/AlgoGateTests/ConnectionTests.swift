@@ -188,9 +188,9 @@ import Testing
 
     @Test func theConnectionLimitIsValidated() throws {
         let base = Self.minimalYAML
-        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.maxConnections == 10_000)
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "upstream-key-0123"]).config.server.maxConnections == 10_000)
         #expect(throws: ConfigError(field: "server.max_connections", message: "must be from 1 to 1000000")) {
-            try ConfigLoader.load(yaml: base + "\nserver: {max_connections: 0}", environment: ["K": "k"])
+            try ConfigLoader.load(yaml: base + "\nserver: {max_connections: 0}", environment: ["K": "upstream-key-0123"])
         }
     }
 
@@ -210,26 +210,26 @@ import Testing
 
     @Test func theListenBacklogIsValidated() throws {
         let base = Self.minimalYAML
-        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.listenBacklog == 1024)
-        #expect(try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: 4096}", environment: ["K": "k"]).config.server.listenBacklog == 4096)
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "upstream-key-0123"]).config.server.listenBacklog == 1024)
+        #expect(try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: 4096}", environment: ["K": "upstream-key-0123"]).config.server.listenBacklog == 4096)
         for bad in ["0", "65536", "-1"] {
             #expect(throws: ConfigError(field: "server.listen_backlog", message: "must be from 1 to 65535")) {
-                try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: \(bad)}", environment: ["K": "k"])
+                try ConfigLoader.load(yaml: base + "\nserver: {listen_backlog: \(bad)}", environment: ["K": "upstream-key-0123"])
             }
         }
     }
 
     @Test func theIdleTimeoutIsValidatedAndDefaultsAboveCommonLoadBalancers() throws {
         let base = Self.minimalYAML
-        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "k"]).config.server.idleTimeoutSeconds == 75)
-        #expect(try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 45}", environment: ["K": "k"]).config.server.idleTimeoutSeconds == 45)
+        #expect(try ConfigLoader.load(yaml: base, environment: ["K": "upstream-key-0123"]).config.server.idleTimeoutSeconds == 75)
+        #expect(try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 45}", environment: ["K": "upstream-key-0123"]).config.server.idleTimeoutSeconds == 45)
         for bad in ["0", "3601"] {
             #expect(throws: ConfigError(field: "server.idle_timeout_seconds", message: "must be from 1 to 3600")) {
-                try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: \(bad)}", environment: ["K": "k"])
+                try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: \(bad)}", environment: ["K": "upstream-key-0123"])
             }
         }
         #expect(throws: ConfigError(field: "server.idle_timeout_seconds", message: "must be above upstream.queue_timeout_seconds (30), or an upload waiting for an upstream slot is cut")) {
-            try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 30}", environment: ["K": "k"])
+            try ConfigLoader.load(yaml: base + "\nserver: {idle_timeout_seconds: 30}", environment: ["K": "upstream-key-0123"])
         }
     }
 }

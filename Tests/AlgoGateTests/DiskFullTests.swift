@@ -151,7 +151,7 @@ import Testing
                 cache: {path: "\(disk.path)/state.sqlite", max_bytes: \(maxBytes)}
                 clients: [{name: a, key_sha256: "\(String(repeating: "ab", count: 32))", scopes: [algo]}]
                 """.write(to: config, atomically: true, encoding: .utf8)
-                let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "k"])
+                let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
                 #expect(checked.termination == .exited(0), "\(checked.log)")
                 return checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map(String.init)
             }

@@ -95,7 +95,7 @@ import Testing
                 server: {metrics_access: admin}
                 upstream: {url: "http://127.0.0.1:9000", key_env: K}
                 clients: []
-                """, environment: ["K": "k"])
+                """, environment: ["K": "upstream-key-0123"])
         }
         #expect(refused?.description == "server.metrics_access: 'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
     }

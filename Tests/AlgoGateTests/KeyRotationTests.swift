@@ -72,7 +72,7 @@ import Testing
             upstream: {url: "http://127.0.0.1:1", key_env: K}
             clients:
             \(new.entry.split(separator: "\n").filter { !$0.contains("previous_key_sha256") }.joined(separator: "\n"))
-            """, environment: ["K": "k"])
+            """, environment: ["K": "upstream-key-0123"])
         let registry = try ClientRegistry(config: rotated.config)
         #expect(registry.client(for: Secret(old.key)) == nil)
         #expect(registry.client(for: Secret(new.key))?.name == "team-r")
@@ -104,7 +104,7 @@ import Testing
                 clients: [{name: x, key_sha256: "\(String(repeating: "a", count: 64))", previous_key_sha256: "\(String(repeating: "b", count: 64))", scopes: [algo]},
                           {name: y, key_sha256: "\(String(repeating: "e", count: 64))", scopes: [algo]}]
                 """).write(to: file, atomically: true, encoding: .utf8)
-            let check = try await ChildProcess.run(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "k"])
+            let check = try await ChildProcess.run(arguments: ["check-config", "--config", file.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(check.termination == .exited(0))
             #expect(check.log.contains("key rotation under way (previous_key_sha256 still accepted) for: x, admin\n"))
         }

@@ -55,10 +55,10 @@ import Testing
                 """, environment: ["K": key])
         }
         let redactor = LogRedactor()
-        let state = try GatewayState(try loaded("first-KEY"), redactor: redactor)
-        #expect(redactor.redact(Array("first-KEY second-KEY".utf8)) == Array("[redacted] second-KEY".utf8))
-        try state.replace(with: try loaded("second-KEY"))
-        #expect(redactor.redact(Array("first-KEY second-KEY".utf8)) == Array("[redacted] [redacted]".utf8))
+        let state = try GatewayState(try loaded("first-upstream-KEY"), redactor: redactor)
+        #expect(redactor.redact(Array("first-upstream-KEY second-upstream-KEY".utf8)) == Array("[redacted] second-upstream-KEY".utf8))
+        try state.replace(with: try loaded("second-upstream-KEY"))
+        #expect(redactor.redact(Array("first-upstream-KEY second-upstream-KEY".utf8)) == Array("[redacted] [redacted]".utf8))
     }
 
     /// End to end through `algogate serve`: the request line quotes what the client sent (its

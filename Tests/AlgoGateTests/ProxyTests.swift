@@ -113,7 +113,7 @@ import Testing
             clients: [{name: a, key_sha256: "\(String(repeating: "a", count: 64))", scopes: [algo]}]
             """
             do {
-                _ = try ConfigLoader.load(yaml: yaml, environment: environment.merging(["UP_KEY": "k"]) { $1 })
+                _ = try ConfigLoader.load(yaml: yaml, environment: environment.merging(["UP_KEY": "upstream-key-0123"]) { $1 })
                 return nil
             } catch {
                 return "\(error)"
@@ -157,7 +157,7 @@ import Testing
               key_env: UP_KEY
               proxy: {url: "http://10.1.2.3:3128", auth_env: PROXY_AUTH}
             clients: [{name: a, key_sha256: "\(String(repeating: "a", count: 64))", scopes: [algo]}]
-            """, environment: ["UP_KEY": "k", "PROXY_AUTH": "egress:\(secret)"])
+            """, environment: ["UP_KEY": "upstream-key-0123", "PROXY_AUTH": "egress:\(secret)"])
         #expect(loaded.proxyAuth?.user == "egress" && loaded.proxyAuth?.password.revealed == secret)
         #expect(!"\(loaded)".contains(secret))
         let proxy = try #require(Forwarder.clientConfiguration(loaded).proxy)

@@ -44,16 +44,16 @@ import Testing
                                      upstreamURL: { _ in "http://127.0.0.1:\(upstream.port)" }) { h in
             let first = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "one")
             #expect(first.status == 200)
-            let answered = Date()
             #expect(upstream.connections == (opened: 1, closed: 0))
-            // The upstream never closes a connection itself: a close is the gateway's.
+            // The upstream never closes a connection itself: a close is the gateway's, a second
+            // after the gateway had the answer, so a second at least after the upstream sent it.
             #expect(await eventually { upstream.connections.closed == 1 })
-            let idle = Date().timeIntervalSince(answered)
-            #expect(idle >= 0.9, "closed after \(idle) s idle")
+            let idle = try #require(upstream.lastIdle)
+            #expect(idle >= .milliseconds(950), "closed after \(idle) idle")
             let second = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "two")
             #expect(second.status == 200)
             #expect(second.text == FixedAnswerUpstream.answer)
-            #expect(upstream.connections == (opened: 2, closed: 1))
+            #expect(upstream.connections.opened == 2)
         }
         await upstream.stop()
         // Left to the default (50 s), a connection idle for 2 s stays open.
@@ -80,6 +80,8 @@ final class FixedAnswerUpstream: Sendable {
     /// The ALPN protocol each TLS handshake settled on.
     var negotiated: [String] { recorder.state.withLock { $0.protocols } }
     var connections: (opened: Int, closed: Int) { recorder.state.withLock { ($0.opened, $0.closed) } }
+    /// How long the last connection to close had been idle since its last answer was sent.
+    var lastIdle: Duration? { recorder.state.withLock { $0.lastIdle } }
 
     private init(channel: any Channel, port: Int, recorder: Recorder) {
         self.channel = channel
@@ -102,7 +104,7 @@ final class FixedAnswerUpstream: Sendable {
                     if let context { try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                     try child.pipeline.syncOperations.addHandler(recorder)
                     try child.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try child.pipeline.syncOperations.addHandler(Answer())
+                    try child.pipeline.syncOperations.addHandler(Answer(recorder))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -115,7 +117,10 @@ final class FixedAnswerUpstream: Sendable {
 
     private final class Recorder: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
-        struct State { var protocols: [String] = [], opened = 0, closed = 0 }
+        struct State {
+            var protocols: [String] = [], opened = 0, closed = 0, lastIdle: Duration?
+            var answered: [ObjectIdentifier: ContinuousClock.Instant] = [:]
+        }
         let state = Mutex(State())
 
         func channelActive(context: ChannelHandlerContext) {
@@ -124,7 +129,11 @@ final class FixedAnswerUpstream: Sendable {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            state.withLock { $0.closed += 1 }
+            let now = ContinuousClock.now
+            state.withLock { state in
+                state.closed += 1
+                state.lastIdle = state.answered.removeValue(forKey: ObjectIdentifier(context.channel)).map { now - $0 }
+            }
             context.fireChannelInactive()
         }
 
@@ -134,11 +143,18 @@ final class FixedAnswerUpstream: Sendable {
             }
             context.fireUserInboundEventTriggered(event)
         }
+
+        func answered(on channel: any Channel) {
+            let now = ContinuousClock.now
+            state.withLock { $0.answered[ObjectIdentifier(channel)] = now }
+        }
     }
 
     private final class Answer: ChannelInboundHandler, Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
+        let recorder: Recorder
+        init(_ recorder: Recorder) { self.recorder = recorder }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
@@ -148,6 +164,7 @@ final class FixedAnswerUpstream: Sendable {
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: FixedAnswerUpstream.answer)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            recorder.answered(on: context.channel)
         }
     }
 }

@@ -268,6 +268,9 @@ public enum ConfigLoader {
         }
     }
 
+    /// The shortest upstream key accepted.
+    public static let minimumKeyLength = 16
+
     static func upstreamKey(_ upstream: GatewayConfig.Upstream, environment: [String: String]) throws -> Secret {
         let raw: String
         if let variable = upstream.keyEnv {
@@ -287,6 +290,12 @@ public enum ConfigLoader {
         guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace && !$0.isNewline }) else {
             throw ConfigError(field: upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file",
                               message: "the upstream key is empty or has spaces or non-ASCII characters")
+        }
+        // The gateway withholds any answer, and redacts any log line, in which the key turns up:
+        // a short one turns up in ordinary text. Algorithmia's keys are far longer.
+        guard key.utf8.count >= minimumKeyLength else {
+            throw ConfigError(field: upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file",
+                              message: "the upstream key is \(key.utf8.count) characters long, under \(minimumKeyLength): it would turn up in ordinary answers, which the gateway withholds wherever the key appears; use the account's API key")
         }
         return Secret(key)
     }
