@@ -104,6 +104,7 @@ import Testing
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data_prefixes: [\"ftp://x/\"]}]"), "clients[0].data_prefixes[0]: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)", Self.env),
             (Self.yaml(client), "upstream.key_env: environment variable UP_KEY is not set", [:]),
             (Self.yaml(client), "upstream.key_env: the upstream key is empty or has spaces or non-ASCII characters", ["UP_KEY": "upstream key 0123"]),
+            (Self.yaml(client), "upstream.key_env: give the key alone, without 'Simple': the gateway sends it as Authorization: Simple KEY", ["UP_KEY": "Simple upstream-key-0123"]),
             (Self.yaml(client), "upstream.key_env: the upstream key is 15 characters long, under 16: it would turn up in ordinary answers, which the gateway withholds wherever the key appears; use the account's API key", ["UP_KEY": "upstream-key-01"]),
             ("upstream: {url: http://x, key_env: UP_KEY}", "clients: required field is missing", Self.env),
             ("clients: []", "upstream: required field is missing", Self.env),

@@ -287,14 +287,18 @@ public enum ConfigLoader {
             throw ConfigError(field: "upstream", message: "set exactly one of key_env and key_file")
         }
         let key = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let field = upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file"
+        for scheme in ["Simple ", "Bearer "] where key.lowercased().hasPrefix(scheme.lowercased()) {
+            throw ConfigError(field: field, message: "give the key alone, without '\(scheme.dropLast())': the gateway sends it as Authorization: Simple KEY")
+        }
         guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace && !$0.isNewline }) else {
-            throw ConfigError(field: upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file",
+            throw ConfigError(field: field,
                               message: "the upstream key is empty or has spaces or non-ASCII characters")
         }
         // The gateway withholds any answer, and redacts any log line, in which the key turns up:
         // a short one turns up in ordinary text. Algorithmia's keys are far longer.
         guard key.utf8.count >= minimumKeyLength else {
-            throw ConfigError(field: upstream.keyEnv != nil ? "upstream.key_env" : "upstream.key_file",
+            throw ConfigError(field: field,
                               message: "the upstream key is \(key.utf8.count) characters long, under \(minimumKeyLength): it would turn up in ordinary answers, which the gateway withholds wherever the key appears; use the account's API key")
         }
         return Secret(key)
