@@ -39,6 +39,10 @@ import Testing
             #expect(h.simulator.stats.snapshot.algoCalls["sim/Doomed/0.1.0"] == 2)
             #expect(try await call("demo/Hello/0.1.0").header("X-Cache") == "HIT")
             #expect(await eventually { h.logs.all.contains { $0.contains("algorithm deleted upstream: its cached answers purged") && $0.contains("sim/Doomed") } })
+            // The line names the request by the X-Request-ID its client got, as its request line does.
+            let purged = try #require(h.logs.all.first { $0.contains("its cached answers purged") })
+            #expect(purged.hasSuffix("algo=sim/Doomed purged=1 request_id=\(try #require(deleted.header("X-Request-ID")))"), "\(purged)")
+            #expect(!purged.contains("hb.request.id"))
         }
     }
 

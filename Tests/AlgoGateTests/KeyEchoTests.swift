@@ -16,10 +16,12 @@ import Testing
         let upstream = EchoingUpstream()
         try await upstream.run { port in
             try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                var replyIDs: [String] = []
                 for path in ["/v1/algo/echo/Headers/1.0.0", "/v1/algo/echo/Headers/1.0.0?gzip=1", "/v1/algo/echo/Headers/1.0.0?pad=100000"] {
                     for _ in 0..<2 {
                         let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: #""hi""#)
                         #expect(reply.status == 502, "\(path)")
+                        replyIDs.append(reply.header("X-Request-ID") ?? "")
                         #expect(reply.text == #"{"error":{"error_type":"UpstreamError","message":"the upstream's answer contained the gateway's upstream key, so it was withheld"}}"#)
                     }
                 }
@@ -35,7 +37,8 @@ import Testing
                 #expect(upstream.algoCalls == 7)
                 let withheld = h.logs.all.filter { $0.contains("the upstream's answer contained the upstream key") }
                 #expect(withheld.count == 6)
-                #expect(withheld.allSatisfy { $0.hasPrefix("error ") && $0.contains("request_id=") })
+                // Each names its request by the X-Request-ID its client got, and by nothing else.
+                #expect(withheld == replyIDs.map { "error the upstream's answer contained the upstream key; withheld from the client request_id=\($0)" })
                 for line in h.logs.all { #expect(!line.contains(Keys.upstream)) }
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_key_withheld_total") == 6)

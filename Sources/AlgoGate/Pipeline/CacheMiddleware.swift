@@ -100,9 +100,9 @@ struct CacheMiddleware: RouterMiddleware {
         guard (200..<300).contains(response.status.code) else { return response }
         do {
             let purged = try await cache.purge(algo: algorithm)
-            context.logger.info("algorithm deleted upstream: its cached answers purged", metadata: ["algo": .string(algorithm), "purged": .stringConvertible(purged)])
+            context.lineLogger.info("algorithm deleted upstream: its cached answers purged", metadata: ["algo": .string(algorithm), "purged": .stringConvertible(purged)])
         } catch {
-            context.logger.error("algorithm deleted upstream, but its cached answers could not be purged: \(error)", metadata: ["algo": .string(algorithm)])
+            context.lineLogger.error("algorithm deleted upstream, but its cached answers could not be purged: \(error)", metadata: ["algo": .string(algorithm)])
         }
         return response
     }

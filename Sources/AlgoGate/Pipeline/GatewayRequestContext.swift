@@ -1,4 +1,5 @@
 import Hummingbird
+import Logging
 import NIOCore
 import Synchronization
 
@@ -38,6 +39,16 @@ public struct GatewayRequestContext: RequestContext {
     /// Bodies are bounded per route by the pipeline (algo inputs by `limits.max_request_bytes`);
     /// data uploads stream through and are not bounded at all.
     public var maxUploadSize: Int { .max }
+
+    /// The logger for a line about this request besides its request line: with `request_id`, the
+    /// `X-Request-ID` its client got and its request line carries, in place of Hummingbird's own
+    /// `hb.request.id`, which names the request nowhere else. Made only when such a line is written.
+    var lineLogger: Logger {
+        var logger = logger
+        logger[metadataKey: "hb.request.id"] = nil
+        logger[metadataKey: "request_id"] = .string(requestID)
+        return logger
+    }
 }
 
 /// What the pipeline learns about a request, shared by every step's copy of the context: the

@@ -188,8 +188,7 @@ public struct Forwarder: Sendable {
     /// know why the client got a 502 or a short body (the line names neither the key nor the body).
     func withheld(_ context: GatewayRequestContext) {
         metrics?.upstreamKeyWithheld()
-        context.logger.error("the upstream's answer contained the upstream key; withheld from the client",
-                             metadata: ["request_id": .string(context.requestID)])
+        context.lineLogger.error("the upstream's answer contained the upstream key; withheld from the client")
     }
 
     func makeRequest(_ request: Request, path: String, query: String?, settings: Settings, context: GatewayRequestContext) -> HTTPClientRequest {
