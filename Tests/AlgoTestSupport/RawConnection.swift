@@ -88,6 +88,9 @@ public final class RawConnection: Sendable {
     /// Everything received so far, as text.
     public var text: String { String(decoding: box.bytes.withLock { $0 }, as: UTF8.self) }
 
+    /// How many bytes have been received so far: cheap to poll, where `text` copies them all.
+    public var receivedCount: Int { box.bytes.withLock { $0.count } }
+
     /// When the server closed the connection (nil while it is open).
     public var closedAt: ContinuousClock.Instant? { box.closedAt.withLock { $0 } }
 
