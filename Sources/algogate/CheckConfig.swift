@@ -36,6 +36,7 @@ struct CheckConfig: AsyncParsableCommand {
             print("upstream slots reserved (quota.reserved_concurrent): \(kept); \(reservations.values.reduce(0, +)) of \(loaded.config.upstream.maxConcurrency)")
         }
         if let note = DiskReserve.roomNote(loaded.config) { print("note: \(note)") }
+        if let note = SharedFilesystem.note(loaded.config) { print("note: \(note)") }
         let rotating = loaded.config.clients.filter { $0.previousKeySHA256 != nil }.map(\.name)
             + (loaded.config.admin?.previousKeySHA256 != nil ? ["admin"] : [])
         if !rotating.isEmpty {

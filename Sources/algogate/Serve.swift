@@ -59,6 +59,7 @@ struct Serve: AsyncParsableCommand {
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         for note in ConfigLoader.notes(loaded.config) { log.logger.warning("\(note)") }
         if let note = DiskReserve.roomNote(loaded.config) { log.logger.warning("\(note)") }
+        if let note = SharedFilesystem.note(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,

@@ -98,15 +98,21 @@ public final class DiskReserve: Sendable {
     /// Bytes an unprivileged process may still write on the disk that holds `path`, or would hold
     /// it (its nearest existing directory).
     static func freeBytes(onDiskOf path: String) -> Int? {
+        var stats = statvfs()
+        guard statvfs(nearestDirectory(of: path), &stats) == 0 else { return nil }
+        return Int(stats.f_bavail) * Int(stats.f_frsize)
+    }
+
+    /// The directory that holds `path`, or its nearest existing ancestor while it does not exist
+    /// yet (the gateway creates it): the disk the file is, or will be, on.
+    static func nearestDirectory(of path: String) -> String {
         var directory = (path as NSString).deletingLastPathComponent
         while !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             let parent = (directory as NSString).deletingLastPathComponent
             if parent == directory { break }
             directory = parent
         }
-        var stats = statvfs()
-        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
-        return Int(stats.f_bavail) * Int(stats.f_frsize)
+        return directory.isEmpty ? "." : directory
     }
 
     /// Whether `error` is SQLite's "database or disk is full".
