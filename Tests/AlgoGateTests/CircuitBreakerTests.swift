@@ -200,8 +200,9 @@ import Testing
         try await GatewayHarness.run(upstreamYAML: Self.threeFailures, now: { clock.now }) { h in
             try await Self.openTheCircuit(h, clock)
             clock.advance(by: 10)
-            // 5 s, so that the call below is made while it runs even on a loaded machine.
-            let probe = Task { try await Self.call(h, fault: "delay=5000") }
+            // 10 s, so that the call below is made while it runs even on a loaded machine (in a
+            // full run this test takes 28 s where it takes 5 alone: the window is what it has).
+            let probe = Task { try await Self.call(h, fault: "delay=10000") }
             #expect(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the test request reached the upstream")
             let meanwhile = try await Self.call(h)
             #expect(meanwhile.status == 503)
