@@ -269,7 +269,7 @@ public enum ConfigLoader {
     }
 
     /// The shortest upstream key accepted.
-    public static let minimumKeyLength = 16
+    static let minimumKeyLength = 16
 
     static func upstreamKey(_ upstream: GatewayConfig.Upstream, environment: [String: String]) throws -> Secret {
         let raw: String
