@@ -1,0 +1,202 @@
+import Foundation
+import GRDB
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A consistent copy of the gateway's state file (`cache.path`), taken while it serves
+/// (`algogate backup`).
+///
+/// The copy is SQLite's `VACUUM INTO`, read from one snapshot of the file: what the WAL holds is
+/// in it, a transaction half-done is not, and the gateway's writes go on while it is taken (WAL
+/// readers never block the writer). The source is only read. (It is opened read-write all the
+/// same: a read-only connection to a WAL file whose gateway is stopped creates the `-wal` and
+/// `-shm` files and cannot remove them as it closes, and, made by another user, they would keep
+/// the gateway from opening its file.) The copy is written beside its destination under a temporary name, checked
+/// (`PRAGMA integrity_check`), flushed to disk and only then renamed into place: a destination
+/// that exists is a whole, checked copy. It is a single file (rollback journal, not WAL), ready to
+/// be put in place as `cache.path` to restore.
+public enum StateBackup {
+    /// What a backup copied.
+    public struct Summary: Sendable, Equatable {
+        public var bytes: Int
+        public var cacheEntries: Int
+        public var usageRows: Int
+        public var clients: Int
+        /// The first and last day with usage, `YYYY-MM-DD`; nil when none is recorded.
+        public var firstDay: String?
+        public var lastDay: String?
+
+        /// `12.3 MiB: 1204 cached answers; usage of 3 clients in 120 client-days (2026-10-23 to 2026-12-06)`.
+        public var description: String {
+            let usage = usageRows == 0 ? "no usage recorded"
+                : "usage of \(clients) client\(clients == 1 ? "" : "s") in \(usageRows) client-day\(usageRows == 1 ? "" : "s")"
+                    + (firstDay.map { first in lastDay.map { $0 == first ? " (\(first))" : " (\(first) to \($0))" } ?? "" } ?? "")
+            return "\(Formatting.size(bytes)): \(cacheEntries) cached answer\(cacheEntries == 1 ? "" : "s"); \(usage)"
+        }
+    }
+
+    /// Why a backup was refused or failed; `message` is whole, for the operator.
+    public struct Failure: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+
+        public init(message: String) {
+            self.message = message
+        }
+    }
+
+    /// Room a backup leaves free on the disk of the state file it copies, when it writes there:
+    /// the gateway's cache and counters go on growing while the copy lies beside them.
+    public static let roomKeptBesideTheState = 64 << 20
+
+    /// Copies the state file at `statePath` to `destination`, which must not exist, in a directory
+    /// that does. Throws a `Failure` saying what to do when the copy cannot be made; leaves no
+    /// file at `destination`, nor a temporary one beside it, unless it succeeded.
+    public static func copy(statePath: String, to destination: String) throws -> Summary {
+        try refuseUnsafeDestination(destination, statePath: statePath)
+        let source = try openSource(statePath)
+        defer { try? source.close() }
+        try checkRoom(for: source, statePath: statePath, destination: destination)
+
+        let directory = DiskReserve.nearestDirectory(of: destination)
+        let temporary = (directory as NSString).appendingPathComponent(
+            ".\((destination as NSString).lastPathComponent).partial-\(getpid())")
+        var renamed = false
+        defer { if !renamed { unlink(temporary) } }
+        do {
+            // Not inside a transaction: SQLite refuses VACUUM in one. The statement reads one snapshot.
+            try source.inDatabase { db in try db.execute(sql: "VACUUM INTO ?", arguments: [temporary]) }
+        } catch let error as DatabaseError {
+            if error.resultCode == .SQLITE_FULL {
+                throw Failure(message: "the disk holding \(directory) filled while the copy was written; nothing was left there")
+            }
+            throw Failure(message: "cannot copy \(statePath) to \(directory): \(error.message ?? "\(error)")")
+        }
+        let summary = try check(copy: temporary)
+        guard flushToDisk(temporary) else { throw Failure(message: "cannot flush the copy to disk in \(directory): \(String(cString: strerror(errno)))") }
+        // A destination made while the copy was written is not replaced.
+        guard !FileManager.default.fileExists(atPath: destination) else {
+            throw Failure(message: "\(destination) was created while the copy was written; it was left as it was, and the copy discarded")
+        }
+        guard rename(temporary, destination) == 0 else {
+            throw Failure(message: "cannot move the copy into place as \(destination): \(String(cString: strerror(errno)))")
+        }
+        renamed = true
+        _ = flushToDisk(directory)
+        return summary
+    }
+
+    /// The destination must be new, in an existing directory, and none of the files SQLite and
+    /// the gateway keep beside the state file (a copy named `<cache.path>-wal` would be read as
+    /// the file's WAL at the next start).
+    static func refuseUnsafeDestination(_ destination: String, statePath: String) throws {
+        guard !destination.isEmpty else { throw Failure(message: "the destination is empty: give the path of a new file") }
+        if FileManager.default.fileExists(atPath: destination) {
+            throw Failure(message: "\(destination) exists: a backup never replaces a file; give the path of a new one (a date in its name, say)")
+        }
+        let parent = (destination as NSString).deletingLastPathComponent
+        let directory = parent.isEmpty ? "." : parent
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw Failure(message: "the directory \(directory) does not exist: create it first, or give another path")
+        }
+        guard access(directory, W_OK | X_OK) == 0 else {
+            throw Failure(message: "the directory \(directory) is not writable by this user: \(String(cString: strerror(errno)))")
+        }
+        let name = (destination as NSString).lastPathComponent
+        let resolvedDestination = ((directory as NSString).resolvingSymlinksInPath as NSString).appendingPathComponent(name)
+        let stateDirectory = DiskReserve.nearestDirectory(of: statePath)
+        let resolvedState = ((stateDirectory as NSString).resolvingSymlinksInPath as NSString)
+            .appendingPathComponent((statePath as NSString).lastPathComponent)
+        for suffix in ["", "-wal", "-shm", "-journal", "-reserve"] where resolvedDestination == resolvedState + suffix {
+            throw Failure(message: "\(destination) is \(suffix.isEmpty ? "the state file itself" : "where SQLite or the gateway keeps the state file's \(suffix.dropFirst()) file"): give a path of its own")
+        }
+    }
+
+    /// The state file, after checking it is one.
+    static func openSource(_ path: String) throws -> DatabaseQueue {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw Failure(message: "there is no state file at \(path) (cache.path): nothing to back up")
+        }
+        guard !isDirectory.boolValue else { throw Failure(message: "\(path) (cache.path) is a directory, not the gateway's state file") }
+        var configuration = Configuration()
+        // The gateway's writer may hold the file an instant (a checkpoint): wait, as the gateway does.
+        configuration.busyMode = .timeout(5)
+        let queue: DatabaseQueue
+        do {
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+            let tables = try queue.read { db in try String.fetchSet(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+            guard tables.isSuperset(of: ["cache_entry", "usage_day"]) else {
+                try? queue.close()
+                throw Failure(message: "\(path) (cache.path) is a SQLite file but not the gateway's: it has no cache_entry or usage_day table")
+            }
+        } catch let error as DatabaseError {
+            let reason = error.resultCode == .SQLITE_NOTADB ? "it is not a SQLite database" : (error.message ?? "\(error)")
+            throw Failure(message: "cannot read \(path) (cache.path): \(reason)")
+        }
+        return queue
+    }
+
+    /// Refuses a copy the destination's disk has not the room for. On the state file's own disk,
+    /// `roomKeptBesideTheState` must be left over.
+    static func checkRoom(for source: DatabaseQueue, statePath: String, destination: String) throws {
+        let needed: Int
+        do {
+            needed = try source.read { db in
+                let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+                let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+                return (pages - free) * pageSize
+            }
+        } catch let error as DatabaseError {
+            throw Failure(message: "cannot read \(statePath) (cache.path): \(error.message ?? "\(error)")")
+        }
+        let directory = DiskReserve.nearestDirectory(of: destination)
+        guard let free = DiskReserve.freeBytes(onDiskOf: destination) else { return }
+        let sameDisk = device(of: directory) != nil && device(of: directory) == device(of: DiskReserve.nearestDirectory(of: statePath))
+        let kept = sameDisk ? roomKeptBesideTheState : 0
+        guard free < needed + kept else { return }
+        throw Failure(message: "the copy needs about \(Formatting.size(needed)) and the disk holding \(directory) has \(Formatting.size(free)) free"
+            + (sameDisk ? ", of which \(Formatting.size(kept)) is left for the gateway's own file on the same disk" : "")
+            + ": give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)")
+    }
+
+    /// Opens the copy and checks it whole; what it holds.
+    static func check(copy path: String) throws -> Summary {
+        do {
+            let queue = try DatabaseQueue(path: path)
+            defer { try? queue.close() }
+            return try queue.read { db in
+                let verdict = try String.fetchAll(db, sql: "PRAGMA integrity_check")
+                guard verdict == ["ok"] else {
+                    throw Failure(message: "the copy failed SQLite's integrity check (\(verdict.prefix(3).joined(separator: "; "))); it was discarded")
+                }
+                let entries = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM cache_entry") ?? 0
+                let usage = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS rows, COUNT(DISTINCT client) AS clients, MIN(day) AS first, MAX(day) AS last FROM usage_day")
+                let first: Int? = usage?["first"], last: Int? = usage?["last"]
+                let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
+                return Summary(bytes: size, cacheEntries: entries, usageRows: usage?["rows"] ?? 0, clients: usage?["clients"] ?? 0,
+                               firstDay: first.map(SQLiteUsageStore.dayString), lastDay: last.map(SQLiteUsageStore.dayString))
+            }
+        } catch let error as DatabaseError {
+            throw Failure(message: "cannot read the copy back: \(error.message ?? "\(error)"); it was discarded")
+        }
+    }
+
+    /// fsync: a backup that a power loss could leave half on disk is no backup.
+    static func flushToDisk(_ path: String) -> Bool {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        return fsync(descriptor) == 0
+    }
+
+    static func device(of path: String) -> UInt64? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        return UInt64(status.st_dev)
+    }
+}

@@ -1,0 +1,85 @@
+import AlgoGate
+import ArgumentParser
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `algogate backup`: a consistent, checked copy of the gateway's SQLite file (the cache and the
+/// usage counters), taken while it serves.
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup",
+        abstract: "Copy the gateway's SQLite file (cache and usage counters) while it serves, consistently, and check the copy.",
+        discussion: """
+            The copy is one snapshot of the file (SQLite's VACUUM INTO), WAL included, read without \
+            stopping the gateway's writes; the state file is only read. The copy is \
+            written under a temporary name beside the destination, passes SQLite's integrity check, \
+            is flushed to disk, and only then takes its name: a file at the destination is a whole \
+            copy. A destination that exists is never replaced. The copy must fit on its disk (with \
+            64 MiB left over when that is the gateway's own disk).
+
+            --to - writes the copy to standard output (it is made in $TMPDIR first), for \
+            `kubectl exec deploy/algogate -- algogate backup --config /etc/algogate/algogate.yaml --to - > algogate.sqlite`.
+
+            To restore: stop the gateway, put the copy in place as cache.path, delete the -wal and \
+            -shm files beside it if any are left, start the gateway.
+            """
+    )
+
+    @Option(help: "The gateway's YAML configuration file (for cache.path, the file to copy).")
+    var config: String
+
+    @Option(help: ArgumentHelp("The new file to write the copy to; - for standard output.", valueName: "path"))
+    var to: String
+
+    func validate() throws {
+        if to == "-", isatty(STDOUT_FILENO) != 0 {
+            throw ValidationError("--to - writes a binary SQLite file to standard output, which is a terminal here: redirect it to a file")
+        }
+    }
+
+    func run() async throws {
+        let gatewayConfig = try loadWithoutKeyOrExit(path: config)
+        let statePath = gatewayConfig.cache.path
+        do {
+            if to == "-" {
+                try copyToStandardOutput(statePath: statePath)
+            } else {
+                let summary = try StateBackup.copy(statePath: statePath, to: to)
+                print("copied \(statePath) to \(to): \(summary.description); integrity check ok")
+            }
+        } catch let failure as StateBackup.Failure {
+            FileHandle.standardError.write(Data("algogate backup: \(failure.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Makes the copy in a private directory under $TMPDIR, sends it, and removes it.
+    private func copyToStandardOutput(statePath: String) throws {
+        var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-backup-XXXXXX").path.utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw StateBackup.Failure(message: "cannot make a directory for the copy in \(FileManager.default.temporaryDirectory.path): \(String(cString: strerror(errno)))")
+        }
+        let directory = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let copy = (directory as NSString).appendingPathComponent("algogate.sqlite")
+        let summary = try StateBackup.copy(statePath: statePath, to: copy)
+        // A reader that goes away (a closed pipe) must end the copy with a message, not kill the
+        // process before it removes the temporary file.
+        signal(SIGPIPE, SIG_IGN)
+        guard let input = FileHandle(forReadingAtPath: copy) else {
+            throw StateBackup.Failure(message: "cannot read the copy back from \(copy)")
+        }
+        defer { try? input.close() }
+        do {
+            while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+                try FileHandle.standardOutput.write(contentsOf: chunk)
+            }
+        } catch {
+            throw StateBackup.Failure(message: "the copy could not be written whole to standard output: \(error.localizedDescription)")
+        }
+        FileHandle.standardError.write(Data("copied \(statePath) to standard output: \(summary.description); integrity check ok\n".utf8))
+    }
+}

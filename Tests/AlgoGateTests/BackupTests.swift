@@ -1,0 +1,254 @@
+import AlgoTestSupport
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import GRDB
+import NIOCore
+import Testing
+@testable import AlgoGate
+
+/// `algogate backup`: a copy of a serving gateway's state file, checked, and a gateway restored
+/// from it.
+@Suite struct BackupTests {
+    /// A pinned Echo call through the gateway at `port`, as team-b.
+    static func echo(_ port: Int, _ input: String) async throws -> TestHTTP.Reply {
+        try await TestHTTP(port: port).send(.POST, "/v1/algo/util/Echo/1.0.0",
+                                            headers: [("Authorization", "Simple \(Keys.teamB)"), ("Content-Type", "text/plain")], text: input)
+    }
+
+    @Test func aCopyTakenWhileTheGatewayWritesIsWholeAndAGatewayRestoredFromItAnswersFromIt() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        let port = pair.gatewayPort
+        let first = try await Self.echo(port, "kept across the restore")
+        #expect(first.status == 200 && first.header("X-Cache") == "MISS")
+
+        // Distinct calls, two at a time, storing entries and counting usage while the copy is taken.
+        let copying = Latch()
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for worker in 0..<2 {
+                    group.addTask {
+                        for index in 0..<100_000 where !copying.isOpen {
+                            _ = try? await Self.echo(port, "\(worker)-\(index)-" + String(repeating: "y", count: 4_000))
+                        }
+                    }
+                }
+            }
+        }
+        let statePath = pair.work.appendingPathComponent("cache.sqlite").path
+        func count(_ table: String) -> Int {
+            var readOnly = Configuration()
+            readOnly.readonly = true
+            guard let queue = try? DatabaseQueue(path: statePath, configuration: readOnly) else { return 0 }
+            defer { try? queue.close() }
+            return (try? queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM \(table)") }) ?? 0
+        }
+        // Entries are written as their answers are sent; usage counters within a second.
+        #expect(await eventually(within: .seconds(60)) { count("cache_entry") >= 10 && count("usage_day") == 1 })
+
+        let backups = pair.work.appendingPathComponent("backups")
+        try FileManager.default.createDirectory(at: backups, withIntermediateDirectories: true)
+        let copyPath = backups.appendingPathComponent("state-1.sqlite").path
+        let backup = try await ChildProcess.run(arguments: ["backup", "--config", pair.configURL.path, "--to", copyPath])
+        copying.open()
+        _ = await load.value
+        #expect(backup.termination == .exited(0), "\(backup.log)")
+
+        // The copy: one file (no WAL), whole, every entry's body as its digest says, the cache's
+        // totals those of its entries (one snapshot, not a mix of two moments), and the counts
+        // the command printed.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == ["state-1.sqlite"])
+        let copy = try DatabaseQueue(path: copyPath)
+        let (journal, integrity, entries, totals, usage) = try copy.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try String.fetchOne(db, sql: "PRAGMA integrity_check"),
+             try CacheEntry.fetchAll(db), try Row.fetchOne(db, sql: "SELECT entries, bytes FROM cache_totals")!,
+             try Row.fetchAll(db, sql: "SELECT client, day, requests, upstream_calls FROM usage_day"))
+        }
+        try copy.close()
+        #expect(journal == "delete")
+        #expect(integrity == "ok")
+        for entry in entries {
+            let answer = try ResponseCache.decode(entry)
+            let digest = SHA256.hash(data: Data(answer.body.readableBytesView)).map { String(format: "%02x", $0) }.joined()
+            #expect(digest == entry.bodySHA256, "entry \(entry.key) is partial")
+        }
+        #expect(totals["entries"] as Int == entries.count)
+        #expect(totals["bytes"] as Int == entries.reduce(0) { $0 + $1.size })
+        #expect(entries.count >= 10)
+        #expect(usage.count == 1 && usage.first?["client"] == "team-b")
+        let requests: Int = usage.first?["requests"] ?? 0
+        let today = SQLiteUsageStore.dayString(usage.first?["day"] ?? 0)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: copyPath)[.size] as? Int)
+        #expect(requests >= 1)
+        #expect(backup.log == "copied \(statePath) to \(copyPath): \(Formatting.size(size)): \(entries.count) cached answers; "
+            + "usage of 1 client in 1 client-day (\(today)); integrity check ok\n")
+
+        // The same destination again is refused, and the copy left as it was.
+        let again = try await ChildProcess.run(arguments: ["backup", "--config", pair.configURL.path, "--to", copyPath])
+        #expect(again.termination == .exited(1))
+        #expect(again.log == "algogate backup: \(copyPath) exists: a backup never replaces a file; give the path of a new one (a date in its name, say)\n")
+        #expect(try FileManager.default.attributesOfItem(atPath: copyPath)[.size] as? Int == size)
+
+        // Restored: a gateway of its own on the copy, with the same upstream (an entry is served
+        // only for the upstream that answered it), answers the first call from the copy: the
+        // simulator sees no call more.
+        let sim = TestHTTP(port: pair.simPort)
+        let upstreamCallsBefore = try await sim.send(.GET, "/__sim/stats").object["algoCalls"] as? [String: Int]
+        let restoredConfig = pair.work.appendingPathComponent("restored.yaml")
+        try """
+        server: {host: 127.0.0.1, port: 0}
+        upstream: {url: "http://127.0.0.1:\(pair.simPort)", key_env: \(ProcessHarness.keyVariable)}
+        cache: {path: "\(copyPath)"}
+        \(GatewayHarness.clientsYAML())
+        """.write(to: restoredConfig, atomically: true, encoding: .utf8)
+        let restored = try ChildProcess(arguments: ["serve", "--config", restoredConfig.path], environment: [ProcessHarness.keyVariable: Keys.upstream])
+        defer { restored.stop() }
+        let hit = try await Self.echo(try await restored.listeningPort(), "kept across the restore")
+        #expect(hit.status == 200 && hit.header("X-Cache") == "HIT" && hit.body == first.body)
+        #expect(try await sim.send(.GET, "/__sim/stats").object["algoCalls"] as? [String: Int] == upstreamCallsBefore)
+    }
+
+    /// A gateway's configuration whose `cache.path` is `statePath`, written in `directory`.
+    static func config(statePath: String, in directory: URL) throws -> String {
+        let file = directory.appendingPathComponent("gateway-\(UUID().uuidString).yaml")
+        try """
+        upstream: {url: "http://127.0.0.1:9", key_env: NOT_NEEDED_HERE}
+        cache: {path: "\(statePath)"}
+        \(GatewayHarness.clientsYAML())
+        """.write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+
+    /// What the state file's copy needs, as the command reckons it: its pages in use.
+    static func pagesInUse(_ path: String) throws -> Int {
+        let queue = try DatabaseQueue(path: path)
+        defer { try? queue.close() }
+        return try queue.read { db in
+            try (Int.fetchOne(db, sql: "PRAGMA page_count")! - Int.fetchOne(db, sql: "PRAGMA freelist_count")!) * Int.fetchOne(db, sql: "PRAGMA page_size")!
+        }
+    }
+
+    @Test func aCopyThatCannotBeMadeSafelyIsRefusedWithWhatToDoAndLeavesNothing() async throws {
+        try await withTemporaryDirectory("backup-refusals") { directory in
+            let statePath = directory.appendingPathComponent("state.sqlite").path
+            try StateDatabase.open(path: statePath).close()
+            let config = try Self.config(statePath: statePath, in: directory)
+            let backups = directory.appendingPathComponent("backups")
+            try FileManager.default.createDirectory(at: backups, withIntermediateDirectories: true)
+            func backup(_ config: String, to destination: String) async throws -> ChildProcess.Outcome {
+                try await ChildProcess.run(arguments: ["backup", "--config", config, "--to", destination])
+            }
+            func refused(_ outcome: ChildProcess.Outcome, _ message: String, sourceLocation: SourceLocation = #_sourceLocation) {
+                #expect(outcome.termination == .exited(1), sourceLocation: sourceLocation)
+                #expect(outcome.log == "algogate backup: \(message)\n", sourceLocation: sourceLocation)
+            }
+
+            // Where SQLite or the gateway keeps files beside the state file, even named through a
+            // symbolic link: a copy named as its WAL would be read as the WAL at the next start.
+            let link = directory.appendingPathComponent("link")
+            try FileManager.default.createSymbolicLink(at: link, withDestinationURL: directory)
+            for suffix in ["-wal", "-shm", "-journal"] {
+                refused(try await backup(config, to: link.path + "/state.sqlite" + suffix),
+                        "\(link.path)/state.sqlite\(suffix) is where SQLite or the gateway keeps the state file's \(suffix.dropFirst()) file: give a path of its own")
+            }
+            refused(try await backup(config, to: statePath),
+                    "\(statePath) exists: a backup never replaces a file; give the path of a new one (a date in its name, say)")
+            refused(try await backup(config, to: directory.path + "/missing/state.sqlite"),
+                    "the directory \(directory.path)/missing does not exist: create it first, or give another path")
+
+            // State files that are none, or not the gateway's.
+            let missing = try Self.config(statePath: directory.path + "/none.sqlite", in: directory)
+            refused(try await backup(missing, to: backups.path + "/a.sqlite"),
+                    "there is no state file at \(directory.path)/none.sqlite (cache.path): nothing to back up")
+            let text = directory.appendingPathComponent("text.sqlite")
+            try "not a database, though named as one".write(to: text, atomically: true, encoding: .utf8)
+            refused(try await backup(try Self.config(statePath: text.path, in: directory), to: backups.path + "/a.sqlite"),
+                    "cannot read \(text.path) (cache.path): it is not a SQLite database")
+            let other = directory.appendingPathComponent("other.sqlite").path
+            let otherQueue = try DatabaseQueue(path: other)
+            try await otherQueue.write { try $0.execute(sql: "CREATE TABLE t (x)") }
+            try otherQueue.close()
+            refused(try await backup(try Self.config(statePath: other, in: directory), to: backups.path + "/a.sqlite"),
+                    "\(other) (cache.path) is a SQLite file but not the gateway's: it has no cache_entry or usage_day table")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == [])
+
+            // To standard output, made first in $TMPDIR, which it leaves as it found it.
+            let temporary = directory.appendingPathComponent("tmp")
+            try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
+            let streamed = directory.appendingPathComponent("streamed.sqlite")
+            #expect(FileManager.default.createFile(atPath: streamed.path, contents: nil))
+            let output = try FileHandle(forWritingTo: streamed)
+            let child = try ChildProcess(arguments: ["backup", "--config", config, "--to", "-"], environment: ["TMPDIR": temporary.path], standardOutput: output)
+            try output.close()
+            await child.exited()
+            #expect(child.termination == .exited(0))
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: streamed.path)[.size] as? Int)
+            #expect(child.log == "copied \(statePath) to standard output: \(Formatting.size(size)): 0 cached answers; no usage recorded; integrity check ok\n")
+            let streamedQueue = try DatabaseQueue(path: streamed.path)
+            #expect(try await streamedQueue.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") } == "ok")
+            try streamedQueue.close()
+            #expect(try FileManager.default.contentsOfDirectory(atPath: temporary.path) == [])
+            // With no gateway serving it, the state file is left alone, without a -wal or -shm
+            // file made beside it (which, made by another user, would keep the gateway from it).
+            #expect(!FileManager.default.fileExists(atPath: statePath + "-wal") && !FileManager.default.fileExists(atPath: statePath + "-shm"))
+            await withCheckedContinuation { done in child.stop { done.resume() } }
+        }
+    }
+
+    /// On small disks (tmpfs mounts, as root, as CI runs): a copy that would not fit is refused
+    /// before anything is written, and one on the state file's own disk must leave 64 MiB free.
+    @Test func aCopyTheDiskHasNoRoomForIsRefusedBeforeItIsWritten() async throws {
+        try await withTemporaryDirectory("backup-room") { directory in
+            func mount(_ name: String, megabytes: Int) async throws -> URL? {
+                let point = directory.appendingPathComponent(name)
+                try FileManager.default.createDirectory(at: point, withIntermediateDirectories: true)
+                let mounted = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/mount"),
+                                                         arguments: ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", point.path])
+                guard mounted.termination == .exited(0) else {
+                    if geteuid() == 0 { Issue.record("mounting a tmpfs as root failed: \(mounted.log)") }
+                    else { print("BackupTests: not root: the small disks are not tried") }
+                    return nil
+                }
+                return point
+            }
+            func unmount(_ point: URL) { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", point.path]).waitUntilExit() }
+
+            // A state file of some 3 MiB, on the test's own disk.
+            let statePath = directory.appendingPathComponent("state.sqlite").path
+            let pool = try StateDatabase.open(path: statePath)
+            try await pool.write { db in
+                try db.execute(sql: "CREATE TABLE filler (b BLOB)")
+                for _ in 0..<3 { try db.execute(sql: "INSERT INTO filler VALUES (randomblob(1048576))") }
+            }
+            try pool.close()
+            let needed = try Self.pagesInUse(statePath)
+            let config = try Self.config(statePath: statePath, in: directory)
+
+            guard let small = try await mount("small", megabytes: 2) else { return }
+            defer { unmount(small) }
+            let free = try #require(DiskReserve.freeBytes(onDiskOf: small.path + "/copy.sqlite"))
+            let tooSmall = try await ChildProcess.run(arguments: ["backup", "--config", config, "--to", small.path + "/state.sqlite"])
+            #expect(tooSmall.termination == .exited(1))
+            #expect(tooSmall.log == "algogate backup: the copy needs about \(Formatting.size(needed)) and the disk holding \(small.path) has \(Formatting.size(free)) free: "
+                + "give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)\n")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: small.path) == [])
+
+            // The same file on a 66 MiB disk: a copy beside it would leave less than 64 MiB; one
+            // to another disk with room is made.
+            guard let shared = try await mount("shared", megabytes: 66) else { return }
+            defer { unmount(shared) }
+            let sharedState = shared.path + "/state.sqlite"
+            try FileManager.default.copyItem(atPath: statePath, toPath: sharedState)
+            let sharedConfig = try Self.config(statePath: sharedState, in: directory)
+            let sharedFree = try #require(DiskReserve.freeBytes(onDiskOf: shared.path + "/copy.sqlite"))
+            let beside = try await ChildProcess.run(arguments: ["backup", "--config", sharedConfig, "--to", shared.path + "/copy.sqlite"])
+            #expect(beside.termination == .exited(1))
+            #expect(beside.log == "algogate backup: the copy needs about \(Formatting.size(needed)) and the disk holding \(shared.path) has \(Formatting.size(sharedFree)) free, "
+                + "of which 64 MiB is left for the gateway's own file on the same disk: give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)\n")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: shared.path) == ["state.sqlite"])
+            let elsewhere = try await ChildProcess.run(arguments: ["backup", "--config", sharedConfig, "--to", directory.path + "/copy.sqlite"])
+            #expect(elsewhere.termination == .exited(0), "\(elsewhere.log)")
+        }
+    }
+}
