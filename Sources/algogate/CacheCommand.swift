@@ -19,7 +19,7 @@ struct CacheCommand: AsyncParsableCommand {
         var top = 10
 
         func run() async throws {
-            let stats = try await openCache(config).stats(top: top)
+            let stats = try await openCache(config, command: "cache stats", nothing: "no cache to show").stats(top: top)
             print("entries: \(stats.entries)")
             print("bytes:   \(stats.bytes)")
             print("hits:    \(stats.hits)   misses: \(stats.misses)   hit ratio: \(String(format: "%.1f%%", stats.hitRatio * 100))")
@@ -49,16 +49,16 @@ struct CacheCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let purged = try await openCache(config).purge(algo: algo)
+            let purged = try await openCache(config, command: "cache purge", nothing: "nothing to purge").purge(algo: algo)
             print("purged \(purged) entr\(purged == 1 ? "y" : "ies")\(algo.map { " of \($0)" } ?? "")")
             print("a gateway serving from this file stops answering them from its memory within a second")
         }
     }
 }
 
-private func openCache(_ path: String) throws -> ResponseCache {
+private func openCache(_ path: String, command: String, nothing: String) throws -> ResponseCache {
     let config = try loadWithoutKeyOrExit(path: path)
-    return try ResponseCache(path: config.cache.path, settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0,
+    return try ResponseCache(path: try existingStatePath(config, command: command, nothing: nothing), settings: .init(maxBytes: config.cache.maxBytes, memoryBytes: 0,
                                                                  compressMinBytes: config.compression.minBytes, compressLevel: Int32(config.compression.level),
                                                                  staleIfErrorSeconds: config.cache.staleIfErrorSeconds))
 }

@@ -146,6 +146,17 @@ func loadWithoutKeyOrExit(path: String) throws -> GatewayConfig {
     }
 }
 
+/// The state file of `config` for an operator's command that reads what a gateway made; a
+/// missing one is said (`nothing` tells what that leaves undone) and exits 1, rather than being
+/// created empty and reported as holding nothing.
+func existingStatePath(_ config: GatewayConfig, command: String, nothing: String) throws -> String {
+    if let missing = StateDatabase.missing(path: config.cache.path) {
+        FileHandle.standardError.write(Data("algogate \(command): \(missing): \(nothing)\n".utf8))
+        throw ExitCode(1)
+    }
+    return config.cache.path
+}
+
 /// Builds and runs a gateway from a loaded configuration. SIGTERM or SIGINT: stop accepting,
 /// let in-flight requests finish (up to `server.drain_timeout_seconds`), flush and close the
 /// cache, exit 0. SIGHUP, or a change to the files when `watchInterval` is set: reload the

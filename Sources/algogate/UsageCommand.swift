@@ -32,7 +32,8 @@ struct UsageCommand: AsyncParsableCommand {
 
     func run() async throws {
         let gatewayConfig = try loadWithoutKeyOrExit(path: config)
-        let store = SQLiteUsageStore(pool: try StateDatabase.open(path: gatewayConfig.cache.path))
+        let statePath = try existingStatePath(gatewayConfig, command: "usage", nothing: "no usage to report")
+        let store = SQLiteUsageStore(pool: try StateDatabase.open(path: statePath))
         let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
         let rows = try await store.report(fromDay: today - days + 1, client: client)
         if let client, rows.isEmpty, !gatewayConfig.clients.contains(where: { $0.name == client }) {

@@ -251,4 +251,27 @@ import Testing
             #expect(elsewhere.termination == .exited(0), "\(elsewhere.log)")
         }
     }
+
+    /// The operator's commands that read what a gateway made refuse a state file that is not
+    /// there, naming the directory a relative `cache.path` was taken from, rather than creating
+    /// an empty one and reporting it holds nothing (run from another directory than the gateway's).
+    @Test func theOperatorsCommandsSayThereIsNoStateFileRatherThanMakeOne() async throws {
+        try await withTemporaryDirectory("no-state") { directory in
+            let absolute = try Self.config(statePath: directory.path + "/state/none.sqlite", in: directory)
+            let relative = try Self.config(statePath: "var/none.sqlite", in: directory)
+            let here = FileManager.default.currentDirectoryPath
+            for (arguments, nothing) in [(["usage"], "no usage to report"), (["cache", "stats"], "no cache to show"),
+                                         (["cache", "purge"], "nothing to purge"), (["backup", "--to", directory.path + "/copy.sqlite"], "nothing to back up")] {
+                let command = arguments.prefix { !$0.hasPrefix("--") }.joined(separator: " ")
+                let outcome = try await ChildProcess.run(arguments: arguments + ["--config", absolute])
+                #expect(outcome.termination == .exited(1))
+                #expect(outcome.log == "algogate \(command): there is no state file at \(directory.path)/state/none.sqlite (cache.path): \(nothing)\n")
+                let fromElsewhere = try await ChildProcess.run(arguments: arguments + ["--config", relative])
+                #expect(fromElsewhere.termination == .exited(1))
+                #expect(fromElsewhere.log == "algogate \(command): there is no state file at var/none.sqlite (cache.path, relative to this directory: \(here)): \(nothing)\n")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasSuffix(".yaml") } == [])
+            #expect(!FileManager.default.fileExists(atPath: here + "/var/none.sqlite"))
+        }
+    }
 }

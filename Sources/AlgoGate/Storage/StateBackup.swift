@@ -117,10 +117,9 @@ public enum StateBackup {
 
     /// The state file, after checking it is one.
     static func openSource(_ path: String) throws -> DatabaseQueue {
+        if let missing = StateDatabase.missing(path: path) { throw Failure(message: "\(missing): nothing to back up") }
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw Failure(message: "there is no state file at \(path) (cache.path): nothing to back up")
-        }
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         guard !isDirectory.boolValue else { throw Failure(message: "\(path) (cache.path) is a directory, not the gateway's state file") }
         var configuration = Configuration()
         // The gateway's writer may hold the file an instant (a checkpoint): wait, as the gateway does.

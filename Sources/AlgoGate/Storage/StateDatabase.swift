@@ -83,6 +83,16 @@ public enum StateDatabase {
         return nil
     }
 
+    /// For the operator's commands that read the file a gateway has made (`usage`, `cache`,
+    /// `backup`), which must not create one: why there is none at `path`, naming the directory a
+    /// relative path was taken from (a command run from another directory than the gateway's);
+    /// nil when there is a file.
+    public static func missing(path: String) -> String? {
+        guard !FileManager.default.fileExists(atPath: path) else { return nil }
+        let relative = path.hasPrefix("/") ? "" : ", relative to this directory: \(FileManager.default.currentDirectoryPath)"
+        return "there is no state file at \(path) (cache.path\(relative))"
+    }
+
     /// What an error from creating a directory says, without Foundation's wrapping.
     static func reason(_ error: any Error) -> String {
         let error = error as NSError
