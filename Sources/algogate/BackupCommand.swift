@@ -15,13 +15,16 @@ struct BackupCommand: AsyncParsableCommand {
         discussion: """
             The copy is one snapshot of the file (SQLite's VACUUM INTO), WAL included, read without \
             stopping the gateway's writes; the state file is only read. The copy is \
-            written under a temporary name beside the destination, passes SQLite's integrity check, \
+            written under a temporary name beside the destination, with the state file's permissions, \
+            passes SQLite's integrity check, \
             is flushed to disk, and only then takes its name: a file at the destination is a whole \
             copy. A destination that exists is never replaced. The copy must fit on its disk (with \
             64 MiB left over when that is the gateway's own disk).
 
             --to - writes the copy to standard output (it is made in $TMPDIR first), for \
             `kubectl exec deploy/algogate -- algogate backup --config /etc/algogate/algogate.yaml --to - > algogate.sqlite`.
+
+            SIGINT or SIGTERM stops it and discards the copy under way.
 
             To restore: stop the gateway, put the copy in place as cache.path, delete the -wal and \
             -shm files beside it if any are left, start the gateway.
@@ -43,11 +46,22 @@ struct BackupCommand: AsyncParsableCommand {
     func run() async throws {
         let gatewayConfig = try loadWithoutKeyOrExit(path: config)
         let statePath = gatewayConfig.cache.path
+        // Ctrl-C, or a timer's stop, interrupts the copy, which is then discarded: a killed
+        // backup would leave its partial file (as large as the cache) beside the destination.
+        let cancellation = StateBackup.Cancellation()
+        let signals = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { cancellation.cancel() }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
         do {
             if to == "-" {
-                try copyToStandardOutput(statePath: statePath)
+                try copyToStandardOutput(statePath: statePath, cancellation: cancellation)
             } else {
-                let summary = try StateBackup.copy(statePath: statePath, to: to)
+                let summary = try StateBackup.copy(statePath: statePath, to: to, cancellation: cancellation)
                 print("copied \(statePath) to \(to): \(summary.description); integrity check ok")
             }
         } catch let failure as StateBackup.Failure {
@@ -57,7 +71,7 @@ struct BackupCommand: AsyncParsableCommand {
     }
 
     /// Makes the copy in a private directory under $TMPDIR, sends it, and removes it.
-    private func copyToStandardOutput(statePath: String) throws {
+    private func copyToStandardOutput(statePath: String, cancellation: StateBackup.Cancellation) throws {
         var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-backup-XXXXXX").path.utf8CString)
         guard let made = mkdtemp(&template) else {
             throw StateBackup.Failure(message: "cannot make a directory for the copy in \(FileManager.default.temporaryDirectory.path): \(String(cString: strerror(errno)))")
@@ -65,7 +79,7 @@ struct BackupCommand: AsyncParsableCommand {
         let directory = String(cString: made)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let copy = (directory as NSString).appendingPathComponent("algogate.sqlite")
-        let summary = try StateBackup.copy(statePath: statePath, to: copy)
+        let summary = try StateBackup.copy(statePath: statePath, to: copy, cancellation: cancellation)
         // A reader that goes away (a closed pipe) must end the copy with a message, not kill the
         // process before it removes the temporary file.
         signal(SIGPIPE, SIG_IGN)
@@ -75,6 +89,9 @@ struct BackupCommand: AsyncParsableCommand {
         defer { try? input.close() }
         do {
             while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+                if cancellation.isCancelled {
+                    throw StateBackup.Failure(message: "stopped before the copy was sent whole: standard output holds part of it")
+                }
                 try FileHandle.standardOutput.write(contentsOf: chunk)
             }
         } catch {

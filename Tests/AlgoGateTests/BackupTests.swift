@@ -50,6 +50,8 @@ import Testing
         let backups = pair.work.appendingPathComponent("backups")
         try FileManager.default.createDirectory(at: backups, withIntermediateDirectories: true)
         let copyPath = backups.appendingPathComponent("state-1.sqlite").path
+        // The copy is made as closed as the file, whatever the umask.
+        #expect(chmod(statePath, 0o600) == 0)
         let backup = try await ChildProcess.run(arguments: ["backup", "--config", pair.configURL.path, "--to", copyPath])
         copying.open()
         _ = await load.value
@@ -59,6 +61,7 @@ import Testing
         // totals those of its entries (one snapshot, not a mix of two moments), and the counts
         // the command printed.
         #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == ["state-1.sqlite"])
+        #expect(try FileManager.default.attributesOfItem(atPath: copyPath)[.posixPermissions] as? Int == 0o600)
         let copy = try DatabaseQueue(path: copyPath)
         let (journal, integrity, entries, totals, usage) = try copy.read { db in
             (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try String.fetchOne(db, sql: "PRAGMA integrity_check"),
@@ -272,6 +275,48 @@ import Testing
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasSuffix(".yaml") } == [])
             #expect(!FileManager.default.fileExists(atPath: here + "/var/none.sqlite"))
+        }
+    }
+
+    /// A signal to `algogate backup` (Ctrl-C, a timer's stop) interrupts the copy under way and
+    /// discards it: a killed backup would leave a partial file as large as the cache beside its
+    /// destination.
+    @Test func aBackupStoppedBySignalLeavesNothing() async throws {
+        try await withTemporaryDirectory("backup-signal") { directory in
+            let statePath = directory.appendingPathComponent("state.sqlite").path
+            let pool = try StateDatabase.open(path: statePath)
+            try await pool.write { db in
+                try db.execute(sql: "CREATE TABLE filler (b BLOB)")
+                for _ in 0..<256 { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(1048576))") }
+            }
+            try pool.close()
+            let config = try Self.config(statePath: statePath, in: directory)
+            let backups = directory.appendingPathComponent("backups")
+            try FileManager.default.createDirectory(at: backups, withIntermediateDirectories: true)
+
+            // Cancelled before it begins (the library's side, exactly): interrupted at once.
+            let cancelled = StateBackup.Cancellation()
+            cancelled.cancel()
+            do {
+                _ = try StateBackup.copy(statePath: statePath, to: backups.path + "/a.sqlite", cancellation: cancelled)
+                Issue.record("a cancelled backup made its copy")
+            } catch let failure as StateBackup.Failure {
+                #expect(failure.message == "stopped before the copy was whole; nothing was left in \(backups.path)")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == [])
+
+            // The command, sent SIGTERM once its copy is being written.
+            let backup = try ChildProcess(arguments: ["backup", "--config", config, "--to", backups.path + "/b.sqlite"])
+            let partial = backups.path + "/.b.sqlite.partial-\(backup.pid)"
+            #expect(await eventually(within: .seconds(60)) {
+                ((try? FileManager.default.attributesOfItem(atPath: partial))?[.size] as? Int ?? 0) > 0 || !backup.isRunning
+            })
+            backup.signal(SIGTERM)
+            await backup.exited()
+            #expect(backup.termination == .exited(1))
+            #expect(backup.log == "algogate backup: stopped before the copy was whole; nothing was left in \(backups.path)\n")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == [])
+            await withCheckedContinuation { done in backup.stop { done.resume() } }
         }
     }
 }

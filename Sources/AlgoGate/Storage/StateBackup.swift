@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -13,10 +14,12 @@ import Glibc
 /// readers never block the writer). The source is only read. (It is opened read-write all the
 /// same: a read-only connection to a WAL file whose gateway is stopped creates the `-wal` and
 /// `-shm` files and cannot remove them as it closes, and, made by another user, they would keep
-/// the gateway from opening its file.) The copy is written beside its destination under a temporary name, checked
-/// (`PRAGMA integrity_check`), flushed to disk and only then renamed into place: a destination
-/// that exists is a whole, checked copy. It is a single file (rollback journal, not WAL), ready to
-/// be put in place as `cache.path` to restore.
+/// the gateway from opening its file.)
+///
+/// The copy is written beside its destination under a temporary name, with the state file's
+/// permissions, checked (`PRAGMA integrity_check`), flushed to disk and only then renamed into
+/// place: a destination that exists is a whole, checked copy. It is a single file (rollback
+/// journal, not WAL), ready to be put in place as `cache.path` to restore.
 public enum StateBackup {
     /// What a backup copied.
     public struct Summary: Sendable, Equatable {
@@ -47,6 +50,33 @@ public enum StateBackup {
         }
     }
 
+    /// Stops a backup under way (a signal to `algogate backup`): the copy being written is
+    /// interrupted and discarded, and `copy` throws a `Failure` saying so.
+    public final class Cancellation: Sendable {
+        private let state = Mutex<(cancelled: Bool, source: DatabaseQueue?)>((false, nil))
+
+        public init() {}
+
+        public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+        public func cancel() {
+            let source = state.withLock { state in
+                state.cancelled = true
+                return state.source
+            }
+            source?.interrupt()
+        }
+
+        /// Whether it was cancelled before `source` was known: then it is interrupted at once.
+        fileprivate func watch(_ source: DatabaseQueue) {
+            let cancelled = state.withLock { state in
+                state.source = source
+                return state.cancelled
+            }
+            if cancelled { source.interrupt() }
+        }
+    }
+
     /// Room a backup leaves free on the disk of the state file it copies, when it writes there:
     /// the gateway's cache and counters go on growing while the copy lies beside them.
     public static let roomKeptBesideTheState = 64 << 20
@@ -54,10 +84,11 @@ public enum StateBackup {
     /// Copies the state file at `statePath` to `destination`, which must not exist, in a directory
     /// that does. Throws a `Failure` saying what to do when the copy cannot be made; leaves no
     /// file at `destination`, nor a temporary one beside it, unless it succeeded.
-    public static func copy(statePath: String, to destination: String) throws -> Summary {
+    public static func copy(statePath: String, to destination: String, cancellation: Cancellation = Cancellation()) throws -> Summary {
         try refuseUnsafeDestination(destination, statePath: statePath)
         let source = try openSource(statePath)
         defer { try? source.close() }
+        cancellation.watch(source)
         try checkRoom(for: source, statePath: statePath, destination: destination)
 
         let directory = DiskReserve.nearestDirectory(of: destination)
@@ -65,16 +96,27 @@ public enum StateBackup {
             ".\((destination as NSString).lastPathComponent).partial-\(getpid())")
         var renamed = false
         defer { if !renamed { unlink(temporary) } }
+        // The copy holds what the file holds (teams' answers, their usage): it is made with the
+        // file's own permissions, never more open (SQLite would make it 0644 less the umask).
+        // VACUUM INTO writes into an empty file that exists.
+        unlink(temporary)
+        let made = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard made >= 0 else { throw Failure(message: "cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
+        let permissions = fchmod(made, permissionBits(of: statePath))
+        close(made)
+        guard permissions == 0 else { throw Failure(message: "cannot set the copy's permissions in \(directory): \(String(cString: strerror(errno)))") }
         do {
             // Not inside a transaction: SQLite refuses VACUUM in one. The statement reads one snapshot.
             try source.inDatabase { db in try db.execute(sql: "VACUUM INTO ?", arguments: [temporary]) }
         } catch let error as DatabaseError {
+            if cancellation.isCancelled { throw stopped(directory) }
             if error.resultCode == .SQLITE_FULL {
                 throw Failure(message: "the disk holding \(directory) filled while the copy was written; nothing was left there")
             }
             throw Failure(message: "cannot copy \(statePath) to \(directory): \(error.message ?? "\(error)")")
         }
         let summary = try check(copy: temporary)
+        if cancellation.isCancelled { throw stopped(directory) }
         guard flushToDisk(temporary) else { throw Failure(message: "cannot flush the copy to disk in \(directory): \(String(cString: strerror(errno)))") }
         // A destination made while the copy was written is not replaced.
         guard !FileManager.default.fileExists(atPath: destination) else {
@@ -86,6 +128,10 @@ public enum StateBackup {
         renamed = true
         _ = flushToDisk(directory)
         return summary
+    }
+
+    static func stopped(_ directory: String) -> Failure {
+        Failure(message: "stopped before the copy was whole; nothing was left in \(directory)")
     }
 
     /// The destination must be new, in an existing directory, and none of the files SQLite and
@@ -191,6 +237,13 @@ public enum StateBackup {
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
         return fsync(descriptor) == 0
+    }
+
+    /// The file's permission bits (0600 when they cannot be read).
+    static func permissionBits(of path: String) -> mode_t {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return 0o600 }
+        return status.st_mode & 0o777
     }
 
     static func device(of path: String) -> UInt64? {
