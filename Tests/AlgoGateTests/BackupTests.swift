@@ -123,6 +123,13 @@ import Testing
         return file.path
     }
 
+    /// Whether process `pid` is stopped (SIGSTOP): its state in /proc is `T`.
+    static func isStopped(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(close, offsetBy: 2)...].first == "T"
+    }
+
     /// What the state file's copy needs, as the command reckons it: its pages in use.
     static func pagesInUse(_ path: String) throws -> Int {
         let queue = try DatabaseQueue(path: path)
@@ -305,13 +312,34 @@ import Testing
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == [])
 
-            // The command, sent SIGTERM once its copy is being written.
-            let backup = try ChildProcess(arguments: ["backup", "--config", config, "--to", backups.path + "/b.sqlite"])
-            let partial = backups.path + "/.b.sqlite.partial-\(backup.pid)"
-            #expect(await eventually(within: .seconds(60)) {
-                ((try? FileManager.default.attributesOfItem(atPath: partial))?[.size] as? Int ?? 0) > 0 || !backup.isRunning
-            })
-            backup.signal(SIGTERM)
+            // The command, sent SIGTERM while its copy is being written. So that the signal
+            // lands mid-copy however loaded the machine (a full run once saw a 256 MiB copy end
+            // before a signal sent as it began), the process is frozen (SIGSTOP) as soon as its
+            // copy has begun, and signalled only if under three quarters of it is written by then
+            // (else it is let finish and tried again); once thawed, it has the rest of the copy
+            // and the copy's integrity check still to do.
+            let needed = try Self.pagesInUse(statePath)
+            var stopped: ChildProcess?
+            for attempt in 1...5 where stopped == nil {
+                let backup = try ChildProcess(arguments: ["backup", "--config", config, "--to", backups.path + "/b\(attempt).sqlite"])
+                let partial = backups.path + "/.b\(attempt).sqlite.partial-\(backup.pid)"
+                let written = { (try? FileManager.default.attributesOfItem(atPath: partial))?[.size] as? Int ?? 0 }
+                while backup.isRunning, written() == 0 { try await Task.sleep(for: .milliseconds(1)) }
+                backup.signal(SIGSTOP)
+                #expect(await eventually(within: .seconds(10)) { !backup.isRunning || Self.isStopped(backup.pid) })
+                if backup.isRunning, written() < needed * 3 / 4 {
+                    backup.signal(SIGTERM)
+                    backup.signal(SIGCONT)
+                    stopped = backup
+                } else {
+                    backup.signal(SIGCONT)
+                    await backup.exited()
+                    print("BackupTests: the copy was \(written()) of \(needed) bytes when the backup was frozen; tried again")
+                    try? FileManager.default.removeItem(atPath: backups.path + "/b\(attempt).sqlite")
+                    await withCheckedContinuation { done in backup.stop { done.resume() } }
+                }
+            }
+            let backup = try #require(stopped, "five backups were each nearly done by the time they were frozen")
             await backup.exited()
             #expect(backup.termination == .exited(1))
             #expect(backup.log == "algogate backup: stopped before the copy was whole; nothing was left in \(backups.path)\n")

@@ -59,21 +59,22 @@ public enum StateBackup {
 
         public var isCancelled: Bool { state.withLock { $0.cancelled } }
 
+        /// Interrupts under the lock, so the source cannot be let go (and closed) meanwhile;
+        /// `sqlite3_interrupt` is made to be called from any thread.
         public func cancel() {
-            let source = state.withLock { state in
+            state.withLock { state in
                 state.cancelled = true
-                return state.source
+                state.source?.interrupt()
             }
-            source?.interrupt()
         }
 
-        /// Whether it was cancelled before `source` was known: then it is interrupted at once.
-        fileprivate func watch(_ source: DatabaseQueue) {
-            let cancelled = state.withLock { state in
+        /// The source to interrupt from now on (at once when cancelled already); nil before it is
+        /// closed.
+        fileprivate func watch(_ source: DatabaseQueue?) {
+            state.withLock { state in
                 state.source = source
-                return state.cancelled
+                if state.cancelled { source?.interrupt() }
             }
-            if cancelled { source.interrupt() }
         }
     }
 
@@ -89,13 +90,15 @@ public enum StateBackup {
         let source = try openSource(statePath)
         defer { try? source.close() }
         cancellation.watch(source)
+        defer { cancellation.watch(nil) }
         try checkRoom(for: source, statePath: statePath, destination: destination)
 
         let directory = DiskReserve.nearestDirectory(of: destination)
         let temporary = (directory as NSString).appendingPathComponent(
             ".\((destination as NSString).lastPathComponent).partial-\(getpid())")
         var renamed = false
-        defer { if !renamed { unlink(temporary) } }
+        // (SQLite writes the copy with a rollback journal beside it, and removes it as it ends.)
+        defer { if !renamed { unlink(temporary); unlink(temporary + "-journal") } }
         // The copy holds what the file holds (teams' answers, their usage): it is made with the
         // file's own permissions, never more open (SQLite would make it 0644 less the umask).
         // VACUUM INTO writes into an empty file that exists.
