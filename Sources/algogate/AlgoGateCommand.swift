@@ -6,6 +6,6 @@ struct AlgoGateCommand: AsyncParsableCommand {
         commandName: "algogate",
         abstract: "A gateway in front of the Algorithmia API: one server-held key; per-team keys, scopes, data prefixes and quotas; a response cache; compression.",
         version: AlgoGateVersion.string,
-        subcommands: [Serve.self, CheckConfig.self, Keygen.self, CacheCommand.self, UsageCommand.self, BackupCommand.self, Demo.self, Sim.self]
+        subcommands: [Serve.self, CheckConfig.self, Keygen.self, CacheCommand.self, UsageCommand.self, BackupCommand.self, RestoreCommand.self, Demo.self, Sim.self]
     )
 }

@@ -26,8 +26,8 @@ struct BackupCommand: AsyncParsableCommand {
 
             SIGINT or SIGTERM stops it and discards the copy under way.
 
-            To restore: stop the gateway, put the copy in place as cache.path, delete the -wal and \
-            -shm files beside it if any are left, start the gateway.
+            To restore: stop the gateway, run algogate restore --config FILE --from COPY \
+            --replace, start the gateway.
             """
     )
 

@@ -123,6 +123,19 @@ import Testing
         return file.path
     }
 
+    /// A state file (`state.sqlite` in `directory`, as `serve` makes it) with `megabytes` of MiB
+    /// blobs besides, made by SQLite's `filler` function (`randomblob` or `zeroblob`); its path.
+    static func stateFile(in directory: URL, filler: String, megabytes: Int) async throws -> String {
+        let path = directory.appendingPathComponent("state.sqlite").path
+        let pool = try StateDatabase.open(path: path)
+        try await pool.write { db in
+            try db.execute(sql: "CREATE TABLE filler (b BLOB)")
+            for _ in 0..<megabytes { try db.execute(sql: "INSERT INTO filler VALUES (\(filler)(1048576))") }
+        }
+        try pool.close()
+        return path
+    }
+
     /// Whether process `pid` is stopped (SIGSTOP): its state in /proc is `T`.
     static func isStopped(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -225,13 +238,7 @@ import Testing
             func unmount(_ point: URL) { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", point.path]).waitUntilExit() }
 
             // A state file of some 3 MiB, on the test's own disk.
-            let statePath = directory.appendingPathComponent("state.sqlite").path
-            let pool = try StateDatabase.open(path: statePath)
-            try await pool.write { db in
-                try db.execute(sql: "CREATE TABLE filler (b BLOB)")
-                for _ in 0..<3 { try db.execute(sql: "INSERT INTO filler VALUES (randomblob(1048576))") }
-            }
-            try pool.close()
+            let statePath = try await Self.stateFile(in: directory, filler: "randomblob", megabytes: 3)
             let needed = try Self.pagesInUse(statePath)
             let config = try Self.config(statePath: statePath, in: directory)
 
@@ -290,13 +297,7 @@ import Testing
     /// destination.
     @Test func aBackupStoppedBySignalLeavesNothing() async throws {
         try await withTemporaryDirectory("backup-signal") { directory in
-            let statePath = directory.appendingPathComponent("state.sqlite").path
-            let pool = try StateDatabase.open(path: statePath)
-            try await pool.write { db in
-                try db.execute(sql: "CREATE TABLE filler (b BLOB)")
-                for _ in 0..<256 { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(1048576))") }
-            }
-            try pool.close()
+            let statePath = try await Self.stateFile(in: directory, filler: "zeroblob", megabytes: 256)
             let config = try Self.config(statePath: statePath, in: directory)
             let backups = directory.appendingPathComponent("backups")
             try FileManager.default.createDirectory(at: backups, withIntermediateDirectories: true)

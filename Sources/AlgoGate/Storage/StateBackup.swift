@@ -176,8 +176,7 @@ public enum StateBackup {
         let queue: DatabaseQueue
         do {
             queue = try DatabaseQueue(path: path, configuration: configuration)
-            let tables = try queue.read { db in try String.fetchSet(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
-            guard tables.isSuperset(of: ["cache_entry", "usage_day"]) else {
+            guard try queue.read(isGatewayFile) else {
                 try? queue.close()
                 throw Failure(message: "\(path) (cache.path) is a SQLite file but not the gateway's: it has no cache_entry or usage_day table")
             }
@@ -217,21 +216,38 @@ public enum StateBackup {
         do {
             let queue = try DatabaseQueue(path: path)
             defer { try? queue.close() }
-            return try queue.read { db in
-                let verdict = try String.fetchAll(db, sql: "PRAGMA integrity_check")
-                guard verdict == ["ok"] else {
-                    throw Failure(message: "the copy failed SQLite's integrity check (\(verdict.prefix(3).joined(separator: "; "))); it was discarded")
-                }
-                let entries = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM cache_entry") ?? 0
-                let usage = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS rows, COUNT(DISTINCT client) AS clients, MIN(day) AS first, MAX(day) AS last FROM usage_day")
-                let first: Int? = usage?["first"], last: Int? = usage?["last"]
-                let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
-                return Summary(bytes: size, cacheEntries: entries, usageRows: usage?["rows"] ?? 0, clients: usage?["clients"] ?? 0,
-                               firstDay: first.map(SQLiteUsageStore.dayString), lastDay: last.map(SQLiteUsageStore.dayString))
+            let bytes = fileSize(path)
+            let (verdict, summary) = try queue.read { db -> ([String], Summary) in (try integrity(db), try Self.summary(db, bytes: bytes)) }
+            guard verdict == ["ok"] else {
+                throw Failure(message: "the copy failed SQLite's integrity check (\(verdict.prefix(3).joined(separator: "; "))); it was discarded")
             }
+            return summary
         } catch let error as DatabaseError {
             throw Failure(message: "cannot read the copy back: \(error.message ?? "\(error)"); it was discarded")
         }
+    }
+
+    /// `PRAGMA integrity_check`'s lines: `["ok"]`, or what is wrong.
+    static func integrity(_ db: Database) throws -> [String] {
+        try String.fetchAll(db, sql: "PRAGMA integrity_check")
+    }
+
+    /// What a state file holds, read in `db`.
+    static func summary(_ db: Database, bytes: Int) throws -> Summary {
+        let entries = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM cache_entry") ?? 0
+        let usage = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS rows, COUNT(DISTINCT client) AS clients, MIN(day) AS first, MAX(day) AS last FROM usage_day")
+        let first: Int? = usage?["first"], last: Int? = usage?["last"]
+        return Summary(bytes: bytes, cacheEntries: entries, usageRows: usage?["rows"] ?? 0, clients: usage?["clients"] ?? 0,
+                       firstDay: first.map(SQLiteUsageStore.dayString), lastDay: last.map(SQLiteUsageStore.dayString))
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
+    }
+
+    /// Whether `db` has the gateway's tables.
+    static func isGatewayFile(_ db: Database) throws -> Bool {
+        try String.fetchSet(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'").isSuperset(of: ["cache_entry", "usage_day"])
     }
 
     /// fsync: a backup that a power loss could leave half on disk is no backup.
