@@ -90,9 +90,11 @@ import Testing
             #expect(restored.termination == .exited(0), "\(restored.log)")
             #expect(restored.log == "restored \(fresh) from \(copy): \(Formatting.size(StateBackup.fileSize(copy))): 0 cached answers; no usage recorded; integrity check ok\n")
             #expect(try FileManager.default.attributesOfItem(atPath: fresh)[.posixPermissions] as? Int == 0o600)
-            let queue = try DatabaseQueue(path: fresh)
-            #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM filler") } == 1)
-            try queue.close()
+            // As `serve` opens it (WAL, migrations): what the copy held.
+            let pool = try StateDatabase.open(path: fresh)
+            #expect(try await pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM filler") } == 1)
+            #expect(try await pool.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
+            try pool.close()
 
             func refused(_ arguments: [String], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
                 let outcome = try await ChildProcess.run(arguments: ["restore"] + arguments)
