@@ -82,6 +82,66 @@ import Yams
         #expect(Self.dig(service, "spec", "ports", 0, "port") as? Int == config.server.port)
     }
 
+    /// The maintenance pod (for `algogate restore`, the gateway stopped) runs the gateway's image
+    /// as its user, with its config and state volume where the gateway has them, and takes no
+    /// traffic; its comment's commands name them.
+    @Test func theMaintenancePodHasTheGatewaysImageConfigAndVolume() throws {
+        let gateway = Self.dig(try Self.yaml("deploy/kubernetes/deployment.yaml"), "spec", "template", "spec")
+        let text = try Self.text("deploy/kubernetes/maintenance-pod.yaml")
+        let maintenance = try Self.yaml("deploy/kubernetes/maintenance-pod.yaml")
+        let pod = Self.dig(maintenance, "spec")
+        #expect(Self.dig(maintenance, "kind") as? String == "Pod")
+        #expect(Self.dig(pod, "containers", 0, "image") as? String == Self.dig(gateway, "containers", 0, "image") as? String)
+        #expect(Self.dig(pod, "containers", 0, "command") as? [String] == ["/bin/sleep", "infinity"])
+        #expect(Self.dig(pod, "securityContext", "runAsUser") as? Int == Self.dig(gateway, "securityContext", "runAsUser") as? Int)
+        #expect(Self.dig(pod, "securityContext", "fsGroup") as? Int == Self.dig(gateway, "securityContext", "fsGroup") as? Int)
+        func mounts(_ spec: Any?) -> [String: String] {
+            Dictionary(uniqueKeysWithValues: (Self.dig(spec, "containers", 0, "volumeMounts") as? [[String: Any]] ?? []).map {
+                ($0["name"] as? String ?? "", $0["mountPath"] as? String ?? "")
+            })
+        }
+        func volumes(_ spec: Any?) -> [String: String] {
+            Dictionary(uniqueKeysWithValues: (Self.dig(spec, "volumes") as? [[String: Any]] ?? []).map {
+                ($0["name"] as? String ?? "", "\(Self.dig($0, "persistentVolumeClaim", "claimName") ?? Self.dig($0, "configMap", "name") ?? "emptyDir")")
+            })
+        }
+        for name in ["config", "cache", "tmp"] {
+            #expect(mounts(pod)[name] != nil && mounts(pod)[name] == mounts(gateway)[name], "\(name)")
+            #expect(volumes(pod)[name] != nil && volumes(pod)[name] == volumes(gateway)[name], "\(name)")
+        }
+        let selector = Self.dig(try Self.yaml("deploy/kubernetes/service.yaml"), "spec", "selector") as? [String: String] ?? [:]
+        let labels = Self.dig(maintenance, "metadata", "labels") as? [String: String] ?? [:]
+        #expect(!selector.isEmpty && !selector.allSatisfy { labels[$0.key] == $0.value })
+        let name = Self.dig(maintenance, "metadata", "name") as? String ?? ""
+        #expect(text.contains("kubectl exec \(name) -- algogate restore --config \(mounts(gateway)["config"] ?? "")/algogate.yaml --from /tmp/algogate.sqlite --replace"))
+        #expect(text.contains("kubectl cp algogate.sqlite \(name):/tmp/algogate.sqlite"))
+    }
+
+    /// Every `kubectl exec` the README and the manifests give runs a program the image has: it is
+    /// `debian:bookworm-slim` with `algogate` added, so `sh` (dash, with its own `kill`) but no
+    /// `kill` program (Debian's `procps` is not in slim images), no `ps`, no `sqlite3`.
+    @Test func theKubectlExecCommandsRunProgramsTheImageHas() throws {
+        var texts = [try Self.text("README.md")]
+        let manifests = try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("deploy/kubernetes").path)
+        for file in manifests where file.hasSuffix(".yaml") { texts.append(try Self.text("deploy/kubernetes/" + file)) }
+        var programs: [String] = []
+        for text in texts {
+            // Across a line break and a comment's `#`, as the README and the manifests wrap them.
+            let flat = text.replacingOccurrences(of: "\n#", with: " ").replacingOccurrences(of: "\n", with: " ")
+            var rest = flat[...]
+            while let exec = rest.range(of: "kubectl exec ") {
+                rest = rest[exec.upperBound...]
+                // `kubectl exec` named in prose, with no command after it, is passed over.
+                guard let dashes = rest.range(of: " -- "), rest.distance(from: rest.startIndex, to: dashes.lowerBound) < 60 else { continue }
+                programs.append(String(rest[dashes.upperBound...].prefix { $0 != " " && $0 != "`" }))
+            }
+        }
+        #expect(programs.count >= 4, "\(programs)")
+        #expect(programs.allSatisfy { ["algogate", "sh"].contains($0) }, "\(programs)")
+        let dockerfile = try Self.text("deploy/Dockerfile")
+        #expect(dockerfile.contains("FROM debian:bookworm-slim") && !dockerfile.contains("procps"))
+    }
+
     /// The container's arguments are ones `serve` takes: run with them, the ConfigMap's config in
     /// place of the mounted one, it gets as far as reading the config (the Secret's key file is
     /// not mounted here, so that is where it stops) rather than refusing its flags.
