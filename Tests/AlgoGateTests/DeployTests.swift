@@ -1,6 +1,7 @@
 import AlgoGate
 import AlgoTestSupport
 import Foundation
+import GRDB
 import Testing
 import Yams
 
@@ -140,6 +141,60 @@ import Yams
         #expect(programs.allSatisfy { ["algogate", "sh"].contains($0) }, "\(programs)")
         let dockerfile = try Self.text("deploy/Dockerfile")
         #expect(dockerfile.contains("FROM debian:bookworm-slim") && !dockerfile.contains("procps"))
+    }
+
+    /// The backup timer's service, its command lines run as systemd runs them (`%%` is `%`, words
+    /// split at spaces outside single quotes, no shell unless named) with this test's binary,
+    /// config and directory in place of the installed ones: it makes a copy named for its time,
+    /// then removes the copies over 14 days old, and nothing else.
+    @Test func theBackupTimersServiceCopiesTheFileAndPrunesOldCopies() async throws {
+        let unit = try Self.text("deploy/systemd/algogate-backup.service")
+        let gateway = try Self.text("deploy/systemd/algogate.service")
+        #expect(try Self.text("deploy/systemd/algogate-backup.timer").contains("OnCalendar=daily"))
+        func lines(_ key: String) -> [String] {
+            unit.split(separator: "\n").filter { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+        }
+        let config = "/etc/algogate/algogate.yaml"
+        #expect(gateway.contains("--config \(config)") && unit.contains("--config \(config)"))
+        #expect(lines("WorkingDirectory") == ["/var/lib/algogate"] && gateway.contains("WorkingDirectory=/var/lib/algogate"))
+        try await withTemporaryDirectory("backup-timer") { directory in
+            let statePath = try await BackupTests.stateFile(in: directory, filler: "zeroblob", megabytes: 1)
+            let configPath = try BackupTests.config(statePath: statePath, in: directory)
+            let backups = directory.appendingPathComponent("backups").path
+            func words(_ line: String) -> [String] {
+                let line = line.replacingOccurrences(of: "%%", with: "%").replacingOccurrences(of: "/usr/local/bin/algogate", with: ChildProcess.executable.path)
+                    .replacingOccurrences(of: config, with: configPath).replacingOccurrences(of: "/var/backups/algogate", with: backups)
+                var words: [String] = [], word = "", quoted = false
+                for character in line {
+                    if character == "'" { quoted.toggle() } else if character == " ", !quoted { if !word.isEmpty { words.append(word); word = "" } } else { word.append(character) }
+                }
+                return word.isEmpty ? words : words + [word]
+            }
+            func run(_ key: String) async throws {
+                for line in lines(key) {
+                    let command = words(line)
+                    let outcome = try await ChildProcess.run(executable: URL(fileURLWithPath: command[0]), arguments: Array(command.dropFirst()))
+                    #expect(outcome.termination == .exited(0), "\(key): \(command): \(outcome.log)")
+                }
+            }
+            try await run("ExecStartPre")
+            #expect(try FileManager.default.attributesOfItem(atPath: backups)[.posixPermissions] as? Int == 0o700)
+            // Copies of 15 days and 1 day ago, and a file of the operator's own.
+            for (name, days) in [("algogate-20260101T000000Z.sqlite", 15.0), ("algogate-20260115T000000Z.sqlite", 1.0), ("notes.txt", 15.0)] {
+                let path = backups + "/" + name
+                #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8)))
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-days * 86_400)], ofItemAtPath: path)
+            }
+            try await run("ExecStart")
+            try await run("ExecStartPost")
+            let left = try FileManager.default.contentsOfDirectory(atPath: backups).sorted()
+            #expect(left.count == 3 && left.contains("algogate-20260115T000000Z.sqlite") && left.contains("notes.txt"), "\(left)")
+            let made = left.first { $0.range(of: #"^algogate-[0-9]{8}T[0-9]{6}Z\.sqlite$"#, options: .regularExpression) != nil && $0 != "algogate-20260115T000000Z.sqlite" }
+            let copy = try #require(made, "\(left)")
+            let queue = try DatabaseQueue(path: backups + "/" + copy)
+            #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM filler") } == 1)
+            try queue.close()
+        }
     }
 
     /// The container's arguments are ones `serve` takes: run with them, the ConfigMap's config in
