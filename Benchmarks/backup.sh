@@ -7,8 +7,11 @@
 #   below the ceiling), with no backup, then with backups taken one after another for the whole
 #   run: requests/s, p50 and p99 side by side, and how many backups the run saw;
 # - the WAL's size before and after the run with backups (a backup holds one read snapshot, so the WAL
-#   cannot be reset while it is taken and grows by what is written meanwhile).
-# Env: ENTRIES=100000 ENTRY_BYTES=10000 DURATION=10s CONNS=8 THREADS=2 RUNS=3 PACE_MS=2
+#   cannot be reset while it is taken and grows by what is written meanwhile);
+# - misses storing poorly compressible 64 KiB answers for MISS_DURATION with backups one after
+#   another: the WAL's peak, and its size once the load has stopped and the WAL has restarted
+#   (cut back to 16 MiB, `StateDatabase.walSizeLimit`; it used to keep its peak size).
+# Env: ENTRIES=100000 ENTRY_BYTES=10000 DURATION=10s CONNS=8 THREADS=2 RUNS=3 PACE_MS=2 MISS_DURATION=20s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES="${ENTRIES:-100000}"; ENTRY_BYTES="${ENTRY_BYTES:-10000}"; PACE_MS="${PACE_MS:-2}"
@@ -59,6 +62,22 @@ WAL_AFTER=$(wal_mib)
 DURING=$(wc -l <"$WORK/backups.log")
 DURING_S=$(awk '{s+=$1} END{if (NR) printf "%.2f", s/NR; else print "-"}' "$WORK/backups.log")
 
+# Misses that store poorly compressible 64 KiB answers (Benchmarks/misses.lua) for MISS_DURATION,
+# with backups one after another: the WAL's peak (sampled every 0.2 s), then its size once the
+# load and the backups have stopped and a few more answers have been stored (the WAL restarts).
+rm -f "$WORK/stop-backups"; : >"$WORK/backups-misses.log"
+( i=0; while [ ! -e "$WORK/stop-backups" ]; do i=$((i + 1)); backup_once "misses-$i" >>"$WORK/backups-misses.log"; done ) & LOOP=$!
+( peak=0; while [ ! -e "$WORK/stop-backups" ]; do b=$(stat -c %s "$WORK/cache.sqlite-wal" 2>/dev/null || echo 0); [ "$b" -gt "$peak" ] && peak=$b; echo "$peak" >"$WORK/wal-peak"; sleep 0.2; done ) & SAMPLER=$!
+BENCH_AUTH="Simple $CLIENT_KEY" BENCH_INPUT_BYTES=65536 wrk -t2 -c8 -d"${MISS_DURATION:-20s}" -s Benchmarks/misses.lua "$URL" >"$WORK/misses.txt"
+touch "$WORK/stop-backups"; wait "$LOOP" "$SAMPLER"
+M_RPS=$(awk '/^Requests\/sec:/{print $2}' "$WORK/misses.txt")
+WAL_PEAK=$(awk '{printf "%.1f", $1 / 1048576}' "$WORK/wal-peak")
+for i in 1 2 3 4 5; do
+  curl -s -o /dev/null -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d "\"settle-$i-$RANDOM\"" "$URL"; sleep 1.2
+done
+WAL_SETTLED=$(wal_mib)
+MISS_BACKUPS=$(wc -l <"$WORK/backups-misses.log")
+
 echo "backup of a ${STATE_MIB} MiB state file ($ENTRIES entries of $ENTRY_BYTES bytes), release build, page cache warm"
 echo "| backup alone s | MiB/s | backup peak RSS MiB | copy MiB |"
 echo "|---|---|---|---|"
@@ -71,4 +90,7 @@ echo "| hits, no backup | $I_RPS | $I_P50 | $I_P99 | $I_ERR |"
 echo "| hits, backups one after another ($DURING taken, ${DURING_S} s each on average) | $D_RPS | $D_P50 | $D_P99 | $D_ERR |"
 echo
 echo "WAL before the run with backups: ${WAL_BEFORE} MiB; after it: ${WAL_AFTER} MiB"
+echo
+echo "misses storing 64 KiB answers on 8 connections for ${MISS_DURATION:-20s} ($M_RPS requests/s), with $MISS_BACKUPS backups one after another:"
+echo "WAL peak ${WAL_PEAK} MiB; once the load stopped and 5 more answers were stored: ${WAL_SETTLED} MiB (state.walSizeLimit: 16 MiB)"
 steal_summary

@@ -29,6 +29,11 @@ public enum StateDatabase {
             // NORMAL is durable against application crashes in WAL mode; only a power loss can
             // drop the last commits (a cache entry, or a second of usage counts).
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // A WAL grows past its usual few MiB while a long read holds a snapshot (a backup,
+            // a large purge's batches, a slow `usage` report) and writes go on; SQLite reuses
+            // the file rather than shrink it, so the spike's size stayed on disk for the
+            // process's life. With a limit, it is cut back to that as the WAL restarts.
+            try db.execute(sql: "PRAGMA journal_size_limit = \(walSizeLimit)")
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
@@ -36,6 +41,10 @@ public enum StateDatabase {
         try migrator.migrate(pool)
         return pool
     }
+
+    /// The size a WAL left larger is cut back to once it restarts: 16 MiB, above its usual
+    /// cycle (SQLite checkpoints at about 4 MiB, and one transaction may add a large entry).
+    public static let walSizeLimit = 16 << 20
 
     /// The schema's migrations, registered in the order they were first released (the tests make
     /// files as earlier releases left them from the first few).
