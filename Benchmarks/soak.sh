@@ -2,13 +2,13 @@
 # Soak. Release build, loopback only: the gateway in front of the simulator under a steady mix of
 # everything teams send (Benchmarks/soak.lua: hits, misses with fresh inputs, pass-through, gzip
 # answers and uploads, large answers churning through the hot tier, data writes, reads and listings, upstream faults, and the refusals users
-# cause), with clients walking away mid-answer and the configuration reloaded beside it, for
+# cause), with clients walking away mid-answer, the configuration reloaded and backups taken beside it, for
 # SOAK_SECONDS, with a small cache so entries are stored and evicted throughout. Prints the
 # gateway's resident memory, open file descriptors and the SQLite WAL's size every SAMPLE_SECONDS,
 # their growth after the first quarter (the warm-up: pools, hot tier and allocator reach their
 # working size), each kind's answers by status, and the gauges once the load has stopped.
 # Exits 1 when an answer's status is not one its kind can have (a 5xx the upstream was not asked
-# for among them), on a socket error, when a line above info is logged other than the warnings for
+# for among them), on a socket error, when a backup fails, when a line above info is logged other than the warnings for
 # the dropped connections asked for, when a reload asked for is not logged, when a gauge is not
 # back to zero (an upstream slot never given back among them), when the cache holds more than its
 # bound, or when the WAL grew past 64 MiB (reads that never let SQLite's checkpoints finish would
@@ -67,9 +67,19 @@ PY
   done
   echo "$i" >"$WORK/walkaways"
 ) & WALKER=$!
+# And every 10 s an operator takes a backup of the state file (algogate backup), which must
+# succeed (its copy whole and checked) while all the rest goes on.
+(
+  end=$((SECONDS + SOAK_SECONDS)); n=0; bad=0
+  while [ $((SECONDS + 10)) -lt "$end" ]; do
+    sleep 10; n=$((n + 1))
+    if "$BIN" backup --config "$WORK/gateway.yaml" --to "$WORK/backup-$n.sqlite" >>"$WORK/backups.log" 2>&1; then rm -f "$WORK/backup-$n.sqlite"; else bad=$((bad + 1)); fi
+  done
+  echo "$n $bad" >"$WORK/backups"
+) & BACKUPS=$!
 SOAK_KEY="$CLIENT_KEY" SOAK_GZIP_BODY="$WORK/upload.gz" \
   wrk -t"$THREADS" -c"$CONNS" -d"${SOAK_SECONDS}s" --latency -s Benchmarks/soak.lua "$GW" >"$WORK/wrk.txt"
-wait "$SAMPLER" "$WALKER" || true
+wait "$SAMPLER" "$WALKER" "$BACKUPS" || true
 sleep 2   # answers still being logged, usage flushed
 sample end
 
@@ -115,6 +125,9 @@ while read -r _ kind status count; do
 done < <(grep '^soak ' "$WORK/wrk.txt" | sort -k2,2 -k3,3n)
 WALKAWAYS=$(cat "$WORK/walkaways" 2>/dev/null || echo 0)
 echo "clients that walked away mid-answer: $WALKAWAYS; configuration reloads asked for: $((WALKAWAYS / 25))"
+read -r BACKUPS_TAKEN BACKUPS_FAILED <"$WORK/backups" || { BACKUPS_TAKEN=0; BACKUPS_FAILED=0; }
+echo "backups taken while it ran: $BACKUPS_TAKEN, failed: $BACKUPS_FAILED"
+[ "$BACKUPS_FAILED" = 0 ] || { sed -n '1,5p' "$WORK/backups.log"; FAILED=1; }
 SOCKET_ERRORS=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' "$WORK/wrk.txt")
 [ -z "$SOCKET_ERRORS" ] || { echo "socket errors: $SOCKET_ERRORS (connect, read, write, timeout)"; FAILED=1; }
 
