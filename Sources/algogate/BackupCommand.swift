@@ -70,6 +70,24 @@ struct BackupCommand: AsyncParsableCommand {
         }
     }
 
+    /// Writes all of `data` to standard output; what went wrong (`strerror`) when it could not.
+    /// (Foundation's `FileHandle.write(contentsOf:)` reports a closed pipe as "NSCocoaErrorDomain
+    /// error 512".)
+    static func writeToStandardOutput(_ data: Data) -> String? {
+        data.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return String(cString: strerror(errno))
+                }
+                offset += written
+            }
+            return nil
+        }
+    }
+
     /// Makes the copy in a private directory under $TMPDIR, sends it, and removes it.
     private func copyToStandardOutput(statePath: String, cancellation: StateBackup.Cancellation) throws {
         var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-backup-XXXXXX").path.utf8CString)
@@ -87,15 +105,20 @@ struct BackupCommand: AsyncParsableCommand {
             throw StateBackup.Failure(message: "cannot read the copy back from \(copy)")
         }
         defer { try? input.close() }
-        do {
-            while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
-                if cancellation.isCancelled {
-                    throw StateBackup.Failure(message: "stopped before the copy was sent whole: standard output holds part of it")
-                }
-                try FileHandle.standardOutput.write(contentsOf: chunk)
+        while true {
+            let chunk: Data
+            do {
+                chunk = try input.read(upToCount: 1 << 20) ?? Data()
+            } catch {
+                throw StateBackup.Failure(message: "cannot read the copy back from \(copy): what read standard output has part of it")
             }
-        } catch {
-            throw StateBackup.Failure(message: "the copy could not be written whole to standard output: \(error.localizedDescription)")
+            if chunk.isEmpty { break }
+            if cancellation.isCancelled {
+                throw StateBackup.Failure(message: "stopped before the copy was sent whole: standard output holds part of it")
+            }
+            if let failed = Self.writeToStandardOutput(chunk) {
+                throw StateBackup.Failure(message: "the copy could not be written whole to standard output (\(failed)): what read it has part of it")
+            }
         }
         FileHandle.standardError.write(Data("copied \(statePath) to standard output: \(summary.description); integrity check ok\n".utf8))
     }

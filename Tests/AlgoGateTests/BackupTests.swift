@@ -216,6 +216,19 @@ import Testing
             // file made beside it (which, made by another user, would keep the gateway from it).
             #expect(!FileManager.default.fileExists(atPath: statePath + "-wal") && !FileManager.default.fileExists(atPath: statePath + "-shm"))
             await withCheckedContinuation { done in child.stop { done.resume() } }
+
+            // A reader that goes before the copy is sent whole (`| head -c 10`): said, a failing
+            // status, and the copy made in $TMPDIR removed all the same.
+            let pipe = Pipe()
+            try pipe.fileHandleForReading.close()
+            let cut = try ChildProcess(arguments: ["backup", "--config", config, "--to", "-"], environment: ["TMPDIR": temporary.path],
+                                       standardOutput: pipe.fileHandleForWriting)
+            try pipe.fileHandleForWriting.close()
+            await cut.exited()
+            #expect(cut.termination == .exited(1))
+            #expect(cut.log == "algogate backup: the copy could not be written whole to standard output (Broken pipe): what read it has part of it\n")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: temporary.path) == [])
+            await withCheckedContinuation { done in cut.stop { done.resume() } }
         }
     }
 
