@@ -96,9 +96,9 @@ public enum StateBackup {
         let directory = DiskReserve.nearestDirectory(of: destination)
         let temporary = (directory as NSString).appendingPathComponent(
             ".\((destination as NSString).lastPathComponent).partial-\(getpid())")
-        var renamed = false
+        var placed = false
         // (SQLite writes the copy with a rollback journal beside it, and removes it as it ends.)
-        defer { if !renamed { unlink(temporary); unlink(temporary + "-journal") } }
+        defer { if !placed { unlink(temporary); unlink(temporary + "-journal") } }
         // The copy holds what the file holds (teams' answers, their usage): it is made with the
         // file's own permissions, never more open (SQLite would make it 0644 less the umask).
         // VACUUM INTO writes into an empty file that exists.
@@ -121,14 +121,22 @@ public enum StateBackup {
         let summary = try check(copy: temporary)
         if cancellation.isCancelled { throw stopped(directory) }
         guard flushToDisk(temporary) else { throw Failure(message: "cannot flush the copy to disk in \(directory): \(String(cString: strerror(errno)))") }
-        // A destination made while the copy was written is not replaced.
-        guard !FileManager.default.fileExists(atPath: destination) else {
-            throw Failure(message: "\(destination) was created while the copy was written; it was left as it was, and the copy discarded")
+        // A destination made while the copy was written is not replaced: the copy takes its name
+        // by a hard link, which fails when the name is taken (rename would replace it), then
+        // leaves its temporary one. A filesystem without hard links gets a rename after a check.
+        let createdMeanwhile = Failure(message: "\(destination) was created while the copy was written; it was left as it was, and the copy discarded")
+        if link(temporary, destination) == 0 {
+            placed = true
+            unlink(temporary)
+        } else if errno == EEXIST {
+            throw createdMeanwhile
+        } else {
+            guard !FileManager.default.fileExists(atPath: destination) else { throw createdMeanwhile }
+            guard rename(temporary, destination) == 0 else {
+                throw Failure(message: "cannot move the copy into place as \(destination): \(String(cString: strerror(errno)))")
+            }
+            placed = true
         }
-        guard rename(temporary, destination) == 0 else {
-            throw Failure(message: "cannot move the copy into place as \(destination): \(String(cString: strerror(errno)))")
-        }
-        renamed = true
         _ = flushToDisk(directory)
         return summary
     }
