@@ -34,7 +34,7 @@ struct BackupCommand: AsyncParsableCommand {
     @Option(help: "The gateway's YAML configuration file (for cache.path, the file to copy).")
     var config: String
 
-    @Option(help: ArgumentHelp("The new file to write the copy to; - for standard output.", valueName: "path"))
+    @Option(help: ArgumentHelp("The new file to write the copy to; a directory, for algogate-<UTC time>.sqlite in it (algogate-20261206T043000Z.sqlite); - for standard output.", valueName: "path"))
     var to: String
 
     func validate() throws {
@@ -61,8 +61,9 @@ struct BackupCommand: AsyncParsableCommand {
             if to == "-" {
                 try copyToStandardOutput(statePath: statePath, cancellation: cancellation)
             } else {
-                let summary = try StateBackup.copy(statePath: statePath, to: to, cancellation: cancellation)
-                print("copied \(statePath) to \(to): \(summary.description); integrity check ok")
+                let target = StateBackup.target(for: to)
+                let summary = try StateBackup.copy(statePath: statePath, to: target, cancellation: cancellation)
+                print("copied \(statePath) to \(target): \(summary.description); integrity check ok")
             }
         } catch let failure as StateBackup.Failure {
             FileHandle.standardError.write(Data("algogate backup: \(failure.message)\n".utf8))

@@ -361,4 +361,28 @@ import Testing
             await withCheckedContinuation { done in backup.stop { done.resume() } }
         }
     }
+
+    /// A directory for destination: the copy is named for its time (UTC) in it, so copies sort by
+    /// time and a schedule needs no date in its command.
+    @Test func aDirectoryGetsACopyNamedForItsTime() async throws {
+        // 2026-12-06 04:30:05 UTC.
+        let moment = Date(timeIntervalSince1970: 1_796_531_405)
+        try await withTemporaryDirectory("backup-directory") { directory in
+            #expect(StateBackup.target(for: directory.path, at: moment) == directory.path + "/algogate-20261206T043005Z.sqlite")
+            #expect(StateBackup.target(for: directory.path + "/named.sqlite", at: moment) == directory.path + "/named.sqlite")
+
+            let statePath = try await Self.stateFile(in: directory, filler: "zeroblob", megabytes: 1)
+            let backups = directory.appendingPathComponent("backups").path
+            try FileManager.default.createDirectory(atPath: backups, withIntermediateDirectories: true)
+            let before = Date()
+            let outcome = try await ChildProcess.run(arguments: ["backup", "--config", try Self.config(statePath: statePath, in: directory), "--to", backups])
+            #expect(outcome.termination == .exited(0), "\(outcome.log)")
+            let names = try FileManager.default.contentsOfDirectory(atPath: backups)
+            #expect(names.count == 1)
+            let name = try #require(names.first)
+            let named = [StateBackup.target(for: backups, at: before), StateBackup.target(for: backups, at: Date())].map { ($0 as NSString).lastPathComponent }
+            #expect(named.contains(name) || (name > named[0] && name < named[1]), "\(name) not between \(named)")
+            #expect(outcome.log.hasPrefix("copied \(statePath) to \(backups)/\(name): "), "\(outcome.log)")
+        }
+    }
 }

@@ -82,6 +82,21 @@ public enum StateBackup {
     /// the gateway's cache and counters go on growing while the copy lies beside them.
     public static let roomKeptBesideTheState = 64 << 20
 
+    /// Where a backup given `destination` writes: the path itself, or, when it names an existing
+    /// directory, `algogate-<UTC time>.sqlite` in it (`algogate-20261206T043000Z.sqlite`: copies
+    /// sort by time, and a schedule needs no date of its own in the path).
+    public static func target(for destination: String, at now: Date = Date()) -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: destination, isDirectory: &isDirectory), isDirectory.boolValue else { return destination }
+        var seconds = time_t(now.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let p = Formatting.padded
+        let stamp = "\(p(Int(parts.tm_year) + 1900, 4))\(p(Int(parts.tm_mon) + 1, 2))\(p(Int(parts.tm_mday), 2))T"
+            + "\(p(Int(parts.tm_hour), 2))\(p(Int(parts.tm_min), 2))\(p(Int(parts.tm_sec), 2))Z"
+        return (destination as NSString).appendingPathComponent("algogate-\(stamp).sqlite")
+    }
+
     /// Copies the state file at `statePath` to `destination`, which must not exist, in a directory
     /// that does. Throws a `Failure` saying what to do when the copy cannot be made; leaves no
     /// file at `destination`, nor a temporary one beside it, unless it succeeded.
