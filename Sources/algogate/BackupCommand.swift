@@ -24,7 +24,9 @@ struct BackupCommand: AsyncParsableCommand {
             --to - writes the copy to standard output (it is made in $TMPDIR first), for \
             `kubectl exec deploy/algogate -- algogate backup --config /etc/algogate/algogate.yaml --to - > algogate.sqlite`.
 
-            SIGINT or SIGTERM stops it and discards the copy under way.
+            SIGINT or SIGTERM stops it and discards the copy under way. Partial copies that \
+            backups killed outright (SIGKILL) left in the destination's directory are removed \
+            first, once their process is gone and they have not changed for ten minutes.
 
             To restore: stop the gateway, run algogate restore --config FILE --from COPY \
             --replace, start the gateway.
@@ -62,6 +64,11 @@ struct BackupCommand: AsyncParsableCommand {
                 try copyToStandardOutput(statePath: statePath, cancellation: cancellation)
             } else {
                 let target = StateBackup.target(for: to)
+                let directory = (target as NSString).deletingLastPathComponent
+                let abandoned = StateBackup.removeAbandonedPartials(in: directory.isEmpty ? "." : directory)
+                if !abandoned.isEmpty {
+                    print("removed \(abandoned.count) partial cop\(abandoned.count == 1 ? "y" : "ies") that killed backups left: \(abandoned.joined(separator: ", "))")
+                }
                 let summary = try StateBackup.copy(statePath: statePath, to: target, cancellation: cancellation)
                 print("copied \(statePath) to \(target): \(summary.description); integrity check ok")
             }

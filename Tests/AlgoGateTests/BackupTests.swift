@@ -374,15 +374,33 @@ import Testing
             let statePath = try await Self.stateFile(in: directory, filler: "zeroblob", megabytes: 1)
             let backups = directory.appendingPathComponent("backups").path
             try FileManager.default.createDirectory(atPath: backups, withIntermediateDirectories: true)
+            // What backups killed outright left there: removed once their process is gone and
+            // they have not changed for ten minutes; a partial copy still being written (changed
+            // lately, or its process alive) and a file of the operator's own are kept.
+            let gone = try ChildProcess(executable: URL(fileURLWithPath: "/bin/true"), arguments: [])
+            await gone.exited()
+            let deadPID = gone.pid
+            await withCheckedContinuation { done in gone.stop { done.resume() } }
+            let abandoned = [".old.sqlite.partial-\(deadPID)", ".old.sqlite.partial-\(deadPID)-journal"]
+            let kept = [".fresh.sqlite.partial-\(deadPID)", ".live.sqlite.partial-\(getpid())", "notes.partial-\(deadPID)"]
+            for name in abandoned + kept {
+                let path = backups + "/" + name
+                #expect(FileManager.default.createFile(atPath: path, contents: Data("part".utf8)))
+                if name.hasPrefix(".fresh") { continue }
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-1_200)], ofItemAtPath: path)
+            }
+
             let before = Date()
             let outcome = try await ChildProcess.run(arguments: ["backup", "--config", try Self.config(statePath: statePath, in: directory), "--to", backups])
             #expect(outcome.termination == .exited(0), "\(outcome.log)")
-            let names = try FileManager.default.contentsOfDirectory(atPath: backups)
-            #expect(names.count == 1)
+            let names = Set(try FileManager.default.contentsOfDirectory(atPath: backups)).subtracting(kept)
+            #expect(names.count == 1, "\(names)")
             let name = try #require(names.first)
             let named = [StateBackup.target(for: backups, at: before), StateBackup.target(for: backups, at: Date())].map { ($0 as NSString).lastPathComponent }
             #expect(named.contains(name) || (name > named[0] && name < named[1]), "\(name) not between \(named)")
-            #expect(outcome.log.hasPrefix("copied \(statePath) to \(backups)/\(name): "), "\(outcome.log)")
+            let lines = outcome.log.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2 && lines.first == "removed 2 partial copies that killed backups left: \(abandoned.joined(separator: ", "))", "\(lines)")
+            #expect(lines.last?.hasPrefix("copied \(statePath) to \(backups)/\(name): ") == true, "\(outcome.log)")
         }
     }
 }

@@ -78,6 +78,27 @@ public enum StateBackup {
         }
     }
 
+    /// Partial copies (`.NAME.partial-PID`, and their `-journal`) in `directory` that backups
+    /// killed outright (SIGKILL: an OOM kill, a timer's final kill) left: their process is gone and
+    /// they have not changed for `stale` (a copy under way writes continuously; a process of the
+    /// same number on another host sharing the directory is so not mistaken for gone). Each is as
+    /// large as the part of the cache it had copied. Removes them and returns their names.
+    public static func removeAbandonedPartials(in directory: String, stale: TimeInterval = 600, now: Date = Date()) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var removed: [String] = []
+        for name in names.sorted() {
+            guard name.hasPrefix("."), let marker = name.range(of: ".partial-", options: .backwards) else { continue }
+            var digits = name[marker.upperBound...]
+            if digits.hasSuffix("-journal") { digits = digits.dropLast("-journal".count) }
+            guard let pid = pid_t(digits), pid > 0, kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard let changed = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                  now.timeIntervalSince(changed) >= stale, unlink(path) == 0 else { continue }
+            removed.append(name)
+        }
+        return removed
+    }
+
     /// Room a backup leaves free on the disk of the state file it copies, when it writes there:
     /// the gateway's cache and counters go on growing while the copy lies beside them.
     public static let roomKeptBesideTheState = 64 << 20
