@@ -21,7 +21,8 @@ struct BackupCommand: AsyncParsableCommand {
             copy. A destination that exists is never replaced. The copy must fit on its disk (with \
             64 MiB left over when that is the gateway's own disk).
 
-            --to - writes the copy to standard output (it is made in $TMPDIR first), for \
+            --to - writes the copy to standard output (it is made in $TMPDIR first, and \
+            removed; what one killed outright left there goes as partial copies do), for \
             `kubectl exec deploy/algogate -- algogate backup --config /etc/algogate/algogate.yaml --to - > algogate.sqlite`.
 
             SIGINT or SIGTERM stops it and discards the copy under way. Partial copies that \
@@ -78,6 +79,24 @@ struct BackupCommand: AsyncParsableCommand {
         }
     }
 
+    /// The directories (`algogate-backup-PID-XXXXXX`) that `--to -` backups killed outright left
+    /// in $TMPDIR, each holding a copy or part of one: removed once their process is gone and they
+    /// have not changed for ten minutes, as `StateBackup.removeAbandonedPartials` does.
+    static func removeAbandonedDirectories(in temporary: String, stale: TimeInterval = 600) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: temporary) else { return }
+        for name in names where name.hasPrefix("algogate-backup-") {
+            let parts = name.split(separator: "-")
+            guard parts.count == 4, let pid = pid_t(parts[2]), pid > 0, kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let path = (temporary as NSString).appendingPathComponent(name)
+            let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            let changed = ([path] + contents.map { (path as NSString).appendingPathComponent($0) }).compactMap {
+                (try? FileManager.default.attributesOfItem(atPath: $0))?[.modificationDate] as? Date
+            }.max() ?? .distantPast
+            guard Date().timeIntervalSince(changed) >= stale else { continue }
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
+
     /// Writes all of `data` to standard output; what went wrong (`strerror`) when it could not.
     /// (Foundation's `FileHandle.write(contentsOf:)` reports a closed pipe as "NSCocoaErrorDomain
     /// error 512".)
@@ -98,7 +117,8 @@ struct BackupCommand: AsyncParsableCommand {
 
     /// Makes the copy in a private directory under $TMPDIR, sends it, and removes it.
     private func copyToStandardOutput(statePath: String, cancellation: StateBackup.Cancellation) throws {
-        var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-backup-XXXXXX").path.utf8CString)
+        Self.removeAbandonedDirectories(in: FileManager.default.temporaryDirectory.path)
+        var template = Array(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-backup-\(getpid())-XXXXXX").path.utf8CString)
         guard let made = mkdtemp(&template) else {
             throw StateBackup.Failure(message: "cannot make a directory for the copy in \(FileManager.default.temporaryDirectory.path): \(String(cString: strerror(errno)))")
         }

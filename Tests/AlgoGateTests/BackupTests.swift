@@ -196,9 +196,19 @@ import Testing
                     "\(other) (cache.path) is a SQLite file but not the gateway's: it has no cache_entry or usage_day table")
             #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path) == [])
 
-            // To standard output, made first in $TMPDIR, which it leaves as it found it.
+            // To standard output, made first in $TMPDIR, which it leaves as it found it, but for
+            // the directory a `--to -` backup killed outright left there twenty minutes ago.
             let temporary = directory.appendingPathComponent("tmp")
             try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
+            let gone = try ChildProcess(executable: URL(fileURLWithPath: "/bin/true"), arguments: [])
+            await gone.exited()
+            await withCheckedContinuation { done in gone.stop { done.resume() } }
+            let left = temporary.appendingPathComponent("algogate-backup-\(gone.pid)-Ab12Cd")
+            try FileManager.default.createDirectory(at: left, withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: left.path + "/algogate.sqlite", contents: Data("part".utf8)))
+            for path in [left.path + "/algogate.sqlite", left.path] {
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-1_200)], ofItemAtPath: path)
+            }
             let streamed = directory.appendingPathComponent("streamed.sqlite")
             #expect(FileManager.default.createFile(atPath: streamed.path, contents: nil))
             let output = try FileHandle(forWritingTo: streamed)
