@@ -102,6 +102,8 @@ import Testing
                 #expect(outcome.log == "algogate restore: \(message)\n", sourceLocation: sourceLocation)
             }
             try await refused(["--config", freshConfig, "--from", directory.path + "/none.sqlite"], "there is no file at \(directory.path)/none.sqlite to restore")
+            try await refused(["--config", freshConfig, "--from", directory.path + "/volume/state/../state/algogate.sqlite", "--replace"],
+                              "\(directory.path)/volume/state/../state/algogate.sqlite is the state file itself (cache.path): give a copy algogate backup made")
             let text = directory.path + "/text.sqlite"
             try "not a database".write(toFile: text, atomically: true, encoding: .utf8)
             try await refused(["--config", freshConfig, "--from", text, "--replace"], "cannot read the copy \(text): it is not a SQLite database")

@@ -26,6 +26,9 @@ public enum StateRestore {
     /// when `replacing` (its cache and usage counters are lost to the copy's). Throws a
     /// `StateBackup.Failure` saying what to do when it cannot; the state file is then as it was.
     public static func restore(from copy: String, to statePath: String, replacing: Bool) throws -> Outcome {
+        if resolved(copy) == resolved(statePath) {
+            throw StateBackup.Failure(message: "\(copy) is the state file itself (cache.path): give a copy algogate backup made")
+        }
         let source = try openCopy(copy)
         defer { try? source.close() }
         let restored: StateBackup.Summary
@@ -54,7 +57,7 @@ public enum StateRestore {
                 throw StateBackup.Failure(message: "cannot create the directory \(directory): \(StateDatabase.reason(error))")
             }
         }
-        let destination = try openExclusively(statePath, existed: existed)
+        let destination = try openExclusively(statePath)
         defer { try? destination.close() }
         // For the record of what was lost; a file that is not the gateway's has none.
         // (What its WAL holds is part of it: a killed gateway's file may be mostly there.)
@@ -97,7 +100,7 @@ public enum StateRestore {
 
     /// The state file, held in exclusive locking mode: SQLite takes that mode on a WAL file only
     /// when no other connection has it open, and keeps every other out until it is closed.
-    static func openExclusively(_ path: String, existed: Bool) throws -> DatabaseQueue {
+    static func openExclusively(_ path: String) throws -> DatabaseQueue {
         var configuration = Configuration()
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA locking_mode = EXCLUSIVE") }
         do {
@@ -116,6 +119,12 @@ public enum StateRestore {
                 throw StateBackup.Failure(message: "cannot open \(path) (cache.path): \(error.message ?? "\(error)")")
             }
         }
+    }
+
+    /// `path` with its directory's symbolic links resolved (the file itself may not exist yet).
+    static func resolved(_ path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        return ((directory.isEmpty ? "." : directory) as NSString).resolvingSymlinksInPath + "/" + (path as NSString).lastPathComponent
     }
 
     /// A state file the restore made (there was none) takes the copy's permissions, and, made by
