@@ -136,6 +136,15 @@ import Testing
         return path
     }
 
+    /// The number of a process that has run and exited (a backup killed outright, for the files
+    /// it leaves).
+    static func goneProcess() async throws -> pid_t {
+        let gone = try ChildProcess(executable: URL(fileURLWithPath: "/bin/true"), arguments: [])
+        await gone.exited()
+        await withCheckedContinuation { done in gone.stop { done.resume() } }
+        return gone.pid
+    }
+
     /// Whether process `pid` is stopped (SIGSTOP): its state in /proc is `T`.
     static func isStopped(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -200,10 +209,7 @@ import Testing
             // the directory a `--to -` backup killed outright left there twenty minutes ago.
             let temporary = directory.appendingPathComponent("tmp")
             try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
-            let gone = try ChildProcess(executable: URL(fileURLWithPath: "/bin/true"), arguments: [])
-            await gone.exited()
-            await withCheckedContinuation { done in gone.stop { done.resume() } }
-            let left = temporary.appendingPathComponent("algogate-backup-\(gone.pid)-Ab12Cd")
+            let left = temporary.appendingPathComponent("algogate-backup-\(try await Self.goneProcess())-Ab12Cd")
             try FileManager.default.createDirectory(at: left, withIntermediateDirectories: true)
             #expect(FileManager.default.createFile(atPath: left.path + "/algogate.sqlite", contents: Data("part".utf8)))
             for path in [left.path + "/algogate.sqlite", left.path] {
@@ -387,10 +393,7 @@ import Testing
             // What backups killed outright left there: removed once their process is gone and
             // they have not changed for ten minutes; a partial copy still being written (changed
             // lately, or its process alive) and a file of the operator's own are kept.
-            let gone = try ChildProcess(executable: URL(fileURLWithPath: "/bin/true"), arguments: [])
-            await gone.exited()
-            let deadPID = gone.pid
-            await withCheckedContinuation { done in gone.stop { done.resume() } }
+            let deadPID = try await Self.goneProcess()
             let abandoned = [".old.sqlite.partial-\(deadPID)", ".old.sqlite.partial-\(deadPID)-journal"]
             let kept = [".fresh.sqlite.partial-\(deadPID)", ".live.sqlite.partial-\(getpid())", "notes.partial-\(deadPID)"]
             for name in abandoned + kept {
