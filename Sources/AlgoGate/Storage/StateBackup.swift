@@ -17,29 +17,10 @@ import Glibc
 /// the gateway from opening its file.)
 ///
 /// The copy is written beside its destination under a temporary name, with the state file's
-/// permissions, checked (`PRAGMA integrity_check`), flushed to disk and only then renamed into
-/// place: a destination that exists is a whole, checked copy. It is a single file (rollback
+/// permissions, checked (`PRAGMA integrity_check`), flushed to disk and only then given its name
+/// (a hard link, which never replaces a file): a destination that exists is a whole, checked copy. It is a single file (rollback
 /// journal, not WAL), ready to be put in place as `cache.path` to restore.
 public enum StateBackup {
-    /// What a backup copied.
-    public struct Summary: Sendable, Equatable {
-        public var bytes: Int
-        public var cacheEntries: Int
-        public var usageRows: Int
-        public var clients: Int
-        /// The first and last day with usage, `YYYY-MM-DD`; nil when none is recorded.
-        public var firstDay: String?
-        public var lastDay: String?
-
-        /// `12.3 MiB: 1204 cached answers; usage of 3 clients in 120 client-days (2026-10-23 to 2026-12-06)`.
-        public var description: String {
-            let usage = usageRows == 0 ? "no usage recorded"
-                : "usage of \(clients) client\(clients == 1 ? "" : "s") in \(usageRows) client-day\(usageRows == 1 ? "" : "s")"
-                    + (firstDay.map { first in lastDay.map { $0 == first ? " (\(first))" : " (\(first) to \($0))" } ?? "" } ?? "")
-            return "\(Formatting.size(bytes)): \(cacheEntries) cached answer\(cacheEntries == 1 ? "" : "s"); \(usage)"
-        }
-    }
-
     /// Why a backup was refused or failed; `message` is whole, for the operator.
     public struct Failure: Error, CustomStringConvertible {
         public let message: String
@@ -269,29 +250,6 @@ public enum StateBackup {
         } catch let error as DatabaseError {
             throw Failure(message: "cannot read the copy back: \(error.message ?? "\(error)"); it was discarded")
         }
-    }
-
-    /// `PRAGMA integrity_check`'s lines: `["ok"]`, or what is wrong.
-    static func integrity(_ db: Database) throws -> [String] {
-        try String.fetchAll(db, sql: "PRAGMA integrity_check")
-    }
-
-    /// What a state file holds, read in `db`.
-    static func summary(_ db: Database, bytes: Int) throws -> Summary {
-        let entries = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM cache_entry") ?? 0
-        let usage = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS rows, COUNT(DISTINCT client) AS clients, MIN(day) AS first, MAX(day) AS last FROM usage_day")
-        let first: Int? = usage?["first"], last: Int? = usage?["last"]
-        return Summary(bytes: bytes, cacheEntries: entries, usageRows: usage?["rows"] ?? 0, clients: usage?["clients"] ?? 0,
-                       firstDay: first.map(SQLiteUsageStore.dayString), lastDay: last.map(SQLiteUsageStore.dayString))
-    }
-
-    static func fileSize(_ path: String) -> Int {
-        (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
-    }
-
-    /// Whether `db` has the gateway's tables.
-    static func isGatewayFile(_ db: Database) throws -> Bool {
-        try String.fetchSet(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'").isSuperset(of: ["cache_entry", "usage_day"])
     }
 
     /// fsync: a backup that a power loss could leave half on disk is no backup.
