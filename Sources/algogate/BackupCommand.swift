@@ -25,6 +25,10 @@ struct BackupCommand: AsyncParsableCommand {
             removed; what one killed outright left there goes as partial copies do), for \
             `kubectl exec deploy/algogate -- algogate backup --config /etc/algogate/algogate.yaml --to - > algogate.sqlite`.
 
+            --without-cache leaves the cached answers out: the usage counters and the rest of \
+            the file, in kilobytes, from the same one snapshot; restored, the cache is empty and \
+            refills from the upstream.
+
             SIGINT or SIGTERM stops it and discards the copy under way. Partial copies that \
             backups killed outright (SIGKILL) left in the destination's directory are removed \
             first, once their process is gone and they have not changed for ten minutes.
@@ -39,6 +43,9 @@ struct BackupCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("The new file to write the copy to; a directory, for algogate-<UTC time>.sqlite in it (algogate-20261206T043000Z.sqlite); - for standard output.", valueName: "path"))
     var to: String
+
+    @Flag(help: "Leave the cached answers out (a refilled cache needs no backup): the usage counters and the rest, in kilobytes rather than the cache's size; restored, the cache is empty.")
+    var withoutCache = false
 
     func validate() throws {
         if to == "-", isatty(STDOUT_FILENO) != 0 {
@@ -70,14 +77,16 @@ struct BackupCommand: AsyncParsableCommand {
                 if !abandoned.isEmpty {
                     print("removed \(abandoned.count) partial cop\(abandoned.count == 1 ? "y" : "ies") that killed backups left: \(abandoned.joined(separator: ", "))")
                 }
-                let summary = try StateBackup.copy(statePath: statePath, to: target, cancellation: cancellation)
-                print("copied \(statePath) to \(target): \(summary.description); integrity check ok")
+                let summary = try StateBackup.copy(statePath: statePath, to: target, withoutCache: withoutCache, cancellation: cancellation)
+                print("copied \(statePath) to \(target)\(leftOut): \(summary.description); integrity check ok")
             }
         } catch let failure as StateBackup.Failure {
             FileHandle.standardError.write(Data("algogate backup: \(failure.message)\n".utf8))
             throw ExitCode(1)
         }
     }
+
+    private var leftOut: String { withoutCache ? ", its cache left out" : "" }
 
     /// The directories (`algogate-backup-PID-XXXXXX`) that `--to -` backups killed outright left
     /// in $TMPDIR, each holding a copy or part of one: removed once their process is gone and they
@@ -125,7 +134,7 @@ struct BackupCommand: AsyncParsableCommand {
         let directory = String(cString: made)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let copy = (directory as NSString).appendingPathComponent("algogate.sqlite")
-        let summary = try StateBackup.copy(statePath: statePath, to: copy, cancellation: cancellation)
+        let summary = try StateBackup.copy(statePath: statePath, to: copy, withoutCache: withoutCache, cancellation: cancellation)
         // A reader that goes away (a closed pipe) must end the copy with a message, not kill the
         // process before it removes the temporary file.
         signal(SIGPIPE, SIG_IGN)
@@ -148,6 +157,6 @@ struct BackupCommand: AsyncParsableCommand {
                 throw StateBackup.Failure(message: "the copy could not be written whole to standard output (\(failed)): what read it has part of it")
             }
         }
-        FileHandle.standardError.write(Data("copied \(statePath) to standard output: \(summary.description); integrity check ok\n".utf8))
+        FileHandle.standardError.write(Data("copied \(statePath) to standard output\(leftOut): \(summary.description); integrity check ok\n".utf8))
     }
 }

@@ -277,8 +277,27 @@ import Testing
             let tooSmall = try await ChildProcess.run(arguments: ["backup", "--config", config, "--to", small.path + "/state.sqlite"])
             #expect(tooSmall.termination == .exited(1))
             #expect(tooSmall.log == "algogate backup: the copy needs about \(Formatting.size(needed)) and the disk holding \(small.path) has \(Formatting.size(free)) free: "
-                + "give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)\n")
+                + "give a path on a disk with room, or leave the cached answers out (--without-cache)\n")
             #expect(try FileManager.default.contentsOfDirectory(atPath: small.path) == [])
+
+            // Its 3 MiB as a cached answer instead: the whole copy does not fit, the copy without
+            // the cache does.
+            let cachedState = directory.appendingPathComponent("cached/state.sqlite").path
+            let cachedPool = try StateDatabase.open(path: cachedState)
+            try await cachedPool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO cache_entry (key, algo, status, content_type, encoding, body, size, plain_size, body_sha256, created_at, expires_at, last_access)
+                    VALUES ('k', 'o/n/1.0.0', 200, 'text/plain', 'identity', randomblob(3145728), 3145728, 3145728, '', 0, 1e12, 0)
+                    """)
+            }
+            try cachedPool.close()
+            let cachedConfig = try Self.config(statePath: cachedState, in: directory)
+            let whole = try await ChildProcess.run(arguments: ["backup", "--config", cachedConfig, "--to", small.path + "/whole.sqlite"])
+            #expect(whole.termination == .exited(1) && whole.log.hasPrefix("algogate backup: the copy needs about "), "\(whole.log)")
+            let counters = try await ChildProcess.run(arguments: ["backup", "--config", cachedConfig, "--to", small.path + "/counters.sqlite", "--without-cache"])
+            #expect(counters.termination == .exited(0), "\(counters.log)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: small.path) == ["counters.sqlite"])
+            try FileManager.default.removeItem(atPath: small.path + "/counters.sqlite")
 
             // The same file on a 66 MiB disk: a copy beside it would leave less than 64 MiB; one
             // to another disk with room is made.
@@ -291,7 +310,7 @@ import Testing
             let beside = try await ChildProcess.run(arguments: ["backup", "--config", sharedConfig, "--to", shared.path + "/copy.sqlite"])
             #expect(beside.termination == .exited(1))
             #expect(beside.log == "algogate backup: the copy needs about \(Formatting.size(needed)) and the disk holding \(shared.path) has \(Formatting.size(sharedFree)) free, "
-                + "of which 64 MiB is left for the gateway's own file on the same disk: give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)\n")
+                + "of which 64 MiB is left for the gateway's own file on the same disk: give a path on a disk with room, or leave the cached answers out (--without-cache)\n")
             #expect(try FileManager.default.contentsOfDirectory(atPath: shared.path) == ["state.sqlite"])
             let elsewhere = try await ChildProcess.run(arguments: ["backup", "--config", sharedConfig, "--to", directory.path + "/copy.sqlite"])
             #expect(elsewhere.termination == .exited(0), "\(elsewhere.log)")
@@ -415,5 +434,60 @@ import Testing
             #expect(lines.count == 2 && lines.first == "removed 2 partial copies that killed backups left: \(abandoned.joined(separator: ", "))", "\(lines)")
             #expect(lines.last?.hasPrefix("copied \(statePath) to \(backups)/\(name): ") == true, "\(outcome.log)")
         }
+    }
+
+    /// `--without-cache`: the cached answers are left out and all else is kept (the schema, the
+    /// migrations applied, the usage counters), so a gateway serves from the copy, its cache
+    /// empty and filling again.
+    @Test func aCopyWithoutTheCacheKeepsTheCountersAndTheSchema() async throws {
+        let pair = try await ProcessHarness { ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2) }
+        defer { pair.stop() }
+        let statePath = pair.work.appendingPathComponent("cache.sqlite").path
+        func read<T>(_ path: String, _ body: (Database) throws -> T) throws -> T {
+            let queue = try DatabaseQueue(path: path)
+            defer { try? queue.close() }
+            return try queue.inDatabase(body)
+        }
+        func count(_ path: String, _ table: String) -> Int {
+            (try? read(path) { try Int.fetchOne($0, sql: "SELECT count(*) FROM \(table)") ?? 0 }) ?? 0
+        }
+        #expect(try await Self.echo(pair.gatewayPort, "left out").header("X-Cache") == "MISS")
+        #expect(await eventually { count(statePath, "cache_entry") == 1 && count(statePath, "usage_day") == 1 })
+
+        let copyPath = pair.work.appendingPathComponent("counters.sqlite").path
+        let backup = try await ChildProcess.run(arguments: ["backup", "--config", pair.configURL.path, "--to", copyPath, "--without-cache"])
+        #expect(backup.termination == .exited(0), "\(backup.log)")
+        let day = SQLiteUsageStore.dayString(Int(Date().timeIntervalSince1970 / 86_400))
+        #expect(backup.log == "copied \(statePath) to \(copyPath), its cache left out: \(Formatting.size(StateBackup.fileSize(copyPath))): "
+            + "0 cached answers; usage of 1 client in 1 client-day (\(day)); integrity check ok\n")
+
+        let schema = { (db: Database) in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master ORDER BY name").map { "\($0)" } }
+        let migrations = { (db: Database) in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier") }
+        let usage = { (db: Database) in try Row.fetchAll(db, sql: "SELECT client, day, requests, upstream_calls FROM usage_day").map { "\($0)" } }
+        #expect(try read(copyPath, schema) == read(statePath, schema))
+        #expect(try read(copyPath, migrations) == read(statePath, migrations))
+        #expect(try read(copyPath, usage) == read(statePath, usage))
+        #expect(try read(copyPath) { try String.fetchOne($0, sql: "PRAGMA integrity_check") } == "ok")
+        #expect(count(copyPath, "cache_entry") == 0)
+        #expect(try read(copyPath) { try Row.fetchOne($0, sql: "SELECT entries, bytes FROM cache_totals").map { [$0["entries"] as Int, $0["bytes"] as Int] } } == [0, 0])
+
+        // Served: the answer is asked of the upstream again and stored, the totals following it
+        // (the triggers were copied too).
+        let config = pair.work.appendingPathComponent("counters.yaml")
+        try """
+        server: {host: 127.0.0.1, port: 0}
+        upstream: {url: "http://127.0.0.1:\(pair.simPort)", key_env: \(ProcessHarness.keyVariable)}
+        cache: {path: "\(copyPath)"}
+        \(GatewayHarness.clientsYAML())
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let gateway = try ChildProcess(arguments: ["serve", "--config", config.path], environment: [ProcessHarness.keyVariable: Keys.upstream])
+        defer { gateway.stop() }
+        let port = try await gateway.listeningPort()
+        #expect(try await Self.echo(port, "left out").header("X-Cache") == "MISS")
+        #expect(await eventually {
+            (try? read(copyPath) { try Row.fetchOne($0, sql: "SELECT entries FROM cache_totals").map { $0["entries"] as Int } }) == 1
+                && count(copyPath, "cache_entry") == 1
+        })
+        #expect(try await Self.echo(port, "left out").header("X-Cache") == "HIT")
     }
 }

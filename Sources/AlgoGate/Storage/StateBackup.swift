@@ -102,13 +102,17 @@ public enum StateBackup {
     /// Copies the state file at `statePath` to `destination`, which must not exist, in a directory
     /// that does. Throws a `Failure` saying what to do when the copy cannot be made; leaves no
     /// file at `destination`, nor a temporary one beside it, unless it succeeded.
-    public static func copy(statePath: String, to destination: String, cancellation: Cancellation = Cancellation()) throws -> Summary {
+    /// `withoutCache`: the copy leaves the cached answers out (a refilled cache needs no backup)
+    /// and keeps everything else, the usage counters among it: kilobytes rather than the cache's
+    /// size, and a state file all the same, its cache empty.
+    public static func copy(statePath: String, to destination: String, withoutCache: Bool = false,
+                            cancellation: Cancellation = Cancellation()) throws -> Summary {
         try refuseUnsafeDestination(destination, statePath: statePath)
         let source = try openSource(statePath)
         defer { try? source.close() }
         cancellation.watch(source)
         defer { cancellation.watch(nil) }
-        try checkRoom(for: source, statePath: statePath, destination: destination)
+        try checkRoom(for: source, statePath: statePath, destination: destination, withoutCache: withoutCache)
 
         let directory = DiskReserve.nearestDirectory(of: destination)
         let temporary = (directory as NSString).appendingPathComponent(
@@ -127,7 +131,9 @@ public enum StateBackup {
         guard permissions == 0 else { throw Failure(message: "cannot set the copy's permissions in \(directory): \(String(cString: strerror(errno)))") }
         do {
             // Not inside a transaction: SQLite refuses VACUUM in one. The statement reads one snapshot.
-            try source.inDatabase { db in try db.execute(sql: "VACUUM INTO ?", arguments: [temporary]) }
+            try source.inDatabase { db in
+                if withoutCache { try copyLeavingTheCacheOut(db, into: temporary) } else { try db.execute(sql: "VACUUM INTO ?", arguments: [temporary]) }
+            }
         } catch let error as DatabaseError {
             if cancellation.isCancelled { throw stopped(directory) }
             if error.resultCode == .SQLITE_FULL {
@@ -156,6 +162,40 @@ public enum StateBackup {
         }
         _ = flushToDisk(directory)
         return summary
+    }
+
+    /// Writes into `path` (an empty file) every table, index and trigger of `db`'s file and every
+    /// row but the cached answers, from one snapshot: as `VACUUM INTO` would, less `cache_entry`'s
+    /// rows (its totals zeroed to match). The triggers are made last, so copying fires none.
+    static func copyLeavingTheCacheOut(_ db: Database, into path: String) throws {
+        try db.execute(sql: "ATTACH DATABASE ? AS copy", arguments: [path])
+        defer { try? db.execute(sql: "DETACH DATABASE copy") }
+        try db.inTransaction(.deferred) {
+            let objects = try Row.fetchAll(db, sql: """
+                SELECT type, name, sql FROM main.sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+                ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid
+                """)
+            // Each object's own statement, made in the copy: `CREATE TABLE name` becomes
+            // `CREATE TABLE copy.name` (an index's table and a trigger's body are then the copy's own).
+            func make(_ row: Row) throws {
+                let type: String = row["type"], sql: String = row["sql"]
+                let keyword = "CREATE \(type.uppercased()) "
+                guard sql.hasPrefix(keyword) else { throw Failure(message: "cannot copy the schema's \(type) \(row["name"] as String): it reads \(sql.prefix(40))") }
+                try db.execute(sql: keyword + "copy." + sql.dropFirst(keyword.count))
+            }
+            for row in objects where row["type"] as String != "trigger" { try make(row) }
+            for row in objects where row["type"] as String == "table" {
+                let table: String = row["name"]
+                guard table != "cache_entry" else { continue }
+                try db.execute(sql: "INSERT INTO copy.\(table) SELECT * FROM main.\(table)")
+            }
+            if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE name = 'sqlite_sequence')") == true {
+                try db.execute(sql: "INSERT INTO copy.sqlite_sequence SELECT * FROM main.sqlite_sequence")
+            }
+            try db.execute(sql: "UPDATE copy.cache_totals SET entries = 0, bytes = 0")
+            for row in objects where row["type"] as String == "trigger" { try make(row) }
+            return .commit
+        }
     }
 
     static func stopped(_ directory: String) -> Failure {
@@ -214,14 +254,16 @@ public enum StateBackup {
 
     /// Refuses a copy the destination's disk has not the room for. On the state file's own disk,
     /// `roomKeptBesideTheState` must be left over.
-    static func checkRoom(for source: DatabaseQueue, statePath: String, destination: String) throws {
+    static func checkRoom(for source: DatabaseQueue, statePath: String, destination: String, withoutCache: Bool) throws {
         let needed: Int
         do {
             needed = try source.read { db in
                 let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                 let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
                 let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-                return (pages - free) * pageSize
+                // Without the cache: less the entries' bodies (their rows' other bytes are few).
+                let cached = withoutCache ? try Int.fetchOne(db, sql: "SELECT bytes FROM cache_totals") ?? 0 : 0
+                return max((pages - free) * pageSize - cached, 16 * pageSize)
             }
         } catch let error as DatabaseError {
             throw Failure(message: "cannot read \(statePath) (cache.path): \(error.message ?? "\(error)")")
@@ -233,7 +275,7 @@ public enum StateBackup {
         guard free < needed + kept else { return }
         throw Failure(message: "the copy needs about \(Formatting.size(needed)) and the disk holding \(directory) has \(Formatting.size(free)) free"
             + (sameDisk ? ", of which \(Formatting.size(kept)) is left for the gateway's own file on the same disk" : "")
-            + ": give a path on a disk with room (or export the usage counters alone: algogate usage --format csv)")
+            + ": give a path on a disk with room" + (withoutCache ? "" : ", or leave the cached answers out (--without-cache)"))
     }
 
     /// Opens the copy and checks it whole; what it holds.
