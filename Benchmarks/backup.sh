@@ -2,7 +2,8 @@
 # `algogate backup` beside a serving gateway. Release build, loopback only. The state file is
 # filled with ENTRIES cache entries of ENTRY_BYTES random (incompressible) bytes each (100,000 of
 # 10 kB: about 1 GiB, the default cache.max_bytes); then:
-# - one backup alone: its wall time, MiB/s and peak resident memory, and the copy's size;
+# - one backup alone: its wall time, MiB/s and peak resident memory, and the copy's size; and one
+#   with --without-cache (the counters and the rest, the cached answers left out);
 # - cache hits, paced (CONNS connections, each waiting PACE_MS between calls: a steady load well
 #   below the ceiling), with no backup, then with backups taken one after another for the whole
 #   run: requests/s, p50 and p99 side by side, and how many backups the run saw;
@@ -36,18 +37,19 @@ PY
 URL="http://127.0.0.1:$GW_PORT/v1/algo/util/Echo/1.0.0"
 curl -s -o /dev/null -H "Authorization: Simple $CLIENT_KEY" -H 'Content-Type: application/json' -d '{"input":"Hello HAL","n":9000}' "$URL"
 
-# backup_once NAME: one backup to $WORK/NAME.sqlite; prints "seconds peak_rss_mib bytes" and removes the copy.
+# backup_once NAME [more arguments]: one backup to $WORK/NAME.sqlite; prints "seconds peak_rss_mib bytes" and removes the copy.
 backup_once() {
-  python3 - "$BIN" "$WORK/gateway.yaml" "$WORK/$1.sqlite" <<'PY'
+  python3 - "$BIN" "$WORK/gateway.yaml" "$WORK/$1.sqlite" "${@:2}" <<'PY'
 import os, resource, subprocess, sys, time
 t0 = time.monotonic()
-subprocess.run([sys.argv[1], "backup", "--config", sys.argv[2], "--to", sys.argv[3]], check=True, stdout=subprocess.DEVNULL)
+subprocess.run([sys.argv[1], "backup", "--config", sys.argv[2], "--to", sys.argv[3]] + sys.argv[4:], check=True, stdout=subprocess.DEVNULL)
 took = time.monotonic() - t0
 size = os.path.getsize(sys.argv[3]); os.unlink(sys.argv[3])
 print(f"{took:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} {size}")
 PY
 }
 read -r B_S B_RSS B_BYTES <<<"$(backup_once alone)"
+read -r W_S W_RSS W_BYTES <<<"$(backup_once counters --without-cache)"
 STATE_MIB=$(( $(stat -c %s "$WORK/cache.sqlite") >> 20 ))
 
 wal_mib() { awk -v b="$(stat -c %s "$WORK/cache.sqlite-wal" 2>/dev/null || echo 0)" 'BEGIN{printf "%.1f", b / 1048576}'; }
@@ -82,6 +84,7 @@ echo "backup of a ${STATE_MIB} MiB state file ($ENTRIES entries of $ENTRY_BYTES 
 echo "| backup alone s | MiB/s | backup peak RSS MiB | copy MiB |"
 echo "|---|---|---|---|"
 awk -v s="$B_S" -v r="$B_RSS" -v b="$B_BYTES" 'BEGIN{printf "| %s | %.0f | %d | %.1f |\n", s, b / 1048576 / s, r, b / 1048576}'
+echo "--without-cache alone: $W_S s, peak RSS $W_RSS MiB, copy $(awk -v b="$W_BYTES" 'BEGIN{printf "%.0f", b / 1024}') KiB"
 echo
 echo "cache hits, $CONNS connections each pacing ${PACE_MS} ms, median of $RUNS runs of $DURATION"
 echo "| load | requests/s | p50 ms | p99 ms | errors |"
