@@ -16,8 +16,11 @@ struct UsageCommand: AsyncParsableCommand {
     @Option(help: "Only this client (a name no configured client has, and none in the records of those days has, is refused as a typo).")
     var client: String?
 
-    @Option(help: "How many days back, today included.")
-    var days = 7
+    @Option(help: "How many days back, today included (7 unless --month is given).")
+    var days: Int?
+
+    @Option(help: ArgumentHelp("One calendar month (UTC) instead, whole: what a monthly chargeback reads on the first of the next.", valueName: "YYYY-MM"))
+    var month: String?
 
     @Option(help: "table (aligned columns), or csv (a header line, then one line per client per day, for a spreadsheet or a chargeback script).")
     var format: Format = .table
@@ -27,17 +30,24 @@ struct UsageCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard (1...3660).contains(days) else { throw ValidationError("--days must be from 1 to 3660") }
+        if let days, !(1...3660).contains(days) { throw ValidationError("--days must be from 1 to 3660") }
+        if let month {
+            guard days == nil else { throw ValidationError("give --days or --month, not both") }
+            guard UsagePeriod.month(month) != nil else { throw ValidationError("--month must be YYYY-MM (such as 2026-11), not '\(month)'") }
+        }
     }
+
+    /// What the report covers: the month given, or the last `--days` days.
+    var period: UsagePeriod { month.flatMap(UsagePeriod.month) ?? .lastDays(days ?? 7) }
 
     func run() async throws {
         let gatewayConfig = try loadWithoutKeyOrExit(path: config)
         let statePath = try existingStatePath(gatewayConfig, command: "usage", nothing: "no usage to report")
         let store = SQLiteUsageStore(pool: try StateDatabase.open(path: statePath))
         let today = Int((Date().timeIntervalSince1970 / 86_400).rounded(.down))
-        let rows = try await store.report(fromDay: today - days + 1, client: client)
+        let rows = try await store.report(days: period.days(today: today), client: client)
         if let client, rows.isEmpty, !gatewayConfig.clients.contains(where: { $0.name == client }) {
-            FileHandle.standardError.write(Data("algogate usage: \(OperatorRoutes.unknownClient(client, days: days))\n".utf8))
+            FileHandle.standardError.write(Data("algogate usage: \(OperatorRoutes.unknownClient(client, in: period))\n".utf8))
             throw ExitCode(1)
         }
         if format == .csv {
@@ -63,6 +73,6 @@ struct UsageCommand: AsyncParsableCommand {
                 index < 2 ? cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) : cell.leftPad(widths[index])
             }.joined(separator: "  "))
         }
-        if rows.isEmpty { print("(no usage recorded in the last \(days) day\(days == 1 ? "" : "s"))") }
+        if rows.isEmpty { print("(no usage recorded in \(period.description))") }
     }
 }

@@ -684,7 +684,7 @@ import Testing
             #expect(envelope(filtered).message == "GET /_admin/cache takes no parameters")
             let usage = try await h.gateway.send(.GET, "/_admin/usage?day=1", headers: simple(Keys.admin))
             #expect(usage.status == 400)
-            #expect(envelope(usage).message == "GET /_admin/usage takes no parameter 'day'; it takes days and client")
+            #expect(envelope(usage).message == "GET /_admin/usage takes no parameter 'day'; it takes days, month and client")
             let all = try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin))
             #expect(all.text == #"{"purged":2}"#)
         }

@@ -107,7 +107,39 @@ import Testing
             let typo = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--client", "team-bb", "--days", "2"])
             #expect(typo.termination == .exited(1))
             #expect(typo.log.contains("algogate usage: no client named 'team-bb' is configured, and none of that name used the gateway in the last 2 days"), "\(typo.log)")
+
+            // One calendar month: the row's month has the same row; an earlier one has none.
+            let month = String(row.first?.prefix(7) ?? "")
+            let inMonth = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--client", "team-b", "--month", month])
+            #expect(inMonth.termination == .exited(0))
+            #expect(inMonth.log == usage.log, "\(inMonth.log)")
+            let earlier = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--month", "2020-01"])
+            #expect(earlier.log.contains("(no usage recorded in 2020-01)"), "\(earlier.log)")
+            for (arguments, message) in [(["--month", "2026-13"], "--month must be YYYY-MM (such as 2026-11), not '2026-13'"),
+                                         (["--days", "3", "--month", "2026-11"], "give --days or --month, not both")] {
+                let refused = try await ChildProcess.run(arguments: ["usage", "--config", config.path] + arguments)
+                #expect(refused.termination == .exited(64))
+                #expect(refused.log.contains("Error: \(message)"), "\(refused.log)")
+            }
         }
+    }
+
+    /// A month's days run from its first to its last, February's by the year; the last days
+    /// end today.
+    @Test func aUsagePeriodCoversItsDays() {
+        let bounds = { (period: UsagePeriod) -> [String] in
+            let days = period.days(today: 20_428)
+            return [SQLiteUsageStore.dayString(days.lowerBound), SQLiteUsageStore.dayString(days.upperBound)]
+        }
+        #expect(bounds(UsagePeriod.month("2026-12")!) == ["2026-12-01", "2026-12-31"])
+        #expect(bounds(UsagePeriod.month("2026-02")!) == ["2026-02-01", "2026-02-28"])
+        #expect(bounds(UsagePeriod.month("2024-02")!) == ["2024-02-01", "2024-02-29"])
+        #expect(bounds(.lastDays(7)) == ["2025-11-30", "2025-12-06"])
+        for text in ["2026-1", "2026-00", "2026-13", "26-11", "2026/11", "2026-11-01", "１２３４-11", ""] {
+            #expect(UsagePeriod.month(text) == nil, "\(text)")
+        }
+        #expect(UsagePeriod.month("2026-11")?.description == "2026-11")
+        #expect(UsagePeriod.lastDays(1).description == "the last 1 day")
     }
 
     @Test func theDaysCountersSurviveARestart() async throws {
@@ -317,6 +349,24 @@ import Testing
             #expect((row["compute_seconds"] as? Double ?? 0) > 0)
             #expect(rows.first?["client"] as? String == "team-b")
 
+            // One calendar month instead of the last days: the month of the row, whole, has it;
+            // one before has nothing; a month that is not one, or both asked at once, is a 400.
+            let day = rows.first?["day"] as? String ?? ""
+            let thisMonth = try await h.gateway.send(.GET, "/_admin/usage?month=\(day.prefix(7))&client=team-b", headers: simple(Keys.admin))
+            #expect(thisMonth.status == 200)
+            #expect(canonicalJSON(thisMonth.json) == canonicalJSON(usage.json))
+            let before = try await h.gateway.send(.GET, "/_admin/usage?month=2020-01", headers: simple(Keys.admin))
+            #expect(before.text == #"{"days":[]}"#)
+            let notAMonth = try await h.gateway.send(.GET, "/_admin/usage?month=2026-13", headers: simple(Keys.admin))
+            #expect(notAMonth.status == 400)
+            #expect(envelope(notAMonth).message == "month must be YYYY-MM (such as 2026-11), not '2026-13'")
+            let both = try await h.gateway.send(.GET, "/_admin/usage?days=3&month=2026-11", headers: simple(Keys.admin))
+            #expect(both.status == 400)
+            #expect(envelope(both).message == "give days or month, not both")
+            let typoInMonth = try await h.gateway.send(.GET, "/_admin/usage?month=2020-01&client=team-bb", headers: simple(Keys.admin))
+            #expect(typoInMonth.status == 404)
+            #expect(envelope(typoInMonth).message == "no client named 'team-bb' is configured, and none of that name used the gateway in 2020-01")
+
             let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
             #expect(me.object["name"] as? String == "team-a")
             #expect(me.object["scopes"] as? [String] == ["algo", "data:read", "data:write", "manage"])
@@ -391,5 +441,5 @@ final class FlakyUsageStore: UsageStore {
         written.withLock { written in for (key, usage) in deltas { written[key, default: Usage()].add(usage) } }
     }
 
-    func report(fromDay: Int, client: String?) async throws -> [UsageRow] { [] }
+    func report(days: ClosedRange<Int>, client: String?) async throws -> [UsageRow] { [] }
 }

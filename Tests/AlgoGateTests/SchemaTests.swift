@@ -41,7 +41,7 @@ import Testing
                 VALUES ('team-b', 20000, 3, 3, ?), ('team-a', 20000, 2, 2, 1.5)
                 """, arguments: [Double.infinity])
             let pool = try StateDatabase.open(path: path)
-            let rows = try await SQLiteUsageStore(pool: pool).report(fromDay: 20000, client: nil)
+            let rows = try await SQLiteUsageStore(pool: pool).report(days: 20000...30000, client: nil)
             #expect(rows.map(\.client).sorted() == ["team-a", "team-b"])
             #expect(rows.first { $0.client == "team-b" }.map { ($0.usage.requests, $0.usage.computeSeconds) }! == (3, 0))
             #expect(rows.first { $0.client == "team-a" }?.usage.computeSeconds == 1.5)
@@ -74,7 +74,7 @@ import Testing
             used.requests = 2
             used.slotSeconds = 0.5
             try await store.add([UsageKey(client: "team-a", day: 20000): used], minutes: [MinuteKey(client: "team-a", minute: 28_800_000): 2])
-            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: used)])
+            #expect(try await store.report(days: 20000...30000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: used)])
             let cache = ResponseCache(pool: pool, settings: .init(maxBytes: 1 << 20, memoryBytes: 0, compressMinBytes: .max))
             let now = Date().timeIntervalSince1970
             let answer = ByteBuffer(string: #"{"result":"kept"}"#)
@@ -99,14 +99,14 @@ import Testing
             var before = Usage()
             (before.requests, before.cacheHits, before.upstreamCalls, before.errors) = (5, 1, 4, 1)
             (before.bytesIn, before.bytesOut, before.computeSeconds) = (300, 4000, 2.5)
-            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
+            #expect(try await store.report(days: 20000...30000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
             var delta = Usage()
             delta.requests = 1
             delta.upstreamCalls = 1
             delta.slotSeconds = 0.75
             try await store.add([UsageKey(client: "team-a", day: 20000): delta], minutes: [:])
             before.add(delta)
-            #expect(try await store.report(fromDay: 20000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
+            #expect(try await store.report(days: 20000...30000, client: nil) == [UsageRow(client: "team-a", day: "2024-10-04", usage: before)])
             try pool.close()
         }
     }

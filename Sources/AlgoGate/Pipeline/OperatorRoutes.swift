@@ -7,7 +7,7 @@ import NIOCore
 /// For the admin key:
 /// - `GET /_admin/cache`: entries, bytes, hits, misses, hit ratio, top algorithms.
 /// - `DELETE /_admin/cache[?algo=owner/name[/version]]`: purge one version, one algorithm, or all.
-/// - `GET /_admin/usage[?days=N][&client=NAME]`: usage per client per day.
+/// - `GET /_admin/usage[?days=N|month=YYYY-MM][&client=NAME]`: usage per client per day.
 /// - `GET /_admin/concurrency`: the account's upstream slots now: in flight, queued and reserved,
 ///   in all and per client.
 ///
@@ -43,15 +43,25 @@ public struct OperatorRoutes: Sendable {
         }
         router.get("/_admin/usage") { request, context -> Response in
             try requireOperator(context)
-            let parameters = try Self.parameters(of: request, taking: ["days", "client"], endpoint: "GET /_admin/usage")
-            let days = parameters["days"].map { Int($0) } ?? 7
-            guard let days, (1...3660).contains(days) else { throw GatewayError.badRequest("days must be a whole number from 1 to 3660") }
+            let parameters = try Self.parameters(of: request, taking: ["days", "month", "client"], endpoint: "GET /_admin/usage")
+            let period: UsagePeriod
+            switch (parameters["days"], parameters["month"]) {
+            case (.some, .some):
+                throw GatewayError.badRequest("give days or month, not both")
+            case (_, .some(let text)):
+                guard let month = UsagePeriod.month(text) else { throw GatewayError.badRequest("month must be YYYY-MM (such as 2026-11), not '\(text)'") }
+                period = month
+            case (let text, nil):
+                let days = text.map { Int($0) } ?? 7
+                guard let days, (1...3660).contains(days) else { throw GatewayError.badRequest("days must be a whole number from 1 to 3660") }
+                period = .lastDays(days)
+            }
             await ledger.flush()
             let today = QuotaLedger.day(of: now())
             let client = parameters["client"]
-            let rows = try await usage.report(fromDay: today - days + 1, client: client)
+            let rows = try await usage.report(days: period.days(today: today), client: client)
             if let client, rows.isEmpty, !configuredClients().contains(client) {
-                throw GatewayError.notFound(Self.unknownClient(client, days: days))
+                throw GatewayError.notFound(Self.unknownClient(client, in: period))
             }
             return try Self.json(["days": rows])
         }
@@ -186,8 +196,8 @@ public struct OperatorRoutes: Sendable {
     /// What an operator asking for the usage of `client` is told when no client of that name is
     /// configured and none has usage in the window: a misspelt name, not a client that used nothing.
     /// (A client since removed from the configuration still has its past usage reported.)
-    public static func unknownClient(_ client: String, days: Int) -> String {
-        "no client named '\(client)' is configured, and none of that name used the gateway in the last \(days) day\(days == 1 ? "" : "s")"
+    public static func unknownClient(_ client: String, in period: UsagePeriod) -> String {
+        "no client named '\(client)' is configured, and none of that name used the gateway in \(period.description)"
     }
 
     /// The request's query parameters, each given at most once and only those the endpoint takes:
@@ -198,13 +208,18 @@ public struct OperatorRoutes: Sendable {
             let name = String(name)
             guard names.contains(name) else {
                 throw GatewayError.badRequest(names.isEmpty ? "\(endpoint) takes no parameters"
-                                                             : "\(endpoint) takes no parameter '\(name)'; it takes \(names.joined(separator: " and "))")
+                                                             : "\(endpoint) takes no parameter '\(name)'; it takes \(Self.list(names))")
             }
             guard found.updateValue(String(value), forKey: name) == nil else {
                 throw GatewayError.badRequest("\(endpoint) takes '\(name)' once")
             }
         }
         return found
+    }
+
+    /// `a`, `a and b`, `a, b and c`.
+    static func list(_ names: [String]) -> String {
+        names.count <= 2 ? names.joined(separator: " and ") : names.dropLast().joined(separator: ", ") + " and " + names[names.count - 1]
     }
 
     /// Whether `text` names what a purge may: `owner/name` or `owner/name/version` (the HTTP

@@ -53,8 +53,8 @@ public protocol UsageStore: Sendable {
     /// Adds deltas to the stored counters, in one transaction; minute counts older than the
     /// oldest minute given are dropped.
     func add(_ deltas: [UsageKey: Usage], minutes: [MinuteKey: Int]) async throws
-    /// The last `days` days (today included), newest first; one client or all.
-    func report(fromDay: Int, client: String?) async throws -> [UsageRow]
+    /// The rows of `days` (days since 1970-01-01), newest first; one client or all.
+    func report(days: ClosedRange<Int>, client: String?) async throws -> [UsageRow]
 }
 
 public struct UsageKey: Sendable, Hashable {
@@ -185,11 +185,11 @@ public struct SQLiteUsageStore: UsageStore {
         }
     }
 
-    public func report(fromDay: Int, client: String?) async throws -> [UsageRow] {
+    public func report(days: ClosedRange<Int>, client: String?) async throws -> [UsageRow] {
         try await pool.read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT * FROM usage_day WHERE day >= ? AND (? IS NULL OR client = ?) ORDER BY day DESC, client
-                """, arguments: [fromDay, client, client])
+                SELECT * FROM usage_day WHERE day BETWEEN ? AND ? AND (? IS NULL OR client = ?) ORDER BY day DESC, client
+                """, arguments: [days.lowerBound, days.upperBound, client, client])
             return rows.map { UsageRow(client: $0["client"], day: Self.dayString($0["day"]), usage: Self.usage($0)) }
         }
     }

@@ -1,0 +1,50 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The days a usage report covers: the last N days (today included), or one calendar month
+/// (UTC), which a monthly chargeback reads whole on the first of the next.
+public enum UsagePeriod: Sendable, Equatable {
+    case lastDays(Int)
+    case month(year: Int, month: Int)
+
+    /// `YYYY-MM`, or nil when `text` is not one (months 01 to 12, years 1970 to 9999).
+    public static func month(_ text: String) -> UsagePeriod? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].count == 4, parts[1].count == 2,
+              parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+              let year = Int(parts[0]), let month = Int(parts[1]), (1970...9999).contains(year), (1...12).contains(month) else { return nil }
+        return .month(year: year, month: month)
+    }
+
+    /// Its days (days since 1970-01-01, UTC), given today's.
+    public func days(today: Int) -> ClosedRange<Int> {
+        switch self {
+        case .lastDays(let count):
+            return (today - count + 1)...today
+        case .month(let year, let month):
+            let first = Self.day(year: year, month: month)
+            let next = month == 12 ? Self.day(year: year + 1, month: 1) : Self.day(year: year, month: month + 1)
+            return first...(next - 1)
+        }
+    }
+
+    /// How messages name it: `the last 7 days`, `the last 1 day`, `2026-11`.
+    public var description: String {
+        switch self {
+        case .lastDays(let count): return "the last \(count) day\(count == 1 ? "" : "s")"
+        case .month(let year, let month): return "\(Formatting.padded(year, 4))-\(Formatting.padded(month, 2))"
+        }
+    }
+
+    /// The day number of the first of `month` in `year`.
+    static func day(year: Int, month: Int) -> Int {
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = 1
+        return Int(timegm(&parts)) / 86_400
+    }
+}
