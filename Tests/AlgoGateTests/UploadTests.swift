@@ -130,6 +130,31 @@ import Testing
         #expect(metricSample(metrics, "algogate_upstream_circuit_open") == 0)
     }
 
+    /// The official Java client's `DataFile.put(File)` sends a file as a stream of unknown length:
+    /// chunked, without `Content-Length`. Its chunks go upstream as they come and the file is
+    /// stored whole; a chunked download of it comes back the same.
+    @Test func aChunkedUploadWithoutALengthIsStoredWhole() async throws {
+        try await GatewayHarness.run { h in
+            let made = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-a"])
+            #expect(made.status == 200)
+            let chunks = (0..<5).map { index in String(repeating: String(UnicodeScalar(UInt8(0x61 + index))), count: 40_000 + index) }
+            let body = chunks.map { String($0.utf8.count, radix: 16) + "\r\n" + $0 + "\r\n" }.joined() + "0\r\n\r\n"
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "PUT /v1/data/.my/team-a/java.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + "Authorization: Simple \(Keys.teamA)\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in stride(from: 0, to: body.utf8.count, by: 65_536) {
+                try await client.send(String(decoding: Array(body.utf8)[piece..<min(piece + 65_536, body.utf8.count)], as: UTF8.self))
+            }
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            let answer = try #require(RawResponse.parse(client.text).first)
+            #expect(answer.statusLine == "HTTP/1.1 200 OK")
+            #expect(canonicalJSON(literal: answer.body) == canonicalJSON(literal: #"{"result":"data://.my/team-a/java.bin"}"#))
+            await client.close()
+            let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/java.bin", headers: simple(Keys.upstream))
+            #expect(stored.status == 200)
+            #expect(stored.text == chunks.joined())
+        }
+    }
+
     @Test func aHalfSentUploadGetsAnEnvelopeNamingWhatHappened() async throws {
         let h = try await Self.harness()
         defer { h.stop() }
