@@ -11,7 +11,8 @@ import Synchronization
 /// held in memory, and calls waiting for room or for an identical call's answer; client
 /// connections closed because their client stopped reading; algorithm calls that ran to their
 /// end after their client went, by client; asynchronous calls the upstream accepted, by client;
-/// configuration reloads applied and refused.
+/// configuration reloads applied and refused; and the process's own memory, CPU time and file
+/// descriptors (`ProcessMetrics`).
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -40,6 +41,7 @@ public final class GatewayMetrics: Sendable {
     private let reloadsApplied: Counter
     private let reloadsRefused: Counter
     private let lastReloadSuccessful: Gauge
+    private let process: ProcessMetrics
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -102,6 +104,7 @@ public final class GatewayMetrics: Sendable {
             metricName: "algogate_config_last_reload_successful", unitName: "",
             helpText: "0 while the last reload was refused (the configuration in force is older than the file), else 1"))
         lastReloadSuccessful.set(to: 1)
+        process = ProcessMetrics(registry: registry)
         let registry = registry
         requestHistograms = Self.requestHistogramRoutes.map { route in
             registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
@@ -244,8 +247,8 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    /// The text exposition, with the gauges read from the gate and the log writer's drops
-    /// brought up to date at scrape time.
+    /// The text exposition, with the gauges read from the gate, the log writer's drops and the
+    /// process's own figures brought up to date at scrape time.
     func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
                     breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
                     cache: ResponseCache?) -> [UInt8] {
@@ -273,6 +276,7 @@ public final class GatewayMetrics: Sendable {
         if let logWriter {
             Self.catchUp(logLinesDropped, counted: logLinesDroppedCounted, to: logWriter.droppedLines)
         }
+        process.update()
         return registry.emitToBuffer()
     }
 
