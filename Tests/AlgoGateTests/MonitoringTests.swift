@@ -86,7 +86,7 @@ import Yams
                                      legend: target["legendFormat"] as? String ?? ""))
             }
         }
-        #expect(queries.count == 2 + 42)
+        #expect(queries.count == 2 + 50)
         return queries
     }
 
@@ -166,10 +166,11 @@ import Yams
         #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple("not-a-key") + [("Content-Type", "text/plain")], text: "x").status == 401)
         let unread = try await h.gateway.send(.GET, "/metrics").text
         let before = metricSample(unread, #"algogate_unread_answers_total{client="team-a"}"#) ?? 0
-        let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call("/v1/algo/test/Sleep", key: Keys.teamA, input: "300"))
-        try await Task.sleep(for: .milliseconds(50))
+        // Gone while its call is upstream (the simulator holds it 5 s), which runs on to its end.
+        let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call("/v1/algo/test/Sleep", key: Keys.teamA, input: "5000"))
+        #expect(await eventually { h.app.gate.inFlight == 1 })
         await leaving.close()
-        #expect(try await eventually(within: .seconds(20)) {
+        #expect(try await eventually(within: .seconds(60)) {
             metricSample(try await h.gateway.send(.GET, "/metrics").text, #"algogate_unread_answers_total{client="team-a"}"#) == before + 1
         })
     }

@@ -67,3 +67,41 @@ import Testing
         #expect(cpuAfter > cpuBefore, "\(cpuBefore) then \(cpuAfter)")
     }
 }
+
+/// The bounds in force at `/metrics`, beside what they bound: upstream slots, buffered bytes, and
+/// the cache's size on disk (as `cache.max_bytes` counts it) and in its hot tier.
+@Suite struct BoundMetricsTests {
+    @Test func theBoundsAndTheCachesSizeAreServed() async throws {
+        try await GatewayHarness.run(upstreamYAML: "max_concurrency: 7", cacheYAML: "max_bytes: 5000000\n  memory_bytes: 3000000",
+                                     extraYAML: "limits: {max_buffered_bytes: 40000000, max_buffered_answer_bytes: 50000000}") { h in
+            let cache = try #require(h.app.cache)
+            for name in ["HAL", "Dave", "Frank"] {
+                let stored = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: name)
+                #expect(stored.header("Cache-Status") == "algogate; fwd=miss; stored")
+            }
+            try await cache.flush(now: Date().timeIntervalSince1970)
+            let (entries, bodies) = try await h.app.storage.pool.read { db in
+                (try Int.fetchOne(db, sql: "SELECT count(*) FROM cache_entry") ?? -1, try Int.fetchOne(db, sql: "SELECT sum(size) FROM cache_entry") ?? -1)
+            }
+            #expect(entries == 3)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, "algogate_cache_entries") == 3)
+            #expect(metricSample(metrics, "algogate_cache_bytes") == Double(bodies + 3 * ResponseCache.entryOverhead))
+            #expect(metricSample(metrics, "algogate_cache_max_bytes") == 5_000_000)
+            #expect(metricSample(metrics, "algogate_cache_memory_bytes") == Double(cache.hot.bytes))
+            #expect(cache.hot.count == 3 && cache.hot.bytes > 0)
+            #expect(metricSample(metrics, "algogate_cache_memory_max_bytes") == 3_000_000)
+            #expect(metricSample(metrics, "algogate_upstream_max_concurrency") == 7)
+            #expect(metricSample(metrics, "algogate_buffered_input_max_bytes") == 40_000_000)
+            #expect(metricSample(metrics, "algogate_buffered_answer_max_bytes") == 50_000_000)
+
+            // A purge empties both, as the next flush reads it.
+            #expect(try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin)).status == 200)
+            try await cache.flush(now: Date().timeIntervalSince1970)
+            let purged = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(purged, "algogate_cache_entries") == 0)
+            #expect(metricSample(purged, "algogate_cache_bytes") == 0)
+            #expect(metricSample(purged, "algogate_cache_memory_bytes") == 0)
+        }
+    }
+}

@@ -38,14 +38,15 @@ enum RecordingUpstream {
         }
     }
 
-    /// Runs `body` with the recorder and a gateway in front of it (`clientsYAML` as `GatewayHarness`'s).
-    static func run(clientsYAML: String? = nil, _ body: (Recorder, GatewayHarness) async throws -> Void) async throws {
+    /// Runs `body` with the recorder and a gateway in front of it (`clientsYAML` and `upstreamYAML`
+    /// as `GatewayHarness`'s).
+    static func run(clientsYAML: String? = nil, upstreamYAML: String = "", _ body: (Recorder, GatewayHarness) async throws -> Void) async throws {
         let recorder = Recorder()
         try await LiveServer.run({ onRunning in
             Application(responder: Responder(recorder: recorder), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                         onServerRunning: onRunning, logger: { var logger = Logger(label: "recording-upstream"); logger.logLevel = .warning; return logger }())
         }) { port in
-            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: clientsYAML) { h in
+            try await GatewayHarness.run(upstreamYAML: upstreamYAML, upstreamURL: { _ in "http://127.0.0.1:\(port)" }, clientsYAML: clientsYAML) { h in
                 try await body(recorder, h)
             }
         }

@@ -72,6 +72,23 @@ extension ResponseCache {
     /// alone, a cache of 175-byte answers took a file 3.2 times `max_bytes`.
     public static let entryOverhead = 400
 
+    /// What the cache holds: its entries, and their size as `cache.max_bytes` counts it (the
+    /// bodies, and `entryOverhead` an entry).
+    public struct Size: Sendable, Equatable {
+        public let entries: Int
+        public let bytes: Int
+    }
+
+    /// The cache's size as the last flush (each second) left it, for the metrics: read with the
+    /// flush, so a scrape never waits for the file. Nil before the first flush.
+    public var size: Size? { sizeRead.withLock { $0 } }
+
+    static func size(_ db: Database) throws -> Size {
+        let row = try Row.fetchOne(db, sql: "SELECT entries, bytes FROM cache_totals WHERE id = 1")
+        let entries: Int = row?["entries"] ?? 0, bodies: Int = row?["bytes"] ?? 0
+        return Size(entries: entries, bytes: bodies + entries * entryOverhead)
+    }
+
     /// The cache's size as `cache.max_bytes` bounds it: the bodies, and `entryOverhead` an entry.
     static func countedBytes(_ db: Database) throws -> Int {
         try Int.fetchOne(db, sql: "SELECT bytes + entries * \(entryOverhead) FROM cache_totals WHERE id = 1") ?? 0

@@ -42,6 +42,9 @@ public final class ResponseCache: Sendable {
     let settings: Mutex<Settings>
     let hot: HotTier
     private let pending = Mutex(Pending())
+    /// The entries stored and their size as `cache.max_bytes` counts it, as the last flush left
+    /// them (`size`).
+    let sizeRead = Mutex<Size?>(nil)
     /// The last purge (`cache_purge`'s id) whose answers are out of the hot tier.
     private let purgesApplied: Mutex<Int64>
     /// The last purge (`cache_purge`'s id) this process knows of: its own as each begins, other
@@ -322,6 +325,8 @@ public final class ResponseCache: Sendable {
         _ = try await delete(where: "expires_at <= ?", arguments: [keepUntil], batches: Self.expiryBatchesPerFlush)
         if stored > maxBytes { try await evictOverBound(batches: Self.expiryBatchesPerFlush) }
         hot.remove { _, answer in answer.expiresAt <= now }
+        let size = try await pool.read { db in try Self.size(db) }
+        sizeRead.withLock { $0 = size }
     }
 
     /// The entry's answer, its body checked against the SHA-256 stored with it (`CorruptEntry`).

@@ -12,7 +12,8 @@ import Synchronization
 /// connections closed because their client stopped reading; algorithm calls that ran to their
 /// end after their client went, by client; asynchronous calls the upstream accepted, by client;
 /// configuration reloads applied and refused; and the process's own memory, CPU time and file
-/// descriptors (`ProcessMetrics`).
+/// descriptors (`ProcessMetrics`); the bounds in force beside what they bound (upstream slots,
+/// buffered bytes, the cache's size and its hot tier's).
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let eventLoopHits: Counter
@@ -42,6 +43,7 @@ public final class GatewayMetrics: Sendable {
     private let reloadsRefused: Counter
     private let lastReloadSuccessful: Gauge
     private let process: ProcessMetrics
+    private let bounds: BoundMetrics
     static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
@@ -105,6 +107,7 @@ public final class GatewayMetrics: Sendable {
             helpText: "0 while the last reload was refused (the configuration in force is older than the file), else 1"))
         lastReloadSuccessful.set(to: 1)
         process = ProcessMetrics(registry: registry)
+        bounds = BoundMetrics(registry: registry)
         let registry = registry
         requestHistograms = Self.requestHistogramRoutes.map { route in
             registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.requestBuckets)
@@ -251,8 +254,9 @@ public final class GatewayMetrics: Sendable {
     /// process's own figures brought up to date at scrape time.
     func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
                     breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
-                    cache: ResponseCache?) -> [UInt8] {
+                    cache: ResponseCache?, limits: GatewayConfig.Limits) -> [UInt8] {
         if let cache { Self.catchUp(corruptEntries, counted: corruptEntriesCounted, to: cache.corruptEntriesTotal) }
+        bounds.update(gate: gate, cache: cache, limits: limits)
         usageStoreFailing.set(to: ledger.isHealthy ? 0 : 1)
         diskReserveHeld.set(to: (reserve?.isHeld ?? true) ? 1 : 0)
         inFlight.set(to: Double(gate.inFlight))

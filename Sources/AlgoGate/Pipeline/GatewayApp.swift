@@ -160,7 +160,8 @@ public struct GatewayApp: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
                                                                                       collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter,
-                                                                                      ledger: ledger, reserve: reserve, cache: cache))))
+                                                                                      ledger: ledger, reserve: reserve, cache: cache,
+                                                                                      limits: state.snapshot.config.limits))))
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
                        configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, gate: gate,

@@ -51,6 +51,8 @@ public final class ConcurrencyGate: Sendable {
     }
 
     public var inFlight: Int { state.withLock { $0.inFlight } }
+    /// The slots in force (`upstream.max_concurrency` as the gateway started).
+    public var capacity: Int { state.withLock { $0.capacity } }
     public var queued: Int { state.withLock { $0.queued } }
     /// The most slots one client has held at once (for tests and operators).
     public func peak(for client: String) -> Int { state.withLock { $0.peakPerClient[client] ?? 0 } }
