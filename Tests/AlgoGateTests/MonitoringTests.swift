@@ -44,6 +44,40 @@ import Yams
         #expect(Set(rules.compactMap { $0["alert"] as? String }) == firing)
     }
 
+    /// For the Prometheus Operator: the ServiceMonitor selects the Service and scrapes `/metrics`
+    /// on one of its named ports, and the README's command makes a PrometheusRule whose rules are
+    /// alerts.yaml's (run here up to its `kubectl apply`). Without the operator, the pods'
+    /// annotations say where to scrape.
+    @Test func theOperatorsObjectsMatchTheServiceAndTheRules() async throws {
+        let monitor = try DeployTests.yaml("deploy/kubernetes/servicemonitor.yaml")
+        let service = try DeployTests.yaml("deploy/kubernetes/service.yaml")
+        #expect(DeployTests.dig(monitor, "kind") as? String == "ServiceMonitor")
+        #expect(DeployTests.dig(monitor, "spec", "selector", "matchLabels") as? [String: String] == DeployTests.dig(service, "metadata", "labels") as? [String: String])
+        let ports = (DeployTests.dig(service, "spec", "ports") as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        let endpoint = DeployTests.dig(monitor, "spec", "endpoints", 0) as? [String: Any] ?? [:]
+        #expect(ports.contains(endpoint["port"] as? String ?? "?"), "\(ports)")
+        #expect(endpoint["path"] as? String == "/metrics")
+        // The pods' annotations, for a Prometheus that finds pods by them, name the container's port.
+        let template = DeployTests.dig(try DeployTests.yaml("deploy/kubernetes/deployment.yaml"), "spec", "template") as? [String: Any] ?? [:]
+        let annotations = DeployTests.dig(template, "metadata", "annotations") as? [String: String] ?? [:]
+        let containerPorts = DeployTests.dig(template, "spec", "containers", 0, "ports") as? [[String: Any]] ?? []
+        #expect(annotations == ["prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                "prometheus.io/port": String(containerPorts.first { $0["name"] as? String == "http" }?["containerPort"] as? Int ?? 0)])
+
+        let readme = try DeployTests.text("README.md")
+        let line = try #require(readme.split(separator: "\n").first { $0.contains("kind: PrometheusRule") })
+        let command = try #require(line.range(of: " | kubectl apply -f -").map { line[..<$0.lowerBound] })
+        let made = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/bash"), arguments: ["-c", "cd '\(DeployTests.root.path)' && \(command)"])
+        #expect(made.termination == .exited(0), "\(made.log)")
+        let rule = try #require(try Yams.load(yaml: made.log) as? [String: Any])
+        #expect(rule["apiVersion"] as? String == "monitoring.coreos.com/v1" && rule["kind"] as? String == "PrometheusRule")
+        #expect(DeployTests.dig(rule, "metadata", "name") as? String == "algogate")
+        let groups = try JSONSerialization.data(withJSONObject: DeployTests.dig(rule, "spec", "groups") ?? [], options: .sortedKeys)
+        let alerts = try JSONSerialization.data(withJSONObject: try DeployTests.yaml("deploy/prometheus/alerts.yaml")["groups"] ?? [], options: .sortedKeys)
+        #expect(groups == alerts)
+        #expect(groups.count > 1000)
+    }
+
     /// A dashboard query: its panel, its expression as Grafana sends it for `instance` and the
     /// clients team-a and team-b chosen, and its legend.
     struct Query {
