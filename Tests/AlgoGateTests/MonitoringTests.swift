@@ -120,7 +120,7 @@ import Yams
                                      legend: target["legendFormat"] as? String ?? ""))
             }
         }
-        #expect(queries.count == 2 + 50)
+        #expect(queries.count == 2 + 51)
         return queries
     }
 

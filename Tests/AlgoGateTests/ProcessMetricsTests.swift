@@ -94,6 +94,7 @@ import Testing
             #expect(metricSample(metrics, "algogate_upstream_max_concurrency") == 7)
             #expect(metricSample(metrics, "algogate_buffered_input_max_bytes") == 40_000_000)
             #expect(metricSample(metrics, "algogate_buffered_answer_max_bytes") == 50_000_000)
+            #expect(metricSample(metrics, #"algogate_build_info{version="\#(AlgoGateVersion.string)"}"#) == 1)
 
             // A purge empties both, as the next flush reads it.
             #expect(try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin)).status == 200)

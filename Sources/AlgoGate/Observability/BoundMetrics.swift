@@ -3,7 +3,8 @@ import Prometheus
 /// The bounds in force at `GET /metrics`, beside the gauges of what they bound, so a dashboard or
 /// an alert reads how full each is without copying the configuration: the upstream slots, the
 /// bytes of algorithm inputs and answers held in memory, and the cache's size, on disk and in
-/// its hot tier (with the size itself, which the cache reads with its flush each second).
+/// its hot tier (with the size itself, which the cache reads with its flush each second); and the
+/// version serving (`algogate_build_info`).
 final class BoundMetrics: Sendable {
     private let maxConcurrency: Gauge
     private let bufferedInputMax: Gauge
@@ -15,6 +16,9 @@ final class BoundMetrics: Sendable {
     private let cacheMemoryMaxBytes: Gauge
 
     init(registry: PrometheusCollectorRegistry) {
+        // Constant: which release serves, for dashboards that follow a rollout across replicas.
+        registry.makeGauge(descriptor: .init(metricName: "algogate_build_info", unitName: "", helpText: "1, labelled with the gateway's version"),
+                           labels: [("version", AlgoGateVersion.string)]).set(to: 1)
         maxConcurrency = registry.makeGauge(descriptor: .init(
             metricName: "algogate_upstream_max_concurrency", unitName: "", helpText: "Upstream slots in force (upstream.max_concurrency)"))
         bufferedInputMax = registry.makeGauge(descriptor: .init(
