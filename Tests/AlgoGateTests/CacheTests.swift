@@ -665,6 +665,9 @@ import Testing
             #expect(stats.object["hit_ratio"] as? Double == 0.25)
             let purgeVersion = try await h.gateway.send(.DELETE, "/_admin/cache?algo=demo/Hello/0.1.0", headers: simple(Keys.admin))
             #expect(purgeVersion.text == #"{"purged":1}"#)
+            // Logged with what it purged, under the request's id (the request line has no query).
+            let purgeLine = h.logs.all.filter { $0.contains("cache purged by an operator") }
+            #expect(purgeLine == ["notice cache purged by an operator algo=demo/Hello/0.1.0 purged=1 request_id=\(try #require(purgeVersion.header("X-Request-ID")))"])
             let purgeAlgo = try await h.gateway.send(.DELETE, "/_admin/cache?algo=demo/Hello", headers: simple(Keys.admin))
             #expect(purgeAlgo.text == #"{"purged":1}"#)
             let gone = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0")
@@ -687,6 +690,7 @@ import Testing
             #expect(envelope(usage).message == "GET /_admin/usage takes no parameter 'day'; it takes days, month and client")
             let all = try await h.gateway.send(.DELETE, "/_admin/cache", headers: simple(Keys.admin))
             #expect(all.text == #"{"purged":2}"#)
+            #expect(h.logs.all.filter { $0.contains("cache purged by an operator") }.last?.hasPrefix("notice cache purged by an operator algo=* purged=2 ") == true)
         }
     }
 }

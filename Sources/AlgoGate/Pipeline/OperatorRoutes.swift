@@ -38,6 +38,9 @@ public struct OperatorRoutes: Sendable {
                 throw GatewayError.badRequest("algo must be owner/name or owner/name/version")
             }
             let purged = try await cache.purge(algo: algo)
+            // Who purged what, for whoever later wonders where the cached answers went (the
+            // request line carries no query).
+            context.lineLogger.notice("cache purged by an operator", metadata: ["algo": .string(algo ?? "*"), "purged": .stringConvertible(purged)])
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: #"{"purged":\#(purged)}"#)))
         }
