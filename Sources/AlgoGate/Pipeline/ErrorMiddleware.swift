@@ -35,7 +35,7 @@ struct ErrorMiddleware: RouterMiddleware {
     /// the right ones, not a 404.
     static let gatewayEndpoints: [String: [HTTPRequest.Method]] = [
         "/healthz": [.get, .head], "/readyz": [.get, .head], "/metrics": [.get],
-        "/_admin/cache": [.get, .delete], "/_admin/usage": [.get], "/_gateway/me": [.get],
+        "/_admin/cache": [.get, .delete], "/_admin/usage": [.get], "/_admin/concurrency": [.get], "/_gateway/me": [.get],
     ]
 
     /// The envelope answer for `error`, which is kept for the request's log line.
