@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the Debian packages the build needs when missing,
-# fetches promtool and prometheus (Tests/fetch-prometheus.sh), builds, runs the Swift test suites,
+# fetches the tools some tests run (Tests/fetch-tools.sh), builds, runs the Swift test suites,
 # then the official Python client's flows (Tests/ClientCompat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
-bash Tests/fetch-prometheus.sh
+bash Tests/fetch-tools.sh
 swift build --build-tests
 
 # The suites print as they go; when one fails, its issues are printed again at the end, where

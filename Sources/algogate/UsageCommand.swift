@@ -33,7 +33,7 @@ struct UsageCommand: AsyncParsableCommand {
         if let days, !(1...3660).contains(days) { throw ValidationError("--days must be from 1 to 3660") }
         if let month {
             guard days == nil else { throw ValidationError("give --days or --month, not both") }
-            guard UsagePeriod.month(month) != nil else { throw ValidationError("--month must be YYYY-MM (such as 2026-11), not '\(month)'") }
+            guard UsagePeriod.month(month) != nil else { throw ValidationError(UsagePeriod.monthRefusal("--month", month)) }
         }
     }
 

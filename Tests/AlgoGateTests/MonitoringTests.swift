@@ -6,7 +6,7 @@ import Yams
 
 /// The monitoring files an operator loads: `deploy/prometheus/alerts.yaml` (with its unit tests,
 /// `alerts.test.yaml`) and the Grafana dashboard `deploy/grafana/algogate.json`. Checked with
-/// Prometheus's own tools (Debian's build, fetched by `Tests/fetch-prometheus.sh`): promtool runs
+/// Prometheus's own tools (Debian's build, fetched by `Tests/fetch-tools.sh`): promtool runs
 /// the rules' unit tests, and a Prometheus server scrapes a live gateway so that every query of
 /// the dashboard is run against what the gateway serves.
 @Suite struct MonitoringTests {
@@ -15,7 +15,7 @@ import Yams
     static func tool(_ name: String) throws -> URL {
         let url = tools.appendingPathComponent(name)
         guard FileManager.default.isExecutableFile(atPath: url.path) else {
-            throw MonitoringTestError("\(url.path) is missing: run bash Tests/fetch-prometheus.sh (Tests/run.sh does)")
+            throw MonitoringTestError("\(url.path) is missing: run bash Tests/fetch-tools.sh (Tests/run.sh does)")
         }
         return url
     }

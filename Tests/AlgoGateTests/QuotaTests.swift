@@ -115,7 +115,7 @@ import Testing
             #expect(inMonth.log == usage.log, "\(inMonth.log)")
             let earlier = try await ChildProcess.run(arguments: ["usage", "--config", config.path, "--month", "2020-01"])
             #expect(earlier.log.contains("(no usage recorded in 2020-01)"), "\(earlier.log)")
-            for (arguments, message) in [(["--month", "2026-13"], "--month must be YYYY-MM (such as 2026-11), not '2026-13'"),
+            for (arguments, message) in [(["--month", "2026-13"], "--month must be YYYY-MM, a month from 1970-01 to 9999-12 (such as 2026-11), not '2026-13'"),
                                          (["--days", "3", "--month", "2026-11"], "give --days or --month, not both")] {
                 let refused = try await ChildProcess.run(arguments: ["usage", "--config", config.path] + arguments)
                 #expect(refused.termination == .exited(64))
@@ -359,7 +359,7 @@ import Testing
             #expect(before.text == #"{"days":[]}"#)
             let notAMonth = try await h.gateway.send(.GET, "/_admin/usage?month=2026-13", headers: simple(Keys.admin))
             #expect(notAMonth.status == 400)
-            #expect(envelope(notAMonth).message == "month must be YYYY-MM (such as 2026-11), not '2026-13'")
+            #expect(envelope(notAMonth).message == "month must be YYYY-MM, a month from 1970-01 to 9999-12 (such as 2026-11), not '2026-13'")
             let both = try await h.gateway.send(.GET, "/_admin/usage?days=3&month=2026-11", headers: simple(Keys.admin))
             #expect(both.status == 400)
             #expect(envelope(both).message == "give days or month, not both")

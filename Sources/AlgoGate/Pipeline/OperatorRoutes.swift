@@ -52,7 +52,7 @@ public struct OperatorRoutes: Sendable {
             case (.some, .some):
                 throw GatewayError.badRequest("give days or month, not both")
             case (_, .some(let text)):
-                guard let month = UsagePeriod.month(text) else { throw GatewayError.badRequest("month must be YYYY-MM (such as 2026-11), not '\(text)'") }
+                guard let month = UsagePeriod.month(text) else { throw GatewayError.badRequest(UsagePeriod.monthRefusal("month", text)) }
                 period = month
             case (let text, nil):
                 let days = text.map { Int($0) } ?? 7

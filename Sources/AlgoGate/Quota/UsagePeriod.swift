@@ -10,6 +10,11 @@ public enum UsagePeriod: Sendable, Equatable {
     case lastDays(Int)
     case month(year: Int, month: Int)
 
+    /// What `name` (`month`, `--month`) given `text` that `month(_:)` does not read is told.
+    public static func monthRefusal(_ name: String, _ text: String) -> String {
+        "\(name) must be YYYY-MM, a month from 1970-01 to 9999-12 (such as 2026-11), not '\(text)'"
+    }
+
     /// `YYYY-MM`, or nil when `text` is not one (months 01 to 12, years 1970 to 9999).
     public static func month(_ text: String) -> UsagePeriod? {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)

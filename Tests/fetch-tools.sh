@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The tools some tests run, into .build/tools (nothing lands outside the tree):
+# - promtool and prometheus (MonitoringTests: the alert rules' unit tests, and the Grafana
+#   dashboard's queries run against a live gateway's metrics): Debian's prometheus package,
+#   unpacked, not installed, so no service starts;
+# - schemathesis (OpenAPITests: deploy/openapi.yaml against a live gateway), from PyPI, in a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=.build/tools
+mkdir -p "$tools"
+
+if ! [ -x "$tools/prometheus/promtool" ] || ! [ -x "$tools/prometheus/prometheus" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  chmod 777 "$work"  # apt-get download writes as _apt where it can
+  fetch() { (cd "$work" && apt-get download -qq prometheus 2>/dev/null); }
+  if ! fetch; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    fetch
+  fi
+  mkdir -p "$tools/prometheus"
+  dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -x -C "$work" ./usr/bin/promtool ./usr/bin/prometheus
+  mv "$work/usr/bin/promtool" "$work/usr/bin/prometheus" "$tools/prometheus/"
+  "$tools/prometheus/promtool" --version | head -1
+fi
+
+schemathesis_version=4.32.5
+if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  rm -rf "$tools/schemathesis"
+  python3 -m venv "$tools/schemathesis"
+  "$tools/schemathesis/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+  "$tools/schemathesis/bin/schemathesis" --version
+fi
