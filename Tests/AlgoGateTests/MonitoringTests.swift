@@ -128,7 +128,7 @@ import Yams
     /// the alert rules loaded. Every dashboard query then returns data (a query naming a metric,
     /// a suffix or a filtered label the gateway does not serve returns none), each series with the
     /// labels it is summed by and its legend shows, and every alert rule evaluates without error.
-    @Test(.timeLimit(.minutes(2))) func everyDashboardQueryReturnsDataFromALiveGateway() async throws {
+    @Test(.timeLimit(.minutes(4))) func everyDashboardQueryReturnsDataFromALiveGateway() async throws {
         let prometheus = try Self.tool("prometheus")
         try await GatewayHarness.run { h in
             let queries = try Self.dashboardQueries(instance: "127.0.0.1:\(h.gatewayPort)")
