@@ -18,8 +18,11 @@ final class ProcessMetrics: Sendable {
     private let startTime: Gauge
     private let openDescriptors: Gauge
     private let maxDescriptors: Gauge
+    /// The machine's boot time (`/proc/stat`'s `btime`), read once: the start time is counted from it.
+    private let bootTime: Double?
 
     init(registry: PrometheusCollectorRegistry) {
+        bootTime = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8)).flatMap(Reading.bootTime)
         cpuSeconds = registry.makeCounter(descriptor: .init(
             metricName: "process_cpu_seconds", unitName: "total", helpText: "Total user and system CPU time spent in seconds."))
         residentBytes = registry.makeGauge(descriptor: .init(
@@ -36,7 +39,7 @@ final class ProcessMetrics: Sendable {
 
     /// Reads the figures now (at scrape time).
     func update() {
-        guard let reading = Reading.current() else { return }
+        guard let bootTime, let reading = Reading.current(bootTime: bootTime) else { return }
         residentBytes.set(to: Double(reading.residentBytes))
         virtualBytes.set(to: Double(reading.virtualBytes))
         startTime.set(to: reading.startTime)
@@ -58,10 +61,8 @@ final class ProcessMetrics: Sendable {
         var openDescriptors: Int
         var maxDescriptors: Int
 
-        static func current() -> Reading? {
-            guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-                  let system = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-                  let bootTime = bootTime(system) else { return nil }
+        static func current(bootTime: Double) -> Reading? {
+            guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8) else { return nil }
             var limit = rlimit()
             let maxDescriptors = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(clamping: limit.rlim_cur) : 0
             return parse(stat: stat, bootTime: bootTime, ticksPerSecond: sysconf(Int32(_SC_CLK_TCK)), pageSize: sysconf(Int32(_SC_PAGESIZE)),
