@@ -250,8 +250,9 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    /// The text exposition, with the gauges read from the gate, the log writer's drops and the
-    /// process's own figures brought up to date at scrape time.
+    /// The text exposition, with the gauges read from the gate, the log writer's drops, the
+    /// bounds in force with the cache's size, and the process's own figures brought up to date
+    /// at scrape time.
     func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
                     breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
                     cache: ResponseCache?, limits: GatewayConfig.Limits) -> [UInt8] {
