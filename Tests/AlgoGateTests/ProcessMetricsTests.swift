@@ -18,6 +18,27 @@ import Testing
         #expect(ProcessMetrics.Reading.bootTime("cpu  1 2 3\nintr 5\nbtime 1764979200\nprocesses 9\n") == 1_764_979_200)
     }
 
+    /// A listing of thousands of entries, read to its end across several of `readdir`'s buffers
+    /// (whose last entries used to be copied whole, past the buffer's end), counts each once.
+    @Test func aLargeListingIsCountedEntryByEntry() async throws {
+        try await withTemporaryDirectory("listing") { directory in
+            for number in 0..<5_000 {
+                #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent(String(number)).path, contents: nil))
+            }
+            #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent(".hidden").path, contents: nil))
+            for _ in 0..<20 { #expect(ProcessMetrics.Reading.entryCount(ofDirectory: directory.path) == 5_000) }
+        }
+        #expect(ProcessMetrics.Reading.entryCount(ofDirectory: "/nonexistent-\(UUID().uuidString)") == nil)
+        // This process's own descriptors, 1,500 of them opened for the count and closed after.
+        let before = ProcessMetrics.Reading.openDescriptorCount()
+        let opened = (0..<1_500).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        defer { opened.filter { $0 >= 0 }.forEach { close($0) } }
+        try #require(opened.allSatisfy { $0 >= 0 })
+        let during = ProcessMetrics.Reading.openDescriptorCount()
+        // Other tests of the suite open and close descriptors meanwhile.
+        #expect(during - before > 1_200 && during - before < 1_800, "\(before) then \(during)")
+    }
+
     static func value(_ exposition: String, _ name: String) -> Double? { metricSample(exposition, name) }
 
     /// Scraped from a gateway in a process of its own, the figures are that process's: its

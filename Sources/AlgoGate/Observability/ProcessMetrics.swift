@@ -90,14 +90,29 @@ final class ProcessMetrics: Sendable {
 
         /// The entries of `/proc/self/fd`, less the one the listing itself holds open.
         static func openDescriptorCount() -> Int {
-            guard let directory = opendir("/proc/self/fd") else { return 0 }
+            max(0, (entryCount(ofDirectory: "/proc/self/fd") ?? 0) - 1)
+        }
+
+        /// The entries of a directory whose names do not start with a dot (of a descriptor
+        /// listing, all but `.` and `..`), or nil when it cannot be opened.
+        ///
+        /// Reads only the first byte of each entry's name. `readdir` returns a pointer into its
+        /// buffer, where an entry takes only as many bytes as its name needs (`d_reclen`): reading
+        /// `entry.pointee` copies the whole `dirent` with its 256-byte name field, past the end of
+        /// the buffer for the last entries of a full one. With over a thousand descriptors open
+        /// that read crashed the process (SIGSEGV in `memcpy`) once the buffer ended at unmapped
+        /// memory, as Foundation's `Process` did (see the tests' `ChildProcess`).
+        static func entryCount(ofDirectory path: String) -> Int? {
+            guard let directory = opendir(path) else { return nil }
             defer { closedir(directory) }
             var count = 0
             while let entry = readdir(directory) {
-                let isDot = withUnsafeBytes(of: entry.pointee.d_name) { name in name.first == UInt8(ascii: ".") }
-                if !isDot { count += 1 }
+                let first = UnsafeRawPointer(entry).load(fromByteOffset: nameOffset, as: UInt8.self)
+                if first != UInt8(ascii: ".") { count += 1 }
             }
-            return max(0, count - 1)
+            return count
         }
+
+        private static let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
     }
 }
