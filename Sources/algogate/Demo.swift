@@ -62,6 +62,7 @@ struct Demo: AsyncParsableCommand {
     private func run(loaded: ConfigLoader.Loaded, upstreamKey: String, log: StandardOutputLog) async throws {
         let logger = log.logger
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
+        defer { simulator.removeTemporaryData() }
         let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer, redactor: log.redactor).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
         let teamA = "-H 'Authorization: Simple \(Self.demoKeys["team-a"]!)'", teamB = "-H 'Authorization: Simple \(Self.demoKeys["team-b"]!)'"
@@ -80,7 +81,7 @@ struct Demo: AsyncParsableCommand {
           pip install algorithmia==2.0.5
           ALGORITHMIA_API=\(base) ALGORITHMIA_API_KEY=\(Self.demoKeys["team-a"]!) python3 -c 'import Algorithmia; print(Algorithmia.client().algo("demo/Hello/0.1.0").pipe("HAL").result)'
 
-        Ctrl-C stops both.
+        Ctrl-C stops both; the simulator's files (in a temporary directory) go with it, the cache stays.
 
         """)
         fflush(nil)  // the banner before the log lines, which the log's own thread writes

@@ -24,7 +24,7 @@ struct Sim: AsyncParsableCommand {
     @Option(help: "The account key clients must present. Defaults to $ALGOSIM_KEY.")
     var key: String?
 
-    @Option(help: "Directory for data API files (default: a new temporary directory).")
+    @Option(help: "Directory for data API files (default: a new temporary directory, removed as the simulator stops).")
     var dataDir: String?
 
     @Option(help: "The account's user name, which .my stands for.")
@@ -55,6 +55,7 @@ struct Sim: AsyncParsableCommand {
             host: host, port: port, apiKey: key, username: username,
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) }, pageSize: pageSize, defaultFault: defaultFault
         ))
+        defer { simulator.removeTemporaryData() }
         do {
             try await checkListenable(host: host, port: port)
             try await simulator.application().runService()

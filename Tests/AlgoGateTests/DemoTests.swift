@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import AlgoTestSupport
 import Foundation
 import NIOCore
@@ -24,7 +25,7 @@ import Testing
     /// The demo, started with the shipped `config/demo.yaml` on two free ports. A port free when
     /// probed can be taken before the demo binds it (the suite's other tests open connections and
     /// listeners all the while, from the same range): then it is tried again on two others.
-    static func startDemo(in work: URL) async throws -> (ChildProcess, gatewayPort: Int, simPort: Int) {
+    static func startDemo(in work: URL, environment: [String: String] = [:]) async throws -> (ChildProcess, gatewayPort: Int, simPort: Int) {
         let shipped = try String(contentsOf: DeployTests.root.appendingPathComponent("config/demo.yaml"), encoding: .utf8)
         let config = work.appendingPathComponent("demo.yaml")
         var attempt = 0
@@ -36,7 +37,7 @@ import Testing
                 .replacingOccurrences(of: "url: http://127.0.0.1:9000", with: "url: http://127.0.0.1:\(simPort)")
                 .replacingOccurrences(of: "path: var/demo-cache.sqlite", with: "path: \(work.path)/demo-cache.sqlite")
                 .write(to: config, atomically: true, encoding: .utf8)
-            let demo = try ChildProcess(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)])
+            let demo = try ChildProcess(arguments: ["demo", "--config", config.path, "--sim-port", String(simPort)], environment: environment)
             #expect(await eventually { demo.log.contains("listening on 127.0.0.1:\(gatewayPort)") || !demo.isRunning }, "\(demo.log)")
             if demo.isRunning || attempt == 3 || !demo.log.contains("Address already in use") { return (demo, gatewayPort, simPort) }
         }
@@ -44,7 +45,10 @@ import Testing
 
     @Test func theDemoStartsAndItsPrintedLinesWork() async throws {
         try await withTemporaryDirectory("demo") { work in
-            let (demo, gatewayPort, simPort) = try await Self.startDemo(in: work)
+            // The demo's own temporary directory, to see the simulator's files come and go.
+            let temporary = work.appendingPathComponent("tmp")
+            try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: false)
+            let (demo, gatewayPort, simPort) = try await Self.startDemo(in: work, environment: ["TMPDIR": temporary.path])
             defer { demo.stop() }
             try #require(demo.isRunning, "\(demo.log)")
 
@@ -70,6 +74,51 @@ import Testing
             // The Python line names the same gateway and key.
             #expect(lines.contains { $0.contains("ALGORITHMIA_API=http://127.0.0.1:\(gatewayPort) ALGORITHMIA_API_KEY=demo-team-a-key python3 -c ") })
             #expect(!demo.log.contains("sim-"), "the simulator's fresh account key is never printed")
+
+            // "Ctrl-C stops both; the simulator's files (in a temporary directory) go with it, the cache stays."
+            let simulatorFolders = try Self.simulatorFolders(in: temporary)
+            try #require(simulatorFolders.count == 1, "\(simulatorFolders)")
+            #expect(try String(contentsOf: simulatorFolders[0].appendingPathComponent("data/sim/team-a/hello.txt"), encoding: .utf8) == "hello")
+            demo.signal(SIGINT)
+            #expect(await eventually { !demo.isRunning }, "\(demo.log)")
+            #expect(demo.termination == .exited(0), "\(demo.log)")
+            #expect(try Self.simulatorFolders(in: temporary) == [])
+            #expect(FileManager.default.fileExists(atPath: work.appendingPathComponent("demo-cache.sqlite").path))
+        }
+    }
+
+    /// The folders a simulator started without `--data-dir` made for its files in `temporary`.
+    static func simulatorFolders(in temporary: URL) throws -> [URL] {
+        try FileManager.default.contentsOfDirectory(at: temporary, includingPropertiesForKeys: nil)
+            .filter { $0.lastPathComponent.hasPrefix("algosim-") }
+    }
+
+    /// `algogate sim` without `--data-dir` keeps its files in a temporary directory of its own and
+    /// removes it as it stops; a folder named with `--data-dir` is kept, files and all.
+    @Test func theSimulatorRemovesOnlyTheDataFolderItMade() async throws {
+        try await withTemporaryDirectory("sim-data") { work in
+            let temporary = work.appendingPathComponent("tmp"), named = work.appendingPathComponent("named")
+            try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: false)
+            for dataDirectory in [nil, named] {
+                let sim = try ChildProcess(arguments: ["sim", "--port", "0", "--key", Keys.upstream] + (dataDirectory.map { ["--data-dir", $0.path] } ?? []),
+                                           environment: ["TMPDIR": temporary.path])
+                defer { sim.stop() }
+                let port = try await sim.listeningPort()
+                var upload = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/data/.my/kept.txt")
+                upload.method = .PUT
+                upload.headers.add(name: "Authorization", value: "Simple \(Keys.upstream)")
+                upload.body = .bytes(ByteBuffer(string: "kept"))
+                let answer = try await HTTPClient.shared.execute(upload, timeout: .seconds(30))
+                #expect(answer.status == .ok)
+                let folder = try dataDirectory ?? #require(Self.simulatorFolders(in: temporary).first)
+                #expect(try String(contentsOf: folder.appendingPathComponent("data/sim/kept.txt"), encoding: .utf8) == "kept")
+                sim.signal(SIGTERM)
+                #expect(await eventually { !sim.isRunning }, "\(sim.log)")
+                #expect(sim.termination == .exited(0), "\(sim.log)")
+                #expect(FileManager.default.fileExists(atPath: folder.path) == (dataDirectory != nil))
+                #expect(try Self.simulatorFolders(in: temporary) == [])
+            }
+            #expect(try String(contentsOf: named.appendingPathComponent("data/sim/kept.txt"), encoding: .utf8) == "kept")
         }
     }
 

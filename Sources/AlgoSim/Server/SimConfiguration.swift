@@ -11,7 +11,10 @@ public struct SimConfiguration: Sendable {
     /// The account's user name: what `.my` stands for in data URIs.
     public var username: String
     /// Root folder of the data API's files; one sub-folder per connector.
-    public var dataDirectory: URL
+    public let dataDirectory: URL
+    /// True when no folder was given and the simulator made a temporary one of its own, which
+    /// `Simulator.removeTemporaryData()` removes as it stops.
+    public let dataDirectoryIsTemporary: Bool
     /// Entries per directory-listing page before a `marker` is returned.
     public var pageSize: Int
     /// A fault applied to every request that does not name its own with `X-Sim-Fault`.
@@ -32,6 +35,7 @@ public struct SimConfiguration: Sendable {
         self.username = username
         self.dataDirectory = dataDirectory
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("algosim-\(UUID().uuidString)")
+        self.dataDirectoryIsTemporary = dataDirectory == nil
         self.pageSize = max(1, pageSize)
         self.defaultFault = defaultFault
     }

@@ -18,6 +18,14 @@ public struct Simulator: Sendable {
         self.store = try DataStore(root: configuration.dataDirectory, username: configuration.username)
     }
 
+    /// Removes the data folder when the simulator made it (`SimConfiguration.dataDirectoryIsTemporary`):
+    /// a demo's or a trial's files go as it stops, rather than pile up under the temporary
+    /// directory one folder per run. A folder given with `--data-dir` is kept.
+    public func removeTemporaryData() {
+        guard configuration.dataDirectoryIsTemporary else { return }
+        try? FileManager.default.removeItem(at: configuration.dataDirectory)
+    }
+
     /// The router with every simulator route; exposed for `app.test(.router)`-style tests.
     public func router() -> Router<SimRequestContext> {
         let router = Router(context: SimRequestContext.self)
