@@ -88,17 +88,28 @@ import Testing
 
     @Test func anIdleKeepAliveConnectionIsClosedAfterItsAnswer() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
-            #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
-            #expect(await client.waitForClose(within: .seconds(10)))
             // Kept open after its answer, then closed as idle: timed on the connection's event
             // loop (a test task stalled past the 2 s timeout once found it already closed). A
             // close with the answer comes within a millisecond of it; the idle close came only
             // 0.65 s after the answer once, on a machine loaded several times over (the answer
             // late, the idle timer perhaps running from before it), so the bound is well below.
-            let answered = try #require(client.lastReceivedAt), closed = try #require(client.closedAt)
-            #expect(closed - answered >= .milliseconds(200), "closed \(closed - answered) after its answer: not kept open as idle")
+            // The test process's event loops, which the gateway shares, were once held up past
+            // the idle timeout in a full run: the answer and the idle close 2 s later were then
+            // read together, 78 µs apart. A close that came with its answer comes well within
+            // the idle timeout of the request; one that came after it is that stall, and the
+            // call is made again.
+            for attempt in 1...3 {
+                let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
+                #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+                #expect(await client.waitForClose(within: .seconds(10)))
+                let answered = try #require(client.lastReceivedAt), closed = try #require(client.closedAt)
+                if closed - answered >= .milliseconds(200) { return }
+                if closed - client.openedAt < .seconds(2) || attempt == 3 {
+                    Issue.record("closed \(closed - answered) after its answer, \(closed - client.openedAt) after it was asked: not kept open as idle")
+                    return
+                }
+            }
         }
     }
 
