@@ -264,7 +264,6 @@ import Testing
                 }
                 return point
             }
-            func unmount(_ point: URL) { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", point.path]).waitUntilExit() }
 
             // A state file of some 3 MiB, on the test's own disk.
             let statePath = try await Self.stateFile(in: directory, filler: "randomblob", megabytes: 3)
@@ -272,7 +271,7 @@ import Testing
             let config = try Self.config(statePath: statePath, in: directory)
 
             guard let small = try await mount("small", megabytes: 2) else { return }
-            defer { unmount(small) }
+            defer { detachMount(at: small) }
             let free = try #require(DiskReserve.freeBytes(onDiskOf: small.path + "/copy.sqlite"))
             let tooSmall = try await ChildProcess.run(arguments: ["backup", "--config", config, "--to", small.path + "/state.sqlite"])
             #expect(tooSmall.termination == .exited(1))
@@ -302,7 +301,7 @@ import Testing
             // The same file on a 66 MiB disk: a copy beside it would leave less than 64 MiB; one
             // to another disk with room is made.
             guard let shared = try await mount("shared", megabytes: 66) else { return }
-            defer { unmount(shared) }
+            defer { detachMount(at: shared) }
             let sharedState = shared.path + "/state.sqlite"
             try FileManager.default.copyItem(atPath: statePath, toPath: sharedState)
             let sharedConfig = try Self.config(statePath: sharedState, in: directory)

@@ -74,7 +74,7 @@ import Testing
                 Issue.record("mounting bindfs needs the bindfs package (deploy/install-deps.sh installs it) and root, as CI runs: \(mounted.log)")
                 return
             }
-            defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mount.path]).waitUntilExit() }
+            defer { detachMount(at: mount) }
             let onFUSE = try config(statePath: mount.path + "/state/a.sqlite")
             let note = "note: cache.path is on a FUSE filesystem (fuse): SQLite, which keeps the cache and the usage counters there, needs locks and shared memory that FUSE filesystems reaching the network (s3fs, gcsfuse, blobfuse, sshfs) do not give; unless this one is a disk of this machine's own underneath, give cache.path a disk of this machine's own (Kubernetes: a ReadWriteOnce volume), one per gateway"
             let checked = try await ChildProcess.run(arguments: ["check-config", "--config", onFUSE.path], environment: environment)

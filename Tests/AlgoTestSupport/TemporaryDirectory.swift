@@ -8,3 +8,11 @@ public func withTemporaryDirectory<T>(_ prefix: String, _ body: (URL) async thro
     defer { try? FileManager.default.removeItem(at: directory) }
     return try await body(directory)
 }
+
+/// Detaches a filesystem a test mounted, as `umount -l` does, from a `defer` (which cannot
+/// await). A system call rather than `/bin/umount`: Foundation's `Process.run()` copies entries
+/// of /proc/self/fd past the end of its buffer (AddressSanitizer: heap-buffer-overflow in
+/// `findMaximumOpenFromProcSelfFD`, from this very call; see `ChildProcess`).
+public func detachMount(at point: URL) {
+    _ = umount2(point.path, Int32(MNT_DETACH))
+}
