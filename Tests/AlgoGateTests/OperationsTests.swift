@@ -196,20 +196,23 @@ import Testing
 
             // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.
             let teamBHash = ClientRegistry.hash(of: Keys.teamB)
-            let front = { (caLine: String) in
+            // The refusal waits out its connect timeout (AsyncHTTPClient tries again until then),
+            // so that one is short; a tunnel, then a TLS handshake inside it, once took over 2 s
+            // in a full run (a 502), so the calls that must succeed have 10.
+            let front = { (caLine: String, connectTimeout: Int) in
                 """
                 server: {host: 127.0.0.1, port: 0}
                 upstream:
                   url: "https://127.0.0.1:\(tlsPair.gatewayPort)"
                   key_env: FRONT_KEY
-                  connect_timeout_seconds: 2
+                  connect_timeout_seconds: \(connectTimeout)
                   \(caLine)
                 cache: {enabled: false, path: "\(certs.appendingPathComponent("front.sqlite").path)"}
                 clients: [{name: front, key_sha256: "\(teamBHash)", scopes: [algo]}]
                 """
             }
             for (caLine, expected) in [("ca_file: \"\(cert)\"", 200), ("", 502)] {
-                let loaded = try ConfigLoader.load(yaml: front(caLine), environment: ["FRONT_KEY": Keys.teamB])
+                let loaded = try ConfigLoader.load(yaml: front(caLine, expected == 200 ? 10 : 2), environment: ["FRONT_KEY": Keys.teamB])
                 let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
                 let app = GatewayApp(state: try GatewayState(loaded), httpClient: httpClient, logger: LogCapture().logger,
                                      storage: try GatewayStorage.open(loaded.config))
@@ -227,14 +230,14 @@ import Testing
             // Through an egress proxy: TLS to the upstream inside the proxy's tunnel, so the proxy
             // passes the call on without reading the key, the input or the answer.
             let proxy = try await TunnelProxy.start()
-            let loaded = try ConfigLoader.load(yaml: front("ca_file: \"\(cert)\"\n  proxy: {url: \"http://127.0.0.1:\(proxy.port)\"}"),
+            let loaded = try ConfigLoader.load(yaml: front("ca_file: \"\(cert)\"\n  proxy: {url: \"http://127.0.0.1:\(proxy.port)\"}", 10),
                                                environment: ["FRONT_KEY": Keys.teamB])
             let proxiedClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
             let proxied = GatewayApp(state: try GatewayState(loaded), httpClient: proxiedClient, logger: LogCapture().logger,
                                      storage: try GatewayStorage.open(loaded.config))
             try await LiveServer.run({ try! proxied.application(onServerRunning: $0) }) { port in
                 let reply = try await TestHTTP(port: port).send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""tunnel""#)
-                #expect(reply.status == 200)
+                #expect(reply.status == 200, "\(reply.text)")
                 #expect(reply.object["result"] as? String == "Hello tunnel")
             }
             #expect(proxy.connects == [TunnelProxy.Connect(target: "127.0.0.1:\(tlsPair.gatewayPort)", authorization: nil)])
