@@ -30,14 +30,13 @@ import Testing
             for _ in 0..<5 { #expect(ProcessMetrics.Reading.entryCount(ofDirectory: directory.path) == 2_000) }
         }
         #expect(ProcessMetrics.Reading.entryCount(ofDirectory: "/nonexistent-\(UUID().uuidString)") == nil)
-        // This process's own descriptors, 1,500 of them opened for the count and closed after.
-        let before = ProcessMetrics.Reading.openDescriptorCount()
+        // This process's own descriptors, 1,500 of them opened for the count and closed after:
+        // all counted, whatever the suite's other tests open and close meanwhile.
         let opened = (0..<1_500).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
         defer { opened.filter { $0 >= 0 }.forEach { close($0) } }
         try #require(opened.allSatisfy { $0 >= 0 })
-        let during = ProcessMetrics.Reading.openDescriptorCount()
-        // Other tests of the suite open and close descriptors meanwhile.
-        #expect(during - before > 1_200 && during - before < 1_800, "\(before) then \(during)")
+        let counted = ProcessMetrics.Reading.openDescriptorCount()
+        #expect(counted >= 1_500, "\(counted)")
     }
 
     static func value(_ exposition: String, _ name: String) -> Double? { metricSample(exposition, name) }
