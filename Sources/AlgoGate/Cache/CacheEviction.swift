@@ -91,7 +91,7 @@ extension ResponseCache {
 
     /// The cache's size as `cache.max_bytes` bounds it: the bodies, and `entryOverhead` an entry.
     static func countedBytes(_ db: Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT bytes + entries * \(entryOverhead) FROM cache_totals WHERE id = 1") ?? 0
+        try size(db).bytes
     }
 
     static func evict(_ db: Database, maxBytes: Int) throws {
