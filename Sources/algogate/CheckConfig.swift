@@ -21,7 +21,7 @@ struct CheckConfig: AsyncParsableCommand {
             FileHandle.standardError.write(Data("algogate: invalid configuration \(config): cache.path: \(problem)\n".utf8))
             throw ExitCode(1)
         }
-        let clients = loaded.config.clients.map(\.name).joined(separator: ", ")
+        let clients = clientList(loaded.config.clients.map(\.name))
         // The proxy's URL is shown: it holds no credentials (refused at load).
         let proxy = loaded.config.upstream.proxy.map { " through proxy \($0.url)" + (loaded.proxyAuth != nil ? " (with credentials)" : "") } ?? ""
         print("configuration OK: upstream \(loaded.config.upstream.url)\(proxy), \(loaded.config.clients.count) client(s): \(clients)")
@@ -43,6 +43,14 @@ struct CheckConfig: AsyncParsableCommand {
             print("key rotation under way (previous_key_sha256 still accepted) for: \(rotating.joined(separator: ", "))")
         }
     }
+}
+
+/// The clients the OK line names: every one up to `shown + 1` (so "and 1 more" is never written),
+/// else the first `shown` and how many more, so a file of thousands of teams gives a readable line
+/// (the notes below it still name every client they concern).
+func clientList(_ names: [String], shown: Int = 10) -> String {
+    guard names.count > shown + 1 else { return names.joined(separator: ", ") }
+    return names.prefix(shown).joined(separator: ", ") + " and \(names.count - shown) more"
 }
 
 /// What `serve` logs and `check-config` prints when the environment sets proxy variables the

@@ -150,6 +150,30 @@ import Testing
         }
     }
 
+    /// The OK line names up to eleven clients; of more, the first ten and how many others, so a
+    /// file of thousands of teams prints a line that can be read.
+    @Test func checkConfigNamesManyClientsInShort() async throws {
+        try await withTemporaryDirectory("many") { directory in
+            func clients(_ count: Int) -> String {
+                (0..<count).map { index in
+                    let hash = String(repeating: String(index, radix: 16), count: 64 / String(index, radix: 16).count)
+                    return "  - {name: team-\(index), key_sha256: \"\(hash)\", scopes: [algo]}"
+                }.joined(separator: "\n")
+            }
+            let eleven = directory.appendingPathComponent("eleven.yaml")
+            try Self.yaml("clients:\n" + clients(11)).write(to: eleven, atomically: true, encoding: .utf8)
+            let all = try await ChildProcess.run(arguments: ["check-config", "--config", eleven.path], environment: Self.env)
+            #expect(all.termination == .exited(0))
+            #expect(all.log.contains("11 client(s): team-0, team-1, team-2, team-3, team-4, team-5, team-6, team-7, team-8, team-9, team-10\n"), "\(all.log)")
+
+            let twelve = directory.appendingPathComponent("twelve.yaml")
+            try Self.yaml("clients:\n" + clients(12)).write(to: twelve, atomically: true, encoding: .utf8)
+            let short = try await ChildProcess.run(arguments: ["check-config", "--config", twelve.path], environment: Self.env)
+            #expect(short.termination == .exited(0))
+            #expect(short.log.contains("12 client(s): team-0, team-1, team-2, team-3, team-4, team-5, team-6, team-7, team-8, team-9 and 2 more\n"), "\(short.log)")
+        }
+    }
+
     /// The upstream client's read timeout is set from `upstream.timeout_seconds` at start: a
     /// reload that raises it says a restart is needed; one that lowers it does not.
     @Test func aReloadThatRaisesTheUpstreamTimeoutAsksForARestart() throws {
