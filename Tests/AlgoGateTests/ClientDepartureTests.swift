@@ -231,6 +231,27 @@ import Testing
         }
     }
 
+    /// A request sent just before its client resets the connection is handled after NIO has
+    /// closed the channel and forgotten its addresses; its line still names the peer (it was
+    /// logged `remote=-`; here, without the fix, for 6 to 9 requests of 20). Each connection first
+    /// has a request answered, so the gateway has set it up before the reset (a connection reset
+    /// before it is accepted has no peer to name: the kernel no longer gives one).
+    @Test func aRequestWhoseClientResetAtOnceIsLoggedWithItsAddress() async throws {
+        try await GatewayHarness.run { h in
+            for index in 0..<20 {
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/data/.my/team-a/first-\(index)", key: Keys.teamA, input: ""))
+                try #require(await eventually { leaving.text.hasSuffix("}") }, "no first answer: \(leaving.text)")
+                try await leaving.send(Self.call("/v1/algo/demo/Hello", key: Keys.teamA, input: "\"reset \(index)\""))
+                try await leaving.reset()
+            }
+            let lines = { h.logs.all.filter { $0.contains("client=team-a") && $0.contains("path=/v1/algo/demo/Hello ") } }
+            #expect(await eventually { lines().count == 20 }, "\(lines())")
+            for line in lines() {
+                #expect(line.contains(" remote=127.0.0.1 "), "\(line)")
+            }
+        }
+    }
+
     /// Clients that reset their connections at any moment, in every kind of request that holds
     /// something while it is answered (an upstream slot, room for an answer or an input, a flight
     /// that others may join): once they are gone, nothing is held, and the next call goes as ever.

@@ -186,7 +186,7 @@ public struct GatewayApp: Sendable {
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
         let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName, now: self.now) }
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
+            additionalChannelHandlers: [PeerAddressRecorder(), ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
                                         SendTimeoutHandler(timeout: .seconds(Int64(server.sendTimeoutSeconds)), onTimeout: { metrics.clientSendTimedOut() }),
                                         MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
                                         ContinueHandler(), LeadingSlashesHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),

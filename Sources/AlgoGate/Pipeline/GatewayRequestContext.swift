@@ -21,7 +21,7 @@ public struct GatewayRequestContext: RequestContext {
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
-        self.remoteAddress = source.channel.remoteAddress
+        self.remoteAddress = PeerAddresses.remote(of: source.channel)
     }
 
     /// The authenticated client; nil before authentication and on the gateway's own open routes.

@@ -92,7 +92,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         // Hummingbird's `.end` follows.
 
         let status = error.status.code
-        let remote = context.remoteAddress?.ipAddress ?? "-"
+        let remote = PeerAddresses.remote(of: context.channel)?.ipAddress ?? "-"
         metrics.request(client: "-", route: "malformed", status: status)
         logger.info("request", metadata: [
             "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",

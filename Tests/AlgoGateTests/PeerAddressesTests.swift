@@ -1,0 +1,58 @@
+@testable import AlgoGate
+import AlgoTestSupport
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import Synchronization
+import Testing
+
+/// The peer recorded as a connection is set up outlives NIO's own, which goes when the channel
+/// closes (`ClientDepartureTests.aRequestWhoseClientResetAtOnceIsLoggedWithItsAddress` is the
+/// request's side of it); entries go with their channels.
+@Suite struct PeerAddressesTests {
+    @Test func aClosedChannelsPeerIsTheOneRecordedForIt() async throws {
+        let accepted = Mutex<[any Channel]>([])
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PeerAddressRecorder())
+                    accepted.withLock { $0.append(channel) }
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: try #require(server.localAddress?.port)).get()
+        try #require(await eventually { accepted.withLock { $0.count } == 1 })
+        let child = try #require(accepted.withLock { $0.first })
+        let peer = try #require(child.remoteAddress)
+        #expect(peer.port == client.localAddress?.port)
+
+        try await child.close()
+        // NIO forgets the addresses just after the close completes.
+        #expect(await eventually { child.remoteAddress == nil }, "NIO keeps a closed channel's peer now: the fallback is not needed")
+        #expect(PeerAddresses.remote(of: child) == peer)
+        // A channel never recorded has no peer once closed (the client closes as the server does).
+        try await client.closeFuture.get()
+        #expect(PeerAddresses.remote(of: client) == nil)
+        try await server.close()
+    }
+
+    /// Channels that are gone are swept from the table: recording 5,000 short-lived connections
+    /// leaves it far smaller, and a living channel's entry stays through the sweeps.
+    @Test func entriesGoWithTheirChannels() throws {
+        let kept = EmbeddedChannel()
+        let address = try SocketAddress(ipAddress: "192.0.2.7", port: 4000)
+        kept.remoteAddress = address
+        PeerAddresses.remember(kept)
+        for index in 0..<5000 {
+            let passing = EmbeddedChannel()
+            passing.remoteAddress = try SocketAddress(ipAddress: "192.0.2.8", port: 1000 + index)
+            PeerAddresses.remember(passing)
+            _ = try passing.finish()  // closed, so it is freed, as a served connection is
+        }
+        // Other tests' connections share the table; theirs are a few hundred at most.
+        #expect(PeerAddresses.count < 3000, "\(PeerAddresses.count) entries kept")
+        kept.remoteAddress = nil
+        #expect(PeerAddresses.remote(of: kept) == address)
+    }
+}
