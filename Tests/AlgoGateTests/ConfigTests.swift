@@ -60,7 +60,17 @@ import Testing
         let client = "clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"
         let cases: [(String, String, [String: String])] = [
             (Self.yaml("upstream_typo: 1\n" + client), "upstream_typo: unknown field", Self.env),
-            (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field", Self.env),
+            (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field; did you mean max_request_bytes?", Self.env),
+            // Unknown fields are refused naming the one likely meant, where one is close.
+            ("upstream: {url: 'http://x', key_env: UP_KEY, max_concurency: 8}\n" + client, "upstream.max_concurency: unknown field; did you mean max_concurrency?", Self.env),
+            ("upstream: {url: 'http://x', key_env: UP_KEY, maxConcurrency: 8}\n" + client, "upstream.maxConcurrency: unknown field; did you mean max_concurrency?", Self.env),
+            ("upstream: {url: 'http://x', key_env: UP_KEY, timeout: 60}\n" + client, "upstream.timeout: unknown field; did you mean timeout_seconds?", Self.env),
+            ("upstream: {url: 'http://x', key: upstream-key-0123}\n" + client, "upstream.key: unknown field; did you mean key_env or key_file?", Self.env),
+            (Self.yaml("cache: {ttl: 60}\n" + client), "cache.ttl: unknown field; did you mean ttl_seconds?", Self.env),
+            (Self.yaml("clients: [{name: a, key: plain-key, scopes: [algo]}]"), "clients[0].key: unknown field; did you mean key_sha256?", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scope: [algo]}]"), "clients[0].scope: unknown field; did you mean scopes?", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data-prefixes: [\"data://.my/a/\"]}]"),
+             "clients[0].data-prefixes: unknown field; did you mean data_prefixes?", Self.env),
             (Self.yaml("server: {port: eighty}\n" + client), "server.port: expected a whole number", Self.env),
             (Self.yaml("server: {public_url: algogate.example.com}\n" + client), "server.public_url: must be an http:// or https:// URL with a host", Self.env),
             (Self.yaml("server: {public_url: \"https://algogate.example.com/base\"}\n" + client),

@@ -132,7 +132,7 @@ import Testing
             (#"{url: "http://proxy.internal:3128/path"}"#,
              "upstream.proxy.url: must be the proxy's origin only (scheme, host, optional port), with no path or query"),
             (#"{url: "http://proxy.internal:3128", auth_env: PROXY_AUTH}"#, "upstream.proxy.auth_env: environment variable PROXY_AUTH is not set"),
-            (#"{url: "http://proxy.internal:3128", auth: x}"#, "upstream.proxy.auth: unknown field"),
+            (#"{url: "http://proxy.internal:3128", auth: x}"#, "upstream.proxy.auth: unknown field; did you mean auth_env?"),
             (#"{auth_env: PROXY_AUTH}"#, "upstream.proxy.url: required field is missing"),
         ]
         for (proxy, expected) in cases {

@@ -15,8 +15,45 @@ extension Decoder {
         let container = try container(keyedBy: AnyCodingKey.self)
         let known = Set(Keys.allCases.map(\.stringValue))
         for key in container.allKeys where !known.contains(key.stringValue) {
-            throw ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field")
+            let near = ConfigError.nearestFields(to: key.stringValue, among: Keys.allCases.map(\.stringValue))
+            let hint = near.isEmpty ? "" : "; did you mean \(near.joined(separator: " or "))?"
+            throw ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint)
         }
+    }
+}
+
+extension ConfigError {
+    /// The fields an unknown one was likely meant as: the same words otherwise written
+    /// (`maxConcurrency`, `max-concurrency`), the field it begins (`timeout` for
+    /// `timeout_seconds`, `key` for `key_env` or `key_file`), else the nearest by a few letters
+    /// (`max_concurency`). None when nothing is close.
+    static func nearestFields(to unknown: String, among known: [String]) -> [String] {
+        var words = ""
+        for character in unknown {
+            if character.isUppercase, !words.isEmpty, words.last != "_" { words.append("_") }
+            words.append(character == "-" ? "_" : Character(character.lowercased()))
+        }
+        if known.contains(words) { return [words] }
+        let begun = known.filter { $0.hasPrefix(words + "_") }
+        if !begun.isEmpty { return begun.sorted() }
+        let limit = max(1, words.count / 5)
+        let distances = known.map { ($0, editDistance(words, $0)) }.filter { $0.1 <= limit }
+        guard let best = distances.map(\.1).min() else { return [] }
+        return distances.filter { $0.1 == best }.map(\.0).sorted()
+    }
+
+    /// Levenshtein distance: insertions, deletions and substitutions of one character each.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, y) in b.enumerated() {
+                current[j + 1] = Swift.min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 }
 
