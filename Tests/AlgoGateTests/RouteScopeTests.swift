@@ -164,7 +164,12 @@ import Testing
             // Other `/v1/web/` paths stay what they were: any other `/v1` path, for the admin key.
             let other = try await h.gateway.send(.GET, "/v1/web/other", headers: simple(Keys.teamB))
             #expect(other.status == 403)
-            #expect(envelope(other).message == "client 'team-b' lacks the 'admin' scope for GET admin requests")
+            #expect(envelope(other).message == "client 'team-b' lacks the 'admin' scope for GET admin requests: /v1/web/other is not under /v1/algo/, /v1/data/, /v1/connector/ or /v1/algorithms/, the paths teams' scopes cover; the rest of /v1 is the operator's")
+            // A client whose address ends in /v1 sends every path with /v1 twice: told so.
+            let doubled = try await h.gateway.send(.POST, "/v1/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + jsonType, text: #""HAL""#)
+            #expect(doubled.status == 403)
+            #expect(envelope(doubled).message == "client 'team-b' lacks the 'admin' scope for POST admin requests: /v1/v1/algo/demo/Hello/0.1.0 is not under /v1/algo/, /v1/data/, /v1/connector/ or /v1/algorithms/, the paths teams' scopes cover; the rest of /v1 is the operator's; the path has /v1 twice: set the client's address (ALGORITHMIA_API) to the gateway's origin alone, without /v1")
+            #expect(envelope(doubled).type == "PermissionDenied")
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }
     }

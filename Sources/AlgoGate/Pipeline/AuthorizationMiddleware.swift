@@ -36,6 +36,16 @@ struct AuthorizationMiddleware: RouterMiddleware {
         case management(algorithms: [AlgorithmPattern], client: String)
     }
 
+    /// Why a team's request is taken for the operator's: most often a mistaken address (a typo
+    /// of a route, or a client whose `ALGORITHMIA_API` ends in `/v1`, so every path has it twice),
+    /// which a bare "lacks the 'admin' scope" would have the team look for in its scopes.
+    static func operatorPathHint(_ path: String) -> String {
+        let twice = path.hasPrefix("/v1/v1/") || path == "/v1/v1"
+            ? "; the path has /v1 twice: set the client's address (ALGORITHMIA_API) to the gateway's origin alone, without /v1" : ""
+        return ": \(path) is not under /v1/algo/, /v1/data/, /v1/connector/ or /v1/algorithms/, the paths teams' scopes cover;"
+            + " the rest of /v1 is the operator's" + twice
+    }
+
     /// Classifies the request (setting `context.route`) and checks what its head shows: refused
     /// here, granted, or granted once its body has been checked.
     @inline(never)
@@ -45,7 +55,9 @@ struct AuthorizationMiddleware: RouterMiddleware {
         if let refusal = overrideRefusal(request.headers, query: request.uri.query, method: request.method) { throw refusal }
         let scope = route.requiredScope(for: request.method)
         guard client.scopes.contains(scope) else {
-            throw GatewayError.forbidden("client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests")
+            let refusal = "client '\(client.name)' lacks the '\(scope.rawValue)' scope for \(request.method) \(route.name) requests"
+            guard scope == .admin else { throw GatewayError.forbidden(refusal) }
+            throw GatewayError.forbidden(refusal + Self.operatorPathHint(request.uri.path))
         }
         if case .data(let uri, _) = route, let prefixes = client.dataPrefixes {
             // Creating a directory is a POST to its parent: authorise the directory being made.
