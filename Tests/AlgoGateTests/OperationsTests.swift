@@ -189,9 +189,10 @@ import Testing
                 #expect(hitStatus == 200 && hitBody == body)
                 let metrics = try await client.execute(HTTPClientRequest(url: url + "/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20)
                 #expect(metricSample(String(buffer: metrics), "algogate_cache_fast_hits_total") == 1)
-                // Plain HTTP to the TLS port gets no answer.
-                let plain = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(2))
-                #expect(plain == nil)
+                // Plain HTTP to the TLS port is told to use https:// (TLSReloadTests has the details).
+                let plain = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(tlsPair.gatewayPort)/healthz"), timeout: .seconds(5))
+                #expect(plain.status == .badRequest)
+                #expect(String(buffer: try await plain.body.collect(upTo: 1 << 16)).contains("use https:// in the client's address"))
             }
 
             // A second gateway whose upstream is the TLS one: verified against ca_file, refused without it.

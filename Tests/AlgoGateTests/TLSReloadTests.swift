@@ -102,6 +102,45 @@ import Testing
     }
 }
 
+extension TLSReloadTests {
+    /// A client whose address says http:// where the gateway serves HTTPS: its plain request is
+    /// answered in plain HTTP saying to use https:// (the TLS handshake alone dropped it: an empty
+    /// reply, and nothing logged), logged and counted as malformed; TLS clients are served as ever.
+    @Test func aPlainRequestOnTheHTTPSPortIsToldToUseHTTPS() async throws {
+        try await withTemporaryDirectory("tls-plain") { directory in
+            let certificate = try await SelfSignedCertificate(in: directory, name: "gw")
+            try await GatewayHarness.run(serverYAML: "tls: {cert_file: \"\(certificate.certPath)\", key_file: \"\(certificate.keyPath)\"}") { h in
+                let plain = try await RawConnection.connect(port: h.gatewayPort, sending:
+                    "GET /_gateway/me HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
+                #expect(await plain.waitForClose(within: .seconds(10)), "the connection stayed open")
+                let answer = try #require(RawResponse.parse(plain.text).first, "no answer: \(plain.text.debugDescription)")
+                #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+                #expect(answer.body == #"{"error":{"error_type":"InputError","message":"this port serves HTTPS: the request came in plain HTTP; use https:// in the client's address (ALGORITHMIA_API)"}}"#)
+                #expect(answer.headers["content-type"] == "application/json")
+                #expect(answer.headers["connection"] == "close")
+                #expect(answer.headers["server"]?.hasPrefix("algogate/") == true)
+                #expect(answer.headers["date"]?.hasSuffix(" GMT") == true)
+                let requestID = try #require(answer.headers["x-request-id"])
+
+                let line = try #require(await ClientDepartureTests.firstLine(in: h) { $0.contains("route=malformed") })
+                #expect(line == "info request bytes_out=\(answer.body.utf8.count) client=- error=a plain HTTP request on the HTTPS port method=- path=- remote=127.0.0.1 request_id=\(requestID) route=malformed status=400")
+                #expect(!line.contains(Keys.teamA))
+                #expect(h.simulator.stats.snapshot.totalRequests == 0)
+
+                // A TLS client on the same port is served, and sees the refusal counted.
+                #expect(await Self.handshakes(port: h.gatewayPort, trusting: certificate.cert))
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(certificate.cert.utf8)))
+                let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+                let metrics = try await client.execute(HTTPClientRequest(url: "https://127.0.0.1:\(h.gatewayPort)/metrics"), timeout: .seconds(10))
+                let text = String(buffer: try await metrics.body.collect(upTo: 1 << 20))
+                try await client.shutdown()
+                #expect(metricSample(text, #"algogate_requests_total{client="-",route="malformed",status="400"}"#) == 1)
+            }
+        }
+    }
+}
+
 /// A fresh self-signed certificate for 127.0.0.1 and localhost (EC P-256, a day long), made with
 /// openssl: its files `NAME.crt` and `NAME.key` in `directory`, and their PEM text.
 struct SelfSignedCertificate {

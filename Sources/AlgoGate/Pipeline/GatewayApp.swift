@@ -193,7 +193,12 @@ public struct GatewayApp: Sendable {
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
         var builder: HTTPServerBuilder = .http1(configuration: http1)
         if let tls = state.tls {
-            builder = try .tls(.http1(configuration: http1), tlsConfiguration: tls.serverConfiguration())
+            // A plain request on this port is answered saying to use https:// (`TLSPortChannel`).
+            let tlsConfiguration = tls.serverConfiguration()
+            builder = HTTPServerBuilder { responder in
+                TLSPortChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tlsConfiguration),
+                               logger: requestLogger, metrics: metrics, serverName: serverName)
+            }
         }
         var app = Application(
             router: router(),
