@@ -1,5 +1,6 @@
 import AlgoGate
 import AlgoTestSupport
+import AsyncHTTPClient
 import Foundation
 import Testing
 
@@ -95,6 +96,35 @@ import Testing
             #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
             #expect(answer.body == #"{"error":{"error_type":"InputError","message":"HTTP/2 is not served: the gateway speaks HTTP/1.1, over TLS too; send the request as HTTP/1.1 (curl: without --http2-prior-knowledge)"}}"#)
             #expect(closed)
+        }
+    }
+
+    /// A client whose address says https:// where the gateway serves plain HTTP: its TLS
+    /// handshake is refused as ever (the client reads the answer as a wrong TLS version), and the
+    /// answer and the log line say what happened, not that the method is invalid.
+    @Test func aTLSHandshakeOnThePlainPortIsNamed() async throws {
+        try await GatewayHarness.run { h in
+            // A real TLS client: it fails, and its attempts (it tries again until the timeout) are
+            // logged as what they were.
+            let attempt = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "https://127.0.0.1:\(h.gatewayPort)/healthz"), timeout: .seconds(2))
+            #expect(attempt == nil)
+            let line = try #require(await ClientDepartureTests.firstLine(in: h) { $0.contains("route=malformed") })
+            #expect(line.contains(" error=a TLS handshake on the plain-HTTP port ") && line.contains(" status=400") && line.contains(" remote=127.0.0.1 "), "\(line)")
+
+            // The answer, as a client that reads it sees it (a handshake record's first bytes).
+            let (answer, closed) = try await Self.exchange(h, "\u{16}\u{03}\u{01}\u{00}\u{05}\u{01}\u{00}\u{00}\u{01}\u{03}")
+            #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(answer.body == #"{"error":{"error_type":"InputError","message":"this port serves plain HTTP: the client began a TLS handshake; use http:// in the client's address (ALGORITHMIA_API), or serve HTTPS with server.tls"}}"#)
+            #expect(closed)
+            // Other bytes the parser refuses are named as before.
+            let (other, _) = try await Self.exchange(h, "\u{16}GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(other.body == #"{"error":{"error_type":"InputError","message":"the request's method is not one HTTP defines: the API takes GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS"}}"#)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            let lines = h.logs.all.filter { $0.contains("route=malformed") }
+            #expect(lines.filter { $0.contains(" error=a TLS handshake on the plain-HTTP port ") }.count == lines.count - 1, "\(lines)")
+            // Counted as malformed, each (a late attempt of the client's may land between the two readings).
+            #expect((metricSample(metrics, #"algogate_requests_total{client="-",route="malformed",status="400"}"#) ?? 0) >= 3)
+            #expect(h.simulator.stats.snapshot.totalRequests == 0)
         }
     }
 

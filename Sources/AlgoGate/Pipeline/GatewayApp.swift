@@ -191,13 +191,16 @@ public struct GatewayApp: Sendable {
                                         MalformedRequestHandler(logger: requestLogger, metrics: metrics, serverName: serverName),
                                         ContinueHandler(), LeadingSlashesHandler()] + (hits.map { [CachedHitInstaller(hits: $0)] } ?? []),
             idleTimeout: .seconds(Int64(server.idleTimeoutSeconds)))
-        var builder: HTTPServerBuilder = .http1(configuration: http1)
+        // A client that speaks plain HTTP to the HTTPS port, or TLS to the plain one, is told
+        // which the port serves (`ProbedChannel`).
+        var builder = HTTPServerBuilder { responder in
+            ProbedChannel(base: HTTP1Channel(responder: responder, configuration: http1), probe: { TLSHandshakeOnPlainPortHandler() })
+        }
         if let tls = state.tls {
-            // A plain request on this port is answered saying to use https:// (`TLSPortChannel`).
             let tlsConfiguration = tls.serverConfiguration()
             builder = HTTPServerBuilder { responder in
-                TLSPortChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tlsConfiguration),
-                               logger: requestLogger, metrics: metrics, serverName: serverName)
+                ProbedChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tlsConfiguration),
+                              probe: { PlainRequestOnTLSPortHandler(logger: requestLogger, metrics: metrics, serverName: serverName) })
             }
         }
         var app = Application(

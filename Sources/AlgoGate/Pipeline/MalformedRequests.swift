@@ -59,11 +59,18 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
     private let metrics: GatewayMetrics
     private let serverName: String
     private var parserError: HTTPParserError?
+    /// The connection began with a TLS handshake (`TLSHandshakeOnPlainPortHandler`).
+    private var tlsHandshake = false
 
     init(logger: Logger, metrics: GatewayMetrics, serverName: String) {
         self.logger = logger
         self.metrics = metrics
         self.serverName = serverName
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSHandshakeOnPlainPortHandler.Seen { tlsHandshake = true }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -77,7 +84,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         self.parserError = nil
-        let error = GatewayError.malformed(parserError)
+        let error = tlsHandshake ? GatewayError.badRequest(TLSHandshakeOnPlainPortHandler.message) : GatewayError.malformed(parserError)
         let body = error.body
         let requestID = RequestIDs.next()
         var fields = error.headers
@@ -97,7 +104,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         logger.info("request", metadata: [
             "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
             "status": .number(status), "bytes_out": .number(body.readableBytes), "remote": .string(remote),
-            "error": .string(parserError.debugDescription),
+            "error": .string(tlsHandshake ? "a TLS handshake on the plain-HTTP port" : parserError.debugDescription),
         ])
     }
 
