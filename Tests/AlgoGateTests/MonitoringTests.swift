@@ -31,7 +31,7 @@ import Yams
         let promtool = try Self.tool("promtool")
         let checked = try await ChildProcess.run(executable: promtool, arguments: ["check", "rules", DeployTests.root.appendingPathComponent("deploy/prometheus/alerts.yaml").path])
         #expect(checked.termination == .exited(0), "\(checked.log)")
-        #expect(checked.log.contains("SUCCESS: 12 rules found"), "\(checked.log)")
+        #expect(checked.log.contains("SUCCESS: 13 rules found"), "\(checked.log)")
         let tested = try await ChildProcess.run(executable: promtool, arguments: ["test", "rules", DeployTests.root.appendingPathComponent("deploy/prometheus/alerts.test.yaml").path])
         #expect(tested.termination == .exited(0), "\(tested.log)")
         #expect(tested.log.contains("SUCCESS"), "\(tested.log)")
@@ -120,7 +120,7 @@ import Yams
                                      legend: target["legendFormat"] as? String ?? ""))
             }
         }
-        #expect(queries.count == 2 + 51)
+        #expect(queries.count == 2 + 52)
         return queries
     }
 
@@ -179,7 +179,7 @@ import Yams
             // The alert rules evaluate against the live series without error.
             #expect(try await eventually(within: .seconds(30)) {
                 let rules = try await Self.rules(api)
-                return rules.count == 12 && rules.allSatisfy { $0.health == "ok" }
+                return rules.count == 13 && rules.allSatisfy { $0.health == "ok" }
             })
             let rules = try await Self.rules(api)
             #expect(rules.filter { $0.health != "ok" }.map(\.name) == [], "\(rules)")

@@ -30,10 +30,40 @@ import Testing
             // Log lines are written as bodies finish.
             #expect(await eventually { h.logs.all.filter { $0.contains("request ") }.count >= replies.count })
             let lines = h.logs.all
-            #expect(lines.filter { $0.contains("request ") }.count == replies.count)
+            // One request line each (the level, then the message `request`), beside other lines
+            // such as the warning for the account's key presented.
+            #expect(lines.filter { $0.split(separator: " ").dropFirst().first == "request" }.count == replies.count, "\(lines)")
             for line in lines {
                 for key in Keys.all { #expect(!line.contains(key), "a log line holds a key: \(line.prefix(60))") }
             }
+        }
+    }
+
+    /// A client presenting the account's own key (in any of the three forms) is refused exactly
+    /// as an unknown key is, and the operator is told: a warning naming the request, and a count.
+    @Test func theAccountKeyPresentedByAClientIsRefusedAndReported() async throws {
+        try await GatewayHarness.run { h in
+            let unknown = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple("not-a-key-\(UUID().uuidString)"))
+            #expect(unknown.status == 401)
+            #expect(!h.logs.all.contains { $0.hasPrefix("warning ") })
+            var ids: [String] = []
+            for authorization in ["Simple \(Keys.upstream)", Keys.upstream, "Bearer \(Keys.upstream)"] {
+                let reply = try await h.gateway.send(.GET, "/v1/data/.my", headers: [("Authorization", authorization)])
+                #expect(reply.status == 401)
+                #expect(reply.text == unknown.text, "the answer tells the account key from any other")
+                #expect(!reply.text.contains(Keys.upstream))
+                ids.append(try #require(reply.header("X-Request-ID")))
+            }
+            #expect(await eventually { h.logs.all.filter { $0.split(separator: " ").dropFirst().first == "request" }.count == 4 })
+            let warnings = h.logs.all.filter { $0.hasPrefix("warning ") }
+            #expect(warnings.count == 3, "\(warnings)")
+            for (warning, id) in zip(warnings, ids) {
+                #expect(warning == "warning a request presented the account's upstream key as its own (refused as an unknown key): the key has reached someone who should not have it; rotate it at Algorithmia and in upstream.key_env or upstream.key_file remote=127.0.0.1 request_id=\(id)")
+            }
+            for line in h.logs.all { #expect(!line.contains(Keys.upstream)) }
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, "algogate_account_key_presented_total") == 3)
+            #expect(h.simulator.stats.snapshot.totalRequests == 0)
         }
     }
 

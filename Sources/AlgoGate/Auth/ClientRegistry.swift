@@ -88,6 +88,15 @@ public struct ClientRegistry: Sendable {
         }
     }
 
+    /// Whether two keys are the same, in time that does not depend on where they differ (their
+    /// SHA-256 digests are compared).
+    static func sameKey(_ left: Secret, _ right: Secret) -> Bool {
+        var (left, right) = (left.revealed, right.revealed)
+        let a = left.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        let b = right.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        return a.withUnsafeBytes { a in b.withUnsafeBytes { b in sameBytes(a, b) } }
+    }
+
     /// Byte equality whose time depends on the lengths only, not on where the bytes differ.
     static func sameBytes(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
         guard left.count == right.count else { return false }

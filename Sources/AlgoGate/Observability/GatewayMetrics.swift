@@ -31,6 +31,7 @@ public final class GatewayMetrics: Sendable {
     private let circuitRefused: Counter
     private let circuitRefusedCounted = Mutex(0)
     private let keyWithheld: Counter
+    private let accountKeyPresentations: Counter
     private let sendTimeouts: Counter
     private let storeFailures: Counter
     private let readFailures: Counter
@@ -77,6 +78,9 @@ public final class GatewayMetrics: Sendable {
         keyWithheld = registry.makeCounter(descriptor: .init(
             metricName: "algogate_upstream_key_withheld", unitName: "total",
             helpText: "Upstream answers withheld (502), or streams cut, because they held the server key"))
+        accountKeyPresentations = registry.makeCounter(descriptor: .init(
+            metricName: "algogate_account_key_presented", unitName: "total",
+            helpText: "Requests that presented the account's upstream key as their own (refused): the key has reached someone it should not"))
         sendTimeouts = registry.makeCounter(descriptor: .init(
             metricName: "algogate_client_send_timeouts", unitName: "total",
             helpText: "Client connections closed because the client read nothing of its answer for server.send_timeout_seconds"))
@@ -184,6 +188,7 @@ public final class GatewayMetrics: Sendable {
     func fastHit() { eventLoopHits.increment() }
 
     func upstreamKeyWithheld() { keyWithheld.increment() }
+    func accountKeyPresented() { accountKeyPresentations.increment() }
     func clientSendTimedOut() { sendTimeouts.increment() }
     func cacheStoreFailed() { storeFailures.increment() }
     func cacheReadFailed() { readFailures.increment() }

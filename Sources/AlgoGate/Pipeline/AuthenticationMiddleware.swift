@@ -9,6 +9,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
     let registry: @Sendable () -> ClientRegistry
     /// `/metrics` needs the admin key (`server.metrics_access: admin`).
     let metricsNeedKey: @Sendable () -> Bool
+    /// The account's key, which the gateway sends upstream: a client presenting it is refused as
+    /// any unknown key, and the operator told (`accountKeyPresented`).
+    let upstreamKey: @Sendable () -> Secret
+    let metrics: GatewayMetrics
     static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
     static let probePaths: Set<String> = ["/healthz", "/readyz"]
 
@@ -38,6 +42,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         }
         let key = try Credentials.key(from: request.headers)
         guard let client = registry().client(for: key) else {
+            if ClientRegistry.sameKey(key, upstreamKey()) { accountKeyPresented(context: context) }
             throw GatewayError.unauthorized("authorization failed: unknown algogate key")
         }
         context.client = client
@@ -45,5 +50,16 @@ struct AuthenticationMiddleware: RouterMiddleware {
         if let origin = request.headers[.origin], !client.corsOrigins.permits(origin) {
             throw GatewayError.forbidden("client '\(client.name)' may not be used from the web page at \(origin): its cors_origins do not list it")
         }
+    }
+
+    /// A request that presented the account's own key. The gateway exists so that only it holds
+    /// that key; in a team's client (or anyone's) it has leaked, and it reaches Algorithmia
+    /// without the gateway's checks. The request is refused as any unknown key (the answer says
+    /// nothing of it), and the operator is told: a warning and `algogate_account_key_presented_total`.
+    private func accountKeyPresented(context: Context) {
+        metrics.accountKeyPresented()
+        context.lineLogger.warning("a request presented the account's upstream key as its own (refused as an unknown key): the key has reached someone who should not have it; rotate it at Algorithmia and in upstream.key_env or upstream.key_file", metadata: [
+            "remote": .string(context.remoteAddress?.ipAddress ?? "-"),
+        ])
     }
 }

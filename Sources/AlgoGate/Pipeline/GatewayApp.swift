@@ -103,7 +103,8 @@ public struct GatewayApp: Sendable {
         router.add(middleware: ResponseCompressionMiddleware(settings: { state.snapshot.config.compression },
                                                              answerCapacity: { state.snapshot.config.limits.maxBufferedAnswerBytes }))
         router.add(middleware: AuthenticationMiddleware(registry: { state.snapshot.registry },
-                                                        metricsNeedKey: { state.snapshot.config.server.metricsAccess == .admin }))
+                                                        metricsNeedKey: { state.snapshot.config.server.metricsAccess == .admin },
+                                                        upstreamKey: { state.snapshot.upstreamKey }, metrics: metrics))
         router.add(middleware: AuthorizationMiddleware())
         router.add(middleware: AlgoInputMiddleware(limits: { state.snapshot.config.limits }, budget: inputBudget,
                                                    queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) }))
