@@ -62,6 +62,7 @@ struct Serve: AsyncParsableCommand {
         if let note = SharedFilesystem.note(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
+            log.logger.info("algogate starting", metadata: startingFacts(loaded, config: config))
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,
                               watchInterval: watchSeconds.map { .seconds($0) }).run()
         } catch {
@@ -69,6 +70,23 @@ struct Serve: AsyncParsableCommand {
             try cannotStart(reason, config: config, log: log)
         }
     }
+}
+
+/// What the gateway's first line says it starts with: its version, files, upstream (whose URL
+/// holds no credentials: refused at load) and clients, so a log shows which configuration a run
+/// had without the file at hand. Where it listens, Hummingbird's next line says (the port bound,
+/// where the configuration asks for any).
+func startingFacts(_ loaded: ConfigLoader.Loaded, config: String) -> Logger.Metadata {
+    let settings = loaded.config
+    var facts: Logger.Metadata = [
+        "version": .string(AlgoGateVersion.string), "config": .string(config),
+        "tls": .string(settings.server.tls != nil ? "on" : "off"),
+        "upstream": .string(settings.upstream.url), "max_concurrency": .stringConvertible(LogNumber(settings.upstream.maxConcurrency)),
+        "clients": .stringConvertible(LogNumber(settings.clients.count)), "state_file": .string(settings.cache.path),
+        "cache": .string(settings.cache.enabled ? "on" : "off"),
+    ]
+    if let proxy = settings.upstream.proxy { facts["proxy"] = .string(proxy.url) }
+    return facts
 }
 
 /// Why a gateway could not start, in words that name the setting, for the failures that have
