@@ -31,7 +31,11 @@ import Testing
             }
             let unknown = try await h.gateway.send(.GET, "/_admin/nothing", headers: simple(Keys.admin))
             #expect(unknown.status == 404)
-            #expect(unknown.text == #"{"error":{"error_type":"EntityNotFoundError","message":"no such endpoint: /_admin/nothing"}}"#)
+            #expect(unknown.text == #"{"error":{"error_type":"EntityNotFoundError","message":"no such endpoint: /_admin/nothing; the gateway's own are /_admin/cache, /_admin/concurrency, /_admin/usage, /_gateway/me"}}"#)
+            // Without the slash, before any key is asked for: the same list.
+            let bare = try await h.gateway.send(.GET, "/_admin")
+            #expect(bare.status == 404)
+            #expect(envelope(bare).message == "no such endpoint: /_admin; the gateway's own are /_admin/cache, /_admin/concurrency, /_admin/usage, /_gateway/me")
         }
     }
 

@@ -38,7 +38,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard !Self.openPaths.contains(path) || keyedMetrics else { return }
         // Prefixes matched in bytes, as the router and the upstream match them (`dropPrefix`).
         guard path.dropPrefix("/v1/") != nil || path.dropPrefix("/_admin/") != nil || path.dropPrefix("/_gateway/") != nil || keyedMetrics else {
-            throw GatewayError.notFound("no such endpoint: \(path)")
+            throw ErrorMiddleware.noSuchEndpoint(path)
         }
         let key = try Credentials.key(from: request.headers)
         guard let client = registry().client(for: key) else {

@@ -38,6 +38,14 @@ struct ErrorMiddleware: RouterMiddleware {
         "/_admin/cache": [.get, .delete], "/_admin/usage": [.get], "/_admin/concurrency": [.get], "/_gateway/me": [.get],
     ]
 
+    /// 404 for `path`; one under the gateway's own prefixes (`/_admin`, `/_gateway`) lists the
+    /// endpoints there are, as an operator mistyping one would want.
+    static func noSuchEndpoint(_ path: String) -> GatewayError {
+        guard path.hasPrefix("/_admin") || path.hasPrefix("/_gateway") else { return .notFound("no such endpoint: \(path)") }
+        let own = gatewayEndpoints.keys.filter { $0.hasPrefix("/_") }.sorted()
+        return .notFound("no such endpoint: \(path); the gateway's own are \(own.joined(separator: ", "))")
+    }
+
     /// The envelope answer for `error`, which is kept for the request's log line.
     @inline(never)
     static func render(_ error: any Error, request: Request, context: Context) throws -> Response {
@@ -56,7 +64,7 @@ struct ErrorMiddleware: RouterMiddleware {
                 return .methodNotAllowed("\(path) takes \(methods.map(\.rawValue).joined(separator: " or ")), not \(request.method.rawValue)",
                                          allow: methods)
             }
-            return .notFound("no such endpoint: \(path)")
+            return noSuchEndpoint(path)
         case let error as HTTPError where error.status == .methodNotAllowed:
             return .methodNotAllowed("method not allowed on this endpoint")
         case let error as HTTPError:
