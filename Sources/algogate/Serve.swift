@@ -55,6 +55,7 @@ struct Serve: AsyncParsableCommand {
         defer { log.finish() }
         let server = loaded.config.server
         let listening = "\(server.host):\(server.port) (server.host, server.port)"
+        log.logger.info("algogate starting", metadata: startingFacts(loaded, config: config))
         let ignored = ConfigLoader.ignoredProxyVariables(loaded.config, environment: ProcessInfo.processInfo.environment)
         if !ignored.isEmpty { log.logger.warning("\(ignoredProxyNote(ignored))") }
         for note in ConfigLoader.notes(loaded.config) { log.logger.warning("\(note)") }
@@ -62,7 +63,6 @@ struct Serve: AsyncParsableCommand {
         if let note = SharedFilesystem.note(loaded.config) { log.logger.warning("\(note)") }
         do {
             try await checkListenable(host: server.host, port: server.port)
-            log.logger.info("algogate starting", metadata: startingFacts(loaded, config: config))
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,
                               watchInterval: watchSeconds.map { .seconds($0) }).run()
         } catch {

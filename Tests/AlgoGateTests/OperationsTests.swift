@@ -43,7 +43,8 @@ import Testing
             await pair.gateway.exited()
             #expect(pair.gateway.termination == .exited(0))
             #expect(pair.gateway.log.contains("algogate stopped"))
-            // The first line says what the run started with.
+            // The first line says what the run started with (before the configuration's notes).
+            #expect(pair.gateway.log.split(separator: "\n").first?.contains(#""msg":"algogate starting""#) == true, "\(pair.gateway.log.prefix(600))")
             let config = pair.work.appendingPathComponent("gateway.yaml").path
             #expect(pair.gateway.log.contains(#""msg":"algogate starting","cache":"on","clients":3,"config":"\#(config)","max_concurrency":80,"state_file":"\#(pair.work.appendingPathComponent("cache.sqlite").path)","tls":"off","upstream":"http://127.0.0.1:\#(upstreamPort)","version":"\#(AlgoGateVersion.string)"}"#),
                     "\(pair.gateway.log.prefix(600))")
