@@ -98,13 +98,19 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         // Hummingbird's `.end` follows.
 
-        let status = error.status.code
-        let remote = PeerAddresses.remote(of: context.channel)?.ipAddress ?? "-"
+        Self.record(error.status.code, bytesOut: body.readableBytes, requestID: requestID, cause: tlsHandshake ? "a TLS handshake on the plain-HTTP port" : parserError.debugDescription,
+                    channel: context.channel, logger: logger, metrics: metrics)
+    }
+
+    /// Logs and counts a refused request that never reached the pipeline (this handler's, and
+    /// `PlainRequestOnTLSPortHandler`'s): route `malformed`, no client, method or path, and
+    /// `cause` as its `error`.
+    static func record(_ status: Int, bytesOut: Int, requestID: String, cause: String, channel: any Channel, logger: Logger, metrics: GatewayMetrics) {
         metrics.request(client: "-", route: "malformed", status: status)
         logger.info("request", metadata: [
             "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
-            "status": .number(status), "bytes_out": .number(body.readableBytes), "remote": .string(remote),
-            "error": .string(tlsHandshake ? "a TLS handshake on the plain-HTTP port" : parserError.debugDescription),
+            "status": .number(status), "bytes_out": .number(bytesOut),
+            "remote": .string(PeerAddresses.remote(of: channel)?.ipAddress ?? "-"), "error": .string(cause),
         ])
     }
 

@@ -63,14 +63,8 @@ final class PlainRequestOnTLSPortHandler: ChannelInboundHandler, RemovableChanne
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in loopBound.value.close(promise: nil) }
 
-        let status = error.status.code
-        metrics.request(client: "-", route: "malformed", status: status)
-        logger.info("request", metadata: [
-            "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
-            "status": .number(status), "bytes_out": .number(body.readableBytes),
-            "remote": .string(PeerAddresses.remote(of: context.channel)?.ipAddress ?? "-"),
-            "error": .string("a plain HTTP request on the HTTPS port"),
-        ])
+        MalformedRequestHandler.record(error.status.code, bytesOut: body.readableBytes, requestID: requestID, cause: "a plain HTTP request on the HTTPS port",
+                                       channel: context.channel, logger: logger, metrics: metrics)
     }
 }
 
