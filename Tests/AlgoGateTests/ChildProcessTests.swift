@@ -69,6 +69,45 @@ struct ChildProcessTests {
         #expect(!FileManager.default.fileExists(atPath: outcome.output.path))
     }
 
+    /// A child dies with the test process, however it ends (a crash, a CI timeout's SIGKILL): its
+    /// parent-death signal is SIGKILL, set before the program starts, with the program's own pid.
+    @Test func aChildIsKilledWhenTheTestProcessDies() async throws {
+        let dump = try await ChildProcess.run(executable: Self.env, arguments: ["setpriv", "--dump"])
+        #expect(dump.termination == .exited(0))
+        #expect(dump.log.split(separator: "\n").contains("Parent death signal: KILL"), "\(dump.log)")
+
+        let sleeper = try ChildProcess(executable: Self.env, arguments: ["sleep", "30"])
+        defer { sleeper.stop() }
+        #expect(await eventually { (try? String(contentsOfFile: "/proc/\(sleeper.pid)/comm", encoding: .utf8)) == "sleep\n" })
+    }
+
+    private final class Started: Sendable {
+        let child = Mutex<ChildProcess?>(nil)
+    }
+
+    /// The thread that starts children outlives the tasks that ask for them: a child started from
+    /// a task whose thread has since gone is still running (its parent-death signal would have
+    /// killed it had the thread that started it been the task's).
+    @Test func aChildOutlivesTheThreadThatAskedForIt() async throws {
+        let holder = Started()
+        let thread = Thread {
+            let child = try? ChildProcess(executable: Self.env, arguments: ["sleep", "30"])
+            // Until the program runs, so its parent-death signal is set before this thread ends.
+            for _ in 0..<1000 {
+                guard let child, (try? String(contentsOfFile: "/proc/\(child.pid)/comm", encoding: .utf8)) != "sleep\n" else { break }
+                usleep(1000)
+            }
+            holder.child.withLock { $0 = child }
+        }
+        thread.start()
+        #expect(await eventually { thread.isFinished })
+        let started = try #require(holder.child.withLock { $0 })
+        defer { started.stop() }
+        // A SIGKILL sent as the thread ended would be seen by now.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(started.isRunning)
+    }
+
     @Test func aProgramThatCannotStartIsAnError() throws {
         #expect {
             _ = try ChildProcess(executable: URL(fileURLWithPath: "/nonexistent/program"), arguments: [])

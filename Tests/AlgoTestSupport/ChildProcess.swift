@@ -12,6 +12,13 @@ import Synchronization
 /// once fell off the end of mapped memory and crashed the suite with SIGSEGV. Here glibc closes
 /// every inherited descriptor above stderr in the child (`closefrom` file action), the child's
 /// signals start at their defaults and unblocked, and a thread of its own waits for its exit.
+///
+/// A child dies with the test process, however that ends: it is started through `setpriv
+/// --pdeathsig KILL` (util-linux, in every Debian), from a thread that lives as long as the
+/// process (`Spawner`), since Linux sends a parent-death signal when the *thread* that started
+/// the child ends. A test run that crashed (SIGSEGV) or was killed (a CI timeout) used to leave
+/// its gateways and simulators running, holding their ports and files; `atexit` covers only an
+/// orderly exit.
 public final class ChildProcess: Sendable {
     public enum Termination: Equatable, Sendable {
         case exited(Int32)
@@ -47,6 +54,8 @@ public final class ChildProcess: Sendable {
     public init(executable: URL = ChildProcess.executable, arguments: [String], environment: [String: String] = [:],
                 standardOutput: FileHandle? = nil) throws {
         self.arguments = arguments
+        // setpriv would report a program it cannot run only by its exit status (127), once started.
+        guard access(executable.path, X_OK) == 0 else { throw ChildProcessError.spawn("cannot start \(executable.path)", errno: errno) }
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-child-\(UUID().uuidString).log")
         self.output = output
         let logDescriptor = open(output.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -74,17 +83,22 @@ public final class ChildProcess: Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
-        let argv = ([executable.path] + arguments).map { strdup($0) } + [nil]
+        // setpriv execs the program in its own place: the pid is the program's.
+        let (program, argument0) = Self.setpriv.map { ($0.path, ["setpriv", "--pdeathsig", "KILL", "--", executable.path]) }
+            ?? (executable.path, [executable.path])
+        let argv = (argument0 + arguments).map { strdup($0) } + [nil]
         let envp = variables.map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
-        let pid = try Self.running.withLock { running in
-            var pid: pid_t = 0
-            let status = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
-            guard status == 0 else {
-                try? FileManager.default.removeItem(at: output)
-                throw ChildProcessError.spawn("cannot start \(executable.path)", errno: status)
+        let pid = try Spawner.shared.perform {
+            try Self.running.withLock { running in
+                var pid: pid_t = 0
+                let status = posix_spawn(&pid, program, &actions, &attributes, argv, envp)
+                guard status == 0 else {
+                    try? FileManager.default.removeItem(at: output)
+                    throw ChildProcessError.spawn("cannot start \(program)", errno: status)
+                }
+                return pid
             }
-            return pid
         }
         self.pid = pid
         Self.running.withLock { $0[pid] = self }
@@ -93,6 +107,11 @@ public final class ChildProcess: Sendable {
         thread.name = "child-\(pid)"
         thread.start()
     }
+
+    /// util-linux's `setpriv`, which sets the parent-death signal and then execs the program; nil
+    /// on a system without it (the children then outlive a crashed test run, as before).
+    static let setpriv: URL? = ["/usr/bin/setpriv", "/bin/setpriv"].map { URL(fileURLWithPath: $0) }
+        .first { FileManager.default.isExecutableFile(atPath: $0.path) }
 
     /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
     /// module does not declare (it is behind _GNU_SOURCE).
@@ -254,6 +273,49 @@ public final class ChildProcess: Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw ChildProcessError.notListening(url)
+    }
+}
+
+/// One thread, alive as long as the process, that starts every child: Linux sends a child its
+/// parent-death signal when the thread that started it ends, and the threads of Swift's
+/// concurrency pool (or Dispatch's) come and go.
+final class Spawner: @unchecked Sendable {
+    // `@unchecked`: `jobs` is guarded by its lock; a job's closure and result are handed between
+    // the two threads through the semaphores, which order the accesses.
+    static let shared = Spawner()
+
+    private final class Job: @unchecked Sendable {
+        let work: () -> Void
+        let done = DispatchSemaphore(value: 0)
+        init(_ work: @escaping () -> Void) { self.work = work }
+    }
+
+    private let jobs = Mutex<[Job]>([])
+    private let queued = DispatchSemaphore(value: 0)
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                queued.wait()
+                guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+                job.work()
+                job.done.signal()
+            }
+        }
+        thread.name = "child-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner's thread, and waits for it.
+    func perform<T>(_ body: () throws -> T) throws -> T {
+        var result: Result<T, any Error>?
+        withoutActuallyEscaping(body) { body in
+            let job = Job { result = Result { try body() } }
+            jobs.withLock { $0.append(job) }
+            queued.signal()
+            job.done.wait()
+        }
+        return try result!.get()
     }
 }
 
