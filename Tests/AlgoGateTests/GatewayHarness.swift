@@ -74,6 +74,7 @@ struct GatewayHarness {
     }
 
     static func run<Value: Sendable>(
+        host: String = "127.0.0.1",
         serverYAML: String = "",
         upstreamYAML: String = "",
         cacheYAML: String = "",
@@ -93,7 +94,7 @@ struct GatewayHarness {
         let simulator = try Simulator(configuration: SimConfiguration(apiKey: Keys.upstream, dataDirectory: directory.appendingPathComponent("sim")))
         return try await LiveServer.run({ simulator.application(onServerRunning: $0) }) { simPort in
             let yaml = """
-            server: {host: 127.0.0.1, port: 0\(serverYAML.isEmpty ? "" : ", " + serverYAML)}
+            server: {host: "\(host)", port: 0\(serverYAML.isEmpty ? "" : ", " + serverYAML)}
             upstream:
               url: \(upstreamURL?(simPort) ?? "http://127.0.0.1:\(simPort)")
               key_env: TEST_UPSTREAM_KEY

@@ -3,6 +3,7 @@ import AlgoTestSupport
 import NIOCore
 import NIOEmbedded
 import NIOPosix
+import Glibc
 import Synchronization
 import Testing
 
@@ -36,6 +37,42 @@ import Testing
         #expect(PeerAddresses.remote(of: client) == nil)
         try await server.close()
     }
+
+    /// Logs give an IPv4 peer of a dual-stack listener in dotted form, every other address as it is.
+    @Test func anIPv4MappedPeerIsLoggedInDottedForm() throws {
+        #expect(PeerAddresses.logged(try SocketAddress(ipAddress: "::ffff:10.0.0.7", port: 1)) == "10.0.0.7")
+        #expect(PeerAddresses.logged(try SocketAddress(ipAddress: "10.0.0.7", port: 1)) == "10.0.0.7")
+        #expect(PeerAddresses.logged(try SocketAddress(ipAddress: "::1", port: 1)) == "::1")
+        #expect(PeerAddresses.logged(try SocketAddress(ipAddress: "2001:db8::ffff:a00:7", port: 1)) == "2001:db8::ffff:a00:7")
+        #expect(PeerAddresses.logged(try SocketAddress(ipAddress: "::ffff:0:a00:7", port: 1)) == "::ffff:0:a00:7")
+        #expect(PeerAddresses.logged(nil) == "-")
+    }
+
+    /// `server.host: "::"` listens on IPv6 and IPv4 both; a client reaching it on 127.0.0.1 is
+    /// served, and logged as 127.0.0.1.
+    @Test(.enabled(if: Self.dualStack)) func aDualStackListenerServesIPv4ClientsAndLogsThemAsSuch() async throws {
+        try await GatewayHarness.run(host: "::") { h in
+            let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType, text: "v4")
+            #expect(reply.status == 200)
+            #expect(reply.text.hasPrefix(#"{"result":"Hello v4","#), "\(reply.text)")
+            let logged = { h.logs.all.first { $0.hasPrefix("info request ") && $0.contains(" path=/v1/algo/demo/Hello ") } }
+            #expect(await eventually { logged() != nil })
+            let line = try #require(logged())
+            #expect(line.contains(" remote=127.0.0.1 "), "\(line)")
+        }
+    }
+
+    /// Whether this machine can listen on `::` (a container may have IPv6 off).
+    static let dualStack: Bool = {
+        let descriptor = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
+        }
+    }()
 
     /// Channels that are gone are swept from the table: recording 5,000 short-lived connections
     /// leaves it far smaller, and a living channel's entry stays through the sweeps.

@@ -45,7 +45,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let route = context.route?.name ?? (CORSMiddleware.isPreflight(request.head) ? "preflight" : Self.routeName(request.uri.path))
         let method = request.method.rawValue
         let path = request.uri.path
-        let remote = context.remoteAddress?.ipAddress ?? "-"
+        let remote = PeerAddresses.logged(context.remoteAddress)
         let forwardedFor = Self.forwardedFor(request.headers)
         let facts = context.facts
         let shortfall = facts.shortfall

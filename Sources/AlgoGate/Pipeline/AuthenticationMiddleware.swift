@@ -59,7 +59,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
     private func accountKeyPresented(context: Context) {
         metrics.accountKeyPresented()
         context.lineLogger.warning("a request presented the account's upstream key as its own (refused as an unknown key): the key has reached someone who should not have it; rotate it at Algorithmia and in upstream.key_env or upstream.key_file", metadata: [
-            "remote": .string(context.remoteAddress?.ipAddress ?? "-"),
+            "remote": .string(PeerAddresses.logged(context.remoteAddress)),
         ])
     }
 }

@@ -61,7 +61,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case (.end, .holding(let head, let body)):
             state = .idle
-            let remote = self.remote ?? PeerAddresses.remote(of: context.channel)?.ipAddress ?? "-"
+            let remote = self.remote ?? PeerAddresses.logged(PeerAddresses.remote(of: context.channel))
             self.remote = remote
             if let answer = hits.answer(head, body: body, remote: remote, remembered: &remembered) {
                 pending.append(answer)

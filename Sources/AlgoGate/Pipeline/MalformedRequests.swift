@@ -110,7 +110,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         logger.info("request", metadata: [
             "request_id": .string(requestID), "client": "-", "route": "malformed", "method": "-", "path": "-",
             "status": .number(status), "bytes_out": .number(bytesOut),
-            "remote": .string(PeerAddresses.remote(of: channel)?.ipAddress ?? "-"), "error": .string(cause),
+            "remote": .string(PeerAddresses.logged(PeerAddresses.remote(of: channel))), "error": .string(cause),
         ])
     }
 

@@ -40,6 +40,18 @@ enum PeerAddresses {
         }
     }
 
+    /// A peer's address as the logs give it, `-` when none is known. An IPv4 peer of a dual-stack
+    /// listener (`server.host: "::"`) is given in dotted form (`10.0.0.7`), not IPv4-mapped
+    /// (`::ffff:10.0.0.7`, as the socket has it), so the same client reads the same whichever
+    /// listener it reached, as Go's servers give it.
+    static func logged(_ address: SocketAddress?) -> String {
+        guard let ip = address?.ipAddress else { return "-" }
+        let mapped = "::ffff:"
+        guard ip.utf8.count > mapped.utf8.count, ip.lowercased().hasPrefix(mapped) else { return ip }
+        let rest = ip.dropFirst(mapped.count)
+        return rest.contains(".") ? String(rest) : ip
+    }
+
     /// How many connections are recorded (gone ones included until the next sweep); for tests.
     static var count: Int { table.withLock { $0.entries.count } }
 }
