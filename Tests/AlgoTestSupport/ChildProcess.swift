@@ -285,7 +285,10 @@ final class Spawner: @unchecked Sendable {
     static let shared = Spawner()
 
     private final class Job: @unchecked Sendable {
-        let work: () -> Void
+        /// Let go by the spawner's thread before `done` is signalled: it holds the caller's
+        /// closure, which must not outlive `withoutActuallyEscaping` (the runtime checks, and
+        /// traps when a reference is left).
+        var work: (() -> Void)?
         let done = DispatchSemaphore(value: 0)
         init(_ work: @escaping () -> Void) { self.work = work }
     }
@@ -298,7 +301,8 @@ final class Spawner: @unchecked Sendable {
             while true {
                 queued.wait()
                 guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
-                job.work()
+                job.work?()
+                job.work = nil
                 job.done.signal()
             }
         }
