@@ -114,6 +114,12 @@ import Testing
             #expect(UUID(uuidString: madeID) != nil && madeID == madeID.lowercased())
             let hostile = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", "a b\" injected=1")])
             #expect(hostile.header("X-Request-ID") != "a b\" injected=1")
+            // Up to 128 characters are kept; a longer id, which would swell every log line, is replaced.
+            let longest = String(repeating: "a1-_.", count: 25) + "xyz"
+            let kept = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", longest)])
+            #expect(kept.header("X-Request-ID") == longest)
+            let tooLong = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", longest + "z")])
+            #expect(tooLong.header("X-Request-ID").map { UUID(uuidString: $0) != nil } == true, "\(tooLong.headers)")
             let denied = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.teamB) + [("X-Request-ID", "denied-1")])
             #expect(denied.header("X-Request-ID") == "denied-1")
             #expect(h.logs.all.contains { $0.contains("request_id=trace-123") })

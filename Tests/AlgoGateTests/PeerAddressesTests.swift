@@ -54,7 +54,7 @@ import Testing
         try await GatewayHarness.run(host: "::") { h in
             let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType, text: "v4")
             #expect(reply.status == 200)
-            #expect(reply.text.hasPrefix(#"{"result":"Hello v4","#), "\(reply.text)")
+            #expect(reply.object["result"] as? String == "Hello v4", "\(reply.text)")
             let logged = { h.logs.all.first { $0.hasPrefix("info request ") && $0.contains(" path=/v1/algo/demo/Hello ") } }
             #expect(await eventually { logged() != nil })
             let line = try #require(logged())
