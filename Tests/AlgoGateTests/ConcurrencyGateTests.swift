@@ -1,4 +1,5 @@
 import AlgoGate
+import AlgoTestSupport
 import Testing
 
 /// The gate alone, under many acquisitions at once: the invariants its reservations rest on.
@@ -45,5 +46,37 @@ import Testing
         // The clients without a reservation shared what the reservations left them.
         #expect((2..<8).allSatisfy { gate.peak(for: "c\($0)") <= capacity - 5 })
         #expect(gate.peak(for: "c2") <= 4)
+    }
+
+    /// Slots lowered below the calls in flight take effect as those end: no call is granted one,
+    /// not even within its client's reservation, until fewer are in flight than the new figure;
+    /// raised again, the queue is served at once.
+    @Test func slotsLoweredBelowTheCallsInFlightTakeEffectAsTheyEnd() async throws {
+        let gate = ConcurrencyGate(capacity: 4)
+        gate.reserve(["r": 1])
+        for _ in 0..<3 { try await gate.acquire(client: "a", limit: nil, timeout: .seconds(60)) }
+        #expect(gate.inFlight == 3 && gate.unusedReserved == 1)
+
+        gate.configure(capacity: 2, reservations: ["r": 1])
+        #expect(gate.capacity == 2)
+        #expect(!gate.tryAcquire(client: "a", limit: nil))
+        #expect(!gate.tryAcquire(client: "r", limit: nil), "a reserved slot granted with more calls in flight than the slots in force")
+        let reserving = Task { try await gate.acquire(client: "r", limit: nil, timeout: .seconds(60)) }
+        let other = Task { try await gate.acquire(client: "b", limit: nil, timeout: .seconds(60)) }
+        #expect(await eventually { gate.queued == 2 })
+        gate.release(client: "a")
+        #expect(gate.inFlight == 2 && gate.queued == 2)
+        // One below the figure: the reserving client's call takes the slot kept for it.
+        gate.release(client: "a")
+        _ = try await reserving.value
+        #expect(gate.inFlight == 2 && gate.queued == 1 && gate.unusedReserved == 0)
+
+        gate.configure(capacity: 4, reservations: ["r": 1])
+        _ = try await other.value
+        #expect(gate.inFlight == 3 && gate.queued == 0)
+        #expect(gate.tryAcquire(client: "a", limit: nil))
+        #expect(!gate.tryAcquire(client: "a", limit: nil))
+        for client in ["a", "a", "r", "b"] { gate.release(client: client) }
+        #expect(gate.inFlight == 0 && gate.unusedReserved == 1)
     }
 }

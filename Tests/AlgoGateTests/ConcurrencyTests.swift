@@ -195,6 +195,39 @@ import Testing
         }
     }
 
+    /// `upstream.max_concurrency` lowered by a reload applies at once: with three calls held
+    /// upstream and the slots cut from 4 to 2, a fourth call waits, where before it would have
+    /// gone; the operator's view and the metric say 2. Raised past the 4 the gateway started
+    /// with, the slots stay at 4 (the connection pool is sized at start), and the waiting call goes.
+    @Test func loweredSlotsApplyOnReloadAndARaiseStopsAtTheStartFigure() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "max_concurrency: 4", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let call = { Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "0") } }
+                let held = (0..<3).map { _ in call() }
+                try #require(await eventually { upstream.calls == 3 }, "the first calls never reached the upstream")
+
+                try h.setSlots(2)
+                let standing = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.admin))
+                #expect(standing.object["max_concurrency"] as? Int == 2 && standing.object["in_flight"] as? Int == 3, "\(standing.text)")
+                let metrics = try await h.gateway.send(.GET, "/metrics")
+                #expect(metricSample(metrics.text, "algogate_upstream_max_concurrency") == 2)
+                let fourth = call()
+                #expect(await eventually { h.app.gate.queued == 1 })
+                #expect(upstream.calls == 3)
+
+                try h.setSlots(80)
+                #expect(await eventually { upstream.calls == 4 })
+                #expect(h.app.gate.capacity == 4 && h.app.gate.queued == 0)
+                upstream.release.open()
+                for task in held + [fourth] {
+                    let reply = try await task.value
+                    #expect(reply.status == 200)
+                    #expect(reply.text == HeldUpstream.answer(sleptMs: 0))
+                }
+            }
+        }
+    }
+
     /// The slot is held upstream until the test lets it go, so the second call surely finds it
     /// taken (a holder that slept a few seconds was once done before a loaded machine sent it).
     @Test func aFullQueueTimesOutWith503() async throws {

@@ -212,7 +212,7 @@ import Testing
         #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
     }
 
-    /// `upstream.max_concurrency` applies at the next start. A reload that raises it and reserves
+    /// `upstream.max_concurrency` raised applies at the next start, lowered at once. A reload that raises it and reserves
     /// slots that only the raised figure has room for is refused, since the running gateway would
     /// keep every slot it has for the reservations; and what needs a restart is said against the
     /// start, so a later reload still says it.
@@ -241,11 +241,20 @@ import Testing
         try write(slots: 80, reserved: 3)
         #expect(reloader.reload())
         #expect(state.snapshot.registry.reservations == ["a": 3])
-        #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream.max_concurrency (raised) trigger=SIGHUP") == true, "\(logs.all)")
         // Another change later: max_concurrency still runs as it started.
         try write(slots: 80, reserved: 3, timeout: 200)
         #expect(reloader.reload())
-        #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
+        #expect(logs.all.last?.hasSuffix("needs_restart=upstream.max_concurrency (raised) trigger=SIGHUP") == true, "\(logs.all)")
+        // Lowered, the slots apply at once: nothing waits for a restart, and the reservations
+        // must fit the lowered figure.
+        try write(slots: 2, reserved: 2)
+        #expect(!reloader.reload())
+        #expect(logs.all.last == "error reload refused: configuration kept as it was reason=clients[0].quota.reserved_concurrent: 2 slots for client 'a' alone would leave none of upstream.max_concurrency's 2 slots for the others trigger=SIGHUP", "\(logs.all)")
+        try write(slots: 2, reserved: 1)
+        #expect(reloader.reload())
+        #expect(state.snapshot.registry.reservations == ["a": 1] && state.snapshot.config.upstream.maxConcurrency == 2)
+        #expect(logs.all.last?.contains("needs_restart=none") == true, "\(logs.all)")
         // The file as it started: nothing needs a restart any more.
         try write(slots: 4, reserved: 3)
         #expect(reloader.reload())

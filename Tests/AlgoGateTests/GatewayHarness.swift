@@ -127,6 +127,15 @@ extension GatewayHarness {
     }
 }
 
+extension GatewayHarness {
+    /// Sets `upstream.max_concurrency`, as a reload that changes it does.
+    func setSlots(_ slots: Int) throws {
+        var config = app.state.snapshot.config
+        config.upstream.maxConcurrency = slots
+        try app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: app.state.snapshot.upstreamKey))
+    }
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text exposition.
 func metricSample(_ exposition: String, _ series: String) -> Double? {
     exposition.split(separator: "\n").first { $0.hasPrefix(series + " ") }

@@ -14,7 +14,9 @@ import UnixSignals
 /// to when it gets a slot). A configuration that does not load is logged and the old one stays.
 /// Listening address, turning TLS on or off, the cache file and the upstream connection pool are
 /// fixed at start-up; a change to them is logged as needing a restart, as is a raised
-/// `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it).
+/// `upstream.timeout_seconds` (the upstream client's read and write timeouts follow it) and a
+/// raised `upstream.max_concurrency` (the pool is sized for the slots the gateway started with;
+/// lowered, they apply at once).
 public struct ConfigReloader: Service {
     /// What started a reload, in its log line.
     public enum Trigger: String, Sendable {
@@ -106,7 +108,9 @@ public struct ConfigReloader: Service {
             || started.cache.staleIfErrorSeconds != new.cache.staleIfErrorSeconds {
             fixed.append("cache.max_bytes/memory_bytes/stale_if_error_seconds")
         }
-        if started.upstream.maxConcurrency != new.upstream.maxConcurrency || started.upstream.caFile != new.upstream.caFile
+        // Lowered, the slots apply now (`GatewayApp`); raised, the pool sized at start holds them back.
+        if new.upstream.maxConcurrency > started.upstream.maxConcurrency { fixed.append("upstream.max_concurrency (raised)") }
+        if started.upstream.caFile != new.upstream.caFile
             || started.upstream.connectTimeoutSeconds != new.upstream.connectTimeoutSeconds || started.upstream.proxy != new.upstream.proxy
             || started.upstream.idleConnectionSeconds != new.upstream.idleConnectionSeconds {
             fixed.append("upstream connection settings")

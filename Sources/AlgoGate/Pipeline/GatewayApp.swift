@@ -77,11 +77,15 @@ public struct GatewayApp: Sendable {
         self.storage = storage
         self.now = now
         self.ledger = QuotaLedger(store: storage.usage, now: now)
-        // The pool and this cap are sized once; a reload that changes them asks for a restart.
-        self.gate = ConcurrencyGate(capacity: state.snapshot.config.upstream.maxConcurrency)
-        // The reservations (`quota.reserved_concurrent`) apply on reload.
+        // The connection pool is sized once, for the slots the gateway starts with: a reload may
+        // lower them (an account's limit cut, or shared with another replica), and a raise waits
+        // for a restart. The reservations (`quota.reserved_concurrent`) apply on reload too.
+        let startSlots = state.snapshot.config.upstream.maxConcurrency
+        self.gate = ConcurrencyGate(capacity: startSlots)
         gate.reserve(state.snapshot.registry.reservations)
-        state.whenReplaced { [gate] in gate.reserve($0.registry.reservations) }
+        state.whenReplaced { [gate] in
+            gate.configure(capacity: min($0.config.upstream.maxConcurrency, startSlots), reservations: $0.registry.reservations)
+        }
         self.breaker = CircuitBreaker(settings: { state.snapshot.config.upstream.circuitBreaker }, now: now, logger: logger)
         // A large entry that leaves the hot tier while hits send it counts as an answer held.
         storage.cache?.hot.countSendsOfLeavingEntries(in: answerBudget)

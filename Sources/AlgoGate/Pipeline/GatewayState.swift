@@ -27,7 +27,7 @@ public final class GatewayState: Sendable {
     /// HTTP (turning TLS on or off needs a restart).
     public let tls: TLSCredentials?
     /// Told of each configuration swapped in, for state kept outside the snapshot (the upstream
-    /// slots' reservations).
+    /// slots in force and their reservations).
     private let observers = Mutex<[@Sendable (Snapshot) -> Void]>([])
 
     public init(_ loaded: ConfigLoader.Loaded, redactor: LogRedactor? = nil) throws {

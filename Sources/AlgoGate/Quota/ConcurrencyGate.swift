@@ -51,7 +51,8 @@ public final class ConcurrencyGate: Sendable {
     }
 
     public var inFlight: Int { state.withLock { $0.inFlight } }
-    /// The slots in force (`upstream.max_concurrency` as the gateway started).
+    /// The slots in force: `upstream.max_concurrency`, at most as the gateway started (a reload
+    /// may lower it, not raise it past the connection pool sized at start).
     public var capacity: Int { state.withLock { $0.capacity } }
     public var queued: Int { state.withLock { $0.queued } }
     /// The most slots one client has held at once (for tests and operators).
@@ -90,7 +91,15 @@ public final class ConcurrencyGate: Sendable {
     /// Sets the slots each client keeps for itself (`quota.reserved_concurrent`, by client name;
     /// absent is none), at start and on each reload, and hands out any slot the change frees.
     public func reserve(_ reservations: [String: Int]) {
+        configure(capacity: nil, reservations: reservations)
+    }
+
+    /// Sets the slots in force (nil: as they are) and the reservations together, on a reload, and
+    /// hands out any slot the change frees. Slots lowered below the calls in flight take effect as
+    /// those end: none is granted, reserved or not, until fewer are in flight than the new figure.
+    public func configure(capacity: Int?, reservations: [String: Int]) {
         let granted = state.withLock { state -> [Waiter] in
+            if let capacity { state.capacity = capacity }
             state.reserved = reservations
             state.unusedReserved = reservations.reduce(0) { $0 + max(0, $1.value - (state.perClient[$1.key] ?? 0)) }
             return Self.dispatch(&state)
@@ -189,7 +198,9 @@ public final class ConcurrencyGate: Sendable {
     }
 
     /// Whether a slot is free for the client: under the account's cap and its own, and either
-    /// one it reserved or one that leaves every other reservation's unused slots free.
+    /// one it reserved or one that leaves every other reservation's unused slots free. The cap is
+    /// checked first, for every client: after a reload lowered it, more calls may be in flight
+    /// than it allows, and a reservation then waits like any other call.
     private static func canRun(_ client: String, limit: Int, in state: State) -> Bool {
         let holding = state.perClient[client] ?? 0
         guard state.inFlight < state.capacity, holding < limit else { return false }
