@@ -44,12 +44,14 @@ enum PeerAddresses {
     /// listener (`server.host: "::"`) is given in dotted form (`10.0.0.7`), not IPv4-mapped
     /// (`::ffff:10.0.0.7`, as the socket has it), so the same client reads the same whichever
     /// listener it reached, as Go's servers give it.
+    /// Runs for every logged request: the prefix is compared in place (NIO writes addresses as
+    /// `inet_ntop` does, in lowercase).
     static func logged(_ address: SocketAddress?) -> String {
         guard let ip = address?.ipAddress else { return "-" }
-        let mapped = "::ffff:"
-        guard ip.utf8.count > mapped.utf8.count, ip.lowercased().hasPrefix(mapped) else { return ip }
-        let rest = ip.dropFirst(mapped.count)
-        return rest.contains(".") ? String(rest) : ip
+        let mapped = "::ffff:".utf8
+        guard ip.utf8.count > mapped.count, ip.utf8.starts(with: mapped) else { return ip }
+        let rest = ip.utf8.dropFirst(mapped.count)
+        return rest.contains(UInt8(ascii: ".")) ? String(Substring(rest)) : ip
     }
 
     /// How many connections are recorded (gone ones included until the next sweep); for tests.
