@@ -424,6 +424,15 @@ import Testing
             #expect(FailureLogTests.field(droppedLine, "stale") == "the upstream closed the connection before answering (HTTPClientError.remoteConnectionClosed)")
             #expect(FailureLogTests.field(droppedLine, "error") == nil)
 
+            // A status outside RFC 5861's four is the upstream's answer, not its failure: it passes
+            // to the client, the stale entry unused.
+            for status in [404, 429] {
+                let answered = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=\(status)")])
+                #expect(answered.status == status)
+                #expect(answered.header("Cache-Status") == "algogate; fwd=miss")
+                #expect(envelope(answered).message == "injected fault: status \(status)")
+            }
+
             // A client that asks for no-cache gets the failure, as it asked.
             let noCache = try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "status=503"), ("Cache-Control", "no-cache")])
             #expect(noCache.status == 503)

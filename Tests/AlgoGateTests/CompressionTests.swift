@@ -79,6 +79,21 @@ import Testing
         #expect(ContentCoding.preferred(acceptEncoding: ["identity;q=0"]) == nil)
     }
 
+    /// `compression.min_bytes` (1,024 by default) is the first size compressed: an answer one byte
+    /// shorter is sent plain.
+    @Test func compressionStartsAtMinBytesExactly() async throws {
+        try await GatewayHarness.run { h in
+            for (size, coded) in [(1023, false), (1024, true)] {
+                let text = String(repeating: "a", count: size)
+                let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=raw",
+                                                     headers: simple(Keys.teamB) + textType + [("Accept-Encoding", "gzip"), ("Cache-Control", "no-store")], text: text)
+                #expect(reply.status == 200)
+                #expect(reply.header("Content-Encoding") == (coded ? "gzip" : nil), "\(size) bytes")
+                #expect((coded ? try Self.gunzip(reply.bytes) : reply.bytes) == Array(text.utf8), "\(size) bytes")
+            }
+        }
+    }
+
     @Test func compressedInputsAreInflatedBeforeKeyingAndForwarding() async throws {
         try await GatewayHarness.run { h in
             let input = Array(try JSONSerialization.data(withJSONObject: Self.bigJSON))
