@@ -71,7 +71,7 @@ struct ChildProcessTests {
 
     /// A child dies with the test process, however it ends (a crash, a CI timeout's SIGKILL): its
     /// parent-death signal is SIGKILL, set before the program starts, with the program's own pid.
-    @Test func aChildIsKilledWhenTheTestProcessDies() async throws {
+    @Test func aChildIsSetToDieWithTheTestProcess() async throws {
         let dump = try await ChildProcess.run(executable: Self.env, arguments: ["setpriv", "--dump"])
         #expect(dump.termination == .exited(0))
         #expect(dump.log.split(separator: "\n").contains("Parent death signal: KILL"), "\(dump.log)")
