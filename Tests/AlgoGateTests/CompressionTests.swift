@@ -99,7 +99,8 @@ import Testing
             let input = Array(try JSONSerialization.data(withJSONObject: Self.bigJSON))
             let plain = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType, body: input)
             #expect(plain.header("X-Cache") == "MISS")
-            for (encoding, algorithm) in [("gzip", CompressionAlgorithm.gzip()), ("deflate", .zlib())] {
+            // `x-gzip` is gzip (RFC 9110 §8.4.1.3), and coding names are read in any case.
+            for (encoding, algorithm) in [("gzip", CompressionAlgorithm.gzip()), ("deflate", .zlib()), ("x-gzip", .gzip()), ("GZip", .gzip())] {
                 let reply = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", encoding)], body: try Self.gzip(input, algorithm))
                 #expect(reply.status == 200, "\(encoding)")
                 #expect(reply.header("X-Cache") == "HIT", "\(encoding): the key is over the inflated input")
@@ -125,6 +126,14 @@ import Testing
             let brotli = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "br")], body: [1, 2, 3])
             #expect(brotli.status == 415)
             #expect(envelope(brotli).message == "Content-Encoding 'br' is not supported; use gzip or deflate")
+            // Two codings, even two the gateway reads alone, are refused rather than half undone:
+            // inflating the first and forwarding the rest would send the upstream gzip as the input.
+            let twice = try Self.gzip(try Self.gzip(Array("twice".utf8)))
+            for stacked in ["gzip, gzip", "deflate,gzip"] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType + [("Content-Encoding", stacked)], body: twice)
+                #expect(refused.status == 415, "\(stacked)")
+                #expect(envelope(refused).message == "stacked Content-Encoding '\(stacked)' is not supported; use one of gzip, deflate", "\(stacked)")
+            }
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
         }
     }

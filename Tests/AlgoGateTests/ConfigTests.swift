@@ -109,6 +109,9 @@ import Testing
             (Self.yaml("clients: {name: a}"), "clients: expected a list", Self.env),
             (Self.yaml("server: [8080]\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "server: expected a mapping", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"ABC\", scopes: [algo]}]"), "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)", Self.env),
+            // In capitals (as PowerShell's Get-FileHash prints it), the hash would escape the check
+            // for a hash used twice, which compares the text.
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA.uppercased())\", scopes: [algo]}]"), "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: a, key_sha256: \"\(Self.hashB)\", scopes: [algo]}]"), "clients[1].name: duplicate client name 'a'", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "clients[1].key_sha256: the same key hash is used twice", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data_prefixes: [\"ftp://x/\"]}]"), "clients[0].data_prefixes[0]: unknown data connector 'ftp'; use data, s3, azureblob, gs or dropbox (optionally +label)", Self.env),

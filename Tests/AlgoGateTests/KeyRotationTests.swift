@@ -20,6 +20,8 @@ import Testing
         let old = try await Self.keygen(["--name", "team-r", "--scopes", "algo"])
         #expect(old.entry.contains("key_sha256: \"\(ClientRegistry.hash(of: old.key))\""))
         #expect(!old.entry.contains("previous_key_sha256"))
+        // 32 random bytes, in hex after `ag_`.
+        #expect(old.key.hasPrefix("ag_") && ConfigLoader.isSHA256Hex(String(old.key.dropFirst(3))), "\(old.key.count) characters")
         let new = try await Self.keygen(["--name", "team-r", "--scopes", "algo", "--previous-key-sha256", ClientRegistry.hash(of: old.key)])
         #expect(new.key != old.key)
         #expect(new.entry.contains("key_sha256: \"\(ClientRegistry.hash(of: new.key))\""))
