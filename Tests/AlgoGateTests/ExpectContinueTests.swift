@@ -6,8 +6,9 @@ import Testing
 /// `Expect: 100-continue`: the client is told to go on when the pipeline first reads the body, and
 /// a request refused from its head is answered without the body being sent.
 @Suite struct ExpectContinueTests {
-    static func head(_ method: String, _ path: String, key: String, length: Int, type: String = "application/octet-stream") -> String {
-        "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(key)\r\nContent-Type: \(type)\r\nContent-Length: \(length)\r\nExpect: 100-continue\r\n\r\n"
+    static func head(_ method: String, _ path: String, key: String, length: Int, type: String = "application/octet-stream",
+                     expectation: String = "100-continue") -> String {
+        "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(key)\r\nContent-Type: \(type)\r\nContent-Length: \(length)\r\nExpect: \(expectation)\r\n\r\n"
     }
 
     @Test func anUploadIsToldToContinueAndThenAnswered() async throws {
@@ -31,7 +32,9 @@ import Testing
 
     @Test func anAlgorithmCallIsToldToContinue() async throws {
         try await GatewayHarness.run { h in
-            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.head("POST", "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, length: 3, type: "text/plain"))
+            // The expectation is read in any case (RFC 9110 §10.1.1).
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.head("POST", "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB, length: 3, type: "text/plain",
+                                                                                                  expectation: "100-Continue"))
             #expect(await eventually { client.text == "HTTP/1.1 100 Continue\r\n\r\n" })
             try await client.send("HAL")
             #expect(await eventually { RawResponse.parse(client.text).count == 2 })
