@@ -30,9 +30,10 @@ extension GatewayError {
         case .invalidEOFState:
             return .badRequest("the connection ended before the whole request arrived")
         default:
-            // NIO reports some refusals only as `unknown`, a Content-Length beside a
-            // Transfer-Encoding among them.
-            return .badRequest("the request is not valid HTTP/1.1: check its request line, header lines and body framing (a Content-Length and a Transfer-Encoding together are refused)")
+            // NIO reports some refusals only as `unknown`: a Content-Length beside a
+            // Transfer-Encoding, and a Transfer-Encoding that does not end in chunked
+            // (`chunked, gzip`; llhttp's HPE_INVALID_TRANSFER_ENCODING), among them.
+            return .badRequest("the request is not valid HTTP/1.1: check its request line, header lines and body framing (a Content-Length beside a Transfer-Encoding is refused, and so is a Transfer-Encoding whose last coding is not chunked)")
         }
     }
 }
