@@ -356,6 +356,26 @@ import Testing
         budget.release(10)
     }
 
+    /// Room held for an answer goes back when the last reference to it goes, whatever path its
+    /// request took: a request dropped before its answer was sent does not keep it for good.
+    @Test func roomHeldByAnAnswerDroppedUnsentIsGivenBack() async throws {
+        let budget = MemoryBudget()
+        let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+        var room: HeldBytes? = HeldBytes(in: budget)
+        try await room?.reserve(70_000, capacity: 100_000, timeout: .seconds(60), busy: busy)
+        #expect(budget.held == 70_000 && room?.held == 70_000)
+        room = nil
+        #expect(budget.held == 0)
+
+        // Released, it is given back once, not again as it goes.
+        let released = HeldBytes(in: budget)
+        try await released.reserve(30_000, capacity: 100_000, timeout: .seconds(60), busy: busy)
+        released.release()
+        #expect(budget.held == 0)
+        #expect(try await budget.reserve(100_000, capacity: 100_000, timeout: .seconds(1), busy: busy) == 100_000)
+        budget.release(100_000)
+    }
+
     /// A waiter held back by its own client's share does not hold up another client's, and is let
     /// in once its client gives room back; one held back by the bound itself keeps its place, so a
     /// smaller one behind it waits too (first come, first served).

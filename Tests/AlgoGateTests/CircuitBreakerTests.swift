@@ -152,6 +152,30 @@ import Testing
         #expect(logs.all.filter { $0.contains("upstream circuit opened") }.count == 1)
     }
 
+    /// A test request whose outcome says nothing of reachability (it timed out with 504, or its
+    /// client went away) ends the test: the next request after it tests the upstream in its turn,
+    /// rather than every request being refused for ever as if a test were still running.
+    @Test func aTestThatEndsWithoutAVerdictLetsTheNextRequestTest() throws {
+        let clock = TestClock()
+        let settings = { var settings = GatewayConfig.CircuitBreaker(); settings.failures = 3; return settings }()
+        let breaker = CircuitBreaker(settings: { settings }, now: { clock.now }, logger: LogCapture().logger)
+        for index in 0..<3 {
+            let admission = try breaker.admit()
+            if index == 2 { clock.advance(by: 1) }
+            breaker.record(.unreachable, admission)
+        }
+        #expect(breaker.isOpen)
+        clock.advance(by: 10)
+        let first = try breaker.admit()
+        #expect(first.isTest)
+        breaker.record(.unknown, first)
+        #expect(breaker.isOpen, "no verdict: still open")
+        let second = try breaker.admit()
+        #expect(second.isTest, "the next request tests the upstream")
+        breaker.record(.answered, second)
+        #expect(!breaker.isOpen)
+    }
+
     /// Failing over: with the circuit open on a dead upstream, a reload pointing `upstream.url`
     /// at another one lets the next request through at once, rather than refusing it for the rest
     /// of the open period (up to `max_open_seconds`).

@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
 import Testing
@@ -213,6 +213,30 @@ import Testing
         try write(timeout: 200, idle: 20)
         #expect(reloader.reload())
         #expect(logs.all.last?.hasSuffix("needs_restart=upstream connection settings trigger=SIGHUP") == true, "\(logs.all)")
+    }
+
+    /// `serve --watch` loads a changed file once it has held still for the settle time: a file
+    /// still being written in place (an editor, or `cp` over it) is not loaded half written and
+    /// refused, and the whole one is loaded once.
+    @Test func aFileStillBeingWrittenIsLoadedOnceWhole() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("watch-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]").write(toFile: path, atomically: true, encoding: .utf8)
+        let state = try GatewayState(try ConfigLoader.load(path: path, environment: Self.env))
+        let logs = LogCapture()
+        let reloader = ConfigReloader(path: path, state: state, logger: logs.logger, settle: .seconds(3), environment: { Self.env })
+        let watch = Task { await reloader.watch(every: .milliseconds(50)) }
+        defer { watch.cancel() }
+        let whole = Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo]}, {name: b, key_sha256: \"\(Self.hashB)\", scopes: [algo]}]")
+        // Written in three goes, each before the watch has seen the one before hold still.
+        try String(whole.dropLast(40)).write(toFile: path, atomically: false, encoding: .utf8)
+        try await Task.sleep(for: .seconds(1))
+        try String(whole.dropLast(10)).write(toFile: path, atomically: false, encoding: .utf8)
+        try await Task.sleep(for: .seconds(3))
+        try whole.write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(await eventually(within: .seconds(30)) { state.snapshot.config.clients.count == 2 }, "\(logs.all)")
+        #expect(!logs.all.contains { $0.contains("reload refused") }, "\(logs.all)")
+        #expect(logs.all.filter { $0.contains("configuration reloaded") }.count == 1, "\(logs.all)")
     }
 
     /// `upstream.max_concurrency` raised applies at the next start, lowered at once. A reload that raises it and reserves

@@ -189,6 +189,33 @@ import Testing
         }
     }
 
+    /// Given back, the room is taken again only once the disk has it twice over: taken with less,
+    /// the cache storing again would fill the disk at once and give it straight back.
+    @Test func theReserveIsTakenAgainOnlyOnceTheDiskHasItTwiceOver() async throws {
+        try await Self.withSmallDisk(bytes: 8 << 20) { disk in
+            let reserve = DiskReserve(besideDatabase: disk.appendingPathComponent("state.sqlite").path, bytes: Self.reserveBytes)
+            #expect(reserve.take())
+            #expect(reserve.release())
+            let filler = disk.appendingPathComponent("filler").path
+            let descriptor = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            // Sizes the filler so that the disk has `left` bytes free.
+            func leave(_ left: Int) throws {
+                var stats = statvfs()
+                try #require(statvfs(disk.path, &stats) == 0)
+                let size = (Self.size(of: filler) ?? 0) + Int(stats.f_bavail) * Int(stats.f_frsize) - left
+                try #require(ftruncate(descriptor, 0) == 0 && posix_fallocate(descriptor, 0, off_t(size)) == 0)
+            }
+            try leave(3 * Self.reserveBytes / 2)
+            #expect(!reserve.retakeIfRoom(), "room for the reserve, but not twice over")
+            #expect(!reserve.isHeld && Self.size(of: reserve.path) == nil)
+            try leave(2 * Self.reserveBytes + (256 << 10))
+            #expect(reserve.retakeIfRoom())
+            #expect(reserve.isHeld && Self.size(of: reserve.path) == Self.reserveBytes)
+        }
+    }
+
     static func call(_ h: GatewayHarness, _ input: String) async throws -> TestHTTP.Reply {
         try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: input)
     }

@@ -44,6 +44,40 @@ import Testing
         #expect(HotTier.storage(524_288) == 524_288 && HotTier.storage(600_000) == 602_112 && HotTier.storage(12_000_000) == 12_001_280)
     }
 
+    /// Over its bound the tier lets the least recently used entries go, a hit counting as a use,
+    /// down to three quarters; a key stored again replaces its entry in the count; an entry over a
+    /// quarter of the bound is never held, so one answer cannot empty the tier; and purged entries
+    /// give their room back.
+    @Test func theLeastRecentlyUsedGoFirstAndNoEntryTakesMoreThanAQuarter() {
+        func answer(_ bytes: Int) -> CachedAnswer {
+            CachedAnswer(algo: "util/Echo/1.0.0", status: 200, contentType: "text/plain",
+                         body: ByteBuffer(repeating: UInt8(ascii: "z"), count: bytes), createdAt: 0, expiresAt: 1e12)
+        }
+        let entry = HotTier.residentBytes(key: "a", answer(1_000))
+        let tier = HotTier(capacity: 4 * entry + 100)
+        for key in ["a", "b", "c", "d"] { tier.put(key, answer(1_000)) }
+        #expect(tier.count == 4 && tier.bytes == 4 * entry)
+        tier.put("d", answer(1_000))
+        #expect(tier.count == 4 && tier.bytes == 4 * entry, "stored again: counted once")
+        #expect(tier.get("a") != nil)
+        tier.put("e", answer(1_000))
+        #expect(tier.get("b") == nil && tier.get("c") == nil, "the two least recently used went")
+        #expect(tier.get("a") != nil && tier.get("d") != nil && tier.get("e") != nil, "a, used since, stayed")
+        #expect(tier.bytes == 3 * entry)
+
+        let large = answer(2_000)
+        #expect(HotTier.residentBytes(key: "large", large) > (4 * entry + 100) / 4)
+        tier.put("large", large)
+        #expect(tier.get("large") == nil)
+        #expect(tier.count == 3 && tier.bytes == 3 * entry)
+
+        // A purge gives its entries' room back.
+        tier.remove { key, _ in key == "a" }
+        #expect(tier.get("a") == nil && tier.count == 2 && tier.bytes == 2 * entry)
+        tier.removeAll()
+        #expect(tier.count == 0 && tier.bytes == 0)
+    }
+
     /// Through the gateway: the answers a miss puts in the tier (read from the upstream, and the
     /// gzip copy the cache stores) hold storage of their own, sized to them.
     @Test func answersStoredByAMissHoldStorageSizedToThem() async throws {

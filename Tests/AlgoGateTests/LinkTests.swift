@@ -120,7 +120,8 @@ import Testing
     /// larger than the rewriter reads whole is rewritten as it streams (its first link in what was
     /// read ahead, its last in the stream), whether its length was declared or not; links cut
     /// between two parts are `aStreamedAnswerIsRewrittenAsTheWholeIsWhereverItIsCut`'s. `Link`
-    /// targets are rewritten.
+    /// targets are rewritten, every one in a field. An answer in a coding the gateway does not
+    /// undo is passed as it came.
     @Test func compressedAndChunkedManagementAnswersAreRewritten() async throws {
         @Sendable func link(_ request: Request) -> String { "http://\(request.head.authority ?? "")/v1/algorithms/team-a/Linked" }
         @Sendable func chunks(_ text: String, at cut: Int) -> ResponseBody {
@@ -146,9 +147,14 @@ import Testing
             let json = #"{"self_link":"\#(link(request))"}"#
             // Cut inside the link: it is whole once the answer is.
             var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
-            headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\""))
+            headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\", <\(link(request))?page=0>; rel=\"prev\""))
             headers.append(HTTPField(name: LinkRewriter.link, value: "<\(link(request))>; rel=\"self\""))
             return Response(status: .ok, headers: headers, body: chunks(json, at: 25))
+        }
+        router.get("/v1/algorithms/team-a/brotli") { request, _ -> Response in
+            // A coding the gateway does not undo: its bytes are not text to rewrite, and pass as they came.
+            Response(status: .ok, headers: [.contentType: "application/json", .contentEncoding: "br"],
+                     body: .init(byteBuffer: ByteBuffer(string: #"{"self_link":"\#(link(request))"}"#)))
         }
         @Sendable func large(_ request: Request) -> String {
             let escaped = link(request).replacingOccurrences(of: "/", with: #"\/"#)
@@ -184,7 +190,13 @@ import Testing
                 #expect(chunked.status == 200)
                 #expect(chunked.header("Content-Length") == String(chunked.bytes.count))
                 #expect(chunked.text == #"{"self_link":"\#(gateway)"}"#)
-                #expect(chunked.headers["Link"] == ["<\(gateway)?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\"", "<\(gateway)>; rel=\"self\""])
+                #expect(chunked.headers["Link"] == ["<\(gateway)?page=2>; rel=\"next\", <https://docs.example.com/api>; rel=\"help\", <\(gateway)?page=0>; rel=\"prev\"",
+                                                    "<\(gateway)>; rel=\"self\""])
+
+                let opaque = try await h.gateway.send(.GET, "/v1/algorithms/team-a/brotli", headers: simple(Keys.teamA) + [("Accept-Encoding", "br")])
+                #expect(opaque.status == 200)
+                #expect(opaque.header("Content-Encoding") == "br")
+                #expect(opaque.text == #"{"self_link":"\#(upstream)"}"#)
 
                 let rewritten = #"{"self_link":"\#(gateway)","padding":"\#(big)","next_link":"\#(escapedGateway)?page=2"}"#
                 for path in ["/v1/algorithms/team-a/big", "/v1/algorithms/team-a/declared"] {

@@ -104,6 +104,28 @@ import Testing
             try await refused(["--config", freshConfig, "--from", directory.path + "/none.sqlite"], "there is no file at \(directory.path)/none.sqlite to restore")
             try await refused(["--config", freshConfig, "--from", directory.path + "/volume/state/../state/algogate.sqlite", "--replace"],
                               "\(directory.path)/volume/state/../state/algogate.sqlite is the state file itself (cache.path): give a copy algogate backup made")
+            // A copy that opens but fails SQLite's integrity check (an index that disagrees with
+            // its table): refused, and the state file is as it was.
+            let damaged = directory.path + "/damaged.sqlite"
+            try FileManager.default.copyItem(atPath: copy, toPath: damaged)
+            let damage = try DatabaseQueue(path: damaged)
+            try await damage.write { db in
+                try db.execute(sql: "CREATE TABLE t (a); CREATE INDEX t_a ON t (a); INSERT INTO t VALUES (1), (2), (3)")
+            }
+            try await damage.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = 'CREATE INDEX t_a ON t (a DESC)' WHERE name = 't_a'")
+            }
+            try damage.close()
+            let refusedDamaged = try await ChildProcess.run(arguments: ["restore", "--config", freshConfig, "--from", damaged, "--replace"])
+            #expect(refusedDamaged.termination == .exited(1))
+            #expect(refusedDamaged.log.hasPrefix("algogate restore: the copy \(damaged) fails SQLite's integrity check (row 1 missing from index t_a; "),
+                    "\(refusedDamaged.log)")
+            #expect(refusedDamaged.log.hasSuffix("): restore another\n"), "\(refusedDamaged.log)")
+            let kept = try StateDatabase.open(path: fresh)
+            #expect(try await kept.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM filler") } == 1)
+            #expect(try await kept.read { try Bool.fetchOne($0, sql: "SELECT count(*) > 0 FROM sqlite_master WHERE name = 't'") } == false)
+            try kept.close()
+
             let text = directory.path + "/text.sqlite"
             try "not a database".write(toFile: text, atomically: true, encoding: .utf8)
             try await refused(["--config", freshConfig, "--from", text, "--replace"], "cannot read the copy \(text): it is not a SQLite database")

@@ -103,6 +103,33 @@ import Testing
 }
 
 extension TLSReloadTests {
+    /// The certificate may move (a Secret mounted elsewhere, a file renamed): a reload reads it
+    /// where the configuration now names it, and needs no restart; turning TLS off does.
+    @Test func certificateFilesNamedElsewhereNeedNoRestart() async throws {
+        try await withTemporaryDirectory("tls-moved") { certs in
+            let a = try await SelfSignedCertificate(in: certs, name: "a"), b = try await SelfSignedCertificate(in: certs, name: "b")
+            let path = certs.appendingPathComponent("gateway.yaml").path
+            func write(_ server: String) throws {
+                try ConfigTests.yaml("server: \(server)\nclients: [{name: a, key_sha256: \"\(ConfigTests.hashA)\", scopes: [algo]}]")
+                    .write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            try write("{tls: {cert_file: \"\(a.certPath)\", key_file: \"\(a.keyPath)\"}}")
+            let state = try GatewayState(try ConfigLoader.load(path: path, environment: ConfigTests.env))
+            let logs = LogCapture()
+            let reloader = ConfigReloader(path: path, state: state, logger: logs.logger, environment: { ConfigTests.env })
+            #expect(state.tls?.serverConfiguration().certificateChain == (try NIOSSLCertificate.fromPEMFile(a.certPath)).map { .certificate($0) })
+            try write("{tls: {cert_file: \"\(b.certPath)\", key_file: \"\(b.keyPath)\"}}")
+            #expect(reloader.reload())
+            #expect(state.snapshot.config.server.tls?.certFile == b.certPath)
+            #expect(state.tls?.serverConfiguration().certificateChain == (try NIOSSLCertificate.fromPEMFile(b.certPath)).map { .certificate($0) },
+                    "b's certificate is the one served")
+            #expect(logs.all.last?.hasSuffix("needs_restart=none trigger=SIGHUP") == true, "\(logs.all)")
+            try write("{port: 8080}")
+            #expect(reloader.reload())
+            #expect(logs.all.last?.hasSuffix("needs_restart=server trigger=SIGHUP") == true, "\(logs.all)")
+        }
+    }
+
     /// A client whose address says http:// where the gateway serves HTTPS: its plain request is
     /// answered in plain HTTP saying to use https:// (the TLS handshake alone dropped it: an empty
     /// reply, and nothing logged), logged and counted as malformed; TLS clients are served as ever.
