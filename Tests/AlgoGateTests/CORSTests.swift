@@ -172,5 +172,11 @@ import Testing
         #expect(origins?.origins == ["http://[::1]", "https://example.com:8443"])
         #expect(origins?.permits("http://[::1]") == true && origins?.permits("https://example.com:8443") == true)
         #expect(origins?.permits("https://example.com") == false && origins?.permits("null") == false)
+        // A user name is no part of an origin (RFC 6454 §4).
+        #expect((try? BrowserOrigins(parsing: ["https://user@dash.example.com"])) == nil)
+        // A preflight is answered for every client's origins: one client's `*` stays whatever
+        // lists come after it.
+        let all = BrowserOrigins.union([try? BrowserOrigins(parsing: ["*"]), try? BrowserOrigins(parsing: ["https://a.example.com"])].compactMap { $0 })
+        #expect(all.any && all.permits("https://elsewhere.example.com"))
     }
 }

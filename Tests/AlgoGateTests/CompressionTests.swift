@@ -315,6 +315,49 @@ import Testing
         }
     }
 
+    /// With `min_bytes: 0` every compressible answer is compressed for a client that takes gzip,
+    /// but for those without a body to code: a HEAD's answer (its length is the plain one) and a
+    /// 304. An upstream `Vary` that names `Accept-Encoding` already is not added to.
+    @Test func answersWithoutABodyAreNeverCodedAndVaryIsSaidOnce() async throws {
+        let json = #"{"items":[\#((0..<200).map { "\"item \($0)\"" }.joined(separator: ","))]}"#
+        let router = Router()
+        router.get("/v1/algorithms/team-a/Listed") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json", .vary: "Accept-Encoding"], body: .init(byteBuffer: ByteBuffer(string: json)))
+        }
+        router.head("/v1/algorithms/team-a/Listed") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json", .contentLength: String(json.utf8.count)])
+        }
+        router.get("/v1/algorithms/team-a/Unchanged") { _, _ -> Response in
+            Response(status: .notModified, headers: [.contentType: "application/json", .eTag: #""v1""#])
+        }
+        try await LiveServer.run({ onRunning in
+            Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: onRunning,
+                        logger: { var logger = Logger(label: "bodiless-upstream"); logger.logLevel = .warning; return logger }())
+        }) { port in
+            try await GatewayHarness.run(extraYAML: "compression: {min_bytes: 0}", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let gzip = simple(Keys.teamA) + [("Accept-Encoding", "gzip")]
+                let coded = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Listed", headers: gzip)
+                #expect(coded.status == 200)
+                #expect(coded.header("Content-Encoding") == "gzip")
+                #expect(try Self.gunzip(coded.bytes) == Array(json.utf8))
+                let varied: [String] = coded.headers["Vary"] ?? []
+                let tokens: [String] = varied.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() } }
+                #expect(tokens.filter { $0 == "accept-encoding" }.count == 1, "\(varied)")
+
+                let head = try await h.gateway.send(.HEAD, "/v1/algorithms/team-a/Listed", headers: gzip)
+                #expect(head.status == 200)
+                #expect(head.header("Content-Encoding") == nil)
+                #expect(head.header("Content-Length") == String(json.utf8.count))
+                #expect(head.bytes.isEmpty)
+
+                let unchanged = try await h.gateway.send(.GET, "/v1/algorithms/team-a/Unchanged", headers: gzip + [("If-None-Match", #""v1""#)])
+                #expect(unchanged.status == 304)
+                #expect(unchanged.header("Content-Encoding") == nil)
+                #expect(unchanged.bytes.isEmpty)
+            }
+        }
+    }
+
     /// An upstream answer that says it is gzip and is not: an algorithm's answer, a management
     /// answer and a download corrupt from their first bytes are each a 502 that says so (the
     /// algorithm's is not cached); a download found truncated once it has begun can only be cut

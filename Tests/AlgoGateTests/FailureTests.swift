@@ -126,6 +126,29 @@ import Testing
 
     /// An upstream answering with broken HTTP is the upstream's fault: 502, never a 400 that would
     /// blame the client's request (NIO reports both with the same parser error type).
+    /// How a transport failure is classed and told. A bodiless request is sent again after a
+    /// connection lost under it (closed, ended, reset, a broken pipe), never after a refused
+    /// connect or a timeout; each is a failure to reach the upstream for the circuit breaker. A
+    /// whole call's read timeout is told as its deadline, which came first; a write timeout is a 504.
+    @Test func transportFailuresAreClassedAndTold() {
+        let lost: [any Error] = [HTTPClientError.remoteConnectionClosed, ChannelError.ioOnClosedChannel, ChannelError.eof,
+                                 ChannelError.outputClosed, ChannelError.alreadyClosed,
+                                 IOError(errnoCode: ECONNRESET, reason: "read"), IOError(errnoCode: EPIPE, reason: "write")]
+        for error in lost {
+            #expect(Forwarder.isLostConnection(error), "\(error)")
+            #expect(Forwarder.isUnreachable(error), "\(error)")
+        }
+        let notLost: [any Error] = [HTTPClientError.connectTimeout, HTTPClientError.readTimeout, IOError(errnoCode: ECONNREFUSED, reason: "connect")]
+        for error in notLost {
+            #expect(!Forwarder.isLostConnection(error), "\(error)")
+        }
+        #expect(Forwarder.translate(HTTPClientError.readTimeout, timeoutSeconds: 30, wholeCall: true)
+            == .gatewayTimeout("the upstream did not answer within 30 seconds"))
+        #expect(Forwarder.translate(HTTPClientError.readTimeout, timeoutSeconds: 30)
+            == .gatewayTimeout("the upstream sent nothing for longer than upstream.timeout_seconds (and 5 s of grace)"))
+        #expect(Forwarder.translate(HTTPClientError.writeTimeout, timeoutSeconds: 30) == .gatewayTimeout("the upstream did not answer within 30 seconds"))
+    }
+
     @Test func anUpstreamSpeakingBrokenHTTPIs502() async throws {
         let broken = try await CannedServer.start(reply: "HTTP/1.1 200 OK\r\nContent-Length: twelve\r\n\r\nhello")
         try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(broken.port)" }) { h in
