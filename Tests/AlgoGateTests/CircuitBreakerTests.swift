@@ -2,6 +2,7 @@
 import AlgoSim
 import AlgoTestSupport
 import Foundation
+import Logging
 import Testing
 
 /// `upstream.circuit_breaker`: requests that never got an answer open the circuit; while it is
@@ -19,6 +20,22 @@ import Testing
         clock.advance(by: 1)
         #expect(try await Self.call(h, fault: "drop").status == 502)
         #expect(h.app.breaker.isOpen)
+    }
+
+    /// A breaker driven directly, that opens after three failures.
+    static func breaker(_ clock: TestClock, logger: Logger = LogCapture().logger) -> CircuitBreaker {
+        let settings = { var settings = GatewayConfig.CircuitBreaker(); settings.failures = 3; return settings }()
+        return CircuitBreaker(settings: { settings }, now: { clock.now }, logger: logger)
+    }
+
+    /// Three requests that could not reach the upstream, the last a second after the first.
+    static func openDirectly(_ breaker: CircuitBreaker, _ clock: TestClock) throws {
+        for index in 0..<3 {
+            let admission = try breaker.admit()
+            if index == 2 { clock.advance(by: 1) }
+            breaker.record(.unreachable, admission)
+        }
+        #expect(breaker.isOpen)
     }
 
     /// A flaky upstream under load fails a few requests in a row now and then while it answers
@@ -127,16 +144,10 @@ import Testing
     /// straggler timed to fail while the test runs missed its moment on a loaded machine.
     @Test func aStragglersFailureDoesNotEndTheTest() throws {
         let clock = TestClock()
-        let settings = { var settings = GatewayConfig.CircuitBreaker(); settings.failures = 3; return settings }()
         let logs = LogCapture()
-        let breaker = CircuitBreaker(settings: { settings }, now: { clock.now }, logger: logs.logger)
+        let breaker = Self.breaker(clock, logger: logs.logger)
         let straggler = try breaker.admit()
-        for index in 0..<3 {
-            let admission = try breaker.admit()
-            if index == 2 { clock.advance(by: 1) }
-            breaker.record(.unreachable, admission)
-        }
-        #expect(breaker.isOpen)
+        try Self.openDirectly(breaker, clock)
         clock.advance(by: 10)
         let test = try breaker.admit()
         #expect(test.isTest && !straggler.isTest)
@@ -157,14 +168,8 @@ import Testing
     /// rather than every request being refused for ever as if a test were still running.
     @Test func aTestThatEndsWithoutAVerdictLetsTheNextRequestTest() throws {
         let clock = TestClock()
-        let settings = { var settings = GatewayConfig.CircuitBreaker(); settings.failures = 3; return settings }()
-        let breaker = CircuitBreaker(settings: { settings }, now: { clock.now }, logger: LogCapture().logger)
-        for index in 0..<3 {
-            let admission = try breaker.admit()
-            if index == 2 { clock.advance(by: 1) }
-            breaker.record(.unreachable, admission)
-        }
-        #expect(breaker.isOpen)
+        let breaker = Self.breaker(clock)
+        try Self.openDirectly(breaker, clock)
         clock.advance(by: 10)
         let first = try breaker.admit()
         #expect(first.isTest)
