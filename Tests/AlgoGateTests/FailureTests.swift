@@ -124,8 +124,6 @@ import Testing
         }
     }
 
-    /// An upstream answering with broken HTTP is the upstream's fault: 502, never a 400 that would
-    /// blame the client's request (NIO reports both with the same parser error type).
     /// How a transport failure is classed and told. A bodiless request is sent again after a
     /// connection lost under it (closed, ended, reset, a broken pipe), never after a refused
     /// connect or a timeout; each is a failure to reach the upstream for the circuit breaker. A
@@ -149,6 +147,8 @@ import Testing
         #expect(Forwarder.translate(HTTPClientError.writeTimeout, timeoutSeconds: 30) == .gatewayTimeout("the upstream did not answer within 30 seconds"))
     }
 
+    /// An upstream answering with broken HTTP is the upstream's fault: 502, never a 400 that would
+    /// blame the client's request (NIO reports both with the same parser error type).
     @Test func anUpstreamSpeakingBrokenHTTPIs502() async throws {
         let broken = try await CannedServer.start(reply: "HTTP/1.1 200 OK\r\nContent-Length: twelve\r\n\r\nhello")
         try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(broken.port)" }) { h in
