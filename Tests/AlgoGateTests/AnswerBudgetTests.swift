@@ -368,10 +368,13 @@ import Testing
         #expect(budget.held == 0)
 
         // Released, it is given back once, not again as it goes.
-        let released = HeldBytes(in: budget)
-        try await released.reserve(30_000, capacity: 100_000, timeout: .seconds(60), busy: busy)
-        released.release()
-        #expect(budget.held == 0)
+        do {
+            let released = HeldBytes(in: budget)
+            try await released.reserve(30_000, capacity: 100_000, timeout: .seconds(60), busy: busy)
+            released.release()
+            #expect(budget.held == 0)
+        }
+        #expect(budget.held == 0, "gone after its release: nothing given back twice")
         #expect(try await budget.reserve(100_000, capacity: 100_000, timeout: .seconds(1), busy: busy) == 100_000)
         budget.release(100_000)
     }
