@@ -300,8 +300,11 @@ import Testing
 
     /// A download whose client goes while it waits for an upstream slot leaves the queue and is
     /// never sent, as an algorithm call is not: its answer would go nowhere, and the upstream call
-    /// would take the account's slot from a call someone waits for.
-    @Test func aDownloadWhoseClientLeftWhileQueuedIsNeverSent() async throws {
+    /// would take the account's slot from a call someone waits for. So does an upload whose body
+    /// had not all arrived (a queued upload reads nothing): it once waited for a slot, and was then
+    /// sent upstream cut short.
+    @Test(arguments: [false, true])
+    func aDataRequestWhoseClientLeftWhileQueuedIsNeverSent(uploadCutShort: Bool) async throws {
         try await GatewayHarness.run(upstreamYAML: "max_concurrency: 1\n  queue_timeout_seconds: 60\n  abandoned_calls: cancel") { h in
             try #require(try await h.sim.send(.POST, "/v1/data/.my", headers: simple(Keys.upstream) + jsonType, text: #"{"name":"team-a"}"#).status == 200)
             try #require(try await h.sim.send(.PUT, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.upstream), text: "hello").status == 200)
@@ -312,24 +315,30 @@ import Testing
             // the cancel, and the harness waits for it as it stops).
             let holding = try await RawConnection.connect(port: h.gatewayPort, sending: Self.call("/v1/algo/test/Sleep", key: Keys.teamB, input: "8000"))
             try #require(await eventually { h.app.gate.inFlight == 1 }, "the held call never took the slot")
-            let leaving = try await RawConnection.connect(port: h.gatewayPort, sending:
-                "GET /v1/data/.my/team-a/f.txt HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
-            try #require(await eventually { h.app.gate.queued == 1 }, "the download never queued")
+            let path = uploadCutShort ? "/v1/data/.my/team-a/g.txt" : "/v1/data/.my/team-a/f.txt"
+            let request = uploadCutShort
+                ? "PUT \(path) HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\nContent-Length: 100000\r\n\r\nabc"
+                : "GET \(path) HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n"
+            let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: request)
+            try #require(await eventually { h.app.gate.queued == 1 }, "the request never queued")
             await leaving.close()
-            #expect(await eventually { h.app.gate.queued == 0 }, "the download stayed in the queue")
+            #expect(await eventually { h.app.gate.queued == 0 }, "the request stayed in the queue")
             #expect(h.app.gate.inFlight == 1)
-            let logged = await eventually { h.logs.all.contains { $0.contains("path=/v1/data/.my/team-a/f.txt") && $0.contains("status=499") } }
-            #expect(logged, "\(h.logs.all.filter { $0.contains("f.txt") })")
-            let line = h.logs.all.first { $0.contains("path=/v1/data/.my/team-a/f.txt") } ?? ""
+            let logged = await eventually { h.logs.all.contains { $0.contains("path=\(path)") && $0.contains("status=499") } }
+            #expect(logged, "\(h.logs.all.filter { $0.contains(path) })")
+            let line = h.logs.all.first { $0.contains("path=\(path)") } ?? ""
             #expect(line.hasPrefix("info request ") && line.contains(" error_type=ClientClosedRequest ") && line.contains(" route=data "), "\(line)")
-            // The slot goes back as the held call is cancelled; the download never reached the upstream.
+            // The slot goes back as the held call is cancelled; the request never reached the upstream.
             await holding.close()
             #expect(await eventually { h.app.gate.inFlight == 0 })
-            #expect(downloads() == before, "the download reached the upstream")
+            #expect(downloads() == before, "the request reached the upstream")
             // The next download is sent as ever.
             let next = try await h.gateway.send(.GET, "/v1/data/.my/team-a/f.txt", headers: simple(Keys.teamA))
             #expect(next.status == 200 && next.text == "hello")
             #expect(downloads() == before + 1)
+            if uploadCutShort {
+                #expect(try await h.sim.send(.GET, path, headers: simple(Keys.upstream)).status == 404, "no part of the upload was stored")
+            }
         }
     }
 }

@@ -10,10 +10,11 @@ import Synchronization
 /// whose caller went.
 ///
 /// One per client connection, owned by its `ConnectionPersistenceHandler`, which calls `depart()`
-/// when the connection's input ends (or the connection closes) while a request that has arrived
-/// whole is still owed its answer. A client that closes its socket is seen that way: the gateway
-/// reads the end of its input, and learns no more until it writes. So a client that only
-/// half-closes after its request is taken as gone too, as nginx takes it (its 499).
+/// when the connection's input ends (or the connection closes) while a request is still owed its
+/// answer, arrived whole or not (one cut short can never end). A client that closes its socket is
+/// seen that way: the gateway reads the end of its input, and learns no more until it writes. So
+/// a client that only half-closes after its request is taken as gone too, as nginx takes it (its
+/// 499).
 ///
 /// Only calls whose answer would be thrown away are cancelled (`RequestFacts.keepsAnswer`): an
 /// answer the cache will store, or that collapsed waiters share, is still fetched, for the retry

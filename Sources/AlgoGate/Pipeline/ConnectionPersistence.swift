@@ -17,7 +17,8 @@ import NIOHTTPTypesHTTP1
 /// was written has its connection closed, as nginx's `lingering_time` does.
 ///
 /// Knowing which requests are still owed an answer, it also tells the connection's
-/// `ClientDeparture` when the client goes before one of them is answered.
+/// `ClientDeparture` when the client goes before one of them is answered, whether or not its body
+/// had all arrived.
 final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -89,10 +90,12 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         context.fireChannelInactive()
     }
 
-    /// The client's input ended: if a request of its that arrived whole is still unanswered, the
-    /// client has gone without it (a request cut short fails on its own, as its body ends early).
+    /// The client's input ended while a request of its is unanswered: the client has gone without
+    /// it. So it has when that request's body had not all arrived: the body can never end now, and
+    /// a request waiting for an upstream slot (a streamed upload reads nothing meanwhile) leaves
+    /// the queue at once, rather than waiting for a slot only to be sent upstream cut short.
     private func departIfOwed() {
-        guard let owed = exchanges.first, owed.number <= ended else { return }
+        guard !exchanges.isEmpty else { return }
         departure.depart()
     }
 
