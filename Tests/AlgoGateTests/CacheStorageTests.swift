@@ -190,6 +190,45 @@ import Testing
         }
     }
 
+    /// A purge of `owner/name` takes that algorithm's answers, every version, and nothing of an
+    /// algorithm whose name merely begins alike (`owner/nameX`); a `_` in a name is a character
+    /// of it, not SQL's one-character wildcard; and the hot tier is purged by the same rule as the
+    /// file. Stats list the algorithms most hit first, then those with most entries, then by name.
+    @Test func aPurgeTakesTheAlgorithmItNamesAndNoOtherThatBeginsAlike() async throws {
+        try await withTemporaryDirectory("purge-names") { directory in
+            let now = Date().timeIntervalSince1970
+            let cache = ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
+                                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
+            let answer = ByteBuffer(string: #"{"result":"x"}"#)
+            let entries = [("n1", "o/n/1.0.0"), ("n2", "o/n/2.0.0"), ("nx", "o/nx/1.0.0"), ("n_x", "o/n_x/1.0.0"), ("nZx", "o/nZx/1.0.0"), ("nZxb", "o/nZx/1.0.0"), ("nZx2", "o/nZx/2.0.0")]
+            for (key, algo) in entries {
+                try await cache.store(key: key, algo: algo, status: 200, contentType: "application/json", body: answer, ttlSeconds: 60, now: now)
+            }
+            func stored() async throws -> [String] {
+                try await cache.pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM cache_entry ORDER BY key") }
+            }
+            func inMemory() -> [String] { entries.map(\.0).filter { cache.lookupInMemory($0, now: now) != nil }.sorted() }
+            #expect(try await stored() == ["n1", "n2", "nZx", "nZx2", "nZxb", "n_x", "nx"])
+            #expect(inMemory() == ["n1", "n2", "nZx", "nZx2", "nZxb", "n_x", "nx"])
+
+            // Hits: o/nx/1.0.0 twice, o/n_x/1.0.0 once, the rest none; o/nZx/1.0.0 has two entries.
+            for key in ["nx", "nx", "n_x"] { #expect(try await cache.lookup(key, now: now) != nil) }
+            let top = try await cache.stats(top: 4).topAlgorithms.map { "\($0.algo) \($0.hits) \($0.entries)" }
+            #expect(top == ["o/nx/1.0.0 2 1", "o/n_x/1.0.0 1 1", "o/nZx/1.0.0 0 2", "o/n/1.0.0 0 1"])
+
+            #expect(try await cache.purge(algo: "o/n") == 2)
+            #expect(try await stored() == ["nZx", "nZx2", "nZxb", "n_x", "nx"])
+            #expect(inMemory() == ["nZx", "nZx2", "nZxb", "n_x", "nx"])
+            #expect(try await cache.purge(algo: "o/n_x") == 1)
+            #expect(try await stored() == ["nZx", "nZx2", "nZxb", "nx"])
+            #expect(inMemory() == ["nZx", "nZx2", "nZxb", "nx"])
+            #expect(try await cache.purge(algo: "o/nZx/1.0.0") == 2)
+            #expect(try await stored() == ["nZx2", "nx"])
+            #expect(inMemory() == ["nZx2", "nx"])
+            try cache.pool.close()
+        }
+    }
+
     @Test func purgesAndExpiriesDeleteInBatches() async throws {
         try await withTemporaryDirectory("batched-deletes") { directory in
             let pool = try StateDatabase.open(path: directory.appendingPathComponent("cache.sqlite").path)

@@ -123,6 +123,16 @@ import Testing
             let truncated = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "gzip")],
                                                      body: Array(try Self.gzip(Array(String(repeating: "{}", count: 5000).utf8)).prefix(20)))
             #expect(truncated.status == 400)
+            // A deflate body is checked by its Adler-32 trailer: one that is wrong, and one cut off
+            // just before it (the DEFLATE data itself whole), are refused.
+            let zlib = try Self.gzip(Array(String(repeating: "{}", count: 5000).utf8), .zlib())
+            var wrongChecksum = zlib
+            wrongChecksum[wrongChecksum.count - 1] ^= 0x01
+            for body in [wrongChecksum, Array(zlib.dropLast(4))] {
+                let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "deflate")], body: body)
+                #expect(refused.status == 400)
+                #expect(envelope(refused).message == "algorithm input is not valid deflate data")
+            }
             let brotli = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + jsonType + [("Content-Encoding", "br")], body: [1, 2, 3])
             #expect(brotli.status == 415)
             #expect(envelope(brotli).message == "Content-Encoding 'br' is not supported; use gzip or deflate")
@@ -164,7 +174,9 @@ import Testing
             // stream after a deflate body's one.
             for (encoding, body) in [("gzip", try Self.gzip(first) + Array("trailing garbage".utf8)),
                                      ("gzip", try Self.gzip(first) + Self.gzip(second).prefix(12)),
-                                     ("deflate", try Self.gzip(first, .zlib()) + Self.gzip(second, .zlib()))] {
+                                     ("deflate", try Self.gzip(first, .zlib()) + Self.gzip(second, .zlib())),
+                                     // An empty stream's checksum is where a second one's count starts.
+                                     ("deflate", try Self.gzip([], .zlib()) + Self.gzip(second, .zlib()))] {
                 let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamB) + textType + [("Content-Encoding", encoding)], body: body)
                 #expect(refused.status == 400, "\(encoding)")
                 #expect(envelope(refused).message == "algorithm input is not valid \(encoding) data", "\(encoding)")
@@ -312,6 +324,8 @@ import Testing
                 let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/bad.txt", headers: simple(Keys.upstream))
                 #expect(stored.status == 404, "\(name)")
             }
+            // The upstream was sent the plain bytes, and told nothing else.
+            #expect(h.simulator.stats.snapshot.headerNames.contains("content-encoding") == false)
         }
     }
 

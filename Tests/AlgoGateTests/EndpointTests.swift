@@ -36,6 +36,10 @@ import Testing
             let bare = try await h.gateway.send(.GET, "/_admin")
             #expect(bare.status == 404)
             #expect(envelope(bare).message == "no such endpoint: /_admin; the gateway's own are /_admin/cache, /_admin/concurrency, /_admin/usage, /_gateway/me")
+            // A team's mistyped `/_gateway/me` gets the list too.
+            let mistyped = try await h.gateway.send(.GET, "/_gateway/mine", headers: simple(Keys.teamA))
+            #expect(mistyped.status == 404)
+            #expect(envelope(mistyped).message == "no such endpoint: /_gateway/mine; the gateway's own are /_admin/cache, /_admin/concurrency, /_admin/usage, /_gateway/me")
         }
     }
 

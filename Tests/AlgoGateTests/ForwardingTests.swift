@@ -187,6 +187,7 @@ import Testing
         #expect(Forwarder.query("stdout=true", clampingTimeoutTo: 600) == ("stdout=true", 300))
         #expect(Forwarder.query(nil, clampingTimeoutTo: 30) == ("timeout=30", 30))
         #expect(Forwarder.query("timeout=99999999999999999999999", clampingTimeoutTo: 30) == ("timeout=30", 30))
+        #expect(Forwarder.query("timeout=99999999999999999999999", clampingTimeoutTo: 600) == ("timeout=600", 600), "the most asked for, not the default")
         // 0, as the official Java client sends for a timeout set in minutes, is the default.
         #expect(Forwarder.query("timeout=0&stdout=true", clampingTimeoutTo: 600) == ("timeout=300&stdout=true", 300))
         #expect(Forwarder.query("timeout=00", clampingTimeoutTo: 60) == ("timeout=60", 60))

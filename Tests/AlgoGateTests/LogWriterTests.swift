@@ -68,6 +68,37 @@ import Testing
         #expect(received.first == 0, "the first lines were buffered, not dropped")
     }
 
+    /// The buffer holds what it is sized for and not a line more: with the writer stuck on a
+    /// full pipe, lines of a quarter of it fit four times, and the fifth is dropped whole.
+    @Test func theBufferTakesLinesUpToItsSizeAndNotOneMore() async throws {
+        let pipe = try TestPipe()
+        // Fill the pipe first, so the writer's first write waits for the reader.
+        _ = fcntl(pipe.writeEnd, F_SETFL, fcntl(pipe.writeEnd, F_GETFL) | O_NONBLOCK)
+        let filler = Array(String(repeating: "f", count: 1023).utf8) + [UInt8(ascii: "\n")]
+        var filled = 0
+        while filler.withUnsafeBytes({ write(pipe.writeEnd, $0.baseAddress, $0.count) }) > 0 { filled += 1 }
+        let capacity = LogWriter.minimumBufferBytes
+        let writer = LogWriter(fileDescriptor: pipe.writeEnd, bufferBytes: capacity, dropNotice: Self.notice)
+        // The writer takes this line and waits on the pipe with it, leaving the buffer empty.
+        writer.write(Self.sized(0, capacity / 4))
+        #expect(!writer.flush(timeout: .seconds(1)), "nothing reads the pipe")
+        for sequence in 1...5 { writer.write(Self.sized(sequence, capacity / 4)) }
+        #expect(writer.droppedLines == 1, "4 lines fill the buffer exactly; the fifth does not fit")
+
+        pipe.startReading()
+        #expect(writer.flush(timeout: .seconds(30)))
+        #expect(writer.finish(timeout: .seconds(30)))
+        let lines = try pipe.closeAndCollectLines().filter { !$0.hasPrefix("f") }
+        #expect(filled > 0)
+        #expect(lines == (0...4).map { String(decoding: Self.sized($0, capacity / 4).dropLast(), as: UTF8.self) } + [#"{"dropped":1}"#])
+    }
+
+    /// A line of exactly `bytes` bytes, newline included.
+    static func sized(_ sequence: Int, _ bytes: Int) -> [UInt8] {
+        let head = Array(#"{"sequence":\#(sequence),"padding":""#.utf8)
+        return head + Array(repeating: UInt8(ascii: "x"), count: bytes - head.count - 3) + Array(#""}"#.utf8) + [UInt8(ascii: "\n")]
+    }
+
     @Test func aReaderThatGoesAwayIsCountedNotFatal() throws {
         signal(SIGPIPE, SIG_IGN)  // as `algogate serve` does: EPIPE instead of death
         let pipe = try TestPipe()

@@ -1,4 +1,4 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Foundation
 import GRDB
@@ -61,6 +61,8 @@ import Testing
             let bytes = try await Self.call(h, key: Keys.teamB)
             #expect(bytes.status == 429)
             #expect(envelope(bytes).type == "QuotaExceeded")
+            // What is left counts the bytes sent too: none.
+            #expect(bytes.header("RateLimit") == #""bytes";r=0;t=57600"#)
             clock.advance(by: 57_600)
             #expect(try await Self.call(h, key: Keys.teamA).status == 200)
             #expect(try await Self.call(h, key: Keys.teamB).status == 200)
@@ -206,6 +208,32 @@ import Testing
         }
     }
 
+    /// A request admitted before midnight and finished after it counts in the day it was admitted
+    /// in: what it moved does not use up the new day's `bytes_per_day`.
+    @Test func aRequestFinishedAfterMidnightCountsInItsOwnDay() async throws {
+        let clock = TestClock()
+        let loaded = try ConfigLoader.load(yaml: """
+            upstream: {url: "http://127.0.0.1:1", key_env: K}
+            clients: [{name: late, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], quota: {bytes_per_day: 1000}}]
+            """, environment: ["K": "upstream-key-0123"])
+        let client = try #require(try ClientRegistry(config: loaded.config).client(for: Secret(Keys.teamA)))
+        let store = FlakyUsageStore()
+        let ledger = QuotaLedger(store: store, now: { clock.now })
+        try await ledger.load()
+        let before = try ledger.admit(client)
+        clock.advance(by: 57_600)  // to midnight
+        let after = try ledger.admit(client)
+        #expect(after.day == before.day + 1)
+        var outcome = QuotaLedger.Outcome()
+        outcome.bytesOut = 900
+        ledger.record(client: "late", day: before.day, outcome)
+        let today = ledger.standing(of: "late").today
+        #expect(today.requests == 1 && today.bytesOut == 0)
+        #expect(await ledger.flush())
+        #expect(store.written.withLock { $0[UsageKey(client: "late", day: before.day)]?.bytesOut } == 900)
+        #expect(store.written.withLock { $0[UsageKey(client: "late", day: after.day)]?.bytesOut } == 0)
+    }
+
     @Test func quotasFailClosedWhenTheStoreFails() async throws {
         let store = FlakyUsageStore()
         store.failLoads.withLock { $0 = true }
@@ -231,9 +259,11 @@ import Testing
             #expect(await h.app.ledger.flush())
             #expect(try await Self.call(h).status == 200)
             #expect(try await h.gateway.send(.GET, "/readyz").status == 200)
-            // Nothing was lost while the store failed: both admitted calls reached it.
+            // Nothing was lost while the store failed: both admitted calls reached it, in the
+            // day's counters and in the minute's (what a restart reads back).
             #expect(await h.app.ledger.flush())
             #expect(store.written.withLock { $0.values.reduce(0) { $0 + $1.requests } } == 2)
+            #expect(store.writtenMinutes.withLock { $0.values.reduce(0, +) } == 2)
         }
     }
 
@@ -429,6 +459,7 @@ final class FlakyUsageStore: UsageStore {
     let failLoads = Mutex(false)
     let failWrites = Mutex(false)
     let written = Mutex<[UsageKey: Usage]>([:])
+    let writtenMinutes = Mutex<[MinuteKey: Int]>([:])
     struct Failure: Error {}
 
     func load(day: Int, minute: Int64) async throws -> StoredUsage {
@@ -439,6 +470,7 @@ final class FlakyUsageStore: UsageStore {
     func add(_ deltas: [UsageKey: Usage], minutes: [MinuteKey: Int]) async throws {
         if failWrites.withLock({ $0 }) { throw Failure() }
         written.withLock { written in for (key, usage) in deltas { written[key, default: Usage()].add(usage) } }
+        writtenMinutes.withLock { written in for (key, requests) in minutes { written[key, default: 0] += requests } }
     }
 
     func report(days: ClosedRange<Int>, client: String?) async throws -> [UsageRow] { [] }
