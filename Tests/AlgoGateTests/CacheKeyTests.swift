@@ -95,6 +95,19 @@ import Testing
     /// How `max-age` and `min-fresh` are read from a request's `Cache-Control` fields: names in
     /// any case, spaces around `=`, quoted values; a value that is not a number of seconds counts
     /// as 0; of two, the stricter; past what fits, 2^31 (RFC 9111 §1.2.2).
+    /// Pinned: three runs of digits with a dot between each, or a 40-hex build hash in either case.
+    /// Anything else can move as versions are published, or names no version at all.
+    @Test func onlyAWholeVersionOrBuildHashIsPinned() {
+        let hash = "0123456789abcdef0123456789abcdef01234567"
+        for pinned in ["0.1.0", "10.20.30", "007.0.1", hash, hash.uppercased()] {
+            #expect(CachePolicy.isPinned(pinned), "\(pinned)")
+        }
+        for moving in ["latest", "latestPrivate", "1.2", "1.2.*", "1.2.3.4", "1..2", ".1.2", "1.2.", "..", "1.2.3-beta", "",
+                       String(hash.dropLast()), hash + "8", String(hash.dropLast()) + "g", "１.２.３"] {
+            #expect(!CachePolicy.isPinned(moving), "\(moving)")
+        }
+    }
+
     @Test func requestFreshnessIsReadAsRFC9111Says() {
         func read(_ fields: String...) -> RequestFreshness {
             var headers = HTTPFields()
@@ -113,6 +126,7 @@ import Testing
         #expect(read("max-age=60, max-age=5") == RequestFreshness(maxAge: 5))
         #expect(read("max-age=5", "max-age=60") == RequestFreshness(maxAge: 5))
         #expect(read("min-fresh=5, min-fresh=10") == RequestFreshness(minFresh: 10))
+        #expect(read("min-fresh=10", "min-fresh=5") == RequestFreshness(minFresh: 10))
         #expect(read("private, max-age=10, min-fresh=3") == RequestFreshness(maxAge: 10, minFresh: 3))
         #expect(read("max-age=99999999999999999999999999") == RequestFreshness(maxAge: 1 << 31))
         // A directive's name is what comes before its first `=`, however many spaces precede it:

@@ -331,6 +331,14 @@ import Testing
             let same = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA)
             #expect(same.header("X-Cache") == "HIT")
         }
+        // A rule's scope applies to its algorithms alone; the others stay shared.
+        try await GatewayHarness.run(cacheYAML: "rules: [{algo: \"demo/Hello\", scope: client}]") { h in
+            _ = try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA)
+            #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamB).header("X-Cache") == "MISS")
+            #expect(try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA).header("X-Cache") == "HIT")
+            _ = try await Self.call(h, "/v1/algo/util/Echo/1.0.0", key: Keys.teamA)
+            #expect(try await Self.call(h, "/v1/algo/util/Echo/1.0.0", key: Keys.teamB).header("X-Cache") == "HIT")
+        }
     }
 
     @Test func buildHashVersionsAreCacheable() async throws {

@@ -64,13 +64,14 @@ import Testing
         let afterRefusal = try await metrics()
         #expect(afterRefusal.contains(#"algogate_config_reloads_total{result="applied"} 1"#), "\(afterRefusal)")
         #expect(afterRefusal.contains(#"algogate_config_reloads_total{result="refused"} 1"#))
-        #expect(afterRefusal.contains("algogate_config_last_reload_successful 0"))
+        // The sample itself: the help line reads "algogate_config_last_reload_successful 0 while ...".
+        #expect(metricSample(afterRefusal, "algogate_config_last_reload_successful") == 0)
 
         // Put right without the client: it is refused again.
         try config.update(["algogate.yaml": first])
         #expect(try await eventually(within: .seconds(20)) { try await call(watcher).status == 401 }, "the removed client is refused")
         #expect(await eventually { count(reloaded) == 2 }, "\(pair.gateway.log)")
-        #expect(try await metrics().contains("algogate_config_last_reload_successful 1"))
+        #expect(metricSample(try await metrics(), "algogate_config_last_reload_successful") == 1)
 
         // The Secret holding the account's key, rotated: the next upstream request carries the new
         // key (the simulator refuses it, which proves it was sent), then the old one again.

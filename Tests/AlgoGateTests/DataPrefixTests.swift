@@ -44,6 +44,7 @@ import Testing
             let refused = [
                 "/v1/data/.my/team-a/%252e%252e/team-b/x.txt",   // double encoding
                 "/v1/data/.my/team-a/%00/x.txt",                  // NUL
+                "/v1/data/.my/team-a/%7F/x.txt",                  // DEL, a control character too
                 "/v1/data/.my/../../etc/passwd",                  // above the root
                 "/v1/connector/ftp/host/x",                       // unknown connector
             ]
@@ -542,6 +543,8 @@ import Testing
                 ("/v1/data/.my/team-a/..;/team-b/x.txt", "data path segment '..;' is refused: before its ';' it is only dots and spaces"),
                 ("/v1/data/.my/team-a/%EF%BC%8E%EF%BC%8E/team-b/x.txt", "data path segment '\u{FF0E}\u{FF0E}' is refused: a name made only of dots and spaces"),
                 ("/v1/data/.my/team-a/..%EF%BC%8F..%EF%BC%8Fteam-b", "data path segment '..\u{FF0F}..\u{FF0F}team-b' is refused: it holds a character that some servers read as '/'"),
+                // A fullwidth semicolon folds to the one that starts a path parameter (Tomcat's `..;`).
+                ("/v1/data/.my/team-a/..%EF%BC%9Bx/team-b", "data path segment '..\u{FF1B}x' is refused: it holds a character that some servers read as ';'"),
             ]
             for (path, message) in cases {
                 let reply = try await h.gateway.send(.GET, path, headers: simple(Keys.teamA))

@@ -200,7 +200,7 @@ import Testing
                 (["a.example", "b.example"], "the request has more than one Host header: send one (RFC 9112 §3.2)"),
                 (["a.example", "a.example"], "the request has more than one Host header: send one (RFC 9112 §3.2)"),
                 (["a.example/x"], malformed("'a.example/x'")), (["user@a.example"], malformed("'user@a.example'")),
-                (["a.example:80a"], malformed("'a.example:80a'")), (["[::1"], malformed("'[::1'")),
+                (["a.example:80a"], malformed("'a.example:80a'")), (["[::1"], malformed("'[::1'")), (["[::1/x]"], malformed("'[::1/x]'")),
                 (["a%zz"], malformed("'a%zz'")), ([#"evil"x"#], malformed(#"'evil\"x'"#)),
                 ([String(repeating: "a", count: 300) + "/"], malformed("of 301 bytes")),
             ]

@@ -422,11 +422,14 @@ import Testing
             _ = try await Self.call(h)
             _ = try await Self.call(h)
             _ = try await Self.call(h, key: "wrong")
+            _ = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamA))
+            _ = try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))
             // Counted as bodies finish.
             #expect(try await eventually {
                 let text = try await h.gateway.send(.GET, "/metrics").text
                 return text.contains(#"algogate_requests_total{client="-",route="none",status="401"} 1"#)
                     && text.contains(#"algogate_requests_total{client="team-b",route="algo",status="200"} 2"#)
+                    && metricSample(text, #"algogate_request_duration_seconds_count{route="data"}"#) == 1
             })
             let scrape = try await h.gateway.send(.GET, "/metrics")
             #expect(scrape.status == 200)
@@ -444,6 +447,8 @@ import Testing
             // Every request's own duration, the hit answered on the event loop and the refusal too.
             #expect(samples[#"algogate_request_duration_seconds_count{route="algo"}"#] == 2)
             #expect(samples[#"algogate_request_duration_seconds_bucket{route="algo",le="+Inf"}"#] == 2)
+            #expect(samples[#"algogate_request_duration_seconds_count{route="manage"}"#] == 1)
+            #expect(samples[#"algogate_request_duration_seconds_count{route="data"}"#] == 1)
             // The refusal, and the scrapes before this one (as many as `eventually` took).
             #expect((samples[#"algogate_request_duration_seconds_count{route="none"}"#] ?? 0) >= 2)
             #expect((samples[#"algogate_request_duration_seconds_sum{route="algo"}"#] ?? 0) > 0)
