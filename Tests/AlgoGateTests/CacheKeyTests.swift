@@ -92,9 +92,6 @@ import Testing
         #expect(key("sudo=False") == fields("default", "-"))
     }
 
-    /// How `max-age` and `min-fresh` are read from a request's `Cache-Control` fields: names in
-    /// any case, spaces around `=`, quoted values; a value that is not a number of seconds counts
-    /// as 0; of two, the stricter; past what fits, 2^31 (RFC 9111 §1.2.2).
     /// Pinned: three runs of digits with a dot between each, or a 40-hex build hash in either case.
     /// Anything else can move as versions are published, or names no version at all.
     @Test func onlyAWholeVersionOrBuildHashIsPinned() {
@@ -108,6 +105,9 @@ import Testing
         }
     }
 
+    /// How `max-age` and `min-fresh` are read from a request's `Cache-Control` fields: names in
+    /// any case, spaces around `=`, quoted values; a value that is not a number of seconds counts
+    /// as 0; of two, the stricter; past what fits, 2^31 (RFC 9111 §1.2.2).
     @Test func requestFreshnessIsReadAsRFC9111Says() {
         func read(_ fields: String...) -> RequestFreshness {
             var headers = HTTPFields()

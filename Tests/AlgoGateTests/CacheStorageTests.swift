@@ -151,17 +151,22 @@ import Testing
         }
     }
 
-    /// A purge, and expired entries, are deleted a few MiB per transaction, so that other writers
-    /// get the lock between them; expired entries go at most `expiryBatchesPerFlush` batches a flush.
+    /// A cache of 1 MiB in SQLite and in memory, storing every answer plain, in `directory`.
+    static func smallCache(in directory: URL) throws -> ResponseCache {
+        ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
+                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
+    }
+
+    static let smallAnswer = ByteBuffer(string: #"{"result":"x"}"#)
+
     /// A purge under way in another process (its beginning logged, not yet its end) keeps out
     /// of the cache the answers of calls asked before it, and leaves this process's memory as it
     /// is: its answers leave memory at its end, once its entries are gone from the file.
     @Test func aPurgeUnderWayElsewhereKeepsEarlierAnswersOutAndMemoryAsItIs() async throws {
         try await withTemporaryDirectory("purge-under-way") { directory in
             let now = Date().timeIntervalSince1970
-            let cache = ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
-                                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
-            let answer = ByteBuffer(string: #"{"result":"x"}"#)
+            let cache = try Self.smallCache(in: directory)
+            let answer = Self.smallAnswer
             func store(_ key: String, _ algo: String, askedAt mark: Int64) async throws -> Bool {
                 try await cache.store(key: key, algo: algo, status: 200, contentType: "application/json", body: answer, ttlSeconds: 60,
                                       now: now, askedAt: mark).stored
@@ -197,9 +202,8 @@ import Testing
     @Test func aPurgeTakesTheAlgorithmItNamesAndNoOtherThatBeginsAlike() async throws {
         try await withTemporaryDirectory("purge-names") { directory in
             let now = Date().timeIntervalSince1970
-            let cache = ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
-                                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
-            let answer = ByteBuffer(string: #"{"result":"x"}"#)
+            let cache = try Self.smallCache(in: directory)
+            let answer = Self.smallAnswer
             let entries = [("n1", "o/n/1.0.0"), ("n2", "o/n/2.0.0"), ("nx", "o/nx/1.0.0"), ("n_x", "o/n_x/1.0.0"), ("nZx", "o/nZx/1.0.0"), ("nZxb", "o/nZx/1.0.0"), ("nZx2", "o/nZx/2.0.0")]
             for (key, algo) in entries {
                 try await cache.store(key: key, algo: algo, status: 200, contentType: "application/json", body: answer, ttlSeconds: 60, now: now)
@@ -229,6 +233,8 @@ import Testing
         }
     }
 
+    /// A purge, and expired entries, are deleted a few MiB per transaction, so that other writers
+    /// get the lock between them; expired entries go at most `expiryBatchesPerFlush` batches a flush.
     @Test func purgesAndExpiriesDeleteInBatches() async throws {
         try await withTemporaryDirectory("batched-deletes") { directory in
             let pool = try StateDatabase.open(path: directory.appendingPathComponent("cache.sqlite").path)
