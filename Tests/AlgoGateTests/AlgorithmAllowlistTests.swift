@@ -83,6 +83,10 @@ import Testing
             let refused = try await Self.post(h, "/v1/algo/\(id)/0.1.0")
             #expect(refused.status == 403)
             #expect(envelope(refused).message == "client 'team-x' may call only the algorithms it lists, by owner and name: \(id) is an algorithm's id, which does not say which algorithm it is")
+            // An id in capitals is the same id (a UUID's hex digits are read in either case).
+            let capitals = try await Self.post(h, "/v1/algo/\(id.uppercased())/0.1.0")
+            #expect(capitals.status == 403)
+            #expect(envelope(capitals).message == "client 'team-x' may call only the algorithms it lists, by owner and name: \(id.uppercased()) is an algorithm's id, which does not say which algorithm it is")
             // More than an id and a version is no algorithm.
             #expect(try await Self.post(h, "/v1/algo/\(id)/0.1.0/x", key: Keys.teamB).status == 404)
             #expect(h.simulator.stats.snapshot.algoCalls == ["\(id)/0.1.0": 6, id: 2])
@@ -190,6 +194,15 @@ import Testing
         #expect(operatorName.termination == .exited(64))
         #expect(operatorName.log.contains("Error: --name: 'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name"), "\(operatorName.log)")
         #expect(!operatorName.log.contains("key_sha256"))
+        // And scopes and the hash of a key being rotated out.
+        for (arguments, error) in [(["--scopes", "algo,fly"], "Error: unknown scope 'fly'; use algo, data:read, data:write, manage, admin"),
+                                   (["--previous-key-sha256", String(repeating: "A", count: 64)],
+                                    "Error: --previous-key-sha256: must be 64 lowercase hex digits (the client's current key_sha256)")] {
+            let run = try await ChildProcess.run(arguments: ["keygen", "--name", "team-x"] + arguments)
+            #expect(run.termination == .exited(64), "\(arguments)")
+            #expect(run.log.contains(error), "\(run.log)")
+            #expect(!run.log.contains("key_sha256:"), "\(run.log)")
+        }
         let made = try await KeyRotationTests.keygen(["--name", "team-x", "--data-prefixes", "s3://bucket/team-x/"])
         let loaded = try ConfigLoader.load(yaml: "upstream: {url: \"http://127.0.0.1:1\", key_env: K}\nclients:\n" + made.entry, environment: ["K": "upstream-key-0123"])
         #expect(try ClientRegistry(config: loaded.config).client(for: Secret(made.key))?.dataPrefixes?.map(\.description) == ["s3://bucket/team-x"])

@@ -159,6 +159,35 @@ import Testing
 
     static let smallAnswer = ByteBuffer(string: #"{"result":"x"}"#)
 
+    /// A body of `compression.min_bytes` or more is stored gzip-compressed, a shorter one as it
+    /// came; and `max_bytes` bounds an entry with the overhead it takes besides its body
+    /// (`entryOverhead`): a body that fits the bound alone, but not with it, is not stored.
+    @Test func theCompressionThresholdAndTheBoundCountAsDocumented() async throws {
+        try await withTemporaryDirectory("thresholds") { directory in
+            let now = Date().timeIntervalSince1970
+            func cache(_ name: String, compressMinBytes: Int) throws -> ResponseCache {
+                ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent(name).path),
+                              settings: ResponseCache.Settings(maxBytes: 8192, memoryBytes: 0, compressMinBytes: compressMinBytes))
+            }
+            func store(_ key: String, bytes: Int, in cache: ResponseCache) async throws -> Bool {
+                try await cache.store(key: key, algo: "o/n/1.0.0", status: 200, contentType: "text/plain",
+                                      body: ByteBuffer(repeating: UInt8(ascii: "a"), count: bytes), ttlSeconds: 60, now: now).stored
+            }
+            let compressing = try cache("compressing.sqlite", compressMinBytes: 100)
+            #expect(try await store("at", bytes: 100, in: compressing))
+            #expect(try await store("under", bytes: 99, in: compressing))
+            #expect(try await compressing.pool.read { db in try String.fetchAll(db, sql: "SELECT key || '=' || encoding FROM cache_entry ORDER BY key") }
+                    == ["at=gzip", "under=identity"])
+            try compressing.pool.close()
+
+            let plain = try cache("plain.sqlite", compressMinBytes: 1 << 20)
+            #expect(try await store("fits", bytes: 8192 - ResponseCache.entryOverhead, in: plain))
+            #expect(try await store("over", bytes: 8192 - ResponseCache.entryOverhead + 1, in: plain) == false)
+            #expect(try await plain.pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM cache_entry") } == ["fits"])
+            try plain.pool.close()
+        }
+    }
+
     /// A purge under way in another process (its beginning logged, not yet its end) keeps out
     /// of the cache the answers of calls asked before it, and leaves this process's memory as it
     /// is: its answers leave memory at its end, once its entries are gone from the file.

@@ -123,6 +123,18 @@ import Testing
             ("clients: []", "upstream: required field is missing", Self.env),
             (Self.yaml("clients: []"), "clients: list at least one client", Self.env),
             ("upstream: {url: 'ftp://x', key_env: UP_KEY}\n" + client, "upstream.url: must be an http:// or https:// URL with a host", Self.env),
+            ("upstream: {url: 'https://api.algorithmia.com#v1', key_env: UP_KEY}\n" + client, "upstream.url: must not have a query or fragment", Self.env),
+            ("upstream: {url: 'https://api.algorithmia.com', key_env: UP_KEY, timeout_seconds: 3001}\n" + client,
+             "upstream.timeout_seconds: must be from 1 to 3000 (Algorithmia's maximum)", Self.env),
+            (Self.yaml("compression: {types: [json]}\n" + client), "compression.types[0]: must be a media type such as text/* or application/json", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: []}]"), "clients[0].scopes: list at least one scope", Self.env),
+            (Self.yaml("clients: [{name: \"team/a\", key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"), "clients[0].name: use letters, digits, '-', '_' and '.'", Self.env),
+            (Self.yaml(client), "upstream.key_env: give the key alone, without 'Bearer': the gateway sends it as Authorization: Simple KEY", ["UP_KEY": "bearer upstream-key-0123"]),
+            // A hint names the nearest field only, reads dashes as underscores, and is left out when
+            // nothing is near.
+            (Self.yaml("server: {sidle_timeout_seconds: 5}\n" + client), "server.sidle_timeout_seconds: unknown field; did you mean idle_timeout_seconds?", Self.env),
+            (Self.yaml("server: {idle-timeout: 5}\n" + client), "server.idle-timeout: unknown field; did you mean idle_timeout_seconds?", Self.env),
+            (Self.yaml("server: {foo: 5}\n" + client), "server.foo: unknown field", Self.env),
             ("upstream: {url: 'http://x', key_env: UP_KEY, key_file: /k}\n" + client, "upstream: set exactly one of key_env and key_file", Self.env),
             (Self.yaml("upstream_timeout: 1\n" + client).replacingOccurrences(of: "upstream_timeout: 1\n", with: "quota: {requests_per_minute: 0}\n"), "quota.requests_per_minute: must be positive", Self.env),
             (Self.yaml("clients: [{name: admin, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),

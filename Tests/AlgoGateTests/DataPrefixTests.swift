@@ -144,6 +144,13 @@ import Testing
             #expect(spaced.text == #"{"result":"data://.my/team-a/Q3 reports"}"#)
             let notJSON = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA) + textType, text: "hello")
             #expect(notJSON.status == 400)
+            // A create body is a small JSON object: one over 64 KiB is too large to be one.
+            let beforeOversized = h.simulator.stats.snapshot.totalRequests
+            let oversized = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA),
+                                                     json: ["name": "big", "padding": String(repeating: "x", count: 70_000)])
+            #expect(oversized.status == 413)
+            #expect(oversized.text == #"{"error":{"error_type":"RequestTooLarge","message":"request body is too large"}}"#)
+            #expect(h.simulator.stats.snapshot.totalRequests == beforeOversized, "the oversized body never reached the upstream")
         }
     }
 

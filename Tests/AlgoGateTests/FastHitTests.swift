@@ -104,6 +104,7 @@ import Testing
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", headers: textType + [("Cache-Control", "only-if-cached, max-age=0")], "HAL")
             try await call("/v1/algo/demo/Hello/0.1.0?sudo=true&output=raw", "HAL", times: 2)
             try await call("/v1/algo/demo/Hello/0.1.0?timeout=30&output=raw", "HAL")
+            try await call("/v1/algo/demo/Hello/0.1.0?timeout=soon&output=raw", "HAL")
             try await call("/v1/algo/demo/Hello?output=raw", "HAL", times: 2)
             // The Node clients' spellings and the browser endpoint: the same entry.
             try await call("/v1/algo/algo://demo/Hello/0.1.0/?output=raw", "HAL")
@@ -315,6 +316,16 @@ import Testing
             #expect(try await call()?.headers["x-cache"] == "HIT")
             #expect(try await Self.fastHits(h) == 5)
 
+            // An input limit lowered under the stored answer's input: refused, as any input over it.
+            let limit = h.app.state.snapshot.config.limits.maxRequestBytes
+            try reload { config in config.limits.maxRequestBytes = 2 }
+            let tooLarge = try await call()
+            #expect(tooLarge?.statusLine.hasPrefix("HTTP/1.1 413 ") == true, "\(tooLarge?.statusLine ?? "")")
+            #expect(tooLarge?.body.contains(#""error_type":"RequestTooLarge""#) == true)
+            try reload { config in config.limits.maxRequestBytes = limit }
+            #expect(try await call()?.headers["x-cache"] == "HIT")
+            #expect(try await Self.fastHits(h) == 6)
+
             try reload { config in
                 config.clients = config.clients.map { client in
                     var client = client
@@ -330,7 +341,7 @@ import Testing
             #expect(removed?.statusLine == "HTTP/1.1 401 Unauthorized")
             #expect(removed?.body == #"{"error":{"error_type":"AuthorizationError","message":"authorization failed: unknown algogate key"}}"#)
             #expect(try await call(key: Keys.teamA)?.headers["x-cache"] == "HIT")
-            #expect(try await Self.fastHits(h) == 6)
+            #expect(try await Self.fastHits(h) == 7)
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }
     }

@@ -1,7 +1,7 @@
-import AlgoGate
 import AlgoTestSupport
 import Foundation
 import Testing
+@testable import AlgoGate
 
 @Suite struct RouteScopeTests {
     @Test func everyRouteClassNeedsItsScope() async throws {
@@ -18,6 +18,12 @@ import Testing
             #expect(readOK.status == 200)
             let headOK = try await h.gateway.send(.HEAD, "/v1/data/.my", headers: simple(Keys.reader))
             #expect(headOK.status == 200)
+            // `/v1/data` alone names the root, `data://`: a data read, not the operator's.
+            let rootOK = try await h.gateway.send(.GET, "/v1/data", headers: simple(Keys.reader))
+            #expect(rootOK.status == 200, "\(rootOK.text)")
+            let rootOutside = try await h.gateway.send(.GET, "/v1/data", headers: simple(Keys.teamA))
+            #expect(rootOutside.status == 403)
+            #expect(envelope(rootOutside).message == "client 'team-a' may not access data://: outside its data prefixes")
             for (method, body) in [(HTTPMethod.PUT, "x"), (.POST, #"{"name":"d"}"#), (.PATCH, #"{"acl":{"read":[]}}"#), (.DELETE, "")] {
                 let denied = try await h.gateway.send(method, "/v1/data/.my/d", headers: simple(Keys.reader) + jsonType, text: body)
                 #expect(denied.status == 403, "\(method)")
@@ -126,11 +132,14 @@ import Testing
     /// What reaches the upstream is the algorithm's own path, whatever the client's spelling.
     @Test func theNodeClientsReferencesGoUpstreamAsTheAlgorithmsPath() async throws {
         try await RecordingUpstream.run { recorder, h in
-            for path in ["/v1/algo/algo://demo/Hello/0.1.0/?timeout=300&stdout=false&output=raw", "/v1/algo//demo/Hello?stdout=false"] {
+            for path in ["/v1/algo/algo://demo/Hello/0.1.0/?timeout=300&stdout=false&output=raw", "/v1/algo//demo/Hello?stdout=false",
+                         "/v1/algo/demo/Hello/0.1.0?", "/v1/algo/demo/Hello"] {
                 let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + textType, text: "HAL")
                 #expect(reply.status == 200, "\(path)")
             }
-            #expect(recorder.since(0).map(\.target) == ["/v1/algo/demo/Hello/0.1.0?timeout=300&stdout=false&output=raw", "/v1/algo/demo/Hello?stdout=false"])
+            // An empty query (a bare `?`) goes as none.
+            #expect(recorder.since(0).map(\.target) == ["/v1/algo/demo/Hello/0.1.0?timeout=300&stdout=false&output=raw", "/v1/algo/demo/Hello?stdout=false",
+                                                         "/v1/algo/demo/Hello/0.1.0", "/v1/algo/demo/Hello"])
         }
     }
 
@@ -170,6 +179,9 @@ import Testing
             #expect(doubled.status == 403)
             #expect(envelope(doubled).message == "client 'team-b' lacks the 'admin' scope for POST admin requests: /v1/v1/algo/demo/Hello/0.1.0 is not under /v1/algo/, /v1/data/, /v1/connector/ or /v1/algorithms/, the paths teams' scopes cover; the rest of /v1 is the operator's; the path has /v1 twice: set the client's address (ALGORITHMIA_API) to the gateway's origin alone, without /v1")
             #expect(envelope(doubled).type == "PermissionDenied")
+            let doubledAlone = try await h.gateway.send(.GET, "/v1/v1", headers: simple(Keys.teamB))
+            #expect(doubledAlone.status == 403)
+            #expect(envelope(doubledAlone).message == "client 'team-b' lacks the 'admin' scope for GET admin requests: /v1/v1 is not under /v1/algo/, /v1/data/, /v1/connector/ or /v1/algorithms/, the paths teams' scopes cover; the rest of /v1 is the operator's; the path has /v1 twice: set the client's address (ALGORITHMIA_API) to the gateway's origin alone, without /v1")
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }
     }
@@ -227,6 +239,21 @@ import Testing
                     #expect(envelope(reply).type == "InputError", "\(path)")
                     #expect(envelope(reply).message == "the path \(path) has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators", "\(path)")
                 }
+            }
+            // Fullwidth dots unencoded, as raw UTF-8 in the request line: the HTTP parser refuses
+            // the line before any route is read. (Were a path to arrive so, the check refuses it as
+            // its percent-encoded spelling: `RouteClass.classify`, below.)
+            let raw = try await RawConnection.connect(port: h.gatewayPort, sending: """
+                GET /v1/algorithms/\u{FF0E}\u{FF0E}/data/team-b HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamA)\r\n\
+                Connection: close\r\n\r\n
+                """)
+            #expect(await raw.waitForClose(within: .seconds(30)))
+            let rawAnswer = try #require(RawResponse.parse(raw.text).first)
+            #expect(rawAnswer.statusLine == "HTTP/1.1 400 Bad Request")
+            #expect(rawAnswer.body == #"{"error":{"error_type":"InputError","message":"the request line is not valid HTTP/1.1: it must read METHOD /path HTTP/1.1, with characters such as spaces percent-encoded in the path and query (a space is %20)"}}"#)
+            #expect(throws: GatewayError.badRequest("the path /v1/algorithms/\u{FF0E}\u{FF0E}/data/team-b has a segment that some servers resolve as '.' or '..' or read as holding a '/': send it resolved, without dot segments or encoded separators")) {
+                // (No ASCII dot in it, so that its fullwidth ones alone must call for the check.)
+                try RouteClass.classify(path: "/v1/algorithms/\u{FF0E}\u{FF0E}/data/team-b")
             }
             #expect(h.simulator.stats.snapshot.requestsByClass.isEmpty, "\(h.simulator.stats.snapshot.requestsByClass)")
             // Names with dots, as versions have, pass.

@@ -87,6 +87,16 @@ import Testing
             #expect(await eventually { h.logs.all.contains { $0.contains("request_id=log-3") } })
             let third = h.logs.all.first { $0.contains("request_id=log-3") } ?? ""
             #expect(third.contains("forwarded_for=\(String(repeating: "9", count: 256)) "))
+            // Requests outside /v1 are named by where they went.
+            #expect(third.contains(" route=health "), "\(third)")
+            _ = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA) + [("X-Request-ID", "log-4")])
+            _ = try await h.gateway.send(.GET, "/_admin/cache", headers: simple(Keys.admin) + [("X-Request-ID", "log-5")])
+            _ = try await h.gateway.send(.GET, "/nowhere", headers: simple(Keys.teamA) + [("X-Request-ID", "log-6")])
+            #expect(await eventually { h.logs.all.contains { $0.contains("request_id=log-6") } })
+            for (id, route, status) in [("log-4", "gateway", 200), ("log-5", "operator", 200), ("log-6", "unknown", 404)] {
+                let line = h.logs.all.first { $0.contains("request_id=\(id)") } ?? ""
+                #expect(line.contains(" route=\(route) ") && line.contains(" status=\(status)"), "\(line)")
+            }
         }
     }
 
