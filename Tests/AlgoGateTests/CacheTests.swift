@@ -696,6 +696,10 @@ import Testing
             #expect(gone.header("X-Cache") == "MISS")
             let bad = try await h.gateway.send(.DELETE, "/_admin/cache?algo=x", headers: simple(Keys.admin))
             #expect(bad.status == 400)
+            // Nor a '%' (decoded from %25): such names are no algorithm's.
+            let percent = try await h.gateway.send(.DELETE, "/_admin/cache?algo=demo/%25", headers: simple(Keys.admin))
+            #expect(percent.status == 400)
+            #expect(envelope(percent).message == "algo must be owner/name or owner/name/version")
             // A misspelt or second `algo` would have purged everything, or less than was meant.
             for (query, message) in [("Algo=util/Echo", "DELETE /_admin/cache takes no parameter 'Algo'; it takes algo"),
                                      ("algorithm=util/Echo", "DELETE /_admin/cache takes no parameter 'algorithm'; it takes algo"),

@@ -218,7 +218,14 @@ import Testing
                 try h.setSlots(80)
                 #expect(await eventually { upstream.calls == 4 })
                 #expect(h.app.gate.capacity == 4 && h.app.gate.queued == 0)
+                // A key no client entry names (the operator's) waiting for a slot is listed too.
+                let operatorCall = Task { try await h.gateway.send(.GET, "/v1/users/someone", headers: simple(Keys.admin)) }
+                #expect(await eventually { h.app.gate.queued == 1 })
+                let waiting = try await h.gateway.send(.GET, "/_admin/concurrency", headers: simple(Keys.admin))
+                let listed = (waiting.object["clients"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "admin" }
+                #expect(listed?["queued"] as? Int == 1 && listed?["in_flight"] as? Int == 0, "\(waiting.text)")
                 upstream.release.open()
+                #expect(try await operatorCall.value.status == 404)
                 for task in held + [fourth] {
                     let reply = try await task.value
                     #expect(reply.status == 200)

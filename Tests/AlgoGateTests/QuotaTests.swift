@@ -42,6 +42,7 @@ import Testing
     @Test func dayAndByteQuotasRefuseUntilMidnight() async throws {
         let clock = TestClock()
         let yaml = """
+        admin: {key_sha256: "\(ClientRegistry.hash(of: Keys.admin))"}
         clients:
           - {name: daily, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], quota: {requests_per_day: 2}}
           - {name: bytes, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo], quota: {bytes_per_day: 300}}
@@ -63,6 +64,14 @@ import Testing
             #expect(envelope(bytes).type == "QuotaExceeded")
             // What is left counts the bytes sent too: none.
             #expect(bytes.header("RateLimit") == #""bytes";r=0;t=57600"#)
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            let used = try #require(me.object["used_today"] as? [String: Any])
+            #expect((used["bytes_in"] as? Int ?? 0) + (used["bytes_out"] as? Int ?? 0) > 300, "\(me.text)")
+            #expect((me.object["remaining"] as? [String: Any])?["bytes_today"] as? Int == 0, "\(me.text)")
+            // The admin key is no client: it has no quota to describe.
+            let operatorMe = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.admin))
+            #expect(operatorMe.status == 403)
+            #expect(operatorMe.text == #"{"error":{"error_type":"PermissionDenied","message":"/_gateway/me describes a client key; the admin key has no quota"}}"#)
             clock.advance(by: 57_600)
             #expect(try await Self.call(h, key: Keys.teamA).status == 200)
             #expect(try await Self.call(h, key: Keys.teamB).status == 200)
