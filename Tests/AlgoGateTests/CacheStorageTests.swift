@@ -151,10 +151,12 @@ import Testing
         }
     }
 
-    /// A cache of 1 MiB in SQLite and in memory, storing every answer plain, in `directory`.
-    static func smallCache(in directory: URL) throws -> ResponseCache {
-        ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent("state.sqlite").path),
-                      settings: ResponseCache.Settings(maxBytes: 1 << 20, memoryBytes: 1 << 20, compressMinBytes: 1 << 20))
+    /// A cache in `directory` (in its file `name`): by default of 1 MiB in SQLite and in memory,
+    /// storing every answer plain.
+    static func smallCache(in directory: URL, name: String = "state.sqlite", maxBytes: Int = 1 << 20, memoryBytes: Int = 1 << 20,
+                           compressMinBytes: Int = 1 << 20) throws -> ResponseCache {
+        ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent(name).path),
+                      settings: ResponseCache.Settings(maxBytes: maxBytes, memoryBytes: memoryBytes, compressMinBytes: compressMinBytes))
     }
 
     static let smallAnswer = ByteBuffer(string: #"{"result":"x"}"#)
@@ -165,22 +167,18 @@ import Testing
     @Test func theCompressionThresholdAndTheBoundCountAsDocumented() async throws {
         try await withTemporaryDirectory("thresholds") { directory in
             let now = Date().timeIntervalSince1970
-            func cache(_ name: String, compressMinBytes: Int) throws -> ResponseCache {
-                ResponseCache(pool: try StateDatabase.open(path: directory.appendingPathComponent(name).path),
-                              settings: ResponseCache.Settings(maxBytes: 8192, memoryBytes: 0, compressMinBytes: compressMinBytes))
-            }
             func store(_ key: String, bytes: Int, in cache: ResponseCache) async throws -> Bool {
                 try await cache.store(key: key, algo: "o/n/1.0.0", status: 200, contentType: "text/plain",
                                       body: ByteBuffer(repeating: UInt8(ascii: "a"), count: bytes), ttlSeconds: 60, now: now).stored
             }
-            let compressing = try cache("compressing.sqlite", compressMinBytes: 100)
+            let compressing = try Self.smallCache(in: directory, name: "compressing.sqlite", maxBytes: 8192, memoryBytes: 0, compressMinBytes: 100)
             #expect(try await store("at", bytes: 100, in: compressing))
             #expect(try await store("under", bytes: 99, in: compressing))
             #expect(try await compressing.pool.read { db in try String.fetchAll(db, sql: "SELECT key || '=' || encoding FROM cache_entry ORDER BY key") }
                     == ["at=gzip", "under=identity"])
             try compressing.pool.close()
 
-            let plain = try cache("plain.sqlite", compressMinBytes: 1 << 20)
+            let plain = try Self.smallCache(in: directory, name: "plain.sqlite", maxBytes: 8192, memoryBytes: 0)
             #expect(try await store("fits", bytes: 8192 - ResponseCache.entryOverhead, in: plain))
             #expect(try await store("over", bytes: 8192 - ResponseCache.entryOverhead + 1, in: plain) == false)
             #expect(try await plain.pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM cache_entry") } == ["fits"])

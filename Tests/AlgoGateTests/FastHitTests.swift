@@ -289,8 +289,9 @@ import Testing
     }
 
     /// A connection's hits are matched against the key it last presented, not hashed again; a
-    /// reload that takes a scope away from that client, or removes it, applies to the very next
-    /// call on the same connection, and another key on it is matched on its own.
+    /// reload that lowers the input limit under the call's input, takes a scope away from that
+    /// client, or removes it, applies to the very next call on the same connection, and another
+    /// key on it is matched on its own.
     @Test func aReloadAppliesToTheNextHitOnTheSameConnection() async throws {
         try await GatewayHarness.run { h in
             _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
