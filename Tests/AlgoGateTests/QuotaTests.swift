@@ -174,6 +174,29 @@ import Testing
         }
     }
 
+    /// A reload that lowers a quota below what a window has already used leaves none remaining,
+    /// never a negative count, in `/_gateway/me` and in the refusal's `RateLimit`; and the next
+    /// call is refused under the new quota.
+    @Test func aQuotaLoweredByAReloadBelowWhatIsUsedLeavesNoneRemaining() async throws {
+        let clock = TestClock()  // a minute boundary
+        try await GatewayHarness.run(extraYAML: "quota: {requests_per_minute: 3, requests_per_day: 100}", now: { clock.now }) { h in
+            for _ in 0..<3 { #expect(try await Self.call(h).status == 200) }
+            var config = h.app.state.snapshot.config
+            config.quota.requestsPerMinute = 1
+            config.quota.requestsPerDay = 2
+            try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB))
+            #expect(me.status == 200)
+            let remaining = me.object["remaining"] as? [String: Any]
+            #expect(remaining?["requests_this_minute"] as? Int == 0)
+            #expect(remaining?["requests_today"] as? Int == 0)
+            let refused = try await Self.call(h)
+            #expect(refused.status == 429)
+            #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"client 'team-b' is over its requests_per_minute quota (1); retry in 60 s"}}"#)
+            #expect(refused.header("RateLimit") == #""minute";r=0;t=60, "day";r=0;t=57600"#)
+        }
+    }
+
     /// A restart inside a minute keeps the minute's count: a rolling restart does not give every
     /// client a fresh window. The store keeps only the latest minute's rows.
     @Test func theMinutesRequestsSurviveARestart() async throws {
@@ -299,6 +322,12 @@ import Testing
             // bound: a stalled machine once took over a second for it.)
             let compute = h.app.ledger.standing(of: "team-b").today.computeSeconds
             #expect(compute > 0 && Duration.seconds(compute) <= took, "\(compute) s counted for a call that took \(took)")
+            // A run that failed is billed as any: its envelope's duration counts.
+            let failed = try await Self.call(h, path: "/v1/algo/test/Fail/1.0.0")
+            #expect(failed.status == 200)
+            #expect((failed.object["error"] as? [String: Any])?["error_type"] as? String == "AlgorithmError")
+            #expect(await eventually { h.app.ledger.standing(of: "team-b").today.upstreamCalls == 4 })
+            #expect(h.app.ledger.standing(of: "team-b").today.computeSeconds > compute)
             let usage = try await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
             #expect(usage.status == 200)
             #expect(try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamB)).status == 200)

@@ -11,6 +11,17 @@ import Testing
             let created = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "reports", "acl": ["read": ["user://*"]]])
             #expect(created.status == 200)
             #expect(canonicalJSON(created.json) == #"{"result":"data://.my/reports"}"#)
+            // The simulator's own files beside a directory's (its permissions) are out of reach.
+            let sidecar = try await http.send(.GET, "/v1/data/.my/reports/.__acl.json", headers: auth)
+            #expect(sidecar.status == 400)
+            #expect((sidecar.object["error"] as? [String: Any])?["message"] as? String == "invalid path segment '.__acl.json'")
+            // A file is not written over a directory, nor a directory named with a `/`.
+            let overDirectory = try await http.send(.PUT, "/v1/data/.my/reports", headers: auth, text: "x")
+            #expect(overDirectory.status == 409)
+            #expect((overDirectory.object["error"] as? [String: Any])?["message"] as? String == "data://.my/reports is a directory")
+            let nested = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "a/b"])
+            #expect(nested.status == 400)
+            #expect((nested.object["error"] as? [String: Any])?["message"] as? String == "invalid directory name 'a/b'")
             let again = try await http.send(.POST, "/v1/data/.my", headers: auth, json: ["name": "reports"])
             #expect(again.status == 409)
             // A null ACL, as the C# client sends when given none, is no ACL: the default.
@@ -47,6 +58,10 @@ import Testing
             #expect(canonicalJSON(acl.object["acl"]) == #"{"read":["user://*"]}"#)
             let patched = try await http.send(.PATCH, "/v1/data/.my/reports", headers: auth, json: ["acl": ["read": []]])
             #expect(patched.status == 200)
+            // Permissions are the API's three: no one else's, everyone's, the account's algorithms'.
+            let someone = try await http.send(.PATCH, "/v1/data/.my/reports", headers: auth, json: ["acl": ["read": ["user://bob"]]])
+            #expect(someone.status == 400)
+            #expect((someone.object["error"] as? [String: Any])?["message"] as? String == #"acl must be {"read": []}, {"read": ["user://*"]} or {"read": ["algo://.my/*"]}"#)
             let after = try await http.send(.GET, "/v1/data/.my/reports?acl=true", headers: auth)
             #expect(canonicalJSON(after.object["acl"]) == #"{"read":[]}"#)
 
@@ -136,13 +151,32 @@ import Testing
     }
 
     @Test func connectorPathsAndURIStylePathsNameTheSameFile() async throws {
-        try await withSimulator { http, _ in
+        try await withSimulator { http, sim in
+            // A connector's root is there before anything is put in it, as a bucket is.
+            let empty = try await http.send(.GET, "/v1/connector/gs", headers: auth)
+            #expect(empty.status == 200)
+            #expect(empty.header("X-Data-Type") == "directory")
+            #expect(canonicalJSON(empty.json) == #"{"files":[],"folders":[]}"#)
+            #expect(sim.stats.snapshot.requestsByClass == ["data": 1])
             let put = try await http.send(.PUT, "/v1/connector/s3/bucket/team/k.bin", headers: auth, body: [0, 1, 2, 255])
             #expect(canonicalJSON(put.json) == #"{"result":"s3://bucket/team/k.bin"}"#)
             let viaData = try await http.send(.GET, "/v1/data/s3://bucket/team/k.bin", headers: auth)
             #expect(viaData.bytes == [0, 1, 2, 255])
             let labelled = try await http.send(.PUT, "/v1/connector/dropbox+work/notes.txt", headers: auth, text: "n")
             #expect(canonicalJSON(labelled.json) == #"{"result":"dropbox+work://notes.txt"}"#)
+            // A connector's type is read in any case; its label as written, so labels that differ
+            // in case are two connectors (as the gateway holds them).
+            let capitals = try await http.send(.GET, "/v1/connector/S3/bucket/team/k.bin", headers: auth)
+            #expect(capitals.bytes == [0, 1, 2, 255])
+            #expect(try await http.send(.GET, "/v1/connector/dropbox+Work/notes.txt", headers: auth).status == 404)
+            #expect(try await http.send(.GET, "/v1/data/Dropbox+work://notes.txt", headers: auth).text == "n")
+            // A connector's root is not deleted, not even with force: its files stay.
+            for root in ["/v1/connector/s3?force=true", "/v1/data/s3://?force=true"] {
+                let refused = try await http.send(.DELETE, root, headers: auth)
+                #expect(refused.status == 400, "\(root)")
+                #expect((refused.object["error"] as? [String: Any])?["message"] as? String == "cannot delete a connector root")
+            }
+            #expect(try await http.send(.GET, "/v1/connector/s3/bucket/team/k.bin", headers: auth).bytes == [0, 1, 2, 255])
             let unknown = try await http.send(.GET, "/v1/connector/ftp/x", headers: auth)
             #expect(unknown.status == 400)
             let traversal = try await http.send(.GET, "/v1/data/.my/%2e%2e/secret", headers: auth)
@@ -164,15 +198,18 @@ import Testing
             #expect(plain.text == "from java")
             // With a plain `/`, a `+` is itself.
             #expect(try await http.send(.GET, "/v1/data/.my/java/notes+one+1.txt", headers: auth).status == 404)
+            // ... and so it is beside a plain `/`, even where a `/` is encoded too.
+            let mixed = try await http.send(.PUT, "/v1/data/.my/java%2Fa+b.txt", headers: auth, text: "mixed")
+            #expect(canonicalJSON(mixed.json) == #"{"result":"data://.my/java/a+b.txt"}"#)
             let head = try await http.send(.HEAD, "/v1/data/.my%2Fjava%2Fnotes+one%2B1.txt", headers: auth)
             #expect(head.status == 200 && head.header("X-Data-Type") == "file")
             let listing = try await http.send(.GET, "/v1/data/.my%2Fjava", headers: auth)
-            #expect((listing.object["files"] as? [[String: Any]])?.map { $0["filename"] as? String } == ["notes one+1.txt"])
+            #expect((listing.object["files"] as? [[String: Any]])?.map { $0["filename"] as? String } == ["a+b.txt", "notes one+1.txt"])
             let s3 = try await http.send(.PUT, "/v1/data/s3%3A%2F%2Fbucket%2Fjava%2Fk.txt", headers: auth, text: "k")
             #expect(canonicalJSON(s3.json) == #"{"result":"s3://bucket/java/k.txt"}"#)
             #expect(try await http.send(.GET, "/v1/connector/s3/bucket/java/k.txt", headers: auth).text == "k")
             let deleted = try await http.send(.DELETE, "/v1/data/.my%2Fjava?force=true", headers: auth)
-            #expect(canonicalJSON(deleted.json) == #"{"result":{"deleted":1}}"#)
+            #expect(canonicalJSON(deleted.json) == #"{"result":{"deleted":2}}"#)
         }
     }
 
@@ -181,6 +218,9 @@ import Testing
             let put = try await http.send(.PUT, "/v1/data/.my/nowhere/a.txt", headers: auth, text: "a")
             #expect(put.status == 404)
             #expect((put.object["error"] as? [String: Any])?["message"] as? String == "directory data://.my/nowhere does not exist")
+            let mkdir = try await http.send(.POST, "/v1/data/.my/nowhere", headers: auth, json: ["name": "inner"])
+            #expect(mkdir.status == 404)
+            #expect((mkdir.object["error"] as? [String: Any])?["message"] as? String == "directory data://.my/nowhere does not exist")
         }
     }
 
@@ -201,8 +241,11 @@ import Testing
 
     @Test func theDataRootListsTheAccountUser() async throws {
         try await withSimulator { http, _ in
-            let root = try await http.send(.GET, "/v1/data/", headers: auth)
-            #expect(canonicalJSON(root.object["folders"]) == #"[{"name":"sim"}]"#)
+            for path in ["/v1/data/", "/v1/data"] {
+                let root = try await http.send(.GET, path, headers: auth)
+                #expect(root.status == 200, "\(path)")
+                #expect(canonicalJSON(root.object["folders"]) == #"[{"name":"sim"}]"#, "\(path)")
+            }
         }
     }
 }

@@ -59,6 +59,12 @@ import Testing
             #expect(reply.status == 502)
             let bad = try await http.send(.GET, "/v1/data/.my", headers: auth + [("X-Sim-Fault", "explode")])
             #expect(bad.status == 400)
+            // The simulator's own endpoints are not the API: a test can still read and reset them.
+            #expect(try await http.send(.GET, "/__sim/health").status == 200)
+            let stats = try await http.send(.GET, "/__sim/stats")
+            #expect(stats.status == 200)
+            #expect(stats.object["totalRequests"] as? Int == 2)
+            #expect(try await http.send(.POST, "/__sim/reset").status == 204)
         }
     }
 

@@ -46,17 +46,30 @@ import Testing
             #expect(try await http.send(.POST, "/v1/algorithms/sim/Greeter/compile", headers: auth).status == 200)
             let fourth = try await http.send(.POST, "/v1/algorithms/\(id)/version", headers: auth, json: ["version_info": ["version_type": "major"]])
             #expect((fourth.object["version_info"] as? [String: Any])?["semantic_version"] as? String == "1.0.0")
+            // A minor version after patches starts its patches again, and versions are ordered by
+            // their numbers (1.1.0 after 1.0.1), so the next patch is 1.1.1.
+            // Each without a compile before it: each is a build of its own, with its own hash.
+            var published: [String] = []
+            var hashes: Set<String> = [(fourth.object["version_info"] as? [String: Any])?["git_hash"] as? String ?? ""]
+            for kind in ["patch", "minor", "patch"] {
+                let reply = try await http.send(.POST, "/v1/algorithms/sim/Greeter/versions", headers: auth, json: ["version_info": ["version_type": kind]])
+                let info = reply.object["version_info"] as? [String: Any]
+                published.append(info?["semantic_version"] as? String ?? "")
+                hashes.insert(info?["git_hash"] as? String ?? "")
+            }
+            #expect(published == ["1.0.1", "1.1.0", "1.1.1"])
+            #expect(hashes.count == 4 && hashes.allSatisfy { $0.count == 40 })
             let unknown = try await http.send(.POST, "/v1/algorithms/sim/Greeter/version", headers: auth, json: ["version_info": ["version_type": "huge"]])
             #expect(unknown.status == 400)
             #expect(((unknown.object["error"] as? [String: Any])?["message"] as? String) == "version_info.version_type must be major, minor or patch")
 
             let versions = try await http.send(.GET, "/v1/algorithms/sim/Greeter/versions", headers: auth)
             let semvers = (versions.object["results"] as? [[String: Any]] ?? []).compactMap { ($0["version_info"] as? [String: Any])?["semantic_version"] as? String }
-            #expect(semvers == ["1.0.0", "0.1.2", "0.1.1", "0.1.0"])
+            #expect(semvers == ["1.1.1", "1.1.0", "1.0.1", "1.0.0", "0.1.2", "0.1.1", "0.1.0"])
 
             let builds = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds", headers: auth)
             let results = builds.object["results"] as? [[String: Any]] ?? []
-            #expect(results.count == 7)
+            #expect(results.count == 10)
             #expect(results.allSatisfy { $0["status"] as? String == "succeeded" })
             let buildID = results.first?["build_id"] as? String ?? ""
             let logs = try await http.send(.GET, "/v1/algorithms/sim/Greeter/builds/\(buildID)/logs", headers: auth)

@@ -98,10 +98,12 @@ struct AlgoRoutes: Sendable {
 
         init(_ query: Parameters) throws {
             if let text = query.get("timeout") {
-                guard let value = Int(text), (1...AlgoRoutes.maxTimeout).contains(value) else {
-                    throw SimError.badRequest("timeout must be a whole number of seconds from 1 to \(AlgoRoutes.maxTimeout)")
+                guard let value = Int(text), (0...AlgoRoutes.maxTimeout).contains(value) else {
+                    throw SimError.badRequest("timeout must be a whole number of seconds from 0 to \(AlgoRoutes.maxTimeout) (0 is the default, \(AlgoRoutes.defaultTimeout))")
                 }
-                timeout = value
+                // 0 is the default, as the gateway reads it (`AlgoOptions.timeout`): the Java
+                // client sends it for a timeout set in minutes or hours.
+                if value > 0 { timeout = value }
             }
             if let text = query.get("stdout") {
                 guard let value = Bool(text.lowercased()) else { throw SimError.badRequest("stdout must be true or false") }
