@@ -111,7 +111,7 @@ import Testing
             let plain = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: auth + textType, text: "HAL")
             #expect((plain.object["metadata"] as? [String: Any])?["stdout"] == nil)
 
-            // `output=default` is the envelope, as no output option is (the R client sends it).
+            // `output=default` is the envelope, as no output option is.
             let named = try await http.send(.POST, "/v1/algo/demo/Hello/0.1.0?output=default", headers: auth + textType, text: "HAL")
             #expect(named.status == 200)
             #expect(named.object["result"] as? String == "Hello HAL")
