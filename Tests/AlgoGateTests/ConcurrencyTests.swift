@@ -36,8 +36,12 @@ import Testing
                     request.headers.add(name: "Content-Type", value: "application/json")
                     request.body = .bytes(ByteBuffer(string: String(sleepMs)))
                     let response = try await client.execute(request, timeout: .seconds(120))
-                    _ = try await response.body.collect(upTo: 1 << 16)
+                    let body = try await response.body.collect(upTo: 1 << 16)
                     answered?.count.withLock { $0 += 1 }
+                    if response.status != .ok {
+                        // What a failure of the caller's check then reads in the test's output.
+                        print("burst: \(response.status.code) \(response.headers.first(name: "X-Request-ID") ?? "-") \(String(buffer: body))")
+                    }
                     return Int(response.status.code)
                 }
             }

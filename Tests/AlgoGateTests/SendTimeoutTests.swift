@@ -31,7 +31,8 @@ import Testing
             #expect(await eventually { h.logs.all.contains { $0.contains("path=\(Self.path)") && $0.contains("cut=client") } })
             // What was queued for it arrives, then the end: cut short.
             try await stalled.startReading()
-            #expect(await stalled.waitForClose(within: .seconds(10)))
+            #expect(await stalled.waitForClose(within: .seconds(10)),
+                    "still open: \(stalled.receivedCount) bytes received, the last \(stalled.lastReceivedAt.map { "\(ContinuousClock.now - $0)" } ?? "never") ago")
             #expect(stalled.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(stalled.text.utf8.count < Self.size)
             // The slot is free: the same download, read, arrives whole.
