@@ -87,6 +87,7 @@ struct GatewayHarness {
         reserveBytes: Int = 1 << 20,
         clientsYAML: String? = nil,
         environment: [String: String] = [:],
+        maintenanceInterval: Duration = .seconds(1),
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -110,7 +111,8 @@ struct GatewayHarness {
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Forwarder.clientConfiguration(loaded))
             let storage = try GatewayStorage.open(loaded.config, reserveBytes: reserveBytes)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
-                                 storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now)
+                                 storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now,
+                                 maintenanceInterval: maintenanceInterval)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), gatewayPort: gatewayPort, sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
             }

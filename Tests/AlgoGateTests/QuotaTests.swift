@@ -396,6 +396,23 @@ import Testing
         }
     }
 
+    /// The report writes the counters down before it reads them: with the once-a-second
+    /// maintenance that otherwise does it slowed to once an hour, a call just made is in it.
+    @Test func theUsageReportHasCallsNotYetWrittenDown() async throws {
+        try await GatewayHarness.run(maintenanceInterval: .seconds(3600)) { h in
+            #expect(try await Self.call(h).status == 200)
+            #expect(await eventually { h.app.ledger.standing(of: "team-b").today.upstreamCalls == 1 })  // counted once the call has ended
+            let usage = try await h.gateway.send(.GET, "/_admin/usage?days=1&client=team-b", headers: simple(Keys.admin))
+            #expect(usage.status == 200)
+            let rows = usage.object["days"] as? [[String: Any]] ?? []
+            #expect(rows.count == 1)
+            let row = rows.first?["usage"] as? [String: Any] ?? [:]
+            #expect(row["requests"] as? Int == 1)
+            #expect(row["upstream_calls"] as? Int == 1)
+            #expect(row["bytes_in"] as? Int == 3)
+        }
+    }
+
     @Test func usageIsAccountedPerClientPerDay() async throws {
         try await GatewayHarness.run { h in
             _ = try await Self.call(h)                                              // miss: upstream call

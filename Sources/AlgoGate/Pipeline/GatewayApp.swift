@@ -65,12 +65,15 @@ public struct GatewayApp: Sendable {
     /// The writer behind `logger`, when it is one: its dropped lines are a metric.
     let logWriter: LogWriter?
     let now: @Sendable () -> Double
+    /// How often `StateMaintenance` writes the counters down (and expires, evicts, backs up).
+    let maintenanceInterval: Duration
 
     public var cache: ResponseCache? { storage.cache }
 
     public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, logWriter: LogWriter? = nil, storage: GatewayStorage,
-                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, maintenanceInterval: Duration = .seconds(1)) {
         self.state = state
+        self.maintenanceInterval = maintenanceInterval
         self.httpClient = httpClient
         self.logger = logger
         self.logWriter = logWriter
@@ -214,7 +217,7 @@ public struct GatewayApp: Sendable {
             configuration: .init(address: .hostname(server.host, port: server.port), serverName: Self.serverName, backlog: server.listenBacklog,
                                  availableConnectionsDelegate: .maximum(server.maxConnections, logger: logger)),
             services: [HTTPClientService(client: httpClient),
-                       StateMaintenance(storage: storage, ledger: ledger, interval: .seconds(1), logger: logger)],
+                       StateMaintenance(storage: storage, ledger: ledger, interval: maintenanceInterval, logger: logger)],
             onServerRunning: onServerRunning,
             logger: logger
         )
