@@ -374,7 +374,7 @@ import Testing
                 let written = { (try? FileManager.default.attributesOfItem(atPath: partial))?[.size] as? Int ?? 0 }
                 while backup.isRunning, written() == 0 { try await Task.sleep(for: .milliseconds(1)) }
                 backup.signal(SIGSTOP)
-                #expect(await eventually(within: .seconds(10)) { !backup.isRunning || Self.isStopped(backup.pid) })
+                #expect(await eventually { !backup.isRunning || Self.isStopped(backup.pid) })
                 if backup.isRunning, written() < needed * 3 / 4 {
                     backup.signal(SIGTERM)
                     backup.signal(SIGCONT)

@@ -92,7 +92,7 @@ import Testing
             #expect(unread.header("Cache-Status") == "algogate; fwd=miss")
             #expect(unread.header("X-Cache") == "MISS")
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 2])
-            #expect(await eventually(within: .seconds(5)) {
+            #expect(await eventually {
                 h.logs.all.contains {
                     $0.hasPrefix("warning request ") && $0.contains("not_read=SQLite error 1: no such table: cache_entry")
                         && $0.contains("not_stored=SQLite error 1: no such table: cache_entry") && $0.contains("status=200")
@@ -142,7 +142,7 @@ import Testing
             }
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 4])
             for reason in ["its gzip bytes do not inflate", "its body has not the SHA-256 stored with it"] {
-                #expect(await eventually(within: .seconds(5)) {
+                #expect(await eventually {
                     h.logs.all.contains("warning a cache entry did not read back as stored, and was deleted: the call went upstream algo=demo/Hello/0.1.0 reason=\(reason)")
                 }, "\(h.logs.all.filter { $0.hasPrefix("warning a cache entry") })")
             }

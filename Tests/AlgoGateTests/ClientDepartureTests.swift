@@ -130,7 +130,7 @@ import Testing
                 try await client.shutdownOutput()
                 try await Task.sleep(for: .milliseconds(100))
                 upstream.release.open()
-                #expect(await client.waitForClose(within: .seconds(10)))
+                #expect(await client.waitForClose(within: .seconds(30)))
                 let responses = RawResponse.parse(client.text)
                 let body = #"{"result":9,"metadata":{"content_type":"json","duration":0.001}}"#
                 #expect(responses.map(\.statusLine) == ["HTTP/1.1 200 OK"])

@@ -23,7 +23,7 @@ import Testing
                 var statuses: [Int] = []
                 // The first write to find the disk full (a cache store, or the counters' write
                 // within the second) gives the reserve's room back.
-                #expect(await eventually(within: .seconds(10)) {
+                #expect(await eventually {
                     calls += 1
                     let reply = try? await Self.call(h, "full-\(calls)")
                     statuses.append(reply?.status ?? 0)
@@ -38,12 +38,12 @@ import Testing
                 #expect(unstored.header("Cache-Status") == "algogate; fwd=miss")
                 #expect(unstored.header("X-Cache") == "MISS")
                 // (The request's line is written once its answer has gone.)
-                #expect(await eventually(within: .seconds(5)) {
+                #expect(await eventually {
                     h.logs.all.contains {
                         $0.hasPrefix("warning request ") && $0.contains("not_stored=the disk holding cache.path is full: the cache stores nothing until it has room")
                     }
                 })
-                #expect(await eventually(within: .seconds(5)) {
+                #expect(await eventually {
                     h.logs.all.contains { $0.hasPrefix("error the disk holding cache.path is full: gave back the 2 MiB held beside it, so usage is still counted; the cache stores nothing until the disk has 4 MiB free reserve=\(reserve)") }
                 })
                 let metrics = try await h.gateway.send(.GET, "/metrics")
@@ -61,8 +61,8 @@ import Testing
 
                 // Room again: the reserve is taken anew, and the cache stores again.
                 try FileManager.default.removeItem(at: filler)
-                #expect(await eventually(within: .seconds(10)) { Self.size(of: reserve) == Self.reserveBytes })
-                #expect(await eventually(within: .seconds(5)) {
+                #expect(await eventually { Self.size(of: reserve) == Self.reserveBytes })
+                #expect(await eventually {
                     h.logs.all.contains { $0.hasPrefix("notice the disk holding cache.path has room again: 2 MiB held beside it anew, and the cache stores again") }
                 })
                 let stored = try await Self.call(h, "after")
@@ -86,7 +86,7 @@ import Testing
                 _ = try Self.fill(disk)
                 var calls = 1
                 var statuses: [Int] = []
-                #expect(await eventually(within: .seconds(10)) {
+                #expect(await eventually {
                     calls += 1
                     statuses.append((try? await Self.call(h, "full-\(calls)"))?.status ?? 0)
                     return !FileManager.default.fileExists(atPath: path + "-reserve")
@@ -119,7 +119,7 @@ import Testing
                 let filler = try Self.fill(disk)
                 var refused: TestHTTP.Reply?
                 var calls = 0
-                #expect(await eventually(within: .seconds(10)) {
+                #expect(await eventually {
                     calls += 1
                     refused = try? await Self.call(h, "full-\(calls)")
                     return refused?.status == 503
@@ -135,7 +135,7 @@ import Testing
                 }, "\(h.logs.all.filter { $0.hasPrefix("error") })")
 
                 try FileManager.default.removeItem(at: filler)
-                #expect(await eventually(within: .seconds(10)) { (try? await Self.call(h, "after"))?.status == 200 })
+                #expect(await eventually { (try? await Self.call(h, "after"))?.status == 200 })
             }
         }
     }

@@ -240,7 +240,7 @@ import Testing
                 + "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                 + Self.rawCall() + "GET /v1/algo has spaces HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             let connection = try await RawConnection.connect(port: h.gatewayPort, sending: segment)
-            #expect(await connection.waitForClose(within: .seconds(10)))
+            #expect(await connection.waitForClose(within: .seconds(30)))
             let answers = RawResponse.parse(connection.text)
             #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
                     "\(connection.text)")
@@ -283,7 +283,7 @@ import Testing
                 #expect(RawResponse.parse(connection.text).count == sent)
                 #expect(RawResponse.parse(connection.text).allSatisfy { $0.headers["x-cache"] == "HIT" && $0.body == "Hello HAL" })
                 #expect(try await Self.fastHits(h) == Double(sent))
-                #expect(await connection.waitForClose(within: .seconds(10)))
+                #expect(await connection.waitForClose(within: .seconds(30)))
             }
         }
     }
@@ -353,7 +353,7 @@ import Testing
             _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
             for (version, extra) in [("HTTP/1.0", ""), ("HTTP/1.1", "Connection: close\r\n")] {
                 let connection = try await RawConnection.connect(port: h.gatewayPort, sending: Self.rawCall(version: version, extra: extra))
-                #expect(await connection.waitForClose(within: .seconds(10)), "\(version) \(extra)")
+                #expect(await connection.waitForClose(within: .seconds(30)), "\(version) \(extra)")
                 let answers = RawResponse.parse(connection.text)
                 #expect(answers.count == 1)
                 #expect(answers.first?.headers["connection"] == "close")

@@ -79,7 +79,7 @@ import Testing
                 // Beta's call is read at once, and goes upstream in the account's free slot (before,
                 // it waited until alpha's queued calls gave up, after the 30 s queue timeout).
                 let beta = call(Keys.teamB, Self.mebibyteInput)
-                #expect(await eventually(within: .seconds(10)) { upstream.holds == 2 }, "beta's call never reached the upstream")
+                #expect(await eventually(within: .seconds(20)) { upstream.holds == 2 }, "beta's call never reached the upstream")
                 upstream.release.open()
                 let betaReply = try await beta.value
                 #expect(betaReply.status == 200)

@@ -12,7 +12,7 @@ import Testing
     /// Sends `request` on a fresh connection and returns the first answer, once the server has closed.
     static func exchange(_ h: GatewayHarness, _ request: String) async throws -> (RawResponse, closed: Bool) {
         let client = try await RawConnection.connect(port: h.gatewayPort, sending: request)
-        let closed = await client.waitForClose(within: .seconds(10))
+        let closed = await client.waitForClose(within: .seconds(30))
         return (try #require(RawResponse.parse(client.text).first), closed)
     }
 
@@ -23,7 +23,7 @@ import Testing
     static func expectRefusedThenHit(_ h: GatewayHarness, _ refused: String, then hit: String, statusLine: String, message: String,
                                      _ label: String) async throws -> [RawResponse] {
         let connection = try await RawConnection.connect(port: h.gatewayPort, sending: refused + hit)
-        #expect(await connection.waitForClose(within: .seconds(10)))
+        #expect(await connection.waitForClose(within: .seconds(30)))
         let answers = RawResponse.parse(connection.text)
         #expect(answers.map(\.statusLine) == [statusLine, "HTTP/1.1 200 OK"], "\(label)")
         #expect(answers.first?.body == #"{"error":{"error_type":"InputError","message":"\#(message)"}}"#)
@@ -218,7 +218,7 @@ import Testing
             ]
             for (hosts, version) in sound {
                 let connection = try await RawConnection.connect(port: h.gatewayPort, sending: call(hosts, version: version, close: true))
-                #expect(await connection.waitForClose(within: .seconds(10)))
+                #expect(await connection.waitForClose(within: .seconds(30)))
                 let answers = RawResponse.parse(connection.text)
                 #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"], "\(hosts) HTTP/\(version)")
                 #expect(answers.first?.headers["x-cache"] == "HIT")
@@ -226,11 +226,11 @@ import Testing
             // Health probes are answered whatever their Host.
             for probe in ["/healthz", "/readyz"] {
                 let connection = try await RawConnection.connect(port: h.gatewayPort, sending: "GET \(probe) HTTP/1.1\r\nConnection: close\r\n\r\n")
-                #expect(await connection.waitForClose(within: .seconds(10)))
+                #expect(await connection.waitForClose(within: .seconds(30)))
                 #expect(RawResponse.parse(connection.text).map(\.statusLine) == ["HTTP/1.1 200 OK"], "\(probe)")
             }
             let metrics = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
-            #expect(await metrics.waitForClose(within: .seconds(10)))
+            #expect(await metrics.waitForClose(within: .seconds(30)))
             #expect(RawResponse.parse(metrics.text).map(\.statusLine) == ["HTTP/1.1 400 Bad Request"])
             // Nothing refused reached the upstream; the refusal is logged at info with its reason.
             #expect(h.simulator.stats.snapshot.totalRequests == 1)
@@ -242,7 +242,7 @@ import Testing
     @Test func aRequestAfterAGoodOneOnTheSameConnectionIsAnsweredInOrder() async throws {
         try await GatewayHarness.run { h in
             let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(await client.waitForClose(within: .seconds(10)))
+            #expect(await client.waitForClose(within: .seconds(30)))
             let answers = RawResponse.parse(client.text)
             #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])
             #expect(answers.last?.body == #"{"error":{"error_type":"InputError","message":"\#(Self.requestLine)"}}"#)

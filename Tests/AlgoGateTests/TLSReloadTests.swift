@@ -139,7 +139,7 @@ extension TLSReloadTests {
             try await GatewayHarness.run(serverYAML: "tls: {cert_file: \"\(certificate.certPath)\", key_file: \"\(certificate.keyPath)\"}") { h in
                 let plain = try await RawConnection.connect(port: h.gatewayPort, sending:
                     "GET /_gateway/me HTTP/1.1\r\nHost: gateway\r\nAuthorization: Simple \(Keys.teamA)\r\n\r\n")
-                #expect(await plain.waitForClose(within: .seconds(10)), "the connection stayed open")
+                #expect(await plain.waitForClose(within: .seconds(30)), "the connection stayed open")
                 let answer = try #require(RawResponse.parse(plain.text).first, "no answer: \(plain.text.debugDescription)")
                 #expect(answer.statusLine == "HTTP/1.1 400 Bad Request")
                 #expect(answer.body == #"{"error":{"error_type":"InputError","message":"this port serves HTTPS: the request came in plain HTTP; use https:// in the client's address (ALGORITHMIA_API)"}}"#)
