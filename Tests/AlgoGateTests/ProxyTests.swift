@@ -12,7 +12,8 @@ import Testing
 
     /// `connectTimeout`: how long a refused tunnel is retried before the call's 502. The proxy's
     /// refusal must come within it to be the one reported (else the call's 502 says the upstream
-    /// is unreachable): 3 s leaves a loaded machine time. A tunnel that opens has the default.
+    /// is unreachable): 3 s leaves a loaded machine time. A tunnel that opens gets 30 s: a
+    /// whole-suite run beside two CPU hogs once took longer than the default 5 s to open one.
     /// `connectTimeout` covers the connect to the proxy and its tunnel: 6 s, since under a load
     /// of several times the machine a 3 s one ran out before the in-test proxy had answered.
     static func upstreamYAML(proxyPort: Int, auth: Bool = true, connectTimeout: Int = 6) -> String {
@@ -25,7 +26,7 @@ import Testing
 
     @Test func upstreamCallsGoThroughTheProxysTunnelWithItsCredentials() async throws {
         let proxy = try await TunnelProxy.start(requiring: Self.basic)
-        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: proxy.port, connectTimeout: 5),
+        try await GatewayHarness.run(upstreamYAML: Self.upstreamYAML(proxyPort: proxy.port, connectTimeout: 30),
                                      environment: ["TEST_PROXY_AUTH": Self.credentials]) { h in
             let first = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "proxy")
             #expect(first.status == 200, "\(first.text)")

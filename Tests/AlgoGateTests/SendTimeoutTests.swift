@@ -75,6 +75,7 @@ import Testing
                         return
                     }
                     cutAfterStalls.append(longestPause)
+                    print("send timeout: attempt \(attempt) cut after \(received) bytes, the reader having paused \(longestPause); made again")
                     continue
                 }
                 #expect(received == Self.size)
