@@ -79,14 +79,20 @@ public final class RawConnection: Sendable {
         try await channel.writeAndFlush(channel.allocator.buffer(string: text)).get()
     }
 
-    /// Reads from now on (after `connect(reading: false)`).
+    /// Reads from now on (after `connect(reading: false)`), with a receive buffer of the usual
+    /// size again: through the small one, what a server has queued for a slow client comes 4 KiB
+    /// a round trip (12 MB in about 0.17 s alone, against 0.065 s; in a loaded whole-suite run,
+    /// not within 30 s).
     public func startReading() async throws {
+        try await channel.setOption(.socketOption(.so_rcvbuf), value: 1 << 20).get()
         try await channel.setOption(.autoRead, value: true).get()
         channel.read()
     }
 
     /// Everything received so far, as text.
-    public var text: String { String(decoding: box.bytes.withLock { $0 }, as: UTF8.self) }
+    /// (Decoded under the lock: a copy of the array taken out would make every append meanwhile
+    /// copy all the bytes received, megabytes, on the connection's event loop.)
+    public var text: String { box.bytes.withLock { String(decoding: $0, as: UTF8.self) } }
 
     /// How many bytes have been received so far: cheap to poll, where `text` copies them all.
     public var receivedCount: Int { box.bytes.withLock { $0.count } }
