@@ -79,8 +79,9 @@ import Testing
             #expect(await slow.waitForClose(within: .seconds(30)))
             let held = try #require(slow.closedAt) - slow.openedAt
             // Closed while bytes were still arriving (the whole head takes over 20 s to send),
-            // within the 2 s idle timeout and the loaded machine's slack.
-            #expect(held < .seconds(8), "\(held)")
+            // within the 2 s idle timeout and the loaded machine's slack (8.4 s once, beside
+            // five CPU hogs).
+            #expect(held < .seconds(15), "\(held)")
             #expect(slow.text.isEmpty)
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
         }
@@ -98,9 +99,13 @@ import Testing
             // read together, 78 µs apart. A close that came with its answer comes well within
             // the idle timeout of the request; one that came after it is that stall, and the
             // call is made again.
+            // A machine stalled for the idle timeout before the gateway read the request closes
+            // the connection unanswered, as it should: that attempt is made again too.
             for attempt in 1...3 {
                 let client = try await RawConnection.connect(port: h.gatewayPort, sending: "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                #expect(await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) })
+                _ = await eventually { client.text.hasSuffix(#"{"status":"ok"}"#) || client.closedAt != nil }
+                if attempt < 3, client.receivedCount == 0, let closed = client.closedAt, closed - client.openedAt >= .seconds(2) { continue }
+                #expect(client.text.hasSuffix(#"{"status":"ok"}"#))
                 #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
                 #expect(await client.waitForClose(within: .seconds(30)))
                 let answered = try #require(client.lastReceivedAt), closed = try #require(client.closedAt)
@@ -116,7 +121,7 @@ import Testing
     @Test func anAnswerTakingLongerThanTheIdleTimeoutIsNotCut() async throws {
         try await GatewayHarness.run(serverYAML: Self.twoSeconds, upstreamYAML: Self.noQueue) { h in
             let body = "3500"  // the simulator's test/Sleep runs this many milliseconds
-            let client = try await RawConnection.connect(port: h.gatewayPort, sending: """
+            let call = """
                 POST /v1/algo/test/Sleep/1.0.0 HTTP/1.1\r
                 Host: 127.0.0.1\r
                 Authorization: Simple \(Keys.teamB)\r
@@ -124,8 +129,17 @@ import Testing
                 Content-Length: \(body.utf8.count)\r
                 \r
                 \(body)
-                """)
-            #expect(await eventually(within: .seconds(20)) { client.text.contains(#""result""#) })
+                """
+            // A machine stalled for the idle timeout before the gateway read the request closes
+            // the connection unanswered, as it should; the call then never reached the upstream,
+            // and is made again. A call that reached it and was cut is the failure.
+            var client = try await RawConnection.connect(port: h.gatewayPort, sending: call)
+            for _ in 1..<3 {
+                _ = await eventually { client.text.contains(#""result""#) || client.closedAt != nil }
+                guard client.receivedCount == 0, client.closedAt != nil, h.simulator.stats.snapshot.algoCalls["test/Sleep"] == nil else { break }
+                client = try await RawConnection.connect(port: h.gatewayPort, sending: call)
+            }
+            #expect(await eventually { client.text.contains(#""result""#) })
             #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(!client.text.contains("error"))
             let answered = ContinuousClock.now
