@@ -85,11 +85,11 @@ import Testing
     /// for ever: the connection is closed (nginx's `lingering_time`). Bytes keep arriving, so the
     /// idle timeout alone would never close it. The bound is the connection's latest upload's: one
     /// before it on the same connection, answered early too and then sent whole, leaves none behind.
-    /// (5 s: the first upload's rest must arrive within it, however late a loaded machine lets the
-    /// test see the first answer.)
+    /// (10 s: the first upload's rest must arrive within it, however late a loaded machine lets
+    /// the test see the first answer; 5 s was too short in a whole-suite run beside five CPU hogs.)
     @Test func theRestOfAnEarlyAnsweredUploadIsReadForAtMostTheIdleTimeout() async throws {
         let h = try await ProcessHarness {
-            ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, server: "idle_timeout_seconds: 5", upstream: "queue_timeout_seconds: 0")
+            ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2, server: "idle_timeout_seconds: 10", upstream: "queue_timeout_seconds: 0")
         }
         defer { h.stop() }
         let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/missing/e.txt", length: 1_000) + "abc")
@@ -99,14 +99,14 @@ import Testing
         #expect(RawResponse.parse(client.text).map(\.statusLine) == ["HTTP/1.1 404 Not Found", "HTTP/1.1 404 Not Found"])
         let answered = ContinuousClock.now
         var sent = 3
-        while client.closedAt == nil, ContinuousClock.now - answered < .seconds(20) {
+        while client.closedAt == nil, ContinuousClock.now - answered < .seconds(30) {
             try? await client.send("x")
             sent += 1
             try await Task.sleep(for: .milliseconds(250))
         }
         // (Without the bound it stays open as long as bytes come. No lower bound is asserted: on a
         // loaded machine the test may notice the answer late.)
-        #expect(client.closedAt != nil, "still open 20 s after the answer")
+        #expect(client.closedAt != nil, "still open 30 s after the answer")
         #expect(sent < 100_000, "the body had ended")
         #expect(RawResponse.parse(client.text).count == 2)
         // The gateway goes on serving.
