@@ -65,7 +65,8 @@ public struct GatewayApp: Sendable {
     /// The writer behind `logger`, when it is one: its dropped lines are a metric.
     let logWriter: LogWriter?
     let now: @Sendable () -> Double
-    /// How often `StateMaintenance` writes the counters down (and expires, evicts, backs up).
+    /// How often `StateMaintenance` runs: usage counters and the cache's access times written
+    /// down, expired entries out, evictions, the disk's reserve retaken (1 s; tests slow it).
     let maintenanceInterval: Duration
 
     public var cache: ResponseCache? { storage.cache }
