@@ -45,10 +45,10 @@ import Testing
 
     @Test func aClientReadingSlowlyForLongerThanTheSendTimeoutIsNotCut() async throws {
         // 2 s: a loaded machine has left this test's reader unscheduled for over a second, which
-        // a 1 s timeout took for a client that had stopped reading. A whole-suite run once left
-        // it so for about the whole timeout, and the gateway, rightly, cut it: an attempt whose
-        // reader paused 1.5 s or more between two parts, or before the first, says nothing of
-        // the gateway, and is made again.
+        // a 1 s timeout took for a client that had stopped reading. A reader left so for about
+        // the whole timeout is, rightly, cut (a whole-suite run once cut this one, for a reason
+        // not recorded then): an attempt whose reader paused 1.5 s or more between two parts, or
+        // before the first, says nothing of the gateway, and is made again.
         try await GatewayHarness.run(serverYAML: "send_timeout_seconds: 2") { h in
             try await Self.upload(h)
             var cutAfterStalls: [Duration] = []
