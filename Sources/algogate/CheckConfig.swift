@@ -7,7 +7,7 @@ import Foundation
 struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
-        abstract: "Validate a configuration file and exit 0 when it is good, 1 naming the bad field.",
+        abstract: "Validate a configuration file and exit 0 when it is good, 1 naming every bad field.",
         discussion: "Also checks that the upstream key is readable (at least 16 characters, given without 'Simple ') and that cache.path is a SQLite file this user can read and write, or can be created, names the proxy variables of the environment (HTTPS_PROXY and the like) that would apply to the upstream but are not read (upstream.proxy decides), names clients with the algo scope but no data_prefixes when others have them (an algorithm they call can reach every path), names data prefixes that read otherwise than written (a '..' segment, a repeated slash or a backslash is folded), and names settings that cannot take effect (a max_concurrent above upstream.max_concurrency, a limits.max_buffered_bytes under twice max_request_bytes with several clients, cache.rules with the cache off, a cache.max_bytes too small for any answer), a cache.max_bytes larger than the disk holding cache.path can give the cache, and a cache.path on a network or FUSE filesystem (NFS, Amazon EFS, SMB, CephFS), where SQLite's locks do not hold across machines. Prints the key rotations under way and the upstream slots clients reserve (reserved_concurrent). Nothing is created or changed."
     )
 

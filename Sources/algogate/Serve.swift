@@ -148,9 +148,18 @@ func loadOrExit(path: String, environment: [String: String] = ProcessInfo.proces
     do {
         return try ConfigLoader.load(path: path, environment: environment)
     } catch let error as ConfigError {
-        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
+        reportInvalid(path: path, error)
         throw ExitCode(1)
     }
+}
+
+/// Says on standard error why the configuration at `path` was refused: one problem on the line,
+/// several a line each, so that one run names every mistake.
+func reportInvalid(path: String, _ error: ConfigError) {
+    let text = error.others.isEmpty
+        ? "algogate: invalid configuration \(path): \(error)\n"
+        : "algogate: invalid configuration \(path): \(error.problems.count) problems:\n" + error.problems.map { "  \($0.line)\n" }.joined()
+    FileHandle.standardError.write(Data(text.utf8))
 }
 
 /// The validated configuration without the upstream key (operator commands that only open the
@@ -159,7 +168,7 @@ func loadWithoutKeyOrExit(path: String) throws -> GatewayConfig {
     do {
         return try ConfigLoader.loadWithoutKey(path: path)
     } catch let error as ConfigError {
-        FileHandle.standardError.write(Data("algogate: invalid configuration \(path): \(error)\n".utf8))
+        reportInvalid(path: path, error)
         throw ExitCode(1)
     }
 }

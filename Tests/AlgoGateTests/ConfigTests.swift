@@ -62,13 +62,15 @@ import Testing
             (Self.yaml("upstream_typo: 1\n" + client), "upstream_typo: unknown field", Self.env),
             (Self.yaml("limits: {max_request_byte: 5}\n" + client), "limits.max_request_byte: unknown field; did you mean max_request_bytes?", Self.env),
             // Unknown fields are refused naming the one likely meant, where one is close.
-            ("upstream: {url: 'http://x', key_env: UP_KEY, max_concurency: 8}\n" + client, "upstream.max_concurency: unknown field; did you mean max_concurrency?", Self.env),
-            ("upstream: {url: 'http://x', key_env: UP_KEY, maxConcurrency: 8}\n" + client, "upstream.maxConcurrency: unknown field; did you mean max_concurrency?", Self.env),
-            ("upstream: {url: 'http://x', key_env: UP_KEY, timeout: 60}\n" + client, "upstream.timeout: unknown field; did you mean timeout_seconds?", Self.env),
-            ("upstream: {url: 'http://x', key: upstream-key-0123}\n" + client, "upstream.key: unknown field; did you mean key_env or key_file?", Self.env),
+            ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, max_concurency: 8}\n" + client, "upstream.max_concurency: unknown field; did you mean max_concurrency?", Self.env),
+            ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, maxConcurrency: 8}\n" + client, "upstream.maxConcurrency: unknown field; did you mean max_concurrency?", Self.env),
+            ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, timeout: 60}\n" + client, "upstream.timeout: unknown field; did you mean timeout_seconds?", Self.env),
+            // Beside what an unknown field leaves missing.
+            ("upstream: {url: 'http://127.0.0.1', key: upstream-key-0123}\n" + client,
+             "2 problems: upstream.key: unknown field; did you mean key_env or key_file?; upstream: set exactly one of key_env and key_file", Self.env),
             (Self.yaml("cache: {ttl: 60}\n" + client), "cache.ttl: unknown field; did you mean ttl_seconds?", Self.env),
-            (Self.yaml("clients: [{name: a, key: plain-key, scopes: [algo]}]"), "clients[0].key: unknown field; did you mean key_sha256?", Self.env),
-            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scope: [algo]}]"), "clients[0].scope: unknown field; did you mean scopes?", Self.env),
+            (Self.yaml("clients: [{name: a, key: plain-key, scopes: [algo]}]"), "2 problems: clients[0].key: unknown field; did you mean key_sha256?; clients[0].key_sha256: required field is missing", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scope: [algo]}]"), "2 problems: clients[0].scope: unknown field; did you mean scopes?; clients[0].scopes: required field is missing", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], data-prefixes: [\"data://.my/a/\"]}]"),
              "clients[0].data-prefixes: unknown field; did you mean data_prefixes?", Self.env),
             (Self.yaml("server: {port: eighty}\n" + client), "server.port: expected a whole number", Self.env),
@@ -135,7 +137,7 @@ import Testing
             (Self.yaml("server: {sidle_timeout_seconds: 5}\n" + client), "server.sidle_timeout_seconds: unknown field; did you mean idle_timeout_seconds?", Self.env),
             (Self.yaml("server: {idle-timeout: 5}\n" + client), "server.idle-timeout: unknown field; did you mean idle_timeout_seconds?", Self.env),
             (Self.yaml("server: {foo: 5}\n" + client), "server.foo: unknown field", Self.env),
-            ("upstream: {url: 'http://x', key_env: UP_KEY, key_file: /k}\n" + client, "upstream: set exactly one of key_env and key_file", Self.env),
+            ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, key_file: /k}\n" + client, "upstream: set exactly one of key_env and key_file", Self.env),
             (Self.yaml("upstream_timeout: 1\n" + client).replacingOccurrences(of: "upstream_timeout: 1\n", with: "quota: {requests_per_minute: 0}\n"), "quota.requests_per_minute: must be positive", Self.env),
             (Self.yaml("clients: [{name: admin, key_sha256: \"\(Self.hashA)\", scopes: [algo]}]"),
              "clients[0].name: 'admin' names the operator (the admin key) in logs, metrics, usage and quotas; choose another name", Self.env),
@@ -153,6 +155,72 @@ import Testing
         for (yaml, expected, environment) in cases {
             #expect(Self.refusal(yaml, environment: environment)?.description == expected, "\(expected)")
         }
+    }
+
+    /// A file with several mistakes is refused naming every one, in the order found (unknown
+    /// fields as decoding meets them, then the values, then the files and variables it names), so
+    /// an operator mends them in one go. A field keeps its first problem only, and a bound
+    /// measured against a value already refused is not checked.
+    @Test func everyMistakeIsNamedAtOnce() throws {
+        let yaml = """
+            server: {port: 70000, idel_timeout_seconds: 5, public_url: "ftp://algogate.example.com/base"}
+            upstream:
+              url: http://127.0.0.1:9000
+              key_env: UP_KEY
+              queue_timeout_seconds: 5000
+              max_concurrency: 0
+              circuit_breaker: {open_seconds: 0, max_open_seconds: 5}
+            cache: {rules: [{algo: demo}], colour: blue}
+            clients:
+              - {name: a, key_sha256: "ABC", scopes: [algo], quota: {reserved_concurrent: 90}}
+              - {name: "team/b", key_sha256: "\(Self.hashB)", scopes: [algo], quota: {requests_per_minute: 0}}
+            """
+        let refusal = try #require(Self.refusal(yaml, environment: [:]))
+        let expected = [
+            "server.idel_timeout_seconds: unknown field; did you mean idle_timeout_seconds?",
+            "cache.colour: unknown field",
+            "server.port: must be from 0 to 65535",
+            // Its second problem (a path) is not named.
+            "server.public_url: must be an http:// or https:// URL with a host",
+            // Nor is the idle timeout measured against the refused queue timeout, the maximum open
+            // time against the refused open time, nor the reservation against the refused slots.
+            "upstream.max_concurrency: must be from 1 to 10000",
+            "upstream.queue_timeout_seconds: must be from 0 to 3600",
+            "upstream.circuit_breaker.open_seconds: must be from 1 to 3600",
+            "cache.rules[0].algo: use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)",
+            "clients[0].key_sha256: must be 64 lowercase hex digits (sha256sum of the key)",
+            "clients[1].name: use letters, digits, '-', '_' and '.'",
+            "clients[1].quota.requests_per_minute: must be positive",
+            "upstream.key_env: environment variable UP_KEY is not set",
+        ]
+        #expect(refusal.problems.map(\.line) == expected)
+        #expect(refusal.line == expected[0] && refusal.others.count == expected.count - 1)
+        // On one line, for a log.
+        #expect(refusal.description == "\(expected.count) problems: " + expected.joined(separator: "; "))
+
+        // Unknown fields met before a value that stops decoding are named with it.
+        #expect(Self.refusal(Self.yaml("server: {colour: red, port: eighty}\nclients: []"))?.problems.map(\.line)
+                == ["server.colour: unknown field", "server.port: expected a whole number"])
+        // The files a configuration names are read even when its values are wrong, and the key's
+        // file is named beside the TLS files; those found unreadable are not read again.
+        let files = """
+            server: {port: -1, tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}}
+            upstream: {url: "http://127.0.0.1:9000", key_file: /nonexistent/upstream.key}
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """
+        #expect(Self.refusal(files)?.problems.map(\.line) == [
+            "server.port: must be from 0 to 65535",
+            "server.tls.cert_file: cannot read /nonexistent/cert.pem",
+            "server.tls.key_file: cannot read /nonexistent/key.pem",
+            "upstream.key_file: cannot read /nonexistent/upstream.key",
+        ])
+        // One client's reservation too large for the slots is named, not the sum it makes.
+        #expect(Self.refusal("""
+            upstream: {url: "http://127.0.0.1:9000", key_env: UP_KEY, max_concurrency: 4}
+            clients:
+              - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo], quota: {reserved_concurrent: 1}}
+              - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo], quota: {reserved_concurrent: 4}}
+            """)?.problems.map(\.line) == ["clients[1].quota.reserved_concurrent: 4 slots for client 'b' alone would leave none of upstream.max_concurrency's 4 slots for the others"])
     }
 
     /// A reservation in the top-level quota applies to every client that does not set its own
@@ -516,7 +584,20 @@ import Testing
             #expect(ok.log.contains("configuration OK"))
             let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(refused.termination == .exited(1))
-            #expect(refused.log.contains("clients[0].extra: unknown field"))
+            #expect(refused.log == "algogate: invalid configuration \(bad.path): clients[0].extra: unknown field\n")
+            // Several mistakes: a line each, all in one run.
+            let worse = directory.appendingPathComponent("worse.yaml")
+            try Self.yaml("server: {port: 70000}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]")
+                .write(to: worse, atomically: true, encoding: .utf8)
+            let refusedAll = try await ChildProcess.run(arguments: ["check-config", "--config", worse.path], environment: [:])
+            #expect(refusedAll.termination == .exited(1))
+            #expect(refusedAll.log == """
+                algogate: invalid configuration \(worse.path): 3 problems:
+                  clients[0].extra: unknown field
+                  server.port: must be from 0 to 65535
+                  upstream.key_env: environment variable UP_KEY is not set
+
+                """)
 
             // Through a proxy: named, its credentials not.
             let proxied = directory.appendingPathComponent("proxied.yaml")

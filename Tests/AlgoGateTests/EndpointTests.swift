@@ -109,7 +109,7 @@ import Testing
             try ConfigLoader.load(yaml: """
                 server: {metrics_access: admin}
                 upstream: {url: "http://127.0.0.1:9000", key_env: K}
-                clients: []
+                clients: [{name: a, key_sha256: "\(String(repeating: "a", count: 64))", scopes: [algo]}]
                 """, environment: ["K": "upstream-key-0123"])
         }
         #expect(refused?.description == "server.metrics_access: 'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")

@@ -43,12 +43,30 @@ public enum ConfigLoader {
         return try load(yaml: text, environment: environment, slotsInForce: slotsInForce)
     }
 
+    /// Refuses a configuration with every problem found (`ConfigError.others`), not only the
+    /// first: its unknown fields, its invalid values, and the key, proxy credentials and TLS files
+    /// it names that cannot be read.
     public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil) throws -> Loaded {
-        let config = try decode(yaml: yaml)
-        try validate(config, slotsInForce: slotsInForce)
-        return Loaded(config: config, upstreamKey: try upstreamKey(config.upstream, environment: environment),
-                      proxyAuth: try proxyCredentials(config.upstream.proxy, environment: environment),
-                      tls: try config.server.tls.map(TLSCredentials.read))
+        let (config, unknownFields) = try decodeNamingUnknownFields(yaml: yaml)
+        var problems = unknownFields + Self.problems(config, slotsInForce: slotsInForce)
+        func attempt<T>(_ read: () throws -> T) throws -> T? {
+            do {
+                return try read()
+            } catch let problem as ConfigError {
+                problems.append(problem)
+                return nil
+            }
+        }
+        // Without exactly one of key_env and key_file there is no key to read, and that is said already.
+        let key = (config.upstream.keyEnv == nil) == (config.upstream.keyFile == nil)
+            ? nil : try attempt { try upstreamKey(config.upstream, environment: environment) }
+        let proxyAuth = try attempt { try proxyCredentials(config.upstream.proxy, environment: environment) } ?? nil
+        // Files already found unreadable are not read again.
+        let tls = problems.contains(where: { $0.field.hasPrefix("server.tls.") })
+            ? nil : try attempt { try config.server.tls.map(TLSCredentials.read) } ?? nil
+        if let refusal = ConfigError(problems: problems) { throw refusal }
+        guard let key else { throw ConfigError(field: "upstream", message: "set exactly one of key_env and key_file") }
+        return Loaded(config: config, upstreamKey: key, proxyAuth: proxyAuth, tls: tls)
     }
 
     /// The validated configuration without its upstream key: for operator commands (cache stats,
@@ -60,144 +78,160 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
         }
-        let config = try decode(yaml: text)
-        try validate(config)
+        let (config, unknownFields) = try decodeNamingUnknownFields(yaml: text)
+        if let refusal = ConfigError(problems: unknownFields + problems(config)) { throw refusal }
         return config
     }
 
-    static func decode(yaml: String) throws -> GatewayConfig {
+    /// The configuration and its unknown fields, all of them; a file that cannot be decoded at all
+    /// (not YAML, a value of the wrong type, a required field missing) is refused with the
+    /// unknown fields met before that.
+    static func decodeNamingUnknownFields(yaml: String) throws -> (GatewayConfig, [ConfigError]) {
+        let unknownFields = UnknownFields()
+        let failure: ConfigError
         do {
-            return try YAMLDecoder().decode(GatewayConfig.self, from: yaml)
+            return (try YAMLDecoder().decode(GatewayConfig.self, from: yaml, userInfo: [UnknownFields.key: unknownFields]), unknownFields.found)
         } catch let error as DecodingError {
-            throw ConfigError.from(error)
+            failure = ConfigError.from(error)
         } catch let error as ConfigError {
-            throw error
+            failure = error
         } catch let error as YamlError {
-            throw ConfigError.from(error)
+            failure = ConfigError.from(error)
         } catch {
-            throw ConfigError(field: "", message: "not valid YAML: \(error)")
+            failure = ConfigError(field: "", message: "not valid YAML: \(error)")
         }
+        throw ConfigError(problems: unknownFields.found + [failure]) ?? failure
     }
 
-    /// Checks what Codable cannot: ranges, formats, uniqueness, consistency.
-    static func validate(_ config: GatewayConfig, slotsInForce: Int? = nil) throws {
-        func require(_ condition: Bool, _ field: String, _ message: String) throws {
-            if !condition { throw ConfigError(field: field, message: message) }
+    /// What Codable cannot check (ranges, formats, uniqueness, consistency), in the order checked. A check that would only repeat an
+    /// earlier problem in other words (a bound measured against a value already refused) is
+    /// skipped.
+    static func problems(_ config: GatewayConfig, slotsInForce: Int? = nil) -> [ConfigError] {
+        var problems: [ConfigError] = []
+        /// Whether `condition` holds; when not, `field`'s problem is written down.
+        @discardableResult
+        func require(_ condition: Bool, _ field: String, _ message: String) -> Bool {
+            if !condition { problems.append(ConfigError(field: field, message: message)) }
+            return condition
         }
-        try require((0...65535).contains(config.server.port), "server.port", "must be from 0 to 65535")
-        try require(!config.server.host.isEmpty, "server.host", "must not be empty")
-        try require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
-        try require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
-        try require((1...3600).contains(config.server.sendTimeoutSeconds), "server.send_timeout_seconds", "must be from 1 to 3600")
-        try require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
-        try require((1...65_535).contains(config.server.listenBacklog), "server.listen_backlog", "must be from 1 to 65535")
-        try require(config.server.metricsAccess == .open || config.admin != nil, "server.metrics_access",
+        require((0...65535).contains(config.server.port), "server.port", "must be from 0 to 65535")
+        require(!config.server.host.isEmpty, "server.host", "must not be empty")
+        require((0...3600).contains(config.server.drainTimeoutSeconds), "server.drain_timeout_seconds", "must be from 0 to 3600")
+        require((1...3600).contains(config.server.idleTimeoutSeconds), "server.idle_timeout_seconds", "must be from 1 to 3600")
+        require((1...3600).contains(config.server.sendTimeoutSeconds), "server.send_timeout_seconds", "must be from 1 to 3600")
+        require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
+        require((1...65_535).contains(config.server.listenBacklog), "server.listen_backlog", "must be from 1 to 65535")
+        require(config.server.metricsAccess == .open || config.admin != nil, "server.metrics_access",
                     "'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
         if let publicURL = config.server.publicURL {
             let url = URL(string: publicURL)
-            try require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host.map(LinkRewriter.isPlainHost) == true } ?? false,
+            require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host.map(LinkRewriter.isPlainHost) == true } ?? false,
                         "server.public_url", "must be an http:// or https:// URL with a host")
-            try require(url.map { $0.path.isEmpty && $0.query == nil && $0.fragment == nil && $0.user == nil } ?? false,
+            require(url.map { $0.path.isEmpty && $0.query == nil && $0.fragment == nil && $0.user == nil } ?? false,
                         "server.public_url", "must be an origin only (scheme, host, optional port), with no path, query or credentials")
         }
         if let tls = config.server.tls {
-            try require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
-            try require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
+            require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
+            require(FileManager.default.isReadableFile(atPath: tls.keyFile), "server.tls.key_file", "cannot read \(tls.keyFile)")
         }
         if let caFile = config.upstream.caFile {
-            try require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")
+            require(FileManager.default.isReadableFile(atPath: caFile), "upstream.ca_file", "cannot read \(caFile)")
             // Unchecked, a file that is not PEM would fail every upstream call, as a certificate not verified.
-            try require(!((try? NIOSSLCertificate.fromPEMFile(caFile)) ?? []).isEmpty, "upstream.ca_file", "\(caFile) holds no PEM certificate")
+            require(!((try? NIOSSLCertificate.fromPEMFile(caFile)) ?? []).isEmpty, "upstream.ca_file", "\(caFile) holds no PEM certificate")
         }
 
         let upstream = config.upstream
         let url = URL(string: upstream.url)
-        try require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false,
+        require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false,
                     "upstream.url", "must be an http:// or https:// URL with a host")
-        try require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
+        require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
         // Credentials in it would be printed wherever the URL is (check-config, the start-up and
         // reload lines); the upstream is authenticated by the server-held key alone.
-        try require(url.map { $0.user == nil && $0.password == nil } ?? true, "upstream.url",
+        require(url.map { $0.user == nil && $0.password == nil } ?? true, "upstream.url",
                     "must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file")
-        try require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
+        require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
         if let url, url.scheme?.lowercased() == "http", let host = url.host, !Self.isLoopback(host) {
-            try require(upstream.allowPlainHTTP, "upstream.url",
+            require(upstream.allowPlainHTTP, "upstream.url",
                         "plain http would send the server-held key unencrypted to \(host); use https://, or set upstream.allow_plain_http: true on a network you trust")
         }
         if let proxy = upstream.proxy {
             // The URL is not quoted back: it may hold credentials, the one mistake refused here.
             let proxyURL = URL(string: proxy.url)
-            try require(proxyURL.map { $0.user == nil && $0.password == nil } ?? true, "upstream.proxy.url",
+            require(proxyURL.map { $0.user == nil && $0.password == nil } ?? true, "upstream.proxy.url",
                         "must not hold credentials: put user:password in the variable named by upstream.proxy.auth_env")
-            try require(proxyURL.map { $0.scheme?.lowercased() == "http" && proxy.endpoint != nil } ?? false, "upstream.proxy.url",
+            require(proxyURL.map { $0.scheme?.lowercased() == "http" && proxy.endpoint != nil } ?? false, "upstream.proxy.url",
                         "must be an http:// URL with a host (the gateway speaks plain HTTP to the proxy and tunnels through it)")
-            try require(proxyURL.map { ["", "/"].contains($0.path) && $0.query == nil && $0.fragment == nil } ?? false,
+            require(proxyURL.map { ["", "/"].contains($0.path) && $0.query == nil && $0.fragment == nil } ?? false,
                         "upstream.proxy.url", "must be the proxy's origin only (scheme, host, optional port), with no path or query")
-            try require(proxy.endpoint.map { (1...65535).contains($0.port) } ?? false, "upstream.proxy.url", "port must be from 1 to 65535")
+            require(proxy.endpoint.map { (1...65535).contains($0.port) } ?? false, "upstream.proxy.url", "port must be from 1 to 65535")
             // Through a proxy even a loopback upstream's traffic, key included, passes the proxy.
             if url?.scheme?.lowercased() == "http" {
-                try require(upstream.allowPlainHTTP, "upstream.url",
+                require(upstream.allowPlainHTTP, "upstream.url",
                             "plain http through upstream.proxy would send the server-held key unencrypted through the proxy; use https://, or set upstream.allow_plain_http: true on a network you trust")
             }
         }
-        try require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
-        try require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
-        try require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
-        try require((1...3600).contains(upstream.idleConnectionSeconds), "upstream.idle_connection_seconds", "must be from 1 to 3600")
-        try require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
-        try require((0...1000).contains(upstream.circuitBreaker.failures), "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000")
-        try require((1...3600).contains(upstream.circuitBreaker.openSeconds), "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")
-        try require((upstream.circuitBreaker.openSeconds...86_400).contains(upstream.circuitBreaker.maxOpenSeconds), "upstream.circuit_breaker.max_open_seconds",
+        let maxConcurrencyValid = require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
+        require((1...3000).contains(upstream.timeoutSeconds), "upstream.timeout_seconds", "must be from 1 to 3000 (Algorithmia's maximum)")
+        require((1...300).contains(upstream.connectTimeoutSeconds), "upstream.connect_timeout_seconds", "must be from 1 to 300")
+        require((1...3600).contains(upstream.idleConnectionSeconds), "upstream.idle_connection_seconds", "must be from 1 to 3600")
+        let queueTimeoutValid = require((0...3600).contains(upstream.queueTimeoutSeconds), "upstream.queue_timeout_seconds", "must be from 0 to 3600")
+        require((0...1000).contains(upstream.circuitBreaker.failures), "upstream.circuit_breaker.failures", "must be from 0 (off) to 1000")
+        let openSecondsValid = require((1...3600).contains(upstream.circuitBreaker.openSeconds), "upstream.circuit_breaker.open_seconds", "must be from 1 to 3600")
+        if openSecondsValid {
+            require((upstream.circuitBreaker.openSeconds...86_400).contains(upstream.circuitBreaker.maxOpenSeconds), "upstream.circuit_breaker.max_open_seconds",
                     "must be from open_seconds (\(upstream.circuitBreaker.openSeconds)) to 86400")
+        }
         // A streamed upload waiting for an upstream slot reads nothing meanwhile: the idle timeout
         // would cut it before its wait could end.
-        try require(config.server.idleTimeoutSeconds > upstream.queueTimeoutSeconds, "server.idle_timeout_seconds",
+        if queueTimeoutValid {
+            require(config.server.idleTimeoutSeconds > upstream.queueTimeoutSeconds, "server.idle_timeout_seconds",
                     "must be above upstream.queue_timeout_seconds (\(upstream.queueTimeoutSeconds)), or an upload waiting for an upstream slot is cut")
+        }
 
-        try require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")
-        try require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")
-        try require(config.limits.maxBufferedBytes >= config.limits.maxRequestBytes, "limits.max_buffered_bytes",
+        require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")
+        require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")
+        require(config.limits.maxBufferedBytes >= config.limits.maxRequestBytes, "limits.max_buffered_bytes",
                     "must be at least limits.max_request_bytes (\(config.limits.maxRequestBytes)), or the largest input could never be read")
-        try require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
+        require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
                     "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
-        try require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
-        try require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
-        try require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
-        try require(config.cache.staleIfErrorSeconds >= 0, "cache.stale_if_error_seconds", "must not be negative (0 turns stale answers off)")
-        try require(config.cache.memoryBytes >= 0, "cache.memory_bytes", "must not be negative")
+        require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
+        require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
+        require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
+        require(config.cache.staleIfErrorSeconds >= 0, "cache.stale_if_error_seconds", "must not be negative (0 turns stale answers off)")
+        require(config.cache.memoryBytes >= 0, "cache.memory_bytes", "must not be negative")
         for (index, rule) in config.cache.rules.enumerated() {
             let parts = rule.algo.split(separator: "/", omittingEmptySubsequences: false)
             // One segment matches no call unless it is `*` (every algorithm).
-            try require((2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty } || rule.algo == "*", "cache.rules[\(index)].algo",
+            let algoValid = require((2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty } || rule.algo == "*", "cache.rules[\(index)].algo",
                         "use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)")
-            if let ttl = rule.ttlSeconds { try require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
+            if let ttl = rule.ttlSeconds { require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
             // The first rule that matches wins: one after a rule that matches all its calls is dead.
-            if let earlier = config.cache.rules[..<index].firstIndex(where: { $0.covers(rule) }) {
-                throw ConfigError(field: "cache.rules[\(index)].algo", message: "'\(rule.algo)' never applies: cache.rules[\(earlier)] ('\(config.cache.rules[earlier].algo)') matches every call it would, and the first match wins; put the narrower rule first")
+            if algoValid, let earlier = config.cache.rules[..<index].firstIndex(where: { $0.covers(rule) }) {
+                require(false, "cache.rules[\(index)].algo", "'\(rule.algo)' never applies: cache.rules[\(earlier)] ('\(config.cache.rules[earlier].algo)') matches every call it would, and the first match wins; put the narrower rule first")
             }
         }
-        try require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
-        try require((1...9).contains(config.compression.level), "compression.level", "must be from 1 (fastest) to 9 (smallest)")
+        require(config.compression.minBytes >= 0, "compression.min_bytes", "must not be negative")
+        require((1...9).contains(config.compression.level), "compression.level", "must be from 1 (fastest) to 9 (smallest)")
         for (index, type) in config.compression.types.enumerated() {
-            try require(type.split(separator: "/").count == 2, "compression.types[\(index)]", "must be a media type such as text/* or application/json")
+            require(type.split(separator: "/").count == 2, "compression.types[\(index)]", "must be a media type such as text/* or application/json")
         }
         // Every key hash, current or previous, admits exactly one identity.
         var hashes: Set<String> = []
-        func checkKeyHashes(_ current: String, _ previous: String?, field: String) throws {
+        func checkKeyHashes(_ current: String, _ previous: String?, field: String) {
             for (name, hash) in [("key_sha256", current), ("previous_key_sha256", previous)] {
-                guard let hash else { continue }
-                try require(isSHA256Hex(hash), "\(field).\(name)", "must be 64 lowercase hex digits (sha256sum of the key)")
-                try require(hashes.insert(hash).inserted, "\(field).\(name)", "the same key hash is used twice")
+                guard let hash, require(isSHA256Hex(hash), "\(field).\(name)", "must be 64 lowercase hex digits (sha256sum of the key)") else { continue }
+                require(hashes.insert(hash).inserted, "\(field).\(name)", "the same key hash is used twice")
             }
         }
         if let admin = config.admin {
-            try checkKeyHashes(admin.keySHA256, admin.previousKeySHA256, field: "admin")
+            checkKeyHashes(admin.keySHA256, admin.previousKeySHA256, field: "admin")
         }
-        try validate(config.quota, field: "quota")
+        problems += Self.problems(config.quota, field: "quota")
 
-        try require(!config.clients.isEmpty, "clients", "list at least one client")
+        require(!config.clients.isEmpty, "clients", "list at least one client")
         var names: Set<String> = []
         var reservedTotal = 0
+        var oneReservationTooLarge = false
         // Reservations are kept out of the slots the gateway runs with: on a reload, those it
         // started with, when fewer than the file now says.
         let slots = min(config.upstream.maxConcurrency, slotsInForce ?? .max)
@@ -206,45 +240,58 @@ public enum ConfigLoader {
             : "upstream.max_concurrency's \(slots) slots"
         for (index, client) in config.clients.enumerated() {
             let field = "clients[\(index)]"
-            if let problem = Self.clientNameProblem(client.name) { throw ConfigError(field: "\(field).name", message: problem) }
-            try require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
-            try checkKeyHashes(client.keySHA256, client.previousKeySHA256, field: field)
-            try require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
+            let nameProblem = Self.clientNameProblem(client.name)
+            if require(nameProblem == nil, "\(field).name", nameProblem ?? "") {
+                require(names.insert(client.name).inserted, "\(field).name", "duplicate client name '\(client.name)'")
+            }
+            checkKeyHashes(client.keySHA256, client.previousKeySHA256, field: field)
+            require(!client.scopes.isEmpty, "\(field).scopes", "list at least one scope")
             for (prefixIndex, prefix) in (client.dataPrefixes ?? []).enumerated() {
                 do {
                     _ = try DataURI.parse(uri: prefix)
-                } catch let error as GatewayError {
-                    throw ConfigError(field: "\(field).data_prefixes[\(prefixIndex)]", message: error.message)
+                } catch {
+                    require(false, "\(field).data_prefixes[\(prefixIndex)]", Self.message(of: error))
                 }
             }
             for (patternIndex, pattern) in (client.algorithms ?? []).enumerated() {
                 do {
                     _ = try AlgorithmPattern(parsing: pattern)
-                } catch let error as GatewayError {
-                    throw ConfigError(field: "\(field).algorithms[\(patternIndex)]", message: error.message)
+                } catch {
+                    require(false, "\(field).algorithms[\(patternIndex)]", Self.message(of: error))
                 }
             }
             for (originIndex, origin) in (client.corsOrigins ?? []).enumerated() {
                 do {
                     _ = try BrowserOrigins(parsing: [origin])
                 } catch {
-                    throw ConfigError(field: "\(field).cors_origins[\(originIndex)]", message: error.message)
+                    require(false, "\(field).cors_origins[\(originIndex)]", error.message)
                 }
             }
-            if let quota = client.quota { try validate(quota, field: "\(field).quota") }
+            if let quota = client.quota { problems += Self.problems(quota, field: "\(field).quota") }
             let quota = ClientRegistry.merge(client.quota, over: config.quota)
             if let reserved = quota.reservedConcurrent {
                 let reservedField = client.quota?.reservedConcurrent != nil ? "\(field).quota.reserved_concurrent" : "quota.reserved_concurrent"
-                try require(reserved < slots, reservedField, "\(reserved) slots for client '\(client.name)' alone would leave none of \(slotsNamed) for the others")
+                if maxConcurrencyValid, !require(reserved < slots, reservedField, "\(reserved) slots for client '\(client.name)' alone would leave none of \(slotsNamed) for the others") {
+                    oneReservationTooLarge = true
+                }
                 if let cap = quota.maxConcurrent {
-                    try require(reserved <= cap, reservedField,
+                    require(reserved <= cap, reservedField,
                                 "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
                 }
                 reservedTotal += reserved
             }
         }
-        try require(reservedTotal < slots, "clients[].quota.reserved_concurrent",
+        // One client's reservation too large for the slots alone makes the sum so too.
+        if maxConcurrencyValid, !oneReservationTooLarge {
+            require(reservedTotal < slots, "clients[].quota.reserved_concurrent",
                     "the clients' reservations add up to \(reservedTotal) of \(slotsNamed); keep them below it, so the operator and clients without a reservation have a slot")
+        }
+        return problems
+    }
+
+    /// What a parser's error says of the value it refused.
+    private static func message(of error: any Error) -> String {
+        (error as? GatewayError)?.message ?? "\(error)"
     }
 
     /// What is wrong with a client's name, or nil: the configuration and `keygen` check it alike.
@@ -258,14 +305,16 @@ public enum ConfigLoader {
         return nil
     }
 
-    static func validate(_ quota: GatewayConfig.Quota, field: String) throws {
+    static func problems(_ quota: GatewayConfig.Quota, field: String) -> [ConfigError] {
+        var problems: [ConfigError] = []
         for (name, value) in [("requests_per_minute", quota.requestsPerMinute), ("requests_per_day", quota.requestsPerDay),
                               ("max_concurrent", quota.maxConcurrent), ("bytes_per_day", quota.bytesPerDay)] {
-            if let value, value <= 0 { throw ConfigError(field: "\(field).\(name)", message: "must be positive") }
+            if let value, value <= 0 { problems.append(ConfigError(field: "\(field).\(name)", message: "must be positive")) }
         }
         if let reserved = quota.reservedConcurrent, reserved < 0 {
-            throw ConfigError(field: "\(field).reserved_concurrent", message: "must be 0 or more")
+            problems.append(ConfigError(field: "\(field).reserved_concurrent", message: "must be 0 or more"))
         }
+        return problems
     }
 
     /// The shortest upstream key accepted.

@@ -11,14 +11,32 @@ struct AnyCodingKey: CodingKey {
 extension Decoder {
     /// Throws for any key of this mapping that `Keys` does not list, so a typo in the config
     /// (`max_concurency`) stops start-up instead of silently falling back to a default.
+    ///
+    /// Decoded with an `UnknownFields` in `userInfo` (as `ConfigLoader` does), each unknown key is
+    /// written down there instead and decoding goes on, so that one run names every typo.
     func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_: Keys.Type) throws {
         let container = try container(keyedBy: AnyCodingKey.self)
         let known = Set(Keys.allCases.map(\.stringValue))
+        let unknownFields = userInfo[UnknownFields.key] as? UnknownFields
+        // Yams gives a mapping's keys in the file's order.
         for key in container.allKeys where !known.contains(key.stringValue) {
             let near = ConfigError.nearestFields(to: key.stringValue, among: Keys.allCases.map(\.stringValue))
             let hint = near.isEmpty ? "" : "; did you mean \(near.joined(separator: " or "))?"
-            throw ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint)
+            let problem = ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint)
+            guard let unknownFields else { throw problem }
+            unknownFields.add(problem)
         }
+    }
+}
+
+/// The unknown fields one decoding found, in the order met: passed in the decoder's `userInfo`
+/// so that decoding goes on past them. Used by one decoding, on one thread.
+final class UnknownFields {
+    static let key = CodingUserInfoKey(rawValue: "algogate.unknownFields")!
+    private(set) var found: [ConfigError] = []
+
+    func add(_ problem: ConfigError) {
+        if !found.contains(problem) { found.append(problem) }
     }
 }
 
@@ -74,16 +92,44 @@ extension ConfigChoice {
 }
 
 /// Why a configuration was refused, naming the field as a dotted path (`clients[1].key_sha256`).
+/// A configuration with several problems is refused with the first, which carries the others
+/// (`others`), so that one run of `check-config` names them all.
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public let field: String
     public let message: String
+    /// The problems found beside this one, in the order they were found; usually none.
+    public private(set) var others: [ConfigError] = []
 
     public init(field: String, message: String) {
         self.field = field
         self.message = message
     }
 
-    public var description: String { field.isEmpty ? message : "\(field): \(message)" }
+    /// One error for `problems` (nil when there are none): the first, carrying the rest. Of
+    /// several problems with one field only the first is kept, since the others most often
+    /// follow from it (a proxy URL that does not parse has no host and no port either).
+    init?(problems: [ConfigError]) {
+        var fields: Set<String> = []
+        let kept = problems.flatMap(\.problems).filter { $0.field.isEmpty || fields.insert($0.field).inserted }
+        guard let first = kept.first else { return nil }
+        self = first
+        others = Array(kept.dropFirst())
+    }
+
+    /// This problem and those it carries, each on its own.
+    public var problems: [ConfigError] {
+        [ConfigError(field: field, message: message)] + others
+    }
+
+    /// One problem as `field: message`; several as their count and each of them, on one line
+    /// (for logs); `check-config` and the other commands print them a line each.
+    public var description: String {
+        guard !others.isEmpty else { return line }
+        return "\(others.count + 1) problems: " + problems.map(\.line).joined(separator: "; ")
+    }
+
+    /// `field: message`, or the message alone for a problem of the whole file.
+    public var line: String { field.isEmpty ? message : "\(field): \(message)" }
 
     static func describe(_ path: [any CodingKey]) -> String {
         var text = ""
