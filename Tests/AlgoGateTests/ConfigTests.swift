@@ -84,7 +84,7 @@ import Testing
             (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
-            ("upstream: {url: 'http://x', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
+            ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
             (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),
             (Self.yaml("cache: {rules: [{algo: \"a/*\", scope: team}]}\n" + client), "cache.rules[0].scope: unknown value 'team'; use shared or client", Self.env),
             ("upstream: {url: 'https://user:hunter2@api.algorithmia.com', key_env: UP_KEY}\n" + client,
@@ -158,12 +158,12 @@ import Testing
     }
 
     /// A file with several mistakes is refused naming every one, in the order found (unknown
-    /// fields as decoding meets them, then the values, then the files and variables it names), so
-    /// an operator mends them in one go. A field keeps its first problem only, and a bound
-    /// measured against a value already refused is not checked.
+    /// fields and values that cannot be read as decoding meets them, then invalid values, then
+    /// the files and variables it names), so an operator mends them in one go. A field keeps its
+    /// first problem only, and a bound measured against a value already refused is not checked.
     @Test func everyMistakeIsNamedAtOnce() throws {
         let yaml = """
-            server: {port: 70000, idel_timeout_seconds: 5, public_url: "ftp://algogate.example.com/base"}
+            server: {port: 70000, idel_timeout_seconds: 5, public_url: "ftp://algogate.example.com/base", drain_timeout_seconds: soon, metrics_access: closed}
             upstream:
               url: http://127.0.0.1:9000
               key_env: UP_KEY
@@ -172,13 +172,16 @@ import Testing
               circuit_breaker: {open_seconds: 0, max_open_seconds: 5}
             cache: {rules: [{algo: demo}], colour: blue}
             clients:
-              - {name: a, key_sha256: "ABC", scopes: [algo], quota: {reserved_concurrent: 90}}
+              - {name: a, key_sha256: "ABC", scopes: [algo, fly], quota: {reserved_concurrent: 90}}
               - {name: "team/b", key_sha256: "\(Self.hashB)", scopes: [algo], quota: {requests_per_minute: 0}}
             """
         let refusal = try #require(Self.refusal(yaml, environment: [:]))
         let expected = [
             "server.idel_timeout_seconds: unknown field; did you mean idle_timeout_seconds?",
+            "server.drain_timeout_seconds: expected a whole number",
+            "server.metrics_access: unknown value 'closed'; use open or admin",
             "cache.colour: unknown field",
+            "clients[0].scopes[1]: unknown scope 'fly'; use algo, data:read, data:write, manage, admin",
             "server.port: must be from 0 to 65535",
             // Its second problem (a path) is not named.
             "server.public_url: must be an http:// or https:// URL with a host",
@@ -198,9 +201,10 @@ import Testing
         // On one line, for a log.
         #expect(refusal.description == "\(expected.count) problems: " + expected.joined(separator: "; "))
 
-        // Unknown fields met before a value that stops decoding are named with it.
-        #expect(Self.refusal(Self.yaml("server: {colour: red, port: eighty}\nclients: []"))?.problems.map(\.line)
-                == ["server.colour: unknown field", "server.port: expected a whole number"])
+        // A required field missing or of the wrong shape ends decoding: the problems met before
+        // it are named with it.
+        #expect(Self.refusal(Self.yaml("server: {colour: red, port: eighty}\nclients: {name: a}"))?.problems.map(\.line)
+                == ["server.colour: unknown field", "server.port: expected a whole number", "clients: expected a list"])
         // The files a configuration names are read even when its values are wrong, and the key's
         // file is named beside the TLS files; those found unreadable are not read again.
         let files = """

@@ -27,15 +27,15 @@ extension GatewayConfig {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
-            path = try c.decodeIfPresent(String.self, forKey: .path) ?? path
-            maxBytes = try c.decodeIfPresent(Int.self, forKey: .maxBytes) ?? maxBytes
-            ttlSeconds = try c.decodeIfPresent(Int.self, forKey: .ttlSeconds) ?? ttlSeconds
-            scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope) ?? scope
-            memoryBytes = try c.decodeIfPresent(Int.self, forKey: .memoryBytes) ?? memoryBytes
-            rules = try c.decodeIfPresent([CacheRule].self, forKey: .rules) ?? rules
-            staleIfErrorSeconds = try c.decodeIfPresent(Int.self, forKey: .staleIfErrorSeconds) ?? staleIfErrorSeconds
-            fastHits = try c.decodeIfPresent(Bool.self, forKey: .fastHits) ?? fastHits
+            enabled = try decoder.optional(Bool.self, .enabled, in: c) ?? enabled
+            path = try decoder.optional(String.self, .path, in: c) ?? path
+            maxBytes = try decoder.optional(Int.self, .maxBytes, in: c) ?? maxBytes
+            ttlSeconds = try decoder.optional(Int.self, .ttlSeconds, in: c) ?? ttlSeconds
+            scope = try decoder.optional(CacheScope.self, .scope, in: c) ?? scope
+            memoryBytes = try decoder.optional(Int.self, .memoryBytes, in: c) ?? memoryBytes
+            rules = try decoder.optional([CacheRule].self, .rules, in: c) ?? rules
+            staleIfErrorSeconds = try decoder.optional(Int.self, .staleIfErrorSeconds, in: c) ?? staleIfErrorSeconds
+            fastHits = try decoder.optional(Bool.self, .fastHits, in: c) ?? fastHits
         }
     }
 
@@ -67,9 +67,9 @@ extension GatewayConfig {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             algo = try c.decode(String.self, forKey: .algo)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
-            ttlSeconds = try c.decodeIfPresent(Int.self, forKey: .ttlSeconds)
-            scope = try c.decodeIfPresent(CacheScope.self, forKey: .scope)
+            enabled = try decoder.optional(Bool.self, .enabled, in: c)
+            ttlSeconds = try decoder.optional(Int.self, .ttlSeconds, in: c)
+            scope = try decoder.optional(CacheScope.self, .scope, in: c)
         }
 
         /// What the pattern asks of a call's owner, name and version, in that order: the segment

@@ -44,11 +44,11 @@ public enum ConfigLoader {
     }
 
     /// Refuses a configuration with every problem found (`ConfigError.others`), not only the
-    /// first: its unknown fields, its invalid values, and the key, proxy credentials and TLS files
+    /// first: its unknown fields, its values that cannot be read or are invalid, and the key, proxy credentials and TLS files
     /// it names that cannot be read.
     public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil) throws -> Loaded {
-        let (config, unknownFields) = try decodeNamingUnknownFields(yaml: yaml)
-        var problems = unknownFields + Self.problems(config, slotsInForce: slotsInForce)
+        let (config, decodingProblems) = try decodeNamingProblems(yaml: yaml)
+        var problems = decodingProblems + Self.problems(config, slotsInForce: slotsInForce)
         func attempt<T>(_ read: () throws -> T) throws -> T? {
             do {
                 return try read()
@@ -78,29 +78,23 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
         }
-        let (config, unknownFields) = try decodeNamingUnknownFields(yaml: text)
-        if let refusal = ConfigError(problems: unknownFields + problems(config)) { throw refusal }
+        let (config, decodingProblems) = try decodeNamingProblems(yaml: text)
+        if let refusal = ConfigError(problems: decodingProblems + problems(config)) { throw refusal }
         return config
     }
 
-    /// The configuration and its unknown fields, all of them; a file that cannot be decoded at all
-    /// (not YAML, a value of the wrong type, a required field missing) is refused with the
-    /// unknown fields met before that.
-    static func decodeNamingUnknownFields(yaml: String) throws -> (GatewayConfig, [ConfigError]) {
-        let unknownFields = UnknownFields()
-        let failure: ConfigError
+    /// The configuration and the problems met decoding it: unknown fields, and optional fields
+    /// whose values cannot be read (their defaults stand in). A file that cannot be decoded at all
+    /// (not YAML, a required field missing or of the wrong type) is refused with the problems met
+    /// before that.
+    static func decodeNamingProblems(yaml: String) throws -> (GatewayConfig, [ConfigError]) {
+        let problems = ConfigProblems()
         do {
-            return (try YAMLDecoder().decode(GatewayConfig.self, from: yaml, userInfo: [UnknownFields.key: unknownFields]), unknownFields.found)
-        } catch let error as DecodingError {
-            failure = ConfigError.from(error)
-        } catch let error as ConfigError {
-            failure = error
-        } catch let error as YamlError {
-            failure = ConfigError.from(error)
+            return (try YAMLDecoder().decode(GatewayConfig.self, from: yaml, userInfo: [ConfigProblems.key: problems]), problems.found)
         } catch {
-            failure = ConfigError(field: "", message: "not valid YAML: \(error)")
+            let failure = ConfigError.describing(error)
+            throw ConfigError(problems: problems.found + [failure]) ?? failure
         }
-        throw ConfigError(problems: unknownFields.found + [failure]) ?? failure
     }
 
     /// What Codable cannot check (ranges, formats, uniqueness, consistency), in the order checked. A check that would only repeat an

@@ -25,13 +25,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        server = try c.decodeIfPresent(Server.self, forKey: .server) ?? Server()
+        server = try decoder.optional(Server.self, .server, in: c) ?? Server()
         upstream = try c.decode(Upstream.self, forKey: .upstream)
-        limits = try c.decodeIfPresent(Limits.self, forKey: .limits) ?? Limits()
-        cache = try c.decodeIfPresent(Cache.self, forKey: .cache) ?? Cache()
-        compression = try c.decodeIfPresent(Compression.self, forKey: .compression) ?? Compression()
-        admin = try c.decodeIfPresent(Admin.self, forKey: .admin)
-        quota = try c.decodeIfPresent(Quota.self, forKey: .quota) ?? Quota()
+        limits = try decoder.optional(Limits.self, .limits, in: c) ?? Limits()
+        cache = try decoder.optional(Cache.self, .cache, in: c) ?? Cache()
+        compression = try decoder.optional(Compression.self, .compression, in: c) ?? Compression()
+        admin = try decoder.optional(Admin.self, .admin, in: c)
+        quota = try decoder.optional(Quota.self, .quota, in: c) ?? Quota()
         clients = try c.decode([Client].self, forKey: .clients)
     }
 
@@ -91,16 +91,16 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            host = try c.decodeIfPresent(String.self, forKey: .host) ?? host
-            port = try c.decodeIfPresent(Int.self, forKey: .port) ?? port
-            tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
-            drainTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .drainTimeoutSeconds) ?? drainTimeoutSeconds
-            idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
-            sendTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .sendTimeoutSeconds) ?? sendTimeoutSeconds
-            maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? maxConnections
-            listenBacklog = try c.decodeIfPresent(Int.self, forKey: .listenBacklog) ?? listenBacklog
-            publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL).map { $0.trimmingSuffix("/") }
-            metricsAccess = try c.decodeIfPresent(MetricsAccess.self, forKey: .metricsAccess) ?? metricsAccess
+            host = try decoder.optional(String.self, .host, in: c) ?? host
+            port = try decoder.optional(Int.self, .port, in: c) ?? port
+            tls = try decoder.optional(TLS.self, .tls, in: c)
+            drainTimeoutSeconds = try decoder.optional(Int.self, .drainTimeoutSeconds, in: c) ?? drainTimeoutSeconds
+            idleTimeoutSeconds = try decoder.optional(Int.self, .idleTimeoutSeconds, in: c) ?? idleTimeoutSeconds
+            sendTimeoutSeconds = try decoder.optional(Int.self, .sendTimeoutSeconds, in: c) ?? sendTimeoutSeconds
+            maxConnections = try decoder.optional(Int.self, .maxConnections, in: c) ?? maxConnections
+            listenBacklog = try decoder.optional(Int.self, .listenBacklog, in: c) ?? listenBacklog
+            publicURL = try decoder.optional(String.self, .publicURL, in: c).map { $0.trimmingSuffix("/") }
+            metricsAccess = try decoder.optional(MetricsAccess.self, .metricsAccess, in: c) ?? metricsAccess
         }
     }
 
@@ -122,10 +122,10 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            maxRequestBytes = try c.decodeIfPresent(Int.self, forKey: .maxRequestBytes) ?? maxRequestBytes
-            maxResponseBytes = try c.decodeIfPresent(Int.self, forKey: .maxResponseBytes) ?? maxResponseBytes
-            maxBufferedBytes = try c.decodeIfPresent(Int.self, forKey: .maxBufferedBytes) ?? maxBufferedBytes
-            maxBufferedAnswerBytes = try c.decodeIfPresent(Int.self, forKey: .maxBufferedAnswerBytes) ?? maxBufferedAnswerBytes
+            maxRequestBytes = try decoder.optional(Int.self, .maxRequestBytes, in: c) ?? maxRequestBytes
+            maxResponseBytes = try decoder.optional(Int.self, .maxResponseBytes, in: c) ?? maxResponseBytes
+            maxBufferedBytes = try decoder.optional(Int.self, .maxBufferedBytes, in: c) ?? maxBufferedBytes
+            maxBufferedAnswerBytes = try decoder.optional(Int.self, .maxBufferedAnswerBytes, in: c) ?? maxBufferedAnswerBytes
         }
     }
 
@@ -142,9 +142,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            minBytes = try c.decodeIfPresent(Int.self, forKey: .minBytes) ?? minBytes
-            level = try c.decodeIfPresent(Int.self, forKey: .level) ?? level
-            types = try c.decodeIfPresent([String].self, forKey: .types) ?? types
+            minBytes = try decoder.optional(Int.self, .minBytes, in: c) ?? minBytes
+            level = try decoder.optional(Int.self, .level, in: c) ?? level
+            types = try decoder.optional([String].self, .types, in: c) ?? types
         }
 
         /// Whether a `Content-Type` value names a type worth compressing.
@@ -170,7 +170,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             keySHA256 = try c.decode(String.self, forKey: .keySHA256)
-            previousKeySHA256 = try c.decodeIfPresent(String.self, forKey: .previousKeySHA256)
+            previousKeySHA256 = try decoder.optional(String.self, .previousKeySHA256, in: c)
         }
     }
 
@@ -191,11 +191,11 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            requestsPerMinute = try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute)
-            requestsPerDay = try c.decodeIfPresent(Int.self, forKey: .requestsPerDay)
-            maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent)
-            reservedConcurrent = try c.decodeIfPresent(Int.self, forKey: .reservedConcurrent)
-            bytesPerDay = try c.decodeIfPresent(Int.self, forKey: .bytesPerDay)
+            requestsPerMinute = try decoder.optional(Int.self, .requestsPerMinute, in: c)
+            requestsPerDay = try decoder.optional(Int.self, .requestsPerDay, in: c)
+            maxConcurrent = try decoder.optional(Int.self, .maxConcurrent, in: c)
+            reservedConcurrent = try decoder.optional(Int.self, .reservedConcurrent, in: c)
+            bytesPerDay = try decoder.optional(Int.self, .bytesPerDay, in: c)
         }
     }
 
@@ -233,13 +233,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.decode(String.self, forKey: .name)
             keySHA256 = try c.decode(String.self, forKey: .keySHA256)
-            previousKeySHA256 = try c.decodeIfPresent(String.self, forKey: .previousKeySHA256)
+            previousKeySHA256 = try decoder.optional(String.self, .previousKeySHA256, in: c)
             scopes = try c.decode([Scope].self, forKey: .scopes)
-            dataPrefixes = try c.decodeIfPresent([String].self, forKey: .dataPrefixes)
-            algorithms = try c.decodeIfPresent([String].self, forKey: .algorithms)
-            corsOrigins = try c.decodeIfPresent([String].self, forKey: .corsOrigins)
-            asyncCalls = try c.decodeIfPresent(Bool.self, forKey: .asyncCalls)
-            quota = try c.decodeIfPresent(Quota.self, forKey: .quota)
+            dataPrefixes = try decoder.optional([String].self, .dataPrefixes, in: c)
+            algorithms = try decoder.optional([String].self, .algorithms, in: c)
+            corsOrigins = try decoder.optional([String].self, .corsOrigins, in: c)
+            asyncCalls = try decoder.optional(Bool.self, .asyncCalls, in: c)
+            quota = try decoder.optional(Quota.self, .quota, in: c)
         }
     }
 }

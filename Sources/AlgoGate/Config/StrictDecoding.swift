@@ -12,31 +12,48 @@ extension Decoder {
     /// Throws for any key of this mapping that `Keys` does not list, so a typo in the config
     /// (`max_concurency`) stops start-up instead of silently falling back to a default.
     ///
-    /// Decoded with an `UnknownFields` in `userInfo` (as `ConfigLoader` does), each unknown key is
-    /// written down there instead and decoding goes on, so that one run names every typo.
+    /// Decoded with a `ConfigProblems` in `userInfo` (as `ConfigLoader` does), each unknown key is
+    /// written down there instead and decoding goes on, so that one run names every mistake.
     func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_: Keys.Type) throws {
         let container = try container(keyedBy: AnyCodingKey.self)
         let known = Set(Keys.allCases.map(\.stringValue))
-        let unknownFields = userInfo[UnknownFields.key] as? UnknownFields
         // Yams gives a mapping's keys in the file's order.
         for key in container.allKeys where !known.contains(key.stringValue) {
             let near = ConfigError.nearestFields(to: key.stringValue, among: Keys.allCases.map(\.stringValue))
             let hint = near.isEmpty ? "" : "; did you mean \(near.joined(separator: " or "))?"
-            let problem = ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint)
-            guard let unknownFields else { throw problem }
-            unknownFields.add(problem)
+            try noteOrThrow(ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint))
         }
+    }
+
+    /// The value of an optional field, as `decodeIfPresent`. Decoded with a `ConfigProblems` in
+    /// `userInfo`, a value that cannot be read (a word where a number is due, an unknown choice)
+    /// is written down there and nil returned, so that the field's default stands in (the file
+    /// is refused all the same) and decoding goes on.
+    func optional<T: Decodable, Key: CodingKey>(_ type: T.Type, _ key: Key, in container: KeyedDecodingContainer<Key>) throws -> T? {
+        do {
+            return try container.decodeIfPresent(type, forKey: key)
+        } catch {
+            guard let problems = userInfo[ConfigProblems.key] as? ConfigProblems else { throw error }
+            problems.add(ConfigError.describing(error))
+            return nil
+        }
+    }
+
+    /// Writes `problem` down in `userInfo`'s `ConfigProblems`, or, decoded without one, throws it.
+    func noteOrThrow(_ problem: ConfigError) throws {
+        guard let problems = userInfo[ConfigProblems.key] as? ConfigProblems else { throw problem }
+        problems.add(problem)
     }
 }
 
-/// The unknown fields one decoding found, in the order met: passed in the decoder's `userInfo`
-/// so that decoding goes on past them. Used by one decoding, on one thread.
-final class UnknownFields {
-    static let key = CodingUserInfoKey(rawValue: "algogate.unknownFields")!
+/// The problems one decoding of a configuration found and went on past, in the order met: passed
+/// in the decoder's `userInfo`. Used by one decoding, on one thread.
+final class ConfigProblems {
+    static let key = CodingUserInfoKey(rawValue: "algogate.configProblems")!
     private(set) var found: [ConfigError] = []
 
     func add(_ problem: ConfigError) {
-        if !found.contains(problem) { found.append(problem) }
+        for one in problem.problems where !found.contains(one) { found.append(one) }
     }
 }
 
@@ -137,6 +154,16 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
             if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
         }
         return text
+    }
+
+    /// What a decoding failure says, naming the field where it can.
+    static func describing(_ error: any Error) -> ConfigError {
+        switch error {
+        case let error as ConfigError: error
+        case let error as DecodingError: from(error)
+        case let error as YamlError: from(error)
+        default: ConfigError(field: "", message: "not valid YAML: \(error)")
+        }
     }
 
     /// Turns a Codable decoding error into a message that names the field.

@@ -61,19 +61,19 @@ extension GatewayConfig {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            url = try c.decodeIfPresent(String.self, forKey: .url) ?? url
-            keyEnv = try c.decodeIfPresent(String.self, forKey: .keyEnv)
-            keyFile = try c.decodeIfPresent(String.self, forKey: .keyFile)
-            maxConcurrency = try c.decodeIfPresent(Int.self, forKey: .maxConcurrency) ?? maxConcurrency
-            timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? timeoutSeconds
-            queueTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .queueTimeoutSeconds) ?? queueTimeoutSeconds
-            connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .connectTimeoutSeconds) ?? connectTimeoutSeconds
-            idleConnectionSeconds = try c.decodeIfPresent(Int.self, forKey: .idleConnectionSeconds) ?? idleConnectionSeconds
-            caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
-            allowPlainHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowPlainHTTP) ?? allowPlainHTTP
-            circuitBreaker = try c.decodeIfPresent(CircuitBreaker.self, forKey: .circuitBreaker) ?? circuitBreaker
-            proxy = try c.decodeIfPresent(Proxy.self, forKey: .proxy)
-            abandonedCalls = try c.decodeIfPresent(AbandonedCalls.self, forKey: .abandonedCalls) ?? abandonedCalls
+            url = try decoder.optional(String.self, .url, in: c) ?? url
+            keyEnv = try decoder.optional(String.self, .keyEnv, in: c)
+            keyFile = try decoder.optional(String.self, .keyFile, in: c)
+            maxConcurrency = try decoder.optional(Int.self, .maxConcurrency, in: c) ?? maxConcurrency
+            timeoutSeconds = try decoder.optional(Int.self, .timeoutSeconds, in: c) ?? timeoutSeconds
+            queueTimeoutSeconds = try decoder.optional(Int.self, .queueTimeoutSeconds, in: c) ?? queueTimeoutSeconds
+            connectTimeoutSeconds = try decoder.optional(Int.self, .connectTimeoutSeconds, in: c) ?? connectTimeoutSeconds
+            idleConnectionSeconds = try decoder.optional(Int.self, .idleConnectionSeconds, in: c) ?? idleConnectionSeconds
+            caFile = try decoder.optional(String.self, .caFile, in: c)
+            allowPlainHTTP = try decoder.optional(Bool.self, .allowPlainHTTP, in: c) ?? allowPlainHTTP
+            circuitBreaker = try decoder.optional(CircuitBreaker.self, .circuitBreaker, in: c) ?? circuitBreaker
+            proxy = try decoder.optional(Proxy.self, .proxy, in: c)
+            abandonedCalls = try decoder.optional(AbandonedCalls.self, .abandonedCalls, in: c) ?? abandonedCalls
         }
     }
 
@@ -96,7 +96,7 @@ extension GatewayConfig {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             url = try c.decode(String.self, forKey: .url)
-            authEnv = try c.decodeIfPresent(String.self, forKey: .authEnv)
+            authEnv = try decoder.optional(String.self, .authEnv, in: c)
         }
 
         /// The proxy's host and port, from a `url` that passed validation.
@@ -120,10 +120,10 @@ extension GatewayConfig {
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            failures = try c.decodeIfPresent(Int.self, forKey: .failures) ?? failures
-            openSeconds = try c.decodeIfPresent(Int.self, forKey: .openSeconds) ?? openSeconds
+            failures = try decoder.optional(Int.self, .failures, in: c) ?? failures
+            openSeconds = try decoder.optional(Int.self, .openSeconds, in: c) ?? openSeconds
             // Absent, it is at least `open_seconds`, so that raising that alone keeps working.
-            maxOpenSeconds = try c.decodeIfPresent(Int.self, forKey: .maxOpenSeconds) ?? max(maxOpenSeconds, openSeconds)
+            maxOpenSeconds = try decoder.optional(Int.self, .maxOpenSeconds, in: c) ?? max(maxOpenSeconds, openSeconds)
         }
 
         /// How long the circuit stays open after the test requests of `failedTests` open periods
