@@ -348,6 +348,10 @@ import Testing
         #expect(!reloader.reload())
         #expect(state.snapshot.registry.reservations.isEmpty)
         #expect(logs.all.last == "error reload refused: configuration kept as it was reason=clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of the 4 upstream slots in force (upstream.max_concurrency's 80 applies from the next start) for the others trigger=SIGHUP", "\(logs.all)")
+        // With more mistakes, the refusal's one line names them all.
+        try (String(contentsOfFile: path, encoding: .utf8) + "\nserver: {port: 70000, colour: red}\n").write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(!reloader.reload())
+        #expect(logs.all.last == "error reload refused: configuration kept as it was reason=3 problems: server.colour: unknown field; server.port: must be from 0 to 65535; clients[0].quota.reserved_concurrent: 4 slots for client 'a' alone would leave none of the 4 upstream slots in force (upstream.max_concurrency's 80 applies from the next start) for the others trigger=SIGHUP", "\(logs.all)")
 
         try write(slots: 80, reserved: 3)
         #expect(reloader.reload())
