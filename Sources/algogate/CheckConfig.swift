@@ -15,11 +15,10 @@ struct CheckConfig: AsyncParsableCommand {
     var config: String
 
     func run() async throws {
-        let loaded = try loadOrExit(path: config)
-        // The state file holds the usage counters too, so it is needed with the cache off.
-        if let problem = StateDatabase.problem(path: loaded.config.cache.path) {
-            FileHandle.standardError.write(Data("algogate: invalid configuration \(config): cache.path: \(problem)\n".utf8))
-            throw ExitCode(1)
+        // The state file holds the usage counters too, so it is needed with the cache off. Its
+        // problem is named with the file's others (one already found with cache.path stands).
+        let loaded = try loadOrExit(path: config) { settings in
+            StateDatabase.problem(path: settings.cache.path).map { [ConfigError(field: "cache.path", message: $0)] } ?? []
         }
         let clients = clientList(loaded.config.clients.map(\.name))
         // The proxy's URL is shown: it holds no credentials (refused at load).

@@ -144,9 +144,10 @@ struct StandardOutputLog {
 }
 
 /// Loads a configuration, or prints why it cannot and exits 1 (no usage text: the flags were fine).
-func loadOrExit(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ConfigLoader.Loaded {
+func loadOrExit(path: String, environment: [String: String] = ProcessInfo.processInfo.environment,
+                also: (GatewayConfig) -> [ConfigError] = { _ in [] }) throws -> ConfigLoader.Loaded {
     do {
-        return try ConfigLoader.load(path: path, environment: environment)
+        return try ConfigLoader.load(path: path, environment: environment, also: also)
     } catch let error as ConfigError {
         reportInvalid(path: path, error)
         throw ExitCode(1)

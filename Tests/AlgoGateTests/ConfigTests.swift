@@ -593,16 +593,17 @@ import Testing
             let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(refused.termination == .exited(1))
             #expect(refused.log == "algogate: invalid configuration \(bad.path): clients[0].extra: unknown field\n")
-            // Several mistakes: a line each, all in one run.
+            // Several mistakes: a line each, all in one run, a state file that cannot be had among them.
             let worse = directory.appendingPathComponent("worse.yaml")
-            try Self.yaml("server: {port: 70000}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]")
+            try Self.yaml("server: {port: 70000}\ncache: {path: \"\(directory.path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]")
                 .write(to: worse, atomically: true, encoding: .utf8)
             let refusedAll = try await ChildProcess.run(arguments: ["check-config", "--config", worse.path], environment: [:])
             #expect(refusedAll.termination == .exited(1))
             #expect(refusedAll.log == """
-                algogate: invalid configuration \(worse.path): 3 problems:
+                algogate: invalid configuration \(worse.path): 4 problems:
                   clients[0].extra: unknown field
                   server.port: must be from 0 to 65535
+                  cache.path: \(directory.path) is a directory, not a file
                   upstream.key_env: environment variable UP_KEY is not set
 
                 """)

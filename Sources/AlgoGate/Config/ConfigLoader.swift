@@ -32,23 +32,26 @@ public enum ConfigLoader {
 
     /// `slotsInForce`: on a reload, the upstream slots the running gateway has (`max_concurrency`
     /// as it started: a change applies at the next start), which the reservations must fit too.
+    /// `also`: further checks of the decoded configuration, whose problems are named with the
+    /// others (`check-config`'s look at `cache.path`).
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment,
-                            slotsInForce: Int? = nil) throws -> Loaded {
+                            slotsInForce: Int? = nil, also: (GatewayConfig) -> [ConfigError] = { _ in [] }) throws -> Loaded {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigError(field: "", message: "cannot read config file \(path): \(error.localizedDescription)")
         }
-        return try load(yaml: text, environment: environment, slotsInForce: slotsInForce)
+        return try load(yaml: text, environment: environment, slotsInForce: slotsInForce, also: also)
     }
 
     /// Refuses a configuration with every problem found (`ConfigError.others`), not only the
     /// first: its unknown fields, its values that cannot be read or are invalid, and the key, proxy credentials and TLS files
     /// it names that cannot be read.
-    public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil) throws -> Loaded {
+    public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil,
+                            also: (GatewayConfig) -> [ConfigError] = { _ in [] }) throws -> Loaded {
         let (config, decodingProblems) = try decodeNamingProblems(yaml: yaml)
-        var problems = decodingProblems + Self.problems(config, slotsInForce: slotsInForce)
+        var problems = decodingProblems + Self.problems(config, slotsInForce: slotsInForce) + also(config)
         func attempt<T>(_ read: () throws -> T) throws -> T? {
             do {
                 return try read()
