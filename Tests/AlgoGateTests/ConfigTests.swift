@@ -593,6 +593,12 @@ import Testing
             let refused = try await ChildProcess.run(arguments: ["check-config", "--config", bad.path], environment: ["UP_KEY": "upstream-key-0123"])
             #expect(refused.termination == .exited(1))
             #expect(refused.log == "algogate: invalid configuration \(bad.path): clients[0].extra: unknown field\n")
+            // A file that is not there.
+            let missing = directory.appendingPathComponent("missing.yaml")
+            let unread = try await ChildProcess.run(arguments: ["check-config", "--config", missing.path], environment: ["UP_KEY": "upstream-key-0123"])
+            #expect(unread.termination == .exited(1))
+            #expect(unread.log.hasPrefix("algogate: invalid configuration \(missing.path): cannot read config file \(missing.path): ") && unread.log.hasSuffix("\n")
+                    && unread.log.split(separator: "\n").count == 1, "\(unread.log)")
             // Several mistakes: a line each, all in one run, a state file that cannot be had among them.
             let worse = directory.appendingPathComponent("worse.yaml")
             try Self.yaml("server: {port: 70000}\ncache: {path: \"\(directory.path)\"}\nclients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], extra: 1}]")
