@@ -354,7 +354,7 @@ import Testing
                 #expect(coded.status == 200)
                 #expect(coded.header("Content-Encoding") == "gzip")
                 #expect(try Self.gunzip(coded.bytes) == Array(json.utf8))
-                let varied: [String] = coded.headers["Vary"] ?? []
+                let varied: [String] = coded.headers["Vary"]
                 let tokens: [String] = varied.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() } }
                 #expect(tokens.filter { $0 == "accept-encoding" }.count == 1, "\(varied)")
 
