@@ -15,6 +15,11 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     /// What went wrong underneath (a transport error's own description), for the operator's log
     /// line only: never sent to the client.
     public var cause: String?
+    /// The upstream's answer came, and was refused for what it is (too large, or holding the
+    /// upstream key): an identical call of a pinned version gets the same answer, refused the same
+    /// way, so the calls waiting on this one (single flight) are given this error rather than
+    /// each making the call again.
+    public var refusesTheAnswer = false
 
     public init(status: HTTPResponse.Status, errorType: String, message: String, headers: HTTPFields = [:]) {
         self.status = status
@@ -24,7 +29,7 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     }
 
     /// Two errors are the same answer when status, type, message and headers are; `cause` is
-    /// only what the log says of it.
+    /// only what the log says of it, `refusesTheAnswer` what single flight makes of it.
     public static func == (lhs: GatewayError, rhs: GatewayError) -> Bool {
         lhs.status == rhs.status && lhs.errorType == rhs.errorType && lhs.message == rhs.message && lhs.headers == rhs.headers
     }
@@ -71,6 +76,12 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     }
     public static func badGateway(_ message: String) -> GatewayError {
         .init(status: .badGateway, errorType: "UpstreamError", message: message)
+    }
+    /// A 502 refusing the upstream's answer for what it is (see `refusesTheAnswer`).
+    static func answerRefused(_ message: String) -> GatewayError {
+        var error = badGateway(message)
+        error.refusesTheAnswer = true
+        return error
     }
     public static func gatewayTimeout(_ message: String) -> GatewayError {
         .init(status: .gatewayTimeout, errorType: "UpstreamTimeout", message: message)

@@ -398,6 +398,73 @@ import Testing
         }
     }
 
+    /// A leader whose answer came and was refused for what it is (too large, or holding the
+    /// upstream key) shares the refusal: an identical call would get the same answer, so its
+    /// waiters are not sent upstream to be refused again, each paying for the run.
+    @Test func waitersOfALeaderWhoseAnswerWasRefusedShareTheRefusal() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {max_response_bytes: 1000}") { h in
+            let cases = [
+                (String(repeating: "x", count: 2000),
+                 #"{"error":{"error_type":"UpstreamError","message":"the algorithm's response exceeds the gateway's 1000-byte limit (limits.max_response_bytes)"}}"#),
+                ("echo \(Keys.upstream)",
+                 #"{"error":{"error_type":"UpstreamError","message":"the upstream's answer contained the gateway's upstream key, so it was withheld"}}"#),
+            ]
+            for (input, refusal) in cases {
+                let before = h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] ?? 0
+                // The simulator holds each answer 5 s, so that the ten overlap even on a loaded
+                // machine (see `concurrentIdenticalMissesMakeOneUpstreamCall`).
+                let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                    for _ in 0..<10 {
+                        group.addTask {
+                            try await Self.call(h, "/v1/algo/util/Echo/1.0.0", input: input, headers: textType + [("X-Sim-Fault", "delay=5000")])
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(replies.map(\.status) == Array(repeating: 502, count: 10))
+                #expect(replies.allSatisfy { $0.text == refusal && $0.header("Cache-Status") == nil })
+                #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == before + 1)
+                // The waiters' lines say whose answer it was; the leader's, what it was.
+                let causes = await withTaskGroup(of: String?.self) { group in
+                    for reply in replies {
+                        group.addTask { FailureLogTests.field(await FailureLogTests.line(h, reply.header("X-Request-ID") ?? ""), "cause") }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(causes.filter { $0?.hasPrefix("the answer of an identical call under way, refused: ") == true }.count == 9, "\(causes)")
+            }
+            // Nothing was stored: the next call goes upstream again.
+            _ = try await Self.call(h, "/v1/algo/util/Echo/1.0.0", input: String(repeating: "x", count: 2000))
+            #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == 3)
+        }
+    }
+
+    /// With `stale_if_error_seconds`, the waiters of a leader whose answer was refused are
+    /// answered by the expired entry, as the leader is.
+    @Test func waitersOfALeaderWhoseAnswerWasRefusedGetTheStaleEntryToo() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            let input = String(repeating: "x", count: 2000)
+            let first = try await Self.call(h, "/v1/algo/util/Echo/1.0.0", input: input)
+            #expect(first.status == 200 && first.header("X-Cache") == "MISS")
+            clock.advance(by: 90)
+            // The same answer is now over the limit.
+            var config = h.app.state.snapshot.config
+            config.limits.maxResponseBytes = 1000
+            try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                for _ in 0..<10 {
+                    group.addTask {
+                        try await Self.call(h, "/v1/algo/util/Echo/1.0.0", input: input, headers: textType + [("X-Sim-Fault", "delay=5000")])
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(replies.allSatisfy { $0.status == 200 && $0.bytes == first.bytes && $0.header("X-Cache") == "STALE" }, "\(replies.map(\.status))")
+            #expect(h.simulator.stats.snapshot.algoCalls["util/Echo/1.0.0"] == 2)
+        }
+    }
+
     @Test func expiredEntriesAnswerFailedCallsForStaleIfErrorSeconds() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in

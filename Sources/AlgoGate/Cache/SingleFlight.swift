@@ -8,6 +8,9 @@ final class SingleFlight<Value: Sendable>: Sendable {
         case shared(Value)
         /// The leader finished before this caller could wait; look again (the cache likely has it).
         case retry
+        /// The leader's answer came and was refused for what it is (`GatewayError.refusesTheAnswer`):
+        /// an identical call would get it again, so this is the waiter's answer too.
+        case refused(GatewayError)
         /// The leader failed without an answer (the upstream timed out, say): go upstream on your
         /// own, rather than one after another behind a new leader each.
         case leaderFailed
@@ -41,10 +44,18 @@ final class SingleFlight<Value: Sendable>: Sendable {
         flights.withLock { flights in flights.values.reduce(0) { $0 + $1.count } }
     }
 
-    /// Ends the flight: waiters get the leader's answer, or `.leaderFailed` when it had none.
-    /// `sharing` is told how many get the answer before any of them does.
-    func finish(_ key: String, with value: Value?, sharing: (Int) -> Void = { _ in }) {
-        end(key, value.map { .shared($0) } ?? .leaderFailed, sharing: sharing)
+    /// Ends the flight: waiters get the leader's answer, or its `failure` when that refused the
+    /// answer itself, or `.leaderFailed`. `sharing` is told how many get the answer before any of
+    /// them does.
+    func finish(_ key: String, with value: Value?, failure: (any Error)? = nil, sharing: (Int) -> Void = { _ in }) {
+        let outcome: Outcome = if let value {
+            .shared(value)
+        } else if let refusal = failure as? GatewayError, refusal.refusesTheAnswer {
+            .refused(refusal)
+        } else {
+            .leaderFailed
+        }
+        end(key, outcome, sharing: sharing)
     }
 
     /// Ends a flight whose leader found the answer stored after all: waiters look again.

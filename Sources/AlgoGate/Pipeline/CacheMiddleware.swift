@@ -158,6 +158,10 @@ struct CacheMiddleware: RouterMiddleware {
             case .answered(let response): return response
             case .leads: leads = true
             case .goesUpstream: break
+            case .refused(let refusal):
+                var shared = refusal
+                shared.cause = "the answer of an identical call under way, refused: " + (refusal.cause ?? refusal.message)
+                return try await staleHit(after: shared, key: key, decision: decision, terms: terms, facts: context.facts)
             }
         }
         if decision.onlyIfCached { try Self.refuseUncached() }
@@ -165,9 +169,10 @@ struct CacheMiddleware: RouterMiddleware {
         // This request leads (or skipped the lookup, or its leader failed): it goes upstream, then
         // stores, and shares when it leads.
         var shared: Shared?
+        var failure: (any Error)?
         // Whatever happens from here on, a leader ends its flight: its waiters would wait for good.
         defer {
-            if leads { flights.finish(key, with: shared, sharing: { [room = shared?.room] waiters in room?.share(with: waiters) }) }
+            if leads { flights.finish(key, with: shared, failure: failure, sharing: { [room = shared?.room] waiters in room?.share(with: waiters) }) }
         }
         // Room held for an entry that went before it could be read is given back.
         try await terms.holding(0)
@@ -180,6 +185,7 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
+            failure = error
             return try await staleHit(after: error, key: key, decision: decision, terms: terms, facts: context.facts)
         }
         let kept: Response
@@ -194,6 +200,8 @@ struct CacheMiddleware: RouterMiddleware {
         case leads
         /// The leader of an identical call failed: this one goes upstream on its own.
         case goesUpstream
+        /// The answer of an identical call was refused for what it is: so is this call's.
+        case refused(GatewayError)
     }
 
     /// The stored answer, or the answer of an identical call under way (waiting for it, without
@@ -238,6 +246,8 @@ struct CacheMiddleware: RouterMiddleware {
                                            status: "algogate; fwd=miss; collapsed", xCache: "MISS"))
             case .retry:
                 continue
+            case .refused(let refusal):
+                return .refused(refusal)
             case .leaderFailed:
                 return .goesUpstream
             }

@@ -92,7 +92,7 @@ public struct Forwarder: Sendable {
     @inline(never)
     private func readAnswer(_ response: HTTPClientResponse, settings: Settings, timeout: Int,
                             context: GatewayRequestContext) async throws -> (Response, ByteBuffer) {
-        let tooLarge = GatewayError.badGateway("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
+        let tooLarge = GatewayError.answerRefused("the algorithm's response exceeds the gateway's \(settings.maxResponseBytes)-byte limit (limits.max_response_bytes)")
         var room = AnswerRoom(budget: answerBudget, capacity: settings.maxBufferedAnswerBytes,
                               timeout: .seconds(timeout) + .nanoseconds(Self.timeoutGrace.nanoseconds), facts: context.facts)
         let declared = response.headers.first(name: "content-length").flatMap(Int.init)

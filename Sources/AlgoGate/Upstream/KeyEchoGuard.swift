@@ -40,7 +40,7 @@ struct KeyEchoGuard: Sendable {
         return key.indices.min { rank(key[$0]) < rank(key[$1]) } ?? 0
     }
 
-    static let withheld = GatewayError.badGateway("the upstream's answer contained the gateway's upstream key, so it was withheld")
+    static let withheld = GatewayError.answerRefused("the upstream's answer contained the gateway's upstream key, so it was withheld")
 
     /// Throws `withheld` when a field's value holds the key.
     func check(_ fields: HTTPFields) throws {
