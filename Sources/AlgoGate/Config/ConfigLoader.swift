@@ -46,8 +46,8 @@ public enum ConfigLoader {
     }
 
     /// Refuses a configuration with every problem found (`ConfigError.others`), not only the
-    /// first: its unknown fields, its values that cannot be read or are invalid, and the key, proxy credentials and TLS files
-    /// it names that cannot be read.
+    /// first: its unknown fields, its values that cannot be read or are invalid, and the key,
+    /// proxy credentials and TLS files it names that cannot be read.
     public static func load(yaml: String, environment: [String: String], slotsInForce: Int? = nil,
                             also: (GatewayConfig) -> [ConfigError] = { _ in [] }) throws -> Loaded {
         let (config, decodingProblems) = try decodeNamingProblems(yaml: yaml)
@@ -100,9 +100,9 @@ public enum ConfigLoader {
         }
     }
 
-    /// What Codable cannot check (ranges, formats, uniqueness, consistency), in the order checked. A check that would only repeat an
-    /// earlier problem in other words (a bound measured against a value already refused) is
-    /// skipped.
+    /// What Codable cannot check (ranges, formats, uniqueness, consistency), in the order
+    /// checked. A check that would only repeat an earlier problem in other words (a bound
+    /// measured against a value already refused) is skipped.
     static func problems(_ config: GatewayConfig, slotsInForce: Int? = nil) -> [ConfigError] {
         var problems: [ConfigError] = []
         /// Whether `condition` holds; when not, `field`'s problem is written down.
@@ -119,13 +119,13 @@ public enum ConfigLoader {
         require((1...1_000_000).contains(config.server.maxConnections), "server.max_connections", "must be from 1 to 1000000")
         require((1...65_535).contains(config.server.listenBacklog), "server.listen_backlog", "must be from 1 to 65535")
         require(config.server.metricsAccess == .open || config.admin != nil, "server.metrics_access",
-                    "'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
+                "'admin' needs an admin key (admin.key_sha256): without one nobody could read /metrics")
         if let publicURL = config.server.publicURL {
             let url = URL(string: publicURL)
             require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host.map(LinkRewriter.isPlainHost) == true } ?? false,
-                        "server.public_url", "must be an http:// or https:// URL with a host")
+                    "server.public_url", "must be an http:// or https:// URL with a host")
             require(url.map { $0.path.isEmpty && $0.query == nil && $0.fragment == nil && $0.user == nil } ?? false,
-                        "server.public_url", "must be an origin only (scheme, host, optional port), with no path, query or credentials")
+                    "server.public_url", "must be an origin only (scheme, host, optional port), with no path, query or credentials")
         }
         if let tls = config.server.tls {
             require(FileManager.default.isReadableFile(atPath: tls.certFile), "server.tls.cert_file", "cannot read \(tls.certFile)")
@@ -140,31 +140,31 @@ public enum ConfigLoader {
         let upstream = config.upstream
         let url = URL(string: upstream.url)
         require(url.map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false,
-                    "upstream.url", "must be an http:// or https:// URL with a host")
+                "upstream.url", "must be an http:// or https:// URL with a host")
         require(url?.query == nil && url?.fragment == nil, "upstream.url", "must not have a query or fragment")
         // Credentials in it would be printed wherever the URL is (check-config, the start-up and
         // reload lines); the upstream is authenticated by the server-held key alone.
         require(url.map { $0.user == nil && $0.password == nil } ?? true, "upstream.url",
-                    "must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file")
+                "must not hold credentials (user:password@): the gateway authenticates with the key named by key_env or key_file")
         require((upstream.keyEnv == nil) != (upstream.keyFile == nil), "upstream", "set exactly one of key_env and key_file")
         if let url, url.scheme?.lowercased() == "http", let host = url.host, !Self.isLoopback(host) {
             require(upstream.allowPlainHTTP, "upstream.url",
-                        "plain http would send the server-held key unencrypted to \(host); use https://, or set upstream.allow_plain_http: true on a network you trust")
+                    "plain http would send the server-held key unencrypted to \(host); use https://, or set upstream.allow_plain_http: true on a network you trust")
         }
         if let proxy = upstream.proxy {
             // The URL is not quoted back: it may hold credentials, the one mistake refused here.
             let proxyURL = URL(string: proxy.url)
             require(proxyURL.map { $0.user == nil && $0.password == nil } ?? true, "upstream.proxy.url",
-                        "must not hold credentials: put user:password in the variable named by upstream.proxy.auth_env")
+                    "must not hold credentials: put user:password in the variable named by upstream.proxy.auth_env")
             require(proxyURL.map { $0.scheme?.lowercased() == "http" && proxy.endpoint != nil } ?? false, "upstream.proxy.url",
-                        "must be an http:// URL with a host (the gateway speaks plain HTTP to the proxy and tunnels through it)")
+                    "must be an http:// URL with a host (the gateway speaks plain HTTP to the proxy and tunnels through it)")
             require(proxyURL.map { ["", "/"].contains($0.path) && $0.query == nil && $0.fragment == nil } ?? false,
-                        "upstream.proxy.url", "must be the proxy's origin only (scheme, host, optional port), with no path or query")
+                    "upstream.proxy.url", "must be the proxy's origin only (scheme, host, optional port), with no path or query")
             require(proxy.endpoint.map { (1...65535).contains($0.port) } ?? false, "upstream.proxy.url", "port must be from 1 to 65535")
             // Through a proxy even a loopback upstream's traffic, key included, passes the proxy.
             if url?.scheme?.lowercased() == "http" {
                 require(upstream.allowPlainHTTP, "upstream.url",
-                            "plain http through upstream.proxy would send the server-held key unencrypted through the proxy; use https://, or set upstream.allow_plain_http: true on a network you trust")
+                        "plain http through upstream.proxy would send the server-held key unencrypted through the proxy; use https://, or set upstream.allow_plain_http: true on a network you trust")
             }
         }
         let maxConcurrencyValid = require((1...10_000).contains(upstream.maxConcurrency), "upstream.max_concurrency", "must be from 1 to 10000")
@@ -188,9 +188,9 @@ public enum ConfigLoader {
         require(config.limits.maxRequestBytes > 0, "limits.max_request_bytes", "must be positive")
         require(config.limits.maxResponseBytes > 0, "limits.max_response_bytes", "must be positive")
         require(config.limits.maxBufferedBytes >= config.limits.maxRequestBytes, "limits.max_buffered_bytes",
-                    "must be at least limits.max_request_bytes (\(config.limits.maxRequestBytes)), or the largest input could never be read")
+                "must be at least limits.max_request_bytes (\(config.limits.maxRequestBytes)), or the largest input could never be read")
         require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
-                    "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
+                "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
         require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
@@ -200,7 +200,7 @@ public enum ConfigLoader {
             let parts = rule.algo.split(separator: "/", omittingEmptySubsequences: false)
             // One segment matches no call unless it is `*` (every algorithm).
             let algoValid = require((2...3).contains(parts.count) && parts.allSatisfy { !$0.isEmpty } || rule.algo == "*", "cache.rules[\(index)].algo",
-                        "use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)")
+                    "use owner/*, owner/name or owner/name/version, with * for a whole segment (e.g. owner/*/1.0.0)")
             if let ttl = rule.ttlSeconds { require(ttl > 0, "cache.rules[\(index)].ttl_seconds", "must be positive") }
             // The first rule that matches wins: one after a rule that matches all its calls is dead.
             if algoValid, let earlier = config.cache.rules[..<index].firstIndex(where: { $0.covers(rule) }) {
@@ -273,7 +273,7 @@ public enum ConfigLoader {
                 }
                 if let cap = quota.maxConcurrent {
                     require(reserved <= cap, reservedField,
-                                "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
+                            "\(reserved) is more than client '\(client.name)' may have under way (max_concurrent: \(cap)), so it could never use them all")
                 }
                 reservedTotal += reserved
             }
