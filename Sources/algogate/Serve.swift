@@ -50,9 +50,18 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         LargeAllocations.returnToSystem()
-        let loaded = try loadOrExit(path: config)
         let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
         defer { log.finish() }
+        let loaded: ConfigLoader.Loaded
+        do {
+            loaded = try ConfigLoader.load(path: config)
+        } catch let error as ConfigError {
+            // Said a line each on standard error, and on one line in the log, as other start-up
+            // failures are, so that a log search for them finds this one too.
+            reportInvalid(path: config, error)
+            log.logger.critical("cannot start: invalid configuration", metadata: ["config": .string(config), "error": .string(error.description)])
+            throw ExitCode(1)
+        }
         let server = loaded.config.server
         let listening = "\(server.host):\(server.port) (server.host, server.port)"
         log.logger.info("algogate starting", metadata: startingFacts(loaded, config: config))

@@ -613,6 +613,23 @@ import Testing
                   upstream.key_env: environment variable UP_KEY is not set
 
                 """)
+            // serve says the same (but for the state file, which it opens later), and puts one
+            // line in its log, as for its other start-up failures.
+            let served = try await ChildProcess.run(arguments: ["serve", "--config", worse.path, "--log-format", "json"], environment: [:])
+            #expect(served.termination == .exited(1))
+            #expect(served.log.hasPrefix("""
+                algogate: invalid configuration \(worse.path): 3 problems:
+                  clients[0].extra: unknown field
+                  server.port: must be from 0 to 65535
+                  upstream.key_env: environment variable UP_KEY is not set
+
+                """), "\(served.log)")
+            let logged = served.log.split(separator: "\n").filter { $0.hasPrefix("{") }
+            try #require(logged.count == 1, "\(served.log)")
+            let line = try #require(try JSONSerialization.jsonObject(with: Data(logged[0].utf8)) as? [String: Any])
+            #expect(line["level"] as? String == "critical" && line["msg"] as? String == "cannot start: invalid configuration")
+            #expect(line["config"] as? String == worse.path)
+            #expect(line["error"] as? String == "3 problems: clients[0].extra: unknown field; server.port: must be from 0 to 65535; upstream.key_env: environment variable UP_KEY is not set")
 
             // Through a proxy: named, its credentials not.
             let proxied = directory.appendingPathComponent("proxied.yaml")
