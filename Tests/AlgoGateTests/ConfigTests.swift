@@ -227,6 +227,45 @@ import Testing
             """)?.problems.map(\.line) == ["clients[1].quota.reserved_concurrent: 4 slots for client 'b' alone would leave none of upstream.max_concurrency's 4 slots for the others"])
     }
 
+    /// A secret pasted where a setting wants the name of the variable or file holding it
+    /// (`key_env: <the key>`), or as a field's name, is not quoted back: the refusal reaches
+    /// standard error and logs. Names that read as names still are.
+    @Test func aSecretPastedWhereANameBelongsIsNotShown() async throws {
+        let pasted = "sim1aBcD2eFgH3iJkL4mNoP5qRsT"
+        let yaml = """
+            upstream:
+              url: https://api.algorithmia.com
+              key_env: \(pasted)
+              proxy: {url: "http://proxy.internal:3128", auth_env: "proxy-user:hunter2"}
+              \(pasted): x
+            clients: [{name: a, key_sha256: "\(Self.hashA)", scopes: [algo]}]
+            """
+        let expected = [
+            "upstream.<28 characters>: unknown field; its name is not shown, since one that long with digits in it may be a secret pasted in the wrong place",
+            "upstream.key_env: the environment variable it names is not set; the name is not shown, since it is not in capitals, digits and '_' and may be the key itself: the setting names the variable that holds the key (ALGOGATE_UPSTREAM_KEY, say)",
+            "upstream.proxy.auth_env: the environment variable it names is not set; the name is not shown, since it is not in capitals, digits and '_' and may be user:password itself: the setting names the variable that holds user:password (ALGOGATE_PROXY_AUTH, say)",
+        ]
+        #expect(Self.refusal(yaml, environment: [:])?.problems.map(\.line) == expected)
+        let inFile = yaml.replacingOccurrences(of: "key_env: \(pasted)", with: "key_file: \(pasted)")
+        #expect(Self.refusal(inFile, environment: [:])?.problems.map(\.line)[1]
+                == "upstream.key_file: cannot read the file it names; the name is not shown, since it has no '/' or '.' and may be the key itself: key_file names the file that holds the key (/run/secrets/algogate-upstream-key, say)")
+        // Names that read as names are shown: a variable in capitals, a path, a short field.
+        #expect(Self.refusal(yaml.replacingOccurrences(of: "key_env: \(pasted)", with: "key_env: UPSTREAM_KEY_2")
+                    .replacingOccurrences(of: "\(pasted): x", with: "retries2: x"), environment: ["PROXY": "u:p"])?.problems.map(\.line).prefix(2)
+                == ["upstream.retries2: unknown field", "upstream.key_env: environment variable UPSTREAM_KEY_2 is not set"])
+        #expect(Self.refusal(inFile.replacingOccurrences(of: "key_file: \(pasted)", with: "key_file: /nonexistent/key"), environment: [:])?
+                    .problems.map(\.line)[1] == "upstream.key_file: cannot read /nonexistent/key")
+
+        // check-config prints none of it.
+        try await withTemporaryDirectory("pasted") { directory in
+            let file = directory.appendingPathComponent("pasted.yaml")
+            try yaml.write(to: file, atomically: true, encoding: .utf8)
+            let check = try await ChildProcess.run(arguments: ["check-config", "--config", file.path], environment: [:])
+            #expect(check.termination == .exited(1))
+            #expect(check.log.contains("3 problems:") && !check.log.contains(pasted) && !check.log.contains("hunter2"), "\(check.log)")
+        }
+    }
+
     /// A reservation in the top-level quota applies to every client that does not set its own
     /// (0 opts out); `check-config` prints what each client keeps.
     @Test func checkConfigPrintsTheReservedSlots() async throws {

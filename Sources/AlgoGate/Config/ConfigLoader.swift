@@ -321,12 +321,14 @@ public enum ConfigLoader {
         let raw: String
         if let variable = upstream.keyEnv {
             guard let value = environment[variable], !value.isEmpty else {
-                throw ConfigError(field: "upstream.key_env", message: "environment variable \(variable) is not set")
+                throw ConfigError(field: "upstream.key_env", message: unsetVariable(variable, holding: "the key", example: "ALGOGATE_UPSTREAM_KEY"))
             }
             raw = value
         } else if let path = upstream.keyFile {
             guard let value = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw ConfigError(field: "upstream.key_file", message: "cannot read \(path)")
+                let message = path.contains("/") || path.contains(".") ? "cannot read \(path)"
+                    : "cannot read the file it names; the name is not shown, since it has no '/' or '.' and may be the key itself: key_file names the file that holds the key (/run/secrets/algogate-upstream-key, say)"
+                throw ConfigError(field: "upstream.key_file", message: message)
             }
             raw = value
         } else {
@@ -350,11 +352,22 @@ public enum ConfigLoader {
         return Secret(key)
     }
 
+    /// Why a variable a setting names, meant to hold a secret (`holding`), cannot be read: it is
+    /// not set. Its name is said when it reads as one (capitals, digits and `_`, as POSIX names
+    /// the shell's variables); else it may be the secret itself, pasted where its variable's name
+    /// belongs, and the message, which reaches logs, does not show it.
+    static func unsetVariable(_ name: String, holding secret: String, example: String) -> String {
+        if !name.isEmpty, name.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }) {
+            return "environment variable \(name) is not set"
+        }
+        return "the environment variable it names is not set; the name is not shown, since it is not in capitals, digits and '_' and may be \(secret) itself: the setting names the variable that holds \(secret) (\(example), say)"
+    }
+
     /// The proxy's credentials from the variable `upstream.proxy.auth_env` names, if it names one.
     static func proxyCredentials(_ proxy: GatewayConfig.Proxy?, environment: [String: String]) throws -> ProxyCredentials? {
         guard let variable = proxy?.authEnv else { return nil }
         guard let value = environment[variable], !value.isEmpty else {
-            throw ConfigError(field: "upstream.proxy.auth_env", message: "environment variable \(variable) is not set")
+            throw ConfigError(field: "upstream.proxy.auth_env", message: unsetVariable(variable, holding: "user:password", example: "ALGOGATE_PROXY_AUTH"))
         }
         // Not quoted back: it is a password.
         guard let colon = value.firstIndex(of: ":"), colon != value.startIndex,

@@ -19,7 +19,16 @@ extension Decoder {
         let known = Set(Keys.allCases.map(\.stringValue))
         // Yams gives a mapping's keys in the file's order.
         for key in container.allKeys where !known.contains(key.stringValue) {
-            let near = ConfigError.nearestFields(to: key.stringValue, among: Keys.allCases.map(\.stringValue))
+            // A long name with digits in it is likelier a key pasted in the wrong place than a
+            // field's name, and the message reaches logs: it is not shown.
+            let name = key.stringValue
+            if name.count >= 16 && name.contains(where: \.isNumber) {
+                let hidden = AnyCodingKey(stringValue: "<\(name.count) characters>")
+                try noteOrThrow(ConfigError(field: ConfigError.describe(codingPath + [hidden]),
+                                            message: "unknown field; its name is not shown, since one that long with digits in it may be a secret pasted in the wrong place"))
+                continue
+            }
+            let near = ConfigError.nearestFields(to: name, among: Keys.allCases.map(\.stringValue))
             let hint = near.isEmpty ? "" : "; did you mean \(near.joined(separator: " or "))?"
             try noteOrThrow(ConfigError(field: ConfigError.describe(codingPath + [key]), message: "unknown field" + hint))
         }
