@@ -465,6 +465,94 @@ import Testing
         }
     }
 
+    /// A waiter waits for the identical call under way no longer than its own call would have
+    /// taken: its own timeout and the grace (504, as its own upstream call would have been given
+    /// up), whatever the call it waits for allows; and it leaves the flight when its client goes.
+    /// The call it waited for is still held upstream all the while, so neither waited for it.
+    @Test func aWaiterLeavesTheFlightAtItsOwnTimeoutOrWhenItsClientGoes() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let path = "/v1/algo/test/Hold/1.0.0"
+                let leader = Task { try await h.gateway.send(.POST, path, headers: simple(Keys.teamA) + jsonType, text: "7") }
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+
+                let waiter = try await h.gateway.send(.POST, path + "?timeout=1", headers: simple(Keys.teamB) + jsonType, text: "7")
+                #expect(waiter.status == 504)
+                #expect(waiter.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+                #expect(waiter.header("X-Cache") == nil)
+                #expect(FailureLogTests.field(await FailureLogTests.line(h, waiter.header("X-Request-ID") ?? ""), "cause")
+                    == "the identical call under way, whose answer this call waited for, had not answered within this call's timeout and the grace")
+                #expect(h.app.flights.waiting == 0)
+
+                // A waiter whose client goes leaves the flight at once.
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call(path, key: Keys.teamB, input: "7"))
+                try #require(await eventually { h.app.flights.waiting == 1 }, "the call never waited for the first")
+                await leaving.close()
+                #expect(await eventually { h.app.flights.waiting == 0 })
+                #expect(await eventually { h.logs.all.contains { $0.contains("client=team-b") && $0.contains("status=499") } })
+                #expect(upstream.holds == 1 && !upstream.release.isOpen)
+
+                upstream.release.open()
+                let first = try await leader.value
+                #expect(first.status == 200)
+                #expect(first.text == #"{"result":7,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+                let hit = try await h.gateway.send(.POST, path + "?timeout=1", headers: simple(Keys.teamB) + jsonType, text: "7")
+                #expect(hit.status == 200 && hit.bytes == first.bytes && hit.header("X-Cache") == "HIT")
+                #expect(upstream.holds == 1)
+            }
+        }
+    }
+
+    /// With `stale_if_error_seconds`, a waiter whose own timeout passes is answered by the expired
+    /// entry, as its own failed call would be.
+    @Test func aWaiterWhoseTimeoutPassesGetsTheStaleEntry() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in
+            let path = "/v1/algo/test/Sleep/1.0.0"
+            let first = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "1")
+            #expect(first.status == 200 && first.header("X-Cache") == "MISS")
+            clock.advance(by: 90)
+            // Held 15 s upstream: well past the waiter's 1 s and the 5 s grace.
+            let leader = Task { try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType + [("X-Sim-Fault", "delay=15000")], text: "1") }
+            try #require(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the call never reached the upstream")
+            let waiter = try await h.gateway.send(.POST, path + "?timeout=1", headers: simple(Keys.teamB) + jsonType, text: "1")
+            #expect(waiter.status == 200 && waiter.bytes == first.bytes && waiter.header("X-Cache") == "STALE")
+            #expect(h.simulator.stats.snapshot.inFlight == 1)
+            let fresh = try await leader.value
+            #expect(fresh.status == 200 && fresh.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(h.simulator.stats.snapshot.algoCalls["test/Sleep/1.0.0"] == 2)
+        }
+    }
+
+    /// A call's timeout is not in its key, so an identical call under way may allow less time: its
+    /// error (the algorithm's timeout running out) is not the answer of a waiter that allows
+    /// longer, which goes upstream itself; a waiter that allows no longer takes it.
+    @Test func aWaiterThatAllowsLongerDoesNotTakeTheErrorOfACallThatAllowedLess() async throws {
+        try await GatewayHarness.run { h in
+            let path = "/v1/algo/test/Sleep/1.0.0"
+            func call(_ query: String, fault: Bool = false) -> Task<TestHTTP.Reply, any Error> {
+                Task { try await h.gateway.send(.POST, path + query, headers: simple(Keys.teamB) + jsonType + (fault ? [("X-Sim-Fault", "delay=2500")] : []), text: "2000") }
+            }
+            // Held 2.5 s before it runs, so that the others join it even on a loaded machine (and
+            // answered within its 1 s and the gateway's 5 s grace).
+            let leader = call("?timeout=1", fault: true)
+            try #require(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the call never reached the upstream")
+            let patient = call(""), hasty = call("?timeout=1")
+            try #require(await eventually { h.app.flights.waiting == 2 }, "the calls never waited for the first")
+
+            let first = try await leader.value, short = try await hasty.value, long = try await patient.value
+            #expect(first.status == 200)
+            #expect(canonicalJSON(first.object["error"]) == canonicalJSON(literal: #"{"error_type":"AlgorithmTimeoutError","message":"algorithm timed out after 1 seconds"}"#))
+            #expect(short.status == 200 && short.bytes == first.bytes)
+            #expect(short.header("Cache-Status") == "algogate; fwd=miss; collapsed")
+            #expect(long.status == 200)
+            #expect(canonicalJSON(long.object["result"]) == #"{"slept_ms":2000}"#)
+            #expect(long.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(h.simulator.stats.snapshot.algoCalls[path.replacingOccurrences(of: "/v1/algo/", with: "")] == 2)
+        }
+    }
+
     @Test func expiredEntriesAnswerFailedCallsForStaleIfErrorSeconds() async throws {
         let clock = TestClock()
         try await GatewayHarness.run(cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600", now: { clock.now }) { h in

@@ -14,34 +14,62 @@ final class SingleFlight<Value: Sendable>: Sendable {
         /// The leader failed without an answer (the upstream timed out, say): go upstream on your
         /// own, rather than one after another behind a new leader each.
         case leaderFailed
+        /// The waiter stopped waiting (its task was cancelled: its client went, or its own
+        /// timeout passed, `CacheMiddleware`) before the leader finished.
+        case cancelled
     }
 
-    private let flights = Mutex<[String: [CheckedContinuation<Outcome, Never>]]>([:])
+    private struct Waiter {
+        let id: Int
+        let continuation: CheckedContinuation<Outcome, Never>
+    }
+
+    private struct State {
+        var flights: [String: [Waiter]] = [:]
+        var lastID = 0
+    }
+
+    private let state = Mutex(State())
 
     /// True when the caller leads and must call `finish`; false when another call is in flight.
     func lead(_ key: String) -> Bool {
-        flights.withLock { flights in
-            guard flights[key] == nil else { return false }
-            flights[key] = []
+        state.withLock { state in
+            guard state.flights[key] == nil else { return false }
+            state.flights[key] = []
             return true
         }
     }
 
-    /// Waits for the leader of `key`.
+    /// Waits for the leader of `key`; a cancelled wait leaves the flight at once (`.cancelled`),
+    /// not counted among those the answer is shared with, unless the leader finished first.
     func wait(_ key: String) async -> Outcome {
-        await withCheckedContinuation { continuation in
-            let joined = flights.withLock { flights -> Bool in
-                guard flights[key] != nil else { return false }
-                flights[key]!.append(continuation)
-                return true
+        let id = state.withLock { state in
+            state.lastID += 1
+            return state.lastID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let outcome = state.withLock { state -> Outcome? in
+                    guard state.flights[key] != nil else { return .retry }
+                    // A cancellation that came first found no waiter to take out.
+                    if Task.isCancelled { return .cancelled }
+                    state.flights[key]!.append(Waiter(id: id, continuation: continuation))
+                    return nil
+                }
+                if let outcome { continuation.resume(returning: outcome) }
             }
-            if !joined { continuation.resume(returning: .retry) }
+        } onCancel: {
+            let waiter = state.withLock { state -> Waiter? in
+                guard let index = state.flights[key]?.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.flights[key]!.remove(at: index)
+            }
+            waiter?.continuation.resume(returning: .cancelled)
         }
     }
 
     /// Calls waiting for a leader now (for metrics and tests).
     var waiting: Int {
-        flights.withLock { flights in flights.values.reduce(0) { $0 + $1.count } }
+        state.withLock { state in state.flights.values.reduce(0) { $0 + $1.count } }
     }
 
     /// Ends the flight: waiters get the leader's answer, or its `failure` when that refused the
@@ -64,8 +92,8 @@ final class SingleFlight<Value: Sendable>: Sendable {
     }
 
     private func end(_ key: String, _ outcome: Outcome, sharing: (Int) -> Void = { _ in }) {
-        let waiters = flights.withLock { $0.removeValue(forKey: key) ?? [] }
+        let waiters = state.withLock { $0.flights.removeValue(forKey: key) ?? [] }
         if case .shared = outcome { sharing(waiters.count) }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        for waiter in waiters { waiter.continuation.resume(returning: outcome) }
     }
 }

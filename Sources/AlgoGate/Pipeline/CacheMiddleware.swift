@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// Answers repeated calls of pinned algorithm versions from the cache. Runs after
 /// authentication, authorisation (data prefixes in inputs included) and input reading, so a
@@ -27,6 +28,11 @@ struct CacheMiddleware: RouterMiddleware {
         var room: HeldBytes?
         /// The cache's purge mark as the call went upstream (`ResponseCache.purgeMark`).
         var asked: Int64 = 0
+        /// The timeout the call that fetched it ran with (the client's, clamped), and whether the
+        /// answer is a success (one the cache may store): an error may be that timeout running out
+        /// (`AlgorithmTimeoutError`), which a waiter that allows longer does not take as its own.
+        var timeout = Int.max
+        var succeeded = true
 
         /// The answer for one client: with `gzip` (`sendsStoredGzip`), the stored gzip bytes, as a
         /// hit would send them, rather than the same bytes compressed again
@@ -54,6 +60,8 @@ struct CacheMiddleware: RouterMiddleware {
     let answerBudget: MemoryBudget?
     let limits: @Sendable () -> GatewayConfig.Limits
     let queueTimeout: @Sendable () -> Duration
+    /// `upstream.timeout_seconds`, which bounds a call's own `timeout` option.
+    let upstreamTimeout: @Sendable () -> Int
     let metrics: GatewayMetrics
 
     // `handle` is split into steps, none inlined into another (`@inline(never)`), and the
@@ -154,7 +162,7 @@ struct CacheMiddleware: RouterMiddleware {
         let terms = terms(request, context: context)
         var leads = false, refused = false
         if decision.lookup {
-            switch try await lookUp(key, decision: decision, terms: terms, context: context, refused: &refused) {
+            switch try await lookUp(key, request: request, decision: decision, terms: terms, context: context, refused: &refused) {
             case .answered(let response): return response
             case .leads: leads = true
             case .goesUpstream: break
@@ -162,6 +170,8 @@ struct CacheMiddleware: RouterMiddleware {
                 var shared = refusal
                 shared.cause = "the answer of an identical call under way, refused: " + (refusal.cause ?? refusal.message)
                 return try await staleHit(after: shared, key: key, decision: decision, terms: terms, facts: context.facts)
+            case .timedOut(let failure):
+                return try await staleHit(after: failure, key: key, decision: decision, terms: terms, facts: context.facts)
             }
         }
         if decision.onlyIfCached { try Self.refuseUncached() }
@@ -189,8 +199,8 @@ struct CacheMiddleware: RouterMiddleware {
             return try await staleHit(after: error, key: key, decision: decision, terms: terms, facts: context.facts)
         }
         let kept: Response
-        (kept, shared) = try await keep(response, key: key, decision: decision, refused: refused, origin: origin, asked: asked, terms: terms,
-                                        context: context)
+        (kept, shared) = try await keep(response, key: key, decision: decision, refused: refused, origin: origin, asked: asked,
+                                        timeout: leads ? callTimeout(request) : .max, terms: terms, context: context)
         return kept
     }
 
@@ -202,13 +212,20 @@ struct CacheMiddleware: RouterMiddleware {
         case goesUpstream
         /// The answer of an identical call was refused for what it is: so is this call's.
         case refused(GatewayError)
+        /// The identical call under way had not answered within this call's own timeout (and the
+        /// grace), as this call's own upstream call would not have.
+        case timedOut(GatewayError)
     }
 
     /// The stored answer, or the answer of an identical call under way (waiting for it, without
     /// an upstream slot), or that this call leads. `refused`: a stored answer was there that the
     /// request's own bounds did not take (`RequestFreshness`).
     @inline(never)
-    private func lookUp(_ key: String, decision: CachePolicy.Decision, terms: Terms, context: Context, refused: inout Bool) async throws -> LookUp {
+    private func lookUp(_ key: String, request: Request, decision: CachePolicy.Decision, terms: Terms, context: Context,
+                        refused: inout Bool) async throws -> LookUp {
+        // A waiter waits no longer than its own call would have taken: its timeout and the grace,
+        // from its first wait.
+        var waits: (timeout: Int, deadline: NIODeadline)?
         while true {
             switch try await read(key, decision: decision, terms: terms, facts: context.facts) {
             case .answer(let answer): return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
@@ -234,12 +251,26 @@ struct CacheMiddleware: RouterMiddleware {
             // A purge known by now and not when the call waited for went upstream: its answer may
             // be what was purged, and this call goes upstream on its own.
             let joined = cache.purgeMark()
-            switch await flights.wait(key) {
+            let waiting = waits ?? { let timeout = callTimeout(request); return (timeout, .now() + .seconds(Int64(timeout)) + Forwarder.timeoutGrace) }()
+            waits = waiting
+            let outcome: SingleFlight<Shared>.Outcome
+            do {
+                outcome = try await waitForLeader(key, until: waiting.deadline, timeout: waiting.timeout, context: context)
+            } catch let failure as GatewayError where failure.status == .gatewayTimeout {
+                return .timedOut(failure)
+            }
+            switch outcome {
             case .shared(let shared) where shared.asked < joined:
                 // Counted among the answer's holders when it was shared: let go now, not when
                 // the last reference to it goes.
                 shared.room?.release()
                 return .goesUpstream
+            case .shared(let shared) where !shared.succeeded && shared.timeout < waiting.timeout:
+                // An error from a call that allowed less time than this one (the algorithm's
+                // timeout running out, maybe): this call looks again, and goes upstream itself,
+                // or waits for another identical call that allows as long.
+                shared.room?.release()
+                continue
             case .shared(let shared):
                 if let room = shared.room { context.facts.holdAnswer(in: room) }
                 return .answered(Self.mark(shared.response(gzip: terms.gzip(shared.headers.value(.contentType))),
@@ -250,8 +281,47 @@ struct CacheMiddleware: RouterMiddleware {
                 return .refused(refusal)
             case .leaderFailed:
                 return .goesUpstream
+            case .cancelled:
+                throw CancellationError()
             }
         }
+    }
+
+    /// The call's `timeout` option, as the forwarder sends it (`Forwarder.query`).
+    private func callTimeout(_ request: Request) -> Int {
+        Forwarder.query(request.uri.query, clampingTimeoutTo: upstreamTimeout()).timeout
+    }
+
+    /// Waits for the identical call under way, giving up when the client goes
+    /// (`GatewayError.clientClosedRequest`) or at `deadline` (504, as the call's own upstream call
+    /// would be given up then): a waiter holds its input, and its client waits for no longer than
+    /// its own timeout, whatever the call it waits for allows.
+    @inline(never)
+    private func waitForLeader(_ key: String, until deadline: NIODeadline, timeout: Int, context: Context) async throws -> SingleFlight<Shared>.Outcome {
+        guard let departure = await ClientDeparture.of(context.channel) else { return await flights.wait(key) }
+        let flights = flights, loop = context.channel.eventLoop
+        let received = ReceivedOutcome()
+        do {
+            return try await departure.watching(departures: true) { watch in
+                var expired = Forwarder.timedOut(seconds: timeout)
+                expired.cause = "the identical call under way, whose answer this call waited for, had not answered within this call's timeout and the grace"
+                let expiry = watch?.expire(at: deadline, on: loop, with: expired)
+                defer { expiry?.cancel() }
+                let outcome = await flights.wait(key)
+                received.set(outcome)
+                return outcome
+            }
+        } catch {
+            // An answer shared just as the wait was given up is let go.
+            if case .shared(let shared)? = received.value { shared.room?.release() }
+            throw error
+        }
+    }
+
+    private final class ReceivedOutcome: Sendable {
+        private let outcome = Mutex<SingleFlight<Shared>.Outcome?>(nil)
+        func set(_ value: SingleFlight<Shared>.Outcome) { outcome.withLock { $0 = value } }
+        var value: SingleFlight<Shared>.Outcome? { outcome.withLock { $0 } }
     }
 
     /// `cache.lookup`, a file that cannot be read (an I/O error, a damaged page) taken for a miss.
@@ -282,21 +352,25 @@ struct CacheMiddleware: RouterMiddleware {
     /// `asked`: the cache's purge mark as the call went upstream (`ResponseCache.purgeMark`).
     @inline(never)
     private func keep(_ response: Response, key: String, decision: CachePolicy.Decision, refused: Bool, origin: String?, asked: Int64,
-                      terms: Terms, context: Context) async throws -> (Response, Shared?) {
+                      timeout: Int, terms: Terms, context: Context) async throws -> (Response, Shared?) {
         if decision.lookup, Self.staleIfError.contains(response.status.code),
            let stale = try await staleHit(key, decision: decision, terms: terms, facts: context.facts) {
             context.facts.record(staleBecause: "the upstream answered \(response.status.code)")
             return (stale, nil)
         }
         let body = try await response.body.collected()
-        var answer = Shared(status: response.status, headers: response.headers, body: body, asked: asked)
+        var answer = Shared(status: response.status, headers: response.headers, body: body, asked: asked, timeout: timeout)
         var stored = false
         // Keyed under the upstream the call was decided for: one that a reload changed meanwhile
         // answered it, and its answer is not that upstream's to store.
         let sameUpstream = context.facts.upstreamURL.map { CachePolicy.origin(of: $0) == origin } ?? true
-        if decision.store, try await BodyWork.run(over: body.readableBytes, { [headers = response.headers] in
-            Self.isCacheable(status: response.status, headers: headers, body: body)
-        }) {
+        answer.succeeded = false
+        if decision.store {
+            answer.succeeded = try await BodyWork.run(over: body.readableBytes) { [headers = response.headers] in
+                Self.isCacheable(status: response.status, headers: headers, body: body)
+            }
+        }
+        if answer.succeeded {
             if !sameUpstream {
                 context.facts.record(notStoredBecause: "upstream.url changed while the call was under way")
             } else {

@@ -123,6 +123,7 @@ public struct GatewayApp: Sendable {
                                                    compression: { state.snapshot.config.compression }, now: now,
                                                    answerBudget: answerBudget, limits: { state.snapshot.config.limits },
                                                    queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
+                                                   upstreamTimeout: { state.snapshot.config.upstream.timeoutSeconds },
                                                    metrics: metrics))
         }
         router.add(middleware: ForwardMiddleware(
