@@ -532,22 +532,22 @@ import Testing
         try await GatewayHarness.run { h in
             let path = "/v1/algo/test/Sleep/1.0.0"
             func call(_ query: String, fault: Bool = false) -> Task<TestHTTP.Reply, any Error> {
-                Task { try await h.gateway.send(.POST, path + query, headers: simple(Keys.teamB) + jsonType + (fault ? [("X-Sim-Fault", "delay=2500")] : []), text: "2000") }
+                Task { try await h.gateway.send(.POST, path + query, headers: simple(Keys.teamB) + jsonType + (fault ? [("X-Sim-Fault", "delay=3000")] : []), text: "4000") }
             }
-            // Held 2.5 s before it runs, so that the others join it even on a loaded machine (and
-            // answered within its 1 s and the gateway's 5 s grace).
-            let leader = call("?timeout=1", fault: true)
+            // Held 3 s before it runs, so that the others join it even on a loaded machine; its
+            // error comes 3 s later, 2 s within the gateway's grace.
+            let leader = call("?timeout=3", fault: true)
             try #require(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the call never reached the upstream")
-            let patient = call(""), hasty = call("?timeout=1")
+            let patient = call(""), hasty = call("?timeout=3")
             try #require(await eventually { h.app.flights.waiting == 2 }, "the calls never waited for the first")
 
             let first = try await leader.value, short = try await hasty.value, long = try await patient.value
             #expect(first.status == 200)
-            #expect(canonicalJSON(first.object["error"]) == canonicalJSON(literal: #"{"error_type":"AlgorithmTimeoutError","message":"algorithm timed out after 1 seconds"}"#))
+            #expect(canonicalJSON(first.object["error"]) == canonicalJSON(literal: #"{"error_type":"AlgorithmTimeoutError","message":"algorithm timed out after 3 seconds"}"#))
             #expect(short.status == 200 && short.bytes == first.bytes)
             #expect(short.header("Cache-Status") == "algogate; fwd=miss; collapsed")
             #expect(long.status == 200)
-            #expect(canonicalJSON(long.object["result"]) == #"{"slept_ms":2000}"#)
+            #expect(canonicalJSON(long.object["result"]) == #"{"slept_ms":4000}"#)
             #expect(long.header("Cache-Status") == "algogate; fwd=miss; stored")
             #expect(h.simulator.stats.snapshot.algoCalls[path.replacingOccurrences(of: "/v1/algo/", with: "")] == 2)
         }
