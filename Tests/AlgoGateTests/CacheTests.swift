@@ -478,7 +478,7 @@ import Testing
 
                 let waiter = try await h.gateway.send(.POST, path + "?timeout=1", headers: simple(Keys.teamB) + jsonType, text: "7")
                 #expect(waiter.status == 504)
-                #expect(waiter.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+                #expect(waiter.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 second"}}"#)
                 #expect(waiter.header("X-Cache") == nil)
                 #expect(FailureLogTests.field(await FailureLogTests.line(h, waiter.header("X-Request-ID") ?? ""), "cause")
                     == "the identical call under way, whose answer this call waited for, had not answered within this call's timeout and the grace")

@@ -87,7 +87,7 @@ import Testing
             let line = await Self.line(h, "slow-1")
             #expect(line.hasPrefix("warning request "), "\(line)")
             #expect(Self.field(line, "error_type") == "UpstreamTimeout")
-            #expect(Self.field(line, "error") == "the upstream did not answer within 1 seconds")
+            #expect(Self.field(line, "error") == "the upstream did not answer within 1 second")
             #expect(Self.field(line, "cause") == "HTTPClientError.deadlineExceeded")
         }
     }

@@ -175,7 +175,7 @@ import Testing
                 let started = ContinuousClock.now
                 let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
                 #expect(reply.status == 504)
-                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 second"}}"#)
                 #expect(ContinuousClock.now - started >= .seconds(5.5))
                 let metrics = try await h.gateway.send(.GET, "/metrics").text
                 #expect(metricSample(metrics, "algogate_upstream_in_flight") == 0)
@@ -198,7 +198,7 @@ import Testing
                 let reply = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType + [("X-Request-ID", "trickle-1")], text: "30000")
                 let elapsed = ContinuousClock.now - started
                 #expect(reply.status == 504)
-                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+                #expect(reply.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 second"}}"#)
                 #expect(elapsed >= .seconds(5.9) && elapsed < .seconds(20), "answered after \(elapsed)")
                 // The operator's line says it was the deadline, not the upstream client's wait for a head.
                 let line = await FailureLogTests.line(h, "trickle-1")
@@ -255,7 +255,7 @@ import Testing
         try await GatewayHarness.run(upstreamYAML: "timeout_seconds: 1") { h in
             let data = try await h.gateway.send(.GET, "/v1/data/.my", headers: simple(Keys.reader) + [("X-Sim-Fault", "delay=3000")])
             #expect(data.status == 504)
-            #expect(data.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 seconds"}}"#)
+            #expect(data.text == #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 1 second"}}"#)
             // algorithm calls get the algorithm's own timeout plus a grace period to report it (1 + 5 s;
             // the upstream answers 3 s after that, so a late timer on a loaded machine still sees no answer)
             let algo = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType + [("X-Sim-Fault", "delay=9000")], text: "HAL")

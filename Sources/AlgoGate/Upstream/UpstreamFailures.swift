@@ -45,7 +45,7 @@ extension Forwarder {
 
     /// A call given up at its deadline: its answer, or the whole of it, was not in by then.
     static func timedOut(seconds: Int) -> GatewayError {
-        .gatewayTimeout("the upstream did not answer within \(seconds) seconds")
+        .gatewayTimeout("the upstream did not answer within \(seconds) second\(seconds == 1 ? "" : "s")")
     }
 
     private static func answer(for error: any Error, timeoutSeconds: Int, wholeCall: Bool) -> GatewayError {
