@@ -504,6 +504,41 @@ import Testing
         }
     }
 
+    /// A leader the upstream did not answer in time (a hung algorithm, say) shares its 504 with
+    /// the waiters that allow no longer than it did: their own calls would most likely wait as
+    /// long again, each holding one of the account's slots. A waiter that allows longer goes
+    /// upstream itself.
+    @Test func waitersOfALeaderThatTimedOutShareItsTimeoutUnlessTheyAllowLonger() async throws {
+        try await HeldUpstream.run { upstream, port in
+            try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 0}", upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let path = "/v1/algo/test/Hold/1.0.0"
+                func call(_ timeout: Int) -> Task<TestHTTP.Reply, any Error> {
+                    Task { try await h.gateway.send(.POST, path + "?timeout=\(timeout)", headers: simple(Keys.teamB) + jsonType, text: "9") }
+                }
+                let leader = call(2)
+                try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
+                // Both join after the first, so the first's deadline comes before theirs.
+                let same = call(2), longer = call(3)
+                try #require(await eventually { h.app.flights.waiting == 2 }, "the calls never waited for the first")
+
+                let first = try await leader.value, second = try await same.value
+                let timedOut = #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 2 seconds"}}"#
+                #expect(first.status == 504 && first.text == timedOut)
+                #expect(second.status == 504 && second.text == timedOut)
+                #expect(FailureLogTests.field(await FailureLogTests.line(h, second.header("X-Request-ID") ?? ""), "cause")
+                    == "the identical call under way, which allowed as long as this one, had no answer in time: the call's deadline (its timeout and the grace) passed before all of its answer had come")
+                // The one that allows longer went upstream on its own.
+                #expect(await eventually { upstream.holds == 2 })
+                upstream.release.open()
+                let third = try await longer.value
+                #expect(third.status == 200)
+                #expect(third.text == #"{"result":9,"metadata":{"content_type":"json","duration":0.001}}"#)
+                #expect(third.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(upstream.holds == 2)
+            }
+        }
+    }
+
     /// With `stale_if_error_seconds`, a waiter whose own timeout passes is answered by the expired
     /// entry, as its own failed call would be.
     @Test func aWaiterWhoseTimeoutPassesGetsTheStaleEntry() async throws {

@@ -11,9 +11,10 @@ final class SingleFlight<Value: Sendable>: Sendable {
         /// The leader's answer came and was refused for what it is (`GatewayError.refusesTheAnswer`):
         /// an identical call would get it again, so this is the waiter's answer too.
         case refused(GatewayError)
-        /// The leader failed without an answer (the upstream timed out, say): go upstream on your
-        /// own, rather than one after another behind a new leader each.
-        case leaderFailed
+        /// The leader failed without an answer (the upstream timed out, say), with its failure
+        /// when it had one: the caller decides whether that is its answer too, or goes upstream on
+        /// its own (together with the others, rather than one after another behind a new leader each).
+        case leaderFailed((any Error)?)
         /// The waiter stopped waiting (its task was cancelled: its client went, or its own
         /// timeout passed, `CacheMiddleware`) before the leader finished.
         case cancelled
@@ -73,7 +74,7 @@ final class SingleFlight<Value: Sendable>: Sendable {
     }
 
     /// Ends the flight: waiters get the leader's answer, or its `failure` when that refused the
-    /// answer itself, or `.leaderFailed`. `sharing` is told how many get the answer before any of
+    /// answer itself, or `.leaderFailed` with it. `sharing` is told how many get the answer before any of
     /// them does.
     func finish(_ key: String, with value: Value?, failure: (any Error)? = nil, sharing: (Int) -> Void = { _ in }) {
         let outcome: Outcome = if let value {
@@ -81,7 +82,7 @@ final class SingleFlight<Value: Sendable>: Sendable {
         } else if let refusal = failure as? GatewayError, refusal.refusesTheAnswer {
             .refused(refusal)
         } else {
-            .leaderFailed
+            .leaderFailed(failure)
         }
         end(key, outcome, sharing: sharing)
     }

@@ -195,7 +195,7 @@ struct CacheMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            failure = error
+            failure = leads ? leaderFailure(error, request: request) : error
             return try await staleHit(after: error, key: key, decision: decision, terms: terms, facts: context.facts)
         }
         let kept: Response
@@ -279,12 +279,33 @@ struct CacheMiddleware: RouterMiddleware {
                 continue
             case .refused(let refusal):
                 return .refused(refusal)
+            case .leaderFailed(let failure as TimedOutLeader) where failure.timeout >= waiting.timeout:
+                // A call that allowed as long as this one found the upstream would not answer in
+                // time (a hung algorithm, say): this one's own call would most likely wait as long
+                // again, holding one of the account's slots, so it gets the 504 now.
+                var timedOut = Forwarder.timedOut(seconds: waiting.timeout)
+                timedOut.cause = "the identical call under way, which allowed as long as this one, had no answer in time: "
+                    + (failure.failure.cause ?? failure.failure.message)
+                return .timedOut(timedOut)
             case .leaderFailed:
                 return .goesUpstream
             case .cancelled:
                 throw CancellationError()
             }
         }
+    }
+
+    /// A leader's failure, as its waiters are told it: a 504 (the upstream did not answer in time)
+    /// with the timeout the leader's call allowed.
+    private func leaderFailure(_ error: any Error, request: Request) -> any Error {
+        guard let failure = error as? GatewayError, failure.status == .gatewayTimeout else { return error }
+        return TimedOutLeader(failure: failure, timeout: callTimeout(request))
+    }
+
+    /// A leader the upstream did not answer in time, and the timeout its call allowed.
+    struct TimedOutLeader: Error {
+        let failure: GatewayError
+        let timeout: Int
     }
 
     /// The call's `timeout` option, as the forwarder sends it (`Forwarder.query`).
