@@ -19,6 +19,10 @@ import Synchronization
 /// `test/Boast` answers at once in Algorithmia's envelope, its `metadata.duration` the text of
 /// its input (a claim of compute no call of milliseconds could have used).
 ///
+/// `test/Timed/1.0.0` waits for `release` too (counted in `holds`), then answers at once as an
+/// algorithm running its input's milliseconds would under the call's `timeout` option: Algorithmia's
+/// timeout error when the timeout is shorter, else the result.
+///
 /// `test/Trickle` (and `test/Trickle/1.0.0`) sends `hello` chunked after a space every 200 ms for
 /// the milliseconds its input names, at once.
 ///
@@ -44,6 +48,11 @@ final class HeldUpstream: Sendable {
 
     static func answer(sleptMs: Int) -> String {
         #"{"result":{"slept_ms":\#(sleptMs)},"metadata":{"content_type":"json","duration":0.001}}"#
+    }
+
+    /// `test/Timed`'s answer when the call's `timeout` is shorter than its input's milliseconds.
+    static func timedOut(seconds: Int) -> String {
+        #"{"error":{"message":"algorithm timed out after \#(seconds) seconds","error_type":"AlgorithmTimeoutError"},"metadata":{"duration":\#(seconds)}}"#
     }
 
     static let hello = #"{"result":"Hello B","metadata":{"content_type":"text","duration":0.001}}"#
@@ -76,6 +85,18 @@ final class HeldUpstream: Sendable {
             await upstream.release.wait()
             let milliseconds = Int(String(buffer: input)) ?? 0
             try await Task.sleep(for: .milliseconds(milliseconds))
+            return Self.json(Self.answer(sleptMs: milliseconds))
+        }
+        // Held, then answered as an algorithm running its input's milliseconds would be under
+        // the call's `timeout`: the timeout's error when that is shorter, else its result.
+        router.post("/v1/algo/test/Timed/1.0.0") { request, _ -> Response in
+            let input = String(buffer: try await request.body.collect(upTo: 1024))
+            upstream.holdCalls.add(1, ordering: .relaxed)
+            upstream.arrived.open()
+            await upstream.release.wait()
+            let milliseconds = Int(input) ?? 0
+            let timeout = request.uri.queryParameters.get("timeout").flatMap { Int($0) } ?? 300
+            guard milliseconds <= timeout * 1000 else { return Self.json(Self.timedOut(seconds: timeout)) }
             return Self.json(Self.answer(sleptMs: milliseconds))
         }
         /// A held call: counted, then answered with `answer(input)` once released.
