@@ -65,6 +65,9 @@ struct Demo: AsyncParsableCommand {
         defer { simulator.removeTemporaryData() }
         let gateway = try GatewayRunner(loaded: loaded, logger: logger, logWriter: log.writer, redactor: log.redactor).services()
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
+        // The Python client goes into a virtual environment of its own: Debian's python3 refuses
+        // `pip install` outside one (PEP 668), and a fresh machine has no pip but in one.
+        let venv = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-demo-venv").path
         let teamA = "-H 'Authorization: Simple \(Self.demoKeys["team-a"]!)'", teamB = "-H 'Authorization: Simple \(Self.demoKeys["team-b"]!)'"
         print("""
 
@@ -78,8 +81,8 @@ struct Demo: AsyncParsableCommand {
           curl -s \(teamA) \(base)/v1/data/.my/team-a/hello.txt
           curl -s \(teamA) \(base)/v1/data/.my/team-b    # 403: outside team-a's data prefixes
 
-          pip install algorithmia==2.0.5
-          ALGORITHMIA_API=\(base) ALGORITHMIA_API_KEY=\(Self.demoKeys["team-a"]!) python3 -c 'import Algorithmia; print(Algorithmia.client().algo("demo/Hello/0.1.0").pipe("HAL").result)'
+          python3 -m venv \(venv) && \(venv)/bin/pip install algorithmia==2.0.5    # the official Python client
+          ALGORITHMIA_API=\(base) ALGORITHMIA_API_KEY=\(Self.demoKeys["team-a"]!) \(venv)/bin/python -c 'import Algorithmia; print(Algorithmia.client().algo("demo/Hello/0.1.0").pipe("HAL").result)'
 
         Ctrl-C stops both; the simulator's files (in a temporary directory) go with it, the cache stays.
 

@@ -71,8 +71,12 @@ import Testing
             #expect(try await Self.shell(curls[4]) == "hello")
             #expect(try await Self.shell(curls[5])
                     == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-a' may not access data://.my/team-b: outside its data prefixes"}}"#)
-            // The Python line names the same gateway and key.
-            #expect(lines.contains { $0.contains("ALGORITHMIA_API=http://127.0.0.1:\(gatewayPort) ALGORITHMIA_API_KEY=demo-team-a-key python3 -c ") })
+            // The Python lines put the client in a virtual environment in the demo's temporary
+            // directory (Debian's python3 has no pip outside one), and name the same gateway and
+            // key; Tests/ClientCompat/run.sh runs them as printed.
+            let venv = temporary.appendingPathComponent("algogate-demo-venv").path
+            #expect(lines.contains("  python3 -m venv \(venv) && \(venv)/bin/pip install algorithmia==2.0.5    # the official Python client"), "\(lines)")
+            #expect(lines.contains { $0.hasPrefix("  ALGORITHMIA_API=http://127.0.0.1:\(gatewayPort) ALGORITHMIA_API_KEY=demo-team-a-key \(venv)/bin/python -c ") }, "\(lines)")
             #expect(!demo.log.contains("sim-"), "the simulator's fresh account key is never printed")
 
             // "Ctrl-C stops both; the simulator's files (in a temporary directory) go with it, the cache stays."

@@ -319,3 +319,23 @@ bad = [a for a in stats["authorizations"] if a != "Simple " + sys.argv[1]]
 sys.exit("FAIL: upstream saw other Authorization values: %d" % len(bad) if bad else 0)' "$SIM_KEY"
   echo "gateway: upstream saw only the server key; no key in the gateway log"
 fi
+
+if "$BIN" --help 2>/dev/null | grep -E "^ +demo " >/dev/null; then
+  # The README's first command ends in `algogate demo`, whose banner prints two lines for the
+  # Python client: they are run here as printed (DemoTests runs its curl lines). The demo runs on
+  # free ports, with its temporary directory, where the printed virtual environment goes, in $WORK.
+  echo "== the demo's printed Python lines, run as printed"
+  DEMO_PORT=$(free_port); DEMO_SIM_PORT=$(free_port)
+  mkdir "$WORK/demo-tmp"
+  sed -e "s#port: 8080#port: $DEMO_PORT#" -e "s#url: http://127.0.0.1:9000#url: http://127.0.0.1:$DEMO_SIM_PORT#" \
+    -e "s#path: var/demo-cache.sqlite#path: $WORK/demo-cache.sqlite#" config/demo.yaml >"$WORK/demo.yaml"
+  TMPDIR="$WORK/demo-tmp" "$BIN" demo --config "$WORK/demo.yaml" --sim-port "$DEMO_SIM_PORT" >"$WORK/demo.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$DEMO_PORT/healthz"
+  grep -E '^  (python3 -m venv|ALGORITHMIA_API=)' "$WORK/demo.log" >"$WORK/demo-python.sh"
+  [ "$(wc -l <"$WORK/demo-python.sh")" -eq 2 ] || { echo "FAIL: the demo's banner should print two Python lines:" >&2; cat "$WORK/demo.log" >&2; exit 1; }
+  # Without this run's environment: as a user would paste them, in a new shell.
+  answer=$(env -u VIRTUAL_ENV -u PYTHONPATH bash -e "$WORK/demo-python.sh" 2>&1 | tail -1)
+  [ "$answer" = "Hello HAL" ] || { echo "FAIL: the demo's Python lines printed: $answer" >&2; cat "$WORK/demo-python.sh" >&2; exit 1; }
+  echo "ok   the demo's Python lines: a virtual environment, the client installed, and its call answered: $answer"
+fi
