@@ -74,7 +74,7 @@ struct Demo: AsyncParsableCommand {
         algogate demo: gateway \(base)  ->  simulator http://127.0.0.1:\(simPort)
         demo keys: team-a = \(Self.demoKeys["team-a"]!) (all scopes, data://.my/team-a/), team-b = \(Self.demoKeys["team-b"]!) (algo only, 30 requests a minute)
 
-          curl -s -i \(teamA) -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0    # X-Cache: MISS, then HIT (the cache stays between demos)
+          curl -s -i \(teamA) -H 'Content-Type: text/plain' -d 'HAL' \(base)/v1/algo/demo/Hello/0.1.0    # X-Cache: MISS the first time, HIT from then on, in later demos too (the cache is kept)
           curl -s \(teamB) \(base)/v1/data/.my/team-a    # 403: team-b has no data scope
           curl -s \(teamA) -H 'Content-Type: application/json' -d '{"name":"team-a"}' \(base)/v1/data/.my    # team-a makes its directory
           curl -s \(teamA) -X PUT --data-binary 'hello' \(base)/v1/data/.my/team-a/hello.txt

@@ -61,7 +61,7 @@ import Testing
             let call = try await Self.shell(curls[0])
             #expect(call.hasPrefix("HTTP/1.1 200 OK\r\n") && call.contains("\r\nX-Cache: MISS\r\n"), "\(call)")
             #expect(call.contains("\r\n\r\n{") && call.contains(#""result":"Hello HAL""#), "\(call)")
-            // "X-Cache: MISS, then HIT (the cache stays between demos)": this demo's cache is new.
+            // "X-Cache: MISS the first time, HIT from then on, in later demos too": this demo's cache is new.
             let again = try await Self.shell(curls[0])
             #expect(again.contains("\r\nX-Cache: HIT\r\n") && again.contains(#""result":"Hello HAL""#), "\(again)")
             #expect(try await Self.shell(curls[1])
