@@ -90,7 +90,7 @@ first=$(inside "$(grep -m1 '^  curl' "$TREE/tmp/banner.sh")" | head -1 | tr -d '
 [ "$first" = "HTTP/1.1 200 OK" ] || { echo "FAIL: the demo's first call: $first" >&2; exit 1; }
 while IFS= read -r line; do
   out=$(inside "set -e; $line" 2>&1) || { echo "FAIL: $line"$'\n'"$out" >&2; exit 1; }
-  echo "ok   ${line%%    #*}"$'\n'"       -> $(printf '%s' "$out" | tail -1 | cut -c1-150)"
+  line=${line#  }; echo "ok   ${line%%    #*}"$'\n'"       -> $(printf '%s' "$out" | tail -1 | cut -c1-150)"
 done <"$TREE/tmp/banner.sh"
 [ "$(printf '%s' "$out" | tail -1)" = "Hello HAL" ] || { echo "FAIL: the Python lines did not answer Hello HAL" >&2; exit 1; }
 pkill -INT -f "algogate demo"; wait "$DEMO_PID" || true; DEMO_PID=""
