@@ -264,4 +264,30 @@ import Yams
             #expect(unit.contains(directive), "\(directive)")
         }
     }
+
+    /// systemd's own reading of the units, where systemd is installed (it is not run here: no
+    /// systemd is process 1): `systemd-analyze verify` names unknown or misspelt directives and
+    /// commands that do not exist, and `security --offline` scores the service's exposure (0 to
+    /// 10; 1.8 when this was written), which must stay below 2.5, its "OK" band.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
+    func systemdReadsTheUnitsWithoutAWarningAndTheServiceExposesLittle() async throws {
+        try await withTemporaryDirectory("systemd") { work in
+            // The units as installed, the binary they name being the one built here.
+            var files: [String] = []
+            for name in ["algogate.service", "algogate-backup.service", "algogate-backup.timer"] {
+                let unit = try Self.text("deploy/systemd/\(name)").replacingOccurrences(of: "/usr/local/bin/algogate", with: ChildProcess.executable.path)
+                let file = work.appendingPathComponent(name)
+                try unit.write(to: file, atomically: true, encoding: .utf8)
+                files.append(file.path)
+            }
+            let analyze = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
+            let verify = try await ChildProcess.run(executable: analyze, arguments: ["verify"] + files)
+            #expect(verify.termination == .exited(0) && verify.log.isEmpty, "\(verify.log)")
+            let security = try await ChildProcess.run(executable: analyze, arguments: ["security", "--offline=yes", "--threshold=25", files[0]])
+            #expect(security.termination == .exited(0), "\(security.log)")
+            let overall = security.log.split(separator: "\n").first { $0.contains("Overall exposure level for algogate.service:") }
+            let score = overall.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first }
+            #expect(score.map { $0 < 2.5 } == true, "\(security.log)")
+        }
+    }
 }
