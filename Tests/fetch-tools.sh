@@ -3,7 +3,9 @@
 # - promtool and prometheus (MonitoringTests: the alert rules' unit tests, and the Grafana
 #   dashboard's queries run against a live gateway's metrics): Debian's prometheus package,
 #   unpacked, not installed, so no service starts;
-# - schemathesis (OpenAPITests: deploy/openapi.yaml against a live gateway), from PyPI, in a venv.
+# - schemathesis (OpenAPITests: deploy/openapi.yaml against a live gateway), from PyPI, in a venv;
+# - kubernetes-validate (DeployTests: deploy/kubernetes against Kubernetes' own schemas, which it
+#   carries), from PyPI, in a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=.build/tools
@@ -31,4 +33,12 @@ if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q "$sc
   python3 -m venv "$tools/schemathesis"
   "$tools/schemathesis/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
   "$tools/schemathesis/bin/schemathesis" --version
+fi
+
+kubernetes_validate_version=1.37.0
+if ! "$tools/kubernetes-validate/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kubernetes_validate_version"; then
+  rm -rf "$tools/kubernetes-validate"
+  python3 -m venv "$tools/kubernetes-validate"
+  "$tools/kubernetes-validate/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kubernetes_validate_version"
+  "$tools/kubernetes-validate/bin/kubernetes-validate" --version
 fi

@@ -86,6 +86,33 @@ import Yams
     /// The maintenance pod (for `algogate restore`, the gateway stopped) runs the gateway's image
     /// as its user, with its config and state volume where the gateway has them, and takes no
     /// traffic; its comment's commands name them.
+    /// The manifests against Kubernetes' own schemas (kubernetes-validate, fetched by
+    /// `Tests/fetch-tools.sh`, which carries them), strictly: a field Kubernetes does not know, or
+    /// one of the wrong type, in any of them fails, at the oldest release it has schemas for
+    /// (1.25) and the newest (1.37). The ServiceMonitor is the Prometheus operator's, whose
+    /// schema Kubernetes does not have: it alone may be passed over, and says so.
+    @Test func theManifestsAreValidKubernetesObjects() async throws {
+        let tool = Self.root.appendingPathComponent(".build/tools/kubernetes-validate/bin/kubernetes-validate")
+        guard FileManager.default.isExecutableFile(atPath: tool.path) else {
+            throw MonitoringTests.MonitoringTestError("\(tool.path) is missing: run bash Tests/fetch-tools.sh (Tests/run.sh does)")
+        }
+        let directory = Self.root.appendingPathComponent("deploy/kubernetes")
+        let manifests = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        try #require(manifests.count == 7, "\(manifests)")
+        for version in ["1.25.0", "1.37.0"] {
+            let run = try await ChildProcess.run(executable: tool, arguments: ["--strict", "-k", version] + manifests.map { directory.appendingPathComponent($0).path })
+            #expect(run.termination == .exited(0), "\(version): \(run.log)")
+            for manifest in manifests {
+                let line = run.log.split(separator: "\n").first { $0.contains("deploy/kubernetes/\(manifest) ") }.map(String.init) ?? "no line for \(manifest)"
+                if manifest == "servicemonitor.yaml" {
+                    #expect(line.hasPrefix("WARN ") && line.contains("Couldn't find schema for kind ServiceMonitor"), "\(version): \(line)")
+                } else {
+                    #expect(line.hasPrefix("INFO ") && line.contains(" passed for resource "), "\(version): \(line)")
+                }
+            }
+        }
+    }
+
     @Test func theMaintenancePodHasTheGatewaysImageConfigAndVolume() throws {
         let gateway = Self.dig(try Self.yaml("deploy/kubernetes/deployment.yaml"), "spec", "template", "spec")
         let text = try Self.text("deploy/kubernetes/maintenance-pod.yaml")
