@@ -97,7 +97,7 @@ import Testing
                                      ("/v1/data/.my%2Fteam-a%2F..%2Fteam-b%2Fy.txt", "data://.my/team-b/y.txt")] {
                 let refused = try await h.gateway.send(.GET, path, headers: simple(Keys.teamA))
                 #expect(refused.status == 403, "\(path)")
-                #expect(envelope(refused).message == "client 'team-a' may not access \(location): outside its data prefixes", "\(path)")
+                #expect(envelope(refused).message == "client 'team-a' may not access \(location): outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)", "\(path)")
             }
         }
     }
@@ -111,7 +111,7 @@ import Testing
             #expect(nested.text == #"{"result":"data://.my/team-a/reports"}"#)
             let other = try await h.gateway.send(.POST, "/v1/data/.my", headers: simple(Keys.teamA), json: ["name": "team-b"])
             #expect(other.status == 403)
-            #expect(envelope(other).message == "client 'team-a' may not access data://.my/team-b: outside its data prefixes")
+            #expect(envelope(other).message == "client 'team-a' may not access data://.my/team-b: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
             let sneaky = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "../team-b"])
             #expect(sneaky.status == 400)
             let encoded = try await h.gateway.send(.POST, "/v1/data/.my/team-a", headers: simple(Keys.teamA), json: ["name": "%2e%2e"])
@@ -174,10 +174,10 @@ import Testing
             let before = h.simulator.stats.snapshot.totalRequests
             let other = try await h.gateway.send(.GET, "/v1/connector/dropbox+Work/team-a/x.txt", headers: simple(Keys.teamA))
             #expect(other.status == 403)
-            #expect(envelope(other).message == "client 'labelled' may not access dropbox+Work://team-a/x.txt: outside its data prefixes")
+            #expect(envelope(other).message == "client 'labelled' may not access dropbox+Work://team-a/x.txt: outside its data prefixes (dropbox+work://team-a/)")
             let input = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "dropbox+Work://team-a/x.txt"])
             #expect(input.status == 403)
-            #expect(envelope(input).message == "algorithm input references dropbox+Work://team-a/x.txt, outside client 'labelled' data prefixes")
+            #expect(envelope(input).message == "algorithm input references dropbox+Work://team-a/x.txt, outside client 'labelled' data prefixes (dropbox+work://team-a/)")
             #expect(h.simulator.stats.snapshot.totalRequests == before, "no refusal reached the upstream")
             let own = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "Dropbox+work://team-a/x.txt"])
             #expect(own.status == 200)
@@ -190,7 +190,7 @@ import Testing
             let nested = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA),
                                                   json: ["files": ["data://.my/team-a/ok.csv", ["deep": "data://.my/team-b/secret.csv"]]])
             #expect(nested.status == 403)
-            #expect(envelope(nested).message == "algorithm input references data://.my/team-b/secret.csv, outside client 'team-a' data prefixes")
+            #expect(envelope(nested).message == "algorithm input references data://.my/team-b/secret.csv, outside client 'team-a' data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
             let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: "dropbox://elsewhere/x")
             #expect(text.status == 403)
             let traversal = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": "data://.my/team-a/../team-b/x"])
@@ -211,7 +211,7 @@ import Testing
                                    (".my;v=1/team-b/x", "data://.my;v=1/team-b/x")] {
                 let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": ["g": input]])
                 #expect(json.status == 403, "\(input)")
-                #expect(envelope(json).message == "algorithm input references \(named), outside client 'team-a' data prefixes", "\(input)")
+                #expect(envelope(json).message == "algorithm input references \(named), outside client 'team-a' data prefixes (data://.my/team-a/, s3://bucket/team-a/)", "\(input)")
                 let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
                 #expect(text.status == 403, "\(input)")
             }
@@ -259,16 +259,16 @@ import Testing
                           "x/../.my/team-b/f"] {                           // a bare path that climbs into .my
                 let json = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA), json: ["f": input])
                 #expect(json.status == 403, "\(input.unicodeScalars.map(\.value))")
-                #expect(envelope(json).message == "algorithm input references data://.my/team-b/f, outside client 'team-a' data prefixes",
+                #expect(envelope(json).message == "algorithm input references data://.my/team-b/f, outside client 'team-a' data prefixes (data://.my/team-a/, s3://bucket/team-a/)",
                         "\(input.unicodeScalars.map(\.value))")
                 let text = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + textType, text: input)
                 #expect(text.status == 403, "\(input.unicodeScalars.map(\.value))")
             }
             for (path, status, message) in [
-                ("/v1/data/.my/team-a/x%D8%80/../../team-b/f", 403, "client 'team-a' may not access data://.my/team-b/f: outside its data prefixes"),
-                ("/v1/connector/s3/bucket/team-a/x%D8%80/../../team-b/f", 403, "client 'team-a' may not access s3://bucket/team-b/f: outside its data prefixes"),
+                ("/v1/data/.my/team-a/x%D8%80/../../team-b/f", 403, "client 'team-a' may not access data://.my/team-b/f: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)"),
+                ("/v1/connector/s3/bucket/team-a/x%D8%80/../../team-b/f", 403, "client 'team-a' may not access s3://bucket/team-b/f: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)"),
                 // A backslash joined to a combining mark after it is still a separator.
-                ("/v1/data/.my/team-a/..%5C%CC%81x", 403, "client 'team-a' may not access data://.my/\u{301}x: outside its data prefixes"),
+                ("/v1/data/.my/team-a/..%5C%CC%81x", 403, "client 'team-a' may not access data://.my/\u{301}x: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)"),
                 // A fullwidth slash joined to its neighbour still folds to a separator (NFKC).
                 ("/v1/data/.my/team-a/x%D8%80%EF%BC%8F..", 400, "data path segment 'x\u{600}\u{FF0F}..' is refused: it holds a character that some servers read as '/'"),
             ] {
@@ -412,7 +412,7 @@ import Testing
             for input in inputs {
                 let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType, text: input)
                 #expect(refused.status == 403, "\(input)")
-                #expect(envelope(refused).message == "algorithm input references data://.my/team-b/secret.csv, outside client 'team-a' data prefixes")
+                #expect(envelope(refused).message == "algorithm input references data://.my/team-b/secret.csv, outside client 'team-a' data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
             }
             let utf16 = Array(#"{"file": "data://.my/team-b/secret.csv"}"#.utf16).flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] }
             let refused = try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0", headers: simple(Keys.teamA) + jsonType, body: utf16)
@@ -508,6 +508,14 @@ import Testing
         #expect(try DataURI.parse(dataPath: "s3://b/k").upstreamPath(connectorForm: false) == "/v1/data/s3://b/k")
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "a/%252e") }
         #expect(throws: GatewayError.self) { try DataURI.parse(dataPath: "../x") }
+    }
+
+    /// A refusal names the client's prefixes as directories, the first four and how many more.
+    @Test func aRefusalNamesTheClientsPrefixes() throws {
+        let prefixes = try ["data://.my/a/", "s3://b/c", "data://", "gs://g/h/", "dropbox://d/", "azureblob://e/"].map(DataURI.parse(uri:))
+        #expect(DataURI.naming(Array(prefixes.prefix(1))) == "(data://.my/a/)")
+        #expect(DataURI.naming(Array(prefixes.prefix(4))) == "(data://.my/a/, s3://b/c/, data://, gs://g/h/)")
+        #expect(DataURI.naming(prefixes) == "(data://.my/a/, s3://b/c/, data://, gs://g/h/, and 2 more)")
     }
 
     /// 20,000 generated paths built from names and every trick the normalisation knows of. For each one it

@@ -70,7 +70,7 @@ import Testing
             #expect(try await Self.shell(curls[3]) == #"{"result":"data://.my/team-a/hello.txt"}"#)
             #expect(try await Self.shell(curls[4]) == "hello")
             #expect(try await Self.shell(curls[5])
-                    == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-a' may not access data://.my/team-b: outside its data prefixes"}}"#)
+                    == #"{"error":{"error_type":"PermissionDenied","message":"client 'team-a' may not access data://.my/team-b: outside its data prefixes (data://.my/team-a/)"}}"#)
             // The Python lines put the client in a virtual environment in the demo's temporary
             // directory (Debian's python3 has no pip outside one), and name the same gateway and
             // key; Tests/ClientCompat/run.sh runs them as printed.

@@ -63,7 +63,7 @@ import Testing
             // The data prefix check sees the path the upstream would.
             let outside = try await h.gateway.send(.GET, "//v1/data/.my/team-b/x.txt", headers: simple(Keys.teamA))
             #expect(outside.status == 403)
-            #expect(envelope(outside).message == "client 'team-a' may not access data://.my/team-b/x.txt: outside its data prefixes")
+            #expect(envelope(outside).message == "client 'team-a' may not access data://.my/team-b/x.txt: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
             let inside = try await h.gateway.send(.GET, "//v1/data/.my/team-a/x.txt", headers: simple(Keys.teamA))
             #expect(inside.status == 404)
             #expect(envelope(inside).message == "data://.my/team-a/x.txt does not exist")

@@ -18,7 +18,7 @@ import Testing
             // Each message as the gateway writes it for a request of that method.
             let cases: [(path: String, headers: [(String, String)], status: Int, message: @Sendable (String) -> String)] = [
                 ("/v1/data/.my/team-b/x.txt", simple(Keys.teamA), 403,
-                 { _ in "client 'team-a' may not access data://.my/team-b/x.txt: outside its data prefixes" }),
+                 { _ in "client 'team-a' may not access data://.my/team-b/x.txt: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)" }),
                 ("/v1/data/.my/team-a/x.txt", simple(Keys.teamB), 403,
                  { "client 'team-b' lacks the 'data:read' scope for \($0) data requests" }),
                 ("/v1/data/.my/team-a/x.txt", simple("not-a-key"), 401, { _ in "authorization failed: unknown algogate key" }),
@@ -58,8 +58,8 @@ import Testing
             let accented = "/v1/data/.my/team-b/%C3%A9t%C3%A9.txt"
             let (get, head) = try await Self.refusal(h, accented, headers: simple(Keys.teamA))
             let message = try #require(envelope(get).message)
-            #expect(message == "client 'team-a' may not access data://.my/team-b/été.txt: outside its data prefixes")
-            #expect(head.header("X-Error-Message") == "client 'team-a' may not access data://.my/team-b/%C3%A9t%C3%A9.txt: outside its data prefixes")
+            #expect(message == "client 'team-a' may not access data://.my/team-b/été.txt: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
+            #expect(head.header("X-Error-Message") == "client 'team-a' may not access data://.my/team-b/%C3%A9t%C3%A9.txt: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
 
             let long = "/v1/data/.my/team-b/" + String(repeating: "n", count: 3000)
             let cut = try await h.gateway.send(.HEAD, long, headers: simple(Keys.teamA))

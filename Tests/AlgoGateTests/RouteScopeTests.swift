@@ -23,7 +23,7 @@ import Testing
             #expect(rootOK.status == 200, "\(rootOK.text)")
             let rootOutside = try await h.gateway.send(.GET, "/v1/data", headers: simple(Keys.teamA))
             #expect(rootOutside.status == 403)
-            #expect(envelope(rootOutside).message == "client 'team-a' may not access data://: outside its data prefixes")
+            #expect(envelope(rootOutside).message == "client 'team-a' may not access data://: outside its data prefixes (data://.my/team-a/, s3://bucket/team-a/)")
             for (method, body) in [(HTTPMethod.PUT, "x"), (.POST, #"{"name":"d"}"#), (.PATCH, #"{"acl":{"read":[]}}"#), (.DELETE, "")] {
                 let denied = try await h.gateway.send(method, "/v1/data/.my/d", headers: simple(Keys.reader) + jsonType, text: body)
                 #expect(denied.status == 403, "\(method)")

@@ -43,7 +43,7 @@ public static class CSharpFlow
         Expect("options", client.algo("demo/Hello/0.1.1").setOptions(timeout: 20, stdout: true).pipe<string>("options").result, "Hello options");
         Expect("raw output", System.Text.Encoding.UTF8.GetString((byte[])client.algo("util/Echo/1.0.0").setOptions(outputType: AlgorithmOutputType.RAW).pipe<string>("raw text").result), "\"raw text\"");   // every input goes as JSON
         Expect("input outside the prefix", Refusal("input outside", () => client.algo("util/Echo/1.0.0").pipe<string>(outside + "/secret")),
-            "Algorithm call failed - reason: algorithm input references " + outside + "/secret, outside client 'limited' data prefixes");
+            "Algorithm call failed - reason: algorithm input references " + outside + "/secret, outside client 'limited' data prefixes (data://.my/limited/)");
         Expect("unknown algorithm", Refusal("unknown algorithm", () => client.algo("demo/Nope/1.0.0").pipe<string>("x")),
             "Algorithm call failed - reason: algorithm algo://demo/Nope/1.0.0 not found");
         Console.WriteLine("ok   c#: algorithm calls (algo://, text, JSON, binary, pipeJson, timeout and stdout, raw output), refusals");
@@ -68,9 +68,9 @@ public static class CSharpFlow
         var dirs = new List<string>();
         foreach (DataDirectory d in top.dirs()) dirs.Add(d.getName());
         Expect("directories", dirs.Contains("cs dir"), true);
-        Expect("write outside the prefix", Refusal("write outside", () => client.file(outside + "/x").put("no")).EndsWith("client 'limited' may not access " + outside + "/x: outside its data prefixes"), true);
+        Expect("write outside the prefix", Refusal("write outside", () => client.file(outside + "/x").put("no")).EndsWith("client 'limited' may not access " + outside + "/x: outside its data prefixes (data://.my/limited/)"), true);
         var escape = root + "/../" + outside.Substring(outside.LastIndexOf('/') + 1) + "/x";
-        Expect("read outside the prefix", Refusal("read outside", () => client.file(escape).getString()).EndsWith("client 'limited' may not access " + outside + "/x: outside its data prefixes"), true);
+        Expect("read outside the prefix", Refusal("read outside", () => client.file(escape).getString()).EndsWith("client 'limited' may not access " + outside + "/x: outside its data prefixes (data://.my/limited/)"), true);
         blob.delete();
         Expect("file deleted", blob.exists(), false);
         Expect("dir delete, not empty", Refusal("delete not forced", () => dir.delete(false)).EndsWith("directory " + root + "/cs dir is not empty; delete with force=true"), true);

@@ -89,7 +89,7 @@ public class JavaFlow {
         expect("timeout in minutes", client.algo("demo/Hello/0.1.1").setTimeout(2L, TimeUnit.MINUTES).pipe("minutes").asString(), "Hello minutes");
         expect("raw output", client.algo("util/Echo/1.0.0").setOutputType(AlgorithmOutputType.RAW).pipe("raw text").getRawOutput(), "raw text");
         expect("input outside the prefix", refusal("input outside", () -> client.algo("util/Echo/1.0.0").pipe(outside + "/secret")),
-            "403 algorithm input references " + outside + "/secret, outside client 'limited' data prefixes");
+            "403 algorithm input references " + outside + "/secret, outside client 'limited' data prefixes (data://.my/limited/)");
         expect("unknown algorithm", refusal("unknown algorithm", () -> client.algo("demo/Nope/1.0.0").pipe("x")),
             "404 algorithm algo://demo/Nope/1.0.0 not found");
         System.out.println("ok   java: algorithm calls (algo://, text, JSON, binary, pipeJson, timeout in seconds and in minutes, stdout, raw output), refusals");
@@ -116,10 +116,10 @@ public class JavaFlow {
         for (DataDirectory d : top.dirs()) dirs.add(d.getName());
         expect("directories", dirs.contains("java dir"), true);
         expect("write outside the prefix", refusal("write outside", () -> client.file(outside + "/x").put("no")),
-            "403 client 'limited' may not access " + outside + "/x: outside its data prefixes");
+            "403 client 'limited' may not access " + outside + "/x: outside its data prefixes (data://.my/limited/)");
         String escape = root + "/../" + outside.substring(outside.lastIndexOf('/') + 1) + "/x";
         expect("read outside the prefix", refusal("read outside", () -> client.file(escape).getString()),
-            "403 client 'limited' may not access " + outside + "/x: outside its data prefixes");
+            "403 client 'limited' may not access " + outside + "/x: outside its data prefixes (data://.my/limited/)");
         blob.delete();
         expect("file deleted", blob.exists(), false);
         expect("dir delete, not empty", refusal("delete not forced", () -> dir.delete(false)),

@@ -49,7 +49,7 @@ expect("raw JSON", response.getText(), "x")
 (response, error) = wait { done in client.algo(algoUri: "demo/Hello/0.1.1").set(timeout: 20).set(stdout: true).pipe(text: "options") { done(($0, $1)) } }
 expect("options", response.getText(), "Hello options")
 (response, error) = wait { done in client.algo(algoUri: "util/Echo/1.0.0").pipe(text: outside + "/secret") { done(($0, $1)) } }
-expect("input outside the prefix", refusal(error), "403 algorithm input references \(outside)/secret, outside client 'limited' data prefixes")
+expect("input outside the prefix", refusal(error), "403 algorithm input references \(outside)/secret, outside client 'limited' data prefixes (data://.my/limited/)")
 (response, error) = wait { done in client.algo(algoUri: "demo/Nope/1.0.0").pipe(text: "x") { done(($0, $1)) } }
 expect("unknown algorithm", refusal(error), "404 algorithm algo://demo/Nope/1.0.0 not found")
 print("ok   swift: algorithm calls (algo://, text, JSON, binary, raw JSON, timeout and stdout), refusals")
@@ -76,7 +76,7 @@ var names: [String] = []
 let listed: Error? = wait { done in _ = dir.forEach(file: { file in if let file { names.append(file.basename()) } }, completion: { done($0) }) }
 expect("listing", "\(names) \(String(describing: listed))", "[\"blob.bin\", \"note.txt\"] nil")
 expect("write outside the prefix", refusal(wait { done in client.file(outside + "/x").put(string: "no") { done($0) } }),
-       "403 client 'limited' may not access \(outside)/x: outside its data prefixes")
+       "403 client 'limited' may not access \(outside)/x: outside its data prefixes (data://.my/limited/)")
 expect("file delete", refusal(wait { done in blob.delete { done($0) } }), "not refused: nil")
 expect("file deleted", wait { done in blob.exists { exists, _ in done(exists) } }, false)
 let (_, notForced): (AlgoDataObject.DeletedResult?, Error?) = wait { done in dir.delete(force: false) { done(($0, $1)) } }

@@ -28,7 +28,7 @@ const pipe = (algo, input, json) =>
   assert.strictEqual(r.status, 200); assert.strictEqual(r.get(), root + '/x');
   r = await pipe('util/Echo/1.0.0', outside + '/secret');
   assert.strictEqual(r.status, 403);
-  assert.strictEqual(r.error.message, `algorithm input references ${outside}/secret, outside client 'limited' data prefixes`);
+  assert.strictEqual(r.error.message, `algorithm input references ${outside}/secret, outside client 'limited' data prefixes (data://.my/limited/)`);
   r = await pipe('demo/Nope/1.0.0', 'x');
   assert.strictEqual(r.status, 404);
   console.log('ok   node 0.3: algorithm calls (algo://, text, JSON, binary, pipeJson), refusals');
@@ -66,12 +66,12 @@ const pipe = (algo, input, json) =>
 
   [body, status] = await call((cb) => client.file(outside + '/x').put('no', cb));
   assert.strictEqual(status, 403);
-  assert.strictEqual(body.error.message, `client 'limited' may not access ${outside}/x: outside its data prefixes`);
+  assert.strictEqual(body.error.message, `client 'limited' may not access ${outside}/x: outside its data prefixes (data://.my/limited/)`);
   // The client sends `..` as it is; the gateway checks the path it names.
   const escape = root + '/../' + outside.split('/').pop() + '/x';
   [body, status] = await call((cb) => client.file(escape).getString(cb));
   assert.strictEqual(status, 403);
-  assert.strictEqual(body.error.message, `client 'limited' may not access ${outside}/x: outside its data prefixes`);
+  assert.strictEqual(body.error.message, `client 'limited' may not access ${outside}/x: outside its data prefixes (data://.my/limited/)`);
   [body, status] = await call((cb) => blob.delete(cb));
   assert.strictEqual(status, 200); assert.deepStrictEqual(body, {result: {deleted: 1}});
   [body, status] = await call((cb) => dir.delete(false, cb));

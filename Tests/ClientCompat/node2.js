@@ -29,7 +29,7 @@ const envelope = (text) => JSON.parse(text).error;
   const wrapped = JSON.parse(await client.algo('demo/Hello').pipe('default', '0.1.1', 'default', true, 20));
   assert.strictEqual(wrapped.result, 'Hello default'); assert.strictEqual(wrapped.metadata.content_type, 'text');
   assert.deepStrictEqual(envelope(await client.algo('util/Echo').pipe(outside + '/secret', '1.0.0')),
-    { error_type: 'PermissionDenied', message: `algorithm input references ${outside}/secret, outside client 'limited' data prefixes` });
+    { error_type: 'PermissionDenied', message: `algorithm input references ${outside}/secret, outside client 'limited' data prefixes (data://.my/limited/)` });
   assert.strictEqual(envelope(await client.algo('demo/Nope').pipe('x', '1.0.0')).message, 'algorithm algo://demo/Nope/1.0.0 not found');
   console.log('ok   node 2.x: algorithm calls (algo://, text, JSON, the default output, options, the key and address from the environment), refusals');
 
@@ -54,7 +54,7 @@ const envelope = (text) => JSON.parse(text).error;
   const listing = JSON.parse(await dir.get());
   assert.deepStrictEqual(listing.files.map((f) => f.filename), ['doc.json', 'note.txt']);
   assert.deepStrictEqual(envelope(await client.file(outside + '/x').put('no')),
-    { error_type: 'PermissionDenied', message: `client 'limited' may not access ${outside}/x: outside its data prefixes` });
+    { error_type: 'PermissionDenied', message: `client 'limited' may not access ${outside}/x: outside its data prefixes (data://.my/limited/)` });
   assert.deepStrictEqual(JSON.parse(await doc.delete()), { result: { deleted: 1 } });
   assert.strictEqual(envelope(await dir.delete(false)).message, `directory ${root}/node2 is not empty; delete with force=true`);
   assert.deepStrictEqual(JSON.parse(await dir.delete(true)), { result: { deleted: 1 } });

@@ -38,7 +38,7 @@ raw <- client$algo("util/Echo/1.0.0")
 raw$setOptions(output = "raw")
 expect("raw output", rawToChar(raw$pipe("raw text")), '"raw text"')
 mentions("input outside the prefix", refusal("input outside", client$algo("util/Echo/1.0.0")$pipe(paste0(outside, "/secret"))),
-         paste0("algorithm input references ", outside, "/secret, outside client 'limited' data prefixes"))
+         paste0("algorithm input references ", outside, "/secret, outside client 'limited' data prefixes (data://.my/limited/)"))
 mentions("unknown algorithm", refusal("unknown algorithm", client$algo("demo/Nope/1.0.0")$pipe("x")),
          "algorithm algo://demo/Nope/1.0.0 not found")
 cat("ok   r: algorithm calls (algo://, text, JSON, binary, timeout and stdout, raw output), refusals\n")
@@ -69,7 +69,7 @@ while (files$hasNext()) {
 }
 expect("listing", names, c("blob.bin", "doc.json", "note.txt"))
 mentions("write outside the prefix", refusal("write outside", client$file(paste0(outside, "/x"))$put("no")),
-         paste0("client 'limited' may not access ", outside, "/x: outside its data prefixes"))
+         paste0("client 'limited' may not access ", outside, "/x: outside its data prefixes (data://.my/limited/)"))
 expect("read outside the prefix", client$file(paste0(root, "/../", basename(outside), "/x"))$exists(), FALSE)
 invisible(blob$delete())
 expect("file deleted", blob$exists(), FALSE)

@@ -35,7 +35,7 @@ with_options = client.algo('demo/Hello/0.1.1').set(timeout: 20, stdout: false).p
 expect('options', with_options.result, 'Hello options')
 expect('raw output', client.algo('util/Echo/1.0.0').set(output: 'raw').pipe('raw text').result, 'raw text')
 expect('input outside the prefix', refusal('input outside') { client.algo('util/Echo/1.0.0').pipe("#{outside}/secret") },
-       ['ApiError', 403, "algorithm input references #{outside}/secret, outside client 'limited' data prefixes"])
+       ['ApiError', 403, "algorithm input references #{outside}/secret, outside client 'limited' data prefixes (data://.my/limited/)"])
 expect('unknown algorithm', refusal('unknown algorithm') { client.algo('demo/Nope/1.0.0').pipe('x') },
        ['NotFoundError', 404, 'algorithm algo://demo/Nope/1.0.0 not found'])
 puts 'ok   ruby: algorithm calls (text, JSON, binary, pipe_json, timeout and stdout, raw output), refusals'
@@ -70,9 +70,9 @@ expect('missing file', client.file("#{root}/ruby/missing").exists?, false)
 listing = Algorithmia::Requester.new(client).get("/v1/data/#{root.sub('data://', '')}/ruby").parsed_response
 expect('listing', listing['files'].map { |f| f['filename'] }, %w[blob.bin doc.json note.txt])
 expect('write outside the prefix', refusal('write outside') { client.file("#{outside}/x").put('no') },
-       ['ApiError', 403, "client 'limited' may not access #{outside}/x: outside its data prefixes"])
+       ['ApiError', 403, "client 'limited' may not access #{outside}/x: outside its data prefixes (data://.my/limited/)"])
 expect('read outside the prefix', refusal('read outside') { client.file("#{root}/../#{outside.split('/').last}/x").get },
-       ['ApiError', 403, "client 'limited' may not access #{outside}/x: outside its data prefixes"])
+       ['ApiError', 403, "client 'limited' may not access #{outside}/x: outside its data prefixes (data://.my/limited/)"])
 expect('file delete', blob.delete, true)
 expect('dir delete, not empty', refusal('delete not forced') { dir.delete },
        ['ApiError', 400, "directory #{root}/ruby is not empty; delete with force=true"])

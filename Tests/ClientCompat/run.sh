@@ -137,7 +137,7 @@ try:
     outside.getString()
     raise SystemExit("FAIL: a file outside the prefix was read")
 except DataApiError as error:
-    expected = "client %s may not access data://.my/other/theirs.txt: outside its data prefixes" % repr("limited")
+    expected = "client %s may not access data://.my/other/theirs.txt: outside its data prefixes (data://.my/limited/)" % repr("limited")
     assert str(error).endswith(expected), error
 for attempt in (lambda: outside.put("x"), lambda: client.algo("util/Echo/1.0.0").pipe("data://.my/other/theirs.txt")):
     try:
@@ -149,7 +149,7 @@ try:
     client.username()  # lists the root of the data API
     raise SystemExit("FAIL: the root was listed")
 except DataApiError as error:
-    assert "outside its data prefixes" in str(error), error
+    assert "outside its data prefixes (data://.my/limited/)" in str(error), error
 print("ok   a team confined to data://.my/limited/")'
   # The classic Node.js client, when a copy is given (npm is out of CI's reach; the package
   # needs nothing else): its algorithm calls and every File and Dir method, as the confined team.

@@ -136,7 +136,7 @@ struct AlgoInputMiddleware: RouterMiddleware {
                 throw GatewayError.forbidden("algorithm input holds a data URI that cannot be checked safely: \(reason)")
             case .location(let uri):
                 guard prefixes.contains(where: uri.isWithin) else {
-                    throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(client.name)' data prefixes")
+                    throw GatewayError.forbidden("algorithm input references \(uri), outside client '\(client.name)' data prefixes \(DataURI.naming(prefixes))")
                 }
             }
         }

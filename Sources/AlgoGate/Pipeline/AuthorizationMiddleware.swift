@@ -63,7 +63,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
             // Creating a directory is a POST to its parent: authorise the directory being made.
             if request.method == .post { return .directoryCreate(uri, prefixes: prefixes, client: client.name) }
             guard prefixes.contains(where: uri.isWithin) else {
-                throw GatewayError.forbidden("client '\(client.name)' may not access \(uri): outside its data prefixes")
+                throw GatewayError.forbidden("client '\(client.name)' may not access \(uri): outside its data prefixes \(DataURI.naming(prefixes))")
             }
         }
         if let algorithms = client.algorithms {
@@ -97,7 +97,7 @@ struct AuthorizationMiddleware: RouterMiddleware {
         }
         let target = try uri.appending(name)
         guard prefixes.contains(where: target.isWithin) else {
-            throw GatewayError.forbidden("client '\(client)' may not access \(target): outside its data prefixes")
+            throw GatewayError.forbidden("client '\(client)' may not access \(target): outside its data prefixes \(DataURI.naming(prefixes))")
         }
         return try carrying(object, request)
     }
