@@ -158,7 +158,7 @@ print("ok   a team confined to data://.my/limited/")'
     ALGORITHMIA_API="http://127.0.0.1:$GW_PORT" ALGORITHMIA_API_KEY="$LIMITED_KEY" \
       node --no-deprecation Tests/ClientCompat/node03.js "$NODE_CLIENT_DIR" data://.my/limited data://.my/other
   else
-    echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x"
+    echo "skip the Node.js 0.3 client: set NODE_CLIENT_DIR to an unpacked copy of npm's algorithmia 0.3.x, or a checkout of algorithmiaio/algorithmia-nodejs at v0.3.8"
   fi
   # Debian packages that only the optional clients below need, installed when missing.
   apt_install() {
