@@ -27,18 +27,15 @@ if ! [ -x "$tools/prometheus/promtool" ] || ! [ -x "$tools/prometheus/prometheus
   "$tools/prometheus/promtool" --version | head -1
 fi
 
-schemathesis_version=4.32.5
-if ! "$tools/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
-  rm -rf "$tools/schemathesis"
-  python3 -m venv "$tools/schemathesis"
-  "$tools/schemathesis/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
-  "$tools/schemathesis/bin/schemathesis" --version
-fi
-
-kubernetes_validate_version=1.37.0
-if ! "$tools/kubernetes-validate/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kubernetes_validate_version"; then
-  rm -rf "$tools/kubernetes-validate"
-  python3 -m venv "$tools/kubernetes-validate"
-  "$tools/kubernetes-validate/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kubernetes_validate_version"
-  "$tools/kubernetes-validate/bin/kubernetes-validate" --version
-fi
+# pypi_tool NAME VERSION: the PyPI package NAME at VERSION in a venv of its own, .build/tools/NAME,
+# whose command NAME must say that version; made again when it does not.
+pypi_tool() {
+  if ! "$tools/$1/bin/$1" --version 2>/dev/null | grep -q "$2"; then
+    rm -rf "${tools:?}/$1"
+    python3 -m venv "$tools/$1"
+    "$tools/$1/bin/pip" install -q --disable-pip-version-check "$1==$2"
+    "$tools/$1/bin/$1" --version
+  fi
+}
+pypi_tool schemathesis 4.32.5
+pypi_tool kubernetes-validate 1.37.0
