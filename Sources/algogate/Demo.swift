@@ -59,6 +59,13 @@ struct Demo: AsyncParsableCommand {
         }
     }
 
+    /// `text` as one word to paste into a shell: as it is when it is plain, else single-quoted
+    /// (a `TMPDIR` with a space in it).
+    static func shellWord(_ text: String) -> String {
+        let plain = text.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "/._-+:@%,".unicodeScalars.contains($0) }
+        return plain ? text : "'" + text.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+    }
+
     private func run(loaded: ConfigLoader.Loaded, upstreamKey: String, log: StandardOutputLog) async throws {
         let logger = log.logger
         let simulator = try Simulator(configuration: SimConfiguration(host: "127.0.0.1", port: simPort, apiKey: upstreamKey))
@@ -67,7 +74,7 @@ struct Demo: AsyncParsableCommand {
         let base = "http://\(loaded.config.server.host == "0.0.0.0" ? "127.0.0.1" : loaded.config.server.host):\(loaded.config.server.port)"
         // The Python client goes into a virtual environment of its own: Debian's python3 refuses
         // `pip install` outside one (PEP 668), and a fresh machine has no pip but in one.
-        let venv = FileManager.default.temporaryDirectory.appendingPathComponent("algogate-demo-venv").path
+        let venv = Self.shellWord(FileManager.default.temporaryDirectory.appendingPathComponent("algogate-demo-venv").path)
         let teamA = "-H 'Authorization: Simple \(Self.demoKeys["team-a"]!)'", teamB = "-H 'Authorization: Simple \(Self.demoKeys["team-b"]!)'"
         print("""
 

@@ -46,7 +46,8 @@ import Testing
     @Test func theDemoStartsAndItsPrintedLinesWork() async throws {
         try await withTemporaryDirectory("demo") { work in
             // The demo's own temporary directory, to see the simulator's files come and go.
-            let temporary = work.appendingPathComponent("tmp")
+            // With a space in its name, as a TMPDIR may have: the printed lines quote it.
+            let temporary = work.appendingPathComponent("tmp dir")
             try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: false)
             let (demo, gatewayPort, simPort) = try await Self.startDemo(in: work, environment: ["TMPDIR": temporary.path])
             defer { demo.stop() }
@@ -74,7 +75,7 @@ import Testing
             // The Python lines put the client in a virtual environment in the demo's temporary
             // directory (Debian's python3 has no pip outside one), and name the same gateway and
             // key; Tests/ClientCompat/run.sh runs them as printed.
-            let venv = temporary.appendingPathComponent("algogate-demo-venv").path
+            let venv = "'" + temporary.appendingPathComponent("algogate-demo-venv").path + "'"
             #expect(lines.contains("  python3 -m venv \(venv) && \(venv)/bin/pip install algorithmia==2.0.5    # the official Python client"), "\(lines)")
             #expect(lines.contains { $0.hasPrefix("  ALGORITHMIA_API=http://127.0.0.1:\(gatewayPort) ALGORITHMIA_API_KEY=demo-team-a-key \(venv)/bin/python -c ") }, "\(lines)")
             #expect(!demo.log.contains("sim-"), "the simulator's fresh account key is never printed")

@@ -326,10 +326,10 @@ if "$BIN" --help 2>/dev/null | grep -E "^ +demo " >/dev/null; then
   # free ports, with its temporary directory, where the printed virtual environment goes, in $WORK.
   echo "== the demo's printed Python lines, run as printed"
   DEMO_PORT=$(free_port); DEMO_SIM_PORT=$(free_port)
-  mkdir "$WORK/demo-tmp"
+  mkdir "$WORK/demo tmp"   # a space, as a TMPDIR may have: the printed lines must quote it
   sed -e "s#port: 8080#port: $DEMO_PORT#" -e "s#url: http://127.0.0.1:9000#url: http://127.0.0.1:$DEMO_SIM_PORT#" \
     -e "s#path: var/demo-cache.sqlite#path: $WORK/demo-cache.sqlite#" config/demo.yaml >"$WORK/demo.yaml"
-  TMPDIR="$WORK/demo-tmp" "$BIN" demo --config "$WORK/demo.yaml" --sim-port "$DEMO_SIM_PORT" >"$WORK/demo.log" 2>&1 &
+  TMPDIR="$WORK/demo tmp" "$BIN" demo --config "$WORK/demo.yaml" --sim-port "$DEMO_SIM_PORT" >"$WORK/demo.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$DEMO_PORT/healthz"
   grep -E '^  (python3 -m venv|ALGORITHMIA_API=)' "$WORK/demo.log" >"$WORK/demo-python.sh"
