@@ -8,7 +8,9 @@
 # and the Secret's key file mounted read-only, a writable volume at /var/lib/algogate and /tmp,
 # a login's empty environment, `serve --watch 10`. Checked: the image's HEALTHCHECK command,
 # /readyz, a pinned call answered by the upstream and then by the cache on the volume, a data
-# upload, a SIGHUP reload, and SIGTERM's clean exit (0) with the SQLite file whole.
+# upload, a SIGHUP reload, a backup to standard output as the README's `kubectl exec` takes it,
+# SIGTERM's clean exit (0) with the SQLite file whole, then the maintenance pod's restore of that
+# copy and the gateway serving the restored cache.
 # Not part of the test command: it needs root (debootstrap, chroot, mounts), Debian's mirror,
 # and a release build (about 10 minutes cold on 2 cores).
 #
@@ -111,9 +113,36 @@ check "the state file, on the volume, the gateway's" "$(stat -c %u "$WORK/volume
 kill -HUP "$GATEWAY"   # chroot, env and sh each exec the next: this is the gateway
 for _ in $(seq 50); do grep -q "configuration reloaded" "$WORK/gateway.log" && break; sleep 0.1; done
 check "a SIGHUP reload" "$(grep -c 'configuration reloaded' "$WORK/gateway.log")" 1
-kill -TERM "$GATEWAY"
-status=0; wait "$GATEWAY" || status=$?
-check "SIGTERM: a clean exit" "$status" 0
-check "the state file whole" "$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("pragma integrity_check").fetchone()[0])' "$WORK/volume/algogate.sqlite")" ok
-if grep -q -e "$SIM_KEY" -e "$TEAM_KEY" "$WORK/gateway.log"; then echo "FAIL: a key in the gateway's log" >&2; exit 1; fi
-echo "== the image's runtime stage runs the gateway as the Deployment does"
+# The README's backup on Kubernetes, as `kubectl exec deploy/algogate -- algogate backup --config
+# /etc/algogate/algogate.yaml --to - > algogate.sqlite` runs it: in the container, as its user.
+state() {  # state FILE: its integrity check and how many cached answers it holds
+  python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); print(db.execute("pragma integrity_check").fetchone()[0], db.execute("select count(*) from cache_entry").fetchone()[0])' "$1"
+}
+in_image /usr/local/bin/algogate backup --config /etc/algogate/algogate.yaml --to - >"$WORK/copy.sqlite" 2>"$WORK/backup.log" \
+  || { cat "$WORK/backup.log" >&2; echo "FAIL: the backup" >&2; exit 1; }
+check "a backup to standard output while serving, as kubectl exec runs it: whole, one cached answer" "$(state "$WORK/copy.sqlite")" "ok 1"
+check "a call after the backup, stored" "$(call later) $(cache)" '"result":"Hello later" MISS'
+serve_stop() {
+  kill -TERM "$GATEWAY"
+  status=0; wait "$GATEWAY" || status=$?
+  check "SIGTERM: a clean exit" "$status" 0
+}
+serve_stop
+check "the state file whole, two cached answers" "$(state "$WORK/volume/algogate.sqlite")" "ok 2"
+
+# The maintenance pod's restore (deploy/kubernetes/maintenance-pod.yaml), the gateway stopped: the
+# copy put in the pod's /tmp (kubectl cp writes it as the container's user), then restore.
+install -o 10001 -g 10001 -m 0600 "$WORK/copy.sqlite" "$WORK/tmp/algogate.sqlite"
+in_image /usr/local/bin/algogate restore --config /etc/algogate/algogate.yaml --from /tmp/algogate.sqlite --replace >"$WORK/restore.log" 2>&1 \
+  || { cat "$WORK/restore.log" >&2; echo "FAIL: the restore" >&2; exit 1; }
+check "the restore, as the maintenance pod runs it: the file the copy, owned by 10001" "$(state "$WORK/volume/algogate.sqlite") $(stat -c %u "$WORK/volume/algogate.sqlite")" "ok 1 10001"
+(exec chroot --userspec=10001:10001 "$VIEW" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin \
+  /usr/local/bin/algogate serve --watch 10 --config /etc/algogate/algogate.yaml) >>"$WORK/gateway.log" 2>&1 &
+GATEWAY=$!
+PIDS+=($GATEWAY)
+for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:8080/healthz 2>/dev/null && break; sleep 0.2; done
+check "after the restore, the backed-up answer is a hit" "$(call image) $(cache)" '"result":"Hello image" HIT'
+check "and the one stored after the backup is gone" "$(call later) $(cache)" '"result":"Hello later" MISS'
+serve_stop
+if grep -q -e "$SIM_KEY" -e "$TEAM_KEY" "$WORK/gateway.log" "$WORK/backup.log" "$WORK/restore.log"; then echo "FAIL: a key in a log" >&2; exit 1; fi
+echo "== the image's runtime stage runs the gateway, a backup and a restore as the manifests do"
