@@ -61,9 +61,11 @@ inside() {
     PATH="$TOOLCHAIN/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" /bin/bash -c "$1"
 }
 
-# The toolchain's prerequisites (swift.org's list for Debian 12, less libsqlite3-dev, which the
-# toolchain itself does not need: its runtime library is enough), and ca-certificates for git
-# and pip. Not zlib1g-dev, libsqlite3-dev, curl, python3: algogate's commands must install those.
+# The Swift toolchain's prerequisites on Debian 12: a linker, gcc, git and the libraries its
+# programs load (read with ldd), with their -dev packages as swift.org's Linux guide has them,
+# but libsqlite3-0 rather than libsqlite3-dev (the toolchain needs only SQLite's runtime); and
+# ca-certificates for git and pip. Not libsqlite3-dev, curl or python3: algogate's commands must
+# install those (zlib1g-dev comes in with libxml2-dev).
 inside 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   binutils-gold gcc git libc6-dev libcurl4-openssl-dev libedit-dev libicu-dev libncurses-dev libpython3-dev \
   libstdc++-12-dev libxml2-dev libsqlite3-0 pkg-config tzdata uuid-dev ca-certificates >/dev/null && update-ca-certificates >/dev/null'
