@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the Debian packages the build needs when missing,
 # fetches the tools some tests run (Tests/fetch-tools.sh), builds, runs the Swift test suites,
-# then the official Python client's flows (Tests/ClientCompat).
+# then the systemd units under systemd (Tests/systemd-runtime.sh), then the official Python
+# client's flows (Tests/ClientCompat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -51,5 +52,8 @@ if [ "$status" -ne 0 ]; then
     running_tests | sed 's/^/running when the suite stopped: /'
     exit "$status"
 fi
+
+# The systemd units, run by systemd in a container (root only; skipped, saying why, elsewhere).
+timeout --kill-after=10 300 bash Tests/systemd-runtime.sh
 
 bash Tests/ClientCompat/run.sh

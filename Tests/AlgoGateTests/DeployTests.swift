@@ -292,10 +292,11 @@ import Yams
         }
     }
 
-    /// systemd's own reading of the units, where systemd is installed (it is not run here: no
-    /// systemd is process 1): `systemd-analyze verify` names unknown or misspelt directives and
+    /// systemd's own reading of the units, where systemd is installed (`Tests/systemd-runtime.sh`
+    /// runs them under systemd): `systemd-analyze verify` names unknown or misspelt directives and
     /// commands that do not exist, and `security --offline` scores the service's exposure (0 to
-    /// 10; 1.8 when this was written), which must stay below 2.5, its "OK" band.
+    /// 10; 1.2 when this was written, 1.8 before `ProtectProc`, `PrivateMounts`, `PrivateUsers`
+    /// and the `~@privileged @resources` filter), which must stay at 1.5 or under.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
     func systemdReadsTheUnitsWithoutAWarningAndTheServiceExposesLittle() async throws {
         try await withTemporaryDirectory("systemd") { work in
@@ -314,7 +315,7 @@ import Yams
             #expect(security.termination == .exited(0), "\(security.log)")
             let overall = security.log.split(separator: "\n").first { $0.contains("Overall exposure level for algogate.service:") }
             let score = overall.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first }
-            #expect(score.map { $0 < 2.5 } == true, "\(security.log)")
+            #expect(score.map { $0 <= 1.5 } == true, "\(security.log)")
         }
     }
 }
