@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The systemd units (deploy/systemd), run by systemd: this machine's own Debian booted in a
 # container (systemd-nspawn, its root an overlay of / whose writes go to a tmpfs, a network of
-# its own), the gateway installed there as the README's "Installing with systemd" installs it
+# its own), the gateway installed there as the README (Operating it, systemd) installs it
 # (the binary in /usr/local/bin, config/algogate.yaml as /etc/algogate/algogate.yaml with its
 # upstream pointed at a simulator and its team key a fresh one, the key in upstream.env, the
 # three units), then `systemctl enable --now algogate algogate-backup.timer`. Checked: the
-# sandbox in force (a dynamic user, no capabilities, no new privileges, a seccomp filter),
+# sandbox in force (a dynamic user, no capabilities, no new privileges, a read-only root, /proc
+# hiding other users' processes, a user namespace, the system-call filter), the metrics,
 # /readyz, a pinned call answered by the upstream and then by the cache, a data upload, the
 # state file the dynamic user's and no one else's, the journal's lines of the gateway all JSON
 # and keyless, `systemctl reload` (a good config taken, a bad one refused while the old one
 # serves), a kill -9 restarted by Restart=on-failure with the cache kept, the backup service's
-# copy and the restore its comment gives, and `systemctl stop`'s clean exit.
+# copy and the restore its comment gives, `systemctl stop`'s clean exit, and HTTPS with the
+# certificate and key handed over as credentials by the README's drop-in.
 #
 #   sudo bash Tests/systemd-runtime.sh        # BINARY=path to test another build (.build/debug/algogate)
 #
@@ -177,9 +179,27 @@ check "after the restore, the service runs on the copy: no cached answer" "$(cal
 pid=$(box systemctl show -p MainPID --value algogate)
 uid=$(box cat "/proc/$pid/status" | awk '/^Uid:/ { print $2 }')
 check "the restored file, the service's user's" "$(stat -c '%u %a' "$FILE")" "$uid 600"
+
+# HTTPS as Operating it, systemd, gives it: the certificate and its key, root's alone, handed to
+# the service as credentials by a drop-in, the config naming their copies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$TREE/etc/algogate/tls.key" -out "$TREE/etc/algogate/tls.crt" 2>/dev/null
+chmod 0600 "$TREE/etc/algogate/tls.key"
+mkdir -p "$TREE/etc/systemd/system/algogate.service.d"
+sed -n '/^  \[Service\]$/,/^  LoadCredential=tls.key/p' README.md | sed 's/^  //' >"$TREE/etc/systemd/system/algogate.service.d/tls.conf"
+tls=$(grep -m1 -o '^    tls: {cert_file: /run/credentials/[^}]*}' README.md | sed 's/^    //')
+check "the README's drop-in and tls line" "$(grep -c '^LoadCredential=tls\.' "$TREE/etc/systemd/system/algogate.service.d/tls.conf") ${tls:+found}" "2 found"
+sed -i "s|^  # tls: {cert_file: /etc/algogate/tls.crt, key_file: /etc/algogate/tls.key} |  $tls |" "$TREE/etc/algogate/algogate.yaml"
+grep -q "^  $tls" "$TREE/etc/algogate/algogate.yaml" || { echo "FAIL: config/algogate.yaml's tls line changed; update this script" >&2; exit 1; }
+box systemctl daemon-reload
+box systemctl restart algogate
+https() { box curl -s --cacert /etc/algogate/tls.crt -o /dev/null -w '%{http_code} %{ssl_verify_result}' https://127.0.0.1:8080/readyz; }
+for _ in $(seq 100); do [ "$(https)" = "200 0" ] && break; sleep 0.1; done
+check "HTTPS from the credentials: /readyz, the certificate verified" "$(https)" "200 0"
+check "the service user reads the copies, not the key itself" "$(box stat -c '%U %a' /etc/algogate/tls.key)" "root 600"
 box systemctl stop algogate
 
-# The journal: every line a serving gateway wrote (its processes: the three runs above) is one
+# The journal: every line a serving gateway wrote (its processes: the four runs above) is one
 # JSON record, but for libdispatch's own line (README, Logs: a thread priority it may not set as
 # any user but root), and no key is in any line of the units'.
 box journalctl --no-pager -o json -u algogate >"$WORK/journal.json"
@@ -197,6 +217,6 @@ other = [text(e) for e in entries if e.get("_PID") in runs and not record(text(e
 for line in other[:5]: print("  not JSON:", line, file=sys.stderr)
 print(len(runs), len(other))
 PY
-)" "3 0"
+)" "4 0"
 check "no key in the journal" "$(grep -c -e "$SIM_KEY" -e "$TEAM_KEY" "$WORK/all.log" || true)" 0
-echo "== systemd ran the gateway, its reload, restart, backup and restore as deploy/systemd says"
+echo "== systemd ran the gateway, its reload, restart, backup, restore and HTTPS as deploy/systemd and the README say"
