@@ -109,8 +109,10 @@ box systemd-run --quiet --unit=algogate-sim -p DynamicUser=yes -p StateDirectory
 box systemctl daemon-reload
 box systemctl enable --quiet --now algogate algogate-backup.timer
 up() { for _ in $(seq 100); do box curl -fsS -o /dev/null http://127.0.0.1:8080/healthz 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-up || true
 check "systemctl enable --now algogate: active" "$(box systemctl is-active algogate)" active
+check "it returned once the gateway served (Type=notify): the first request answered" \
+  "$(box curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz)" 200
+check "its status, as the gateway gives it" "$(box systemctl show -p StatusText --value algogate)" "serving on 0.0.0.0:8080"
 check "the backup timer: active" "$(box systemctl is-active algogate-backup.timer)" active
 check "/readyz" "$(box curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/readyz)" 200
 
@@ -254,5 +256,30 @@ for line in other[:5]: print("  not JSON:", line, file=sys.stderr)
 print(len(runs), len(other))
 PY
 )" "4 0"
+
+# The watchdog (WatchdogSec=, 3 s here by a drop-in): a gateway that stops telling systemd it is
+# alive is killed and started again. SIGSTOP holds it still; systemd's SIGABRT ends it all the
+# same, as it ends a stuck one, since no handler takes that signal (see the unit's
+# SWIFT_BACKTRACE): with Swift's backtracer on, it took the signal, failed, and the gateway lived on.
+printf '[Service]\nWatchdogSec=3s\n' >"$TREE/etc/systemd/system/algogate.service.d/watchdog.conf"
+box systemctl daemon-reload
+box systemctl start algogate
+pid=$(box systemctl show -p MainPID --value algogate)
+restarts=$(box systemctl show -p NRestarts --value algogate)
+sleep 4   # a watchdog interval and more: a gateway left alone is not killed
+check "the watchdog, 3 s: a gateway running is left running" "$(box systemctl show -p MainPID --value algogate)" "$pid"
+box kill -STOP "$pid"
+for _ in $(seq 100); do box journalctl -u algogate --no-pager -o cat | grep -q 'Watchdog timeout' && break; sleep 0.1; done
+box kill -CONT "$pid" 2>/dev/null || true
+for _ in $(seq 100); do
+  [ "$(box systemctl show -p NRestarts --value algogate)" = "$((restarts + 1))" ] && [ "$(https)" = "200 0" ] && break
+  sleep 0.1
+done
+check "a gateway held still: killed at the watchdog's timeout and started again, serving" \
+  "$(box journalctl -u algogate --no-pager -o cat | grep -c 'Watchdog timeout') $(( $(box systemctl show -p NRestarts --value algogate) - restarts )) $(https)" "1 1 200 0"
+check "by the SIGABRT itself (no backtracer to survive it), leaving no core file" \
+  "$(box journalctl -u algogate --no-pager -o cat | grep -c 'Main process exited, code=\(killed\|dumped\), status=6/ABRT') $(find "$TREE/var/lib/private/algogate" -name 'core*' | wc -l)" "1 0"
+box systemctl stop algogate
+box journalctl --no-pager -o cat -u algogate -u algogate-backup >"$WORK/all.log"
 check "no key in the journal" "$(grep -c -e "$SIM_KEY" -e "$TEAM_KEY" "$WORK/all.log" || true)" 0
-echo "== systemd ran the gateway, its reload, restart, backup, restore and HTTPS as deploy/systemd and the README say"
+echo "== systemd ran the gateway, its readiness, reload, restarts, watchdog, backup, restore and HTTPS as deploy/systemd and the README say"

@@ -18,7 +18,8 @@ struct Serve: AsyncParsableCommand {
         in-flight requests finish (server.drain_timeout_seconds), exit 0. SIGHUP: reload the config \
         file (and the upstream key and TLS certificate it names); a config that does not load is \
         logged and the old one keeps serving. With --watch, a change to any of those files reloads \
-        it too.
+        it too. Under a systemd unit of Type=notify ($NOTIFY_SOCKET), it says when it listens, \
+        pings the watchdog that WatchdogSec= sets, and says when it stops.
         """
     )
 
@@ -73,7 +74,7 @@ struct Serve: AsyncParsableCommand {
         do {
             try await checkListenable(host: server.host, port: server.port)
             try await GatewayRunner(loaded: loaded, logger: log.logger, logWriter: log.writer, redactor: log.redactor, configPath: config,
-                              watchInterval: watchSeconds.map { .seconds($0) }).run()
+                              watchInterval: watchSeconds.map { .seconds($0) }, notifier: SystemdNotifier()).run()
         } catch {
             guard let reason = startFailure(error, listening: listening) else { throw error }
             try cannotStart(reason, config: config, log: log)
@@ -205,6 +206,9 @@ struct GatewayRunner {
     var redactor: LogRedactor?
     var configPath: String?
     var watchInterval: Duration?
+    /// systemd's notifications (`serve` under a `Type=notify` unit): ready once listening, the
+    /// watchdog's pings, stopping.
+    var notifier: SystemdNotifier?
 
     func services() throws -> [any Service] {
         let state = try GatewayState(loaded, redactor: redactor)
@@ -215,12 +219,18 @@ struct GatewayRunner {
         let app = GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage)
         var services: [any Service]
         do {
-            services = [try app.application()]
+            let (notifier, host) = (notifier, loaded.config.server.host)
+            services = [try app.application(onServerRunning: { channel in
+                notifier?.notify("READY=1\nSTATUS=serving on \(host):\(channel.localAddress?.port ?? 0)")
+            })]
         } catch {
             try? client.syncShutdown()
             throw error
         }
         services.append(FreedMemory())
+        if let notifier, notifier.socketPath != nil {
+            services.append(SystemdWatchdog(notifier: notifier))
+        }
         if let configPath {
             services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics))
         }

@@ -18,8 +18,8 @@ final class ProcessHarness: @unchecked Sendable {
     /// `gatewayYAML` receives the simulator's port, the gateway's port to configure (0) and the
     /// work directory, and returns the whole gateway configuration. `writeConfig` puts it in place
     /// and returns its path (by default `gateway.yaml` in the work directory); `serveArguments`
-    /// follow `serve --config PATH`.
-    init(serveArguments: [String] = [], writeConfig: ((_ yaml: String, _ work: URL) throws -> URL)? = nil,
+    /// follow `serve --config PATH`; `environment` is added to the gateway's.
+    init(serveArguments: [String] = [], environment: [String: String] = [:], writeConfig: ((_ yaml: String, _ work: URL) throws -> URL)? = nil,
          gatewayYAML: (_ simPort: Int, _ gatewayPort: Int, _ work: URL) -> String) async throws {
         work = FileManager.default.temporaryDirectory.appendingPathComponent("proc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
@@ -32,7 +32,7 @@ final class ProcessHarness: @unchecked Sendable {
             configURL = work.appendingPathComponent("gateway.yaml")
             try yaml.write(to: configURL, atomically: true, encoding: .utf8)
         }
-        gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path] + serveArguments, environment: [Self.keyVariable: Keys.upstream])
+        gateway = try ChildProcess(arguments: ["serve", "--config", configURL.path] + serveArguments, environment: environment.merging([Self.keyVariable: Keys.upstream]) { $1 })
         gatewayPort = try await gateway.listeningPort()
     }
 

@@ -1,0 +1,93 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// systemd's service notifications (sd_notify(3)), for the unit's `Type=notify`: `READY=1` once
+/// the gateway listens, so that `systemctl start` returns when it serves (or fails, naming why)
+/// rather than as the process starts; `STOPPING=1` as it starts to drain; and, under
+/// `WatchdogSec=`, `WATCHDOG=1` at half the interval systemd gives (see `SystemdWatchdog`).
+/// Each is a datagram to the socket `$NOTIFY_SOCKET` names; without one (not started by systemd,
+/// or by a unit of another type) there is nothing to send and nothing is.
+struct SystemdNotifier: Sendable {
+    /// The socket systemd listens on: a path, or an abstract socket's name after `@`.
+    let socketPath: String?
+    /// How often to tell systemd the gateway is alive: half `$WATCHDOG_USEC`, when systemd asks
+    /// for it of this process (`$WATCHDOG_PID` absent, or this process's).
+    let watchdogInterval: Duration?
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment, pid: Int32 = getpid()) {
+        let path = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        socketPath = path
+        if path != nil, let microseconds = environment["WATCHDOG_USEC"].flatMap(Int64.init), microseconds > 0,
+           environment["WATCHDOG_PID"].map({ Int32($0) == pid }) ?? true {
+            watchdogInterval = .microseconds(microseconds / 2)
+        } else {
+            watchdogInterval = nil
+        }
+    }
+
+    /// Sends `state` (`KEY=value` lines); false when there is no socket or it could not be sent.
+    /// Never blocks: a systemd that does not read its socket loses the message, not the caller's
+    /// thread.
+    @discardableResult
+    func notify(_ state: String) -> Bool {
+        guard let socketPath else { return false }
+        var name = Array(socketPath.utf8)
+        let abstract = name.first == UInt8(ascii: "@")
+        if abstract { name[0] = 0 }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        guard name.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: name) }
+        // A path's length counts its terminating NUL; an abstract name's does not.
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count + (abstract ? 0 : 1))
+        let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        let message = Array(state.utf8)
+        let sent = message.withUnsafeBytes { bytes in
+            withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT), $0, length)
+                }
+            }
+        }
+        return sent == message.count
+    }
+}
+
+/// Tells systemd the gateway is alive (`WATCHDOG=1`) every `notifier.watchdogInterval`, each
+/// time only after every event loop has run a task it was given, from a Swift task: a loop stuck
+/// in a call, or a pool of tasks that no longer runs, stops the pings, and systemd, after
+/// `WatchdogSec=`, kills the gateway (SIGABRT) and starts it again (`Restart=on-failure`). Says
+/// `STOPPING=1` when the gateway starts to drain, and stops pinging then (systemd watches a
+/// running service only).
+struct SystemdWatchdog: Service {
+    let notifier: SystemdNotifier
+    var loops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            guard let interval = notifier.watchdogInterval else {
+                try? await gracefulShutdown()
+                return
+            }
+            try? await cancelWhenGracefulShutdown {
+                while true {
+                    for loop in loops.makeIterator() {
+                        try await loop.submit {}.get()
+                    }
+                    notifier.notify("WATCHDOG=1")
+                    try await Task.sleep(for: interval)
+                }
+            }
+        } onGracefulShutdown: {
+            notifier.notify("STOPPING=1")
+        }
+    }
+}
