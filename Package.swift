@@ -66,11 +66,13 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
             ]
         ),
+        .target(name: "CAlgoGateSystem"),
         .executableTarget(
             name: "algogate",
             dependencies: [
                 "AlgoGate",
                 "AlgoSim",
+                "CAlgoGateSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

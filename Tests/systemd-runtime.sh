@@ -130,6 +130,8 @@ filter=$(box systemctl show -p SystemCallFilter --value algogate)
 check "its seccomp filter: chown, setuid, mount and setrlimit refused; setpriority allowed" \
   "$(for call in chown setuid mount setrlimit setpriority; do grep -qw "$call" <<<"$filter" && printf '%s ' "$call:allowed" || printf '%s ' "$call:refused"; done)" \
   "chown:refused setuid:refused mount:refused setrlimit:refused setpriority:allowed "
+check "not dumpable: its /proc/PID/environ root's, closed to another process of its user (it holds the key)" \
+  "$(box stat -c %u "/proc/$pid/environ") $(box setpriv --reuid "$uid" --regid "$uid" --clear-groups cat "/proc/$pid/environ" >/dev/null 2>&1 && echo read || echo refused)" "0 refused"
 check "a user namespace of its own (PrivateUsers)" "$([ "$(box readlink "/proc/$pid/ns/user")" != "$(box readlink /proc/1/ns/user)" ] && echo own)" own
 # The process metrics read /proc/self and /proc/stat: still readable in the sandbox.
 metrics=$(box curl -s http://127.0.0.1:8080/metrics)

@@ -53,6 +53,11 @@ struct Serve: AsyncParsableCommand {
         LargeAllocations.returnToSystem()
         let log = StandardOutputLog(format: logFormat, bufferBytes: logBufferBytes)
         defer { log.finish() }
+        // Before the upstream key is read: no core file of this process, and no other process of
+        // its user reading its memory or environment.
+        if !ProcessMemory.keepPrivate() {
+            log.logger.warning("could not mark the process not dumpable (prctl PR_SET_DUMPABLE): \(String(cString: strerror(errno)))")
+        }
         let loaded: ConfigLoader.Loaded
         do {
             loaded = try ConfigLoader.load(path: config)
