@@ -8,7 +8,8 @@
 # and the Secret's key file mounted read-only, a writable volume at /var/lib/algogate and /tmp,
 # a login's empty environment, `serve --watch 10`. Checked: the image's HEALTHCHECK command,
 # /readyz, a pinned call answered by the upstream and then by the cache on the volume, a data
-# upload, a SIGHUP reload, a backup to standard output as the README's `kubectl exec` takes it,
+# upload, a SIGHUP reload, the process not dumpable (its environment and memory root's, not
+# 10001's), a backup to standard output as the README's `kubectl exec` takes it,
 # SIGTERM's clean exit (0) with the SQLite file whole, then the maintenance pod's restore of that
 # copy and the gateway serving the restored cache.
 # Not part of the test command: it needs root (debootstrap, chroot, mounts), Debian's mirror,
@@ -113,6 +114,7 @@ check "the state file, on the volume, the gateway's" "$(stat -c %u "$WORK/volume
 kill -HUP "$GATEWAY"   # chroot, env and sh each exec the next: this is the gateway
 for _ in $(seq 50); do grep -q "configuration reloaded" "$WORK/gateway.log" && break; sleep 0.1; done
 check "a SIGHUP reload" "$(grep -c 'configuration reloaded' "$WORK/gateway.log")" 1
+check "not dumpable: its environment and memory root's alone, not uid 10001's (no core file of it)" "$(stat -c %u "/proc/$GATEWAY/environ") $(stat -c %u "/proc/$GATEWAY/mem")" "0 0"
 # The README's backup on Kubernetes, as `kubectl exec deploy/algogate -- algogate backup --config
 # /etc/algogate/algogate.yaml --to - > algogate.sqlite` runs it: in the container, as its user.
 state() {  # state FILE: its integrity check and how many cached answers it holds
