@@ -19,6 +19,8 @@ struct SystemdNotifier: Sendable {
     /// How often to tell systemd the gateway is alive: half `$WATCHDOG_USEC`, when systemd asks
     /// for it of this process (`$WATCHDOG_PID` absent, or this process's).
     let watchdogInterval: Duration?
+    /// How long a message may wait for room at the socket.
+    static let sendTimeout: Duration = .seconds(5)
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment, pid: Int32 = getpid()) {
         let path = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
@@ -32,8 +34,9 @@ struct SystemdNotifier: Sendable {
     }
 
     /// Sends `state` (`KEY=value` lines); false when there is no socket or it could not be sent.
-    /// Never blocks: a systemd that does not read its socket loses the message, not the caller's
-    /// thread.
+    /// A socket whose queue is full (its reader behind: the kernel holds a few datagrams) is
+    /// waited on for at most `sendTimeout` rather than the message lost: a lost `READY=1` would
+    /// have systemd kill a gateway that serves.
     @discardableResult
     func notify(_ state: String) -> Bool {
         guard let socketPath else { return false }
@@ -49,11 +52,13 @@ struct SystemdNotifier: Sendable {
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
+        var timeout = timeval(tv_sec: Int(Self.sendTimeout.components.seconds), tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let message = Array(state.utf8)
         let sent = message.withUnsafeBytes { bytes in
             withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT), $0, length)
+                    sendto(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, length)
                 }
             }
         }
