@@ -40,6 +40,29 @@ import Glibc
         }
     }
 
+    /// A reader that falls behind (the kernel queues ten datagrams at a socket) loses nothing:
+    /// with pings every 10 ms and no read for 3 s, the queue is full when the gateway is told to
+    /// stop, and STOPPING=1 waits for room rather than being dropped (as a dropped READY=1 would
+    /// have systemd kill a gateway that serves).
+    @Test func aReaderThatFallsBehindLosesNothing() async throws {
+        try await withTemporaryDirectory("notify") { work in
+            let socket = try NotifySocket(path: work.appendingPathComponent("notify").path, readingAfter: .seconds(3))
+            defer { socket.close() }
+            let pair = try await ProcessHarness(environment: ["NOTIFY_SOCKET": socket.name, "WATCHDOG_USEC": "20000"]) {
+                ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2)
+            }
+            defer { pair.stop() }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(socket.received.isEmpty, "the socket was read early: the test shows nothing")
+            pair.gateway.signal(SIGTERM)
+            await pair.gateway.exited()
+            #expect(pair.gateway.termination == .exited(0))
+            let ready = "READY=1\nSTATUS=serving on 127.0.0.1:\(pair.gatewayPort)"
+            #expect(await eventually(within: .seconds(10)) { socket.received.last == "STOPPING=1" }, "\(socket.received.filter { $0 != "WATCHDOG=1" })")
+            #expect(socket.received.filter { $0 != "WATCHDOG=1" } == [ready, "STOPPING=1"])
+        }
+    }
+
     /// An abstract socket (`@name`, as systemd may give in a container), and a watchdog systemd
     /// asks of another process (`WATCHDOG_PID`, left by a parent): ready and stopping, no pings.
     @Test func anAbstractSocketAndAWatchdogForAnotherProcess() async throws {
@@ -72,7 +95,8 @@ final class NotifySocket: @unchecked Sendable {
     private var messages: [String] = []
     private var closed = false
 
-    init(path: String) throws {
+    /// `readingAfter`: the first read waits this long, so that the socket's queue fills.
+    init(path: String, readingAfter delay: Duration = .zero) throws {
         name = path
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
@@ -88,6 +112,7 @@ final class NotifySocket: @unchecked Sendable {
         var limit = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         let thread = Thread { [self] in
+            Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
             var buffer = [UInt8](repeating: 0, count: 4096)
             while !lock.withLock({ closed }) {
                 let count = recv(descriptor, &buffer, buffer.count, 0)
