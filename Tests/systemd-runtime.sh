@@ -125,7 +125,7 @@ check "no capabilities" "$(awk '/^CapEff:|^CapPrm:|^CapBnd:/ { printf "%s ", $2 
 check "no new privileges, a seccomp filter" "$(awk '/^NoNewPrivs:|^Seccomp:/ { printf "%s ", $2 }' <<<"$status")" "1 2 "
 check "the root filesystem read-only to it" "$(box nsenter --target "$pid" --mount test -w /usr/local/bin && echo writable || echo read-only)" read-only
 check "its /proc shows other users' processes to none (ProtectProc=invisible)" \
-  "$(awk '$5 == "/proc" { print ($NF ~ /hidepid=invisible/) ? "invisible" : $NF }' "$TREE/proc/$LEADER/root/proc/$pid/mountinfo" 2>/dev/null || box awk '$5 == "/proc" { print ($NF ~ /hidepid=invisible/) ? "invisible" : $NF }' "/proc/$pid/mountinfo")" invisible
+  "$(box awk '$5 == "/proc" { print ($NF ~ /hidepid=invisible/) ? "invisible" : $NF }' "/proc/$pid/mountinfo")" invisible
 filter=$(box systemctl show -p SystemCallFilter --value algogate)
 check "its seccomp filter: chown, setuid, mount and setrlimit refused; setpriority allowed" \
   "$(for call in chown setuid mount setrlimit setpriority; do grep -qw "$call" <<<"$filter" && printf '%s ' "$call:allowed" || printf '%s ' "$call:refused"; done)" \
