@@ -226,7 +226,7 @@ struct GatewayRunner {
         do {
             let (notifier, host) = (notifier, loaded.config.server.host)
             services = [try app.application(onServerRunning: { channel in
-                notifier?.notify("READY=1\nSTATUS=serving on \(host):\(channel.localAddress?.port ?? 0)")
+                await notifier?.send("READY=1\nSTATUS=serving on \(host):\(channel.localAddress?.port ?? 0)")
             })]
         } catch {
             try? client.syncShutdown()

@@ -33,6 +33,12 @@ struct SystemdNotifier: Sendable {
         }
     }
 
+    /// `notify(state)` on NIO's thread pool: a wait for room at the socket holds none of the
+    /// threads Swift's tasks share.
+    func send(_ state: String) async {
+        _ = try? await NIOThreadPool.singleton.runIfActive { notify(state) }
+    }
+
     /// Sends `state` (`KEY=value` lines); false when there is no socket or it could not be sent.
     /// A socket whose queue is full (its reader behind: the kernel holds a few datagrams) is
     /// waited on for at most `sendTimeout` rather than the message lost: a lost `READY=1` would
@@ -87,11 +93,12 @@ struct SystemdWatchdog: Service {
                     for loop in loops.makeIterator() {
                         try await loop.submit {}.get()
                     }
-                    notifier.notify("WATCHDOG=1")
+                    await notifier.send("WATCHDOG=1")
                     try await Task.sleep(for: interval)
                 }
             }
         } onGracefulShutdown: {
+            // Here, not on the thread pool: sent before the gateway goes on to drain and exit.
             notifier.notify("STOPPING=1")
         }
     }
