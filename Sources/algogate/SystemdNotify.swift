@@ -80,7 +80,6 @@ struct SystemdNotifier: Sendable {
 /// running service only).
 struct SystemdWatchdog: Service {
     let notifier: SystemdNotifier
-    var loops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     func run() async throws {
         await withGracefulShutdownHandler {
@@ -90,7 +89,8 @@ struct SystemdWatchdog: Service {
             }
             try? await cancelWhenGracefulShutdown {
                 while true {
-                    for loop in loops.makeIterator() {
+                    // NIO's loops: the server's (Hummingbird's) and the upstream client's.
+                    for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
                         try await loop.submit {}.get()
                     }
                     await notifier.send("WATCHDOG=1")
