@@ -82,7 +82,7 @@ printf '[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=100\n' >"$TREE/etc/s
 # start; CAP_SYS_RESOURCE, which nspawn withholds, so that systemd sets the units' limits as on
 # a host; the unified cgroup hierarchy alone (cgroup v2), as on a Debian 12 host, where there is
 # one: a unit's own journal rate limit needs it.
-grep -q '^cgroup2 ' /proc/mounts && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+awk '$3 == "cgroup2" { found = 1 } END { exit !found }' /proc/mounts && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
 systemd-nspawn --quiet --register=no --keep-unit --private-network --capability=CAP_SYS_RESOURCE \
   -D "$TREE" -b --console=read-only systemd.unit=basic.target >"$WORK/boot.log" 2>&1 &
 NSPAWN=$!
@@ -148,7 +148,7 @@ check "a data directory made" "$(box curl -s -H "Authorization: Simple $TEAM_KEY
 check "a data upload" "$(box curl -s -X PUT -H "Authorization: Simple $TEAM_KEY" --data-binary hi http://127.0.0.1:8080/v1/data/.my/team-a/x.txt)" '{"result":"data://.my/team-a/x.txt"}'
 # Every request line reaches the journal: journald drops a unit's lines beyond its rate limit
 # (10,000 in 30 s by default, times 4 to 5 with the free disk of a host: 1,300 to 1,700 requests
-# a second), which the unit lifts. Here the limit is set at 100 (about 400 with the free space),
+# a second), which the unit raises. Here the limit is set at 100 (about 400 with the free space),
 # and 2,000 requests go in a burst.
 box python3 -c '
 import http.client
