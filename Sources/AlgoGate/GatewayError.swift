@@ -74,6 +74,11 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     public static func tooLarge(_ message: String) -> GatewayError {
         .init(status: .contentTooLarge, errorType: "RequestTooLarge", message: message)
     }
+    /// 408 for a request whose body did not arrive in time; the connection is closed with the
+    /// answer, since the rest of the body was never read (RFC 9110 §15.5.9).
+    public static func inputTimeout(_ message: String) -> GatewayError {
+        .init(status: .requestTimeout, errorType: "InputTimeout", message: message, headers: [.connection: "close"])
+    }
     public static func badGateway(_ message: String) -> GatewayError {
         .init(status: .badGateway, errorType: "UpstreamError", message: message)
     }

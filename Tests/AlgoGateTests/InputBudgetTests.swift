@@ -117,4 +117,66 @@ import Testing
             }
         }
     }
+
+    /// The head of an algorithm call whose input declares `length` bytes, and its first piece.
+    static func callHead(length: Int) -> String {
+        "POST /v1/algo/util/Echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(length)\r\n\r\n\""
+    }
+
+    /// An input trickled in, a byte now and then, keeps the idle timeout away for as long as the
+    /// client likes; the room held for it must not be held that long. It gets 408 at
+    /// `limits.input_timeout_seconds`, its room goes back, its connection is closed, and nothing
+    /// reaches the upstream.
+    @Test func anInputThatDoesNotArriveWithinTheInputTimeoutIs408() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {max_request_bytes: 1048576, max_buffered_bytes: 2097152, input_timeout_seconds: 2}") { h in
+            let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 1000))
+            #expect(await eventually { h.app.inputBudget.held == 1000 }, "no room was held for the input")
+            // A byte every 100 ms: 100 bytes in the first 10 s, well short of the 1,000 declared.
+            var sent = 0
+            while slow.closedAt == nil, sent < 300 {
+                try? await slow.send("x")
+                sent += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
+            let answered = try #require(slow.lastReceivedAt) - slow.openedAt
+            // Not before the 2 s, and long before the bytes would have all arrived (30 s) or the
+            // idle timeout (75 s) would have closed it (15 s: a loaded machine's slack).
+            #expect(answered >= .seconds(2) && answered < .seconds(15), "answered after \(answered)")
+            let responses = RawResponse.parse(slow.text)
+            try #require(responses.count == 1, "\(slow.text)")
+            #expect(responses[0].statusLine == "HTTP/1.1 408 Request Timeout")
+            #expect(responses[0].headers["connection"] == "close")
+            #expect(responses[0].headers["content-type"] == "application/json")
+            #expect(responses[0].body == #"{"error":{"error_type":"InputTimeout","message":"algorithm input did not arrive whole within 2 s (limits.input_timeout_seconds); send it at once, not a little at a time"}}"#)
+            #expect(h.app.inputBudget.held == 0)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
+            #expect(await eventually { h.logs.all.contains { $0.contains("status=408") && $0.contains("error_type=InputTimeout") && $0.contains("client=team-b") } })
+        }
+    }
+
+    /// The input timeout bounds the input it was set for, not the connection: an input that
+    /// arrives in pieces within it is answered, and the connection then serves the next call
+    /// after the timeout has passed.
+    @Test func anInputArrivingInPiecesWithinTheInputTimeoutIsAnswered() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 2}") { h in
+            let input = "\"" + String(repeating: "y", count: 98) + "\""
+            let connection = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 100))
+            for piece in [String(repeating: "y", count: 49), String(repeating: "y", count: 49) + "\""] {
+                try await Task.sleep(for: .milliseconds(300))
+                try await connection.send(piece)
+            }
+            #expect(await eventually { RawResponse.parse(connection.text).count == 1 })
+            try await Task.sleep(for: .seconds(3))
+            try await connection.send(Self.callHead(length: 100).dropLast() + input)
+            #expect(await eventually { RawResponse.parse(connection.text).count == 2 })
+            let responses = RawResponse.parse(connection.text)
+            #expect(responses.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(responses.allSatisfy { $0.body.contains(input) })
+            #expect(connection.closedAt == nil)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["util/Echo": 2])
+            await connection.close()
+        }
+    }
 }

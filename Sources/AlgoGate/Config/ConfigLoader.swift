@@ -191,6 +191,7 @@ public enum ConfigLoader {
                 "must be at least limits.max_request_bytes (\(config.limits.maxRequestBytes)), or the largest input could never be read")
         require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
                 "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
+        require((1...3600).contains(config.limits.inputTimeoutSeconds), "limits.input_timeout_seconds", "must be from 1 to 3600")
         require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")

@@ -113,10 +113,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var maxBufferedBytes = 268_435_456
         /// Algorithm answers held in memory at once, across calls, until sent (`MemoryBudget`).
         public var maxBufferedAnswerBytes = 268_435_456
+        /// How long an algorithm input may take to arrive whole once room is held for it
+        /// (`AlgoInputMiddleware`), so that a client trickling its input cannot hold that room.
+        public var inputTimeoutSeconds = 60
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes", maxBufferedBytes = "max_buffered_bytes"
-            case maxBufferedAnswerBytes = "max_buffered_answer_bytes"
+            case maxBufferedAnswerBytes = "max_buffered_answer_bytes", inputTimeoutSeconds = "input_timeout_seconds"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -126,6 +129,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxResponseBytes = try decoder.optional(Int.self, .maxResponseBytes, in: c) ?? maxResponseBytes
             maxBufferedBytes = try decoder.optional(Int.self, .maxBufferedBytes, in: c) ?? maxBufferedBytes
             maxBufferedAnswerBytes = try decoder.optional(Int.self, .maxBufferedAnswerBytes, in: c) ?? maxBufferedAnswerBytes
+            inputTimeoutSeconds = try decoder.optional(Int.self, .inputTimeoutSeconds, in: c) ?? inputTimeoutSeconds
         }
     }
 

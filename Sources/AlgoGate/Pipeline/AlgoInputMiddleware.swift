@@ -7,7 +7,8 @@ import NIOCore
 /// and keeps data URIs inside it within the client's `data_prefixes`, so an algorithm cannot be
 /// used to read another team's files. Before reading, it reserves the input's size in the
 /// `MemoryBudget` (`limits.max_buffered_bytes`), held until the answer is ready; no one client's
-/// inputs take the bound's last `max_request_bytes` (`share(of:)`).
+/// inputs take the bound's last `max_request_bytes` (`share(of:)`), and the input must then
+/// arrive whole within `limits.input_timeout_seconds` (408).
 struct AlgoInputMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let limits: @Sendable () -> GatewayConfig.Limits
@@ -79,11 +80,18 @@ struct AlgoInputMiddleware: RouterMiddleware {
                                                              waited: timeout))
         var handedOver = false
         defer { if !handedOver { budget.release(held, client: client) } }
+        // The room is held from now: the input must arrive whole within the input timeout, or a
+        // client trickling its input (a byte now and then keeps the idle timeout away) would hold
+        // it for as long as it liked.
+        let arrivalTimeout = limits.inputTimeoutSeconds
+        await ConnectionPersistenceHandler.boundArrival(on: context.channel, by: .now() + .seconds(Int64(arrivalTimeout)))
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw tooLarge
+        } catch is InputArrivalTimeout {
+            throw GatewayError.inputTimeout("algorithm input did not arrive whole within \(arrivalTimeout) s (limits.input_timeout_seconds); send it at once, not a little at a time")
         }
         if let coding {
             do {

@@ -18,7 +18,11 @@ import NIOHTTPTypesHTTP1
 ///
 /// Knowing which requests are still owed an answer, it also tells the connection's
 /// `ClientDeparture` when the client goes before one of them is answered, whether or not its body
-/// had all arrived.
+/// had all arrived; and it bounds how long the body of the request being answered may take to
+/// arrive, when asked to (`boundArrival(on:by:)`).
+///
+/// An answer that says `Connection: close` (a 408 for a body that came too slowly) closes the
+/// connection once written, as an answer to a request that does not persist does.
 final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -27,7 +31,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
 
     private struct Exchange {
         let http10: Bool
-        let keepAlive: Bool
+        var keepAlive: Bool
         /// A CONNECT (always refused: `GatewayError.unsupported`).
         let connect: Bool
         /// Requests are numbered as they arrive.
@@ -40,6 +44,9 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     private var ended = 0
     private let linger: TimeAmount
     private var lingering: Scheduled<Void>?
+    /// The deadline by which the body of request `number` must have arrived whole, if one was set.
+    private var arrival: (number: Int, timer: Scheduled<Void>)?
+    private var context: ChannelHandlerContext?
     /// Told when the client goes while a request it sent whole is owed its answer.
     let departure = ClientDeparture()
 
@@ -70,14 +77,55 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
                 lingering?.cancel()
                 lingering = nil
             }
+            if let arrival, ended >= arrival.number { stopArrivalBound() }
         case .body:
             break
         }
         context.fireChannelRead(data)
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         lingering?.cancel()
+        stopArrivalBound()
+        self.context = nil
+    }
+
+    /// Gives the body of the request being answered (the oldest unanswered: Hummingbird answers a
+    /// connection's requests one at a time, in order) until `deadline` to arrive whole. If it has
+    /// not, its reader is given `InputArrivalTimeout` in place of the rest: the connection's
+    /// input ends with it, so the answer to it must close the connection. Nothing is set for a
+    /// body that has all arrived.
+    private func boundArrival(by deadline: NIODeadline) {
+        guard let context, let number = exchanges.first?.number, ended < number else { return }
+        stopArrivalBound()
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, self.arrival?.number == number else { return }
+            self.arrival = nil
+            guard self.ended < number else { return }
+            context.fireErrorCaught(InputArrivalTimeout())
+        }
+        arrival = (number, timer)
+    }
+
+    private func stopArrivalBound() {
+        arrival?.timer.cancel()
+        arrival = nil
+    }
+
+    /// `boundArrival(by:)` for the request being answered on `channel`, when its pipeline has this
+    /// handler (it always does in the gateway).
+    static func boundArrival(on channel: any Channel, by deadline: NIODeadline) async {
+        if channel.eventLoop.inEventLoop {
+            try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).boundArrival(by: deadline)
+            return
+        }
+        try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).boundArrival(by: deadline)
+        }.get()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -113,7 +161,11 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head) where head.status.code >= 200:
-            guard let exchange = exchanges.first else { break }
+            guard var exchange = exchanges.first else { break }
+            if exchange.keepAlive, head.headers[canonicalForm: "Connection"].contains(where: { $0.lowercased() == "close" }) {
+                exchange.keepAlive = false
+                exchanges[0] = exchange
+            }
             if !exchange.keepAlive {
                 head.headers.replaceOrAdd(name: "Connection", value: "close")
             } else if exchange.http10 {
@@ -133,6 +185,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         case .end:
             guard !exchanges.isEmpty else { break }
             let exchange = exchanges.removeFirst()
+            if arrival?.number == exchange.number { stopArrivalBound() }
             if !exchange.keepAlive {
                 let written = promise ?? context.eventLoop.makePromise()
                 context.writeAndFlush(data, promise: written)
@@ -168,3 +221,8 @@ final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChan
         pipeline.removeHandler(context: context, promise: nil)
     }
 }
+
+/// What the reader of an algorithm input is given when the input has not arrived whole by its
+/// deadline (`limits.input_timeout_seconds`); the call is answered 408 and its connection closed.
+struct InputArrivalTimeout: Error {}
+
