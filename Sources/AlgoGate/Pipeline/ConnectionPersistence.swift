@@ -20,9 +20,6 @@ import NIOHTTPTypesHTTP1
 /// `ClientDeparture` when the client goes before one of them is answered, whether or not its body
 /// had all arrived; and it bounds how long the body of the request being answered may take to
 /// arrive, when asked to (`boundArrival(on:by:)`).
-///
-/// An answer that says `Connection: close` (a 408 for a body that came too slowly) closes the
-/// connection once written, as an answer to a request that does not persist does.
 final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -31,7 +28,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
 
     private struct Exchange {
         let http10: Bool
-        var keepAlive: Bool
+        let keepAlive: Bool
         /// A CONNECT (always refused: `GatewayError.unsupported`).
         let connect: Bool
         /// Requests are numbered as they arrive.
@@ -96,9 +93,9 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
 
     /// Gives the body of the request being answered (the oldest unanswered: Hummingbird answers a
     /// connection's requests one at a time, in order) until `deadline` to arrive whole. If it has
-    /// not, its reader is given `InputArrivalTimeout` in place of the rest: the connection's
-    /// input ends with it, so the answer to it must close the connection. Nothing is set for a
-    /// body that has all arrived.
+    /// not, its reader is given `InputArrivalTimeout` in place of the rest. The connection's input
+    /// ends with that error, so Hummingbird closes the connection once the answer is written: it
+    /// can read no other request from it. Nothing is set for a body that has all arrived.
     private func boundArrival(by deadline: NIODeadline) {
         guard let context, let number = exchanges.first?.number, ended < number else { return }
         stopArrivalBound()
@@ -161,11 +158,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head) where head.status.code >= 200:
-            guard var exchange = exchanges.first else { break }
-            if exchange.keepAlive, head.headers[canonicalForm: "Connection"].contains(where: { $0.lowercased() == "close" }) {
-                exchange.keepAlive = false
-                exchanges[0] = exchange
-            }
+            guard let exchange = exchanges.first else { break }
             if !exchange.keepAlive {
                 head.headers.replaceOrAdd(name: "Connection", value: "close")
             } else if exchange.http10 {
