@@ -211,8 +211,8 @@ struct GatewayRunner {
     var redactor: LogRedactor?
     var configPath: String?
     var watchInterval: Duration?
-    /// systemd's notifications (`serve` under a `Type=notify` unit): ready once listening, the
-    /// watchdog's pings, stopping.
+    /// systemd's notifications (`serve` under a `Type=notify` unit): ready once listening,
+    /// reloading and ready again around each reload, the watchdog's pings, stopping.
     var notifier: SystemdNotifier?
 
     func services() throws -> [any Service] {
@@ -223,10 +223,12 @@ struct GatewayRunner {
                                 configuration: Forwarder.clientConfiguration(loaded))
         let app = GatewayApp(state: state, httpClient: client, logger: logger, logWriter: logWriter, storage: storage)
         var services: [any Service]
+        let serving = ServingStatus()
         do {
             let (notifier, host) = (notifier, loaded.config.server.host)
             services = [try app.application(onServerRunning: { channel in
-                await notifier?.send("READY=1\nSTATUS=serving on \(host):\(channel.localAddress?.port ?? 0)")
+                serving.text = "serving on \(host):\(channel.localAddress?.port ?? 0)"
+                await notifier?.send("READY=1\nSTATUS=\(serving.text)")
             })]
         } catch {
             try? client.syncShutdown()
@@ -237,7 +239,11 @@ struct GatewayRunner {
             services.append(SystemdWatchdog(notifier: notifier))
         }
         if let configPath {
-            services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics))
+            let announce = notifier.flatMap { notifier in
+                notifier.socketPath.map { _ in { @Sendable (progress: ConfigReloader.Progress) in await notifier.send(notifier.reloadState(progress, serving: serving.text)) } }
+            }
+            services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics,
+                                           announce: announce))
         }
         return services
     }

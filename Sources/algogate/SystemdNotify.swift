@@ -1,7 +1,9 @@
+import AlgoGate
 import Foundation
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -9,8 +11,9 @@ import Glibc
 
 /// systemd's service notifications (sd_notify(3)), for the unit's `Type=notify`: `READY=1` once
 /// the gateway listens, so that `systemctl start` returns when it serves (or fails, naming why)
-/// rather than as the process starts; `STOPPING=1` as it starts to drain; and, under
-/// `WatchdogSec=`, `WATCHDOG=1` at half the interval systemd gives (see `SystemdWatchdog`).
+/// rather than as the process starts; `RELOADING=1` and `READY=1` around each reload (see
+/// `reloadState(_:serving:)`); `STOPPING=1` as it starts to drain; and, under `WatchdogSec=`,
+/// `WATCHDOG=1` at half the interval systemd gives (see `SystemdWatchdog`).
 /// Each is a datagram to the socket `$NOTIFY_SOCKET` names; without one (not started by systemd,
 /// or by a unit of another type) there is nothing to send and nothing is.
 struct SystemdNotifier: Sendable {
@@ -30,6 +33,25 @@ struct SystemdNotifier: Sendable {
             watchdogInterval = .microseconds(microseconds / 2)
         } else {
             watchdogInterval = nil
+        }
+    }
+
+    /// What to tell systemd of a reload's `progress`. As it begins, `RELOADING=1` with the
+    /// monotonic time (`MONOTONIC_USEC`), by which systemd (253 and later) knows the reload for
+    /// one begun after the signal it sent, under `Type=notify-reload`; once it is over, `READY=1`,
+    /// and the status `serving` (the address served), saying when the reload was refused and the
+    /// configuration before it kept. Under `Type=notify` systemd shows the unit as reloading
+    /// meanwhile.
+    func reloadState(_ progress: ConfigReloader.Progress, serving: String) -> String {
+        switch progress {
+        case .begun:
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            return "RELOADING=1\nMONOTONIC_USEC=\(UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000)\nSTATUS=reloading the configuration"
+        case .taken:
+            return "READY=1\nSTATUS=\(serving)"
+        case .refused:
+            return "READY=1\nSTATUS=\(serving); the last reload was refused, the configuration before it kept (see the log)"
         }
     }
 
@@ -69,6 +91,16 @@ struct SystemdNotifier: Sendable {
             }
         }
         return sent == message.count
+    }
+}
+
+/// The status the gateway gives systemd while it serves (`serving on HOST:PORT`), set once it
+/// listens and restated after each reload.
+final class ServingStatus: Sendable {
+    private let value = Mutex("")
+    var text: String {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }
 

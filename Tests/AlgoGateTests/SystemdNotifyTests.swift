@@ -10,8 +10,8 @@ import Glibc
 #endif
 
 /// `serve` under a `Type=notify` systemd unit (sd_notify(3)), with a datagram socket of the
-/// test's standing in for systemd's: `READY=1` once it listens, `WATCHDOG=1` as `WATCHDOG_USEC`
-/// asks, `STOPPING=1` as it drains. `Tests/systemd-runtime.sh` runs the unit under systemd itself.
+/// test's standing in for systemd's: `READY=1` once it listens, `RELOADING=1` and `READY=1`
+/// around a reload, `WATCHDOG=1` as `WATCHDOG_USEC` asks, `STOPPING=1` as it drains. `Tests/systemd-runtime.sh` runs the unit under systemd itself.
 @Suite struct SystemdNotifyTests {
     @Test func serveSaysReadyOnceListeningThenPingsTheWatchdogAndSaysStopping() async throws {
         try await withTemporaryDirectory("notify") { work in
@@ -39,6 +39,58 @@ import Glibc
             #expect(said.filter { $0 != "WATCHDOG=1" } == [ready, "STOPPING=1"], "\(said)")
             #expect(said.drop { $0 != ready }.filter { $0 == "WATCHDOG=1" }.count >= 3, "\(said)")
         }
+    }
+
+    /// Each reload is told as it begins (`RELOADING=1` with the monotonic time, as a
+    /// `Type=notify-reload` unit needs, to know it for one begun after its signal) and once it is
+    /// over (`READY=1`, the status saying when it was refused and the configuration before it
+    /// kept), in that order.
+    @Test func eachReloadIsToldAsItBeginsAndOnceItIsOver() async throws {
+        try await withTemporaryDirectory("notify") { work in
+            let socket = try NotifySocket(path: work.appendingPathComponent("notify").path)
+            defer { socket.close() }
+            let pair = try await ProcessHarness(environment: ["NOTIFY_SOCKET": socket.name]) {
+                ProcessHarness.standardYAML(simPort: $0, gatewayPort: $1, work: $2)
+            }
+            defer { pair.stop() }
+            let serving = "serving on 127.0.0.1:\(pair.gatewayPort)"
+            try #require(await eventually { socket.received == ["READY=1\nSTATUS=\(serving)"] }, "\(socket.received)")
+            let good = try String(contentsOf: pair.configURL, encoding: .utf8)
+            let reloadings = { socket.received.filter { $0.hasPrefix("RELOADING=1\n") } }
+            // SIGHUP, then what it was told, each reload's two messages after the start's.
+            func reload(expecting count: Int) async throws -> (reloading: String, ready: String, sent: (UInt64, UInt64)) {
+                let before = Self.monotonicMicroseconds()
+                pair.gateway.signal(SIGHUP)
+                try #require(await eventually { socket.received.count == 1 + 2 * count }, "\(socket.received)")
+                let after = Self.monotonicMicroseconds()
+                return (socket.received[2 * count - 1], socket.received[2 * count], (before, after))
+            }
+            let taken = try await reload(expecting: 1)
+            let fields = taken.reloading.split(separator: "\n")
+            #expect(fields.count == 3 && fields[0] == "RELOADING=1" && fields[2] == "STATUS=reloading the configuration", "\(taken.reloading)")
+            let stamp = try #require(fields.count == 3 ? UInt64(fields[1].dropFirst("MONOTONIC_USEC=".count)) : nil, "\(taken.reloading)")
+            #expect(fields[1].hasPrefix("MONOTONIC_USEC=") && taken.sent.0 <= stamp && stamp <= taken.sent.1, "\(stamp) not within \(taken.sent)")
+            #expect(taken.ready == "READY=1\nSTATUS=\(serving)")
+            let keyEnv = "key_env: \(ProcessHarness.keyVariable)"
+            try #require(good.contains(keyEnv))
+            try good.replacingOccurrences(of: keyEnv, with: keyEnv + ", max_concurrency: -1").write(to: pair.configURL, atomically: true, encoding: .utf8)
+            let refused = try await reload(expecting: 2)
+            #expect(refused.reloading.hasPrefix("RELOADING=1\nMONOTONIC_USEC="))
+            #expect(refused.ready == "READY=1\nSTATUS=\(serving); the last reload was refused, the configuration before it kept (see the log)")
+            try good.write(to: pair.configURL, atomically: true, encoding: .utf8)
+            let again = try await reload(expecting: 3)
+            #expect(again.ready == "READY=1\nSTATUS=\(serving)")
+            #expect(reloadings().count == 3)
+            let health = try await HTTPClient.shared.get(url: pair.gatewayURL + "/healthz").get()
+            #expect(health.status == .ok)
+        }
+    }
+
+    /// CLOCK_MONOTONIC in microseconds, as systemd reads `MONOTONIC_USEC`.
+    static func monotonicMicroseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000
     }
 
     /// A reader that falls behind (the kernel queues ten datagrams at a socket) loses nothing:

@@ -24,6 +24,11 @@ public struct ConfigReloader: Service {
         case fileChange = "file changed"
     }
 
+    /// A reload's course, as `announce` is told it: begun, then taken or refused.
+    public enum Progress: Sendable {
+        case begun, taken, refused
+    }
+
     let path: String
     let state: GatewayState
     let logger: Logger
@@ -34,6 +39,10 @@ public struct ConfigReloader: Service {
     /// changes again within it, and is loaded once whole.
     let settle: Duration
     let metrics: GatewayMetrics?
+    /// Told as each reload begins and once it has been taken or refused, awaited each time: `serve`
+    /// tells systemd (`RELOADING=1`, then `READY=1`), so that under a `Type=notify-reload` unit
+    /// `systemctl reload` returns once the reload is over.
+    let announce: (@Sendable (Progress) async -> Void)?
     /// The files as they were when last loaded, or refused: a change is a change from this.
     private let seen: SeenFiles
     /// The configuration the gateway started with: what needs a restart runs as it says, however
@@ -41,9 +50,10 @@ public struct ConfigReloader: Service {
     private let started: GatewayConfig
 
     public init(path: String, state: GatewayState, logger: Logger, watchInterval: Duration? = nil, settle: Duration = .milliseconds(500),
-                metrics: GatewayMetrics? = nil,
+                metrics: GatewayMetrics? = nil, announce: (@Sendable (Progress) async -> Void)? = nil,
                 environment: @escaping @Sendable () -> [String: String] = { ProcessInfo.processInfo.environment }) {
         self.path = path
+        self.announce = announce
         self.state = state
         self.logger = logger
         self.watchInterval = watchInterval
@@ -60,7 +70,7 @@ public struct ConfigReloader: Service {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask {
-                    for await _ in signals { reload(trigger: .signal) }
+                    for await _ in signals { await announcedReload(trigger: .signal) }
                 }
                 if let watchInterval {
                     group.addTask { await watch(every: watchInterval) }
@@ -78,8 +88,15 @@ public struct ConfigReloader: Service {
             guard changed != seen.value else { continue }
             do { try await Task.sleep(for: settle) } catch { return }
             guard currentFingerprint() == changed else { continue }
-            reload(trigger: .fileChange)
+            await announcedReload(trigger: .fileChange)
         }
+    }
+
+    /// `reload(trigger:)`, told to `announce` as it begins and ends.
+    func announcedReload(trigger: Trigger) async {
+        await announce?(.begun)
+        let taken = reload(trigger: trigger)
+        await announce?(taken ? .taken : .refused)
     }
 
     /// Loads and applies the file; returns whether the new configuration is in force.
