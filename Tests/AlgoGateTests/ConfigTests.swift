@@ -83,6 +83,7 @@ import Testing
              "limits.max_buffered_bytes: must be at least limits.max_request_bytes (2000), or the largest input could never be read", Self.env),
             (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
+            (Self.yaml("limits: {input_timeout_seconds: 0}\n" + client), "limits.input_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
             ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
             (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),
