@@ -239,8 +239,9 @@ struct GatewayRunner {
             services.append(SystemdWatchdog(notifier: notifier))
         }
         if let configPath {
-            let announce = notifier.flatMap { notifier in
-                notifier.socketPath.map { _ in { @Sendable (progress: ConfigReloader.Progress) in await notifier.send(notifier.reloadState(progress, serving: serving.text)) } }
+            var announce: (@Sendable (ConfigReloader.Progress) async -> Void)?
+            if let notifier, notifier.socketPath != nil {
+                announce = { progress in await notifier.send(SystemdNotifier.reloadState(progress, serving: serving.text)) }
             }
             services.append(ConfigReloader(path: configPath, state: state, logger: logger, watchInterval: watchInterval, metrics: app.metrics,
                                            announce: announce))

@@ -42,7 +42,7 @@ struct SystemdNotifier: Sendable {
     /// and the status `serving` (the address served), saying when the reload was refused and the
     /// configuration before it kept. Under `Type=notify` systemd shows the unit as reloading
     /// meanwhile.
-    func reloadState(_ progress: ConfigReloader.Progress, serving: String) -> String {
+    static func reloadState(_ progress: ConfigReloader.Progress, serving: String) -> String {
         switch progress {
         case .begun:
             var now = timespec()

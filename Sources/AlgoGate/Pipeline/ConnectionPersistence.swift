@@ -218,4 +218,3 @@ final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChan
 /// What the reader of an algorithm input is given when the input has not arrived whole by its
 /// deadline (`limits.input_timeout_seconds`); the call is answered 408 and its connection closed.
 struct InputArrivalTimeout: Error {}
-
