@@ -90,8 +90,10 @@ struct AlgoInputMiddleware: RouterMiddleware {
             body = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw tooLarge
-        } catch is InputArrivalTimeout {
-            throw GatewayError.inputTimeout("algorithm input did not arrive whole within \(arrivalTimeout) s (limits.input_timeout_seconds); send it at once, not a little at a time")
+        } catch let late as InputArrivalTimeout {
+            // How much had come tells a slow link (the limit too low for it) from a client that stalled.
+            let sent = "\(late.received)\(declared.map { " of its \($0)" } ?? "") bytes"
+            throw GatewayError.inputTimeout("algorithm input did not arrive whole within \(arrivalTimeout) s (limits.input_timeout_seconds): \(sent) had arrived")
         }
         if let coding {
             do {

@@ -39,6 +39,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
     /// How many requests have arrived, and how many of them whole (their body's end read).
     private var arrived = 0
     private var ended = 0
+    /// Body bytes of the last request to arrive, so far.
+    private var bodyBytes = 0
     private let linger: TimeAmount
     private var lingering: Scheduled<Void>?
     /// The deadline by which the body of request `number` must have arrived whole, if one was set.
@@ -55,6 +57,7 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         switch unwrapInboundIn(data) {
         case .head(let head):
             arrived += 1
+            bodyBytes = 0
             // After a CONNECT the parser reads nothing more (what follows would be a tunnel's
             // bytes), so the connection ends with its answer.
             let connect = head.method == .CONNECT
@@ -75,8 +78,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
                 lingering = nil
             }
             if let arrival, ended >= arrival.number { stopArrivalBound() }
-        case .body:
-            break
+        case .body(let part):
+            bodyBytes += part.readableBytes
         }
         context.fireChannelRead(data)
     }
@@ -103,7 +106,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
             guard let self, self.arrival?.number == number else { return }
             self.arrival = nil
             guard self.ended < number else { return }
-            context.fireErrorCaught(InputArrivalTimeout())
+            // Its body has not ended, so no later request has arrived: the last one is this one.
+            context.fireErrorCaught(InputArrivalTimeout(received: self.bodyBytes))
         }
         arrival = (number, timer)
     }
@@ -216,5 +220,8 @@ final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChan
 }
 
 /// What the reader of an algorithm input is given when the input has not arrived whole by its
-/// deadline (`limits.input_timeout_seconds`); the call is answered 408 and its connection closed.
-struct InputArrivalTimeout: Error {}
+/// deadline (`limits.input_timeout_seconds`), with how many of its bytes had; the call is answered
+/// 408 and its connection closed.
+struct InputArrivalTimeout: Error {
+    let received: Int
+}
