@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the README's two commands as on a fresh Debian machine that has the Swift toolchain: a
-# Debian 12 made with debootstrap (minbase), given only the toolchain's own prerequisites, and
-# this commit cloned into it. In it, `bash deploy/demo.sh` must install what it needs, build and
+# Debian 12 (or 13, SUITE=trixie) made with debootstrap (minbase), given only the toolchain's own
+# prerequisites, and this commit cloned into it. In it, `bash deploy/demo.sh` must install what it needs, build and
 # start the demo, whose banner's lines are then run as printed (every curl line must succeed, the
 # first answer 200, and the Python lines answer "Hello HAL"); then `CI=true bash Tests/run.sh`
 # must pass. Not part of the test command: it needs root (a chroot, mounts), Debian's mirror and
 # PyPI, and about 20 minutes on 2 cores.
 #
 #   sudo bash Tests/fresh-debian.sh [DIR]     # DIR: where the Debian tree goes (/var/tmp/algogate-fresh)
+#   sudo SUITE=trixie bash Tests/fresh-debian.sh DIR   # Debian 13 in place of 12
 #
 # The tree is kept, so a second run skips debootstrap and builds incrementally; remove DIR for a
 # cold run. The toolchain is the one `swift` on PATH belongs to, mounted read-only at the same
@@ -20,6 +21,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIR=${1:-/var/tmp/algogate-fresh}
 TREE="$DIR/root"
+SUITE=${SUITE:-bookworm}
+case "$SUITE" in
+  bookworm) RELEASE="Debian 12"; CXX_DEV=libstdc++-12-dev ;;
+  trixie) RELEASE="Debian 13"; CXX_DEV=libstdc++-14-dev ;;
+  *) echo "SUITE: bookworm or trixie" >&2; exit 1 ;;
+esac
 [ "$(id -u)" -eq 0 ] || { echo "fresh-debian.sh needs root (debootstrap, chroot, mounts)" >&2; exit 1; }
 SWIFT=$(command -v swift) || { echo "no swift on PATH" >&2; exit 1; }
 TOOLCHAIN=$(dirname "$(dirname "$(dirname "$(readlink -f "$SWIFT")")")")   # .../usr/bin/swift-driver -> ...
@@ -30,7 +37,7 @@ done
 if [ ! -x "$TREE/bin/bash" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
   mkdir -p "$DIR"
-  debootstrap --variant=minbase bookworm "$TREE" http://deb.debian.org/debian
+  debootstrap --variant=minbase "$SUITE" "$TREE" http://deb.debian.org/debian
 fi
 
 MOUNTS=()
@@ -61,14 +68,14 @@ inside() {
     PATH="$TOOLCHAIN/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" /bin/bash -c "$1"
 }
 
-# The Swift toolchain's prerequisites on Debian 12: a linker, gcc, git and the libraries its
+# The Swift toolchain's prerequisites on Debian 12 (and 13, its C++ library's version aside): a linker, gcc, git and the libraries its
 # programs load (read with ldd), with their -dev packages as swift.org's Linux guide has them,
 # but libsqlite3-0 rather than libsqlite3-dev (the toolchain needs only SQLite's runtime); and
 # ca-certificates for git and pip. Not libsqlite3-dev, curl or python3: algogate's commands must
 # install those (zlib1g-dev comes in with libxml2-dev).
 inside 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   binutils-gold gcc git libc6-dev libcurl4-openssl-dev libedit-dev libicu-dev libncurses-dev libpython3-dev \
-  libstdc++-12-dev libxml2-dev libsqlite3-0 pkg-config tzdata uuid-dev ca-certificates >/dev/null && update-ca-certificates >/dev/null'
+  '"$CXX_DEV"' libxml2-dev libsqlite3-0 pkg-config tzdata uuid-dev ca-certificates >/dev/null && update-ca-certificates >/dev/null'
 inside 'swift --version'
 
 rm -rf "$TREE/work/algogate.new"
@@ -100,4 +107,4 @@ pkill -INT -f "algogate demo"; wait "$DEMO_PID" || true; DEMO_PID=""
 echo "== CI=true bash Tests/run.sh"
 inside 'cd /work/algogate && CI=true bash Tests/run.sh' >"$DIR/tests.log" 2>&1 || { tail -60 "$DIR/tests.log" >&2; echo "FAIL: the test command, log: $DIR/tests.log" >&2; exit 1; }
 grep -E "^✔ Test run with|^ok |^skip " "$DIR/tests.log" | head -5
-echo "== both commands worked in a fresh Debian 12 (logs: $DIR/demo.log, $DIR/tests.log)"
+echo "== both commands worked in a fresh $RELEASE (logs: $DIR/demo.log, $DIR/tests.log)"
