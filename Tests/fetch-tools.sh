@@ -15,14 +15,22 @@ if ! [ -x "$tools/prometheus/promtool" ] || ! [ -x "$tools/prometheus/prometheus
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   chmod 777 "$work"  # apt-get download writes as _apt where it can
-  fetch() { (cd "$work" && apt-get download -qq prometheus 2>/dev/null); }
+  # Debian 13 puts promtool in a package of its own; Debian 12's prometheus package holds both.
+  fetch() {
+    (cd "$work" && apt-get download -qq prometheus 2>/dev/null) || return 1
+    if apt-cache show promtool >/dev/null 2>&1; then (cd "$work" && apt-get download -qq promtool 2>/dev/null) || return 1; fi
+  }
   if ! fetch; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     fetch
   fi
   mkdir -p "$tools/prometheus"
-  dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -x -C "$work" ./usr/bin/promtool ./usr/bin/prometheus
+  for deb in "$work"/*.deb; do
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work" --wildcards './usr/bin/prom*' 2>/dev/null || true
+  done
+  [ -x "$work/usr/bin/promtool" ] && [ -x "$work/usr/bin/prometheus" ] \
+    || { echo "fetch-tools.sh: promtool or prometheus not in Debian's packages prometheus and promtool" >&2; exit 1; }
   mv "$work/usr/bin/promtool" "$work/usr/bin/prometheus" "$tools/prometheus/"
   "$tools/prometheus/promtool" --version | head -1
 fi

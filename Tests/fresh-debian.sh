@@ -68,8 +68,9 @@ inside() {
     PATH="$TOOLCHAIN/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" /bin/bash -c "$1"
 }
 
-# The Swift toolchain's prerequisites on Debian 12 (and 13, its C++ library's version aside): a linker, gcc, git and the libraries its
-# programs load (read with ldd), with their -dev packages as swift.org's Linux guide has them,
+# The Swift toolchain's prerequisites on Debian 12 (and 13, its C++ library's version aside): a
+# linker, gcc, git and the libraries its programs load (read with ldd), with their -dev packages
+# as swift.org's Linux guide has them,
 # but libsqlite3-0 rather than libsqlite3-dev (the toolchain needs only SQLite's runtime); and
 # ca-certificates for git and pip. Not libsqlite3-dev, curl or python3: algogate's commands must
 # install those (zlib1g-dev comes in with libxml2-dev).
