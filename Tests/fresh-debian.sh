@@ -70,10 +70,10 @@ inside() {
 
 # The Swift toolchain's prerequisites on Debian 12 (and 13, its C++ library's version aside): a
 # linker, gcc, git and the libraries its programs load (read with ldd), with their -dev packages
-# as swift.org's Linux guide has them,
-# but libsqlite3-0 rather than libsqlite3-dev (the toolchain needs only SQLite's runtime); and
-# ca-certificates for git and pip. Not libsqlite3-dev, curl or python3: algogate's commands must
-# install those (zlib1g-dev comes in with libxml2-dev).
+# as swift.org's Linux guide has them, but libsqlite3-0 rather than libsqlite3-dev (the toolchain
+# needs only SQLite's runtime); and ca-certificates for git and pip. Not libsqlite3-dev, curl or
+# python3: algogate's commands must install those (zlib1g-dev comes in with libxml2-dev). The
+# toolchain built for Debian 12 runs on 13.
 inside 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   binutils-gold gcc git libc6-dev libcurl4-openssl-dev libedit-dev libicu-dev libncurses-dev libpython3-dev \
   '"$CXX_DEV"' libxml2-dev libsqlite3-0 pkg-config tzdata uuid-dev ca-certificates >/dev/null && update-ca-certificates >/dev/null'
