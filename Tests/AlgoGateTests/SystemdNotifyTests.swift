@@ -11,7 +11,8 @@ import Glibc
 
 /// `serve` under a `Type=notify` systemd unit (sd_notify(3)), with a datagram socket of the
 /// test's standing in for systemd's: `READY=1` once it listens, `RELOADING=1` and `READY=1`
-/// around a reload, `WATCHDOG=1` as `WATCHDOG_USEC` asks, `STOPPING=1` as it drains. `Tests/systemd-runtime.sh` runs the unit under systemd itself.
+/// around a reload, `WATCHDOG=1` as `WATCHDOG_USEC` asks, `STOPPING=1` as it drains.
+/// `Tests/systemd-runtime.sh` runs the unit under systemd itself.
 @Suite struct SystemdNotifyTests {
     @Test func serveSaysReadyOnceListeningThenPingsTheWatchdogAndSaysStopping() async throws {
         try await withTemporaryDirectory("notify") { work in
