@@ -152,12 +152,7 @@ final class ClientDeparture: Sendable {
     /// gateway; a test that builds its own channel may not).
     @inline(never)
     static func of(_ channel: any Channel) async -> ClientDeparture? {
-        if channel.eventLoop.inEventLoop {
-            return try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).departure
-        }
-        return try? await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).departure
-        }.get()
+        await ConnectionPersistenceHandler.of(channel) { $0.departure }
     }
 }
 

@@ -117,15 +117,20 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         arrival = nil
     }
 
-    /// `boundArrival(by:)` for the request being answered on `channel`, when its pipeline has this
-    /// handler (it always does in the gateway).
+    /// `boundArrival(by:)` for the request being answered on `channel`.
     static func boundArrival(on channel: any Channel, by deadline: NIODeadline) async {
+        _ = await of(channel) { $0.boundArrival(by: deadline) }
+    }
+
+    /// `body` run with the handler of `channel`'s pipeline, on the channel's event loop (from
+    /// another thread, by a hop there); nil when the pipeline has none (it always has in the
+    /// gateway; a test that builds its own channel may not).
+    static func of<Value: Sendable>(_ channel: any Channel, _ body: @escaping @Sendable (ConnectionPersistenceHandler) -> Value) async -> Value? {
         if channel.eventLoop.inEventLoop {
-            try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).boundArrival(by: deadline)
-            return
+            return (try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self)).map(body)
         }
-        try? await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self).boundArrival(by: deadline)
+        return try? await channel.eventLoop.submit {
+            body(try channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self))
         }.get()
     }
 
