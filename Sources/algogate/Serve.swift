@@ -18,8 +18,9 @@ struct Serve: AsyncParsableCommand {
         in-flight requests finish (server.drain_timeout_seconds), exit 0. SIGHUP: reload the config \
         file (and the upstream key and TLS certificate it names); a config that does not load is \
         logged and the old one keeps serving. With --watch, a change to any of those files reloads \
-        it too. Under a systemd unit of Type=notify ($NOTIFY_SOCKET), it says when it listens, \
-        pings the watchdog that WatchdogSec= sets, and says when it stops.
+        it too. Under a systemd unit of Type=notify or notify-reload ($NOTIFY_SOCKET), it says when \
+        it listens, when each reload begins and ends (a refused one in its status), pings the \
+        watchdog that WatchdogSec= sets, and says when it stops.
         """
     )
 
