@@ -393,6 +393,36 @@ import Testing
         }
     }
 
+    /// A call is held on the event loop only while it arrives at a normal pace: one whose input
+    /// is whole within a second is answered there; one that takes longer goes on to the pipeline
+    /// as far as it has come, where room is held for its input, and is answered there (a hit all
+    /// the same).
+    @Test func aCallSlowToArriveGoesOnToThePipeline() async throws {
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
+            let call = Self.rawCall()
+            let head = String(call.dropLast(2)), rest = "AL"
+            let connection = try await RawConnection.connect(port: h.gatewayPort, sending: head)
+            try await Task.sleep(for: .milliseconds(300))
+            try await connection.send(rest)
+            #expect(await eventually { RawResponse.parse(connection.text).count == 1 })
+            #expect(try await Self.fastHits(h) == 1)
+            try await connection.send(head)
+            // Past the second, the pipeline holds room for the 3 bytes declared.
+            #expect(await eventually { h.app.inputBudget.held == 3 }, "the call was not handed on")
+            #expect(RawResponse.parse(connection.text).count == 1)
+            try await connection.send(rest)
+            #expect(await eventually { RawResponse.parse(connection.text).count == 2 })
+            #expect(try await Self.fastHits(h) == 1)
+            let answers = RawResponse.parse(connection.text)
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(answers.map { $0.headers["x-cache"] } == ["HIT", "HIT"])
+            #expect(answers.map(\.body) == ["Hello HAL", "Hello HAL"])
+            #expect(h.app.inputBudget.held == 0)
+            #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+        }
+    }
+
     @Test func theDateFieldIsAnIMFFixdate() {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")

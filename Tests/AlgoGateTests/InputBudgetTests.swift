@@ -119,8 +119,8 @@ import Testing
     }
 
     /// The head of an algorithm call whose input declares `length` bytes, and its first piece.
-    static func callHead(length: Int) -> String {
-        "POST /v1/algo/util/Echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Type: application/json\r\n"
+    static func callHead(length: Int, path: String = "/v1/algo/util/Echo") -> String {
+        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Simple \(Keys.teamB)\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(length)\r\n\r\n\""
     }
 
@@ -161,6 +161,41 @@ import Testing
             #expect(h.app.inputBudget.held == 0)
             #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
             #expect(await eventually { h.logs.all.contains { $0.contains("status=408") && $0.contains("error_type=InputTimeout") && $0.contains("client=team-b") } })
+        }
+    }
+
+    /// A pinned call's small input is first held to be looked up on the event loop
+    /// (`CachedHitHandler`), before any key is checked. Trickled, it is held there a second, then
+    /// goes on to the pipeline, which holds room for it and bounds its arrival as any other's: 408
+    /// at the input timeout after that, not the idle timeout's close after minutes of trickling.
+    @Test func aPinnedCallsTrickledInputIsBoundedToo() async throws {
+        try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 2}") { h in
+            let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 1000, path: "/v1/algo/util/Echo/1.0.0"))
+            var sent = 0
+            while slow.closedAt == nil, sent < 300 {
+                try? await slow.send("x")
+                sent += 1
+                if sent == 5 {
+                    // Half a second in: held on the event loop, so no room is held yet.
+                    #expect(h.app.inputBudget.held == 0)
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
+            let answered = try #require(slow.lastReceivedAt) - slow.openedAt
+            // The second held on the event loop, then the input timeout's 2 s.
+            #expect(answered >= .seconds(3) && answered < .seconds(15), "answered after \(answered)")
+            let responses = RawResponse.parse(slow.text)
+            try #require(responses.count == 1, "\(slow.text)")
+            #expect(responses[0].statusLine == "HTTP/1.1 408 Request Timeout")
+            #expect(responses[0].headers["connection"] == "close")
+            let message = try #require((try? JSONSerialization.jsonObject(with: Data(responses[0].body.utf8)) as? [String: [String: String]])?["error"])
+            #expect(message["error_type"] == "InputTimeout")
+            let text = try #require(message["message"])
+            #expect(text.hasPrefix("algorithm input did not arrive whole within 2 s (limits.input_timeout_seconds): ") && text.hasSuffix(" of its 1000 bytes had arrived"),
+                    "\(text)")
+            #expect(h.app.inputBudget.held == 0)
+            #expect(h.simulator.stats.snapshot.algoCalls.isEmpty)
         }
     }
 

@@ -9,6 +9,14 @@ import NIOHTTPTypes
 /// hands it on whole; answers are written at the end of the event loop's turn (`pending`).
 /// Answers keep the requests' order: a call is held only while every request handed on before it
 /// has been answered.
+///
+/// A call is held only while it arrives: one not whole `CachedHits.maxHold` after the read that
+/// began it goes on to the pipeline as far as it has come, and the rest follows it there. The
+/// pipeline checks its key at once, holds room for the input under `limits.max_buffered_bytes`
+/// and bounds its arrival by `limits.input_timeout_seconds`, so a trickled input held here,
+/// before any key is checked, is neither held outside that room nor kept for as long as its
+/// client likes (only the idle timeout between reads bounded it). A hit sent at a normal pace
+/// arrives in the read that began it, and sets no timer.
 final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -39,6 +47,9 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Anything written or closed on the connection meanwhile goes after them.
     private var pending: [(head: HTTPResponse, body: ByteBuffer, lease: HotTier.Lease?)] = []
     private var sendScheduled = false
+    /// When the call held now goes on to the pipeline if it has not ended by then; set once a read
+    /// has ended with the call still arriving.
+    private var holdBound: Scheduled<Void>?
 
     init(hits: CachedHits) { self.hits = hits }
 
@@ -61,6 +72,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case (.end, .holding(let head, let body)):
             state = .idle
+            stopHoldBound()
             let remote = self.remote ?? PeerAddresses.logged(PeerAddresses.remote(of: context.channel))
             self.remote = remote
             if let answer = hits.answer(head, body: body, remote: remote, remembered: &remembered) {
@@ -84,6 +96,27 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.body, _):
             context.fireChannelRead(data)
         }
+    }
+
+    /// A read has ended with a call still arriving: it has until `CachedHits.maxHold` to end here.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .holding = state, holdBound == nil {
+            holdBound = context.eventLoop.assumeIsolated().scheduleTask(in: CachedHits.maxHold) { [weak self] in
+                guard let self else { return }
+                self.holdBound = nil
+                guard case .holding(let head, let body) = self.state else { return }
+                self.state = .passing
+                self.handOn(head, body, context: context)
+                // What is read is handed to the pipeline's reader at the end of a read.
+                context.fireChannelReadComplete()
+            }
+        }
+        context.fireChannelReadComplete()
+    }
+
+    private func stopHoldBound() {
+        holdBound?.cancel()
+        holdBound = nil
     }
 
     /// Writes the answers held for the end of the event loop's turn, in order, and flushes them.
@@ -114,10 +147,12 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handOn(head, body, context: context)
             state = .passing
         }
+        stopHoldBound()
         context.fireErrorCaught(error)
     }
 
     private func handOn(_ head: HTTPRequest, _ body: ByteBuffer, context: ChannelHandlerContext) {
+        stopHoldBound()
         unanswered += 1
         context.fireChannelRead(wrapInboundOut(.head(head)))
         if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
@@ -137,6 +172,7 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The connection is gone: the answers not yet written have nowhere to go.
     func channelInactive(context: ChannelHandlerContext) {
         pending = []
+        stopHoldBound()
         context.fireChannelInactive()
     }
 }

@@ -25,6 +25,9 @@ import NIOHTTPTypes
 struct CachedHits: Sendable {
     /// Inputs up to this size are held to be looked up here; larger ones go straight on.
     static let maxInput = 64 * 1024
+    /// How long such an input may take to arrive whole and still be held here; one that takes
+    /// longer goes on to the pipeline (`CachedHitHandler`). 64 KiB in a second is 0.5 Mbit/s.
+    static let maxHold = TimeAmount.seconds(1)
 
     let state: GatewayState
     let cache: ResponseCache
