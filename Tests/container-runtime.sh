@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The container image, run without a container engine (none runs on the development machines):
 # the Dockerfile's build step (its `swift build` line, on this machine's toolchain), then its
-# runtime stage emulated in a Debian 12 minbase tree (what debian:bookworm-slim is made from)
-# given the runtime stage's packages, read from deploy/Dockerfile, and its user; the gateway then
+# runtime stage emulated in a Debian minbase tree of the release its `FROM debian:SUITE-slim`
+# names (what that image is made from), given the runtime stage's packages, read from
+# deploy/Dockerfile, and its user; the gateway then
 # runs there as the Kubernetes Deployment runs it: uid 10001, the root filesystem read-only, the
 # ConfigMap's config (its upstream pointed at a simulator on loopback, its team key a fresh one)
 # and the Secret's key file mounted read-only, a writable volume at /var/lib/algogate and /tmp,
@@ -20,7 +21,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIR=${1:-/var/tmp/algogate-runtime}
-TREE="$DIR/root"
+# The runtime stage's release: a tree of its own for each, so a change of release makes a new one.
+SUITE=$(sed -n 's/^FROM debian:\([a-z]*\)-slim$/\1/p' deploy/Dockerfile)
+[ -n "$SUITE" ] || { echo "no 'FROM debian:SUITE-slim' runtime stage in deploy/Dockerfile; update this script" >&2; exit 1; }
+TREE="$DIR/$SUITE"
 [ "$(id -u)" -eq 0 ] || { echo "container-runtime.sh needs root (debootstrap, chroot, mounts)" >&2; exit 1; }
 if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then echo "127.0.0.1:8080 is taken; the gateway needs it" >&2; exit 1; fi
 
@@ -34,17 +38,17 @@ tail -1 "$DIR/build.log"
 BINARY="$ROOT/.build-static/release/algogate"
 
 # The runtime stage's packages: the words after --no-install-recommends in its apt-get line.
-packages=$(sed -n '/^FROM debian:bookworm-slim/,$p' deploy/Dockerfile | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' \
+packages=$(sed -n "/^FROM debian:$SUITE-slim/,\$p" deploy/Dockerfile | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' \
   | grep -m1 'apt-get install' | sed -e 's/.*--no-install-recommends//' -e 's/&&.*//')
 packages=$(echo $packages)
 [ -n "$packages" ] || { echo "no apt-get install line in deploy/Dockerfile's runtime stage" >&2; exit 1; }
 if [ ! -x "$TREE/bin/bash" ]; then
-  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
   mkdir -p "$DIR"
-  debootstrap --variant=minbase bookworm "$TREE" http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase "$SUITE" "$TREE" http://deb.debian.org/debian >/dev/null
 fi
 cp /etc/resolv.conf "$TREE/etc/resolv.conf"
-echo "== the runtime stage: apt-get install $packages; user 10001"
+echo "== the runtime stage on debian:$SUITE-slim ($(. "$TREE/etc/os-release" && echo "$PRETTY_NAME")): apt-get install $packages; user 10001"
 chroot "$TREE" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null"
 chroot "$TREE" /bin/sh -c 'id algogate >/dev/null 2>&1 || useradd --system --uid 10001 --home-dir /var/lib/algogate --shell /usr/sbin/nologin algogate'
 install -D -m 0755 "$BINARY" "$TREE/usr/local/bin/algogate"

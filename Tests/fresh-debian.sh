@@ -35,7 +35,7 @@ for port in 8080 9000; do
 done
 
 if [ ! -x "$TREE/bin/bash" ]; then
-  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
   mkdir -p "$DIR"
   debootstrap --variant=minbase "$SUITE" "$TREE" http://deb.debian.org/debian
 fi

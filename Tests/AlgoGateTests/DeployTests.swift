@@ -146,7 +146,7 @@ import Yams
     }
 
     /// Every `kubectl exec` the README and the manifests give runs a program the image has: it is
-    /// `debian:bookworm-slim` with `algogate` added, so `sh` (dash, with its own `kill`) but no
+    /// `debian:trixie-slim` with `algogate` added, so `sh` (dash, with its own `kill`) but no
     /// `kill` program (Debian's `procps` is not in slim images), no `ps`, no `sqlite3`.
     @Test func theKubectlExecCommandsRunProgramsTheImageHas() throws {
         var texts = [try Self.text("README.md")]
@@ -167,7 +167,7 @@ import Yams
         #expect(programs.count >= 4, "\(programs)")
         #expect(programs.allSatisfy { ["algogate", "sh"].contains($0) }, "\(programs)")
         let dockerfile = try Self.text("deploy/Dockerfile")
-        #expect(dockerfile.contains("FROM debian:bookworm-slim") && !dockerfile.contains("procps"))
+        #expect(dockerfile.contains("FROM debian:trixie-slim") && !dockerfile.contains("procps"))
     }
 
     /// The backup timer's service, its command lines run as systemd runs them (`%%` is `%`, words
