@@ -124,6 +124,19 @@ import Testing
             + "Content-Length: \(length)\r\n\r\n\""
     }
 
+    /// Sends a byte every 100 ms, for 30 s at most, until the connection closes; `each` is told
+    /// how many have been sent after each. Returns how many were.
+    static func trickle(_ connection: RawConnection, each: (Int) -> Void = { _ in }) async throws -> Int {
+        var sent = 0
+        while connection.closedAt == nil, sent < 300 {
+            try? await connection.send("x")
+            sent += 1
+            each(sent)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return sent
+    }
+
     /// An input trickled in, a byte now and then, keeps the idle timeout away for as long as the
     /// client likes; the room held for it must not be held that long. It gets 408 at
     /// `limits.input_timeout_seconds`, its room goes back, its connection is closed, and nothing
@@ -133,12 +146,7 @@ import Testing
             let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 1000))
             #expect(await eventually { h.app.inputBudget.held == 1000 }, "no room was held for the input")
             // A byte every 100 ms: 100 bytes in the first 10 s, well short of the 1,000 declared.
-            var sent = 0
-            while slow.closedAt == nil, sent < 300 {
-                try? await slow.send("x")
-                sent += 1
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            let sent = try await Self.trickle(slow)
             #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
             let answered = try #require(slow.lastReceivedAt) - slow.openedAt
             // Not before the 2 s, and long before the bytes would have all arrived (30 s) or the
@@ -171,15 +179,9 @@ import Testing
     @Test func aPinnedCallsTrickledInputIsBoundedToo() async throws {
         try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 2}") { h in
             let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 1000, path: "/v1/algo/util/Echo/1.0.0"))
-            var sent = 0
-            while slow.closedAt == nil, sent < 300 {
-                try? await slow.send("x")
-                sent += 1
-                if sent == 5 {
-                    // Half a second in: held on the event loop, so no room is held yet.
-                    #expect(h.app.inputBudget.held == 0)
-                }
-                try await Task.sleep(for: .milliseconds(100))
+            _ = try await Self.trickle(slow) { sent in
+                // Half a second in: held on the event loop, so no room is held yet.
+                if sent == 5 { #expect(h.app.inputBudget.held == 0) }
             }
             #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
             let answered = try #require(slow.lastReceivedAt) - slow.openedAt
