@@ -394,30 +394,38 @@ import Testing
     }
 
     /// A call is held on the event loop only while it arrives at a normal pace: one whose input
-    /// is whole within a second is answered there; one that takes longer goes on to the pipeline
-    /// as far as it has come, where room is held for its input, and is answered there (a hit all
-    /// the same).
+    /// is whole within the hold (a second; 20 s here, so a loaded machine's late wake-ups do not
+    /// decide it) is answered there, though it came in two reads; one that takes longer goes on to
+    /// the pipeline as far as it has come, where room is held for its input, and is answered there
+    /// (a hit all the same).
     @Test func aCallSlowToArriveGoesOnToThePipeline() async throws {
-        try await GatewayHarness.run { h in
+        let call = Self.rawCall()
+        let (head, rest) = (String(call.dropLast(2)), "AL")
+        try await GatewayHarness.run(fastHitHold: .seconds(20)) { h in
             _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
-            let call = Self.rawCall()
-            let head = String(call.dropLast(2)), rest = "AL"
             let connection = try await RawConnection.connect(port: h.gatewayPort, sending: head)
             try await Task.sleep(for: .milliseconds(300))
             try await connection.send(rest)
             #expect(await eventually { RawResponse.parse(connection.text).count == 1 })
-            #expect(try await Self.fastHits(h) == 1)
-            try await connection.send(head)
+            let fast = try await Self.fastHits(h)
+            #expect(fast == 1, "\(fast)")
+            #expect(RawResponse.parse(connection.text).first?.body == "Hello HAL")
+            #expect(h.app.inputBudget.held == 0)
+        }
+        try await GatewayHarness.run { h in
+            _ = try await h.gateway.send(.POST, Self.hello, headers: simple(Keys.teamB) + textType, text: "HAL")
+            let connection = try await RawConnection.connect(port: h.gatewayPort, sending: head)
             // Past the second, the pipeline holds room for the 3 bytes declared.
             #expect(await eventually { h.app.inputBudget.held == 3 }, "the call was not handed on")
-            #expect(RawResponse.parse(connection.text).count == 1)
+            #expect(RawResponse.parse(connection.text).isEmpty)
             try await connection.send(rest)
-            #expect(await eventually { RawResponse.parse(connection.text).count == 2 })
-            #expect(try await Self.fastHits(h) == 1)
+            #expect(await eventually { RawResponse.parse(connection.text).count == 1 })
+            let fast = try await Self.fastHits(h)
+            #expect(fast == 0, "\(fast)")
             let answers = RawResponse.parse(connection.text)
-            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
-            #expect(answers.map { $0.headers["x-cache"] } == ["HIT", "HIT"])
-            #expect(answers.map(\.body) == ["Hello HAL", "Hello HAL"])
+            #expect(answers.map(\.statusLine) == ["HTTP/1.1 200 OK"])
+            #expect(answers.map { $0.headers["x-cache"] } == ["HIT"])
+            #expect(answers.map(\.body) == ["Hello HAL"])
             #expect(h.app.inputBudget.held == 0)
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
         }

@@ -88,6 +88,7 @@ struct GatewayHarness {
         clientsYAML: String? = nil,
         environment: [String: String] = [:],
         maintenanceInterval: Duration = .seconds(1),
+        fastHitHold: Duration = .seconds(1),
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -112,7 +113,7 @@ struct GatewayHarness {
             let storage = try GatewayStorage.open(loaded.config, reserveBytes: reserveBytes)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now,
-                                 maintenanceInterval: maintenanceInterval)
+                                 maintenanceInterval: maintenanceInterval, fastHitHold: fastHitHold)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), gatewayPort: gatewayPort, sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
             }

@@ -10,8 +10,8 @@ import NIOHTTPTypes
 /// Answers keep the requests' order: a call is held only while every request handed on before it
 /// has been answered.
 ///
-/// A call is held only while it arrives: one not whole `CachedHits.maxHold` after the read that
-/// began it goes on to the pipeline as far as it has come, and the rest follows it there. The
+/// A call is held only while it arrives: one not whole a second (`CachedHits.hold`) after the read
+/// that began it goes on to the pipeline as far as it has come, and the rest follows it there. The
 /// pipeline checks its key at once, holds room for the input under `limits.max_buffered_bytes`
 /// and bounds its arrival by `limits.input_timeout_seconds`, so a trickled input held here,
 /// before any key is checked, is neither held outside that room nor kept for as long as its
@@ -98,10 +98,10 @@ final class CachedHitHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A read has ended with a call still arriving: it has until `CachedHits.maxHold` to end here.
+    /// A read has ended with a call still arriving: it has until `CachedHits.hold` to end here.
     func channelReadComplete(context: ChannelHandlerContext) {
         if case .holding = state, holdBound == nil {
-            holdBound = context.eventLoop.assumeIsolated().scheduleTask(in: CachedHits.maxHold) { [weak self] in
+            holdBound = context.eventLoop.assumeIsolated().scheduleTask(in: hits.hold) { [weak self] in
                 guard let self else { return }
                 self.holdBound = nil
                 guard case .holding(let head, let body) = self.state else { return }

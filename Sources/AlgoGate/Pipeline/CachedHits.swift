@@ -25,9 +25,6 @@ import NIOHTTPTypes
 struct CachedHits: Sendable {
     /// Inputs up to this size are held to be looked up here; larger ones go straight on.
     static let maxInput = 64 * 1024
-    /// How long such an input may take to arrive whole and still be held here; one that takes
-    /// longer goes on to the pipeline (`CachedHitHandler`). 64 KiB in a second is 0.5 Mbit/s.
-    static let maxHold = TimeAmount.seconds(1)
 
     let state: GatewayState
     let cache: ResponseCache
@@ -35,6 +32,10 @@ struct CachedHits: Sendable {
     let metrics: GatewayMetrics
     let logger: Logger
     let serverName: String
+    /// How long an input may take to arrive whole and still be held here: a second (64 KiB in a
+    /// second is 0.5 Mbit/s), unless a test changes it (`GatewayApp.fastHitHold`). One that takes
+    /// longer goes on to the pipeline (`CachedHitHandler`).
+    let hold: TimeAmount
     let now: @Sendable () -> Double
 
     /// Whether the request might be a hit this type can answer: worth holding until its end. Calls

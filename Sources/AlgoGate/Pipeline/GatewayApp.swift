@@ -68,13 +68,18 @@ public struct GatewayApp: Sendable {
     /// How often `StateMaintenance` runs: usage counters and the cache's access times written
     /// down, expired entries out, evictions, the disk's reserve retaken (1 s; tests slow it).
     let maintenanceInterval: Duration
+    /// How long a call may take to arrive and still be held for a hit on the event loop
+    /// (`CachedHits.hold`: 1 s; tests lengthen it).
+    let fastHitHold: Duration
 
     public var cache: ResponseCache? { storage.cache }
 
     public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, logWriter: LogWriter? = nil, storage: GatewayStorage,
-                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, maintenanceInterval: Duration = .seconds(1)) {
+                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, maintenanceInterval: Duration = .seconds(1),
+                fastHitHold: Duration = .seconds(1)) {
         self.state = state
         self.maintenanceInterval = maintenanceInterval
+        self.fastHitHold = fastHitHold
         self.httpClient = httpClient
         self.logger = logger
         self.logWriter = logWriter
@@ -194,7 +199,8 @@ public struct GatewayApp: Sendable {
         // A path's leading `//` is read as one slash (`LeadingSlashesHandler`). Cache hits held in
         // memory are answered on the event loop (`CachedHits`).
         let (requestLogger, metrics, serverName) = (logger, metrics, Self.serverName)
-        let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName, now: self.now) }
+        let hits = cache.map { CachedHits(state: state, cache: $0, ledger: self.ledger, metrics: metrics, logger: requestLogger, serverName: serverName,
+                                              hold: TimeAmount(fastHitHold), now: self.now) }
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [PeerAddressRecorder(), ConnectionPersistenceInstaller(linger: .seconds(Int64(server.idleTimeoutSeconds))),
                                         SendTimeoutHandler(timeout: .seconds(Int64(server.sendTimeoutSeconds)), onTimeout: { metrics.clientSendTimedOut() }),
