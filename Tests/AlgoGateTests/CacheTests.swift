@@ -515,16 +515,18 @@ import Testing
                 func call(_ timeout: Int) -> Task<TestHTTP.Reply, any Error> {
                     Task { try await h.gateway.send(.POST, path + "?timeout=\(timeout)", headers: simple(Keys.teamB) + jsonType, text: "9") }
                 }
-                let leader = call(2)
+                // 5 s and the grace: the two below have 8 s to join the first, which a loaded
+                // whole-suite run once took over 5 s to let them do (2 s).
+                let leader = call(5)
                 try #require(await eventually { upstream.holds == 1 }, "the call never reached the upstream")
                 // Both join 2 s after the first, so the first's deadline comes well before theirs
                 // even when a loaded machine runs timers late.
                 try await Task.sleep(for: .seconds(2))
-                let same = call(2), longer = call(3)
+                let same = call(5), longer = call(6)
                 try #require(await eventually { h.app.flights.waiting == 2 }, "the calls never waited for the first")
 
                 let first = try await leader.value, second = try await same.value
-                let timedOut = #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 2 seconds"}}"#
+                let timedOut = #"{"error":{"error_type":"UpstreamTimeout","message":"the upstream did not answer within 5 seconds"}}"#
                 #expect(first.status == 504 && first.text == timedOut)
                 #expect(second.status == 504 && second.text == timedOut)
                 #expect(FailureLogTests.field(await FailureLogTests.line(h, second.header("X-Request-ID") ?? ""), "cause")

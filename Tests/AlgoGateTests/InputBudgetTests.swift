@@ -204,8 +204,10 @@ import Testing
     /// The input timeout bounds the input it was set for, not the connection: an input that
     /// arrives in pieces within it is answered, and the connection then serves the next call
     /// after the timeout has passed.
+    /// (5 s: with 2, a loaded whole-suite run once woke the test too late to send its pieces in
+    /// time.)
     @Test func anInputArrivingInPiecesWithinTheInputTimeoutIsAnswered() async throws {
-        try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 2}") { h in
+        try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 5}") { h in
             let input = "\"" + String(repeating: "y", count: 98) + "\""
             let connection = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 100))
             for piece in [String(repeating: "y", count: 49), String(repeating: "y", count: 49) + "\""] {
@@ -213,7 +215,7 @@ import Testing
                 try await connection.send(piece)
             }
             #expect(await eventually { RawResponse.parse(connection.text).count == 1 })
-            try await Task.sleep(for: .seconds(3))
+            try await Task.sleep(for: .seconds(6))
             try await connection.send(Self.callHead(length: 100).dropLast() + input)
             #expect(await eventually { RawResponse.parse(connection.text).count == 2 })
             let responses = RawResponse.parse(connection.text)
