@@ -20,9 +20,14 @@ status=0
 # thread idle, no socket open, so a task awaiting a resumption that never comes) it hangs;
 # rather than run into CI's time limit, it is stopped after TEST_MINUTES, the tests running
 # then are named, and the suite is run once more. A second hang, or any failure, fails.
+# At most TEST_WIDTH (12) tests at once: all 450 at once, on a host that ran every server at
+# half its usual speed (2026-12-07), each whole run failed one to nine timing-bound tests that
+# pass alone (a test waiting tens of seconds for its turn on the two threads); twelve at a time,
+# the runs passed, in the same wall time.
 run_suite() {
     SWIFT_BACKTRACE=enable=yes,interactive=no,threads=crashed,images=none \
-        timeout --kill-after=10 "${TEST_MINUTES:-10}m" swift test --skip-build 2>&1 | tee "$output" || status=$?
+        timeout --kill-after=10 "${TEST_MINUTES:-10}m" swift test --skip-build \
+        --experimental-maximum-parallelization-width "${TEST_WIDTH:-12}" 2>&1 | tee "$output" || status=$?
     pkill -f 'algogatePackageTests.xctest' 2>/dev/null || true
 }
 # Tests started and not ended. A parametrized test's cases print no end line of their own: they
