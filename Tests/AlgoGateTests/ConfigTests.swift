@@ -52,6 +52,7 @@ import Testing
         let example = try ConfigLoader.load(path: root.appendingPathComponent("config/algogate.yaml").path, environment: ["ALGOGATE_UPSTREAM_KEY": "upstream-key-0123"])
         #expect(example.config.clients.map(\.name) == ["team-a"])
         #expect(example.config.cache.fastHits && GatewayConfig.Cache().fastHits)
+        #expect(example.config.limits.uploadMinBytesPerSecond == 1024 && GatewayConfig.Limits().uploadMinBytesPerSecond == 1024)
         let demo = try ConfigLoader.load(path: root.appendingPathComponent("config/demo.yaml").path, environment: ["ALGOGATE_DEMO_UPSTREAM_KEY": "upstream-key-0123"])
         #expect(demo.config.clients.map(\.name) == ["team-a", "team-b"])
     }
@@ -84,6 +85,7 @@ import Testing
             (Self.yaml("limits: {max_response_bytes: 3000, max_buffered_answer_bytes: 2999}\n" + client),
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("limits: {input_timeout_seconds: 0}\n" + client), "limits.input_timeout_seconds: must be from 1 to 3600", Self.env),
+            (Self.yaml("limits: {upload_min_bytes_per_second: -1}\n" + client), "limits.upload_min_bytes_per_second: must be from 0 (no minimum) to 1073741824", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
             ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
             (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),

@@ -89,6 +89,7 @@ struct GatewayHarness {
         environment: [String: String] = [:],
         maintenanceInterval: Duration = .seconds(1),
         fastHitHold: Duration = .seconds(1),
+        uploadRateWindow: Duration = .seconds(20),
         _ body: (GatewayHarness) async throws -> Value
     ) async throws -> Value {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gwtest-\(UUID().uuidString)")
@@ -113,7 +114,8 @@ struct GatewayHarness {
             let storage = try GatewayStorage.open(loaded.config, reserveBytes: reserveBytes)
             let app = GatewayApp(state: try GatewayState(loaded), httpClient: client, logger: logs.logger,
                                  storage: usageStore.map { GatewayStorage(pool: storage.pool, cache: storage.cache, usage: $0) } ?? storage, now: now,
-                                 maintenanceInterval: maintenanceInterval, fastHitHold: fastHitHold)
+                                 maintenanceInterval: maintenanceInterval, fastHitHold: fastHitHold,
+                                 uploadRateWindow: uploadRateWindow)
             return try await LiveServer.run({ try! app.application(onServerRunning: $0) }) { gatewayPort in
                 try await body(GatewayHarness(gateway: TestHTTP(port: gatewayPort), gatewayPort: gatewayPort, sim: TestHTTP(port: simPort), simulator: simulator, logs: logs, app: app))
             }

@@ -126,6 +126,23 @@ import Testing
 
     /// Sends a byte every 100 ms, for 30 s at most, until the connection closes. Returns how many
     /// were sent.
+    /// The message of the one answer `connection` got, which must be a 408 `InputTimeout` in
+    /// JSON saying `Connection: close`, written `after` its opening at the earliest and within
+    /// 15 s (a loaded machine's slack), the connection closed with it.
+    static func answeredInputTimeout(on connection: RawConnection, after: Duration) async throws -> String {
+        #expect(await connection.waitForClose(within: .seconds(30)), "the connection was kept open")
+        let answered = try #require(connection.lastReceivedAt) - connection.openedAt
+        #expect(answered >= after && answered < .seconds(15), "answered after \(answered)")
+        let responses = RawResponse.parse(connection.text)
+        try #require(responses.count == 1, "\(connection.text)")
+        #expect(responses[0].statusLine == "HTTP/1.1 408 Request Timeout")
+        #expect(responses[0].headers["connection"] == "close")
+        #expect(responses[0].headers["content-type"] == "application/json")
+        let error = try #require((try? JSONSerialization.jsonObject(with: Data(responses[0].body.utf8)) as? [String: [String: String]])?["error"])
+        #expect(error["error_type"] == "InputTimeout")
+        return try #require(error["message"])
+    }
+
     static func trickle(_ connection: RawConnection) async throws -> Int {
         var sent = 0
         while connection.closedAt == nil, sent < 300 {
@@ -146,21 +163,11 @@ import Testing
             #expect(await eventually { h.app.inputBudget.held == 1000 }, "no room was held for the input")
             // A byte every 100 ms: 100 bytes in the first 10 s, well short of the 1,000 declared.
             let sent = try await Self.trickle(slow)
-            #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
-            let answered = try #require(slow.lastReceivedAt) - slow.openedAt
             // Not before the 2 s, and long before the bytes would have all arrived (30 s) or the
-            // idle timeout (75 s) would have closed it (15 s: a loaded machine's slack).
-            #expect(answered >= .seconds(2) && answered < .seconds(15), "answered after \(answered)")
-            let responses = RawResponse.parse(slow.text)
-            try #require(responses.count == 1, "\(slow.text)")
-            #expect(responses[0].statusLine == "HTTP/1.1 408 Request Timeout")
-            #expect(responses[0].headers["connection"] == "close")
-            #expect(responses[0].headers["content-type"] == "application/json")
+            // idle timeout (75 s) would have closed it.
+            let text = try await Self.answeredInputTimeout(on: slow, after: .seconds(2))
             // What had come by then: the opening quote, sent with the head, and a byte each 100 ms
             // for 2 s, about 20 (fewer when a loaded machine wakes the test late).
-            let message = try #require((try? JSONSerialization.jsonObject(with: Data(responses[0].body.utf8)) as? [String: [String: String]])?["error"])
-            #expect(message["error_type"] == "InputTimeout")
-            let text = try #require(message["message"])
             let prefix = "algorithm input did not arrive whole within 2 s (limits.input_timeout_seconds): ", suffix = " of its 1000 bytes had arrived"
             #expect(text.hasPrefix(prefix) && text.hasSuffix(suffix), "\(text)")
             let received = Int(text.dropFirst(prefix.count).dropLast(suffix.count))
@@ -179,17 +186,8 @@ import Testing
         try await GatewayHarness.run(extraYAML: "limits: {input_timeout_seconds: 2}") { h in
             let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.callHead(length: 1000, path: "/v1/algo/util/Echo/1.0.0"))
             _ = try await Self.trickle(slow)
-            #expect(await slow.waitForClose(within: .seconds(30)), "the connection was kept open")
-            let answered = try #require(slow.lastReceivedAt) - slow.openedAt
             // The second held on the event loop, then the input timeout's 2 s.
-            #expect(answered >= .seconds(3) && answered < .seconds(15), "answered after \(answered)")
-            let responses = RawResponse.parse(slow.text)
-            try #require(responses.count == 1, "\(slow.text)")
-            #expect(responses[0].statusLine == "HTTP/1.1 408 Request Timeout")
-            #expect(responses[0].headers["connection"] == "close")
-            let message = try #require((try? JSONSerialization.jsonObject(with: Data(responses[0].body.utf8)) as? [String: [String: String]])?["error"])
-            #expect(message["error_type"] == "InputTimeout")
-            let text = try #require(message["message"])
+            let text = try await Self.answeredInputTimeout(on: slow, after: .seconds(3))
             #expect(text.hasPrefix("algorithm input did not arrive whole within 2 s (limits.input_timeout_seconds): ") && text.hasSuffix(" of its 1000 bytes had arrived"),
                     "\(text)")
             #expect(h.app.inputBudget.held == 0)

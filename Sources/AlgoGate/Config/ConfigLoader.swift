@@ -192,6 +192,8 @@ public enum ConfigLoader {
         require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
                 "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
         require((1...3600).contains(config.limits.inputTimeoutSeconds), "limits.input_timeout_seconds", "must be from 1 to 3600")
+        require((0...1_073_741_824).contains(config.limits.uploadMinBytesPerSecond), "limits.upload_min_bytes_per_second",
+                "must be from 0 (no minimum) to 1073741824")
         require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")

@@ -116,10 +116,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// How long an algorithm input may take to arrive whole once room is held for it
         /// (`AlgoInputMiddleware`), so that a client trickling its input cannot hold that room.
         public var inputTimeoutSeconds = 60
+        /// The least rate a streamed upload must keep while the gateway waits for it (`UploadRelay`),
+        /// so that a client trickling an upload cannot hold its upstream slot; 0: no minimum.
+        public var uploadMinBytesPerSecond = 1024
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes", maxBufferedBytes = "max_buffered_bytes"
             case maxBufferedAnswerBytes = "max_buffered_answer_bytes", inputTimeoutSeconds = "input_timeout_seconds"
+            case uploadMinBytesPerSecond = "upload_min_bytes_per_second"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -130,6 +134,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxBufferedBytes = try decoder.optional(Int.self, .maxBufferedBytes, in: c) ?? maxBufferedBytes
             maxBufferedAnswerBytes = try decoder.optional(Int.self, .maxBufferedAnswerBytes, in: c) ?? maxBufferedAnswerBytes
             inputTimeoutSeconds = try decoder.optional(Int.self, .inputTimeoutSeconds, in: c) ?? inputTimeoutSeconds
+            uploadMinBytesPerSecond = try decoder.optional(Int.self, .uploadMinBytesPerSecond, in: c) ?? uploadMinBytesPerSecond
         }
     }
 

@@ -112,6 +112,19 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         arrival = (number, timer)
     }
 
+    /// Gives the reader of the body of the request being answered `error` in place of the rest, as
+    /// the arrival bound does (`UploadRelay`'s minimum rate); nothing is done once that body has all
+    /// arrived. On the channel's event loop.
+    static func refuseBody(on channel: any Channel, _ error: any Error) {
+        (try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self))?.refuseBody(error)
+    }
+
+    private func refuseBody(_ error: any Error) {
+        guard let context, let number = exchanges.first?.number, ended < number else { return }
+        stopArrivalBound()
+        context.fireErrorCaught(error)
+    }
+
     private func stopArrivalBound() {
         arrival?.timer.cancel()
         arrival = nil

@@ -71,15 +71,19 @@ public struct GatewayApp: Sendable {
     /// How long a call may take to arrive and still be held for a hit on the event loop
     /// (`CachedHits.hold`: 1 s; tests lengthen it).
     let fastHitHold: Duration
+    /// The window over which an upload's rate is judged (`UploadRelay.MinimumRate`: 20 s; tests
+    /// shorten it).
+    let uploadRateWindow: Duration
 
     public var cache: ResponseCache? { storage.cache }
 
     public init(state: GatewayState, httpClient: HTTPClient, logger: Logger, logWriter: LogWriter? = nil, storage: GatewayStorage,
                 now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, maintenanceInterval: Duration = .seconds(1),
-                fastHitHold: Duration = .seconds(1)) {
+                fastHitHold: Duration = .seconds(1), uploadRateWindow: Duration = .seconds(20)) {
         self.state = state
         self.maintenanceInterval = maintenanceInterval
         self.fastHitHold = fastHitHold
+        self.uploadRateWindow = uploadRateWindow
         self.httpClient = httpClient
         self.logger = logger
         self.logWriter = logWriter
@@ -104,7 +108,7 @@ public struct GatewayApp: Sendable {
     static let serverName = "algogate/\(AlgoGateVersion.string)"
 
     public func router() -> Router<GatewayRequestContext> {
-        let state = self.state
+        let state = self.state, uploadRateWindow = TimeAmount(self.uploadRateWindow)
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: EventLoopAffinityMiddleware())
         router.add(middleware: RequestIDMiddleware())
@@ -139,7 +143,8 @@ public struct GatewayApp: Sendable {
                     timeoutSeconds: snapshot.config.upstream.timeoutSeconds,
                     maxResponseBytes: snapshot.config.limits.maxResponseBytes,
                     maxBufferedAnswerBytes: snapshot.config.limits.maxBufferedAnswerBytes,
-                    publicURL: snapshot.config.server.publicURL, tls: snapshot.config.server.tls != nil)
+                    publicURL: snapshot.config.server.publicURL, tls: snapshot.config.server.tls != nil,
+                    uploadMinimumRate: .init(bytesPerSecond: snapshot.config.limits.uploadMinBytesPerSecond, window: uploadRateWindow))
             },
             gate: gate,
             queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },

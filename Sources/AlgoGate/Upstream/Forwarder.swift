@@ -34,6 +34,8 @@ public struct Forwarder: Sendable {
         /// `server.public_url`, and whether the gateway serves HTTPS: where links in answers point.
         public var publicURL: String? = nil
         public var tls = false
+        /// `limits.upload_min_bytes_per_second`, and the window it is judged over (`UploadRelay`).
+        var uploadMinimumRate = UploadRelay.MinimumRate(bytesPerSecond: 0, window: .seconds(20))
     }
 
     public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, answerBudget: MemoryBudget? = nil,
@@ -252,6 +254,7 @@ public struct Forwarder: Sendable {
         }
         if let failure = upload?.clientFailure {
             record(.unknown)
+            if let slow = failure as? UploadTooSlow { return GatewayError.inputTimeout(slow.message) }
             return (failure as? HTTPParserError).map(GatewayError.malformed) ?? .malformed(.invalidEOFState)
         }
         record(Self.isUnreachable(error) ? .unreachable : .unknown)

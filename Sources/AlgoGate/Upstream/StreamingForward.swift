@@ -40,7 +40,9 @@ extension Forwarder {
         if hasBody {
             let coding = try ContentCoding.of(contentEncoding: request.headers.value(.contentEncoding))
             // Settled by `ErrorMiddleware` once the answer has been sent (see `UploadRelay`).
-            let relay = UploadRelay(request.body)
+            let relay = UploadRelay(request.body, declaredLength: length)
+            // The slot is held from here: the upload must keep coming (`UploadRelay`).
+            relay.keep(to: settings.uploadMinimumRate, on: context.channel)
             context.facts.upload = relay
             upload = relay
             if let coding {

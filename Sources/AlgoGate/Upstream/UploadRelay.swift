@@ -14,20 +14,90 @@ import Synchronization
 /// So every read goes through the relay, and `settle()`, called once the answer has been sent,
 /// waits for a read under way to return and lets no other start. Hummingbird then drains the rest
 /// as it does for any body a handler left unread, and the connection stays usable.
+///
+/// The relay also keeps the upload to a minimum rate (`limits.upload_min_bytes_per_second`): an
+/// upload holds an upstream slot while it streams, and a client sending a byte now and then keeps
+/// the idle timeout away, so without it such a client could hold a slot for as long as it liked.
+/// Only the time the HTTP client waits inside the relay for the client's bytes counts: while the
+/// upstream reads slowly, or the gateway is still connecting to it, nothing is asked of the client.
+/// Each `MinimumRate.window` the relay looks at the bytes that came in it; if it waited at least
+/// half the window and they came slower than the minimum, the rest of the body is refused
+/// (`UploadTooSlow`, a 408).
 final class UploadRelay: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
+
+    /// `limits.upload_min_bytes_per_second`, judged over each `window` (20 s; tests shorten it).
+    struct MinimumRate: Sendable {
+        var bytesPerSecond: Int
+        var window: TimeAmount
+    }
 
     private struct State {
         var reading = false
         var settled = false
+        var ended = false
         var settling: CheckedContinuation<Void, Never>?
         var clientFailure: (any Error)?
+        /// Bytes read in all, and in the window under way; the time spent waiting for them in the
+        /// window, and since when the read under way has waited, if one is.
+        var received = 0
+        var windowBytes = 0
+        var waited: Duration = .zero
+        var waitingSince: ContinuousClock.Instant?
+        var judge: RepeatedTask?
     }
     private let state = Mutex(State())
     private let body: RequestBody
+    private let declaredLength: Int64?
 
-    init(_ body: RequestBody) {
+    /// `declaredLength`: the body's `Content-Length`, for the message of an upload refused as too slow.
+    init(_ body: RequestBody, declaredLength: Int64? = nil) {
         self.body = body
+        self.declaredLength = declaredLength
+    }
+
+    /// Keeps the upload to `rate` from now on, judged on `channel`'s event loop; one that falls
+    /// below it has the rest of its body refused on `channel` (`ConnectionPersistenceHandler`).
+    func keep(to rate: MinimumRate, on channel: any Channel) {
+        guard rate.bytesPerSecond > 0 else { return }
+        let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: rate.window, delay: rate.window) { [weak self] task in
+            guard let self, channel.isActive, !self.isOver else {
+                task.cancel()
+                return
+            }
+            guard let slow = self.judge(rate) else { return }
+            task.cancel()
+            ConnectionPersistenceHandler.refuseBody(on: channel, slow)
+        }
+        let over = state.withLock { state in
+            state.judge = task
+            return state.ended || state.settled
+        }
+        if over { task.cancel() }
+    }
+
+    /// Whether the body has ended, failed or been handed back: there is nothing left to judge.
+    private var isOver: Bool {
+        state.withLock { $0.ended || $0.settled || $0.clientFailure != nil }
+    }
+
+    /// The window just ended, judged: the refusal if the upload came too slowly in it, else nil,
+    /// with a new window begun.
+    private func judge(_ rate: MinimumRate) -> UploadTooSlow? {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            guard !state.ended, !state.settled, state.clientFailure == nil else { return nil }
+            let waited = state.waited + (state.waitingSince.map { now - $0 } ?? .zero)
+            let seconds = waited / .seconds(1)
+            if waited * 2 >= .nanoseconds(rate.window.nanoseconds), Double(state.windowBytes) < Double(rate.bytesPerSecond) * seconds {
+                return UploadTooSlow(bytes: state.windowBytes, seconds: seconds, minimum: rate.bytesPerSecond,
+                                     received: state.received, declared: declaredLength)
+            }
+            state.windowBytes = 0
+            state.waited = .zero
+            if state.waitingSince != nil { state.waitingSince = now }
+            return nil
+        }
     }
 
     struct AsyncIterator: AsyncIteratorProtocol {
@@ -39,7 +109,7 @@ final class UploadRelay: AsyncSequence, Sendable {
             guard relay.beginRead() else { return nil }
             do {
                 let part = try await base.next()
-                relay.endRead()
+                relay.endRead(part: part)
                 return part
             } catch {
                 relay.endRead(failure: error)
@@ -53,20 +123,34 @@ final class UploadRelay: AsyncSequence, Sendable {
     }
 
     private func beginRead() -> Bool {
-        state.withLock { state in
+        let now = ContinuousClock.now
+        return state.withLock { state in
             guard !state.settled else { return false }
             state.reading = true
+            state.waitingSince = now
             return true
         }
     }
 
-    private func endRead(failure: (any Error)? = nil) {
-        let settling = state.withLock { state in
+    /// `part`: what the read returned (nil: the body's end); `failure`: what it threw instead.
+    private func endRead(part: ByteBuffer? = nil, failure: (any Error)? = nil) {
+        let now = ContinuousClock.now
+        let (settling, judge) = state.withLock { state in
             state.reading = false
+            if let since = state.waitingSince { state.waited += now - since }
+            state.waitingSince = nil
+            if let part {
+                state.received += part.readableBytes
+                state.windowBytes += part.readableBytes
+            } else if failure == nil {
+                state.ended = true
+            }
             if let failure { state.clientFailure = failure }
             defer { state.settling = nil }
-            return state.settling
+            let over = state.ended || state.clientFailure != nil
+            return (state.settling, over ? state.judge : nil)
         }
+        judge?.cancel()
         settling?.resume()
     }
 
@@ -81,14 +165,32 @@ final class UploadRelay: AsyncSequence, Sendable {
     /// the connection), exactly what Hummingbird's own drain would wait for.
     func settle() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let waits = state.withLock { state in
+            let (waits, judge) = state.withLock { state in
                 state.settled = true
-                guard state.reading else { return false }
+                guard state.reading else { return (false, state.judge) }
                 state.settling = continuation
-                return true
+                return (true, state.judge)
             }
+            judge?.cancel()
             if !waits { continuation.resume() }
         }
+    }
+}
+
+/// An upload that came slower than `limits.upload_min_bytes_per_second` over a window in which
+/// the gateway waited for it: `bytes` in `seconds` of waiting, `received` in all. The rest of its
+/// body is refused, and its client is answered 408 (`Forwarder`).
+struct UploadTooSlow: Error {
+    let bytes: Int
+    let seconds: Double
+    let minimum: Int
+    let received: Int
+    let declared: Int64?
+
+    var message: String {
+        let of = declared.map { " of its \($0)" } ?? ""
+        return "the upload came too slowly: \(bytes) bytes in the \(max(1, Int(seconds.rounded()))) s the gateway waited for them, "
+            + "under limits.upload_min_bytes_per_second (\(minimum)); \(received)\(of) bytes had arrived"
     }
 }
 
