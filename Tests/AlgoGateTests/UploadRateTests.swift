@@ -41,6 +41,8 @@ import Testing
             #expect(received >= inWindow && received <= sent + 1, "\(text), \(sent + 1) sent")
             // The slot is back, and the upstream kept no part of the file.
             #expect(try await eventually { metricSample(try await h.gateway.send(.GET, "/metrics").text, "algogate_upstream_in_flight") == 0 })
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_requests_total{client="team-a",route="data",status="408"}"#) == 1)
             let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/slow.bin", headers: simple(Keys.upstream))
             #expect(stored.status == 404, "\(stored.text)")
             #expect(await eventually { h.logs.all.contains { $0.contains("method=PUT") && $0.contains("status=408") && $0.contains("error_type=InputTimeout") && $0.contains("client=team-a") } })
