@@ -189,10 +189,12 @@ import Testing
     /// bytes) from before its body is read until it has been sent: it waits for room when there
     /// is none, and gets 503 after `upstream.queue_timeout_seconds`. An entry stored before plain
     /// sizes were recorded holds at most twice `max_response_bytes` until it has been read.
+    /// (A queue timeout of 5 s: with 1, a whole-suite run beside four busy loops once saw the
+    /// hit's whole wait come and go between two looks.)
     @Test func hitsReadFromTheStoreHoldRoomForTheirAnswersUntilSent() async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
-            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 1", cacheYAML: "memory_bytes: 0",
+            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 5", cacheYAML: "memory_bytes: 0",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
                 let budget = h.app.answerBudget

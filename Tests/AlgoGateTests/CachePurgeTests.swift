@@ -111,10 +111,11 @@ import Testing
             try await gateway.send(.POST, "/v1/algo/test/Sleep/1.0.0", headers: [("Authorization", "Simple \(Keys.teamB)"), ("Content-Type", "application/json")],
                                    text: String(milliseconds))
         }
-        // The call runs for 6 s: the command must have started, purged and ended within it, which
+        // The call runs for 15 s: the command must have started, purged and ended within it, which
         // a loaded machine's process start took more than 1.5 s to do once (the call then ended
-        // before the purge began, and was rightly stored).
-        async let underWay = sleep(6000)
+        // before the purge began, and was rightly stored), and more than 6 s in a whole-suite run
+        // beside four busy loops.
+        async let underWay = sleep(15000)
         #expect(await eventually { (try? await sim.send(.GET, "/__sim/stats").object["inFlight"] as? Int) == 1 })
         #expect(try await purge(["--algo", "test/Sleep"]).termination == .exited(0))
         #expect(try await sim.send(.GET, "/__sim/stats").object["inFlight"] as? Int == 1, "the purge ended after the call it was to overlap")
