@@ -6,8 +6,9 @@ import NIOCore
 import Testing
 
 /// `server.send_timeout_seconds`: a client that reads nothing of its answer for that long has its
-/// connection closed, and the upstream slot its download held is freed; one that reads, however
-/// slowly, keeps its connection.
+/// connection closed, and the upstream slot its download held is freed; one that reads at a
+/// steady pace keeps its connection. (One reading very slowly is closed too: the kernel takes
+/// more only once a good part of what it holds has been read; the README gives rates measured.)
 @Suite struct SendTimeoutTests {
     static let size = 16_000_000
     static let path = "/v1/data/.my/team-a/big.bin"

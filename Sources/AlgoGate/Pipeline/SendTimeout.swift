@@ -2,14 +2,16 @@ import NIOCore
 
 /// Closes a client connection whose socket has stayed full for `server.send_timeout_seconds`: the
 /// client has stopped reading its answer (a consumer that hung with its connection open, or one
-/// that reads nothing on purpose). Without it such a client keeps its request open for ever, and
-/// with a streamed download its upstream slot, one of the account's and one of its team's
-/// `max_concurrent`, with its answer's room in memory.
+/// that reads nothing on purpose), or reads it very slowly. Without it such a client keeps its
+/// request open for ever, and with a streamed download its upstream slot, one of the account's and
+/// one of its team's `max_concurrent`, with its answer's room in memory.
 ///
 /// The socket is full when the channel is not writable: more than NIO's high-water mark is queued
-/// beside what the kernel holds. A client that reads, however slowly, lets the queue drain and the
-/// channel become writable again, which starts the wait anew; one that reads nothing for the whole
-/// timeout is closed, as nginx's `send_timeout` does. Idle connections and answers still being
+/// beside what the kernel holds. The kernel takes more only once the client has read a good part
+/// of what it holds already (megabytes, on a fast link), and then the queue drains and the channel
+/// becomes writable again, which starts the wait anew; a client that reads nothing, or too little
+/// for that, for the whole timeout is closed, as nginx's `send_timeout` does (the README gives
+/// rates measured). Idle connections and answers still being
 /// computed are the idle timeout's (`server.idle_timeout_seconds`) and the upstream's: nothing is
 /// queued for them, so this never fires for them. The request's log line says `cut=client`, and
 /// `algogate_client_send_timeouts_total` counts them.
