@@ -83,7 +83,7 @@ public final class GatewayMetrics: Sendable {
             helpText: "Requests that presented the account's upstream key as their own (refused): the key has reached someone it should not"))
         sendTimeouts = registry.makeCounter(descriptor: .init(
             metricName: "algogate_client_send_timeouts", unitName: "total",
-            helpText: "Client connections closed because the client read nothing of its answer for server.send_timeout_seconds"))
+            helpText: "Client connections closed because their socket stayed full (the client reading nothing of its answer, or very little) for server.send_timeout_seconds"))
         keyRefused = registry.makeCounter(descriptor: .init(
             metricName: "algogate_upstream_key_refused", unitName: "total",
             helpText: "Upstream answers 401: the upstream refused the server key (revoked, rotated or misconfigured)"))
