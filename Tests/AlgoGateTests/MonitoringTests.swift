@@ -168,7 +168,15 @@ import Yams
                 (try await Self.query(api, #"count_over_time(up{job="algogate"}[1m])"#).first?.value ?? 0) >= 4
             })
             for query in queries {
-                let result = try await Self.query(api, query.expr)
+                // Asked again for a while when empty: a scrape that a loaded whole-suite run made
+                // slower than the 1 s interval fails, and its series read as gone until the next.
+                var result = try await Self.query(api, query.expr)
+                if result.isEmpty {
+                    _ = await eventually(within: .seconds(10)) {
+                        result = (try? await Self.query(api, query.expr)) ?? []
+                        return !result.isEmpty
+                    }
+                }
                 #expect(!result.isEmpty, "\(query.panel): no data for \(query.expr)")
                 for series in result {
                     let missing = query.labels.filter { (series.labels[$0] ?? "").isEmpty }
