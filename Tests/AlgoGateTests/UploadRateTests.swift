@@ -36,7 +36,8 @@ import Testing
             let pattern = #/the upload came too slowly: (\d+) bytes in the (\d+) s the gateway waited for them, under limits\.upload_min_bytes_per_second \(1024\); (\d+) of its 100000 bytes had arrived/#
             let parts = try #require(text.wholeMatch(of: pattern), "\(text)")
             let (inWindow, seconds, received) = (Int(parts.1)!, Int(parts.2)!, Int(parts.3)!)
-            #expect(seconds >= 1 && seconds <= 2, "\(text)")
+            // One window's waiting, or more when a loaded machine runs the judging timer late.
+            #expect(seconds >= 1 && seconds <= 10, "\(text)")
             #expect(inWindow < 1024 * seconds, "\(text)")
             #expect(received >= inWindow && received <= sent + 1, "\(text), \(sent + 1) sent")
             // The slot is back, and the upstream kept no part of the file.
