@@ -105,15 +105,14 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         let timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.arrival?.number == number else { return }
             self.arrival = nil
-            guard self.ended < number else { return }
-            // Its body has not ended, so no later request has arrived: the last one is this one.
-            context.fireErrorCaught(InputArrivalTimeout(received: self.bodyBytes))
+            // While its body has not ended, no later request has arrived: the last one is this one.
+            self.refuseBody(InputArrivalTimeout(received: self.bodyBytes))
         }
         arrival = (number, timer)
     }
 
-    /// Gives the reader of the body of the request being answered `error` in place of the rest, as
-    /// the arrival bound does (`UploadRelay`'s minimum rate); nothing is done once that body has all
+    /// Gives the reader of the body of the request being answered `error` in place of the rest (the
+    /// arrival bound's, and `UploadRelay`'s minimum rate's); nothing is done once that body has all
     /// arrived. On the channel's event loop.
     static func refuseBody(on channel: any Channel, _ error: any Error) {
         (try? channel.pipeline.syncOperations.handler(type: ConnectionPersistenceHandler.self))?.refuseBody(error)

@@ -61,13 +61,14 @@ final class UploadRelay: AsyncSequence, Sendable {
     func keep(to rate: MinimumRate, on channel: any Channel) {
         guard rate.bytesPerSecond > 0 else { return }
         let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: rate.window, delay: rate.window) { [weak self] task in
-            guard let self, channel.isActive, !self.isOver else {
+            guard let self, channel.isActive else { return task.cancel() }
+            switch self.judge(rate) {
+            case .keptUp: break
+            case .over: task.cancel()
+            case .tooSlow(let slow):
                 task.cancel()
-                return
+                ConnectionPersistenceHandler.refuseBody(on: channel, slow)
             }
-            guard let slow = self.judge(rate) else { return }
-            task.cancel()
-            ConnectionPersistenceHandler.refuseBody(on: channel, slow)
         }
         let over = state.withLock { state in
             state.judge = task
@@ -76,27 +77,29 @@ final class UploadRelay: AsyncSequence, Sendable {
         if over { task.cancel() }
     }
 
-    /// Whether the body has ended, failed or been handed back: there is nothing left to judge.
-    private var isOver: Bool {
-        state.withLock { $0.ended || $0.settled || $0.clientFailure != nil }
+    private enum Verdict {
+        /// The upload kept the rate in the window just ended; a new one has begun.
+        case keptUp
+        /// The body has ended, failed or been handed back: there is nothing left to judge.
+        case over
+        case tooSlow(UploadTooSlow)
     }
 
-    /// The window just ended, judged: the refusal if the upload came too slowly in it, else nil,
-    /// with a new window begun.
-    private func judge(_ rate: MinimumRate) -> UploadTooSlow? {
+    /// The window just ended, judged.
+    private func judge(_ rate: MinimumRate) -> Verdict {
         let now = ContinuousClock.now
         return state.withLock { state in
-            guard !state.ended, !state.settled, state.clientFailure == nil else { return nil }
+            guard !state.ended, !state.settled, state.clientFailure == nil else { return .over }
             let waited = state.waited + (state.waitingSince.map { now - $0 } ?? .zero)
             let seconds = waited / .seconds(1)
             if waited * 2 >= .nanoseconds(rate.window.nanoseconds), Double(state.windowBytes) < Double(rate.bytesPerSecond) * seconds {
-                return UploadTooSlow(bytes: state.windowBytes, seconds: seconds, minimum: rate.bytesPerSecond,
-                                     received: state.received, declared: declaredLength)
+                return .tooSlow(UploadTooSlow(bytes: state.windowBytes, seconds: seconds, minimum: rate.bytesPerSecond,
+                                              received: state.received, declared: declaredLength))
             }
             state.windowBytes = 0
             state.waited = .zero
             if state.waitingSince != nil { state.waitingSince = now }
-            return nil
+            return .keptUp
         }
     }
 
