@@ -86,6 +86,8 @@ import Testing
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("limits: {input_timeout_seconds: 0}\n" + client), "limits.input_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("limits: {upload_min_bytes_per_second: -1}\n" + client), "limits.upload_min_bytes_per_second: must be from 0 (no minimum) to 1073741824", Self.env),
+            (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [data:write], upload_min_bytes_per_second: 1073741825}]"),
+             "clients[0].upload_min_bytes_per_second: must be from 0 (no minimum) to 1073741824", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
             ("upstream: {url: 'http://127.0.0.1', key_env: UP_KEY, abandoned_calls: stop}\n" + client, "upstream.abandoned_calls: unknown value 'stop'; use finish or cancel", Self.env),
             (Self.yaml("server: {metrics_access: closed}\n" + client), "server.metrics_access: unknown value 'closed'; use open or admin", Self.env),
@@ -445,7 +447,8 @@ import Testing
 
     /// Settings that load but cannot take effect are named by check-config, and logged as
     /// warnings on a reload (and at start, as the other notes are): a concurrency cap above the
-    /// account's, rules for a cache that is off, a cache too small for any answer.
+    /// account's, an upload rate for a client that cannot upload, rules for a cache that is off, a
+    /// cache too small for any answer.
     @Test func settingsWithoutEffectAreNamed() async throws {
         try await withTemporaryDirectory("cfg") { directory in
             let config = directory.appendingPathComponent("ineffective.yaml")
@@ -455,8 +458,8 @@ import Testing
                 cache: {path: "\(directory.path)/state.sqlite", \(body)}
                 quota: {max_concurrent: 41}
                 clients:
-                  - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo], quota: {max_concurrent: 40}}
-                  - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo], quota: {max_concurrent: 80}}
+                  - {name: a, key_sha256: "\(Self.hashA)", scopes: [algo], quota: {max_concurrent: 40}, upload_min_bytes_per_second: 0}
+                  - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo, data:write], quota: {max_concurrent: 80}, upload_min_bytes_per_second: 0}
                 """).write(to: config, atomically: true, encoding: .utf8)
             }
             let above = { (field: String, cap: Int) in
@@ -466,7 +469,9 @@ import Testing
             let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: Self.env)
             #expect(checked.termination == .exited(0))
             #expect(checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map(String.init) == [
-                "note: " + above("quota.max_concurrent", 41), "note: " + above("clients[1].quota.max_concurrent", 80),
+                "note: " + above("quota.max_concurrent", 41),
+                "note: clients[0].upload_min_bytes_per_second applies to nothing: client 'a' has no scope that uploads (data:write, manage, admin)",
+                "note: " + above("clients[1].quota.max_concurrent", 80),
                 "note: cache.max_bytes (400) holds no answer: each entry takes 400 bytes beside its body; to turn the cache off, set cache.enabled: false",
             ], "\(checked.log)")
 

@@ -119,4 +119,48 @@ import Testing
             #expect(text.hasPrefix("the upload came too slowly: ") && text.hasSuffix(" of its 300 bytes had arrived"), "\(text)")
         }
     }
+
+    /// A client's own `upload_min_bytes_per_second` stands over the global one, both ways: 0 lets
+    /// a team that streams a slow source trickle while the others keep the minimum, and a rate of
+    /// its own applies where the global is 0, named in the message. `/_gateway/me` shows the one
+    /// in force.
+    @Test func aClientsOwnMinimumStandsOverTheGlobalOne() async throws {
+        try await GatewayHarness.run(extraYAML: Self.minimum, uploadRateWindow: .seconds(1)) { h in
+            try await Self.makeTeamDirectory(h)
+            func minimum(_ key: String) async throws -> Int? {
+                try await h.gateway.send(.GET, "/_gateway/me", headers: simple(key)).object["upload_min_bytes_per_second"] as? Int
+            }
+            func reload(global: Int, teamA: Int?) throws {
+                var config = h.app.state.snapshot.config
+                config.limits.uploadMinBytesPerSecond = global
+                config.clients[0].uploadMinBytesPerSecond = teamA
+                try h.app.state.replace(with: ConfigLoader.Loaded(config: config, upstreamKey: h.app.state.snapshot.upstreamKey))
+            }
+            #expect(try await minimum(Keys.teamA) == 1024)
+
+            try reload(global: 1024, teamA: 0)
+            #expect(try await minimum(Keys.teamA) == 0)
+            #expect(try await minimum(Keys.teamB) == 1024)
+            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/tail.log", length: 30))
+            for _ in 0..<30 {
+                try await Task.sleep(for: .milliseconds(100))
+                try await client.send("t")
+            }
+            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+            let answer = try #require(RawResponse.parse(client.text).first)
+            #expect(answer.statusLine == "HTTP/1.1 200 OK", "\(answer.body)")
+            await client.close()
+            let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/tail.log", headers: simple(Keys.upstream))
+            #expect(stored.text == String(repeating: "t", count: 30))
+
+            try reload(global: 0, teamA: 4096)
+            #expect(try await minimum(Keys.teamA) == 4096)
+            #expect(try await minimum(Keys.teamB) == 0)
+            let slow = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/cut.txt", length: 300))
+            _ = try await InputBudgetTests.trickle(slow)
+            let text = try await InputBudgetTests.answeredInputTimeout(on: slow, after: .seconds(1))
+            #expect(text.contains(" under client team-a's upload_min_bytes_per_second (4096); "), "\(text)")
+            #expect(text.hasPrefix("the upload came too slowly: ") && text.hasSuffix(" of its 300 bytes had arrived"), "\(text)")
+        }
+    }
 }

@@ -13,6 +13,8 @@ public struct ClientIdentity: Sendable, Equatable {
     public var corsOrigins = BrowserOrigins.none
     /// `async_calls`: whether the client may call with `output=void`.
     public var asyncCalls = true
+    /// `upload_min_bytes_per_second`, when the client sets its own; nil: the global one.
+    public var uploadMinBytesPerSecond: Int? = nil
     public let quota: GatewayConfig.Quota
     /// Whether this is the operator (admin key) rather than a team.
     public let isOperator: Bool
@@ -53,6 +55,7 @@ public struct ClientRegistry: Sendable {
                                  algorithms: try client.algorithms.map { try $0.map(AlgorithmPattern.init(parsing:)) },
                                  corsOrigins: try BrowserOrigins(parsing: client.corsOrigins ?? []),
                                  asyncCalls: client.asyncCalls ?? true,
+                                 uploadMinBytesPerSecond: client.uploadMinBytesPerSecond,
                                  quota: Self.merge(client.quota, over: config.quota), isOperator: false),
                   key: client.keySHA256, previousKey: client.previousKeySHA256)
         }

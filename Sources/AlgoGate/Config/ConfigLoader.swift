@@ -192,8 +192,7 @@ public enum ConfigLoader {
         require(config.limits.maxBufferedAnswerBytes >= config.limits.maxResponseBytes, "limits.max_buffered_answer_bytes",
                 "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
         require((1...3600).contains(config.limits.inputTimeoutSeconds), "limits.input_timeout_seconds", "must be from 1 to 3600")
-        require((0...1_073_741_824).contains(config.limits.uploadMinBytesPerSecond), "limits.upload_min_bytes_per_second",
-                "must be from 0 (no minimum) to 1073741824")
+        require(Self.uploadRates.contains(config.limits.uploadMinBytesPerSecond), "limits.upload_min_bytes_per_second", Self.uploadRateRange)
         require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")
@@ -267,6 +266,9 @@ public enum ConfigLoader {
                     require(false, "\(field).cors_origins[\(originIndex)]", error.message)
                 }
             }
+            if let rate = client.uploadMinBytesPerSecond {
+                require(Self.uploadRates.contains(rate), "\(field).upload_min_bytes_per_second", Self.uploadRateRange)
+            }
             if let quota = client.quota { problems += Self.problems(quota, field: "\(field).quota") }
             let quota = ClientRegistry.merge(client.quota, over: config.quota)
             if let reserved = quota.reservedConcurrent {
@@ -288,6 +290,10 @@ public enum ConfigLoader {
         }
         return problems
     }
+
+    /// What `upload_min_bytes_per_second` may be, globally or for one client.
+    private static let uploadRates = 0...1_073_741_824
+    private static let uploadRateRange = "must be from 0 (no minimum) to 1073741824"
 
     /// What a parser's error says of the value it refused.
     private static func message(of error: any Error) -> String {

@@ -12,8 +12,8 @@ extension ConfigLoader {
     }
 
     /// Settings that cannot take effect as written: a concurrency cap above the account's own, an
-    /// input bound too small to keep room for other clients' inputs, cache rules with the cache
-    /// off, a cache too small to hold any answer.
+    /// upload rate for a client that cannot upload, an input bound too small to keep room for
+    /// other clients' inputs, cache rules with the cache off, a cache too small to hold any answer.
     static func settingsWithoutEffect(_ config: GatewayConfig) -> [String] {
         var notes: [String] = []
         let slots = config.upstream.maxConcurrency
@@ -23,6 +23,9 @@ extension ConfigLoader {
         for (index, client) in config.clients.enumerated() {
             if let cap = client.quota?.maxConcurrent, cap > slots {
                 notes.append("clients[\(index)].quota.max_concurrent (\(cap)) is above upstream.max_concurrency (\(slots)): it never binds, as no client can have more than the account's \(slots) calls under way")
+            }
+            if client.uploadMinBytesPerSecond != nil, Set(client.scopes).isDisjoint(with: [Scope.dataWrite, .manage, .admin]) {
+                notes.append("clients[\(index)].upload_min_bytes_per_second applies to nothing: client '\(client.name)' has no scope that uploads (data:write, manage, admin)")
             }
         }
         let limits = config.limits

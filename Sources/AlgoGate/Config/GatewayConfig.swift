@@ -225,11 +225,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var corsOrigins: [String]?
         /// Whether the client may make asynchronous algorithm calls (`output=void`); nil: it may.
         public var asyncCalls: Bool?
+        /// The least rate this client's uploads must keep, over `limits.upload_min_bytes_per_second`
+        /// (0: none), for a team that streams a slow source; nil: the global one.
+        public var uploadMinBytesPerSecond: Int?
         public var quota: Quota?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case name, keySHA256 = "key_sha256", previousKeySHA256 = "previous_key_sha256", scopes, dataPrefixes = "data_prefixes", algorithms
-            case corsOrigins = "cors_origins", asyncCalls = "async_calls", quota
+            case corsOrigins = "cors_origins", asyncCalls = "async_calls", uploadMinBytesPerSecond = "upload_min_bytes_per_second", quota
         }
         public init(name: String, keySHA256: String, scopes: [Scope], dataPrefixes: [String]? = nil) {
             self.name = name
@@ -248,6 +251,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             algorithms = try decoder.optional([String].self, .algorithms, in: c)
             corsOrigins = try decoder.optional([String].self, .corsOrigins, in: c)
             asyncCalls = try decoder.optional(Bool.self, .asyncCalls, in: c)
+            uploadMinBytesPerSecond = try decoder.optional(Int.self, .uploadMinBytesPerSecond, in: c)
             quota = try decoder.optional(Quota.self, .quota, in: c)
         }
     }

@@ -185,7 +185,8 @@ public struct GatewayApp: Sendable {
         }
         OperatorRoutes(cache: cache, ledger: ledger, usage: storage.usage,
                        configuredClients: { [state] in state.snapshot.config.clients.map(\.name) }, gate: gate,
-                       quotas: { [state] in state.snapshot.registry.quotas }, now: now).register(on: router)
+                       quotas: { [state] in state.snapshot.registry.quotas },
+                       uploadMinimum: { [state] in state.snapshot.config.limits.uploadMinBytesPerSecond }, now: now).register(on: router)
         return router
     }
 

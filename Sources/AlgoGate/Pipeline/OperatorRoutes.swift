@@ -22,6 +22,8 @@ public struct OperatorRoutes: Sendable {
     let gate: ConcurrencyGate
     /// Each configured client's quota as it applies (its own fields over the defaults).
     let quotas: @Sendable () -> [String: GatewayConfig.Quota]
+    /// `limits.upload_min_bytes_per_second`: the rate a client without its own keeps its uploads to.
+    let uploadMinimum: @Sendable () -> Int
     let now: @Sendable () -> Double
 
     func register(on router: Router<GatewayRequestContext>) {
@@ -78,7 +80,8 @@ public struct OperatorRoutes: Sendable {
                 throw GatewayError.forbidden("/_gateway/me describes a client key; the admin key has no quota")
             }
             _ = try Self.parameters(of: request, taking: [], endpoint: "GET /_gateway/me")
-            return try Self.json(Me(client: client, standing: ledger.standing(of: client.name)))
+            return try Self.json(Me(client: client, uploadMinimum: client.uploadMinBytesPerSecond ?? uploadMinimum(),
+                                    standing: ledger.standing(of: client.name)))
         }
     }
 
@@ -155,15 +158,17 @@ public struct OperatorRoutes: Sendable {
         var corsOrigins: [String]?
         /// Whether the key may make asynchronous calls (`output=void`).
         var asyncCalls: Bool
+        /// The least rate its uploads must keep (0: none), its own or the global one.
+        var uploadMinBytesPerSecond: Int
         var quota: Quota
         var usedToday: Usage
         var remaining: Remaining
         enum CodingKeys: String, CodingKey {
             case name, key, scopes, dataPrefixes = "data_prefixes", algorithms, corsOrigins = "cors_origins", asyncCalls = "async_calls", quota
-            case usedToday = "used_today", remaining
+            case uploadMinBytesPerSecond = "upload_min_bytes_per_second", usedToday = "used_today", remaining
         }
 
-        init(client: ClientIdentity, standing: QuotaLedger.Standing) {
+        init(client: ClientIdentity, uploadMinimum: Int, standing: QuotaLedger.Standing) {
             let quota = client.quota
             name = client.name
             key = client.viaPreviousKey ? "previous" : "current"
@@ -173,6 +178,7 @@ public struct OperatorRoutes: Sendable {
             let origins = client.corsOrigins
             corsOrigins = origins.isEmpty ? nil : (origins.any ? ["*"] : []) + origins.origins.sorted()
             asyncCalls = client.asyncCalls
+            uploadMinBytesPerSecond = uploadMinimum
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
                                maxConcurrent: quota.maxConcurrent, reservedConcurrent: quota.reservedConcurrent, bytesPerDay: quota.bytesPerDay)
             usedToday = standing.today

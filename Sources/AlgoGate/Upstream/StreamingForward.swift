@@ -42,7 +42,7 @@ extension Forwarder {
             // Settled by `ErrorMiddleware` once the answer has been sent (see `UploadRelay`).
             let relay = UploadRelay(request.body, declaredLength: length)
             // The slot is held from here: the upload must keep coming (`UploadRelay`).
-            relay.keep(to: settings.uploadMinimumRate, on: context.channel)
+            relay.keep(to: settings.uploadMinimumRate.applying(to: context.client), on: context.channel)
             context.facts.upload = relay
             upload = relay
             if let coding {

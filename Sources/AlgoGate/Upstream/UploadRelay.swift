@@ -26,10 +26,19 @@ import Synchronization
 final class UploadRelay: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
 
-    /// `limits.upload_min_bytes_per_second`, judged over each `window` (20 s; tests shorten it).
+    /// `limits.upload_min_bytes_per_second`, or the client's own, judged over each `window` (20 s;
+    /// tests shorten it).
     struct MinimumRate: Sendable {
         var bytesPerSecond: Int
         var window: TimeAmount
+        /// Whose setting it is, for the message of an upload refused under it.
+        var setting = "limits.upload_min_bytes_per_second"
+
+        /// The rate `client` keeps to: its own `upload_min_bytes_per_second`, else this one.
+        func applying(to client: ClientIdentity?) -> MinimumRate {
+            guard let client, let own = client.uploadMinBytesPerSecond else { return self }
+            return MinimumRate(bytesPerSecond: own, window: window, setting: "client \(client.name)'s upload_min_bytes_per_second")
+        }
     }
 
     private struct State {
@@ -93,7 +102,7 @@ final class UploadRelay: AsyncSequence, Sendable {
             let waited = state.waited + (state.waitingSince.map { now - $0 } ?? .zero)
             let seconds = waited / .seconds(1)
             if waited * 2 >= .nanoseconds(rate.window.nanoseconds), Double(state.windowBytes) < Double(rate.bytesPerSecond) * seconds {
-                return .tooSlow(UploadTooSlow(bytes: state.windowBytes, seconds: seconds, minimum: rate.bytesPerSecond,
+                return .tooSlow(UploadTooSlow(bytes: state.windowBytes, seconds: seconds, minimum: rate.bytesPerSecond, setting: rate.setting,
                                               received: state.received, declared: declaredLength))
             }
             state.windowBytes = 0
@@ -180,20 +189,21 @@ final class UploadRelay: AsyncSequence, Sendable {
     }
 }
 
-/// An upload that came slower than `limits.upload_min_bytes_per_second` over a window in which
-/// the gateway waited for it: `bytes` in `seconds` of waiting, `received` in all. The rest of its
-/// body is refused, and its client is answered 408 (`Forwarder`).
+/// An upload that came slower than `limits.upload_min_bytes_per_second` (or its client's own,
+/// `setting`) over a window in which the gateway waited for it: `bytes` in `seconds` of waiting,
+/// `received` in all. The rest of its body is refused, and its client is answered 408 (`Forwarder`).
 struct UploadTooSlow: Error {
     let bytes: Int
     let seconds: Double
     let minimum: Int
+    let setting: String
     let received: Int
     let declared: Int64?
 
     var message: String {
         let of = declared.map { " of its \($0)" } ?? ""
         return "the upload came too slowly: \(bytes) bytes in the \(max(1, Int(seconds.rounded()))) s the gateway waited for them, "
-            + "under limits.upload_min_bytes_per_second (\(minimum)); \(received)\(of) bytes had arrived"
+            + "under \(setting) (\(minimum)); \(received)\(of) bytes had arrived"
     }
 }
 
