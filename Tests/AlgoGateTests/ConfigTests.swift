@@ -462,18 +462,20 @@ import Testing
                   - {name: b, key_sha256: "\(Self.hashB)", scopes: [algo, data:write], quota: {max_concurrent: 80}, upload_min_bytes_per_second: 0}
                 """).write(to: config, atomically: true, encoding: .utf8)
             }
-            let above = { (field: String, cap: Int) in
+            let above = { (field: String, cap: Int) -> String in
                 "\(field) (\(cap)) is above upstream.max_concurrency (40): it never binds, as no client can have more than the account's 40 calls under way"
             }
             try write("max_bytes: 400")
             let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: Self.env)
             #expect(checked.termination == .exited(0))
-            #expect(checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map(String.init) == [
-                "note: " + above("quota.max_concurrent", 41),
-                "note: clients[0].upload_min_bytes_per_second applies to nothing: client 'a' has no scope that uploads (data:write, manage, admin)",
-                "note: " + above("clients[1].quota.max_concurrent", 80),
-                "note: cache.max_bytes (400) holds no answer: each entry takes 400 bytes beside its body; to turn the cache off, set cache.enabled: false",
-            ], "\(checked.log)")
+            let notes: [String] = [
+                above("quota.max_concurrent", 41),
+                "clients[0].upload_min_bytes_per_second applies to nothing: client 'a' has no scope that uploads (data:write, manage, admin)",
+                above("clients[1].quota.max_concurrent", 80),
+                "cache.max_bytes (400) holds no answer: each entry takes 400 bytes beside its body; to turn the cache off, set cache.enabled: false",
+            ]
+            let printed: [String] = checked.log.split(separator: "\n").filter { $0.hasPrefix("note: ") }.map { String($0.dropFirst(6)) }
+            #expect(printed == notes, "\(checked.log)")
 
             // A reload says so too.
             let state = try GatewayState(try ConfigLoader.load(path: config.path, environment: Self.env))
