@@ -377,24 +377,78 @@ import Testing
         }
     }
 
-    /// A leader that fails shares nothing: its waiters then go upstream together, not one after
-    /// another behind a new leader each (ten 3 s failures would have taken 30 s).
-    @Test func waitersOfAFailedLeaderGoUpstreamTogether() async throws {
-        // The circuit breaker would refuse the last calls once five have failed: it is not under test.
+    /// A leader that fails without an answer is relayed by one of its waiters, the rest waiting
+    /// for that one; when it fails too on the upstream's side, the rest share its 502. Two
+    /// upstream calls, one at a time, for ten identical calls: not ten at once, each sending the
+    /// input again and holding one of the account's slots (as the gateway did before).
+    @Test func waitersOfAFailedLeaderRelayItAndShareASecondFailure() async throws {
+        // The circuit breaker would refuse calls once some have failed: it is not under test.
         try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 0}") { h in
-            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                for _ in 0..<10 {
+                    group.addTask { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "delay=2000,drop")]) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(replies.map(\.status) == Array(repeating: 502, count: 10))
+            // The same answer for all: what the upstream's closed connection is told as.
+            #expect(Set(replies.map(\.text)).count == 1, "\(Set(replies.map(\.text)))")
+            #expect(envelope(replies[0]).type == "UpstreamError")
+            let seen = h.simulator.stats.snapshot
+            #expect(seen.requestsByClass["algo"] == 2)
+            #expect(seen.peakConcurrency == 1)
+            let shared = "the identical call under way failed, as the one before it had: "
+            #expect(await eventually { h.logs.all.filter { $0.contains("status=502") }.count == 10 }, "\(h.logs.all.suffix(10))")
+            #expect(h.logs.all.filter { $0.contains("status=502") && $0.contains(shared) }.count == 8, "\(h.logs.all.suffix(10))")
+        }
+    }
+
+    /// A leader lost to a failure that a second call escapes (here the simulator drops the first
+    /// attempt of a request ID and answers the next) is relayed by one waiter, whose answer the
+    /// others share: one call fails, nine are answered, by two upstream calls.
+    @Test func aWaiterRelaysAFailedLeaderAndTheOthersShareItsAnswer() async throws {
+        try await GatewayHarness.run { h in
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
                 for _ in 0..<10 {
                     group.addTask {
-                        try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", headers: textType + [("X-Sim-Fault", "delay=3000,drop")]).status
+                        try await Self.call(h, "/v1/algo/demo/Hello/0.1.0",
+                                            headers: textType + [("X-Sim-Fault", "delay=2000,drop-first"), ("X-Request-ID", "relay-test-1")])
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(statuses == Array(repeating: 502, count: 10))
-            let seen = h.simulator.stats.snapshot
-            print("single flight: 10 identical calls whose upstream fails; the simulator saw \(seen.requestsByClass["algo"] ?? 0) requests, at most \(seen.peakConcurrency) at once")
-            #expect(seen.requestsByClass["algo"] == 10)
-            #expect(seen.peakConcurrency > 1)
+            #expect(replies.filter { $0.status == 502 }.count == 1, "\(replies.map(\.status))")
+            let answered = replies.filter { $0.status == 200 }
+            #expect(answered.count == 9)
+            #expect(answered.allSatisfy { $0.object["result"] as? String == "Hello HAL" })
+            #expect(answered.filter { $0.header("Cache-Status") == "algogate; fwd=miss; stored" }.count == 1)
+            #expect(answered.filter { $0.header("Cache-Status") == "algogate; fwd=miss; collapsed" }.count == 8)
+            #expect(h.simulator.stats.snapshot.requestsByClass["algo"] == 2)
+            #expect(h.simulator.stats.snapshot.peakConcurrency == 1)
+        }
+    }
+
+    /// A leader that fails for its own client's sake (no upstream slot in time under its
+    /// client's `max_concurrent`) shares nothing: the waiter, another team's call, goes upstream
+    /// itself and is answered.
+    @Test func aLeadersOwnClientsFailureIsNotSharedWithItsWaiters() async throws {
+        try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 2", extraYAML: "quota: {max_concurrent: 1}") { h in
+            // team-b's one slot, held for 6 s.
+            let holding = Task { try await Self.call(h, "/v1/algo/test/Sleep/1.0.0", input: "6000", headers: jsonType) }
+            try #require(await eventually { h.app.gate.inFlight == 1 })
+            let leader = Task { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0") }
+            try #require(await eventually { h.app.gate.queued == 1 }, "team-b's second call never queued")
+            let waiter = Task { try await Self.call(h, "/v1/algo/demo/Hello/0.1.0", key: Keys.teamA) }
+            try #require(await eventually { h.app.flights.waiting == 1 }, "team-a's call never waited for team-b's")
+            let refused = try await leader.value
+            #expect(refused.status == 503)
+            #expect(envelope(refused).type == "UpstreamBusy")
+            let answered = try await waiter.value
+            #expect(answered.status == 200, "\(answered.text)")
+            #expect(answered.object["result"] as? String == "Hello HAL")
+            #expect(answered.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(h.simulator.stats.snapshot.algoCalls["demo/Hello/0.1.0"] == 1)
+            #expect(try await holding.value.status == 200)
         }
     }
 
@@ -531,7 +585,7 @@ import Testing
                 #expect(second.status == 504 && second.text == timedOut)
                 #expect(FailureLogTests.field(await FailureLogTests.line(h, second.header("X-Request-ID") ?? ""), "cause")
                     == "the identical call under way, which allowed as long as this one, had no answer in time: the call's deadline (its timeout and the grace) passed before all of its answer had come")
-                // The one that allows longer went upstream on its own.
+                // The one that allows longer relayed it: its own call, leading anew.
                 #expect(await eventually { upstream.holds == 2 })
                 upstream.release.open()
                 let third = try await longer.value

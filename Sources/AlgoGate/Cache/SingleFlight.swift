@@ -12,8 +12,8 @@ final class SingleFlight<Value: Sendable>: Sendable {
         /// an identical call would get it again, so this is the waiter's answer too.
         case refused(GatewayError)
         /// The leader failed without an answer (the upstream timed out, say), with its failure
-        /// when it had one: the caller decides whether that is its answer too, or goes upstream on
-        /// its own (together with the others, rather than one after another behind a new leader each).
+        /// when it had one: the caller decides whether that is its answer too, or looks again,
+        /// when one of the waiters leads anew (`CacheMiddleware`).
         case leaderFailed((any Error)?)
         /// The waiter stopped waiting (its task was cancelled: its client went, or its own
         /// timeout passed, `CacheMiddleware`) before the leader finished.

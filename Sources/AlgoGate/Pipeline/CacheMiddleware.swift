@@ -170,7 +170,7 @@ struct CacheMiddleware: RouterMiddleware {
                 var shared = refusal
                 shared.cause = "the answer of an identical call under way, refused: " + (refusal.cause ?? refusal.message)
                 return try await staleHit(after: shared, key: key, decision: decision, terms: terms, facts: context.facts)
-            case .timedOut(let failure):
+            case .timedOut(let failure), .failedAgain(let failure):
                 return try await staleHit(after: failure, key: key, decision: decision, terms: terms, facts: context.facts)
             }
         }
@@ -208,13 +208,17 @@ struct CacheMiddleware: RouterMiddleware {
         case answered(Response)
         /// No stored answer, and no identical call under way: this one leads.
         case leads
-        /// The leader of an identical call failed: this one goes upstream on its own.
+        /// The identical call waited for failed for its own client's sake, or its answer may be
+        /// what a purge removed: this one goes upstream on its own.
         case goesUpstream
         /// The answer of an identical call was refused for what it is: so is this call's.
         case refused(GatewayError)
         /// The identical call under way had not answered within this call's own timeout (and the
         /// grace), as this call's own upstream call would not have.
         case timedOut(GatewayError)
+        /// The identical call that relayed a failed one failed too, on the upstream's side: this
+        /// call's own would most likely fail the same way.
+        case failedAgain(GatewayError)
     }
 
     /// The stored answer, or the answer of an identical call under way (waiting for it, without
@@ -226,6 +230,9 @@ struct CacheMiddleware: RouterMiddleware {
         // A waiter waits no longer than its own call would have taken: its timeout and the grace,
         // from its first wait.
         var waits: (timeout: Int, deadline: NIODeadline)?
+        // Whether a call this one waited for has failed on the upstream's side (a 502), so that
+        // the one it waits for now relays it (see `.leaderFailed` below).
+        var upstreamFailed = false
         while true {
             switch try await read(key, decision: decision, terms: terms, facts: context.facts) {
             case .answer(let answer): return .answered(hit(answer, gzip: terms.gzip(answer.contentType), facts: context.facts))
@@ -287,7 +294,31 @@ struct CacheMiddleware: RouterMiddleware {
                 timedOut.cause = "the identical call under way, which allowed as long as this one, had no answer in time: "
                     + (failure.failure.cause ?? failure.failure.message)
                 return .timedOut(timedOut)
+            case .leaderFailed(let failure as GatewayError) where failure.status == .badGateway:
+                // The call waited for failed on the upstream's side: the upstream could not be
+                // reached, closed the connection, or sent an answer that could not be read. The
+                // first time, one of its waiters relays it, the first to look again, and the rest
+                // wait for that one, each within its own deadline: not all at once, which would
+                // send the same input as many times as calls were waiting, each holding one of
+                // the account's slots. When the relay fails so too, the rest take its 502 rather
+                // than each sending the input again, paying again for a run whose answer may
+                // have been lost.
+                guard upstreamFailed else {
+                    upstreamFailed = true
+                    continue
+                }
+                var failedAgain = failure
+                failedAgain.cause = "the identical call under way failed, as the one before it had: " + (failure.cause ?? failure.message)
+                return .failedAgain(failedAgain)
+            case .leaderFailed(is TimedOutLeader):
+                // The upstream did not answer a call that allowed less time than this one: one of
+                // the waiters that allow longer relays it, as above.
+                continue
             case .leaderFailed:
+                // The call failed for its own client's sake (no upstream slot in time for it, its
+                // client gone while it queued): each waiter goes upstream on its own, queueing
+                // for a slot of its own client's, rather than one after another behind a new
+                // leader each, each waiting out the queue's timeout in turn.
                 return .goesUpstream
             case .cancelled:
                 throw CancellationError()
