@@ -455,7 +455,7 @@ import Testing
             let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
             #expect(me.object["name"] as? String == "team-a")
             #expect(me.object["scopes"] as? [String] == ["algo", "data:read", "data:write", "manage"])
-            #expect(me.object["data_prefixes"] as? [String] == ["data://.my/team-a", "s3://bucket/team-a"])
+            #expect(me.object["data_prefixes"] as? [String] == ["data://.my/team-a/", "s3://bucket/team-a/"])
             let forbidden = try await h.gateway.send(.GET, "/_admin/usage", headers: simple(Keys.teamA))
             #expect(forbidden.status == 403)
 

@@ -173,7 +173,7 @@ public struct OperatorRoutes: Sendable {
             name = client.name
             key = client.viaPreviousKey ? "previous" : "current"
             scopes = client.scopes.map(\.rawValue).sorted()
-            dataPrefixes = client.dataPrefixes?.map(\.description)
+            dataPrefixes = client.dataPrefixes?.map(\.asPrefix)
             algorithms = client.algorithms?.map(\.description)
             let origins = client.corsOrigins
             corsOrigins = origins.isEmpty ? nil : (origins.any ? ["*"] : []) + origins.origins.sorted()

@@ -34,12 +34,16 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
 
     static func sameBytes(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
 
+    /// This URI as a data prefix is written in the configuration: a directory, with its trailing
+    /// slash (`data://.my/team-a/`), as refusals and `/_gateway/me` show it.
+    var asPrefix: String { segments.isEmpty ? description : description + "/" }
+
     /// A client's data prefixes as its refusals name them, so that a team refused a path sees
     /// where it may go: each as the directory it is (`data://.my/team-a/`), the first four and how
     /// many more, in parentheses: `(data://.my/team-a/, s3://bucket/team-a/)`. They are the
     /// client's own, shown only to a request made with its key.
     static func naming(_ prefixes: [DataURI]) -> String {
-        let shown = prefixes.prefix(4).map { $0.segments.isEmpty ? $0.description : $0.description + "/" }
+        let shown = prefixes.prefix(4).map(\.asPrefix)
         let more = prefixes.count > shown.count ? ", and \(prefixes.count - shown.count) more" : ""
         return "(" + shown.joined(separator: ", ") + more + ")"
     }
