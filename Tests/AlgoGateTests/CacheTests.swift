@@ -452,6 +452,31 @@ import Testing
         }
     }
 
+    /// With `stale_if_error_seconds`, the waiters that take a relay's 502 are answered by the
+    /// expired entry instead, as the two calls that failed are.
+    @Test func waitersSharingARelaysFailureGetTheStaleEntry() async throws {
+        let clock = TestClock()
+        try await GatewayHarness.run(upstreamYAML: "circuit_breaker: {failures: 0}", cacheYAML: "ttl_seconds: 60\n  stale_if_error_seconds: 600",
+                                     now: { clock.now }) { h in
+            let path = "/v1/algo/demo/Hello/0.1.0"
+            let first = try await Self.call(h, path)
+            #expect(first.header("X-Cache") == "MISS")
+            clock.advance(by: 90)
+            let replies = try await withThrowingTaskGroup(of: TestHTTP.Reply.self) { group in
+                for _ in 0..<5 {
+                    group.addTask { try await Self.call(h, path, headers: textType + [("X-Sim-Fault", "delay=1500,drop")]) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(replies.map(\.status) == Array(repeating: 200, count: 5))
+            #expect(replies.allSatisfy { $0.bytes == first.bytes && $0.header("X-Cache") == "STALE" })
+            // The first call, and the relay.
+            #expect(h.simulator.stats.snapshot.requestsByClass["algo"] == 3)
+            let shared = "the identical call under way failed, as the one before it had: "
+            #expect(await eventually { h.logs.all.filter { $0.contains("status=200") && $0.contains(shared) }.count == 3 }, "\(h.logs.all.suffix(6))")
+        }
+    }
+
     /// A leader whose answer came and was refused for what it is (too large, or holding the
     /// upstream key) shares the refusal: an identical call would get the same answer, so its
     /// waiters are not sent upstream to be refused again, each paying for the run.
