@@ -83,6 +83,29 @@ import Yams
         #expect(Self.dig(service, "spec", "ports", 0, "port") as? Int == config.server.port)
     }
 
+    /// The NetworkPolicy covers the gateway's pods (not the maintenance pod), lets in its port and
+    /// lets out only DNS and the upstream's port, as the ConfigMap's `upstream.url` names it.
+    @Test func theNetworkPolicyLetsInTheGatewaysPortAndOutOnlyDNSAndTheUpstream() throws {
+        let config = try Self.gatewayConfig()
+        let policy = try Self.yaml("deploy/kubernetes/networkpolicy.yaml")
+        #expect(Self.dig(policy, "kind") as? String == "NetworkPolicy")
+        let labels = Self.dig(try Self.yaml("deploy/kubernetes/deployment.yaml"), "spec", "template", "metadata", "labels") as? [String: String]
+        let selected = Self.dig(policy, "spec", "podSelector", "matchLabels") as? [String: String]
+        #expect(selected != nil && selected == labels)
+        let maintenance = Self.dig(try Self.yaml("deploy/kubernetes/maintenance-pod.yaml"), "metadata", "labels") as? [String: String] ?? [:]
+        #expect(!(selected ?? [:]).allSatisfy { maintenance[$0.key] == $0.value })
+        #expect(Self.dig(policy, "spec", "policyTypes") as? [String] == ["Ingress", "Egress"])
+        func ports(_ rules: String) -> [String] {
+            (Self.dig(policy, "spec", rules) as? [[String: Any]] ?? []).flatMap { rule in
+                (rule["ports"] as? [[String: Any]] ?? []).map { "\($0["protocol"] ?? "TCP")/\($0["port"] ?? "")" }
+            }.sorted()
+        }
+        #expect(ports("ingress") == ["TCP/\(config.server.port)"])
+        let upstream = try #require(URLComponents(string: config.upstream.url))
+        let upstreamPort = upstream.port ?? (upstream.scheme == "https" ? 443 : 80)
+        #expect(ports("egress") == ["TCP/53", "TCP/\(upstreamPort)", "UDP/53"].sorted())
+    }
+
     /// The maintenance pod (for `algogate restore`, the gateway stopped) runs the gateway's image
     /// as its user, with its config and state volume where the gateway has them, and takes no
     /// traffic; its comment's commands name them.
@@ -98,7 +121,7 @@ import Yams
         }
         let directory = Self.root.appendingPathComponent("deploy/kubernetes")
         let manifests = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }.sorted()
-        try #require(manifests.count == 7, "\(manifests)")
+        try #require(manifests.count == 8, "\(manifests)")
         for version in ["1.25.0", "1.37.0"] {
             let run = try await ChildProcess.run(executable: tool, arguments: ["--strict", "-k", version] + manifests.map { directory.appendingPathComponent($0).path })
             #expect(run.termination == .exited(0), "\(version): \(run.log)")

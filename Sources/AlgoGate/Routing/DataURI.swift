@@ -34,8 +34,8 @@ public struct DataURI: Sendable, Equatable, CustomStringConvertible {
 
     static func sameBytes(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
 
-    /// This URI as a data prefix is written in the configuration: a directory, with its trailing
-    /// slash (`data://.my/team-a/`), as refusals and `/_gateway/me` show it.
+    /// This URI written as the configuration writes a data prefix: a directory, with its
+    /// trailing slash (`data://.my/team-a/`), as refusals and `/_gateway/me` show it.
     var asPrefix: String { segments.isEmpty ? description : description + "/" }
 
     /// A client's data prefixes as its refusals name them, so that a team refused a path sees
