@@ -21,6 +21,21 @@ import Testing
         #expect(made.status == 200)
     }
 
+    /// An upload of 30 bytes sent a byte every 100 ms, over 3 s: answered 200, and stored whole.
+    static func trickleIsStored(_ h: GatewayHarness, _ path: String) async throws {
+        let client = try await RawConnection.connect(port: h.gatewayPort, sending: putHead(path, length: 30))
+        for _ in 0..<30 {
+            try await Task.sleep(for: .milliseconds(100))
+            try await client.send("t")
+        }
+        #expect(await eventually { RawResponse.parse(client.text).count == 1 })
+        let answer = try #require(RawResponse.parse(client.text).first)
+        #expect(answer.statusLine == "HTTP/1.1 200 OK", "\(answer.body)")
+        await client.close()
+        let stored = try await h.sim.send(.GET, path, headers: simple(Keys.upstream))
+        #expect(stored.text == String(repeating: "t", count: 30))
+    }
+
     /// A byte every 100 ms (10 bytes a second) to an upload of 100,000 declared bytes: 408 once a
     /// window has gone by, its connection closed, its slot given back, and nothing stored upstream.
     @Test func anUploadTrickledBelowTheMinimumRateIs408() async throws {
@@ -98,17 +113,7 @@ import Testing
     @Test func noMinimumAtZeroAndOneFromTheNextUploadOnReload() async throws {
         try await GatewayHarness.run(extraYAML: "limits: {upload_min_bytes_per_second: 0}", uploadRateWindow: .seconds(1)) { h in
             try await Self.makeTeamDirectory(h)
-            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/trickled.txt", length: 30))
-            for _ in 0..<30 {
-                try await Task.sleep(for: .milliseconds(100))
-                try await client.send("t")
-            }
-            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
-            let answer = try #require(RawResponse.parse(client.text).first)
-            #expect(answer.statusLine == "HTTP/1.1 200 OK", "\(answer.body)")
-            await client.close()
-            let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/trickled.txt", headers: simple(Keys.upstream))
-            #expect(stored.text == String(repeating: "t", count: 30))
+            try await Self.trickleIsStored(h, "/v1/data/.my/team-a/trickled.txt")
 
             var config = h.app.state.snapshot.config
             config.limits.uploadMinBytesPerSecond = 1024
@@ -141,17 +146,7 @@ import Testing
             try reload(global: 1024, teamA: 0)
             #expect(try await minimum(Keys.teamA) == 0)
             #expect(try await minimum(Keys.teamB) == 1024)
-            let client = try await RawConnection.connect(port: h.gatewayPort, sending: Self.putHead("/v1/data/.my/team-a/tail.log", length: 30))
-            for _ in 0..<30 {
-                try await Task.sleep(for: .milliseconds(100))
-                try await client.send("t")
-            }
-            #expect(await eventually { RawResponse.parse(client.text).count == 1 })
-            let answer = try #require(RawResponse.parse(client.text).first)
-            #expect(answer.statusLine == "HTTP/1.1 200 OK", "\(answer.body)")
-            await client.close()
-            let stored = try await h.sim.send(.GET, "/v1/data/.my/team-a/tail.log", headers: simple(Keys.upstream))
-            #expect(stored.text == String(repeating: "t", count: 30))
+            try await Self.trickleIsStored(h, "/v1/data/.my/team-a/tail.log")
 
             try reload(global: 0, teamA: 4096)
             #expect(try await minimum(Keys.teamA) == 4096)
