@@ -470,7 +470,7 @@ import Testing
             }
             #expect(replies.map(\.status) == Array(repeating: 200, count: 5))
             #expect(replies.allSatisfy { $0.bytes == first.bytes && $0.header("X-Cache") == "STALE" })
-            // The first call, and the relay.
+            // The first call that stored the entry, then the failed leader and its relay.
             #expect(h.simulator.stats.snapshot.requestsByClass["algo"] == 3)
             let shared = "the identical call under way failed, as the one before it had: "
             #expect(await eventually { h.logs.all.filter { $0.contains("status=200") && $0.contains(shared) }.count == 3 }, "\(h.logs.all.suffix(6))")
