@@ -243,6 +243,46 @@ import Testing
         }
     }
 
+    /// A hit read from SQLite that waits for room leaves the queue when its client goes, at once
+    /// (the queue's timeout here is a minute): logged 499, holding nothing, and the answers that
+    /// come after it are not held up behind it.
+    @Test func aHitWaitingForRoomLeavesWhenItsClientGoes() async throws {
+        try await HeldUpstream.run { upstream, port in
+            upstream.release.open()
+            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 60", cacheYAML: "memory_bytes: 0",
+                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
+                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
+                let budget = h.app.answerBudget
+                let path = "/v1/algo/test/Large/1.0.0"
+                let miss = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+                #expect(await eventually { budget.held == 0 })
+
+                // Other answers being sent hold 500,000 of the 1,000,000: the hit waits, then its client goes.
+                let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call(path, key: Keys.teamA, input: "600000"))
+                try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
+                await leaving.close()
+                #expect(await eventually { budget.waiting == 0 })
+                let line = await eventually { h.logs.all.contains { $0.contains("client=team-a") && $0.contains("status=499") } }
+                #expect(line)
+                let logged = try #require(h.logs.all.first { $0.contains("client=team-a") && $0.contains("path=\(path)") })
+                #expect(logged.contains("error_type=ClientClosedRequest"))
+                #expect(budget.held == 500_000)
+
+                // The room it would have waited for goes to the next hit.
+                budget.release(500_000)
+                let hit = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+                #expect(hit.status == 200)
+                #expect(hit.header("X-Cache") == "HIT")
+                #expect(hit.text == HeldUpstream.large(600_000))
+                #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
+                #expect(upstream.holds == 1)
+            }
+        }
+    }
+
     /// A hit from the hot tier holds no room: it sends the bytes the tier holds already, so it is
     /// answered even while answers being sent fill the whole bound.
     /// A copy of a large answer is made beside its plain bytes and may live beside them until

@@ -148,7 +148,7 @@ struct CacheMiddleware: RouterMiddleware {
         let compression = compression()
         let limits = limits()
         var room = AnswerRoom(budget: answerBudget, capacity: limits.maxBufferedAnswerBytes, timeout: queueTimeout(),
-                              timeoutName: "upstream.queue_timeout_seconds", facts: context.facts)
+                              timeoutName: "upstream.queue_timeout_seconds", facts: context.facts, leavesWith: context.channel)
         // An entry whose plain size was not recorded holds at most its stored and plain bytes.
         return Terms(gzip: { Self.sendsStoredGzip(prefersGzip: prefersGzip, contentType: $0, compression: compression) },
                      holding: { bytes in try await room.hold(bytes ?? 2 * limits.maxResponseBytes) })

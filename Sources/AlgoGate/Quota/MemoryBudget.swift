@@ -76,13 +76,8 @@ public final class MemoryBudget: Sendable {
         // keeps the budget at least the largest input; a reload could lower it under a waiter).
         let bytes = min(bytes, capacity)
         let (id, granted): (UInt64?, [Waiter]) = state.withLock { state in
-            state.capacity = capacity
-            let granted = Self.dispatch(&state)
-            // Granted at once when it fits and no waiter ahead waits for room in the bound itself.
-            if !state.waiters.contains(where: { !Self.heldBackByShare($0, in: state) }) && Self.fits(bytes, client: client, share: share, in: state) {
-                Self.take(bytes, client: client, in: &state)
-                return (nil, granted)
-            }
+            let (admitted, granted) = Self.admit(bytes, capacity: capacity, client: client, share: share, in: &state)
+            if admitted { return (nil, granted) }
             state.nextID += 1
             state.arriving.insert(state.nextID)
             return (state.nextID, granted)
@@ -105,6 +100,28 @@ public final class MemoryBudget: Sendable {
             self.end(id, with: CancellationError())
         }
         return bytes
+    }
+
+    /// Holds `bytes` when `reserve` would grant them without waiting, and returns them; nil, holding
+    /// nothing, when it would wait. For a caller that waits in its own way (`AnswerRoom`, whose hit
+    /// gives its wait up when its client goes).
+    public func tryReserve(_ bytes: Int, capacity: Int, client: String? = nil, share: Int = .max) -> Int? {
+        let bytes = min(bytes, capacity)
+        let (admitted, granted) = state.withLock { Self.admit(bytes, capacity: capacity, client: client, share: share, in: &$0) }
+        for waiter in granted { waiter.continuation.resume() }
+        return admitted ? bytes : nil
+    }
+
+    /// Lets in the waiters that fit `capacity` (the configuration's, which a reload may change),
+    /// then takes `bytes` when they fit and no waiter ahead waits for room in the bound itself.
+    private static func admit(_ bytes: Int, capacity: Int, client: String?, share: Int, in state: inout State) -> (admitted: Bool, granted: [Waiter]) {
+        state.capacity = capacity
+        let granted = dispatch(&state)
+        guard !state.waiters.contains(where: { !heldBackByShare($0, in: state) }) && fits(bytes, client: client, share: share, in: state) else {
+            return (false, granted)
+        }
+        take(bytes, client: client, in: &state)
+        return (true, granted)
     }
 
     /// Counts `bytes` that are in memory already, without waiting: `held` may go over the
@@ -225,6 +242,15 @@ final class HeldBytes: Sendable {
         guard size > 0 else { return }
         let added = try await budget.reserve(min(size, capacity), capacity: capacity, timeout: timeout, busy: busy())
         state.withLock { $0.bytes += added }
+    }
+
+    /// Holds `size` bytes (as `reserve`) when they fit without waiting; false, holding nothing
+    /// more, when they would wait.
+    func tryReserve(_ size: Int, capacity: Int) -> Bool {
+        guard size > 0 else { return true }
+        guard let added = budget.tryReserve(min(size, capacity), capacity: capacity) else { return false }
+        state.withLock { $0.bytes += added }
+        return true
     }
 
     /// Holds `size` bytes in all, or the whole `capacity` when `size` is more, at once: what it

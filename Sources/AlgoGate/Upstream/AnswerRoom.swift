@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The room one algorithm answer holds under `limits.max_buffered_answer_bytes` (the gateway's
 /// answer `MemoryBudget`) while it is read, inflated and sent: sized to each step's bytes as they
 /// become known, and given back by the request's facts once the answer has been sent.
@@ -18,14 +20,19 @@ struct AnswerRoom {
     let timeout: Duration
     let timeoutName: String
     let facts: RequestFacts
+    /// The client connection whose going ends a wait for room (`ClientDeparture`): a cache hit's.
+    /// Nil for an upstream answer, whose whole call is watched already (`ForwardMiddleware`).
+    let leavesWith: (any Channel)?
     private var held: HeldBytes?
 
-    init(budget: MemoryBudget?, capacity: Int, timeout: Duration, timeoutName: String = "the call's whole timeout", facts: RequestFacts) {
+    init(budget: MemoryBudget?, capacity: Int, timeout: Duration, timeoutName: String = "the call's whole timeout", facts: RequestFacts,
+         leavesWith channel: (any Channel)? = nil) {
         self.budget = budget
         self.capacity = capacity
         self.timeout = timeout
         self.timeoutName = timeoutName
         self.facts = facts
+        self.leavesWith = channel
     }
 
     /// Holds `size` bytes from now on. An answer holding no room waits for it (503 `GatewayBusy`
@@ -46,9 +53,17 @@ struct AnswerRoom {
             room.force(to: size, capacity: capacity)
             return
         }
-        let timeoutName = timeoutName
-        try await room.reserve(size, capacity: capacity, timeout: timeout,
-                              busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
-                                                 message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for \(timeoutName)"))
+        if room.tryReserve(size, capacity: capacity) { return }
+        let (capacity, timeout, timeoutName) = (capacity, timeout, timeoutName)
+        let wait = { @Sendable in
+            try await room.reserve(size, capacity: capacity, timeout: timeout,
+                                   busy: GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy",
+                                                      message: "the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for \(timeoutName)"))
+        }
+        // A hit whose client goes while it waits leaves the queue (499), rather than waiting on
+        // for room, then reading and sending an answer nobody reads. Room granted just as the
+        // client went is held by `room`, which the request's facts give back.
+        guard let channel = leavesWith, let departure = await ClientDeparture.of(channel) else { return try await wait() }
+        try await departure.watching(departures: true) { _ in try await wait() }
     }
 }
