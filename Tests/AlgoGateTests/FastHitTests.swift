@@ -64,7 +64,8 @@ import Testing
             }
             // Text, JSON and binary inputs: a miss, then hits.
             try await call("/v1/algo/demo/Hello/0.1.0?output=raw", "HAL", times: 3)
-            try await call("/v1/algo/util/Echo/1.0.0?output=raw", headers: jsonType + [("X-Request-ID", "client-chosen-1"), ("X-Forwarded-For", "10.1.2.3")],
+            try await call("/v1/algo/util/Echo/1.0.0?output=raw", headers: jsonType + [("X-Request-ID", "client-chosen-1"), ("X-Forwarded-For", "10.1.2.3"),
+                                                                                    ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
                            #"{"a":[1,2,3]}"#, times: 2)
             for _ in 0..<2 { try await call("/v1/algo/util/Echo/1.0.0?output=raw", headers: [("Content-Type", "application/octet-stream")], body: [0, 1, 2, 255, 254]) }
             // An answer over compression.min_bytes: stored gzip, sent as it is to a gzip client,
@@ -158,7 +159,7 @@ import Testing
         // The scenario saw what it set out to: hits, refusals and the quota.
         let text = fast.transcript.joined(separator: "\n")
         for expected in ["x-cache: HIT", "content-encoding: gzip", "content-encoding: deflate", "ratelimit-policy", "429 ", "403 ", "401 ", "400 ",
-                         "504 ", "x-request-id: client-chosen-1", "forwarded_for=10.1.2.3", "key=previous", "cache-status: algogate; fwd=request",
+                         "504 ", "x-request-id: client-chosen-1", "forwarded_for=10.1.2.3", "trace_id=0af7651916cd43dd8448eb211c80319c", "key=previous", "cache-status: algogate; fwd=request",
                          "cache-status: algogate; fwd=request; stored"] {
             #expect(text.contains(expected), "\(expected)")
         }

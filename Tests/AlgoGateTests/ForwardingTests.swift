@@ -27,6 +27,41 @@ import Testing
         }
     }
 
+    /// A W3C `traceparent` goes upstream as it came, `tracestate` beside it, and its trace id is
+    /// in the request's log line (`trace_id`), so the line can be found from the client's trace.
+    /// One that is not valid Trace Context (upper-case hex, an all-zero id, an unknown version,
+    /// the wrong length, or two of them) names no trace, and still goes upstream untouched.
+    @Test func aTraceParentGoesUpstreamAsItCameAndItsTraceIDIsLogged() async throws {
+        try await RecordingUpstream.run { recorder, h in
+            let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            let cases: [(id: String, fields: [(String, String)], logged: String?)] = [
+                ("trace-valid", [("traceparent", valid), ("tracestate", "congo=t61rcWkgMzE")], "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("trace-upper", [("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")], nil),
+                ("trace-zero", [("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")], nil),
+                ("trace-zero-span", [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")], nil),
+                ("trace-version", [("traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")], nil),
+                ("trace-short", [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01")], nil),
+                ("trace-two", [("traceparent", valid), ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")], nil),
+            ]
+            for (id, fields, logged) in cases {
+                let before = recorder.count
+                let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType + [("X-Request-ID", id)] + fields,
+                                                     text: "HAL")
+                #expect(reply.status == 200, "\(id)")
+                let received = try #require(recorder.since(before).first)
+                let sent = fields.map { [$0.0, $0.1] }
+                #expect(received.headers.filter { ["traceparent", "tracestate"].contains($0[0].lowercased()) } == sent, "\(id)")
+                #expect(await eventually { h.logs.all.contains { $0.contains("request_id=\(id) ") } })
+                let line = try #require(h.logs.all.first { $0.contains("request_id=\(id) ") })
+                if let logged {
+                    #expect(line.contains(" trace_id=\(logged)") || line.hasSuffix("trace_id=\(logged)"), "\(line)")
+                } else {
+                    #expect(!line.contains("trace_id"), "\(line)")
+                }
+            }
+        }
+    }
+
     /// A method the data API does not take is not the gateway's to judge: it is forwarded (with
     /// the write scope, as every method but GET and HEAD) and the upstream's 405 comes back as
     /// it was sent, `Allow` included. A client without the write scope is refused first.

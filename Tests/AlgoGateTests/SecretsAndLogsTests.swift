@@ -69,19 +69,22 @@ import Testing
 
     @Test func eachRequestLogsOneStructuredLine() async throws {
         try await GatewayHarness.run { h in
-            let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?secret=1", headers: simple(Keys.teamA) + textType + [("X-Request-ID", "log-1"), ("X-Forwarded-For", "203.0.113.7, 10.0.0.1")], text: "HAL")
+            let reply = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0?secret=1", headers: simple(Keys.teamA) + textType + [
+                ("X-Request-ID", "log-1"), ("X-Forwarded-For", "203.0.113.7, 10.0.0.1"),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("tracestate", "vendor=opaque"),
+            ], text: "HAL")
             _ = try await h.gateway.send(.GET, "/v1/algorithms/demo/Hello", headers: simple(Keys.teamB) + [("X-Request-ID", "log-2")])
             #expect(await eventually { h.logs.all.contains { $0.contains("request_id=log-2") } })
             let first = h.logs.all.first { $0.contains("request_id=log-1") } ?? ""
             for field in ["info request", "client=team-a", "route=algo", "method=POST", "path=/v1/algo/demo/Hello/0.1.0 ", "status=200", "bytes_in=3", "bytes_out=\(reply.body.readableBytes) ", "duration_ms=",
-                          "remote=127.0.0.1 ", "forwarded_for=203.0.113.7, 10.0.0.1 "] {
+                          "remote=127.0.0.1 ", "forwarded_for=203.0.113.7, 10.0.0.1 ", " trace_id=4bf92f3577b34da6a3ce929d0e0e4736"] {
                 #expect(first.contains(field), "\(field) missing from: \(first)")
             }
             #expect(!first.contains("secret=1"))
             #expect(!first.contains("Hello HAL"))
             let second = h.logs.all.first { $0.contains("request_id=log-2") } ?? ""
             #expect(second.contains("client=team-b") && second.contains("route=manage") && second.contains("status=403"))
-            #expect(second.contains("remote=127.0.0.1 ") && !second.contains("forwarded_for"))
+            #expect(second.contains("remote=127.0.0.1 ") && !second.contains("forwarded_for") && !second.contains("trace_id"))
             // A client cannot make its own line arbitrarily long.
             _ = try await h.gateway.send(.GET, "/healthz", headers: [("X-Request-ID", "log-3"), ("X-Forwarded-For", String(repeating: "9", count: 5000))])
             #expect(await eventually { h.logs.all.contains { $0.contains("request_id=log-3") } })

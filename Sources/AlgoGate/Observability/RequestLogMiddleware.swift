@@ -4,10 +4,11 @@ import Hummingbird
 import Logging
 import NIOCore
 import Synchronization
+import W3CTraceContext
 
 /// One structured log line per request: request id, client, route class, method, path, status,
 /// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
-/// claims, and `key=previous` when the client used a key being rotated out; for an answer that is
+/// claims, the trace id of a W3C `traceparent` it carries, and `key=previous` when the client used a key being rotated out; for an answer that is
 /// not the one asked for, why (see `log`). Never a key (Authorization is not read here), a query
 /// string or a body. Streamed answers (data downloads), and algorithm answers large enough to be
 /// counted under `limits.max_buffered_answer_bytes`, are logged once their last byte has been
@@ -47,6 +48,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let path = request.uri.path
         let remote = PeerAddresses.logged(context.remoteAddress)
         let forwardedFor = Self.forwardedFor(request.headers)
+        let traceID = Self.traceID(request.headers)
         let facts = context.facts
         let shortfall = facts.shortfall
         let finish = { @Sendable (bytesOut: Int, cut: StreamCut?) in
@@ -55,7 +57,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut, elapsed: elapsed)
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: elapsed, bytesIn: bytesIn.value, bytesOut: bytesOut,
-                     remote: remote, forwardedFor: forwardedFor, shortfall: shortfall, cut: cut)
+                     remote: remote, forwardedFor: forwardedFor, traceID: traceID, shortfall: shortfall, cut: cut)
         }
         // A large algorithm answer is held under `limits.max_buffered_answer_bytes` until sent.
         let holdsRoom = facts.holdsAnswerRoom
@@ -90,6 +92,18 @@ struct RequestLogMiddleware: RouterMiddleware {
         headers.value(.forwardedFor)?.prefix(maxForwardedFor) ?? ""
     }
 
+    /// The trace id of the request's W3C Trace Context (`traceparent`, version `00`: 32 lowercase
+    /// hex digits, not all zeros), so that its line can be found from the client's trace; nil
+    /// without one, with one that is not valid, or with more than one (the header is then
+    /// invalid, W3C Trace Context §3.2). The header itself goes upstream as it came: the gateway
+    /// takes no part in the trace.
+    static func traceID(_ headers: HTTPFields) -> String? {
+        var values = headers[values: .traceParent].makeIterator()
+        guard let value = values.next(), values.next() == nil,
+              let context = try? TraceContext(traceParentHeaderValue: value) else { return nil }
+        return context.traceID.description
+    }
+
     /// Writes a request's line (for cache hits answered on the event loop too, `CachedHits`).
     /// An answer rendered from an error adds its `error_type`. When the gateway itself failed to
     /// get an answer (a 5xx of its own: upstream unreachable or too slow, no slot, a store that
@@ -103,7 +117,7 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// alike until an operator replaces it.
     static func log(_ logger: Logger, requestID: String, client: String, viaPreviousKey: Bool, route: String, method: String, path: String,
                     status: Int, elapsed: Duration, bytesIn: Int, bytesOut: Int, remote: String, forwardedFor: Substring,
-                    shortfall: Shortfall = Shortfall(), cut: StreamCut? = nil) {
+                    traceID: String? = nil, shortfall: Shortfall = Shortfall(), cut: StreamCut? = nil) {
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID), "client": .string(client), "route": .string(route),
             "method": .string(method), "path": .string(path), "status": .number(status),
@@ -118,6 +132,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         if shortfall.asyncAccepted { metadata["async"] = "accepted" }
         if let queued = shortfall.queued { metadata["queued_ms"] = .stringConvertible(LogNumber(milliseconds: queued)) }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
+        if let traceID { metadata["trace_id"] = .string(traceID) }
         switch cut {
         case nil:
             break
@@ -176,6 +191,7 @@ struct RequestLogMiddleware: RouterMiddleware {
 
 extension HTTPField.Name {
     static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+    static let traceParent = HTTPField.Name("traceparent")!
 }
 
 /// A thread-safe byte count.

@@ -132,7 +132,7 @@ struct CachedHits: Sendable {
         RequestLogMiddleware.log(logger, requestID: requestID, client: client.name, viaPreviousKey: client.viaPreviousKey, route: route.name,
                                  method: head.method.rawValue, path: uri.path, status: completion.status, elapsed: elapsed,
                                  bytesIn: completion.bytesIn, bytesOut: completion.bytesOut, remote: remote,
-                                 forwardedFor: RequestLogMiddleware.forwardedFor(fields))
+                                 forwardedFor: RequestLogMiddleware.forwardedFor(fields), traceID: RequestLogMiddleware.traceID(fields))
         return (response.head, answerBody, stored.lease)
     }
 }
