@@ -396,6 +396,63 @@ import Testing
         }
     }
 
+    /// `slot_seconds_per_day`: once a client's calls have held the account's upstream slots that
+    /// long today, each of its requests that would go upstream (an algorithm call, a data
+    /// request) gets 429 until the UTC day ends, and reaches no slot; an answer the cache holds is
+    /// still served, for nothing upstream. Other clients go on, and the next day the client does.
+    @Test func aSlotSecondsQuotaRefusesUpstreamCallsButNotCachedAnswers() async throws {
+        let clock = TestClock()  // 57,600 s before a UTC midnight
+        let yaml = """
+        clients:
+          - {name: timed, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo, "data:read"], quota: {slot_seconds_per_day: 1}}
+          - {name: other, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
+        """
+        try await GatewayHarness.run(now: { clock.now }, clientsYAML: yaml) { h in
+            let sleep = { (key: String, path: String) in
+                try await h.gateway.send(.POST, path, headers: simple(key) + jsonType, text: "1100")
+            }
+            // Within the quota: a pinned call that holds its slot 1.1 s, stored.
+            let first = try await sleep(Keys.teamA, "/v1/algo/test/Sleep/1.0.0")
+            #expect(first.status == 200)
+            #expect(first.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(await eventually { h.app.ledger.standing(of: "timed").today.slotSeconds >= 1.1 })
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            #expect((me.object["quota"] as? [String: Any])?["slot_seconds_per_day"] as? Int == 1, "\(me.text)")
+            #expect((me.object["remaining"] as? [String: Any])?["slot_seconds_today"] as? Double == 0, "\(me.text)")
+
+            // Over it: the answer the cache holds is served ...
+            let hit = try await sleep(Keys.teamA, "/v1/algo/test/Sleep/1.0.0")
+            #expect(hit.status == 200)
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.bytes == first.bytes)
+            // ... and nothing that would go upstream: an unpinned call, a pinned call not stored, a data request.
+            let message = "client 'timed' is over its slot_seconds_per_day quota (1): its calls have held the account's upstream slots that long "
+                + "today, so only answers the cache holds are served until the day ends; retry in 57600 s"
+            for refused in [try await sleep(Keys.teamA, "/v1/algo/test/Sleep"),
+                            try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + textType, text: "HAL"),
+                            try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))] {
+                #expect(refused.status == 429)
+                #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"\#(message)"}}"#)
+                #expect(refused.header("Retry-After") == "57600")
+            }
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep/1.0.0": 1])
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == nil)
+
+            // Another client's calls go upstream, the identical one answered from the cache too.
+            #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL").status == 200)
+            #expect(try await sleep(Keys.teamB, "/v1/algo/test/Sleep/1.0.0").header("X-Cache") == "HIT")
+
+            // The next UTC day, the client's calls go upstream again.
+            clock.advance(by: 57_600)
+            let next = try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + textType, text: "HAL")
+            #expect(next.status == 200)
+            #expect(next.header("X-Cache") == "HIT")
+            let unpinned = try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType, text: "HAL")
+            #expect(unpinned.status == 200)
+            #expect(h.simulator.stats.snapshot.algoCalls["demo/Hello"] == 1)
+        }
+    }
+
     /// The report writes the counters down before it reads them: with the once-a-second
     /// maintenance that otherwise does it slowed to once an hour, a call just made is in it.
     @Test func theUsageReportHasCallsNotYetWrittenDown() async throws {

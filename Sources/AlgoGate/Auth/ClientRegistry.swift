@@ -77,6 +77,7 @@ public struct ClientRegistry: Sendable {
         quota.maxConcurrent = own.maxConcurrent ?? defaults.maxConcurrent
         quota.reservedConcurrent = own.reservedConcurrent ?? defaults.reservedConcurrent
         quota.bytesPerDay = own.bytesPerDay ?? defaults.bytesPerDay
+        quota.slotSecondsPerDay = own.slotSecondsPerDay ?? defaults.slotSecondsPerDay
         return quota
     }
 

@@ -191,10 +191,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// not used (`ConcurrencyGate`).
         public var reservedConcurrent: Int?
         public var bytesPerDay: Int?
+        /// Seconds the client's calls may hold the account's upstream slots in a UTC day (usage's
+        /// `slot_seconds`); beyond it, only answers from the cache (`QuotaLedger.admitUpstream`).
+        public var slotSecondsPerDay: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
             case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
+            case slotSecondsPerDay = "slot_seconds_per_day"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -205,6 +209,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxConcurrent = try decoder.optional(Int.self, .maxConcurrent, in: c)
             reservedConcurrent = try decoder.optional(Int.self, .reservedConcurrent, in: c)
             bytesPerDay = try decoder.optional(Int.self, .bytesPerDay, in: c)
+            slotSecondsPerDay = try decoder.optional(Int.self, .slotSecondsPerDay, in: c)
         }
     }
 

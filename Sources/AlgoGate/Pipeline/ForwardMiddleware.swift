@@ -9,6 +9,7 @@ import NIOCore
 /// all in by the call's timeout (`ClientDeparture`); a data or management request whose client
 /// goes while it waits leaves the queue, and is not sent. One whose client goes once it has been sent
 /// runs to its end, holding its slot, or is given up too, as `upstream.abandoned_calls` says.
+/// A client over its `slot_seconds_per_day` goes no further (`QuotaLedger.admitUpstream`).
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let forwarder: Forwarder
@@ -16,12 +17,14 @@ struct ForwardMiddleware: RouterMiddleware {
     let queueTimeout: @Sendable () -> Duration
     let abandonedCalls: @Sendable () -> GatewayConfig.Upstream.AbandonedCalls
     let metrics: GatewayMetrics
+    let ledger: QuotaLedger
 
     // The two kinds of forwarding are functions of their own, not inlined into `handle` or into
     // each other: an async function's frame holds everything any of its code keeps across an
     // await, for as long as the call waits (see `CacheMiddleware.handle`).
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { return try await next(request, context) }
+        if let client = context.client { try ledger.admitUpstream(client) }
         if case .algo(let ref) = route { return try await forwardAlgo(request, ref: ref, route: route, context: context) }
         return try await forwardStreaming(request, route: route, context: context)
     }

@@ -149,7 +149,7 @@ public struct GatewayApp: Sendable {
             gate: gate,
             queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
             abandonedCalls: { state.snapshot.config.upstream.abandonedCalls },
-            metrics: metrics))
+            metrics: metrics, ledger: ledger))
         // Health probes answer GET and HEAD (some load balancers probe with HEAD).
         let healthz: @Sendable (Request, GatewayRequestContext) async throws -> Response = { _, _ in Self.status("ok") }
         router.get("/healthz", use: healthz)

@@ -130,10 +130,12 @@ public struct OperatorRoutes: Sendable {
             var requestsThisMinute: Int?
             var requestsToday: Int?
             var bytesToday: Int?
+            var slotSecondsToday: Double?
             var secondsToMinuteEnd: Int
             var secondsToDayEnd: Int
             enum CodingKeys: String, CodingKey {
                 case requestsThisMinute = "requests_this_minute", requestsToday = "requests_today", bytesToday = "bytes_today"
+                case slotSecondsToday = "slot_seconds_today"
                 case secondsToMinuteEnd = "seconds_to_minute_end", secondsToDayEnd = "seconds_to_day_end"
             }
         }
@@ -143,9 +145,11 @@ public struct OperatorRoutes: Sendable {
             var maxConcurrent: Int?
             var reservedConcurrent: Int?
             var bytesPerDay: Int?
+            var slotSecondsPerDay: Int?
             enum CodingKeys: String, CodingKey {
                 case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
                 case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
+                case slotSecondsPerDay = "slot_seconds_per_day"
             }
         }
         var name: String
@@ -180,12 +184,14 @@ public struct OperatorRoutes: Sendable {
             asyncCalls = client.asyncCalls
             uploadMinBytesPerSecond = uploadMinimum
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
-                               maxConcurrent: quota.maxConcurrent, reservedConcurrent: quota.reservedConcurrent, bytesPerDay: quota.bytesPerDay)
+                               maxConcurrent: quota.maxConcurrent, reservedConcurrent: quota.reservedConcurrent, bytesPerDay: quota.bytesPerDay,
+                               slotSecondsPerDay: quota.slotSecondsPerDay)
             usedToday = standing.today
             remaining = Remaining(
                 requestsThisMinute: quota.requestsPerMinute.map { max(0, $0 - standing.minuteRequests) },
                 requestsToday: quota.requestsPerDay.map { max(0, $0 - standing.today.requests) },
                 bytesToday: quota.bytesPerDay.map { max(0, $0 - standing.today.bytesIn - standing.today.bytesOut) },
+                slotSecondsToday: quota.slotSecondsPerDay.map { max(0, Double($0) - standing.today.slotSeconds) },
                 secondsToMinuteEnd: standing.secondsToMinuteEnd, secondsToDayEnd: standing.secondsToDayEnd)
         }
     }

@@ -134,6 +134,25 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    /// Refuses (429 `QuotaExceeded`, until the UTC day ends) a request about to go upstream for a
+    /// client whose calls have held the account's upstream slots for its `slot_seconds_per_day`
+    /// today. Checked as a call is about to take a slot, not at admission: a cache hit costs the
+    /// account nothing and is still answered. A call's seconds count once it has ended, so calls
+    /// under way as the quota runs out may take the day's use past it.
+    @inline(never)
+    public func admitUpstream(_ client: ClientIdentity) throws {
+        guard let limit = client.quota.slotSecondsPerDay else { return }
+        let current = now()
+        let day = Self.day(of: current)
+        let used = state.withLock { state in state.clients[client.name].flatMap { $0.day == day ? $0.today.slotSeconds : nil } } ?? 0
+        guard used >= Double(limit) else { return }
+        let toDayEnd = max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up)))
+        throw GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
+                           message: "client '\(client.name)' is over its slot_seconds_per_day quota (\(limit)): its calls have held the account's "
+                               + "upstream slots that long today, so only answers the cache holds are served until the day ends; retry in \(toDayEnd) s",
+                           headers: [.retryAfter: String(toDayEnd)])
+    }
+
     /// Counts what an admitted request used once it has finished.
     public func record(client: String, day: Int, _ outcome: Outcome) {
         var delta = Usage()
