@@ -8,12 +8,13 @@ import W3CTraceContext
 
 /// One structured log line per request: request id, client, route class, method, path, status,
 /// duration and bytes in and out, the connection's peer address and the `X-Forwarded-For` it
-/// claims, the trace id of a W3C `traceparent` it carries, and `key=previous` when the client used a key being rotated out; for an answer that is
-/// not the one asked for, why (see `log`). Never a key (Authorization is not read here), a query
-/// string or a body. Streamed answers (data downloads), and algorithm answers large enough to be
-/// counted under `limits.max_buffered_answer_bytes`, are logged once their last byte has been
-/// sent, or once they stop short (`cut`); other answers held in memory (smaller algorithm
-/// answers, cache hits, errors) as soon as they are ready.
+/// claims, the trace id of a W3C `traceparent` it carries, and `key=previous` when the client
+/// used a key being rotated out; for an answer that is not the one asked for, why (see `log`).
+/// Never a key (Authorization is not read here), a query string or a body. Streamed answers
+/// (data downloads), and algorithm answers large enough to be counted under
+/// `limits.max_buffered_answer_bytes`, are logged once their last byte has been sent, or once
+/// they stop short (`cut`); other answers held in memory (smaller algorithm answers, cache hits,
+/// errors) as soon as they are ready.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
