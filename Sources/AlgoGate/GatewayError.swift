@@ -20,6 +20,10 @@ public struct GatewayError: Error, Sendable, Equatable, HTTPResponseError {
     /// way, so the calls waiting on this one (single flight) are given this error rather than
     /// each making the call again.
     public var refusesTheAnswer = false
+    /// The quota a 429 `QuotaExceeded` refused the request under (`requests_per_minute`,
+    /// `slot_seconds_per_day`, ...), for the log line and `algogate_quota_refusals_total`: a
+    /// refusal's message is not logged, and an operator asked why a team is refused needs it.
+    public var quota: String?
 
     public init(status: HTTPResponse.Status, errorType: String, message: String, headers: HTTPFields = [:]) {
         self.status = status

@@ -116,11 +116,11 @@ import Yams
             for target in targets {
                 let expr = try #require(target["expr"] as? String, "\(title)")
                 queries.append(Query(panel: title, expr: expr.replacingOccurrences(of: "$__rate_interval", with: "10s")
-                    .replacingOccurrences(of: "$instance", with: instance).replacingOccurrences(of: "$client", with: "(team-a|team-b)"),
+                    .replacingOccurrences(of: "$instance", with: instance).replacingOccurrences(of: "$client", with: "(team-a|team-b|reader)"),
                                      legend: target["legendFormat"] as? String ?? ""))
             }
         }
-        #expect(queries.count == 2 + 52)
+        #expect(queries.count == 2 + 53)
         return queries
     }
 
@@ -130,7 +130,8 @@ import Yams
     /// labels it is summed by and its legend shows, and every alert rule evaluates without error.
     @Test(.timeLimit(.minutes(4))) func everyDashboardQueryReturnsDataFromALiveGateway() async throws {
         let prometheus = try Self.tool("prometheus")
-        try await GatewayHarness.run { h in
+        // The reader may make one request a day: its others are quota refusals.
+        try await GatewayHarness.run(clientsYAML: GatewayHarness.clientsYAML() + "\n    quota: {requests_per_day: 1}") { h in
             let queries = try Self.dashboardQueries(instance: "127.0.0.1:\(h.gatewayPort)")
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("prometheus-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
@@ -197,7 +198,8 @@ import Yams
     }
 
     /// Requests of every kind the dashboard shows: algorithm calls (a miss, then a hit), one
-    /// asynchronous call, one whose client goes before its answer, a data call, refusals.
+    /// asynchronous call, one whose client goes before its answer, a data call, refusals (one
+    /// over a quota when the reader's is one request a day).
     static func traffic(_ h: GatewayHarness) async throws {
         let text = simple(Keys.teamB) + [("Content-Type", "text/plain")]
         #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: text, text: "HAL").status == 200)
@@ -205,6 +207,8 @@ import Yams
         #expect(try await h.gateway.send(.POST, "/v1/algo/util/Echo/1.0.0?output=void", headers: text, text: "x").status == 200)
         #expect(try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamB)).status == 403)
         #expect(try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA)).status != 403)
+        for _ in 0..<2 { _ = try await h.gateway.send(.GET, "/v1/data/.my/reader", headers: simple(Keys.reader)) }
+        #expect(try await h.gateway.send(.GET, "/v1/data/.my/reader", headers: simple(Keys.reader)).status == 429)
         #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple("not-a-key") + [("Content-Type", "text/plain")], text: "x").status == 401)
         let unread = try await h.gateway.send(.GET, "/metrics").text
         let before = metricSample(unread, #"algogate_unread_answers_total{client="team-a"}"#) ?? 0

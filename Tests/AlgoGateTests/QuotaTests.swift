@@ -36,6 +36,12 @@ import Testing
             #expect(again.header("RateLimit") == #""minute";r=2;t=60, "day";r=96;t=57540"#)
             // Three of team-b's four admitted calls were cache hits: they count all the same.
             #expect(h.simulator.stats.snapshot.algoCalls == ["demo/Hello/0.1.0": 1])
+            // The operator learns which quota refused the request: its log line and a counter say.
+            let id = try #require(refused.header("X-Request-ID"))
+            let line = try #require(h.logs.all.first { $0.contains("request_id=\(id)") })
+            #expect(line.contains(" error_type=QuotaExceeded ") && line.contains(" quota=requests_per_minute "), "\(line)")
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_quota_refusals_total{client="team-b",quota="requests_per_minute"}"#) == 1)
         }
     }
 
@@ -437,6 +443,9 @@ import Testing
             }
             #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep/1.0.0": 1])
             #expect(h.simulator.stats.snapshot.requestsByClass["data"] == nil)
+            #expect(h.logs.all.filter { $0.contains("client=timed") && $0.contains(" quota=slot_seconds_per_day ") }.count == 3)
+            let metrics = try await h.gateway.send(.GET, "/metrics").text
+            #expect(metricSample(metrics, #"algogate_quota_refusals_total{client="timed",quota="slot_seconds_per_day"}"#) == 3)
 
             // Another client's calls go upstream, the identical one answered from the cache too.
             #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamB) + textType, text: "HAL").status == 200)

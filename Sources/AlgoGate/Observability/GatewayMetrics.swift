@@ -11,6 +11,7 @@ import Synchronization
 /// held in memory, and calls waiting for room or for an identical call's answer; client
 /// connections closed because their client stopped reading; algorithm calls that ran to their
 /// end after their client went, by client; asynchronous calls the upstream accepted, by client;
+/// requests refused over a quota, by client and quota;
 /// configuration reloads applied and refused; and the process's own memory, CPU time and file
 /// descriptors (`ProcessMetrics`); the bounds in force beside what they bound (upstream slots,
 /// buffered bytes, the cache's size and its hot tier's).
@@ -131,6 +132,9 @@ public final class GatewayMetrics: Sendable {
     private static var asyncCalls: MetricNameDescriptor { .init(
         metricName: "algogate_async_calls", unitName: "total",
         helpText: "Asynchronous algorithm calls (output=void) the upstream accepted, by client: their algorithms run upstream after the gateway has freed their slot") }
+    private static var quotaRefusals: MetricNameDescriptor { .init(
+        metricName: "algogate_quota_refusals", unitName: "total",
+        helpText: "Requests refused with 429 QuotaExceeded, by client and the quota they were over (requests_per_minute, requests_per_day, bytes_per_day, slot_seconds_per_day)") }
     private static var clientInFlight: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_client_in_flight", unitName: "",
         helpText: "Upstream requests in flight, by client (every client that has held or awaited a slot since the start)") }
@@ -164,6 +168,7 @@ public final class GatewayMetrics: Sendable {
     private let previousKeyCounters = Mutex<[String: Counter]>([:])
     private let unreadAnswerCounters = Mutex<[String: Counter]>([:])
     private let asyncCallCounters = Mutex<[String: Counter]>([:])
+    private let quotaRefusalCounters = Mutex<[[String]: Counter]>([:])
     private let clientSlotGauges = Mutex<[String: (inFlight: Gauge, queued: Gauge)]>([:])
     private let slotSecondsCounters = Mutex<[String: Counter]>([:])
     private let retryCounters = Mutex<[String: Counter]>([:])
@@ -214,6 +219,12 @@ public final class GatewayMetrics: Sendable {
     func asyncCall(client: String) {
         Self.memoised(asyncCallCounters, client) {
             registry.makeCounter(descriptor: Self.asyncCalls, labels: [("client", client)])
+        }.increment()
+    }
+
+    func quotaRefusal(client: String, quota: String) {
+        Self.memoised(quotaRefusalCounters, [client, quota]) {
+            registry.makeCounter(descriptor: Self.quotaRefusals, labels: [("client", client), ("quota", quota)])
         }.increment()
     }
 

@@ -16,9 +16,10 @@ struct MetricsMiddleware: RouterMiddleware {
     @inline(never)
     private func counting(_ response: Response, context: Context) {
         let cacheResult = Self.cacheResult(response.headers)
-        let metrics = metrics
+        let metrics = metrics, facts = context.facts
         context.facts.onCompletion { completion in
             Self.count(completion, cacheResult: cacheResult, in: metrics)
+            if let quota = facts.shortfall.failure?.quota { metrics.quotaRefusal(client: completion.client ?? "-", quota: quota) }
         }
     }
 

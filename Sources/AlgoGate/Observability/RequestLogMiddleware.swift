@@ -174,6 +174,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             return
         }
         metadata["error_type"] = .string(failure.errorType)
+        if let quota = failure.quota { metadata["quota"] = .string(quota) }
         guard failure.isGatewayFailure else {
             logger.info("request", metadata: metadata)
             return

@@ -112,9 +112,11 @@ public final class QuotaLedger: Sendable {
             func refuse(_ name: String, _ limit: Int, retry: Int) -> GatewayError {
                 var headers = Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd)
                 headers[.retryAfter] = String(retry)
-                return GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
-                                    message: "client '\(client.name)' is over its \(name) quota (\(limit)); retry in \(retry) s",
-                                    headers: headers)
+                var refusal = GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
+                                           message: "client '\(client.name)' is over its \(name) quota (\(limit)); retry in \(retry) s",
+                                           headers: headers)
+                refusal.quota = name
+                return refusal
             }
             if let limit = quota.requestsPerMinute, windows.minuteCount >= limit {
                 throw refuse("requests_per_minute", limit, retry: toMinuteEnd)
@@ -147,10 +149,12 @@ public final class QuotaLedger: Sendable {
         let used = state.withLock { state in state.clients[client.name].flatMap { $0.day == day ? $0.today.slotSeconds : nil } } ?? 0
         guard used >= Double(limit) else { return }
         let toDayEnd = max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up)))
-        throw GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
-                           message: "client '\(client.name)' is over its slot_seconds_per_day quota (\(limit)): its calls have held the account's "
-                               + "upstream slots that long today, so only answers the cache holds are served until the day ends; retry in \(toDayEnd) s",
-                           headers: [.retryAfter: String(toDayEnd)])
+        var refusal = GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
+                                   message: "client '\(client.name)' is over its slot_seconds_per_day quota (\(limit)): its calls have held the account's "
+                                       + "upstream slots that long today, so only answers the cache holds are served until the day ends; retry in \(toDayEnd) s",
+                                   headers: [.retryAfter: String(toDayEnd)])
+        refusal.quota = "slot_seconds_per_day"
+        throw refusal
     }
 
     /// Counts what an admitted request used once it has finished.
