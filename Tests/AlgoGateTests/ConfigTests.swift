@@ -152,6 +152,8 @@ import Testing
              "clients[0].quota.slot_seconds_per_day: must be positive", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {slot_seconds_per_day: 1.5}}]"),
              "clients[0].quota.slot_seconds_per_day: expected a whole number", Self.env),
+            (Self.yaml("upstream_timeout: 1\n" + client).replacingOccurrences(of: "upstream_timeout: 1\n", with: "quota: {slot_seconds_per_month: -5}\n"),
+             "quota.slot_seconds_per_month: must be positive", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [algo], quota: {max_concurrent: 3, reserved_concurrent: 4}}]"),
              "clients[0].quota.reserved_concurrent: 4 is more than client 'a' may have under way (max_concurrent: 3), so it could never use them all", Self.env),
             (Self.yaml("quota: {max_concurrent: 3, reserved_concurrent: 4}\n" + client),

@@ -462,6 +462,61 @@ import Testing
         }
     }
 
+    /// `slot_seconds_per_month` counts the calendar month's days together, those before a
+    /// restart included (read back from the state file), and refuses what would go upstream
+    /// until the month ends; the first day of the next month starts again.
+    @Test func aMonthlySlotSecondsQuotaCountsTheMonthAcrossDaysAndRestarts() async throws {
+        try await withTemporaryDirectory("month-quota") { directory in
+            let path = directory.appendingPathComponent("state.sqlite").path
+            let clock = TestClock()  // 2027-01-15 08:00 UTC: the month ends 1,440,000 s later
+            let yaml = """
+            clients:
+              - {name: monthly, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo], quota: {slot_seconds_per_month: 2}}
+            """
+            let sleep: @Sendable (GatewayHarness, String) async throws -> TestHTTP.Reply = { h, input in
+                try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: input)
+            }
+            try await GatewayHarness.run(now: { clock.now }, cachePath: path, clientsYAML: yaml) { h in
+                let first = try await sleep(h, "1100")
+                #expect(first.status == 200)
+                #expect(await eventually { h.app.ledger.standing(of: "monthly").monthSlotSeconds >= 1.1 })
+            }
+            // The next day, after a restart: the month's 1.1 s are read back, and 1.1 more are allowed.
+            clock.advance(by: 86_400)
+            try await GatewayHarness.run(now: { clock.now }, cachePath: path, clientsYAML: yaml) { h in
+                let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+                let remaining = try #require(me.object["remaining"] as? [String: Any], "\(me.text)")
+                let left = try #require(remaining["slot_seconds_this_month"] as? Double, "\(me.text)")
+                #expect(left > 0 && left <= 0.9, "\(me.text)")
+                #expect(remaining["seconds_to_month_end"] as? Int == 1_440_000 - 86_400)
+                #expect((me.object["quota"] as? [String: Any])?["slot_seconds_per_month"] as? Int == 2)
+                #expect(try await sleep(h, "1100").status == 200)
+                #expect(await eventually { h.app.ledger.standing(of: "monthly").monthSlotSeconds >= 2.2 })
+                let refused = try await sleep(h, "10")
+                #expect(refused.status == 429)
+                #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"client 'monthly' is over its slot_seconds_per_month quota (2): its calls have held the account's upstream slots that long this month, so only answers the cache holds are served until the month ends; retry in 1353600 s"}}"#)
+                #expect(refused.header("Retry-After") == "1353600")
+                #expect(h.logs.all.contains { $0.contains("client=monthly") && $0.contains(" quota=slot_seconds_per_month ") })
+                // The next day, without a restart: the day that ended still counts in the month.
+                clock.advance(by: 86_400)
+                let nextDay = try await sleep(h, "10")
+                #expect(nextDay.status == 429)
+                #expect(nextDay.header("Retry-After") == "1267200")
+            }
+            // Still refused later in the month, after another restart; the next month starts again.
+            clock.advance(by: 1_267_199)
+            try await GatewayHarness.run(now: { clock.now }, cachePath: path, clientsYAML: yaml) { h in
+                #expect(try await sleep(h, "10").status == 429)
+                clock.advance(by: 1)
+                let next = try await sleep(h, "10")
+                #expect(next.status == 200)
+                let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+                let left = (me.object["remaining"] as? [String: Any])?["slot_seconds_this_month"] as? Double ?? -1
+                #expect(left > 1.9 && left < 2, "\(me.text)")
+            }
+        }
+    }
+
     /// The report writes the counters down before it reads them: with the once-a-second
     /// maintenance that otherwise does it slowed to once an hour, a call just made is in it.
     @Test func theUsageReportHasCallsNotYetWrittenDown() async throws {

@@ -78,6 +78,7 @@ public struct ClientRegistry: Sendable {
         quota.reservedConcurrent = own.reservedConcurrent ?? defaults.reservedConcurrent
         quota.bytesPerDay = own.bytesPerDay ?? defaults.bytesPerDay
         quota.slotSecondsPerDay = own.slotSecondsPerDay ?? defaults.slotSecondsPerDay
+        quota.slotSecondsPerMonth = own.slotSecondsPerMonth ?? defaults.slotSecondsPerMonth
         return quota
     }
 

@@ -315,7 +315,7 @@ public enum ConfigLoader {
         var problems: [ConfigError] = []
         for (name, value) in [("requests_per_minute", quota.requestsPerMinute), ("requests_per_day", quota.requestsPerDay),
                               ("max_concurrent", quota.maxConcurrent), ("bytes_per_day", quota.bytesPerDay),
-                              ("slot_seconds_per_day", quota.slotSecondsPerDay)] {
+                              ("slot_seconds_per_day", quota.slotSecondsPerDay), ("slot_seconds_per_month", quota.slotSecondsPerMonth)] {
             if let value, value <= 0 { problems.append(ConfigError(field: "\(field).\(name)", message: "must be positive")) }
         }
         if let reserved = quota.reservedConcurrent, reserved < 0 {

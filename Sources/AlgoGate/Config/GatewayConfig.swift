@@ -194,11 +194,13 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// Seconds the client's calls may hold the account's upstream slots in a UTC day (usage's
         /// `slot_seconds`); beyond it, only answers from the cache (`QuotaLedger.admitUpstream`).
         public var slotSecondsPerDay: Int?
+        /// The same over the calendar month (UTC).
+        public var slotSecondsPerMonth: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
             case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
-            case slotSecondsPerDay = "slot_seconds_per_day"
+            case slotSecondsPerDay = "slot_seconds_per_day", slotSecondsPerMonth = "slot_seconds_per_month"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -210,6 +212,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             reservedConcurrent = try decoder.optional(Int.self, .reservedConcurrent, in: c)
             bytesPerDay = try decoder.optional(Int.self, .bytesPerDay, in: c)
             slotSecondsPerDay = try decoder.optional(Int.self, .slotSecondsPerDay, in: c)
+            slotSecondsPerMonth = try decoder.optional(Int.self, .slotSecondsPerMonth, in: c)
         }
     }
 

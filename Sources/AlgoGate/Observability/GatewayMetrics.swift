@@ -134,7 +134,7 @@ public final class GatewayMetrics: Sendable {
         helpText: "Asynchronous algorithm calls (output=void) the upstream accepted, by client: their algorithms run upstream after the gateway has freed their slot") }
     private static var quotaRefusals: MetricNameDescriptor { .init(
         metricName: "algogate_quota_refusals", unitName: "total",
-        helpText: "Requests refused with 429 QuotaExceeded, by client and the quota they were over (requests_per_minute, requests_per_day, bytes_per_day, slot_seconds_per_day)") }
+        helpText: "Requests refused with 429 QuotaExceeded, by client and the quota they were over (requests_per_minute, requests_per_day, bytes_per_day, slot_seconds_per_day, slot_seconds_per_month)") }
     private static var clientInFlight: MetricNameDescriptor { .init(
         metricName: "algogate_upstream_client_in_flight", unitName: "",
         helpText: "Upstream requests in flight, by client (every client that has held or awaited a slot since the start)") }

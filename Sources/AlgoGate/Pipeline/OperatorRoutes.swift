@@ -131,12 +131,15 @@ public struct OperatorRoutes: Sendable {
             var requestsToday: Int?
             var bytesToday: Int?
             var slotSecondsToday: Double?
+            var slotSecondsThisMonth: Double?
             var secondsToMinuteEnd: Int
             var secondsToDayEnd: Int
+            /// Only with a monthly quota.
+            var secondsToMonthEnd: Int?
             enum CodingKeys: String, CodingKey {
                 case requestsThisMinute = "requests_this_minute", requestsToday = "requests_today", bytesToday = "bytes_today"
-                case slotSecondsToday = "slot_seconds_today"
-                case secondsToMinuteEnd = "seconds_to_minute_end", secondsToDayEnd = "seconds_to_day_end"
+                case slotSecondsToday = "slot_seconds_today", slotSecondsThisMonth = "slot_seconds_this_month"
+                case secondsToMinuteEnd = "seconds_to_minute_end", secondsToDayEnd = "seconds_to_day_end", secondsToMonthEnd = "seconds_to_month_end"
             }
         }
         struct Quota: Encodable {
@@ -146,10 +149,11 @@ public struct OperatorRoutes: Sendable {
             var reservedConcurrent: Int?
             var bytesPerDay: Int?
             var slotSecondsPerDay: Int?
+            var slotSecondsPerMonth: Int?
             enum CodingKeys: String, CodingKey {
                 case requestsPerMinute = "requests_per_minute", requestsPerDay = "requests_per_day"
                 case maxConcurrent = "max_concurrent", reservedConcurrent = "reserved_concurrent", bytesPerDay = "bytes_per_day"
-                case slotSecondsPerDay = "slot_seconds_per_day"
+                case slotSecondsPerDay = "slot_seconds_per_day", slotSecondsPerMonth = "slot_seconds_per_month"
             }
         }
         var name: String
@@ -185,14 +189,16 @@ public struct OperatorRoutes: Sendable {
             uploadMinBytesPerSecond = uploadMinimum
             self.quota = Quota(requestsPerMinute: quota.requestsPerMinute, requestsPerDay: quota.requestsPerDay,
                                maxConcurrent: quota.maxConcurrent, reservedConcurrent: quota.reservedConcurrent, bytesPerDay: quota.bytesPerDay,
-                               slotSecondsPerDay: quota.slotSecondsPerDay)
+                               slotSecondsPerDay: quota.slotSecondsPerDay, slotSecondsPerMonth: quota.slotSecondsPerMonth)
             usedToday = standing.today
             remaining = Remaining(
                 requestsThisMinute: quota.requestsPerMinute.map { max(0, $0 - standing.minuteRequests) },
                 requestsToday: quota.requestsPerDay.map { max(0, $0 - standing.today.requests) },
                 bytesToday: quota.bytesPerDay.map { max(0, $0 - standing.today.bytesIn - standing.today.bytesOut) },
                 slotSecondsToday: quota.slotSecondsPerDay.map { max(0, Double($0) - standing.today.slotSeconds) },
-                secondsToMinuteEnd: standing.secondsToMinuteEnd, secondsToDayEnd: standing.secondsToDayEnd)
+                slotSecondsThisMonth: quota.slotSecondsPerMonth.map { max(0, Double($0) - standing.monthSlotSeconds) },
+                secondsToMinuteEnd: standing.secondsToMinuteEnd, secondsToDayEnd: standing.secondsToDayEnd,
+                secondsToMonthEnd: quota.slotSecondsPerMonth == nil ? nil : standing.secondsToMonthEnd)
         }
     }
 

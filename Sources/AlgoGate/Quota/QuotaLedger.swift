@@ -35,6 +35,9 @@ public final class QuotaLedger: Sendable {
         public let minuteRequests: Int
         public let secondsToMinuteEnd: Int
         public let secondsToDayEnd: Int
+        /// Slot seconds of the calendar month (UTC) so far, today's included.
+        public let monthSlotSeconds: Double
+        public let secondsToMonthEnd: Int
     }
 
     private struct ClientWindows {
@@ -42,6 +45,25 @@ public final class QuotaLedger: Sendable {
         var minuteCount = 0
         var day = -1
         var today = Usage()
+        /// Slot seconds of `day`'s calendar month before `day` (`slot_seconds_per_month`).
+        var monthBefore = 0.0
+
+        /// Moves the day window on to `day`: the day that ends adds its slot seconds to the
+        /// month's when `day` is in the same month, else the month starts again.
+        mutating func roll(to day: Int) {
+            guard self.day != day else { return }
+            let sameMonth = self.day >= 0 && UsagePeriod.month(containing: self.day).days(today: day).contains(day)
+            monthBefore = sameMonth ? monthBefore + today.slotSeconds : 0
+            self.day = day
+            today = Usage()
+        }
+
+        /// Its standing as of `day`, without moving its windows on.
+        func rolled(to day: Int) -> ClientWindows {
+            var copy = self
+            copy.roll(to: day)
+            return copy
+        }
     }
 
     private struct State {
@@ -71,11 +93,22 @@ public final class QuotaLedger: Sendable {
         let current = now()
         let day = Self.day(of: current), minute = Self.minute(of: current)
         let stored = try await store.load(day: day, minute: minute)
+        // The month's earlier days, for `slot_seconds_per_month`.
+        let monthStart = UsagePeriod.month(containing: day).days(today: day).lowerBound
+        let earlier = monthStart < day ? try await store.report(days: monthStart...(day - 1), client: nil) : []
         state.withLock { state in
             for (client, usage) in stored.days {
                 var windows = state.clients[client] ?? ClientWindows()
                 if windows.day != day { windows.day = day; windows.today = Usage() }
                 windows.today.add(usage)
+                state.clients[client] = windows
+            }
+            var monthBefore: [String: Double] = [:]
+            for row in earlier { monthBefore[row.client, default: 0] += row.usage.slotSeconds }
+            for (client, seconds) in monthBefore {
+                var windows = state.clients[client] ?? ClientWindows()
+                if windows.day != day { windows.day = day; windows.today = Usage() }
+                windows.monthBefore = seconds
                 state.clients[client] = windows
             }
             for (client, requests) in stored.minuteRequests {
@@ -107,7 +140,7 @@ public final class QuotaLedger: Sendable {
             }
             var windows = state.clients[client.name] ?? ClientWindows()
             if windows.minute != minute { windows.minute = minute; windows.minuteCount = 0 }
-            if windows.day != day { windows.day = day; windows.today = Usage() }
+            windows.roll(to: day)
             state.clients[client.name] = windows  // rolled over, whether admitted or not
             func refuse(_ name: String, _ limit: Int, retry: Int) -> GatewayError {
                 var headers = Self.headers(quota, windows: windows, toMinuteEnd: toMinuteEnd, toDayEnd: toDayEnd)
@@ -143,18 +176,27 @@ public final class QuotaLedger: Sendable {
     /// under way as the quota runs out may take the day's use past it.
     @inline(never)
     public func admitUpstream(_ client: ClientIdentity) throws {
-        guard let limit = client.quota.slotSecondsPerDay else { return }
+        let quota = client.quota
+        guard quota.slotSecondsPerDay != nil || quota.slotSecondsPerMonth != nil else { return }
         let current = now()
         let day = Self.day(of: current)
-        let used = state.withLock { state in state.clients[client.name].flatMap { $0.day == day ? $0.today.slotSeconds : nil } } ?? 0
-        guard used >= Double(limit) else { return }
-        let toDayEnd = max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up)))
-        var refusal = GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
-                                   message: "client '\(client.name)' is over its slot_seconds_per_day quota (\(limit)): its calls have held the account's "
-                                       + "upstream slots that long today, so only answers the cache holds are served until the day ends; retry in \(toDayEnd) s",
-                                   headers: [.retryAfter: String(toDayEnd)])
-        refusal.quota = "slot_seconds_per_day"
-        throw refusal
+        let windows = state.withLock { $0.clients[client.name] }?.rolled(to: day) ?? ClientWindows()
+        func refuse(_ name: String, _ limit: Int, period: String, end: Int) -> GatewayError {
+            let retry = max(1, Int((Double(end) * 86_400 - current).rounded(.up)))
+            var refusal = GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
+                                       message: "client '\(client.name)' is over its \(name) quota (\(limit)): its calls have held the account's "
+                                           + "upstream slots that long \(period == "day" ? "today" : "this month"), so only answers the cache holds "
+                                           + "are served until the \(period) ends; retry in \(retry) s",
+                                       headers: [.retryAfter: String(retry)])
+            refusal.quota = name
+            return refusal
+        }
+        if let limit = quota.slotSecondsPerDay, windows.today.slotSeconds >= Double(limit) {
+            throw refuse("slot_seconds_per_day", limit, period: "day", end: day + 1)
+        }
+        if let limit = quota.slotSecondsPerMonth, windows.monthBefore + windows.today.slotSeconds >= Double(limit) {
+            throw refuse("slot_seconds_per_month", limit, period: "month", end: UsagePeriod.month(containing: day).days(today: day).upperBound + 1)
+        }
     }
 
     /// Counts what an admitted request used once it has finished.
@@ -170,6 +212,11 @@ public final class QuotaLedger: Sendable {
         state.withLock { state in
             if var windows = state.clients[client], windows.day == day {
                 windows.today.add(delta)
+                state.clients[client] = windows
+            } else if var windows = state.clients[client], windows.day > day,
+                      UsagePeriod.month(containing: day).days(today: day).contains(windows.day) {
+                // A request of an earlier day of the month, ended after its day: the month counts it.
+                windows.monthBefore += delta.slotSeconds
                 state.clients[client] = windows
             }
             state.pending[UsageKey(client: client, day: day), default: Usage()].add(delta)
@@ -226,12 +273,15 @@ public final class QuotaLedger: Sendable {
         let current = now()
         let minute = Self.minute(of: current)
         let day = Self.day(of: current)
-        let windows = state.withLock { $0.clients[client] } ?? ClientWindows()
+        let windows = state.withLock { $0.clients[client] }?.rolled(to: day) ?? ClientWindows()
+        let monthEnd = UsagePeriod.month(containing: day).days(today: day).upperBound + 1
         return Standing(
-            today: windows.day == day ? windows.today : Usage(),
+            today: windows.today,
             minuteRequests: windows.minute == minute ? windows.minuteCount : 0,
             secondsToMinuteEnd: max(1, Int((Double(minute + 1) * 60 - current).rounded(.up))),
-            secondsToDayEnd: max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up))))
+            secondsToDayEnd: max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up))),
+            monthSlotSeconds: windows.monthBefore + windows.today.slotSeconds,
+            secondsToMonthEnd: max(1, Int((Double(monthEnd) * 86_400 - current).rounded(.up))))
     }
 
     /// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers) for a client's quota.

@@ -44,6 +44,14 @@ public enum UsagePeriod: Sendable, Equatable {
         }
     }
 
+    /// The calendar month (UTC) that day `day` (days since 1970-01-01) is in.
+    static func month(containing day: Int) -> UsagePeriod {
+        var seconds = time_t(day * 86_400)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return .month(year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1)
+    }
+
     /// The day number of the first of `month` in `year`.
     static func day(year: Int, month: Int) -> Int {
         var parts = tm()
