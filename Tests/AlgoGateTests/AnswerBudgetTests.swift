@@ -192,54 +192,49 @@ import Testing
     /// (A queue timeout of 5 s: with 1, a whole-suite run beside four busy loops once saw the
     /// hit's whole wait come and go between two looks.)
     @Test func hitsReadFromTheStoreHoldRoomForTheirAnswersUntilSent() async throws {
-        try await HeldUpstream.run { upstream, port in
-            upstream.release.open()
-            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 5", cacheYAML: "memory_bytes: 0",
-                                         extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
-                                         upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                let budget = h.app.answerBudget
-                let gateway = h.gateway
-                let call = { @Sendable in try await gateway.send(.POST, "/v1/algo/test/Large/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "600000") }
-                let miss = try await call()
-                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
-                #expect(await eventually { budget.held == 0 })
-                // Its plain bytes and the gzip copy made of them, within the bound.
-                #expect(budget.peak == 1_000_000)
-                budget.resetPeak()
-                let stored = try await h.app.storage.pool.read { try Int.fetchOne($0, sql: "SELECT size FROM cache_entry") }
-                let gzipBytes = try #require(stored)
-                #expect(gzipBytes < 10_000)
-                let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+        try await Self.withHitsFromTheStore(queueTimeout: 5) { upstream, h in
+            let budget = h.app.answerBudget
+            let gateway = h.gateway
+            let call = { @Sendable in try await gateway.send(.POST, "/v1/algo/test/Large/1.0.0", headers: simple(Keys.teamB) + jsonType, text: "600000") }
+            let miss = try await call()
+            #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(await eventually { budget.held == 0 })
+            // Its plain bytes and the gzip copy made of them, within the bound.
+            #expect(budget.peak == 1_000_000)
+            budget.resetPeak()
+            let stored = try await h.app.storage.pool.read { try Int.fetchOne($0, sql: "SELECT size FROM cache_entry") }
+            let gzipBytes = try #require(stored)
+            #expect(gzipBytes < 10_000)
+            let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
 
-                // Other answers being sent hold 500,000 of the 1,000,000: the hit waits for them.
-                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
-                let waiting = Task { try await call() }
-                try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
-                budget.release(500_000)
-                let hit = try await waiting.value
-                #expect(hit.status == 200)
-                #expect(hit.header("X-Cache") == "HIT")
-                #expect(hit.text == HeldUpstream.large(600_000))
-                #expect(budget.peak == 600_000 + gzipBytes)
-                #expect(await eventually { budget.held == 0 })
+            // Other answers being sent hold 500,000 of the 1,000,000: the hit waits for them.
+            _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+            let waiting = Task { try await call() }
+            try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
+            budget.release(500_000)
+            let hit = try await waiting.value
+            #expect(hit.status == 200)
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.text == HeldUpstream.large(600_000))
+            #expect(budget.peak == 600_000 + gzipBytes)
+            #expect(await eventually { budget.held == 0 })
 
-                // No room within upstream.queue_timeout_seconds: 503.
-                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
-                let refused = try await call()
-                budget.release(500_000)
-                #expect(refused.status == 503)
-                #expect(refused.text == #"{"error":{"error_type":"GatewayBusy","message":"the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for upstream.queue_timeout_seconds"}}"#)
+            // No room within upstream.queue_timeout_seconds: 503.
+            _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+            let refused = try await call()
+            budget.release(500_000)
+            #expect(refused.status == 503)
+            #expect(refused.text == #"{"error":{"error_type":"GatewayBusy","message":"the algorithm answers the gateway holds in memory stayed at their limit (limits.max_buffered_answer_bytes) for upstream.queue_timeout_seconds"}}"#)
 
-                // An entry without its plain size holds what it could be (here the whole bound)
-                // until read, then what it is.
-                try await h.app.storage.pool.write { try $0.execute(sql: "UPDATE cache_entry SET plain_size = NULL") }
-                let legacy = try await call()
-                #expect(legacy.status == 200)
-                #expect(legacy.text == HeldUpstream.large(600_000))
-                #expect(budget.peak == 1_000_000)
-                #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
-                #expect(upstream.holds == 1)
-            }
+            // An entry without its plain size holds what it could be (here the whole bound)
+            // until read, then what it is.
+            try await h.app.storage.pool.write { try $0.execute(sql: "UPDATE cache_entry SET plain_size = NULL") }
+            let legacy = try await call()
+            #expect(legacy.status == 200)
+            #expect(legacy.text == HeldUpstream.large(600_000))
+            #expect(budget.peak == 1_000_000)
+            #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
+            #expect(upstream.holds == 1)
         }
     }
 
@@ -247,38 +242,46 @@ import Testing
     /// (the queue's timeout here is a minute): logged 499, holding nothing, and the answers that
     /// come after it are not held up behind it.
     @Test func aHitWaitingForRoomLeavesWhenItsClientGoes() async throws {
+        try await Self.withHitsFromTheStore(queueTimeout: 60) { upstream, h in
+            let budget = h.app.answerBudget
+            let path = "/v1/algo/test/Large/1.0.0"
+            let miss = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+            #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
+            #expect(await eventually { budget.held == 0 })
+
+            // Other answers being sent hold 500,000 of the 1,000,000: the hit waits, then its client goes.
+            let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
+            _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
+            let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call(path, key: Keys.teamA, input: "600000"))
+            try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
+            await leaving.close()
+            #expect(await eventually { budget.waiting == 0 })
+            let line = await eventually { h.logs.all.contains { $0.contains("client=team-a") && $0.contains("status=499") } }
+            #expect(line)
+            let logged = try #require(h.logs.all.first { $0.contains("client=team-a") && $0.contains("path=\(path)") })
+            #expect(logged.contains("error_type=ClientClosedRequest"))
+            #expect(budget.held == 500_000)
+
+            // The room it would have waited for goes to the next hit.
+            budget.release(500_000)
+            let hit = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
+            #expect(hit.status == 200)
+            #expect(hit.header("X-Cache") == "HIT")
+            #expect(hit.text == HeldUpstream.large(600_000))
+            #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
+            #expect(upstream.holds == 1)
+        }
+    }
+
+    /// A gateway with no hot tier, so hits are read from SQLite, bounding answers held in memory to
+    /// 1,000,000 bytes (answers up to 600,000), in front of an upstream that answers at once.
+    static func withHitsFromTheStore(queueTimeout: Int, _ body: (HeldUpstream, GatewayHarness) async throws -> Void) async throws {
         try await HeldUpstream.run { upstream, port in
             upstream.release.open()
-            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: 60", cacheYAML: "memory_bytes: 0",
+            try await GatewayHarness.run(upstreamYAML: "queue_timeout_seconds: \(queueTimeout)", cacheYAML: "memory_bytes: 0",
                                          extraYAML: "limits: {max_response_bytes: 600000, max_buffered_answer_bytes: 1000000}",
                                          upstreamURL: { _ in "http://127.0.0.1:\(port)" }) { h in
-                let budget = h.app.answerBudget
-                let path = "/v1/algo/test/Large/1.0.0"
-                let miss = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
-                #expect(miss.header("Cache-Status") == "algogate; fwd=miss; stored")
-                #expect(await eventually { budget.held == 0 })
-
-                // Other answers being sent hold 500,000 of the 1,000,000: the hit waits, then its client goes.
-                let busy = GatewayError(status: .serviceUnavailable, errorType: "GatewayBusy", message: "test")
-                _ = try await budget.reserve(500_000, capacity: 1_000_000, timeout: .seconds(60), busy: busy)
-                let leaving = try await RawConnection.connect(port: h.gatewayPort, sending: ClientDepartureTests.call(path, key: Keys.teamA, input: "600000"))
-                try #require(await eventually { budget.waiting == 1 }, "the hit never waited for room")
-                await leaving.close()
-                #expect(await eventually { budget.waiting == 0 })
-                let line = await eventually { h.logs.all.contains { $0.contains("client=team-a") && $0.contains("status=499") } }
-                #expect(line)
-                let logged = try #require(h.logs.all.first { $0.contains("client=team-a") && $0.contains("path=\(path)") })
-                #expect(logged.contains("error_type=ClientClosedRequest"))
-                #expect(budget.held == 500_000)
-
-                // The room it would have waited for goes to the next hit.
-                budget.release(500_000)
-                let hit = try await h.gateway.send(.POST, path, headers: simple(Keys.teamB) + jsonType, text: "600000")
-                #expect(hit.status == 200)
-                #expect(hit.header("X-Cache") == "HIT")
-                #expect(hit.text == HeldUpstream.large(600_000))
-                #expect(await eventually { budget.held == 0 && budget.waiting == 0 })
-                #expect(upstream.holds == 1)
+                try await body(upstream, h)
             }
         }
     }
