@@ -19,7 +19,7 @@ struct MetricsMiddleware: RouterMiddleware {
         let metrics = metrics, facts = context.facts
         context.facts.onCompletion { completion in
             Self.count(completion, cacheResult: cacheResult, in: metrics)
-            if let quota = facts.shortfall.failure?.quota { metrics.quotaRefusal(client: completion.client ?? "-", quota: quota) }
+            if completion.status == 429, let quota = facts.shortfall.failure?.quota { metrics.quotaRefusal(client: completion.client ?? "-", quota: quota) }
         }
     }
 

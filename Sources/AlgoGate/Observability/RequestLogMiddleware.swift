@@ -99,9 +99,8 @@ struct RequestLogMiddleware: RouterMiddleware {
     /// invalid, W3C Trace Context §3.2). The header itself goes upstream as it came: the gateway
     /// takes no part in the trace.
     static func traceID(_ headers: HTTPFields) -> String? {
-        var values = headers[values: .traceParent].makeIterator()
-        guard let value = values.next(), values.next() == nil,
-              let context = try? TraceContext(traceParentHeaderValue: value) else { return nil }
+        // Two fields read as one value joined by ", ", which no traceparent is.
+        guard let value = headers[.traceParent], let context = try? TraceContext(traceParentHeaderValue: value) else { return nil }
         return context.traceID.description
     }
 
