@@ -704,7 +704,10 @@ import Testing
             #expect(dropped.header("X-Cache") == "STALE")
             let droppedLine = await FailureLogTests.line(h, dropped.header("X-Request-ID") ?? "")
             #expect(droppedLine.hasPrefix("warning request "), "\(droppedLine)")
-            #expect(FailureLogTests.field(droppedLine, "stale") == "the upstream closed the connection before answering (HTTPClientError.remoteConnectionClosed)")
+            // The simulator's close reaches the gateway as an end of stream, or, when the request's
+            // bytes were still unread on its side (a loaded whole-suite run), as a reset: told alike.
+            let stale = FailureLogTests.field(droppedLine, "stale") ?? ""
+            #expect(stale.hasPrefix("the upstream closed the connection before answering ("), "\(stale)")
             #expect(FailureLogTests.field(droppedLine, "error") == nil)
 
             // A status outside RFC 5861's four is the upstream's answer, not its failure: it passes

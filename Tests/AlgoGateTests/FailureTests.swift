@@ -145,6 +145,11 @@ import Testing
         #expect(Forwarder.translate(HTTPClientError.readTimeout, timeoutSeconds: 30)
             == .gatewayTimeout("the upstream sent nothing for longer than upstream.timeout_seconds (and 5 s of grace)"))
         #expect(Forwarder.translate(HTTPClientError.writeTimeout, timeoutSeconds: 30) == .gatewayTimeout("the upstream did not answer within 30 seconds"))
+        // A connection lost under the request was reached: told as closed, whether it ended or was reset.
+        for error in lost {
+            #expect(Forwarder.translate(error, timeoutSeconds: 30) == .badGateway("the upstream closed the connection before answering"), "\(error)")
+        }
+        #expect(Forwarder.translate(IOError(errnoCode: ECONNREFUSED, reason: "connect"), timeoutSeconds: 30) == .badGateway("the upstream is unreachable"))
     }
 
     /// An upstream answering with broken HTTP is the upstream's fault: 502, never a 400 that would

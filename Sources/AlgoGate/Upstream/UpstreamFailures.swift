@@ -81,6 +81,11 @@ extension Forwarder {
         if error is NIOSSLError || error is BoringSSLError {
             return .badGateway("the upstream's TLS certificate could not be verified")
         }
+        // A connection reset or broken under the request (the upstream closed it with the
+        // request's bytes still unread on its side) is told as a clean close is: it was reached.
+        if isLostConnection(error) {
+            return .badGateway("the upstream closed the connection before answering")
+        }
         if error is NIOConnectionError || error is ChannelError || error is IOError {
             return .badGateway("the upstream is unreachable")
         }
