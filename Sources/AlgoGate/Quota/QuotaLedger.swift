@@ -52,7 +52,7 @@ public final class QuotaLedger: Sendable {
         /// month's when `day` is in the same month, else the month starts again.
         mutating func roll(to day: Int) {
             guard self.day != day else { return }
-            let sameMonth = self.day >= 0 && UsagePeriod.month(containing: self.day).days(today: day).contains(day)
+            let sameMonth = self.day >= 0 && UsagePeriod.monthDays(containing: self.day).contains(day)
             monthBefore = sameMonth ? monthBefore + today.slotSeconds : 0
             self.day = day
             today = Usage()
@@ -94,7 +94,7 @@ public final class QuotaLedger: Sendable {
         let day = Self.day(of: current), minute = Self.minute(of: current)
         let stored = try await store.load(day: day, minute: minute)
         // The month's earlier days, for `slot_seconds_per_month`.
-        let monthStart = UsagePeriod.month(containing: day).days(today: day).lowerBound
+        let monthStart = UsagePeriod.monthDays(containing: day).lowerBound
         let earlier = monthStart < day ? try await store.report(days: monthStart...(day - 1), client: nil) : []
         state.withLock { state in
             for (client, usage) in stored.days {
@@ -169,11 +169,12 @@ public final class QuotaLedger: Sendable {
         }
     }
 
-    /// Refuses (429 `QuotaExceeded`, until the UTC day ends) a request about to go upstream for a
-    /// client whose calls have held the account's upstream slots for its `slot_seconds_per_day`
-    /// today. Checked as a call is about to take a slot, not at admission: a cache hit costs the
-    /// account nothing and is still answered. A call's seconds count once it has ended, so calls
-    /// under way as the quota runs out may take the day's use past it.
+    /// Refuses (429 `QuotaExceeded`, until the UTC day or month ends) a request about to go
+    /// upstream for a client whose calls have held the account's upstream slots for its
+    /// `slot_seconds_per_day` today or its `slot_seconds_per_month` this calendar month. Checked as
+    /// a call is about to take a slot, not at admission: a cache hit costs the account nothing and
+    /// is still answered. A call's seconds count once it has ended, so calls under way as the
+    /// quota runs out may take the use past it.
     @inline(never)
     public func admitUpstream(_ client: ClientIdentity) throws {
         let quota = client.quota
@@ -195,7 +196,7 @@ public final class QuotaLedger: Sendable {
             throw refuse("slot_seconds_per_day", limit, period: "day", end: day + 1)
         }
         if let limit = quota.slotSecondsPerMonth, windows.monthBefore + windows.today.slotSeconds >= Double(limit) {
-            throw refuse("slot_seconds_per_month", limit, period: "month", end: UsagePeriod.month(containing: day).days(today: day).upperBound + 1)
+            throw refuse("slot_seconds_per_month", limit, period: "month", end: UsagePeriod.monthDays(containing: day).upperBound + 1)
         }
     }
 
@@ -214,7 +215,7 @@ public final class QuotaLedger: Sendable {
                 windows.today.add(delta)
                 state.clients[client] = windows
             } else if var windows = state.clients[client], windows.day > day,
-                      UsagePeriod.month(containing: day).days(today: day).contains(windows.day) {
+                      UsagePeriod.monthDays(containing: day).contains(windows.day) {
                 // A request of an earlier day of the month, ended after its day: the month counts it.
                 windows.monthBefore += delta.slotSeconds
                 state.clients[client] = windows
@@ -274,7 +275,7 @@ public final class QuotaLedger: Sendable {
         let minute = Self.minute(of: current)
         let day = Self.day(of: current)
         let windows = state.withLock { $0.clients[client] }?.rolled(to: day) ?? ClientWindows()
-        let monthEnd = UsagePeriod.month(containing: day).days(today: day).upperBound + 1
+        let monthEnd = UsagePeriod.monthDays(containing: day).upperBound + 1
         return Standing(
             today: windows.today,
             minuteRequests: windows.minute == minute ? windows.minuteCount : 0,

@@ -44,12 +44,12 @@ public enum UsagePeriod: Sendable, Equatable {
         }
     }
 
-    /// The calendar month (UTC) that day `day` (days since 1970-01-01) is in.
-    static func month(containing day: Int) -> UsagePeriod {
+    /// The days of the calendar month (UTC) that day `day` (days since 1970-01-01) is in.
+    static func monthDays(containing day: Int) -> ClosedRange<Int> {
         var seconds = time_t(day * 86_400)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return .month(year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1)
+        return UsagePeriod.month(year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1).days(today: day)
     }
 
     /// The day number of the first of `month` in `year`.
