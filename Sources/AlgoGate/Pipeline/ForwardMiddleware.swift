@@ -9,7 +9,8 @@ import NIOCore
 /// all in by the call's timeout (`ClientDeparture`); a data or management request whose client
 /// goes while it waits leaves the queue, and is not sent. One whose client goes once it has been sent
 /// runs to its end, holding its slot, or is given up too, as `upstream.abandoned_calls` says.
-/// A client over its `slot_seconds_per_day` goes no further (`QuotaLedger.admitUpstream`).
+/// A client over its `slot_seconds_per_day` or `slot_seconds_per_month` goes no further
+/// (`QuotaLedger.admitUpstream`).
 struct ForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let forwarder: Forwarder
