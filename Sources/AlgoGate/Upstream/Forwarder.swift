@@ -86,7 +86,7 @@ public struct Forwarder: Sendable {
     @inline(never)
     private func expire(_ watch: CallWatch, at deadline: NIODeadline, timeout: Int, context: GatewayRequestContext) -> Scheduled<Void> {
         var expired = Self.timedOut(seconds: timeout)
-        expired.cause = "the call's deadline (its timeout and the grace) passed before all of its answer had come"
+        expired.cause = Self.deadlinePassed
         return watch.expire(at: deadline, on: context.channel.eventLoop, with: expired)
     }
 

@@ -40,8 +40,18 @@ extension Forwarder {
     /// has passed, and is reported as it.
     static func translate(_ error: any Error, timeoutSeconds: Int, wholeCall: Bool = false) -> GatewayError {
         if let error = error as? GatewayError { return error }
+        if (error as? HTTPClientError) == .deadlineExceeded {
+            // Told as the call's own watch tells it (`Forwarder.expire`): the two share one
+            // deadline, and which of them notices first is the machine's timing.
+            var expired = timedOut(seconds: timeoutSeconds)
+            expired.cause = deadlinePassed
+            return expired
+        }
         return answer(for: error, timeoutSeconds: timeoutSeconds, wholeCall: wholeCall).caused(by: error)
     }
+
+    /// The log's cause of a call given up at its deadline.
+    static let deadlinePassed = "the call's deadline (its timeout and the grace) passed before all of its answer had come"
 
     /// A call given up at its deadline: its answer, or the whole of it, was not in by then.
     static func timedOut(seconds: Int) -> GatewayError {
