@@ -224,6 +224,7 @@ import Testing
             // answer went to nobody.
             #expect(await eventually { requests().upstreamCalls == before.upstreamCalls + 1 })
             #expect(requests().slotSeconds - before.slotSeconds >= 3)
+            #expect(h.app.ledger.standing(of: "team-a").runningSlotSeconds == 0)
             #expect(requests().errors == before.errors + 1)
             let metrics = try await h.gateway.send(.GET, "/metrics")
             #expect(metricSample(metrics.text, #"algogate_requests_total{client="team-a",route="data",status="499"}"#) == 1)

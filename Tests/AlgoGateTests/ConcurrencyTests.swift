@@ -285,6 +285,9 @@ import Testing
             #expect(teamB >= 0.5 && teamB < 60, "\(teamB)")
             let teamA = try #require(try await series("team-a"))
             #expect(teamA > 0 && teamA < 60, "\(teamA)")   // no bound tighter: a loaded machine may take a second over a 404
+            // Every slot taken was given back to the ledger too: none counts as running.
+            #expect(h.app.ledger.standing(of: "team-a").runningSlotSeconds == 0)
+            #expect(h.app.ledger.standing(of: "team-b").runningSlotSeconds == 0)
         }
     }
 

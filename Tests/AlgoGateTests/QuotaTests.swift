@@ -462,6 +462,48 @@ import Testing
         }
     }
 
+    /// A call under way counts the time it has held its slot so far: once that reaches the
+    /// budget, nothing more goes upstream for the client, before the call has ended.
+    @Test func aCallUnderWayCountsAgainstTheSlotBudgetAsItGoes() async throws {
+        let clock = TestClock()  // 57,600 s before a UTC midnight
+        let yaml = """
+        clients:
+          - {name: timed, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo, "data:read"], quota: {slot_seconds_per_day: 1}}
+          - {name: other, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
+        """
+        try await GatewayHarness.run(now: { clock.now }, clientsYAML: yaml) { h in
+            // Held upstream 4 s: the budget runs out while it is under way.
+            let long = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "4000") }
+            try #require(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the call never reached the upstream")
+            try #require(await eventually { h.app.ledger.standing(of: "timed").runningSlotSeconds >= 1 })
+            let running = h.app.ledger.standing(of: "timed")
+            #expect(running.today.slotSeconds == 0)
+            let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
+            #expect((me.object["remaining"] as? [String: Any])?["slot_seconds_today"] as? Double == 0, "\(me.text)")
+
+            let message = "client 'timed' is over its slot_seconds_per_day quota (1): its calls have held the account's upstream slots that long "
+                + "today, so only answers the cache holds are served until the day ends; retry in 57600 s"
+            for refused in [try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType, text: "HAL"),
+                            try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))] {
+                #expect(refused.status == 429)
+                #expect(refused.text == #"{"error":{"error_type":"QuotaExceeded","message":"\#(message)"}}"#)
+                #expect(refused.header("Retry-After") == "57600")
+            }
+            // The call under way runs on, and another client's calls go upstream.
+            #expect(h.simulator.stats.snapshot.inFlight == 1)
+            #expect(try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamB) + textType, text: "HAL").status == 200)
+            let done = try await long.value
+            #expect(done.status == 200)
+            #expect((done.object["result"] as? [String: Any])?["slept_ms"] as? Int == 4000, "\(done.text)")
+            #expect(h.simulator.stats.snapshot.algoCalls == ["test/Sleep": 1, "demo/Hello": 1])
+            #expect(h.simulator.stats.snapshot.requestsByClass["data"] == nil)
+
+            // Ended, its time is the day's usage, and none is counted as running.
+            #expect(await eventually { h.app.ledger.standing(of: "timed").today.slotSeconds >= 4 })
+            #expect(h.app.ledger.standing(of: "timed").runningSlotSeconds == 0)
+        }
+    }
+
     /// `slot_seconds_per_month` counts the calendar month's days together, those before a
     /// restart included (read back from the state file), and refuses what would go upstream
     /// until the month ends; the first day of the next month starts again.

@@ -52,7 +52,7 @@ struct ForwardMiddleware: RouterMiddleware {
     private func callUpstream(_ request: Request, ref: AlgoRef, route: RouteClass, context: Context, watch: CallWatch?) async throws -> Response {
         let client = context.client?.name ?? "-"
         context.facts.markQueued(try await gate.acquire(client: client, limit: context.client?.quota.maxConcurrent, timeout: queueTimeout()))
-        let held = ContinuousClock.now
+        let held = took(client)
         defer { release(client, heldSince: held, facts: context.facts) }
         if abandonedCalls() == .finish { watch?.runToEnd() }
         let started = ContinuousClock.now
@@ -78,7 +78,7 @@ struct ForwardMiddleware: RouterMiddleware {
         if !gate.tryAcquire(client: client, limit: context.client?.quota.maxConcurrent) {
             context.facts.markQueued(try await queue(client: client, context: context))
         }
-        let started = ContinuousClock.now
+        let started = took(client)
         let response: Response
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
@@ -109,7 +109,7 @@ struct ForwardMiddleware: RouterMiddleware {
             }
         } catch {
             // Every task of the watch has ended here: a slot its wait was granted is known.
-            if granted.isSet { release(client, heldSince: .now, facts: context.facts) }
+            if granted.isSet { release(client, heldSince: took(client), facts: context.facts) }
             throw (error as? GatewayError) == GatewayError.clientClosedRequest ? GatewayError.clientClosedWhileQueued : error
         }
     }
@@ -132,10 +132,20 @@ struct ForwardMiddleware: RouterMiddleware {
         return streamed
     }
 
+    /// A slot just granted: from now, the time it is held counts against the client's slot
+    /// budgets as it goes (`QuotaLedger.slotTaken`). Every slot taken is given back by `release`
+    /// with the instant this returns.
+    private func took(_ client: String) -> ContinuousClock.Instant {
+        let now = ContinuousClock.now
+        ledger.slotTaken(by: client, at: now)
+        return now
+    }
+
     /// Gives the client's slot back, and counts the time it held it
     /// (`algogate_upstream_slot_seconds_total`, and the client's usage).
     private func release(_ client: String, heldSince: ContinuousClock.Instant, facts: RequestFacts) {
         gate.release(client: client)
+        ledger.slotGiven(by: client, takenAt: heldSince)
         let held = ContinuousClock.now - heldSince
         metrics.slotHeld(client: client, held)
         facts.markSlotHeld(held)

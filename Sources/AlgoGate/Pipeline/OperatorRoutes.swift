@@ -195,8 +195,8 @@ public struct OperatorRoutes: Sendable {
                 requestsThisMinute: quota.requestsPerMinute.map { max(0, $0 - standing.minuteRequests) },
                 requestsToday: quota.requestsPerDay.map { max(0, $0 - standing.today.requests) },
                 bytesToday: quota.bytesPerDay.map { max(0, $0 - standing.today.bytesIn - standing.today.bytesOut) },
-                slotSecondsToday: quota.slotSecondsPerDay.map { max(0, Double($0) - standing.today.slotSeconds) },
-                slotSecondsThisMonth: quota.slotSecondsPerMonth.map { max(0, Double($0) - standing.monthSlotSeconds) },
+                slotSecondsToday: quota.slotSecondsPerDay.map { max(0, Double($0) - standing.today.slotSeconds - standing.runningSlotSeconds) },
+                slotSecondsThisMonth: quota.slotSecondsPerMonth.map { max(0, Double($0) - standing.monthSlotSeconds - standing.runningSlotSeconds) },
                 secondsToMinuteEnd: standing.secondsToMinuteEnd, secondsToDayEnd: standing.secondsToDayEnd,
                 secondsToMonthEnd: quota.slotSecondsPerMonth == nil ? nil : standing.secondsToMonthEnd)
         }

@@ -32,6 +32,8 @@ public final class QuotaLedger: Sendable {
     /// A client's standing, for `/_gateway/me`.
     public struct Standing: Sendable {
         public let today: Usage
+        /// What the client's calls under way have held their slots so far (not yet in `today`).
+        public let runningSlotSeconds: Double
         public let minuteRequests: Int
         public let secondsToMinuteEnd: Int
         public let secondsToDayEnd: Int
@@ -66,8 +68,19 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    /// The upstream slots a client holds now: how many, and the sum of when each was taken (in
+    /// seconds since the ledger began, `QuotaLedger.since`), so the time they have held them so
+    /// far is `count × now − sum`, with no timer per call.
+    private struct Holding {
+        var count = 0
+        var takenSum = 0.0
+
+        func seconds(at now: Double) -> Double { count == 0 ? 0 : max(0, Double(count) * now - takenSum) }
+    }
+
     private struct State {
         var clients: [String: ClientWindows] = [:]
+        var holding: [String: Holding] = [:]
         var pending: [UsageKey: Usage] = [:]
         var pendingMinutes: [MinuteKey: Int] = [:]
         var healthy = false
@@ -76,6 +89,7 @@ public final class QuotaLedger: Sendable {
     }
 
     private let state = Mutex(State())
+    private let began = ContinuousClock.now
     let store: any UsageStore
     let now: @Sendable () -> Double
 
@@ -169,19 +183,52 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    private func since(_ instant: ContinuousClock.Instant) -> Double { (instant - began).inSeconds }
+
+    /// A call of `client` took an upstream slot at `instant`: until `slotGiven` with the same
+    /// instant, the time it holds it counts against the client's slot budgets as it goes
+    /// (`admitUpstream`), not only once the call has ended.
+    public func slotTaken(by client: String, at instant: ContinuousClock.Instant) {
+        let taken = since(instant)
+        state.withLock { state in
+            state.holding[client, default: Holding()].count += 1
+            state.holding[client, default: Holding()].takenSum += taken
+        }
+    }
+
+    /// The slot `slotTaken` told of, given back; its time is the call's usage now (`record`).
+    public func slotGiven(by client: String, takenAt instant: ContinuousClock.Instant) {
+        let taken = since(instant)
+        state.withLock { state in
+            guard var holding = state.holding[client] else { return }
+            holding.count -= 1
+            holding.takenSum -= taken
+            // Exactly nothing once none is held, so rounding never builds up.
+            state.holding[client] = holding.count > 0 ? holding : nil
+        }
+    }
+
     /// Refuses (429 `QuotaExceeded`, until the UTC day or month ends) a request about to go
     /// upstream for a client whose calls have held the account's upstream slots for its
     /// `slot_seconds_per_day` today or its `slot_seconds_per_month` this calendar month. Checked as
     /// a call is about to take a slot, not at admission: a cache hit costs the account nothing and
-    /// is still answered. A call's seconds count once it has ended, so calls under way as the
-    /// quota runs out may take the use past it.
+    /// is still answered. The calls under way count what they have held so far (`slotTaken`), so
+    /// none starts once the budget is reached; those under way then run on, and may take the use
+    /// past it by what they hold after.
     @inline(never)
     public func admitUpstream(_ client: ClientIdentity) throws {
         let quota = client.quota
         guard quota.slotSecondsPerDay != nil || quota.slotSecondsPerMonth != nil else { return }
         let current = now()
         let day = Self.day(of: current)
-        let windows = state.withLock { $0.clients[client.name] }?.rolled(to: day) ?? ClientWindows()
+        let moment = since(.now)
+        let (stored, holding) = state.withLock { ($0.clients[client.name], $0.holding[client.name]) }
+        let windows = stored?.rolled(to: day) ?? ClientWindows()
+        // The calls under way count what they have held so far: without them, a client at its
+        // budget could go on starting calls until those already running had ended. (One begun
+        // before midnight counts all it has held, yesterday's part too, until it ends and is
+        // counted in its own day.)
+        let running = holding?.seconds(at: moment) ?? 0
         func refuse(_ name: String, _ limit: Int, period: String, end: Int) -> GatewayError {
             let retry = max(1, Int((Double(end) * 86_400 - current).rounded(.up)))
             var refusal = GatewayError(status: .tooManyRequests, errorType: "QuotaExceeded",
@@ -192,10 +239,10 @@ public final class QuotaLedger: Sendable {
             refusal.quota = name
             return refusal
         }
-        if let limit = quota.slotSecondsPerDay, windows.today.slotSeconds >= Double(limit) {
+        if let limit = quota.slotSecondsPerDay, windows.today.slotSeconds + running >= Double(limit) {
             throw refuse("slot_seconds_per_day", limit, period: "day", end: day + 1)
         }
-        if let limit = quota.slotSecondsPerMonth, windows.monthBefore + windows.today.slotSeconds >= Double(limit) {
+        if let limit = quota.slotSecondsPerMonth, windows.monthBefore + windows.today.slotSeconds + running >= Double(limit) {
             throw refuse("slot_seconds_per_month", limit, period: "month", end: UsagePeriod.monthDays(containing: day).upperBound + 1)
         }
     }
@@ -274,10 +321,13 @@ public final class QuotaLedger: Sendable {
         let current = now()
         let minute = Self.minute(of: current)
         let day = Self.day(of: current)
-        let windows = state.withLock { $0.clients[client] }?.rolled(to: day) ?? ClientWindows()
+        let moment = since(.now)
+        let (stored, holding) = state.withLock { ($0.clients[client], $0.holding[client]) }
+        let windows = stored?.rolled(to: day) ?? ClientWindows()
         let monthEnd = UsagePeriod.monthDays(containing: day).upperBound + 1
         return Standing(
             today: windows.today,
+            runningSlotSeconds: holding?.seconds(at: moment) ?? 0,
             minuteRequests: windows.minute == minute ? windows.minuteCount : 0,
             secondsToMinuteEnd: max(1, Int((Double(minute + 1) * 60 - current).rounded(.up))),
             secondsToDayEnd: max(1, Int((Double(day + 1) * 86_400 - current).rounded(.up))),
