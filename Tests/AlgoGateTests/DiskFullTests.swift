@@ -145,10 +145,11 @@ import Testing
     @Test func checkConfigNamesACacheLargerThanItsDisk() async throws {
         try await Self.withSmallDisk(bytes: 32 << 20) { disk in
             let config = disk.appendingPathComponent("algogate.yaml")
-            func check(maxBytes: Int) async throws -> [String] {
+            func check(maxBytes: Int, spool: Int = 0, cache: Bool = true) async throws -> [String] {
                 try """
                 upstream: {url: "http://127.0.0.1:9", key_env: UP_KEY}
-                cache: {path: "\(disk.path)/state.sqlite", max_bytes: \(maxBytes)}
+                cache: {path: "\(disk.path)/state.sqlite", max_bytes: \(maxBytes), enabled: \(cache)}
+                limits: {spool_max_bytes: \(spool)}
                 clients: [{name: a, key_sha256: "\(String(repeating: "ab", count: 32))", scopes: [algo]}]
                 """.write(to: config, atomically: true, encoding: .utf8)
                 let checked = try await ChildProcess.run(arguments: ["check-config", "--config", config.path], environment: ["UP_KEY": "upstream-key-0123"])
@@ -164,6 +165,19 @@ import Testing
             ])
             let fits = try await check(maxBytes: 8 << 20)
             #expect(fits == [])
+            // The spool of downloads waiting for slow clients is on the same disk.
+            #expect(try await check(maxBytes: 8 << 20, spool: 1 << 30) == [
+                "note: cache.max_bytes (8 MiB), with its WAL (about 4 MiB) and the 16 MiB the gateway holds beside it for the usage counters, "
+                    + "and limits.spool_max_bytes (1 GiB) of downloads waiting for slow clients, "
+                    + "is more than the 32.0 MiB the disk holding cache.path has for them: once the disk is full, the cache stores nothing; "
+                    + "lower cache.max_bytes or limits.spool_max_bytes, or give cache.path a larger disk",
+            ])
+            #expect(try await check(maxBytes: 8 << 20, spool: 1 << 30, cache: false) == [
+                "note: limits.spool_max_bytes (1 GiB) of downloads waiting for slow clients is more than the 32.0 MiB the disk holding cache.path "
+                    + "has for it: once the disk is full, downloads wait for their clients holding their upstream slots; lower limits.spool_max_bytes, "
+                    + "or give cache.path a larger disk",
+            ])
+            #expect(try await check(maxBytes: 8 << 20, spool: 4 << 20, cache: false) == [])
         }
     }
 

@@ -20,8 +20,9 @@ import Testing
         try #require(put.status == 200)
     }
 
+    /// Without a spool (off here, or full), the download holds its slot until the send timeout.
     @Test func aClientThatReadsNothingOfADownloadIsClosedAndItsSlotFreed() async throws {
-        try await GatewayHarness.run(serverYAML: "send_timeout_seconds: 2") { h in
+        try await GatewayHarness.run(serverYAML: "send_timeout_seconds: 2", extraYAML: "limits: {spool_max_bytes: 0}") { h in
             try await Self.upload(h)
             let metrics = { try await h.gateway.send(.GET, "/metrics").text }
             let stalled = try await RawConnection.connect(

@@ -94,6 +94,9 @@ public final class RawConnection: Sendable {
     /// copy all the bytes received, megabytes, on the connection's event loop.)
     public var text: String { box.bytes.withLock { String(decoding: $0, as: UTF8.self) } }
 
+    /// Everything received so far, as it came (binary answers: `text` would replace what is not UTF-8).
+    public var bytes: [UInt8] { box.bytes.withLock { $0 } }
+
     /// How many bytes have been received so far: cheap to poll, where `text` copies them all.
     public var receivedCount: Int { box.bytes.withLock { $0.count } }
 

@@ -193,6 +193,7 @@ public enum ConfigLoader {
                 "must be at least limits.max_response_bytes (\(config.limits.maxResponseBytes)), or the largest answer could never be held")
         require((1...3600).contains(config.limits.inputTimeoutSeconds), "limits.input_timeout_seconds", "must be from 1 to 3600")
         require(Self.uploadRates.contains(config.limits.uploadMinBytesPerSecond), "limits.upload_min_bytes_per_second", Self.uploadRateRange)
+        require(config.limits.spoolMaxBytes >= 0, "limits.spool_max_bytes", "must not be negative (0 turns the spool off)")
         require(!config.cache.path.isEmpty, "cache.path", "must not be empty")
         require(config.cache.maxBytes > 0, "cache.max_bytes", "must be positive")
         require(config.cache.ttlSeconds > 0, "cache.ttl_seconds", "must be positive")

@@ -119,11 +119,14 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         /// The least rate a streamed upload must keep while the gateway waits for it (`UploadRelay`),
         /// so that a client trickling an upload cannot hold its upstream slot; 0: no minimum.
         public var uploadMinBytesPerSecond = 1024
+        /// What downloads waiting for slow clients may hold on disk at once, beside the state
+        /// file (`SpoolPipe`), so the upstream exchange ends when the upstream has sent them; 0: none.
+        public var spoolMaxBytes = 1_073_741_824
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxRequestBytes = "max_request_bytes", maxResponseBytes = "max_response_bytes", maxBufferedBytes = "max_buffered_bytes"
             case maxBufferedAnswerBytes = "max_buffered_answer_bytes", inputTimeoutSeconds = "input_timeout_seconds"
-            case uploadMinBytesPerSecond = "upload_min_bytes_per_second"
+            case uploadMinBytesPerSecond = "upload_min_bytes_per_second", spoolMaxBytes = "spool_max_bytes"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -135,6 +138,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             maxBufferedAnswerBytes = try decoder.optional(Int.self, .maxBufferedAnswerBytes, in: c) ?? maxBufferedAnswerBytes
             inputTimeoutSeconds = try decoder.optional(Int.self, .inputTimeoutSeconds, in: c) ?? inputTimeoutSeconds
             uploadMinBytesPerSecond = try decoder.optional(Int.self, .uploadMinBytesPerSecond, in: c) ?? uploadMinBytesPerSecond
+            spoolMaxBytes = try decoder.optional(Int.self, .spoolMaxBytes, in: c) ?? spoolMaxBytes
         }
     }
 

@@ -9,6 +9,7 @@ final class BoundMetrics: Sendable {
     private let maxConcurrency: Gauge
     private let bufferedInputMax: Gauge
     private let bufferedAnswerMax: Gauge
+    private let spoolMax: Gauge
     private let cacheEntries: Gauge
     private let cacheBytes: Gauge
     private let cacheMaxBytes: Gauge
@@ -26,6 +27,9 @@ final class BoundMetrics: Sendable {
         bufferedAnswerMax = registry.makeGauge(descriptor: .init(
             metricName: "algogate_buffered_answer_max", unitName: "bytes",
             helpText: "The bound on algorithm answers held in memory (limits.max_buffered_answer_bytes)"))
+        spoolMax = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_spool_max", unitName: "bytes",
+            helpText: "The bound on downloads waiting on disk for slow clients (limits.spool_max_bytes; 0: no spool)"))
         cacheEntries = registry.makeGauge(descriptor: .init(
             metricName: "algogate_cache_entries", unitName: "", helpText: "Answers stored in the cache, as of the last second"))
         cacheBytes = registry.makeGauge(descriptor: .init(
@@ -45,6 +49,7 @@ final class BoundMetrics: Sendable {
         maxConcurrency.set(to: Double(gate.capacity))
         bufferedInputMax.set(to: Double(limits.maxBufferedBytes))
         bufferedAnswerMax.set(to: Double(limits.maxBufferedAnswerBytes))
+        spoolMax.set(to: Double(limits.spoolMaxBytes))
         guard let cache else { return }
         if let size = cache.size {
             cacheEntries.set(to: Double(size.entries))

@@ -25,6 +25,7 @@ public final class GatewayMetrics: Sendable {
     private let bufferedInputWaiting: Gauge
     private let bufferedAnswerBytes: Gauge
     private let bufferedAnswerWaiting: Gauge
+    private let spoolBytes: Gauge
     private let collapsedWaiting: Gauge
     private let logLinesDropped: Counter
     private let logLinesDroppedCounted = Mutex(0)
@@ -68,6 +69,9 @@ public final class GatewayMetrics: Sendable {
             helpText: "Algorithm answer bytes held in memory (answers of 64 KiB or more, being read or sent), bounded by limits.max_buffered_answer_bytes"))
         bufferedAnswerWaiting = registry.makeGauge(descriptor: .init(
             metricName: "algogate_buffered_answer_waiting", unitName: "", helpText: "Algorithm answers waiting for room under limits.max_buffered_answer_bytes"))
+        spoolBytes = registry.makeGauge(descriptor: .init(
+            metricName: "algogate_spool", unitName: "bytes",
+            helpText: "Bytes of downloads waiting on disk for clients slower than the upstream, bounded by limits.spool_max_bytes"))
         collapsedWaiting = registry.makeGauge(descriptor: .init(
             metricName: "algogate_cache_collapsed_waiting", unitName: "", helpText: "Cacheable calls waiting for an identical call's upstream answer (single flight)"))
         logLinesDropped = registry.makeCounter(descriptor: .init(
@@ -269,7 +273,7 @@ public final class GatewayMetrics: Sendable {
     /// The text exposition, with the gauges read from the gate, the log writer's drops, the
     /// bounds in force with the cache's size, and the process's own figures brought up to date
     /// at scrape time.
-    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, collapsedWaiting: Int,
+    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, spoolBudget: SpoolBudget, collapsedWaiting: Int,
                     breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
                     cache: ResponseCache?, limits: GatewayConfig.Limits) -> [UInt8] {
         if let cache { Self.catchUp(corruptEntries, counted: corruptEntriesCounted, to: cache.corruptEntriesTotal) }
@@ -291,6 +295,7 @@ public final class GatewayMetrics: Sendable {
         bufferedInputWaiting.set(to: Double(inputBudget.waiting))
         bufferedAnswerBytes.set(to: Double(answerBudget.held))
         bufferedAnswerWaiting.set(to: Double(answerBudget.waiting))
+        spoolBytes.set(to: Double(spoolBudget.held))
         self.collapsedWaiting.set(to: Double(collapsedWaiting))
         circuitOpen.set(to: breaker.isOpen ? 1 : 0)
         Self.catchUp(circuitRefused, counted: circuitRefusedCounted, to: breaker.refusedTotal)

@@ -56,6 +56,9 @@ struct RequestLogMiddleware: RouterMiddleware {
             let elapsed = ContinuousClock.now - started
             let status = if case .unsent = cut { GatewayError.clientClosedRequest.status.code } else { status }
             facts.complete(status: Int(status), bytesIn: bytesIn.value, bytesOut: bytesOut, elapsed: elapsed)
+            // Known only once the answer has been sent.
+            var shortfall = shortfall
+            shortfall.spooledBytes = facts.spooledBytes
             Self.log(logger, requestID: requestID, client: client, viaPreviousKey: viaPreviousKey, route: route, method: method, path: path,
                      status: status, elapsed: elapsed, bytesIn: bytesIn.value, bytesOut: bytesOut,
                      remote: remote, forwardedFor: forwardedFor, traceID: traceID, shortfall: shortfall, cut: cut)
@@ -131,6 +134,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         if shortfall.clientGone { metadata["departed"] = "before_answer" }
         if shortfall.asyncAccepted { metadata["async"] = "accepted" }
         if let queued = shortfall.queued { metadata["queued_ms"] = .stringConvertible(LogNumber(milliseconds: queued)) }
+        if shortfall.spooledBytes > 0 { metadata["spooled_bytes"] = .number(shortfall.spooledBytes) }
         if !forwardedFor.isEmpty { metadata["forwarded_for"] = .string(String(forwardedFor)) }
         if let traceID { metadata["trace_id"] = .string(traceID) }
         switch cut {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// The last step for `/v1` requests: takes an upstream slot (fair share of the account's
 /// concurrency), hands the request to the forwarder by route class, and gives the slot back when
@@ -79,16 +80,22 @@ struct ForwardMiddleware: RouterMiddleware {
             context.facts.markQueued(try await queue(client: client, context: context))
         }
         let started = took(client)
+        // Given back once: when the upstream has sent its answer (which a spooled download's can
+        // do well before its client has read it), or when the request is over, whichever is first.
+        let release = release, facts = context.facts
+        let giveBack = Once { release(client, started, facts) }
         let response: Response
         do {
             let path = if case .data(let uri, let connectorForm) = route { uri.upstreamPath(connectorForm: connectorForm) } else { request.uri.path }
             let metrics = metrics, routeName = route.name
-            response = try await forwarder.forwardStreaming(request, path: path, context: context) { metrics.upstreamRetry(route: routeName) }
+            response = try await forwarder.forwardStreaming(request, path: path, context: context, upstreamEnded: giveBack.run) {
+                metrics.upstreamRetry(route: routeName)
+            }
         } catch {
-            release(client, heldSince: started, facts: context.facts)
+            giveBack.run()
             throw error
         }
-        return streamed(response, route: route, started: started, client: client, context: context)
+        return streamed(response, route: route, started: started, giveBack: giveBack, context: context)
     }
 
     /// Waits for a slot, leaving the queue when the client goes, as an algorithm call does
@@ -114,21 +121,21 @@ struct ForwardMiddleware: RouterMiddleware {
         }
     }
 
-    /// The slot is held until the body has been sent: the upstream is busy until then (and one
-    /// never sent, its client gone before the head, gives it back as it is let go: `WriteEnd`).
-    /// An answer read whole already (a HEAD's, an empty one, a management answer rewritten whole)
-    /// has ended upstream: its slot is given back at once, not once a slow client has read it.
+    /// The slot is held until the upstream has sent the body: it is busy until then. Without a
+    /// spool, that is until the client has taken it (and one never sent, its client gone before
+    /// the head, gives it back as it is let go: `WriteEnd`); with one, a slow client reads the
+    /// rest from it (`SpoolPipe`). An answer read whole already (a HEAD's, an empty one, a
+    /// management answer rewritten whole) has ended upstream: its slot is given back at once.
     @inline(never)
-    private func streamed(_ response: Response, route: RouteClass, started: ContinuousClock.Instant, client: String, context: Context) -> Response {
+    private func streamed(_ response: Response, route: RouteClass, started: ContinuousClock.Instant, giveBack: Once, context: Context) -> Response {
         metrics.upstreamLatency(route: route.name, ContinuousClock.now - started)
         context.facts.markUpstreamCall()
         guard context.facts.streamsResponse else {
-            release(client, heldSince: started, facts: context.facts)
+            giveBack.run()
             return response
         }
         var streamed = response
-        let release = release, facts = context.facts
-        streamed.body = response.body.observed(counting: ByteCounter()) { _ in release(client, started, facts) }
+        streamed.body = response.body.observed(counting: ByteCounter()) { _ in giveBack.run() }
         return streamed
     }
 
@@ -178,5 +185,18 @@ struct ForwardMiddleware: RouterMiddleware {
             index -= 1
         }
         return 0
+    }
+}
+
+/// An action run at most once, by whichever of its callers comes first.
+final class Once: Sendable {
+    private let action: @Sendable () -> Void
+    private let done = Atomic<Bool>(false)
+
+    init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+
+    @Sendable func run() {
+        guard !done.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        action()
     }
 }

@@ -104,6 +104,15 @@ public struct GatewayApp: Sendable {
         storage.cache?.hot.countSendsOfLeavingEntries(in: answerBudget)
     }
 
+    /// What downloads waiting for slow clients hold on disk (`limits.spool_max_bytes`).
+    public let spoolBudget = SpoolBudget()
+
+    /// The spool's files go beside the state file, on the disk the gateway is given to write on.
+    static func spoolDirectory(statePath: String) -> String {
+        let directory = (statePath as NSString).deletingLastPathComponent
+        return directory.isEmpty ? "." : directory
+    }
+
     /// The `Server` header of every answer.
     static let serverName = "algogate/\(AlgoGateVersion.string)"
 
@@ -136,7 +145,7 @@ public struct GatewayApp: Sendable {
                                                    metrics: metrics))
         }
         router.add(middleware: ForwardMiddleware(
-            forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics, answerBudget: answerBudget) {
+            forwarder: Forwarder(client: httpClient, breaker: breaker, metrics: metrics, answerBudget: answerBudget, spoolBudget: spoolBudget) {
                 let snapshot = state.snapshot
                 return Forwarder.Settings(
                     origin: snapshot.config.upstream.url.trimmingSuffix("/"), key: snapshot.upstreamKey,
@@ -144,7 +153,9 @@ public struct GatewayApp: Sendable {
                     maxResponseBytes: snapshot.config.limits.maxResponseBytes,
                     maxBufferedAnswerBytes: snapshot.config.limits.maxBufferedAnswerBytes,
                     publicURL: snapshot.config.server.publicURL, tls: snapshot.config.server.tls != nil,
-                    uploadMinimumRate: .init(bytesPerSecond: snapshot.config.limits.uploadMinBytesPerSecond, window: uploadRateWindow))
+                    uploadMinimumRate: .init(bytesPerSecond: snapshot.config.limits.uploadMinBytesPerSecond, window: uploadRateWindow),
+                    spool: snapshot.config.limits.spoolMaxBytes == 0 ? nil
+                        : SpoolPipe.Settings(directory: Self.spoolDirectory(statePath: snapshot.config.cache.path), capacity: snapshot.config.limits.spoolMaxBytes))
             },
             gate: gate,
             queueTimeout: { .seconds(state.snapshot.config.upstream.queueTimeoutSeconds) },
@@ -178,7 +189,7 @@ public struct GatewayApp: Sendable {
                 throw GatewayError.forbidden("/metrics needs the admin key (server.metrics_access: admin)")
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget,
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(gate: gate, inputBudget: inputBudget, answerBudget: answerBudget, spoolBudget: spoolBudget,
                                                                                       collapsedWaiting: flights.waiting, breaker: breaker, logWriter: logWriter,
                                                                                       ledger: ledger, reserve: reserve, cache: cache,
                                                                                       limits: state.snapshot.config.limits))))

@@ -88,6 +88,8 @@ final class RequestFacts: Sendable {
         var asyncAccepted = false
         /// How long the request waited for an upstream slot, when it had to.
         var queued: Duration?
+        /// Bytes of a streamed answer that waited on disk for the client (`SpoolPipe`).
+        var spooledBytes = 0
         /// The room the algorithm's answer holds under `limits.max_buffered_answer_bytes`, given
         /// back once the answer has been sent (`complete`), or when these facts go.
         var answerRoom: HeldBytes?
@@ -182,7 +184,13 @@ final class RequestFacts: Sendable {
     var shortfall: Shortfall {
         state.withLock { Shortfall(failure: $0.failure, staleBecause: $0.staleBecause, notStoredBecause: $0.notStoredBecause,
                                    notReadBecause: $0.notReadBecause, upstreamRefusedKey: $0.upstreamRefusedKey, clientGone: $0.clientGone,
-                                   asyncAccepted: $0.asyncAccepted, queued: $0.queued) }
+                                   asyncAccepted: $0.asyncAccepted, queued: $0.queued, spooledBytes: $0.spooledBytes) }
+    }
+
+    /// Bytes of the streamed answer that waited on disk for the client (`SpoolPipe`).
+    var spooledBytes: Int {
+        get { state.withLock { $0.spooledBytes } }
+        set { state.withLock { $0.spooledBytes = newValue } }
     }
 
     /// Whether the algorithm's answer is wanted even if the client goes (`ClientDeparture`).
@@ -271,4 +279,6 @@ struct Shortfall: Sendable {
     var asyncAccepted = false
     /// Nor this: how long the request waited for an upstream slot, when it had to.
     var queued: Duration?
+    /// Nor this: bytes of a streamed answer that waited on disk for a slow client.
+    var spooledBytes = 0
 }

@@ -79,18 +79,28 @@ public final class DiskReserve: Sendable {
     /// `max_bytes`, a WAL's worth beside it (SQLite checkpoints at about 4 MiB), and the reserve.
     /// The cache would fill the disk, and then store nothing. The gateway's own files there count
     /// as room. Nil when the room is there, when the cache is off, or when it cannot be told.
+    /// The spool of downloads waiting for slow clients (`limits.spool_max_bytes`) is on that disk
+    /// too, and counts with them.
     public static func roomNote(_ config: GatewayConfig, reserveBytes: Int = defaultBytes) -> String? {
-        guard config.cache.enabled else { return nil }
+        let spool = config.limits.spoolMaxBytes
+        guard config.cache.enabled || spool > 0 else { return nil }
         let path = config.cache.path
         let own = ["", "-wal", "-reserve"].compactMap { suffix in
             (try? FileManager.default.attributesOfItem(atPath: path + suffix))?[.size] as? Int
         }.reduce(0, +)
         guard let free = freeBytes(onDiskOf: path) else { return nil }
         let room = free + own
-        guard room < config.cache.maxBytes + walAllowance + reserveBytes else { return nil }
+        let spoolText = "limits.spool_max_bytes (\(Formatting.size(spool))) of downloads waiting for slow clients"
+        guard config.cache.enabled else {
+            guard room < spool else { return nil }
+            return "\(spoolText) is more than the \(Formatting.size(room)) the disk holding cache.path has for it: once the disk is full, "
+                + "downloads wait for their clients holding their upstream slots; lower limits.spool_max_bytes, or give cache.path a larger disk"
+        }
+        guard room < config.cache.maxBytes + walAllowance + reserveBytes + spool else { return nil }
         return "cache.max_bytes (\(Formatting.size(config.cache.maxBytes))), with its WAL (about \(Formatting.size(walAllowance))) and the "
-            + "\(Formatting.size(reserveBytes)) the gateway holds beside it for the usage counters, is more than the \(Formatting.size(room)) "
-            + "the disk holding cache.path has for them: once the disk is full, the cache stores nothing; lower cache.max_bytes, or give cache.path a larger disk"
+            + "\(Formatting.size(reserveBytes)) the gateway holds beside it for the usage counters\(spool > 0 ? ", and " + spoolText : ""), "
+            + "is more than the \(Formatting.size(room)) the disk holding cache.path has for them: once the disk is full, the cache stores nothing; "
+            + "lower cache.max_bytes\(spool > 0 ? " or limits.spool_max_bytes" : ""), or give cache.path a larger disk"
     }
 
     static let walAllowance = 4 << 20

@@ -22,6 +22,8 @@ public struct Forwarder: Sendable {
     let metrics: GatewayMetrics?
     /// Where algorithm answers hold room until sent (`limits.max_buffered_answer_bytes`).
     let answerBudget: MemoryBudget?
+    /// What downloads waiting for slow clients hold on disk (`limits.spool_max_bytes`).
+    let spoolBudget: SpoolBudget?
 
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
@@ -36,14 +38,17 @@ public struct Forwarder: Sendable {
         public var tls = false
         /// `limits.upload_min_bytes_per_second`, and the window it is judged over (`UploadRelay`).
         var uploadMinimumRate = UploadRelay.MinimumRate(bytesPerSecond: 0, window: .seconds(20))
+        /// Where streamed answers wait for slow clients (`SpoolPipe`); nil: they do not.
+        var spool: SpoolPipe.Settings?
     }
 
     public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, answerBudget: MemoryBudget? = nil,
-                settings: @escaping @Sendable () -> Settings) {
+                spoolBudget: SpoolBudget? = nil, settings: @escaping @Sendable () -> Settings) {
         self.client = client
         self.breaker = breaker
         self.metrics = metrics
         self.answerBudget = answerBudget
+        self.spoolBudget = spoolBudget
         self.settings = settings
     }
 

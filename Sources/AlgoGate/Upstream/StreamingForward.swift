@@ -13,7 +13,11 @@ extension Forwarder {
     /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
     /// or OPTIONS whose connection was lost before an answer is sent once more (`onRetry` is told).
     @inline(never)
-    func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext, onRetry: @Sendable () -> Void = {}) async throws -> Response {
+    ///
+    /// `upstreamEnded` is called once the upstream has sent all of a streamed answer (or failed
+    /// to): with a spool (`SpoolPipe`), that can be well before a slow client has read it.
+    func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext, upstreamEnded: (@Sendable () -> Void)? = nil,
+                          onRetry: @Sendable () -> Void = {}) async throws -> Response {
         // Split as `forwardAlgo` is, for the same reason.
         let settings = settings()
         let (upstream, hasBody, upload) = try streamingRequest(request, path: path, settings: settings, context: context)
@@ -26,7 +30,7 @@ extension Forwarder {
         let response = try await execute(upstream, upstream: settings.origin, deadline: deadline, timeoutSeconds: settings.timeoutSeconds,
                                          facts: context.facts, replayable: replayable,
                                          upload: upload, onRetry: onRetry)
-        return try await streamedAnswer(response, to: request, path: path, settings: settings, context: context)
+        return try await streamedAnswer(response, to: request, path: path, settings: settings, context: context, upstreamEnded: upstreamEnded)
     }
 
     /// The upstream request, whether it has a body, and the body as it streams from the client.
@@ -59,7 +63,7 @@ extension Forwarder {
     /// The response for a streamed request's upstream answer (see `forwardStreaming`).
     @inline(never)
     private func streamedAnswer(_ response: HTTPClientResponse, to request: Request, path: String, settings: Settings,
-                                context: GatewayRequestContext) async throws -> Response {
+                                context: GatewayRequestContext, upstreamEnded: (@Sendable () -> Void)?) async throws -> Response {
         var headers = HeaderPolicy.downstreamResponse(response.headers.map { ($0.name, $0.value) })
         var contentLength = response.headers.first(name: "content-length").flatMap(Int.init)
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
@@ -83,8 +87,9 @@ extension Forwarder {
             if let contentLength { headers[.contentLength] = String(contentLength) }
             return Response(status: status, headers: headers, body: .init())
         }
-        let answer = Answer(status: status, headers: headers, contentLength: contentLength, keyGuard: keyGuard,
+        var answer = Answer(status: status, headers: headers, contentLength: contentLength, keyGuard: keyGuard,
                             links: links.flatMap { LinkRewriter.rewritesBody(path: path, headers: headers) ? $0 : nil })
+        if let spool = settings.spool, let spoolBudget { answer.spool = (spool, spoolBudget, upstreamEnded) }
         if let upstreamCoding {
             return try await respond(answer, parts: InflatingSequence(base: response.body, coding: upstreamCoding, limit: .max,
                                                                       corrupt: .badGateway("the upstream sent a corrupt \(upstreamCoding.rawValue) body")),
@@ -101,6 +106,8 @@ extension Forwarder {
         var contentLength: Int?
         var keyGuard: KeyEchoGuard
         var links: LinkRewriter?
+        /// Where its body waits for a slow client, and who is told when the upstream has sent it all.
+        var spool: (settings: SpoolPipe.Settings, budget: SpoolBudget, upstreamEnded: (@Sendable () -> Void)?)?
     }
 
     /// The response for an upstream answer whose body arrives as `parts` (inflated already).
@@ -162,15 +169,43 @@ extension Forwarder {
         let keyGuard = answer.keyGuard
         let ahead = readAhead
         let links = answer.links
+        // An answer small enough to wait in the pipe's memory whole needs none.
+        let spool = answer.spool.flatMap { (contentLength ?? .max) > $0.settings.memoryBytes ? $0 : nil }
         let body = ResponseBody(contentLength: contentLength) { writer in
             // Sent a chunk behind the upstream, so a key across two chunks is caught before any of it goes.
             var checked = KeyEchoGuard.Stream(keyGuard)
             var rewriting = links.map(LinkRewriter.Stream.init)
-            var parts = rest.take()
             do {
                 if let ahead, let ready = try checked.pass(ahead), let out = rewriting.passing(ready) { try await writer.write(out) }
-                while let part = try await parts.next() {
-                    if let ready = try checked.pass(part), let out = rewriting.passing(ready) { try await writer.write(out) }
+                if let spool {
+                    // The upstream's bytes are taken as they come, by a task of their own, and wait
+                    // in the pipe for the client; the exchange ends when the upstream has sent them.
+                    let pipe = SpoolPipe(settings: spool.settings, budget: spool.budget)
+                    defer {
+                        context.facts.spooledBytes = pipe.spooled
+                        pipe.close()
+                    }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            var parts = rest.take()
+                            do {
+                                while let part = try await parts.next() { try await pipe.push(part) }
+                                pipe.finish()
+                            } catch {
+                                pipe.finish(error)
+                            }
+                            spool.upstreamEnded?()
+                        }
+                        while let part = try await pipe.next() {
+                            if let ready = try checked.pass(part), let out = rewriting.passing(ready) { try await writer.write(out) }
+                        }
+                        try await group.waitForAll()
+                    }
+                } else {
+                    var parts = rest.take()
+                    while let part = try await parts.next() {
+                        if let ready = try checked.pass(part), let out = rewriting.passing(ready) { try await writer.write(out) }
+                    }
                 }
             } catch let error as GatewayError where error == KeyEchoGuard.withheld {
                 withheld(context)
