@@ -55,7 +55,10 @@ final class SpoolPipe: Sendable {
         /// What the files of every download may hold at once (`limits.spool_max_bytes`).
         var capacity: Int
         /// What a download's pipe holds in memory before its file takes the rest.
-        var memoryBytes = 65_536
+        var memoryBytes = 262_144
+        /// A file all of whose bytes have been taken starts again from nothing (its room given
+        /// back) once it has grown this large; a smaller one is appended to.
+        var rewindBytes = 4 << 20
     }
 
     private struct State {
@@ -64,9 +67,11 @@ final class SpoolPipe: Sendable {
         /// The file, once made (-1 before; `fileFailed` when it could not be, or written).
         var descriptor: CInt = -1
         var fileFailed = false
-        /// Bytes written to the file, and bytes of it taken.
+        /// Bytes written to the file, and bytes of it taken (since it last started again).
         var written = 0
         var taken = 0
+        /// Bytes that went through the file, all told.
+        var spooled = 0
         /// Bytes held under the budget for the file.
         var reserved = 0
         var ended = false
@@ -89,7 +94,7 @@ final class SpoolPipe: Sendable {
     }
 
     /// The bytes of the download that went through the file so far.
-    var spooled: Int { state.withLock { $0.written } }
+    var spooled: Int { state.withLock { $0.spooled } }
 
     /// Takes `part` in: to memory when it fits there and the file holds nothing untaken, else to
     /// the file when the budget has room; else waits for the taker to make room. Throws the
@@ -107,7 +112,7 @@ final class SpoolPipe: Sendable {
                     Self.wake(&state.taker)
                     return .done
                 }
-                if fileEmpty, state.written > 0, state.descriptor >= 0 {
+                if fileEmpty, state.written >= settings.rewindBytes, state.descriptor >= 0 {
                     // All the file held has been taken (and no read of it is under way, which
                     // would have left `taken` short): it starts again from nothing, its room given back.
                     defer { state.written = 0; state.taken = 0; state.reserved = 0 }
@@ -142,6 +147,7 @@ final class SpoolPipe: Sendable {
                 let stored: Bool = state.withLock { state in
                     if wrote, !state.closed {
                         state.written += part.readableBytes
+                        state.spooled += part.readableBytes
                         Self.wake(&state.taker)
                         return true
                     }
