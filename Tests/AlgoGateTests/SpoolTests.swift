@@ -1,7 +1,8 @@
-import AlgoGate
+@testable import AlgoGate
 import AlgoTestSupport
 import Crypto
 import Foundation
+import NIOCore
 import Testing
 
 /// `limits.spool_max_bytes`: a download whose client reads slower than the upstream sends waits
@@ -178,5 +179,35 @@ import Testing
             #expect(await eventually { h.app.gate.inFlight == 0 && h.app.spoolBudget.held == 0 })
         }
         await upstream.stop()
+    }
+
+    /// The pipe alone: what it could not hold waits for the taker; once the taker has emptied the
+    /// file, the room the file held goes back to the budget (the file starts again from nothing),
+    /// and every part comes out whole and in order.
+    @Test func aPipeGivesItsRoomBackWhenItsFileHasBeenTaken() async throws {
+        try await withTemporaryDirectory("spool-pipe") { directory in
+            let budget = SpoolBudget()
+            let size = 64 << 10
+            let pipe = SpoolPipe(settings: .init(directory: directory.path, capacity: 1 << 20, memoryBytes: size, rewindBytes: 4 << 20), budget: budget)
+            let pusher = Task {
+                for index in 0..<40 { try await pipe.push(ByteBuffer(repeating: UInt8(index), count: size)) }
+                pipe.finish()
+            }
+            // One part in memory, sixteen in the file (its 1 MiB), and the pusher waits.
+            try #require(await eventually { budget.held == 1 << 20 }, "\(budget.held)")
+            var index = 0
+            var lowest = budget.held
+            while let part = try await pipe.next() {
+                #expect(part.readableBytes == size && part.readableBytesView.allSatisfy { $0 == UInt8(index) }, "part \(index)")
+                index += 1
+                lowest = min(lowest, budget.held)
+            }
+            try await pusher.value
+            #expect(index == 40)
+            #expect(lowest < 1 << 20, "the file's room was never given back while the pipe ran")
+            #expect(pipe.spooled >= 16 * size)
+            pipe.close()
+            #expect(budget.held == 0)
+        }
     }
 }

@@ -118,9 +118,16 @@ final class SpoolPipe: Sendable {
                     defer { state.written = 0; state.taken = 0; state.reserved = 0 }
                     return .rewind(state.descriptor, reserved: state.reserved)
                 }
-                if !state.fileFailed, budget.tryReserve(part.readableBytes, capacity: settings.capacity) {
-                    state.reserved += part.readableBytes
-                    return .file(state.descriptor)
+                if !state.fileFailed {
+                    if budget.tryReserve(part.readableBytes, capacity: settings.capacity) {
+                        state.reserved += part.readableBytes
+                        return .file(state.descriptor)
+                    }
+                    if fileEmpty, state.written > 0, state.descriptor >= 0 {
+                        // No room, and bytes of its own already taken hold some: given back.
+                        defer { state.written = 0; state.taken = 0; state.reserved = 0 }
+                        return .rewind(state.descriptor, reserved: state.reserved)
+                    }
                 }
                 return .wait
             }
