@@ -86,6 +86,8 @@ import Testing
              "limits.max_buffered_answer_bytes: must be at least limits.max_response_bytes (3000), or the largest answer could never be held", Self.env),
             (Self.yaml("limits: {input_timeout_seconds: 0}\n" + client), "limits.input_timeout_seconds: must be from 1 to 3600", Self.env),
             (Self.yaml("limits: {upload_min_bytes_per_second: -1}\n" + client), "limits.upload_min_bytes_per_second: must be from 0 (no minimum) to 1073741824", Self.env),
+            (Self.yaml("limits: {spool_max_bytes: -1}\n" + client), "limits.spool_max_bytes: must not be negative (0 turns the spool off)", Self.env),
+            (Self.yaml("limits: {spool_max_bytes: 1.5}\n" + client), "limits.spool_max_bytes: expected a whole number", Self.env),
             (Self.yaml("clients: [{name: a, key_sha256: \"\(Self.hashA)\", scopes: [data:write], upload_min_bytes_per_second: 1073741825}]"),
              "clients[0].upload_min_bytes_per_second: must be from 0 (no minimum) to 1073741824", Self.env),
             (Self.yaml("cache: {fast_hits: sometimes}\n" + client), "cache.fast_hits: expected true or false", Self.env),
