@@ -402,18 +402,24 @@ import Testing
         }
     }
 
+    /// A client with a day's budget of one slot second (`timed`), and one without (`other`).
+    static let timedClients = """
+        clients:
+          - {name: timed, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo, "data:read"], quota: {slot_seconds_per_day: 1}}
+          - {name: other, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
+        """
+
+    /// What `timed` is told once over its budget, 57,600 s before a UTC midnight.
+    static let timedRefusal = "client 'timed' is over its slot_seconds_per_day quota (1): its calls have held the account's upstream slots that long "
+        + "today, so only answers the cache holds are served until the day ends; retry in 57600 s"
+
     /// `slot_seconds_per_day`: once a client's calls have held the account's upstream slots that
     /// long today, each of its requests that would go upstream (an algorithm call, a data
     /// request) gets 429 until the UTC day ends, and reaches no slot; an answer the cache holds is
     /// still served, for nothing upstream. Other clients go on, and the next day the client does.
     @Test func aSlotSecondsQuotaRefusesUpstreamCallsButNotCachedAnswers() async throws {
         let clock = TestClock()  // 57,600 s before a UTC midnight
-        let yaml = """
-        clients:
-          - {name: timed, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo, "data:read"], quota: {slot_seconds_per_day: 1}}
-          - {name: other, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
-        """
-        try await GatewayHarness.run(now: { clock.now }, clientsYAML: yaml) { h in
+        try await GatewayHarness.run(now: { clock.now }, clientsYAML: Self.timedClients) { h in
             let sleep = { (key: String, path: String) in
                 try await h.gateway.send(.POST, path, headers: simple(key) + jsonType, text: "1100")
             }
@@ -432,8 +438,7 @@ import Testing
             #expect(hit.header("X-Cache") == "HIT")
             #expect(hit.bytes == first.bytes)
             // ... and nothing that would go upstream: an unpinned call, a pinned call not stored, a data request.
-            let message = "client 'timed' is over its slot_seconds_per_day quota (1): its calls have held the account's upstream slots that long "
-                + "today, so only answers the cache holds are served until the day ends; retry in 57600 s"
+            let message = Self.timedRefusal
             for refused in [try await sleep(Keys.teamA, "/v1/algo/test/Sleep"),
                             try await h.gateway.send(.POST, "/v1/algo/demo/Hello/0.1.0", headers: simple(Keys.teamA) + textType, text: "HAL"),
                             try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))] {
@@ -466,12 +471,7 @@ import Testing
     /// budget, nothing more goes upstream for the client, before the call has ended.
     @Test func aCallUnderWayCountsAgainstTheSlotBudgetAsItGoes() async throws {
         let clock = TestClock()  // 57,600 s before a UTC midnight
-        let yaml = """
-        clients:
-          - {name: timed, key_sha256: "\(ClientRegistry.hash(of: Keys.teamA))", scopes: [algo, "data:read"], quota: {slot_seconds_per_day: 1}}
-          - {name: other, key_sha256: "\(ClientRegistry.hash(of: Keys.teamB))", scopes: [algo]}
-        """
-        try await GatewayHarness.run(now: { clock.now }, clientsYAML: yaml) { h in
+        try await GatewayHarness.run(now: { clock.now }, clientsYAML: Self.timedClients) { h in
             // Held upstream 4 s: the budget runs out while it is under way.
             let long = Task { try await h.gateway.send(.POST, "/v1/algo/test/Sleep", headers: simple(Keys.teamA) + jsonType, text: "4000") }
             try #require(await eventually { h.simulator.stats.snapshot.inFlight == 1 }, "the call never reached the upstream")
@@ -481,8 +481,7 @@ import Testing
             let me = try await h.gateway.send(.GET, "/_gateway/me", headers: simple(Keys.teamA))
             #expect((me.object["remaining"] as? [String: Any])?["slot_seconds_today"] as? Double == 0, "\(me.text)")
 
-            let message = "client 'timed' is over its slot_seconds_per_day quota (1): its calls have held the account's upstream slots that long "
-                + "today, so only answers the cache holds are served until the day ends; retry in 57600 s"
+            let message = Self.timedRefusal
             for refused in [try await h.gateway.send(.POST, "/v1/algo/demo/Hello", headers: simple(Keys.teamA) + textType, text: "HAL"),
                             try await h.gateway.send(.GET, "/v1/data/.my/team-a", headers: simple(Keys.teamA))] {
                 #expect(refused.status == 429)
