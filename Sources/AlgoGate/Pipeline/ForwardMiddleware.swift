@@ -5,7 +5,8 @@ import Synchronization
 
 /// The last step for `/v1` requests: takes an upstream slot (fair share of the account's
 /// concurrency), hands the request to the forwarder by route class, and gives the slot back when
-/// the upstream exchange is over (for streamed bodies, when the body has been sent). An algorithm
+/// the upstream exchange is over (for streamed bodies, when the upstream has sent the body: to the
+/// client, or, for a client slower than the upstream, to the spool, `SpoolPipe`). An algorithm
 /// call whose client goes while it waits for a slot is given up, and so is one whose answer is not
 /// all in by the call's timeout (`ClientDeparture`); a data or management request whose client
 /// goes while it waits leaves the queue, and is not sent. One whose client goes once it has been sent

@@ -152,7 +152,9 @@ final class SpoolPipe: Sendable {
                 let offset = state.withLock { $0.written }
                 let wrote = descriptor >= 0 ? (try? await write(part, to: descriptor, at: offset)) != nil : false
                 let stored: Bool = state.withLock { state in
-                    if wrote, !state.closed {
+                    // Closed meanwhile: `close` gave back all the room, this part's included.
+                    if state.closed { return true }
+                    if wrote {
                         state.written += part.readableBytes
                         state.spooled += part.readableBytes
                         Self.wake(&state.taker)
@@ -190,6 +192,7 @@ final class SpoolPipe: Sendable {
                     Self.wake(&state.pusher)
                     return .part(part)
                 }
+                if state.closed { return .failed(CancellationError()) }
                 if state.taken < state.written {
                     return .read(state.descriptor, offset: state.taken, count: min(state.written - state.taken, Self.readSize))
                 }

@@ -12,10 +12,10 @@ extension Forwarder {
 
     /// Forwards any other request with its body streaming in both directions. A bodiless GET, HEAD
     /// or OPTIONS whose connection was lost before an answer is sent once more (`onRetry` is told).
-    @inline(never)
     ///
     /// `upstreamEnded` is called once the upstream has sent all of a streamed answer (or failed
     /// to): with a spool (`SpoolPipe`), that can be well before a slow client has read it.
+    @inline(never)
     func forwardStreaming(_ request: Request, path: String, context: GatewayRequestContext, upstreamEnded: (@Sendable () -> Void)? = nil,
                           onRetry: @Sendable () -> Void = {}) async throws -> Response {
         // Split as `forwardAlgo` is, for the same reason.
