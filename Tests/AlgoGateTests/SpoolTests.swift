@@ -186,7 +186,7 @@ import Testing
     /// and every part comes out whole and in order.
     @Test func aPipeGivesItsRoomBackWhenItsFileHasBeenTaken() async throws {
         try await withTemporaryDirectory("spool-pipe") { directory in
-            let budget = SpoolBudget()
+            let budget = MemoryBudget()
             let size = 64 << 10
             let pipe = SpoolPipe(settings: .init(directory: directory.path, capacity: 1 << 20, memoryBytes: size, rewindBytes: 4 << 20), budget: budget)
             let pusher = Task {

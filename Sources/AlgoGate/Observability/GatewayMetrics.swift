@@ -273,7 +273,7 @@ public final class GatewayMetrics: Sendable {
     /// The text exposition, with the gauges read from the gate, the log writer's drops, the
     /// bounds in force with the cache's size, and the process's own figures brought up to date
     /// at scrape time.
-    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, spoolBudget: SpoolBudget, collapsedWaiting: Int,
+    func exposition(gate: ConcurrencyGate, inputBudget: MemoryBudget, answerBudget: MemoryBudget, spoolBudget: MemoryBudget, collapsedWaiting: Int,
                     breaker: CircuitBreaker, logWriter: LogWriter?, ledger: QuotaLedger, reserve: DiskReserve?,
                     cache: ResponseCache?, limits: GatewayConfig.Limits) -> [UInt8] {
         if let cache { Self.catchUp(corruptEntries, counted: corruptEntriesCounted, to: cache.corruptEntriesTotal) }

@@ -105,7 +105,7 @@ public struct GatewayApp: Sendable {
     }
 
     /// What downloads waiting for slow clients hold on disk (`limits.spool_max_bytes`).
-    public let spoolBudget = SpoolBudget()
+    public let spoolBudget = MemoryBudget()
 
     /// The spool's files go beside the state file, on the disk the gateway is given to write on.
     static func spoolDirectory(statePath: String) -> String {

@@ -5,7 +5,9 @@ import Synchronization
 
 /// Bounds bytes held in memory at once, across every call: the gateway has one for algorithm
 /// inputs (`limits.max_buffered_bytes`) and one for algorithm answers
-/// (`limits.max_buffered_answer_bytes`).
+/// (`limits.max_buffered_answer_bytes`). A third bounds bytes on disk, not in memory: those of
+/// downloads waiting for slow clients (`limits.spool_max_bytes`, `SpoolPipe`), which only ever
+/// take room without waiting (`tryReserve`).
 ///
 /// An algorithm's input is read whole before the cache and the upstream see it, and a call that
 /// waits for an upstream slot keeps its input meanwhile. The slots bound the calls in flight, not

@@ -23,7 +23,7 @@ public struct Forwarder: Sendable {
     /// Where algorithm answers hold room until sent (`limits.max_buffered_answer_bytes`).
     let answerBudget: MemoryBudget?
     /// What downloads waiting for slow clients hold on disk (`limits.spool_max_bytes`).
-    let spoolBudget: SpoolBudget?
+    let spoolBudget: MemoryBudget?
 
     /// What the forwarder reads from the (reloadable) configuration.
     public struct Settings: Sendable {
@@ -43,7 +43,7 @@ public struct Forwarder: Sendable {
     }
 
     public init(client: HTTPClient, breaker: CircuitBreaker? = nil, metrics: GatewayMetrics? = nil, answerBudget: MemoryBudget? = nil,
-                spoolBudget: SpoolBudget? = nil, settings: @escaping @Sendable () -> Settings) {
+                spoolBudget: MemoryBudget? = nil, settings: @escaping @Sendable () -> Settings) {
         self.client = client
         self.breaker = breaker
         self.metrics = metrics

@@ -10,40 +10,14 @@ import Glibc
 import Musl
 #endif
 
-/// Bytes of downloads spooled to disk at once, across every download (`limits.spool_max_bytes`).
-public final class SpoolBudget: Sendable {
-    private let state = Mutex((held: 0, peak: 0))
-
-    public init() {}
-
-    /// Bytes on disk now.
-    public var held: Int { state.withLock { $0.held } }
-    /// The most bytes on disk at once so far (for tests).
-    public var peak: Int { state.withLock { $0.peak } }
-
-    /// Holds `bytes` when they fit beside what is held within `capacity`.
-    func tryReserve(_ bytes: Int, capacity: Int) -> Bool {
-        state.withLock { state in
-            guard bytes <= capacity - state.held else { return false }
-            state.held += bytes
-            state.peak = max(state.peak, state.held)
-            return true
-        }
-    }
-
-    func release(_ bytes: Int) {
-        guard bytes > 0 else { return }
-        state.withLock { $0.held -= bytes }
-    }
-}
-
 /// A download's body between the upstream and a client slower than it, as nginx buffers a
 /// proxied answer: the upstream's bytes are taken as fast as they come, and those the client has
 /// not taken yet wait in memory (up to `memoryBytes`) and then in an unlinked temporary file, so
 /// the upstream exchange, and the account's slot it holds, ends when the upstream has sent the
 /// answer, not when a slow client has read it. The file's bytes count against a budget shared by
-/// every download (`SpoolBudget`); when it is full, or the file cannot be written, the pipe holds
-/// what memory allows and the upstream waits for the client, as without a spool.
+/// every download (a `MemoryBudget` of disk, `GatewayApp.spoolBudget`); when it is full, or the
+/// file cannot be written, the pipe holds what memory allows and the upstream waits for the
+/// client, as without a spool.
 ///
 /// One task pushes (`push`, then `finish`), one takes (`next`); bytes come out in the order they
 /// went in: a part goes to memory only while the file holds nothing untaken, so what memory holds
@@ -84,10 +58,10 @@ final class SpoolPipe: Sendable {
 
     private let state = Mutex(State())
     private let settings: Settings
-    private let budget: SpoolBudget
+    private let budget: MemoryBudget
     private let pool: NIOThreadPool
 
-    init(settings: Settings, budget: SpoolBudget, pool: NIOThreadPool = .singleton) {
+    init(settings: Settings, budget: MemoryBudget, pool: NIOThreadPool = .singleton) {
         self.settings = settings
         self.budget = budget
         self.pool = pool
@@ -119,7 +93,7 @@ final class SpoolPipe: Sendable {
                     return .rewind(state.descriptor, reserved: state.reserved)
                 }
                 if !state.fileFailed {
-                    if budget.tryReserve(part.readableBytes, capacity: settings.capacity) {
+                    if part.readableBytes <= settings.capacity, budget.tryReserve(part.readableBytes, capacity: settings.capacity) != nil {
                         state.reserved += part.readableBytes
                         return .file(state.descriptor)
                     }

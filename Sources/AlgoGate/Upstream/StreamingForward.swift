@@ -107,7 +107,7 @@ extension Forwarder {
         var keyGuard: KeyEchoGuard
         var links: LinkRewriter?
         /// Where its body waits for a slow client, and who is told when the upstream has sent it all.
-        var spool: (settings: SpoolPipe.Settings, budget: SpoolBudget, upstreamEnded: (@Sendable () -> Void)?)?
+        var spool: (settings: SpoolPipe.Settings, budget: MemoryBudget, upstreamEnded: (@Sendable () -> Void)?)?
     }
 
     /// The response for an upstream answer whose body arrives as `parts` (inflated already).
