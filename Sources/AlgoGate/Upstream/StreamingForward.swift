@@ -180,16 +180,24 @@ extension Forwarder {
                 if let spool {
                     // The upstream's bytes are taken as they come, by a task of their own, and wait
                     // in the pipe for the client; the exchange ends when the upstream has sent them.
+                    // That task checks them for the key, so none that hold it reach the disk: the
+                    // check goes with it, and this side's starts again with nothing held.
                     let pipe = SpoolPipe(settings: spool.settings, budget: spool.budget)
                     defer {
                         context.facts.spooledBytes = pipe.spooled
                         pipe.close()
                     }
+                    let handed = checked
+                    checked = KeyEchoGuard.Stream(keyGuard)
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             var parts = rest.take()
+                            var checked = handed
                             do {
-                                while let part = try await parts.next() { try await pipe.push(part) }
+                                while let part = try await parts.next() {
+                                    if let ready = try checked.pass(part) { try await pipe.push(ready) }
+                                }
+                                if let last = checked.finish() { try await pipe.push(last) }
                                 pipe.finish()
                             } catch {
                                 pipe.finish(error)
@@ -197,7 +205,7 @@ extension Forwarder {
                             spool.upstreamEnded?()
                         }
                         while let part = try await pipe.next() {
-                            if let ready = try checked.pass(part), let out = rewriting.passing(ready) { try await writer.write(out) }
+                            if let out = rewriting.passing(part) { try await writer.write(out) }
                         }
                         try await group.waitForAll()
                     }
