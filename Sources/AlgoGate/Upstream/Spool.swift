@@ -1,5 +1,4 @@
 import DequeModule
-import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -202,7 +201,7 @@ final class SpoolPipe: Sendable {
             defer { state.descriptor = -1; state.reserved = 0 }
             return (state.descriptor, state.reserved)
         }
-        if descriptor >= 0 { _ = Glibc.close(descriptor) }
+        if descriptor >= 0 { closeDescriptor(descriptor) }
         budget.release(reserved)
     }
 
@@ -250,7 +249,7 @@ final class SpoolPipe: Sendable {
             return true
         }
         if !kept {
-            _ = Glibc.close(descriptor)
+            closeDescriptor(descriptor)
             throw CancellationError()
         }
         return descriptor
@@ -292,4 +291,9 @@ final class SpoolPipe: Sendable {
             return buffer
         }
     }
+}
+
+/// close(2), named apart from `SpoolPipe.close`, which hides it inside the class (on Glibc and Musl alike).
+private func closeDescriptor(_ descriptor: CInt) {
+    _ = close(descriptor)
 }
